@@ -1,0 +1,41 @@
+"""difflib_models: see what fine-tuning changed inside a model, and stop a bad model before release.
+
+Importing this package is cheap: heavy dependencies (torch, transformers, Lightning, MLflow) load lazily
+when a public name that needs them is first used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from difflib_models._version import __version__
+from difflib_models.errors import ConfigError, DifflibError
+
+# public name -> module that defines it (imported on first attribute access)
+_LAZY: dict[str, str] = {
+    "load_model": "difflib_models.models.loading",
+    "LoadedModel": "difflib_models.models.loading",
+    "ModelIdentity": "difflib_models.models.identity",
+    "resolve_blocks": "difflib_models.models.hookpoints",
+    "HookPointMap": "difflib_models.models.hookpoints",
+    "ActivationCapture": "difflib_models.capture.capture",
+    "capture_batch": "difflib_models.capture.capture",
+    "ActivationStore": "difflib_models.store.reader",
+    "ActivationStoreWriter": "difflib_models.store.writer",
+}
+
+__all__ = ["__version__", "ConfigError", "DifflibError", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'difflib_models' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
