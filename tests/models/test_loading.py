@@ -1,0 +1,148 @@
+"""Model loading: HF directories, peft adapters, GGUF (cached conversion), the embedded default, bad specs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from difflib_models.errors import ConfigError, ModelLoadError
+from difflib_models.models import gguf as gguf_mod
+from difflib_models.models.identity import ModelIdentity, weight_hash
+from difflib_models.models.loading import EMBEDDED_DEFAULT, from_pretrained_objects, load_model
+
+
+def test_hf_dir_loads_in_eval_mode_with_stable_hash(tinystories_656k: Path) -> None:
+    a = load_model(tinystories_656k)
+    b = load_model(str(tinystories_656k))
+    assert a.identity.source == "hf_dir"
+    assert not a.model.training
+    assert a.identity.weight_hash == b.identity.weight_hash
+    assert a.identity.weight_hash.startswith("sha256:")
+    assert a.tokenizer.pad_token is not None
+    assert a.d_model == 128
+
+
+def test_weight_hash_changes_when_one_weight_changes(tinystories_656k: Path) -> None:
+    loaded = load_model(tinystories_656k)
+    before = weight_hash(loaded.model)
+    with torch.no_grad():
+        next(loaded.model.parameters()).view(-1)[0] += 1e-3
+    assert weight_hash(loaded.model) != before
+
+
+def _save_lora_adapter(base_dir: Path, out: Path) -> None:
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(base_dir)
+    peft_model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    peft_model.save_pretrained(out)
+    cfg = json.loads((out / "adapter_config.json").read_text())
+    cfg["base_model_name_or_path"] = str(base_dir)
+    (out / "adapter_config.json").write_text(json.dumps(cfg))
+
+
+def test_peft_adapter_dir_and_base_view(tinystories_656k: Path, tmp_path: Path) -> None:
+    _save_lora_adapter(tinystories_656k, tmp_path / "adapter")
+    plain = load_model(tinystories_656k)
+    adapted = load_model(tmp_path / "adapter")  # base read from adapter_config.json
+    same = load_model(tinystories_656k, adapter=tmp_path / "adapter")
+    assert adapted.is_peft and adapted.identity.source == "peft"
+    assert adapted.identity.adapter_hash is not None
+    assert adapted.identity.adapter_hash == same.identity.adapter_hash
+    # the base weights hash like the plain model: the adapter is hashed separately
+    assert adapted.identity.weight_hash == plain.identity.weight_hash
+    assert adapted.identity.base is not None and adapted.identity.base.weight_hash == plain.identity.weight_hash
+    ids = torch.tensor([[1, 45, 300, 12, 99, 7]])
+    with torch.no_grad():
+        ref = plain.model(ids).logits
+        lora = adapted.model(ids).logits
+        with adapted.base_view() as base:
+            via_base_view = base(ids).logits
+    assert torch.allclose(via_base_view, ref, atol=1e-6)
+    assert not torch.allclose(lora, ref, atol=1e-4)  # init_lora_weights=False: the adapter changes outputs
+    ident = ModelIdentity.from_dict(json.loads(json.dumps(adapted.identity.to_dict())))
+    assert ident == adapted.identity
+    assert ident.combined_hash != plain.identity.combined_hash
+
+
+def test_base_view_on_plain_model_is_a_clear_error(tinystories_656k: Path) -> None:
+    loaded = load_model(tinystories_656k)
+    with pytest.raises(ConfigError, match="needs a peft model"), loaded.base_view():
+        pass
+
+
+@pytest.mark.parametrize("spec", ["./does/not/exist", "/nonexistent/model", "missing.gguf"])
+def test_missing_path_is_config_error(spec: str) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_model(spec)
+
+
+def test_directory_without_model_is_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="neither"):
+        load_model(tmp_path)
+
+
+def test_hub_id_offline_is_load_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelLoadError, match="HF_HUB_OFFLINE"):
+        load_model("some-org/definitely-not-cached-model")
+
+
+def test_gguf_without_package_says_what_to_install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    fake = tmp_path / "m.gguf"
+    fake.write_bytes(b"GGUF" + b"\0" * 64)
+    real_find_spec = gguf_mod.importlib.util.find_spec
+    monkeypatch.setattr(
+        gguf_mod.importlib.util, "find_spec", lambda name, *a: None if name == "gguf" else real_find_spec(name, *a)
+    )
+    monkeypatch.setenv("DIFFLIB_MODELS_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(ConfigError, match="pip install gguf"):
+        load_model(fake)
+
+
+def test_from_pretrained_objects_wraps_in_memory_model(tinystories_656k: Path) -> None:
+    loaded = load_model(tinystories_656k)
+    wrapped = from_pretrained_objects(loaded.model, loaded.tokenizer, name="mine")
+    assert wrapped.identity.source == "in_memory"
+    assert wrapped.identity.weight_hash == loaded.identity.weight_hash
+
+
+@pytest.mark.smollm2
+def test_embedded_default_answers_paris(smollm2) -> None:
+    tok = smollm2.tokenizer
+    assert smollm2.identity.name == EMBEDDED_DEFAULT and smollm2.identity.source == "embedded"
+    msgs = [{"role": "user", "content": "What is the capital of France?"}]
+    enc = tok.apply_chat_template(msgs, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    with torch.no_grad():
+        out = smollm2.model.generate(**enc, max_new_tokens=10, do_sample=False)
+    answer = tok.decode(out[0, enc["input_ids"].shape[1] :])
+    assert "Paris" in answer
+    enc = tok("The capital of France is", return_tensors="pt")
+    with torch.no_grad():
+        out = smollm2.model.generate(**enc, max_new_tokens=3, do_sample=False)
+    assert "Paris" in tok.decode(out[0, enc["input_ids"].shape[1] :])
+    assert smollm2.d_model == 576
+
+
+@pytest.mark.smollm2
+def test_gguf_conversion_is_cached_and_reused(smollm2_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from transformers import AutoModelForCausalLM
+
+    assert (smollm2_dir / "model.safetensors").is_file()
+    assert (smollm2_dir / "difflib_gguf.json").is_file()
+    real = AutoModelForCausalLM.from_pretrained
+
+    def no_gguf(*args, **kwargs):  # the second load must not touch the GGUF again
+        assert "gguf_file" not in kwargs, "GGUF was converted again instead of reusing the cache"
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", no_gguf)
+    first = gguf_mod.convert_gguf(gguf_mod.smollm2_gguf_path())
+    assert first == smollm2_dir
+    loaded = load_model(EMBEDDED_DEFAULT)
+    # the weight hash is cached beside the conversion and equals a fresh hash of the loaded weights
+    assert loaded.identity.weight_hash == weight_hash(loaded.model)
