@@ -1,0 +1,223 @@
+"""A small, reusable LoRA fine-tune helper for causal LMs (plain torch loop).
+
+Used by the diffing tests and the documented narrow-fine-tune experiment; the Lightning callbacks have their own
+training integration. Inputs are plain texts (loss on every real token) or chat rows
+(``{"messages": [...]}``; the chat template is applied and the loss covers the final assistant message only).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from difflib_models.errors import ConfigError, bad_value
+from difflib_models.progress import progress
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass
+class LoraFinetuneConfig:
+    """Settings of :func:`lora_finetune`. Validated on construction."""
+
+    r: int = 8
+    """LoRA rank."""
+    alpha: float = 16.0
+    """LoRA alpha (scaling = alpha / r)."""
+    dropout: float = 0.0
+    target_modules: tuple[str, ...] = DEFAULT_TARGETS
+    """Module-name suffixes that get an adapter (only those present in the model are used)."""
+    lr: float = 3e-3
+    steps: int = 100
+    batch_size: int = 8
+    max_length: int = 128
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    seed: int = 0
+    grad_clip: float | None = 1.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("r", "steps", "batch_size", "max_length"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(bad_value(f"LoraFinetuneConfig.{name}", value, "an integer >= 1"))
+        if not self.alpha > 0:
+            raise ConfigError(bad_value("LoraFinetuneConfig.alpha", self.alpha, "a number > 0"))
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(bad_value("LoraFinetuneConfig.dropout", self.dropout, "0 <= dropout < 1"))
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError(bad_value("LoraFinetuneConfig.lr", self.lr, "a finite number > 0"))
+        if self.warmup_steps < 0 or self.warmup_steps >= self.steps:
+            raise ConfigError(bad_value("LoraFinetuneConfig.warmup_steps", self.warmup_steps, f"0..{self.steps - 1}"))
+        if isinstance(self.target_modules, str) or not self.target_modules:
+            raise ConfigError(
+                bad_value(
+                    "LoraFinetuneConfig.target_modules",
+                    self.target_modules,
+                    "a non-empty sequence of module-name suffixes",
+                    "e.g. ('q_proj', 'v_proj')",
+                )
+            )
+        self.target_modules = tuple(self.target_modules)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class FinetuneResult:
+    """The trained peft model and its loss curve (one value per step)."""
+
+    model: nn.Module
+    losses: list[float]
+
+    @property
+    def first_loss(self) -> float:
+        return self.losses[0]
+
+    @property
+    def last_loss(self) -> float:
+        return sum(self.losses[-5:]) / len(self.losses[-5:])
+
+
+def _present_targets(model: nn.Module, wanted: Sequence[str]) -> list[str]:
+    leaves = {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, nn.Linear | nn.Conv1d)}
+    present = [t for t in wanted if t in leaves]
+    if not present:
+        raise ConfigError(
+            bad_value(
+                "LoraFinetuneConfig.target_modules",
+                list(wanted),
+                sorted(leaves)[:20],
+                "Name linear layers that exist in this model.",
+            )
+        )
+    return present
+
+
+def _encode_examples(
+    tokenizer: Any, examples: Sequence[str | Mapping[str, Any]], max_length: int
+) -> list[tuple[list[int], int]]:
+    """Token ids and the index of the first token that counts in the loss, per example."""
+    out: list[tuple[list[int], int]] = []
+    for i, ex in enumerate(examples):
+        if isinstance(ex, str):
+            ids = tokenizer(ex, add_special_tokens=True, truncation=True, max_length=max_length)["input_ids"]
+            start = 1
+        elif isinstance(ex, Mapping) and "messages" in ex:
+            messages = list(ex["messages"])
+            if not messages or messages[-1].get("role") != "assistant":
+                raise ConfigError(
+                    bad_value(f"examples[{i}].messages", messages[-1:] if messages else messages,
+                              "a conversation ending with an assistant message")
+                )
+            if getattr(tokenizer, "chat_template", None) is None:
+                raise ConfigError(
+                    bad_value("tokenizer.chat_template", None, "a tokenizer with a chat template",
+                              "Pass plain texts for base models without a chat template.")
+                )
+            prompt = tokenizer.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
+            full = tokenizer.apply_chat_template(messages, tokenize=False)
+            p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            ids = tokenizer(full, add_special_tokens=False, truncation=True, max_length=max_length)["input_ids"]
+            start = min(len(p_ids), len(ids) - 1)
+        elif isinstance(ex, Mapping) and "text" in ex:
+            ids = tokenizer(str(ex["text"]), add_special_tokens=True, truncation=True, max_length=max_length)[
+                "input_ids"
+            ]
+            start = 1
+        else:
+            raise ConfigError(bad_value(f"examples[{i}]", ex, "a string, {'text': ...} or {'messages': [...]}"))
+        if len(ids) >= 2:
+            out.append((list(ids), max(1, start)))
+    if not out:
+        raise ConfigError(bad_value("examples", f"{len(examples)} examples", "at least one example of >= 2 tokens"))
+    return out
+
+
+def _collate(batch: list[tuple[list[int], int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    width = max(len(ids) for ids, _ in batch)
+    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    attn = torch.zeros((len(batch), width), dtype=torch.long)
+    labels = torch.full((len(batch), width), -100, dtype=torch.long)
+    for row, (ids, start) in enumerate(batch):
+        n = len(ids)
+        input_ids[row, :n] = torch.tensor(ids)
+        attn[row, :n] = 1
+        labels[row, start:n] = torch.tensor(ids[start:])
+    return input_ids, attn, labels
+
+
+def lora_finetune(
+    model: nn.Module,
+    tokenizer: Any,
+    examples: Sequence[str | Mapping[str, Any]],
+    config: LoraFinetuneConfig | None = None,
+    *,
+    adapter_name: str = "default",
+) -> FinetuneResult:
+    """Wrap ``model`` with a fresh LoRA adapter and train it on ``examples`` (returns the peft model).
+
+    The base weights stay frozen and unchanged, so ``model.disable_adapter()`` gives the exact base model back.
+    Batches are sampled with replacement-free epochs from a seeded shuffle; AdamW with linear warm-up and cosine
+    decay. Runs on the model's device.
+    """
+    from peft import LoraConfig, get_peft_model
+
+    cfg = config or LoraFinetuneConfig()
+    targets = _present_targets(model, cfg.target_modules)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    data = _encode_examples(tokenizer, examples, cfg.max_length)
+
+    torch.manual_seed(cfg.seed)
+    lora_cfg = LoraConfig(
+        r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=targets, bias="none",
+        task_type="CAUSAL_LM",
+    )
+    peft_model = get_peft_model(model, lora_cfg, adapter_name=adapter_name)
+    params = [p for p in peft_model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    def lr_at(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / (cfg.warmup_steps + 1)
+        t = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    device = next(peft_model.parameters()).device
+    rng = random.Random(cfg.seed)
+    order: list[int] = []
+    losses: list[float] = []
+    peft_model.train()
+    for _step in progress(range(cfg.steps), desc="lora finetune", total=cfg.steps, unit="step"):
+        if len(order) < cfg.batch_size:
+            more = list(range(len(data)))
+            rng.shuffle(more)
+            order.extend(more)
+        idx, order = order[: cfg.batch_size], order[cfg.batch_size :]
+        input_ids, attn, labels = (t.to(device) for t in _collate([data[i] for i in idx], pad_id))
+        out = peft_model(input_ids=input_ids, attention_mask=attn, labels=labels)
+        loss = out.loss
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss {loss.item()} at step {_step}; lower LoraFinetuneConfig.lr")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        opt.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+    peft_model.eval()
+    log.info("LoRA fine-tune: %d steps, loss %.3f -> %.3f", cfg.steps, losses[0], losses[-1])
+    return FinetuneResult(model=peft_model, losses=losses)
