@@ -1,0 +1,41 @@
+"""Persona vectors: trait files, judge-free extraction, vector files, validation against null baselines,
+and the shift math used by the training monitor and the release gate.
+
+Modules: ``traits`` (trait YAML schema + built-ins), ``importers`` (Anthropic evals, CAA, EM YAML),
+``chat`` (chat-template and token-position helpers), ``extraction`` (``PersonaExtractor``), ``vectors``
+(``PersonaVectorSet`` files), ``validation`` (AUROC, nulls, steering dose-response, layer selection) and
+``shift`` (probe activations and ``compute_shift``). Names are imported lazily.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY: dict[str, str] = {
+    "Trait": "difflib_models.persona.traits",
+    "load_trait": "difflib_models.persona.traits",
+    "builtin_traits": "difflib_models.persona.traits",
+    "PersonaExtractor": "difflib_models.persona.extraction",
+    "PersonaVectorSet": "difflib_models.persona.vectors",
+    "validate_vectors": "difflib_models.persona.validation",
+    "ShiftResult": "difflib_models.persona.shift",
+    "compute_shift": "difflib_models.persona.shift",
+    "probe_activations": "difflib_models.persona.shift",
+    "covariance_null_directions": "difflib_models.persona.shift",
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'difflib_models.persona' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,256 @@
+"""Persona vector files: per-layer trait directions for ONE model, as safetensors + a JSON sidecar.
+
+A vector file is model-specific (a trait file is not). ``PersonaVectorSet.save("evil.safetensors")`` writes
+
+- ``evil.safetensors``: one float32 tensor per layer, named ``layer.{i}`` (the raw, un-normalised direction:
+  mean(pos) - mean(neg) for the default aggregator), and
+- ``evil.json``: format version, trait id + hash + polarity, model identity (with its weight hash), extraction
+  mode and aggregator, ``layer_convention``, per-layer norms / gap / base_std, n_pos / n_neg, the selected layer
+  and why it was chosen, the validation summary, and the sha256 of the safetensors file.
+
+``PersonaVectorSet.load(path, expect_model=loaded)`` refuses (IdentityMismatchError) a file whose weight hash
+differs from the model it is about to be used with: a direction means nothing in another model's residual space.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from difflib_models._version import __version__
+from difflib_models.errors import ConfigError, IdentityMismatchError, bad_value
+from difflib_models.io import atomic_write, atomic_write_json, sha256_file
+from difflib_models.models.hookpoints import LAYER_CONVENTION
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+
+
+
+def _finite(x: float | None) -> float | None:
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+@dataclass
+class PersonaVectorSet:
+    """Per-layer directions of one trait in one model, plus everything needed to judge and reuse them."""
+
+    trait_id: str
+    vectors: dict[int, torch.Tensor]
+    model: dict[str, Any]
+    mode: str
+    aggregator: str = "mean_diff"
+    trait_hash: str | None = None
+    polarity: str = "undesirable"
+    n_pos: int = 0
+    n_neg: int = 0
+    gap: dict[int, float] = field(default_factory=dict)
+    base_std: dict[int, float] = field(default_factory=dict)
+    selected_layer: int | None = None
+    selection_reason: str | None = None
+    validation: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    layer_convention: str = LAYER_CONVENTION
+
+    def __post_init__(self) -> None:
+        if not self.vectors:
+            raise ConfigError(bad_value("vectors", {}, "at least one layer", "Run an extractor's fit() first."))
+        dims = {int(v.shape[-1]) for v in self.vectors.values()}
+        if len(dims) != 1 or any(v.dim() != 1 for v in self.vectors.values()):
+            raise ConfigError(bad_value("vectors", {k: tuple(v.shape) for k, v in self.vectors.items()},
+                                        "1-D tensors of one common size d_model"))
+        self.vectors = {int(k): v.detach().to(torch.float32).cpu().contiguous() for k, v in self.vectors.items()}
+        if self.selected_layer is not None and self.selected_layer not in self.vectors:
+            raise ConfigError(bad_value("selected_layer", self.selected_layer, sorted(self.vectors)))
+        if self.polarity not in ("undesirable", "desirable"):
+            raise ConfigError(bad_value("polarity", self.polarity, ["undesirable", "desirable"]))
+
+    # ------------------------------------------------------------------ access
+    @property
+    def layers(self) -> list[int]:
+        return sorted(self.vectors)
+
+    @property
+    def d_model(self) -> int:
+        return int(next(iter(self.vectors.values())).shape[0])
+
+    @property
+    def norms(self) -> dict[int, float]:
+        return {k: float(v.norm()) for k, v in sorted(self.vectors.items())}
+
+    @property
+    def weight_hash(self) -> str | None:
+        return self.model.get("weight_hash")
+
+    def _layer(self, layer: int | None) -> int:
+        if layer is None:
+            if self.selected_layer is None:
+                raise ConfigError(bad_value("layer", None, self.layers,
+                                            "No layer was selected in this file; pass layer= explicitly."))
+            return self.selected_layer
+        if layer not in self.vectors:
+            raise ConfigError(bad_value("layer", layer, self.layers, "This file has no vector for that layer."))
+        return layer
+
+    def vector(self, layer: int | None = None) -> torch.Tensor:
+        """Raw direction at ``layer`` (default: the selected layer)."""
+        return self.vectors[self._layer(layer)]
+
+    def unit(self, layer: int | None = None) -> torch.Tensor:
+        """Unit direction at ``layer``, pointing toward the trait (the pos class)."""
+        v = self.vector(layer)
+        n = v.norm()
+        if float(n) == 0.0:
+            raise ConfigError(bad_value("layer", layer, "a layer with a non-zero vector"))
+        return v / n
+
+    def undesirable_sign(self) -> float:
+        """+1 when the trait direction is the undesirable pole, -1 for desirable traits."""
+        return 1.0 if self.polarity == "undesirable" else -1.0
+
+    # ------------------------------------------------------------------ persistence
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "format": "difflib_models.persona_vectors",
+            "format_version": FORMAT_VERSION,
+            "library_version": __version__,
+            "trait": {"id": self.trait_id, "hash": self.trait_hash, "polarity": self.polarity},
+            "model": self.model,
+            "mode": self.mode,
+            "aggregator": self.aggregator,
+            "layer_convention": self.layer_convention,
+            "layers": self.layers,
+            "d_model": self.d_model,
+            "norms": {str(k): _finite(v) for k, v in self.norms.items()},
+            "n_pos": int(self.n_pos),
+            "n_neg": int(self.n_neg),
+            "gap": {str(k): _finite(v) for k, v in sorted(self.gap.items())},
+            "base_std": {str(k): _finite(v) for k, v in sorted(self.base_std.items())},
+            "selected_layer": self.selected_layer,
+            "selection_reason": self.selection_reason,
+            "validation": self.validation,
+            "extra": self.extra,
+        }
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``<path>.safetensors`` and the sidecar ``<path>.json`` atomically; returns the tensor path."""
+        from safetensors.torch import save_file
+
+        tensor_path, sidecar = _paths(path)
+        tensors = {f"layer.{k}": v for k, v in sorted(self.vectors.items())}
+        atomic_write(tensor_path, lambda p: save_file(tensors, str(p), metadata={"trait": self.trait_id}))
+        meta = self.metadata()
+        meta["sha256"] = sha256_file(tensor_path)
+        atomic_write_json(sidecar, meta)
+        log.info("wrote persona vectors %s (%d layers)", tensor_path, len(self.vectors))
+        return tensor_path
+
+    @classmethod
+    def load(cls, path: str | Path, expect_model: Any = None) -> PersonaVectorSet:
+        """Read a vector file. ``expect_model`` (LoadedModel, ModelIdentity, identity dict or weight-hash str)
+        makes a weight-hash mismatch an IdentityMismatchError."""
+        from safetensors.torch import load_file
+
+        tensor_path, sidecar = _paths(path)
+        if not tensor_path.exists() or not sidecar.exists():
+            raise ConfigError(bad_value("path", str(path), "a persona vector file (.safetensors + .json sidecar)",
+                                        f"Expected {tensor_path.name} and {sidecar.name} side by side."))
+        try:
+            meta = json.loads(sidecar.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"cannot read persona vector sidecar {sidecar}: {exc}") from exc
+        if meta.get("format") != "difflib_models.persona_vectors":
+            raise ConfigError(bad_value("path", str(sidecar), "a persona vector sidecar"))
+        if int(meta.get("format_version", 0)) > FORMAT_VERSION:
+            raise ConfigError(bad_value("format_version", meta.get("format_version"), f"<= {FORMAT_VERSION}",
+                                        "Upgrade difflib_models to read this file."))
+        if meta.get("sha256") and sha256_file(tensor_path) != meta["sha256"]:
+            raise ConfigError(f"persona vector file {tensor_path} does not match its sidecar checksum "
+                              "(corrupt or replaced). HINT: re-extract the vectors.")
+        if expect_model is not None:
+            check_identity(meta.get("model", {}), expect_model, what=str(tensor_path))
+        raw = load_file(str(tensor_path))
+        vectors = {int(k.split(".", 1)[1]): v for k, v in raw.items() if k.startswith("layer.")}
+        trait = meta.get("trait", {})
+        return cls(
+            trait_id=trait.get("id", ""),
+            trait_hash=trait.get("hash"),
+            polarity=trait.get("polarity", "undesirable"),
+            vectors=vectors,
+            model=meta.get("model", {}),
+            mode=meta.get("mode", ""),
+            aggregator=meta.get("aggregator", "mean_diff"),
+            n_pos=int(meta.get("n_pos", 0)),
+            n_neg=int(meta.get("n_neg", 0)),
+            gap={int(k): float(v) for k, v in (meta.get("gap") or {}).items() if v is not None},
+            base_std={int(k): float(v) for k, v in (meta.get("base_std") or {}).items() if v is not None},
+            selected_layer=meta.get("selected_layer"),
+            selection_reason=meta.get("selection_reason"),
+            validation=meta.get("validation"),
+            extra=meta.get("extra") or {},
+            layer_convention=meta.get("layer_convention", LAYER_CONVENTION),
+        )
+
+
+def _paths(path: str | Path) -> tuple[Path, Path]:
+    p = Path(path)
+    if p.suffix in (".safetensors", ".json"):
+        p = p.with_suffix("")
+    return p.with_suffix(".safetensors"), p.with_suffix(".json")
+
+
+def identity_dict(model: Any) -> dict[str, Any]:
+    """Identity of a LoadedModel / ModelIdentity / dict / weight-hash string, as a dict."""
+    if model is None:
+        return {}
+    if isinstance(model, str):
+        return {"weight_hash": model}
+    if isinstance(model, dict):
+        return model
+    ident = getattr(model, "identity", model)
+    if hasattr(ident, "to_dict"):
+        return ident.to_dict()
+    raise ConfigError(bad_value("expect_model", type(model).__name__,
+                                "a LoadedModel, ModelIdentity, identity dict or weight-hash string"))
+
+
+def _hashes(ident: dict[str, Any]) -> set[str]:
+    out = {ident.get("weight_hash")}
+    base = ident.get("base")
+    if isinstance(base, dict):
+        out.add(base.get("weight_hash"))
+    return {h for h in out if h}
+
+
+def check_identity(stored: dict[str, Any], expect_model: Any, *, what: str = "persona vectors") -> None:
+    """Raise IdentityMismatchError unless ``stored`` and ``expect_model`` share a weight hash.
+
+    A fine-tuned (peft) model matches vectors extracted on its base: its identity's ``base`` hash counts.
+    """
+    want = identity_dict(expect_model)
+    have, need = _hashes(stored), _hashes(want)
+    if not have or not need:
+        raise IdentityMismatchError(
+            f"{what}: cannot check the model identity (weight hash missing on "
+            f"{'the file' if not have else 'the model'}). HINT: re-extract the vectors with this library."
+        )
+    if not have & need:
+        raise IdentityMismatchError(
+            bad_value(
+                "expect_model.weight_hash",
+                sorted(need)[0][:16],
+                [h[:16] for h in sorted(have)],
+                f"{what} were extracted on model {stored.get('name', '?')!r}; a direction is only meaningful in "
+                "the model it was extracted from. Re-extract for this model.",
+            )
+        )

@@ -1,0 +1,94 @@
+"""Persona vector files: round trip, sidecar contents, identity checks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from difflib_models.errors import ConfigError, IdentityMismatchError
+from difflib_models.models.hookpoints import LAYER_CONVENTION
+from difflib_models.models.identity import ModelIdentity
+from difflib_models.persona.vectors import PersonaVectorSet
+
+IDENT = ModelIdentity(name="m", source="in_memory", path=None, weight_hash="sha256:aaaa")
+
+
+def _set(**kw) -> PersonaVectorSet:
+    g = torch.Generator().manual_seed(0)
+    vecs = {i: torch.randn(16, generator=g) * (i + 1) for i in range(3)}
+    base = dict(trait_id="evil", vectors=vecs, model=IDENT.to_dict(), mode="ab", trait_hash="t1", n_pos=40,
+                n_neg=40, gap={0: 1.0, 1: 2.5, 2: 3.0}, base_std={0: 0.5, 1: 0.7, 2: 0.9}, selected_layer=1,
+                selection_reason="best AUROC", validation={"auroc": {"1": 0.9}})
+    base.update(kw)
+    return PersonaVectorSet(**base)
+
+
+def test_round_trip(tmp_path):
+    s = _set()
+    out = s.save(tmp_path / "evil")
+    assert out.name == "evil.safetensors" and (tmp_path / "evil.json").exists()
+    back = PersonaVectorSet.load(tmp_path / "evil.safetensors", expect_model=IDENT)
+    for k in range(3):
+        torch.testing.assert_close(back.vectors[k], s.vectors[k], rtol=0, atol=0)
+    assert back.selected_layer == 1 and back.gap == s.gap and back.base_std == s.base_std
+    assert back.n_pos == 40 and back.trait_hash == "t1" and back.mode == "ab"
+    torch.testing.assert_close(back.unit().norm(), torch.tensor(1.0))
+    torch.testing.assert_close(back.unit(), s.vectors[1] / s.vectors[1].norm())
+
+
+def test_sidecar_contents(tmp_path):
+    s = _set()
+    s.save(tmp_path / "v.safetensors")
+    meta = json.loads((tmp_path / "v.json").read_text())
+    assert meta["layer_convention"] == LAYER_CONVENTION
+    assert meta["model"]["weight_hash"] == "sha256:aaaa"
+    assert meta["trait"] == {"id": "evil", "hash": "t1", "polarity": "undesirable"}
+    assert meta["norms"]["2"] == pytest.approx(float(s.vectors[2].norm()))
+    assert meta["selected_layer"] == 1 and meta["selection_reason"] == "best AUROC"
+    assert len(meta["sha256"]) == 64
+
+
+def test_identity_mismatch(tmp_path):
+    _set().save(tmp_path / "v")
+    other = ModelIdentity(name="other", source="in_memory", path=None, weight_hash="sha256:bbbb")
+    with pytest.raises(IdentityMismatchError, match="weight_hash"):
+        PersonaVectorSet.load(tmp_path / "v", expect_model=other)
+    with pytest.raises(IdentityMismatchError):
+        PersonaVectorSet.load(tmp_path / "v", expect_model="sha256:cccc")
+    # a fine-tuned model whose base is the extraction model is accepted
+    tuned = ModelIdentity(name="ft", source="peft", path=None, weight_hash="sha256:dddd", base=IDENT)
+    assert PersonaVectorSet.load(tmp_path / "v", expect_model=tuned).trait_id == "evil"
+    assert PersonaVectorSet.load(tmp_path / "v").trait_id == "evil"  # no check requested
+
+
+def test_identity_of_loaded_model(tmp_path):
+    from transformers import PreTrainedTokenizerFast
+
+    from difflib_models.models.loading import from_pretrained_objects
+    from tests.helpers.tiny_models import make_tiny
+
+    a = from_pretrained_objects(make_tiny("llama", seed=0), PreTrainedTokenizerFast, name="a")
+    b = from_pretrained_objects(make_tiny("llama", seed=1), PreTrainedTokenizerFast, name="b")
+    _set(model=a.identity.to_dict()).save(tmp_path / "v")
+    PersonaVectorSet.load(tmp_path / "v", expect_model=a)
+    with pytest.raises(IdentityMismatchError):
+        PersonaVectorSet.load(tmp_path / "v", expect_model=b)
+
+
+def test_corrupt_and_bad_input(tmp_path):
+    _set().save(tmp_path / "v")
+    data = bytearray((tmp_path / "v.safetensors").read_bytes())
+    data[-1] ^= 0xFF
+    (tmp_path / "v.safetensors").write_bytes(bytes(data))
+    with pytest.raises(ConfigError, match="checksum"):
+        PersonaVectorSet.load(tmp_path / "v")
+    with pytest.raises(ConfigError, match="vector file"):
+        PersonaVectorSet.load(tmp_path / "missing")
+    with pytest.raises(ConfigError, match="selected_layer"):
+        _set(selected_layer=7)
+    with pytest.raises(ConfigError, match="layer"):
+        _set().vector(5)
+    with pytest.raises(ConfigError, match="polarity"):
+        _set(polarity="bad")
