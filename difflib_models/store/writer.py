@@ -1,0 +1,360 @@
+"""Crash-safe, resumable writer of activation stores.
+
+``ActivationStoreWriter`` buffers captured batches in memory and flushes a shard whenever the next batch would
+take the buffer past ``shard_tokens`` tokens (every prompt lies wholly inside one shard, so resuming at prompt
+granularity never duplicates or drops a token). Serialising a shard (safetensors), hashing it (sha256), writing it
+atomically (temp file + fsync + rename) and then rewriting the manifest happen in one background thread fed by a
+bounded queue, so the forward loop is not blocked and memory stays bounded. An error in the thread is raised by
+the next ``add()`` or by ``close()``.
+
+A killed process leaves a readable store listing the shards that completed; reopening the directory with the same
+configuration resumes (``done_prompt_ids()``), a different configuration is a :class:`ConfigError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import queue
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from difflib_models.errors import ConfigError, NonFiniteActivationError, StoreError, bad_value
+from difflib_models.io import atomic_write_bytes
+from difflib_models.store.manifest import (
+    MANIFEST_NAME,
+    SHARD_DIR,
+    Manifest,
+    ShardInfo,
+    act_key,
+    manifest_path,
+    read_manifest,
+    shard_name,
+    write_manifest,
+)
+
+if TYPE_CHECKING:
+    from difflib_models.capture.capture import CaptureBatch
+
+logger = logging.getLogger(__name__)
+
+_TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+class ActivationStoreWriter:
+    """Write (or resume) an activation store at ``path``.
+
+    Use as a context manager; ``close()`` flushes the last shard and marks the store complete. Leaving the
+    ``with`` block through an exception flushes what was added (valid data, kept for resuming) but leaves the
+    store marked incomplete.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        sides: Sequence[str] = ("model",),
+        layers: Sequence[int],
+        d_model: int,
+        identities: Mapping[str, Mapping[str, Any]],
+        tokenizer_name: str,
+        vocab_hash: str,
+        hook_points: Mapping[str, Any],
+        shard_tokens: int = 65536,
+        dtype: str = "float32",
+        extra: Mapping[str, Any] | None = None,
+        queue_size: int = 2,
+    ) -> None:
+        if not isinstance(shard_tokens, int) or shard_tokens <= 0:
+            raise ConfigError(bad_value("shard_tokens", shard_tokens, "a positive integer", "e.g. 65536"))
+        if not isinstance(queue_size, int) or queue_size <= 0:
+            raise ConfigError(bad_value("queue_size", queue_size, "a positive integer"))
+        self.path = Path(path)
+        self.shard_tokens = shard_tokens
+        requested = Manifest(
+            sides=list(sides),
+            layers=[int(i) for i in layers],
+            d_model=int(d_model),
+            dtype=dtype,
+            identities={k: dict(v) for k, v in identities.items()},
+            tokenizer_name=tokenizer_name,
+            vocab_hash=vocab_hash,
+            hook_points=dict(hook_points),
+            extra=dict(extra or {}),
+        )
+        self._manifest = self._open_or_create(requested)
+        self._torch_dtype = _TORCH_DTYPES[self._manifest.dtype]
+        self._seen: set[int] = self._manifest.prompt_ids()
+        self._next_index = self._manifest.next_shard_index()
+        self._buffer: list[dict[str, Any]] = []
+        self._buffer_tokens = 0
+        self._lock = threading.Lock()
+        self._queue: queue.Queue[tuple[int, list[dict[str, Any]]] | None] = queue.Queue(maxsize=queue_size)
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    # --- opening / resuming ------------------------------------------------------------------------
+    def _open_or_create(self, requested: Manifest) -> Manifest:
+        shard_dir = self.path / SHARD_DIR
+        if manifest_path(self.path).is_file():
+            existing = read_manifest(self.path)
+            diff = existing.config_diff(requested)
+            if diff:
+                have, want = existing.config_dict(), requested.config_dict()
+                details = "; ".join(
+                    f"{k}: store has {_short(have[k])}, requested {_short(want[k])}" for k in diff
+                )
+                raise ConfigError(
+                    f"{self.path} already holds an activation store with a different configuration ({details}). "
+                    "HINT: write to a new directory, or delete this one to start over."
+                )
+            logger.info(
+                "resuming store %s: %d shards, %d tokens, %d prompts done",
+                self.path,
+                len(existing.shards),
+                existing.n_tokens,
+                len(existing.prompt_ids()),
+            )
+            manifest = existing
+        else:
+            if self.path.exists() and not self.path.is_dir():
+                raise ConfigError(bad_value("out", str(self.path), "a directory", "this path is a file"))
+            if self.path.is_dir() and any(self.path.iterdir()):
+                raise ConfigError(
+                    bad_value(
+                        "out",
+                        str(self.path),
+                        "an empty or new directory, or an existing activation store",
+                        f"the directory is not empty and has no {MANIFEST_NAME}; choose another directory.",
+                    )
+                )
+            manifest = requested
+        shard_dir.mkdir(parents=True, exist_ok=True)
+        self._remove_orphans(shard_dir, manifest)
+        manifest.complete = False
+        write_manifest(self.path, manifest)
+        return manifest
+
+    @staticmethod
+    def _remove_orphans(shard_dir: Path, manifest: Manifest) -> None:
+        """Delete shard files a killed writer left behind that the manifest does not list (and temp files)."""
+        listed = {Path(s.file).name for s in manifest.shards}
+        for item in shard_dir.iterdir():
+            orphan = item.name.endswith(".tmp") or (item.suffix == ".safetensors" and item.name not in listed)
+            if orphan and item.is_file():
+                logger.info("removing unfinished shard file %s", item)
+                item.unlink(missing_ok=True)
+
+    # --- public API --------------------------------------------------------------------------------
+    @property
+    def manifest(self) -> Manifest:
+        return self._manifest
+
+    def done_prompt_ids(self) -> set[int]:
+        """Prompt ids whose tokens are in completed shards (skip these when resuming)."""
+        with self._lock:
+            return self._manifest.prompt_ids()
+
+    def add(self, prompt_ids: Sequence[int], batches: Mapping[str, CaptureBatch]) -> None:
+        """Add one captured batch per side; ``prompt_ids[seq_index[j]]`` is the prompt of token row ``j``.
+
+        Raises NonFiniteActivationError (naming side, layer and prompt; nothing of the batch is kept) on NaN/inf.
+        """
+        self._raise_background_error()
+        if self._closed:
+            raise StoreError(f"the writer of {self.path} is closed.")
+        entry = self._validate(list(int(p) for p in prompt_ids), batches)
+        n = int(entry["prompt_id"].numel())
+        if self._buffer and self._buffer_tokens + n > self.shard_tokens:
+            self._flush()
+        self._buffer.append(entry)
+        self._buffer_tokens += n
+        self._seen.update(entry["prompts"])
+        if self._buffer_tokens >= self.shard_tokens:
+            self._flush()
+
+    def close(self) -> None:
+        """Flush the last shard, wait for the writer thread, mark the store complete."""
+        self._finish(complete=True)
+
+    def __enter__(self) -> ActivationStoreWriter:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        try:
+            self._finish(complete=False)
+        except Exception:  # noqa: BLE001 - never mask the exception that is already propagating
+            logger.exception("while closing the store after an error")
+
+    # --- internals ---------------------------------------------------------------------------------
+    def _validate(self, prompt_ids: list[int], batches: Mapping[str, CaptureBatch]) -> dict[str, Any]:
+        m = self._manifest
+        if set(batches) != set(m.sides):
+            raise ConfigError(
+                bad_value("batches", sorted(batches), [m.sides], "pass one CaptureBatch per side")
+            )
+        if len(set(prompt_ids)) != len(prompt_ids):
+            raise ConfigError(bad_value("prompt_ids", prompt_ids, "distinct ids"))
+        dup = sorted(set(prompt_ids) & self._seen)
+        if dup:
+            raise ConfigError(
+                bad_value(
+                    "prompt_ids",
+                    dup[:10],
+                    "ids not yet in the store",
+                    "skip writer.done_prompt_ids() when resuming",
+                )
+            )
+        first = batches[m.sides[0]]
+        n = int(first.token_ids.numel())
+        seq = first.seq_index.to(torch.long).cpu()
+        if n and (int(seq.min()) < 0 or int(seq.max()) >= len(prompt_ids)):
+            raise ConfigError(
+                bad_value(
+                    "seq_index",
+                    f"range {int(seq.min())}..{int(seq.max())}",
+                    f"0..{len(prompt_ids) - 1} (one prompt id per batch row)",
+                )
+            )
+        pid = torch.tensor(prompt_ids, dtype=torch.long)[seq] if n else torch.zeros(0, dtype=torch.long)
+        entry: dict[str, Any] = {
+            "prompts": prompt_ids,
+            "seq_index": seq,
+            "pos_index": first.pos_index.to(torch.long).cpu(),
+            "prompt_id": pid,
+            "token_ids": {},
+            "acts": {},
+        }
+        for side in m.sides:
+            batch = batches[side]
+            if int(batch.token_ids.numel()) != n:
+                raise StoreError(
+                    f"paired batch is misaligned: side {m.sides[0]!r} has {n} tokens, side {side!r} has "
+                    f"{int(batch.token_ids.numel())} (prompt ids {prompt_ids[:5]}...). HINT: capture both sides "
+                    "from the same tokenized inputs."
+                )
+            entry["token_ids"][side] = batch.token_ids.to(torch.long).cpu()
+            for layer in m.layers:
+                if layer not in batch.acts:
+                    raise ConfigError(
+                        bad_value("batches", f"{side}: layers {sorted(batch.acts)}", f"layers {m.layers}")
+                    )
+                x = batch.acts[layer].detach()
+                if tuple(x.shape) != (n, m.d_model):
+                    raise ConfigError(
+                        bad_value(f"acts[{side}][{layer}].shape", tuple(x.shape), [(n, m.d_model)])
+                    )
+                _check_finite(x, side, layer, pid, entry["pos_index"])
+                entry["acts"][(side, layer)] = x.cpu()
+        return entry
+
+    def _flush(self) -> None:
+        """Hand the buffered batches to the writer thread (blocks while the queue is full)."""
+        if not self._buffer:
+            return
+        pending, self._buffer, self._buffer_tokens = self._buffer, [], 0
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="difflib-store-writer", daemon=True)
+            self._thread.start()
+        self._queue.put((self._next_index, pending))
+        self._next_index += 1
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self._error is not None:
+                continue  # keep draining so producers never block on a dead writer
+            try:
+                self._write_shard(*item)
+            except BaseException as exc:  # noqa: BLE001 - propagated to the caller
+                self._error = exc
+
+    def _write_shard(self, index: int, pending: list[dict[str, Any]]) -> None:
+        from safetensors.torch import save
+
+        m = self._manifest
+        tensors: dict[str, torch.Tensor] = {
+            key: torch.cat([e[key] for e in pending]).contiguous()
+            for key in ("seq_index", "pos_index", "prompt_id")
+        }
+        tensors["token_ids"] = torch.cat([e["token_ids"][m.sides[0]] for e in pending]).contiguous()
+        if len(m.sides) > 1:
+            for side in m.sides:
+                tensors[f"token_ids.{side}"] = torch.cat([e["token_ids"][side] for e in pending]).contiguous()
+        sums: dict[tuple[str, int], float] = {}
+        for side in m.sides:
+            for layer in m.layers:
+                x = torch.cat([e["acts"][(side, layer)] for e in pending]).to(self._torch_dtype).contiguous()
+                tensors[act_key(side, layer)] = x
+                sums[(side, layer)] = float(x.double().pow(2).sum())
+        n_tokens = int(tensors["prompt_id"].numel())
+        prompts = [p for e in pending for p in e["prompts"]]
+        data = save(tensors, metadata={"format": "difflib_models.store", "n_tokens": str(n_tokens)})
+        digest = hashlib.sha256(data).hexdigest()
+        rel = f"{SHARD_DIR}/{shard_name(index)}"
+        atomic_write_bytes(self.path / rel, data)
+        with self._lock:
+            m.shards.append(ShardInfo(rel, n_tokens, prompts, digest, len(data)))
+            for (side, layer), s in sums.items():
+                stats = m.norm[side][str(layer)]
+                stats.sum_sq += s
+                stats.count += n_tokens
+            write_manifest(self.path, m)
+        logger.debug("wrote %s (%d tokens, %d prompts)", rel, n_tokens, len(prompts))
+
+    def _raise_background_error(self) -> None:
+        if self._error is not None:
+            err = self._error
+            raise StoreError(f"writing a shard of {self.path} failed: {type(err).__name__}: {err}") from err
+
+    def _finish(self, *, complete: bool) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._error is None:
+            self._flush()
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+        self._raise_background_error()
+        if complete:
+            with self._lock:
+                self._manifest.complete = True
+                write_manifest(self.path, self._manifest)
+            logger.info(
+                "store %s complete: %d shards, %d tokens",
+                self.path,
+                len(self._manifest.shards),
+                self._manifest.n_tokens,
+            )
+
+
+def _check_finite(x: torch.Tensor, side: str, layer: int, prompt_id: torch.Tensor, pos: torch.Tensor) -> None:
+    if x.numel() == 0 or bool(torch.isfinite(x).all()):
+        return
+    bad_rows = (~torch.isfinite(x)).any(dim=1).nonzero().flatten()
+    row = int(bad_rows[0])
+    prompts = sorted({int(prompt_id[r]) for r in bad_rows.tolist()})
+    raise NonFiniteActivationError(
+        f"NaN/inf activations at layer blocks.{layer} (side {side!r}), prompt id {int(prompt_id[row])} "
+        f"position {int(pos[row])} ({len(bad_rows)} token(s) in prompt(s) {prompts[:10]}); nothing from this "
+        "batch was written. HINT: check the model's dtype (float16 overflow) and the input text of that prompt."
+    )
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 160 else text[:157] + "..."
