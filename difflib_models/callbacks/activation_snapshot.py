@@ -1,0 +1,292 @@
+"""ActivationSnapshot: activation stores of a fixed probe set taken during training.
+
+One snapshot before the first optimizer step (the true base), every ``every_n_steps`` optimizer steps (keyed on
+``trainer.global_step``, so gradient accumulation does not multiply snapshots), every ``every_n_epochs`` epochs and
+at the end of training. Each snapshot is an activation store (``store/``) under one run directory::
+
+    <out_dir>/index.json              # steps, kinds, paths, token counts (written after every snapshot)
+    <out_dir>/step-00000000/          # store taken before the first optimizer step
+    <out_dir>/step-00000004/ ...
+
+The probe forward runs in eval mode (dropout off; LoRA adapters stay active) under ``no_grad`` and restores each
+submodule's training flag. Under DDP/FSDP the probe forward runs on every rank and only global rank 0 writes; a
+barrier follows every snapshot. ``state_dict`` holds the done steps only, so resuming from a checkpoint continues
+with no duplicate and no missing snapshot (stores of steps the checkpoint does not know about are retaken).
+
+Use ``ActivationSnapshot`` (``lightning.pytorch``) from :mod:`difflib_models.callbacks`, or the
+``pytorch_lightning`` twin from :mod:`difflib_models.callbacks.pl`.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from difflib_models.callbacks import _core
+from difflib_models.errors import ConfigError, bad_value
+from difflib_models.io import atomic_write_json
+
+log = logging.getLogger(__name__)
+
+STATE_VERSION = 1
+INDEX_FILE = "index.json"
+
+
+class ActivationSnapshotCore:
+    """Take activation snapshots of a probe set before, during and after training.
+
+    Args:
+        prompts: built-in prompt set name, a ``.txt``/``.jsonl`` file, or a list of texts.
+        layers: decoder blocks to capture (``"all"``, ``"mid"``, ``"0,2"``, ``-1`` or a list of ints).
+        positions: token positions (``"all"``, ``"first_k:K"``; see ``capture.positions``).
+        every_n_steps: snapshot every N optimizer steps (None: off).
+        every_n_epochs: snapshot at the end of every N-th epoch (None: off).
+        at_start: snapshot before the first optimizer step.
+        at_end: snapshot when training ends.
+        out_dir: run directory (default ``<default_root_dir>/difflib_models/snapshots``).
+        batch_size: probe batch size.
+        max_length: probe truncation length in tokens.
+        model_attr: attribute of the LightningModule holding the transformers/peft model (default ``model``).
+        tokenizer: tokenizer path or hub id (default: the LightningModule's ``tokenizer`` attribute).
+        hook_override: dotted path of the decoder block list, when it cannot be found automatically.
+    """
+
+    def __init__(
+        self,
+        prompts: str | list[str] = "generic",
+        layers: str | int | list[int] = "all",
+        positions: str = "all",
+        every_n_steps: int | None = None,
+        every_n_epochs: int | None = None,
+        at_start: bool = True,
+        at_end: bool = True,
+        out_dir: str | None = None,
+        batch_size: int = 8,
+        max_length: int = 64,
+        model_attr: str | None = None,
+        tokenizer: str | None = None,
+        hook_override: str | None = None,
+    ) -> None:
+        from difflib_models.capture.positions import parse_positions
+
+        self.every_n_steps = _core.check_positive_int("every_n_steps", every_n_steps)
+        self.every_n_epochs = _core.check_positive_int("every_n_epochs", every_n_epochs)
+        self.batch_size = _core.check_positive_int("batch_size", batch_size, allow_none=False)
+        self.max_length = _core.check_positive_int("max_length", max_length, allow_none=False)
+        if not (at_start or at_end or self.every_n_steps or self.every_n_epochs):
+            raise ConfigError(
+                bad_value("every_n_steps", every_n_steps, hint="with at_start=False, at_end=False and no "
+                          "every_n_steps/every_n_epochs the callback would never take a snapshot.")
+            )
+        parse_positions(positions)  # validates
+        self.positions = positions
+        self.texts = _load_texts(prompts)
+        self.prompts_spec = prompts if isinstance(prompts, str) else f"<list of {len(self.texts)}>"
+        self.layers_spec = layers
+        self.at_start = bool(at_start)
+        self.at_end = bool(at_end)
+        self.out_dir = out_dir
+        self.model_attr = model_attr
+        self.tokenizer_spec = tokenizer
+        self.hook_override = hook_override
+        # runtime state
+        self.layers: list[int] = []
+        self.run_dir: Path | None = None
+        self._done: dict[int, dict[str, Any]] = {}
+        self._model: Any = None
+        self._tokenizer: Any = None
+        self._loaded: Any = None
+        self._vocab: tuple[str, str] | None = None
+
+    # ---------------------------------------------------------------------------------------------- identity
+    @property
+    def state_key(self) -> str:
+        return _core.generate_state_key(
+            self, prompts=self.prompts_spec, layers=self.layers_spec, positions=self.positions,
+            every_n_steps=self.every_n_steps, every_n_epochs=self.every_n_epochs, out_dir=self.out_dir,
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "version": STATE_VERSION,
+            "done": [dict(v) for _, v in sorted(self._done.items())],
+            "run_dir": str(self.run_dir) if self.run_dir is not None else None,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        version = state_dict.get("version", 0)
+        if version > STATE_VERSION:
+            log.warning("ActivationSnapshot state version %s is newer than %s; loading what is known",
+                        version, STATE_VERSION)
+        self._done = {int(e["step"]): dict(e) for e in state_dict.get("done", []) if "step" in e}
+
+    @property
+    def done_steps(self) -> list[int]:
+        return sorted(self._done)
+
+    # ------------------------------------------------------------------------------------------------- hooks
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        if stage != "fit":
+            return
+        from difflib_models.models.hookpoints import parse_layers, resolve_blocks
+
+        self._model = _core.find_hf_model(pl_module, self.model_attr)
+        self._tokenizer = _core.find_tokenizer(pl_module, self.tokenizer_spec)
+        n_layers = resolve_blocks(self._model, override=self.hook_override).n_layers
+        self.layers = parse_layers(self.layers_spec, n_layers)
+        self.run_dir = _core.run_dir(trainer, self.out_dir, "snapshots")
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        if self.at_start and trainer.global_step == 0:
+            self._snapshot(trainer, "start")
+
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        step = trainer.global_step
+        if self.every_n_steps and step > 0 and step % self.every_n_steps == 0:
+            self._snapshot(trainer, "step")
+
+    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        if self.every_n_epochs and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
+            self._snapshot(trainer, "epoch")
+
+    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        if self.at_end:
+            self._snapshot(trainer, "end")
+        if _core.is_global_zero(trainer) and self.run_dir is not None:
+            self._log_to_mlflow(trainer)
+
+    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        if _core.is_global_zero(trainer) and self.run_dir is not None and self._done:
+            self._write_index()
+
+    # ---------------------------------------------------------------------------------------------- snapshot
+    def take_snapshot(self, trainer: Any, kind: str = "manual") -> dict[str, Any]:
+        """Take a snapshot now (all ranks must call it). Returns its index entry."""
+        return self._snapshot(trainer, kind)
+
+    def _snapshot(self, trainer: Any, kind: str) -> dict[str, Any]:
+        step = int(trainer.global_step)
+        entry = self._done.get(step)
+        if entry is not None:
+            if kind not in entry["kinds"]:
+                entry["kinds"].append(kind)
+                if _core.is_global_zero(trainer):
+                    self._write_index()
+            return entry
+        assert self.run_dir is not None, "setup() was not called"
+        rank0 = _core.is_global_zero(trainer)
+        rel = f"step-{step:08d}"
+        t0 = time.perf_counter()
+        loaded = self._loaded_model(rank0)
+        from difflib_models.capture.capture import iter_capture
+
+        with _core.probe_mode(self._model):
+            if rank0:
+                path = self.run_dir / rel
+                if path.exists():  # a store of a crashed run the checkpoint knows nothing about: retake it
+                    shutil.rmtree(path)
+                n_tokens = self._write_store(loaded, path, step, kind)
+            else:
+                n_tokens = 0
+                for _ids, batch in iter_capture(loaded, self.texts, self.layers, batch_size=self.batch_size,
+                                                max_length=self.max_length, positions=self.positions):
+                    n_tokens += int(batch.token_ids.numel())
+        entry = {
+            "step": step,
+            "epoch": int(trainer.current_epoch),
+            "kinds": [kind],
+            "path": rel,
+            "n_tokens": n_tokens,
+            "seconds": round(time.perf_counter() - t0, 4),
+        }
+        self._done[step] = entry
+        if rank0:
+            self._write_index()
+            log.info("activation snapshot at step %d (%s): %d tokens -> %s", step, kind, n_tokens, rel)
+        _core.barrier(trainer, "difflib_activation_snapshot")
+        return entry
+
+    def _loaded_model(self, rank0: bool) -> Any:
+        if self._loaded is None:
+            self._loaded = _core.loaded_view(self._model, self._tokenizer, hook_override=self.hook_override)
+        elif rank0:
+            self._loaded.refresh_identity()  # weights changed since the last snapshot
+        return self._loaded
+
+    def _write_store(self, loaded: Any, path: Path, step: int, kind: str) -> int:
+        from difflib_models.capture.capture import iter_capture
+        from difflib_models.store.manifest import tokenizer_name, vocab_hash
+        from difflib_models.store.writer import ActivationStoreWriter
+
+        if self._vocab is None:
+            self._vocab = (tokenizer_name(loaded.tokenizer), vocab_hash(loaded.tokenizer))
+        n_tokens = 0
+        with ActivationStoreWriter(
+            path, sides=["model"], layers=self.layers, d_model=loaded.d_model,
+            identities={"model": loaded.identity.to_dict()}, tokenizer_name=self._vocab[0],
+            vocab_hash=self._vocab[1], hook_points=loaded.hook_points.to_dict(),
+            extra={"callback": "ActivationSnapshot", "step": step, "kind": kind, "positions": self.positions},
+        ) as writer:
+            for ids, batch in iter_capture(loaded, self.texts, self.layers, batch_size=self.batch_size,
+                                           max_length=self.max_length, positions=self.positions):
+                writer.add(ids, {"model": batch})
+                n_tokens += int(batch.token_ids.numel())
+        return n_tokens
+
+    def index(self) -> dict[str, Any]:
+        from difflib_models.models.hookpoints import LAYER_CONVENTION
+
+        return {
+            "version": STATE_VERSION,
+            "kind": "activation_snapshots",
+            "prompts": self.prompts_spec,
+            "n_prompts": len(self.texts),
+            "layers": self.layers,
+            "positions": self.positions,
+            "layer_convention": LAYER_CONVENTION,
+            "snapshots": [dict(v) for _, v in sorted(self._done.items())],
+        }
+
+    def _write_index(self) -> Path:
+        assert self.run_dir is not None
+        return atomic_write_json(self.run_dir / INDEX_FILE, self.index())
+
+    def _log_to_mlflow(self, trainer: Any) -> None:
+        loggers = _core.mlflow_loggers(trainer)
+        if not loggers or not self._done:
+            return
+        from difflib_models.integrations import mlflow as mlf
+
+        steps = self.done_steps
+        note = (f"**Activation snapshots**: {len(steps)} stores at steps {', '.join(map(str, steps))}; "
+                f"layers {self.layers}, {len(self.texts)} probe prompts. Run dir: `{self.run_dir}`.")
+        for lg in loggers:
+            mlf.log_artifact(lg, self.run_dir / INDEX_FILE, artifact_path="difflib_models/snapshots")
+            mlf.set_tags(lg, {"difflib_models.snapshots.dir": str(self.run_dir),
+                              "difflib_models.snapshots.steps": ",".join(map(str, steps))})
+            mlf.append_run_note(lg, "activation_snapshot", note)
+
+
+def _load_texts(prompts: str | list[str]) -> list[str]:
+    if isinstance(prompts, str):
+        from difflib_models.capture.prompts import load_prompts
+
+        texts = list(load_prompts(prompts))
+    elif isinstance(prompts, list | tuple):
+        texts = [str(p) for p in prompts]
+    else:
+        raise ConfigError(bad_value("prompts", prompts, "a built-in prompt set name, a .txt/.jsonl file, or a list "
+                                    "of texts"))
+    texts = [t for t in texts if t.strip()]
+    if not texts:
+        raise ConfigError(bad_value("prompts", prompts, hint="the probe set is empty; give at least one prompt."))
+    return texts
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ActivationSnapshot":
+        return _core.callback_class(ActivationSnapshotCore, "lightning.pytorch", __name__, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

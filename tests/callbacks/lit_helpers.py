@@ -1,0 +1,79 @@
+"""Tiny LightningModules for the callback tests (importable by ddp_spawn children and by LightningCLI).
+
+A 3-block Llama with hidden size 32 built from config, with the TinyStories-656K tokenizer (vocab 2048) so the
+callbacks can tokenize their probe prompts; trained on fixed random token sequences with SGD."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+SHARED = Path(os.environ.get("DIFFLIB_MODELS_SHARED", Path(__file__).resolve().parents[3] / "shared"))
+TOKENIZER_DIR = str(SHARED / "models" / "tinystories-656k")
+VOCAB = 2048
+
+
+def tiny_llama(seed: int = 0, lora: bool = False, dropout: float = 0.0) -> torch.nn.Module:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                      attention_dropout=dropout, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(cfg)
+    if lora:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                                 lora_dropout=0.1))
+    return model
+
+
+def token_data(n: int = 24, length: int = 12, seed: int = 0) -> TensorDataset:
+    g = torch.Generator().manual_seed(seed)
+    return TensorDataset(torch.randint(3, VOCAB, (n, length), generator=g))
+
+
+def _module_class(namespace: str) -> type:
+    L = importlib.import_module(namespace)
+
+    class TinyLM(L.LightningModule):
+        """Causal-LM fine-tune of a tiny Llama on random tokens."""
+
+        def __init__(self, tokenizer_dir: str = TOKENIZER_DIR, lr: float = 0.05, lora: bool = False,
+                     n_samples: int = 24, batch_size: int = 2, seed: int = 0) -> None:
+            super().__init__()
+            from transformers import AutoTokenizer
+
+            self.model = tiny_llama(seed=seed, lora=lora)
+            self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+            self.lr = lr
+            self.n_samples = n_samples
+            self.batch_size = batch_size
+            self.seed = seed
+
+        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            ids = batch[0]
+            loss = self.model(input_ids=ids, labels=ids).loss
+            self.log("train_loss", loss)
+            return loss
+
+        def configure_optimizers(self) -> Any:
+            return torch.optim.SGD([p for p in self.parameters() if p.requires_grad], lr=self.lr)
+
+        def train_dataloader(self) -> DataLoader:
+            return DataLoader(token_data(self.n_samples, seed=self.seed), batch_size=self.batch_size)
+
+    TinyLM.__module__ = __name__
+    TinyLM.__qualname__ = TinyLM.__name__ = "TinyLM" if namespace == "lightning.pytorch" else "PLTinyLM"
+    return TinyLM
+
+
+TinyLM = _module_class("lightning.pytorch")
+PLTinyLM = _module_class("pytorch_lightning")
