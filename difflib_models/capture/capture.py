@@ -1,0 +1,347 @@
+"""Residual-stream capture with forward hooks on decoder blocks.
+
+:class:`ActivationCapture` registers one forward hook per chosen block and removes them all in ``finally``. Per
+forward it keeps exactly one tensor per layer: the block output (untupled: transformers 5 passes a Tensor, 4.x
+a tuple), detached, reduced to the selected positions with a single boolean-mask index *on the model's device*,
+then moved to CPU as float32. Nothing accumulates across forwards: a new forward replaces the previous result,
+so memory stays at one batch.
+
+Gradient checkpointing with ``use_reentrant=True`` re-runs blocks during backward and fires their hooks a second
+time. A forward pre-hook on the (unwrapped) root model starts a new "step"; a block hook that fires again within
+the same step is ignored, so only the first call per forward is kept.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from difflib_models.capture.positions import Positions, parse_positions, real_token_info, select_mask
+from difflib_models.errors import ConfigError, DifflibError, NonFiniteActivationError, bad_value
+from difflib_models.models.hookpoints import check_layers, find_block_list, unwrap_model
+
+logger = logging.getLogger(__name__)
+
+
+def _untuple(output: Any) -> torch.Tensor:
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, tuple | list) and output and isinstance(output[0], torch.Tensor):
+        return output[0]
+    hidden = getattr(output, "hidden_states", None) or getattr(output, "last_hidden_state", None)
+    if isinstance(hidden, torch.Tensor):
+        return hidden
+    raise DifflibError(f"cannot read a hidden-state tensor from a block output of type {type(output).__name__}")
+
+
+class ActivationCapture:
+    """Context manager capturing the residual stream after the chosen decoder blocks.
+
+    >>> with ActivationCapture(model, [0, -1]) as cap:
+    ...     cap.set_mask(mask)          # optional bool [B, T]; None keeps every position
+    ...     model(input_ids=ids, attention_mask=am)
+    ...     acts = cap.pop()            # {0: Tensor[N, d], n-1: Tensor[N, d]} float32 CPU
+
+    Rows are the selected tokens in row-major (batch, position) order, as ``mask.nonzero()`` lists them. Layer
+    keys are non-negative block indices. ``check_finite`` makes :meth:`pop` raise NonFiniteActivationError
+    naming the layer and the batch row.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layers: Sequence[int] | int,
+        *,
+        hook_override: str | None = None,
+        check_finite: bool = True,
+        out_device: str | torch.device = "cpu",
+        out_dtype: torch.dtype = torch.float32,
+    ) -> None:
+        self.model = model
+        self.block_path, blocks = find_block_list(model, hook_override)
+        self.n_layers = len(blocks)
+        self.layers = check_layers(layers, self.n_layers)
+        self._blocks = blocks
+        self.check_finite = check_finite
+        self.out_device = torch.device(out_device)
+        self.out_dtype = out_dtype
+        self._mask: torch.Tensor | None = None
+        self._mask_on: dict[torch.device, torch.Tensor] = {}
+        self._acts: dict[int, torch.Tensor] = {}
+        self._step = 0
+        self._seen: dict[int, int] = {}
+        self._handles: list[Any] = []
+        self.n_duplicate_calls = 0  # hook calls ignored (gradient-checkpoint recomputation)
+
+    # -- context management -------------------------------------------------------------------------------------
+    def __enter__(self) -> ActivationCapture:
+        if self._handles:
+            raise DifflibError("ActivationCapture is already active; it is not re-entrant")
+        try:
+            root = unwrap_model(self.model)
+            self._handles.append(root.register_forward_pre_hook(self._new_step))
+            for layer in self.layers:
+                self._handles.append(self._blocks[layer].register_forward_hook(self._make_hook(layer)))
+        except BaseException:
+            self.remove()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+    def remove(self) -> None:
+        """Remove every hook and drop held tensors (idempotent)."""
+        handles, self._handles = self._handles, []
+        for handle in handles:
+            handle.remove()
+        self._acts.clear()
+        self._mask_on.clear()
+
+    @property
+    def active(self) -> bool:
+        return bool(self._handles)
+
+    # -- per forward ---------------------------------------------------------------------------------------------
+    def set_mask(self, mask: torch.Tensor | None) -> None:
+        """Positions to keep in the next forward(s): bool ``[B, T]`` or None for every position."""
+        if mask is not None:
+            if mask.dim() != 2:
+                raise ConfigError(bad_value("mask", tuple(mask.shape), "a boolean [batch, seq] tensor"))
+            mask = mask.bool()
+        self._mask = mask
+        self._mask_on = {} if mask is None else {mask.device: mask}
+        self._step += 1  # a new forward follows (also covers forwards that bypass the root module)
+
+    def _new_step(self, module: nn.Module, args: Any) -> None:
+        self._step += 1
+        self._acts.clear()
+
+    def _make_hook(self, layer: int) -> Any:
+        def hook(module: nn.Module, args: Any, output: Any) -> None:
+            if self._seen.get(layer) == self._step:
+                self.n_duplicate_calls += 1
+                return
+            self._seen[layer] = self._step
+            hidden = _untuple(output).detach()
+            mask = self._mask
+            if mask is None:
+                selected = hidden.reshape(-1, hidden.shape[-1])
+            else:
+                if tuple(mask.shape) != tuple(hidden.shape[:2]):
+                    raise ConfigError(
+                        bad_value(
+                            "mask",
+                            tuple(mask.shape),
+                            f"the [batch, seq] shape of the forward's input {tuple(hidden.shape[:2])}",
+                            "call set_mask() with the mask of this batch before the forward",
+                        )
+                    )
+                on_dev = self._mask_on.get(hidden.device)
+                if on_dev is None:
+                    on_dev = self._mask_on[hidden.device] = mask.to(hidden.device)
+                selected = hidden[on_dev]
+            self._acts[layer] = selected.to(device=self.out_device, dtype=self.out_dtype)
+
+        return hook
+
+    def pop(self) -> dict[int, torch.Tensor]:
+        """The activations of the last forward ``{layer: Tensor[N, d]}``; clears them."""
+        missing = [layer for layer in self.layers if layer not in self._acts]
+        if missing:
+            raise DifflibError(
+                f"no activations captured for layers {missing}: run a forward of the model inside the "
+                f"ActivationCapture context (hooks active: {self.active}) before pop()"
+            )
+        acts, self._acts = {layer: self._acts[layer] for layer in self.layers}, {}
+        self._step += 1
+        if self.check_finite:
+            for layer, tensor in acts.items():
+                _check_finite(tensor, layer, self._mask)
+        return acts
+
+
+def _check_finite(tensor: torch.Tensor, layer: int, mask: torch.Tensor | None) -> None:
+    if bool(torch.isfinite(tensor).all()):
+        return
+    bad_row = int((~torch.isfinite(tensor)).any(dim=-1).nonzero()[0, 0])
+    if mask is not None:
+        seq = int(mask.nonzero()[bad_row, 0])
+    else:
+        seq = -1
+    kind = "NaN" if bool(torch.isnan(tensor).any()) else "inf"
+    where = f"sequence {seq} of the batch" if seq >= 0 else f"flattened token row {bad_row}"
+    raise NonFiniteActivationError(
+        f"{kind} in activations of blocks.{layer} at {where}; nothing was written. "
+        "HINT: check the model dtype (fp16 overflow) and the weights; run in float32 or bfloat16."
+    )
+
+
+@dataclass
+class CaptureBatch:
+    """Activations of one batch: ``acts[layer]`` is ``[N, d]`` float32 CPU for the N selected tokens.
+
+    ``token_ids``, ``seq_index`` (row in the batch) and ``pos_index`` (position counted from the row's first
+    real token, so it does not depend on the padding side) are ``[N]`` long tensors in the same order."""
+
+    acts: dict[int, torch.Tensor]
+    token_ids: torch.Tensor
+    seq_index: torch.Tensor
+    pos_index: torch.Tensor
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.token_ids.numel())
+
+
+def model_device(model: nn.Module) -> torch.device:
+    for param in model.parameters():
+        return param.device
+    return torch.device("cpu")
+
+
+def _accepts_position_ids(model: nn.Module) -> bool:
+    try:
+        return "position_ids" in inspect.signature(unwrap_model(model).forward).parameters
+    except (TypeError, ValueError):  # pragma: no cover
+        return False
+
+
+def forward_inputs(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, Any]:
+    """Keyword arguments for a capture forward: ids, mask, ``use_cache=False`` and, when the model accepts them,
+    ``position_ids`` counted from each row's first real token (so left padding gives the same positions as
+    right padding, as in HF ``generate``)."""
+    device = model_device(model)
+    ids = input_ids.to(device)
+    mask = attention_mask.to(device)
+    kwargs: dict[str, Any] = {"input_ids": ids, "attention_mask": mask, "use_cache": False}
+    if _accepts_position_ids(model):
+        kwargs["position_ids"] = (mask.long().cumsum(dim=1) - 1).clamp_min(0)
+    return kwargs
+
+
+def _bos_id(model: nn.Module) -> int | None:
+    config = getattr(unwrap_model(model), "config", None)
+    bos = getattr(config, "bos_token_id", None)
+    return bos if isinstance(bos, int) else None
+
+
+def capture_batch(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    layers: Sequence[int] | int,
+    *,
+    positions: str | Positions = "all",
+    prompt_lengths: Sequence[int] | torch.Tensor | None = None,
+    skip_bos: bool = True,
+    hook_override: str | None = None,
+    bos_token_id: int | None = None,
+) -> CaptureBatch:
+    """One no-grad eval-mode forward of ``model`` on a padded batch; the selected tokens' block outputs.
+
+    ``bos_token_id`` defaults to ``model.config.bos_token_id`` (used only when ``skip_bos``). The model's
+    training flag is restored afterwards. Raises NonFiniteActivationError naming the layer and sequence."""
+    pos = parse_positions(positions)
+    if input_ids.shape != attention_mask.shape or input_ids.dim() != 2:
+        raise ConfigError(
+            bad_value("attention_mask", tuple(attention_mask.shape), f"the shape of input_ids {tuple(input_ids.shape)}")
+        )
+    kwargs = forward_inputs(model, input_ids, attention_mask)
+    ids, am = kwargs["input_ids"], kwargs["attention_mask"]
+    bos = bos_token_id if bos_token_id is not None else _bos_id(model)
+    mask = select_mask(pos, am, prompt_lengths, skip_bos=skip_bos, input_ids=ids, bos_token_id=bos)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), ActivationCapture(model, layers, hook_override=hook_override) as cap:
+            cap.set_mask(mask)
+            model(**kwargs)
+            acts = cap.pop()
+    finally:
+        if was_training:
+            model.train()
+    _, start, _ = real_token_info(am)
+    nz = mask.nonzero()
+    seq_index = nz[:, 0]
+    pos_index = nz[:, 1] - start[seq_index]
+    token_ids = ids[mask]
+    return CaptureBatch(acts=acts, token_ids=token_ids.cpu(), seq_index=seq_index.cpu(), pos_index=pos_index.cpu())
+
+
+def iter_capture(
+    loaded: Any,
+    texts: Sequence[str],
+    layers: Sequence[int] | int,
+    *,
+    batch_size: int = 8,
+    max_length: int = 128,
+    positions: str | Positions = "all",
+    padding_side: str = "right",
+    skip_bos: bool = True,
+) -> Iterator[tuple[list[int], CaptureBatch]]:
+    """Tokenize ``texts`` in batches (padding, truncation to ``max_length``) and yield ``(prompt_ids, batch)``.
+
+    ``loaded`` is a ``LoadedModel`` (or anything with ``.model`` and ``.tokenizer``; ``.hook_points`` is used as
+    the block override when present). ``prompt_ids`` are indices into ``texts``. One batch is held at a time.
+    ``positions='response'`` needs prompt lengths: use :func:`capture_batch` for prompt/response pairs."""
+    pos = parse_positions(positions)
+    if pos.needs_prompt_lengths:
+        raise ConfigError(
+            bad_value(
+                "positions",
+                str(pos),
+                "'all', 'last_prompt', 'first_k:K'",
+                "iter_capture() sees plain texts; for response tokens call capture_batch(..., "
+                "positions='response', prompt_lengths=...)",
+            )
+        )
+    if batch_size < 1:
+        raise ConfigError(bad_value("batch_size", batch_size, "an integer >= 1"))
+    if max_length < 1:
+        raise ConfigError(bad_value("max_length", max_length, "an integer >= 1"))
+    if padding_side not in ("left", "right"):
+        raise ConfigError(bad_value("padding_side", padding_side, ("left", "right")))
+    model, tokenizer = loaded.model, loaded.tokenizer
+    hook_points = getattr(loaded, "hook_points", None)
+    override = getattr(hook_points, "block_path", None)
+    checked = check_layers(layers, find_block_list(model, override)[1].__len__())
+    pad_id = tokenizer.pad_token_id
+    if pad_id is None:
+        pad_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
+    for lo in range(0, len(texts), batch_size):
+        chunk = list(texts[lo : lo + batch_size])
+        ids_list = tokenizer(chunk, truncation=True, max_length=max_length, padding=False)["input_ids"]
+        input_ids, attention_mask = pad_batch(ids_list, pad_id, padding_side)
+        prompt_ids = list(range(lo, lo + len(chunk)))
+        try:
+            batch = capture_batch(
+                model, input_ids, attention_mask, checked, positions=pos, skip_bos=skip_bos, hook_override=override,
+                bos_token_id=tokenizer.bos_token_id if tokenizer.bos_token_id is not None else _bos_id(model),
+            )
+        except NonFiniteActivationError as exc:
+            raise NonFiniteActivationError(f"{exc} (batch prompt ids {prompt_ids[0]}..{prompt_ids[-1]})") from exc
+        yield prompt_ids, batch
+
+
+def pad_batch(
+    ids_list: Sequence[Sequence[int]], pad_id: int, padding_side: str = "right"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad token-id lists into ``(input_ids, attention_mask)`` long tensors, left or right."""
+    width = max((len(ids) for ids in ids_list), default=0)
+    input_ids = torch.full((len(ids_list), max(width, 1)), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros_like(input_ids)
+    for row, ids in enumerate(ids_list):
+        n = len(ids)
+        if n == 0:
+            continue
+        sl = slice(0, n) if padding_side == "right" else slice(width - n, width)
+        input_ids[row, sl] = torch.as_tensor(list(ids), dtype=torch.long)
+        attention_mask[row, sl] = 1
+    return input_ids, attention_mask

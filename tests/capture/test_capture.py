@@ -1,0 +1,203 @@
+"""Captured block outputs equal HF hidden states, on every tiny architecture, peft, and padding side."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from difflib_models.capture.capture import (
+    ActivationCapture,
+    CaptureBatch,
+    capture_batch,
+    forward_inputs,
+    pad_batch,
+)
+from difflib_models.errors import ConfigError, DifflibError, NonFiniteActivationError
+from difflib_models.models.hookpoints import find_final_norm, get_block, hidden_states_index
+from tests.helpers.tiny_models import ARCHS, make_tiny, make_tiny_lora, tiny_batch
+
+LENGTHS = [5, 9, 3, 7]
+
+
+def _model(arch: str) -> torch.nn.Module:
+    return make_tiny_lora() if arch == "peft-llama" else make_tiny(arch)
+
+
+@pytest.mark.parametrize("padding_side", ["left", "right"])
+@pytest.mark.parametrize("arch", [*ARCHS, "peft-llama"])
+def test_capture_equals_hidden_states(arch: str, padding_side: str) -> None:
+    model = _model(arch)
+    ids, am = tiny_batch(LENGTHS, padding_side=padding_side)
+    real = am.bool()
+    for with_positions in (True, False):  # our position_ids and the model's own default
+        kwargs = forward_inputs(model, ids, am) if with_positions else {"input_ids": ids, "attention_mask": am}
+        with torch.no_grad(), ActivationCapture(model, [0, 1, 2]) as cap:
+            cap.set_mask(real)
+            out = model(**kwargs, output_hidden_states=True)
+            acts = cap.pop()
+        hs = out.hidden_states
+        assert len(hs) == 4
+        for i in (0, 1):
+            assert acts[i].dtype == torch.float32 and acts[i].device.type == "cpu"
+            assert acts[i].shape == (sum(LENGTHS), 32)
+            torch.testing.assert_close(acts[i], hs[hidden_states_index(i)][real], atol=1e-6, rtol=0)
+        # the last block differs from hidden_states[-1] by exactly the final norm
+        last = acts[2]
+        assert (last - hs[-1][real]).abs().max() > 1e-2
+        with torch.no_grad():
+            normed = find_final_norm(model)(last)
+        torch.testing.assert_close(normed, hs[-1][real], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "opt", "falcon", "peft-llama"])
+def test_left_and_right_padding_give_the_same_tokens(arch: str) -> None:
+    model = _model(arch)
+    left = capture_batch(model, *tiny_batch(LENGTHS, padding_side="left"), [0, -1])
+    right = capture_batch(model, *tiny_batch(LENGTHS, padding_side="right"), [0, -1])
+    assert left.n_tokens == sum(LENGTHS) - len(LENGTHS)  # leading BOS skipped
+    assert torch.equal(left.token_ids, right.token_ids)
+    assert torch.equal(left.seq_index, right.seq_index)
+    assert torch.equal(left.pos_index, right.pos_index)
+    assert left.pos_index.min() == 1  # position 0 was the BOS
+    for layer in (0, 2):
+        torch.testing.assert_close(left.acts[layer], right.acts[layer], atol=1e-5, rtol=1e-5)
+
+
+def test_capture_batch_rows_match_a_single_sequence_forward() -> None:
+    model = make_tiny("llama")
+    ids, am = tiny_batch(LENGTHS, padding_side="left")
+    batch = capture_batch(model, ids, am, [1], skip_bos=False)
+    row = 1
+    seq = ids[row, am[row].bool()].unsqueeze(0)
+    with torch.no_grad():
+        hs = model(input_ids=seq, output_hidden_states=True).hidden_states[2][0]
+    got = batch.acts[1][batch.seq_index == row]
+    torch.testing.assert_close(got, hs, atol=1e-5, rtol=1e-5)
+    assert batch.token_ids[batch.seq_index == row].tolist() == seq[0].tolist()
+    assert batch.pos_index[batch.seq_index == row].tolist() == list(range(LENGTHS[row]))
+
+
+def test_peft_adapter_changes_activations_and_disable_adapter_gives_base() -> None:
+    peft_model = make_tiny_lora()
+    ids, am = tiny_batch(LENGTHS)
+    adapted = capture_batch(peft_model, ids, am, [2])
+    with peft_model.disable_adapter():
+        base_view = capture_batch(peft_model, ids, am, [2])
+    plain = capture_batch(make_tiny("llama"), ids, am, [2])
+    torch.testing.assert_close(base_view.acts[2], plain.acts[2], atol=1e-6, rtol=0)
+    assert (adapted.acts[2] - plain.acts[2]).abs().max() > 1e-3
+
+
+def test_hooks_removed_after_exception_and_on_exit() -> None:
+    model = make_tiny("llama")
+    blocks = [get_block(model, i) for i in range(3)]
+    assert all(not b._forward_hooks for b in blocks)
+    with pytest.raises(RuntimeError, match="boom"), ActivationCapture(model, [0, 2]) as cap:
+        assert len(blocks[0]._forward_hooks) == 1 and len(blocks[2]._forward_hooks) == 1
+        assert not blocks[1]._forward_hooks
+        assert len(model._forward_pre_hooks) == 1
+        raise RuntimeError("boom")
+    assert all(not b._forward_hooks for b in blocks)
+    assert not model._forward_pre_hooks
+    assert not cap.active
+    # an error raised inside a hook (bad mask shape) also leaves no hooks behind
+    ids, am = tiny_batch([4, 4])
+    with pytest.raises(ConfigError, match="mask"), ActivationCapture(model, [1]) as cap:
+        cap.set_mask(torch.ones(3, 4, dtype=torch.bool))
+        model(input_ids=ids, attention_mask=am)
+    assert all(not b._forward_hooks for b in blocks)
+
+
+def test_one_batch_held_at_a_time() -> None:
+    model = make_tiny("gpt2")
+    with torch.no_grad(), ActivationCapture(model, [0]) as cap:
+        model(input_ids=torch.tensor([[5, 6, 7]]))
+        model(input_ids=torch.tensor([[5, 6]]))  # replaces, does not append
+        acts = cap.pop()
+        assert acts[0].shape == (2, 32)
+        with pytest.raises(DifflibError, match="no activations"):
+            cap.pop()
+
+
+class _CheckpointedStack(torch.nn.Module):
+    """Blocks run under torch.utils.checkpoint(use_reentrant=True): backward re-calls each block module."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.config = type("Cfg", (), {"num_hidden_layers": 3})()
+        self.layers = torch.nn.ModuleList([torch.nn.Linear(8, 8) for _ in range(3)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from torch.utils.checkpoint import checkpoint
+
+        for block in self.layers:
+            x = torch.tanh(checkpoint(block, x, use_reentrant=True))
+        return x
+
+
+def test_gradient_checkpointing_reentrant_keeps_first_call() -> None:
+    model = _CheckpointedStack().train()
+    x = torch.randn(2, 5, 8, requires_grad=True)
+    with torch.no_grad():
+        expected0 = model.layers[0](x).reshape(10, 8)
+    with ActivationCapture(model, [0, 1]) as cap:
+        y = model(x)
+        assert cap.n_duplicate_calls == 0
+        y.sum().backward()  # recomputes blocks 0..2: the hooks of blocks 0 and 1 fire a second time
+        assert cap.n_duplicate_calls == 2
+        acts = cap.pop()
+    torch.testing.assert_close(acts[0], expected0, atol=0, rtol=0)
+    assert acts[1].shape == (10, 8)
+    assert not acts[0].requires_grad
+
+
+def test_bf16_model_is_captured_as_float32() -> None:
+    model = make_tiny("llama").to(torch.bfloat16)
+    ids, am = tiny_batch([5, 3])
+    batch = capture_batch(model, ids, am, [0])
+    assert batch.acts[0].dtype == torch.float32
+    with torch.no_grad():
+        hs = model(**forward_inputs(model, ids, am), output_hidden_states=True).hidden_states[1]
+    mask = am.bool().clone()
+    mask[:, 0] = False  # BOS skipped (right padding: the BOS is column 0)
+    torch.testing.assert_close(batch.acts[0], hs[mask].float(), atol=0, rtol=0)
+
+
+def test_non_finite_names_layer_and_sequence() -> None:
+    model = make_tiny("llama")
+    ids, am = tiny_batch([4, 5, 6])
+    block = get_block(model, 1)
+
+    def poison(module: torch.nn.Module, args: object, output: torch.Tensor) -> torch.Tensor:
+        out = output.clone()
+        out[2, 3, 0] = float("nan")
+        return out
+
+    handle = block.register_forward_hook(poison)
+    try:
+        with pytest.raises(NonFiniteActivationError, match=r"NaN.*blocks\.1.*sequence 2"):
+            capture_batch(model, ids, am, [0, 1])
+    finally:
+        handle.remove()
+    assert not block._forward_hooks
+
+
+def test_training_flag_restored_and_bad_inputs() -> None:
+    model = make_tiny("gpt2").train()
+    ids, am = tiny_batch([3, 4])
+    batch = capture_batch(model, ids, am, [0])
+    assert model.training
+    assert isinstance(batch, CaptureBatch)
+    with pytest.raises(ConfigError, match=r"\[0, 2\]"):
+        capture_batch(model, ids, am, [3])
+    with pytest.raises(ConfigError, match="shape"):
+        capture_batch(model, ids, am[:, :2], [0])
+    with pytest.raises(ConfigError, match="prompt_lengths"):
+        capture_batch(model, ids, am, [0], positions="response")
+
+
+def test_pad_batch() -> None:
+    ids, am = pad_batch([[4, 5, 6], [7]], pad_id=0, padding_side="left")
+    assert ids.tolist() == [[4, 5, 6], [0, 0, 7]] and am.tolist() == [[1, 1, 1], [0, 0, 1]]
+    ids, am = pad_batch([[4, 5, 6], []], pad_id=9)
+    assert ids.tolist() == [[4, 5, 6], [9, 9, 9]] and am.tolist() == [[1, 1, 1], [0, 0, 0]]
