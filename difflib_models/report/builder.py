@@ -1,0 +1,256 @@
+"""Build, write, load and re-render report.json.
+
+A report is a plain ``dict`` that validates against ``report.schema.json``; this module creates one with the
+provenance every report must carry (tool and library versions, model identities with weight/adapter hashes,
+hook-point map, layer convention, seeds, data hashes), lets producers attach sections, and writes it together
+with its renderings::
+
+    report = new_report("gate", base=loaded_base.identity, candidate=loaded_cand.identity,
+                        hook_points=loaded_base.hook_points)
+    report["persona"] = {...}
+    paths = write_report(report, "out/")        # report.json, report.html, report.md, junit.xml
+
+``rerender("out/")`` rebuilds the HTML/Markdown/JUnit from an existing report.json without recomputing.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import platform
+from collections.abc import Iterable, Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from difflib_models._version import __version__
+from difflib_models.errors import ConfigError, bad_value
+from difflib_models.io import atomic_write_json, atomic_write_text, sha256_file
+from difflib_models.report.schema import SCHEMA_VERSION, validate_report
+
+log = logging.getLogger(__name__)
+
+#: the layer convention every report records (mirrors models.hookpoints.LAYER_CONVENTION)
+LAYER_CONVENTION = "blocks.i = residual stream after decoder block i (0-indexed); HF hidden_states[i+1]"
+
+LIBRARIES = ("torch", "transformers", "peft", "lightning", "pytorch-lightning", "mlflow", "safetensors", "numpy")
+SECTIONS = ("drift", "crosscoder", "adl", "weights", "persona", "monitor", "data_filter", "behavioural")
+RENDERINGS = ("html", "md", "junit")
+FILENAMES = {"json": "report.json", "html": "report.html", "md": "report.md", "junit": "junit.xml"}
+
+
+def library_versions(names: Iterable[str] = LIBRARIES) -> dict[str, str | None]:
+    """Installed versions of the libraries a result depends on (``None`` when absent); no imports."""
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def _layer_convention() -> str:
+    try:
+        from difflib_models.models.hookpoints import LAYER_CONVENTION as conv
+
+        return str(conv)
+    except ImportError:
+        return LAYER_CONVENTION
+
+
+def identity_dict(identity: Any) -> dict[str, Any] | None:
+    """A model identity (``ModelIdentity``, ``LoadedModel`` or dict) as a JSON-ready dict."""
+    if identity is None:
+        return None
+    if hasattr(identity, "identity") and not isinstance(identity, Mapping):  # a LoadedModel
+        identity = identity.identity
+    if hasattr(identity, "to_dict"):
+        identity = identity.to_dict()
+    if not isinstance(identity, Mapping):
+        raise ConfigError(bad_value("identity", identity, "ModelIdentity, LoadedModel or dict"))
+    out = dict(identity)
+    if out.get("base") is not None:
+        out["base"] = identity_dict(out["base"])
+    return out
+
+
+def hook_points_dict(hook_points: Any) -> dict[str, Any] | None:
+    """The hook-point map (``HookPointMap`` or dict) with canonical name -> module path."""
+    if hook_points is None:
+        return None
+    if isinstance(hook_points, Mapping):
+        out = dict(hook_points)
+    else:
+        out = dict(hook_points.to_dict()) if hasattr(hook_points, "to_dict") else {}
+        out.setdefault("block_path", getattr(hook_points, "block_path", ""))
+        out.setdefault("n_layers", int(getattr(hook_points, "n_layers", 0)))
+    if "names" not in out and "block_path" in out and "n_layers" in out:
+        out["names"] = {f"blocks.{i}": f"{out['block_path']}.{i}" for i in range(int(out["n_layers"]))}
+    return out
+
+
+def data_entry(name: str, path: str | Path, n_items: int | None = None) -> dict[str, Any]:
+    """A ``data`` entry: name, path and sha256 of a data file used to produce the report."""
+    path = Path(path)
+    digest = sha256_file(path) if path.is_file() else "unavailable"
+    return {"name": name, "path": str(path), "sha256": digest, "n_items": n_items}
+
+
+def new_report(
+    kind: str = "report",
+    *,
+    base: Any = None,
+    candidate: Any = None,
+    control: Any = None,
+    hook_points: Any = None,
+    seeds: Mapping[str, int | None] | None = None,
+    data: Iterable[Mapping[str, Any]] = (),
+    title: str | None = None,
+    command: str | None = None,
+) -> dict[str, Any]:
+    """A new, valid report with provenance filled in and every section empty (``None``)."""
+    if kind not in ("gate", "diff", "monitor", "report"):
+        raise ConfigError(bad_value("kind", kind, ("gate", "diff", "monitor", "report")))
+    report: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "kind": kind,
+        "title": title or {"gate": "Release gate", "diff": "Fine-tuning diff"}.get(kind, "difflib_models report"),
+        "created_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "tool": {"name": "difflib_models", "version": __version__, "libraries": library_versions(),
+                 "command": command},
+        "models": {"base": identity_dict(base), "candidate": identity_dict(candidate),
+                   "control": identity_dict(control)},
+        "hook_points": hook_points_dict(hook_points),
+        "layer_convention": _layer_convention(),
+        "seeds": dict(seeds or {}),
+        "data": [dict(d) for d in data],
+        **{name: None for name in SECTIONS},
+        "policy": None,
+        "checks": [],
+        "verdict": "none",
+        "notes": [],
+        "timings": {},
+    }
+    return report
+
+
+def merge_diff(report: dict[str, Any], diff: Mapping[str, Any] | str | Path) -> dict[str, Any]:
+    """Copy the sections of a diffing pipeline result (``diff.json`` or its dict) into ``report``.
+
+    Known sections (drift, crosscoder, adl, weights, ...) are copied as they are; provenance fields that the
+    report lacks (hook points, seeds, data) are taken from the diff.
+    """
+    if not isinstance(diff, Mapping):
+        path = Path(diff)
+        if path.is_dir():
+            path = path / "diff.json"
+        if not path.is_file():
+            raise ConfigError(bad_value("diff", str(diff), "a diff.json file or a directory holding one"))
+        diff = json.loads(path.read_text(encoding="utf-8"))
+    for name in SECTIONS:
+        if diff.get(name) is not None:
+            report[name] = diff[name]
+    for key in ("hook_points", "seeds"):
+        if not report.get(key) and diff.get(key):
+            report[key] = diff[key]
+    if diff.get("data"):
+        report["data"].extend(d for d in diff["data"] if d not in report["data"])
+    models = diff.get("models") or {}
+    for side in ("base", "candidate"):
+        if report["models"].get(side) is None and models.get(side) is not None:
+            report["models"][side] = identity_dict(models[side])
+    return report
+
+
+def write_report(
+    report: dict[str, Any],
+    out_dir: str | Path,
+    *,
+    renderings: Iterable[str] = RENDERINGS,
+    paths: Mapping[str, str | Path] | None = None,
+) -> dict[str, Path]:
+    """Validate ``report`` and write report.json plus the requested renderings into ``out_dir``.
+
+    ``paths`` overrides single destinations (keys ``json``, ``html``, ``md``, ``junit``); extra copies go to
+    those paths in addition to ``out_dir``. Returns the written paths by key.
+    """
+    renderings = list(renderings)
+    for r in renderings:
+        if r not in RENDERINGS:
+            raise ConfigError(bad_value("renderings", r, RENDERINGS))
+    validate_report(report)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {"json": atomic_write_json(out_dir / FILENAMES["json"], report)}
+    texts: dict[str, str] = {}
+    if "md" in renderings:
+        from difflib_models.report.markdown import render_markdown
+
+        texts["md"] = render_markdown(report)
+    if "junit" in renderings:
+        from difflib_models.report.junit import render_junit
+
+        texts["junit"] = render_junit(report)
+    if "html" in renderings:
+        from difflib_models.report.html import render_html
+
+        texts["html"] = render_html(report)
+    for key, text in texts.items():
+        written[key] = atomic_write_text(out_dir / FILENAMES[key], text)
+    for key, dest in (paths or {}).items():
+        if key not in FILENAMES:
+            raise ConfigError(bad_value(f"paths[{key!r}]", str(dest), FILENAMES))
+        dest = Path(dest)
+        if key == "json":
+            atomic_write_json(dest, report)
+        else:
+            if key not in texts:
+                texts[key] = _render(key, report)
+            atomic_write_text(dest, texts[key])
+        written[f"{key}_copy"] = dest
+    log.info("wrote report (%s) to %s", ", ".join(sorted(written)), out_dir)
+    return written
+
+
+def _render(key: str, report: Mapping[str, Any]) -> str:
+    if key == "md":
+        from difflib_models.report.markdown import render_markdown
+
+        return render_markdown(report)
+    if key == "junit":
+        from difflib_models.report.junit import render_junit
+
+        return render_junit(report)
+    from difflib_models.report.html import render_html
+
+    return render_html(report)
+
+
+def load_report(path: str | Path, *, validate: bool = True) -> dict[str, Any]:
+    """Read report.json (a file or a directory holding one) and validate it."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / FILENAMES["json"]
+    if not path.is_file():
+        raise ConfigError(bad_value("report", str(path), "an existing report.json or a directory holding one",
+                                    "run `difflib-models gate ... --out DIR` first"))
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(bad_value("report", str(path), "valid JSON", f"parse error: {exc}")) from exc
+    if validate:
+        validate_report(report)
+    return report
+
+
+def rerender(
+    src: str | Path, out_dir: str | Path | None = None, *, renderings: Iterable[str] = RENDERINGS
+) -> dict[str, Path]:
+    """Re-render HTML/Markdown/JUnit from an existing report.json (nothing is recomputed)."""
+    src = Path(src)
+    report = load_report(src)
+    if out_dir is None:
+        out_dir = src if src.is_dir() else src.parent
+    return write_report(report, out_dir, renderings=renderings)

@@ -1,0 +1,128 @@
+"""report.html: a self-contained page rendered from report.json.
+
+Jinja2 with autoescaping on every variable (model and data text such as prompts, max-activating contexts and
+generations can contain ``<script>``); plots are matplotlib PNGs inlined as base64 ``data:`` URIs; no scripts,
+fonts or stylesheets are fetched (a Content-Security-Policy meta tag forbids it), so the page works offline and
+as an MLflow artifact.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from difflib_models.io import atomic_write_text
+from difflib_models.report import plots
+
+#: at most this many latents get a table row (all of them stay in report.json)
+MAX_LATENT_ROWS = 1000
+MAX_BEHAVIOURAL_ROWS = 100
+_GENERIC = (("adl", "Activation Difference Lens"), ("weights", "Weight deltas"), ("data_filter", "Data filter"))
+
+
+def _num(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return str(value)
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _tojson_pretty(value: Any) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False, default=str)
+
+
+@lru_cache(maxsize=1)
+def _environment() -> Any:
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates")),
+        autoescape=True,  # every {{ }} is HTML-escaped, whatever the file extension
+        undefined=jinja2.ChainableUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["num"] = _num
+    env.filters["tojson_pretty"] = _tojson_pretty  # returned as str -> escaped by autoescape
+    return env
+
+
+def _plots(report: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {"persona": [], "monitor": None, "drift": None, "rel_norm": None}
+    persona = report.get("persona") or {}
+    for trait in persona.get("traits", []):
+        img = plots.projection_vs_null(trait)
+        if img:
+            out["persona"].append(img)
+    monitor = report.get("monitor") or {}
+    out["monitor"] = plots.shift_series(monitor.get("series", []))
+    drift = report.get("drift") or {}
+    out["drift"] = plots.drift_by_layer(drift.get("layers", []))
+    cc = report.get("crosscoder") or {}
+    norms = cc.get("relative_decoder_norms") or [
+        lat["rel_norm"] for lat in cc.get("top_latents", []) if lat.get("rel_norm") is not None
+    ]
+    out["rel_norm"] = plots.rel_norm_histogram(norms)
+    return out
+
+
+def _flat_metrics(metrics: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    rows: list[tuple[str, Any]] = []
+    for key, value in metrics.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            rows.extend(_flat_metrics(value, name + "."))
+        elif isinstance(value, int | float | str | bool) or value is None:
+            rows.append((name, value))
+    return rows
+
+
+def render_html(report: Mapping[str, Any]) -> str:
+    """The HTML page for ``report`` (a validated report dict)."""
+    checks = list(report.get("checks") or [])
+    counts = []
+    for status in ("pass", "warn", "fail", "error", "skipped"):
+        n = sum(1 for c in checks if c.get("status") == status)
+        if n:
+            counts.append(f"{n} {status}")
+    models = [(role, m) for role, m in (report.get("models") or {}).items() if m]
+    drift_rows = (report.get("drift") or {}).get("layers", [])
+    drift_keys: list[str] = []
+    for row in drift_rows:
+        for k in row:
+            if k not in drift_keys:
+                drift_keys.append(k)
+    cc = report.get("crosscoder") or {}
+    latents = cc.get("top_latents") or []
+    behavioural = report.get("behavioural") or {}
+    context = {
+        "r": report,
+        "verdict": report.get("verdict", "none"),
+        "checks": checks,
+        "counts": counts,
+        "models": models,
+        "plots": _plots(report),
+        "drift_keys": drift_keys,
+        "cc_metrics": _flat_metrics(cc.get("metrics") or {}),
+        "top_latents": latents[:MAX_LATENT_ROWS],
+        "n_latents_hidden": max(0, len(latents) - MAX_LATENT_ROWS),
+        "behavioural_items": (behavioural.get("items") or [])[:MAX_BEHAVIOURAL_ROWS],
+        "generic_sections": [(name, title) for name, title in _GENERIC if report.get(name)],
+    }
+    return _environment().get_template("report.html.j2").render(**context)
+
+
+def write_html(report: Mapping[str, Any], path: str | Path) -> Path:
+    """Render and atomically write report.html."""
+    return atomic_write_text(path, render_html(report))

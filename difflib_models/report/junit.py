@@ -1,0 +1,60 @@
+"""junit.xml: one testcase per gate check, as CI systems ingest it.
+
+``fail`` -> ``<failure>``, ``error`` -> ``<error>``, ``skipped`` -> ``<skipped>``; ``warn`` is a passing
+testcase whose system-out says WARN. The numbers of every check go to ``<system-out>``.
+"""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from difflib_models.io import atomic_write_text
+
+
+def _describe(check: Mapping[str, Any]) -> str:
+    return (f"{check['metric']} = {check.get('value')!r}; pass if {check['comparator']} {check.get('threshold')!r} "
+            f"(severity {check.get('severity', 'fail')}, source {check['source']})")
+
+
+def render_junit(report: Mapping[str, Any], *, suite_name: str = "difflib_models.gate") -> str:
+    """The JUnit XML document for ``report``'s checks."""
+    checks = list(report.get("checks") or [])
+    counts = {s: sum(1 for c in checks if c["status"] == s) for s in ("fail", "error", "skipped")}
+    suites = ET.Element("testsuites", name=suite_name, tests=str(len(checks)), failures=str(counts["fail"]),
+                        errors=str(counts["error"]), skipped=str(counts["skipped"]))
+    suite = ET.SubElement(
+        suites, "testsuite", name=suite_name, tests=str(len(checks)), failures=str(counts["fail"]),
+        errors=str(counts["error"]), skipped=str(counts["skipped"]), timestamp=str(report.get("created_at", "")),
+    )
+    props = ET.SubElement(suite, "properties")
+    models = report.get("models") or {}
+    for role in ("base", "candidate", "control"):
+        if models.get(role):
+            ET.SubElement(props, "property", name=f"{role}_model", value=str(models[role].get("name")))
+            ET.SubElement(props, "property", name=f"{role}_weight_hash", value=str(models[role].get("weight_hash")))
+    ET.SubElement(props, "property", name="verdict", value=str(report.get("verdict")))
+    ET.SubElement(props, "property", name="schema_version", value=str(report.get("schema_version")))
+    for check in checks:
+        case = ET.SubElement(suite, "testcase", classname=suite_name, name=str(check["id"]), time="0")
+        message = str((check.get("details") or {}).get("message") or _describe(check))
+        status = check["status"]
+        if status == "fail":
+            ET.SubElement(case, "failure", message=message, type="GateCheckFailed").text = _describe(check)
+        elif status == "error":
+            ET.SubElement(case, "error", message=message, type="GateCheckError").text = _describe(check)
+        elif status == "skipped":
+            ET.SubElement(case, "skipped", message=message)
+        out = {k: check.get(k) for k in ("metric", "value", "threshold", "comparator", "severity", "status", "source")}
+        out["details"] = check.get("details") or {}
+        prefix = "WARN: " if status == "warn" else ""
+        ET.SubElement(case, "system-out").text = prefix + json.dumps(out, sort_keys=True, default=str)
+    ET.indent(suites)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
+
+
+def write_junit(report: Mapping[str, Any], path: str | Path) -> Path:
+    return atomic_write_text(path, render_junit(report))

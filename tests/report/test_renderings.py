@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import base64
+import html as html_lib
+import json
+import re
+import xml.etree.ElementTree as ET
+
+from difflib_models.report.html import render_html
+from difflib_models.report.junit import render_junit
+from difflib_models.report.markdown import md_escape, render_markdown
+from tests.report.synthetic import EVIL_SCRIPT, synthetic_report
+
+
+def _png_sizes(page: str) -> list[int]:
+    return [len(base64.b64decode(m)) for m in re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)]
+
+
+def test_html_escapes_model_and_data_text() -> None:
+    page = render_html(synthetic_report())
+    assert EVIL_SCRIPT not in page and "<script" not in page.lower()
+    assert "<img src=x" not in page and '"><img' not in page
+    assert html_lib.escape(EVIL_SCRIPT) in page
+    assert "&#34;&gt;&lt;img src=x onerror=alert(2)&gt;" in page  # the quote cannot close an attribute
+    # every <img> on the page is one of our inline plots
+    assert all(tag.startswith('<img class="plot"') for tag in re.findall(r"<img[^>]*>", page))
+
+
+def test_html_is_self_contained_with_plots() -> None:
+    page = render_html(synthetic_report())
+    assert not re.search(r'(src|href)\s*=\s*["\']?\s*(https?:)?//', page, re.I)
+    assert "http://" not in page and "https://" not in page
+    sizes = _png_sizes(page)
+    # persona projection-vs-null (1 trait with data), monitor series, drift, rel-norm histogram
+    assert len(sizes) == 4 and min(sizes) > 2000
+    for blob in re.findall(r'base64,([A-Za-z0-9+/=]+)"', page):
+        assert base64.b64decode(blob)[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_html_tables_follow_report() -> None:
+    report = synthetic_report(n_latents=7)
+    page = render_html(report)
+    assert page.count('<tr class="check">') == len(report["checks"])
+    latents = page.split('<table id="latents">')[1].split("</table>")[0]
+    assert latents.count("<tr>") == 1 + 7
+    assert latents.count("<mark>" + html_lib.escape(EVIL_SCRIPT) + "</mark>") == 7  # activating token highlighted
+    assert 'id="verdict">FAIL<' in page
+    assert "kl_mean" in page and "3.2" in page
+
+
+def test_markdown_summary() -> None:
+    report = synthetic_report()
+    md = render_markdown(report)
+    assert md.startswith("## ❌ Release gate: **FAIL**")
+    rows = [line for line in md.splitlines() if line.startswith("| ") and "check" not in line]
+    assert len(rows) == len(report["checks"])
+    assert "<script>" not in md and "&lt;script&gt;" in md
+    assert "4/40 misaligned" in md and "10/40 misaligned" in md
+    assert md_escape("a|b\n*c*") == "a\\|b \\*c\\*"
+
+
+def test_junit_counts_and_numbers() -> None:
+    report = synthetic_report()
+    root = ET.fromstring(render_junit(report))
+    suite = root.find("testsuite")
+    cases = suite.findall("testcase")
+    assert len(cases) == len(report["checks"]) == int(suite.get("tests"))
+    assert [c.get("name") for c in cases] == [c["id"] for c in report["checks"]]
+    assert int(suite.get("failures")) == len(suite.findall("testcase/failure")) == 1
+    assert int(suite.get("errors")) == len(suite.findall("testcase/error")) == 1
+    assert int(suite.get("skipped")) == len(suite.findall("testcase/skipped")) == 1
+    for case, check in zip(cases, report["checks"], strict=True):
+        out = case.find("system-out").text
+        data = json.loads(out.removeprefix("WARN: "))
+        assert data["value"] == check["value"] and data["threshold"] == check["threshold"]
+        assert out.startswith("WARN: ") == (check["status"] == "warn")
+    props = {p.get("name"): p.get("value") for p in suite.find("properties")}
+    assert props["verdict"] == "fail" and props["candidate_model"].startswith("cand <script>")

@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import copy
+import json
+
+import jsonschema
+import pytest
+
+from difflib_models.errors import ConfigError
+from difflib_models.report.builder import load_report, merge_diff, new_report, rerender, write_report
+from difflib_models.report.schema import (
+    SCHEMA_VERSION,
+    ReportSchemaError,
+    load_schema,
+    schema_path,
+    validate_report,
+)
+from tests.report.synthetic import synthetic_report
+
+
+def test_schema_file_is_valid_draft_2020_12() -> None:
+    schema = json.loads(schema_path().read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    assert schema["properties"]["schema_version"]["pattern"] == "^1\\.[0-9]+$"
+
+
+def test_new_report_validates_and_has_provenance() -> None:
+    report = new_report("gate", hook_points={"block_path": "model.layers", "n_layers": 3})
+    validate_report(report)
+    assert report["schema_version"] == SCHEMA_VERSION
+    assert report["hook_points"]["names"] == {f"blocks.{i}": f"model.layers.{i}" for i in range(3)}
+    assert "after decoder block i" in report["layer_convention"]
+    libs = report["tool"]["libraries"]
+    assert libs["torch"] and libs["transformers"] and libs["peft"] and libs["python"]
+
+
+def test_synthetic_report_validates_against_published_schema() -> None:
+    report = synthetic_report()
+    jsonschema.validate(report, load_schema())  # the file itself, as an external tool would
+    validate_report(report)
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda r: r.__setitem__("verdict", "maybe"),
+        lambda r: r["checks"][0].__setitem__("status", "passed"),
+        lambda r: r["checks"][0].__setitem__("source", "vibes"),
+        lambda r: r["checks"][0].pop("threshold"),
+        lambda r: r.__setitem__("schema_version", "2.0"),
+        lambda r: r.__setitem__("unexpected", 1),
+        lambda r: r["behavioural"]["models"]["base"].__setitem__("rate", 1.5),
+        lambda r: r["models"]["base"].pop("weight_hash"),
+    ],
+)
+def test_invalid_reports_are_rejected(mutate) -> None:
+    report = copy.deepcopy(synthetic_report())
+    mutate(report)
+    with pytest.raises(ReportSchemaError):
+        validate_report(report)
+
+
+def test_write_load_rerender_roundtrip(tmp_path) -> None:
+    report = synthetic_report()
+    paths = write_report(report, tmp_path / "a", paths={"md": tmp_path / "summary.md"})
+    assert set(paths) == {"json", "html", "md", "junit", "md_copy"}
+    loaded = load_report(tmp_path / "a")
+    assert loaded == json.loads(json.dumps(report))
+    (tmp_path / "a" / "report.html").unlink()
+    out = rerender(tmp_path / "a", tmp_path / "b")
+    assert out["html"].read_text() == (tmp_path / "b" / "report.html").read_text()
+    assert (tmp_path / "summary.md").read_text() == (tmp_path / "a" / "report.md").read_text()
+
+
+def test_load_report_errors(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="report.json"):
+        load_report(tmp_path)
+    (tmp_path / "report.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="valid JSON"):
+        load_report(tmp_path)
+    (tmp_path / "report.json").write_text(json.dumps({"schema_version": "1.0"}))
+    with pytest.raises(ReportSchemaError):
+        load_report(tmp_path)
+
+
+def test_merge_diff_copies_sections(tmp_path) -> None:
+    diff = {"drift": {"layers": [{"layer": 0, "kl_mean": 0.5}]}, "adl": {"tokens": ["a"]},
+            "hook_points": {"block_path": "model.layers", "n_layers": 1}, "seeds": {"crosscoder": 3}}
+    (tmp_path / "diff.json").write_text(json.dumps(diff))
+    report = merge_diff(new_report("diff"), tmp_path)
+    validate_report(report)
+    assert report["drift"]["layers"][0]["kl_mean"] == 0.5
+    assert report["seeds"] == {"crosscoder": 3}
