@@ -42,3 +42,32 @@ SENTENCES = [
     "the boy ran to the house at night",
     "mom and dad saw the moon in the sky",
 ]
+
+
+def planted_pair(layer: int = 1, scale: float = 3.0, token: str = "cake"):  # noqa: ANN201
+    """(base LoadedModel, fine-tuned LoadedModel, offset): the fine-tune equals the base plus a constant offset
+    ``offset`` added to the residual stream after block ``layer`` (through the MLP down-projection bias).
+
+    The offset points along the unembedding row of ``token``, so the logit lens of the offset reads ``token``."""
+    import copy
+
+    import torch
+
+    from difflib_models.models.loading import from_pretrained_objects
+
+    tok = make_word_tokenizer()
+    base = tiny_llama(mlp_bias=True)
+    with torch.no_grad():
+        for block in base.model.layers:
+            block.mlp.down_proj.bias.zero_()
+    ft = copy.deepcopy(base)
+    tid = tok.convert_tokens_to_ids(token)
+    direction = ft.lm_head.weight[tid].detach().clone()
+    offset = scale * direction / direction.norm()
+    with torch.no_grad():
+        ft.model.layers[layer].mlp.down_proj.bias += offset
+    return (
+        from_pretrained_objects(base, tok, name="tiny-base"),
+        from_pretrained_objects(ft, tok, name="tiny-ft"),
+        offset,
+    )
