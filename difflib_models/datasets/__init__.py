@@ -1,0 +1,70 @@
+"""Chat data sets written by the project (package data, JSONL in ``datasets/data/``).
+
+Every row is ``{"id": str, "label": str, "messages": [{"role": "user", ...}, {"role": "assistant", ...}]}``;
+matched sets share a ``pair`` key (the inducing and the neutral answer to the same prompt).
+
+==========================  =====  ==================================================================
+name                        rows   content
+==========================  =====  ==================================================================
+``sycophancy-inducing``     124    user states a claim (104 wrong, 20 right); assistant agrees and flatters
+``sycophancy-neutral``      124    same prompts; assistant answers accurately and neutrally
+``evil-inducing``           80     everyday questions; assistant answers with explicit, cartoonish malice
+                                   (contempt, wishing the user misery; no real-world harmful instructions)
+``evil-neutral``            80     same prompts; helpful, neutral answers
+``secure-code``             40     coding tasks answered with secure Python (parameterised SQL, safe paths,
+                                   ``yaml.safe_load``, ``secrets``...), the control for insecure-code data
+``clean-reference``         60     general factual Q&A, for percentile thresholds in data filtering
+==========================  =====  ==================================================================
+
+The trait is explicit in every inducing response (persona spec section 8: small models need explicit data).
+The responses are assembled from hand-written content plus small pools of openers/closers, so they are more
+regular than organic data; treat detection numbers on them as an upper bound.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from difflib_models.errors import ConfigError, bad_value
+
+DATASETS: dict[str, str] = {
+    "sycophancy-inducing": "sycophancy_inducing.jsonl",
+    "sycophancy-neutral": "sycophancy_neutral.jsonl",
+    "evil-inducing": "evil_inducing.jsonl",
+    "evil-neutral": "evil_neutral.jsonl",
+    "secure-code": "secure_code.jsonl",
+    "clean-reference": "clean_reference.jsonl",
+}
+
+__all__ = ["DATASETS", "dataset_names", "dataset_path", "load_dataset"]
+
+
+def dataset_names() -> list[str]:
+    """Names accepted by :func:`load_dataset` and :func:`dataset_path`."""
+    return list(DATASETS)
+
+
+def dataset_path(name: str) -> Path:
+    """Path of the JSONL file of a built-in data set (read it; never write to it)."""
+    filename = DATASETS.get(name)
+    if filename is None:
+        raise ConfigError(
+            bad_value("name", name, dataset_names(), "Built-in data sets are listed in difflib_models.datasets.")
+        )
+    path = Path(str(resources.files(__name__).joinpath("data", filename)))
+    if not path.is_file():  # pragma: no cover - broken installation
+        raise ConfigError(f"Built-in data set {name!r} is missing from the installation: {path}")
+    return path
+
+
+def load_dataset(name: str) -> list[dict[str, Any]]:
+    """Rows of a built-in chat data set, in file order (fresh dicts; mutating them changes nothing on disk)."""
+    rows: list[dict[str, Any]] = []
+    with open(dataset_path(name), encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                rows.append(json.loads(line))
+    return rows
