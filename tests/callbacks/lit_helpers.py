@@ -77,3 +77,34 @@ def _module_class(namespace: str) -> type:
 
 TinyLM = _module_class("lightning.pytorch")
 PLTinyLM = _module_class("pytorch_lightning")
+
+
+def _recorder_class() -> type:
+    import lightning.pytorch as L
+
+    class MetricRecorder(L.Callback):
+        """Writes, per rank, the metrics whose names start with ``prefix`` after every batch (ddp tests)."""
+
+        def __init__(self, out_dir: str, prefix: str = "persona/") -> None:
+            self.out_dir = out_dir
+            self.prefix = prefix
+            self.rows: list[dict[str, float]] = []
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            row = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(self.prefix)}
+            row["step"] = trainer.global_step
+            self.rows.append(row)
+
+        def on_train_end(self, trainer, pl_module) -> None:
+            import json
+
+            Path(self.out_dir).mkdir(parents=True, exist_ok=True)
+            path = Path(self.out_dir) / f"rank{trainer.global_rank}.json"
+            path.write_text(json.dumps({"world_size": trainer.world_size, "rows": self.rows}))
+
+    MetricRecorder.__module__ = __name__
+    MetricRecorder.__qualname__ = "MetricRecorder"
+    return MetricRecorder
+
+
+MetricRecorder = _recorder_class()

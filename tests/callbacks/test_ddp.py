@@ -1,0 +1,40 @@
+"""DDP (ddp_spawn, 2 CPU processes, gloo): the probe forward runs on both ranks, rank 0 alone writes one store per
+snapshot step, nothing hangs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.callbacks.lit_helpers import MetricRecorder, TinyLM
+
+PROMPTS = ["Once upon a time there was a cat.", "The dog ran to the park.", "Lily had a red ball."]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_ddp_spawn_snapshots(tmp_path: Path, tinystories_656k: Path) -> None:
+    import lightning.pytorch as L
+
+    from difflib_models.callbacks import ActivationSnapshot
+    from difflib_models.store.reader import ActivationStore
+
+    snap = ActivationSnapshot(prompts=PROMPTS, layers=[0, 1], every_n_steps=2, out_dir=str(tmp_path / "snaps"))
+    rec = MetricRecorder(str(tmp_path / "ranks"))
+    trainer = L.Trainer(default_root_dir=tmp_path, accelerator="cpu", devices=2, strategy="ddp_spawn", max_steps=5,
+                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, callbacks=[snap, rec])
+    trainer.fit(TinyLM(tokenizer_dir=str(tinystories_656k), n_samples=16))
+    # both ranks finished (no hang) and saw 5 optimizer steps
+    for r in (0, 1):
+        data = json.loads((tmp_path / "ranks" / f"rank{r}.json").read_text())
+        assert data["world_size"] == 2 and data["rows"][-1]["step"] == 5
+    index = json.loads((tmp_path / "snaps" / "index.json").read_text())
+    assert [e["step"] for e in index["snapshots"]] == [0, 2, 4, 5]
+    stores = sorted((tmp_path / "snaps").glob("step-*"))
+    assert [p.name for p in stores] == ["step-00000000", "step-00000002", "step-00000004", "step-00000005"]
+    for p in stores:
+        store = ActivationStore.open(p)
+        assert store.complete and store.prompt_ids() == [0, 1, 2]  # each prompt once: one writer
