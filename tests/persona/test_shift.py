@@ -1,0 +1,121 @@
+"""Shift math and the activation readers behind it: layer convention, probe mode handling, nulls."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from difflib_models.errors import ConfigError
+from difflib_models.models.hookpoints import find_final_norm
+from difflib_models.persona import chat
+from difflib_models.persona.shift import (
+    compute_shift,
+    covariance_null_directions,
+    probe_activations,
+    read_residuals,
+)
+from tests.helpers.tiny_models import make_tiny, tiny_batch
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_read_residuals_layer_convention(arch):
+    model = make_tiny(arch)
+    ids, mask = tiny_batch([6, 4], padding_side="right")
+    idx = chat.last_token_index(mask)
+    got = read_residuals(model, ids, mask, [0, 1, 2], index=idx)
+    with torch.no_grad():
+        hs = model(ids, attention_mask=mask, output_hidden_states=True).hidden_states
+    rows = torch.arange(2)
+    for i in (0, 1):  # blocks.i == hidden_states[i + 1] except the last block
+        torch.testing.assert_close(got[i], hs[i + 1][rows, idx], atol=1e-5, rtol=1e-4)
+        assert not torch.allclose(got[i], hs[i][rows, idx], atol=1e-3)  # the off-by-one would be caught
+    # the last block: HF stores it after the final norm; we store the raw block output
+    assert not torch.allclose(got[2], hs[3][rows, idx], atol=1e-3)
+    with torch.no_grad():
+        torch.testing.assert_close(find_final_norm(model)(got[2]), hs[3][rows, idx], atol=1e-5, rtol=1e-4)
+
+
+def test_read_residuals_mean_over_mask_any_padding():
+    model = make_tiny("llama")
+    seqs = [[1, 5, 6, 7, 8], [1, 9, 10]]
+    prompt_lens = [3, 2]
+    outs = []
+    for side in ("left", "right"):
+        ids, mask = chat.pad_batch(seqs, pad_token_id=0, padding_side=side)
+        rm = chat.response_mask(mask, prompt_lens)
+        outs.append(read_residuals(model, ids, mask, [1], token_mask=rm)[1])
+    torch.testing.assert_close(outs[0], outs[1], atol=1e-5, rtol=1e-4)
+    with torch.no_grad():
+        hs = model(torch.tensor([seqs[0]]), output_hidden_states=True).hidden_states[2][0]
+    torch.testing.assert_close(outs[1][0], hs[3:].mean(dim=0), atol=1e-5, rtol=1e-4)
+    with pytest.raises(ConfigError):
+        read_residuals(model, ids, mask, [1])
+
+
+def test_probe_activations_restores_train_mode(tinystories_656k):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tinystories_656k)
+    model = make_tiny("llama", vocab_size=tok.vocab_size, hidden_dropout=0.0)
+    model.train()
+    prompts = ["Once upon a time", "The cat sat", "A dog"]
+    acts = probe_activations(model, tok, prompts, [0, 2], batch_size=2)
+    assert model.training and all(m.training for m in model.modules())
+    assert acts[0].shape == (3, 32) and acts[2].shape == (3, 32)
+    model.eval()
+    for n, p in enumerate(prompts):  # one at a time, no padding: same numbers
+        ids = torch.tensor([chat.encode_prompt(tok, p).ids])
+        with torch.no_grad():
+            hs = model(ids, output_hidden_states=True).hidden_states
+        torch.testing.assert_close(acts[0][n], hs[1][0, -1], atol=1e-5, rtol=1e-4)
+
+
+def test_covariance_null_directions_follow_covariance():
+    g = torch.Generator().manual_seed(1)
+    d = 20
+    scales = torch.ones(d)
+    scales[0] = 10.0
+    acts = torch.randn(500, d, generator=g) * scales
+    dirs = covariance_null_directions(acts, k=200, norm=3.0, seed=7, shrinkage=0.1)
+    assert dirs.shape == (200, d)
+    torch.testing.assert_close(dirs.norm(dim=1), torch.full((200,), 3.0), atol=1e-4, rtol=1e-4)
+    cos2 = (dirs[:, 0] / 3.0) ** 2
+    # isotropic directions would give E[cos^2] = 1/d = 0.05; the high-variance axis dominates here
+    assert float(cos2.mean()) > 0.4
+    torch.testing.assert_close(dirs, covariance_null_directions(acts, k=200, norm=3.0, seed=7, shrinkage=0.1))
+    iso = covariance_null_directions(acts, k=400, seed=7, shrinkage=1.0)
+    assert float(((iso[:, 0]) ** 2).mean()) < 0.12
+    with pytest.raises(ConfigError):
+        covariance_null_directions(acts[:1], k=3)
+
+
+def test_compute_shift_numbers():
+    d = 8
+    v = torch.zeros(d)
+    v[0] = 4.0  # raw vector, norm 4
+    base = torch.randn(10, d)
+    delta = torch.zeros(d)
+    delta[0], delta[1] = 2.0, 1.0
+    cur = base + delta
+    nulls = torch.eye(d)[1:5] * 7.0  # |delta . u| = 1, 0, 0, 0 (scale does not matter)
+    r = compute_shift(base, cur, v, gap=8.0, base_std=0.5, null_dirs=nulls, trait="evil", layer=3)
+    assert r.shift == pytest.approx(2.0)
+    assert r.shift_z == pytest.approx(4.0)
+    assert r.shift_frac == pytest.approx(0.25)
+    assert r.drift_norm == pytest.approx(math.sqrt(5.0))
+    assert r.drift_cos == pytest.approx(2.0 / math.sqrt(5.0))
+    assert r.null_percentile == pytest.approx(1.0) and r.n_null == 4
+    assert r.toward_undesirable == pytest.approx(2.0)
+    # a shift smaller than the null dot products ranks low
+    small = compute_shift(base, base + torch.tensor([0.5, 1, 0, 0, 0, 0, 0, 0.0]), v, gap=8.0, base_std=0.5,
+                          null_dirs=nulls)
+    assert small.null_percentile == pytest.approx(0.75)  # 0.5 >= three zeros, < 1
+    # desirable trait: moving along +v is moving away from the undesirable pole
+    des = compute_shift(base, cur, v, gap=8.0, base_std=0.5, polarity="desirable")
+    assert des.toward_undesirable == pytest.approx(-2.0) and math.isnan(des.null_percentile)
+    with pytest.raises(ConfigError):
+        compute_shift(base, cur, torch.zeros(d), gap=1.0, base_std=1.0)
+    with pytest.raises(ConfigError):
+        compute_shift(base, cur, torch.ones(d + 1), gap=1.0, base_std=1.0)
