@@ -1,0 +1,168 @@
+"""Data filtering by projection difference: exact numbers on a real small model, selection, outputs, errors.
+
+The SmolLM2 test (slow) checks the real claim: a persona vector extracted from the built-in trait (not from the
+data) ranks the trait-inducing samples of a mixed chat set first."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from difflib_models.errors import ConfigError
+from difflib_models.persona.filtering import (
+    FilterConfig,
+    FilteredDataset,
+    encode_sample,
+    filter_samples,
+    read_chat_jsonl,
+    samples_from_rows,
+    select,
+    write_outputs,
+)
+from difflib_models.persona.vectors import PersonaVectorSet
+
+LAYER = 2
+
+
+@pytest.fixture(scope="module")
+def loaded(stories260k: Path):
+    from difflib_models.models.loading import load_model
+
+    return load_model(str(stories260k))
+
+
+@pytest.fixture(scope="module")
+def vectors(loaded) -> PersonaVectorSet:
+    gen = torch.Generator().manual_seed(7)
+    vecs = {layer: torch.randn(loaded.d_model, generator=gen) for layer in range(loaded.n_layers)}
+    return PersonaVectorSet(trait_id="planted", vectors=vecs, model=loaded.identity.to_dict(), mode="test",
+                            selected_layer=LAYER)
+
+
+ROWS = [
+    {"id": "a", "messages": [{"role": "user", "content": "Tell me a story."},
+                              {"role": "assistant", "content": "Once upon a time there was a cat."}]},
+    {"id": "b", "messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello there!"}]},
+    {"id": "c", "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Why?"},
+                              {"role": "assistant", "content": "Because the sun was hot and the dog ran home."}]},
+    {"id": "d", "messages": [{"role": "user", "content": "One"}, {"role": "assistant", "content": "Two"},
+                              {"role": "user", "content": "Three"},
+                              {"role": "assistant", "content": "Four, five and six little birds."}]},
+    {"id": "e", "messages": [{"role": "user", "content": "Where did Lily go after school today?"},
+                              {"role": "assistant", "content": "She went to the park."}]},
+]
+
+
+def _manual(loaded, sample, unit: torch.Tensor, max_length: int = 512) -> tuple[float, float]:
+    """Unpadded single-sample forward; HF hidden_states[LAYER + 1] is the output of block LAYER."""
+    enc = encode_sample(loaded.tokenizer, sample, max_length)
+    with torch.no_grad():
+        hs = loaded.model(input_ids=torch.tensor([enc.ids]), output_hidden_states=True).hidden_states[LAYER + 1][0]
+    proj = hs @ unit
+    return float(proj[enc.prompt_len :].mean()), float(proj[enc.prompt_len - 1])
+
+
+def test_proxy_numbers_match_an_unpadded_manual_computation(loaded, vectors) -> None:
+    samples = samples_from_rows(ROWS)
+    res = filter_samples(loaded, vectors, samples, FilterConfig(batch_size=3, n_bootstrap=200))
+    unit = vectors.unit(LAYER)
+    for rec, s in zip(res.records, samples, strict=True):
+        resp, last = _manual(loaded, s, unit)
+        assert rec["proj_train"] == pytest.approx(resp, abs=1e-4)
+        assert rec["proj_base"] == pytest.approx(last, abs=1e-4)
+        assert rec["delta_p"] == pytest.approx(resp - last, abs=1e-4)
+        assert rec["layer"] == LAYER and rec["method"] == "proxy" and rec["trait"] == "planted"
+    # the multi-turn row is split at the LAST assistant turn
+    assert samples[3].response == "Four, five and six little birds." and len(samples[3].prompt) == 3
+    # batch size does not change the numbers (padding is handled)
+    res1 = filter_samples(loaded, vectors, samples, FilterConfig(batch_size=1, n_bootstrap=0))
+    np.testing.assert_allclose([r["delta_p"] for r in res1.records], [r["delta_p"] for r in res.records],
+                               atol=1e-4)
+    s = res.summary
+    deltas = np.array([r["delta_p"] for r in res.records])
+    assert s["n"] == 5 and s["n_flagged"] == 0 and s["mean_delta_p"] == pytest.approx(deltas.mean())
+    assert s["ci95"][0] <= s["mean_delta_p"] <= s["ci95"][1]
+
+
+def test_exact_uses_the_models_own_greedy_answer(loaded, vectors) -> None:
+    samples = samples_from_rows(ROWS[:2])
+    cfg = FilterConfig(method="exact", max_new_tokens=6, batch_size=2, n_bootstrap=0)
+    res = filter_samples(loaded, vectors, samples, cfg)
+    unit = vectors.unit(LAYER)
+    for rec, s in zip(res.records, samples, strict=True):
+        enc = encode_sample(loaded.tokenizer, s, 512)
+        prompt = torch.tensor([enc.ids[: enc.prompt_len]])
+        with torch.no_grad():
+            gen = loaded.model.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt), do_sample=False,
+                                        max_new_tokens=6, pad_token_id=loaded.tokenizer.pad_token_id)
+            answer = gen[0, enc.prompt_len :].tolist()
+            if 2 in answer:
+                answer = answer[: answer.index(2) + 1]
+            ids = torch.tensor([enc.ids[: enc.prompt_len] + answer])
+            hs = loaded.model(input_ids=ids, output_hidden_states=True).hidden_states[LAYER + 1][0]
+        own = float((hs @ unit)[enc.prompt_len :].mean())
+        assert rec["proj_base"] == pytest.approx(own, abs=1e-4)
+        assert rec["method"] == "exact"
+        assert rec["proj_train"] == pytest.approx(_manual(loaded, s, unit)[0], abs=1e-4)
+
+
+def test_selection_modes() -> None:
+    delta = np.array([0.1, 5.0, -2.0, 3.0, 0.5, 4.0])
+    flagged, thr, _ = select(delta, FilterConfig(mode="top_k", top_k=2))
+    assert flagged.tolist() == [False, True, False, False, False, True] and thr == 4.0
+    flagged, _, _ = select(delta, FilterConfig(mode="top_frac", top_frac=0.5))
+    assert flagged.tolist() == [False, True, False, True, False, True]
+    ref = np.linspace(0.0, 1.0, 101)  # 95th percentile = 0.95
+    flagged, thr, src = select(delta, FilterConfig(mode="threshold", percentile=95), ref)
+    assert thr == pytest.approx(0.95) and src == "reference"
+    assert flagged.tolist() == [False, True, False, True, False, True]
+    flagged, thr, src = select(delta, FilterConfig(mode="report"))
+    assert not flagged.any() and thr is None
+
+
+def test_outputs_and_original_untouched(loaded, vectors, tmp_path: Path) -> None:
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in ROWS), encoding="utf-8")
+    before = hashlib.sha256(data.read_bytes()).hexdigest()
+    samples = read_chat_jsonl(data)
+    ref = samples_from_rows(ROWS[:3])
+    res = filter_samples(loaded, vectors, samples, FilterConfig(mode="top_k", top_k=2, n_bootstrap=0),
+                         reference=ref)
+    paths = write_outputs(res, tmp_path / "out", source=data)
+    assert hashlib.sha256(data.read_bytes()).hexdigest() == before
+    scores = [json.loads(x) for x in paths["scores"].read_text().splitlines()]
+    top2 = {r["id"] for r in sorted(scores, key=lambda r: -r["delta_p"])[:2]}
+    assert {r["id"] for r in scores if r["flagged"]} == top2
+    original = data.read_text().splitlines()
+    kept = paths["kept"].read_text().splitlines()
+    assert kept == [line for line, r in zip(original, scores, strict=True) if not r["flagged"]]
+    assert len(paths["flagged"].read_text().splitlines()) == 2
+    summary = json.loads(paths["summary"].read_text())
+    assert summary["n"] == 5 and summary["n_flagged"] == 2 and summary["reference"]["n"] == 3
+    assert set(scores[0]) >= {"id", "trait", "layer", "proj_train", "proj_base", "delta_p", "percentile",
+                              "flagged", "method"}
+    ds = FilteredDataset.from_dir(tmp_path / "out", transform=lambda r: r["id"])
+    assert len(ds) == 3 and set(ds[i] for i in range(3)) == {r["id"] for r in scores if not r["flagged"]}
+    with pytest.raises(ConfigError, match="never modified"):
+        write_outputs(res, tmp_path / "out", source=tmp_path / "out" / "kept.jsonl")
+
+
+def test_bad_chat_files(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(ROWS[0]) + "\n" + json.dumps({"messages": [{"role": "user", "content": "hi"}]}) + "\n")
+    with pytest.raises(ConfigError, match="line 2 has no assistant turn"):
+        read_chat_jsonl(bad)
+    bad.write_text("{not json\n")
+    with pytest.raises(ConfigError, match="line 1 is not valid JSON"):
+        read_chat_jsonl(bad)
+    with pytest.raises(ConfigError, match="method"):
+        FilterConfig(method="fast")
+    with pytest.raises(ConfigError, match="top_k"):
+        FilterConfig(mode="top_k")
+    with pytest.raises(ConfigError):
+        FilteredDataset([{"a": 1}], [True, False])
