@@ -201,3 +201,30 @@ def test_pad_batch() -> None:
     assert ids.tolist() == [[4, 5, 6], [0, 0, 7]] and am.tolist() == [[1, 1, 1], [0, 0, 1]]
     ids, am = pad_batch([[4, 5, 6], []], pad_id=9)
     assert ids.tolist() == [[4, 5, 6], [9, 9, 9]] and am.tolist() == [[1, 1, 1], [0, 0, 0]]
+
+
+def test_finite_check_does_not_misfire_on_large_finite_values() -> None:
+    from difflib_models.capture.capture import _check_finite
+
+    big = torch.full((4, 8), 3e38)  # the float32 sum overflows to inf, but every value is finite
+    _check_finite(big, 0, None)
+    big[1, 2] = float("inf")
+    with pytest.raises(NonFiniteActivationError, match=r"inf in activations of blocks\.5 at flattened token row 1"):
+        _check_finite(big, 5, None)
+    mask = torch.tensor([[False, True], [True, True], [False, True]])
+    rows = torch.zeros(4, 8)
+    rows[2, 0] = float("nan")  # selected row 2 is (batch 1, position 1)
+    with pytest.raises(NonFiniteActivationError, match=r"NaN.*sequence 1 of the batch"):
+        _check_finite(rows, 0, mask)
+
+
+def test_no_mask_keeps_every_position_and_copies() -> None:
+    model = make_tiny("gpt_neox")
+    ids, am = tiny_batch([4, 2])
+    with torch.no_grad(), ActivationCapture(model, [1]) as cap:
+        cap.set_mask(None)
+        out = model(input_ids=ids, attention_mask=am, output_hidden_states=True)
+        acts = cap.pop()[1]
+    assert acts.shape == (8, 32)
+    torch.testing.assert_close(acts, out.hidden_states[2].reshape(8, 32), atol=0, rtol=0)
+    assert acts.data_ptr() != out.hidden_states[2].data_ptr()  # an owned copy, not a view of the model output
