@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import math
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from difflib_models.gate.policy import policy_from_dict
+from difflib_models.gate.runner import GateConfig, run_gate
+from difflib_models.report.builder import load_report
+from tests.gate.conftest import ALPHA, LAYER, PERSONA_POLICY
+from tests.gate.planted import unit_direction, vector_file
+
+
+def test_identical_candidate_passes(planted, stories260k, tmp_path) -> None:
+    cfg = GateConfig(candidate=stories260k, base=planted["base"], out=tmp_path, vectors=[planted["vec"]],
+                     policy=policy_from_dict(PERSONA_POLICY))
+    res = run_gate(cfg)
+    assert res.verdict == "pass" and res.exit_code == 0
+    evil = res.report["persona"]["traits"][0]
+    assert evil["shift"] == pytest.approx(0.0, abs=1e-5) and evil["layer"] == LAYER
+    assert load_report(tmp_path)["verdict"] == "pass"
+
+
+def test_planted_direction_fails_with_exact_shift(planted, tmp_path) -> None:
+    cfg = GateConfig(candidate=planted["cand"], base=planted["base"], out=tmp_path, vectors=[planted["vec"]],
+                     policy=policy_from_dict(PERSONA_POLICY), fail_exit_code=42,
+                     extra_outputs={"junit": tmp_path / "extra" / "j.xml"})
+    res = run_gate(cfg)
+    evil = res.report["persona"]["traits"][0]
+    # the residual after block LAYER moved by exactly ALPHA * v on every probe prompt
+    assert evil["shift"] == pytest.approx(ALPHA, rel=1e-3)
+    assert evil["drift_cos"] == pytest.approx(1.0, abs=1e-3)
+    sigma = float(__import__("numpy").std(evil["base_projections"], ddof=1))
+    assert evil["shift_z"] == pytest.approx(ALPHA / sigma, rel=1e-3)
+    assert evil["shift_frac"] == pytest.approx(0.5, rel=1e-3)  # ALPHA / gap
+    assert evil["null_percentile"] == 1.0  # a random direction never sees the whole planted shift
+    assert all(abs(x) < ALPHA for x in evil["null_shifts"])
+    status = {c["id"]: c["status"] for c in res.report["checks"]}
+    assert status == {"evil-z": "fail", "evil-frac": "fail", "evil-excess": "skipped"}
+    assert res.verdict == "fail" and res.exit_code == 42
+    suite = ET.parse(tmp_path / "extra" / "j.xml").getroot().find("testsuite")
+    assert suite.get("failures") == "2" and suite.get("skipped") == "1"
+
+
+def test_control_finetune_explains_the_shift(planted, tmp_path) -> None:
+    """A matched control that shifts almost as much: excess over control is small -> that check passes."""
+    cfg = GateConfig(candidate=planted["cand"], base=planted["base"], control=planted["ctl"], out=tmp_path,
+                     vectors=[planted["vec"]], policy=policy_from_dict(PERSONA_POLICY))
+    res = run_gate(cfg)
+    evil = res.report["persona"]["traits"][0]
+    assert evil["control_shift"] == pytest.approx(0.99 * ALPHA, rel=1e-3)
+    assert evil["excess_z"] == pytest.approx(evil["shift_z"] - evil["control_shift_z"], rel=1e-6)
+    assert math.isclose(evil["excess_z"], evil["shift_z"] * 0.01, rel_tol=1e-2)
+    assert evil["excess_z"] < 2.0 < evil["shift_z"]
+    assert {c["id"]: c["status"] for c in res.report["checks"]}["evil-excess"] == "pass"
+
+
+def test_weak_vector_is_inconclusive(planted, tmp_path) -> None:
+    weak = vector_file(tmp_path / "weak", planted["base"], trait="evil", layer=LAYER,
+                       direction=unit_direction(planted["base"].d_model, 1), gap=8.0, auroc=0.51)
+    cfg = GateConfig(candidate=planted["cand"], base=planted["base"], out=tmp_path / "o", vectors=[weak],
+                     policy=policy_from_dict(PERSONA_POLICY))
+    res = run_gate(cfg)
+    assert res.verdict == "inconclusive" and res.exit_code == 3
+    assert not res.report["persona"]["traits"][0]["signal_ok"]
+    assert any("too weak" in n for n in res.report["notes"])
