@@ -70,7 +70,8 @@ def main(argv: list[str] | None = None) -> None:
     from difflib_models.errors import ConfigError, DifflibError
 
     try:
-        app(args=argv, standalone_mode=False)
+        # standalone_mode=False: click returns typer.Exit's code instead of raising it
+        rc = app(args=argv, standalone_mode=False)
     except typer.Exit as exc:  # explicit exits keep their code
         sys.exit(exc.exit_code)
     except SystemExit:
@@ -87,12 +88,20 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # noqa: BLE001 - an unexpected crash is a runtime error, never a gate failure
         import click
 
-        if isinstance(exc, click.exceptions.UsageError):
+        usage, abort = [click.exceptions.UsageError], [click.exceptions.Abort]
+        try:  # typer >= 0.2x vendors its own click copy with distinct exception classes
+            from typer import _click as _tclick
+
+            usage.append(_tclick.exceptions.UsageError)
+            abort.append(getattr(_tclick.exceptions, "Abort", click.exceptions.Abort))
+        except (ImportError, AttributeError):
+            pass
+        if isinstance(exc, tuple(usage)):
             exc.show()
             sys.exit(EXIT_USAGE)
-        if isinstance(exc, click.exceptions.Abort):
+        if isinstance(exc, tuple(abort)):
             sys.exit(130)
         logging.getLogger("difflib_models").exception("unexpected error")
         typer.echo(f"error: {type(exc).__name__}: {exc}", err=True)
         sys.exit(EXIT_RUNTIME)
-    sys.exit(EXIT_OK)
+    sys.exit(rc if isinstance(rc, int) else EXIT_OK)
