@@ -75,3 +75,35 @@ def test_iter_capture_streams_batches(real: SimpleNamespace) -> None:
     seq = torch.tensor([ids_list[3]])
     single = capture_batch(model, seq, torch.ones_like(seq), [0])
     torch.testing.assert_close(first.acts[0][first.seq_index == 1], single.acts[0], atol=1e-5, rtol=1e-5)
+
+
+def test_iter_capture_with_load_model_positions(tinystories_656k: Path) -> None:
+    from difflib_models.models.loading import load_model
+
+    loaded = load_model(tinystories_656k)
+    texts = TEXTS[:4]
+    full = [b for _, b in iter_capture(loaded, texts, [-1], batch_size=4, padding_side="left")]
+    last = [b for _, b in iter_capture(loaded, texts, [-1], batch_size=4, positions="last_prompt")]
+    first = [b for _, b in iter_capture(loaded, texts, [1], batch_size=3, positions="first_k:2")]
+    (full_b,), (last_b,) = full, last
+    n_layers = loaded.n_layers
+    assert set(full_b.acts) == {n_layers - 1}
+    lengths = [len(x) for x in loaded.tokenizer(texts)["input_ids"]]
+    assert last_b.pos_index.tolist() == [n - 1 for n in lengths] and last_b.seq_index.tolist() == [0, 1, 2, 3]
+    for row in range(4):
+        sel = (full_b.seq_index == row) & (full_b.pos_index == lengths[row] - 1)
+        torch.testing.assert_close(last_b.acts[n_layers - 1][row], full_b.acts[n_layers - 1][sel][0],
+                                   atol=1e-5, rtol=1e-5)
+    assert [b.pos_index.tolist() for b in first] == [[1, 2] * 3, [1, 2]]
+
+
+def test_iter_capture_rejects_response_and_bad_args(tinystories_656k: Path) -> None:
+    from difflib_models.errors import ConfigError
+
+    real = _load(tinystories_656k)
+    for kwargs, match in [({"positions": "response"}, "prompt_lengths"), ({"batch_size": 0}, "batch_size"),
+                          ({"padding_side": "middle"}, "padding_side"), ({"max_length": 0}, "max_length")]:
+        with pytest.raises(ConfigError, match=match):
+            next(iter_capture(real, TEXTS, [0], **kwargs))
+    with pytest.raises(ConfigError, match=r"\[0, 1\]"):
+        next(iter_capture(real, TEXTS, [2]))
