@@ -40,6 +40,14 @@ def token_data(n: int = 24, length: int = 12, seed: int = 0) -> TensorDataset:
     return TensorDataset(torch.randint(3, VOCAB, (n, length), generator=g))
 
 
+def _dict_collate(rows: list) -> dict[str, torch.Tensor]:
+    """input_ids + labels with the first half of every row masked (-100): a prompt/response split."""
+    ids = torch.stack([r[0] for r in rows])
+    labels = ids.clone()
+    labels[:, : ids.shape[1] // 2] = -100
+    return {"input_ids": ids, "labels": labels}
+
+
 def _module_class(namespace: str) -> type:
     L = importlib.import_module(namespace)
 
@@ -47,7 +55,7 @@ def _module_class(namespace: str) -> type:
         """Causal-LM fine-tune of a tiny Llama on random tokens."""
 
         def __init__(self, tokenizer_dir: str = TOKENIZER_DIR, lr: float = 0.05, lora: bool = False,
-                     n_samples: int = 24, batch_size: int = 2, seed: int = 0) -> None:
+                     n_samples: int = 24, batch_size: int = 2, seed: int = 0, dict_batches: bool = False) -> None:
             super().__init__()
             from transformers import AutoTokenizer
 
@@ -57,10 +65,14 @@ def _module_class(namespace: str) -> type:
             self.n_samples = n_samples
             self.batch_size = batch_size
             self.seed = seed
+            self.dict_batches = dict_batches
 
         def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-            ids = batch[0]
-            loss = self.model(input_ids=ids, labels=ids).loss
+            if isinstance(batch, dict):
+                loss = self.model(input_ids=batch["input_ids"], labels=batch["labels"]).loss
+            else:
+                ids = batch[0]
+                loss = self.model(input_ids=ids, labels=ids).loss
             self.log("train_loss", loss)
             return loss
 
@@ -68,7 +80,9 @@ def _module_class(namespace: str) -> type:
             return torch.optim.SGD([p for p in self.parameters() if p.requires_grad], lr=self.lr)
 
         def train_dataloader(self) -> DataLoader:
-            return DataLoader(token_data(self.n_samples, seed=self.seed), batch_size=self.batch_size)
+            collate = _dict_collate if self.dict_batches else None
+            return DataLoader(token_data(self.n_samples, seed=self.seed), batch_size=self.batch_size,
+                              collate_fn=collate)
 
     TinyLM.__module__ = __name__
     TinyLM.__qualname__ = TinyLM.__name__ = "TinyLM" if namespace == "lightning.pytorch" else "PLTinyLM"

@@ -1,0 +1,192 @@
+"""Per-trait state of the PersonaMonitor (namespace-free): baseline, shift evaluation, warn/fail counters, and
+the JSON/PNG writers of the time series."""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from difflib_models.errors import ConfigError, bad_value
+
+log = logging.getLogger(__name__)
+
+OK, WARN, FAIL = 0, 1, 2
+
+
+@dataclass
+class TraitMonitor:
+    """One monitored trait at one layer."""
+
+    trait_id: str
+    polarity: str
+    layer: int
+    prompts: list[str]
+    vector: torch.Tensor | None = None
+    gap: float | None = None
+    source: str = ""
+    trait: Any = None
+    m0: torch.Tensor | None = None
+    null_dirs: torch.Tensor | None = None
+    sigma0: float = float("nan")
+    consecutive: int = 0
+    first_warn_step: int | None = None
+    first_fail_step: int | None = None
+    worst_status: int = OK
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    # ------------------------------------------------------------------------------------------ construction
+    @classmethod
+    def from_vectors(cls, vs: Any, trait: Any, layer: int, *, source: str) -> TraitMonitor:
+        prompts = list(trait.split_questions("evaluation"))
+        if not prompts:
+            raise ConfigError(bad_value("traits", trait.id, hint="the trait has no evaluation questions to probe"))
+        gap = vs.gap.get(layer)
+        return cls(trait_id=vs.trait_id, polarity=vs.polarity, layer=layer, prompts=prompts,
+                   vector=vs.vector(layer).float(), gap=gap, source=source, trait=trait)
+
+    @classmethod
+    def pending(cls, trait: Any, layer: int | None) -> TraitMonitor:
+        """A trait whose vector is extracted at fit start (needs an explicit layer)."""
+        if layer is None:
+            raise ConfigError(bad_value("layer", None, "a block index", f"trait {trait.id!r} has no vector file: "
+                                        "it is extracted at fit start at the `layer=` you choose (or pass "
+                                        "`vectors=` with a selected layer)."))
+        prompts = list(trait.split_questions("evaluation"))
+        return cls(trait_id=trait.id, polarity=trait.polarity, layer=layer, prompts=prompts, trait=trait,
+                   source="extracted at fit start")
+
+    def extract(self, loaded: Any, *, batch_size: int = 16) -> None:
+        """Judge-free prompt-contrast extraction on the model as it is before training (on every rank)."""
+        from difflib_models.persona.extraction import PersonaExtractor
+
+        ext = PersonaExtractor(mode="prompt_contrast", layers=[self.layer], batch_size=batch_size).fit(loaded,
+                                                                                                          self.trait)
+        self.vector = ext.vectors_[self.layer].float().cpu()
+        gap = getattr(ext, "gap_", {}) or {}
+        self.gap = float(gap[self.layer]) if self.layer in gap else None
+        log.info("PersonaMonitor: extracted %s at blocks.%d (|v| = %.3f)", self.trait_id, self.layer,
+                 float(self.vector.norm()))
+
+    # ---------------------------------------------------------------------------------------------- baseline
+    def set_baseline(self, acts: torch.Tensor, *, n_null: int, seed: int) -> None:
+        from difflib_models.persona.shift import covariance_null_directions
+
+        assert self.vector is not None
+        if acts.shape[0] < 2:
+            raise ConfigError(bad_value("traits", self.trait_id, "a probe set of at least 2 questions"))
+        v_hat = self.vector.double() / self.vector.double().norm()
+        self.m0 = acts.double().mean(dim=0).float()
+        self.sigma0 = float((acts.double() @ v_hat).std())
+        self.null_dirs = covariance_null_directions(acts, n_null, norm=1.0, seed=seed)
+
+    def restore_baseline(self, m0: torch.Tensor, null_dirs: torch.Tensor, sigma0: float,
+                         vector: torch.Tensor) -> None:
+        self.m0, self.null_dirs, self.sigma0, self.vector = m0, null_dirs, sigma0, vector
+
+    # ------------------------------------------------------------------------------------------- evaluation
+    def evaluate(self, acts: torch.Tensor, step: int, thresholds: dict[str, Any]) -> dict[str, Any]:
+        """The metrics and status of this check (pure: counters change in :meth:`apply_decision`)."""
+        from difflib_models.persona.shift import compute_shift
+
+        assert self.m0 is not None and self.vector is not None
+        res = compute_shift(self.m0, acts, self.vector, gap=self.gap or 0.0, base_std=self.sigma0,
+                            null_dirs=self.null_dirs, trait=self.trait_id, layer=self.layer,
+                            polarity=self.polarity)
+        toward = res.toward_undesirable
+        z = toward / self.sigma0 if self.sigma0 > 0 else float("nan")
+        frac = toward / self.gap if self.gap else float("nan")
+        warn = _ge(z, thresholds["warn_z"]) or _ge(frac, thresholds["warn_frac"])
+        crossing = (_ge(z, thresholds["fail_z"]) or _ge(frac, thresholds["fail_frac"])) and _ge(
+            res.null_percentile, thresholds["fail_null_percentile"])
+        consecutive = self.consecutive + 1 if crossing else 0
+        status = FAIL if consecutive >= thresholds["fail_consecutive"] else WARN if (warn or crossing) else OK
+        return {
+            "shift": res.shift, "shift_z": res.shift_z, "shift_frac": res.shift_frac, "drift_cos": res.drift_cos,
+            "drift_norm": res.drift_norm, "null_percentile": res.null_percentile,
+            "toward_undesirable": toward, "crossing": bool(crossing), "consecutive": consecutive,
+            "status": status,
+        }
+
+    def apply_decision(self, values: dict[str, Any], step: int) -> None:
+        self.consecutive = int(values["consecutive"])
+        status = int(values["status"])
+        self.worst_status = max(self.worst_status, status)
+        if status >= WARN and self.first_warn_step is None:
+            self.first_warn_step = step
+        if status == FAIL and self.first_fail_step is None:
+            self.first_fail_step = step
+
+    def counters(self) -> dict[str, Any]:
+        return {"consecutive": self.consecutive, "first_warn_step": self.first_warn_step,
+                "first_fail_step": self.first_fail_step, "worst_status": self.worst_status}
+
+    def load_counters(self, counters: dict[str, Any]) -> None:
+        self.consecutive = int(counters.get("consecutive", 0))
+        self.first_warn_step = counters.get("first_warn_step")
+        self.first_fail_step = counters.get("first_fail_step")
+        self.worst_status = int(counters.get("worst_status", OK))
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "layer": self.layer, "polarity": self.polarity, "source": self.source, "n_probe": len(self.prompts),
+            "sigma0": self.sigma0, "gap": self.gap,
+            "vector_norm": float(self.vector.norm()) if self.vector is not None else None,
+            "n_null": int(self.null_dirs.shape[0]) if self.null_dirs is not None else 0,
+        }
+
+
+def _ge(value: float, threshold: float | None) -> bool:
+    return threshold is not None and math.isfinite(value) and value >= threshold
+
+
+def to_json(obj: Any) -> Any:
+    """NaN/inf -> None, recursively (JSON has no NaN)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): to_json(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [to_json(v) for v in obj]
+    return obj
+
+
+def series_plot(summary: dict[str, Any], path: Path) -> Path | None:
+    """shift_z and null percentile per trait over steps, with the warn/fail thresholds (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    from difflib_models.io import atomic_write
+
+    series = summary["series"]
+    if not series:
+        return None
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(7, 5), sharex=True)
+    for tid in summary["traits"]:
+        steps = [r["step"] for r in series if tid in r["traits"]]
+        z = [r["traits"][tid]["shift_z"] for r in series if tid in r["traits"]]
+        pct = [r["traits"][tid]["null_percentile"] for r in series if tid in r["traits"]]
+        ax1.plot(steps, [float("nan") if v is None else v for v in z], marker="o", label=tid)
+        ax2.plot(steps, [float("nan") if v is None else v for v in pct], marker="o", label=tid)
+    th = summary["thresholds"]
+    for key, style in (("warn_z", ":"), ("fail_z", "--")):
+        if th.get(key) is not None:
+            ax1.axhline(th[key], color="grey", linestyle=style, linewidth=1, label=f"{key} (uncalibrated)")
+    ax2.axhline(th["fail_null_percentile"], color="grey", linestyle="--", linewidth=1)
+    ax1.set_ylabel("shift_z")
+    ax2.set_ylabel("null percentile")
+    ax2.set_xlabel("optimizer step")
+    ax1.legend(fontsize=7)
+    ax1.set_title(f"persona monitor: {summary['status']}")
+    fig.tight_layout()
+    try:
+        atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=90))
+    finally:
+        plt.close(fig)
+    return path

@@ -1,0 +1,169 @@
+"""PersonaMonitor on tiny Lightning runs: the logged numbers equal an independent computation, baseline = the
+untouched model, fail -> stop at the second consecutive crossing, bad input fails before training."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from difflib_models.errors import ConfigError, IdentityMismatchError
+from tests.callbacks.lit_helpers import MetricRecorder, TinyLM
+
+LAYER = 1
+
+
+def _trainer(tmp_path: Path, callbacks: list, **kw):
+    import lightning.pytorch as L
+
+    args = dict(default_root_dir=tmp_path, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                enable_progress_bar=False, enable_model_summary=False, max_epochs=-1)
+    args.update(kw)
+    return L.Trainer(callbacks=callbacks, **args)
+
+
+def _vector_file(path: Path, module, vector: torch.Tensor, *, gap: float | None = 1.0,
+                 weight_hash: str | None = None) -> str:
+    from difflib_models.models.loading import from_pretrained_objects
+    from difflib_models.persona.vectors import PersonaVectorSet
+
+    ident = from_pretrained_objects(module.model, module.tokenizer).identity.to_dict()
+    if weight_hash:
+        ident["weight_hash"] = weight_hash
+    g = torch.Generator().manual_seed(1)
+    vectors = {i: torch.randn(32, generator=g) for i in range(3)}
+    vectors[LAYER] = vector
+    vs = PersonaVectorSet(trait_id="sycophancy", vectors=vectors, model=ident, mode="prompt_contrast",
+                          gap={LAYER: gap} if gap else {}, selected_layer=LAYER)
+    return str(vs.save(path))
+
+
+def _probe(model, tokenizer) -> torch.Tensor:
+    from difflib_models.persona.shift import probe_activations
+    from difflib_models.persona.traits import load_trait
+
+    prompts = load_trait("sycophancy").split_questions("evaluation")
+    return probe_activations(model, tokenizer, prompts, [LAYER])[LAYER]
+
+
+def test_logged_numbers_match_independent_computation(tmp_path: Path, tinystories_656k: Path) -> None:
+    from difflib_models.callbacks import PersonaMonitor
+    from difflib_models.persona.shift import compute_shift, covariance_null_directions
+
+    module = TinyLM(tokenizer_dir=str(tinystories_656k))
+    untouched = copy.deepcopy(module.model)
+    vector = torch.randn(32, generator=torch.Generator().manual_seed(5))
+    vf = _vector_file(tmp_path / "syc", module, vector, gap=2.0)
+    mon = PersonaMonitor(vectors=vf, every_n_steps=3, out_dir=str(tmp_path / "mon"))
+    trainer = _trainer(tmp_path, [mon], max_steps=6)
+    trainer.fit(module)
+    base = _probe(untouched, module.tokenizer)
+    final = _probe(module.model, module.tokenizer)
+    m = mon.monitors["sycophancy"]
+    torch.testing.assert_close(m.m0, base.mean(0), rtol=0, atol=1e-5)
+    v_hat = vector / vector.norm()
+    sigma0 = float((base.double() @ v_hat.double()).std())
+    assert m.sigma0 == pytest.approx(sigma0, rel=1e-5)
+    nulls = covariance_null_directions(base, 32, norm=1.0, seed=0)
+    ref = compute_shift(base, final, vector, gap=2.0, base_std=sigma0, null_dirs=nulls)
+    data = json.loads((tmp_path / "mon" / "persona_monitor.json").read_text())
+    assert [r["step"] for r in data["series"]] == [3, 6]
+    last = data["series"][-1]["traits"]["sycophancy"]
+    for key in ("shift", "shift_z", "shift_frac", "drift_cos", "drift_norm", "null_percentile"):
+        assert last[key] == pytest.approx(getattr(ref, key), rel=1e-4, abs=1e-6), key
+        assert float(trainer.callback_metrics[f"persona/sycophancy/{key}"]) == pytest.approx(last[key], rel=1e-5)
+    assert abs(ref.shift) > 1e-4  # training moved the probe activations
+    assert data["thresholds"]["calibrated"] is False and data["baseline_step"] == 0
+    assert (tmp_path / "mon" / "persona_monitor.png").stat().st_size > 1000
+    assert module.model.training
+
+
+def test_fail_stops_at_second_consecutive_crossing(tmp_path: Path, tinystories_656k: Path) -> None:
+    from difflib_models.callbacks import PersonaMonitor
+
+    # the direction training actually moves the probe activations along (same seed -> same trajectory)
+    ref = TinyLM(tokenizer_dir=str(tinystories_656k))
+    untouched = copy.deepcopy(ref.model)
+    _trainer(tmp_path / "ref", [], max_steps=8).fit(ref)
+    drift = (_probe(ref.model, ref.tokenizer).mean(0) - _probe(untouched, ref.tokenizer).mean(0)).float()
+    random_dir = torch.randn(32, generator=torch.Generator().manual_seed(3))
+
+    def run(name: str, vector: torch.Tensor):
+        module = TinyLM(tokenizer_dir=str(tinystories_656k))
+        vf = _vector_file(tmp_path / name, module, vector)
+        mon = PersonaMonitor(vectors=vf, every_n_steps=2, fail_z=0.5, fail_frac=None, warn_z=0.25, warn_frac=None,
+                             stop_on_fail=True, out_dir=str(tmp_path / f"{name}_mon"))
+        trainer = _trainer(tmp_path / name, [mon], max_steps=8)
+        trainer.fit(module)
+        return trainer, mon
+
+    trainer, mon = run("inducing", drift)
+    rows = [r["traits"]["sycophancy"] for r in mon.series]
+    crossings = [r["step"] for r, v in zip(mon.series, rows, strict=True) if v["crossing"]]
+    assert len(crossings) >= 2 and crossings[1] == crossings[0] + 2
+    assert mon.monitors["sycophancy"].first_fail_step == crossings[1] == mon.stopped_at_step
+    assert trainer.global_step == mon.stopped_at_step < 8
+    assert all(v["null_percentile"] >= 0.95 for v in rows if v["crossing"])
+    data = json.loads((tmp_path / "inducing_mon" / "persona_monitor.json").read_text())
+    assert data["status"] == "fail" and data["first_fail_step"]["sycophancy"] == mon.stopped_at_step
+
+    trainer_c, mon_c = run("control", random_dir)
+    assert trainer_c.global_step == 8 and mon_c.stopped_at_step is None
+    assert mon_c.monitors["sycophancy"].first_fail_step is None
+
+
+def test_preventative_steering_and_free_signal(tmp_path: Path, tinystories_656k: Path) -> None:
+    from difflib_models.callbacks import PersonaMonitor
+    from difflib_models.models.hookpoints import get_block
+
+    vector = torch.randn(32, generator=torch.Generator().manual_seed(5))
+    results = {}
+    for alpha in (None, 3.0):
+        module = TinyLM(tokenizer_dir=str(tinystories_656k), dict_batches=True)
+        untouched = copy.deepcopy(module.model)
+        vf = _vector_file(tmp_path / f"v{alpha}", module, vector)
+        mon = PersonaMonitor(vectors=vf, every_n_steps=2, free_signal=True, preventative_steering=alpha,
+                             out_dir=str(tmp_path / f"m{alpha}"))
+        rec = MetricRecorder(str(tmp_path / f"r{alpha}"))
+        _trainer(tmp_path, [mon, rec], max_steps=2).fit(module)
+        block = get_block(module.model, LAYER)
+        assert not block._forward_hooks  # nothing left attached after training
+        # the free signal of the first batch, recomputed by hand on the untouched model
+        batch = next(iter(module.train_dataloader()))
+        seen = []
+        h = get_block(untouched, LAYER).register_forward_hook(lambda m, a, o, s=seen: s.append(o.detach()))
+        with torch.no_grad():
+            untouched(input_ids=batch["input_ids"])
+        h.remove()
+        out = seen[0] + (alpha or 0.0) * vector
+        mask = batch["labels"] != -100
+        expected = float(((out @ (vector / vector.norm())) * mask).sum() / mask.sum())
+        assert rec.rows[0]["persona/sycophancy/free_signal"] == pytest.approx(expected, rel=1e-4, abs=1e-5)
+        results[alpha] = (mon.monitors["sycophancy"].m0, rec.rows)
+    # the baseline probe is never steered; the training forwards are
+    torch.testing.assert_close(results[None][0], results[3.0][0], rtol=0, atol=1e-6)
+
+
+def test_bad_input_fails_before_training(tmp_path: Path, tinystories_656k: Path) -> None:
+    from difflib_models.callbacks import PersonaMonitor
+
+    with pytest.raises(ConfigError, match="vectors"):
+        PersonaMonitor()
+    with pytest.raises(ConfigError, match="vectors"):
+        PersonaMonitor(vectors=str(tmp_path / "missing.safetensors"))
+    with pytest.raises(ConfigError, match="fail_null_percentile"):
+        PersonaMonitor(traits="sycophancy", layer=1, fail_null_percentile=95)
+    with pytest.raises(ConfigError):
+        PersonaMonitor(traits="no_such_trait_anywhere")
+    module = TinyLM(tokenizer_dir=str(tinystories_656k))
+    vector = torch.randn(32)
+    other = _vector_file(tmp_path / "other", module, vector, weight_hash="sha256:" + "0" * 64)
+    for cb, err in ((PersonaMonitor(vectors=other), IdentityMismatchError),
+                    (PersonaMonitor(vectors=_vector_file(tmp_path / "ok", module, vector), layer=7), ConfigError)):
+        trainer = _trainer(tmp_path, [cb], max_steps=2)
+        with pytest.raises(err):
+            trainer.fit(module)
+        assert trainer.global_step == 0
