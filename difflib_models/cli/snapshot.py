@@ -1,0 +1,139 @@
+"""`difflib-models snapshot` (capture activations into a store) and `difflib-models inspect` (summarise one).
+
+Errors travel as library exceptions: cli/app.py maps ConfigError to exit 2 and other DifflibErrors to exit 3.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from difflib_models.errors import ConfigError, bad_value
+
+_DTYPES = ("float32", "float16", "bfloat16")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("snapshot")(snapshot_command)
+    app.command("inspect")(inspect_command)
+
+
+def snapshot_command(
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Store directory (created; an existing store resumes)."
+    ),
+    model: str | None = typer.Option(
+        None,
+        "--model",
+        "-m",
+        help="HF dir, hub id, .gguf file, peft adapter dir (default: smollm2-135m-instruct).",
+    ),
+    layers: str = typer.Option(
+        "mid", "--layers", "-l", help="Blocks to capture: '0,1', '0-3', 'all', 'mid', '-1'."
+    ),
+    prompts: str = typer.Option(
+        "generic", "--prompts", "-p", help="Built-in prompt set name, or a .txt (one per line) / .jsonl file."
+    ),
+    positions: str = typer.Option("all", "--positions", help="'all', 'last_prompt' or 'first_k:K'."),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Prompts per forward pass."),
+    max_length: int = typer.Option(128, "--max-length", min=1, help="Truncate prompts to this many tokens."),
+    adapter: str | None = typer.Option(None, "--adapter", help="peft adapter directory applied on --model."),
+    shard_tokens: int = typer.Option(65536, "--shard-tokens", min=1, help="Tokens per shard (memory bound)."),
+    dtype: str = typer.Option("float32", "--dtype", help="Storage dtype: float32, float16 or bfloat16."),
+    device: str = typer.Option("cpu", "--device", help="Torch device for the forward passes."),
+) -> None:
+    """Capture residual-stream activations of a model on a prompt set into a crash-safe, resumable store."""
+    if dtype not in _DTYPES:
+        raise ConfigError(bad_value("--dtype", dtype, _DTYPES))
+    if out.exists() and not out.is_dir():
+        raise ConfigError(bad_value("--out", str(out), "a directory", "this path is an existing file"))
+    from difflib_models.capture.pipeline import snapshot
+    from difflib_models.capture.positions import parse_positions
+    from difflib_models.capture.prompts import load_prompts
+    from difflib_models.models.loading import load_model
+
+    parse_positions(positions)  # fail on a bad spec before loading anything
+    texts = list(load_prompts(prompts))
+    loaded = load_model(model, adapter=adapter, device=device)
+    store = snapshot(
+        loaded,
+        texts,
+        layers,
+        out,
+        positions=positions,
+        batch_size=batch_size,
+        max_length=max_length,
+        shard_tokens=shard_tokens,
+        dtype=dtype,
+    )
+    typer.echo(
+        f"wrote {store.n_tokens} tokens from {len(texts)} prompts of {loaded.identity.name} "
+        f"(layers {', '.join(map(str, store.layers))}) to {out} in {store.n_shards} shard(s)"
+    )
+
+
+def inspect_command(
+    path: Path = typer.Argument(..., help="Store directory."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    verify: bool = typer.Option(
+        False, "--verify", help="Check every shard's sha256 now (exit 3 if corrupt)."
+    ),
+) -> None:
+    """Summarise an activation store: model, tokenizer, layers, tokens, shards, normalisation scales."""
+    from difflib_models.store.reader import ActivationStore
+
+    if not path.exists():
+        raise ConfigError(bad_value("PATH", str(path), "an existing store directory"))
+    store = ActivationStore.open(path)
+    if verify:
+        for index in range(store.n_shards):
+            store.load_shard(index, ["prompt_id"])
+    summary = store.summary()
+    summary["verified"] = verify
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2, default=str))
+        return
+    _print_table(summary)
+
+
+def _print_table(s: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=f"activation store {escape(s['path'])}", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    status = "yes" if s["complete"] else "NO: interrupted; rerun the same snapshot command to finish it"
+    rows: list[tuple[str, str]] = [("complete", status)]
+    for side in s["sides"]:
+        ident = s["identities"].get(side, {})
+        digest = str(ident.get("weight_hash", "?"))
+        rows.append((f"model ({side})", f"{ident.get('name', '?')}  weights {digest[:23]}"))
+    rows += [
+        ("tokenizer", f"{s['tokenizer_name']}  vocab {s['vocab_hash'][:12]}"),
+        ("layers", ", ".join(f"blocks.{i}" for i in s["layers"])),
+        ("hook points", str(s["hook_points"].get("block_path", "?")) + ".{i}"),
+        ("layer convention", s["layer_convention"]),
+        ("d_model / dtype", f"{s['d_model']} / {s['dtype']}"),
+        ("tokens / prompts", f"{s['n_tokens']} / {s['n_prompts']}"),
+        (
+            "shards",
+            f"{s['n_shards']} ({s['bytes'] / 1e6:.2f} MB)" + ("  checksums OK" if s["verified"] else ""),
+        ),
+    ]
+    for side, per_layer in s["norm_scale"].items():
+        scales = ", ".join(
+            f"{layer}: {v:.4g}" if v is not None else f"{layer}: -" for layer, v in per_layer.items()
+        )
+        rows.append((f"norm scale ({side})", scales))
+    capture = s["extra"].get("capture")
+    if capture:
+        rows.append(("capture", ", ".join(f"{k}={v}" for k, v in capture.items())))
+    rows.append(("format / library", f"{s['format_version']} / difflib-models {s['library_version']}"))
+    for key, value in rows:
+        table.add_row(key, escape(str(value)))
+    Console(soft_wrap=False).print(table)
