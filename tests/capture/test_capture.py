@@ -228,3 +228,28 @@ def test_no_mask_keeps_every_position_and_copies() -> None:
     assert acts.shape == (8, 32)
     torch.testing.assert_close(acts, out.hidden_states[2].reshape(8, 32), atol=0, rtol=0)
     assert acts.data_ptr() != out.hidden_states[2].data_ptr()  # an owned copy, not a view of the model output
+
+
+@pytest.mark.slow
+def test_capture_through_torch_compile() -> None:
+    model = make_tiny("llama")
+    ids, am = tiny_batch([5, 7])
+    ref = capture_batch(model, ids, am, [0, 1])
+    compiled = torch.compile(model, backend="eager")  # dynamo tracing with hooks, no C compiler needed
+    for _ in range(2):  # second call: hooks removed and registered again
+        got = capture_batch(compiled, ids, am, [0, 1])
+        assert got.n_tokens == ref.n_tokens == 10
+        for layer in (0, 1):
+            torch.testing.assert_close(got.acts[layer], ref.acts[layer], atol=1e-6, rtol=0)
+    assert all(not get_block(model, i)._forward_hooks for i in range(3))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_capture_on_gpu_returns_cpu_float32() -> None:
+    model = make_tiny("llama").cuda().to(torch.bfloat16)
+    ids, am = tiny_batch([5, 3], padding_side="left")
+    batch = capture_batch(model, ids, am, [0, 2])  # CPU inputs are moved to the model's device
+    assert batch.acts[0].device.type == "cpu" and batch.acts[0].dtype == torch.float32
+    assert batch.token_ids.device.type == "cpu" and batch.n_tokens == 6
+    cpu = capture_batch(make_tiny("llama").to(torch.bfloat16), ids, am, [0, 2])
+    torch.testing.assert_close(batch.acts[0], cpu.acts[0], atol=0.05, rtol=0.05)
