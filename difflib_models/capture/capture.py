@@ -34,9 +34,10 @@ def _untuple(output: Any) -> torch.Tensor:
         return output
     if isinstance(output, tuple | list) and output and isinstance(output[0], torch.Tensor):
         return output[0]
-    hidden = getattr(output, "hidden_states", None) or getattr(output, "last_hidden_state", None)
-    if isinstance(hidden, torch.Tensor):
-        return hidden
+    for attr in ("last_hidden_state", "hidden_states"):  # ModelOutput-like block outputs
+        hidden = getattr(output, attr, None)
+        if isinstance(hidden, torch.Tensor):
+            return hidden
     raise DifflibError(f"cannot read a hidden-state tensor from a block output of type {type(output).__name__}")
 
 

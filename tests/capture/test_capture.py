@@ -253,3 +253,16 @@ def test_capture_on_gpu_returns_cpu_float32() -> None:
     assert batch.token_ids.device.type == "cpu" and batch.n_tokens == 6
     cpu = capture_batch(make_tiny("llama").to(torch.bfloat16), ids, am, [0, 2])
     torch.testing.assert_close(batch.acts[0], cpu.acts[0], atol=0.05, rtol=0.05)
+
+
+def test_untuple_block_outputs() -> None:
+    from types import SimpleNamespace
+
+    from difflib_models.capture.capture import _untuple
+
+    x = torch.randn(2, 3, 4)
+    assert _untuple(x) is x  # transformers 5
+    assert _untuple((x, None)) is x  # transformers 4.x
+    assert _untuple(SimpleNamespace(last_hidden_state=x)) is x
+    with pytest.raises(DifflibError, match="NoneType"):
+        _untuple(None)
