@@ -53,9 +53,19 @@ def gate(
     fail_exit_code: int = typer.Option(1, "--fail-exit-code", help="exit code when the gate fails"),
     batch_size: int = typer.Option(8, "--batch-size"),
     seed: int = typer.Option(0, "--seed"),
+    mlflow: bool = typer.Option(False, "--mlflow", help="log the report to MLflow (artifacts, tags, run note)"),
+    mlflow_uri: str | None = typer.Option(None, "--mlflow-uri", help="tracking URI (default sqlite:///OUT/mlflow.db)"),
+    mlflow_experiment: str = typer.Option("difflib-models", "--mlflow-experiment"),
+    registered_model: str | None = typer.Option(None, "--registered-model", help="registry model name to gate"),
+    model_version: str | None = typer.Option(None, "--model-version", help="its version to tag approved/rejected"),
+    alias: str = typer.Option("champion", "--alias", help="alias moved to the version ONLY on a pass"),
 ) -> None:
+    from difflib_models.errors import ConfigError, bad_value
     from difflib_models.gate.runner import GateConfig, run_gate
 
+    if (registered_model is None) != (model_version is None):
+        raise ConfigError(bad_value("--registered-model/--model-version", (registered_model, model_version),
+                                    "both or neither"))
     extra = {k: v for k, v in (("junit", junit), ("json", json_out), ("md", md)) if v is not None}
     config = GateConfig(candidate=candidate, base=base, control=control, out=out, policy=policy, vectors=vectors,
                         diff=diff, data_filter=data_filter, monitor=monitor, judge_url=judge_url,
@@ -70,4 +80,15 @@ def gate(
         typer.echo(f"  [{c['status']:>7}] {c['id']}: {c['metric']} = {value} (pass if {c['comparator']} "
                    f"{c['threshold']:g})")
     typer.echo(f"report: {result.paths['html']}")
+    if mlflow or mlflow_uri or registered_model:
+        from difflib_models.integrations.mlflow_report import default_uri, log_report, register_gate_result
+
+        uri = mlflow_uri or default_uri(out)
+        run_id = log_report(out, tracking_uri=uri, experiment=mlflow_experiment, extra_files=vectors)
+        typer.echo(f"mlflow: run {run_id} at {uri}")
+        if registered_model and model_version:
+            reg = register_gate_result(r, model_name=registered_model, version=model_version, tracking_uri=uri,
+                                       alias=alias)
+            moved = f", alias {alias!r} -> v{model_version}" if reg["alias_moved"] else ", alias not moved"
+            typer.echo(f"mlflow: {registered_model} v{model_version} {reg['status']}{moved}")
     raise typer.Exit(result.exit_code)
