@@ -266,3 +266,22 @@ def test_untuple_block_outputs() -> None:
     assert _untuple(SimpleNamespace(last_hidden_state=x)) is x
     with pytest.raises(DifflibError, match="NoneType"):
         _untuple(None)
+
+
+def test_capture_through_real_ddp_on_cpu(tmp_path: object) -> None:
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    if dist.is_initialized():
+        pytest.skip("a process group is already initialised in this process")
+    model = make_tiny("llama")
+    ids, am = tiny_batch([5, 7])
+    ref = capture_batch(model, ids, am, [0, 2])
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/pg", world_size=1, rank=0)
+    try:
+        ddp = DistributedDataParallel(model)
+        got = capture_batch(ddp, ids, am, [0, 2])
+    finally:
+        dist.destroy_process_group()
+    for layer in (0, 2):
+        torch.testing.assert_close(got.acts[layer], ref.acts[layer], atol=0, rtol=0)
