@@ -6,7 +6,7 @@ imported when a class is first looked up, never when ``difflib_models`` is impor
 
 * :class:`ActivationSnapshot` (``activation_snapshot.py``)
 * :class:`PersonaMonitor` (``persona_monitor.py``)
-* :class:`DataFilterCallback` (``data_filter.py``)
+* :class:`DataFilterCallback` (``data_filter.py``) with its map-style :class:`FilterableDataset`
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ _CLASSES: dict[str, str] = {
     "ActivationSnapshot": "difflib_models.callbacks.activation_snapshot",
     "PersonaMonitor": "difflib_models.callbacks.persona_monitor",
     "DataFilterCallback": "difflib_models.callbacks.data_filter",
+    "FilterableDataset": "difflib_models.callbacks.data_filter",
 }
 
 __all__ = list(_CLASSES)

@@ -122,3 +122,46 @@ def _recorder_class() -> type:
 
 
 MetricRecorder = _recorder_class()
+
+
+def _chat_module_class() -> type:
+    import lightning.pytorch as L
+
+    from difflib_models.callbacks.data_filter import FilterableDataset
+
+    class ChatLM(L.LightningModule):
+        """Tiny Llama fine-tuned on chat rows held in a FilterableDataset (``self.train_dataset``)."""
+
+        def __init__(self, rows: list, tokenizer_dir: str = TOKENIZER_DIR, lr: float = 0.05, batch_size: int = 4,
+                     length: int = 24) -> None:
+            super().__init__()
+            from transformers import AutoTokenizer
+
+            self.model = tiny_llama(seed=0)
+            self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+            self.lr, self.batch_size, self.length = lr, batch_size, length
+            self.train_dataset = FilterableDataset(rows, transform=self._encode)
+            self.batches_per_epoch: dict[int, int] = {}
+
+        def _encode(self, row: dict) -> torch.Tensor:
+            text = " ".join(m["content"] for m in row["messages"])
+            ids = self.tokenizer(text, truncation=True, max_length=self.length)["input_ids"]
+            return torch.tensor(ids + [2] * (self.length - len(ids)))
+
+        def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+            e = self.current_epoch
+            self.batches_per_epoch[e] = self.batches_per_epoch.get(e, 0) + 1
+            return self.model(input_ids=batch, labels=batch).loss
+
+        def configure_optimizers(self) -> Any:
+            return torch.optim.SGD(self.parameters(), lr=self.lr)
+
+        def train_dataloader(self) -> DataLoader:
+            return DataLoader(self.train_dataset, batch_size=self.batch_size)
+
+    ChatLM.__module__ = __name__
+    ChatLM.__qualname__ = "ChatLM"
+    return ChatLM
+
+
+ChatLM = _chat_module_class()

@@ -1,0 +1,96 @@
+"""DataFilterCallback: the training set is scored before fit, the model trains on exactly the kept rows, every
+score is written out, per-epoch re-scoring changes the subset the next epoch trains on."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from difflib_models.errors import ConfigError
+from tests.callbacks.lit_helpers import ChatLM
+from tests.callbacks.test_persona_monitor import _vector_file
+
+
+def _rows() -> list[dict]:
+    from difflib_models.datasets import load_dataset
+
+    return load_dataset("sycophancy-inducing")[:10] + load_dataset("sycophancy-neutral")[10:20]
+
+
+def _trainer(tmp_path: Path, callbacks: list, **kw):
+    import lightning.pytorch as L
+
+    args = dict(default_root_dir=tmp_path, accelerator="cpu", logger=False, enable_checkpointing=False,
+                enable_progress_bar=False, enable_model_summary=False)
+    args.update(kw)
+    return L.Trainer(callbacks=callbacks, **args)
+
+
+def test_filter_before_fit_trains_on_kept_rows(tmp_path: Path, tinystories_656k: Path) -> None:
+    import torch
+
+    from difflib_models.callbacks import DataFilterCallback
+    from difflib_models.models.loading import from_pretrained_objects
+    from difflib_models.persona.filtering import FilterConfig, filter_samples, samples_from_rows
+    from difflib_models.persona.vectors import PersonaVectorSet
+
+    module = ChatLM(_rows(), tokenizer_dir=str(tinystories_656k))
+    untouched = copy.deepcopy(module.model)
+    vf = _vector_file(tmp_path / "syc", module, torch.randn(32, generator=torch.Generator().manual_seed(2)))
+    cb = DataFilterCallback(vectors=vf, mode="top_k", top_k=6, out_dir=str(tmp_path / "filter"))
+    _trainer(tmp_path, [cb], max_epochs=1).fit(module)
+    # same selection as the filter run by hand on the untouched model
+    ref = filter_samples(from_pretrained_objects(untouched, module.tokenizer), PersonaVectorSet.load(vf),
+                         samples_from_rows(_rows()), FilterConfig(mode="top_k", top_k=6, max_length=256))
+    assert module.train_dataset.kept_indices == ref.kept_indices and len(ref.kept_indices) == 14
+    assert module.batches_per_epoch == {0: math.ceil(14 / 4)}
+    out = tmp_path / "filter" / "round-0-epoch-0"
+    scores = [json.loads(x) for x in (out / "scores.jsonl").read_text().splitlines()]
+    assert len(scores) == 20 and sum(s["flagged"] for s in scores) == 6
+    assert [s["delta_p"] for s in scores] == pytest.approx([r["delta_p"] for r in ref.records], abs=1e-5)
+    assert len((out / "flagged.jsonl").read_text().splitlines()) == 6
+    assert len((out / "kept.jsonl").read_text().splitlines()) == 14
+
+
+def test_rescore_every_epoch_changes_next_epoch_subset(tmp_path: Path, tinystories_656k: Path) -> None:
+    import torch
+
+    from difflib_models.callbacks import DataFilterCallback, FilterableDataset
+    from difflib_models.datasets import dataset_path
+
+    module = ChatLM(_rows(), tokenizer_dir=str(tinystories_656k), lr=0.5)
+    assert isinstance(module.train_dataset, FilterableDataset)
+    vf = _vector_file(tmp_path / "syc", module, torch.randn(32, generator=torch.Generator().manual_seed(2)))
+    cb = DataFilterCallback(vectors=vf, mode="threshold", percentile=50.0,
+                            reference=str(dataset_path("clean-reference")), rescore_every_n_epochs=1,
+                            out_dir=str(tmp_path / "filter"))
+    _trainer(tmp_path, [cb], max_epochs=2, reload_dataloaders_every_n_epochs=1).fit(module)
+    assert [r["epoch"] for r in cb.rounds] == [0, 1, 2] and cb.rounds[0]["model"] == "base"
+    for r in cb.rounds[:2]:  # epoch e trains on the rows kept by the round scored before it
+        assert module.batches_per_epoch[r["epoch"]] == math.ceil((r["n"] - r["n_flagged"]) / 4)
+    assert len({r["mean_delta_p"] for r in cb.rounds}) == 3  # the current model re-scored each time
+
+
+def test_bad_configuration(tmp_path: Path, tinystories_656k: Path) -> None:
+    import torch
+
+    from difflib_models.callbacks import DataFilterCallback
+
+    module = ChatLM(_rows(), tokenizer_dir=str(tinystories_656k))
+    vf = _vector_file(tmp_path / "syc", module, torch.randn(32))
+    with pytest.raises(ConfigError, match="vectors"):
+        DataFilterCallback(vectors=str(tmp_path / "nope.safetensors"))
+    with pytest.raises(ConfigError, match="mode"):
+        DataFilterCallback(vectors=vf, mode="drop_all")
+    for cb, kw, match in (
+        (DataFilterCallback(vectors=vf, rescore_every_n_epochs=1), {}, "reload_dataloaders_every_n_epochs"),
+        (DataFilterCallback(vectors=vf, dataset_attr="rows"), {}, "FilterableDataset"),
+    ):
+        trainer = _trainer(tmp_path, [cb], max_epochs=1, **kw)
+        with pytest.raises(ConfigError, match=match):
+            trainer.fit(module)
+        assert trainer.global_step == 0
