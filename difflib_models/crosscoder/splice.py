@@ -1,0 +1,152 @@
+"""Splice-in evaluation: how much of the model's next-token loss survives when a layer's residual stream is
+replaced by the crosscoder's reconstruction.
+
+For the target model, the output of block ``layer`` is replaced (forward hook on the block, real tokens only,
+BOS kept) by (a) the crosscoder reconstruction of that model's source, built from every model's clean
+activations, and (b) an ablation reference: the mean activation over the evaluated tokens, or zeros.
+CE recovered = (CE_ablated - CE_spliced) / (CE_ablated - CE_clean); KL recovered likewise with KL(clean || .).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from difflib_models.crosscoder.model import Crosscoder
+from difflib_models.errors import ConfigError, bad_value
+
+ABLATIONS = ("mean", "zero")
+
+
+def _hidden(output: Any) -> Tensor:
+    return output[0] if isinstance(output, tuple) else output
+
+
+def _with_hidden(output: Any, hidden: Tensor) -> Any:
+    return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+
+@contextmanager
+def _block_hook(model: nn.Module, layer: int, fn: Any, override: str | None):
+    from difflib_models.models.hookpoints import get_block
+
+    handle = get_block(model, layer, override).register_forward_hook(fn)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def _forward(model: nn.Module, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+    return model(input_ids=input_ids, attention_mask=attention_mask).logits.float()
+
+
+def _capture(model: nn.Module, layer: int, input_ids: Tensor, mask: Tensor, override: str | None) -> tuple[Tensor, Tensor]:
+    store: dict[str, Tensor] = {}
+
+    def hook(_m: nn.Module, _i: Any, output: Any) -> None:
+        store["h"] = _hidden(output).detach().float()
+
+    with _block_hook(model, layer, hook, override):
+        logits = _forward(model, input_ids, mask)
+    return store["h"], logits
+
+
+def _ce_and_kl(logits: Tensor, clean_logits: Tensor, input_ids: Tensor, valid: Tensor) -> tuple[float, float]:
+    """Mean next-token CE and KL(clean || logits) over the positions whose next token is real."""
+    lp = F.log_softmax(logits[:, :-1], -1)
+    lp_clean = F.log_softmax(clean_logits[:, :-1], -1)
+    target = input_ids[:, 1:]
+    keep = valid[:, 1:] & valid[:, :-1]
+    ce = -lp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+    kl = (lp_clean.exp() * (lp_clean - lp)).sum(-1)
+    n = keep.sum().clamp_min(1)
+    return float((ce * keep).sum() / n), float((kl * keep).sum() / n)
+
+
+@torch.no_grad()
+def splice_metrics(
+    cc: Crosscoder,
+    models: Sequence[nn.Module],
+    input_ids: Tensor,
+    attention_mask: Tensor | None = None,
+    *,
+    layer: int,
+    target_model: int = 1,
+    ablation: str = "mean",
+    skip_bos: bool = True,
+    block_override: str | None = None,
+) -> dict[str, Any]:
+    """CE/KL of the target model clean, spliced and ablated at block ``layer``, and the fractions recovered.
+
+    ``models`` are the crosscoder's models in source order (base, fine-tuned), single-layer crosscoders only
+    (n_sources == n_models). Real tokens only (``attention_mask``); with ``skip_bos`` position 0 is left as is,
+    as BOS activations are not in the training data."""
+    cfg = cc.config
+    if cfg.n_layers != 1:
+        raise ConfigError(bad_value("crosscoder layers", cfg.n_layers, [1], "splice one layer at a time"))
+    if len(models) != cfg.n_models:
+        raise ConfigError(bad_value("models", len(models), [cfg.n_models], "one model per crosscoder model"))
+    if not 0 <= target_model < cfg.n_models:
+        raise ConfigError(bad_value("target_model", target_model, f"0..{cfg.n_models - 1}"))
+    if ablation not in ABLATIONS:
+        raise ConfigError(bad_value("ablation", ablation, ABLATIONS))
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    cc.eval()
+    valid = attention_mask.bool()
+    replace = valid.clone()
+    if skip_bos:
+        replace[:, 0] = False
+    hiddens, logits = [], []
+    for model in models:
+        model.eval()
+        h, lg = _capture(model, layer, input_ids, attention_mask, block_override)
+        hiddens.append(h)
+        logits.append(lg)
+    if hiddens[0].shape[-1] != cfg.d_model:
+        raise ConfigError(bad_value("d_model", hiddens[0].shape[-1], [cfg.d_model], "wrong model or layer"))
+    x = torch.stack([h[replace] for h in hiddens], dim=1)  # [N, M, d]
+    recon = cc.denormalize(cc(cc.normalize(x)))[:, target_model]
+    target_h = hiddens[target_model]
+    reference = target_h[replace].mean(0) if ablation == "mean" else torch.zeros(cfg.d_model)
+
+    def patcher(values: Tensor):
+        def hook(_m: nn.Module, _i: Any, output: Any) -> Any:
+            hidden = _hidden(output).clone()
+            hidden[replace] = values.to(hidden.dtype)
+            return _with_hidden(output, hidden)
+
+        return hook
+
+    model = models[target_model]
+    clean = logits[target_model]
+    with _block_hook(model, layer, patcher(recon), block_override):
+        spliced = _forward(model, input_ids, attention_mask)
+    with _block_hook(model, layer, patcher(reference.expand_as(recon)), block_override):
+        ablated = _forward(model, input_ids, attention_mask)
+    ce_clean, _ = _ce_and_kl(clean, clean, input_ids, valid)
+    ce_spliced, kl_spliced = _ce_and_kl(spliced, clean, input_ids, valid)
+    ce_ablated, kl_ablated = _ce_and_kl(ablated, clean, input_ids, valid)
+    gap = ce_ablated - ce_clean
+    err = x[:, target_model] - recon
+    fve = 1 - float(err.pow(2).sum() / (x[:, target_model] - x[:, target_model].mean(0)).pow(2).sum().clamp_min(1e-12))
+    return {
+        "layer": layer,
+        "target_model": target_model,
+        "ablation": ablation,
+        "n_tokens": int(replace.sum()),
+        "ce_clean": ce_clean,
+        "ce_spliced": ce_spliced,
+        "ce_ablated": ce_ablated,
+        "ce_recovered": None if abs(gap) < 1e-9 else (ce_ablated - ce_spliced) / gap,
+        "kl_spliced": kl_spliced,
+        "kl_ablated": kl_ablated,
+        "kl_recovered": None if kl_ablated < 1e-12 else (kl_ablated - kl_spliced) / kl_ablated,
+        "fve_target": fve,
+    }
