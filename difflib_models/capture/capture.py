@@ -6,9 +6,11 @@ a tuple), detached, reduced to the selected positions with a single boolean-mask
 then moved to CPU as float32. Nothing accumulates across forwards: a new forward replaces the previous result,
 so memory stays at one batch.
 
-Gradient checkpointing with ``use_reentrant=True`` re-runs blocks during backward and fires their hooks a second
-time. A forward pre-hook on the (unwrapped) root model starts a new "step"; a block hook that fires again within
-the same step is ignored, so only the first call per forward is kept.
+Gradient checkpointing with ``use_reentrant=True`` (``torch.utils.checkpoint`` around a block module) re-runs
+blocks during backward and fires their hooks a second time. A forward pre-hook on the (unwrapped) root model, and
+every ``set_mask``/``pop``, starts a new "step"; a block hook that fires again within the same step is ignored
+(counted in ``n_duplicate_calls``), so only the first call per forward is kept. (transformers 5's own
+``gradient_checkpointing_enable`` checkpoints inside the block call, so there the hooks fire once anyway.)
 """
 
 from __future__ import annotations
@@ -321,7 +323,7 @@ def iter_capture(
     model, tokenizer = loaded.model, loaded.tokenizer
     hook_points = getattr(loaded, "hook_points", None)
     override = getattr(hook_points, "block_path", None)
-    checked = check_layers(layers, find_block_list(model, override)[1].__len__())
+    checked = check_layers(layers, len(find_block_list(model, override)[1]))
     pad_id = tokenizer.pad_token_id
     if pad_id is None:
         pad_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
