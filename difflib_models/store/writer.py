@@ -94,7 +94,9 @@ class ActivationStoreWriter:
         self._buffer: list[dict[str, Any]] = []
         self._buffer_tokens = 0
         self._lock = threading.Lock()
-        self._queue: queue.Queue[tuple[int, list[dict[str, Any]]] | None] = queue.Queue(maxsize=queue_size)
+        self._queue: queue.Queue[tuple[int, list[dict[str, Any]], bool] | None] = queue.Queue(
+            maxsize=queue_size
+        )
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -259,15 +261,17 @@ class ActivationStoreWriter:
                 entry["acts"][(side, layer)] = x.cpu()
         return entry
 
-    def _flush(self) -> None:
-        """Hand the buffered batches to the writer thread (blocks while the queue is full)."""
+    def _flush(self, *, final: bool = False) -> None:
+        """Hand the buffered batches to the writer thread (blocks while the queue is full).
+
+        ``final``: the manifest written after this shard also marks the store complete (saves one fsync)."""
         if not self._buffer:
             return
         pending, self._buffer, self._buffer_tokens = self._buffer, [], 0
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="difflib-store-writer", daemon=True)
             self._thread.start()
-        self._queue.put((self._next_index, pending))
+        self._queue.put((self._next_index, pending, final))
         self._next_index += 1
 
     def _run(self) -> None:
@@ -282,7 +286,7 @@ class ActivationStoreWriter:
             except BaseException as exc:  # noqa: BLE001 - propagated to the caller
                 self._error = exc
 
-    def _write_shard(self, index: int, pending: list[dict[str, Any]]) -> None:
+    def _write_shard(self, index: int, pending: list[dict[str, Any]], final: bool) -> None:
         from safetensors.torch import save
 
         m = self._manifest
@@ -312,6 +316,7 @@ class ActivationStoreWriter:
                 stats = m.norm[side][str(layer)]
                 stats.sum_sq += s
                 stats.count += n_tokens
+            m.complete = final
             write_manifest(self.path, m)
         logger.debug("wrote %s (%d tokens, %d prompts)", rel, n_tokens, len(prompts))
 
@@ -324,16 +329,18 @@ class ActivationStoreWriter:
         if self._closed:
             return
         self._closed = True
+        final_pending = complete and self._error is None and bool(self._buffer)
         if self._error is None:
-            self._flush()
+            self._flush(final=final_pending)
         if self._thread is not None:
             self._queue.put(None)
             self._thread.join()
         self._raise_background_error()
-        if complete:
+        if complete and not final_pending:
             with self._lock:
                 self._manifest.complete = True
                 write_manifest(self.path, self._manifest)
+        if complete:
             logger.info(
                 "store %s complete: %d shards, %d tokens",
                 self.path,

@@ -1,0 +1,223 @@
+"""Capture-to-store throughput as a ratio of a bare forward pass over the same batches.
+
+    python -m benchmarks.bench_capture [--models tinystories-656k,smollm2] [--repeats 3] [--batches 16]
+
+For each model the same pre-tokenized padded batches go through three loops, interleaved per repeat after one
+warm-up round so that drifts in machine load hit every mode alike:
+
+- ``bare``: ``model(**inputs)`` under ``no_grad`` (the same inputs capture uses: ids, mask, position ids, no cache),
+- ``capture``: ``capture_batch`` (hooks, token selection, copy to CPU float32), activations dropped,
+- ``store``: ``capture_batch`` + ``ActivationStoreWriter.add`` + ``close`` (serialisation, sha256, fsync and the
+  manifest in the writer's background thread, all inside the timed region).
+
+The figure of merit is ``ratio_store = median(bare) / median(store)`` (throughput relative to a bare forward;
+goal >= 0.95). Results go to ``benchmarks/results/capture.json``. Nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import logging
+import os
+import shutil
+import statistics
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmarks.common import machine_info, summarize, timed_both, write_results
+
+logger = logging.getLogger("benchmarks.bench_capture")
+
+MODELS = {
+    "tinystories-656k": {"layers": "all", "batch_size": 8, "max_length": 128},
+    "smollm2": {"layers": "7,15,23", "batch_size": 8, "max_length": 128},
+}
+
+
+def _texts(n: int) -> list[str]:
+    from difflib_models.paths import shared_dir
+
+    path = shared_dir() / "data" / "tinystories" / "tiny_stories_smallGPT.txt"
+    lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if len(ln.strip()) > 200]
+    if len(lines) < n:
+        lines = (lines * (n // max(len(lines), 1) + 1))[:n]
+    return lines[:n]
+
+
+def _load(name: str) -> Any:
+    from difflib_models.models.loading import load_model
+    from difflib_models.paths import shared_dir
+
+    if name == "smollm2":
+        return load_model(None)
+    return load_model(shared_dir() / "models" / name)
+
+
+def _batches(
+    loaded: Any, texts: list[str], batch_size: int, max_length: int
+) -> list[tuple[torch.Tensor, ...]]:
+    from difflib_models.capture.capture import pad_batch
+
+    tok = loaded.tokenizer
+    pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+    out = []
+    for lo in range(0, len(texts), batch_size):
+        ids = tok(texts[lo : lo + batch_size], truncation=True, max_length=max_length)["input_ids"]
+        out.append(pad_batch(ids, pad, "right"))
+    return out
+
+
+def bench_model(
+    name: str, *, n_batches: int, repeats: int, shard_tokens: int, workdir: Path
+) -> dict[str, Any]:
+    from difflib_models.capture.capture import capture_batch, forward_inputs
+    from difflib_models.capture.pipeline import resolve_layers
+    from difflib_models.store.manifest import tokenizer_name, vocab_hash
+    from difflib_models.store.writer import ActivationStoreWriter
+
+    cfg = MODELS[name]
+    loaded = _load(name)
+    model = loaded.model.eval()
+    layers = resolve_layers(cfg["layers"], loaded.n_layers)
+    batches = _batches(loaded, _texts(n_batches * cfg["batch_size"]), cfg["batch_size"], cfg["max_length"])
+    n_tokens = int(sum(int(am.sum()) for _, am in batches))
+    bos = loaded.tokenizer.bos_token_id
+    writer_kw = {
+        "sides": ["model"],
+        "layers": layers,
+        "d_model": loaded.d_model,
+        "identities": {"model": loaded.identity.to_dict()},
+        "tokenizer_name": tokenizer_name(loaded.tokenizer),
+        "vocab_hash": vocab_hash(loaded.tokenizer),
+        "hook_points": loaded.hook_points.to_dict(),
+        "shard_tokens": shard_tokens,
+    }
+    counter = {"run": 0, "stored_tokens": 0, "shards": 0}
+
+    def bare() -> None:
+        with torch.no_grad():
+            for ids, am in batches:
+                model(**forward_inputs(model, ids, am))
+
+    def capture_only() -> None:
+        for ids, am in batches:
+            capture_batch(model, ids, am, layers, bos_token_id=bos)
+
+    def store() -> None:
+        counter["run"] += 1
+        out = workdir / f"{name}-{counter['run']}"
+        with ActivationStoreWriter(out, **writer_kw) as writer:
+            for k, (ids, am) in enumerate(batches):
+                batch = capture_batch(model, ids, am, layers, bos_token_id=bos)
+                writer.add(
+                    list(range(k * cfg["batch_size"], k * cfg["batch_size"] + ids.shape[0])), {"model": batch}
+                )
+        counter["stored_tokens"] = writer.manifest.n_tokens
+        counter["shards"] = len(writer.manifest.shards)
+        shutil.rmtree(out, ignore_errors=True)
+
+    modes = {"bare": bare, "capture": capture_only, "store": store}
+    times: dict[str, list[float]] = {m: [] for m in modes}
+    cpu: dict[str, list[float]] = {m: [] for m in modes}
+    for fn in modes.values():  # warm-up
+        fn()
+    for r in range(repeats):
+        order = list(modes) if r % 2 == 0 else list(reversed(modes))
+        for mode in order:
+            gc.collect()
+            wall, cpu_s = timed_both(modes[mode])
+            times[mode].append(wall)
+            cpu[mode].append(cpu_s)
+        logger.info("%s repeat %d: wall %s", name, r, {m: round(t[-1], 3) for m, t in times.items()})
+    stats = {m: summarize(t) for m, t in times.items()}
+    cpu_stats = {m: summarize(t) for m, t in cpu.items()}
+    bare_med = stats["bare"]["median_s"]
+    # each repeat runs the three modes back to back, so a per-repeat ratio compares runs under similar load
+    paired = [b / s for b, s in zip(times["bare"], times["store"], strict=True)]
+    result = {
+        "model": loaded.identity.name,
+        "weight_hash": loaded.identity.weight_hash,
+        "n_layers": loaded.n_layers,
+        "d_model": loaded.d_model,
+        "layers": layers,
+        "batch_size": cfg["batch_size"],
+        "max_length": cfg["max_length"],
+        "n_batches": len(batches),
+        "n_tokens_forward": n_tokens,
+        "n_tokens_stored": counter["stored_tokens"],
+        "shard_tokens": shard_tokens,
+        "n_shards": counter["shards"],
+        "repeats": repeats,
+        "times": stats,
+        "tokens_per_s": {m: n_tokens / s["median_s"] for m, s in stats.items()},
+        "ratio_capture": bare_med / stats["capture"]["median_s"],
+        "ratio_store": bare_med / stats["store"]["median_s"],
+        "ratio_store_min_times": stats["bare"]["min_s"] / stats["store"]["min_s"],
+        "ratio_store_paired_median": statistics.median(paired),
+        "cpu_times": cpu_stats,
+        "ratio_store_cpu": cpu_stats["bare"]["median_s"] / cpu_stats["store"]["median_s"],
+        "ratio_capture_cpu": cpu_stats["bare"]["median_s"] / cpu_stats["capture"]["median_s"],
+        "goal_ratio_store": 0.95,
+    }
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=",".join(MODELS), help=f"comma list of {sorted(MODELS)}")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--batches", type=int, default=None, help="batches per run (default: 24 tiny, 4 smollm2)"
+    )
+    parser.add_argument(
+        "--shard-tokens", type=int, default=2048, help="small shards so the writer thread works"
+    )
+    parser.add_argument("--out", default="capture", help="results name (benchmarks/results/<out>.json)")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("DIFFLIB_MODELS_NO_PROGRESS", "1")
+    names = [n.strip() for n in args.models.split(",") if n.strip()]
+    unknown = [n for n in names if n not in MODELS]
+    if unknown:
+        parser.error(f"unknown models {unknown}; choose from {sorted(MODELS)}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    machine = machine_info()
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="bench_capture_") as tmp:
+        for name in names:
+            n_batches = args.batches or (24 if name != "smollm2" else 4)
+            logger.info("benchmarking %s (%d batches x %d repeats)", name, n_batches, args.repeats)
+            results[name] = bench_model(
+                name,
+                n_batches=n_batches,
+                repeats=args.repeats,
+                shard_tokens=args.shard_tokens,
+                workdir=Path(tmp),
+            )
+            logger.info(
+                "%s: store/bare throughput ratio %.3f (capture only %.3f)",
+                name,
+                results[name]["ratio_store"],
+                results[name]["ratio_capture"],
+            )
+    path = write_results(
+        args.out, {"description": __doc__.strip().splitlines()[0], "results": results}, machine
+    )
+    for name, res in results.items():
+        print(
+            f"{name}: bare {res['times']['bare']['median_s']:.3f}s  capture {res['times']['capture']['median_s']:.3f}s"
+            f"  store {res['times']['store']['median_s']:.3f}s  ratio_store {res['ratio_store']:.3f}"
+            f"  ratio_capture {res['ratio_capture']:.3f}  (cpu-time ratios: store {res['ratio_store_cpu']:.3f}"
+            f" capture {res['ratio_capture_cpu']:.3f})"
+        )
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
