@@ -68,8 +68,9 @@ KNOWN_FINAL_NORMS: tuple[str, ...] = (
 
 _OVERRIDE_HINT = (
     "pass the dotted path of the nn.ModuleList of decoder blocks explicitly, e.g. "
-    "`hook_override='model.layers'` (Python) or `--hook-blocks model.layers` (CLI); "
-    "the path is relative to the unwrapped model (after peft / torch.compile / DDP / FSDP wrappers)."
+    "`load_model(..., hook_override='model.layers')` or `ActivationCapture(model, layers, "
+    "hook_override='model.layers')`; the path is relative to the unwrapped model (after peft / torch.compile / "
+    "DDP / FSDP wrappers)."
 )
 
 
