@@ -1,0 +1,251 @@
+"""`difflib-models persona extract|validate|filter|steer`: persona vectors from the command line.
+
+Every command prints machine-readable JSON on stdout (``--json``, on by default for results) and writes its
+artefacts atomically. Errors travel as library exceptions: cli/app.py maps ConfigError to exit 2 and other
+DifflibErrors to exit 3.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from difflib_models.errors import ConfigError, bad_value
+
+persona_app = typer.Typer(
+    name="persona",
+    help="Persona vectors: extract and validate trait directions, filter training data, steer generations.",
+    no_args_is_help=True,
+)
+
+_MODEL_HELP = "HF dir, hub id, .gguf file or peft adapter dir (default: smollm2-135m-instruct)."
+_TRAIT_HELP = "Built-in trait id (sycophancy, evil, hallucination), a trait YAML, an Anthropic evals .jsonl or a CAA .json."
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(persona_app, name="persona")
+
+
+def _echo_json(obj: Any) -> None:
+    from difflib_models.io import _json_default
+
+    typer.echo(json.dumps(obj, indent=2, default=_json_default, allow_nan=False))
+
+
+def _load(model: str | None, device: str) -> Any:
+    from difflib_models.models.loading import load_model
+
+    return load_model(model, device=device)
+
+
+def _vector_base(out: Path) -> Path:
+    return out.with_suffix("") if out.suffix in (".safetensors", ".json") else out
+
+
+# ------------------------------------------------------------------------------------------------ extract
+@persona_app.command("extract")
+def extract_command(
+    trait: str = typer.Option(..., "--trait", "-t", help=_TRAIT_HELP),
+    out: Path = typer.Option(..., "--out", "-o", help="Vector file: writes OUT.safetensors + OUT.json sidecar."),
+    model: str | None = typer.Option(None, "--model", "-m", help=_MODEL_HELP),
+    mode: str = typer.Option("ab", "--mode", help="ab | prompt_contrast | paired (judge-free modes)."),
+    aggregator: str = typer.Option("mean_diff", "--aggregator", help="mean_diff | pca | logistic."),
+    layers: str = typer.Option("all", "--layers", "-l", help="Blocks to extract: 'all', '3', '0,2,5', '4-12'."),
+    validate: bool = typer.Option(True, "--validate/--no-validate",
+                                  help="Validate on the held-out split and select a layer (default on)."),
+    n_null: int = typer.Option(200, "--n-null", min=10, help="Null draws (permutation and random directions)."),
+    batch_size: int = typer.Option(8, "--batch-size", min=1),
+    device: str = typer.Option("cpu", "--device"),
+) -> None:
+    """Extract a trait's per-layer directions; validate them on the held-out split and write the vector file
+    plus OUT.validation.json (per-layer AUROC, null percentiles and the selected layer)."""
+    from difflib_models.persona.extraction import PersonaExtractor
+    from difflib_models.persona.traits import load_trait
+
+    tr = load_trait(trait)  # bad trait -> ConfigError before the model loads
+    extractor = PersonaExtractor(mode=mode, aggregator=aggregator, layers=layers, batch_size=batch_size)
+    loaded = _load(model, device)
+    t0 = time.perf_counter()
+    extractor.fit(loaded, tr)
+    seconds = time.perf_counter() - t0
+    base = _vector_base(out)
+    validation: dict[str, Any] | None = None
+    selected, reason = None, None
+    if validate:
+        validation = _validate(loaded, extractor, tr, n_null=n_null)
+        selected = validation.get("selected_layer")
+        reason = validation.get("selection_reason")
+    vs = extractor.to_vector_set(selected_layer=selected, selection_reason=reason,
+                                 validation=_validation_summary(validation))
+    tensor_path = vs.save(base)
+    result: dict[str, Any] = {
+        "trait": tr.id, "mode": mode, "aggregator": aggregator, "model": loaded.identity.name,
+        "layers": extractor.layers_, "n_pos": extractor.n_pos_, "n_neg": extractor.n_neg_,
+        "extraction_seconds": round(seconds, 3), "vectors": str(tensor_path), "sidecar": str(base.with_suffix(".json")),
+        "selected_layer": selected, "selection_reason": reason,
+    }
+    if validation is not None:
+        from difflib_models.io import atomic_write_json
+
+        vpath = base.with_suffix(".validation.json")
+        atomic_write_json(vpath, validation)
+        result["validation"] = str(vpath)
+    _echo_json(result)
+
+
+def _validate(loaded: Any, extractor: Any, trait: Any, *, n_null: int) -> dict[str, Any]:
+    from difflib_models.persona.validation import validate_vectors
+
+    report = validate_vectors(loaded, extractor, trait, n_null=n_null)
+    return report.to_dict() if hasattr(report, "to_dict") else dict(report)
+
+
+def _validation_summary(validation: dict[str, Any] | None) -> dict[str, Any] | None:
+    if validation is None:
+        return None
+    keep = ("selected_layer", "selection_reason", "verdict", "warnings")
+    return {k: validation[k] for k in keep if k in validation}
+
+
+# ------------------------------------------------------------------------------------------------ validate
+@persona_app.command("validate")
+def validate_command(
+    vectors: Path = typer.Option(..., "--vectors", "-V", help="Vector file (.safetensors with its .json sidecar)."),
+    trait: str | None = typer.Option(None, "--trait", "-t", help=_TRAIT_HELP + " Default: the file's trait."),
+    model: str | None = typer.Option(None, "--model", "-m", help=_MODEL_HELP),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Validation JSON (default: VECTORS.validation.json)."),
+    n_null: int = typer.Option(200, "--n-null", min=10),
+    batch_size: int = typer.Option(8, "--batch-size", min=1),
+    device: str = typer.Option("cpu", "--device"),
+) -> None:
+    """Re-validate a vector file on a trait's held-out split (the file must belong to --model)."""
+    from difflib_models.io import atomic_write_json
+    from difflib_models.persona.extraction import PersonaExtractor
+    from difflib_models.persona.traits import load_trait
+    from difflib_models.persona.vectors import PersonaVectorSet
+
+    loaded = _load(model, device)
+    vs = PersonaVectorSet.load(vectors, expect_model=loaded)
+    tr = load_trait(trait or vs.trait_id)
+    extractor = PersonaExtractor(mode=vs.mode if vs.mode in ("ab", "prompt_contrast", "paired") else "ab",
+                                 layers=vs.layers, batch_size=batch_size)
+    extractor.fit(loaded, tr)
+    extractor.vectors_ = dict(vs.vectors)  # validate the file's directions, not a fresh fit
+    extractor.norms_ = {k: float(v.norm()) for k, v in vs.vectors.items()}
+    validation = _validate(loaded, extractor, tr, n_null=n_null)
+    path = out or _vector_base(vectors).with_suffix(".validation.json")
+    atomic_write_json(path, validation)
+    _echo_json({"trait": tr.id, "vectors": str(vectors), "validation": str(path),
+                "selected_layer": validation.get("selected_layer"),
+                "selection_reason": validation.get("selection_reason")})
+
+
+# ------------------------------------------------------------------------------------------------ filter
+@persona_app.command("filter")
+def filter_command(
+    vectors: Path = typer.Option(..., "--vectors", "-V", help="Vector file (.safetensors with its .json sidecar)."),
+    data: Path = typer.Option(..., "--data", "-d", help="Chat JSONL ({'messages': [...]} per line) to score."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output directory: scores.jsonl, summary.json, kept.jsonl."),
+    model: str | None = typer.Option(None, "--model", "-m", help="Base model. " + _MODEL_HELP),
+    method: str = typer.Option("proxy", "--method", help="proxy (last prompt token) | exact (own greedy answer)."),
+    layer: int | None = typer.Option(None, "--layer", help="Block to read (default: the file's selected layer)."),
+    top_k: int | None = typer.Option(None, "--top-k", min=1, help="Flag the k highest-scoring samples."),
+    top_frac: float | None = typer.Option(None, "--top-frac", help="Flag this fraction of samples (0-1]."),
+    percentile: float | None = typer.Option(
+        None, "--percentile", help="Flag samples above this percentile of the reference set (paper: 95)."),
+    reference: str = typer.Option(
+        "clean-reference", "--reference",
+        help="Reference chat JSONL for --percentile, or a built-in data set name."),
+    batch_size: int = typer.Option(8, "--batch-size", min=1),
+    max_length: int = typer.Option(512, "--max-length", min=8),
+    max_new_tokens: int = typer.Option(48, "--max-new-tokens", min=1, help="Greedy answer length (--method exact)."),
+    device: str = typer.Option("cpu", "--device"),
+) -> None:
+    """Score every sample's projection difference on a persona vector through the BASE model and write the
+    per-sample scores, a summary and the filtered data set (the input file is never modified). Without a
+    selection option nothing is flagged (report only)."""
+    from difflib_models.persona.filtering import FilterConfig, filter_samples, read_chat_jsonl, write_outputs
+    from difflib_models.persona.vectors import PersonaVectorSet
+
+    chosen = [name for name, v in (("--top-k", top_k), ("--top-frac", top_frac), ("--percentile", percentile))
+              if v is not None]
+    if len(chosen) > 1:
+        raise ConfigError(bad_value("selection", chosen, "at most one of --top-k, --top-frac, --percentile"))
+    mode = {"--top-k": "top_k", "--top-frac": "top_frac", "--percentile": "threshold"}.get(
+        chosen[0] if chosen else "", "report")
+    config = FilterConfig(method=method, mode=mode, percentile=percentile if percentile is not None else 95.0,
+                          top_k=top_k, top_frac=top_frac, batch_size=batch_size, max_length=max_length,
+                          max_new_tokens=max_new_tokens)
+    samples = read_chat_jsonl(data)  # a bad file fails before the model loads
+    ref_samples = _reference(reference) if mode == "threshold" else None
+    if out.exists() and not out.is_dir():
+        raise ConfigError(bad_value("--out", str(out), "a directory", "this path is an existing file"))
+    loaded = _load(model, device)
+    vs = PersonaVectorSet.load(vectors, expect_model=loaded)
+    result = filter_samples(loaded, vs, samples, config, layer=layer, reference=ref_samples)
+    paths = write_outputs(result, out, source=data)
+    _echo_json(dict(result.summary, outputs={k: str(v) for k, v in paths.items()}))
+
+
+def _reference(spec: str) -> list[Any]:
+    from difflib_models.datasets import DATASETS, load_dataset
+    from difflib_models.persona.filtering import read_chat_jsonl, samples_from_rows
+
+    if spec in DATASETS:
+        return samples_from_rows(load_dataset(spec), name=spec)
+    path = Path(spec)
+    if not path.is_file():
+        raise ConfigError(bad_value("--reference", spec, list(DATASETS) + ["a chat .jsonl file"]))
+    return read_chat_jsonl(path)
+
+
+# ------------------------------------------------------------------------------------------------ steer
+@persona_app.command("steer")
+def steer_command(
+    vectors: Path = typer.Option(..., "--vectors", "-V", help="Vector file (.safetensors with its .json sidecar)."),
+    prompt: str = typer.Option(..., "--prompt", "-p", help="User message to answer."),
+    alpha: list[float] = typer.Option(..., "--alpha", "-a", help="Steering strength; repeat for a dose-response."),
+    model: str | None = typer.Option(None, "--model", "-m", help=_MODEL_HELP),
+    layer: int | None = typer.Option(None, "--layer", help="Block to steer (default: the file's selected layer)."),
+    unit: str = typer.Option("norm", "--unit",
+                             help="norm: alpha x median residual norm along the unit vector; raw: alpha x vector."),
+    positions: str = typer.Option("response", "--positions", help="all | prompt | response."),
+    max_new_tokens: int = typer.Option(48, "--max-new-tokens", min=1),
+    system: str | None = typer.Option(None, "--system", help="Optional system prompt."),
+    device: str = typer.Option("cpu", "--device"),
+) -> None:
+    """Generate greedy answers to --prompt while adding alpha * v at one layer (alpha 0 = unsteered)."""
+    import torch
+
+    from difflib_models.persona.chat import encode_prompt
+    from difflib_models.persona.steering import POSITIONS, median_residual_norm, steer
+    from difflib_models.persona.vectors import PersonaVectorSet
+
+    if unit not in ("norm", "raw"):
+        raise ConfigError(bad_value("--unit", unit, ["norm", "raw"]))
+    if positions not in POSITIONS:
+        raise ConfigError(bad_value("--positions", positions, POSITIONS))
+    loaded = _load(model, device)
+    vs = PersonaVectorSet.load(vectors, expect_model=loaded)
+    layer = vs.selected_layer if layer is None else layer
+    if layer is None:
+        raise ConfigError(bad_value("--layer", None, vs.layers, "The vector file selects no layer; pass --layer."))
+    vector = vs.vector(layer)
+    tok = loaded.tokenizer
+    enc = encode_prompt(tok, prompt, system=system)
+    ids = torch.tensor([enc.ids], device=loaded.device)
+    mask = torch.ones_like(ids)
+    ref_norm = median_residual_norm(loaded.model, ids, mask, layer) if unit == "norm" else None
+    outputs = []
+    for a in alpha:
+        with torch.no_grad(), steer(loaded.model, layer, vector, a, positions, reference_norm=ref_norm):
+            gen = loaded.model.generate(input_ids=ids, attention_mask=mask, do_sample=False,
+                                        max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id)
+        text = tok.decode(gen[0, ids.shape[1]:], skip_special_tokens=True)
+        outputs.append({"alpha": a, "text": text})
+    _echo_json({"trait": vs.trait_id, "layer": layer, "unit": unit, "reference_norm": ref_norm,
+                "positions": positions, "prompt": prompt, "generations": outputs})

@@ -1,0 +1,135 @@
+"""`difflib-models persona filter|steer|extract` on stories260K (fast real model): outputs and exit codes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from difflib_models.cli.app import main
+from difflib_models.persona.vectors import PersonaVectorSet
+
+ROWS = [
+    {"id": f"r{i}", "messages": [{"role": "user", "content": f"Tell me about the {w}."},
+                                  {"role": "assistant", "content": f"The {w} was big and {c}."}]}
+    for i, (w, c) in enumerate([("dog", "happy"), ("cat", "sad"), ("tree", "green"), ("sun", "hot"),
+                                ("boat", "slow"), ("bird", "small")])
+]
+
+
+def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    out, err = capsys.readouterr()
+    return int(exc.value.code or 0), out, err
+
+
+@pytest.fixture(autouse=True)
+def _no_progress(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DIFFLIB_MODELS_NO_PROGRESS", "1")
+
+
+@pytest.fixture(scope="module")
+def files(stories260k: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from difflib_models.models.loading import load_model
+
+    loaded = load_model(str(stories260k))
+    tmp = tmp_path_factory.mktemp("persona_cli")
+    gen = torch.Generator().manual_seed(1)
+    vecs = {i: torch.randn(loaded.d_model, generator=gen) for i in range(loaded.n_layers)}
+    vs = PersonaVectorSet(trait_id="planted", vectors=vecs, model=loaded.identity.to_dict(), mode="test",
+                          selected_layer=2)
+    other = PersonaVectorSet(trait_id="planted", vectors=vecs, model={"name": "other", "weight_hash": "0" * 64},
+                             mode="test", selected_layer=2)
+    data = tmp / "train.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in ROWS), encoding="utf-8")
+    bad = tmp / "bad.jsonl"
+    bad.write_text(json.dumps(ROWS[0]) + "\n" + json.dumps({"messages": [{"role": "user", "content": "x"}]}) + "\n")
+    return {"vectors": vs.save(tmp / "planted"), "other": other.save(tmp / "other"), "data": data, "bad": bad,
+            "model": stories260k, "tmp": tmp}
+
+
+def test_filter_top_k_writes_outputs(files: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    before = hashlib.sha256(files["data"].read_bytes()).hexdigest()
+    out = files["tmp"] / "out"
+    code, stdout, err = _run(["persona", "filter", "--vectors", str(files["vectors"]), "--data", str(files["data"]),
+                              "--out", str(out), "--model", str(files["model"]), "--top-k", "2"], capsys)
+    assert code == 0, err
+    summary = json.loads(stdout)
+    assert summary["n"] == 6 and summary["n_flagged"] == 2 and summary["mode"] == "top_k" and summary["layer"] == 2
+    scores = [json.loads(x) for x in (out / "scores.jsonl").read_text().splitlines()]
+    top = sorted(scores, key=lambda r: -r["delta_p"])[:2]
+    assert {r["id"] for r in scores if r["flagged"]} == {r["id"] for r in top}
+    assert len((out / "kept.jsonl").read_text().splitlines()) == 4
+    assert hashlib.sha256(files["data"].read_bytes()).hexdigest() == before
+    assert json.loads((out / "summary.json").read_text())["n_kept"] == 4
+
+
+def test_filter_percentile_with_reference(files: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    out = files["tmp"] / "out_pct"
+    code, stdout, err = _run(["persona", "filter", "--vectors", str(files["vectors"]), "--data", str(files["data"]),
+                              "--out", str(out), "--model", str(files["model"]), "--percentile", "50",
+                              "--reference", str(files["data"])], capsys)
+    assert code == 0, err
+    summary = json.loads(stdout)
+    # the data is its own reference: the samples strictly above its median are flagged
+    deltas = sorted(json.loads(x)["delta_p"] for x in (out / "scores.jsonl").read_text().splitlines())
+    assert summary["threshold_source"] == "reference" and summary["n_flagged"] == sum(d > summary["threshold"]
+                                                                                      for d in deltas) == 3
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [(["--top-k", "2", "--percentile", "95"], "at most one"), (["--method", "fast"], "method"),
+     (["--top-frac", "1.5"], "top_frac")],
+)
+def test_filter_usage_errors_exit_2(files: dict[str, Path], capsys: pytest.CaptureFixture[str], extra: list[str],
+                                    message: str) -> None:
+    code, _, err = _run(["persona", "filter", "--vectors", str(files["vectors"]), "--data", str(files["data"]),
+                         "--out", str(files["tmp"] / "x"), "--model", str(files["model"]), *extra], capsys)
+    assert code == 2 and message in err
+
+
+def test_filter_bad_data_and_wrong_model_exit_2(files: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _run(["persona", "filter", "--vectors", str(files["vectors"]), "--data", str(files["bad"]),
+                         "--out", str(files["tmp"] / "y"), "--model", str(files["model"])], capsys)
+    assert code == 2 and "line 2 has no assistant turn" in err
+    code, _, err = _run(["persona", "filter", "--vectors", str(files["other"]), "--data", str(files["data"]),
+                         "--out", str(files["tmp"] / "z"), "--model", str(files["model"])], capsys)
+    assert code == 2 and "weight_hash" in err
+    code, _, err = _run(["persona", "filter", "--vectors", str(files["tmp"] / "missing"), "--data",
+                         str(files["data"]), "--out", str(files["tmp"] / "z"), "--model", str(files["model"])], capsys)
+    assert code == 2
+
+
+def test_steer_dose_response(files: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    code, stdout, err = _run(["persona", "steer", "--vectors", str(files["vectors"]), "--prompt", "Once upon a time",
+                              "--alpha", "0", "--alpha", "3", "--model", str(files["model"]),
+                              "--max-new-tokens", "8"], capsys)
+    assert code == 0, err
+    res = json.loads(stdout)
+    assert [g["alpha"] for g in res["generations"]] == [0.0, 3.0] and res["reference_norm"] > 0
+    # alpha 0 is the unsteered greedy answer; alpha 3 (three residual norms) changes it
+    from difflib_models.models.loading import load_model
+    from difflib_models.persona.chat import encode_prompt
+
+    loaded = load_model(str(files["model"]))
+    ids = torch.tensor([encode_prompt(loaded.tokenizer, "Once upon a time").ids])
+    with torch.no_grad():
+        gen = loaded.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                                    max_new_tokens=8, pad_token_id=loaded.tokenizer.pad_token_id)
+    plain = loaded.tokenizer.decode(gen[0, ids.shape[1]:], skip_special_tokens=True)
+    assert res["generations"][0]["text"] == plain
+    assert res["generations"][1]["text"] != plain
+
+
+def test_steer_and_extract_bad_input_exit_2(files: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _run(["persona", "steer", "--vectors", str(files["vectors"]), "--prompt", "Hi", "--alpha", "1",
+                         "--positions", "middle", "--model", str(files["model"])], capsys)
+    assert code == 2 and "positions" in err
+    code, _, err = _run(["persona", "extract", "--trait", "no-such-trait", "--out", str(files["tmp"] / "v"),
+                         "--model", str(files["model"])], capsys)
+    assert code == 2 and "no-such-trait" in err
