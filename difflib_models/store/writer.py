@@ -237,6 +237,7 @@ class ActivationStoreWriter:
             "prompt_id": pid,
             "token_ids": {},
             "acts": {},
+            "sum_sq": {},
         }
         for side in m.sides:
             batch = batches[side]
@@ -252,13 +253,13 @@ class ActivationStoreWriter:
                     raise ConfigError(
                         bad_value("batches", f"{side}: layers {sorted(batch.acts)}", f"layers {m.layers}")
                     )
-                x = batch.acts[layer].detach()
+                x = batch.acts[layer].detach().cpu()
                 if tuple(x.shape) != (n, m.d_model):
                     raise ConfigError(
                         bad_value(f"acts[{side}][{layer}].shape", tuple(x.shape), [(n, m.d_model)])
                     )
-                _check_finite(x, side, layer, pid, entry["pos_index"])
-                entry["acts"][(side, layer)] = x.cpu()
+                entry["sum_sq"][(side, layer)] = _sum_sq(x, side, layer, pid, entry["pos_index"])
+                entry["acts"][(side, layer)] = x
         return entry
 
     def _flush(self, *, final: bool = False) -> None:
@@ -303,7 +304,7 @@ class ActivationStoreWriter:
             for layer in m.layers:
                 x = torch.cat([e["acts"][(side, layer)] for e in pending]).to(self._torch_dtype).contiguous()
                 tensors[act_key(side, layer)] = x
-                sums[(side, layer)] = float(x.double().pow(2).sum())
+                sums[(side, layer)] = sum(e["sum_sq"][(side, layer)] for e in pending)
         n_tokens = int(tensors["prompt_id"].numel())
         prompts = [p for e in pending for p in e["prompts"]]
         data = save(tensors, metadata={"format": "difflib_models.store", "n_tokens": str(n_tokens)})
@@ -347,6 +348,20 @@ class ActivationStoreWriter:
                 len(self._manifest.shards),
                 self._manifest.n_tokens,
             )
+
+
+def _sum_sq(x: torch.Tensor, side: str, layer: int, prompt_id: torch.Tensor, pos: torch.Tensor) -> float:
+    """Sum of squared row norms (float64 accumulation), raising on NaN/inf.
+
+    One pass: per-row squared norms in the activations' dtype are non-finite iff a row holds NaN/inf or overflows
+    when squared; only then is the element-wise check (and a float64 recomputation) needed."""
+    if x.numel() == 0:
+        return 0.0
+    row_sq = torch.linalg.vecdot(x, x) if x.is_floating_point() else x.double().pow(2).sum(1)
+    if not bool(torch.isfinite(row_sq).all()):
+        _check_finite(x, side, layer, prompt_id, pos)
+        row_sq = x.double().pow(2).sum(1)  # finite values whose squares overflow
+    return float(row_sq.sum(dtype=torch.float64))
 
 
 def _check_finite(x: torch.Tensor, side: str, layer: int, prompt_id: torch.Tensor, pos: torch.Tensor) -> None:
