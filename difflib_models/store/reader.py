@@ -194,7 +194,7 @@ class ActivationStore:
         seed: int = 0,
         normalize: bool = False,
         drop_last: bool = False,
-        buffer_shards: int = 4,
+        buffer_shards: int = 2,
     ) -> Iterator[dict[str, torch.Tensor]]:
         """Yield dicts with ``acts`` float32 [B, n_sides, n_layers, d] and the index tensors [B].
 

@@ -1,7 +1,7 @@
 """Crash-safe, resumable writer of activation stores.
 
 ``ActivationStoreWriter`` buffers captured batches in memory and flushes a shard whenever the next batch would
-take the buffer past ``shard_tokens`` tokens (every prompt lies wholly inside one shard, so resuming at prompt
+take the buffer past ``shard_tokens`` tokens (capped so that a shard stays under ``max_shard_bytes``; every prompt lies wholly inside one shard, so resuming at prompt
 granularity never duplicates or drops a token). Serialising a shard (safetensors), hashing it (sha256), writing it
 atomically (temp file + fsync + rename) and then rewriting the manifest happen in one background thread fed by a
 bounded queue, so the forward loop is not blocked and memory stays bounded. An error in the thread is raised by
@@ -69,11 +69,14 @@ class ActivationStoreWriter:
         dtype: str = "float32",
         extra: Mapping[str, Any] | None = None,
         queue_size: int = 2,
+        max_shard_bytes: int = 512 * 2**20,
     ) -> None:
         if not isinstance(shard_tokens, int) or shard_tokens <= 0:
             raise ConfigError(bad_value("shard_tokens", shard_tokens, "a positive integer", "e.g. 65536"))
         if not isinstance(queue_size, int) or queue_size <= 0:
             raise ConfigError(bad_value("queue_size", queue_size, "a positive integer"))
+        if not isinstance(max_shard_bytes, int) or max_shard_bytes <= 0:
+            raise ConfigError(bad_value("max_shard_bytes", max_shard_bytes, "a positive integer"))
         self.path = Path(path)
         self.shard_tokens = shard_tokens
         requested = Manifest(
@@ -89,6 +92,17 @@ class ActivationStoreWriter:
         )
         self._manifest = self._open_or_create(requested)
         self._torch_dtype = _TORCH_DTYPES[self._manifest.dtype]
+        m = self._manifest
+        row_bytes = len(m.sides) * len(m.layers) * m.d_model * self._torch_dtype.itemsize
+        if shard_tokens * row_bytes > max_shard_bytes:
+            self.shard_tokens = max(1, max_shard_bytes // row_bytes)
+            logger.info(
+                "shard_tokens %d x %d bytes/token exceeds max_shard_bytes=%d; using %d tokens per shard",
+                shard_tokens,
+                row_bytes,
+                max_shard_bytes,
+                self.shard_tokens,
+            )
         self._seen: set[int] = self._manifest.prompt_ids()
         self._next_index = self._manifest.next_shard_index()
         self._buffer: list[dict[str, Any]] = []

@@ -222,3 +222,15 @@ def test_huge_finite_values_are_stored_and_counted_in_float64(tmp_path: Path) ->
     expected = (D / b.acts[0].double().pow(2).sum(1).mean()).sqrt().item()
     assert store.norm_scale("model", 0) == pytest.approx(expected, rel=1e-9)
     assert next(store.iter_batches(100))["acts"][0, 0, 0, 0].item() == pytest.approx(1e20)
+
+
+def test_max_shard_bytes_caps_shard_size(tmp_path: Path) -> None:
+    row_bytes = 2 * D * 4  # two layers of float32
+    with ActivationStoreWriter(
+        tmp_path / "s", shard_tokens=10_000, max_shard_bytes=25 * row_bytes, **writer_kwargs(LAYERS, D)
+    ) as w:
+        assert w.shard_tokens == 25
+        for ids in batches_for(20, 2):
+            w.add(ids, {"model": make_batch(ids, LAYERS, D, seed=1)})
+    shards = ActivationStore.open(tmp_path / "s").manifest.shards
+    assert len(shards) > 3 and all(s.n_tokens <= 25 for s in shards)
