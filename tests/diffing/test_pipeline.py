@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from difflib_models.diffing.pair import ModelPair
+from difflib_models.diffing.pipeline import DiffConfig, crosscoder_available, run_diff
+from difflib_models.errors import ConfigError
+from tests.diffing._helpers import SENTENCES, planted_pair
+
+TEXTS = SENTENCES * 4
+
+
+def test_baseline_pipeline_writes_diff_json_and_resumes(tmp_path) -> None:
+    base, ft, offset = planted_pair(layer=1, token="cake")
+    pair = ModelPair(base, ft)
+    cfg = DiffConfig(out=tmp_path / "d", layers="0,1", texts=TEXTS, crosscoder=False, top_tokens=5)
+    result = run_diff(pair, cfg)
+    on_disk = json.loads((tmp_path / "d" / "diff.json").read_text())
+    assert on_disk["format"] == "difflib_models.diff/1" and on_disk["layers"] == [0, 1]
+    assert "blocks.i" in on_disk["layer_convention"]
+    assert on_disk["identities"]["base"]["weight_hash"] == base.identity.weight_hash
+    d0, d1 = on_disk["drift"]["layers"]
+    assert d0["mean_diff_norm"] == 0.0
+    assert d1["mean_diff_norm"] == pytest.approx(float(offset.norm()), rel=1e-5)
+    assert on_disk["drift"]["next_token_kl"]["mean"] > 0
+    assert on_disk["adl"]["layers"]["1"]["top_tokens"][0]["token"] == "cake"
+    wd = on_disk["weight_deltas"]
+    assert wd["kind"] == "full" and [m["name"] for m in wd["modules"]] == ["model.layers.1.mlp.down_proj.bias"]
+    assert wd["modules"][0]["delta_fro"] == pytest.approx(float(offset.norm()), rel=1e-5)
+    assert on_disk["crosscoder"]["status"] == "skipped"
+    from safetensors.torch import load_file
+
+    vec = load_file(str(tmp_path / "d" / "adl_vectors.safetensors"))["blocks.1"]
+    assert torch.nn.functional.cosine_similarity(vec, offset, dim=0) > 0.999
+    assert all(not t["reused"] for t in result["stages"].values())
+    again = run_diff(pair, cfg)
+    assert all(t["reused"] for t in again["stages"].values())
+    assert again["adl"] == result["adl"] and again["drift"] == result["drift"]
+    # a changed setting redoes only the stages it affects
+    cfg2 = DiffConfig(out=tmp_path / "d", layers="0,1", texts=TEXTS, crosscoder=False, top_tokens=5, adl_k=3)
+    third = run_diff(pair, cfg2)
+    assert third["stages"]["harvest"]["reused"] and third["stages"]["drift"]["reused"]
+    assert not third["stages"]["adl"]["reused"]
+
+
+@pytest.mark.skipif(not crosscoder_available(), reason="crosscoder training not available")
+def test_pipeline_with_crosscoder(tmp_path) -> None:
+    base, ft, _ = planted_pair(layer=1)
+    cfg = DiffConfig(out=tmp_path / "d", layers="1", texts=TEXTS, kl=False, dict_size=64, k=4, steps=30,
+                     cc_batch_size=64, top_latents=3, n_examples=2)
+    result = run_diff(ModelPair(base, ft), cfg)
+    cc = result["crosscoder"]
+    assert cc["status"] == "trained"
+    assert sum(cc["class_counts"].values()) == 64
+    assert 0.0 < cc["metrics"]["fve"] <= 1.0
+    assert (tmp_path / "d" / "crosscoder" / "crosscoder").is_dir()
+    for row in cc["top_ft_only_latents"]:
+        assert row["class"] == "ft_only" and "latent_scaling" in row
+        for ex in row["examples"]:
+            assert "[[" in ex["text"]
+    assert json.loads((tmp_path / "d" / "diff.json").read_text())["crosscoder"]["status"] == "trained"
+
+
+def test_config_validation(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="steps"):
+        DiffConfig(out=tmp_path, steps=0)
+    with pytest.raises(ConfigError, match="activation"):
+        DiffConfig(out=tmp_path, activation="relu")
