@@ -107,6 +107,19 @@ def test_snapshot_resumes_after_interruption(loaded, texts: list[str], tmp_path:
         pipeline.snapshot(loaded, texts, [0], tmp_path / "s", **kw)
 
 
+def test_store_refuses_a_model_with_another_vocabulary(
+    loaded, texts, tmp_path: Path, stories260k: Path
+) -> None:  # noqa: ANN001
+    from difflib_models.capture.pipeline import snapshot
+    from difflib_models.errors import IncompatibleStoreError
+    from difflib_models.models.loading import load_model
+
+    store = snapshot(loaded, texts[:2], [0], tmp_path / "s", max_length=16)
+    other = load_model(stories260k)
+    with pytest.raises(IncompatibleStoreError, match=r"vocab hash .*HINT"):
+        store.check_compatible(other)
+
+
 def test_snapshot_bad_input(loaded, texts: list[str], tmp_path: Path) -> None:  # noqa: ANN001
     from difflib_models.capture.pipeline import snapshot
 
