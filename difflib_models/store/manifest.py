@@ -73,7 +73,9 @@ def tokenizer_name(tokenizer: Any) -> str:
 
 @dataclass
 class ShardInfo:
-    """One completed shard: its file (relative to the store), token count, prompt ids and checksum."""
+    """One completed shard: its file (relative to the store), token count, prompt ids and checksum.
+
+    On disk the prompt ids are written as half-open ``prompt_ranges`` (``[[start, stop], ...]``)."""
 
     file: str
     n_tokens: int
@@ -85,7 +87,7 @@ class ShardInfo:
         return {
             "file": self.file,
             "n_tokens": self.n_tokens,
-            "prompt_ids": list(self.prompt_ids),
+            "prompt_ranges": _to_ranges(self.prompt_ids),
             "sha256": self.sha256,
             "n_bytes": self.n_bytes,
         }
@@ -95,10 +97,25 @@ class ShardInfo:
         return cls(
             file=str(data["file"]),
             n_tokens=int(data["n_tokens"]),
-            prompt_ids=[int(p) for p in data["prompt_ids"]],
+            prompt_ids=_from_ranges(data["prompt_ranges"]),
             sha256=str(data["sha256"]),
             n_bytes=int(data.get("n_bytes", -1)),
         )
+
+
+def _to_ranges(ids: list[int]) -> list[list[int]]:
+    """[0, 1, 2, 5, 6] -> [[0, 3], [5, 7]] (half-open runs, order kept) so manifests stay small."""
+    runs: list[list[int]] = []
+    for p in ids:
+        if runs and runs[-1][1] == p:
+            runs[-1][1] = p + 1
+        else:
+            runs.append([p, p + 1])
+    return runs
+
+
+def _from_ranges(runs: list[list[int]]) -> list[int]:
+    return [p for start, stop in runs for p in range(int(start), int(stop))]
 
 
 @dataclass

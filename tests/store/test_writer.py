@@ -61,6 +61,10 @@ def test_round_trip_is_exact_and_sharded(tmp_path: Path) -> None:
     assert m["format_version"] == 1 and m["library_version"] and m["layer_convention"].startswith("blocks.i")
     assert m["identities"]["model"]["weight_hash"] == "hash-model" and m["vocab_hash"] == "v" * 64
     assert all(len(s["sha256"]) == 64 for s in m["shards"])
+    # contiguous prompt ids are stored as half-open ranges
+    assert [r for s in m["shards"] for r in s["prompt_ranges"]][0][0] == 0
+    assert sum(b - a for s in m["shards"] for a, b in s["prompt_ranges"]) == 30
+    assert all(len(s["prompt_ranges"]) == 1 for s in m["shards"])
 
 
 def test_norm_scale_makes_mean_squared_norm_equal_d(tmp_path: Path) -> None:
