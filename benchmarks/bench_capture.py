@@ -1,6 +1,6 @@
 """Capture-to-store throughput as a ratio of a bare forward pass over the same batches.
 
-    python -m benchmarks.bench_capture [--models tinystories-656k,smollm2] [--repeats 3] [--batches 16]
+    python -m benchmarks.bench_capture [--models tinystories-656k,smollm2] [--repeats N] [--batches N] [--threads N]
 
 For each model the same pre-tokenized padded batches go through three loops, interleaved per repeat after one
 warm-up round so that drifts in machine load hit every mode alike:
@@ -33,8 +33,8 @@ from benchmarks.common import machine_info, summarize, timed_both, write_results
 logger = logging.getLogger("benchmarks.bench_capture")
 
 MODELS = {
-    "tinystories-656k": {"layers": "all", "batch_size": 8, "max_length": 128},
-    "smollm2": {"layers": "7,15,23", "batch_size": 8, "max_length": 128},
+    "tinystories-656k": {"layers": "all", "batch_size": 8, "max_length": 128, "batches": 64, "repeats": 7},
+    "smollm2": {"layers": "7,15,23", "batch_size": 8, "max_length": 128, "batches": 4, "repeats": 3},
 }
 
 
@@ -169,9 +169,9 @@ def bench_model(
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(MODELS), help=f"comma list of {sorted(MODELS)}")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=None, help="timed rounds (default: 7 tiny, 3 smollm2)")
     parser.add_argument(
-        "--batches", type=int, default=None, help="batches per run (default: 24 tiny, 4 smollm2)"
+        "--batches", type=int, default=None, help="batches per run (default: 64 tiny, 4 smollm2)"
     )
     parser.add_argument(
         "--shard-tokens", type=int, default=2048, help="small shards so the writer thread works"
@@ -191,12 +191,13 @@ def main(argv: list[str] | None = None) -> None:
     results = {}
     with tempfile.TemporaryDirectory(prefix="bench_capture_") as tmp:
         for name in names:
-            n_batches = args.batches or (24 if name != "smollm2" else 4)
-            logger.info("benchmarking %s (%d batches x %d repeats)", name, n_batches, args.repeats)
+            n_batches = args.batches or MODELS[name]["batches"]
+            repeats = args.repeats or MODELS[name]["repeats"]
+            logger.info("benchmarking %s (%d batches x %d repeats)", name, n_batches, repeats)
             results[name] = bench_model(
                 name,
                 n_batches=n_batches,
-                repeats=args.repeats,
+                repeats=repeats,
                 shard_tokens=args.shard_tokens,
                 workdir=Path(tmp),
             )
