@@ -42,6 +42,7 @@ def gate(
     control: str | None = typer.Option(None, "--control", help="matched control fine-tune (same format, benign)"),
     vectors: list[Path] = typer.Option([], "--vectors", help="persona vector file(s) of the base; else extracted"),
     diff: Path | None = typer.Option(None, "--diff", help="diff.json from `difflib-models diff` to merge"),
+    crosscoder: Path | None = typer.Option(None, "--crosscoder", help="trained crosscoder folder (ft-only latents)"),
     data_filter: Path | None = typer.Option(None, "--data-filter", help="data-filter summary JSON"),
     monitor: Path | None = typer.Option(None, "--monitor", help="persona-monitor time series JSON"),
     judge_url: str | None = typer.Option(None, "--judge-url", help="OpenAI-compatible endpoint (judge mode)"),
@@ -68,7 +69,7 @@ def gate(
                                     "both or neither"))
     extra = {k: v for k, v in (("junit", junit), ("json", json_out), ("md", md)) if v is not None}
     config = GateConfig(candidate=candidate, base=base, control=control, out=out, policy=policy, vectors=vectors,
-                        diff=diff, data_filter=data_filter, monitor=monitor, judge_url=judge_url,
+                        diff=diff, crosscoder=crosscoder, data_filter=data_filter, monitor=monitor, judge_url=judge_url,
                         judge_model=judge_model, em_questions=em_questions, batch_size=batch_size, seed=seed,
                         fail_exit_code=fail_exit_code, extra_outputs=extra,
                         command="difflib-models " + shlex.join(sys.argv[1:]))
@@ -84,7 +85,8 @@ def gate(
         from difflib_models.integrations.mlflow_report import default_uri, log_report, register_gate_result
 
         uri = mlflow_uri or default_uri(out)
-        run_id = log_report(out, tracking_uri=uri, experiment=mlflow_experiment, extra_files=vectors)
+        extra_files = [*vectors, *sorted((out / "vectors").glob("*"))]
+        run_id = log_report(out, tracking_uri=uri, experiment=mlflow_experiment, extra_files=extra_files)
         typer.echo(f"mlflow: run {run_id} at {uri}")
         if registered_model and model_version:
             reg = register_gate_result(r, model_name=registered_model, version=model_version, tracking_uri=uri,

@@ -114,6 +114,8 @@ def metric_value(report: Mapping[str, Any], check: CheckSpec) -> tuple[float, di
         if row is None:
             raise MetricUnavailable(f"crosscoder persona alignment for {check.trait!r} not in the report "
                                     "(pass a crosscoder with --crosscoder)")
+        if row.get("error"):
+            raise MetricUnavailable(f"crosscoder persona alignment for {check.trait!r}: {row['error']}")
         cos = [abs(float(c)) for c in row.get("ft_only_cos", [])]
         details.update(min_cos=check.min_cos, n_ft_only=len(cos))
         return float(sum(1 for c in cos if c >= check.min_cos)), details

@@ -72,8 +72,18 @@ class PersonaPlan:
     min_auroc: float = 0.6
     max_probe_prompts: int = 20
     seed: int = 0
+    mode: str = "prompt_contrast"
+    max_extraction_questions: int = 10
+    max_instructions: int = 3
 
     def __post_init__(self) -> None:
+        if self.mode not in ("prompt_contrast", "ab", "paired"):
+            raise ConfigError(bad_value("persona.mode", self.mode, ("prompt_contrast", "ab", "paired"),
+                                        "judge-free extraction modes only (the gate runs offline)"))
+        for name in ("max_extraction_questions", "max_instructions"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(bad_value(f"persona.{name}", value, "an int >= 1"))
         if not (self.layer == "auto" or (isinstance(self.layer, int) and not isinstance(self.layer, bool))):
             raise ConfigError(bad_value("persona.layer", self.layer, "'auto' or a block index (int)"))
         if not isinstance(self.null_directions, int) or self.null_directions < 8:

@@ -37,7 +37,7 @@ from difflib_models.gate.policy import (
     Policy,
     load_policy,
 )
-from difflib_models.report.builder import data_entry, merge_diff, new_report, write_report
+from difflib_models.report.builder import data_entry, merge_diff, monitor_section, new_report, write_report
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,7 @@ class GateConfig:
     policy: Policy | str | Path | None = None
     vectors: Sequence[str | Path] = ()
     diff: str | Path | None = None
+    crosscoder: str | Path | None = None
     data_filter: str | Path | None = None
     monitor: str | Path | None = None
     judge_url: str | None = None
@@ -127,17 +128,36 @@ def _vector_files(paths: Sequence[str | Path], base: Any) -> dict[str, Any]:
     return out
 
 
-def _extract(base_loaded: Any, side: str, trait: Any, layers: list[int], seed: int) -> Any:
-    """Persona vector of ``trait`` on the base model via persona-core's extractor."""
+def _auroc_of(pos: torch.Tensor, neg: torch.Tensor) -> float:
+    """P(pos projection > neg projection), ties counted half (the Mann-Whitney AUROC)."""
+    diff = pos.double()[:, None] - neg.double()[None, :]
+    return float((diff > 0).double().mean() + 0.5 * (diff == 0).double().mean())
+
+
+def _extract(base_loaded: Any, side: str, trait: Any, layer: int, plan: Any) -> Any:
+    """Persona vector of ``trait`` at ``layer`` on the BASE model with persona-core's extractor, validated on the
+    trait's held-out evaluation split (AUROC of pos vs neg projections)."""
+    import dataclasses
+
+    from difflib_models.models.loading import from_pretrained_objects
     from difflib_models.persona.extraction import PersonaExtractor
 
-    with model_view(base_loaded, side):
-        if side == "base":  # run the extractor on the adapter-disabled peft model (the true base)
-            from difflib_models.models.loading import from_pretrained_objects
-
-            view = from_pretrained_objects(base_loaded.model, base_loaded.tokenizer, name="base-view")
-            return PersonaExtractor(trait, layers=layers, seed=seed).fit(view).vectors_
-        return PersonaExtractor(trait, layers=layers, seed=seed).fit(base_loaded).vectors_
+    small = dataclasses.replace(
+        trait,
+        instructions=trait.instructions[: plan.max_instructions],
+        questions={"extraction": trait.questions["extraction"][: plan.max_extraction_questions],
+                   "evaluation": trait.questions["evaluation"][: plan.max_probe_prompts]},
+    )
+    with model_view(base_loaded, side) as model:
+        view = base_loaded if side != "base" else from_pretrained_objects(model, base_loaded.tokenizer,
+                                                                          name="base (adapter disabled)")
+        ext = PersonaExtractor(mode=plan.mode, layers=[layer]).fit(view, small)
+        pos, neg = ext.features(view, small, "evaluation")
+    unit = ext.unit(layer)
+    auroc = _auroc_of(pos[layer] @ unit, neg[layer] @ unit)
+    return ext.to_vector_set(selected_layer=layer, selection_reason="gate policy layer",
+                             validation={"auroc": {str(layer): auroc}, "split": "evaluation",
+                                         "n_pos": int(pos[layer].shape[0]), "n_neg": int(neg[layer].shape[0])})
 
 
 def _auroc(validation: Any, layer: int) -> float | None:
@@ -158,8 +178,12 @@ def _auroc(validation: Any, layer: int) -> float | None:
 
 
 def persona_section(sides: Mapping[str, tuple[Any, str]], policy: Policy, *, vectors: Mapping[str, Any],
-                    batch_size: int = 8) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The ``persona`` report section and the data entries (trait hashes) for the policy's traits."""
+                    batch_size: int = 8, save_dir: str | Path | None = None,
+                    units: dict[str, tuple[int, torch.Tensor]] | None = None,
+                    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The ``persona`` report section and the data entries (trait hashes) for the policy's traits.
+
+    Vectors extracted here are saved to ``save_dir/<trait>.safetensors`` (reuse them with ``--vectors``)."""
     from difflib_models.persona.shift import compute_shift, covariance_null_directions, probe_activations
     from difflib_models.persona.traits import load_trait
 
@@ -179,8 +203,11 @@ def persona_section(sides: Mapping[str, tuple[Any, str]], policy: Policy, *, vec
             layer = n_layers // 2
         if not 0 <= layer < n_layers:
             raise ConfigError(bad_value("persona.layer", layer, f"0..{n_layers - 1}"))
+        vector_file = None
         if vs is None:
-            vs = _extract(base_loaded, base_side, trait, [layer], plan.seed)
+            vs = _extract(base_loaded, base_side, trait, layer, plan)
+            if save_dir is not None:
+                vector_file = str(vs.save(Path(save_dir) / trait_id))
         if layer not in vs.vectors:
             raise ConfigError(bad_value("persona.layer", layer, vs.layers, f"the {trait_id} vector file's layers"))
         prompts = trait.split_questions("evaluation")[: plan.max_probe_prompts]
@@ -189,6 +216,8 @@ def persona_section(sides: Mapping[str, tuple[Any, str]], policy: Policy, *, vec
             with model_view(loaded, side) as model:
                 acts[name] = probe_activations(model, loaded.tokenizer, prompts, [layer], batch_size=batch_size)[layer]
         unit = vs.unit(layer)
+        if units is not None:
+            units[trait_id] = (layer, unit)
         base_proj = acts["base"].double() @ unit.double()
         base_std = float(base_proj.std())
         gap = vs.gap.get(layer)
@@ -203,6 +232,7 @@ def persona_section(sides: Mapping[str, tuple[Any, str]], policy: Policy, *, vec
             "shift_z": _finite(res.shift_z), "shift_frac": _finite(res.shift_frac),
             "null_percentile": _finite(res.null_percentile), "drift_cos": res.drift_cos,
             "drift_norm": res.drift_norm, "n_probe_prompts": len(prompts), "vector_mode": vs.mode,
+            "vector_file": vector_file,
             "null_shifts": [float(x) for x in (u @ delta)],
             "base_projections": [float(x) for x in base_proj],
             "candidate_projections": [float(x) for x in acts["candidate"].double() @ unit.double()],
@@ -251,25 +281,6 @@ def _read_json(path: str | Path, what: str) -> Any:
         raise ConfigError(bad_value(what, str(path), "valid JSON", str(exc))) from exc
 
 
-def _monitor_section(data: Any) -> dict[str, Any]:
-    """Accept the report's own ``{"series": [...]}`` or a list of per-check records from the persona monitor
-    (``{step, trait, layer, shift_z, ...}``)."""
-    if isinstance(data, Mapping) and isinstance(data.get("series"), list):
-        return {"series": list(data["series"])}
-    records = data.get("records", data.get("history")) if isinstance(data, Mapping) else data
-    if not isinstance(records, list):
-        raise ConfigError(bad_value("--monitor", type(data).__name__, "{'series': [...]} or a list of records"))
-    series: dict[tuple[str, Any], dict[str, Any]] = {}
-    for r in records:
-        if not isinstance(r, Mapping) or "step" not in r or "trait" not in r:
-            continue
-        key = (str(r["trait"]), r.get("layer"))
-        s = series.setdefault(key, {"trait": key[0], "layer": key[1], "metric": "shift_z", "steps": [], "values": []})
-        s["steps"].append(int(r["step"]))
-        s["values"].append(_finite(r.get("shift_z")))
-    return {"series": list(series.values())}
-
-
 def run_gate(config: GateConfig) -> GateResult:
     """Run the gate; always writes a report (even when a check errors) and returns the exit code."""
     t0 = time.perf_counter()
@@ -294,7 +305,14 @@ def run_gate(config: GateConfig) -> GateResult:
     if metrics & set(PERSONA_METRICS + CROSSCODER_METRICS):
         t = time.perf_counter()
         vectors = _vector_files(config.vectors, base_loaded)
-        report["persona"], data = persona_section(sides, policy, vectors=vectors, batch_size=config.batch_size)
+        units: dict[str, tuple[int, torch.Tensor]] = {}
+        report["persona"], data = persona_section(sides, policy, vectors=vectors, batch_size=config.batch_size,
+                                                  save_dir=Path(config.out) / "vectors", units=units)
+        if config.crosscoder is not None:
+            from difflib_models.gate.alignment import crosscoder_alignment
+
+            report["crosscoder"] = dict(report.get("crosscoder") or {})
+            report["crosscoder"]["persona_alignment"] = crosscoder_alignment(config.crosscoder, units)
         report["data"].extend(data)
         timings["persona_s"] = time.perf_counter() - t
         for row in report["persona"]["traits"]:
@@ -311,7 +329,7 @@ def run_gate(config: GateConfig) -> GateResult:
     elif metrics & set(DATA_FILTER_METRICS):
         log.warning("the policy checks data_filter metrics but no --data-filter summary was given")
     if config.monitor is not None:
-        report["monitor"] = _monitor_section(_read_json(config.monitor, "--monitor"))
+        report["monitor"] = monitor_section(_read_json(config.monitor, "--monitor"))
     evaluate(report, policy)
     timings["total_s"] = time.perf_counter() - t0
     report["timings"] = timings

@@ -164,6 +164,54 @@ def merge_diff(report: dict[str, Any], diff: Mapping[str, Any] | str | Path) -> 
     return report
 
 
+def _finite_or_none(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    value = float(value)
+    return value if value == value and abs(value) != float("inf") else None
+
+
+def monitor_section(data: Any, *, metric: str = "shift_z") -> dict[str, Any]:
+    """The ``monitor`` section from a training-time persona monitor time series.
+
+    Accepts the PersonaMonitor callback's ``persona_monitor.json`` (``series`` rows ``{step, traits: {id:
+    {shift_z, ...}}}`` plus ``traits`` descriptions), the report's own ``{"series": [{trait, steps, values}]}``,
+    or a flat list of ``{step, trait, <metric>}`` records.
+    """
+    if isinstance(data, Mapping) and isinstance(data.get("series"), list) and all(
+        isinstance(s, Mapping) and "steps" in s for s in data["series"]
+    ):
+        return {"series": [dict(s) for s in data["series"]]}
+    rows = data.get("series") if isinstance(data, Mapping) else data
+    if not isinstance(rows, list):
+        raise ConfigError(bad_value("monitor", type(data).__name__, "persona_monitor.json, {'series': [...]} or a "
+                                    "list of {step, trait, shift_z} records"))
+    described = data.get("traits", {}) if isinstance(data, Mapping) else {}
+    series: dict[str, dict[str, Any]] = {}
+
+    def add(trait: str, step: Any, values: Mapping[str, Any]) -> None:
+        layer = values.get("layer", (described.get(trait) or {}).get("layer"))
+        s = series.setdefault(trait, {"trait": trait, "layer": layer, "metric": metric, "steps": [], "values": []})
+        s["steps"].append(int(step))
+        s["values"].append(_finite_or_none(values.get(metric)))
+
+    for row in rows:
+        if not isinstance(row, Mapping) or "step" not in row:
+            continue
+        if isinstance(row.get("traits"), Mapping):
+            for trait, values in row["traits"].items():
+                if isinstance(values, Mapping):
+                    add(str(trait), row["step"], values)
+        elif "trait" in row:
+            add(str(row["trait"]), row["step"], row)
+    out: dict[str, Any] = {"series": list(series.values())}
+    if isinstance(data, Mapping):
+        for key in ("status", "first_warn_step", "first_fail_step", "stopped_at_step", "thresholds"):
+            if key in data:
+                out[key] = data[key]
+    return out
+
+
 def write_report(
     report: dict[str, Any],
     out_dir: str | Path,

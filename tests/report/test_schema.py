@@ -91,3 +91,24 @@ def test_merge_diff_copies_sections(tmp_path) -> None:
     validate_report(report)
     assert report["drift"]["layers"][0]["kl_mean"] == 0.5
     assert report["seeds"] == {"crosscoder": 3}
+
+
+def test_monitor_section_from_persona_monitor_json() -> None:
+    from difflib_models.report.builder import monitor_section
+
+    data = {"kind": "persona_monitor", "traits": {"evil": {"layer": 15}, "syc": {"layer": 12}},
+            "series": [{"step": 10, "traits": {"evil": {"shift_z": 0.5}, "syc": {"shift_z": None}}},
+                       {"step": 20, "traits": {"evil": {"shift_z": 2.5}, "syc": {"shift_z": 0.1}}}],
+            "status": "warn", "first_warn_step": {"evil": 20}}
+    sec = monitor_section(data)
+    evil = next(s for s in sec["series"] if s["trait"] == "evil")
+    assert evil == {"trait": "evil", "layer": 15, "metric": "shift_z", "steps": [10, 20], "values": [0.5, 2.5]}
+    assert next(s for s in sec["series"] if s["trait"] == "syc")["values"] == [None, 0.1]
+    assert sec["status"] == "warn"
+    flat = monitor_section([{"step": 1, "trait": "evil", "shift_z": 1.0}])
+    assert flat["series"][0]["steps"] == [1] and monitor_section(sec)["series"] == sec["series"]
+    report = new_report("monitor")
+    report["monitor"] = sec
+    validate_report(report)
+    with pytest.raises(ConfigError):
+        monitor_section("nope")
