@@ -58,6 +58,7 @@ def snapshot_command(
     parse_positions(positions)  # fail on a bad spec before loading anything
     texts = list(load_prompts(prompts))
     loaded = load_model(model, adapter=adapter, device=device)
+    before = _stored_prompts(out)
     store = snapshot(
         loaded,
         texts,
@@ -69,10 +70,23 @@ def snapshot_command(
         shard_tokens=shard_tokens,
         dtype=dtype,
     )
+    resumed = f" (resumed: {before} prompts were already stored)" if before else ""
     typer.echo(
-        f"wrote {store.n_tokens} tokens from {len(texts)} prompts of {loaded.identity.name} "
-        f"(layers {', '.join(map(str, store.layers))}) to {out} in {store.n_shards} shard(s)"
+        f"{out}: {store.n_tokens} tokens from {len(texts)} prompts of {loaded.identity.name} "
+        f"(layers {', '.join(map(str, store.layers))}) in {store.n_shards} shard(s){resumed}"
     )
+
+
+def _stored_prompts(out: Path) -> int:
+    from difflib_models.errors import StoreError
+    from difflib_models.store.manifest import manifest_path, read_manifest
+
+    if not manifest_path(out).is_file():
+        return 0
+    try:
+        return len(read_manifest(out).prompt_ids())
+    except StoreError:
+        return 0  # snapshot() reports the problem with the directory
 
 
 def inspect_command(

@@ -66,7 +66,7 @@ def test_snapshot_then_inspect(tinystories_656k: Path, stories: Path, tmp_path: 
     store = ActivationStore.open(out)
     assert store.complete and store.layers == [0, 1] and store.prompt_ids() == list(range(10))
     assert store.n_tokens <= 10 * 31 and store.n_tokens > 10 * 20
-    assert f"wrote {store.n_tokens} tokens from 10 prompts" in stdout
+    assert f"{out}: {store.n_tokens} tokens from 10 prompts" in stdout and "resumed" not in stdout
     code, stdout, _ = _run(["inspect", str(out), "--json"], capsys)
     assert code == 0
     summary = json.loads(stdout)
@@ -167,6 +167,7 @@ def test_crash_mid_snapshot_then_resume(
     # rerun the same command: resumes and completes
     code, stdout, _ = _run(args, capsys)
     assert code == 0, stdout
+    assert f"(resumed: {len(done)} prompts were already stored)" in stdout
     final = ActivationStore.open(out)
     assert final.complete and final.prompt_ids() == list(range(N_PROMPTS))
     # against an uninterrupted run of the same snapshot
