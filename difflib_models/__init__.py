@@ -23,6 +23,13 @@ _LAZY: dict[str, str] = {
     "capture_batch": "difflib_models.capture.capture",
     "ActivationStore": "difflib_models.store.reader",
     "ActivationStoreWriter": "difflib_models.store.writer",
+    "run_gate": "difflib_models.gate.runner",
+    "GateConfig": "difflib_models.gate.runner",
+    "load_policy": "difflib_models.gate.policy",
+    "new_report": "difflib_models.report.builder",
+    "write_report": "difflib_models.report.builder",
+    "load_report": "difflib_models.report.builder",
+    "validate_report": "difflib_models.report.schema",
 }
 
 __all__ = ["__version__", "ConfigError", "DifflibError", *_LAZY]
