@@ -24,7 +24,13 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from difflib_models.errors import ConfigError, NonFiniteActivationError, StoreError, bad_value
+from difflib_models.errors import (
+    ConfigError,
+    CorruptStoreError,
+    NonFiniteActivationError,
+    StoreError,
+    bad_value,
+)
 from difflib_models.io import atomic_write_bytes
 from difflib_models.store.manifest import (
     MANIFEST_NAME,
@@ -130,6 +136,17 @@ class ActivationStoreWriter:
                     f"{self.path} already holds an activation store with a different configuration ({details}). "
                     "HINT: write to a new directory, or delete this one to start over."
                 )
+            for shard in existing.shards:
+                file = self.path / shard.file
+                size = file.stat().st_size if file.is_file() else -1
+                if size != shard.n_bytes:
+                    state = (
+                        "is missing" if size < 0 else f"has {size} bytes, the manifest says {shard.n_bytes}"
+                    )
+                    raise CorruptStoreError(
+                        f"cannot resume {self.path}: shard {file} {state}. HINT: delete the store directory and "
+                        "run the snapshot again."
+                    )
             logger.info(
                 "resuming store %s: %d shards, %d tokens, %d prompts done",
                 self.path,
@@ -141,7 +158,7 @@ class ActivationStoreWriter:
         else:
             if self.path.exists() and not self.path.is_dir():
                 raise ConfigError(bad_value("out", str(self.path), "a directory", "this path is a file"))
-            if self.path.is_dir() and any(self.path.iterdir()):
+            if self.path.is_dir() and any(not _leftover(item) for item in self.path.iterdir()):
                 raise ConfigError(
                     bad_value(
                         "out",
@@ -153,6 +170,8 @@ class ActivationStoreWriter:
             manifest = requested
         shard_dir.mkdir(parents=True, exist_ok=True)
         self._remove_orphans(shard_dir, manifest)
+        for item in self.path.glob(f".{MANIFEST_NAME}.*.tmp"):
+            item.unlink(missing_ok=True)
         manifest.complete = False
         write_manifest(self.path, manifest)
         return manifest
@@ -389,6 +408,13 @@ def _check_finite(x: torch.Tensor, side: str, layer: int, prompt_id: torch.Tenso
         f"position {int(pos[row])} ({len(bad_rows)} token(s) in prompt(s) {prompts[:10]}); nothing from this "
         "batch was written. HINT: check the model's dtype (float16 overflow) and the input text of that prompt."
     )
+
+
+def _leftover(item: Path) -> bool:
+    """What a writer killed before its first manifest leaves: a temp manifest or an empty shard directory."""
+    if item.name.startswith(f".{MANIFEST_NAME}.") and item.name.endswith(".tmp"):
+        return True
+    return item.name == SHARD_DIR and item.is_dir() and not any(item.iterdir())
 
 
 def _short(value: Any) -> str:

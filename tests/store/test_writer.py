@@ -238,3 +238,22 @@ def test_max_shard_bytes_caps_shard_size(tmp_path: Path) -> None:
             w.add(ids, {"model": make_batch(ids, LAYERS, D, seed=1)})
     shards = ActivationStore.open(tmp_path / "s").manifest.shards
     assert len(shards) > 3 and all(s.n_tokens <= 25 for s in shards)
+
+
+def test_resume_refuses_a_store_with_a_missing_shard(tmp_path: Path) -> None:
+    from difflib_models.errors import CorruptStoreError
+
+    _write(tmp_path / "s", n_prompts=12)
+    (tmp_path / "s" / "shards" / "shard-00001.safetensors").unlink()
+    with pytest.raises(CorruptStoreError, match=r"shard-00001\.safetensors is missing.*HINT"):
+        ActivationStoreWriter(tmp_path / "s", shard_tokens=40, **writer_kwargs(LAYERS, D))
+
+
+def test_leftovers_of_a_writer_killed_before_its_first_manifest_are_ignored(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    (path / "shards").mkdir(parents=True)
+    (path / ".manifest.json.x1y2.tmp").write_text("{")
+    with ActivationStoreWriter(path, **writer_kwargs(LAYERS, D)) as w:
+        w.add([0], {"model": make_batch([0], LAYERS, D, seed=1)})
+    assert not list(path.glob("*.tmp"))
+    assert ActivationStore.open(path).prompt_ids() == [0]
