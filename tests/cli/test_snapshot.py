@@ -55,7 +55,7 @@ def _snapshot_args(model: Path, prompts: Path, out: Path, *extra: str) -> list[s
     ]
 
 
-def test_snapshot_then_inspect(tinystories_656k: Path, stories: Path, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+def test_snapshot_then_inspect(tinystories_656k: Path, stories: Path, tmp_path: Path, capsys) -> None:
     few = tmp_path / "few.txt"
     few.write_text("\n".join(stories.read_text().splitlines()[:10]) + "\n")
     out = tmp_path / "store"
@@ -99,7 +99,7 @@ def test_bad_input_exits_2(
     stories: Path,
     tmp_path: Path,
     capsys,
-    case: str,  # noqa: ANN001
+    case: str,
     needle: str,
 ) -> None:
     empty = tmp_path / "empty.txt"
@@ -118,7 +118,7 @@ def test_bad_input_exits_2(
     assert not (tmp_path / "out").exists()
 
 
-def test_inspect_missing_store(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+def test_inspect_missing_store(tmp_path: Path, capsys) -> None:
     code, _, stderr = _run(["inspect", str(tmp_path)], capsys)
     assert code == 3 and "manifest.json not found" in stderr
     code, _, stderr = _run(["inspect", str(tmp_path / "nope")], capsys)
@@ -128,7 +128,7 @@ def test_inspect_missing_store(tmp_path: Path, capsys) -> None:  # noqa: ANN001
 @pytest.mark.slow
 def test_crash_mid_snapshot_then_resume(
     tinystories_656k: Path, stories: Path, tmp_path: Path, capsys
-) -> None:  # noqa: ANN001
+) -> None:
     """SIGKILL a snapshot process once a shard exists; the store opens; rerunning completes it exactly."""
     out = tmp_path / "store"
     args = _snapshot_args(

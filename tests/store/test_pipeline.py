@@ -12,7 +12,7 @@ from difflib_models.store import ActivationStore
 
 
 @pytest.fixture(scope="module")
-def loaded(tinystories_656k: Path):  # noqa: ANN201
+def loaded(tinystories_656k: Path):
     from difflib_models.models.loading import load_model
 
     return load_model(tinystories_656k)
@@ -24,7 +24,7 @@ def texts(tinystories_text: Path) -> list[str]:
     return lines[:24]
 
 
-def _direct(loaded, text: str, max_length: int) -> dict[int, torch.Tensor]:  # noqa: ANN001
+def _direct(loaded, text: str, max_length: int) -> dict[int, torch.Tensor]:
     """Block outputs of one unpadded prompt: layer 0 from hidden_states[1], the last block through a hook."""
     enc = loaded.tokenizer(text, truncation=True, max_length=max_length, return_tensors="pt")
     last = loaded.model.model.layers[-1]
@@ -38,7 +38,7 @@ def _direct(loaded, text: str, max_length: int) -> dict[int, torch.Tensor]:  # n
     return {0: out.hidden_states[1][0], 1: seen[0][0], "ids": enc["input_ids"][0]}
 
 
-def test_snapshot_round_trip_matches_direct_forward(loaded, texts: list[str], tmp_path: Path) -> None:  # noqa: ANN001
+def test_snapshot_round_trip_matches_direct_forward(loaded, texts: list[str], tmp_path: Path) -> None:
     from difflib_models.capture.pipeline import snapshot
 
     store = snapshot(loaded, texts, "0,1", tmp_path / "s", batch_size=5, max_length=48, shard_tokens=300)
@@ -71,13 +71,13 @@ def test_snapshot_round_trip_matches_direct_forward(loaded, texts: list[str], tm
     assert store.n_tokens == n_expected
 
 
-def test_snapshot_resumes_after_interruption(loaded, texts: list[str], tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+def test_snapshot_resumes_after_interruption(loaded, texts: list[str], tmp_path: Path, monkeypatch) -> None:
     import difflib_models.capture.pipeline as pipeline
 
     kw = {"batch_size": 4, "max_length": 32, "shard_tokens": 100}
     ref = pipeline.snapshot(loaded, texts, [1], tmp_path / "ref", **kw)
 
-    def interrupted(iterable, **_: object):  # noqa: ANN001, ANN202
+    def interrupted(iterable, **_: object):
         for k, item in enumerate(iterable):
             if k == 4:
                 raise KeyboardInterrupt
@@ -109,7 +109,7 @@ def test_snapshot_resumes_after_interruption(loaded, texts: list[str], tmp_path:
 
 def test_store_refuses_a_model_with_another_vocabulary(
     loaded, texts, tmp_path: Path, stories260k: Path
-) -> None:  # noqa: ANN001
+) -> None:
     from difflib_models.capture.pipeline import snapshot
     from difflib_models.errors import IncompatibleStoreError
     from difflib_models.models.loading import load_model
@@ -120,7 +120,7 @@ def test_store_refuses_a_model_with_another_vocabulary(
         store.check_compatible(other)
 
 
-def test_snapshot_bad_input(loaded, texts: list[str], tmp_path: Path) -> None:  # noqa: ANN001
+def test_snapshot_bad_input(loaded, texts: list[str], tmp_path: Path) -> None:
     from difflib_models.capture.pipeline import snapshot
 
     with pytest.raises(ConfigError, match="at least one prompt"):
