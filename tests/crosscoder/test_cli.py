@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+from safetensors.torch import save_file
+
+from difflib_models.cli.app import main
+
+
+def _run(args: list[str]) -> int:
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    return int(exc.value.code)
+
+
+@pytest.fixture(scope="module")
+def acts_file(tmp_path_factory):
+    from difflib_models.crosscoder.synthetic import make_synthetic_pairs
+
+    path = tmp_path_factory.mktemp("cli") / "acts.safetensors"
+    save_file({"acts": make_synthetic_pairs(32, n_tokens=6000, seed=2).acts.contiguous()}, str(path))
+    return path
+
+
+def test_train_then_analyze(tmp_path, acts_file, capsys):
+    out = tmp_path / "run"
+    code = _run(["crosscoder", "train", "--acts", str(acts_file), "--out", str(out), "--dict-size", "64",
+                 "--k", "2", "--steps", "300", "--batch-size", "256", "--lr", "3e-3"])
+    assert code == 0
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["config"]["dict_size"] == 64 and summary["metrics"]["fve"] > 0.8
+    assert (out / "crosscoder" / "crosscoder.safetensors").is_file()
+    capsys.readouterr()
+    report = tmp_path / "analysis.json"
+    code = _run(["crosscoder", "analyze", "--crosscoder", str(out), "--acts", str(acts_file), "--out", str(report),
+                 "--ft-only", "0.85"])
+    assert code == 0
+    res = json.loads(report.read_text())
+    assert res["thresholds"]["ft_only"] == 0.85
+    assert res["class_counts"]["ft_only"] >= 1 and res["class_counts"]["shared"] >= 10
+    ft = [item["latent"] for item in res["latents"] if item["class"] == "ft_only"]
+    assert sorted(int(k) for k in res["latent_scaling"]["latents"]) == sorted(ft)
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["class_counts"] == res["class_counts"]
+
+
+def test_usage_errors_exit_2(tmp_path, acts_file):
+    assert _run(["crosscoder", "train", "--acts", str(acts_file), "--out", str(tmp_path / "x"),
+                 "--activation", "relu"]) == 2
+    assert _run(["crosscoder", "train", "--acts", str(tmp_path / "missing.safetensors"),
+                 "--out", str(tmp_path / "y")]) == 2
+    assert _run(["crosscoder", "analyze", "--crosscoder", str(tmp_path / "nothing"), "--acts", str(acts_file),
+                 "--out", str(tmp_path / "a.json")]) == 2
