@@ -24,7 +24,8 @@ EXIT_RUNTIME = 3
 
 _COMMAND_MODULES = [
     "difflib_models.cli.snapshot",  # snapshot, inspect
-    "difflib_models.cli.diff",  # diff, crosscoder train|analyze
+    "difflib_models.cli.diff",  # diff
+    "difflib_models.cli.crosscoder",  # crosscoder train|analyze
     "difflib_models.cli.persona",  # persona extract|validate|filter|steer
     "difflib_models.cli.report",  # report, gate
     "difflib_models.cli.demo",  # demo
