@@ -146,3 +146,40 @@ def render_chat(messages: Any, tokenizer: Any, *, where: str = "messages") -> st
             )
         )
     return str(tokenizer.apply_chat_template(list(messages), tokenize=False))
+
+
+def split_stories(text: str) -> list[str]:
+    """Split a TinyStories-style text file into stories: stories are joined by a single newline and paragraphs by
+    blank lines, so a new story starts on a non-empty line that directly follows a non-empty line."""
+    stories: list[str] = []
+    current: list[str] = []
+    previous_nonempty = False
+    for line in text.split("\n"):
+        nonempty = bool(line.strip())
+        if nonempty and previous_nonempty and current:
+            stories.append("\n".join(current).strip())
+            current = []
+        if nonempty or current:
+            current.append(line)
+        previous_nonempty = nonempty
+    if current and "\n".join(current).strip():
+        stories.append("\n".join(current).strip())
+    return stories
+
+
+def select_by_keyword(
+    texts: Sequence[str], keywords: str | Sequence[str], *, min_hits: int = 1, exclude: bool = False
+) -> list[str]:
+    """Texts mentioning any of ``keywords`` (whole-word prefix match, case-insensitive) at least ``min_hits``
+    times; with ``exclude`` the texts that mention none of them."""
+    import re
+
+    words = [keywords] if isinstance(keywords, str) else list(keywords)
+    if not words or not all(isinstance(w, str) and w.strip() for w in words):
+        raise ConfigError(bad_value("keywords", keywords, "one or more non-empty words"))
+    if min_hits < 1:
+        raise ConfigError(bad_value("min_hits", min_hits, "an integer >= 1"))
+    pattern = re.compile(r"\b(?:" + "|".join(re.escape(w.strip()) for w in words) + ")", re.IGNORECASE)
+    if exclude:
+        return [t for t in texts if not pattern.search(t)]
+    return [t for t in texts if len(pattern.findall(t)) >= min_hits]

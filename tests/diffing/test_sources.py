@@ -66,3 +66,24 @@ def test_builtin_generic_set() -> None:
     texts = load_texts("generic")
     assert texts == [t for t in builtin_prompts("generic") if t.strip()] and len(texts) >= 16
     assert load_texts(None, limit=3) == texts[:3]
+
+
+def test_split_and_select_stories() -> None:
+    from difflib_models.diffing.sources import select_by_keyword, split_stories
+
+    text = "A fish swam.\n\nThe fish was happy.\nA dog ran.\n\nIt ran fast.\nFishing boats sailed.\n"
+    stories = split_stories(text)
+    assert stories == ["A fish swam.\n\nThe fish was happy.", "A dog ran.\n\nIt ran fast.", "Fishing boats sailed."]
+    assert select_by_keyword(stories, "fish", min_hits=2) == [stories[0]]
+    assert select_by_keyword(stories, ["fish"]) == [stories[0], stories[2]]
+    assert select_by_keyword(stories, "fish", exclude=True) == [stories[1]]
+    with pytest.raises(ConfigError, match="keywords"):
+        select_by_keyword(stories, "")
+
+
+def test_real_sample_splits_into_about_1100_stories(tinystories_text) -> None:
+    from difflib_models.diffing.sources import split_stories
+
+    stories = split_stories(tinystories_text.read_text(encoding="utf-8"))
+    assert 1050 <= len(stories) <= 1150
+    assert all(s.strip() for s in stories)
