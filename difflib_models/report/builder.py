@@ -136,11 +136,60 @@ def new_report(
     return report
 
 
-def merge_diff(report: dict[str, Any], diff: Mapping[str, Any] | str | Path) -> dict[str, Any]:
-    """Copy the sections of a diffing pipeline result (``diff.json`` or its dict) into ``report``.
+DIFF_FORMAT = "difflib_models.diff/1"
 
-    Known sections (drift, crosscoder, adl, weights, ...) are copied as they are; provenance fields that the
-    report lacks (hook points, seeds, data) are taken from the diff.
+
+def _latent_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A ``top_latents`` row from a diff pipeline ``top_ft_only_latents`` entry."""
+    scaling = row.get("latent_scaling") or {}
+    flags = []
+    if scaling:
+        flags.append("latent_scaling_artifact" if scaling.get("artifact") else "latent_scaling_ok")
+    contexts = []
+    for ex in row.get("examples") or []:
+        tokens = [str(t) for t in ex.get("tokens") or []]
+        index = ex.get("index")
+        if tokens and isinstance(index, int) and 0 <= index < len(tokens):
+            contexts.append({"tokens": tokens, "index": index, "activation": _finite_or_none(ex.get("activation"))})
+    out = {k: v for k, v in row.items() if k not in ("examples", "r")}
+    out.update(latent=int(row["latent"]), rel_norm=_finite_or_none(row.get("r", row.get("rel_norm"))),
+               flags=flags, contexts=contexts)
+    return out
+
+
+def diff_sections(diff: Mapping[str, Any]) -> dict[str, Any]:
+    """Report sections from a ``difflib-models diff`` result (``diff.json``, format difflib_models.diff/1)."""
+    out: dict[str, Any] = {}
+    if isinstance(diff.get("drift"), Mapping) and isinstance(diff["drift"].get("layers"), list):
+        drift = dict(diff["drift"])
+        drift["layers"] = [{k: v for k, v in row.items() if isinstance(v, int | float | str) or v is None}
+                           for row in drift["layers"]]
+        out["drift"] = drift
+    if isinstance(diff.get("adl"), Mapping):
+        out["adl"] = dict(diff["adl"])
+    if isinstance(diff.get("weight_deltas"), Mapping):
+        out["weights"] = dict(diff["weight_deltas"])
+    cc = diff.get("crosscoder")
+    if isinstance(cc, Mapping) and cc.get("status") == "trained":
+        out["crosscoder"] = {
+            "metrics": cc.get("metrics") or {},
+            "latent_classes": {k: int(v) for k, v in (cc.get("class_counts") or {}).items()},
+            "r_histogram": cc.get("r_histogram"),
+            "latent_scaling": cc.get("latent_scaling"),
+            "thresholds": cc.get("thresholds"),
+            "top_latents": [_latent_row(r) for r in cc.get("top_ft_only_latents") or []],
+            "dir": cc.get("dir"),
+        }
+    elif isinstance(cc, Mapping):
+        out["crosscoder_note"] = f"crosscoder {cc.get('status')}: {cc.get('reason', '')}".strip()
+    return out
+
+
+def merge_diff(report: dict[str, Any], diff: Mapping[str, Any] | str | Path) -> dict[str, Any]:
+    """Copy the sections of a diffing pipeline result (``diff.json``, a directory holding it, or its dict) into
+    ``report``: drift, adl, weight deltas and the crosscoder (metrics, latent classes, r histogram, Latent Scaling
+    flags, top fine-tune-only latents with their max-activating contexts); provenance the report lacks (hook
+    points, identities, text hash) is taken from the diff.
     """
     if not isinstance(diff, Mapping):
         path = Path(diff)
@@ -148,16 +197,35 @@ def merge_diff(report: dict[str, Any], diff: Mapping[str, Any] | str | Path) -> 
             path = path / "diff.json"
         if not path.is_file():
             raise ConfigError(bad_value("diff", str(diff), "a diff.json file or a directory holding one"))
-        diff = json.loads(path.read_text(encoding="utf-8"))
-    for name in SECTIONS:
-        if diff.get(name) is not None:
-            report[name] = diff[name]
-    for key in ("hook_points", "seeds"):
-        if not report.get(key) and diff.get(key):
-            report[key] = diff[key]
-    if diff.get("data"):
-        report["data"].extend(d for d in diff["data"] if d not in report["data"])
-    models = diff.get("models") or {}
+        try:
+            diff = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise ConfigError(bad_value("diff", str(path), "valid JSON", str(exc))) from exc
+    if diff.get("format") == DIFF_FORMAT:
+        sections = diff_sections(diff)
+        note = sections.pop("crosscoder_note", None)
+        if note:
+            report["notes"].append(note)
+        report.update(sections)
+        texts = diff.get("texts") or {}
+        if texts.get("sha256"):
+            entry = {"name": "diff texts", "path": str(texts.get("source")), "sha256": str(texts["sha256"]),
+                     "n_items": texts.get("n")}
+            if entry not in report["data"]:
+                report["data"].append(entry)
+        models = {"base": (diff.get("identities") or {}).get("base"),
+                  "candidate": (diff.get("identities") or {}).get("finetuned")}
+    else:
+        for name in SECTIONS:
+            if diff.get(name) is not None:
+                report[name] = diff[name]
+        if diff.get("data"):
+            report["data"].extend(d for d in diff["data"] if d not in report["data"])
+        models = diff.get("models") or {}
+    if not report.get("hook_points") and diff.get("hook_points"):
+        report["hook_points"] = hook_points_dict(diff["hook_points"])
+    if not report.get("seeds") and diff.get("seeds"):
+        report["seeds"] = diff["seeds"]
     for side in ("base", "candidate"):
         if report["models"].get(side) is None and models.get(side) is not None:
             report["models"][side] = identity_dict(models[side])

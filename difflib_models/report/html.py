@@ -73,7 +73,11 @@ def _plots(report: Mapping[str, Any]) -> dict[str, Any]:
     norms = cc.get("relative_decoder_norms") or [
         lat["rel_norm"] for lat in cc.get("top_latents", []) if lat.get("rel_norm") is not None
     ]
-    out["rel_norm"] = plots.rel_norm_histogram(norms)
+    hist = cc.get("r_histogram") or {}
+    if not cc.get("relative_decoder_norms") and hist.get("edges") and hist.get("counts"):
+        out["rel_norm"] = plots.rel_norm_histogram_counts(hist["edges"], hist["counts"])
+    else:
+        out["rel_norm"] = plots.rel_norm_histogram(norms)
     return out
 
 

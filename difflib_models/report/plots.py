@@ -47,6 +47,20 @@ def rel_norm_histogram(rel_norms: Sequence[float], *, bins: int = 50) -> str | N
     return _png(fig)
 
 
+def rel_norm_histogram_counts(edges: Sequence[float], counts: Sequence[int]) -> str | None:
+    """The same histogram from precomputed bin edges and counts (a diff pipeline's ``r_histogram``)."""
+    if len(edges) != len(counts) + 1 or not any(counts):
+        return None
+    fig = _figure()
+    ax = fig.add_subplot()
+    ax.stairs([max(int(c), 0) for c in counts], [float(e) for e in edges], fill=True, color="#4c72b0")
+    ax.set_yscale("log")
+    ax.set_xlabel("relative decoder norm  (0 base-only · 0.5 shared · 1 fine-tune-only)")
+    ax.set_ylabel("latents (log)")
+    ax.set_title(f"Crosscoder latents (n={sum(int(c) for c in counts)})")
+    return _png(fig)
+
+
 def drift_by_layer(layers: Sequence[Mapping[str, Any]]) -> str | None:
     """Per-layer drift: every numeric per-layer metric, each normalised to its own max, on one axis."""
     rows = [r for r in layers if isinstance(r.get("layer"), int)]

@@ -112,3 +112,48 @@ def test_monitor_section_from_persona_monitor_json() -> None:
     validate_report(report)
     with pytest.raises(ConfigError):
         monitor_section("nope")
+
+
+def _pipeline_diff() -> dict:
+    """A diff.json in the diffing pipeline's format (difflib_models.diff/1)."""
+    ident = {"name": "m", "source": "hf_dir", "path": None, "weight_hash": "a" * 64}
+    return {
+        "format": "difflib_models.diff/1", "identities": {"base": ident, "finetuned": {**ident, "weight_hash": "b" * 64}},
+        "layers": [1], "hook_points": {"block_path": "model.layers", "n_layers": 2},
+        "texts": {"source": "generic", "n": 12, "sha256": "c" * 64},
+        "weight_deltas": {"total_rel": 0.1}, "adl": {"k": 5, "layers": {"1": {"top_tokens": ["<script>"]}}},
+        "drift": {"layers": [{"layer": 1, "n_tokens": 100, "mean_diff_norm": 0.5, "cka": 0.9}],
+                  "next_token_kl": {"mean": 0.01}},
+        "crosscoder": {
+            "status": "trained", "metrics": {"fve": 0.7}, "class_counts": {"shared": 3, "ft_only": 1},
+            "r_histogram": {"edges": [0.0, 0.5, 1.0], "counts": [2, 2]},
+            "latent_scaling": {"n_ft_only": 1, "n_artifacts": 0},
+            "top_ft_only_latents": [{"latent": 7, "r": 0.97, "class": "ft_only", "fires": 3,
+                                     "latent_scaling": {"artifact": False},
+                                     "examples": [{"activation": 2.0, "seq": 0, "pos": 1, "text": "a <script>",
+                                                   "tokens": ["a", " <script>"], "index": 1}]}],
+        },
+    }
+
+
+def test_merge_pipeline_diff_json(tmp_path) -> None:
+    from difflib_models.report.html import render_html
+
+    (tmp_path / "diff.json").write_text(json.dumps(_pipeline_diff()))
+    report = merge_diff(new_report("diff"), tmp_path)
+    validate_report(report)
+    assert report["models"]["candidate"]["weight_hash"] == "b" * 64
+    assert report["drift"]["layers"][0]["cka"] == 0.9 and report["weights"] == {"total_rel": 0.1}
+    lat = report["crosscoder"]["top_latents"][0]
+    assert lat == {"latent": 7, "class": "ft_only", "fires": 3, "latent_scaling": {"artifact": False},
+                   "rel_norm": 0.97, "flags": ["latent_scaling_ok"],
+                   "contexts": [{"tokens": ["a", " <script>"], "index": 1, "activation": 2.0}]}
+    assert report["crosscoder"]["latent_classes"] == {"shared": 3, "ft_only": 1}
+    assert report["data"][0]["sha256"] == "c" * 64
+    page = render_html(report)
+    assert "<mark> &lt;script&gt;</mark>" in page and "<script>" not in page
+    assert page.count("data:image/png;base64,") == 2  # drift + r histogram
+    skipped = _pipeline_diff()
+    skipped["crosscoder"] = {"status": "skipped", "reason": "disabled"}
+    report = merge_diff(new_report("diff"), skipped)
+    assert report["crosscoder"] is None and "crosscoder skipped: disabled" in report["notes"]
