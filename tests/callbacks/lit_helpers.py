@@ -132,14 +132,19 @@ def _chat_module_class() -> type:
     class ChatLM(L.LightningModule):
         """Tiny Llama fine-tuned on chat rows held in a FilterableDataset (``self.train_dataset``)."""
 
-        def __init__(self, rows: list, tokenizer_dir: str = TOKENIZER_DIR, lr: float = 0.05, batch_size: int = 4,
-                     length: int = 24) -> None:
+        def __init__(self, rows: list | None = None, tokenizer_dir: str = TOKENIZER_DIR, lr: float = 0.05,
+                     batch_size: int = 4, length: int = 24, dataset: str = "sycophancy-inducing",
+                     n_rows: int = 12) -> None:
             super().__init__()
             from transformers import AutoTokenizer
 
             self.model = tiny_llama(seed=0)
             self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
             self.lr, self.batch_size, self.length = lr, batch_size, length
+            if rows is None:
+                from difflib_models.datasets import load_dataset
+
+                rows = load_dataset(dataset)[:n_rows]
             self.train_dataset = FilterableDataset(rows, transform=self._encode)
             self.batches_per_epoch: dict[int, int] = {}
 
