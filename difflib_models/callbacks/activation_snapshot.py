@@ -40,7 +40,7 @@ class ActivationSnapshotCore:
 
     Args:
         prompts: built-in prompt set name, a ``.txt``/``.jsonl`` file, or a list of texts.
-        layers: decoder blocks to capture (``"all"``, ``"mid"``, ``"0,2"``, ``-1`` or a list of ints).
+        layers: decoder blocks to capture (default ``"mid"``; ``"all"``, ``"0,2"``, ``-1`` or a list of ints).
         positions: token positions (``"all"``, ``"first_k:K"``; see ``capture.positions``).
         every_n_steps: snapshot every N optimizer steps (None: off).
         every_n_epochs: snapshot at the end of every N-th epoch (None: off).
@@ -57,7 +57,7 @@ class ActivationSnapshotCore:
     def __init__(
         self,
         prompts: str | list[str] = "generic",
-        layers: str | int | list[int] = "all",
+        layers: str | int | list[int] = "mid",
         positions: str = "all",
         every_n_steps: int | None = None,
         every_n_epochs: int | None = None,
