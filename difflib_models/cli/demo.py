@@ -1,0 +1,47 @@
+"""`difflib-models demo`: the whole product on the embedded SmolLM2-135M-Instruct in one command.
+
+Exit codes: 0 the demo finished and the verdicts are the expected ones (inducing model FAILS the gate, control
+PASSES); 1 it finished but a verdict differs from the expectation (printed, never hidden); 2 bad options; 3 a
+runtime error.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command("demo")(demo_command)
+
+
+def demo_command(
+    quick: bool = typer.Option(True, "--quick/--full",
+                               help="--quick (default): small CPU profile, a few minutes. --full: bigger, uses CUDA "
+                                    "when available."),
+    out: Path = typer.Option(Path("difflib-demo"), "--out", "-o",
+                             help="Output directory (re-running with the same options reuses finished stages)."),
+    tracking_uri: str | None = typer.Option(None, "--tracking-uri",
+                                            help="MLflow tracking URI (default: sqlite:///<cwd>/mlflow.db)."),
+    control: bool = typer.Option(True, "--control/--no-control",
+                                 help="Also fine-tune on the matched neutral set and use it as the control."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of training, data order and null directions."),
+    json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON instead of text."),
+) -> None:
+    """Fine-tune SmolLM2 with LoRA on a sycophancy-inducing chat set (and a neutral control) with the callbacks
+    attached, diff each adapter against the base, gate it with the default policy and print the verdicts."""
+    import json
+
+    from difflib_models.demo.config import DemoConfig
+    from difflib_models.demo.runner import format_summary, run_demo
+
+    config = DemoConfig(out=out, profile="quick" if quick else "full", tracking_uri=tracking_uri, control=control,
+                        seed=seed)
+    result = run_demo(config)
+    if json_out:
+        typer.echo(json.dumps(result.summary, indent=2, default=str))
+    else:
+        for line in format_summary(result):
+            typer.echo(line)
+    raise typer.Exit(0 if result.as_expected else 1)

@@ -1,0 +1,158 @@
+"""Run the end-to-end demo: vectors -> data-filter scores -> fine-tunes with callbacks -> diffs -> gates -> summary.
+
+Every stage goes through :class:`~difflib_models.demo.stages.StageRunner`, so a re-run with the same options reuses
+the finished stages (and the cached GGUF conversion) and only reloads the model. Expected verdicts: the
+sycophancy-inducing fine-tune FAILS the default release policy, the matched neutral control PASSES. The demo never
+forces a verdict: when one differs from the expectation the summary says so and :attr:`DemoResult.as_expected`
+is false.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from difflib_models.demo import steps
+from difflib_models.demo.config import INDUCING, NEUTRAL, TRAIT, DemoConfig
+from difflib_models.demo.stages import StageRunner
+from difflib_models.io import atomic_write_json
+
+log = logging.getLogger(__name__)
+
+EXPECTED = {INDUCING: "fail", NEUTRAL: "pass"}
+SUMMARY_FILE = "summary.json"
+
+
+@dataclass
+class DemoResult:
+    """What the demo produced: the summary dict (also in ``out/summary.json``) and per-stage timings."""
+
+    out: Path
+    summary: dict[str, Any]
+    timings: dict[str, float] = field(default_factory=dict)
+    reused: dict[str, bool] = field(default_factory=dict)
+
+    @property
+    def verdicts(self) -> dict[str, str]:
+        return {name: run["gate"]["verdict"] for name, run in self.summary["runs"].items()}
+
+    @property
+    def as_expected(self) -> bool:
+        return all(self.verdicts.get(name) == want for name, want in self.summary["expected"].items())
+
+
+def run_demo(config: DemoConfig) -> DemoResult:
+    """Run (or resume) the demo described by ``config``; returns the summary."""
+    from difflib_models.datasets import load_dataset
+    from difflib_models.models.loading import load_model
+
+    t_start = time.perf_counter()
+    cpu_start = time.process_time()
+    out = Path(config.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    profile = config.resolved_profile()
+    device = steps.device_ok(config.resolved_device())
+    uri = config.resolved_tracking_uri()
+    stages = StageRunner(out)
+
+    t = time.perf_counter()
+    base = load_model(config.model, device=device)
+    load_s = time.perf_counter() - t
+    ident = base.identity.weight_hash
+    common = {"model": ident, "seed": config.seed, "profile": profile.to_dict(), "device": device}
+
+    names = [INDUCING] + ([NEUTRAL] if config.control else [])
+    all_rows = {name: load_dataset(name) for name in names}
+    train_rows = {name: rows[: profile.train_rows] for name, rows in all_rows.items()}
+
+    vectors = stages.run("vectors", {"model": ident, "traits": steps.GATE_TRAITS},
+                         lambda: steps.extract_vectors(base, out / "vectors"))
+    vector_files = [vectors["files"][t] for t in steps.GATE_TRAITS]
+    scores = stages.run("data_filter", {**common, "vectors": vectors["files"], "sets": names},
+                        lambda: steps.score_training_sets(base, vectors["files"][TRAIT], train_rows,
+                                                          out / "data_filter", config.seed))
+    held_out = all_rows[NEUTRAL if NEUTRAL in all_rows else INDUCING][profile.train_rows:] or all_rows[INDUCING]
+    texts = steps.diff_texts(base.tokenizer, held_out, profile.diff_texts)
+    # later stages load what they need (peft wraps a model in place, so each fine-tune gets a fresh copy)
+
+    runs: dict[str, dict[str, Any]] = {}
+    for name in names:
+        key = name.replace("sycophancy-", "")
+        run_dir = out / "runs" / key
+        train = stages.run(f"train_{key}", {**common, "set": name, "vectors": vectors["files"][TRAIT]},
+                           lambda n=name, d=run_dir: steps.fine_tune(
+                               n, train_rows[n], profile, vector_file=vectors["files"][TRAIT], run_dir=d,
+                               tracking_uri=uri, device=device, seed=config.seed, model_spec=config.model))
+        diff = stages.run(f"diff_{key}", {**common, "adapter": train["adapter"], "run": train["run_id"]},
+                          lambda a=train["adapter"], d=run_dir: steps.diff_adapter(
+                              a, texts, profile, d / "diff", device=device, seed=config.seed))
+        runs[name] = {"key": key, "train": train, "diff": diff}
+
+    for name in names:
+        r = runs[name]
+        control = runs[NEUTRAL]["train"]["adapter"] if name == INDUCING and NEUTRAL in runs else None
+        r["gate"] = stages.run(
+            f"gate_{r['key']}",
+            {**common, "adapter": r["train"]["run_id"], "control": control, "diff": r["diff"]["diff"],
+             "uri": uri},
+            lambda r=r, n=name, c=control: steps.gate(
+                n, r["train"]["adapter"], control_adapter=c, vectors=vector_files, diff=r["diff"]["diff"],
+                data_filter=scores[n]["summary"], monitor=r["train"]["monitor"], out_dir=out / "gate" / r["key"],
+                device=device, seed=config.seed, tracking_uri=uri, run_id=r["train"]["run_id"]))
+
+    wall = time.perf_counter() - t_start
+    summary = {
+        "profile": profile.to_dict(),
+        "device": device,
+        "seed": config.seed,
+        "out": str(out),
+        "tracking_uri": uri,
+        "mlflow_ui": mlflow_ui_command(uri),
+        "expected": {n: EXPECTED[n] for n in names},
+        "vectors": vectors,
+        "data_filter": {n: {k: v for k, v in s.items() if k != "seconds"} for n, s in scores.items()},
+        "runs": {n: {k: v for k, v in r.items() if k != "key"} for n, r in runs.items()},
+        "timings_s": {"load_model": round(load_s, 3), **{k: round(v, 3) for k, v in stages.timings.items()},
+                      "total": round(wall, 3)},
+        "cpu_s": round(time.process_time() - cpu_start, 3),
+        "reused": dict(stages.reused),
+    }
+    atomic_write_json(out / SUMMARY_FILE, summary)
+    return DemoResult(out=out, summary=summary, timings=dict(stages.timings), reused=dict(stages.reused))
+
+
+def mlflow_ui_command(uri: str) -> str:
+    """The command that opens the MLflow UI on this tracking store."""
+    return f"mlflow ui --backend-store-uri {uri}"
+
+
+def format_summary(result: DemoResult) -> list[str]:
+    """The short human-readable summary the CLI prints."""
+    s = result.summary
+    lines = [f"difflib-models demo ({s['profile']['name']} profile, {s['device']}): "
+             f"{s['timings_s']['total']:.0f} s" + (" (finished stages reused)" if any(s["reused"].values()) else "")]
+    for name, run in s["runs"].items():
+        g = run["gate"]
+        want = s["expected"][name]
+        mark = "as expected" if g["verdict"] == want else f"UNEXPECTED (expected {want})"
+        syc = g["persona"].get(TRAIT, {})
+        lines.append(f"  {name:22s} verdict {g['verdict'].upper():5s} {mark}")
+        lines.append(f"    {TRAIT} shift_z {_num(syc.get('shift_z'))}  shift_frac {_num(syc.get('shift_frac'))}  "
+                     f"null pct {_num(syc.get('null_percentile'))}"
+                     + (f"  excess_z over control {_num(syc.get('excess_z'))}" if syc.get("excess_z") is not None
+                        else ""))
+        tr = run["train"]
+        lines.append(f"    monitor: {tr['monitor_status']} (first fail step {tr['monitor_first_fail_step']}), "
+                     f"final loss {_num(tr['final_loss'])}, data-filter mean delta_p "
+                     f"{_num(s['data_filter'][name]['mean_delta_p'])}")
+        lines.append(f"    report: {g['paths'].get('html')}")
+    lines.append(f"MLflow: {s['tracking_uri']}  (open with: {s['mlflow_ui']})")
+    lines.append(f"summary: {Path(s['out']) / SUMMARY_FILE}")
+    return lines
+
+
+def _num(x: Any) -> str:
+    return f"{x:.3g}" if isinstance(x, int | float) and not isinstance(x, bool) else "n/a"

@@ -1,0 +1,240 @@
+"""The work of each demo stage, as plain functions returning JSON-able outputs (the StageRunner caches them).
+
+Stages: persona vectors on the base (judge-free), the data-filter scores of the training sets, one LoRA
+fine-tune per chat set with ActivationSnapshot + PersonaMonitor + MLFlowLogger attached, the base-vs-adapter diff
+(drift, LoRA weight deltas, a small crosscoder) and the release gate with the default policy.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from difflib_models.demo.config import TRAIT, DemoProfile
+from difflib_models.io import atomic_write_json
+
+log = logging.getLogger(__name__)
+
+GATE_TRAITS = ("sycophancy", "evil")
+"""Traits the default release policy checks; their vectors are extracted once and reused by every gate run."""
+
+
+# ------------------------------------------------------------------------------------------------ vectors
+def extract_vectors(base: Any, out_dir: Path) -> dict[str, Any]:
+    """Persona vectors of the default policy's traits on the base model, extracted the way the gate does
+    (prompt contrast, the policy's question budget, at the policy's layer) and validated on held-out questions."""
+    import dataclasses
+
+    from difflib_models.gate.policy import load_policy
+    from difflib_models.persona.extraction import PersonaExtractor
+    from difflib_models.persona.traits import load_trait
+
+    plan = load_policy(None).persona
+    layer = int(plan.layer) if plan.layer != "auto" else int(base.n_layers) // 2
+    files: dict[str, str] = {}
+    auroc: dict[str, float] = {}
+    for trait_id in GATE_TRAITS:
+        trait = load_trait(trait_id)
+        small = dataclasses.replace(
+            trait,
+            instructions=trait.instructions[: plan.max_instructions],
+            questions={"extraction": trait.questions["extraction"][: plan.max_extraction_questions],
+                       "evaluation": trait.questions["evaluation"][: plan.max_probe_prompts]},
+        )
+        ext = PersonaExtractor(mode=plan.mode, layers=[layer], show_progress=False).fit(base, small)
+        pos, neg = ext.features(base, small, "evaluation")
+        unit = ext.unit(layer)
+        p, n = (pos[layer] @ unit).double(), (neg[layer] @ unit).double()
+        diff = p[:, None] - n[None, :]
+        auroc[trait_id] = float((diff > 0).double().mean() + 0.5 * (diff == 0).double().mean())
+        vs = ext.to_vector_set(selected_layer=layer, selection_reason="demo: the default policy's layer",
+                               validation={"auroc": {str(layer): auroc[trait_id]}, "split": "evaluation",
+                                           "n_pos": int(p.numel()), "n_neg": int(n.numel())})
+        files[trait_id] = str(vs.save(out_dir / trait_id))
+    return {"files": files, "layer": layer, "auroc": auroc, "mode": plan.mode}
+
+
+# ------------------------------------------------------------------------------------------------ filter
+def score_training_sets(base: Any, vector_file: str, sets: dict[str, list[dict[str, Any]]], out_dir: Path,
+                        seed: int) -> dict[str, Any]:
+    """Projection-difference scores (proxy, report mode: nothing dropped) of every training set."""
+    from difflib_models.persona.filtering import (
+        FilterConfig,
+        filter_samples,
+        samples_from_rows,
+        write_outputs,
+    )
+    from difflib_models.persona.vectors import PersonaVectorSet
+
+    vs = PersonaVectorSet.load(vector_file, expect_model=base)
+    out: dict[str, Any] = {}
+    for name, rows in sets.items():
+        cfg = FilterConfig(method="proxy", mode="report", batch_size=8, max_length=256, n_bootstrap=200, seed=seed)
+        result = filter_samples(base, vs, samples_from_rows(rows, name=name), cfg)
+        paths = write_outputs(result, out_dir / name)
+        s = result.summary
+        out[name] = {"summary": str(paths["summary"]), "mean_delta_p": s["mean_delta_p"], "ci95": s["ci95"],
+                     "n": s["n"], "seconds": s["seconds"]}
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ training
+def fine_tune(name: str, rows: list[dict[str, Any]], profile: DemoProfile, *, vector_file: str, run_dir: Path,
+              tracking_uri: str, device: str, seed: int, model_spec: str | None) -> dict[str, Any]:
+    """LoRA fine-tune of a fresh copy of the model with the callbacks and an MLFlowLogger attached; saves the
+    adapter to ``run_dir/adapter``."""
+    import lightning.pytorch as L
+
+    from difflib_models.callbacks import ActivationSnapshot, PersonaMonitor
+    from difflib_models.capture.prompts import builtin_prompts
+    from difflib_models.integrations.mlflow import mlflow_logger
+    from difflib_models.models.loading import load_model
+    from difflib_models.training.lora_module import ChatDataModule, LoRAFineTune, add_lora
+
+    L.seed_everything(seed, workers=True, verbose=False)
+    loaded = load_model(model_spec, device=device)
+    mid = int(loaded.n_layers) // 2
+    data = ChatDataModule(loaded.tokenizer, rows, batch_size=profile.batch_size, max_length=profile.max_length,
+                          seed=seed)
+    model = add_lora(loaded.model, r=profile.lora_r, alpha=profile.lora_alpha, seed=seed)
+    module = LoRAFineTune(model, loaded.tokenizer, lr=profile.lr, max_steps=profile.steps,
+                          warmup_steps=min(2, profile.steps - 1))
+    snapshot = ActivationSnapshot(prompts=builtin_prompts("generic")[: profile.snapshot_prompts], layers=[mid],
+                                  every_n_steps=profile.snapshot_every, out_dir=str(run_dir / "snapshots"),
+                                  batch_size=8, max_length=64)
+    monitor = PersonaMonitor(vectors=[vector_file], traits=[TRAIT], every_n_steps=profile.monitor_every,
+                             out_dir=str(run_dir / "persona_monitor"), batch_size=20)
+    logger = mlflow_logger(run_dir, experiment_name="difflib-demo", run_name=f"demo-{name}",
+                           tracking_uri=tracking_uri, tags={"difflib.demo": "true", "difflib.train_set": name,
+                                                            "difflib.profile": profile.name})
+    trainer = L.Trainer(max_steps=profile.steps, accelerator="gpu" if device == "cuda" else "cpu", devices=1,
+                        logger=logger, callbacks=[snapshot, monitor], enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, log_every_n_steps=1,
+                        default_root_dir=str(run_dir))
+    trainer.fit(module, datamodule=data)
+    adapter_dir = run_dir / "adapter"
+    model.save_pretrained(str(adapter_dir))
+    logger.log_hyperparams({"demo.train_set": name, "demo.rows": len(rows), "demo.steps": profile.steps,
+                            "demo.lr": profile.lr, "demo.lora_r": profile.lora_r})
+    loss = trainer.callback_metrics.get("train_loss")
+    mon = monitor.summary()
+    last = mon["series"][-1]["traits"][TRAIT] if mon["series"] else {}
+    return {
+        "adapter": str(adapter_dir),
+        "run_id": logger.run_id,
+        "experiment_id": logger.experiment_id,
+        "monitor": str(run_dir / "persona_monitor" / "persona_monitor.json"),
+        "snapshots": str(run_dir / "snapshots" / "index.json"),
+        "snapshot_steps": snapshot.done_steps,
+        "final_loss": float(loss) if loss is not None else None,
+        "steps": int(trainer.global_step),
+        "monitor_status": mon["status"],
+        "monitor_last": {k: last.get(k) for k in ("shift_z", "shift_frac", "null_percentile")},
+        "monitor_first_warn_step": mon["first_warn_step"].get(TRAIT),
+        "monitor_first_fail_step": mon["first_fail_step"].get(TRAIT),
+    }
+
+
+# ------------------------------------------------------------------------------------------------ diff
+def diff_adapter(adapter: str, texts: list[str], profile: DemoProfile, out_dir: Path, *, device: str,
+                 seed: int) -> dict[str, Any]:
+    """Base vs adapter: paired harvest at the middle block, per-layer drift, LoRA weight deltas and a small
+    crosscoder; writes ``out_dir/diff.json`` in the report's section format."""
+    from difflib_models.crosscoder.analysis import analyze_crosscoder
+    from difflib_models.crosscoder.config import CrosscoderConfig
+    from difflib_models.crosscoder.lightning_module import train_crosscoder
+    from difflib_models.crosscoder.sources import StoreSource
+    from difflib_models.diffing.drift import drift_from_store
+    from difflib_models.diffing.harvest import harvest_paired
+    from difflib_models.diffing.pair import ModelPair
+    from difflib_models.diffing.weights import weight_deltas
+    from difflib_models.models.loading import load_model
+
+    cand = load_model(adapter, device=device)
+    mid = int(cand.n_layers) // 2
+    store = harvest_paired(ModelPair.from_adapter(cand), texts, [mid], out_dir / "store", batch_size=8,
+                           max_length=profile.diff_max_length)
+    drift = [d.to_dict() for d in drift_from_store(store)]
+    weights = weight_deltas(cand.model)
+    weights.pop("modules", None)  # per-module rows are long; the totals and top names go in the report
+    source = StoreSource(out_dir / "store")
+    cfg = CrosscoderConfig(d_model=int(cand.d_model), n_sources=2, dict_size=profile.crosscoder_dict_size,
+                           k=profile.crosscoder_k, batch_size=min(profile.crosscoder_batch, int(source.n_tokens)),
+                           steps=profile.crosscoder_steps, seed=seed, dead_steps=max(10, profile.crosscoder_steps),
+                           source_names=list(source.source_names))
+    cc = train_crosscoder(source, cfg, out_dir / "crosscoder_run", resume=True,
+                          trainer_kwargs={"enable_progress_bar": False})
+    analysis = analyze_crosscoder(cc, source)
+    latents = analysis["latents"]
+    ranked = sorted(latents, key=lambda x: -x["r"])
+    crosscoder = {
+        "metrics": {k: v for k, v in analysis["metrics"].items() if isinstance(v, int | float)},
+        "latent_classes": analysis["class_counts"],
+        "relative_decoder_norms": [x["r"] for x in latents if x.get("fires", 1) > 0],
+        "top_latents": [{"latent": x["latent"], "class": x["class"], "rel_norm": x["r"]} for x in ranked[:20]],
+        "dict_size": cfg.dict_size,
+        "steps": cfg.steps,
+        "n_tokens": int(source.n_tokens),
+    }
+    diff = {"drift": {"layers": drift}, "crosscoder": crosscoder, "weights": weights}
+    path = atomic_write_json(out_dir / "diff.json", diff)
+    return {
+        "diff": str(path),
+        "crosscoder": str(out_dir / "crosscoder_run" / "crosscoder"),
+        "n_tokens": int(store.n_tokens),
+        "drift_relative_mean_diff": drift[0]["relative_mean_diff"],
+        "drift_cka": drift[0]["cka"],
+        "latent_classes": analysis["class_counts"],
+        "lora_delta_fro": weights.get("total_delta_fro"),
+    }
+
+
+# ------------------------------------------------------------------------------------------------ gate
+def gate(name: str, adapter: str, *, control_adapter: str | None, vectors: list[str], diff: str | None,
+         data_filter: str | None, monitor: str | None, out_dir: Path, device: str, seed: int, tracking_uri: str,
+         run_id: str | None) -> dict[str, Any]:
+    """The release gate with the shipped default policy on one adapter (base = the adapter's own base); the
+    report is logged to the fine-tune's MLflow run."""
+    from difflib_models.gate.runner import GateConfig, run_gate
+    from difflib_models.integrations.mlflow_report import log_report
+    from difflib_models.models.loading import load_model
+
+    cand = load_model(adapter, device=device)
+    control = load_model(control_adapter, device=device) if control_adapter else None
+    config = GateConfig(candidate=cand, control=control, out=out_dir, vectors=vectors, diff=diff,
+                        data_filter=data_filter, monitor=monitor, batch_size=16, seed=seed,
+                        command=f"difflib-models demo (gate on {name})")
+    result = run_gate(config)
+    logged_run = log_report(out_dir, tracking_uri=tracking_uri, run_id=run_id, experiment="difflib-demo",
+                            run_name=f"demo-{name}-gate")
+    traits = {t["trait"]: t for t in (result.report.get("persona") or {}).get("traits", [])}
+    keys = ("shift_z", "shift_frac", "null_percentile", "excess_z", "signal_ok")
+    return {
+        "verdict": result.verdict,
+        "exit_code": result.exit_code,
+        "reason": result.report.get("verdict_reason"),
+        "paths": {k: str(v) for k, v in result.paths.items()},
+        "mlflow_run_id": logged_run,
+        "persona": {t: {k: row.get(k) for k in keys} for t, row in traits.items()},
+        "checks": {c["id"]: c["status"] for c in result.report.get("checks", [])},
+    }
+
+
+def diff_texts(tokenizer: Any, rows: list[dict[str, Any]], n: int) -> list[str]:
+    """Chat-rendered user prompts of held-out rows (not used for training) followed by generic prompts."""
+    from difflib_models.capture.prompts import builtin_prompts
+    from difflib_models.diffing.sources import render_chat
+
+    texts = [render_chat([m for m in r["messages"] if m["role"] == "user"], tokenizer) for r in rows]
+    texts += builtin_prompts("generic")
+    return texts[:n]
+
+
+def device_ok(device: str) -> str:
+    if device == "cuda" and not torch.cuda.is_available():
+        log.warning("CUDA is not available; running the demo on the CPU")
+        return "cpu"
+    return device
