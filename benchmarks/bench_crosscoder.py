@@ -163,15 +163,17 @@ def worker(args: argparse.Namespace) -> dict:
         def batch(i: int):
             return flat_pool[(i % n_pool) * b : (i % n_pool + 1) * b]
 
-    times, losses = [], []
+    times, cpu, losses = [], [], []
     for i in range(args.steps):
         x = batch(i)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         losses.append(step(i, x))
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
     fve, l0 = evaluate()
     timed = times[args.warmup :]
     med = statistics.median(timed)
+    med_cpu = statistics.median(cpu[args.warmup :])
     return {
         "variant": args.worker,
         "steps": args.steps,
@@ -180,6 +182,9 @@ def worker(args: argparse.Namespace) -> dict:
         "step_s_mean": statistics.fmean(timed),
         "step_s_all": times,
         "tokens_per_s": b / med,
+        "step_cpu_s_median": med_cpu,
+        "step_cpu_s_all": cpu,
+        "tokens_per_cpu_s": b / med_cpu,
         "peak_rss_mb": _peak_mb(),
         "rss_before_model_mb": rss0,
         "peak_rss_delta_mb": _peak_mb() - rss0,
@@ -263,6 +268,8 @@ def main() -> None:
             "threads": args.threads,
             "load_avg_at_start": os.getloadavg(),
         },
+        "note": "wall-clock rates depend on other load on the shared machine; tokens_per_cpu_s (process CPU "
+        "time, all threads) is the load-robust comparison",
         "config": {
             "n_sources": 2,
             "d_per_source": args.d_per_source,
