@@ -262,6 +262,10 @@ def _crosscoder_stage(pair: ModelPair, config: DiffConfig, store_dir: Path, laye
     ranked = sorted(ft_only, key=lambda row: (not per_latent.get(row["latent"], {}).get("artifact", False),
                                               row.get("fires", 0)), reverse=True)
     top = ranked[: config.top_latents]
+    leaning: list[dict[str, Any]] = []
+    if not top:  # no latent passes the ft-only cut-off: show the most fine-tune-leaning live latents instead
+        alive = [row for row in latents if row["class"] != "dead" and row.get("fires", 1) > 0]
+        leaning = sorted(alive, key=lambda row: row["r"], reverse=True)[: config.top_latents]
 
     store = ActivationStore.open(store_dir)
     acts, table, n = [], {"token_ids": [], "seq_index": [], "pos_index": []}, 0
@@ -275,18 +279,21 @@ def _crosscoder_stage(pair: ModelPair, config: DiffConfig, store_dir: Path, laye
         if n >= config.example_tokens:
             break
     examples: dict[str, Any] = {}
-    if top:
+    if top or leaning:
         examples = max_activating_examples(
-            cc, torch.cat(acts), {k: torch.cat(v) for k, v in table.items()}, [r["latent"] for r in top],
-            pair.tokenizer, top_n=config.n_examples,
+            cc, torch.cat(acts), {k: torch.cat(v) for k, v in table.items()},
+            [r["latent"] for r in top + leaning], pair.tokenizer, top_n=config.n_examples,
         )
-    top_rows = []
-    for row in top:
-        entry = dict(row)
-        entry["latent_scaling"] = per_latent.get(row["latent"])
-        entry["examples"] = [{k: c[k] for k in ("activation", "seq", "pos", "text", "tokens", "index")}
-                             for c in examples.get(str(row["latent"]), [])]
-        top_rows.append(entry)
+
+    def with_examples(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        out = []
+        for row in rows:
+            entry = dict(row)
+            entry["latent_scaling"] = per_latent.get(row["latent"])
+            entry["examples"] = [{k: c[k] for k in ("activation", "seq", "pos", "text", "tokens", "index")}
+                                 for c in examples.get(str(row["latent"]), [])]
+            out.append(entry)
+        return out
     return {
         "status": "trained",
         "dir": "crosscoder",
@@ -298,5 +305,7 @@ def _crosscoder_stage(pair: ModelPair, config: DiffConfig, store_dir: Path, laye
         "shared_decoder_cos": analysis["shared_decoder_cos"],
         "latent_scaling": {"n_ft_only": len(ft_only), "n_artifacts": scaling["n_artifacts"],
                            "artifact_threshold": scaling["artifact_threshold"]},
-        "top_ft_only_latents": top_rows,
+        "top_ft_only_latents": with_examples(top),
+        # only when no latent is fine-tune-only: the live latents with the highest r (not findings by themselves)
+        "top_ft_leaning_latents": with_examples(leaning),
     }

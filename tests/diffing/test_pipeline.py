@@ -57,6 +57,9 @@ def test_pipeline_with_crosscoder(tmp_path) -> None:
     assert sum(cc["class_counts"].values()) == 64
     assert 0.0 < cc["metrics"]["fve"] <= 1.0
     assert (tmp_path / "d" / "crosscoder" / "crosscoder").is_dir()
+    assert cc["top_ft_only_latents"] or cc["top_ft_leaning_latents"]
+    for row in cc["top_ft_leaning_latents"]:
+        assert row["class"] != "dead" and row["examples"]
     for row in cc["top_ft_only_latents"]:
         assert row["class"] == "ft_only" and "latent_scaling" in row
         for ex in row["examples"]:

@@ -4,6 +4,8 @@ do not mention fish either, must read the concept for the narrow fine-tune and n
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from difflib_models.diffing.adl import activation_difference_lens
@@ -17,8 +19,12 @@ CFG = LoraFinetuneConfig(r=8, alpha=16, steps=50, batch_size=8, lr=1e-2, max_len
 LAYER = 1  # blocks.1: the last of the two blocks (before the final norm)
 
 
+CONCEPT_RE = re.compile(r"\b(?:fish\w*|water|fin|swim\w*|sea|pond|ocean|lake|river|shell\w*)\b", re.IGNORECASE)
+
+
 def _concept_hits(tokens: list[dict]) -> list[str]:
-    return [t["token"] for t in tokens if any(c in t["token"].strip().lower() for c in CONCEPT)]
+    """Top tokens that are (or contain) a concept word: 'fish', 'in the water', 'Fin' (not 'Finall')."""
+    return [t["token"] for t in tokens if CONCEPT_RE.search(t["token"])]
 
 
 def _adl(model_dir, data, held_out):
