@@ -7,8 +7,9 @@ from __future__ import annotations
 import re
 
 import pytest
+import torch
 
-from difflib_models.diffing.adl import activation_difference_lens
+from difflib_models.diffing.adl import activation_difference_lens, add_to_residual
 from difflib_models.diffing.finetune import LoraFinetuneConfig, lora_finetune
 from difflib_models.diffing.pair import ModelPair
 from difflib_models.diffing.sources import select_by_keyword, split_stories
@@ -37,6 +38,18 @@ def _adl(model_dir, data, held_out):
     return res, adl, fish_rank
 
 
+def _fish_logprob(model_dir, texts, vector) -> float:
+    """Mean log-probability that the next token is a fish token, with the base model steered by ``vector``
+    added after block LAYER."""
+    lm = load_model(model_dir)
+    fish_ids = torch.tensor([i for tok, i in lm.tokenizer.get_vocab().items()
+                             if tok.strip("▁ ").lower().startswith("fish")])
+    enc = lm.tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=32)
+    with torch.no_grad(), add_to_residual(lm.model, LAYER, vector):
+        logp = torch.log_softmax(lm.model(**enc).logits, dim=-1)
+    return float(torch.logsumexp(logp[..., fish_ids], dim=-1)[enc["attention_mask"].bool()].mean())
+
+
 @pytest.mark.slow
 @pytest.mark.shared
 def test_adl_reads_the_narrow_concept_and_not_the_control(tinystories_656k, tinystories_text) -> None:
@@ -54,3 +67,8 @@ def test_adl_reads_the_narrow_concept_and_not_the_control(tinystories_656k, tiny
     assert hits_n, [t["token"] for t in adl_n.top_tokens[:20]]
     assert not hits_c, hits_c
     assert rank_n < 30 and rank_c > 200, (rank_n, rank_c)
+    # steering the base model with the narrow ADL vector raises P(fish) far more than the control's vector
+    plain = _fish_logprob(tinystories_656k, held_out[:32], torch.zeros_like(adl_n.vector))
+    up_n = _fish_logprob(tinystories_656k, held_out[:32], adl_n.vector) - plain
+    up_c = _fish_logprob(tinystories_656k, held_out[:32], adl_c.vector) - plain
+    assert up_n > 2.0 and up_n > up_c + 1.0, (up_n, up_c)
