@@ -55,7 +55,7 @@ def test_lora_norms_match_explicit_delta_without_merging() -> None:
     assert len(rows) == 3 * 3  # q_proj, v_proj, down_proj in 3 blocks
     for r in rows:
         module = model.get_submodule("base_model.model." + r.name)
-        explicit = module.get_delta_weight("default").double()
+        explicit = module.get_delta_weight("default").detach().double()
         assert r.delta_fro == pytest.approx(float(explicit.norm()), rel=1e-6)
         assert r.rank == 4
         assert r.relative == pytest.approx(r.delta_fro / float(module.base_layer.weight.double().norm()))
