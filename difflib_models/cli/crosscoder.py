@@ -115,6 +115,7 @@ def analyze_command(
     from difflib_models.crosscoder.analysis import ClassThresholds, analyze_crosscoder
     from difflib_models.crosscoder.latent_scaling import latent_scaling
     from difflib_models.crosscoder.model import Crosscoder
+    from difflib_models.crosscoder.report import report_section
     from difflib_models.io import atomic_write_json
 
     thresholds = ClassThresholds(base_only=base_only, ft_only=ft_only, shared_low=shared_low,
@@ -134,6 +135,7 @@ def analyze_command(
         if store is None:
             raise ConfigError(bad_value("--examples", examples, "0 with --acts", "contexts need a store's tokens"))
         result["examples"] = _examples(cc, source, store, ft_latents, tokenizer, examples, max_tokens)
+    result["report_section"] = report_section(result, result["latent_scaling"], result.get("examples"))
     atomic_write_json(out, result)
     counts = result["class_counts"]
     typer.echo(json.dumps({"out": str(out), "class_counts": counts, "fve": result["metrics"].get("fve"),

@@ -34,6 +34,7 @@ _LAZY: dict[str, str] = {
     "latent_scaling": "latent_scaling",
     "splice_metrics": "splice",
     "max_activating_examples": "examples",
+    "report_section": "report",
     "make_synthetic_pairs": "synthetic",
     "SyntheticPairs": "synthetic",
 }

@@ -41,6 +41,7 @@ def test_train_then_analyze(tmp_path, acts_file, capsys):
     assert res["class_counts"]["ft_only"] >= 1 and res["class_counts"]["shared"] >= 10
     ft = [item["latent"] for item in res["latents"] if item["class"] == "ft_only"]
     assert sorted(int(k) for k in res["latent_scaling"]["latents"]) == sorted(ft)
+    assert res["report_section"]["latent_classes"] == res["class_counts"]
     printed = json.loads(capsys.readouterr().out)
     assert printed["class_counts"] == res["class_counts"]
 
