@@ -72,3 +72,13 @@ def test_config_validation(tmp_path) -> None:
         DiffConfig(out=tmp_path, steps=0)
     with pytest.raises(ConfigError, match="activation"):
         DiffConfig(out=tmp_path, activation="relu")
+
+
+def test_public_names_and_no_lightning_at_import() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, difflib_models as d; d.run_diff; d.DiffConfig; d.ModelPair; d.harvest_paired; "
+            "d.activation_difference_lens; d.weight_deltas; d.lora_finetune; import difflib_models.cli.diff; "
+            "assert 'lightning' not in sys.modules and 'mlflow' not in sys.modules, 'heavy import'")
+    subprocess.run([sys.executable, "-c", code], check=True)
