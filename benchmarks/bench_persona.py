@@ -1,0 +1,89 @@
+"""Persona vectors on SmolLM2-135M-Instruct: held-out validation of the built-in traits (numbers in docs/persona.md).
+
+For each trait and mode: extraction time, per-layer held-out AUROC, the selected layer and why, both nulls (95th
+percentile, p-value, max over layers), split-half stability, the steering dose-response at the shortlisted layers,
+and the cross-trait cosine matrix at a common layer. Writes ``benchmarks/results/persona.json``; asserts nothing.
+
+    python -m benchmarks.bench_persona                          # 3 built-in traits, mode ab
+    python -m benchmarks.bench_persona --traits evil --modes ab,prompt_contrast --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import time
+from typing import Any
+
+from benchmarks.common import machine_info, write_results
+
+log = logging.getLogger("benchmarks.persona")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--traits", default="sycophancy,evil,hallucination")
+    ap.add_argument("--modes", default="ab")
+    ap.add_argument("--n-null", type=int, default=200)
+    ap.add_argument("--shortlist", type=int, default=2)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave torch's default)")
+    ap.add_argument("--name", default="persona")
+    args = ap.parse_args(argv)
+    os.environ.setdefault("DIFFLIB_MODELS_NO_PROGRESS", "1")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from difflib_models.models.loading import load_model
+    from difflib_models.persona.extraction import PersonaExtractor
+    from difflib_models.persona.validation import cross_trait_cosines, validate_vectors
+
+    machine = machine_info()
+    loaded = load_model()
+    results: list[dict[str, Any]] = []
+    sets = {}
+    for mode in args.modes.split(","):
+        for trait in args.traits.split(","):
+            t0 = time.perf_counter()
+            ex = PersonaExtractor(mode=mode, layers="all", batch_size=args.batch_size, show_progress=False)
+            ex.fit(loaded, trait)
+            t_fit = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            res = validate_vectors(loaded, ex, n_null=args.n_null, shortlist=args.shortlist)
+            t_val = time.perf_counter() - t0
+            sel = res.selected_layer
+            row = {
+                "trait": trait, "mode": mode, "fit_s": round(t_fit, 2), "validate_s": round(t_val, 2),
+                "n_pos": ex.n_pos_, "n_neg": ex.n_neg_, "selected_layer": sel, "reason": res.selection_reason,
+                "verdict": res.verdict, "auroc_selected": res.per_layer[sel]["auroc"],
+                "auroc_ci": [res.per_layer[sel]["ci_lo"], res.per_layer[sel]["ci_hi"]],
+                "cohens_d": res.per_layer[sel]["cohens_d"],
+                "null_q95": {k: v["q95"] for k, v in res.nulls.items()},
+                "null_p": {k: v["p_value"] for k, v in res.nulls.items()},
+                "split_half_cos": res.split_half.get(sel),
+                "gap": ex.gap_[sel], "base_std": ex.base_std_[sel], "norm": ex.norms_[sel],
+                "steering": {str(k): v for k, v in res.steering.items()},
+                "auroc_by_layer": {str(k): round(v["auroc"], 4) for k, v in res.per_layer.items()},
+                "warnings": res.warnings,
+            }
+            log.info("%s/%s: layer %s AUROC %.3f nulls %s verdict %s (fit %.0fs, validate %.0fs)", trait, mode, sel,
+                     row["auroc_selected"], row["null_q95"], res.verdict, t_fit, t_val)
+            results.append(row)
+            if mode == args.modes.split(",")[0]:
+                sets[trait] = ex.to_vector_set(selected_layer=sel)
+    cos: dict[str, Any] = {}
+    if len(sets) > 1:
+        layer = loaded.n_layers // 2
+        names, m, warns = cross_trait_cosines({k: v.vector(layer) for k, v in sets.items()})
+        cos = {"layer": layer, "traits": names, "matrix": m.round(4).tolist(), "warnings": warns}
+    path = write_results(args.name, {"model": loaded.identity.name, "results": results, "cross_trait_cosine": cos},
+                         machine)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

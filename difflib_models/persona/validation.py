@@ -1,0 +1,381 @@
+"""Is the vector real? Held-out validation, null baselines, steering dose-response and layer selection.
+
+Everything is measured on the trait's EVALUATION split (never the extraction split), spec persona.md section 3:
+
+1. Separation per layer: AUROC of held-out projections pos vs neg (bootstrap 95% CI) and Cohen's d.
+2. Nulls, both with ``max over layers`` because the layer is selected as a max:
+   - label permutation: the extraction labels are permuted (swapped within pairs for paired modes), the
+     direction is re-fitted on every layer, and the draw keeps its best held-out AUROC over the layers;
+   - random directions from N(0, Sigma_hat) (shrinkage covariance of the extraction activations, norm-matched),
+     oriented by the extraction data (as a fitted direction would be), best held-out AUROC over the layers.
+   Empirical p-value = (1 + #{null >= observed}) / (1 + N); ``beats_null_95`` = observed > the null's 95th pct.
+3. :func:`cross_trait_cosines`: cosine matrix between traits' unit vectors; a warning above |cos| 0.5.
+4. Steering dose-response at shortlisted layers on held-out A/B items: add ``alpha * r * v_hat`` at
+   ``blocks.L`` (all positions), r = median residual norm at L, and read P(matching answer) = p_m / (p_m + p_n)
+   at the first token where the two answers differ; coherence proxy = p_m + p_n (A/B probability mass).
+5. Split-half stability: cosine between directions fitted on two random halves of the extraction data.
+
+Layer selection: shortlist the top ``shortlist`` layers by held-out AUROC, then confirm by steering: the layer with
+the largest steering effect whose dose-response is monotone and coherent wins; the reason is recorded.
+``verdict`` is ``"real"`` only when the selected layer beats the 95th percentile of both nulls and (when a
+steering check ran) steers monotonically; otherwise ``"too_weak"``: no verdict on a trait shift should be made.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from difflib_models.errors import ConfigError, bad_value
+from difflib_models.persona import chat
+from difflib_models.persona.extraction import PersonaExtractor, aggregate
+from difflib_models.persona.shift import covariance_null_directions
+from difflib_models.persona.traits import Trait, load_trait
+from difflib_models.persona.vectors import PersonaVectorSet
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ALPHAS: tuple[float, ...] = (-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0)
+COS_WARN = 0.5
+
+
+# ---------------------------------------------------------------------- statistics
+def auroc(pos: np.ndarray, neg: np.ndarray) -> float:
+    """P(score_pos > score_neg) + 0.5 P(tie) (Mann-Whitney), without sklearn."""
+    pos, neg = np.asarray(pos, dtype=np.float64), np.asarray(neg, dtype=np.float64)
+    if pos.size == 0 or neg.size == 0:
+        raise ConfigError(bad_value("scores", "empty class", "at least one pos and one neg score"))
+    from scipy.stats import rankdata
+
+    r_pos = rankdata(np.concatenate([pos, neg]))[: pos.size].sum()  # average ranks for ties
+    return float((r_pos - pos.size * (pos.size + 1) / 2) / (pos.size * neg.size))
+
+
+def bootstrap_auroc_ci(pos: np.ndarray, neg: np.ndarray, n_boot: int = 1000, seed: int = 0,
+                       level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap CI of the AUROC (classes resampled separately)."""
+    rng = np.random.default_rng(seed)
+    pos, neg = np.asarray(pos, dtype=np.float64), np.asarray(neg, dtype=np.float64)
+    ip = rng.integers(0, pos.size, size=(n_boot, pos.size))
+    ineg = rng.integers(0, neg.size, size=(n_boot, neg.size))
+    p, n = pos[ip], neg[ineg]  # [B, np], [B, nn]
+    gt = (p[:, :, None] > n[:, None, :]).mean(axis=(1, 2)) + 0.5 * (p[:, :, None] == n[:, None, :]).mean(axis=(1, 2))
+    lo, hi = np.quantile(gt, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return float(lo), float(hi)
+
+
+def cohens_d(pos: np.ndarray, neg: np.ndarray) -> float:
+    pos, neg = np.asarray(pos, dtype=np.float64), np.asarray(neg, dtype=np.float64)
+    n1, n2 = pos.size, neg.size
+    if n1 < 2 or n2 < 2:
+        return float("nan")
+    pooled = ((n1 - 1) * pos.var(ddof=1) + (n2 - 1) * neg.var(ddof=1)) / (n1 + n2 - 2)
+    return float((pos.mean() - neg.mean()) / math.sqrt(pooled)) if pooled > 0 else float("nan")
+
+
+def empirical_p(observed: float, null: Sequence[float]) -> float:
+    null = np.asarray(null, dtype=np.float64)
+    return float((1 + (null >= observed).sum()) / (1 + null.size))
+
+
+def _batched_auroc(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+    """AUROC of many score columns at once: pos [n, K], neg [m, K] -> [K]."""
+    gt = (pos[:, None, :] > neg[None, :, :]).double().mean(dim=(0, 1))
+    eq = (pos[:, None, :] == neg[None, :, :]).double().mean(dim=(0, 1))
+    return gt + 0.5 * eq
+
+
+# ---------------------------------------------------------------------- result
+@dataclass
+class ValidationResult:
+    """Everything the validation measured; ``to_dict()`` is the machine-readable JSON."""
+
+    trait: str
+    mode: str
+    layers: list[int]
+    per_layer: dict[int, dict[str, float]]
+    best_auroc_layer: int
+    selected_layer: int
+    selection_reason: str
+    nulls: dict[str, Any]
+    split_half: dict[int, float]
+    steering: dict[int, dict[str, Any]] = field(default_factory=dict)
+    n_eval_pos: int = 0
+    n_eval_neg: int = 0
+    warnings: list[str] = field(default_factory=list)
+    verdict: str = "too_weak"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "trait": self.trait, "mode": self.mode, "layers": self.layers,
+            "n_eval_pos": self.n_eval_pos, "n_eval_neg": self.n_eval_neg,
+            "per_layer": {str(k): v for k, v in self.per_layer.items()},
+            "best_auroc_layer": self.best_auroc_layer,
+            "selected_layer": self.selected_layer, "selection_reason": self.selection_reason,
+            "nulls": self.nulls, "split_half": {str(k): v for k, v in self.split_half.items()},
+            "steering": {str(k): v for k, v in self.steering.items()}, "warnings": self.warnings,
+            "verdict": self.verdict,
+        }
+
+    def summary(self) -> dict[str, Any]:
+        """The compact part stored in a vector file's sidecar."""
+        sel = self.per_layer[self.selected_layer]
+        return {
+            "split": "evaluation", "n_eval_pos": self.n_eval_pos, "n_eval_neg": self.n_eval_neg,
+            "selected_layer": self.selected_layer, "auroc": sel["auroc"], "auroc_ci": [sel["ci_lo"], sel["ci_hi"]],
+            "cohens_d": sel["cohens_d"], "split_half_cos": self.split_half.get(self.selected_layer),
+            "nulls": {k: {kk: vv for kk, vv in v.items() if kk != "draws"} for k, v in self.nulls.items()},
+            "steering": self.steering.get(self.selected_layer), "warnings": self.warnings,
+            "verdict": self.verdict, "selection_reason": self.selection_reason,
+            "auroc_by_layer": {str(k): v["auroc"] for k, v in self.per_layer.items()},
+        }
+
+
+# ---------------------------------------------------------------------- pieces
+def separation(vectors: Mapping[int, torch.Tensor], pos: Mapping[int, torch.Tensor], neg: Mapping[int, torch.Tensor],
+               *, n_boot: int = 1000, seed: int = 0) -> dict[int, dict[str, float]]:
+    """Per layer: held-out AUROC, its bootstrap CI and Cohen's d of the projections on the unit vector."""
+    out = {}
+    for layer, v in vectors.items():
+        u = v / v.norm().clamp_min(1e-12)
+        sp, sn = (pos[layer] @ u).numpy(), (neg[layer] @ u).numpy()
+        lo, hi = bootstrap_auroc_ci(sp, sn, n_boot=n_boot, seed=seed + layer)
+        out[layer] = {"auroc": auroc(sp, sn), "ci_lo": lo, "ci_hi": hi, "cohens_d": cohens_d(sp, sn),
+                      "norm": float(v.norm())}
+    return out
+
+
+def permutation_null(ext_pos: Mapping[int, torch.Tensor], ext_neg: Mapping[int, torch.Tensor],
+                     ev_pos: Mapping[int, torch.Tensor], ev_neg: Mapping[int, torch.Tensor], layers: Sequence[int],
+                     *, n: int = 200, seed: int = 0, paired: bool = True, max_over_layers: bool = True) -> np.ndarray:
+    """Held-out AUROC of mean-difference directions re-fitted under permuted extraction labels: [n] (max over layers)."""
+    gen = torch.Generator().manual_seed(seed)
+    n_pos = next(iter(ext_pos.values())).shape[0]
+    n_neg = next(iter(ext_neg.values())).shape[0]
+    paired = paired and n_pos == n_neg
+    per_layer = []
+    for layer in layers:
+        x = torch.cat([ext_pos[layer], ext_neg[layer]]).double()
+        labels = []
+        for _ in range(n):
+            if paired:  # swap pos/neg inside each pair with probability 1/2
+                flip = torch.rand(n_pos, generator=gen) < 0.5
+                lab = torch.cat([~flip, flip])
+            else:
+                lab = torch.zeros(n_pos + n_neg, dtype=torch.bool)
+                lab[torch.randperm(n_pos + n_neg, generator=gen)[:n_pos]] = True
+            labels.append(lab)
+        lab = torch.stack(labels).double()  # [n, N]
+        mp = (lab @ x) / lab.sum(dim=1, keepdim=True).clamp_min(1)
+        mn = ((1 - lab) @ x) / (1 - lab).sum(dim=1, keepdim=True).clamp_min(1)
+        dirs = mp - mn  # [n, d]
+        per_layer.append(_batched_auroc(ev_pos[layer].double() @ dirs.T, ev_neg[layer].double() @ dirs.T))
+    stacked = torch.stack(per_layer)  # [L, n]
+    return (stacked.max(dim=0).values if max_over_layers else stacked[0]).numpy()
+
+
+def random_direction_null(ext_pos: Mapping[int, torch.Tensor], ext_neg: Mapping[int, torch.Tensor],
+                          ev_pos: Mapping[int, torch.Tensor], ev_neg: Mapping[int, torch.Tensor],
+                          norms: Mapping[int, float], layers: Sequence[int], *, n: int = 200, seed: int = 0,
+                          shrinkage: float = 0.1, max_over_layers: bool = True) -> np.ndarray:
+    """Held-out AUROC of norm-matched N(0, Sigma_hat) directions, oriented by the extraction data: [n]."""
+    per_layer = []
+    for layer in layers:
+        acts = torch.cat([ext_pos[layer], ext_neg[layer]])
+        dirs = covariance_null_directions(acts, n, norm=float(norms[layer]) or 1.0, seed=seed + 7919 * layer,
+                                          shrinkage=shrinkage).double()
+        sign = torch.sign((ext_pos[layer].double().mean(0) - ext_neg[layer].double().mean(0)) @ dirs.T)
+        dirs = dirs * torch.where(sign == 0, torch.ones_like(sign), sign)[:, None]
+        per_layer.append(_batched_auroc(ev_pos[layer].double() @ dirs.T, ev_neg[layer].double() @ dirs.T))
+    stacked = torch.stack(per_layer)
+    return (stacked.max(dim=0).values if max_over_layers else stacked[0]).numpy()
+
+
+def split_half_stability(pos: Mapping[int, torch.Tensor], neg: Mapping[int, torch.Tensor], layers: Sequence[int],
+                         *, aggregator: str = "mean_diff", seed: int = 0) -> dict[int, float]:
+    """Cosine between directions fitted on two random halves of the extraction samples (pairs kept together)."""
+    n_pos = next(iter(pos.values())).shape[0]
+    n_neg = next(iter(neg.values())).shape[0]
+    if min(n_pos, n_neg) < 4:
+        return {}
+    gen = torch.Generator().manual_seed(seed)
+    pp = torch.randperm(n_pos, generator=gen)
+    pn = pp if n_pos == n_neg else torch.randperm(n_neg, generator=gen)
+    out = {}
+    for layer in layers:
+        a = aggregate(pos[layer][pp[: n_pos // 2]], neg[layer][pn[: n_neg // 2]], aggregator)
+        b = aggregate(pos[layer][pp[n_pos // 2 :]], neg[layer][pn[n_neg // 2 :]], aggregator)
+        out[layer] = float(torch.nn.functional.cosine_similarity(a, b, dim=0))
+    return out
+
+
+def cross_trait_cosines(sets: Mapping[str, PersonaVectorSet | torch.Tensor], layer: int | None = None,
+                        *, warn_above: float = COS_WARN) -> tuple[list[str], np.ndarray, list[str]]:
+    """Cosine matrix between traits (at ``layer``, default each set's selected layer) and warnings above |cos|."""
+    names = list(sets)
+    vecs = []
+    for name in names:
+        s = sets[name]
+        v = s if isinstance(s, torch.Tensor) else s.vector(layer)
+        vecs.append(v.double() / v.double().norm().clamp_min(1e-12))
+    if len({int(v.shape[0]) for v in vecs}) > 1:
+        raise ConfigError(bad_value("sets", names, "vectors of one model (same d_model)"))
+    m = torch.stack(vecs) @ torch.stack(vecs).T if vecs else torch.zeros(0, 0)
+    warnings = []
+    for i in range(len(names)):
+        for j in range(i + 1, len(names)):
+            if abs(float(m[i, j])) > warn_above:
+                msg = (f"traits {names[i]!r} and {names[j]!r} are entangled: |cos| = {abs(float(m[i, j])):.2f} > "
+                       f"{warn_above}; a shift along one also moves the other")
+                log.warning(msg)
+                warnings.append(msg)
+    return names, m.numpy(), warnings
+
+
+# ---------------------------------------------------------------------- steering dose-response
+def steering_dose_response(loaded: Any, trait: Trait, layer: int, vector: torch.Tensor, *,
+                           alphas: Sequence[float] = DEFAULT_ALPHAS, batch_size: int = 8,
+                           max_items: int | None = None) -> dict[str, Any]:
+    """Mean P(matching answer) and A/B mass on held-out items for each alpha (units: median residual norm)."""
+    from difflib_models.persona.steering import steer
+
+    items = trait.split_ab("evaluation")[: max_items or None]
+    if not items:
+        raise ConfigError(bad_value("trait", trait.id, "a trait with held-out ab_items", "Steering needs A/B items."))
+    tok, model = loaded.tokenizer, loaded.model
+    ctxs = [chat.answer_token_ids(tok, it.question, it.matching, it.not_matching) for it in items]
+    batches = []
+    for start in range(0, len(ctxs), batch_size):
+        part = ctxs[start : start + batch_size]
+        ids, mask = chat.pad_batch([c[0].ids for c in part], pad_token_id=chat.pad_id(tok), padding_side="right")
+        batches.append((ids, mask, torch.tensor([c[1] for c in part]), torch.tensor([c[2] for c in part])))
+    ref = _median_norm(model, batches, layer)
+    p_match, mass = [], []
+    was = model.training
+    model.eval()
+    try:
+        for alpha in alphas:
+            pm_all, ms_all = [], []
+            for ids, mask, a_ids, b_ids in batches:
+                with torch.no_grad(), steer(model, layer, vector, alpha=float(alpha), positions="all",
+                                            reference_norm=ref):
+                    logits = model(input_ids=ids, attention_mask=mask, position_ids=chat.position_ids(mask),
+                                   use_cache=False).logits
+                last = logits[torch.arange(ids.shape[0]), chat.last_token_index(mask)].float().softmax(-1)
+                pa, pb = last[torch.arange(ids.shape[0]), a_ids], last[torch.arange(ids.shape[0]), b_ids]
+                pm_all.append(pa / (pa + pb).clamp_min(1e-12))
+                ms_all.append(pa + pb)
+            p_match.append(float(torch.cat(pm_all).mean()))
+            mass.append(float(torch.cat(ms_all).mean()))
+    finally:
+        model.train(was)
+    return _dose_summary(list(map(float, alphas)), p_match, mass, ref, len(items))
+
+
+def _median_norm(model: Any, batches: list[tuple[torch.Tensor, ...]], layer: int) -> float:
+    """Median residual norm at ``blocks.layer`` over the real (non-BOS) tokens of the held-out contexts."""
+    from difflib_models.persona.steering import median_residual_norm
+
+    return float(np.median([median_residual_norm(model, ids, mask, layer) for ids, mask, _, _ in batches]))
+
+
+def _dose_summary(alphas: list[float], p: list[float], mass: list[float], ref: float, n: int,
+                  *, coherence_min: float = 0.5, tol: float = 0.005) -> dict[str, Any]:
+    zero = alphas.index(0.0) if 0.0 in alphas else None
+    base_mass = mass[zero] if zero is not None else max(mass)
+    coherent = [m >= coherence_min * base_mass for m in mass]
+    idx = [i for i in range(len(alphas)) if coherent[i]]
+    ps = [p[i] for i in idx]
+    monotone = len(ps) >= 3 and all(b >= a - tol for a, b in zip(ps, ps[1:], strict=False)) and ps[-1] > ps[0]
+    from scipy.stats import spearmanr
+
+    rho = float(spearmanr([alphas[i] for i in idx], ps).statistic) if len(ps) >= 3 else float("nan")
+    effect = ps[-1] - ps[0] if ps else 0.0
+    return {"alphas": alphas, "p_matching": p, "ab_mass": mass, "coherent": coherent, "reference_norm": ref,
+            "n_items": n, "monotone": bool(monotone), "spearman": rho if math.isfinite(rho) else None,
+            "effect": effect, "alpha_unit": "median residual norm at the layer (last prompt token)"}
+
+
+# ---------------------------------------------------------------------- the whole check
+def validate_vectors(
+    loaded: Any, extractor: PersonaExtractor, trait: Trait | str | None = None, *,
+    n_null: int = 200, n_boot: int = 1000, shortlist: int = 3, steer: bool = True,
+    alphas: Sequence[float] = DEFAULT_ALPHAS, seed: int = 0, max_steer_items: int | None = None,
+    eval_features: tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]] | None = None,
+) -> ValidationResult:
+    """Validate a fitted extractor on the trait's held-out split and choose the layer (see module docstring)."""
+    extractor._check_fitted()
+    if n_null < 10:
+        raise ConfigError(bad_value("n_null", n_null, ">= 10", "Null percentiles need draws; 200 is the default."))
+    if shortlist < 1:
+        raise ConfigError(bad_value("shortlist", shortlist, ">= 1"))
+    if len(alphas) < 3 or sorted(alphas) != list(alphas):
+        raise ConfigError(bad_value("alphas", list(alphas), "at least 3 increasing values, e.g. -1, 0, 1"))
+    trait = load_trait(trait) if trait is not None else extractor.trait_
+    if trait.id != extractor.trait_.id:
+        raise ConfigError(bad_value("trait", trait.id, [extractor.trait_.id], "Validate with the fitted trait."))
+    layers = extractor.layers_
+    ev_pos, ev_neg = eval_features or extractor.features(loaded, trait, "evaluation")
+    per_layer = separation(extractor.vectors_, ev_pos, ev_neg, n_boot=n_boot, seed=seed)
+    best = max(layers, key=lambda k: (per_layer[k]["auroc"], per_layer[k]["cohens_d"]))
+    obs = per_layer[best]["auroc"]
+    perm = permutation_null(extractor.pos_features_, extractor.neg_features_, ev_pos, ev_neg, layers, n=n_null,
+                            seed=seed, paired=extractor.mode != "generate_judge")
+    rand = random_direction_null(extractor.pos_features_, extractor.neg_features_, ev_pos, ev_neg,
+                                 extractor.norms_, layers, n=n_null, seed=seed)
+    nulls = {}
+    for name, draws in (("label_permutation", perm), ("random_direction", rand)):
+        q95 = float(np.quantile(draws, 0.95))
+        nulls[name] = {"n": int(draws.size), "max_over_layers": len(layers) > 1, "q95": q95,
+                       "p_value": empirical_p(obs, draws), "beats_null_95": bool(obs > q95), "observed": obs,
+                       "draws": [round(float(x), 4) for x in draws]}
+    stability = split_half_stability(extractor.pos_features_, extractor.neg_features_, layers,
+                                     aggregator=extractor.aggregator, seed=seed)
+    ranked = sorted(layers, key=lambda k: -per_layer[k]["auroc"])[:max(1, shortlist)]
+    steering: dict[int, dict[str, Any]] = {}
+    warnings: list[str] = []
+    selected, reason = best, f"highest held-out AUROC ({obs:.3f}); no steering check"
+    if steer and trait.has_ab:
+        for layer in ranked:
+            steering[layer] = steering_dose_response(loaded, trait, layer, extractor.vectors_[layer], alphas=alphas,
+                                                     max_items=max_steer_items)
+        good = [k for k in ranked if steering[k]["monotone"]]
+        if good:
+            selected = max(good, key=lambda k: steering[k]["effect"])
+            reason = (f"shortlist {ranked} by held-out AUROC; layer {selected} has the largest monotone steering "
+                      f"effect (dP(matching) = {steering[selected]['effect']:+.3f} over alpha "
+                      f"{alphas[0]:+g}..{alphas[-1]:+g}) with AUROC {per_layer[selected]['auroc']:.3f}")
+        else:
+            reason = (f"shortlist {ranked} by held-out AUROC; no shortlisted layer steered monotonically, kept the "
+                      f"best-AUROC layer {best} ({obs:.3f})")
+            warnings.append("steering did not confirm any shortlisted layer (no monotone dose-response)")
+    elif steer:
+        reason = f"highest held-out AUROC ({obs:.3f}); the trait has no A/B items for a steering check"
+    beats = all(n["beats_null_95"] for n in nulls.values())
+    steered = selected in steering and steering[selected]["monotone"]
+    verdict = "real" if beats and (steered or not steering) else "too_weak"
+    if not beats:
+        warnings.append("held-out AUROC does not beat the 95th percentile of every null: the signal is too weak "
+                        "for a verdict on this model")
+    return ValidationResult(trait=trait.id, mode=extractor.mode, layers=list(layers), per_layer=per_layer,
+                            best_auroc_layer=best, selected_layer=selected, selection_reason=reason, nulls=nulls,
+                            split_half=stability, steering=steering, n_eval_pos=int(ev_pos[layers[0]].shape[0]),
+                            n_eval_neg=int(ev_neg[layers[0]].shape[0]), warnings=warnings, verdict=verdict)
+
+
+def extract_and_validate(loaded: Any, trait: Trait | str, *, mode: str = "ab", aggregator: str = "mean_diff",
+                         layers: str | Sequence[int] = "all", batch_size: int = 8,
+                         **validate_kwargs: Any) -> tuple[PersonaVectorSet, ValidationResult]:
+    """Fit, validate on the held-out split, select the layer; the vector set records the selection and summary."""
+    extractor = PersonaExtractor(mode=mode, aggregator=aggregator, layers=layers, batch_size=batch_size)
+    extractor.fit(loaded, trait)
+    result = validate_vectors(loaded, extractor, **validate_kwargs)
+    vs = extractor.to_vector_set(selected_layer=result.selected_layer, selection_reason=result.selection_reason,
+                                 validation=result.summary())
+    return vs, result

@@ -1,0 +1,170 @@
+"""Validation statistics, nulls, split-half, cross-trait cosines and steering dose-response."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from difflib_models.errors import ConfigError
+from difflib_models.persona import validation as V
+
+
+def test_auroc_matches_sklearn_and_handles_ties():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    pos, neg = rng.normal(1, 1, 30).round(1), rng.normal(0, 1, 25).round(1)  # rounding makes ties
+    ref = roc_auc_score(np.r_[np.ones(30), np.zeros(25)], np.r_[pos, neg])
+    assert V.auroc(pos, neg) == pytest.approx(ref, abs=1e-12)
+    assert V.auroc([1, 2, 3], [0, 0.5]) == 1.0 and V.auroc([0.0], [1.0]) == 0.0
+    assert V.auroc([1.0, 1.0], [1.0]) == 0.5
+    lo, hi = V.bootstrap_auroc_ci(pos, neg, n_boot=500)
+    assert lo < ref < hi and hi - lo < 0.4
+    with pytest.raises(ConfigError):
+        V.auroc([], [1.0])
+
+
+def test_cohens_d_and_empirical_p():
+    assert V.cohens_d([1, 2, 3], [0, 1, 2]) == pytest.approx(1.0)
+    assert V.empirical_p(0.9, [0.5] * 99) == pytest.approx(0.01)
+    assert V.empirical_p(0.4, [0.5] * 99) == pytest.approx(1.0)
+
+
+def _features(signal_axis: int, scale: float, n: int = 40, d: int = 24, layers: int = 3, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    sd = torch.ones(d)
+    sd[0] = 8.0  # one dominant high-variance axis, like real residual streams
+    out = []
+    for _ in range(4):  # ext_pos, ext_neg, ev_pos, ev_neg
+        out.append({L: torch.randn(n, d, generator=g) * sd for L in range(layers)})
+    for L in range(layers):
+        for k in (0, 2):
+            out[k][L][:, signal_axis] += scale
+    return out
+
+
+def test_nulls_separate_real_signal_from_none():
+    ep, en, vp, vn = _features(signal_axis=5, scale=2.5)
+    layers = [0, 1, 2]
+    vecs = {L: ep[L].mean(0) - en[L].mean(0) for L in layers}
+    obs = max(V.auroc((vp[L] @ vecs[L]).numpy(), (vn[L] @ vecs[L]).numpy()) for L in layers)
+    perm = V.permutation_null(ep, en, vp, vn, layers, n=100, seed=1)
+    rand = V.random_direction_null(ep, en, vp, vn, {L: float(v.norm()) for L, v in vecs.items()}, layers, n=100)
+    assert obs > 0.85 and np.quantile(perm, 0.95) < obs and np.quantile(rand, 0.95) < obs
+    # max over layers makes the null stricter than a single layer
+    single = V.permutation_null(ep, en, vp, vn, layers, n=100, seed=1, max_over_layers=False)
+    assert perm.mean() > single.mean()
+    # no signal: the observed max-over-layers AUROC sits inside the nulls
+    ep0, en0, vp0, vn0 = _features(signal_axis=5, scale=0.0, seed=3)
+    v0 = {L: ep0[L].mean(0) - en0[L].mean(0) for L in layers}
+    obs0 = max(V.auroc((vp0[L] @ v0[L]).numpy(), (vn0[L] @ v0[L]).numpy()) for L in layers)
+    perm0 = V.permutation_null(ep0, en0, vp0, vn0, layers, n=200, seed=1)
+    assert V.empirical_p(obs0, perm0) > 0.05
+
+
+def test_random_direction_null_is_covariance_realistic():
+    # a "trait" that is just the dominant variance axis: covariance-realistic random directions match it
+    ep, en, vp, vn = _features(signal_axis=0, scale=16.0, d=64)
+    layers = [0]
+    norms = {0: 1.0}
+    real = V.random_direction_null(ep, en, vp, vn, norms, layers, n=200, shrinkage=0.1)
+    iso = V.random_direction_null(ep, en, vp, vn, norms, layers, n=200, shrinkage=1.0)
+    assert np.median(real) > np.median(iso) + 0.1  # an isotropic null would flatter this "trait"
+
+
+def test_split_half_and_cross_trait_cosines():
+    ep, en, _, _ = _features(signal_axis=5, scale=3.0, n=80)
+    stab = V.split_half_stability(ep, en, [0, 1])
+    assert stab[0] > 0.8
+    ep0, en0, _, _ = _features(signal_axis=5, scale=0.0, n=80)
+    assert V.split_half_stability(ep0, en0, [0])[0] < 0.6
+    a = torch.zeros(8)
+    a[0] = 1
+    b = torch.zeros(8)
+    b[0], b[1] = 0.6, 0.8  # cos(a, b) = 0.6 > 0.5
+    c = torch.zeros(8)
+    c[2] = 1.0
+    names, m, warns = V.cross_trait_cosines({"x": a, "y": b, "z": c})
+    assert names == ["x", "y", "z"] and m[0, 1] == pytest.approx(0.6) and m[0, 2] == pytest.approx(0.0)
+    assert len(warns) == 1 and "'x' and 'y'" in warns[0]
+
+
+def test_dose_summary_monotonicity_and_coherence():
+    alphas = [-2.0, -1.0, 0.0, 1.0, 2.0]
+    s = V._dose_summary(alphas, [0.2, 0.3, 0.5, 0.6, 0.7], [0.9, 0.9, 0.9, 0.8, 0.8], 10.0, 20)
+    assert s["monotone"] and s["effect"] == pytest.approx(0.5) and s["spearman"] == pytest.approx(1.0)
+    # an incoherent extreme (mass collapsed) is left out of the trend
+    s = V._dose_summary(alphas, [0.2, 0.3, 0.5, 0.6, 0.1], [0.9, 0.9, 0.9, 0.8, 0.05], 10.0, 20)
+    assert s["coherent"] == [True, True, True, True, False] and s["monotone"]
+    assert s["effect"] == pytest.approx(0.4)
+    s = V._dose_summary(alphas, [0.5, 0.3, 0.5, 0.2, 0.6], [0.9] * 5, 10.0, 20)
+    assert not s["monotone"]
+
+
+def test_steering_dose_response_on_tiny_model(tinystories_656k):
+    """Steering at the last block along W[a] - W[b] of the unembedding raises P(a) monotonically."""
+    from transformers import AutoTokenizer
+
+    from difflib_models.models.loading import from_pretrained_objects
+    from difflib_models.persona import chat
+    from difflib_models.persona.traits import Trait
+    from tests.helpers.tiny_models import make_tiny
+
+    tok = AutoTokenizer.from_pretrained(tinystories_656k)
+    model = make_tiny("llama", vocab_size=len(tok), max_position_embeddings=256)
+    loaded = from_pretrained_objects(model, tok, name="tiny")
+    items = [{"question": f"Q{i}\n (A) x\n (B) y", "answer_matching_behavior": "(A)",
+              "answer_not_matching_behavior": "(B)"} for i in range(4)]
+    trait = Trait.from_dict({"schema_version": 1, "id": "t", "instructions": [],
+                             "questions": {"extraction": ["a?", "b?"], "evaluation": ["c?", "d?"]},
+                             "ab_items": {"extraction": items[:2], "evaluation": items[2:]}})
+    _, a_id, b_id = chat.answer_token_ids(tok, items[2]["question"], "(A)", "(B)")
+    w = model.lm_head.weight.detach()
+    v = w[a_id] - w[b_id]
+    up = V.steering_dose_response(loaded, trait, 2, v, alphas=(-1.0, -0.5, 0.0, 0.5, 1.0))
+    assert up["monotone"] and up["effect"] > 0.2 and up["p_matching"][0] < 0.5 < up["p_matching"][-1]
+    assert up["reference_norm"] > 0 and up["n_items"] == 2
+    down = V.steering_dose_response(loaded, trait, 2, -v, alphas=(-1.0, 0.0, 1.0))
+    assert not down["monotone"] and down["p_matching"][0] > down["p_matching"][-1]
+    # alpha = 0 is the unsteered model: the mean over the held-out items of p_a / (p_a + p_b)
+    p0 = []
+    for it in items[2:]:
+        ctx, _, _ = chat.answer_token_ids(tok, it["question"], "(A)", "(B)")
+        with torch.no_grad():
+            probs = model(torch.tensor([ctx.ids])).logits[0, -1].softmax(-1)
+        p0.append(float(probs[a_id] / (probs[a_id] + probs[b_id])))
+    assert up["p_matching"][2] == pytest.approx(sum(p0) / 2, abs=1e-4)
+
+
+def test_validate_vectors_end_to_end_on_tiny_model(tinystories_656k, tmp_path):
+    from transformers import AutoTokenizer
+
+    from difflib_models.models.loading import from_pretrained_objects
+    from difflib_models.persona.extraction import PersonaExtractor
+    from difflib_models.persona.vectors import PersonaVectorSet
+    from tests.helpers.tiny_models import make_tiny
+    from tests.persona.test_extraction import CHATML, TRAIT
+
+    tok = AutoTokenizer.from_pretrained(tinystories_656k)
+    tok.chat_template = CHATML
+    loaded = from_pretrained_objects(make_tiny("llama", vocab_size=len(tok), max_position_embeddings=256), tok)
+    from difflib_models.persona.traits import Trait
+
+    ex = PersonaExtractor(mode="ab", show_progress=False).fit(loaded, Trait.from_dict(TRAIT))
+    res = V.validate_vectors(loaded, ex, n_null=20, n_boot=50, shortlist=2, alphas=(-1.0, 0.0, 1.0))
+    d = res.to_dict()
+    assert set(d["per_layer"]) == {"0", "1", "2"} and len(d["steering"]) == 2
+    assert d["best_auroc_layer"] == max(res.per_layer, key=lambda k: res.per_layer[k]["auroc"])
+    assert d["selected_layer"] in (0, 1, 2) and "shortlist" in d["selection_reason"]
+    assert len(d["nulls"]["label_permutation"]["draws"]) == 20 and d["nulls"]["random_direction"]["max_over_layers"]
+    assert d["verdict"] in ("real", "too_weak") and d["n_eval_pos"] == 4
+    vs = ex.to_vector_set(selected_layer=res.selected_layer, selection_reason=res.selection_reason,
+                          validation=res.summary())
+    vs.save(tmp_path / "v")
+    back = PersonaVectorSet.load(tmp_path / "v", expect_model=loaded)
+    assert back.validation["selected_layer"] == res.selected_layer and "draws" not in str(back.validation)
+    with pytest.raises(ConfigError, match="n_null"):
+        V.validate_vectors(loaded, ex, n_null=2)
+    with pytest.raises(ConfigError, match="alphas"):
+        V.validate_vectors(loaded, ex, alphas=(1.0, 0.0, -1.0))
