@@ -103,13 +103,20 @@ def test_resume_gives_same_snapshots_as_uninterrupted(tmp_path: Path, tinystorie
 
         module = TinyLM(tokenizer_dir=str(tinystories_656k), n_samples=12)  # 6 steps per epoch
         cb = ActivationSnapshotCls(prompts=PROMPTS, layers=[1], every_n_steps=4, out_dir=str(root / "snaps"))
+        mon = PersonaMonitor(vectors=vf, every_n_steps=4, out_dir=str(root / "mon"))
         mc = ModelCheckpoint(dirpath=root / "ckpt", every_n_train_steps=6, save_top_k=-1)
-        trainer = _trainer(root, [cb, mc, Crash()], max_steps=12, max_epochs=None, enable_checkpointing=True)
+        trainer = _trainer(root, [cb, mon, mc, Crash()], max_steps=12, max_epochs=None, enable_checkpointing=True)
         trainer.fit(module, ckpt_path=ckpt)
+        monitors.append(mon)
         return cb
 
     from difflib_models.callbacks import ActivationSnapshot as ActivationSnapshotCls
+    from difflib_models.callbacks import PersonaMonitor
+    from tests.callbacks.test_persona_monitor import _vector_file
 
+    monitors: list = []
+    vf = _vector_file(tmp_path / "syc", TinyLM(tokenizer_dir=str(tinystories_656k)),
+                      torch.randn(32, generator=torch.Generator().manual_seed(5)))
     full = run(tmp_path / "full", None)
     with pytest.raises(RuntimeError, match="simulated crash"):
         run(tmp_path / "crashed", 9)
@@ -120,6 +127,11 @@ def test_resume_gives_same_snapshots_as_uninterrupted(tmp_path: Path, tinystorie
     assert full.done_steps == resumed.done_steps == [0, 4, 8, 12]
     index = json.loads((tmp_path / "crashed" / "snaps" / "index.json").read_text())
     assert [e["step"] for e in index["snapshots"]] == [0, 4, 8, 12]
+    # the monitor resumed with the step-0 baseline from disk and reproduces the uninterrupted series
+    assert [r["step"] for r in monitors[-1].series] == [4, 8, 12] and monitors[-1].baseline_step == 0
+    for a, b in zip(monitors[0].series, monitors[-1].series, strict=True):
+        for key, value in a["traits"]["sycophancy"].items():
+            assert b["traits"]["sycophancy"][key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
     # step 8 was retaken after the resume and equals the uninterrupted run's (same data order, same weights)
     for step in (0, 4, 8, 12):
         a = _acts(tmp_path / "full" / "snaps" / f"step-{step:08d}")
