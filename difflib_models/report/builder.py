@@ -364,9 +364,13 @@ def load_report(path: str | Path, *, validate: bool = True) -> dict[str, Any]:
 def rerender(
     src: str | Path, out_dir: str | Path | None = None, *, renderings: Iterable[str] = RENDERINGS
 ) -> dict[str, Path]:
-    """Re-render HTML/Markdown/JUnit from an existing report.json (nothing is recomputed)."""
+    """Re-render HTML/Markdown/JUnit from an existing report.json (nothing is recomputed). A directory holding only
+    a ``diff.json`` (the output of ``difflib-models diff``) gets a report.json built from it first."""
     src = Path(src)
-    report = load_report(src)
+    if src.is_dir() and not (src / FILENAMES["json"]).is_file() and (src / "diff.json").is_file():
+        report = merge_diff(new_report("diff"), src / "diff.json")  # a `difflib-models diff` output folder
+    else:
+        report = load_report(src)
     if out_dir is None:
         out_dir = src if src.is_dir() else src.parent
     return write_report(report, out_dir, renderings=renderings)

@@ -157,3 +157,11 @@ def test_merge_pipeline_diff_json(tmp_path) -> None:
     skipped["crosscoder"] = {"status": "skipped", "reason": "disabled"}
     report = merge_diff(new_report("diff"), skipped)
     assert report["crosscoder"] is None and "crosscoder skipped: disabled" in report["notes"]
+
+
+def test_rerender_builds_report_from_diff_folder(tmp_path) -> None:
+    (tmp_path / "diff.json").write_text(json.dumps(_pipeline_diff()))
+    paths = rerender(tmp_path)
+    report = load_report(paths["json"])
+    assert report["kind"] == "diff" and report["crosscoder"]["top_latents"][0]["latent"] == 7
+    assert (tmp_path / "report.html").is_file() and (tmp_path / "junit.xml").is_file()
