@@ -41,6 +41,11 @@ _LAZY: dict[str, str] = {
     "write_report": "difflib_models.report.builder",
     "load_report": "difflib_models.report.builder",
     "validate_report": "difflib_models.report.schema",
+    "load_trait": "difflib_models.persona.traits",
+    "PersonaExtractor": "difflib_models.persona.extraction",
+    "PersonaVectorSet": "difflib_models.persona.vectors",
+    "validate_vectors": "difflib_models.persona.validation",
+    "compute_shift": "difflib_models.persona.shift",
 }
 
 __all__ = ["__version__", "ConfigError", "DifflibError", *_LAZY]
