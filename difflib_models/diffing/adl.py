@@ -65,19 +65,34 @@ def first_k_mask(prompt_id: torch.Tensor, pos_index: torch.Tensor, k: int) -> to
     return pos_index < first[prompt_id] + k
 
 
-def adl_vector_from_store(store: Any, layer: int, k: int = 5) -> tuple[torch.Tensor, int, float]:
-    """Mean ``ft - base`` over the first ``k`` tokens of each prompt in a paired store.
-
-    Returns ``(vector [d], n_tokens, base_rms)``."""
-    from difflib_models.diffing.harvest import paired_acts
-
+def adl_vector_from_store(
+    store: Any, layer: int, k: int = 5, *, batch_size: int = 8192
+) -> tuple[torch.Tensor, int, float]:
+    """Mean ``ft - base`` over the first ``k`` tokens of each prompt in a paired store (streamed: only the
+    index table is held in memory). Returns ``(vector [d], n_tokens, base_rms)``."""
     _check_k(k)
-    base, ft, idx = paired_acts(store, layer)
-    keep = first_k_mask(idx["prompt_id"], idx["pos_index"], k)
-    if not bool(keep.any()):
+    if list(store.sides) != ["base", "finetuned"]:
+        raise ConfigError(bad_value("store.sides", store.sides, [["base", "finetuned"]], "use a paired store"))
+    table = store.token_table()
+    pid, pos = table["prompt_id"].long(), table["pos_index"].long()
+    if pid.numel() == 0:
+        raise DifflibError(f"store {getattr(store, 'path', '?')} holds no tokens")
+    first = torch.full((int(pid.max()) + 1,), torch.iinfo(torch.long).max, dtype=torch.long)
+    first = first.scatter_reduce(0, pid, pos, reduce="amin")
+    total = torch.zeros(store.d_model, dtype=torch.float64)
+    sq, n = 0.0, 0
+    for batch in store.iter_batches(batch_size, layers=[layer]):
+        keep = batch["pos_index"].long() < first[batch["prompt_id"].long()] + k
+        if not bool(keep.any()):
+            continue
+        b = batch["acts"][keep, 0, 0].double()
+        f = batch["acts"][keep, 1, 0].double()
+        total += (f - b).sum(0)
+        sq += float(b.pow(2).sum())
+        n += int(keep.sum())
+    if n == 0:
         raise DifflibError(f"no tokens among the first {k} positions in store {getattr(store, 'path', '?')}")
-    b, f = base[keep].double(), ft[keep].double()
-    return (f - b).mean(0).float(), int(keep.sum()), float(b.pow(2).sum(-1).mean().sqrt())
+    return (total / n).float(), n, (sq / n) ** 0.5
 
 
 @torch.no_grad()
