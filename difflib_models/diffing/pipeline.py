@@ -13,7 +13,7 @@ import importlib.util
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -200,7 +200,8 @@ def run_diff(pair: ModelPair, config: DiffConfig) -> dict[str, Any]:
     else:
         cc_key = _key(base_key, config.dict_size, config.k, config.steps, config.cc_batch_size,
                       config.activation, config.seed, config.top_latents, config.n_examples)
-        cc_info = stages.run("crosscoder", cc_key, lambda: _crosscoder_stage(pair, config, store_dir, layers))
+        cc_info = stages.run("crosscoder", cc_key,
+                             lambda: _crosscoder_stage(pair, config, store_dir, f"crosscoder/{cc_key[:12]}"))
 
     result = {
         "format": DIFF_FORMAT,
@@ -225,9 +226,10 @@ def run_diff(pair: ModelPair, config: DiffConfig) -> dict[str, Any]:
     return result
 
 
-def _crosscoder_stage(pair: ModelPair, config: DiffConfig, store_dir: Path, layers: Sequence[int]) -> dict:
-    """Train a crosscoder on the paired store, analyse it, run Latent Scaling on the fine-tune-only latents and
-    collect max-activating contexts of the top ones."""
+def _crosscoder_stage(pair: ModelPair, config: DiffConfig, store_dir: Path, rel_dir: str) -> dict:
+    """Train a crosscoder on the paired store (into ``out/rel_dir``: one directory per settings key, so a
+    checkpoint of other settings is never resumed), analyse it, run Latent Scaling on the fine-tune-only latents
+    and collect max-activating contexts of the top ones."""
     import torch
 
     from difflib_models.crosscoder.analysis import analyze_crosscoder
@@ -253,7 +255,7 @@ def _crosscoder_stage(pair: ModelPair, config: DiffConfig, store_dir: Path, laye
         seed=config.seed,
         source_names=source.source_names,
     )
-    cc = train_crosscoder(source, cfg, config.out / "crosscoder", max_steps=config.steps)
+    cc = train_crosscoder(source, cfg, config.out / rel_dir, max_steps=config.steps)
     analysis = analyze_crosscoder(cc, source)
     latents = analysis.pop("latents")
     ft_only = [row for row in latents if row["class"] == "ft_only"]
@@ -296,7 +298,7 @@ def _crosscoder_stage(pair: ModelPair, config: DiffConfig, store_dir: Path, laye
         return out
     return {
         "status": "trained",
-        "dir": "crosscoder",
+        "dir": rel_dir,
         "config": cfg.to_dict(),
         "metrics": analysis.get("metrics", {}),
         "class_counts": analysis["class_counts"],

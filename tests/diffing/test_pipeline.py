@@ -56,7 +56,7 @@ def test_pipeline_with_crosscoder(tmp_path) -> None:
     assert cc["status"] == "trained"
     assert sum(cc["class_counts"].values()) == 64
     assert 0.0 < cc["metrics"]["fve"] <= 1.0
-    assert (tmp_path / "d" / "crosscoder" / "crosscoder").is_dir()
+    assert (tmp_path / "d" / cc["dir"] / "crosscoder").is_dir() and cc["dir"].startswith("crosscoder/")
     assert cc["top_ft_only_latents"] or cc["top_ft_leaning_latents"]
     for row in cc["top_ft_leaning_latents"]:
         assert row["class"] != "dead" and row["examples"]
