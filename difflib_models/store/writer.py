@@ -14,8 +14,10 @@ configuration resumes (``done_prompt_ids()``), a different configuration is a :c
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import queue
+import struct
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -31,7 +33,7 @@ from difflib_models.errors import (
     StoreError,
     bad_value,
 )
-from difflib_models.io import atomic_write_bytes
+from difflib_models.io import atomic_write
 from difflib_models.store.manifest import (
     MANIFEST_NAME,
     SHARD_DIR,
@@ -75,7 +77,7 @@ class ActivationStoreWriter:
         dtype: str = "float32",
         extra: Mapping[str, Any] | None = None,
         queue_size: int = 2,
-        max_shard_bytes: int = 512 * 2**20,
+        max_shard_bytes: int = 64 * 2**20,
     ) -> None:
         if not isinstance(shard_tokens, int) or shard_tokens <= 0:
             raise ConfigError(bad_value("shard_tokens", shard_tokens, "a positive integer", "e.g. 65536"))
@@ -321,8 +323,6 @@ class ActivationStoreWriter:
                 self._error = exc
 
     def _write_shard(self, index: int, pending: list[dict[str, Any]], final: bool) -> None:
-        from safetensors.torch import save
-
         m = self._manifest
         tensors: dict[str, torch.Tensor] = {
             key: torch.cat([e[key] for e in pending]).contiguous()
@@ -340,12 +340,11 @@ class ActivationStoreWriter:
                 sums[(side, layer)] = sum(e["sum_sq"][(side, layer)] for e in pending)
         n_tokens = int(tensors["prompt_id"].numel())
         prompts = [p for e in pending for p in e["prompts"]]
-        data = save(tensors, metadata={"format": "difflib_models.store", "n_tokens": str(n_tokens)})
-        digest = hashlib.sha256(data).hexdigest()
         rel = f"{SHARD_DIR}/{shard_name(index)}"
-        atomic_write_bytes(self.path / rel, data)
+        metadata = {"format": "difflib_models.store", "n_tokens": str(n_tokens)}
+        digest, n_bytes = write_safetensors(self.path / rel, tensors, metadata)
         with self._lock:
-            m.shards.append(ShardInfo(rel, n_tokens, prompts, digest, len(data)))
+            m.shards.append(ShardInfo(rel, n_tokens, prompts, digest, n_bytes))
             for (side, layer), s in sums.items():
                 stats = m.norm[side][str(layer)]
                 stats.sum_sq += s
@@ -381,6 +380,52 @@ class ActivationStoreWriter:
                 len(self._manifest.shards),
                 self._manifest.n_tokens,
             )
+
+
+_ST_DTYPES = {
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.int64: "I64",
+    torch.int32: "I32",
+}
+
+
+def write_safetensors(
+    path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]
+) -> tuple[str, int]:
+    """Write ``tensors`` as a safetensors file atomically, hashing while writing; returns (sha256, size).
+
+    The layout is the documented safetensors one (u64 little-endian header length, JSON header with dtype, shape
+    and data offsets, padded to 8 bytes, then the raw little-endian tensor bytes in order). Writing the tensors'
+    memory directly avoids building the whole file in a bytes object first (one copy and one pass fewer than
+    ``safetensors.torch.save`` + hashing)."""
+    header: dict[str, Any] = {"__metadata__": metadata}
+    views = []
+    offset = 0
+    for name, tensor in tensors.items():
+        flat = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
+        header[name] = {
+            "dtype": _ST_DTYPES[tensor.dtype],
+            "shape": list(tensor.shape),
+            "data_offsets": [offset, offset + flat.nbytes],
+        }
+        offset += flat.nbytes
+        views.append(memoryview(flat))
+    head = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    head += b" " * (-len(head) % 8)
+    prefix = struct.pack("<Q", len(head)) + head
+    digest = hashlib.sha256(prefix)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            fh.write(prefix)
+            for view in views:
+                digest.update(view)
+                fh.write(view)
+
+    atomic_write(path, write)
+    return digest.hexdigest(), len(prefix) + offset
 
 
 def _sum_sq(x: torch.Tensor, side: str, layer: int, prompt_id: torch.Tensor, pos: torch.Tensor) -> float:

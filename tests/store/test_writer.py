@@ -193,10 +193,10 @@ def test_paired_batches_with_different_token_counts_are_refused(tmp_path: Path) 
 def test_background_write_error_reaches_the_caller(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import difflib_models.store.writer as writer_mod
 
-    def boom(path: object, data: bytes) -> None:
+    def boom(path: object, write: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(writer_mod, "atomic_write_bytes", boom)
+    monkeypatch.setattr(writer_mod, "atomic_write", boom)
     w = ActivationStoreWriter(tmp_path / "s", shard_tokens=1, **writer_kwargs(LAYERS, D))
     with pytest.raises(StoreError, match="disk full"):
         for ids in batches_for(40, 2):
@@ -257,3 +257,29 @@ def test_leftovers_of_a_writer_killed_before_its_first_manifest_are_ignored(tmp_
         w.add([0], {"model": make_batch([0], LAYERS, D, seed=1)})
     assert not list(path.glob("*.tmp"))
     assert ActivationStore.open(path).prompt_ids() == [0]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.int64])
+def test_write_safetensors_is_read_by_the_safetensors_library(tmp_path: Path, dtype: torch.dtype) -> None:
+    import hashlib
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from difflib_models.store.writer import write_safetensors
+
+    tensors = {
+        "a": (torch.randn(5, 3) * 100).to(dtype),
+        "b": torch.arange(7),
+        "empty": torch.zeros(0, 3).to(dtype),
+        "c": torch.randn(2, 2, 2).to(dtype),
+    }
+    digest, size = write_safetensors(tmp_path / "x.safetensors", tensors, {"k": "v"})
+    data = (tmp_path / "x.safetensors").read_bytes()
+    assert size == len(data) and digest == hashlib.sha256(data).hexdigest()
+    back = load_file(tmp_path / "x.safetensors")
+    assert set(back) == set(tensors)
+    for k, t in tensors.items():
+        assert back[k].dtype == t.dtype and torch.equal(back[k], t)
+    with safe_open(str(tmp_path / "x.safetensors"), framework="pt") as fh:
+        assert fh.metadata() == {"k": "v"}
