@@ -174,7 +174,11 @@ def main(argv: list[str] | None = None) -> None:
         "--batches", type=int, default=None, help="batches per run (default: 64 tiny, 4 smollm2)"
     )
     parser.add_argument(
-        "--shard-tokens", type=int, default=2048, help="small shards so the writer thread works"
+        "--shard-tokens",
+        type=int,
+        default=8192,
+        help="tokens per shard: several shards per run, as in a long snapshot (a run this short would otherwise "
+        "write its only shard at close())",
     )
     parser.add_argument("--out", default="capture", help="results name (benchmarks/results/<out>.json)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
