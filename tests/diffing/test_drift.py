@@ -47,3 +47,15 @@ def test_cka_known_answers() -> None:
     assert unrelated.mean_cosine == pytest.approx(0.0, abs=0.05)
     scaled = drift_from_tensors(x, 3.0 * x)
     assert scaled.mean_cosine == pytest.approx(1.0) and scaled.relative_mse == pytest.approx(4.0)
+
+
+def test_kl_does_not_depend_on_padding_or_batching() -> None:
+    base, ft, _ = planted_pair(layer=0, scale=2.0)
+    pair = ModelPair(base, ft)
+    texts = [SENTENCES[0], "the cat", SENTENCES[2] + " and the dog ran home", "sun"]
+    batched = next_token_kl(pair, texts, batch_size=4, top_n=3)
+    singles = [next_token_kl(pair, [t], batch_size=1) for t in texts]
+    n = sum(s["n_tokens"] for s in singles)
+    assert batched["n_tokens"] == n
+    assert batched["mean"] == pytest.approx(sum(s["mean"] * s["n_tokens"] for s in singles) / n, rel=1e-5)
+    assert batched["max"] == pytest.approx(max(s["max"] for s in singles), rel=1e-5)
