@@ -34,7 +34,7 @@ logger = logging.getLogger("benchmarks.bench_capture")
 
 MODELS = {
     "tinystories-656k": {"layers": "all", "batch_size": 8, "max_length": 128, "batches": 64, "repeats": 7},
-    "smollm2": {"layers": "7,15,23", "batch_size": 8, "max_length": 128, "batches": 4, "repeats": 3},
+    "smollm2": {"layers": "7,15,23", "batch_size": 4, "max_length": 128, "batches": 4, "repeats": 3},
 }
 
 
