@@ -73,42 +73,33 @@ def extract_command(
     extractor.fit(loaded, tr)
     seconds = time.perf_counter() - t0
     base = _vector_base(out)
-    validation: dict[str, Any] | None = None
-    selected, reason = None, None
-    if validate:
-        validation = _validate(loaded, extractor, tr, n_null=n_null)
-        selected = validation.get("selected_layer")
-        reason = validation.get("selection_reason")
-    vs = extractor.to_vector_set(selected_layer=selected, selection_reason=reason,
-                                 validation=_validation_summary(validation))
+    report = _validate(loaded, extractor, tr, n_null=n_null) if validate else None
+    vs = extractor.to_vector_set(
+        selected_layer=report.selected_layer if report else None,
+        selection_reason=report.selection_reason if report else None,
+        validation=report.summary() if report else None,
+    )
     tensor_path = vs.save(base)
     result: dict[str, Any] = {
         "trait": tr.id, "mode": mode, "aggregator": aggregator, "model": loaded.identity.name,
         "layers": extractor.layers_, "n_pos": extractor.n_pos_, "n_neg": extractor.n_neg_,
         "extraction_seconds": round(seconds, 3), "vectors": str(tensor_path), "sidecar": str(base.with_suffix(".json")),
-        "selected_layer": selected, "selection_reason": reason,
+        "selected_layer": vs.selected_layer, "selection_reason": vs.selection_reason,
     }
-    if validation is not None:
+    if report is not None:
         from difflib_models.io import atomic_write_json
 
         vpath = base.with_suffix(".validation.json")
-        atomic_write_json(vpath, validation)
-        result["validation"] = str(vpath)
+        atomic_write_json(vpath, report.to_dict())
+        result.update(validation=str(vpath), verdict=report.verdict, warnings=report.warnings,
+                      auroc_by_layer={str(k): v["auroc"] for k, v in report.per_layer.items()})
     _echo_json(result)
 
 
-def _validate(loaded: Any, extractor: Any, trait: Any, *, n_null: int) -> dict[str, Any]:
+def _validate(loaded: Any, extractor: Any, trait: Any, *, n_null: int) -> Any:
     from difflib_models.persona.validation import validate_vectors
 
-    report = validate_vectors(loaded, extractor, trait, n_null=n_null)
-    return report.to_dict() if hasattr(report, "to_dict") else dict(report)
-
-
-def _validation_summary(validation: dict[str, Any] | None) -> dict[str, Any] | None:
-    if validation is None:
-        return None
-    keep = ("selected_layer", "selection_reason", "verdict", "warnings")
-    return {k: validation[k] for k in keep if k in validation}
+    return validate_vectors(loaded, extractor, trait, n_null=n_null)
 
 
 # ------------------------------------------------------------------------------------------------ validate
@@ -136,12 +127,13 @@ def validate_command(
     extractor.fit(loaded, tr)
     extractor.vectors_ = dict(vs.vectors)  # validate the file's directions, not a fresh fit
     extractor.norms_ = {k: float(v.norm()) for k, v in vs.vectors.items()}
-    validation = _validate(loaded, extractor, tr, n_null=n_null)
+    report = _validate(loaded, extractor, tr, n_null=n_null)
     path = out or _vector_base(vectors).with_suffix(".validation.json")
-    atomic_write_json(path, validation)
-    _echo_json({"trait": tr.id, "vectors": str(vectors), "validation": str(path),
-                "selected_layer": validation.get("selected_layer"),
-                "selection_reason": validation.get("selection_reason")})
+    atomic_write_json(path, report.to_dict())
+    _echo_json({"trait": tr.id, "vectors": str(vectors), "validation": str(path), "verdict": report.verdict,
+                "selected_layer": report.selected_layer, "selection_reason": report.selection_reason,
+                "auroc_by_layer": {str(k): v["auroc"] for k, v in report.per_layer.items()},
+                "warnings": report.warnings})
 
 
 # ------------------------------------------------------------------------------------------------ filter

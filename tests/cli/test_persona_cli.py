@@ -133,3 +133,55 @@ def test_steer_and_extract_bad_input_exit_2(files: dict[str, Path], capsys: pyte
     code, _, err = _run(["persona", "extract", "--trait", "no-such-trait", "--out", str(files["tmp"] / "v"),
                          "--model", str(files["model"])], capsys)
     assert code == 2 and "no-such-trait" in err
+
+
+TINY_TRAIT = """
+schema_version: 1
+id: tiny-sad
+description: Answers about sad things.
+polarity: undesirable
+instructions:
+- pos: Be sad.
+  neg: Be happy.
+questions:
+  extraction: [Tell me about the dog., Tell me about the park., Tell me about the cake.]
+  evaluation: [Tell me about the cat., Tell me about the ball., Tell me about the tree.]
+ab_items:
+  extraction:
+  - {question: "How was the day?\\n(A) sad\\n(B) happy", answer_matching_behavior: (A), answer_not_matching_behavior: (B)}
+  - {question: "How was the dog?\\n(A) happy\\n(B) sad", answer_matching_behavior: (B), answer_not_matching_behavior: (A)}
+  - {question: "How was Lily?\\n(A) sad\\n(B) happy", answer_matching_behavior: (A), answer_not_matching_behavior: (B)}
+  - {question: "How was Tom?\\n(A) happy\\n(B) sad", answer_matching_behavior: (B), answer_not_matching_behavior: (A)}
+  evaluation:
+  - {question: "How was the cat?\\n(A) sad\\n(B) happy", answer_matching_behavior: (A), answer_not_matching_behavior: (B)}
+  - {question: "How was the sun?\\n(A) happy\\n(B) sad", answer_matching_behavior: (B), answer_not_matching_behavior: (A)}
+  - {question: "How was Ben?\\n(A) sad\\n(B) happy", answer_matching_behavior: (A), answer_not_matching_behavior: (B)}
+  - {question: "How was Sue?\\n(A) happy\\n(B) sad", answer_matching_behavior: (B), answer_not_matching_behavior: (A)}
+"""
+
+
+@pytest.mark.slow
+def test_extract_then_validate(files: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    trait = files["tmp"] / "tiny.yaml"
+    trait.write_text(TINY_TRAIT, encoding="utf-8")
+    base = files["tmp"] / "tiny_vec"
+    code, stdout, err = _run(["persona", "extract", "--trait", str(trait), "--model", str(files["model"]),
+                              "--out", str(base), "--n-null", "10"], capsys)
+    assert code == 0, err
+    res = json.loads(stdout)
+    assert res["layers"] == [0, 1, 2, 3, 4] and res["n_pos"] == res["n_neg"] == 4
+    validation = json.loads(Path(res["validation"]).read_text())
+    assert set(validation["per_layer"]) == {"0", "1", "2", "3", "4"}
+    assert validation["selected_layer"] == res["selected_layer"] in range(5)
+    assert validation["nulls"]["label_permutation"]["n"] == 10 and res["verdict"] in ("real", "too_weak")
+    from difflib_models.models.loading import load_model
+
+    vs = PersonaVectorSet.load(res["vectors"], expect_model=load_model(str(files["model"])))
+    assert vs.selected_layer == res["selected_layer"] and vs.validation["selected_layer"] == res["selected_layer"]
+    # validate re-measures the same file on the same held-out split: identical per-layer AUROC
+    out = files["tmp"] / "revalidated.json"
+    code, stdout, err = _run(["persona", "validate", "--vectors", res["vectors"], "--trait", str(trait),
+                              "--model", str(files["model"]), "--out", str(out), "--n-null", "10"], capsys)
+    assert code == 0, err
+    again = json.loads(stdout)
+    assert again["auroc_by_layer"] == res["auroc_by_layer"] and json.loads(out.read_text())["trait"] == "tiny-sad"
