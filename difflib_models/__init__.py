@@ -46,6 +46,10 @@ _LAZY: dict[str, str] = {
     "PersonaVectorSet": "difflib_models.persona.vectors",
     "validate_vectors": "difflib_models.persona.validation",
     "compute_shift": "difflib_models.persona.shift",
+    "steer": "difflib_models.persona.steering",
+    "SteeringHook": "difflib_models.persona.steering",
+    "FilterConfig": "difflib_models.persona.filtering",
+    "filter_samples": "difflib_models.persona.filtering",
 }
 
 __all__ = ["__version__", "ConfigError", "DifflibError", *_LAZY]
