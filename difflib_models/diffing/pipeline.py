@@ -60,6 +60,8 @@ class DiffConfig:
     n_examples: int = 5
     example_tokens: int = 50_000
     """At most this many stored tokens are scanned for max-activating contexts."""
+    splice_texts: int = 16
+    """Texts used for the splice-in CE/KL recovered of a single-layer crosscoder (0 skips it)."""
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -74,6 +76,8 @@ class DiffConfig:
             raise ConfigError(bad_value("max_length", self.max_length, "an integer >= 2"))
         if self.dict_size is not None and (not isinstance(self.dict_size, int) or self.dict_size < 2):
             raise ConfigError(bad_value("dict_size", self.dict_size, "an integer >= 2 or None (8 x d_model)"))
+        if not isinstance(self.splice_texts, int) or self.splice_texts < 0:
+            raise ConfigError(bad_value("splice_texts", self.splice_texts, "an integer >= 0"))
         if self.max_texts is not None and self.max_texts < 1:
             raise ConfigError(bad_value("max_texts", self.max_texts, "an integer >= 1 or None"))
         if self.activation not in ("batchtopk", "topk", "l1"):
@@ -199,9 +203,11 @@ def run_diff(pair: ModelPair, config: DiffConfig) -> dict[str, Any]:
         cc_info = {"status": "unavailable", "reason": "difflib_models.crosscoder or lightning cannot be imported"}
     else:
         cc_key = _key(base_key, config.dict_size, config.k, config.steps, config.cc_batch_size,
-                      config.activation, config.seed, config.top_latents, config.n_examples)
-        cc_info = stages.run("crosscoder", cc_key,
-                             lambda: _crosscoder_stage(pair, config, store_dir, f"crosscoder/{cc_key[:12]}"))
+                      config.activation, config.seed, config.top_latents, config.n_examples, config.splice_texts)
+        cc_info = stages.run(
+            "crosscoder", cc_key,
+            lambda: _crosscoder_stage(pair, config, store_dir, f"crosscoder/{cc_key[:12]}", texts, layers),
+        )
 
     result = {
         "format": DIFF_FORMAT,
@@ -226,7 +232,28 @@ def run_diff(pair: ModelPair, config: DiffConfig) -> dict[str, Any]:
     return result
 
 
-def _crosscoder_stage(pair: ModelPair, config: DiffConfig, store_dir: Path, rel_dir: str) -> dict:
+def _splice(pair: ModelPair, cc: Any, texts: list[str], layer: int, config: DiffConfig) -> dict[str, Any]:
+    """Splice-in CE/KL recovered (mean ablation) for both models of a single-layer crosscoder. An adapter pair
+    is split into two modules for this: the peft model (adapter on) and a copy with the LoRA layers unloaded."""
+    import copy
+
+    from difflib_models.crosscoder.splice import splice_metrics
+
+    _, ids, mask = next(pair.batches(texts, batch_size=len(texts), max_length=config.max_length))
+    if pair.finetuned is None:
+        base_module = copy.deepcopy(pair.base.model).unload()
+        ft_module = pair.base.model
+    else:
+        base_module, ft_module = pair.base.model, pair.finetuned.model
+    out = {}
+    for target, side in ((0, "base"), (1, "finetuned")):
+        out[side] = splice_metrics(cc, [base_module, ft_module], ids, mask, layer=layer, target_model=target,
+                                   block_override=pair.hook_override)
+    return out
+
+
+def _crosscoder_stage(pair: ModelPair, config: DiffConfig, store_dir: Path, rel_dir: str, texts: list[str],
+                      layers: list[int]) -> dict:
     """Train a crosscoder on the paired store (into ``out/rel_dir``: one directory per settings key, so a
     checkpoint of other settings is never resumed), analyse it, run Latent Scaling on the fine-tune-only latents
     and collect max-activating contexts of the top ones."""
@@ -257,6 +284,9 @@ def _crosscoder_stage(pair: ModelPair, config: DiffConfig, store_dir: Path, rel_
     )
     cc = train_crosscoder(source, cfg, config.out / rel_dir, max_steps=config.steps)
     analysis = analyze_crosscoder(cc, source)
+    splice: dict[str, Any] | None = None
+    if len(layers) == 1 and config.splice_texts > 0:
+        splice = _splice(pair, cc, texts[: config.splice_texts], layers[0], config)
     latents = analysis.pop("latents")
     ft_only = [row for row in latents if row["class"] == "ft_only"]
     scaling = latent_scaling(cc, source, [row["latent"] for row in ft_only])
@@ -301,6 +331,7 @@ def _crosscoder_stage(pair: ModelPair, config: DiffConfig, store_dir: Path, rel_
         "dir": rel_dir,
         "config": cfg.to_dict(),
         "metrics": analysis.get("metrics", {}),
+        "splice": splice,  # None for multi-layer crosscoders (splicing replaces one layer)
         "class_counts": analysis["class_counts"],
         "thresholds": analysis["thresholds"],
         "r_histogram": analysis["r_histogram"],

@@ -56,6 +56,13 @@ def test_pipeline_with_crosscoder(tmp_path) -> None:
     assert cc["status"] == "trained"
     assert sum(cc["class_counts"].values()) == 64
     assert 0.0 < cc["metrics"]["fve"] <= 1.0
+    for side in ("base", "finetuned"):
+        sp = cc["splice"][side]
+        assert sp["layer"] == 1 and sp["n_tokens"] > 0
+        assert sp["n_tokens"] == sum(len(t.split()) for t in TEXTS[:16])  # real tokens minus BOS
+        gap = sp["ce_ablated"] - sp["ce_clean"]
+        assert sp["ce_recovered"] == pytest.approx((sp["ce_ablated"] - sp["ce_spliced"]) / gap)
+    assert cc["splice"]["base"]["ce_clean"] != cc["splice"]["finetuned"]["ce_clean"]
     assert (tmp_path / "d" / cc["dir"] / "crosscoder").is_dir() and cc["dir"].startswith("crosscoder/")
     assert cc["top_ft_only_latents"] or cc["top_ft_leaning_latents"]
     for row in cc["top_ft_leaning_latents"]:
@@ -82,3 +89,29 @@ def test_public_names_and_no_lightning_at_import() -> None:
             "d.activation_difference_lens; d.weight_deltas; d.lora_finetune; import difflib_models.cli.diff; "
             "assert 'lightning' not in sys.modules and 'mlflow' not in sys.modules, 'heavy import'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.skipif(not crosscoder_available(), reason="crosscoder not available")
+def test_splice_on_adapter_pair_equals_two_model_pair() -> None:
+    import copy
+
+    from difflib_models.crosscoder.config import CrosscoderConfig
+    from difflib_models.crosscoder.model import Crosscoder
+    from difflib_models.diffing.pipeline import _splice
+    from difflib_models.models.loading import from_pretrained_objects
+    from tests.diffing._helpers import make_word_tokenizer
+    from tests.helpers.tiny_models import make_tiny_lora
+
+    tok = make_word_tokenizer()
+    peft_model = make_tiny_lora(vocab_size=len(tok))
+    cc = Crosscoder(CrosscoderConfig(d_model=32, n_sources=2, dict_size=64, k=4, batch_size=8, steps=10))
+    cfg = DiffConfig(out="unused", max_length=16)
+    adapter = _splice(ModelPair.from_adapter(from_pretrained_objects(peft_model, tok)), cc, SENTENCES, 1, cfg)
+    base = copy.deepcopy(peft_model).unload()
+    merged = copy.deepcopy(peft_model).merge_and_unload()
+    two = _splice(ModelPair(from_pretrained_objects(base, tok), from_pretrained_objects(merged, tok)), cc,
+                  SENTENCES, 1, cfg)
+    for side in ("base", "finetuned"):
+        for key in ("ce_clean", "ce_spliced", "ce_ablated"):
+            assert adapter[side][key] == pytest.approx(two[side][key], rel=1e-4)
+    assert abs(adapter["base"]["ce_clean"] - adapter["finetuned"]["ce_clean"]) > 1e-4  # the adapter matters
