@@ -197,9 +197,9 @@ def worker(args: argparse.Namespace) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------ driver
-def run_round(args: argparse.Namespace) -> tuple[dict, dict]:
-    """Generate one data set and train every variant on it, each in its own subprocess."""
-    out: dict = {}
+def run_round(args: argparse.Namespace, out: dict | None = None, save=None) -> tuple[dict, dict]:
+    """Generate one data set and train every variant on it, each in its own subprocess; ``save()`` after each."""
+    out = {} if out is None else out
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "acts.safetensors"
         data_info = make_data(args, data)
@@ -219,6 +219,8 @@ def run_round(args: argparse.Namespace) -> tuple[dict, dict]:
                 out[variant] = {"error": proc.stderr[-2000:]}
                 continue
             out[variant] = json.loads(proc.stdout)
+            if save is not None:
+                save()
             print(
                 json.dumps({k: v for k, v in out[variant].items() if k != "step_s_all"}),
                 file=sys.stderr,
@@ -290,7 +292,12 @@ def main() -> None:
         },
         "results": {},
     }
-    results["data"], results["results"] = run_round(args)
+    from difflib_models.io import atomic_write_json
+
+    def save() -> None:
+        atomic_write_json(args.out, results)
+
+    results["data"], _ = run_round(args, results["results"], save)
     if args.fve_steps > 0:
         import copy
 
@@ -301,23 +308,42 @@ def main() -> None:
         data, res = run_round(small)
         results["fve_round"] = {
             "purpose": "FVE reached after equal steps (a smaller problem so that enough steps fit)",
-            "config": {"d_per_source": 64, "dict_size": 1024, "k": 16, "batch_size": 1024,
-                       "steps": args.fve_steps, "lr": small.lr},
+            "config": {
+                "d_per_source": 64,
+                "dict_size": 1024,
+                "k": 16,
+                "batch_size": 1024,
+                "steps": args.fve_steps,
+                "lr": small.lr,
+            },
             "data": data,
-            "results": {v: {k: r.get(k) for k in ("fve_held_out", "l0_held_out", "loss_first", "loss_last",
-                                                 "tokens_per_s", "tokens_per_cpu_s", "error")}
-                        for v, r in res.items()},
+            "results": {
+                v: {
+                    k: r.get(k)
+                    for k in (
+                        "fve_held_out",
+                        "l0_held_out",
+                        "loss_first",
+                        "loss_last",
+                        "tokens_per_s",
+                        "tokens_per_cpu_s",
+                        "error",
+                    )
+                }
+                for v, r in res.items()
+            },
         }
     res = results["results"]
     if "tokens_per_s" in res.get("ours", {}) and "tokens_per_s" in res.get("peer", {}):
         results["speedup_tokens_per_s"] = res["ours"]["tokens_per_s"] / res["peer"]["tokens_per_s"]
-        results["speedup_tokens_per_cpu_s"] = res["ours"]["tokens_per_cpu_s"] / res["peer"]["tokens_per_cpu_s"]
+        results["speedup_tokens_per_cpu_s"] = (
+            res["ours"]["tokens_per_cpu_s"] / res["peer"]["tokens_per_cpu_s"]
+        )
         results["memory_ratio_peak_delta"] = (
             res["ours"]["peak_rss_delta_mb"] / res["peer"]["peak_rss_delta_mb"]
         )
         results["fve_difference"] = res["ours"]["fve_held_out"] - res["peer"]["fve_held_out"]
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    from difflib_models.io import atomic_write_json
 
     results["machine"]["load_avg_at_end"] = os.getloadavg()
     atomic_write_json(args.out, results)

@@ -162,13 +162,16 @@ class Crosscoder(nn.Module):
         else:
             with torch.no_grad():
                 pre_nograd = x_flat @ w_enc + self.b_enc
-                scores = self._scores(torch.relu(pre_nograd))
+                # rank by activation x summed decoder norm; negative entries can only be picked when fewer than
+                # k*B are positive, and ReLU makes them inactive, so ReLU before ranking is not needed
+                scores = pre_nograd * self.decoder_norms().sum(-1)
                 rows, cols = self._select(scores, use_threshold=False)
                 pattern = SparsePattern.build(rows, cols, batch, self.n_latents)
                 kept = scores[pattern.rows, pattern.cols]
                 if cfg.activation == "batchtopk":
                     positive = kept[kept > 0]
-                    min_kept = positive.min() if positive.numel() else None
+                    # always a tensor, so every DDP rank joins the same all-reduce
+                    min_kept = positive.min() if positive.numel() else kept.new_zeros(())
             if self.sparse:
                 vals = torch.relu(active_encoder_values(x_flat, w_enc, self.b_enc, pre_nograd, pattern))
                 x_hat = sparse_decode(vals, w_dec, pattern) + b_dec

@@ -88,3 +88,18 @@ def test_store_source_training_on_planted_real_pair(planted_store, tmp_path):
     ex = max_activating_examples(cc, acts, table, [best], tok, top_n=5)[str(best)]
     assert len(ex) == 5
     assert all(c["tokens"][c["index"]] == tok.decode([planted]) for c in ex), [c["text"] for c in ex]
+
+
+def test_store_source_rejects_bad_selection(planted_store):
+    from difflib_models.crosscoder.sources import StoreSource
+    from difflib_models.errors import ConfigError
+
+    store_dir, _, _ = planted_store
+    with pytest.raises(ConfigError, match="layers"):
+        StoreSource(store_dir, layers=[1])
+    with pytest.raises(ConfigError, match="sides"):
+        StoreSource(store_dir, sides=["base", "chat"])
+    one = StoreSource(store_dir, sides=["finetuned"])
+    assert one.n_sources == 1 and one.source_names == ["finetuned/blocks.0"]
+    batch = next(one.iter_batches(100, shuffle=False))
+    assert batch.shape == (100, 1, 128)

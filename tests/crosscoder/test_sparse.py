@@ -7,7 +7,13 @@ import torch
 
 from difflib_models.crosscoder.config import CrosscoderConfig
 from difflib_models.crosscoder.model import Crosscoder
-from difflib_models.crosscoder.sparse import SparsePattern, batch_topk_pairs, sparse_decode, topk_pairs
+from difflib_models.crosscoder.sparse import (
+    SparsePattern,
+    _two_stage_topk,
+    batch_topk_pairs,
+    sparse_decode,
+    topk_pairs,
+)
 
 
 def _pair(activation: str, dead: bool):
@@ -67,14 +73,17 @@ def test_sparse_decode_matches_dense_matmul_and_autograd():
     assert unused.any() and torch.all(w.grad[unused] == 0)
 
 
-@pytest.mark.parametrize("shape", [(64, 500), (8, 40), (3, 7)])
-def test_batch_topk_pairs_is_exact(shape):
-    scores = torch.rand(*shape)
-    scores[0] += 5.0  # one row with far more winners than its share: exercises the exact fallback
+@pytest.mark.parametrize("shape", [(64, 500), (8, 40), (3, 7), (1024, 64)])
+@pytest.mark.parametrize("method", ["threshold", "two_stage"])
+def test_batch_topk_pairs_is_exact(shape, method):
+    scores = torch.randn(*shape)
+    scores[0] += 5.0  # one row with far more winners than its share
+    scores[1, :3] = scores[1, 3]  # ties
     k_total = 3 * shape[0]
-    rows, cols = batch_topk_pairs(scores, k_total)
+    rows, cols = (batch_topk_pairs if method == "threshold" else _two_stage_topk)(scores, k_total)
+    assert rows.numel() == k_total
     got = torch.zeros_like(scores, dtype=torch.bool)
     got[rows, cols] = True
-    want = torch.zeros(scores.numel(), dtype=torch.bool)
-    want[torch.topk(scores.reshape(-1), k_total).indices] = True
-    assert torch.equal(got, want.reshape(shape))
+    # the selection is the top k_total up to ties at the cut
+    kth = torch.topk(scores.reshape(-1), k_total).values.min()
+    assert torch.all(scores[got] >= kth) and torch.all(scores[~got] <= kth)
