@@ -324,21 +324,22 @@ class ActivationStoreWriter:
 
     def _write_shard(self, index: int, pending: list[dict[str, Any]], final: bool) -> None:
         m = self._manifest
-        tensors: dict[str, torch.Tensor] = {
-            key: torch.cat([e[key] for e in pending]).contiguous()
-            for key in ("seq_index", "pos_index", "prompt_id")
+        # pieces per tensor, written back to back (no concatenated copy of the shard in memory)
+        tensors: dict[str, list[torch.Tensor]] = {
+            key: [e[key] for e in pending] for key in ("seq_index", "pos_index", "prompt_id")
         }
-        tensors["token_ids"] = torch.cat([e["token_ids"][m.sides[0]] for e in pending]).contiguous()
+        tensors["token_ids"] = [e["token_ids"][m.sides[0]] for e in pending]
         if len(m.sides) > 1:
             for side in m.sides:
-                tensors[f"token_ids.{side}"] = torch.cat([e["token_ids"][side] for e in pending]).contiguous()
+                tensors[f"token_ids.{side}"] = [e["token_ids"][side] for e in pending]
         sums: dict[tuple[str, int], float] = {}
         for side in m.sides:
             for layer in m.layers:
-                x = torch.cat([e["acts"][(side, layer)] for e in pending]).to(self._torch_dtype).contiguous()
-                tensors[act_key(side, layer)] = x
+                tensors[act_key(side, layer)] = [
+                    e["acts"][(side, layer)].to(self._torch_dtype) for e in pending
+                ]
                 sums[(side, layer)] = sum(e["sum_sq"][(side, layer)] for e in pending)
-        n_tokens = int(tensors["prompt_id"].numel())
+        n_tokens = sum(int(e["prompt_id"].numel()) for e in pending)
         prompts = [p for e in pending for p in e["prompts"]]
         rel = f"{SHARD_DIR}/{shard_name(index)}"
         metadata = {"format": "difflib_models.store", "n_tokens": str(n_tokens)}
@@ -392,26 +393,31 @@ _ST_DTYPES = {
 
 
 def write_safetensors(
-    path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]
+    path: Path, tensors: Mapping[str, torch.Tensor | Sequence[torch.Tensor]], metadata: dict[str, str]
 ) -> tuple[str, int]:
     """Write ``tensors`` as a safetensors file atomically, hashing while writing; returns (sha256, size).
 
-    The layout is the documented safetensors one (u64 little-endian header length, JSON header with dtype, shape
-    and data offsets, padded to 8 bytes, then the raw little-endian tensor bytes in order). Writing the tensors'
-    memory directly avoids building the whole file in a bytes object first (one copy and one pass fewer than
-    ``safetensors.torch.save`` + hashing)."""
+    A value may be a list of pieces of one dtype and trailing shape: they are stored as their concatenation
+    along dim 0 without building it in memory. The layout is the documented safetensors one (u64 little-endian
+    header length, JSON header with dtype, shape and data offsets, padded to 8 bytes, then the raw little-endian
+    tensor bytes in order); the tensors' memory is written and hashed directly, with no intermediate bytes."""
     header: dict[str, Any] = {"__metadata__": metadata}
     views = []
     offset = 0
-    for name, tensor in tensors.items():
-        flat = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
-        header[name] = {
-            "dtype": _ST_DTYPES[tensor.dtype],
-            "shape": list(tensor.shape),
-            "data_offsets": [offset, offset + flat.nbytes],
-        }
-        offset += flat.nbytes
-        views.append(memoryview(flat))
+    for name, value in tensors.items():
+        pieces = [value] if isinstance(value, torch.Tensor) else list(value)
+        if not pieces:
+            raise ValueError(f"tensor {name!r} has no pieces")
+        first = pieces[0]
+        if any(p.dtype != first.dtype or p.shape[1:] != first.shape[1:] for p in pieces):
+            raise ValueError(f"pieces of tensor {name!r} differ in dtype or trailing shape")
+        start = offset
+        for piece in pieces:
+            flat = piece.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
+            offset += flat.nbytes
+            views.append(memoryview(flat))
+        shape = list(first.shape) if len(pieces) == 1 else [sum(p.shape[0] for p in pieces), *first.shape[1:]]
+        header[name] = {"dtype": _ST_DTYPES[first.dtype], "shape": shape, "data_offsets": [start, offset]}
     head = json.dumps(header, separators=(",", ":")).encode("utf-8")
     head += b" " * (-len(head) % 8)
     prefix = struct.pack("<Q", len(head)) + head
