@@ -1,9 +1,10 @@
 """Crash-safe, resumable writer of activation stores.
 
 ``ActivationStoreWriter`` buffers captured batches in memory and flushes a shard whenever the next batch would
-take the buffer past ``shard_tokens`` tokens (capped so that a shard stays under ``max_shard_bytes``; every prompt lies wholly inside one shard, so resuming at prompt
-granularity never duplicates or drops a token). Serialising a shard (safetensors), hashing it (sha256), writing it
-atomically (temp file + fsync + rename) and then rewriting the manifest happen in one background thread fed by a
+take the buffer past ``shard_tokens`` tokens (capped so that a shard stays under ``max_shard_bytes``). Every
+prompt lies wholly inside one shard, so resuming at prompt granularity never duplicates or drops a token.
+Serialising a shard (safetensors layout, written piecewise from tensor memory while hashing it with sha256), the
+atomic write (temp file + fsync + rename) and the manifest rewrite happen in one background thread fed by a
 bounded queue, so the forward loop is not blocked and memory stays bounded. An error in the thread is raised by
 the next ``add()`` or by ``close()``.
 
