@@ -69,7 +69,7 @@ class PersonaMonitorCore:
         vectors: str | list[str] | None = None,
         traits: str | list[str] | None = None,
         layer: int | None = None,
-        every_n_steps: int = 10,
+        every_n_steps: int = 50,
         warn_z: float | None = 2.0,
         warn_frac: float | None = 0.10,
         fail_z: float | None = 3.0,
