@@ -252,6 +252,22 @@ def _splice(pair: ModelPair, cc: Any, texts: list[str], layer: int, config: Diff
     return out
 
 
+def _decoder_bias_shift(pair: ModelPair, cc: Any, layers: list[int], top_n: int) -> dict[str, Any]:
+    """Per layer, ``b_dec[ft] - b_dec[base]`` in activation units, and its logit-lens reading. A fine-tune's
+    token-independent shift lands in the decoder biases, not in any latent, so this is where it shows."""
+    from difflib_models.diffing.adl import logit_lens
+
+    b = cc.denormalize(cc.b_dec.detach()[None])[0]
+    base_src, ft_src = cc.config.sources_of_model(0), cc.config.sources_of_model(1)
+    out = {}
+    for i, layer in enumerate(layers):
+        vec = (b[ft_src[i]] - b[base_src[i]]).float()
+        with pair.side("finetuned") as model:
+            top, _ = logit_lens(model, vec, pair.tokenizer, top_n=top_n)
+        out[str(layer)] = {"norm": float(vec.norm()), "top_tokens": top}
+    return out
+
+
 def _crosscoder_stage(pair: ModelPair, config: DiffConfig, store_dir: Path, rel_dir: str, texts: list[str],
                       layers: list[int]) -> dict:
     """Train a crosscoder on the paired store (into ``out/rel_dir``: one directory per settings key, so a
@@ -284,6 +300,7 @@ def _crosscoder_stage(pair: ModelPair, config: DiffConfig, store_dir: Path, rel_
     )
     cc = train_crosscoder(source, cfg, config.out / rel_dir, max_steps=config.steps)
     analysis = analyze_crosscoder(cc, source)
+    bias_shift = _decoder_bias_shift(pair, cc, layers, config.top_tokens)
     splice: dict[str, Any] | None = None
     if len(layers) == 1 and config.splice_texts > 0:
         splice = _splice(pair, cc, texts[: config.splice_texts], layers[0], config)
@@ -332,6 +349,7 @@ def _crosscoder_stage(pair: ModelPair, config: DiffConfig, store_dir: Path, rel_
         "config": cfg.to_dict(),
         "metrics": analysis.get("metrics", {}),
         "splice": splice,  # None for multi-layer crosscoders (splicing replaces one layer)
+        "decoder_bias_shift": bias_shift,
         "class_counts": analysis["class_counts"],
         "thresholds": analysis["thresholds"],
         "r_histogram": analysis["r_histogram"],

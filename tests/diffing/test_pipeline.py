@@ -48,7 +48,7 @@ def test_baseline_pipeline_writes_diff_json_and_resumes(tmp_path) -> None:
 
 @pytest.mark.skipif(not crosscoder_available(), reason="crosscoder training not available")
 def test_pipeline_with_crosscoder(tmp_path) -> None:
-    base, ft, _ = planted_pair(layer=1)
+    base, ft, offset = planted_pair(layer=1, token="cake")
     cfg = DiffConfig(out=tmp_path / "d", layers="1", texts=TEXTS, kl=False, dict_size=64, k=4, steps=30,
                      cc_batch_size=64, top_latents=3, n_examples=2)
     result = run_diff(ModelPair(base, ft), cfg)
@@ -63,6 +63,10 @@ def test_pipeline_with_crosscoder(tmp_path) -> None:
         gap = sp["ce_ablated"] - sp["ce_clean"]
         assert sp["ce_recovered"] == pytest.approx((sp["ce_ablated"] - sp["ce_spliced"]) / gap)
     assert cc["splice"]["base"]["ce_clean"] != cc["splice"]["finetuned"]["ce_clean"]
+    # the planted offset is token-independent: the crosscoder absorbs it in the decoder biases
+    shift = cc["decoder_bias_shift"]["1"]
+    assert shift["norm"] == pytest.approx(float(offset.norm()), rel=0.3)
+    assert shift["top_tokens"][0]["token"] == "cake"
     assert (tmp_path / "d" / cc["dir"] / "crosscoder").is_dir() and cc["dir"].startswith("crosscoder/")
     assert cc["top_ft_only_latents"] or cc["top_ft_leaning_latents"]
     for row in cc["top_ft_leaning_latents"]:
