@@ -325,7 +325,8 @@ def run_gate(config: GateConfig) -> GateResult:
             report["data"].append(data_entry("em_questions", config.em_questions))
         timings["behavioural_s"] = time.perf_counter() - t
     if config.data_filter is not None:
-        report["data_filter"] = _read_json(config.data_filter, "--data-filter")
+        df_path = Path(config.data_filter)
+        report["data_filter"] = _read_json(df_path / "summary.json" if df_path.is_dir() else df_path, "--data-filter")
     elif metrics & set(DATA_FILTER_METRICS):
         log.warning("the policy checks data_filter metrics but no --data-filter summary was given")
     if config.monitor is not None:

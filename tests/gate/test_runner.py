@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import math
 import xml.etree.ElementTree as ET
 
@@ -65,3 +66,37 @@ def test_weak_vector_is_inconclusive(planted, tmp_path) -> None:
     assert res.verdict == "inconclusive" and res.exit_code == 3
     assert not res.report["persona"]["traits"][0]["signal_ok"]
     assert any("too weak" in n for n in res.report["notes"])
+
+
+def test_peft_adapter_candidate_uses_its_base(planted, stories260k, tmp_path) -> None:
+    """A LoRA adapter dir as candidate, no --base: the base is the adapter-disabled model, and its activations
+    equal those of the separately loaded base model."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from difflib_models.persona.shift import probe_activations
+    from difflib_models.persona.traits import load_trait
+
+    model = AutoModelForCausalLM.from_pretrained(stories260k, dtype=torch.float32)
+    peft = get_peft_model(model, LoraConfig(r=4, target_modules=["down_proj"], lora_dropout=0.0))
+    with torch.no_grad():
+        for name, p in peft.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    peft.save_pretrained(tmp_path / "adapter")
+    cfg_path = tmp_path / "adapter" / "adapter_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["base_model_name_or_path"] = str(stories260k)
+    cfg_path.write_text(json.dumps(cfg))
+
+    res = run_gate(GateConfig(candidate=tmp_path / "adapter", out=tmp_path / "o", vectors=[planted["vec"]],
+                              policy=policy_from_dict(PERSONA_POLICY)))
+    models = res.report["models"]
+    assert models["base"]["weight_hash"] == planted["base"].identity.weight_hash
+    assert models["candidate"]["adapter_hash"]
+    evil = res.report["persona"]["traits"][0]
+    prompts = load_trait("evil").split_questions("evaluation")[:8]
+    base_acts = probe_activations(planted["base"].model, planted["base"].tokenizer, prompts, [LAYER])[LAYER]
+    assert evil["base_projections"] == pytest.approx((base_acts @ unit_direction(64, seed=1)).tolist(), abs=1e-4)
+    assert abs(evil["shift"]) > 1e-4  # the adapter changed the activations
