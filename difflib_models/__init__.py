@@ -50,6 +50,9 @@ _LAZY: dict[str, str] = {
     "SteeringHook": "difflib_models.persona.steering",
     "FilterConfig": "difflib_models.persona.filtering",
     "filter_samples": "difflib_models.persona.filtering",
+    "ActivationSnapshot": "difflib_models.callbacks",
+    "PersonaMonitor": "difflib_models.callbacks",
+    "DataFilterCallback": "difflib_models.callbacks",
 }
 
 __all__ = ["__version__", "ConfigError", "DifflibError", *_LAZY]
