@@ -101,9 +101,11 @@ class _Stages:
         self.dir = out / "stages"
         self.timings: dict[str, dict[str, Any]] = {}
 
-    def run(self, name: str, key: str, fn: Callable[[], Any]) -> Any:
+    def run(self, name: str, key: str, fn: Callable[[], Any], *, valid: Callable[[], bool] | None = None) -> Any:
+        """``fn()``'s result, or the saved one when the marker's key matches and ``valid()`` (its on-disk
+        outputs still exist) holds."""
         marker = self.dir / f"{name}.json"
-        if marker.is_file():
+        if marker.is_file() and (valid is None or valid()):
             try:
                 saved = json.loads(marker.read_text())
             except (OSError, ValueError):
@@ -151,7 +153,8 @@ def run_diff(pair: ModelPair, config: DiffConfig) -> dict[str, Any]:
                                max_length=config.max_length)
         return {"path": "store", "n_tokens": store.n_tokens, "n_texts": len(texts), "layers": store.layers}
 
-    harvest_info = stages.run("harvest", _key(base_key), harvest)
+    harvest_info = stages.run("harvest", _key(base_key), harvest,
+                              valid=lambda: (store_dir / "manifest.json").is_file())
 
     def open_store() -> Any:
         from difflib_models.store.reader import ActivationStore
@@ -195,7 +198,8 @@ def run_diff(pair: ModelPair, config: DiffConfig) -> dict[str, Any]:
         atomic_write(out / "adl_vectors.safetensors", lambda p: save_file(vectors, str(p), metadata=meta))
         return {"k": config.adl_k, "vectors_file": "adl_vectors.safetensors", "layers": results}
 
-    adl_info = stages.run("adl", _key(base_key, config.adl_k, config.top_tokens), adl)
+    adl_info = stages.run("adl", _key(base_key, config.adl_k, config.top_tokens), adl,
+                          valid=lambda: (out / "adl_vectors.safetensors").is_file())
 
     if not config.crosscoder:
         cc_info: dict[str, Any] = {"status": "skipped", "reason": "disabled (--no-crosscoder)"}
@@ -207,6 +211,7 @@ def run_diff(pair: ModelPair, config: DiffConfig) -> dict[str, Any]:
         cc_info = stages.run(
             "crosscoder", cc_key,
             lambda: _crosscoder_stage(pair, config, store_dir, f"crosscoder/{cc_key[:12]}", texts, layers),
+            valid=lambda: (out / "crosscoder" / cc_key[:12] / "crosscoder").is_dir(),
         )
 
     result = {

@@ -44,6 +44,12 @@ def test_baseline_pipeline_writes_diff_json_and_resumes(tmp_path) -> None:
     third = run_diff(pair, cfg2)
     assert third["stages"]["harvest"]["reused"] and third["stages"]["drift"]["reused"]
     assert not third["stages"]["adl"]["reused"]
+    # a deleted store is harvested again even though its marker is there
+    import shutil
+
+    shutil.rmtree(tmp_path / "d" / "store")
+    fourth = run_diff(pair, cfg2)
+    assert not fourth["stages"]["harvest"]["reused"] and fourth["store"]["n_tokens"] == result["store"]["n_tokens"]
 
 
 @pytest.mark.skipif(not crosscoder_available(), reason="crosscoder training not available")
