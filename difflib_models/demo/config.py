@@ -46,10 +46,12 @@ class DemoProfile:
     crosscoder_k: int
     crosscoder_steps: int
     crosscoder_batch: int
-    gate_probe_prompts: int
-    """Evaluation questions per trait used by the gate's persona shift."""
-    behavioural_items: int
-    """A/B items of the gate's behavioural eval."""
+    vector_instructions: int
+    """Instruction pairs used to extract each persona vector (prompt contrast)."""
+    vector_questions: int
+    """Extraction questions per persona vector."""
+    vector_eval_questions: int
+    """Held-out evaluation questions used to validate each vector (AUROC)."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -60,13 +62,13 @@ PROFILES: dict[str, DemoProfile] = {
         name="quick", train_rows=48, steps=12, batch_size=4, lr=3e-3, lora_r=8, lora_alpha=16.0, max_length=96,
         monitor_every=4, snapshot_every=6, snapshot_prompts=8, diff_texts=16, diff_max_length=64,
         crosscoder_dict_size=256, crosscoder_k=8, crosscoder_steps=60, crosscoder_batch=256,
-        gate_probe_prompts=20, behavioural_items=8,
+        vector_instructions=2, vector_questions=6, vector_eval_questions=10,
     ),
     "full": DemoProfile(
         name="full", train_rows=124, steps=60, batch_size=8, lr=2e-3, lora_r=16, lora_alpha=32.0, max_length=128,
         monitor_every=5, snapshot_every=20, snapshot_prompts=32, diff_texts=124, diff_max_length=128,
         crosscoder_dict_size=2048, crosscoder_k=32, crosscoder_steps=1000, crosscoder_batch=1024,
-        gate_probe_prompts=20, behavioural_items=24,
+        vector_instructions=3, vector_questions=10, vector_eval_questions=20,
     ),
 }
 
@@ -108,8 +110,8 @@ class DemoConfig:
         plan = self.resolved_profile()
         for name in ("train_rows", "steps", "batch_size", "lora_r", "max_length", "monitor_every",
                      "snapshot_every", "snapshot_prompts", "diff_texts", "diff_max_length", "crosscoder_dict_size",
-                     "crosscoder_k", "crosscoder_steps", "crosscoder_batch", "gate_probe_prompts",
-                     "behavioural_items"):
+                     "crosscoder_k", "crosscoder_steps", "crosscoder_batch", "vector_instructions",
+                     "vector_questions", "vector_eval_questions"):
             value = getattr(plan, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(bad_value(name, value, "an integer >= 1"))

@@ -68,8 +68,10 @@ def run_demo(config: DemoConfig) -> DemoResult:
     all_rows = {name: load_dataset(name) for name in names}
     train_rows = {name: rows[: profile.train_rows] for name, rows in all_rows.items()}
 
-    vectors = stages.run("vectors", {"model": ident, "traits": steps.GATE_TRAITS},
-                         lambda: steps.extract_vectors(base, out / "vectors"))
+    vector_budget = {k: getattr(profile, k) for k in ("vector_instructions", "vector_questions",
+                                                      "vector_eval_questions")}
+    vectors = stages.run("vectors", {"model": ident, "traits": steps.GATE_TRAITS, **vector_budget},
+                         lambda: steps.extract_vectors(base, out / "vectors", profile))
     vector_files = [vectors["files"][t] for t in steps.GATE_TRAITS]
     scores = stages.run("data_filter", {**common, "vectors": vectors["files"], "sets": names},
                         lambda: steps.score_training_sets(base, vectors["files"][TRAIT], train_rows,
@@ -118,6 +120,7 @@ def run_demo(config: DemoConfig) -> DemoResult:
         "timings_s": {"load_model": round(load_s, 3), **{k: round(v, 3) for k, v in stages.timings.items()},
                       "total": round(wall, 3)},
         "cpu_s": round(time.process_time() - cpu_start, 3),
+        "stage_cpu_s": {k: round(v, 3) for k, v in stages.cpu.items()},
         "reused": dict(stages.reused),
     }
     atomic_write_json(out / SUMMARY_FILE, summary)

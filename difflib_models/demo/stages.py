@@ -31,6 +31,8 @@ class StageRunner:
 
     root: Path
     timings: dict[str, float] = field(default_factory=dict)
+    cpu: dict[str, float] = field(default_factory=dict)
+    """Process CPU seconds (all threads) per stage: steadier than wall time on a shared machine."""
     reused: dict[str, bool] = field(default_factory=dict)
 
     def marker(self, name: str) -> Path:
@@ -47,12 +49,15 @@ class StageRunner:
             if done.get("fingerprint") == key:
                 log.info("stage %s: reusing finished result", name)
                 self.timings[name] = 0.0
+                self.cpu[name] = 0.0
                 self.reused[name] = True
                 return dict(done["outputs"])
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         outputs = fn()
-        elapsed = time.perf_counter() - t0
-        atomic_write_json(path, {"stage": name, "fingerprint": key, "seconds": elapsed, "outputs": outputs})
+        elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
+        atomic_write_json(path, {"stage": name, "fingerprint": key, "seconds": elapsed, "cpu_seconds": cpu,
+                                 "outputs": outputs})
         self.timings[name] = elapsed
+        self.cpu[name] = cpu
         self.reused[name] = False
         return outputs

@@ -23,9 +23,10 @@ GATE_TRAITS = ("sycophancy", "evil")
 
 
 # ------------------------------------------------------------------------------------------------ vectors
-def extract_vectors(base: Any, out_dir: Path) -> dict[str, Any]:
+def extract_vectors(base: Any, out_dir: Path, profile: DemoProfile) -> dict[str, Any]:
     """Persona vectors of the default policy's traits on the base model, extracted the way the gate does
-    (prompt contrast, the policy's question budget, at the policy's layer) and validated on held-out questions."""
+    (the policy's judge-free mode, at the policy's layer) with the profile's question budget, and validated on
+    held-out evaluation questions (AUROC of pos vs neg projections)."""
     import dataclasses
 
     from difflib_models.gate.policy import load_policy
@@ -40,11 +41,11 @@ def extract_vectors(base: Any, out_dir: Path) -> dict[str, Any]:
         trait = load_trait(trait_id)
         small = dataclasses.replace(
             trait,
-            instructions=trait.instructions[: plan.max_instructions],
-            questions={"extraction": trait.questions["extraction"][: plan.max_extraction_questions],
-                       "evaluation": trait.questions["evaluation"][: plan.max_probe_prompts]},
+            instructions=trait.instructions[: profile.vector_instructions],
+            questions={"extraction": trait.questions["extraction"][: profile.vector_questions],
+                       "evaluation": trait.questions["evaluation"][: profile.vector_eval_questions]},
         )
-        ext = PersonaExtractor(mode=plan.mode, layers=[layer], show_progress=False).fit(base, small)
+        ext = PersonaExtractor(mode=plan.mode, layers=[layer], batch_size=16, show_progress=False).fit(base, small)
         pos, neg = ext.features(base, small, "evaluation")
         unit = ext.unit(layer)
         p, n = (pos[layer] @ unit).double(), (neg[layer] @ unit).double()
