@@ -11,6 +11,7 @@ and the cross-trait cosine matrix at a common layer. Writes ``benchmarks/results
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import time
@@ -26,9 +27,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--traits", default="sycophancy,evil,hallucination")
     ap.add_argument("--modes", default="ab")
     ap.add_argument("--n-null", type=int, default=200)
-    ap.add_argument("--shortlist", type=int, default=2)
+    ap.add_argument("--shortlist", type=int, default=1)
+    ap.add_argument(
+        "--max-instructions", type=int, default=0, help="use only the first N instruction pairs (0: all)"
+    )
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave torch's default)")
+    ap.add_argument("--alphas", default="-2,-1,-0.5,0,0.5,1,2", help="steering alphas (median residual norm units)")
     ap.add_argument("--name", default="persona")
     args = ap.parse_args(argv)
     os.environ.setdefault("DIFFLIB_MODELS_NO_PROGRESS", "1")
@@ -40,6 +45,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     from difflib_models.models.loading import load_model
     from difflib_models.persona.extraction import PersonaExtractor
+    from difflib_models.persona.traits import load_trait
     from difflib_models.persona.validation import cross_trait_cosines, validate_vectors
 
     machine = machine_info()
@@ -48,31 +54,56 @@ def main(argv: list[str] | None = None) -> None:
     sets = {}
     for mode in args.modes.split(","):
         for trait in args.traits.split(","):
+            tr = load_trait(trait)
+            if args.max_instructions:
+                tr = dataclasses.replace(tr, instructions=tr.instructions[: args.max_instructions])
             t0 = time.perf_counter()
             ex = PersonaExtractor(mode=mode, layers="all", batch_size=args.batch_size, show_progress=False)
-            ex.fit(loaded, trait)
+            ex.fit(loaded, tr)
             t_fit = time.perf_counter() - t0
             t0 = time.perf_counter()
-            res = validate_vectors(loaded, ex, n_null=args.n_null, shortlist=args.shortlist)
+            alphas = tuple(float(a) for a in args.alphas.split(","))
+            res = validate_vectors(loaded, ex, n_null=args.n_null, shortlist=args.shortlist, alphas=alphas)
             t_val = time.perf_counter() - t0
             sel = res.selected_layer
             row = {
-                "trait": trait, "mode": mode, "fit_s": round(t_fit, 2), "validate_s": round(t_val, 2),
-                "n_pos": ex.n_pos_, "n_neg": ex.n_neg_, "selected_layer": sel, "reason": res.selection_reason,
-                "verdict": res.verdict, "auroc_selected": res.per_layer[sel]["auroc"],
+                "trait": trait,
+                "mode": mode,
+                "fit_s": round(t_fit, 2),
+                "validate_s": round(t_val, 2),
+                "n_pos": ex.n_pos_,
+                "n_neg": ex.n_neg_,
+                "selected_layer": sel,
+                "reason": res.selection_reason,
+                "verdict": res.verdict,
+                "auroc_selected": res.per_layer[sel]["auroc"],
                 "auroc_ci": [res.per_layer[sel]["ci_lo"], res.per_layer[sel]["ci_hi"]],
                 "cohens_d": res.per_layer[sel]["cohens_d"],
                 "null_q95": {k: v["q95"] for k, v in res.nulls.items()},
                 "null_p": {k: v["p_value"] for k, v in res.nulls.items()},
                 "split_half_cos": res.split_half.get(sel),
-                "gap": ex.gap_[sel], "base_std": ex.base_std_[sel], "norm": ex.norms_[sel],
+                "gap": ex.gap_[sel],
+                "base_std": ex.base_std_[sel],
+                "norm": ex.norms_[sel],
                 "steering": {str(k): v for k, v in res.steering.items()},
                 "auroc_by_layer": {str(k): round(v["auroc"], 4) for k, v in res.per_layer.items()},
                 "warnings": res.warnings,
             }
-            log.info("%s/%s: layer %s AUROC %.3f nulls %s verdict %s (fit %.0fs, validate %.0fs)", trait, mode, sel,
-                     row["auroc_selected"], row["null_q95"], res.verdict, t_fit, t_val)
+            log.info(
+                "%s/%s: layer %s AUROC %.3f nulls %s verdict %s (fit %.0fs, validate %.0fs)",
+                trait,
+                mode,
+                sel,
+                row["auroc_selected"],
+                row["null_q95"],
+                res.verdict,
+                t_fit,
+                t_val,
+            )
             results.append(row)
+            write_results(
+                args.name, {"model": loaded.identity.name, "args": vars(args), "results": results}, machine
+            )
             if mode == args.modes.split(",")[0]:
                 sets[trait] = ex.to_vector_set(selected_layer=sel)
     cos: dict[str, Any] = {}
@@ -80,8 +111,9 @@ def main(argv: list[str] | None = None) -> None:
         layer = loaded.n_layers // 2
         names, m, warns = cross_trait_cosines({k: v.vector(layer) for k, v in sets.items()})
         cos = {"layer": layer, "traits": names, "matrix": m.round(4).tolist(), "warnings": warns}
-    path = write_results(args.name, {"model": loaded.identity.name, "results": results, "cross_trait_cosine": cos},
-                         machine)
+    path = write_results(
+        args.name, {"model": loaded.identity.name, "results": results, "cross_trait_cosine": cos}, machine
+    )
     print(f"wrote {path}")
 
 

@@ -4,10 +4,11 @@ Everything is measured on the trait's EVALUATION split (never the extraction spl
 
 1. Separation per layer: AUROC of held-out projections pos vs neg (bootstrap 95% CI) and Cohen's d.
 2. Nulls, both with ``max over layers`` because the layer is selected as a max:
-   - label permutation: the extraction labels are permuted (swapped within pairs for paired modes), the
-     direction is re-fitted on every layer, and the draw keeps its best held-out AUROC over the layers;
-   - random directions from N(0, Sigma_hat) (shrinkage covariance of the extraction activations, norm-matched),
-     oriented by the extraction data (as a fitted direction would be), best held-out AUROC over the layers.
+   - label permutation: the extraction labels are permuted, balanced (swapped inside exactly half of the pairs for
+     paired modes; half of each class per group otherwise), the direction is re-fitted on every layer, and the draw
+     keeps its best held-out AUROC over the layers;
+   - random directions from N(0, Sigma_hat) (shrinkage WITHIN-class covariance of the extraction activations,
+     norm-matched), oriented by the extraction data (as a fitted direction would be), best AUROC over the layers.
    Empirical p-value = (1 + #{null >= observed}) / (1 + N); ``beats_null_95`` = observed > the null's 95th pct.
 3. :func:`cross_trait_cosines`: cosine matrix between traits' unit vectors; a warning above |cos| 0.5.
 4. Steering dose-response at shortlisted layers on held-out A/B items: add ``alpha * r * v_hat`` at
@@ -164,12 +165,16 @@ def permutation_null(ext_pos: Mapping[int, torch.Tensor], ext_neg: Mapping[int, 
         x = torch.cat([ext_pos[layer], ext_neg[layer]]).double()
         labels = []
         for _ in range(n):
-            if paired:  # swap pos/neg inside each pair with probability 1/2
-                flip = torch.rand(n_pos, generator=gen) < 0.5
+            # Balanced permutations: any imbalance would leave a multiple of the true class difference in the
+            # re-fitted direction, and with a strong trait every draw would then recover it (AUROC ~1).
+            if paired:  # swap pos/neg inside exactly half of the pairs
+                flip = torch.zeros(n_pos, dtype=torch.bool)
+                flip[torch.randperm(n_pos, generator=gen)[: n_pos // 2]] = True
                 lab = torch.cat([~flip, flip])
-            else:
+            else:  # each permuted group takes half of the pos and half of the neg samples
                 lab = torch.zeros(n_pos + n_neg, dtype=torch.bool)
-                lab[torch.randperm(n_pos + n_neg, generator=gen)[:n_pos]] = True
+                lab[torch.randperm(n_pos, generator=gen)[: n_pos // 2]] = True
+                lab[n_pos + torch.randperm(n_neg, generator=gen)[: n_neg // 2]] = True
             labels.append(lab)
         lab = torch.stack(labels).double()  # [n, N]
         mp = (lab @ x) / lab.sum(dim=1, keepdim=True).clamp_min(1)
@@ -187,7 +192,8 @@ def random_direction_null(ext_pos: Mapping[int, torch.Tensor], ext_neg: Mapping[
     """Held-out AUROC of norm-matched N(0, Sigma_hat) directions, oriented by the extraction data: [n]."""
     per_layer = []
     for layer in layers:
-        acts = torch.cat([ext_pos[layer], ext_neg[layer]])
+        # within-class covariance: the pooled one would contain the trait contrast itself as a top axis
+        acts = torch.cat([ext_pos[layer] - ext_pos[layer].mean(0), ext_neg[layer] - ext_neg[layer].mean(0)])
         dirs = covariance_null_directions(acts, n, norm=float(norms[layer]) or 1.0, seed=seed + 7919 * layer,
                                           shrinkage=shrinkage).double()
         sign = torch.sign((ext_pos[layer].double().mean(0) - ext_neg[layer].double().mean(0)) @ dirs.T)
