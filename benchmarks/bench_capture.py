@@ -35,19 +35,41 @@ from benchmarks.common import machine_info, summarize, timed_both, write_results
 logger = logging.getLogger("benchmarks.bench_capture")
 
 MODELS = {
-    "tinystories-656k": {"layers": "all", "batch_size": 8, "max_length": 128, "batches": 64, "repeats": 7},
-    "smollm2": {"layers": "7,15,23", "batch_size": 4, "max_length": 128, "batches": 4, "repeats": 3},
+    "tinystories-656k": {
+        "layers": "all",
+        "batch_size": 8,
+        "max_length": 128,
+        "batches": 32,
+        "repeats": 7,
+        "shard_tokens": 8192,
+    },
+    "smollm2": {
+        "layers": "7,15,23",
+        "batch_size": 4,
+        "max_length": 128,
+        "batches": 4,
+        "repeats": 3,
+        "shard_tokens": 1024,
+    },
 }
 
 
 def _texts(n: int) -> list[str]:
+    """``n`` TinyStories passages of >= 700 characters (consecutive paragraphs joined), so that batches are full
+    ``max_length=128``-token windows as in the reference timing (8 x 128 tokens)."""
     from difflib_models.paths import shared_dir
 
     path = shared_dir() / "data" / "tinystories" / "tiny_stories_smallGPT.txt"
-    lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if len(ln.strip()) > 200]
-    if len(lines) < n:
-        lines = (lines * (n // max(len(lines), 1) + 1))[:n]
-    return lines[:n]
+    texts, current = [], ""
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            current = f"{current} {line.strip()}".strip()
+        if len(current) >= 700:
+            texts.append(current)
+            current = ""
+    if len(texts) < n:
+        texts = (texts * (n // max(len(texts), 1) + 1))[:n]
+    return texts[:n]
 
 
 def _load(name: str) -> Any:
@@ -120,7 +142,6 @@ def bench_model(
                 )
         counter["stored_tokens"] = writer.manifest.n_tokens
         counter["shards"] = len(writer.manifest.shards)
-        shutil.rmtree(out, ignore_errors=True)
 
     modes = {"bare": bare, "capture": capture_only, "store": store}
     times: dict[str, list[float]] = {m: [] for m in modes}
@@ -132,6 +153,8 @@ def bench_model(
         for mode in order:
             gc.collect()
             wall, cpu_s = timed_both(modes[mode])
+            for leftover in workdir.glob(f"{name}-*"):  # deleting the store is not part of the timed work
+                shutil.rmtree(leftover, ignore_errors=True)
             times[mode].append(wall)
             cpu[mode].append(cpu_s)
         logger.info("%s repeat %d: wall %s", name, r, {m: round(t[-1], 3) for m, t in times.items()})
@@ -175,14 +198,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--models", default=",".join(MODELS), help=f"comma list of {sorted(MODELS)}")
     parser.add_argument("--repeats", type=int, default=None, help="timed rounds (default: 7 tiny, 3 smollm2)")
     parser.add_argument(
-        "--batches", type=int, default=None, help="batches per run (default: 64 tiny, 4 smollm2)"
+        "--batches", type=int, default=None, help="batches per run (default: 32 tiny, 4 smollm2)"
     )
     parser.add_argument(
         "--shard-tokens",
         type=int,
-        default=8192,
-        help="tokens per shard: several shards per run, as in a long snapshot (a run this short would otherwise "
-        "write its only shard at close())",
+        default=None,
+        help="tokens per shard (default 8192 tiny, 1024 smollm2): several shards per run, as in a long snapshot",
     )
     parser.add_argument("--out", default="capture", help="results name (benchmarks/results/<out>.json)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
@@ -206,7 +228,7 @@ def main(argv: list[str] | None = None) -> None:
                 name,
                 n_batches=n_batches,
                 repeats=repeats,
-                shard_tokens=args.shard_tokens,
+                shard_tokens=args.shard_tokens or MODELS[name]["shard_tokens"],
                 workdir=Path(tmp),
             )
             logger.info(
