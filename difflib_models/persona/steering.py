@@ -24,7 +24,8 @@ Positions (``positions=``), in absolute sequence columns (padding included):
 when ``prompt_lengths`` is None, the length of the first forward of each sequence (under ``generate``: the
 prompt). With a KV cache every forward only sees its new tokens; the absolute column of each is read from the
 cache length passed to the model (``cache`` / ``past_key_values``), so each position is steered exactly once.
-Without a cache ``generate`` recomputes every position each step and each recomputation is steered once.
+Without a cache ``generate`` recomputes every position each step and each recomputation is steered once; there,
+pass ``prompt_lengths`` for ``"prompt"``/``"response"`` (otherwise every forward looks like a new prompt).
 
 The hook adds out of place, so it works with autograd: the same mechanism is used for *preventative steering*
 during fine-tuning (attach during training forwards, detach for evaluation; see :class:`SteeringHook`).

@@ -174,3 +174,17 @@ def test_bad_input_is_config_error(model: torch.nn.Module) -> None:
     with pytest.raises(ConfigError, match="batch size"), steer(model, 0, _vec(), positions="prompt",
                                                                 prompt_lengths=[2, 2]):
         model(input_ids=ids, attention_mask=mask)
+
+
+def test_generate_without_cache_needs_and_uses_prompt_lengths(model: torch.nn.Module) -> None:
+    ids, mask = tiny_batch([6, 6], seed=5)
+    v = _vec() * 4.0
+    kw = dict(max_new_tokens=5, do_sample=False, pad_token_id=0, eos_token_id=None)
+    with torch.no_grad():
+        with steer(model, 1, v, positions="response"):
+            cached = model.generate(input_ids=ids, attention_mask=mask, use_cache=True, **kw)
+        with steer(model, 1, v, positions="response", prompt_lengths=[6, 6]) as hook:
+            uncached = model.generate(input_ids=ids, attention_mask=mask, use_cache=False, **kw)
+    assert torch.equal(cached, uncached)
+    # each no-cache step recomputes the whole sequence: steps see 6, 7, ..., 10 columns; steered from column 5 on
+    assert hook.n_forwards == 5 and hook.n_positions == 2 * sum(range(1, 6))
