@@ -160,3 +160,22 @@ def test_aggregators_recover_a_planted_direction(agg):
     assert cos > 0.9  # right direction and right sign
     assert float(v.norm()) == pytest.approx(3.0, rel=0.2)  # scaled like the mean difference
     assert float((pos @ v).mean()) > float((neg @ v).mean())
+
+
+@pytest.mark.slow
+@pytest.mark.smollm2
+@pytest.mark.shared
+def test_smollm2_imported_anthropic_items_separate_held_out(smollm2, shared_data):
+    """Importer + ab extraction on real data: narcissism statements (" Yes"/" No"), held-out split."""
+    import numpy as np
+
+    from difflib_models.persona.importers import import_anthropic_jsonl
+    from difflib_models.persona.validation import permutation_null, separation
+
+    trait = import_anthropic_jsonl(shared_data / "anthropic-evals" / "persona" / "narcissism.jsonl", limit=48)
+    ex = PersonaExtractor(mode="ab", batch_size=8, show_progress=False).fit(smollm2, trait)
+    pos, neg = ex.features(smollm2, trait, "evaluation")
+    sep = separation(ex.vectors_, pos, neg, n_boot=200)
+    best = max(sep, key=lambda k: sep[k]["auroc"])
+    null = permutation_null(ex.pos_features_, ex.neg_features_, pos, neg, ex.layers_, n=100)
+    assert sep[best]["auroc"] > 0.85 and sep[best]["auroc"] > float(np.quantile(null, 0.95))
