@@ -35,29 +35,67 @@ def synthetic_report(n_latents: int, seed: int = 0) -> dict[str, Any]:
 
     rng = random.Random(seed)
     ident = {"name": "base", "source": "hf_dir", "path": None, "weight_hash": "0" * 64}
-    report = new_report("gate", base=ident, candidate={**ident, "name": "candidate", "weight_hash": "1" * 64},
-                        hook_points={"block_path": "model.layers", "n_layers": 30})
-    words = ["the", " cat", " <script>", " sat", " on", " a", " mat", " &", " \"quoted\"", " end"]
+    report = new_report(
+        "gate",
+        base=ident,
+        candidate={**ident, "name": "candidate", "weight_hash": "1" * 64},
+        hook_points={"block_path": "model.layers", "n_layers": 30},
+    )
+    words = ["the", " cat", " <script>", " sat", " on", " a", " mat", " &", ' "quoted"', " end"]
     report["crosscoder"] = {
         "metrics": {"fve": 0.8, "l0": 32.0},
         "latent_classes": {"shared": n_latents // 2, "ft_only": n_latents // 4, "base_only": n_latents // 4},
         "relative_decoder_norms": [rng.random() for _ in range(4 * n_latents)],
         "top_latents": [
-            {"latent": i, "class": "ft_only", "rel_norm": rng.random(), "flags": ["ls_ok"],
-             "contexts": [{"tokens": [rng.choice(words) for _ in range(16)], "index": rng.randrange(16),
-                           "activation": rng.random() * 5} for _ in range(3)]}
+            {
+                "latent": i,
+                "class": "ft_only",
+                "rel_norm": rng.random(),
+                "flags": ["ls_ok"],
+                "contexts": [
+                    {
+                        "tokens": [rng.choice(words) for _ in range(16)],
+                        "index": rng.randrange(16),
+                        "activation": rng.random() * 5,
+                    }
+                    for _ in range(3)
+                ],
+            }
             for i in range(n_latents)
         ],
     }
-    report["drift"] = {"layers": [{"layer": i, "kl_mean": rng.random(), "cos_mean": rng.random()} for i in range(30)]}
-    report["persona"] = {"traits": [
-        {"trait": t, "layer": 15, "polarity": "undesirable", "shift": 0.1, "shift_z": 0.5, "shift_frac": 0.02,
-         "null_percentile": 0.4, "null_shifts": [rng.gauss(0, 1) for _ in range(32)],
-         "base_projections": [rng.gauss(0, 1) for _ in range(20)],
-         "candidate_projections": [rng.gauss(0, 1) for _ in range(20)], "signal_ok": True}
-        for t in ("evil", "sycophancy")]}
-    report["monitor"] = {"series": [{"trait": "evil", "layer": 15, "metric": "shift_z",
-                                     "steps": list(range(0, 200, 10)), "values": [rng.random() for _ in range(20)]}]}
+    report["drift"] = {
+        "layers": [{"layer": i, "kl_mean": rng.random(), "cos_mean": rng.random()} for i in range(30)]
+    }
+    report["persona"] = {
+        "traits": [
+            {
+                "trait": t,
+                "layer": 15,
+                "polarity": "undesirable",
+                "shift": 0.1,
+                "shift_z": 0.5,
+                "shift_frac": 0.02,
+                "null_percentile": 0.4,
+                "null_shifts": [rng.gauss(0, 1) for _ in range(32)],
+                "base_projections": [rng.gauss(0, 1) for _ in range(20)],
+                "candidate_projections": [rng.gauss(0, 1) for _ in range(20)],
+                "signal_ok": True,
+            }
+            for t in ("evil", "sycophancy")
+        ]
+    }
+    report["monitor"] = {
+        "series": [
+            {
+                "trait": "evil",
+                "layer": 15,
+                "metric": "shift_z",
+                "steps": list(range(0, 200, 10)),
+                "values": [rng.random() for _ in range(20)],
+            }
+        ]
+    }
     return report
 
 
@@ -76,38 +114,66 @@ def bench_html(n_latents: int, repeats: int) -> dict[str, Any]:
         with tempfile.TemporaryDirectory() as tmp:
             writes.append(timed_both(lambda tmp=tmp: write_report(report, tmp))[0])
             size = (Path(tmp) / "report.html").stat().st_size
-    return {"n_latents": n_latents, "render_html": summarize(walls), "render_html_cpu_median_s":
-            statistics.median(cpus), "write_report_all_formats": summarize(writes), "html_bytes": size}
+    return {
+        "n_latents": n_latents,
+        "render_html": summarize(walls),
+        "render_html_cpu_median_s": statistics.median(cpus),
+        "write_report_all_formats": summarize(writes),
+        "html_bytes": size,
+    }
 
 
 def bench_gate() -> dict[str, Any]:
     from difflib_models.gate.runner import GateConfig, run_gate
 
-    out: dict[str, Any] = {"model": "smollm2-135m-instruct", "policy": "default (shipped)",
-                           "candidate": "identical to base (no short-cut: every policy metric is computed)"}
+    out: dict[str, Any] = {
+        "model": "smollm2-135m-instruct",
+        "policy": "default (shipped)",
+        "candidate": "identical to base (no short-cut: every policy metric is computed)",
+    }
     with tempfile.TemporaryDirectory() as tmp:
         result: dict[str, Any] = {}
 
         def first() -> None:
-            result["r1"] = run_gate(GateConfig(candidate="smollm2-135m-instruct", base="smollm2-135m-instruct",
-                                               out=Path(tmp) / "run1"))
+            result["r1"] = run_gate(
+                GateConfig(
+                    candidate="smollm2-135m-instruct", base="smollm2-135m-instruct", out=Path(tmp) / "run1"
+                )
+            )
 
         wall, cpu = timed_both(first)
         r1 = result["r1"].report
-        out["extract_and_gate"] = {"wall_s": wall, "cpu_s": cpu, "timings": r1["timings"], "verdict": r1["verdict"],
-                                   "exit_code": result["r1"].exit_code}
+        out["extract_and_gate"] = {
+            "wall_s": wall,
+            "cpu_s": cpu,
+            "timings": r1["timings"],
+            "verdict": r1["verdict"],
+            "exit_code": result["r1"].exit_code,
+        }
         vecs = sorted((Path(tmp) / "run1" / "vectors").glob("*.safetensors"))
 
         def second() -> None:
-            result["r2"] = run_gate(GateConfig(candidate="smollm2-135m-instruct", base="smollm2-135m-instruct",
-                                               out=Path(tmp) / "run2", vectors=vecs))
+            result["r2"] = run_gate(
+                GateConfig(
+                    candidate="smollm2-135m-instruct",
+                    base="smollm2-135m-instruct",
+                    out=Path(tmp) / "run2",
+                    vectors=vecs,
+                )
+            )
 
         wall, cpu = timed_both(second)
         r2 = result["r2"].report
-        out["gate_with_vector_files"] = {"wall_s": wall, "cpu_s": cpu, "timings": r2["timings"],
-                                         "verdict": r2["verdict"]}
-        out["persona"] = [{k: t.get(k) for k in ("trait", "layer", "shift_z", "vector_auroc", "signal_ok")}
-                          for t in r1["persona"]["traits"]]
+        out["gate_with_vector_files"] = {
+            "wall_s": wall,
+            "cpu_s": cpu,
+            "timings": r2["timings"],
+            "verdict": r2["verdict"],
+        }
+        out["persona"] = [
+            {k: t.get(k) for k in ("trait", "layer", "shift_z", "vector_auroc", "signal_ok")}
+            for t in r1["persona"]["traits"]
+        ]
         out["behavioural"] = r1["behavioural"]["models"]
     return out
 
@@ -123,9 +189,10 @@ def main() -> None:
     machine = machine_info()
     payload: dict[str, Any] = {"html": bench_html(args.latents, args.repeats)}
     logger.info("html: %s", payload["html"]["render_html"])
+    path = write_results(args.name, payload, machine)  # partial results first: the gate part is long
     if not args.skip_smollm2:
         payload["gate_smollm2"] = bench_gate()
-    path = write_results(args.name, payload, machine)
+        path = write_results(args.name, payload, machine)
     logger.info("wrote %s", path)
 
 
