@@ -179,3 +179,41 @@ def test_smollm2_imported_anthropic_items_separate_held_out(smollm2, shared_data
     best = max(sep, key=lambda k: sep[k]["auroc"])
     null = permutation_null(ex.pos_features_, ex.neg_features_, pos, neg, ex.layers_, n=100)
     assert sep[best]["auroc"] > 0.85 and sep[best]["auroc"] > float(np.quantile(null, 0.95))
+
+
+def test_openai_compatible_judge_against_a_local_server():
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from difflib_models.persona.extraction import OpenAICompatibleJudge
+
+    seen = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server API
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            seen.update(body, path=self.path, auth=self.headers.get("Authorization"))
+            out = json.dumps({"choices": [{"message": {"content": "Score: 87"}}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(out)))
+            self.end_headers()
+            self.wfile.write(out)
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        judge = OpenAICompatibleJudge(f"http://127.0.0.1:{server.server_port}/v1", "judge-model", "Rate evil.",
+                                      api_key="k")
+        assert judge("Q?", "A.") == 87.0
+    finally:
+        server.shutdown()
+    assert seen["path"] == "/v1/chat/completions" and seen["model"] == "judge-model" and seen["auth"] == "Bearer k"
+    assert "Rate evil." in seen["messages"][0]["content"] and "A." in seen["messages"][1]["content"]
+    with pytest.raises(ConfigError, match="base_url"):
+        OpenAICompatibleJudge("ftp://x", "m", "r")
