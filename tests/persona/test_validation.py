@@ -168,3 +168,31 @@ def test_validate_vectors_end_to_end_on_tiny_model(tinystories_656k, tmp_path):
         V.validate_vectors(loaded, ex, n_null=2)
     with pytest.raises(ConfigError, match="alphas"):
         V.validate_vectors(loaded, ex, alphas=(1.0, 0.0, -1.0))
+
+
+@pytest.mark.slow
+@pytest.mark.smollm2
+def test_smollm2_builtin_evil_beats_both_nulls(smollm2):
+    """The proof on a real chat model: the held-out AUROC of the selected layer beats the 95th percentile of both
+    nulls (max over the 30 layers). The steering check runs too; on SmolLM2 it does NOT confirm the layer (the
+    dose-response is U-shaped, see docs/persona.md), so the verdict must say "too_weak" rather than "real"."""
+    import dataclasses
+
+    from difflib_models.persona.extraction import PersonaExtractor
+    from difflib_models.persona.traits import load_trait
+
+    full = load_trait("evil")
+    trait = dataclasses.replace(full, instructions=full.instructions[:2])  # 2 of 5 pairs: CI time
+    ex = PersonaExtractor(mode="prompt_contrast", batch_size=8, show_progress=False).fit(smollm2, trait)
+    res = V.validate_vectors(smollm2, ex, n_null=200, n_boot=200, shortlist=1, alphas=(-1.0, 0.0, 1.0))
+    sel = res.selected_layer
+    auroc = res.per_layer[sel]["auroc"]
+    assert auroc > 0.9 and res.per_layer[sel]["ci_lo"] > 0.8
+    assert auroc > res.nulls["label_permutation"]["q95"] and auroc > res.nulls["random_direction"]["q95"]
+    assert res.nulls["random_direction"]["p_value"] < 0.05 and res.nulls["label_permutation"]["p_value"] < 0.05
+    assert res.split_half[sel] > 0.8
+    st = res.steering[sel]
+    # a full median-residual-norm step disrupts the answer: the A/B probability mass drops on both sides
+    assert st["ab_mass"][0] < st["ab_mass"][1] and st["ab_mass"][2] < st["ab_mass"][1]
+    assert res.verdict == ("real" if st["monotone"] else "too_weak")
+    assert ex.gap_[sel] > 0 and ex.base_std_[sel] > 0
