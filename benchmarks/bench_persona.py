@@ -4,8 +4,8 @@ For each trait and mode: extraction time, per-layer held-out AUROC, the selected
 percentile, p-value, max over layers), split-half stability, the steering dose-response at the shortlisted layers,
 and the cross-trait cosine matrix at a common layer. Writes ``benchmarks/results/persona.json``; asserts nothing.
 
-    python -m benchmarks.bench_persona                          # 3 built-in traits, mode ab
-    python -m benchmarks.bench_persona --traits evil --modes ab,prompt_contrast --threads 1
+    python -m benchmarks.bench_persona --threads 1              # 3 built-in traits, prompt_contrast, 2 pairs
+    python -m benchmarks.bench_persona --traits evil --modes ab,prompt_contrast --max-instructions 0
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ log = logging.getLogger("benchmarks.persona")
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--traits", default="sycophancy,evil,hallucination")
-    ap.add_argument("--modes", default="ab")
+    ap.add_argument("--modes", default="prompt_contrast")
     ap.add_argument("--n-null", type=int, default=200)
     ap.add_argument("--shortlist", type=int, default=1)
     ap.add_argument(
@@ -33,7 +33,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave torch's default)")
-    ap.add_argument("--alphas", default="-2,-1,-0.5,0,0.5,1,2", help="steering alphas (median residual norm units)")
+    ap.add_argument("--alphas", default="-0.5,-0.25,-0.1,0,0.1,0.25,0.5",
+                    help="steering alphas in median-residual-norm units (the spec's +-1, +-2 collapse SmolLM2's answers)")
     ap.add_argument("--name", default="persona")
     args = ap.parse_args(argv)
     os.environ.setdefault("DIFFLIB_MODELS_NO_PROGRESS", "1")
