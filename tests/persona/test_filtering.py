@@ -166,3 +166,96 @@ def test_bad_chat_files(tmp_path: Path) -> None:
         FilterConfig(mode="top_k")
     with pytest.raises(ConfigError):
         FilteredDataset([{"a": 1}], [True, False])
+
+
+# ------------------------------------------------------------------------------------------ SmolLM2 (real signal)
+def _precision_at_k(records: list[dict], labels: np.ndarray) -> float:
+    d = np.array([r["delta_p"] for r in records])
+    return float(labels[np.argsort(-d, kind="stable")[: int(labels.sum())]].mean())
+
+
+@pytest.fixture(scope="module")
+def smollm2_vectors(smollm2) -> dict[str, PersonaVectorSet]:
+    """Directions from the built-in trait files (mode ``paired``: the trait file's own trait vs neutral responses,
+    response-averaged like the filter's projections; persona-core's extractor features and mean-difference
+    aggregator), never from the data being filtered. (Mode ``ab`` directions, read at the answer-letter token,
+    ranked worse here: precision@24 0.83 sycophancy, 0.33 evil.) Only the features are computed (``fit``
+    would also measure the gap and base std, which filtering does not need)."""
+    from difflib_models.persona.extraction import PersonaExtractor, aggregate
+
+    out = {}
+    for trait in ("sycophancy", "evil"):
+        ex = PersonaExtractor(mode=SMOL_MODE, layers=[SMOL_LAYER], show_progress=False)
+        pos, neg = ex.features(smollm2, trait, "extraction")
+        out[trait] = PersonaVectorSet(trait_id=trait, vectors={SMOL_LAYER: aggregate(pos[SMOL_LAYER], neg[SMOL_LAYER])},
+                                      model=smollm2.identity.to_dict(), mode=SMOL_MODE, selected_layer=SMOL_LAYER,
+                                      n_pos=int(pos[SMOL_LAYER].shape[0]), n_neg=int(neg[SMOL_LAYER].shape[0]))
+    return out
+
+
+SMOL_MODE, SMOL_LAYER, N_PER_CLASS = "paired", 12, 24
+
+
+@pytest.mark.slow
+@pytest.mark.smollm2
+def test_smollm2_proxy_ranks_trait_inducing_samples_first(smollm2, smollm2_vectors, tmp_path: Path) -> None:
+    from difflib_models.datasets import load_dataset
+
+    precision = {}
+    for trait, vs in smollm2_vectors.items():
+        rows = load_dataset(f"{trait}-inducing")[:N_PER_CLASS] + load_dataset(f"{trait}-neutral")[:N_PER_CLASS]
+        labels = np.array([1] * N_PER_CLASS + [0] * N_PER_CLASS)
+        res = filter_samples(smollm2, vs, samples_from_rows(rows),
+                             FilterConfig(mode="top_k", top_k=N_PER_CLASS, n_bootstrap=200))
+        precision[trait] = _precision_at_k(res.records, labels)
+        assert res.summary["n_flagged"] == N_PER_CLASS
+        # flagged == the top-k by delta_p, and precision of the flags equals precision@k
+        assert float(labels[np.array([r["flagged"] for r in res.records])].mean()) == precision[trait]
+        paths = write_outputs(res, tmp_path / trait)
+        assert len(paths["kept"].read_text().splitlines()) == N_PER_CLASS
+    print("proxy precision@k", precision)
+    assert max(precision.values()) >= 0.9, precision
+
+
+@pytest.mark.slow
+@pytest.mark.smollm2
+def test_smollm2_exact_method_numbers(smollm2, smollm2_vectors) -> None:
+    from difflib_models.datasets import load_dataset
+
+    n = 4
+    vs = smollm2_vectors["evil"]
+    rows = load_dataset("evil-inducing")[:n] + load_dataset("evil-neutral")[:n]
+    labels = np.array([1] * n + [0] * n)
+    samples = samples_from_rows(rows)
+    exact = filter_samples(smollm2, vs, samples, FilterConfig(method="exact", max_new_tokens=24, n_bootstrap=0))
+    proxy = filter_samples(smollm2, vs, samples, FilterConfig(n_bootstrap=0))
+    # same training-side projections; only the baseline differs (the model's own answer, not its last prompt token)
+    np.testing.assert_allclose([r["proj_train"] for r in exact.records], [r["proj_train"] for r in proxy.records],
+                               atol=1e-3)
+    assert not np.allclose([r["proj_base"] for r in exact.records], [r["proj_base"] for r in proxy.records])
+    print("exact precision@k", _precision_at_k(exact.records, labels), "proxy", _precision_at_k(proxy.records, labels))
+    assert _precision_at_k(exact.records, labels) >= 0.75
+
+
+@pytest.mark.slow
+@pytest.mark.smollm2
+@pytest.mark.shared
+def test_smollm2_insecure_code_against_secure_code(smollm2, smollm2_vectors, shared_data: Path,
+                                                   tmp_path: Path) -> None:
+    """Real insecure-code rows vs the project's secure code: the filter runs on the real file and its outputs
+    are consistent. The separation is reported, not asserted: a 135M model shows no emergent misalignment."""
+    from difflib_models.datasets import load_dataset
+
+    n = 8
+    src = shared_data / "emergent-misalignment" / "insecure-code" / "insecure_small.jsonl"
+    before = hashlib.sha256(src.read_bytes()).hexdigest()
+    insecure = read_chat_jsonl(src)[:n]
+    secure = samples_from_rows(load_dataset("secure-code")[:n])
+    res = filter_samples(smollm2, smollm2_vectors["evil"], insecure + secure,
+                         FilterConfig(mode="top_frac", top_frac=0.5, max_length=320, n_bootstrap=200))
+    labels = np.array([1] * n + [0] * n)
+    assert res.summary["n_flagged"] == n and len(res.kept_indices) == n
+    assert all(np.isfinite([r["delta_p"] for r in res.records]))
+    write_outputs(res, tmp_path / "code", source=src)
+    assert hashlib.sha256(src.read_bytes()).hexdigest() == before
+    print("insecure-vs-secure precision@k", _precision_at_k(res.records, labels), res.summary["ci95"])
