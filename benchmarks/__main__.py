@@ -38,29 +38,45 @@ QUICK_ARGS: dict[str, list[str]] = {
     "capture": ["--models", "tinystories-656k", "--repeats", "3"],
     "callbacks": ["--skip-smol", "--repeats", "1"],
     "demo": ["--rows", "16", "--steps", "4"],
-    "scaling": ["--sizes", "8,16,32"],
+    "scaling": ["--model", "tinystories-656k", "--sizes", "16,32,64,128"],
 }
 """Smaller arguments per script for ``--quick`` (scripts not listed run with their defaults)."""
 
-NAMED_FIELDS = ("first_run_s", "rerun_s", "speedup", "wall_s", "gate_wall_s", "render_s", "time_per_token_s",
-                "peak_rss_mb_per_1k_tokens", "within_5_minutes_projected")
+NAMED_FIELDS = (
+    "first_run_s",
+    "rerun_s",
+    "speedup",
+    "wall_s",
+    "gate_wall_s",
+    "render_s",
+    "time_per_token_s",
+    "peak_rss_mb_per_1k_tokens",
+    "within_5_minutes_projected",
+)
 """Non-ratio fields that are headline figures of some benchmark."""
 
 
 def discover() -> list[str]:
     """Names (without ``bench_``) of the benchmark scripts present, sorted."""
-    return sorted(p.stem[len("bench_"):] for p in HERE.glob("bench_*.py"))
+    return sorted(p.stem[len("bench_") :] for p in HERE.glob("bench_*.py"))
 
 
 def run_script(name: str, args: list[str], timeout: float) -> dict[str, Any]:
     """Run ``python -m benchmarks.bench_<name> ARGS`` from the repository root; never raises on failure."""
     cmd = [sys.executable, "-m", f"benchmarks.bench_{name}", *args]
-    env = dict(os.environ, DIFFLIB_MODELS_NO_PROGRESS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-               MLFLOW_DISABLE_TELEMETRY="true", TOKENIZERS_PARALLELISM="false")
+    env = dict(
+        os.environ,
+        DIFFLIB_MODELS_NO_PROGRESS="1",
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        MLFLOW_DISABLE_TELEMETRY="true",
+        TOKENIZERS_PARALLELISM="false",
+    )
     t0 = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, cwd=HERE.parent, env=env, capture_output=True, text=True, timeout=timeout,
-                              check=False)
+        proc = subprocess.run(
+            cmd, cwd=HERE.parent, env=env, capture_output=True, text=True, timeout=timeout, check=False
+        )
         rc, out, err, timed_out = proc.returncode, proc.stdout, proc.stderr, False
     except subprocess.TimeoutExpired as exc:
         rc, timed_out = None, True
@@ -69,8 +85,15 @@ def run_script(name: str, args: list[str], timeout: float) -> dict[str, Any]:
     wall = time.perf_counter() - t0
     status = "timeout" if timed_out else ("ok" if rc == 0 else "error")
     log.info("bench_%s: %s in %.1f s", name, status, wall)
-    return {"command": " ".join(cmd[1:]), "status": status, "returncode": rc, "wall_s": round(wall, 3),
-            "timeout_s": timeout, "stdout_tail": out[-1500:], "stderr_tail": err[-1500:] if rc else ""}
+    return {
+        "command": " ".join(cmd[1:]),
+        "status": status,
+        "returncode": rc,
+        "wall_s": round(wall, 3),
+        "timeout_s": timeout,
+        "stdout_tail": out[-1500:],
+        "stderr_tail": err[-1500:] if rc else "",
+    }
 
 
 def _numbers(obj: Any, prefix: str = "") -> Iterator[tuple[str, str, Any]]:
@@ -122,7 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default=None, help="comma list of script names (without bench_)")
     parser.add_argument("--skip", default="", help="comma list of script names to skip")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per script (default 1800)")
-    parser.add_argument("--quick", action="store_true", help="small arguments for the scripts listed in QUICK_ARGS")
+    parser.add_argument(
+        "--quick", action="store_true", help="small arguments for the scripts listed in QUICK_ARGS"
+    )
     parser.add_argument("--merge-only", action="store_true", help="run nothing; rebuild summary.json")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -143,16 +168,20 @@ def main(argv: list[str] | None = None) -> int:
     if not args.merge_only:
         for name in names:
             runs[name] = run_script(name, QUICK_ARGS.get(name, []) if args.quick else [], args.timeout)
+    results = merge(None if args.merge_only else started)
     summary = {
         "benchmark": "summary",
         "timestamp_utc": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine,
         "quick": bool(args.quick),
         "runs": runs,
-        "results": merge(None if args.merge_only else started),
+        "headline": {
+            f"{stem}.{k}": v for stem, res in results.items() for k, v in res.get("headline", {}).items()
+        },
+        "results": results,
         "notes": "headline = every numeric field named ratio*/goal* plus named timing fields; 'stale' results "
-                 "were not rewritten by this invocation (their script failed, timed out, was skipped, or writes "
-                 "under another name). Timings on a shared machine carry its load average.",
+        "were not rewritten by this invocation (their script failed, timed out, was skipped, or writes "
+        "under another name). Timings on a shared machine carry its load average.",
     }
     from difflib_models.io import atomic_write_json
 
@@ -160,8 +189,10 @@ def main(argv: list[str] | None = None) -> int:
     for name, run in runs.items():
         print(f"bench_{name:12s} {run['status']:8s} {run['wall_s']:8.1f} s")
     for stem, res in summary["results"].items():
-        figures = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-                            for k, v in list(res.get("headline", {}).items())[:6])
+        figures = ", ".join(
+            f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+            for k, v in list(res.get("headline", {}).items())[:6]
+        )
         print(f"  {stem:18s} [{res.get('state', '?')}] {figures}")
     print(f"summary: {path}")
     return 0 if all(r["status"] == "ok" for r in runs.values()) else 1

@@ -23,6 +23,8 @@ from difflib_models.io import atomic_write_json
 log = logging.getLogger(__name__)
 
 EXPECTED = {INDUCING: "fail", NEUTRAL: "pass"}
+"""Expected gate outcome per training set: "fail" = verdict fail; "pass" = the gate lets it through (exit 0, i.e.
+verdict pass, or warn under the default policy's ``warnings_fail: false``)."""
 SUMMARY_FILE = "summary.json"
 
 
@@ -41,7 +43,13 @@ class DemoResult:
 
     @property
     def as_expected(self) -> bool:
-        return all(self.verdicts.get(name) == want for name, want in self.summary["expected"].items())
+        return all(outcome(self.summary["runs"][name]["gate"]) == want
+                   for name, want in self.summary["expected"].items())
+
+
+def outcome(gate: dict[str, Any]) -> str:
+    """"fail" when the gate blocks the candidate (non-zero exit), else "pass" (a warn verdict passes)."""
+    return "pass" if gate["exit_code"] == 0 else "fail"
 
 
 def run_demo(config: DemoConfig) -> DemoResult:
@@ -140,7 +148,7 @@ def format_summary(result: DemoResult) -> list[str]:
     for name, run in s["runs"].items():
         g = run["gate"]
         want = s["expected"][name]
-        mark = "as expected" if g["verdict"] == want else f"UNEXPECTED (expected {want})"
+        mark = "as expected" if outcome(g) == want else f"UNEXPECTED (expected {want})"
         syc = g["persona"].get(TRAIT, {})
         lines.append(f"  {name:22s} verdict {g['verdict'].upper():5s} {mark}")
         lines.append(f"    {TRAIT} shift_z {_num(syc.get('shift_z'))}  shift_frac {_num(syc.get('shift_frac'))}  "

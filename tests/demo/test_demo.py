@@ -1,0 +1,83 @@
+"""The demo end to end on CPU (quick profile): verdicts, report files, the MLflow run, and a faster re-run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from difflib_models.demo.config import INDUCING, NEUTRAL, DemoConfig
+from difflib_models.errors import ConfigError
+
+
+def test_config_rejects_bad_options(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="--profile"):
+        DemoConfig(out=tmp_path, profile="huge")
+    with pytest.raises(ConfigError, match="overrides"):
+        DemoConfig(out=tmp_path, overrides={"no_such_field": 1})
+    with pytest.raises(ConfigError, match="steps"):
+        DemoConfig(out=tmp_path, overrides={"steps": 0})
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match="--out"):
+        DemoConfig(out=tmp_path / "file")
+    cfg = DemoConfig(out=tmp_path, overrides={"steps": 3})
+    assert cfg.resolved_profile().steps == 3 and cfg.resolved_device() == "cpu"
+    assert cfg.resolved_tracking_uri().startswith("sqlite:///") and cfg.resolved_tracking_uri().endswith("mlflow.db")
+
+
+@pytest.mark.slow
+@pytest.mark.smollm2
+def test_quick_demo_verdicts_outputs_mlflow_and_rerun(smollm2_dir: Path, tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from difflib_models.demo.runner import run_demo
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    config = DemoConfig(out=tmp_path / "demo", tracking_uri=uri)
+    first = run_demo(config)
+    s = first.summary
+    gates = json.dumps({n: r["gate"] for n, r in s["runs"].items()}, indent=1, default=str)
+    assert first.verdicts[INDUCING] == "fail" and s["runs"][INDUCING]["gate"]["exit_code"] == 1, gates
+    # the control gets through the gate (pass, or warn: warnings do not fail under the default policy)
+    assert first.verdicts[NEUTRAL] in ("pass", "warn") and s["runs"][NEUTRAL]["gate"]["exit_code"] == 0, gates
+    assert first.as_expected and not any(first.reused.values())
+
+    inducing, control = s["runs"][INDUCING], s["runs"][NEUTRAL]
+    syc_i, syc_c = inducing["gate"]["persona"]["sycophancy"], control["gate"]["persona"]["sycophancy"]
+    assert syc_i["shift_z"] > syc_c["shift_z"] and syc_i["excess_z"] == pytest.approx(
+        syc_i["shift_z"] - syc_c["shift_z"], abs=1e-9)
+    assert "fail" in inducing["gate"]["checks"].values() and "fail" not in control["gate"]["checks"].values()
+    # the training-time monitor saw the same direction of travel
+    assert inducing["train"]["monitor_last"]["shift_z"] > control["train"]["monitor_last"]["shift_z"]
+    for name in (INDUCING, NEUTRAL):  # every training row was scored (report mode: nothing dropped)
+        assert s["data_filter"][name]["n"] == s["profile"]["train_rows"]
+    profile = s["profile"]
+    for run in (inducing, control):
+        for kind in ("json", "html", "md", "junit"):
+            assert Path(run["gate"]["paths"][kind]).is_file()
+        assert "<html" in Path(run["gate"]["paths"]["html"]).read_text(encoding="utf-8").lower()
+        report = json.loads(Path(run["gate"]["paths"]["json"]).read_text(encoding="utf-8"))
+        assert report["verdict"] == run["gate"]["verdict"]
+        assert report["crosscoder"]["latent_classes"] and report["drift"]["layers"]
+        assert report["monitor"] is not None and report["data_filter"]["n"] == profile["train_rows"]
+        expected_steps = sorted({0, profile["steps"], *range(profile["snapshot_every"], profile["steps"] + 1,
+                                                             profile["snapshot_every"])})
+        assert run["train"]["snapshot_steps"] == expected_steps
+        assert Path(run["train"]["adapter"], "adapter_config.json").is_file()
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("difflib-demo")
+    assert exp is not None
+    for run in (inducing, control):
+        mlrun = client.get_run(run["train"]["run_id"])
+        assert mlrun.data.tags["difflib.verdict"] == run["gate"]["verdict"]
+        assert "train_loss" in mlrun.data.metrics
+        assert any(k.startswith("persona/sycophancy/") for k in mlrun.data.metrics)
+    assert len(client.search_runs([exp.experiment_id])) == 2
+
+    second = run_demo(config)
+    assert second.verdicts == first.verdicts
+    assert all(second.reused.values()) and set(second.reused) == set(first.reused)
+    assert second.summary["timings_s"]["total"] < 0.5 * s["timings_s"]["total"]
+    assert len(client.search_runs([exp.experiment_id])) == 2  # no new MLflow run on a re-run
