@@ -39,15 +39,28 @@ def _child_cpu() -> float:
 
 def run_once(out: Path, uri: str, profile: str, overrides: dict[str, Any]) -> dict[str, Any]:
     if overrides:  # the CLI has no override options: go through the library in a child process
-        code = ("import json,sys; from difflib_models.demo.config import DemoConfig; "
-                "from difflib_models.demo.runner import run_demo; "
-                f"r = run_demo(DemoConfig(out={str(out)!r}, profile={profile!r}, tracking_uri={uri!r}, "
-                f"overrides={overrides!r})); sys.exit(0 if r.as_expected else 1)")
+        code = (
+            "import json,sys; from difflib_models.demo.config import DemoConfig; "
+            "from difflib_models.demo.runner import run_demo; "
+            f"r = run_demo(DemoConfig(out={str(out)!r}, profile={profile!r}, tracking_uri={uri!r}, "
+            f"overrides={overrides!r})); sys.exit(0 if r.as_expected else 1)"
+        )
         cmd = [sys.executable, "-c", code]
     else:
-        cmd = [sys.executable, "-m", "difflib_models", "demo", "--out", str(out), "--tracking-uri", uri,
-               "--quick" if profile == "quick" else "--full"]
-    env = dict(os.environ, DIFFLIB_MODELS_NO_PROGRESS="1", HF_HUB_OFFLINE="1", MLFLOW_DISABLE_TELEMETRY="true")
+        cmd = [
+            sys.executable,
+            "-m",
+            "difflib_models",
+            "demo",
+            "--out",
+            str(out),
+            "--tracking-uri",
+            uri,
+            "--quick" if profile == "quick" else "--full",
+        ]
+    env = dict(
+        os.environ, DIFFLIB_MODELS_NO_PROGRESS="1", HF_HUB_OFFLINE="1", MLFLOW_DISABLE_TELEMETRY="true"
+    )
     load0 = load_average()
     cpu0, t0 = _child_cpu(), time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
@@ -81,9 +94,13 @@ def main(argv: list[str] | None = None) -> None:
         out = Path(tmp) / "demo"
         uri = f"sqlite:///{Path(tmp) / 'mlflow.db'}"
         first = run_once(out, uri, args.profile, overrides)
-        logger.info("first run: %.1f s wall, %.1f s CPU, rc %s", first["wall_s"], first["cpu_s"], first["returncode"])
+        logger.info(
+            "first run: %.1f s wall, %.1f s CPU, rc %s", first["wall_s"], first["cpu_s"], first["returncode"]
+        )
         rerun = run_once(out, uri, args.profile, overrides)
-        logger.info("re-run: %.1f s wall, %.1f s CPU, rc %s", rerun["wall_s"], rerun["cpu_s"], rerun["returncode"])
+        logger.info(
+            "re-run: %.1f s wall, %.1f s CPU, rc %s", rerun["wall_s"], rerun["cpu_s"], rerun["returncode"]
+        )
     cores = min(args.cores, os.cpu_count() or args.cores)
     projected = first["cpu_s"] / cores
     payload = {
@@ -96,17 +113,22 @@ def main(argv: list[str] | None = None) -> None:
         "rerun_s": rerun["wall_s"],
         "speedup": first["wall_s"] / rerun["wall_s"] if rerun["wall_s"] > 0 else None,
         "first_run_cpu_s": first["cpu_s"],
-        "projected_idle_wall_s": {"lower_bound_cpu_over_cores": projected, "upper_bound_cpu_s": first["cpu_s"],
-                                  "cores": cores},
+        "projected_idle_wall_s": {
+            "lower_bound_cpu_over_cores": projected,
+            "upper_bound_cpu_s": first["cpu_s"],
+            "cores": cores,
+        },
         "within_5_minutes_projected": projected <= LIMIT_S,
         "ratio_rerun_over_first": rerun["wall_s"] / first["wall_s"] if first["wall_s"] > 0 else None,
         "notes": "projected_idle_wall_s: on an idle machine with `cores` cores the first run takes between "
-                 "cpu_s / cores (perfect use of every core) and cpu_s (one core busy); wall_s on a shared machine "
-                 "includes waiting for a core.",
+        "cpu_s / cores (perfect use of every core) and cpu_s (one core busy); wall_s on a shared machine "
+        "includes waiting for a core.",
     }
     path = write_results("demo", payload, machine)
-    print(f"demo first run {first['wall_s']:.1f} s (CPU {first['cpu_s']:.1f} s), re-run {rerun['wall_s']:.1f} s, "
-          f"verdicts {first['verdicts']}")
+    print(
+        f"demo first run {first['wall_s']:.1f} s (CPU {first['cpu_s']:.1f} s), re-run {rerun['wall_s']:.1f} s, "
+        f"verdicts {first['verdicts']}"
+    )
     print(f"wrote {path}")
 
 

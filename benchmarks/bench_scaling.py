@@ -57,7 +57,9 @@ def _load(model: str) -> Any:
     return load_model(None if model == "smollm2" else shared_dir() / "models" / model)
 
 
-def one_point(mode: str, model: str, n_texts: int, layers: str, max_length: int, workdir: Path) -> dict[str, Any]:
+def one_point(
+    mode: str, model: str, n_texts: int, layers: str, max_length: int, workdir: Path
+) -> dict[str, Any]:
     """Measure one (mode, size) point in this process."""
     from difflib_models.capture.pipeline import snapshot
     from difflib_models.diffing.harvest import harvest_paired
@@ -72,13 +74,20 @@ def one_point(mode: str, model: str, n_texts: int, layers: str, max_length: int,
     if mode == "snapshot":
         store = snapshot(loaded, texts, layers, out, batch_size=8, max_length=max_length)
     else:
-        store = harvest_paired(ModelPair(base=loaded, finetuned=other), texts, layers, out, batch_size=8,
-                               max_length=max_length)
+        store = harvest_paired(
+            ModelPair(base=loaded, finetuned=other), texts, layers, out, batch_size=8, max_length=max_length
+        )
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     result = {
-        "mode": mode, "n_texts": n_texts, "n_tokens": int(store.n_tokens), "layers": list(store.layers),
-        "wall_s": wall, "cpu_s": cpu, "store_bytes": size, "rss_loaded_mb": rss_loaded,
+        "mode": mode,
+        "n_texts": n_texts,
+        "n_tokens": int(store.n_tokens),
+        "layers": list(store.layers),
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "store_bytes": size,
+        "rss_loaded_mb": rss_loaded,
         "peak_rss_mb": _rss_mb("VmHWM"),
     }
     shutil.rmtree(out, ignore_errors=True)
@@ -123,19 +132,42 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="bench_scaling_") as tmp:
         for mode in modes:
             for size in sizes:
-                cmd = [sys.executable, "-m", "benchmarks.bench_scaling", "--model", args.model, "--layers",
-                       args.layers, "--max-length", str(args.max_length), "--one", f"{mode}:{size}",
-                       "--workdir", tmp]
-                proc = subprocess.run(cmd, capture_output=True, text=True, check=False,
-                                      cwd=Path(__file__).resolve().parent.parent)
+                cmd = [
+                    sys.executable,
+                    "-m",
+                    "benchmarks.bench_scaling",
+                    "--model",
+                    args.model,
+                    "--layers",
+                    args.layers,
+                    "--max-length",
+                    str(args.max_length),
+                    "--one",
+                    f"{mode}:{size}",
+                    "--workdir",
+                    tmp,
+                ]
+                proc = subprocess.run(
+                    cmd,
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                    cwd=Path(__file__).resolve().parent.parent,
+                )
                 line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
                 if proc.returncode != 0 or line is None:
                     logger.error("%s at %d texts failed: %s", mode, size, proc.stderr[-800:])
                     points.append({"mode": mode, "n_texts": size, "error": proc.stderr[-800:]})
                     continue
-                res = json.loads(line[len("RESULT "):])
-                logger.info("%s %d texts: %d tokens, %.2f s, peak %.0f MiB", mode, size, res["n_tokens"],
-                            res["wall_s"], res["peak_rss_mb"] or -1)
+                res = json.loads(line[len("RESULT ") :])
+                logger.info(
+                    "%s %d texts: %d tokens, %.2f s, peak %.0f MiB",
+                    mode,
+                    size,
+                    res["n_tokens"],
+                    res["wall_s"],
+                    res["peak_rss_mb"] or -1,
+                )
                 points.append(res)
     fits: dict[str, Any] = {}
     for mode in modes:
@@ -143,28 +175,43 @@ def main(argv: list[str] | None = None) -> None:
         ktok = [p["n_tokens"] / 1000.0 for p in ok]
         wall = _fit(ktok, [p["wall_s"] for p in ok])
         cpu = _fit(ktok, [p["cpu_s"] for p in ok])
-        grow = [((p["peak_rss_mb"] or 0) - (p["rss_loaded_mb"] or 0)) / max(k, 1e-9) for p, k in zip(ok, ktok,
-                                                                                                     strict=True)]
+        grow = [
+            ((p["peak_rss_mb"] or 0) - (p["rss_loaded_mb"] or 0)) / max(k, 1e-9)
+            for p, k in zip(ok, ktok, strict=True)
+        ]
         fits[mode] = {
             "time_per_token_s": wall / 1000.0 if wall is not None else None,
             "wall_s_per_1k_tokens": wall,
             "cpu_s_per_1k_tokens": cpu,
             "peak_rss_mb_per_1k_tokens": max(grow) if grow else None,
-            "store_bytes_per_token": (sum(p["store_bytes"] for p in ok) / max(1, sum(p["n_tokens"] for p in ok))
-                                      if ok else None),
+            "store_bytes_per_token": (
+                sum(p["store_bytes"] for p in ok) / max(1, sum(p["n_tokens"] for p in ok)) if ok else None
+            ),
             "ratio_time_largest_vs_smallest_per_token": (
                 (ok[-1]["wall_s"] / ok[-1]["n_tokens"]) / (ok[0]["wall_s"] / ok[0]["n_tokens"])
-                if len(ok) >= 2 else None),
+                if len(ok) >= 2
+                else None
+            ),
         }
-    path = write_results("scaling", {
-        "description": __doc__.strip().splitlines()[0], "model": args.model, "layers": args.layers,
-        "max_length": args.max_length, "points": points, "fits": fits,
-        "notes": "peak_rss_mb is the process high-water mark (model load included); rss_loaded_mb is after "
-                 "loading. A per-token time ratio near 1 means cost grows linearly with tokens.",
-    }, machine)
+    path = write_results(
+        "scaling",
+        {
+            "description": __doc__.strip().splitlines()[0],
+            "model": args.model,
+            "layers": args.layers,
+            "max_length": args.max_length,
+            "points": points,
+            "fits": fits,
+            "notes": "peak_rss_mb is the process high-water mark (model load included); rss_loaded_mb is after "
+            "loading. A per-token time ratio near 1 means cost grows linearly with tokens.",
+        },
+        machine,
+    )
     for mode, f in fits.items():
-        print(f"{mode}: {f['wall_s_per_1k_tokens']} s per 1k tokens, store {f['store_bytes_per_token']} B/token, "
-              f"peak growth {f['peak_rss_mb_per_1k_tokens']} MiB per 1k tokens")
+        print(
+            f"{mode}: {f['wall_s_per_1k_tokens']} s per 1k tokens, store {f['store_bytes_per_token']} B/token, "
+            f"peak growth {f['peak_rss_mb_per_1k_tokens']} MiB per 1k tokens"
+        )
     print(f"wrote {path}")
 
 
