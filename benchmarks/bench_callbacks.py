@@ -7,7 +7,7 @@ median step time, the cost of one snapshot and of one monitor check (their own t
 overhead ratio for a longer run (``--project-steps``) at the default schedule (snapshots at start and end only,
 a monitor check every ``PersonaMonitor.every_n_steps`` = 50 steps).
 
-Run: ``python -m benchmarks.bench_callbacks [--steps-tiny 60] [--steps-smol 20]``; writes
+Run: ``python -m benchmarks.bench_callbacks [--steps-tiny 60] [--steps-smol 55]``; writes
 ``benchmarks/results/callbacks.json``. It never asserts timings. The machine is shared: see ``machine``.
 """
 
@@ -110,6 +110,8 @@ def bench_model(
     loop = {k: statistics.median(x["loop_s"] for x in v) for k, v in runs.items()}
     step_med = {k: statistics.median(s for x in v for s in x["step_s"]) for k, v in runs.items()}
     snap_s = statistics.median(snap_costs)
+    if not check_costs:
+        raise SystemExit(f"no monitor check happened in {steps} steps: run more steps than every_n_steps")
     check_s = statistics.median(check_costs)
     base_s = statistics.median(baseline_costs)
     t = step_med["without"]
@@ -164,8 +166,8 @@ def main(argv: list[str] | None = None) -> Path:
     from difflib_models.paths import shared_dir
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--steps-tiny", type=int, default=60)
-    p.add_argument("--steps-smol", type=int, default=20)
+    p.add_argument("--steps-tiny", type=int, default=60)  # > every_n_steps (50)
+    p.add_argument("--steps-smol", type=int, default=55)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--project-steps", type=int, default=1000)
     p.add_argument("--skip-smol", action="store_true")
