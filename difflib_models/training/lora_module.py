@@ -100,6 +100,10 @@ class LoRAFineTune(L.LightningModule):
     def forward(self, **batch: torch.Tensor) -> Any:
         return self.model(**batch)
 
+    def on_fit_start(self) -> None:
+        # load_model() returns eval-mode models; Lightning keeps module modes as given, so switch to train mode
+        self.model.train()
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                          labels=batch["labels"])
