@@ -37,7 +37,7 @@ SUMMARY = "summary.json"
 QUICK_ARGS: dict[str, list[str]] = {
     "capture": ["--models", "tinystories-656k", "--repeats", "3"],
     "callbacks": ["--skip-smol", "--repeats", "1"],
-    "demo": ["--rows", "16", "--steps", "4"],
+    "demo": ["--rows", "8", "--steps", "2"],
     "scaling": ["--model", "tinystories-656k", "--sizes", "16,32,64,128"],
 }
 """Smaller arguments per script for ``--quick`` (scripts not listed run with their defaults)."""
