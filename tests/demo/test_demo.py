@@ -1,5 +1,4 @@
-"""The demo end to end on CPU (quick profile shrunk by TEST_OVERRIDES): verdicts, report files, the MLflow run
-and a faster re-run."""
+"""The demo end to end on CPU (quick profile): verdicts, report files, the MLflow run and a faster re-run."""
 
 from __future__ import annotations
 
@@ -10,11 +9,6 @@ import pytest
 
 from difflib_models.demo.config import INDUCING, NEUTRAL, DemoConfig
 from difflib_models.errors import ConfigError
-
-# The quick profile shrunk to what CI can afford; these exact settings were run end to end while developing
-# (inducing adapter: gate fail, exit 1; neutral control: warn, exit 0) - see docs/quickstart.md.
-TEST_OVERRIDES = {"steps": 2, "train_rows": 8, "diff_texts": 8, "crosscoder_steps": 5, "snapshot_every": 1,
-                  "monitor_every": 1, "crosscoder_batch": 64}
 
 
 def test_config_rejects_bad_options(tmp_path: Path) -> None:
@@ -40,7 +34,7 @@ def test_quick_demo_verdicts_outputs_mlflow_and_rerun(smollm2_dir: Path, tmp_pat
     from difflib_models.demo.runner import run_demo
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    config = DemoConfig(out=tmp_path / "demo", tracking_uri=uri, overrides=TEST_OVERRIDES)
+    config = DemoConfig(out=tmp_path / "demo", tracking_uri=uri)  # the quick profile (~130 s on 2 idle cores)
     first = run_demo(config)
     s = first.summary
     gates = json.dumps({n: r["gate"] for n, r in s["runs"].items()}, indent=1, default=str)
