@@ -86,13 +86,21 @@ class LoadedModel:
             yield self.model
 
     def refresh_identity(self) -> ModelIdentity:
-        """Recompute the weight/adapter hashes (after training changed the weights)."""
+        """Recompute the weight/adapter hashes (after training changed the weights).
+
+        A peft model whose base weights are all frozen keeps its base hash (only the adapter is re-hashed), so
+        this stays cheap during LoRA training."""
         ident = self.identity
+        base_frozen = self.is_peft and not any(
+            p.requires_grad
+            for n, p in self.model.named_parameters()
+            if "lora_" not in n and "modules_to_save" not in n
+        )
         self.identity = ModelIdentity(
             name=ident.name,
             source=ident.source,
             path=ident.path,
-            weight_hash=weight_hash(self.model),
+            weight_hash=ident.weight_hash if base_frozen else weight_hash(self.model),
             adapter_hash=adapter_hash(self.model) if self.is_peft else None,
             base=ident.base,
             revision=ident.revision,

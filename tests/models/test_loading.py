@@ -146,3 +146,19 @@ def test_gguf_conversion_is_cached_and_reused(smollm2_dir: Path, monkeypatch: py
     loaded = load_model(EMBEDDED_DEFAULT)
     # the weight hash is cached beside the conversion and equals a fresh hash of the loaded weights
     assert loaded.identity.weight_hash == weight_hash(loaded.model)
+
+
+def test_refresh_identity_rehashes_adapter_only_when_base_frozen(tinystories_656k: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from difflib_models.models import loading
+
+    _save_lora_adapter(tinystories_656k, tmp_path / "adapter")
+    adapted = load_model(tmp_path / "adapter")
+    before = adapted.identity
+    lora_param = next(p for n, p in adapted.model.named_parameters() if "lora_B" in n)
+    with torch.no_grad():
+        lora_param.add_(0.5)
+    monkeypatch.setattr(loading, "weight_hash", lambda m: pytest.fail("base weights re-hashed"))
+    after = adapted.refresh_identity()
+    assert after.weight_hash == before.weight_hash
+    assert after.adapter_hash != before.adapter_hash
