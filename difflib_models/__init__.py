@@ -23,6 +23,7 @@ _LAZY: dict[str, str] = {
     "capture_batch": "difflib_models.capture.capture",
     "ActivationStore": "difflib_models.store.reader",
     "ActivationStoreWriter": "difflib_models.store.writer",
+    "snapshot": "difflib_models.capture.pipeline",
     "CrosscoderConfig": "difflib_models.crosscoder.config",
     "Crosscoder": "difflib_models.crosscoder.model",
     "train_crosscoder": "difflib_models.crosscoder.lightning_module",
