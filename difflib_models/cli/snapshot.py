@@ -58,6 +58,7 @@ def snapshot_command(
     parse_positions(positions)  # fail on a bad spec before loading anything
     texts = list(load_prompts(prompts))
     loaded = load_model(model, adapter=adapter, device=device)
+    texts = list(load_prompts(prompts, tokenizer=loaded.tokenizer))  # chat records: the model's chat template
     before = _stored_prompts(out)
     store = snapshot(
         loaded,
