@@ -90,7 +90,7 @@ class FinetuneResult:
         return sum(self.losses[-5:]) / len(self.losses[-5:])
 
 
-def _present_targets(model: nn.Module, wanted: Sequence[str]) -> list[str]:
+def present_targets(model: nn.Module, wanted: Sequence[str]) -> list[str]:
     leaves = {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, nn.Linear | nn.Conv1d)}
     present = [t for t in wanted if t in leaves]
     if not present:
@@ -105,7 +105,7 @@ def _present_targets(model: nn.Module, wanted: Sequence[str]) -> list[str]:
     return present
 
 
-def _encode_examples(
+def encode_examples(
     tokenizer: Any, examples: Sequence[str | Mapping[str, Any]], max_length: int
 ) -> list[tuple[list[int], int]]:
     """Token ids and the index of the first token that counts in the loss, per example."""
@@ -145,7 +145,7 @@ def _encode_examples(
     return out
 
 
-def _collate(batch: list[tuple[list[int], int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def collate_examples(batch: list[tuple[list[int], int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     width = max(len(ids) for ids, _ in batch)
     input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
     attn = torch.zeros((len(batch), width), dtype=torch.long)
@@ -175,9 +175,9 @@ def lora_finetune(
     from peft import LoraConfig, get_peft_model
 
     cfg = config or LoraFinetuneConfig()
-    targets = _present_targets(model, cfg.target_modules)
+    targets = present_targets(model, cfg.target_modules)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
-    data = _encode_examples(tokenizer, examples, cfg.max_length)
+    data = encode_examples(tokenizer, examples, cfg.max_length)
 
     torch.manual_seed(cfg.seed)
     lora_cfg = LoraConfig(
@@ -206,7 +206,7 @@ def lora_finetune(
             rng.shuffle(more)
             order.extend(more)
         idx, order = order[: cfg.batch_size], order[cfg.batch_size :]
-        input_ids, attn, labels = (t.to(device) for t in _collate([data[i] for i in idx], pad_id))
+        input_ids, attn, labels = (t.to(device) for t in collate_examples([data[i] for i in idx], pad_id))
         out = peft_model(input_ids=input_ids, attention_mask=attn, labels=labels)
         loss = out.loss
         if not torch.isfinite(loss):

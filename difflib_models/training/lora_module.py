@@ -15,7 +15,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from difflib_models.diffing.finetune import DEFAULT_TARGETS, _collate, _encode_examples, _present_targets
+from difflib_models.diffing.finetune import (
+    DEFAULT_TARGETS,
+    collate_examples,
+    encode_examples,
+    present_targets,
+)
 from difflib_models.errors import ConfigError, bad_value
 
 
@@ -23,7 +28,7 @@ class EncodedRows(Dataset):
     """Token ids + loss start index per row (map-style, so samplers and filters can wrap it)."""
 
     def __init__(self, tokenizer: Any, rows: Sequence[str | Mapping[str, Any]], max_length: int) -> None:
-        self.items = _encode_examples(tokenizer, rows, max_length)
+        self.items = encode_examples(tokenizer, rows, max_length)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -57,7 +62,7 @@ class ChatDataModule(L.LightningDataModule):
         self.pad_id = int(pid)
 
     def collate(self, batch: list[tuple[list[int], int]]) -> dict[str, torch.Tensor]:
-        input_ids, attn, labels = _collate(batch, self.pad_id)
+        input_ids, attn, labels = collate_examples(batch, self.pad_id)
         return {"input_ids": input_ids, "attention_mask": attn, "labels": labels}
 
     def train_dataloader(self) -> DataLoader:
@@ -71,7 +76,7 @@ def add_lora(model: nn.Module, *, r: int = 8, alpha: float = 16.0, dropout: floa
     """Wrap ``model`` with a fresh LoRA adapter on the target modules that exist in it."""
     from peft import LoraConfig, get_peft_model
 
-    targets = _present_targets(model, target_modules)
+    targets = present_targets(model, target_modules)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias="none",
