@@ -6,11 +6,10 @@ when a public name that needs them is first used.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
-from difflib_models._version import __version__
-from difflib_models.errors import ConfigError, DifflibError
+from difflib_models._lazy import lazy_exports
+from difflib_models._version import __version__ as __version__
+from difflib_models.errors import ConfigError as ConfigError
+from difflib_models.errors import DifflibError as DifflibError
 
 # public name -> module that defines it (imported on first attribute access)
 _LAZY: dict[str, str] = {
@@ -56,17 +55,4 @@ _LAZY: dict[str, str] = {
     "DataFilterCallback": "difflib_models.callbacks",
 }
 
-__all__ = ["__version__", "ConfigError", "DifflibError", *_LAZY]
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'difflib_models' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__, __all__ = lazy_exports('difflib_models', _LAZY, globals(), ("__version__", "ConfigError", "DifflibError"))

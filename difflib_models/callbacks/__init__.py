@@ -11,8 +11,7 @@ imported when a class is first looked up, never when ``difflib_models`` is impor
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from difflib_models._lazy import lazy_exports
 
 _CLASSES: dict[str, str] = {
     "ActivationSnapshot": "difflib_models.callbacks.activation_snapshot",
@@ -21,15 +20,4 @@ _CLASSES: dict[str, str] = {
     "FilterableDataset": "difflib_models.callbacks.data_filter",
 }
 
-__all__ = list(_CLASSES)
-
-
-def __getattr__(name: str) -> Any:
-    module = _CLASSES.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _CLASSES, globals())

@@ -12,8 +12,7 @@ Public objects load lazily (``lightning`` is imported only by ``datamodule`` / `
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from difflib_models._lazy import lazy_exports
 
 _LAZY: dict[str, str] = {
     "CrosscoderConfig": "config",
@@ -39,17 +38,4 @@ _LAZY: dict[str, str] = {
     "SyntheticPairs": "synthetic",
 }
 
-__all__ = list(_LAZY)
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'difflib_models.crosscoder' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"difflib_models.crosscoder.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__, __all__ = lazy_exports('difflib_models.crosscoder', _LAZY, globals())

@@ -9,8 +9,7 @@ Modules: ``traits`` (trait YAML schema + built-ins), ``importers`` (Anthropic ev
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from difflib_models._lazy import lazy_exports
 
 _LAZY: dict[str, str] = {
     "Trait": "difflib_models.persona.traits",
@@ -31,17 +30,4 @@ _LAZY: dict[str, str] = {
     "covariance_null_directions": "difflib_models.persona.shift",
 }
 
-__all__ = list(_LAZY)
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'difflib_models.persona' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__, __all__ = lazy_exports('difflib_models.persona', _LAZY, globals())
