@@ -6,6 +6,12 @@ a tuple), detached, reduced to the selected positions with a single boolean-mask
 then moved to CPU as float32. Nothing accumulates across forwards: a new forward replaces the previous result,
 so memory stays at one batch.
 
+Early stop: with ``stop_after_last=True`` the hook of the deepest chosen block raises a private exception once it
+has stored its output, so the blocks after it, the final norm and the LM head never run (the forward's logits are
+not needed for capture). :func:`capture_batch` does this by default whenever it is safe: not under FSDP (whose
+post-forward hooks must run to reshard), DDP, torch.compile or accelerate's offloading hooks
+(:func:`can_stop_early`).
+
 Gradient checkpointing with ``use_reentrant=True`` (``torch.utils.checkpoint`` around a block module) re-runs
 blocks during backward and fires their hooks a second time. A forward pre-hook on the (unwrapped) root model, and
 every ``set_mask``/``pop``, starts a new "step"; a block hook that fires again within the same step is ignored
@@ -43,6 +49,27 @@ def _untuple(output: Any) -> torch.Tensor:
     raise DifflibError(f"cannot read a hidden-state tensor from a block output of type {type(output).__name__}")
 
 
+class _StopForward(Exception):
+    """Raised by the deepest block's hook to end a capture forward early (caught by :func:`capture_batch`)."""
+
+
+_UNSAFE_TO_STOP = ("FullyShardedDataParallel", "DistributedDataParallel", "OptimizedModule", "FSDP")
+
+
+def can_stop_early(model: nn.Module) -> bool:
+    """Whether a forward of ``model`` may be abandoned after a block without leaving state behind.
+
+    False under FSDP (1 and 2), DDP, torch.compile and accelerate hooks (device maps with offloading move
+    weights back in post-forward hooks); peft wrappers are fine."""
+    for module in model.modules():
+        name = type(module).__name__
+        if name.startswith(_UNSAFE_TO_STOP) or "FullyShardedDataParallel" in name:
+            return False
+        if hasattr(module, "_hf_hook") or hasattr(module, "_get_fsdp_state"):
+            return False
+    return True
+
+
 class ActivationCapture:
     """Context manager capturing the residual stream after the chosen decoder blocks.
 
@@ -65,6 +92,7 @@ class ActivationCapture:
         check_finite: bool = True,
         out_device: str | torch.device = "cpu",
         out_dtype: torch.dtype = torch.float32,
+        stop_after_last: bool = False,
     ) -> None:
         self.model = model
         self.block_path, blocks = find_block_list(model, hook_override)
@@ -74,6 +102,8 @@ class ActivationCapture:
         self.check_finite = check_finite
         self.out_device = torch.device(out_device)
         self.out_dtype = out_dtype
+        self.stop_after_last = stop_after_last
+        self._last = max(self.layers)
         self._mask: torch.Tensor | None = None
         self._index_on: dict[torch.device, torch.Tensor] = {}
         self._acts: dict[int, torch.Tensor] = {}
@@ -155,6 +185,8 @@ class ActivationCapture:
                 selected = hidden.reshape(-1, hidden.shape[-1]).index_select(0, index)
             out = selected.to(device=self.out_device, dtype=self.out_dtype)
             self._acts[layer] = out.clone() if out.data_ptr() == hidden.data_ptr() else out
+            if self.stop_after_last and layer == self._last:
+                raise _StopForward
 
         return hook
 
@@ -254,11 +286,14 @@ def capture_batch(
     skip_bos: bool = True,
     hook_override: str | None = None,
     bos_token_id: int | None = None,
+    stop_early: bool | None = None,
 ) -> CaptureBatch:
     """One no-grad eval-mode forward of ``model`` on a padded batch; the selected tokens' block outputs.
 
-    ``bos_token_id`` defaults to ``model.config.bos_token_id`` (used only when ``skip_bos``). The model's
-    training flag is restored afterwards. Raises NonFiniteActivationError naming the layer and sequence."""
+    ``bos_token_id`` defaults to ``model.config.bos_token_id`` (used only when ``skip_bos``). ``stop_early``
+    ends the forward after the deepest chosen block (the rest of the model and the LM head are not computed);
+    None (default) does so when :func:`can_stop_early` says it is safe. The model's training flag is restored
+    afterwards. Raises NonFiniteActivationError naming the layer and sequence."""
     pos = parse_positions(positions)
     if input_ids.shape != attention_mask.shape or input_ids.dim() != 2:
         raise ConfigError(
@@ -268,12 +303,18 @@ def capture_batch(
     ids, am = kwargs["input_ids"], kwargs["attention_mask"]
     bos = bos_token_id if bos_token_id is not None else _bos_id(model)
     mask = select_mask(pos, am, prompt_lengths, skip_bos=skip_bos, input_ids=ids, bos_token_id=bos)
+    stop = can_stop_early(model) if stop_early is None else bool(stop_early)
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), ActivationCapture(model, layers, hook_override=hook_override) as cap:
+        with torch.no_grad(), ActivationCapture(
+            model, layers, hook_override=hook_override, stop_after_last=stop
+        ) as cap:
             cap.set_mask(mask)
-            model(**kwargs)
+            try:
+                model(**kwargs)
+            except _StopForward:
+                pass
             acts = cap.pop()
     finally:
         if was_training:

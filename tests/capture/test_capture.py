@@ -285,3 +285,57 @@ def test_capture_through_real_ddp_on_cpu(tmp_path: object) -> None:
         dist.destroy_process_group()
     for layer in (0, 2):
         torch.testing.assert_close(got.acts[layer], ref.acts[layer], atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("arch", [*ARCHS, "peft-llama"])
+def test_early_stop_skips_the_rest_and_leaves_the_model_clean(arch: str) -> None:
+    from difflib_models.capture.capture import can_stop_early
+
+    model = _model(arch)
+    ids, am = tiny_batch(LENGTHS, padding_side="left")
+    with torch.no_grad():
+        # (transformers installs its own output-capturing hooks on the first output_hidden_states forward)
+        before = model(**forward_inputs(model, ids, am), output_hidden_states=True).logits
+    hooks_before = {name: (list(m._forward_hooks), list(m._forward_pre_hooks)) for name, m in model.named_modules()}
+    assert can_stop_early(model)
+    calls = {"last_block": 0, "final_norm": 0}
+    handles = [
+        get_block(model, 2).register_forward_hook(lambda *a: calls.__setitem__("last_block", calls["last_block"] + 1)),
+        find_final_norm(model).register_forward_hook(lambda *a: calls.__setitem__("final_norm", calls["final_norm"] + 1)),
+    ]
+    try:
+        early = capture_batch(model, ids, am, [0, 1])  # default: stop after blocks.1
+        assert calls == {"last_block": 0, "final_norm": 0}  # blocks.2, the final norm and the head never ran
+        full = capture_batch(model, ids, am, [0, 1], stop_early=False)
+        assert calls == {"last_block": 1, "final_norm": 1}
+    finally:
+        for handle in handles:
+            handle.remove()
+    for layer in (0, 1):
+        assert torch.equal(early.acts[layer], full.acts[layer])
+    assert torch.equal(early.token_ids, full.token_ids) and torch.equal(early.pos_index, full.pos_index)
+    with torch.no_grad():  # no hook or state left behind: the next ordinary forward is unchanged
+        after = model(**forward_inputs(model, ids, am), output_hidden_states=True)
+    torch.testing.assert_close(after.logits, before, atol=0, rtol=0)
+    assert len(after.hidden_states) == 4
+    hooks_after = {name: (list(m._forward_hooks), list(m._forward_pre_hooks)) for name, m in model.named_modules()}
+    assert hooks_after == hooks_before
+
+
+def test_early_stop_is_off_under_wrappers_that_need_their_post_forward() -> None:
+    from accelerate.hooks import ModelHook, add_hook_to_module
+
+    from difflib_models.capture.capture import can_stop_early
+
+    assert not can_stop_early(torch.compile(make_tiny("llama")))
+    hooked = make_tiny("llama")
+    add_hook_to_module(get_block(hooked, 0), ModelHook())  # what device maps with offloading install
+    assert not can_stop_early(hooked)
+
+    class FullyShardedDataParallel(torch.nn.Module):  # FSDP1 wrapper, matched by its class name
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.module = inner
+
+    assert not can_stop_early(FullyShardedDataParallel(make_tiny("llama")))
+    assert can_stop_early(make_tiny_lora())
