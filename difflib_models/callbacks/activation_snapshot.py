@@ -39,7 +39,10 @@ class ActivationSnapshotCore:
     """Take activation snapshots of a probe set before, during and after training.
 
     Args:
-        prompts: built-in prompt set name, a ``.txt``/``.jsonl`` file, or a list of texts.
+        prompts: built-in prompt set name, a ``.txt``/``.jsonl`` file, or a list of texts. Chat records of a
+            ``.jsonl`` (``messages``) are rendered with the tokenizer's chat template at ``setup`` (with the
+            generation prompt when the last message is not the assistant's); a tokenizer without a template falls
+            back to ``role: content`` lines, with a warning.
         layers: decoder blocks to capture (default ``"mid"``; ``"all"``, ``"0,2"``, ``-1`` or a list of ints).
         positions: token positions (``"all"``, ``"first_k:K"``; see ``capture.positions``).
         every_n_steps: snapshot every N optimizer steps (None: off).
@@ -83,7 +86,8 @@ class ActivationSnapshotCore:
             )
         parse_positions(positions)  # validates
         self.positions = positions
-        self.texts = _load_texts(prompts)
+        self.records = _load_records(prompts)
+        self.texts = [r.render(None) for r in self.records]  # re-rendered with the tokenizer in setup()
         self.prompts_spec = prompts if isinstance(prompts, str) else f"<list of {len(self.texts)}>"
         self.layers_spec = layers
         self.at_start = bool(at_start)
@@ -100,6 +104,7 @@ class ActivationSnapshotCore:
         self._tokenizer: Any = None
         self._loaded: Any = None
         self._vocab: tuple[str, str] | None = None
+        self._probe_tokenizer: ProbeTokenizer | None = None
 
     # ---------------------------------------------------------------------------------------------- identity
     @property
@@ -135,6 +140,8 @@ class ActivationSnapshotCore:
 
         self._model = _core.find_hf_model(pl_module, self.model_attr)
         self._tokenizer = _core.find_tokenizer(pl_module, self.tokenizer_spec)
+        self.texts, templated = render_records(self.records, self._tokenizer)
+        self._probe_tokenizer = ProbeTokenizer(self._tokenizer, self.texts, templated)
         n_layers = resolve_blocks(self._model, override=self.hook_override).n_layers
         self.layers = parse_layers(self.layers_spec, n_layers)
         self.run_dir = _core.run_dir(trainer, self.out_dir, "snapshots")
@@ -191,7 +198,7 @@ class ActivationSnapshotCore:
                 n_tokens = self._write_store(loaded, path, step, kind)
             else:
                 n_tokens = 0
-                for _ids, batch in iter_capture(loaded, self.texts, self.layers, batch_size=self.batch_size,
+                for _ids, batch in iter_capture(self._probe_view(loaded), self.texts, self.layers, batch_size=self.batch_size,
                                                 max_length=self.max_length, positions=self.positions):
                     n_tokens += int(batch.token_ids.numel())
         entry = {
@@ -216,6 +223,13 @@ class ActivationSnapshotCore:
             self._loaded.refresh_identity()  # weights changed since the last snapshot
         return self._loaded
 
+    def _probe_view(self, loaded: Any) -> Any:
+        """What ``iter_capture`` needs: the model, its hook points and the caching probe tokenizer."""
+        from types import SimpleNamespace
+
+        assert self._probe_tokenizer is not None, "setup() was not called"
+        return SimpleNamespace(model=loaded.model, tokenizer=self._probe_tokenizer, hook_points=loaded.hook_points)
+
     def _write_store(self, loaded: Any, path: Path, step: int, kind: str) -> int:
         from difflib_models.capture.capture import iter_capture
         from difflib_models.store.manifest import tokenizer_name, vocab_hash
@@ -230,7 +244,7 @@ class ActivationSnapshotCore:
             vocab_hash=self._vocab[1], hook_points=loaded.hook_points.to_dict(),
             extra={"callback": "ActivationSnapshot", "step": step, "kind": kind, "positions": self.positions},
         ) as writer:
-            for ids, batch in iter_capture(loaded, self.texts, self.layers, batch_size=self.batch_size,
+            for ids, batch in iter_capture(self._probe_view(loaded), self.texts, self.layers, batch_size=self.batch_size,
                                            max_length=self.max_length, positions=self.positions):
                 writer.add(ids, {"model": batch})
                 n_tokens += int(batch.token_ids.numel())
@@ -270,20 +284,69 @@ class ActivationSnapshotCore:
             mlf.append_run_note(lg, "activation_snapshot", note)
 
 
-def _load_texts(prompts: str | list[str]) -> list[str]:
-    if isinstance(prompts, str):
-        from difflib_models.capture.prompts import load_prompts
+def _load_records(prompts: str | list[str]) -> list[Any]:
+    from difflib_models.capture.prompts import PromptRecord, load_prompt_records
 
-        texts = list(load_prompts(prompts))
+    if isinstance(prompts, str):
+        records = list(load_prompt_records(prompts))
     elif isinstance(prompts, list | tuple):
-        texts = [str(p) for p in prompts]
+        records = [PromptRecord(text=str(p)) for p in prompts]
     else:
         raise ConfigError(bad_value("prompts", prompts, "a built-in prompt set name, a .txt/.jsonl file, or a list "
                                     "of texts"))
-    texts = [t for t in texts if t.strip()]
-    if not texts:
+    records = [r for r in records if r.text is None or r.text.strip()]
+    if not records:
         raise ConfigError(bad_value("prompts", prompts, hint="the probe set is empty; give at least one prompt."))
-    return texts
+    return records
+
+
+def render_records(records: list[Any], tokenizer: Any) -> tuple[list[str], list[bool]]:
+    """Probe texts and, per text, whether it was rendered by the chat template.
+
+    Plain texts are kept as given; chat records go through the tokenizer's chat template (its text already holds
+    the special tokens it wants, such as BOS). Without a chat template, chat records become ``role: content``
+    lines (a warning says so) and count as plain texts.
+    """
+    from difflib_models.capture.prompts import render_messages
+
+    n_chat = sum(r.messages is not None for r in records)
+    templated = n_chat > 0 and bool(getattr(tokenizer, "chat_template", None))
+    if n_chat and not templated:
+        log.warning("ActivationSnapshot: %d chat probe prompts but the tokenizer has no chat template; rendering "
+                    "them as 'role: content' lines (set tokenizer.chat_template to probe the chat format)", n_chat)
+    texts = [r.text if r.messages is None else render_messages(list(r.messages), tokenizer if templated else None)
+             for r in records]
+    return texts, [templated and r.messages is not None for r in records]
+
+
+class ProbeTokenizer:
+    """The training tokenizer as the capture sees it: ids cached per probe text (the probe set is tokenised once
+    per run, not at every snapshot), and no extra special tokens on chat-templated texts (so their ids equal the
+    chat template's ids; the capture otherwise tokenises with special tokens, which would add a second BOS).
+    Every other attribute is the wrapped tokenizer's."""
+
+    def __init__(self, tokenizer: Any, texts: list[str], templated: list[bool]) -> None:
+        self._tokenizer = tokenizer
+        self._templated = {t for t, flag in zip(texts, templated, strict=True) if flag}
+        self._cache: dict[tuple[str, bool, int | None], list[int]] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._tokenizer, name)
+
+    def __call__(self, texts: str | list[str], *, truncation: bool = False, max_length: int | None = None,
+                 **kwargs: Any) -> dict[str, Any]:
+        single = isinstance(texts, str)
+        out = []
+        for text in [texts] if single else texts:
+            special = text not in self._templated and bool(kwargs.get("add_special_tokens", True))
+            key = (text, special, max_length if truncation else None)
+            ids = self._cache.get(key)
+            if ids is None:
+                ids = list(self._tokenizer(text, add_special_tokens=special, truncation=truncation,
+                                           max_length=max_length)["input_ids"])
+                self._cache[key] = ids
+            out.append(list(ids))
+        return {"input_ids": out[0] if single else out}
 
 
 def __getattr__(name: str) -> Any:

@@ -166,3 +166,56 @@ def test_state_key_distinguishes_instances() -> None:
     assert b.done_steps == [0]
     b.load_state_dict({})  # tolerant
     assert b.done_steps == []
+
+
+CHAT_TEMPLATE = ("{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] }}\n{% endfor %}"
+                 "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+CHATS = [[{"role": "user", "content": "Where did the cat go?"}],
+         [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Tell me about a red ball."}]]
+
+
+def _chat_file(tmp_path: Path) -> Path:
+    path = tmp_path / "chat.jsonl"
+    path.write_text("".join(json.dumps({"messages": m}) + "\n" for m in CHATS) + json.dumps({"text": "Lily ran."})
+                    + "\n", encoding="utf-8")
+    return path
+
+
+def _stored_ids(store_dir: Path) -> list[list[int]]:
+    from difflib_models.store.reader import ActivationStore
+
+    table = ActivationStore.open(store_dir).token_table()
+    ids, seq = table["token_ids"], table["prompt_id"]
+    return [ids[seq == p].tolist() for p in sorted(set(seq.tolist()))]
+
+
+def test_chat_probe_prompts_use_the_chat_template(tmp_path: Path, tinystories_656k: Path) -> None:
+    module = TinyLM(tokenizer_dir=str(tinystories_656k))
+    tok = module.tokenizer
+    tok.chat_template = CHAT_TEMPLATE
+    cb = _snap(tmp_path, prompts=str(_chat_file(tmp_path)), layers=[1], at_end=False, max_length=64)
+    _trainer(tmp_path, [cb], max_steps=1).fit(module)
+    stored = _stored_ids(tmp_path / "snaps" / "step-00000000")
+    bos = tok.bos_token_id
+    expected = []
+    for messages in CHATS:
+        ids = list(tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False))
+        assert ids[0] == bos and ids[1] != bos and tok.convert_ids_to_tokens(ids[-1]) != ""
+        expected.append(ids[1:])  # the capture drops a leading BOS: one BOS, not two, was fed to the model
+    expected.append(tok("Lily ran.", add_special_tokens=True)["input_ids"][1:])  # plain text records unchanged
+    assert stored == expected
+    assert cb.texts[0].startswith(tok.bos_token) and cb.texts[0].endswith("<|assistant|>")
+
+
+def test_chat_probe_prompts_without_template_fall_back_with_warning(tmp_path: Path, tinystories_656k: Path,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    module = TinyLM(tokenizer_dir=str(tinystories_656k))
+    module.tokenizer.chat_template = None
+    cb = _snap(tmp_path, prompts=str(_chat_file(tmp_path)), layers=[1], at_end=False, max_length=64)
+    with caplog.at_level("WARNING", logger="difflib_models.callbacks.activation_snapshot"):
+        _trainer(tmp_path, [cb], max_steps=1).fit(module)
+    assert "no chat template" in caplog.text
+    assert cb.texts == ["user: Where did the cat go?\nassistant:",
+                        "system: Be brief.\nuser: Tell me about a red ball.\nassistant:", "Lily ran."]
+    stored = _stored_ids(tmp_path / "snaps" / "step-00000000")
+    assert stored[0] == module.tokenizer(cb.texts[0])["input_ids"][1:]
