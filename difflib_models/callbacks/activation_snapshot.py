@@ -219,8 +219,8 @@ class ActivationSnapshotCore:
     def _loaded_model(self, rank0: bool) -> Any:
         if self._loaded is None:
             self._loaded = _core.loaded_view(self._model, self._tokenizer, hook_override=self.hook_override)
-        elif rank0:
-            self._loaded.refresh_identity()  # weights changed since the last snapshot
+        else:  # weights changed since the last snapshot; every rank hashes (under FSDP the hash gathers the
+            self._loaded.refresh_identity()  # sharded weights: a collective), only rank 0 records it
         return self._loaded
 
     def _probe_view(self, loaded: Any) -> Any:

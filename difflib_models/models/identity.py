@@ -19,6 +19,8 @@ HASH_PREFIX = "sha256:"
 
 def _tensor_bytes(t: torch.Tensor) -> bytes:
     t = t.detach()
+    if hasattr(t, "full_tensor"):  # a DTensor shard (FSDP2 / tensor parallel): hash the whole tensor; this is a
+        t = t.full_tensor()  # collective, so every rank must hash (in the same sorted-name order)
     if t.device.type != "cpu":
         t = t.cpu()
     t = t.contiguous()
