@@ -91,7 +91,18 @@ def train_command(
     metrics.pop("fire_counts")
     summary = {"crosscoder": str(out / "crosscoder"), "config": config.to_dict(), "metrics": metrics}
     atomic_write_json(out / "train_summary.json", summary)
+    if logger is not None:
+        _log_final_to_mlflow(logger, config.to_dict(), metrics, out / "train_summary.json")
     typer.echo(json.dumps({"out": str(out), **metrics}, indent=2))
+
+
+def _log_final_to_mlflow(logger: Any, config: dict[str, Any], metrics: dict[str, Any], summary: Path) -> None:
+    """The run's config as params, the held-out evaluation as ``eval/*`` metrics and the summary as an artifact
+    (the per-step ``train/*`` metrics came through Lightning)."""
+    logger.log_hyperparams({k: v for k, v in config.items() if isinstance(v, str | int | float | bool)})
+    logger.log_metrics({f"eval/{k}": float(v) for k, v in metrics.items()
+                        if isinstance(v, int | float) and not isinstance(v, bool)})
+    logger.experiment.log_artifact(logger.run_id, str(summary))
 
 
 @crosscoder_app.command("analyze")

@@ -53,3 +53,22 @@ def test_usage_errors_exit_2(tmp_path, acts_file):
                  "--out", str(tmp_path / "y")]) == 2
     assert _run(["crosscoder", "analyze", "--crosscoder", str(tmp_path / "nothing"), "--acts", str(acts_file),
                  "--out", str(tmp_path / "a.json")]) == 2
+
+
+def test_train_logs_to_mlflow_sqlite(tmp_path, acts_file, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    out = tmp_path / "run"
+    assert _run(["crosscoder", "train", "--acts", str(acts_file), "--out", str(out), "--dict-size", "64", "--k", "2",
+                 "--steps", "40", "--batch-size", "256", "--lr", "3e-3", "--mlflow", uri]) == 0
+    summary = json.loads((out / "train_summary.json").read_text())
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("difflib-models-crosscoder")
+    (run,) = client.search_runs([exp.experiment_id])
+    assert run.data.params["dict_size"] == "64" and run.data.params["activation"] == "batchtopk"
+    assert run.data.metrics["eval/fve"] == pytest.approx(summary["metrics"]["fve"])
+    fve_steps = client.get_metric_history(run.info.run_id, "train/fve")
+    assert len(fve_steps) >= 2 and fve_steps[-1].step > fve_steps[0].step  # per-step metrics via Lightning
+    assert "train_summary.json" in [a.path for a in client.list_artifacts(run.info.run_id)]
