@@ -131,11 +131,11 @@ def bench_model(
             for ids, am in batches:
                 model(**forward_inputs(model, ids, am))
 
-    from difflib_models.capture.capture import _StopForward
+    from difflib_models.capture.capture import StopForward
     from difflib_models.models.hookpoints import get_block
 
     def _stop(*_: Any) -> None:
-        raise _StopForward
+        raise StopForward
 
     def bare_to_layer() -> None:
         handle = get_block(model, max(layers)).register_forward_hook(_stop)
@@ -144,7 +144,7 @@ def bench_model(
                 for ids, am in batches:
                     try:
                         model(**forward_inputs(model, ids, am))
-                    except _StopForward:
+                    except StopForward:
                         pass
         finally:
             handle.remove()

@@ -49,8 +49,9 @@ def _untuple(output: Any) -> torch.Tensor:
     raise DifflibError(f"cannot read a hidden-state tensor from a block output of type {type(output).__name__}")
 
 
-class _StopForward(Exception):
-    """Raised by the deepest block's hook to end a capture forward early (caught by :func:`capture_batch`)."""
+class StopForward(Exception):
+    """Raised by the deepest block's hook to end a capture forward early; whoever runs the forward catches it
+    (:func:`capture_batch`, ``persona.shift.read_residuals``). Only raise it where :func:`can_stop_early` holds."""
 
 
 _UNSAFE_TO_STOP = ("FullyShardedDataParallel", "DistributedDataParallel", "OptimizedModule", "FSDP")
@@ -186,7 +187,7 @@ class ActivationCapture:
             out = selected.to(device=self.out_device, dtype=self.out_dtype)
             self._acts[layer] = out.clone() if out.data_ptr() == hidden.data_ptr() else out
             if self.stop_after_last and layer == self._last:
-                raise _StopForward
+                raise StopForward
 
         return hook
 
@@ -317,7 +318,7 @@ def capture_batch(
             cap.set_mask(mask)
             try:
                 model(**kwargs)
-            except _StopForward:
+            except StopForward:
                 pass
             acts = cap.pop()
     finally:

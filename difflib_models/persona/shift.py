@@ -48,6 +48,7 @@ def read_residuals(
     over the selected tokens of each row, [B, d]) must be given. Position ids follow the attention mask, so left
     and right padding give the same values.
     """
+    from difflib_models.capture.capture import StopForward, can_stop_early
     from difflib_models.models.hookpoints import find_block_list
 
     if (index is None) == (token_mask is None):
@@ -71,13 +72,20 @@ def read_residuals(
             else:
                 w = sel_mask.to(h.dtype)[..., None]
                 captured[layer] = (h * w).sum(dim=1) / w.sum(dim=1)
+            if stop and layer % len(blocks) == last:  # nothing after the deepest layer is read: skip it and the LM head
+                raise StopForward
 
         return hook
+
+    stop, last = can_stop_early(model), max(i % len(blocks) for i in layers)
 
     handles = [blocks[i].register_forward_hook(make_hook(i)) for i in layers]
     try:
         with torch.no_grad():
-            model(input_ids=ids, attention_mask=mask, position_ids=chat.position_ids(mask), use_cache=False)
+            try:
+                model(input_ids=ids, attention_mask=mask, position_ids=chat.position_ids(mask), use_cache=False)
+            except StopForward:
+                pass
     finally:
         for h in handles:
             h.remove()

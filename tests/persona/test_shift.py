@@ -37,6 +37,32 @@ def test_read_residuals_layer_convention(arch):
         torch.testing.assert_close(find_final_norm(model)(got[2]), hs[3][rows, idx], atol=1e-5, rtol=1e-4)
 
 
+
+def test_read_residuals_stops_after_the_deepest_layer():
+    from difflib_models.models.hookpoints import get_block
+
+    model = make_tiny("llama")
+    ids, mask = tiny_batch([6, 4], padding_side="left")
+    idx = chat.last_token_index(mask)
+    ran = []
+    handles = [get_block(model, 2).register_forward_hook(lambda *a: ran.append("blocks.2")),
+               find_final_norm(model).register_forward_hook(lambda *a: ran.append("norm"))]
+    try:
+        got = read_residuals(model, ids, mask, [1, 0], index=idx)
+        assert ran == []  # blocks.2, the final norm and the LM head were skipped
+        deepest_negative = read_residuals(model, ids, mask, [0, -1], index=idx)
+        assert ran == ["blocks.2"]  # -1 is blocks.2: it ran, and only the final norm after it was skipped
+    finally:
+        for h in handles:
+            h.remove()
+    with torch.no_grad():
+        hs = model(ids, attention_mask=mask, position_ids=chat.position_ids(mask),
+                   output_hidden_states=True).hidden_states
+    rows = torch.arange(2)
+    for i in (0, 1):
+        torch.testing.assert_close(got[i], hs[i + 1][rows, idx], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(deepest_negative[0], got[0], atol=0, rtol=0)
+
 def test_read_residuals_mean_over_mask_any_padding():
     model = make_tiny("llama")
     seqs = [[1, 5, 6, 7, 8], [1, 9, 10]]
