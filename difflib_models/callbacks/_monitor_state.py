@@ -3,8 +3,10 @@ the JSON/PNG writers of the time series."""
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,6 +100,7 @@ class TraitMonitor:
                             null_dirs=self.null_dirs, trait=self.trait_id, layer=self.layer,
                             polarity=self.polarity)
         toward = res.toward_undesirable
+        null_p95 = self.null_quantile(acts, 0.95)
         z = toward / self.sigma0 if self.sigma0 > 0 else float("nan")
         frac = toward / self.gap if self.gap else float("nan")
         warn = _ge(z, thresholds["warn_z"]) or _ge(frac, thresholds["warn_frac"])
@@ -107,10 +110,20 @@ class TraitMonitor:
         status = FAIL if consecutive >= thresholds["fail_consecutive"] else WARN if (warn or crossing) else OK
         return {
             "shift": res.shift, "shift_z": res.shift_z, "shift_frac": res.shift_frac, "drift_cos": res.drift_cos,
-            "drift_norm": res.drift_norm, "null_percentile": res.null_percentile,
+            "drift_norm": res.drift_norm, "null_percentile": res.null_percentile, "null_p95": null_p95,
             "toward_undesirable": toward, "crossing": bool(crossing), "consecutive": consecutive,
             "status": status,
         }
+
+    def null_quantile(self, acts: torch.Tensor, q: float) -> float:
+        """The ``q`` quantile of |(m_t - m_0) . u| over the null directions u: the shift a random direction reaches
+        (same units as ``shift``; ``null_percentile >= q`` iff |shift| is at least about this value)."""
+        if self.null_dirs is None or self.null_dirs.numel() == 0 or self.m0 is None:
+            return float("nan")
+        u = self.null_dirs.double()
+        u = u / u.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        delta = acts.double().mean(dim=0) - self.m0.double()
+        return float(torch.quantile((u @ delta).abs(), q))
 
     def apply_decision(self, values: dict[str, Any], step: int) -> None:
         self.consecutive = int(values["consecutive"])
@@ -153,6 +166,17 @@ def to_json(obj: Any) -> Any:
     if isinstance(obj, list | tuple):
         return [to_json(v) for v in obj]
     return obj
+
+
+def replace_json(path: Path, obj: Any) -> Path:
+    """Write JSON to a temporary file beside ``path`` and rename it over ``path``, without fsync: a crash leaves the
+    old or the new file, never half of one. For the series rewritten at every check (a fsync there costs more than
+    the check's arithmetic); the last write of a run goes through ``io.atomic_write_json`` (with fsync)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
 
 
 def series_plot(summary: dict[str, Any], path: Path) -> Path | None:

@@ -7,7 +7,8 @@ them), under ``persona/<trait>/``:
 
 ``shift`` S_t = (m_t - m_0) . v_hat, ``shift_z`` = S_t / sigma_0, ``shift_frac`` = S_t / gap, ``drift_cos``,
 ``drift_norm``, ``null_percentile`` (fraction in [0, 1] of ``n_null`` seeded covariance-realistic random directions
-whose |projection| the shift meets or exceeds) and ``status`` (0 ok, 1 warn, 2 fail).
+whose |projection| the shift meets or exceeds), ``null_p95`` (the 95th percentile of those |projections|, in the
+units of ``shift``) and ``status`` (0 ok, 1 warn, 2 fail).
 
 m_0 is measured before the first optimizer step. Thresholds are a policy: the defaults are the spec's *proposed,
 uncalibrated* values (warn at z >= 2 or frac >= 0.10; fail at z >= 3 or frac >= 0.25 for ``fail_consecutive`` = 2
@@ -31,7 +32,7 @@ from typing import Any
 import torch
 
 from difflib_models.callbacks import _core
-from difflib_models.callbacks._monitor_state import TraitMonitor, series_plot, to_json
+from difflib_models.callbacks._monitor_state import TraitMonitor, replace_json, series_plot, to_json
 from difflib_models.errors import ConfigError, bad_value
 from difflib_models.io import atomic_write, atomic_write_json
 
@@ -41,7 +42,7 @@ STATE_VERSION = 1
 SERIES_FILE = "persona_monitor.json"
 PLOT_FILE = "persona_monitor.png"
 BASELINE_FILE = "baseline.safetensors"
-METRICS = ("shift", "shift_z", "shift_frac", "drift_cos", "drift_norm", "null_percentile")
+METRICS = ("shift", "shift_z", "shift_frac", "drift_cos", "drift_norm", "null_percentile", "null_p95")
 
 
 class PersonaMonitorCore:
@@ -140,6 +141,10 @@ class PersonaMonitorCore:
         self._steering: list[Any] = []
         self._steering_attached = False
         self._free: dict[str, list[torch.Tensor]] = {}
+        self._encoded: dict[tuple[str, ...], list[list[int]]] | None = None
+        self._writer: Any = None
+        self._pending: Any = None
+        self._stop_early = False
 
     # ---------------------------------------------------------------------------------------------- identity
     @property
@@ -178,6 +183,7 @@ class PersonaMonitorCore:
             self.layer = check_layers([self.layer], n_layers, argument="layer")[0]
         self.run_dir = _core.run_dir(trainer, self.out_dir, "persona_monitor")
         self._loaded = _core.loaded_view(self._model, self._tokenizer)
+        self._encoded = None  # the probe ids of this fit's tokenizer, built at the first probe
         self.monitors = {}
         for f in self.vector_files:
             mon = self._monitor_from_file(f, n_layers)
@@ -245,26 +251,56 @@ class PersonaMonitorCore:
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
         self._detach_training_hooks()
         if _core.is_global_zero(trainer) and self.run_dir is not None and self.series:
+            self._write_series(sync=True)
             self._write_plot()
             self._log_to_mlflow(trainer)
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
         self._detach_training_hooks()
+        self._flush_quietly()
 
     def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
         self._detach_training_hooks()
+        self._flush_quietly()
+
+    def _flush_quietly(self) -> None:
+        try:
+            self._flush_writes()
+        except Exception as exc:  # noqa: BLE001 - never mask the training error or the end of fit
+            log.error("PersonaMonitor: writing %s failed: %s", SERIES_FILE, exc)
 
     # ------------------------------------------------------------------------------------------------- checks
     def _probe(self) -> dict[str, torch.Tensor]:
-        """Per trait, the [P, d] last-prompt activations at its layer (one probe per distinct prompt set/layer)."""
-        from difflib_models.persona.shift import probe_activations
+        """Per trait, the [P, d] last-prompt activations at its layer.
 
+        Traits sharing a probe set share one forward per batch (all their layers hooked at once). The prompts are
+        chat-templated and tokenised once per run; the forward ends after the deepest monitored block when that is
+        safe (``capture.can_stop_early``), so the rest of the model and the LM head are not computed."""
+        from difflib_models.capture.capture import can_stop_early, capture_batch
+        from difflib_models.persona import chat
+
+        if self._encoded is None:
+            self._encoded = {}
+            for mon in self.monitors.values():
+                key = tuple(mon.prompts)
+                if key not in self._encoded:
+                    self._encoded[key] = [chat.encode_prompt(self._tokenizer, q).ids for q in mon.prompts]
+            self._stop_early = can_stop_early(self._model)
+        pad = chat.pad_id(self._tokenizer)
         out: dict[str, torch.Tensor] = {}
         with _core.probe_mode(self._model):
-            for tid, mon in self.monitors.items():
-                acts = probe_activations(self._model, self._tokenizer, mon.prompts, [mon.layer],
-                                         batch_size=self.batch_size)
-                out[tid] = acts[mon.layer]
+            for key, encoded in self._encoded.items():
+                group = {tid: mon for tid, mon in self.monitors.items() if tuple(mon.prompts) == key}
+                layers = sorted({mon.layer for mon in group.values()})
+                parts: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
+                for start in range(0, len(encoded), self.batch_size):
+                    ids, mask = chat.pad_batch(encoded[start : start + self.batch_size], pad_token_id=pad)
+                    batch = capture_batch(self._model, ids, mask, layers, positions="last_prompt", skip_bos=False,
+                                          stop_early=self._stop_early)
+                    for layer in layers:
+                        parts[layer].append(batch.acts[layer])
+                for tid, mon in group.items():
+                    out[tid] = torch.cat(parts[mon.layer])
         return out
 
     def _take_baseline(self, trainer: Any) -> None:
@@ -404,9 +440,32 @@ class PersonaMonitorCore:
             "status": ["ok", "warn", "fail"][worst],
         }
 
-    def _write_series(self) -> Path:
+    def _write_series(self, *, sync: bool = False) -> Path:
+        """The series JSON. After a check it is written by one background thread (renamed into place, in check
+        order, off the training loop); ``sync=True`` (end of training) waits for it, then writes with fsync."""
         assert self.run_dir is not None
-        return atomic_write_json(self.run_dir / SERIES_FILE, to_json(self.summary()))
+        path = self.run_dir / SERIES_FILE
+        data = to_json(self.summary())  # a copy: later checks do not change what the thread writes
+        if sync:
+            self._flush_writes()
+            return atomic_write_json(path, data)
+        if self._writer is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="difflib-persona-monitor")
+        if self._pending is not None and self._pending.done():
+            self._pending.result()  # a failed earlier write surfaces here
+        self._pending = self._writer.submit(replace_json, path, data)
+        return path
+
+    def _flush_writes(self) -> None:
+        """Wait for the background series write (its error, if any, is raised here)."""
+        writer, pending = self._writer, self._pending
+        self._writer = self._pending = None
+        if writer is not None:
+            writer.shutdown(wait=True)
+        if pending is not None:
+            pending.result()
 
     def _write_plot(self) -> Path | None:
         assert self.run_dir is not None
