@@ -11,15 +11,21 @@ Everything is measured on the trait's EVALUATION split (never the extraction spl
      norm-matched), oriented by the extraction data (as a fitted direction would be), best AUROC over the layers.
    Empirical p-value = (1 + #{null >= observed}) / (1 + N); ``beats_null_95`` = observed > the null's 95th pct.
 3. :func:`cross_trait_cosines`: cosine matrix between traits' unit vectors; a warning above |cos| 0.5.
-4. Steering dose-response at shortlisted layers on held-out A/B items: add ``alpha * r * v_hat`` at
-   ``blocks.L`` (all positions), r = median residual norm at L, and read P(matching answer) = p_m / (p_m + p_n)
-   at the first token where the two answers differ; coherence proxy = p_m + p_n (A/B probability mass).
+4. Steering dose-response at shortlisted layers on held-out A/B items (:mod:`~difflib_models.persona.dose_response`):
+   add ``alpha * r * v_hat`` at ``blocks.L`` (``steer_positions``, default all), r = median residual norm at L.
+   Default readout ``"text"``: P(matching) = sigmoid of the per-token log-likelihood difference of the matching
+   and non-matching answer texts as the assistant's response to the question stem; coherence proxy = mean
+   per-token log-likelihood of the answers. ``readout="letter"``: p_m / (p_m + p_n) at the answer letter;
+   coherence proxy = A/B mass. A monotone curve is repeated along ``control_dirs`` norm-matched random
+   directions from N(0, Sigma_hat) (within-class extraction covariance); the real effect must exceed
+   ``CONTROL_RATIO`` times the largest control effect.
 5. Split-half stability: cosine between directions fitted on two random halves of the extraction data.
 
-Layer selection: shortlist the top ``shortlist`` layers by held-out AUROC, then confirm by steering: the layer with
-the largest steering effect whose dose-response is monotone and coherent wins; the reason is recorded.
-``verdict`` is ``"real"`` only when the selected layer beats the 95th percentile of both nulls and (when a
-steering check ran) steers monotonically; otherwise ``"too_weak"``: no verdict on a trait shift should be made.
+Layer selection: shortlist the top ``shortlist`` layers by held-out AUROC among the layers at ``steer_depth``
+(default 30-70% of the depth), then confirm by steering: the layer with the largest steering effect whose
+dose-response is monotone and coherent wins; the reason is recorded. ``verdict`` is ``"real"`` only when the
+selected layer beats the 95th percentile of both nulls and (when a steering check ran) steers monotonically and
+more than the random-direction control; otherwise ``"too_weak"``: no verdict on a trait shift should be made.
 """
 
 from __future__ import annotations
@@ -34,7 +40,12 @@ import numpy as np
 import torch
 
 from difflib_models.errors import ConfigError, bad_value
-from difflib_models.persona import chat
+from difflib_models.persona.dose_response import (
+    DEFAULT_MAX_NLL_INCREASE,
+    dose_summary,
+    random_direction_control,
+    steering_dose_response,
+)
 from difflib_models.persona.extraction import PersonaExtractor, aggregate
 from difflib_models.persona.shift import covariance_null_directions
 from difflib_models.persona.traits import Trait, load_trait
@@ -42,8 +53,16 @@ from difflib_models.persona.vectors import PersonaVectorSet
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ALPHAS: tuple[float, ...] = (-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0)
+DEFAULT_ALPHAS: tuple[float, ...] = (-0.3, -0.15, 0.0, 0.15, 0.3)
+"""In units of the median residual norm. The spec's +-1, +-2 collapse a 135M model's answers (docs/persona.md)."""
+STEER_DEPTH: tuple[float, float] = (0.3, 0.7)
+"""Steering candidates: extracted layers at 30-70% of the depth (published optima sit at 40-70%)."""
+CONTROL_RATIO = 2.0
 COS_WARN = 0.5
+_dose_summary = dose_summary  # backwards-compatible name (letter readout by default)
+__all__ = ["ValidationResult", "add_random_control", "auroc", "bootstrap_auroc_ci", "cohens_d", "cross_trait_cosines", "empirical_p",
+           "extract_and_validate", "permutation_null", "random_direction_control", "random_direction_null",
+           "separation", "split_half_stability", "steering_dose_response", "validate_vectors"]
 
 
 # ---------------------------------------------------------------------- statistics
@@ -244,79 +263,22 @@ def cross_trait_cosines(sets: Mapping[str, PersonaVectorSet | torch.Tensor], lay
     return names, m.numpy(), warnings
 
 
-# ---------------------------------------------------------------------- steering dose-response
-def steering_dose_response(loaded: Any, trait: Trait, layer: int, vector: torch.Tensor, *,
-                           alphas: Sequence[float] = DEFAULT_ALPHAS, batch_size: int = 8,
-                           max_items: int | None = None) -> dict[str, Any]:
-    """Mean P(matching answer) and A/B mass on held-out items for each alpha (units: median residual norm)."""
-    from difflib_models.persona.steering import steer
-
-    items = trait.split_ab("evaluation")[: max_items or None]
-    if not items:
-        raise ConfigError(bad_value("trait", trait.id, "a trait with held-out ab_items", "Steering needs A/B items."))
-    tok, model = loaded.tokenizer, loaded.model
-    ctxs = [chat.answer_token_ids(tok, it.question, it.matching, it.not_matching) for it in items]
-    batches = []
-    for start in range(0, len(ctxs), batch_size):
-        part = ctxs[start : start + batch_size]
-        ids, mask = chat.pad_batch([c[0].ids for c in part], pad_token_id=chat.pad_id(tok), padding_side="right")
-        batches.append((ids, mask, torch.tensor([c[1] for c in part]), torch.tensor([c[2] for c in part])))
-    ref = _median_norm(model, batches, layer)
-    p_match, mass = [], []
-    was = model.training
-    model.eval()
-    try:
-        for alpha in alphas:
-            pm_all, ms_all = [], []
-            for ids, mask, a_ids, b_ids in batches:
-                with torch.no_grad(), steer(model, layer, vector, alpha=float(alpha), positions="all",
-                                            reference_norm=ref):
-                    logits = model(input_ids=ids, attention_mask=mask, position_ids=chat.position_ids(mask),
-                                   use_cache=False).logits
-                last = logits[torch.arange(ids.shape[0]), chat.last_token_index(mask)].float().softmax(-1)
-                pa, pb = last[torch.arange(ids.shape[0]), a_ids], last[torch.arange(ids.shape[0]), b_ids]
-                pm_all.append(pa / (pa + pb).clamp_min(1e-12))
-                ms_all.append(pa + pb)
-            p_match.append(float(torch.cat(pm_all).mean()))
-            mass.append(float(torch.cat(ms_all).mean()))
-    finally:
-        model.train(was)
-    return _dose_summary(list(map(float, alphas)), p_match, mass, ref, len(items))
-
-
-def _median_norm(model: Any, batches: list[tuple[torch.Tensor, ...]], layer: int) -> float:
-    """Median residual norm at ``blocks.layer`` over the real (non-BOS) tokens of the held-out contexts."""
-    from difflib_models.persona.steering import median_residual_norm
-
-    return float(np.median([median_residual_norm(model, ids, mask, layer) for ids, mask, _, _ in batches]))
-
-
-def _dose_summary(alphas: list[float], p: list[float], mass: list[float], ref: float, n: int,
-                  *, coherence_min: float = 0.5, tol: float = 0.005) -> dict[str, Any]:
-    zero = alphas.index(0.0) if 0.0 in alphas else None
-    base_mass = mass[zero] if zero is not None else max(mass)
-    coherent = [m >= coherence_min * base_mass for m in mass]
-    idx = [i for i in range(len(alphas)) if coherent[i]]
-    ps = [p[i] for i in idx]
-    monotone = len(ps) >= 3 and all(b >= a - tol for a, b in zip(ps, ps[1:], strict=False)) and ps[-1] > ps[0]
-    from scipy.stats import spearmanr
-
-    rho = float(spearmanr([alphas[i] for i in idx], ps).statistic) if len(ps) >= 3 else float("nan")
-    effect = ps[-1] - ps[0] if ps else 0.0
-    return {"alphas": alphas, "p_matching": p, "ab_mass": mass, "coherent": coherent, "reference_norm": ref,
-            "n_items": n, "monotone": bool(monotone), "spearman": rho if math.isfinite(rho) else None,
-            "effect": effect, "alpha_unit": "median residual norm at the layer (last prompt token)"}
-
-
 # ---------------------------------------------------------------------- the whole check
 def validate_vectors(
     loaded: Any, extractor: PersonaExtractor, trait: Trait | str | None = None, *,
     n_null: int = 200, n_boot: int = 1000, shortlist: int = 3, steer: bool = True,
     alphas: Sequence[float] = DEFAULT_ALPHAS, seed: int = 0, max_steer_items: int | None = None,
     eval_features: tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]] | None = None,
+    readout: str = "text", steer_positions: str = "all", steer_depth: tuple[float, float] | None = STEER_DEPTH,
+    control_dirs: int = 3, length_normalize: bool = True, max_nll_increase: float = DEFAULT_MAX_NLL_INCREASE,
 ) -> ValidationResult:
     """Validate a fitted extractor on the trait's held-out split and choose the layer (see module docstring)."""
     extractor._check_fitted()
+    if steer_depth is not None and not (len(steer_depth) == 2 and 0.0 <= steer_depth[0] <= steer_depth[1] <= 1.0):
+        raise ConfigError(bad_value("steer_depth", steer_depth, "None or (lo, hi) with 0 <= lo <= hi <= 1",
+                                    "The fraction of the model's depth where steering candidates are taken."))
+    if control_dirs < 0:
+        raise ConfigError(bad_value("control_dirs", control_dirs, ">= 0 (0: no random-direction control)"))
     if n_null < 10:
         raise ConfigError(bad_value("n_null", n_null, ">= 10", "Null percentiles need draws; 200 is the default."))
     if shortlist < 1:
@@ -343,17 +305,22 @@ def validate_vectors(
                        "draws": [round(float(x), 4) for x in draws]}
     stability = split_half_stability(extractor.pos_features_, extractor.neg_features_, layers,
                                      aggregator=extractor.aggregator, seed=seed)
-    ranked = sorted(layers, key=lambda k: -per_layer[k]["auroc"])[:max(1, shortlist)]
+    ranked = sorted(_steer_candidates(layers, _n_layers(loaded, layers), steer_depth),
+                    key=lambda k: -per_layer[k]["auroc"])[:max(1, shortlist)]
+    dose_kw = {"alphas": alphas, "max_items": max_steer_items, "readout": readout, "positions": steer_positions,
+               "length_normalize": length_normalize, "max_nll_increase": max_nll_increase}
     steering: dict[int, dict[str, Any]] = {}
     warnings: list[str] = []
     selected, reason = best, f"highest held-out AUROC ({obs:.3f}); no steering check"
     if steer and trait.has_ab:
         for layer in ranked:
-            steering[layer] = steering_dose_response(loaded, trait, layer, extractor.vectors_[layer], alphas=alphas,
-                                                     max_items=max_steer_items)
+            steering[layer] = steering_dose_response(loaded, trait, layer, extractor.vectors_[layer], **dose_kw)
         good = [k for k in ranked if steering[k]["monotone"]]
         if good:
             selected = max(good, key=lambda k: steering[k]["effect"])
+            if control_dirs:
+                add_random_control(loaded, trait, extractor, selected, steering[selected], n_dirs=control_dirs,
+                                   seed=seed, **dose_kw)
             reason = (f"shortlist {ranked} by held-out AUROC; layer {selected} has the largest monotone steering "
                       f"effect (dP(matching) = {steering[selected]['effect']:+.3f} over alpha "
                       f"{alphas[0]:+g}..{alphas[-1]:+g}) with AUROC {per_layer[selected]['auroc']:.3f}")
@@ -365,6 +332,10 @@ def validate_vectors(
         reason = f"highest held-out AUROC ({obs:.3f}); the trait has no A/B items for a steering check"
     beats = all(n["beats_null_95"] for n in nulls.values())
     steered = selected in steering and steering[selected]["monotone"]
+    if steered and not steering[selected].get("beats_control", True):
+        steered = False
+        warnings.append(f"the monotone steering effect at layer {selected} is not larger than that of norm-matched "
+                        "random directions: it may be a generic perturbation artefact")
     verdict = "real" if beats and (steered or not steering) else "too_weak"
     if not beats:
         warnings.append("held-out AUROC does not beat the 95th percentile of every null: the signal is too weak "
@@ -373,6 +344,36 @@ def validate_vectors(
                             best_auroc_layer=best, selected_layer=selected, selection_reason=reason, nulls=nulls,
                             split_half=stability, steering=steering, n_eval_pos=int(ev_pos[layers[0]].shape[0]),
                             n_eval_neg=int(ev_neg[layers[0]].shape[0]), warnings=warnings, verdict=verdict)
+
+
+def _n_layers(loaded: Any, layers: Sequence[int]) -> int:
+    n = getattr(loaded, "n_layers", None)
+    return int(n) if isinstance(n, int) and n > 0 else max(layers) + 1
+
+
+def _steer_candidates(layers: Sequence[int], n_layers: int, depth: tuple[float, float] | None) -> list[int]:
+    """The extracted layers whose depth ``layer / n_layers`` lies in ``depth`` (all of them if none does)."""
+    if depth is None:
+        return list(layers)
+    inside = [k for k in layers if depth[0] <= k / n_layers <= depth[1]]
+    return inside or list(layers)
+
+
+def add_random_control(loaded: Any, trait: Trait, extractor: PersonaExtractor, layer: int, curve: dict[str, Any],
+                       *, n_dirs: int = 3, seed: int = 0, **dose_kw: Any) -> dict[str, Any]:
+    """Steer along ``n_dirs`` norm-matched random directions from the within-class covariance of the extractor's
+    features at ``layer`` (same alphas, positions and readout: pass the curve's ``dose_kw``); record the control in
+    ``curve["control"]`` and ``curve["beats_control"]`` (effect > CONTROL_RATIO x the largest control |effect|, the
+    control effects taken over the same alphas as the real one: its first to last coherent alpha)."""
+    pos, neg = extractor.pos_features_[layer], extractor.neg_features_[layer]
+    acts = torch.cat([pos - pos.mean(0), neg - neg.mean(0)])  # within-class: the contrast itself is left out
+    used = [a for a, ok in zip(curve["alphas"], curve["coherent"], strict=True) if ok]
+    span = (used[0], used[-1]) if len(used) >= 2 else None  # the alphas the real effect was measured over
+    ctrl = random_direction_control(loaded, trait, layer, acts, n_dirs=n_dirs, seed=seed, span=span,
+                                    reference_norm=curve["reference_norm"], **dose_kw)
+    curve["control"] = ctrl
+    curve["beats_control"] = bool(curve["effect"] > CONTROL_RATIO * ctrl["max_abs_effect"])
+    return curve
 
 
 def extract_and_validate(loaded: Any, trait: Trait | str, *, mode: str = "ab", aggregator: str = "mean_diff",

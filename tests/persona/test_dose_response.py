@@ -137,6 +137,15 @@ def test_text_readout_steers_along_answer_contrast_and_control_is_weaker(tiny):
     assert ctrl["n_dirs"] == 3 and len(ctrl["effects"]) == 3
     assert ctrl["max_abs_effect"] == pytest.approx(max(abs(e) for e in ctrl["effects"]))
     assert ctrl["max_abs_effect"] < 0.5 * up["effect"]
+    assert ctrl["own_effects"] == ctrl["effects"] and ctrl["span"] is None
+    # span: the control's effect over the same two alphas as the real curve's
+    narrow = D.random_direction_control(tiny, trait, 2, acts, n_dirs=3, alphas=alphas, readout="text",
+                                        max_nll_increase=100.0, reference_norm=up["reference_norm"],
+                                        span=(-1.0, 1.0))
+    assert narrow["effects"] == [pytest.approx(p[3] - p[1]) for p in narrow["p_matching"]]
+    assert narrow["own_effects"] == pytest.approx(ctrl["effects"])
+    with pytest.raises(ConfigError, match="span"):
+        D.random_direction_control(tiny, trait, 2, acts, n_dirs=1, alphas=alphas, span=(-2.0, 1.0))
 
 
 def test_text_coherence_drops_out_incoherent_points():

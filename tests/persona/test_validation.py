@@ -152,9 +152,17 @@ def test_validate_vectors_end_to_end_on_tiny_model(tinystories_656k, tmp_path):
     from difflib_models.persona.traits import Trait
 
     ex = PersonaExtractor(mode="ab", show_progress=False).fit(loaded, Trait.from_dict(TRAIT))
-    res = V.validate_vectors(loaded, ex, n_null=20, n_boot=50, shortlist=2, alphas=(-1.0, 0.0, 1.0))
+    res = V.validate_vectors(loaded, ex, n_null=20, n_boot=50, shortlist=2, alphas=(-1.0, 0.0, 1.0),
+                             steer_depth=None, control_dirs=2)
     d = res.to_dict()
     assert set(d["per_layer"]) == {"0", "1", "2"} and len(d["steering"]) == 2
+    sel = res.steering[res.selected_layer]
+    assert sel["readout"] == "text" and sel["positions"] == "all" and len(sel["loglik_per_token"]) == 3
+    if sel["monotone"]:  # a monotone curve is checked against norm-matched random directions
+        assert sel["control"]["n_dirs"] == 2 and len(sel["control"]["effects"]) == 2
+        assert sel["beats_control"] == (sel["effect"] > V.CONTROL_RATIO * sel["control"]["max_abs_effect"])
+    beats = all(n["beats_null_95"] for n in res.nulls.values())
+    assert (res.verdict == "real") == (beats and sel["monotone"] and sel.get("beats_control", True))
     assert d["best_auroc_layer"] == max(res.per_layer, key=lambda k: res.per_layer[k]["auroc"])
     assert d["selected_layer"] in (0, 1, 2) and "shortlist" in d["selection_reason"]
     assert len(d["nulls"]["label_permutation"]["draws"]) == 20 and d["nulls"]["random_direction"]["max_over_layers"]
@@ -164,6 +172,15 @@ def test_validate_vectors_end_to_end_on_tiny_model(tinystories_656k, tmp_path):
     vs.save(tmp_path / "v")
     back = PersonaVectorSet.load(tmp_path / "v", expect_model=loaded)
     assert back.validation["selected_layer"] == res.selected_layer and "draws" not in str(back.validation)
+    # steering candidates come from the middle of the depth by default (layers 9..21 of a 30-layer model)
+    assert V._steer_candidates(list(range(30)), 30, V.STEER_DEPTH) == list(range(9, 22))
+    assert V._steer_candidates([0, 1], 30, V.STEER_DEPTH) == [0, 1]  # none inside: all of them
+    letter = V.validate_vectors(loaded, ex, n_null=20, n_boot=50, shortlist=1, alphas=(-1.0, 0.0, 1.0),
+                                readout="letter")
+    (only,) = letter.steering  # layers 1 and 2 of 3 lie at 30-70% depth; shortlist 1 takes the better AUROC
+    assert only == max((1, 2), key=lambda k: letter.per_layer[k]["auroc"]) and "ab_mass" in letter.steering[only]
+    with pytest.raises(ConfigError, match="steer_depth"):
+        V.validate_vectors(loaded, ex, steer_depth=(0.8, 0.2))
     with pytest.raises(ConfigError, match="n_null"):
         V.validate_vectors(loaded, ex, n_null=2)
     with pytest.raises(ConfigError, match="alphas"):
@@ -174,8 +191,10 @@ def test_validate_vectors_end_to_end_on_tiny_model(tinystories_656k, tmp_path):
 @pytest.mark.smollm2
 def test_smollm2_builtin_evil_beats_both_nulls(smollm2):
     """The proof on a real chat model: the held-out AUROC of the selected layer beats the 95th percentile of both
-    nulls (max over the 30 layers). The steering check runs too; on SmolLM2 it does NOT confirm the layer (the
-    dose-response is U-shaped, see docs/persona.md), so the verdict must say "too_weak" rather than "real"."""
+    nulls (max over the 30 layers). The steering check here is the LETTER readout at the best-AUROC layer (the
+    pre-text-readout configuration, cheap): on SmolLM2 it does NOT confirm the layer (the A/B mass collapses, see
+    docs/persona.md), so the verdict must say "too_weak". The answer-text readout that does steer is tested in
+    tests/persona/test_steering_smollm2.py."""
     import dataclasses
 
     from difflib_models.persona.extraction import PersonaExtractor
@@ -184,7 +203,8 @@ def test_smollm2_builtin_evil_beats_both_nulls(smollm2):
     full = load_trait("evil")
     trait = dataclasses.replace(full, instructions=full.instructions[:2])  # 2 of 5 pairs: CI time
     ex = PersonaExtractor(mode="prompt_contrast", batch_size=8, show_progress=False).fit(smollm2, trait)
-    res = V.validate_vectors(smollm2, ex, n_null=200, n_boot=200, shortlist=1, alphas=(-1.0, 0.0, 1.0))
+    res = V.validate_vectors(smollm2, ex, n_null=200, n_boot=200, shortlist=1, alphas=(-1.0, 0.0, 1.0),
+                             readout="letter", steer_depth=None)
     sel = res.selected_layer
     auroc = res.per_layer[sel]["auroc"]
     assert auroc > 0.9 and res.per_layer[sel]["ci_lo"] > 0.8
@@ -193,6 +213,7 @@ def test_smollm2_builtin_evil_beats_both_nulls(smollm2):
     assert res.split_half[sel] > 0.8
     st = res.steering[sel]
     # a full median-residual-norm step disrupts the answer: the A/B probability mass drops on both sides
+    assert st["readout"] == "letter"
     assert st["ab_mass"][0] < st["ab_mass"][1] and st["ab_mass"][2] < st["ab_mass"][1]
-    assert res.verdict == ("real" if st["monotone"] else "too_weak")
+    assert res.verdict == ("real" if st["monotone"] and st.get("beats_control", True) else "too_weak")
     assert ex.gap_[sel] > 0 and ex.base_std_[sel] > 0
