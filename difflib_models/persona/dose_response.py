@@ -274,19 +274,31 @@ def steering_dose_response(loaded: Any, trait: Trait, layer: int, vector: torch.
 
 
 def random_direction_control(loaded: Any, trait: Trait, layer: int, acts: torch.Tensor, *, n_dirs: int = 3,
-                             seed: int = 0, shrinkage: float = 0.1, **dose_kwargs: Any) -> dict[str, Any]:
+                             seed: int = 0, shrinkage: float = 0.1, span: tuple[float, float] | None = None,
+                             **dose_kwargs: Any) -> dict[str, Any]:
     """The same dose-response along ``n_dirs`` random unit directions from N(0, Sigma_hat) of ``acts`` [N, d]
     (shrinkage covariance; pass within-class centred extraction activations). Norm-matched by construction:
-    the step is ``alpha * r`` whatever the direction."""
+    the step is ``alpha * r`` whatever the direction. ``effects``: P(matching) at ``span[1]`` minus at ``span[0]``
+    (two of the alphas; pass the real curve's first and last coherent alpha so both effects cover the same
+    alphas), or each control curve's own coherent effect (``own_effects``) when ``span`` is None."""
     from difflib_models.persona.shift import covariance_null_directions
 
     if n_dirs < 1:
         raise ConfigError(bad_value("n_dirs", n_dirs, ">= 1"))
+    alphas = [float(a) for a in dose_kwargs.get("alphas", ())]
+    if span is not None and not (span[0] in alphas and span[1] in alphas):
+        raise ConfigError(bad_value("span", span, "two of the alphas", "Use the real curve's coherent alphas."))
     dirs = covariance_null_directions(acts, n_dirs, norm=1.0, seed=seed, shrinkage=shrinkage)
     curves = [steering_dose_response(loaded, trait, layer, d, **dose_kwargs) for d in dirs]
-    effects = [c["effect"] for c in curves]
+    own = [c["effect"] for c in curves]
+    if span is None:
+        effects = own
+    else:
+        lo, hi = alphas.index(float(span[0])), alphas.index(float(span[1]))
+        effects = [c["p_matching"][hi] - c["p_matching"][lo] for c in curves]
     return {"n_dirs": n_dirs, "seed": seed, "shrinkage": shrinkage, "kind": "covariance-realistic random unit "
             "directions (within-class extraction covariance), same layer, alphas, positions and readout",
-            "effects": effects, "monotone": [c["monotone"] for c in curves],
+            "span": list(span) if span is not None else None, "effects": effects, "own_effects": own,
+            "monotone": [c["monotone"] for c in curves],
             "p_matching": [c["p_matching"] for c in curves], "mean_abs_effect": float(np.mean(np.abs(effects))),
             "max_abs_effect": float(np.max(np.abs(effects)))}
