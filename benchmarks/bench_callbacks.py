@@ -159,6 +159,25 @@ def _wrap_timer(obj: Any, method: str, sink: list[float]) -> None:
     setattr(obj, method, timed)
 
 
+def _earlier_results(exclude: set[str]) -> dict[str, Any]:
+    """Results of models not run this time, carried over from the existing results file and marked with the run
+    they come from (``from_earlier_run``), so a TinyStories-only run does not drop the SmolLM2 numbers."""
+    import json
+
+    from benchmarks.common import RESULTS_DIR
+
+    path = RESULTS_DIR / "callbacks.json"
+    if not path.exists():
+        return {}
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    origin = {"timestamp_utc": doc.get("timestamp_utc"), "git_commit": (doc.get("machine") or {}).get("git_commit")}
+    out = {}
+    for name, r in (doc.get("results") or {}).items():
+        if name not in exclude:
+            out[name] = {**r, "from_earlier_run": r.get("from_earlier_run", origin)}
+    return out
+
+
 def main(argv: list[str] | None = None) -> Path:
     from benchmarks.common import machine_info, write_results
     from difflib_models.datasets import load_dataset
@@ -190,6 +209,8 @@ def main(argv: list[str] | None = None) -> Path:
             results["smollm2-135m-instruct"] = bench_model(
                 "smol", smol, rows, args.steps_smol, args.repeats, args.project_steps, work
             )
+    if args.skip_smol:
+        results.update(_earlier_results(exclude=set(results)))
     path = write_results(
         "callbacks",
         {
