@@ -84,8 +84,7 @@ def _independent_loglik(model, tok, stem: str, answer: str, layer: int, delta: t
     return total, len(ids) - len(p_ids)
 
 
-@pytest.mark.parametrize("positions", ["all", "response"])
-@pytest.mark.parametrize("length_normalize", [True, False])
+@pytest.mark.parametrize(("positions", "length_normalize"), [("all", True), ("response", False)])
 def test_text_readout_matches_independent_computation(tiny, positions, length_normalize):
     model, tok = tiny.model, tiny.tokenizer
     v = torch.randn(model.config.hidden_size, generator=torch.Generator().manual_seed(5))
