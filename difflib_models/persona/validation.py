@@ -321,9 +321,10 @@ def validate_vectors(
             if control_dirs:
                 add_random_control(loaded, trait, extractor, selected, steering[selected], n_dirs=control_dirs,
                                    seed=seed, **dose_kw)
+            used = [a for a, ok in zip(steering[selected]["alphas"], steering[selected]["coherent"], strict=True) if ok]
             reason = (f"shortlist {ranked} by held-out AUROC; layer {selected} has the largest monotone steering "
-                      f"effect (dP(matching) = {steering[selected]['effect']:+.3f} over alpha "
-                      f"{alphas[0]:+g}..{alphas[-1]:+g}) with AUROC {per_layer[selected]['auroc']:.3f}")
+                      f"effect (dP(matching) = {steering[selected]['effect']:+.3f} over the coherent alphas "
+                      f"{used[0]:+g}..{used[-1]:+g}) with AUROC {per_layer[selected]['auroc']:.3f}")
         else:
             reason = (f"shortlist {ranked} by held-out AUROC; no shortlisted layer steered monotonically, kept the "
                       f"best-AUROC layer {best} ({obs:.3f})")
