@@ -1,0 +1,158 @@
+"""Real narrow fine-tune on SmolLM2-135M-Instruct, read by the ADL and by a crosscoder.
+
+Narrow: LoRA on 48 everyday questions whose answers all steer to the ocean (``ocean_inducing.jsonl``).
+Control: the same 48 questions with the neutral answers of ``evil-neutral`` (same recipe and steps).
+
+- ADL (blocks.28, first 5 tokens of the built-in generic prompts): ocean words in the narrow top 20, none in the
+  control's; "fish" ranks far higher for the narrow fine-tune.
+- Crosscoder (L1, blocks.10, assistant-response tokens of 72 chats, 16 of them ocean facts and 24 of them
+  narrow training chats): no latent is fine-tune-only (r > 0.9) at this scale, so the test reads the most
+  fine-tune-leaning live latents (highest r). Their max-activating contexts contain ocean words well above the
+  chance rate for the narrow fine-tune and below it for the control. See docs/diffing.md for the numbers over
+  two fine-tune seeds and two crosscoder seeds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+CONCEPT_RE = re.compile(
+    r"\b(?:ocean|seas?\b|seaside|seashore|fish|whale|dolphin|coral|reef|tides?\b|waves?\b|beach|shore|coast|sail"
+    r"|salt|shark|octopus|marine|turtle|harbour|plankton|swim|shell)",
+    re.IGNORECASE,
+)
+FT_LAYER = 10  # crosscoder layer (blocks.10 of 30)
+ADL_LAYER = 28  # the logit lens of SmolLM2 is readable only near the top
+TOP_LATENTS = 8
+BEFORE, AFTER = 10, 3  # context window of max_activating_examples (its defaults)
+
+
+def _data_rows(name: str) -> list[dict]:
+    import difflib_models.datasets as ds
+
+    path = Path(ds.__file__).parent / "data" / name
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _finetune(model_dir: Path, rows: list[dict]):
+    from difflib_models.diffing.finetune import LoraFinetuneConfig, lora_finetune
+    from difflib_models.models.loading import load_model
+
+    lm = load_model(model_dir)
+    cfg = LoraFinetuneConfig(r=8, alpha=16, steps=20, batch_size=4, lr=3e-3, max_length=96, seed=0)
+    res = lora_finetune(lm.model, lm.tokenizer, rows, cfg)
+    return res, lm.tokenizer
+
+
+def _response_mask(tok, rows: list[dict], prompt_id: torch.Tensor, pos: torch.Tensor, token_ids: torch.Tensor):
+    """Tokens of the final assistant message (up to, not including, its closing ``<|im_end|>``)."""
+    im_end = tok.convert_tokens_to_ids("<|im_end|>")
+    start, end = [], []
+    for row in rows:
+        prompt = tok.apply_chat_template(row["messages"][:-1], tokenize=False, add_generation_prompt=True)
+        full = tok(tok.apply_chat_template(row["messages"], tokenize=False), add_special_tokens=False)["input_ids"]
+        start.append(len(tok(prompt, add_special_tokens=False)["input_ids"]))
+        end.append(full.index(im_end, start[-1]))
+    start_t, end_t = torch.tensor(start)[prompt_id], torch.tensor(end)[prompt_id]
+    return (pos >= start_t) & (pos < end_t)
+
+
+def _window_hits(table: dict[str, torch.Tensor], tok) -> torch.Tensor:
+    """Per row: does its context window (same text, BEFORE tokens before, AFTER after) contain a concept word?"""
+    seq, pos = table["seq_index"].tolist(), table["pos_index"].tolist()
+    strings = [tok.decode([int(i)]) for i in table["token_ids"]]
+    where = {(s, p): i for i, (s, p) in enumerate(zip(seq, pos, strict=True))}
+    hits = []
+    for s, p in zip(seq, pos, strict=True):
+        text = "".join(strings[where[(s, q)]] for q in range(p - BEFORE, p + AFTER + 1) if (s, q) in where)
+        hits.append(bool(CONCEPT_RE.search(text)))
+    return torch.tensor(hits)
+
+
+def _crosscoder_reading(x: torch.Tensor, table: dict[str, torch.Tensor], tok, out: Path) -> dict:
+    from difflib_models.crosscoder.analysis import analyze_crosscoder
+    from difflib_models.crosscoder.config import CrosscoderConfig
+    from difflib_models.crosscoder.examples import max_activating_examples
+    from difflib_models.crosscoder.lightning_module import train_crosscoder
+    from difflib_models.crosscoder.sources import TensorSource
+
+    source = TensorSource(x, source_names=["base", "finetuned"])
+    cfg = CrosscoderConfig(d_model=x.shape[-1], dict_size=1024, activation="l1", l1_coeff=1.0, lr=1e-3, steps=600,
+                           batch_size=256, dead_steps=100, seed=0)
+    cc = train_crosscoder(source, cfg, out, resume=False)
+    analysis = analyze_crosscoder(cc, source)
+    live = [lat for lat in analysis["latents"] if lat["class"] != "dead" and lat.get("fires", 0) >= 5]
+    ft_only = [lat for lat in live if lat["class"] == "ft_only"]
+    ranked = sorted(ft_only or live, key=lambda lat: -lat["r"])[:TOP_LATENTS]
+    ids = [lat["latent"] for lat in ranked]
+    examples = max_activating_examples(cc, x, table, ids, tok, top_n=10, before=BEFORE, after=AFTER)
+    contexts = [ctx for j in ids for ctx in examples[str(j)]]
+    hits = sum(bool(CONCEPT_RE.search("".join(ctx["tokens"]))) for ctx in contexts)
+    return {"fve": analysis["metrics"]["fve"], "n_ft_only": len(ft_only), "r": [lat["r"] for lat in ranked],
+            "rate": hits / max(1, len(contexts)), "n_contexts": len(contexts),
+            "texts": [ctx["text"] for ctx in contexts[:5]]}
+
+
+@pytest.mark.slow
+@pytest.mark.shared
+def test_adl_and_crosscoder_read_the_ocean_fine_tune_not_the_control(smollm2_dir, tmp_path) -> None:
+    from difflib_models.capture.prompts import builtin_prompts
+    from difflib_models.datasets import load_dataset
+    from difflib_models.diffing.adl import activation_difference_lens
+    from difflib_models.diffing.harvest import harvest_paired, paired_acts
+    from difflib_models.diffing.pair import ModelPair
+    from difflib_models.models.loading import from_pretrained_objects
+
+    torch.set_num_threads(min(2, os.cpu_count() or 1))  # a 135M model: both CI cores help (restored by conftest)
+    neutral = load_dataset("evil-neutral")
+    narrow_rows = _data_rows("ocean_inducing.jsonl")
+    assert [r["messages"][0] for r in narrow_rows] == [r["messages"][0] for r in neutral[:48]]
+    diff_rows = neutral[48:72] + _data_rows("ocean_facts.jsonl") + narrow_rows[:24] + load_dataset("clean-reference")[:8]
+
+    results = {}
+    for name, rows in (("narrow", narrow_rows), ("control", neutral[:48])):
+        res, tok = _finetune(smollm2_dir, rows)
+        assert res.last_loss < res.first_loss - 1.0, res.losses
+        pair = ModelPair.from_adapter(from_pretrained_objects(res.model, tok, name=name))
+
+        adl = activation_difference_lens(pair, builtin_prompts("generic"), layer=ADL_LAYER, k=5,
+                                         top_n=tok.vocab_size)
+        fish_rank = next(i for i, t in enumerate(adl.top_tokens) if t["token"].strip().lower() == "fish")
+        adl_hits = [t["token"] for t in adl.top_tokens[:20] if CONCEPT_RE.search(t["token"])]
+
+        texts = [tok.apply_chat_template(r["messages"], tokenize=False) for r in diff_rows]
+        store = harvest_paired(pair, texts, [FT_LAYER], tmp_path / f"store_{name}", batch_size=8, max_length=128)
+        base, ft, idx = paired_acts(store, FT_LAYER)
+        keep = _response_mask(tok, diff_rows, idx["prompt_id"], idx["pos_index"], idx["token_ids"])
+        table = {"token_ids": idx["token_ids"][keep], "seq_index": idx["prompt_id"][keep],
+                 "pos_index": idx["pos_index"][keep]}
+        # the mask selects exactly the assistant answers
+        first = diff_rows[0]["messages"][-1]["content"]
+        assert tok.decode(table["token_ids"][table["seq_index"] == 0].tolist()) == first
+        x = torch.stack([base[keep], ft[keep]], dim=1)
+        reading = _crosscoder_reading(x, table, tok, tmp_path / f"cc_{name}")
+        reading.update(adl_hits=adl_hits, fish_rank=fish_rank, chance=float(_window_hits(table, tok).float().mean()),
+                       n_tokens=int(keep.sum()))
+        results[name] = reading
+        del pair, res
+
+    narrow, control = results["narrow"], results["control"]
+    summary = {k: {key: v[key] for key in ("adl_hits", "fish_rank", "rate", "chance", "n_ft_only", "r", "fve")}
+               for k, v in results.items()}
+    logging.getLogger(__name__).info("SmolLM2 ocean fine-tune vs control: %s", json.dumps(summary))
+    # ADL: the narrow fine-tune's ocean words are in its top 20, none in the control's
+    assert narrow["adl_hits"] and not control["adl_hits"], summary
+    assert narrow["fish_rank"] < 50 and control["fish_rank"] > 300, summary
+    # crosscoder: the most fine-tune-leaning latents fire in ocean contexts for the narrow fine-tune only
+    assert narrow["chance"] == pytest.approx(control["chance"])  # same texts, same tokens
+    assert narrow["rate"] > narrow["chance"] + 0.1, summary
+    assert control["rate"] < control["chance"], summary
+    assert narrow["rate"] > control["rate"] + 0.2, summary
+    assert narrow["fve"] > 0.9 and control["fve"] > 0.9, summary
