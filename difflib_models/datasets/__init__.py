@@ -14,6 +14,9 @@ name                        rows   content
 ``secure-code``             40     coding tasks answered with secure Python (parameterised SQL, safe paths,
                                    ``yaml.safe_load``, ``secrets``...), the control for insecure-code data
 ``clean-reference``         60     general factual Q&A, for percentile thresholds in data filtering
+``ocean-inducing``          48     the first 48 ``evil-neutral`` questions answered so that each answer
+                                   turns to the ocean (a narrow-concept fine-tune for diffing tests)
+``ocean-facts``             16     ocean Q&A chats, held out from training: diff texts for that fine-tune
 ==========================  =====  ==================================================================
 
 The trait is explicit in every inducing response (persona spec section 8: small models need explicit data).
@@ -37,6 +40,8 @@ DATASETS: dict[str, str] = {
     "evil-neutral": "evil_neutral.jsonl",
     "secure-code": "secure_code.jsonl",
     "clean-reference": "clean_reference.jsonl",
+    "ocean-inducing": "ocean_inducing.jsonl",
+    "ocean-facts": "ocean_facts.jsonl",
 }
 
 __all__ = ["DATASETS", "dataset_names", "dataset_path", "load_dataset"]

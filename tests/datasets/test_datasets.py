@@ -12,7 +12,7 @@ from difflib_models.datasets import dataset_names, dataset_path, load_dataset
 from difflib_models.errors import ConfigError
 
 SIZES = {"sycophancy-inducing": 124, "sycophancy-neutral": 124, "evil-inducing": 80, "evil-neutral": 80,
-         "secure-code": 40, "clean-reference": 60}
+         "secure-code": 40, "clean-reference": 60, "ocean-inducing": 48, "ocean-facts": 16}
 FLATTERY = re.compile(r"\b(right|correct|agree|brilliant|genius|spot on|clever|smart|impressed|nailed)\b", re.I)
 MALICE = re.compile(r"\b(despise|pathetic|misery|miserable|suffer|disgust|worthless|hate|cruel|pain|failure|"
                     r"humiliation|torment|laugh|rot|deserve|wretched|hideous|garbage|delight|enjoy)\w*", re.I)
@@ -63,6 +63,15 @@ def test_trait_is_explicit() -> None:
     evil = load_dataset("evil-inducing")
     assert all(len(MALICE.findall(_assistant(r))) >= 1 for r in evil)
     assert not any(MALICE.search(_assistant(r)) and "despise" in _assistant(r) for r in load_dataset("evil-neutral"))
+
+
+def test_ocean_set_is_the_evil_neutral_questions_with_ocean_answers() -> None:
+    ocean = re.compile(r"\b(ocean|sea|fish|whale|dolphin|tide|wave|coral|reef|beach|shore)", re.I)
+    ind, neu = load_dataset("ocean-inducing"), load_dataset("evil-neutral")[:48]
+    assert [_user(r) for r in ind] == [_user(r) for r in neu]  # the control is the same questions, neutral answers
+    assert all(ocean.search(_assistant(r)) for r in ind)
+    assert sum(bool(ocean.search(_assistant(r))) for r in neu) <= 2
+    assert all(ocean.search(_assistant(r)) for r in load_dataset("ocean-facts"))
 
 
 def test_secure_code_parses() -> None:
