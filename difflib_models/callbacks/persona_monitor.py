@@ -144,7 +144,6 @@ class PersonaMonitorCore:
         self._encoded: dict[tuple[str, ...], list[list[int]]] | None = None
         self._writer: Any = None
         self._pending: Any = None
-        self._stop_early = False
 
     # ---------------------------------------------------------------------------------------------- identity
     @property
@@ -275,9 +274,9 @@ class PersonaMonitorCore:
 
         Traits sharing a probe set share one forward per batch (all their layers hooked at once). The prompts are
         chat-templated and tokenised once per run; the forward ends after the deepest monitored block when that is
-        safe (``capture.can_stop_early``), so the rest of the model and the LM head are not computed."""
-        from difflib_models.capture.capture import can_stop_early, capture_batch
+        safe (``persona.shift.read_residuals``), so the rest of the model and the LM head are not computed."""
         from difflib_models.persona import chat
+        from difflib_models.persona.shift import probe_encoded
 
         if self._encoded is None:
             self._encoded = {}
@@ -285,22 +284,15 @@ class PersonaMonitorCore:
                 key = tuple(mon.prompts)
                 if key not in self._encoded:
                     self._encoded[key] = [chat.encode_prompt(self._tokenizer, q).ids for q in mon.prompts]
-            self._stop_early = can_stop_early(self._model)
         pad = chat.pad_id(self._tokenizer)
         out: dict[str, torch.Tensor] = {}
         with _core.probe_mode(self._model):
             for key, encoded in self._encoded.items():
                 group = {tid: mon for tid, mon in self.monitors.items() if tuple(mon.prompts) == key}
                 layers = sorted({mon.layer for mon in group.values()})
-                parts: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
-                for start in range(0, len(encoded), self.batch_size):
-                    ids, mask = chat.pad_batch(encoded[start : start + self.batch_size], pad_token_id=pad)
-                    batch = capture_batch(self._model, ids, mask, layers, positions="last_prompt", skip_bos=False,
-                                          stop_early=self._stop_early)
-                    for layer in layers:
-                        parts[layer].append(batch.acts[layer])
+                acts = probe_encoded(self._model, encoded, pad, layers, batch_size=self.batch_size)
                 for tid, mon in group.items():
-                    out[tid] = torch.cat(parts[mon.layer])
+                    out[tid] = acts[mon.layer]
         return out
 
     def _take_baseline(self, trainer: Any) -> None:

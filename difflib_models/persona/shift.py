@@ -133,16 +133,30 @@ def probe_activations(
         raise ConfigError(bad_value("prompts", [], "at least one probe prompt"))
     if batch_size < 1:
         raise ConfigError(bad_value("batch_size", batch_size, ">= 1"))
-    encoded = [chat.encode_prompt(tokenizer, p, system=system) for p in prompts]
-    chunks: dict[int, list[torch.Tensor]] = {int(layer): [] for layer in layers}
+    encoded = [chat.encode_prompt(tokenizer, p, system=system).ids for p in prompts]
     with _TrainModeGuard(model):
-        for start in range(0, len(encoded), batch_size):
-            batch = encoded[start : start + batch_size]
-            ids, mask = chat.pad_batch([e.ids for e in batch], pad_token_id=chat.pad_id(tokenizer),
-                                       padding_side="right")
-            acts = read_residuals(model, ids, mask, list(chunks), index=chat.last_token_index(mask))
-            for layer, t in acts.items():
-                chunks[layer].append(t)
+        return probe_encoded(model, encoded, chat.pad_id(tokenizer), layers, batch_size=batch_size)
+
+
+def probe_encoded(
+    model: torch.nn.Module,
+    encoded: Sequence[Sequence[int]],
+    pad_token_id: int,
+    layers: Sequence[int],
+    *,
+    batch_size: int = 16,
+) -> dict[int, torch.Tensor]:
+    """Last-token residuals of already tokenised prompts, ``batch_size`` per forward: {layer: [P, d]}.
+
+    The caller sets eval mode (:func:`probe_activations` does; the monitor callback encodes its prompts once
+    per run and calls this at every check)."""
+    chunks: dict[int, list[torch.Tensor]] = {int(layer): [] for layer in layers}
+    for start in range(0, len(encoded), batch_size):
+        ids, mask = chat.pad_batch(encoded[start : start + batch_size], pad_token_id=pad_token_id,
+                                   padding_side="right")
+        acts = read_residuals(model, ids, mask, list(chunks), index=chat.last_token_index(mask))
+        for layer, t in acts.items():
+            chunks[layer].append(t)
     return {layer: torch.cat(ts) for layer, ts in chunks.items()}
 
 
