@@ -82,7 +82,7 @@ class PersonaMonitorCore:
         null_seed: int = 0,
         free_signal: bool = False,
         preventative_steering: float | None = None,
-        batch_size: int = 16,
+        batch_size: int = 32,
         out_dir: str | None = None,
         model_attr: str | None = None,
         tokenizer: str | None = None,
@@ -142,6 +142,7 @@ class PersonaMonitorCore:
         self._steering_attached = False
         self._free: dict[str, list[torch.Tensor]] = {}
         self._encoded: dict[tuple[str, ...], list[list[int]]] | None = None
+        self._stop_early: bool | None = None
         self._writer: Any = None
         self._pending: Any = None
 
@@ -183,6 +184,7 @@ class PersonaMonitorCore:
         self.run_dir = _core.run_dir(trainer, self.out_dir, "persona_monitor")
         self._loaded = _core.loaded_view(self._model, self._tokenizer)
         self._encoded = None  # the probe ids of this fit's tokenizer, built at the first probe
+        self._stop_early = None  # capture.can_stop_early of this fit's model, decided at the first probe
         self.monitors = {}
         for f in self.vector_files:
             mon = self._monitor_from_file(f, n_layers)
@@ -275,9 +277,12 @@ class PersonaMonitorCore:
         Traits sharing a probe set share one forward per batch (all their layers hooked at once). The prompts are
         chat-templated and tokenised once per run; the forward ends after the deepest monitored block when that is
         safe (``persona.shift.read_residuals``), so the rest of the model and the LM head are not computed."""
+        from difflib_models.capture.capture import can_stop_early
         from difflib_models.persona import chat
         from difflib_models.persona.shift import probe_encoded
 
+        if self._stop_early is None:
+            self._stop_early = can_stop_early(self._model)
         if self._encoded is None:
             self._encoded = {}
             for mon in self.monitors.values():
@@ -290,7 +295,8 @@ class PersonaMonitorCore:
             for key, encoded in self._encoded.items():
                 group = {tid: mon for tid, mon in self.monitors.items() if tuple(mon.prompts) == key}
                 layers = sorted({mon.layer for mon in group.values()})
-                acts = probe_encoded(self._model, encoded, pad, layers, batch_size=self.batch_size)
+                acts = probe_encoded(self._model, encoded, pad, layers, batch_size=self.batch_size,
+                                     stop_early=self._stop_early)
                 for tid, mon in group.items():
                     out[tid] = acts[mon.layer]
         return out

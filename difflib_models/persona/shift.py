@@ -41,12 +41,14 @@ def read_residuals(
     *,
     index: torch.Tensor | None = None,
     token_mask: torch.Tensor | None = None,
+    stop_early: bool | None = None,
 ) -> dict[int, torch.Tensor]:
     """Residual stream after the given blocks, in ONE forward (no grad), float32 on CPU.
 
     Exactly one of ``index`` ([B] column per row -> [B, d] per layer) or ``token_mask`` ([B, T] bool -> the mean
     over the selected tokens of each row, [B, d]) must be given. Position ids follow the attention mask, so left
-    and right padding give the same values.
+    and right padding give the same values. ``stop_early`` ends the forward after the deepest requested block; None
+    decides with ``capture.can_stop_early`` (a walk over the modules: callers probing in a loop decide once).
     """
     from difflib_models.capture.capture import StopForward, can_stop_early
     from difflib_models.models.hookpoints import find_block_list
@@ -77,7 +79,8 @@ def read_residuals(
 
         return hook
 
-    stop, last = can_stop_early(model), max(i % len(blocks) for i in layers)
+    stop = can_stop_early(model) if stop_early is None else bool(stop_early)
+    last = max(i % len(blocks) for i in layers)
 
     handles = [blocks[i].register_forward_hook(make_hook(i)) for i in layers]
     try:
@@ -145,16 +148,21 @@ def probe_encoded(
     layers: Sequence[int],
     *,
     batch_size: int = 16,
+    stop_early: bool | None = None,
 ) -> dict[int, torch.Tensor]:
     """Last-token residuals of already tokenised prompts, ``batch_size`` per forward: {layer: [P, d]}.
 
     The caller sets eval mode (:func:`probe_activations` does; the monitor callback encodes its prompts once
-    per run and calls this at every check)."""
+    per run and calls this at every check). ``stop_early`` as for :func:`read_residuals`, decided once here when
+    None."""
+    from difflib_models.capture.capture import can_stop_early
+
+    stop = can_stop_early(model) if stop_early is None else bool(stop_early)
     chunks: dict[int, list[torch.Tensor]] = {int(layer): [] for layer in layers}
     for start in range(0, len(encoded), batch_size):
         ids, mask = chat.pad_batch(encoded[start : start + batch_size], pad_token_id=pad_token_id,
                                    padding_side="right")
-        acts = read_residuals(model, ids, mask, list(chunks), index=chat.last_token_index(mask))
+        acts = read_residuals(model, ids, mask, list(chunks), index=chat.last_token_index(mask), stop_early=stop)
         for layer, t in acts.items():
             chunks[layer].append(t)
     return {layer: torch.cat(ts) for layer, ts in chunks.items()}

@@ -63,6 +63,28 @@ def test_read_residuals_stops_after_the_deepest_layer():
         torch.testing.assert_close(got[i], hs[i + 1][rows, idx], atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(deepest_negative[0], got[0], atol=0, rtol=0)
 
+
+def test_stop_early_flag_is_decided_once_and_can_be_forced_off(monkeypatch):
+    from difflib_models.capture import capture
+    from difflib_models.models.hookpoints import get_block
+    from difflib_models.persona.shift import probe_encoded
+
+    model = make_tiny("llama")
+    calls = []
+    real = capture.can_stop_early
+    monkeypatch.setattr(capture, "can_stop_early", lambda m: calls.append(1) or real(m))
+    encoded = [[5, 6, 7], [8, 9], [10, 11, 12, 13], [14], [15, 16]]
+    stopped = probe_encoded(model, encoded, 0, [1], batch_size=2)
+    assert len(calls) == 1  # three batches, one walk over the modules
+    ran = []
+    handle = get_block(model, 2).register_forward_hook(lambda *a: ran.append(1))
+    try:
+        full = probe_encoded(model, encoded, 0, [1], batch_size=2, stop_early=False)
+    finally:
+        handle.remove()
+    assert len(calls) == 1 and ran == [1, 1, 1]  # forced off: the later block ran in every batch
+    torch.testing.assert_close(full[1], stopped[1], atol=0, rtol=0)
+
 def test_read_residuals_mean_over_mask_any_padding():
     model = make_tiny("llama")
     seqs = [[1, 5, 6, 7, 8], [1, 9, 10]]
