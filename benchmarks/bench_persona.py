@@ -35,6 +35,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave torch's default)")
     ap.add_argument("--alphas", default="-0.5,-0.25,-0.1,0,0.1,0.25,0.5",
                     help="steering alphas in median-residual-norm units (the spec's +-1, +-2 collapse SmolLM2's answers)")
+    ap.add_argument("--control-dirs", type=int, default=3,
+                    help="random directions of the steering control (more draws: a stricter control)")
     ap.add_argument("--name", default="persona")
     args = ap.parse_args(argv)
     os.environ.setdefault("DIFFLIB_MODELS_NO_PROGRESS", "1")
@@ -64,7 +66,8 @@ def main(argv: list[str] | None = None) -> None:
             t_fit = time.perf_counter() - t0
             t0 = time.perf_counter()
             alphas = tuple(float(a) for a in args.alphas.split(","))
-            res = validate_vectors(loaded, ex, n_null=args.n_null, shortlist=args.shortlist, alphas=alphas)
+            res = validate_vectors(loaded, ex, n_null=args.n_null, shortlist=args.shortlist, alphas=alphas,
+                                   control_dirs=args.control_dirs)
             t_val = time.perf_counter() - t0
             sel = res.selected_layer
             row = {
@@ -80,8 +83,10 @@ def main(argv: list[str] | None = None) -> None:
                 "auroc_selected": res.per_layer[sel]["auroc"],
                 "auroc_ci": [res.per_layer[sel]["ci_lo"], res.per_layer[sel]["ci_hi"]],
                 "cohens_d": res.per_layer[sel]["cohens_d"],
+                "alignment": res.per_layer[sel]["alignment"],
                 "null_q95": {k: v["q95"] for k, v in res.nulls.items()},
                 "null_p": {k: v["p_value"] for k, v in res.nulls.items()},
+                "nulls": {k: {kk: vv for kk, vv in v.items() if not kk.endswith("draws")} for k, v in res.nulls.items()},
                 "split_half_cos": res.split_half.get(sel),
                 "gap": ex.gap_[sel],
                 "base_std": ex.base_std_[sel],

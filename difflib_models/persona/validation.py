@@ -10,6 +10,15 @@ Everything is measured on the trait's EVALUATION split (never the extraction spl
    - random directions from N(0, Sigma_hat) (shrinkage WITHIN-class covariance of the extraction activations,
      norm-matched), oriented by the extraction data (as a fitted direction would be), best AUROC over the layers.
    Empirical p-value = (1 + #{null >= observed}) / (1 + N); ``beats_null_95`` = observed > the null's 95th pct.
+   Every draw also records its held-out Cohen's d and its *alignment* cos(u, mean(ev_pos) - mean(ev_neg)) (the
+   projection of the held-out mean difference on the unit direction, standardised by that difference's norm),
+   each as the max over layers like the observed statistics. AUROC saturates: when held-out pos/neg are separable
+   along almost any direction, a null's AUROC q95 reaches 1 and can never be beaten; Cohen's d saturates too, at
+   the best d the held-out data allow, once a null direction has a modest component along the class difference.
+   The alignment does not: a null direction reaches it only by pointing along the held-out difference itself.
+   When a null's AUROC q95 is >= ``AUROC_CEILING`` the separation test against that null compares the alignment
+   (``test: "alignment"``; else ``"auroc"``); ``passes`` is the test's result and all three statistics are
+   reported. (Rule added after hallucination's ``paired`` permutation null saturated on SmolLM2, docs/persona.md.)
 3. :func:`cross_trait_cosines`: cosine matrix between traits' unit vectors; a warning above |cos| 0.5.
 4. Steering dose-response at shortlisted layers on held-out A/B items (:mod:`~difflib_models.persona.dose_response`):
    add ``alpha * r * v_hat`` at ``blocks.L`` (``steer_positions``, default all), r = median residual norm at L.
@@ -24,7 +33,7 @@ Everything is measured on the trait's EVALUATION split (never the extraction spl
 Layer selection: shortlist the top ``shortlist`` layers by held-out AUROC among the layers at ``steer_depth``
 (default 30-70% of the depth), then confirm by steering: the layer with the largest steering effect whose
 dose-response is monotone and coherent wins; the reason is recorded. ``verdict`` is ``"real"`` only when the
-selected layer beats the 95th percentile of both nulls and (when a steering check ran) steers monotonically and
+separation test ``passes`` against both nulls and (when a steering check ran) steers monotonically and
 more than the random-direction control; otherwise ``"too_weak"``: no verdict on a trait shift should be made.
 """
 
@@ -59,10 +68,12 @@ STEER_DEPTH: tuple[float, float] = (0.3, 0.7)
 """Steering candidates: extracted layers at 30-70% of the depth (published optima sit at 40-70%)."""
 CONTROL_RATIO = 2.0
 COS_WARN = 0.5
+AUROC_CEILING = 0.995
+"""A null whose AUROC 95th percentile reaches this is saturated: its separation test compares the alignment."""
 _dose_summary = dose_summary  # backwards-compatible name (letter readout by default)
-__all__ = ["ValidationResult", "add_random_control", "auroc", "bootstrap_auroc_ci", "cohens_d", "cross_trait_cosines", "empirical_p",
-           "extract_and_validate", "permutation_null", "random_direction_control", "random_direction_null",
-           "separation", "split_half_stability", "steering_dose_response", "validate_vectors"]
+__all__ = ["AUROC_CEILING", "NullDraws", "ValidationResult", "add_random_control", "auroc", "bootstrap_auroc_ci", "cohens_d", "cross_trait_cosines", "empirical_p",
+           "alignment", "extract_and_validate", "null_test", "permutation_null", "permutation_null_stats",
+           "random_direction_control", "random_direction_null", "random_direction_null_stats", "separation", "split_half_stability", "steering_dose_response", "validate_vectors"]
 
 
 # ---------------------------------------------------------------------- statistics
@@ -111,6 +122,75 @@ def _batched_auroc(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
     return gt + 0.5 * eq
 
 
+def _batched_cohens_d(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+    """Cohen's d (pooled sd) of many score columns at once: pos [n, K], neg [m, K] -> [K] (0 where sd is 0)."""
+    n1, n2 = pos.shape[0], neg.shape[0]
+    if n1 < 2 or n2 < 2:
+        return torch.full((pos.shape[1],), float("nan"), dtype=torch.float64)
+    pooled = ((n1 - 1) * pos.var(dim=0) + (n2 - 1) * neg.var(dim=0)) / (n1 + n2 - 2)
+    diff = pos.mean(dim=0) - neg.mean(dim=0)
+    return torch.where(pooled > 0, diff / pooled.clamp_min(1e-300).sqrt(), torch.zeros_like(diff)).double()
+
+
+@dataclass(frozen=True)
+class NullDraws:
+    """One null's draws, [n] each (max over layers): held-out AUROC, Cohen's d and alignment (cosine with the
+    held-out mean difference) of each null direction."""
+
+    auroc: np.ndarray
+    cohens_d: np.ndarray
+    alignment: np.ndarray
+
+
+def alignment(direction: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+    """cos(direction, mean(pos) - mean(neg)) for directions [d] or [n, d] (0 where a norm is 0)."""
+    diff = pos.double().mean(0) - neg.double().mean(0)
+    dirs = direction.double()
+    norms = dirs.norm(dim=-1) * diff.norm()
+    return torch.where(norms > 0, (dirs @ diff) / norms.clamp_min(1e-300), torch.zeros_like(norms))
+
+
+def _null_draws(dirs: Mapping[int, torch.Tensor], ev_pos: Mapping[int, torch.Tensor],
+                ev_neg: Mapping[int, torch.Tensor], max_over_layers: bool) -> NullDraws:
+    """Held-out AUROC, d and alignment of the directions ``dirs[layer]`` [n, d]; each draw takes its max over the
+    layers (each statistic separately)."""
+    aur, dd, al = [], [], []
+    for layer, d in dirs.items():
+        sp, sn = ev_pos[layer].double() @ d.T, ev_neg[layer].double() @ d.T
+        aur.append(_batched_auroc(sp, sn))
+        dd.append(_batched_cohens_d(sp, sn))
+        al.append(alignment(d, ev_pos[layer], ev_neg[layer]))
+    stats = [torch.stack(x) for x in (aur, dd, al)]  # [L, n] each
+    return NullDraws(*((x.max(dim=0).values if max_over_layers else x[0]).numpy() for x in stats))
+
+
+def null_test(name: str, observed: Mapping[str, float], draws: NullDraws, *, max_over_layers: bool = True,
+              ceiling: float = AUROC_CEILING) -> dict[str, Any]:
+    """Compare the observed statistics (``{"auroc", "cohens_d", "alignment"}``, each the max over the layers when
+    the null is) with one null. All three are reported (``q95``/``p_value``/``beats_null_95`` for the AUROC,
+    ``d_*`` and ``align_*``); the test that counts (``passes``) is the AUROC one unless the null's AUROC q95 is at
+    ``ceiling`` (saturated), then the alignment one."""
+    q95 = float(np.quantile(draws.auroc, 0.95))
+    saturated = q95 >= ceiling
+    out: dict[str, Any] = {"n": int(draws.auroc.size), "max_over_layers": max_over_layers, "q95": q95,
+                           "p_value": empirical_p(observed["auroc"], draws.auroc),
+                           "beats_null_95": bool(observed["auroc"] > q95), "observed": observed["auroc"]}
+    for key, stat, arr in (("d", "cohens_d", draws.cohens_d), ("align", "alignment", draws.alignment)):
+        sq95 = float(np.quantile(arr, 0.95))
+        out.update({f"{key}_observed": observed[stat], f"{key}_q95": sq95,
+                    f"{key}_p_value": empirical_p(observed[stat], arr),
+                    f"{key}_beats_null_95": bool(observed[stat] > sq95)})
+    out.update({"saturated": saturated, "test": "alignment" if saturated else "auroc",
+                "draws": [round(float(x), 4) for x in draws.auroc],
+                "d_draws": [round(float(x), 4) for x in draws.cohens_d],
+                "align_draws": [round(float(x), 4) for x in draws.alignment]})
+    out["passes"] = out["align_beats_null_95"] if saturated else out["beats_null_95"]
+    if saturated:
+        log.info("%s null: AUROC q95 %.3f is at the ceiling %.3f; separation tested by the alignment (%.3f vs q95 "
+                 "%.3f)", name, q95, ceiling, observed["alignment"], out["align_q95"])
+    return out
+
+
 # ---------------------------------------------------------------------- result
 @dataclass
 class ValidationResult:
@@ -150,7 +230,9 @@ class ValidationResult:
             "split": "evaluation", "n_eval_pos": self.n_eval_pos, "n_eval_neg": self.n_eval_neg,
             "selected_layer": self.selected_layer, "auroc": sel["auroc"], "auroc_ci": [sel["ci_lo"], sel["ci_hi"]],
             "cohens_d": sel["cohens_d"], "split_half_cos": self.split_half.get(self.selected_layer),
-            "nulls": {k: {kk: vv for kk, vv in v.items() if kk != "draws"} for k, v in self.nulls.items()},
+            "nulls": {k: {kk: vv for kk, vv in v.items() if not kk.endswith("draws")} for k, v in self.nulls.items()},
+            "separation_rule": (f"per null: held-out AUROC > its q95; where the null's AUROC q95 >= {AUROC_CEILING} "
+                                "(saturated): alignment cos(v, held-out mean difference) > its q95"),
             "steering": self.steering.get(self.selected_layer), "warnings": self.warnings,
             "verdict": self.verdict, "selection_reason": self.selection_reason,
             "auroc_by_layer": {str(k): v["auroc"] for k, v in self.per_layer.items()},
@@ -160,26 +242,34 @@ class ValidationResult:
 # ---------------------------------------------------------------------- pieces
 def separation(vectors: Mapping[int, torch.Tensor], pos: Mapping[int, torch.Tensor], neg: Mapping[int, torch.Tensor],
                *, n_boot: int = 1000, seed: int = 0) -> dict[int, dict[str, float]]:
-    """Per layer: held-out AUROC, its bootstrap CI and Cohen's d of the projections on the unit vector."""
+    """Per layer: held-out AUROC, its bootstrap CI, Cohen's d of the projections on the unit vector and the
+    alignment (cosine of the vector with the held-out mean difference)."""
     out = {}
     for layer, v in vectors.items():
         u = v / v.norm().clamp_min(1e-12)
         sp, sn = (pos[layer] @ u).numpy(), (neg[layer] @ u).numpy()
         lo, hi = bootstrap_auroc_ci(sp, sn, n_boot=n_boot, seed=seed + layer)
         out[layer] = {"auroc": auroc(sp, sn), "ci_lo": lo, "ci_hi": hi, "cohens_d": cohens_d(sp, sn),
-                      "norm": float(v.norm())}
+                      "alignment": float(alignment(v, pos[layer], neg[layer])), "norm": float(v.norm())}
     return out
 
 
-def permutation_null(ext_pos: Mapping[int, torch.Tensor], ext_neg: Mapping[int, torch.Tensor],
-                     ev_pos: Mapping[int, torch.Tensor], ev_neg: Mapping[int, torch.Tensor], layers: Sequence[int],
-                     *, n: int = 200, seed: int = 0, paired: bool = True, max_over_layers: bool = True) -> np.ndarray:
-    """Held-out AUROC of mean-difference directions re-fitted under permuted extraction labels: [n] (max over layers)."""
+def permutation_null(*args: Any, **kwargs: Any) -> np.ndarray:
+    """Held-out AUROC draws of :func:`permutation_null_stats` (same arguments): [n]."""
+    return permutation_null_stats(*args, **kwargs).auroc
+
+
+def permutation_null_stats(ext_pos: Mapping[int, torch.Tensor], ext_neg: Mapping[int, torch.Tensor],
+                           ev_pos: Mapping[int, torch.Tensor], ev_neg: Mapping[int, torch.Tensor],
+                           layers: Sequence[int], *, n: int = 200, seed: int = 0, paired: bool = True,
+                           max_over_layers: bool = True) -> NullDraws:
+    """Held-out AUROC and d of mean-difference directions re-fitted under permuted extraction labels (max over
+    layers)."""
     gen = torch.Generator().manual_seed(seed)
     n_pos = next(iter(ext_pos.values())).shape[0]
     n_neg = next(iter(ext_neg.values())).shape[0]
     paired = paired and n_pos == n_neg
-    per_layer = []
+    dirs: dict[int, torch.Tensor] = {}
     for layer in layers:
         x = torch.cat([ext_pos[layer], ext_neg[layer]]).double()
         labels = []
@@ -198,28 +288,30 @@ def permutation_null(ext_pos: Mapping[int, torch.Tensor], ext_neg: Mapping[int, 
         lab = torch.stack(labels).double()  # [n, N]
         mp = (lab @ x) / lab.sum(dim=1, keepdim=True).clamp_min(1)
         mn = ((1 - lab) @ x) / (1 - lab).sum(dim=1, keepdim=True).clamp_min(1)
-        dirs = mp - mn  # [n, d]
-        per_layer.append(_batched_auroc(ev_pos[layer].double() @ dirs.T, ev_neg[layer].double() @ dirs.T))
-    stacked = torch.stack(per_layer)  # [L, n]
-    return (stacked.max(dim=0).values if max_over_layers else stacked[0]).numpy()
+        dirs[layer] = mp - mn  # [n, d]
+    return _null_draws(dirs, ev_pos, ev_neg, max_over_layers)
 
 
-def random_direction_null(ext_pos: Mapping[int, torch.Tensor], ext_neg: Mapping[int, torch.Tensor],
-                          ev_pos: Mapping[int, torch.Tensor], ev_neg: Mapping[int, torch.Tensor],
-                          norms: Mapping[int, float], layers: Sequence[int], *, n: int = 200, seed: int = 0,
-                          shrinkage: float = 0.1, max_over_layers: bool = True) -> np.ndarray:
-    """Held-out AUROC of norm-matched N(0, Sigma_hat) directions, oriented by the extraction data: [n]."""
-    per_layer = []
+def random_direction_null(*args: Any, **kwargs: Any) -> np.ndarray:
+    """Held-out AUROC draws of :func:`random_direction_null_stats` (same arguments): [n]."""
+    return random_direction_null_stats(*args, **kwargs).auroc
+
+
+def random_direction_null_stats(ext_pos: Mapping[int, torch.Tensor], ext_neg: Mapping[int, torch.Tensor],
+                                ev_pos: Mapping[int, torch.Tensor], ev_neg: Mapping[int, torch.Tensor],
+                                norms: Mapping[int, float], layers: Sequence[int], *, n: int = 200, seed: int = 0,
+                                shrinkage: float = 0.1, max_over_layers: bool = True) -> NullDraws:
+    """Held-out AUROC and d of norm-matched N(0, Sigma_hat) directions, oriented by the extraction data (max over
+    layers)."""
+    out: dict[int, torch.Tensor] = {}
     for layer in layers:
         # within-class covariance: the pooled one would contain the trait contrast itself as a top axis
         acts = torch.cat([ext_pos[layer] - ext_pos[layer].mean(0), ext_neg[layer] - ext_neg[layer].mean(0)])
         dirs = covariance_null_directions(acts, n, norm=float(norms[layer]) or 1.0, seed=seed + 7919 * layer,
                                           shrinkage=shrinkage).double()
         sign = torch.sign((ext_pos[layer].double().mean(0) - ext_neg[layer].double().mean(0)) @ dirs.T)
-        dirs = dirs * torch.where(sign == 0, torch.ones_like(sign), sign)[:, None]
-        per_layer.append(_batched_auroc(ev_pos[layer].double() @ dirs.T, ev_neg[layer].double() @ dirs.T))
-    stacked = torch.stack(per_layer)
-    return (stacked.max(dim=0).values if max_over_layers else stacked[0]).numpy()
+        out[layer] = dirs * torch.where(sign == 0, torch.ones_like(sign), sign)[:, None]
+    return _null_draws(out, ev_pos, ev_neg, max_over_layers)
 
 
 def split_half_stability(pos: Mapping[int, torch.Tensor], neg: Mapping[int, torch.Tensor], layers: Sequence[int],
@@ -293,16 +385,16 @@ def validate_vectors(
     per_layer = separation(extractor.vectors_, ev_pos, ev_neg, n_boot=n_boot, seed=seed)
     best = max(layers, key=lambda k: (per_layer[k]["auroc"], per_layer[k]["cohens_d"]))
     obs = per_layer[best]["auroc"]
-    perm = permutation_null(extractor.pos_features_, extractor.neg_features_, ev_pos, ev_neg, layers, n=n_null,
-                            seed=seed, paired=extractor.mode != "generate_judge")
-    rand = random_direction_null(extractor.pos_features_, extractor.neg_features_, ev_pos, ev_neg,
-                                 extractor.norms_, layers, n=n_null, seed=seed)
-    nulls = {}
-    for name, draws in (("label_permutation", perm), ("random_direction", rand)):
-        q95 = float(np.quantile(draws, 0.95))
-        nulls[name] = {"n": int(draws.size), "max_over_layers": len(layers) > 1, "q95": q95,
-                       "p_value": empirical_p(obs, draws), "beats_null_95": bool(obs > q95), "observed": obs,
-                       "draws": [round(float(x), 4) for x in draws]}
+    observed = {"auroc": obs}  # each statistic's max over the layers, like each null draw
+    for stat in ("cohens_d", "alignment"):
+        finite = [per_layer[k][stat] for k in layers if math.isfinite(per_layer[k][stat])]
+        observed[stat] = max(finite, default=float("nan"))
+    perm = permutation_null_stats(extractor.pos_features_, extractor.neg_features_, ev_pos, ev_neg, layers,
+                                  n=n_null, seed=seed, paired=extractor.mode != "generate_judge")
+    rand = random_direction_null_stats(extractor.pos_features_, extractor.neg_features_, ev_pos, ev_neg,
+                                       extractor.norms_, layers, n=n_null, seed=seed)
+    nulls = {name: null_test(name, observed, draws, max_over_layers=len(layers) > 1)
+             for name, draws in (("label_permutation", perm), ("random_direction", rand))}
     stability = split_half_stability(extractor.pos_features_, extractor.neg_features_, layers,
                                      aggregator=extractor.aggregator, seed=seed)
     ranked = sorted(_steer_candidates(layers, _n_layers(loaded, layers), steer_depth),
@@ -331,7 +423,7 @@ def validate_vectors(
             warnings.append("steering did not confirm any shortlisted layer (no monotone dose-response)")
     elif steer:
         reason = f"highest held-out AUROC ({obs:.3f}); the trait has no A/B items for a steering check"
-    beats = all(n["beats_null_95"] for n in nulls.values())
+    beats = all(n["passes"] for n in nulls.values())
     steered = selected in steering and steering[selected]["monotone"]
     if steered and not steering[selected].get("beats_control", True):
         steered = False
@@ -339,8 +431,9 @@ def validate_vectors(
                         "random directions: it may be a generic perturbation artefact")
     verdict = "real" if beats and (steered or not steering) else "too_weak"
     if not beats:
-        warnings.append("held-out AUROC does not beat the 95th percentile of every null: the signal is too weak "
-                        "for a verdict on this model")
+        warnings.append("held-out separation does not beat the 95th percentile of every null (AUROC, or the "
+                        "alignment where the null's AUROC saturates): the signal is too weak for a verdict on this "
+                        "model")
     return ValidationResult(trait=trait.id, mode=extractor.mode, layers=list(layers), per_layer=per_layer,
                             best_auroc_layer=best, selected_layer=selected, selection_reason=reason, nulls=nulls,
                             split_half=stability, steering=steering, n_eval_pos=int(ev_pos[layers[0]].shape[0]),

@@ -38,6 +38,14 @@ def test_builtin_traits_meet_the_bar():
             letters = [a.matching for a in t.split_ab(split)]
             assert abs(letters.count("(A)") / len(letters) - 0.5) <= 0.05
         assert sum(len(t.split_paired(s)) for s in ("extraction", "evaluation")) >= 20
+        # paired responses: >= 20 extraction pairs (split-half needs 10 a half), splits disjoint, and trait and
+        # neutral answers of similar length so that the contrast is the trait, not the length
+        ext, ev = t.split_paired("extraction"), t.split_paired("evaluation")
+        assert len(ext) >= 20 and len(ev) >= 10
+        assert not {p.prompt.lower() for p in ext} & {p.prompt.lower() for p in ev}
+        for split in (ext, ev):
+            ratio = sum(len(p.trait.split()) for p in split) / sum(len(p.neutral.split()) for p in split)
+            assert 0.75 < ratio < 1.33, (tid, ratio)
         assert t.judge and "rubric" in t.judge
         # every A/B question shows both choices, and the matching answer names one of them
         for a in ab:

@@ -63,6 +63,79 @@ def test_nulls_separate_real_signal_from_none():
     assert V.empirical_p(obs0, perm0) > 0.05
 
 
+def _paired_features(c_ext: float, c_ev: float, seed: int, n: int = 20, d: int = 64, spread: float = 0.3):
+    """Paired samples: neg = x + noise, pos = x + a_i * scale * c + noise with a shared offset c (|c| = 1, spread
+    over all axes) whose per-pair magnitude a_i ~ 1 + spread * N(0, 1) varies; x (shared by the pair) has one
+    dominant axis. A large held-out scale makes the classes separable along almost any direction."""
+    g = torch.Generator().manual_seed(seed)
+    sd = torch.ones(d)
+    sd[0] = 8.0
+    c = torch.ones(d) / d**0.5
+    out: list[dict[int, torch.Tensor]] = [{}, {}, {}, {}]
+    for L in range(3):
+        for k, scale in ((0, c_ext), (2, c_ev)):
+            x = torch.randn(n, d, generator=g) * sd
+            a = 1 + spread * torch.randn(n, 1, generator=g)
+            out[k][L] = x + scale * a * c + torch.randn(n, d, generator=g)
+            out[k + 1][L] = x + torch.randn(n, d, generator=g)
+    return out
+
+
+def _null_tests(c_ext: float, c_ev: float, seed: int):
+    ep, en, vp, vn = _paired_features(c_ext, c_ev, seed)
+    layers = [0, 1, 2]
+    vecs = {L: ep[L].mean(0) - en[L].mean(0) for L in layers}
+    sep = V.separation(vecs, vp, vn, n_boot=20)
+    observed = {s: max(v[s] for v in sep.values()) for s in ("auroc", "cohens_d", "alignment")}
+    perm = V.permutation_null_stats(ep, en, vp, vn, layers, n=200, seed=1)
+    rand = V.random_direction_null_stats(ep, en, vp, vn, {L: float(v.norm()) for L, v in vecs.items()}, layers,
+                                         n=200)
+    assert np.array_equal(perm.auroc, V.permutation_null(ep, en, vp, vn, layers, n=200, seed=1))
+    return observed, V.null_test("label_permutation", observed, perm), V.null_test("random_direction", observed, rand)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_saturated_null_falls_back_to_alignment(seed):
+    """Held-out classes separable along almost any direction: the nulls' AUROC q95 is 1, so AUROC cannot tell a
+    real direction from a null one; the alignment with the held-out mean difference still can, and a direction
+    fitted on extraction data WITHOUT the trait still fails."""
+    observed, perm, rand = _null_tests(20.0, 20.0, seed)
+    assert observed["auroc"] == 1.0 and observed["alignment"] > 0.95
+    for t in (perm, rand):
+        assert t["saturated"] and t["q95"] >= V.AUROC_CEILING and t["test"] == "alignment"
+        assert t["passes"] and t["align_p_value"] <= 0.01 and t["align_q95"] < 0.85
+        assert {"d_observed", "d_q95", "d_p_value", "d_beats_null_95"} <= set(t) and len(t["d_draws"]) == 200
+    assert not perm["beats_null_95"]  # observed AUROC 1.0 is not > q95 1.0: the old rule could never pass
+    # no real signal: the extraction pairs carry no trait, the held-out ones a strong one
+    observed0, perm0, rand0 = _null_tests(0.0, 40.0, seed)
+    assert perm0["saturated"] and perm0["q95"] == 1.0
+    assert not perm0["passes"] and not rand0["passes"] and abs(observed0["alignment"]) < 0.2
+
+
+def test_cohens_d_would_have_misjudged_the_saturated_case():
+    """Why the saturated test uses the alignment and not Cohen's d (both reported): d saturates at the best d the
+    held-out data allow once a null direction has a modest component along the class difference."""
+    _, perm, _ = _null_tests(20.0, 20.0, 0)  # a real direction: d does not beat the permutation null
+    assert perm["passes"] and not perm["d_beats_null_95"] and perm["d_q95"] > 0.95 * perm["d_observed"]
+    _, _, rand0 = _null_tests(0.0, 40.0, 0)  # no real signal: d beats the random-direction null anyway
+    assert not rand0["passes"] and rand0["d_beats_null_95"]
+
+
+def test_batched_statistics_match_the_scalar_ones():
+    g = torch.Generator().manual_seed(0)
+    pos, neg = torch.randn(12, 5, generator=g).double() + 0.5, torch.randn(9, 5, generator=g).double()
+    d = V._batched_cohens_d(pos, neg)
+    a = V._batched_auroc(pos, neg)
+    for k in range(5):
+        assert float(d[k]) == pytest.approx(V.cohens_d(pos[:, k].numpy(), neg[:, k].numpy()), rel=1e-9)
+        assert float(a[k]) == pytest.approx(V.auroc(pos[:, k].numpy(), neg[:, k].numpy()), abs=1e-12)
+    u = torch.randn(3, 5, generator=g).double()
+    diff = pos.mean(0) - neg.mean(0)
+    ref = torch.nn.functional.cosine_similarity(u, diff[None], dim=1)
+    assert torch.allclose(V.alignment(u, pos, neg), ref)
+    assert float(V.alignment(diff, pos, neg)) == pytest.approx(1.0)
+
+
 def test_random_direction_null_is_covariance_realistic():
     # a "trait" that is just the dominant variance axis: covariance-realistic random directions match it
     ep, en, vp, vn = _features(signal_axis=0, scale=16.0, d=64)
@@ -161,7 +234,10 @@ def test_validate_vectors_end_to_end_on_tiny_model(tinystories_656k, tmp_path):
     if sel["monotone"]:  # a monotone curve is checked against norm-matched random directions
         assert sel["control"]["n_dirs"] == 2 and len(sel["control"]["effects"]) == 2
         assert sel["beats_control"] == (sel["effect"] > V.CONTROL_RATIO * sel["control"]["max_abs_effect"])
-    beats = all(n["beats_null_95"] for n in res.nulls.values())
+    beats = all(n["passes"] for n in res.nulls.values())
+    for n in res.nulls.values():  # the test that counts: AUROC unless the null saturates, then the alignment
+        assert n["passes"] == (n["align_beats_null_95"] if n["q95"] >= V.AUROC_CEILING else n["beats_null_95"])
+        assert len(n["d_draws"]) == len(n["align_draws"]) == 20
     assert (res.verdict == "real") == (beats and sel["monotone"] and sel.get("beats_control", True))
     assert d["best_auroc_layer"] == max(res.per_layer, key=lambda k: res.per_layer[k]["auroc"])
     assert d["selected_layer"] in (0, 1, 2) and "shortlist" in d["selection_reason"]
@@ -172,6 +248,7 @@ def test_validate_vectors_end_to_end_on_tiny_model(tinystories_656k, tmp_path):
     vs.save(tmp_path / "v")
     back = PersonaVectorSet.load(tmp_path / "v", expect_model=loaded)
     assert back.validation["selected_layer"] == res.selected_layer and "draws" not in str(back.validation)
+    assert "alignment" in back.validation["separation_rule"] and "align_q95" in back.validation["nulls"]["random_direction"]
     # steering candidates come from the middle of the depth by default (layers 9..21 of a 30-layer model)
     assert V._steer_candidates(list(range(30)), 30, V.STEER_DEPTH) == list(range(9, 22))
     assert V._steer_candidates([0, 1], 30, V.STEER_DEPTH) == [0, 1]  # none inside: all of them
@@ -209,6 +286,7 @@ def test_smollm2_builtin_evil_beats_both_nulls(smollm2):
     auroc = res.per_layer[sel]["auroc"]
     assert auroc > 0.9 and res.per_layer[sel]["ci_lo"] > 0.8
     assert auroc > res.nulls["label_permutation"]["q95"] and auroc > res.nulls["random_direction"]["q95"]
+    assert all(n["test"] == "auroc" and n["passes"] for n in res.nulls.values())  # no saturated null here
     assert res.nulls["random_direction"]["p_value"] < 0.05 and res.nulls["label_permutation"]["p_value"] < 0.05
     assert res.split_half[sel] > 0.8
     st = res.steering[sel]
