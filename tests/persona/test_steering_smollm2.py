@@ -1,7 +1,9 @@
 """Steering confirms built-in traits on SmolLM2-135M-Instruct: along the ``paired`` direction (trait minus neutral
 responses, mean over response tokens) at layer 15, +alpha raises P(matching answer text) monotonically on held-out
 A/B items, and norm-matched covariance-realistic random directions move it much less. Evil and hallucination only:
-for sycophancy random directions raise P(sycophantic answer) about as much as the real one (docs/persona.md).
+for sycophancy at layer 15 a random direction still moves P(sycophantic answer) more than half as much as the real
+one (+0.099 vs +0.177 with the 26 extraction pairs; its `real` verdict holds at layer 12 in the benchmark, narrowly:
+docs/persona.md).
 
 Layer and mode were chosen on the EXTRACTION split's A/B items (docs/persona.md); these tests read the held-out
 evaluation items. Small grid for CI time: 10 items, 4 alphas, 2 control directions; the instruction pairs are
