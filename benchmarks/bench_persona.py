@@ -118,7 +118,8 @@ def main(argv: list[str] | None = None) -> None:
         names, m, warns = cross_trait_cosines({k: v.vector(layer) for k, v in sets.items()})
         cos = {"layer": layer, "traits": names, "matrix": m.round(4).tolist(), "warnings": warns}
     path = write_results(
-        args.name, {"model": loaded.identity.name, "results": results, "cross_trait_cosine": cos}, machine
+        args.name, {"model": loaded.identity.name, "args": vars(args), "results": results, "cross_trait_cosine": cos},
+        machine,
     )
     print(f"wrote {path}")
 
