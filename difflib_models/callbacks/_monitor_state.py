@@ -76,7 +76,7 @@ class TraitMonitor:
 
     # ---------------------------------------------------------------------------------------------- baseline
     def set_baseline(self, acts: torch.Tensor, *, n_null: int, seed: int) -> None:
-        from difflib_models.persona.shift import covariance_null_directions
+        from difflib_models.persona.shift import covariance_null_directions, usable_gap
 
         assert self.vector is not None
         if acts.shape[0] < 2:
@@ -85,6 +85,11 @@ class TraitMonitor:
         self.m0 = acts.double().mean(dim=0).float()
         self.sigma0 = float((acts.double() @ v_hat).std())
         self.null_dirs = covariance_null_directions(acts, n_null, norm=1.0, seed=seed)
+        if self.gap is not None and usable_gap(self.gap, self.sigma0) is None:
+            log.warning("PersonaMonitor: %s's recorded pos-neg gap %.3g at blocks.%d is not above the base spread "
+                        "%.3g (a direction fitted on responses, e.g. mode 'paired', need not read the instruction "
+                        "contrast): shift_frac is not computed and only the shift_z thresholds apply",
+                        self.trait_id, self.gap, self.layer, self.sigma0)
 
     def restore_baseline(self, m0: torch.Tensor, null_dirs: torch.Tensor, sigma0: float,
                          vector: torch.Tensor) -> None:
@@ -93,16 +98,17 @@ class TraitMonitor:
     # ------------------------------------------------------------------------------------------- evaluation
     def evaluate(self, acts: torch.Tensor, step: int, thresholds: dict[str, Any]) -> dict[str, Any]:
         """The metrics and status of this check (pure: counters change in :meth:`apply_decision`)."""
-        from difflib_models.persona.shift import compute_shift
+        from difflib_models.persona.shift import compute_shift, usable_gap
 
         assert self.m0 is not None and self.vector is not None
-        res = compute_shift(self.m0, acts, self.vector, gap=self.gap or 0.0, base_std=self.sigma0,
+        gap = usable_gap(self.gap, self.sigma0)
+        res = compute_shift(self.m0, acts, self.vector, gap=gap or 0.0, base_std=self.sigma0,
                             null_dirs=self.null_dirs, trait=self.trait_id, layer=self.layer,
                             polarity=self.polarity)
         toward = res.toward_undesirable
         null_p95 = self.null_quantile(acts, 0.95)
         z = toward / self.sigma0 if self.sigma0 > 0 else float("nan")
-        frac = toward / self.gap if self.gap else float("nan")
+        frac = toward / gap if gap else float("nan")  # no usable gap: the frac thresholds are not applied
         warn = _ge(z, thresholds["warn_z"]) or _ge(frac, thresholds["warn_frac"])
         crossing = (_ge(z, thresholds["fail_z"]) or _ge(frac, thresholds["fail_frac"])) and _ge(
             res.null_percentile, thresholds["fail_null_percentile"])

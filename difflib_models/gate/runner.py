@@ -184,7 +184,12 @@ def persona_section(sides: Mapping[str, tuple[Any, str]], policy: Policy, *, vec
     """The ``persona`` report section and the data entries (trait hashes) for the policy's traits.
 
     Vectors extracted here are saved to ``save_dir/<trait>.safetensors`` (reuse them with ``--vectors``)."""
-    from difflib_models.persona.shift import compute_shift, covariance_null_directions, probe_activations
+    from difflib_models.persona.shift import (
+        compute_shift,
+        covariance_null_directions,
+        probe_activations,
+        usable_gap,
+    )
     from difflib_models.persona.traits import load_trait
 
     plan = policy.persona
@@ -222,7 +227,8 @@ def persona_section(sides: Mapping[str, tuple[Any, str]], policy: Policy, *, vec
         base_std = float(base_proj.std())
         gap = vs.gap.get(layer)
         nulls = covariance_null_directions(acts["base"], plan.null_directions, seed=plan.seed)
-        kw = dict(gap=float(gap) if gap else float("nan"), base_std=base_std, null_dirs=nulls, trait=trait_id,
+        g = usable_gap(gap, base_std)
+        kw = dict(gap=g if g is not None else float("nan"), base_std=base_std, null_dirs=nulls, trait=trait_id,
                   layer=layer, polarity=vs.polarity)
         res = compute_shift(acts["base"], acts["candidate"], unit, **kw)
         delta = (acts["candidate"].double().mean(0) - acts["base"].double().mean(0))
@@ -254,6 +260,9 @@ def persona_section(sides: Mapping[str, tuple[Any, str]], policy: Policy, *, vec
             notes.append("base projections have no spread (sigma_0 = 0)")
         if gap is None or not abs(float(gap)) > 1e-8:
             notes.append("no pos-neg gap recorded for this vector (shift_frac unavailable)")
+        elif g is None:
+            notes.append(f"pos-neg gap {float(gap):.3g} is not above the base spread {base_std:.3g}: the vector does "
+                         "not read the instruction contrast (shift_frac unavailable)")
         weak = [n for n in notes if "shift_frac unavailable" not in n]
         row["signal_ok"] = not weak
         if notes:

@@ -215,6 +215,20 @@ class ShiftResult:
         return asdict(self)
 
 
+def usable_gap(gap: float | None, base_std: float) -> float | None:
+    """The pos-vs-neg gap g to divide by in ``shift_frac``, or None where g does not measure the trait.
+
+    g comes from the instruction contrast at the last prompt token. A direction fitted elsewhere (``paired``
+    responses) may not separate that contrast at all: g near zero or negative, and S_t / g then flips sign or
+    explodes. g counts only when it is finite and larger than one base standard deviation of the per-prompt
+    projections (``base_std``): the instruction moves the projection by more than the prompts' own spread."""
+    if gap is None or not math.isfinite(float(gap)):
+        return None
+    if not float(gap) > max(float(base_std), 0.0) or float(gap) <= 0.0:
+        return None
+    return float(gap)
+
+
 def compute_shift(
     base_acts: torch.Tensor,
     cur_acts: torch.Tensor,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -68,6 +69,7 @@ def test_logged_numbers_match_independent_computation(tmp_path: Path, tinystorie
     sigma0 = float((base.double() @ v_hat.double()).std())
     assert m.sigma0 == pytest.approx(sigma0, rel=1e-5)
     nulls = covariance_null_directions(base, 32, norm=1.0, seed=0)
+    assert sigma0 < 2.0  # the recorded gap is above the base spread, so shift_frac is computed
     ref = compute_shift(base, final, vector, gap=2.0, base_std=sigma0, null_dirs=nulls)
     data = json.loads((tmp_path / "mon" / "persona_monitor.json").read_text())
     assert [r["step"] for r in data["series"]] == [3, 6]
@@ -79,6 +81,23 @@ def test_logged_numbers_match_independent_computation(tmp_path: Path, tinystorie
     assert data["thresholds"]["calibrated"] is False and data["baseline_step"] == 0
     assert (tmp_path / "mon" / "persona_monitor.png").stat().st_size > 1000
     assert module.model.training
+
+
+def test_gap_inside_the_base_spread_gives_no_shift_frac(tmp_path: Path, tinystories_656k: Path) -> None:
+    """A recorded gap that does not read the trait (a 'paired' vector's, ~0) must not drive the frac thresholds:
+    S_t / 0.001 would warn at every check."""
+    from difflib_models.callbacks import PersonaMonitor
+
+    module = TinyLM(tokenizer_dir=str(tinystories_656k))
+    vector = torch.randn(32, generator=torch.Generator().manual_seed(5))
+    vf = _vector_file(tmp_path / "syc", module, vector, gap=1e-3)
+    mon = PersonaMonitor(vectors=vf, every_n_steps=2, warn_z=None, fail_z=None, warn_frac=0.1, fail_frac=0.2,
+                         out_dir=str(tmp_path / "mon"))
+    _trainer(tmp_path, [mon], max_steps=6).fit(module)
+    rows = [r["traits"]["sycophancy"] for r in mon.series]
+    assert len(rows) == 3 and mon.monitors["sycophancy"].sigma0 > 1e-3
+    assert all(abs(v["shift"]) > 1e-5 for v in rows)  # training moved the probes: 1e-3 would blow them up
+    assert all(not math.isfinite(v["shift_frac"]) and v["status"] == 0 for v in rows)
 
 
 def test_fail_stops_at_second_consecutive_crossing(tmp_path: Path, tinystories_656k: Path) -> None:

@@ -167,3 +167,13 @@ def test_compute_shift_numbers():
         compute_shift(base, cur, torch.zeros(d), gap=1.0, base_std=1.0)
     with pytest.raises(ConfigError):
         compute_shift(base, cur, torch.ones(d + 1), gap=1.0, base_std=1.0)
+
+
+def test_usable_gap_only_above_the_base_spread():
+    from difflib_models.persona.shift import usable_gap
+
+    assert usable_gap(3.4, 0.8) == 3.4
+    assert usable_gap(-0.13, 0.69) is None  # a 'paired' vector that does not read the instruction contrast
+    assert usable_gap(0.03, 0.5) is None  # positive but inside the prompts' own spread: S/g would explode
+    assert usable_gap(0.5, 0.0) == 0.5
+    assert usable_gap(None, 1.0) is None and usable_gap(float("nan"), 1.0) is None
