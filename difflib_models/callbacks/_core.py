@@ -18,11 +18,10 @@ import contextlib
 import functools
 import importlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from difflib_models.errors import ConfigError, bad_value
@@ -138,18 +137,12 @@ def loaded_view(model: nn.Module, tokenizer: Any, *, name: str | None = None, ho
     return from_pretrained_objects(model, tokenizer, name=name, hook_override=hook_override)
 
 
-@contextlib.contextmanager
-def probe_mode(module: nn.Module) -> Iterator[None]:
-    """Eval mode (dropout off; LoRA stays active) and no grad for a probe forward; restores every submodule's own
-    training flag afterwards (a blanket ``train()`` would re-enable modules the user froze in eval mode)."""
-    flags = [(m, m.training) for m in module.modules()]
-    module.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        for m, flag in flags:
-            m.training = flag
+def probe_mode(module: nn.Module) -> contextlib.AbstractContextManager[None]:
+    """Eval mode and no grad for a probe forward, each submodule's training flag restored afterwards
+    (``persona.shift.probe_mode``, shared with ``probe_activations``)."""
+    from difflib_models.persona.shift import probe_mode as _probe_mode
+
+    return _probe_mode(module)
 
 
 # ----------------------------------------------------------------------------------------------- trainer helpers

@@ -19,9 +19,10 @@ blocks (``blocks.i`` = output of block i, the library's LAYER_CONVENTION) and a 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -102,20 +103,19 @@ def read_residuals(
     return out
 
 
-class _TrainModeGuard:
-    """Eval mode for the block, then the previous train/eval state of every module restored."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        self.model = model
-        self.states: list[tuple[torch.nn.Module, bool]] = []
-
-    def __enter__(self) -> None:
-        self.states = [(m, m.training) for m in self.model.modules()]
-        self.model.eval()
-
-    def __exit__(self, *exc: Any) -> None:
-        for m, was in self.states:
-            m.train(was)
+@contextlib.contextmanager
+def probe_mode(module: torch.nn.Module) -> Iterator[None]:
+    """Eval mode (dropout off; LoRA stays active) and no grad for a probe forward; restores every submodule's own
+    training flag afterwards (a blanket ``train()`` would re-enable modules the user froze in eval mode). Used by
+    :func:`probe_activations` and by the callbacks' probe forwards."""
+    flags = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        for m, flag in flags:
+            m.training = flag
 
 
 def probe_activations(
@@ -137,7 +137,7 @@ def probe_activations(
     if batch_size < 1:
         raise ConfigError(bad_value("batch_size", batch_size, ">= 1"))
     encoded = [chat.encode_prompt(tokenizer, p, system=system).ids for p in prompts]
-    with _TrainModeGuard(model):
+    with probe_mode(model):
         return probe_encoded(model, encoded, chat.pad_id(tokenizer), layers, batch_size=batch_size)
 
 
@@ -224,7 +224,7 @@ def usable_gap(gap: float | None, base_std: float) -> float | None:
     projections (``base_std``): the instruction moves the projection by more than the prompts' own spread."""
     if gap is None or not math.isfinite(float(gap)):
         return None
-    if not float(gap) > max(float(base_std), 0.0) or float(gap) <= 0.0:
+    if not float(gap) > max(float(base_std), 0.0):  # also rules out g <= 0
         return None
     return float(gap)
 
