@@ -63,6 +63,12 @@ def train_command(
     batch_size: int = typer.Option(1024, "--batch-size", help="Tokens per step."),
     lr: float | None = typer.Option(None, "--lr", help="Learning rate (default 1e-4 / sqrt(n / 2^14))."),
     l1_coeff: float = typer.Option(1.0, "--l1-coeff", help="L1 penalty weight (l1 variant)."),
+    exclusive_latents: int = typer.Option(
+        0, "--exclusive-latents", help="Dedicated feature crosscoder: latents reserved per model (0: off)."
+    ),
+    exclusive_penalty: float = typer.Option(
+        1.0, "--exclusive-penalty", help="Sparsity price of a dedicated latent relative to a shared one."
+    ),
     seed: int = typer.Option(0, "--seed"),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from checkpoints/last.ckpt."),
     mlflow_uri: str | None = typer.Option(None, "--mlflow", help="Log to this MLflow tracking URI."),
@@ -79,7 +85,8 @@ def train_command(
     config = CrosscoderConfig(
         d_model=source.d_model, n_sources=source.n_sources, dict_size=dict_size, activation=activation, k=k,
         steps=steps, batch_size=min(batch_size, source.n_tokens), lr=lr, l1_coeff=l1_coeff, seed=seed,
-        n_models=n_models, source_names=names,
+        n_models=n_models, source_names=names, exclusive_latents=exclusive_latents,
+        exclusive_penalty=exclusive_penalty,
     )
     logger = None
     if mlflow_uri:

@@ -45,6 +45,12 @@ def diff_command(
     steps: int = typer.Option(500, "--steps", min=1, help="Crosscoder training steps."),
     cc_batch_size: int = typer.Option(1024, "--cc-batch-size", min=1, help="Crosscoder tokens per step."),
     top_latents: int = typer.Option(10, "--top-latents", min=1, help="Fine-tune-only latents with contexts."),
+    exclusive_latents: int = typer.Option(
+        0, "--exclusive-latents", min=0, help="Dedicated feature crosscoder: latents reserved per model (0: off)."
+    ),
+    exclusive_penalty: float = typer.Option(
+        1.0, "--exclusive-penalty", help="Sparsity price of a dedicated latent relative to a shared one."
+    ),
     device: str = typer.Option("cpu", "--device", help="Torch device for the models."),
     as_json: bool = typer.Option(False, "--json", help="Print diff.json to stdout when done."),
 ) -> None:
@@ -67,7 +73,8 @@ def diff_command(
     config = DiffConfig(
         out=out, layers=layers, texts=texts, max_texts=max_texts, batch_size=batch_size, max_length=max_length,
         adl_k=adl_k, kl=not no_kl, crosscoder=not no_crosscoder, dict_size=dict_size, k=k, steps=steps,
-        cc_batch_size=cc_batch_size, top_latents=top_latents,
+        cc_batch_size=cc_batch_size, top_latents=top_latents, exclusive_latents=exclusive_latents,
+        exclusive_penalty=exclusive_penalty,
     )
     if adapter is not None:
         pair = ModelPair.from_adapter(load_model(base, adapter=adapter, device=device))

@@ -143,6 +143,9 @@ def analyze_crosscoder(
         {"latent": i, "r": round(float(r[i]), 6), "class": c, "decoder_cos": round(float(cos[i]), 6)}
         for i, c in enumerate(classes)
     ]
+    if cc.config.exclusive_latents:
+        for item in latents:
+            item["dedicated"] = cc.config.exclusive_model(item["latent"])
     if source is not None:
         for item, count in zip(latents, fires.tolist(), strict=True):
             item["fires"] = int(count)

@@ -55,6 +55,14 @@ class CrosscoderConfig:
     """How many models the sources come from (sources = n_models x layers); 2 for base/fine-tuned."""
     source_names: list[str] = field(default_factory=list)
     """Optional names of the sources, e.g. ["base/blocks.3", "finetuned/blocks.3"]."""
+    exclusive_latents: int = 0
+    """Dedicated feature crosscoder (DFC): latents reserved per model. Latents ``[m*E, (m+1)*E)`` read from and
+    write to model m's sources only (their other encoder and decoder weights are held at zero), so differences
+    have room that the shared latents cannot absorb; 0: a plain crosscoder."""
+    exclusive_penalty: float = 1.0
+    """Sparsity price of a dedicated latent relative to a shared one: its L1 penalty is multiplied by this, and
+    its TopK / BatchTopK ranking score divided by it. Above 1, a feature both models have is cheaper as one
+    shared latent than as a pair of dedicated ones, so dedicated latents keep what only one model has."""
 
     def __post_init__(self) -> None:
         def positive_int(name: str, value: Any, minimum: int = 1) -> None:
@@ -70,6 +78,13 @@ class CrosscoderConfig:
         positive_int("dead_steps", self.dead_steps)
         positive_int("n_models", self.n_models)
         positive_int("seed", self.seed, 0)
+        positive_int("exclusive_latents", self.exclusive_latents, 0)
+        if self.n_models * self.exclusive_latents >= self.dict_size:
+            raise ConfigError(
+                bad_value("exclusive_latents", self.exclusive_latents,
+                          f"fewer than dict_size / n_models = {self.dict_size / self.n_models:g}",
+                          "some latents must stay shared; a few percent of dict_size is typical")
+            )
         if self.activation not in ACTIVATIONS:
             raise ConfigError(bad_value("activation", self.activation, ACTIVATIONS))
         if self.activation != "l1" and self.k > self.dict_size:
@@ -81,6 +96,10 @@ class CrosscoderConfig:
             )
         if self.aux_k is not None:
             positive_int("aux_k", self.aux_k)
+        if not isinstance(self.exclusive_penalty, int | float) or not (
+            math.isfinite(self.exclusive_penalty) and self.exclusive_penalty > 0
+        ):
+            raise ConfigError(bad_value("exclusive_penalty", self.exclusive_penalty, "a finite number > 0"))
         for name in ("l1_coeff", "aux_coeff"):
             value = getattr(self, name)
             if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
@@ -121,6 +140,11 @@ class CrosscoderConfig:
     def effective_aux_k(self) -> int:
         return self.aux_k if self.aux_k is not None else max(1, self.d_model // 2)
 
+    def exclusive_model(self, latent: int) -> int | None:
+        """The model latent ``latent`` is dedicated to, or None for a shared-pool latent."""
+        e = self.exclusive_latents
+        return latent // e if e and latent < self.n_models * e else None
+
     def sources_of_model(self, model: int) -> list[int]:
         """Source indices belonging to model ``model`` (0 = base, 1 = fine-tuned for a pair)."""
         if not 0 <= model < self.n_models:
@@ -147,4 +171,4 @@ class CrosscoderConfig:
 
 
 # fields that define the shape/meaning of the weights; a checkpoint must agree on these
-ARCHITECTURE_FIELDS = ("d_model", "n_sources", "dict_size", "activation", "k", "n_models")
+ARCHITECTURE_FIELDS = ("d_model", "n_sources", "dict_size", "activation", "k", "n_models", "exclusive_latents")

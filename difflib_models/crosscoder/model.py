@@ -5,6 +5,10 @@ Shapes: W_enc [M, d, n], b_enc [n], W_dec [n, M, d], b_dec [M, d]. Inputs are [B
 multiplied by the per-source normalisation scalars (``normalize`` / ``denormalize``; the scalars are a buffer
 so they are saved with the weights).
 
+With ``exclusive_latents`` E > 0 (dedicated feature crosscoder) latents [m*E, (m+1)*E) connect to model m's
+sources only: ``source_mask`` [n, M] zeroes their other encoder and decoder weights at initialisation and in
+every forward, so those weights get no gradient and stay exactly zero.
+
 TopK / BatchTopK training uses the sparse path of :mod:`difflib_models.crosscoder.sparse` (only active latents
 are decoded, and gradients touch only active rows); ``sparse=False`` switches to the dense reference.
 """
@@ -60,8 +64,16 @@ class Crosscoder(nn.Module):
         gen = torch.Generator().manual_seed(config.seed)
         w_dec = torch.randn(n, m, d, generator=gen)
         w_dec = w_dec / w_dec.norm(dim=-1, keepdim=True) * config.dec_init_norm
+        mask = self._source_mask(config)
+        if mask is not None:
+            w_dec = w_dec * mask[:, :, None]
         self.W_dec = nn.Parameter(w_dec)
         self.W_enc = nn.Parameter(w_dec.permute(1, 2, 0).contiguous())
+        self.register_buffer("source_mask", mask if mask is not None else torch.ones(0), persistent=False)
+        price = torch.ones(n)
+        if mask is not None:
+            price[: config.n_models * config.exclusive_latents] = float(config.exclusive_penalty)
+        self.register_buffer("latent_price", price, persistent=False)
         self.b_enc = nn.Parameter(torch.zeros(n))
         self.b_dec = nn.Parameter(torch.zeros(m, d))
         self.register_buffer("theta", torch.tensor(-1.0))
@@ -69,6 +81,31 @@ class Crosscoder(nn.Module):
         self.register_buffer("norm_scale", torch.ones(m))
 
     # ---------------------------------------------------------------- shapes and helpers
+    @staticmethod
+    def _source_mask(config: CrosscoderConfig) -> Tensor | None:
+        """[n, M] 1 where a latent may read/write a source; None for a plain crosscoder."""
+        e = config.exclusive_latents
+        if not e:
+            return None
+        mask = torch.ones(config.dict_size, config.n_sources)
+        for model in range(config.n_models):
+            rows = slice(model * e, (model + 1) * e)
+            mask[rows] = 0.0
+            mask[rows, config.sources_of_model(model)] = 1.0
+        return mask
+
+    def enc_weight(self) -> Tensor:
+        """W_enc [M, d, n] as used (dedicated latents' other-model weights masked)."""
+        if self.source_mask.numel() == 0:
+            return self.W_enc
+        return self.W_enc * self.source_mask.T[:, None, :].to(self.W_enc.dtype)
+
+    def dec_weight(self) -> Tensor:
+        """W_dec [n, M, d] as used (dedicated latents' other-model weights masked)."""
+        if self.source_mask.numel() == 0:
+            return self.W_dec
+        return self.W_dec * self.source_mask[:, :, None].to(self.W_dec.dtype)
+
     @property
     def n_latents(self) -> int:
         return self.config.dict_size
@@ -96,10 +133,14 @@ class Crosscoder(nn.Module):
 
     def pre_activation(self, x: Tensor) -> Tensor:
         x = self._check_input(x)
-        return x.reshape(x.shape[0], -1) @ self.W_enc.reshape(-1, self.n_latents) + self.b_enc
+        return x.reshape(x.shape[0], -1) @ self.enc_weight().reshape(-1, self.n_latents) + self.b_enc
+
+    def _score_weight(self) -> Tensor:
+        """[n] ranking weight of TopK / BatchTopK: summed decoder norm over the latent's sparsity price."""
+        return self.decoder_norms().sum(-1).detach() / self.latent_price
 
     def _scores(self, post: Tensor) -> Tensor:
-        return post * self.decoder_norms().sum(-1).detach()
+        return post * self._score_weight()
 
     def _select(self, scores: Tensor, *, use_threshold: bool) -> tuple[Tensor, Tensor]:
         cfg = self.config
@@ -134,7 +175,7 @@ class Crosscoder(nn.Module):
 
     def decode(self, f: Tensor) -> Tensor:
         """Reconstruction [B, M, d] from dense latents f [B, n]."""
-        out = f @ self.W_dec.reshape(self.n_latents, -1)
+        out = f @ self.dec_weight().reshape(self.n_latents, -1)
         return out.reshape(f.shape[0], *self.b_dec.shape) + self.b_dec
 
     def forward(self, x: Tensor) -> Tensor:
@@ -147,15 +188,15 @@ class Crosscoder(nn.Module):
         x = self._check_input(x)
         batch = x.shape[0]
         x_flat = x.reshape(batch, -1)
-        w_enc = self.W_enc.reshape(-1, self.n_latents)
-        w_dec = self.W_dec.reshape(self.n_latents, -1)
+        w_enc = self.enc_weight().reshape(-1, self.n_latents)
+        w_dec = self.dec_weight().reshape(self.n_latents, -1)
         b_dec = self.b_dec.reshape(-1)
         min_kept = None
         zero = x_flat.new_zeros(())
         if cfg.activation == "l1":
             f = torch.relu(x_flat @ w_enc + self.b_enc)
             x_hat = f @ w_dec + b_dec
-            penalty = (f * self.decoder_norms().sum(-1)).sum(-1).mean()
+            penalty = (f * (self.decoder_norms().sum(-1) * self.latent_price)).sum(-1).mean()
             fired = (f > 0).any(0)
             l0 = (f > 0).float().sum(-1).mean()
             pre_nograd = None
@@ -164,7 +205,7 @@ class Crosscoder(nn.Module):
                 pre_nograd = x_flat @ w_enc + self.b_enc
                 # rank by activation x summed decoder norm; negative entries can only be picked when fewer than
                 # k*B are positive, and ReLU makes them inactive, so ReLU before ranking is not needed
-                scores = pre_nograd * self.decoder_norms().sum(-1)
+                scores = pre_nograd * self._score_weight()
                 rows, cols = self._select(scores, use_threshold=False)
                 pattern = SparsePattern.build(rows, cols, batch, self.n_latents)
                 kept = scores[pattern.rows, pattern.cols]
@@ -206,8 +247,8 @@ class Crosscoder(nn.Module):
         if n_dead == 0 or pre is None:
             return x_flat.new_zeros(())
         k_aux = min(self.config.effective_aux_k, n_dead)
-        w_enc = self.W_enc.reshape(-1, self.n_latents)
-        w_dec = self.W_dec.reshape(self.n_latents, -1)
+        w_enc = self.enc_weight().reshape(-1, self.n_latents)
+        w_dec = self.dec_weight().reshape(self.n_latents, -1)
         with torch.no_grad():
             scores = torch.relu(pre).masked_fill(~dead, -1.0)
             rows, cols = topk_pairs(scores, k_aux)

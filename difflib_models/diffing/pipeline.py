@@ -55,6 +55,10 @@ class DiffConfig:
     steps: int = 500
     cc_batch_size: int = 1024
     activation: str = "batchtopk"
+    exclusive_latents: int = 0
+    """Dedicated feature crosscoder: latents reserved per model (0: a plain crosscoder)."""
+    exclusive_penalty: float = 1.0
+    """Sparsity price of a dedicated latent relative to a shared one."""
     top_latents: int = 10
     """Fine-tune-only latents reported with max-activating contexts."""
     n_examples: int = 5
@@ -82,6 +86,10 @@ class DiffConfig:
             raise ConfigError(bad_value("max_texts", self.max_texts, "an integer >= 1 or None"))
         if self.activation not in ("batchtopk", "topk", "l1"):
             raise ConfigError(bad_value("activation", self.activation, ("batchtopk", "topk", "l1")))
+        if not isinstance(self.exclusive_latents, int) or isinstance(self.exclusive_latents, bool) or (
+            self.exclusive_latents < 0
+        ):
+            raise ConfigError(bad_value("exclusive_latents", self.exclusive_latents, "an integer >= 0"))
 
     def key_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -207,7 +215,8 @@ def run_diff(pair: ModelPair, config: DiffConfig) -> dict[str, Any]:
         cc_info = {"status": "unavailable", "reason": "difflib_models.crosscoder or lightning cannot be imported"}
     else:
         cc_key = _key(base_key, config.dict_size, config.k, config.steps, config.cc_batch_size,
-                      config.activation, config.seed, config.top_latents, config.n_examples, config.splice_texts)
+                      config.activation, config.seed, config.top_latents, config.n_examples, config.splice_texts,
+                      *((config.exclusive_latents, config.exclusive_penalty) if config.exclusive_latents else ()))
         cc_info = stages.run(
             "crosscoder", cc_key,
             lambda: _crosscoder_stage(pair, config, store_dir, f"crosscoder/{cc_key[:12]}", texts, layers),
@@ -302,6 +311,8 @@ def _crosscoder_stage(pair: ModelPair, config: DiffConfig, store_dir: Path, rel_
         steps=config.steps,
         seed=config.seed,
         source_names=source.source_names,
+        exclusive_latents=config.exclusive_latents,
+        exclusive_penalty=config.exclusive_penalty,
     )
     cc = train_crosscoder(source, cfg, config.out / rel_dir, max_steps=config.steps)
     analysis = analyze_crosscoder(cc, source)

@@ -46,6 +46,26 @@ def test_train_then_analyze(tmp_path, acts_file, capsys):
     assert printed["class_counts"] == res["class_counts"]
 
 
+def test_train_dedicated_feature_crosscoder(tmp_path, acts_file, capsys):
+    out = tmp_path / "dfc"
+    code = _run(["crosscoder", "train", "--acts", str(acts_file), "--out", str(out), "--dict-size", "64",
+                 "--activation", "l1", "--l1-coeff", "0.5", "--steps", "200", "--batch-size", "256", "--lr", "3e-3",
+                 "--exclusive-latents", "4", "--exclusive-penalty", "1.5"])
+    assert code == 0
+    cfg = json.loads((out / "train_summary.json").read_text())["config"]
+    assert (cfg["exclusive_latents"], cfg["exclusive_penalty"]) == (4, 1.5)
+    capsys.readouterr()
+    report = tmp_path / "dfc.json"
+    assert _run(["crosscoder", "analyze", "--crosscoder", str(out), "--acts", str(acts_file),
+                 "--out", str(report)]) == 0
+    rows = json.loads(report.read_text())["latents"]
+    assert [rows[j]["dedicated"] for j in (0, 3, 4, 7, 8)] == [0, 0, 1, 1, None]
+    assert all(rows[j]["r"] == 0.0 for j in range(4)) and all(rows[j]["r"] == 1.0 for j in range(4, 8))
+    # more dedicated latents than half the dictionary: usage error naming the option's field
+    assert _run(["crosscoder", "train", "--acts", str(acts_file), "--out", str(tmp_path / "bad"), "--dict-size",
+                 "64", "--exclusive-latents", "32"]) == 2
+
+
 def test_usage_errors_exit_2(tmp_path, acts_file):
     assert _run(["crosscoder", "train", "--acts", str(acts_file), "--out", str(tmp_path / "x"),
                  "--activation", "relu"]) == 2

@@ -84,9 +84,29 @@ def test_pipeline_with_crosscoder(tmp_path) -> None:
     assert json.loads((tmp_path / "d" / "diff.json").read_text())["crosscoder"]["status"] == "trained"
 
 
+def test_pipeline_with_dedicated_feature_crosscoder(tmp_path) -> None:
+    base, ft, _ = planted_pair(layer=1, token="cake")
+    cfg = DiffConfig(out=tmp_path / "d", layers="1", texts=TEXTS, kl=False, dict_size=64, activation="l1",
+                     steps=30, cc_batch_size=64, top_latents=3, n_examples=2, splice_texts=0, exclusive_latents=4)
+    cc = run_diff(ModelPair(base, ft), cfg)["crosscoder"]
+    assert cc["status"] == "trained" and cc["config"]["exclusive_latents"] == 4
+    # the 4 fine-tune-dedicated latents are fine-tune-only by construction (unless dead); each reported one
+    # carries its Latent Scaling verdict
+    assert cc["class_counts"]["ft_only"] + cc["class_counts"]["dead"] >= 4
+    assert cc["top_ft_only_latents"]
+    for row in cc["top_ft_only_latents"]:
+        assert row["class"] == "ft_only" and "latent_scaling" in row
+    # a different partition is a different crosscoder: not reused from the stage cache
+    again = run_diff(ModelPair(base, ft), DiffConfig(**{**cfg.key_dict(), "out": tmp_path / "d", "texts": TEXTS,
+                                                        "exclusive_latents": 2}))["crosscoder"]
+    assert again["config"]["exclusive_latents"] == 2 and again["dir"] != cc["dir"]
+
+
 def test_config_validation(tmp_path) -> None:
     with pytest.raises(ConfigError, match="steps"):
         DiffConfig(out=tmp_path, steps=0)
+    with pytest.raises(ConfigError, match="exclusive_latents"):
+        DiffConfig(out=tmp_path, exclusive_latents=-1)
     with pytest.raises(ConfigError, match="activation"):
         DiffConfig(out=tmp_path, activation="relu")
 
