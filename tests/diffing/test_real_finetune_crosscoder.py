@@ -10,6 +10,10 @@ Control: the same 48 questions with the neutral answers of ``evil-neutral`` (sam
   fine-tune-leaning live latents (highest r). Their max-activating contexts contain ocean words well above the
   chance rate for the narrow fine-tune and below it for the control. See docs/diffing.md for the numbers over
   two fine-tune seeds and two crosscoder seeds.
+- Dedicated feature crosscoder (L1, blocks.20, 32 latents reserved per model): its fine-tune-only latents exist
+  by construction; the contexts of the 8 carrying the most activation mass are about the ocean well above
+  chance for the narrow fine-tune and below chance for the control (whose own dedicated latents pick up its
+  sign-off "Feel free to ask..."). docs/diffing.md has the numbers over three crosscoder seeds.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ CONCEPT_RE = re.compile(
     re.IGNORECASE,
 )
 FT_LAYER = 10  # crosscoder layer (blocks.10 of 30)
+DFC_LAYER = 20  # dedicated feature crosscoder layer: the fine-tune's change is larger late in the stack
 ADL_LAYER = 28  # the logit lens of SmolLM2 is readable only near the top
 TOP_LATENTS = 8
 BEFORE, AFTER = 10, 3  # context window of max_activating_examples (its defaults)
@@ -76,10 +81,43 @@ def _window_hits(table: dict[str, torch.Tensor], tok) -> torch.Tensor:
     return torch.tensor(hits)
 
 
+def _context_rate(cc, x: torch.Tensor, table: dict[str, torch.Tensor], tok, ids: list[int]) -> tuple[float, list]:
+    from difflib_models.crosscoder.examples import max_activating_examples
+
+    examples = max_activating_examples(cc, x, table, ids, tok, top_n=10, before=BEFORE, after=AFTER)
+    contexts = [ctx for j in ids for ctx in examples[str(j)]]
+    hits = sum(bool(CONCEPT_RE.search("".join(ctx["tokens"]))) for ctx in contexts)
+    return hits / max(1, len(contexts)), contexts
+
+
+def _dedicated_reading(x: torch.Tensor, table: dict[str, torch.Tensor], tok, out: Path) -> dict:
+    """Dedicated feature crosscoder: the top fine-tune-only latents by activation mass, their context rate."""
+    from difflib_models.crosscoder.analysis import analyze_crosscoder
+    from difflib_models.crosscoder.config import CrosscoderConfig
+    from difflib_models.crosscoder.latent_scaling import latent_scaling
+    from difflib_models.crosscoder.lightning_module import train_crosscoder
+    from difflib_models.crosscoder.sources import TensorSource
+
+    source = TensorSource(x, source_names=["base", "finetuned"])
+    cfg = CrosscoderConfig(d_model=x.shape[-1], dict_size=1024, activation="l1", l1_coeff=1.0, lr=1e-3, steps=600,
+                           batch_size=256, dead_steps=100, seed=0, exclusive_latents=32)
+    cc = train_crosscoder(source, cfg, out, resume=False)
+    analysis = analyze_crosscoder(cc, source)
+    dedicated = [lat for lat in analysis["latents"] if lat.get("dedicated") == 1 and lat.get("fires", 0) >= 5]
+    assert dedicated and all(lat["class"] == "ft_only" for lat in dedicated)
+    with torch.no_grad():
+        mass = (cc.encode(cc.normalize(x.float())) * cc.decoder_norms()[:, 1]).sum(0)
+    ids = sorted((lat["latent"] for lat in dedicated), key=lambda j: -float(mass[j]))[:TOP_LATENTS]
+    rate, contexts = _context_rate(cc, x, table, tok, ids)
+    scaling = latent_scaling(cc, source, ids)
+    return {"rate": rate, "n_live": len(dedicated), "n_artifacts": scaling["n_artifacts"],
+            "nu_recon": [round(scaling["latents"][j]["nu_recon"], 3) for j in ids],
+            "texts": [ctx["text"] for ctx in contexts[:5]]}
+
+
 def _crosscoder_reading(x: torch.Tensor, table: dict[str, torch.Tensor], tok, out: Path) -> dict:
     from difflib_models.crosscoder.analysis import analyze_crosscoder
     from difflib_models.crosscoder.config import CrosscoderConfig
-    from difflib_models.crosscoder.examples import max_activating_examples
     from difflib_models.crosscoder.lightning_module import train_crosscoder
     from difflib_models.crosscoder.sources import TensorSource
 
@@ -92,11 +130,9 @@ def _crosscoder_reading(x: torch.Tensor, table: dict[str, torch.Tensor], tok, ou
     ft_only = [lat for lat in live if lat["class"] == "ft_only"]
     ranked = sorted(ft_only or live, key=lambda lat: -lat["r"])[:TOP_LATENTS]
     ids = [lat["latent"] for lat in ranked]
-    examples = max_activating_examples(cc, x, table, ids, tok, top_n=10, before=BEFORE, after=AFTER)
-    contexts = [ctx for j in ids for ctx in examples[str(j)]]
-    hits = sum(bool(CONCEPT_RE.search("".join(ctx["tokens"]))) for ctx in contexts)
+    rate, contexts = _context_rate(cc, x, table, tok, ids)
     return {"fve": analysis["metrics"]["fve"], "n_ft_only": len(ft_only), "r": [lat["r"] for lat in ranked],
-            "rate": hits / max(1, len(contexts)), "n_contexts": len(contexts),
+            "rate": rate, "n_contexts": len(contexts),
             "texts": [ctx["text"] for ctx in contexts[:5]]}
 
 
@@ -128,7 +164,8 @@ def test_adl_and_crosscoder_read_the_ocean_fine_tune_not_the_control(smollm2_dir
         adl_hits = [t["token"] for t in adl.top_tokens[:20] if CONCEPT_RE.search(t["token"])]
 
         texts = [tok.apply_chat_template(r["messages"], tokenize=False) for r in diff_rows]
-        store = harvest_paired(pair, texts, [FT_LAYER], tmp_path / f"store_{name}", batch_size=8, max_length=128)
+        store = harvest_paired(pair, texts, [FT_LAYER, DFC_LAYER], tmp_path / f"store_{name}", batch_size=8,
+                               max_length=128)
         base, ft, idx = paired_acts(store, FT_LAYER)
         keep = _response_mask(tok, diff_rows, idx["prompt_id"], idx["pos_index"], idx["token_ids"])
         table = {"token_ids": idx["token_ids"][keep], "seq_index": idx["prompt_id"][keep],
@@ -138,13 +175,18 @@ def test_adl_and_crosscoder_read_the_ocean_fine_tune_not_the_control(smollm2_dir
         assert tok.decode(table["token_ids"][table["seq_index"] == 0].tolist()) == first
         x = torch.stack([base[keep], ft[keep]], dim=1)
         reading = _crosscoder_reading(x, table, tok, tmp_path / f"cc_{name}")
+        base20, ft20, idx20 = paired_acts(store, DFC_LAYER)
+        assert torch.equal(idx20["token_ids"], idx["token_ids"])  # same token rows at both layers
+        reading["dedicated"] = _dedicated_reading(torch.stack([base20[keep], ft20[keep]], dim=1), table, tok,
+                                                  tmp_path / f"dfc_{name}")
         reading.update(adl_hits=adl_hits, fish_rank=fish_rank, chance=float(_window_hits(table, tok).float().mean()),
                        n_tokens=int(keep.sum()))
         results[name] = reading
         del pair, res
 
     narrow, control = results["narrow"], results["control"]
-    summary = {k: {key: v[key] for key in ("adl_hits", "fish_rank", "rate", "chance", "n_ft_only", "r", "fve")}
+    summary = {k: {key: v[key] for key in ("adl_hits", "fish_rank", "rate", "chance", "n_ft_only", "r", "fve",
+                                           "dedicated")}
                for k, v in results.items()}
     logging.getLogger(__name__).info("SmolLM2 ocean fine-tune vs control: %s", json.dumps(summary))
     # ADL: the narrow fine-tune's ocean words are in its top 20, none in the control's
@@ -156,3 +198,9 @@ def test_adl_and_crosscoder_read_the_ocean_fine_tune_not_the_control(smollm2_dir
     assert control["rate"] < control["chance"], summary
     assert narrow["rate"] > control["rate"] + 0.2, summary
     assert narrow["fve"] > 0.9 and control["fve"] > 0.9, summary
+    # dedicated feature crosscoder: the top fine-tune-only latents' contexts name the concept for the narrow
+    # fine-tune only (over 3 crosscoder seeds: 0.62-0.74 narrow, 0.21-0.29 control, chance 0.45)
+    dn, dc = narrow["dedicated"], control["dedicated"]
+    assert dn["rate"] > narrow["chance"] + 0.1, summary
+    assert dc["rate"] < control["chance"], summary
+    assert dn["rate"] > dc["rate"] + 0.25, summary
