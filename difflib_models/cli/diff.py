@@ -42,6 +42,9 @@ def diff_command(
     no_crosscoder: bool = typer.Option(False, "--no-crosscoder", help="Baselines only; no crosscoder."),
     dict_size: int | None = typer.Option(None, "--dict-size", min=2, help="Crosscoder latents (default 8 x d)."),
     k: int = typer.Option(32, "--k", min=1, help="Crosscoder (Batch)TopK k."),
+    activation: str = typer.Option(
+        "batchtopk", "--activation", help="Crosscoder sparsity: batchtopk, topk or l1 (l1 for --exclusive-latents)."
+    ),
     steps: int = typer.Option(500, "--steps", min=1, help="Crosscoder training steps."),
     cc_batch_size: int = typer.Option(1024, "--cc-batch-size", min=1, help="Crosscoder tokens per step."),
     top_latents: int = typer.Option(10, "--top-latents", min=1, help="Fine-tune-only latents with contexts."),
@@ -72,7 +75,7 @@ def diff_command(
 
     config = DiffConfig(
         out=out, layers=layers, texts=texts, max_texts=max_texts, batch_size=batch_size, max_length=max_length,
-        adl_k=adl_k, kl=not no_kl, crosscoder=not no_crosscoder, dict_size=dict_size, k=k, steps=steps,
+        adl_k=adl_k, kl=not no_kl, crosscoder=not no_crosscoder, dict_size=dict_size, k=k, steps=steps, activation=activation,
         cc_batch_size=cc_batch_size, top_latents=top_latents, exclusive_latents=exclusive_latents,
         exclusive_penalty=exclusive_penalty,
     )

@@ -63,6 +63,16 @@ def test_diff_command_adapter_and_full(tinystories_656k, tiny_finetunes, tmp_pat
     assert set(lora) == set(full)
     for name, value in lora.items():
         assert full[name] == pytest.approx(value, rel=1e-3)
+    # crosscoder options reach the crosscoder: an L1 dedicated feature crosscoder
+    code = _run(["diff", "--base", str(tinystories_656k), "--adapter", str(tiny_finetunes / "adapter"),
+                 "--out", str(tmp_path / "c"), "--layers", "1", "--texts", str(texts), "--batch-size", "4", "--no-kl",
+                 "--dict-size", "64", "--steps", "20", "--cc-batch-size", "64", "--activation", "l1",
+                 "--exclusive-latents", "4", "--exclusive-penalty", "1.5"])
+    assert code == 0
+    cc = json.loads((tmp_path / "c" / "diff.json").read_text())["crosscoder"]
+    assert cc["status"] == "trained"
+    assert (cc["config"]["activation"], cc["config"]["exclusive_latents"], cc["config"]["exclusive_penalty"]) == (
+        "l1", 4, 1.5)
 
 
 @pytest.mark.shared
