@@ -33,7 +33,7 @@ def _other_model_weights(cc: Crosscoder) -> list[torch.Tensor]:
 def test_dedicated_latents_never_touch_the_other_model(activation, sparse):
     cc = Crosscoder(_cfg(activation=activation), sparse=sparse)
     assert all(float(w.abs().max()) == 0.0 for w in _other_model_weights(cc))
-    assert float(cc.W_dec[0:3, 0].norm(dim=-1).min()) > 0  # own-model part initialised as usual
+    assert float(cc.W_dec[0:3, 0].detach().norm(dim=-1).min()) > 0  # own-model part initialised as usual
     opt = torch.optim.Adam(cc.parameters(), lr=1e-2)
     x = torch.randn(64, 2, 8)
     for _ in range(5):
