@@ -105,13 +105,16 @@ def test_source_config_mismatch(tmp_path, synthetic):
 
 @pytest.mark.slow
 def test_ddp_spawn_two_cpu_ranks(tmp_path, synthetic):
+    # with 4 dedicated latents per model, so the masks are exercised under DDP too
     cfg = CrosscoderConfig(d_model=32, dict_size=64, activation="batchtopk", k=2, lr=3e-3, steps=80,
-                           batch_size=512, dead_steps=50)
+                           batch_size=512, dead_steps=50, exclusive_latents=4, exclusive_penalty=0.5)
     src = TensorSource(synthetic.acts[:8000])
     cc = train_crosscoder(src, cfg, tmp_path, trainer_kwargs={"strategy": "ddp_spawn", "devices": 2})
     saved = Crosscoder.load(tmp_path / "crosscoder", expected=cfg)
     assert torch.equal(saved.W_dec, cc.W_dec)
     assert float(saved.theta) > 0
+    assert float(saved.W_dec[0:4, 1].abs().max()) == 0.0 and float(saved.W_dec[4:8, 0].abs().max()) == 0.0
+    assert float(saved.W_enc[1, :, 0:4].abs().max()) == 0.0 and float(saved.W_enc[0, :, 4:8].abs().max()) == 0.0
     x = saved.normalize(synthetic.acts[8000:12000])
     with torch.no_grad():
         err = x - saved.eval()(x)
