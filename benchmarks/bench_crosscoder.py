@@ -92,7 +92,7 @@ def worker(args: argparse.Namespace) -> dict:
     warmup_steps = max(1, int(0.05 * args.steps))
     decay_start = int(0.8 * args.steps)
     rss0 = _rss_mb()
-    if args.worker in ("ours", "ours_dense"):
+    if args.worker in ("ours", "ours_dense", "ours_dfc"):
         from difflib_models.crosscoder.config import CrosscoderConfig
         from difflib_models.crosscoder.lightning_module import lr_factor
         from difflib_models.crosscoder.model import Crosscoder
@@ -108,8 +108,11 @@ def worker(args: argparse.Namespace) -> dict:
             batch_size=b,
             warmup_frac=warmup_steps / args.steps,
             decay_frac=0.2,
+            # ours_dfc: a dedicated feature crosscoder, 1/32 of the latents reserved per model
+            exclusive_latents=args.dict_size // 32 if args.worker == "ours_dfc" else 0,
+            exclusive_penalty=0.5,
         )
-        model = Crosscoder(cfg, sparse=args.worker == "ours")
+        model = Crosscoder(cfg, sparse=args.worker != "ours_dense")
         model.init_b_dec(pool[:b].mean(0))
         opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.999))
         sched = torch.optim.lr_scheduler.LambdaLR(
@@ -247,7 +250,7 @@ def main() -> None:
     p.add_argument("--pool-batches", type=int, default=4)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--fve-steps", type=int, default=200, help="steps of the small FVE round (0: skip it)")
-    p.add_argument("--variants", default="ours,peer", help="comma list of ours, ours_dense, peer")
+    p.add_argument("--variants", default="ours,peer", help="comma list of ours, ours_dense, ours_dfc, peer")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "crosscoder.json")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--data", default=None, help=argparse.SUPPRESS)
