@@ -75,8 +75,8 @@ def diff_command(
 
     config = DiffConfig(
         out=out, layers=layers, texts=texts, max_texts=max_texts, batch_size=batch_size, max_length=max_length,
-        adl_k=adl_k, kl=not no_kl, crosscoder=not no_crosscoder, dict_size=dict_size, k=k, steps=steps, activation=activation,
-        cc_batch_size=cc_batch_size, top_latents=top_latents, exclusive_latents=exclusive_latents,
+        adl_k=adl_k, kl=not no_kl, crosscoder=not no_crosscoder, dict_size=dict_size, k=k, steps=steps,
+        activation=activation, cc_batch_size=cc_batch_size, top_latents=top_latents, exclusive_latents=exclusive_latents,
         exclusive_penalty=exclusive_penalty,
     )
     if adapter is not None:
