@@ -145,6 +145,8 @@ def _latent_row(row: Mapping[str, Any]) -> dict[str, Any]:
     flags = []
     if scaling:
         flags.append("latent_scaling_artifact" if scaling.get("artifact") else "latent_scaling_ok")
+    if row.get("dedicated") is not None:  # a dedicated feature crosscoder's latent: fine-tune-only by construction
+        flags.append("dedicated")
     contexts = []
     for ex in row.get("examples") or []:
         tokens = [str(t) for t in ex.get("tokens") or []]

@@ -150,6 +150,10 @@ def test_merge_pipeline_diff_json(tmp_path) -> None:
                    "contexts": [{"tokens": ["a", " <script>"], "index": 1, "activation": 2.0}]}
     assert report["crosscoder"]["latent_classes"] == {"shared": 3, "ft_only": 1}
     assert report["data"][0]["sha256"] == "c" * 64
+    dedicated = _pipeline_diff()
+    dedicated["crosscoder"]["top_ft_only_latents"][0]["dedicated"] = 1
+    assert merge_diff(new_report("diff"), dedicated)["crosscoder"]["top_latents"][0]["flags"] == [
+        "latent_scaling_ok", "dedicated"]
     page = render_html(report)
     assert "<mark> &lt;script&gt;</mark>" in page and "<script>" not in page
     assert page.count("data:image/png;base64,") == 2  # drift + r histogram
