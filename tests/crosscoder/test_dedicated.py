@@ -59,7 +59,7 @@ def test_dense_and_sparse_paths_agree_with_masks():
         cc = Crosscoder(_cfg(activation="batchtopk", exclusive_latents=4, exclusive_penalty=2.0), sparse=sparse)
         out = cc.training_step_output(x)
         out.loss.backward()
-        grads.append((float(out.loss), cc.W_enc.grad.clone(), cc.W_dec.grad.clone()))
+        grads.append((float(out.loss.detach()), cc.W_enc.grad.clone(), cc.W_dec.grad.clone()))
     assert grads[0][0] == pytest.approx(grads[1][0], rel=1e-5)
     assert torch.allclose(grads[0][1], grads[1][1], atol=1e-5) and torch.allclose(grads[0][2], grads[1][2], atol=1e-5)
 
