@@ -230,7 +230,7 @@ class Crosscoder(nn.Module):
         mse = err.pow(2).sum(-1).mean()
         aux = zero
         if cfg.activation != "l1" and cfg.aux_coeff > 0:
-            aux = self._aux_loss(x_flat, err.detach(), pre_nograd)
+            aux = self._aux_loss(x_flat, err.detach(), pre_nograd, w_enc, w_dec)
         loss = mse + cfg.l1_coeff * penalty_scale * penalty + cfg.aux_coeff * aux
         with torch.no_grad():
             total = (x_flat - x_flat.mean(0)).pow(2).sum()
@@ -240,15 +240,14 @@ class Crosscoder(nn.Module):
     def dead_mask(self) -> Tensor:
         return self.steps_since_fired >= self.config.dead_steps
 
-    def _aux_loss(self, x_flat: Tensor, residual: Tensor, pre: Tensor | None) -> Tensor:
+    def _aux_loss(self, x_flat: Tensor, residual: Tensor, pre: Tensor | None, w_enc: Tensor,
+                  w_dec: Tensor) -> Tensor:
         """AuxK: reconstruct the residual error with the top-k_aux dead latents, normalised by its variance."""
         dead = self.dead_mask()
         n_dead = int(dead.sum())
         if n_dead == 0 or pre is None:
             return x_flat.new_zeros(())
         k_aux = min(self.config.effective_aux_k, n_dead)
-        w_enc = self.enc_weight().reshape(-1, self.n_latents)
-        w_dec = self.dec_weight().reshape(self.n_latents, -1)
         with torch.no_grad():
             scores = torch.relu(pre).masked_fill(~dead, -1.0)
             rows, cols = topk_pairs(scores, k_aux)

@@ -90,19 +90,25 @@ def _context_rate(cc, x: torch.Tensor, table: dict[str, torch.Tensor], tok, ids:
     return hits / max(1, len(contexts)), contexts
 
 
-def _dedicated_reading(x: torch.Tensor, table: dict[str, torch.Tensor], tok, out: Path) -> dict:
-    """Dedicated feature crosscoder: the top fine-tune-only latents by activation mass, their context rate."""
+def _train_l1(x: torch.Tensor, out: Path, **extra):
+    """The L1 crosscoder both readings use (n=1024, 600 steps): (crosscoder, source, analysis)."""
     from difflib_models.crosscoder.analysis import analyze_crosscoder
     from difflib_models.crosscoder.config import CrosscoderConfig
-    from difflib_models.crosscoder.latent_scaling import latent_scaling
     from difflib_models.crosscoder.lightning_module import train_crosscoder
     from difflib_models.crosscoder.sources import TensorSource
 
     source = TensorSource(x, source_names=["base", "finetuned"])
     cfg = CrosscoderConfig(d_model=x.shape[-1], dict_size=1024, activation="l1", l1_coeff=1.0, lr=1e-3, steps=600,
-                           batch_size=256, dead_steps=100, seed=0, exclusive_latents=32)
+                           batch_size=256, dead_steps=100, seed=0, **extra)
     cc = train_crosscoder(source, cfg, out, resume=False)
-    analysis = analyze_crosscoder(cc, source)
+    return cc, source, analyze_crosscoder(cc, source)
+
+
+def _dedicated_reading(x: torch.Tensor, table: dict[str, torch.Tensor], tok, out: Path) -> dict:
+    """Dedicated feature crosscoder: the top fine-tune-only latents by activation mass, their context rate."""
+    from difflib_models.crosscoder.latent_scaling import latent_scaling
+
+    cc, source, analysis = _train_l1(x, out, exclusive_latents=32)
     dedicated = [lat for lat in analysis["latents"] if lat.get("dedicated") == 1 and lat.get("fires", 0) >= 5]
     assert dedicated and all(lat["class"] == "ft_only" for lat in dedicated)
     with torch.no_grad():
@@ -116,16 +122,7 @@ def _dedicated_reading(x: torch.Tensor, table: dict[str, torch.Tensor], tok, out
 
 
 def _crosscoder_reading(x: torch.Tensor, table: dict[str, torch.Tensor], tok, out: Path) -> dict:
-    from difflib_models.crosscoder.analysis import analyze_crosscoder
-    from difflib_models.crosscoder.config import CrosscoderConfig
-    from difflib_models.crosscoder.lightning_module import train_crosscoder
-    from difflib_models.crosscoder.sources import TensorSource
-
-    source = TensorSource(x, source_names=["base", "finetuned"])
-    cfg = CrosscoderConfig(d_model=x.shape[-1], dict_size=1024, activation="l1", l1_coeff=1.0, lr=1e-3, steps=600,
-                           batch_size=256, dead_steps=100, seed=0)
-    cc = train_crosscoder(source, cfg, out, resume=False)
-    analysis = analyze_crosscoder(cc, source)
+    cc, _, analysis = _train_l1(x, out)
     live = [lat for lat in analysis["latents"] if lat["class"] != "dead" and lat.get("fires", 0) >= 5]
     ft_only = [lat for lat in live if lat["class"] == "ft_only"]
     ranked = sorted(ft_only or live, key=lambda lat: -lat["r"])[:TOP_LATENTS]
