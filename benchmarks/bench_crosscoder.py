@@ -5,8 +5,8 @@ Both train on the same activations, one after the other in one run of this scrip
 
     .venv/bin/python benchmarks/bench_crosscoder.py            # writes benchmarks/results/crosscoder.json
 
-The peer (PyPI ``dictionary-learning`` 0.1.0) lives in its own virtualenv ``benchmarks/.venv-peer`` (see
-docs: installed with ``--no-deps`` beside the main venv's torch). A BatchTopK crosscoder over two sources is a
+The peer (PyPI ``dictionary-learning`` 0.1.0) lives in its own virtualenv ``benchmarks/.venv-peer``, created by
+``bash benchmarks/setup_peer.sh`` (torch==2.13.0 first, then the peer with ``--no-deps`` and its import closure). A BatchTopK crosscoder over two sources is a
 BatchTopK SAE over the concatenated [base; ft] activations (up to the ranking by summed decoder norms), so the
 peer trains on the flattened [B, 2 * d] batch. Activations: synthetic, generated from a planted sparse
 dictionary (``make_synthetic_pairs``) at the width of two SmolLM2 layers (2 x 576), normalised per source.
@@ -209,7 +209,7 @@ def run_round(args: argparse.Namespace, out: dict | None = None, save=None) -> t
         for variant in args.variants.split(","):
             python = str(PEER_PYTHON) if variant == "peer" else sys.executable
             if variant == "peer" and not PEER_PYTHON.exists():
-                out[variant] = {"error": f"{PEER_PYTHON} missing; see the module docstring"}
+                out[variant] = {"error": f"{PEER_PYTHON} missing; create it with: bash benchmarks/setup_peer.sh"}
                 continue
             passed = ("d_per_source", "dict_size", "k", "batch_size", "steps", "warmup", "lr", "threads")
             cmd = [python, __file__, "--worker", variant, "--data", str(data)]
