@@ -6,9 +6,9 @@ Both train on the same activations, one after the other in one run of this scrip
     .venv/bin/python benchmarks/bench_crosscoder.py            # writes benchmarks/results/crosscoder.json
 
 The peer (PyPI ``dictionary-learning`` 0.1.0) lives in its own virtualenv ``benchmarks/.venv-peer``, created by
-``bash benchmarks/setup_peer.sh`` (torch==2.13.0 first, then the peer with ``--no-deps`` and its import closure). A BatchTopK crosscoder over two sources is a
-BatchTopK SAE over the concatenated [base; ft] activations (up to the ranking by summed decoder norms), so the
-peer trains on the flattened [B, 2 * d] batch. Activations: synthetic, generated from a planted sparse
+``bash benchmarks/setup_peer.sh`` (torch==2.13.0 first, then the peer with ``--no-deps`` and its import
+closure). A BatchTopK crosscoder over two sources is a BatchTopK SAE over the concatenated [base; ft] activations
+(up to the ranking by summed decoder norms), so the peer trains on the flattened [B, 2 * d] batch. Activations: synthetic, generated from a planted sparse
 dictionary (``make_synthetic_pairs``) at the width of two SmolLM2 layers (2 x 576), normalised per source.
 The script never asserts timings.
 """
