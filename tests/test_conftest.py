@@ -54,7 +54,7 @@ def _run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
 def test_fail_on_skip_fails_only_for_skips_not_caused_by_a_missing_gpu(pytester: pytest.Pytester,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     pytester.makepyfile(test_fake=FAKE_TESTS)
-    shared = _fake_shared(pytester.path / "shared")
+    shared = _fake_shared(pytester.path / "fake-shared")
     res = _run(pytester, "--fail-on-skip", "--shared", str(shared))
     out = res.stdout.str()
     assert res.ret == pytest.ExitCode.TESTS_FAILED, out
@@ -73,7 +73,7 @@ def test_ci_mode_stops_on_a_missing_or_incomplete_shared_folder(pytester: pytest
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     pytester.makepyfile(test_fake="def test_model(stories260k):\n    assert stories260k.is_dir()\n")
     gone = "data/caa/generate/sycophancy/generate_dataset.json"
-    shared = _fake_shared(pytester.path / "shared", leave_out=gone)
+    shared = _fake_shared(pytester.path / "fake-shared", leave_out=gone)
     monkeypatch.setenv("CI", "true")  # $CI turns CI mode on without the option
     res = _run(pytester, "--shared", str(shared))
     assert res.ret == pytest.ExitCode.USAGE_ERROR
@@ -105,13 +105,15 @@ def test_auto_marked(stories260k):
 
 
 def test_direct_uses_are_recognised_in_test_source() -> None:
+    # (the snippets are split so that this file's own tests are not marked by them)
+    SMOL, SHARED = {"smol" "lm2"}, {"sha" "red"}  # noqa: N806
     q = '"'
-    assert conftest.source_loads("lm = load_model" + "()") == {"smollm2"}
-    assert conftest.source_loads(f"load_model({q}smollm2{q})") == {"smollm2"}
-    assert conftest.source_loads(f"load_model({q}smollm2-135m-instruct{q}, adapter=p)") == {"smollm2"}
-    assert conftest.source_loads("Path(os.environ[" + q + "DIFFLIB_MODELS_" + "SHARED" + q + "])") == {"shared"}
-    assert conftest.source_loads(f"request.getfixturevalue({q}stories260k{q})") == {"shared"}
-    assert conftest.source_loads(f"root.parent / {q}shared{q} / {q}data{q}") == {"shared"}
+    assert conftest.source_loads("lm = load_model" + "()") == SMOL
+    assert conftest.source_loads(f"load_model({q}smollm2{q})") == SMOL
+    assert conftest.source_loads(f"load_model({q}smollm2-135m-" + f"instruct{q}, adapter=p)") == SMOL
+    assert conftest.source_loads("Path(os.environ[" + q + "DIFFLIB_MODELS_" + "SHARED" + q + "])") == SHARED
+    assert conftest.source_loads(f"request.getfixturevalue({q}stories260k{q})") == SHARED
+    assert conftest.source_loads(f"root.parent / {q}shared{q} / {q}data{q}") == SHARED
     # a latent class called "shared" or a model given by path is neither
     assert conftest.source_loads(f"classes[j] == {q}shared{q} and load_model(path)") == set()
 
@@ -129,7 +131,7 @@ def test_required_shared_covers_every_literal_shared_path() -> None:
     for path in [*_test_files(), TESTS / "conftest.py"]:
         for base, chain in _CHAIN.findall(path.read_text(encoding="utf-8")):
             rel = "/".join(re.findall(r"\"([^\"]+)\"", chain))
-            rel = f"data/{rel}" if base == "shared_data" else rel
+            rel = f"data/{rel}" if base.endswith("_data") else rel
             seen.append(rel)
             assert any(req == rel or req.startswith(rel + "/") for req in required), (
                 f"{path.relative_to(TESTS.parent)} reads {rel} from the shared folder: add it to REQUIRED_SHARED")
