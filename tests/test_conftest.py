@@ -53,14 +53,16 @@ def _run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
 
 def test_fail_on_skip_fails_only_for_skips_not_caused_by_a_missing_gpu(pytester: pytest.Pytester,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    pytester.makepyfile(test_fake=FAKE_TESTS)
+    pytester.makepyfile(test_fake=FAKE_TESTS, test_module_skip="import pytest\n\n"
+                        "pytest.importorskip('no_such_module_for_this_test')\n\n\ndef test_never():\n    pass\n")
     shared = _fake_shared(pytester.path / "fake-shared")
     res = _run(pytester, "--fail-on-skip", "--shared", str(shared))
     out = res.stdout.str()
     assert res.ret == pytest.ExitCode.TESTS_FAILED, out
-    res.assert_outcomes(passed=2, skipped=2, xfailed=1)
-    section = out[out.index("skipped evidence: 1 skip(s) not caused by a missing GPU; they fail this run"):]
+    res.assert_outcomes(passed=2, skipped=3, xfailed=1)
+    section = out[out.index("skipped evidence: 2 skip(s) not caused by a missing GPU; they fail this run"):]
     assert "test_fake.py::test_skips_for_missing_data: data not present" in section
+    assert "test_module_skip.py: could not import 'no_such_module_for_this_test'" in section
     assert "test_gpu_only" not in section and "test_known_failure" not in section
     # the same run without CI mode passes, and still names the skip CI would refuse
     monkeypatch.delenv("CI", raising=False)
