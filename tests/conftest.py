@@ -136,6 +136,7 @@ def item_loads(item: pytest.Item) -> set[str]:
     return found
 
 
+@pytest.hookimpl(tryfirst=True)  # before -m deselects on the markers added here
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
     wrong = []
     for item in items:
@@ -151,6 +152,11 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     if wrong:
         pytest.exit("markers do not match what the tests load (remove the marker, or use the fixture):\n"
                     + "\n".join(wrong), returncode=pytest.ExitCode.USAGE_ERROR)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    items, config = session.items, session.config  # the selected tests
+    _Run.unmarked_slow = {item.nodeid for item in items if not item.get_closest_marker("slow")}
     if not _strict(config):
         return
     problems = []
@@ -191,10 +197,6 @@ def _record_skip(report: pytest.CollectReport | pytest.TestReport) -> None:
 def pytest_collectreport(report: pytest.CollectReport) -> None:
     if report.skipped:  # a module-level skip or importorskip
         _record_skip(report)
-
-
-def pytest_collection_finish(session: pytest.Session) -> None:
-    _Run.unmarked_slow = {item.nodeid for item in session.items if not item.get_closest_marker("slow")}
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
