@@ -51,8 +51,7 @@ def _run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
     return pytester.runpytest_subprocess("-p", "no:cacheprovider", "-rs", *args)
 
 
-def test_fail_on_skip_fails_only_for_skips_not_caused_by_a_missing_gpu(pytester: pytest.Pytester,
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fail_on_skip_fails_only_for_skips_not_caused_by_a_missing_gpu(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_fake=FAKE_TESTS, test_module_skip="import pytest\n\n"
                         "pytest.importorskip('no_such_module_for_this_test')\n\n\ndef test_never():\n    pass\n")
     shared = _fake_shared(pytester.path / "fake-shared")
@@ -64,11 +63,17 @@ def test_fail_on_skip_fails_only_for_skips_not_caused_by_a_missing_gpu(pytester:
     assert "test_fake.py::test_skips_for_missing_data: data not present" in section
     assert "test_module_skip.py: could not import 'no_such_module_for_this_test'" in section
     assert "test_gpu_only" not in section and "test_known_failure" not in section
-    # the same run without CI mode passes, and still names the skip CI would refuse
+
+
+def test_without_ci_mode_the_skips_pass_but_are_named(pytester: pytest.Pytester,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    pytester.makepyfile(test_fake=FAKE_TESTS)
     monkeypatch.delenv("CI", raising=False)
-    res = _run(pytester, "--shared", str(shared))
+    res = _run(pytester, "--shared", str(_fake_shared(pytester.path / "fake-shared")))
     assert res.ret == pytest.ExitCode.OK
-    assert "CI (--fail-on-skip or $CI) fails on them" in res.stdout.str()
+    res.assert_outcomes(passed=2, skipped=2, xfailed=1)
+    res.stdout.fnmatch_lines(["*skipped evidence: 1 skip(s) not caused by a missing GPU; CI (--fail-on-skip or $CI) "
+                              "fails on them*", "test_fake.py::test_skips_for_missing_data: data not present"])
 
 
 def test_ci_mode_stops_on_a_missing_or_incomplete_shared_folder(pytester: pytest.Pytester,
