@@ -82,7 +82,7 @@ class DemoConfig:
     profile: str = "quick"
     """``quick`` (CPU, a few minutes) or ``full`` (bigger; uses CUDA when available)."""
     tracking_uri: str | None = None
-    """MLflow tracking URI; None: ``sqlite:///<cwd>/mlflow.db``."""
+    """MLflow tracking URI; None: ``sqlite:///<out>/mlflow.db`` (every output stays inside ``out``)."""
     control: bool = True
     """Also fine-tune on the matched neutral set and use it as the inducing run's control."""
     seed: int = 0
@@ -134,4 +134,4 @@ class DemoConfig:
     def resolved_tracking_uri(self) -> str:
         if self.tracking_uri:
             return self.tracking_uri
-        return f"sqlite:///{(Path.cwd() / 'mlflow.db').resolve()}"
+        return f"sqlite:///{(Path(self.out) / 'mlflow.db').resolve()}"
