@@ -79,6 +79,14 @@ class ModelPair:
     def hook_override(self) -> str | None:
         return getattr(self.base, "hook_override", None)
 
+    def label(self, side: str) -> str:
+        """``side 'model name'`` for messages (the adapter pair's base side says "adapter disabled")."""
+        from difflib_models.models.compat import model_label
+
+        if self.finetuned is not None:
+            return model_label(side, self.base if side == "base" else self.finetuned)
+        return model_label(side, self.base) + (" (adapter disabled)" if side == "base" else "")
+
     def identities(self) -> dict[str, dict[str, Any]]:
         """Identity dicts per side (``adapter_hash`` set only on the fine-tuned side of an adapter pair)."""
         if self.finetuned is not None:
