@@ -67,6 +67,7 @@ def extract_command(
 ) -> None:
     """Extract a trait's per-layer directions; validate them on the held-out split and write the vector file
     plus OUT.validation.json (per-layer AUROC, null percentiles and the selected layer)."""
+    from difflib_models.outputs import check_outputs
     from difflib_models.persona.extraction import PersonaExtractor
     from difflib_models.persona.traits import load_trait
     from difflib_models.persona.vectors import check_output_path
@@ -74,8 +75,10 @@ def extract_command(
     tr = load_trait(trait)  # bad trait -> ConfigError before the model loads
     extractor = PersonaExtractor(mode=mode, aggregator=aggregator, layers=layers, batch_size=batch_size)
     base = _vector_base(out)
-    _, sidecar = check_output_path(base)  # never over an input (trait file, weights): refused before any compute
+    tensors, sidecar = check_output_path(base)  # never over an input (trait file, weights): refused before compute
     vpath = _validation_path(base)
+    check_outputs({"--out": tensors, "--out sidecar": sidecar, "--out validation": vpath},
+                  {"--model": model, "--trait": trait})
     if validate and vpath.exists() and not sidecar.is_file():
         raise ConfigError(bad_value("--out", str(out), "a path whose OUT.validation.json is free or ours",
                                     f"{vpath} exists without a vector file beside it; choose another --out"))
@@ -173,8 +176,9 @@ def filter_command(
     """Score every sample's projection difference on a persona vector through the BASE model and write the
     per-sample scores, a summary and the filtered data set (the input file is never modified). Without a
     selection option nothing is flagged (report only)."""
+    from difflib_models.outputs import check_outputs
     from difflib_models.persona.filtering import FilterConfig, filter_samples, read_chat_jsonl, write_outputs
-    from difflib_models.persona.vectors import PersonaVectorSet
+    from difflib_models.persona.vectors import PersonaVectorSet, vector_paths
 
     chosen = [name for name, v in (("--top-k", top_k), ("--top-frac", top_frac), ("--percentile", percentile))
               if v is not None]
@@ -189,6 +193,8 @@ def filter_command(
     ref_samples = _reference(reference) if mode == "threshold" else None
     if out.exists() and not out.is_dir():
         raise ConfigError(bad_value("--out", str(out), "a directory", "this path is an existing file"))
+    check_outputs({"--out": out}, {"--model": model, "--vectors": list(vector_paths(vectors)), "--data": data,
+                                   "--reference": reference})
     loaded = _load(model, device)
     vs = PersonaVectorSet.load(vectors, expect_model=loaded)
     result = filter_samples(loaded, vs, samples, config, layer=layer, reference=ref_samples)

@@ -224,11 +224,13 @@ def _auroc(validation: Any, layer: int) -> float | None:
 def persona_section(sides: Mapping[str, tuple[Any, str]], policy: Policy, *, vectors: Mapping[str, Any],
                     batch_size: int = 8, save_dir: str | Path | None = None,
                     units: dict[str, tuple[int, torch.Tensor]] | None = None,
+                    protect: Sequence[str | Path] = (),
                     ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The ``persona`` report section and the data entries (trait hashes) for the policy's traits.
 
     Vectors extracted here are saved to ``save_dir/<trait id>.safetensors`` + ``.json`` (reuse them with
-    ``--vectors``); the file name is the trait's validated id, never a path taken from the policy."""
+    ``--vectors``); the file name is the trait's validated id, never a path taken from the policy, and never one of
+    the ``protect`` files (the ``--vectors`` inputs)."""
     from difflib_models.persona.shift import (
         compute_shift,
         covariance_null_directions,
@@ -243,6 +245,7 @@ def persona_section(sides: Mapping[str, tuple[Any, str]], policy: Policy, *, vec
     rows: list[dict[str, Any]] = []
     data: list[dict[str, Any]] = []
     saved: set[str] = set()
+    protected = {q.resolve() for p in protect for q in _vector_paths(p)}
     for trait_id in policy.traits():
         trait = load_trait(trait_id)
         vs = vectors.get(trait_id)
@@ -259,7 +262,7 @@ def persona_section(sides: Mapping[str, tuple[Any, str]], policy: Policy, *, vec
             with _naming("base", base_loaded):
                 vs = _extract(base_loaded, base_side, trait, layer, plan)
             if save_dir is not None:
-                vector_file = str(_save_vectors(vs, save_dir, trait.id, saved))
+                vector_file = str(_save_vectors(vs, save_dir, trait.id, saved, protected))
         if layer not in vs.vectors:
             raise ConfigError(bad_value("persona.layer", layer, vs.layers, f"the {trait_id} vector file's layers"))
         prompts = trait.split_questions("evaluation")[: plan.max_probe_prompts]
@@ -322,14 +325,21 @@ def persona_section(sides: Mapping[str, tuple[Any, str]], policy: Policy, *, vec
             "traits": rows}, data
 
 
-def _save_vectors(vs: Any, save_dir: str | Path, trait_id: str, taken: set[str]) -> Path:
+def _vector_paths(path: str | Path) -> tuple[Path, Path]:
+    from difflib_models.persona.vectors import vector_paths
+
+    return vector_paths(path)
+
+
+def _save_vectors(vs: Any, save_dir: str | Path, trait_id: str, taken: set[str],
+                  protected: set[Path] | None = None) -> Path:
     """Save extracted vectors as ``save_dir/<trait id>.safetensors`` (+ ``.json`` sidecar). The name comes from the
     trait's validated id (``[a-z0-9][a-z0-9_.-]*``), never from the policy's trait spec, which may be an input
-    file's path; a second trait with the same id gets ``-2``, ``-3``... The result is checked to lie inside
-    ``save_dir``."""
+    file's path; a second trait with the same id, or a name whose files are ``protected`` (input vector files),
+    gets ``-2``, ``-3``... The result is checked to lie inside ``save_dir``."""
     root = Path(save_dir).resolve()
     name, n = trait_id, 1
-    while name in taken:
+    while name in taken or any(p in (protected or set()) for p in _vector_paths(root / name)):
         n += 1
         name = f"{trait_id}-{n}"
     target = root / f"{name}.safetensors"
@@ -344,6 +354,24 @@ def _finite(x: float | None) -> float | None:
 
 
 # ------------------------------------------------------------------------------------------------ run
+def _check_outputs(config: GateConfig, policy: Policy) -> None:
+    """Before loading anything: no output (``--out``, the report files in it, ``--json/--md/--junit``) is an
+    input file or lies in an input directory (ConfigError, exit 2)."""
+    from difflib_models.outputs import check_outputs
+
+    out = Path(config.out)
+    outputs: dict[str, Any] = {"--out": out, **{f"--out/{n}": out / n for n in
+                                                ("report.json", "report.html", "report.md", "junit.xml")}}
+    outputs.update({f"--{k}": v for k, v in config.extra_outputs.items()})
+    vector_files = [p for v in config.vectors for p in _vector_paths(v)]
+    check_outputs(outputs, {
+        "candidate model": config.candidate, "base model": config.base, "control model": config.control,
+        "--policy": policy.path or config.policy, "--vectors file": vector_files, "--diff": config.diff,
+        "--crosscoder": config.crosscoder, "--data-filter": config.data_filter, "--monitor": config.monitor,
+        "--em-questions": config.em_questions, "policy trait file": list(policy.traits()),
+    })
+
+
 def _read_json(path: str | Path, what: str) -> Any:
     p = Path(path)
     if not p.is_file():
@@ -360,6 +388,7 @@ def run_gate(config: GateConfig) -> GateResult:
     policy = config.policy if isinstance(config.policy, Policy) else load_policy(config.policy)
     metrics = {c.metric for c in policy.checks}
     timings: dict[str, float] = {}
+    _check_outputs(config, policy)
     sides = _sides(config)
     _check_finite(sides)
     timings["load_s"] = time.perf_counter() - t0
@@ -381,7 +410,8 @@ def run_gate(config: GateConfig) -> GateResult:
         vectors = _vector_files(config.vectors, base_loaded)
         units: dict[str, tuple[int, torch.Tensor]] = {}
         report["persona"], data = persona_section(sides, policy, vectors=vectors, batch_size=config.batch_size,
-                                                  save_dir=Path(config.out) / "vectors", units=units)
+                                                  save_dir=Path(config.out) / "vectors", units=units,
+                                                  protect=config.vectors)
         if config.crosscoder is not None:
             from difflib_models.gate.alignment import crosscoder_alignment
 
