@@ -125,7 +125,7 @@ def test_gate(inputs, guard, capsys) -> None:
     out = guard
     code, stdout, err = _run(["gate", "--base", str(inputs["base"]), "--candidate", str(inputs["adapter"]),
                               "--control", str(inputs["control"]), "--policy", str(inputs["policy"]),
-                              "--vectors", str(inputs["vec"]), "--out", str(out)], capsys)
+                              "--vectors", str(inputs["vec"]), "--out", str(out), "--mlflow"], capsys)
     assert code in (0, 1, 3), err  # a verdict (3: inconclusive, the tiny model's signal may be weak)
     report = json.loads((out / "report.json").read_text())
     assert report["verdict"] in ("pass", "warn", "fail", "inconclusive"), report["verdict_reason"]
@@ -133,6 +133,8 @@ def test_gate(inputs, guard, capsys) -> None:
     # the trait FILE's vectors are saved under its validated id inside --out, not beside the trait file
     assert rows[str(inputs["trait"])]["vector_file"] == str((out / "vectors" / "my_trait.safetensors").resolve())
     assert (out / "vectors" / "my_trait.json").is_file() and rows["evil"]["vector_file"] is None
+    # --mlflow: the default sqlite store AND the artifacts are inside --out (MLflow's default is ./mlruns)
+    assert (out / "mlflow.db").is_file() and list((out / "mlartifacts").rglob("report.json"))
 
 
 def test_persona_extract(inputs, guard, capsys) -> None:
