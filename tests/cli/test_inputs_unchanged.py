@@ -178,6 +178,26 @@ def test_diff_and_snapshot(inputs, guard, capsys) -> None:
     assert (out / "snap" / "manifest.json").is_file()
 
 
+@pytest.mark.slow
+def test_crosscoder_train_and_analyze(inputs, guard, capsys) -> None:
+    """crosscoder train / analyze read a paired store: it stays unchanged; MLflow artifacts stay in --out."""
+    out = guard
+    code, stdout, err = _run(["diff", "--base", str(inputs["base"]), "--adapter", str(inputs["adapter"]),
+                              "--texts", str(inputs["texts"]), "--layers", "2", "--no-crosscoder", "--no-kl",
+                              "--out", str(out / "diff")], capsys)
+    assert code == 0, err
+    store = _tree(out / "diff" / "store")
+    code, stdout, err = _run(["crosscoder", "train", "--store", str(out / "diff" / "store"), "--out", str(out / "cc"),
+                              "--dict-size", "16", "--k", "2", "--steps", "3", "--batch-size", "32",
+                              "--mlflow", f"sqlite:///{out / 'cc' / 'mlflow.db'}"], capsys)
+    assert code == 0, err
+    code, stdout, err = _run(["crosscoder", "analyze", "--crosscoder", str(out / "cc"), "--store",
+                              str(out / "diff" / "store"), "--out", str(out / "analysis.json")], capsys)
+    assert code == 0, err
+    assert _tree(out / "diff" / "store") == store and (out / "analysis.json").is_file()
+    assert list((out / "cc" / "mlartifacts").rglob("*")) and (out / "cc" / "mlflow.db").is_file()
+
+
 @pytest.mark.parametrize("case", ["gate --json policy", "gate --out in model", "gate --md trait",
                                   "diff --out in adapter", "filter --out in model", "extract --out in model"])
 def test_outputs_on_inputs_are_refused_before_loading(inputs, guard, capsys, case) -> None:
