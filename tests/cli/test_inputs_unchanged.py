@@ -178,7 +178,6 @@ def test_diff_and_snapshot(inputs, guard, capsys) -> None:
     assert (out / "snap" / "manifest.json").is_file()
 
 
-@pytest.mark.slow
 def test_crosscoder_train_and_analyze(inputs, guard, capsys) -> None:
     """crosscoder train / analyze read a paired store: it stays unchanged; MLflow artifacts stay in --out."""
     out = guard
