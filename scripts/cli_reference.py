@@ -41,6 +41,11 @@ def main() -> None:
         "the same. Exit codes everywhere: 0 success / gate pass, 1 gate failed (configurable), 2 usage or configuration",
         "error, 3 runtime error.",
         "",
+        "Outputs: every command writes inside its `--out` (and to output paths you name explicitly, such as `gate",
+        "--json/--md/--junit` or `--tracking-uri`; without `--out`, `persona validate` writes VECTORS.validation.json",
+        "and `report` re-renders next to report.json); inputs are never written. An output that is an input file, or",
+        "an `--out` inside an input directory (a model or adapter), is refused before anything loads (exit 2).",
+        "",
     ]
     for path, cmd in _walk(root, []):
         if not path or hasattr(cmd, "commands"):

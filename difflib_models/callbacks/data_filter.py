@@ -105,8 +105,9 @@ class DataFilterCore:
         tokenizer: str | None = None,
     ) -> None:
         from difflib_models.persona.filtering import FilterConfig, read_chat_jsonl
+        from difflib_models.persona.vectors import vector_paths
 
-        if not vectors or not Path(vectors).with_suffix(".safetensors").exists():
+        if not vectors or not vector_paths(vectors)[0].exists():
             raise ConfigError(bad_value("vectors", vectors, "an existing persona vector file"))
         self.vectors = vectors
         self.layer = layer

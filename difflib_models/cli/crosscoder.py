@@ -78,7 +78,9 @@ def train_command(
     from difflib_models.crosscoder.config import CrosscoderConfig
     from difflib_models.crosscoder.lightning_module import train_crosscoder
     from difflib_models.io import atomic_write_json
+    from difflib_models.outputs import check_outputs
 
+    check_outputs({"--out": out}, {"--store": store, "--acts": acts})
     source = _source(store, acts, sides, layers)
     names = list(getattr(source, "source_names", []) or [])
     n_models = len(getattr(source, "sides", [])) or 2
@@ -89,10 +91,10 @@ def train_command(
         exclusive_penalty=exclusive_penalty,
     )
     logger = None
-    if mlflow_uri:
-        from lightning.pytorch.loggers import MLFlowLogger
+    if mlflow_uri:  # artifacts of a sqlite store's new experiment go to OUT/mlartifacts, not ./mlruns in the cwd
+        from difflib_models.integrations.mlflow import mlflow_logger
 
-        logger = MLFlowLogger(experiment_name="difflib-models-crosscoder", tracking_uri=mlflow_uri)
+        logger = mlflow_logger(out, experiment_name="difflib-models-crosscoder", tracking_uri=mlflow_uri)
     cc = train_crosscoder(source, config, out, logger=logger, resume=resume)
     metrics = evaluate(cc, source)
     metrics.pop("fire_counts")
@@ -135,7 +137,10 @@ def analyze_command(
     from difflib_models.crosscoder.model import Crosscoder
     from difflib_models.crosscoder.report import report_section
     from difflib_models.io import atomic_write_json
+    from difflib_models.outputs import check_outputs
 
+    check_outputs({"--out": out}, {"--crosscoder": crosscoder, "--store": store, "--acts": acts,
+                                   "--tokenizer": tokenizer})
     thresholds = ClassThresholds(base_only=base_only, ft_only=ft_only, shared_low=shared_low,
                                  shared_high=shared_high)
     cc = Crosscoder.load(crosscoder / "crosscoder" if (crosscoder / "crosscoder").is_dir() else crosscoder)

@@ -23,7 +23,7 @@ def demo_command(
     out: Path = typer.Option(Path("difflib-demo"), "--out", "-o",
                              help="Output directory (re-running with the same options reuses finished stages)."),
     tracking_uri: str | None = typer.Option(None, "--tracking-uri",
-                                            help="MLflow tracking URI (default: sqlite:///<cwd>/mlflow.db)."),
+                                            help="MLflow tracking URI (default: sqlite:///OUT/mlflow.db)."),
     control: bool = typer.Option(True, "--control/--no-control",
                                  help="Also fine-tune on the matched neutral set and use it as the control."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of training, data order and null directions."),

@@ -69,6 +69,9 @@ def diff_command(
         )
     if out.exists() and not out.is_dir():
         raise ConfigError(bad_value("--out", str(out), "a directory", "this path is an existing file"))
+    from difflib_models.outputs import check_outputs
+
+    check_outputs({"--out": out}, {"--base": base, "--finetuned": finetuned, "--adapter": adapter, "--texts": texts})
     from difflib_models.diffing.pair import ModelPair
     from difflib_models.diffing.pipeline import DiffConfig, run_diff
     from difflib_models.models.loading import load_model

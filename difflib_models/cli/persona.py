@@ -46,6 +46,10 @@ def _vector_base(out: Path) -> Path:
     return out.with_suffix("") if out.suffix in (".safetensors", ".json") else out
 
 
+def _validation_path(base: Path) -> Path:
+    return base.with_name(base.name + ".validation.json")
+
+
 # ------------------------------------------------------------------------------------------------ extract
 @persona_app.command("extract")
 def extract_command(
@@ -63,16 +67,25 @@ def extract_command(
 ) -> None:
     """Extract a trait's per-layer directions; validate them on the held-out split and write the vector file
     plus OUT.validation.json (per-layer AUROC, null percentiles and the selected layer)."""
+    from difflib_models.outputs import check_outputs
     from difflib_models.persona.extraction import PersonaExtractor
     from difflib_models.persona.traits import load_trait
+    from difflib_models.persona.vectors import check_output_path
 
     tr = load_trait(trait)  # bad trait -> ConfigError before the model loads
     extractor = PersonaExtractor(mode=mode, aggregator=aggregator, layers=layers, batch_size=batch_size)
+    base = _vector_base(out)
+    tensors, sidecar = check_output_path(base)  # never over an input (trait file, weights): refused before compute
+    vpath = _validation_path(base)
+    check_outputs({"--out": tensors, "--out sidecar": sidecar, "--out validation": vpath},
+                  {"--model": model, "--trait": trait})
+    if validate and vpath.exists() and not sidecar.is_file():
+        raise ConfigError(bad_value("--out", str(out), "a path whose OUT.validation.json is free or ours",
+                                    f"{vpath} exists without a vector file beside it; choose another --out"))
     loaded = _load(model, device)
     t0 = time.perf_counter()
     extractor.fit(loaded, tr)
     seconds = time.perf_counter() - t0
-    base = _vector_base(out)
     report = _validate(loaded, extractor, tr, n_null=n_null) if validate else None
     vs = extractor.to_vector_set(
         selected_layer=report.selected_layer if report else None,
@@ -83,13 +96,12 @@ def extract_command(
     result: dict[str, Any] = {
         "trait": tr.id, "mode": mode, "aggregator": aggregator, "model": loaded.identity.name,
         "layers": extractor.layers_, "n_pos": extractor.n_pos_, "n_neg": extractor.n_neg_,
-        "extraction_seconds": round(seconds, 3), "vectors": str(tensor_path), "sidecar": str(base.with_suffix(".json")),
+        "extraction_seconds": round(seconds, 3), "vectors": str(tensor_path), "sidecar": str(sidecar),
         "selected_layer": vs.selected_layer, "selection_reason": vs.selection_reason,
     }
     if report is not None:
         from difflib_models.io import atomic_write_json
 
-        vpath = base.with_suffix(".validation.json")
         atomic_write_json(vpath, report.to_dict())
         result.update(validation=str(vpath), verdict=report.verdict, warnings=report.warnings,
                       auroc_by_layer={str(k): v["auroc"] for k, v in report.per_layer.items()})
@@ -117,8 +129,13 @@ def validate_command(
     from difflib_models.io import atomic_write_json
     from difflib_models.persona.extraction import PersonaExtractor
     from difflib_models.persona.traits import load_trait
-    from difflib_models.persona.vectors import PersonaVectorSet
+    from difflib_models.persona.vectors import PersonaVectorSet, vector_paths
 
+    path = out or _validation_path(_vector_base(vectors))
+    inputs = {p.resolve() for p in vector_paths(vectors)} | ({Path(trait).resolve()} if trait else set())
+    if path.resolve() in inputs:
+        raise ConfigError(bad_value("--out", str(path), "a file that is not an input",
+                                    "the vector file and the trait file are never written over"))
     loaded = _load(model, device)
     vs = PersonaVectorSet.load(vectors, expect_model=loaded)
     tr = load_trait(trait or vs.trait_id)
@@ -128,7 +145,6 @@ def validate_command(
     extractor.vectors_ = dict(vs.vectors)  # validate the file's directions, not a fresh fit
     extractor.norms_ = {k: float(v.norm()) for k, v in vs.vectors.items()}
     report = _validate(loaded, extractor, tr, n_null=n_null)
-    path = out or _vector_base(vectors).with_suffix(".validation.json")
     atomic_write_json(path, report.to_dict())
     _echo_json({"trait": tr.id, "vectors": str(vectors), "validation": str(path), "verdict": report.verdict,
                 "selected_layer": report.selected_layer, "selection_reason": report.selection_reason,
@@ -160,8 +176,9 @@ def filter_command(
     """Score every sample's projection difference on a persona vector through the BASE model and write the
     per-sample scores, a summary and the filtered data set (the input file is never modified). Without a
     selection option nothing is flagged (report only)."""
+    from difflib_models.outputs import check_outputs
     from difflib_models.persona.filtering import FilterConfig, filter_samples, read_chat_jsonl, write_outputs
-    from difflib_models.persona.vectors import PersonaVectorSet
+    from difflib_models.persona.vectors import PersonaVectorSet, vector_paths
 
     chosen = [name for name, v in (("--top-k", top_k), ("--top-frac", top_frac), ("--percentile", percentile))
               if v is not None]
@@ -176,6 +193,8 @@ def filter_command(
     ref_samples = _reference(reference) if mode == "threshold" else None
     if out.exists() and not out.is_dir():
         raise ConfigError(bad_value("--out", str(out), "a directory", "this path is an existing file"))
+    check_outputs({"--out": out}, {"--model": model, "--vectors": list(vector_paths(vectors)), "--data": data,
+                                   "--reference": reference})
     loaded = _load(model, device)
     vs = PersonaVectorSet.load(vectors, expect_model=loaded)
     result = filter_samples(loaded, vs, samples, config, layer=layer, reference=ref_samples)

@@ -82,7 +82,7 @@ class DemoConfig:
     profile: str = "quick"
     """``quick`` (CPU, a few minutes) or ``full`` (bigger; uses CUDA when available)."""
     tracking_uri: str | None = None
-    """MLflow tracking URI; None: ``sqlite:///<cwd>/mlflow.db``."""
+    """MLflow tracking URI; None: ``sqlite:///<out>/mlflow.db`` (every output stays inside ``out``)."""
     control: bool = True
     """Also fine-tune on the matched neutral set and use it as the inducing run's control."""
     seed: int = 0
@@ -107,6 +107,9 @@ class DemoConfig:
         self.out = Path(self.out)
         if self.out.exists() and not self.out.is_dir():
             raise ConfigError(bad_value("--out", str(self.out), "a directory (or a path that does not exist yet)"))
+        from difflib_models.outputs import check_outputs
+
+        check_outputs({"--out": self.out}, {"model": self.model})
         plan = self.resolved_profile()
         for name in ("train_rows", "steps", "batch_size", "lora_r", "max_length", "monitor_every",
                      "snapshot_every", "snapshot_prompts", "diff_texts", "diff_max_length", "crosscoder_dict_size",
@@ -134,4 +137,4 @@ class DemoConfig:
     def resolved_tracking_uri(self) -> str:
         if self.tracking_uri:
             return self.tracking_uri
-        return f"sqlite:///{(Path.cwd() / 'mlflow.db').resolve()}"
+        return f"sqlite:///{(Path(self.out) / 'mlflow.db').resolve()}"

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from difflib_models.diffing.pair import SIDES, ModelPair
-from difflib_models.errors import ConfigError, StoreError, bad_value
+from difflib_models.errors import ConfigError, NonFiniteActivationError, StoreError, bad_value
 from difflib_models.progress import progress
 
 log = logging.getLogger(__name__)
@@ -94,10 +94,13 @@ def harvest_paired(
             captured = {}
             for side in SIDES:
                 with pair.side(side) as model:
-                    captured[side] = capture_batch(
-                        model, input_ids, attention_mask, layer_list, positions=positions, skip_bos=True,
-                        hook_override=pair.hook_override, bos_token_id=bos,
-                    )
+                    try:
+                        captured[side] = capture_batch(
+                            model, input_ids, attention_mask, layer_list, positions=positions, skip_bos=True,
+                            hook_override=pair.hook_override, bos_token_id=bos,
+                        )
+                    except NonFiniteActivationError as exc:  # name the model it came from
+                        raise NonFiniteActivationError(f"{pair.label(side)}: {exc}") from exc
             _check_same_tokens(captured, prompt_ids)
             writer.add(prompt_ids, captured)
     store = ActivationStore.open(out)

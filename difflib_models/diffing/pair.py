@@ -6,8 +6,8 @@ Two shapes:
   fine-tuned side with the adapter on.
 - **two models**: a full fine-tune; the two models run in turn over the same padded batches.
 
-Checks made up front (ConfigError): same tokenizer vocabulary (vocab hash), same hidden size, same number of
-decoder blocks.
+Checks made up front (ConfigError, :func:`difflib_models.models.compat.check_compatible`): same tokenizer
+vocabulary (vocab hash), same hidden size, same number of decoder blocks.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ SIDES = ("base", "finetuned")
 
 
 def vocab_hash(tokenizer: Any) -> str:
-    from difflib_models.store.manifest import vocab_hash as _vh
+    from difflib_models.models.compat import vocab_hash as _vh
 
     return _vh(tokenizer)
 
@@ -78,6 +78,14 @@ class ModelPair:
     @property
     def hook_override(self) -> str | None:
         return getattr(self.base, "hook_override", None)
+
+    def label(self, side: str) -> str:
+        """``side 'model name'`` for messages (the adapter pair's base side says "adapter disabled")."""
+        from difflib_models.models.compat import model_label
+
+        if self.finetuned is not None:
+            return model_label(side, self.base if side == "base" else self.finetuned)
+        return model_label(side, self.base) + (" (adapter disabled)" if side == "base" else "")
 
     def identities(self) -> dict[str, dict[str, Any]]:
         """Identity dicts per side (``adapter_hash`` set only on the fine-tuned side of an adapter pair)."""
@@ -131,30 +139,6 @@ class ModelPair:
 
     # --- checks ------------------------------------------------------------------------------------------------
     def _check_compatible(self) -> None:
-        base, ft = self.base, self.finetuned
-        hb, hf = vocab_hash(base.tokenizer), vocab_hash(ft.tokenizer)
-        if hb != hf:
-            raise ConfigError(
-                bad_value(
-                    "finetuned.tokenizer",
-                    f"{_tok_name(ft.tokenizer)} (vocab hash {hf[:12]}, {len(ft.tokenizer)} tokens)",
-                    f"the base tokenizer {_tok_name(base.tokenizer)} (vocab hash {hb[:12]}, "
-                    f"{len(base.tokenizer)} tokens)",
-                    "a base and its fine-tune must share the tokenizer, or token ids would not line up; diff a "
-                    "model against the checkpoint it was fine-tuned from",
-                )
-            )
-        if base.d_model != ft.d_model:
-            raise ConfigError(
-                bad_value("finetuned.hidden_size", ft.d_model, [base.d_model],
-                          "the two models have different hidden sizes; they are not a base/fine-tune pair")
-            )
-        if base.n_layers != ft.n_layers:
-            raise ConfigError(
-                bad_value("finetuned.n_layers", ft.n_layers, [base.n_layers],
-                          "the two models have different numbers of decoder blocks")
-            )
+        from difflib_models.models.compat import check_compatible
 
-
-def _tok_name(tokenizer: Any) -> str:
-    return str(getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__)
+        check_compatible([("base", self.base), ("finetuned", self.finetuned)])

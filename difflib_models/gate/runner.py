@@ -16,10 +16,11 @@ What is computed depends on the policy's checks:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,7 +115,50 @@ def _sides(config: GateConfig) -> dict[str, tuple[Any, str]]:
     sides["candidate"] = (cand, "model")
     if config.control is not None:
         sides["control"] = (_load(config.control, "control"), "model")
+    from difflib_models.models.compat import check_compatible
+
+    # before any compute: one tokenizer, one hidden size, one depth (ConfigError naming the models, exit 2)
+    check_compatible([(name, loaded) for name, (loaded, _) in sides.items()])
     return sides
+
+
+_FINITE_PROBE = "Once upon a time, the model answered a question."
+
+
+def _check_finite(sides: Mapping[str, tuple[Any, str]]) -> None:
+    """One short forward per side (hidden states and logits): a model that computes NaN/inf is named up front
+    instead of turning into NaN metrics later (NonFiniteActivationError, exit 3)."""
+    from difflib_models.errors import NonFiniteActivationError
+    from difflib_models.models.compat import model_label
+
+    for name, (loaded, side) in sides.items():
+        enc = loaded.tokenizer(_FINITE_PROBE, return_tensors="pt")
+        device = next(loaded.model.parameters()).device
+        with model_view(loaded, side) as model, torch.no_grad():
+            out = model(input_ids=enc["input_ids"].to(device), attention_mask=enc["attention_mask"].to(device),
+                        output_hidden_states=True, use_cache=False)
+        tensors = [*(out.hidden_states or ()), out.logits]
+        bad = next((i for i, t in enumerate(tensors) if not bool(torch.isfinite(t).all())), None)
+        if bad is not None:
+            where = "the logits" if bad == len(tensors) - 1 else f"hidden state {bad} (0 = embeddings)"
+            kind = "NaN" if bool(torch.isnan(tensors[bad]).any()) else "inf"
+            raise NonFiniteActivationError(
+                f"{model_label(name, loaded)}{' (adapter disabled)' if side == 'base' else ''} computes {kind} "
+                f"activations ({where}) on a plain text; no metric of it would mean anything. HINT: check its "
+                "weights (NaN/inf after training?) and dtype (fp16 overflow); run in float32 or bfloat16."
+            )
+
+
+@contextlib.contextmanager
+def _naming(name: str, loaded: Any) -> Iterator[None]:
+    """Prefix a NonFiniteActivationError raised inside with the model it came from."""
+    from difflib_models.errors import NonFiniteActivationError
+    from difflib_models.models.compat import model_label
+
+    try:
+        yield
+    except NonFiniteActivationError as exc:
+        raise NonFiniteActivationError(f"{model_label(name, loaded)}: {exc}") from exc
 
 
 # ------------------------------------------------------------------------------------------------ persona
@@ -180,10 +224,13 @@ def _auroc(validation: Any, layer: int) -> float | None:
 def persona_section(sides: Mapping[str, tuple[Any, str]], policy: Policy, *, vectors: Mapping[str, Any],
                     batch_size: int = 8, save_dir: str | Path | None = None,
                     units: dict[str, tuple[int, torch.Tensor]] | None = None,
+                    protect: Sequence[str | Path] = (),
                     ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The ``persona`` report section and the data entries (trait hashes) for the policy's traits.
 
-    Vectors extracted here are saved to ``save_dir/<trait>.safetensors`` (reuse them with ``--vectors``)."""
+    Vectors extracted here are saved to ``save_dir/<trait id>.safetensors`` + ``.json`` (reuse them with
+    ``--vectors``); the file name is the trait's validated id, never a path taken from the policy, and never one of
+    the ``protect`` files (the ``--vectors`` inputs)."""
     from difflib_models.persona.shift import (
         compute_shift,
         covariance_null_directions,
@@ -197,6 +244,8 @@ def persona_section(sides: Mapping[str, tuple[Any, str]], policy: Policy, *, vec
     n_layers = int(base_loaded.n_layers)
     rows: list[dict[str, Any]] = []
     data: list[dict[str, Any]] = []
+    saved: set[str] = set()
+    protected = {q.resolve() for p in protect for q in _vector_paths(p)}
     for trait_id in policy.traits():
         trait = load_trait(trait_id)
         vs = vectors.get(trait_id)
@@ -210,15 +259,16 @@ def persona_section(sides: Mapping[str, tuple[Any, str]], policy: Policy, *, vec
             raise ConfigError(bad_value("persona.layer", layer, f"0..{n_layers - 1}"))
         vector_file = None
         if vs is None:
-            vs = _extract(base_loaded, base_side, trait, layer, plan)
+            with _naming("base", base_loaded):
+                vs = _extract(base_loaded, base_side, trait, layer, plan)
             if save_dir is not None:
-                vector_file = str(vs.save(Path(save_dir) / trait_id))
+                vector_file = str(_save_vectors(vs, save_dir, trait.id, saved, protected))
         if layer not in vs.vectors:
             raise ConfigError(bad_value("persona.layer", layer, vs.layers, f"the {trait_id} vector file's layers"))
         prompts = trait.split_questions("evaluation")[: plan.max_probe_prompts]
         acts: dict[str, torch.Tensor] = {}
         for name, (loaded, side) in sides.items():
-            with model_view(loaded, side) as model:
+            with _naming(name, loaded), model_view(loaded, side) as model:
                 acts[name] = probe_activations(model, loaded.tokenizer, prompts, [layer], batch_size=batch_size)[layer]
         unit = vs.unit(layer)
         if units is not None:
@@ -275,11 +325,53 @@ def persona_section(sides: Mapping[str, tuple[Any, str]], policy: Policy, *, vec
             "traits": rows}, data
 
 
+def _vector_paths(path: str | Path) -> tuple[Path, Path]:
+    from difflib_models.persona.vectors import vector_paths
+
+    return vector_paths(path)
+
+
+def _save_vectors(vs: Any, save_dir: str | Path, trait_id: str, taken: set[str],
+                  protected: set[Path] | None = None) -> Path:
+    """Save extracted vectors as ``save_dir/<trait id>.safetensors`` (+ ``.json`` sidecar). The name comes from the
+    trait's validated id (``[a-z0-9][a-z0-9_.-]*``), never from the policy's trait spec, which may be an input
+    file's path; a second trait with the same id, or a name whose files are ``protected`` (input vector files),
+    gets ``-2``, ``-3``... The result is checked to lie inside ``save_dir``."""
+    root = Path(save_dir).resolve()
+    name, n = trait_id, 1
+    while name in taken or any(p in (protected or set()) for p in _vector_paths(root / name)):
+        n += 1
+        name = f"{trait_id}-{n}"
+    target = root / f"{name}.safetensors"
+    if target.parent != root:
+        raise ConfigError(bad_value("trait.id", trait_id, "a plain file name", "trait ids never hold a path"))
+    taken.add(name)
+    return Path(vs.save(target))
+
+
 def _finite(x: float | None) -> float | None:
     return None if x is None or x != x or x in (float("inf"), float("-inf")) else float(x)
 
 
 # ------------------------------------------------------------------------------------------------ run
+def _check_outputs(config: GateConfig, policy: Policy) -> None:
+    """Before loading anything: no output (``--out``, the report files in it, ``--json/--md/--junit``) is an
+    input file or lies in an input directory (ConfigError, exit 2)."""
+    from difflib_models.outputs import check_outputs
+
+    out = Path(config.out)
+    outputs: dict[str, Any] = {"--out": out, **{f"--out/{n}": out / n for n in
+                                                ("report.json", "report.html", "report.md", "junit.xml")}}
+    outputs.update({f"--{k}": v for k, v in config.extra_outputs.items()})
+    vector_files = [p for v in config.vectors for p in _vector_paths(v)]
+    check_outputs(outputs, {
+        "candidate model": config.candidate, "base model": config.base, "control model": config.control,
+        "--policy": policy.path or config.policy, "--vectors file": vector_files, "--diff": config.diff,
+        "--crosscoder": config.crosscoder, "--data-filter": config.data_filter, "--monitor": config.monitor,
+        "--em-questions": config.em_questions, "policy trait file": list(policy.traits()),
+    })
+
+
 def _read_json(path: str | Path, what: str) -> Any:
     p = Path(path)
     if not p.is_file():
@@ -296,7 +388,9 @@ def run_gate(config: GateConfig) -> GateResult:
     policy = config.policy if isinstance(config.policy, Policy) else load_policy(config.policy)
     metrics = {c.metric for c in policy.checks}
     timings: dict[str, float] = {}
+    _check_outputs(config, policy)
     sides = _sides(config)
+    _check_finite(sides)
     timings["load_s"] = time.perf_counter() - t0
     base_loaded, _ = sides["base"]
     cand_loaded, _ = sides["candidate"]
@@ -316,7 +410,8 @@ def run_gate(config: GateConfig) -> GateResult:
         vectors = _vector_files(config.vectors, base_loaded)
         units: dict[str, tuple[int, torch.Tensor]] = {}
         report["persona"], data = persona_section(sides, policy, vectors=vectors, batch_size=config.batch_size,
-                                                  save_dir=Path(config.out) / "vectors", units=units)
+                                                  save_dir=Path(config.out) / "vectors", units=units,
+                                                  protect=config.vectors)
         if config.crosscoder is not None:
             from difflib_models.gate.alignment import crosscoder_alignment
 

@@ -90,7 +90,11 @@ def log_report(
     own_run = run_id is None
     if own_run:
         exp = client.get_experiment_by_name(experiment)
-        exp_id = exp.experiment_id if exp is not None else client.create_experiment(experiment)
+        # artifacts of a new experiment on a sqlite store go inside the report dir (MLflow's default is ./mlruns
+        # in the current directory, outside --out)
+        where = (report_dir.resolve() / "mlartifacts").as_uri() if uri.startswith("sqlite") else None
+        exp_id = exp.experiment_id if exp is not None else client.create_experiment(experiment,
+                                                                                    artifact_location=where)
         run_id = client.create_run(exp_id, run_name=run_name or f"gate-{report.get('verdict')}").info.run_id
     try:
         for key in ("json", "html", "md", "junit"):

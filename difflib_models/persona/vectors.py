@@ -147,6 +147,7 @@ class PersonaVectorSet:
         from safetensors.torch import save_file
 
         tensor_path, sidecar = _paths(path)
+        _refuse_foreign(tensor_path, sidecar)
         tensors = {f"layer.{k}": v for k, v in sorted(self.vectors.items())}
         atomic_write(tensor_path, lambda p: save_file(tensors, str(p), metadata={"trait": self.trait_id}))
         meta = self.metadata()
@@ -203,10 +204,43 @@ class PersonaVectorSet:
 
 
 def _paths(path: str | Path) -> tuple[Path, Path]:
+    """``(<stem>.safetensors, <stem>.json)`` for ``<stem>``, ``<stem>.safetensors`` or ``<stem>.json``; a dot in
+    the stem is kept (``evil.v2`` -> ``evil.v2.safetensors``)."""
     p = Path(path)
     if p.suffix in (".safetensors", ".json"):
         p = p.with_suffix("")
-    return p.with_suffix(".safetensors"), p.with_suffix(".json")
+    return p.with_name(p.name + ".safetensors"), p.with_name(p.name + ".json")
+
+
+def _is_vector_sidecar(path: Path) -> bool:
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(meta, dict) and meta.get("format") == "difflib_models.persona_vectors"
+
+
+def vector_paths(path: str | Path) -> tuple[Path, Path]:
+    """The ``(tensors, sidecar)`` paths of the vector file ``path`` (stem, ``.safetensors`` or ``.json``)."""
+    return _paths(path)
+
+
+def check_output_path(path: str | Path) -> tuple[Path, Path]:
+    """The ``(tensors, sidecar)`` paths :meth:`PersonaVectorSet.save` would write for ``path``; ConfigError when one
+    exists and is not an earlier persona vector file (call it before any compute)."""
+    tensor_path, sidecar = _paths(path)
+    _refuse_foreign(tensor_path, sidecar)
+    return tensor_path, sidecar
+
+
+def _refuse_foreign(tensor_path: Path, sidecar: Path) -> None:
+    """Never write over a file that is not an earlier persona vector file (a trait file, model weights...)."""
+    for target in (sidecar, tensor_path):
+        if target.exists() and not (target.is_file() and sidecar.is_file() and _is_vector_sidecar(sidecar)):
+            raise ConfigError(bad_value(
+                "path", str(target), "a new path, or an earlier persona vector file to replace",
+                f"{target} exists and is not a persona vector file; vectors are never written over other files "
+                "(an input such as a trait file or model weights). Choose another output path."))
 
 
 def identity_dict(model: Any) -> dict[str, Any]:

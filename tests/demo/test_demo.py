@@ -23,7 +23,7 @@ def test_config_rejects_bad_options(tmp_path: Path) -> None:
         DemoConfig(out=tmp_path / "file")
     cfg = DemoConfig(out=tmp_path, overrides={"steps": 3})
     assert cfg.resolved_profile().steps == 3 and cfg.resolved_device() == "cpu"
-    assert cfg.resolved_tracking_uri().startswith("sqlite:///") and cfg.resolved_tracking_uri().endswith("mlflow.db")
+    assert cfg.resolved_tracking_uri() == f"sqlite:///{(tmp_path / 'mlflow.db').resolve()}"  # inside --out
 
 
 @pytest.mark.slow

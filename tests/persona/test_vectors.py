@@ -92,3 +92,21 @@ def test_corrupt_and_bad_input(tmp_path):
         _set().vector(5)
     with pytest.raises(ConfigError, match="polarity"):
         _set(polarity="bad")
+
+
+def test_save_never_writes_over_other_files(tmp_path):
+    """A trait file or model weights at the target are refused (nothing written); an earlier vector file is
+    replaced; a dotted stem keeps its dot and round-trips."""
+    trait = tmp_path / "my_trait.json"
+    trait.write_text('[{"question": "q"}]', encoding="utf-8")
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"weights")
+    for target in (tmp_path / "my_trait", trait, tmp_path / "model"):
+        with pytest.raises(ConfigError, match="is not a persona vector file"):
+            _set().save(target)
+    assert trait.read_text(encoding="utf-8") == '[{"question": "q"}]' and weights.read_bytes() == b"weights"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors", "my_trait.json"]
+    first = _set().save(tmp_path / "evil.v2")
+    assert first.name == "evil.v2.safetensors" and (tmp_path / "evil.v2.json").is_file()
+    again = _set(selected_layer=None).save(tmp_path / "evil.v2.safetensors")  # replaces its own earlier file
+    assert again == first and PersonaVectorSet.load(tmp_path / "evil.v2").selected_layer is None
