@@ -71,11 +71,17 @@ def test_snapshot_then_inspect(tinystories_656k: Path, stories: Path, tmp_path: 
     assert code == 0
     summary = json.loads(stdout)
     assert summary["n_tokens"] == store.n_tokens and summary["complete"] is True
+    assert summary["verified"] is False and summary["checksums"] == "not verified (use --verify)"
+    code, stdout, _ = _run(["inspect", str(out)], capsys)
+    assert code == 0 and "not verified (use --verify)" in stdout
     assert summary["layers"] == [0, 1] and summary["d_model"] == 128
     assert summary["norm_scale"]["model"]["1"] == pytest.approx(store.norm_scale("model", 1))
     code, stdout, _ = _run(["inspect", str(out), "--verify"], capsys)
     assert code == 0
-    assert "blocks.0, blocks.1" in stdout and f"{store.n_tokens} / 10" in stdout and "checksums OK" in stdout
+    assert "blocks.0, blocks.1" in stdout and f"{store.n_tokens} / 10" in stdout
+    assert f"verified ({store.n_shards} shards)" in stdout and "not verified" not in stdout
+    code, stdout, _ = _run(["inspect", str(out), "--json", "--verify"], capsys)
+    assert code == 0 and json.loads(stdout)["checksums"] == f"verified ({store.n_shards} shards)"
     # a flipped byte is found by --verify and named; exit 3 (runtime error)
     shard = out / store.manifest.shards[0].file
     data = bytearray(shard.read_bytes())
