@@ -199,3 +199,19 @@ def test_crash_mid_snapshot_then_resume(
     torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)
     pairs = list(zip(a["prompt_id"].tolist(), a["pos_index"].tolist(), strict=True))
     assert len(pairs) == len(set(pairs))
+
+
+def test_snapshot_into_a_locked_store_exits_2_naming_the_holder(
+    tinystories_656k: Path, stories: Path, tmp_path: Path, capsys
+) -> None:
+    """A second writer of one store (here: this process holds the lock, the CLI is the second) is refused."""
+    from difflib_models.store.lock import StoreLock
+
+    out = tmp_path / "store"
+    with StoreLock(out):
+        code, _, stderr = _run(_snapshot_args(tinystories_656k, stories, out, "--max-length", "16"), capsys)
+    assert code == 2
+    assert f"is locked by the writer with pid {os.getpid()}" in stderr and "Traceback" not in stderr
+    assert sorted(p.name for p in out.iterdir()) == [".lock"]  # nothing written
+    code, _, _ = _run(_snapshot_args(tinystories_656k, stories, out, "--max-length", "16"), capsys)
+    assert code == 0 and ActivationStore.open(out).complete  # released: the same command now succeeds
