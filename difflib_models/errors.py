@@ -34,6 +34,10 @@ class CorruptStoreError(StoreError):
     """A shard's checksum or shape does not match the manifest."""
 
 
+class StoreLockedError(ConfigError):
+    """Another writer (named by its pid) holds the lock of an activation store."""
+
+
 class IncompatibleStoreError(StoreError):
     """A store written by an incompatible format version, or for a different model/tokenizer."""
 

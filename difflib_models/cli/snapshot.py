@@ -1,6 +1,8 @@
 """`difflib-models snapshot` (capture activations into a store) and `difflib-models inspect` (summarise one).
 
-Errors travel as library exceptions: cli/app.py maps ConfigError to exit 2 and other DifflibErrors to exit 3.
+Errors travel as library exceptions: cli/app.py maps ConfigError to exit 2 and other DifflibErrors to exit 3:
+a store locked by another writer (StoreLockedError, a ConfigError) is exit 2; a corrupt store or a manifest that
+lists a file outside the store (CorruptStoreError, a StoreError) is exit 3.
 """
 
 from __future__ import annotations
@@ -94,7 +96,7 @@ def inspect_command(
     path: Path = typer.Argument(..., help="Store directory."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     verify: bool = typer.Option(
-        False, "--verify", help="Check every shard's sha256 now (exit 3 if corrupt)."
+        False, "--verify", help="Check every shard's sha256 now (exit 3 if corrupt); without it they are not read."
     ),
 ) -> None:
     """Summarise an activation store: model, tokenizer, layers, tokens, shards, normalisation scales."""
@@ -108,6 +110,9 @@ def inspect_command(
             store.load_shard(index, ["prompt_id"])
     summary = store.summary()
     summary["verified"] = verify
+    summary["checksums"] = (
+        f"verified ({store.n_shards} shards)" if verify else "not verified (use --verify)"
+    )
     if as_json:
         typer.echo(json.dumps(summary, indent=2, default=str))
         return
@@ -135,10 +140,8 @@ def _print_table(s: dict[str, Any]) -> None:
         ("layer convention", s["layer_convention"]),
         ("d_model / dtype", f"{s['d_model']} / {s['dtype']}"),
         ("tokens / prompts", f"{s['n_tokens']} / {s['n_prompts']}"),
-        (
-            "shards",
-            f"{s['n_shards']} ({s['bytes'] / 1e6:.2f} MB)" + ("  checksums OK" if s["verified"] else ""),
-        ),
+        ("shards", f"{s['n_shards']} ({s['bytes'] / 1e6:.2f} MB)"),
+        ("checksums", s["checksums"]),
     ]
     for side, per_layer in s["norm_scale"].items():
         scales = ", ".join(

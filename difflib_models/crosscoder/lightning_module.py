@@ -7,6 +7,7 @@ under DDP the "fired" masks are OR-reduced and the threshold estimates averaged 
 
 from __future__ import annotations
 
+import io
 import logging
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from difflib_models.crosscoder.datamodule import CrosscoderDataModule
 from difflib_models.crosscoder.model import Crosscoder
 from difflib_models.crosscoder.sources import PairedActivationSource
 from difflib_models.errors import ConfigError, bad_value
+from difflib_models.io import atomic_write_bytes
 
 _log = logging.getLogger(__name__)
 
@@ -137,7 +139,9 @@ def train_crosscoder(
         "log_every_n_steps": max(1, min(50, max_steps // 10)),
     }
     kwargs.update(trainer_kwargs or {})
+    kwargs.setdefault("plugins", [AtomicCheckpointIO()])
     trainer = pl.Trainer(**kwargs)
+    _remove_stale_temp_files(ckpt_dir, out_dir / "crosscoder")
     last = ckpt_dir / "last.ckpt"
     ckpt_path = str(last) if resume and last.is_file() else None
     if ckpt_path:
@@ -148,6 +152,31 @@ def train_crosscoder(
         crosscoder.save(out_dir / "crosscoder", extra={"source_names": list(getattr(source, "source_names", []))
                                                        or config.source_names, "steps": int(trainer.global_step)})
     return crosscoder
+
+
+class AtomicCheckpointIO(pl.plugins.io.TorchCheckpointIO):
+    """Lightning checkpoints written like every other artefact: temp file in the same directory, fsync, rename.
+
+    Lightning's own writer goes through an fsspec transaction whose temp file lives in the system temp directory
+    (a copy, not a rename, when that is another filesystem, and no fsync), so a SIGKILL could leave a truncated
+    ``last.ckpt``; with this one ``last.ckpt`` is always the previous or the new complete checkpoint."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO.save_checkpoint does not take storage_options")
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        atomic_write_bytes(path, buffer.getvalue())
+
+
+def _remove_stale_temp_files(*dirs: Path) -> None:
+    """Temp files (``.NAME.XXXX.tmp``) of atomic writes a killed run left behind; never real outputs."""
+    for directory in dirs:
+        if directory.is_dir():
+            for item in directory.glob(".*.tmp"):
+                if item.is_file():
+                    _log.info("removing temp file %s of an interrupted run", item)
+                    item.unlink(missing_ok=True)
 
 
 def _progress() -> bool:

@@ -18,12 +18,19 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from difflib_models._version import __version__
-from difflib_models.errors import ConfigError, IncompatibleStoreError, StoreError, bad_value
+from difflib_models.errors import (
+    ConfigError,
+    CorruptStoreError,
+    IncompatibleStoreError,
+    StoreError,
+    bad_value,
+)
 from difflib_models.io import atomic_write_json
 
 FORMAT_VERSION = 1
@@ -52,8 +59,40 @@ CONFIG_FIELDS = (
 )
 
 
+# the only file names a manifest may list: what the writer writes (relative, inside the store, no "..")
+SHARD_FILE_RE = re.compile(r"shards/shard-[0-9]{5,}\.safetensors")
+
+
 def shard_name(index: int) -> str:
     return f"shard-{index:05d}.safetensors"
+
+
+def check_shard_files(shards: list[ShardInfo], where: str) -> None:
+    """Every ``file`` must be ``shards/shard-NNNNN.safetensors`` and listed once (CorruptStoreError otherwise),
+    so a manifest can never make a reader or writer touch a file outside the store."""
+    seen: set[str] = set()
+    for i, shard in enumerate(shards):
+        if not SHARD_FILE_RE.fullmatch(shard.file) or shard.file in seen:
+            why = "is listed twice" if shard.file in seen else "is not a shard file name of this store"
+            raise CorruptStoreError(
+                f"{where}: shards[{i}].file {shard.file[:200]!r} {why}; allowed: "
+                f"'{SHARD_DIR}/shard-NNNNN.safetensors' (relative, inside the store, no '..'). HINT: the manifest "
+                "was edited or damaged; re-create the store with `difflib-models snapshot`."
+            )
+        seen.add(shard.file)
+
+
+def shard_path(store_dir: str | Path, shard: ShardInfo) -> Path:
+    """The shard's file, refusing one that resolves outside the store (e.g. a symlinked shard) with
+    CorruptStoreError."""
+    root = Path(store_dir).resolve()
+    path = Path(store_dir) / shard.file
+    if not SHARD_FILE_RE.fullmatch(shard.file) or not path.resolve().is_relative_to(root / SHARD_DIR):
+        raise CorruptStoreError(
+            f"shard {path} resolves to {path.resolve()}, outside the store {root}. HINT: shard files must be "
+            "regular files inside the store's shards/ directory; re-create the store with `difflib-models snapshot`."
+        )
+    return path
 
 
 def act_key(side: str, layer: int) -> str:
@@ -242,7 +281,8 @@ class Manifest:
                 side: {layer: NormStats(float(v["sum_sq"]), int(v["count"])) for layer, v in per.items()}
                 for side, per in data.get("norm", {}).items()
             }
-            return cls(
+            shards = [ShardInfo.from_dict(s) for s in data.get("shards", [])]
+            manifest = cls(
                 sides=[str(s) for s in data["sides"]],
                 layers=[int(i) for i in data["layers"]],
                 d_model=int(data["d_model"]),
@@ -253,7 +293,7 @@ class Manifest:
                 hook_points=dict(data["hook_points"]),
                 layer_convention=str(data.get("layer_convention", LAYER_CONVENTION)),
                 extra=dict(data.get("extra") or {}),
-                shards=[ShardInfo.from_dict(s) for s in data.get("shards", [])],
+                shards=shards,
                 norm=norm,
                 complete=bool(data.get("complete", False)),
                 format_version=int(version),
@@ -261,6 +301,8 @@ class Manifest:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise StoreError(f"{where} is malformed ({type(exc).__name__}: {exc}).") from exc
+        check_shard_files(manifest.shards, where)
+        return manifest
 
 
 def _jsonable(value: Any) -> Any:

@@ -22,7 +22,15 @@ from difflib_models.errors import (
     StoreError,
     bad_value,
 )
-from difflib_models.store.manifest import INDEX_KEYS, Manifest, ShardInfo, act_key, read_manifest, vocab_hash
+from difflib_models.store.manifest import (
+    INDEX_KEYS,
+    Manifest,
+    ShardInfo,
+    act_key,
+    read_manifest,
+    shard_path,
+    vocab_hash,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +50,7 @@ class ActivationStore:
         path = Path(path)
         manifest = read_manifest(path)
         for shard in manifest.shards:
-            file = path / shard.file
+            file = shard_path(path, shard)
             if not file.is_file():
                 raise CorruptStoreError(f"shard {file} listed in the manifest is missing.")
         if not manifest.complete:
@@ -122,7 +130,7 @@ class ActivationStore:
         from safetensors.torch import load
 
         shard = self.manifest.shards[index]
-        file = self.path / shard.file
+        file = shard_path(self.path, shard)
         if keys is not None and (not self.verify or shard.file in self._verified):
             return self._load_keys(file, keys)
         try:

@@ -36,6 +36,7 @@ from difflib_models.errors import (
     bad_value,
 )
 from difflib_models.io import atomic_write
+from difflib_models.store.lock import LOCK_NAME, StoreLock
 from difflib_models.store.manifest import (
     MANIFEST_NAME,
     SHARD_DIR,
@@ -45,6 +46,7 @@ from difflib_models.store.manifest import (
     manifest_path,
     read_manifest,
     shard_name,
+    shard_path,
     write_manifest,
 )
 
@@ -100,7 +102,15 @@ class ActivationStoreWriter:
             hook_points=dict(hook_points),
             extra=dict(extra or {}),
         )
-        self._manifest = self._open_or_create(requested)
+        if not manifest_path(self.path).is_file():
+            self._check_target()  # before locking: never drop a .lock into a directory that is not a store
+        # one writer per store, held until close(): a second writer gets StoreLockedError naming our pid
+        self._store_lock = StoreLock(self.path).acquire()
+        try:
+            self._manifest = self._open_or_create(requested)
+        except BaseException:
+            self._store_lock.release()
+            raise
         self._torch_dtype = _TORCH_DTYPES[self._manifest.dtype]
         m = self._manifest
         row_bytes = len(m.sides) * len(m.layers) * m.d_model * self._torch_dtype.itemsize
@@ -141,7 +151,7 @@ class ActivationStoreWriter:
                     "HINT: write to a new directory, or delete this one to start over."
                 )
             for shard in existing.shards:
-                file = self.path / shard.file
+                file = shard_path(self.path, shard)
                 size = file.stat().st_size if file.is_file() else -1
                 if size != shard.n_bytes:
                     state = (
@@ -160,17 +170,7 @@ class ActivationStoreWriter:
             )
             manifest = existing
         else:
-            if self.path.exists() and not self.path.is_dir():
-                raise ConfigError(bad_value("out", str(self.path), "a directory", "this path is a file"))
-            if self.path.is_dir() and any(not _leftover(item) for item in self.path.iterdir()):
-                raise ConfigError(
-                    bad_value(
-                        "out",
-                        str(self.path),
-                        "an empty or new directory, or an existing activation store",
-                        f"the directory is not empty and has no {MANIFEST_NAME}; choose another directory.",
-                    )
-                )
+            self._check_target()
             manifest = requested
         shard_dir.mkdir(parents=True, exist_ok=True)
         self._remove_orphans(shard_dir, manifest)
@@ -179,6 +179,20 @@ class ActivationStoreWriter:
         manifest.complete = False
         write_manifest(self.path, manifest)
         return manifest
+
+    def _check_target(self) -> None:
+        """A new store goes into a new or empty directory (leftovers of a killed writer allowed)."""
+        if self.path.exists() and not self.path.is_dir():
+            raise ConfigError(bad_value("out", str(self.path), "a directory", "this path is a file"))
+        if self.path.is_dir() and any(not _leftover(item) for item in self.path.iterdir()):
+            raise ConfigError(
+                bad_value(
+                    "out",
+                    str(self.path),
+                    "an empty or new directory, or an existing activation store",
+                    f"the directory is not empty and has no {MANIFEST_NAME}; choose another directory.",
+                )
+            )
 
     @staticmethod
     def _remove_orphans(shard_dir: Path, manifest: Manifest) -> None:
@@ -365,6 +379,12 @@ class ActivationStoreWriter:
         if self._closed:
             return
         self._closed = True
+        try:
+            self._drain(complete=complete)
+        finally:
+            self._store_lock.release()
+
+    def _drain(self, *, complete: bool) -> None:
         final_pending = complete and self._error is None and bool(self._buffer)
         if self._error is None:
             self._flush(final=final_pending)
@@ -470,7 +490,10 @@ def _check_finite(x: torch.Tensor, side: str, layer: int, prompt_id: torch.Tenso
 
 
 def _leftover(item: Path) -> bool:
-    """What a writer killed before its first manifest leaves: a temp manifest or an empty shard directory."""
+    """What a writer killed before its first manifest leaves: a temp manifest, an empty shard directory, or the
+    lock file (ours, or a dead writer's)."""
+    if item.name == LOCK_NAME and item.is_file():
+        return True
     if item.name.startswith(f".{MANIFEST_NAME}.") and item.name.endswith(".tmp"):
         return True
     return item.name == SHARD_DIR and item.is_dir() and not any(item.iterdir())

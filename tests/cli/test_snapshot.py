@@ -71,11 +71,17 @@ def test_snapshot_then_inspect(tinystories_656k: Path, stories: Path, tmp_path: 
     assert code == 0
     summary = json.loads(stdout)
     assert summary["n_tokens"] == store.n_tokens and summary["complete"] is True
+    assert summary["verified"] is False and summary["checksums"] == "not verified (use --verify)"
+    code, stdout, _ = _run(["inspect", str(out)], capsys)
+    assert code == 0 and "not verified (use --verify)" in stdout
     assert summary["layers"] == [0, 1] and summary["d_model"] == 128
     assert summary["norm_scale"]["model"]["1"] == pytest.approx(store.norm_scale("model", 1))
     code, stdout, _ = _run(["inspect", str(out), "--verify"], capsys)
     assert code == 0
-    assert "blocks.0, blocks.1" in stdout and f"{store.n_tokens} / 10" in stdout and "checksums OK" in stdout
+    assert "blocks.0, blocks.1" in stdout and f"{store.n_tokens} / 10" in stdout
+    assert f"verified ({store.n_shards} shards)" in stdout and "not verified" not in stdout
+    code, stdout, _ = _run(["inspect", str(out), "--json", "--verify"], capsys)
+    assert code == 0 and json.loads(stdout)["checksums"] == f"verified ({store.n_shards} shards)"
     # a flipped byte is found by --verify and named; exit 3 (runtime error)
     shard = out / store.manifest.shards[0].file
     data = bytearray(shard.read_bytes())
@@ -193,3 +199,19 @@ def test_crash_mid_snapshot_then_resume(
     torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)
     pairs = list(zip(a["prompt_id"].tolist(), a["pos_index"].tolist(), strict=True))
     assert len(pairs) == len(set(pairs))
+
+
+def test_snapshot_into_a_locked_store_exits_2_naming_the_holder(
+    tinystories_656k: Path, stories: Path, tmp_path: Path, capsys
+) -> None:
+    """A second writer of one store (here: this process holds the lock, the CLI is the second) is refused."""
+    from difflib_models.store.lock import StoreLock
+
+    out = tmp_path / "store"
+    with StoreLock(out):
+        code, _, stderr = _run(_snapshot_args(tinystories_656k, stories, out, "--max-length", "16"), capsys)
+    assert code == 2
+    assert f"is locked by the writer with pid {os.getpid()}" in stderr and "Traceback" not in stderr
+    assert sorted(p.name for p in out.iterdir()) == [".lock"]  # nothing written
+    code, _, _ = _run(_snapshot_args(tinystories_656k, stories, out, "--max-length", "16"), capsys)
+    assert code == 0 and ActivationStore.open(out).complete  # released: the same command now succeeds
