@@ -31,8 +31,8 @@ def test_html_is_self_contained_with_plots() -> None:
     assert not re.search(r'(src|href)\s*=\s*["\']?\s*(https?:)?//', page, re.I)
     assert "http://" not in page and "https://" not in page
     sizes = _png_sizes(page)
-    # persona projection-vs-null (1 trait with data), monitor series, drift, rel-norm histogram
-    assert len(sizes) == 4 and min(sizes) > 2000
+    # persona metrics vs thresholds, projection-vs-null (1 trait with data), monitor series, drift, rel-norm
+    assert len(sizes) == 5 and min(sizes) > 2000
     for blob in re.findall(r'base64,([A-Za-z0-9+/=]+)"', page):
         assert base64.b64decode(blob)[:8] == b"\x89PNG\r\n\x1a\n"
 
