@@ -9,7 +9,7 @@ import xml.etree.ElementTree as ET
 from difflib_models.report.html import render_html
 from difflib_models.report.junit import render_junit
 from difflib_models.report.markdown import md_escape, render_markdown
-from tests.report.synthetic import EVIL_SCRIPT, synthetic_report
+from tests.report.synthetic import EVIL_SCRIPT, rich_report, synthetic_report
 
 
 def _png_sizes(page: str) -> list[int]:
@@ -76,3 +76,16 @@ def test_junit_counts_and_numbers() -> None:
         assert out.startswith("WARN: ") == (check["status"] == "warn")
     props = {p.get("name"): p.get("value") for p in suite.find("properties")}
     assert props["verdict"] == "fail" and props["candidate_model"].startswith("cand <script>")
+
+
+def test_long_tables_are_collapsed() -> None:
+    def details(n_items: int) -> list[str]:
+        return re.findall(r'<details class="long"><summary>([^<]*)</summary>', render_html(rich_report(
+            n_behavioural=n_items)))
+
+    assert details(15) == ["30 latents (click to show)"]  # 15 rows stay open; the 30 latents collapse
+    assert details(16) == ["16 behavioural items (click to show)", "30 latents (click to show)"]
+    page = render_html(rich_report(n_behavioural=60))
+    items = page.split('<table id="behavioural-items">')[1].split("</table>")[0]
+    assert items.count("<tr>") == 1 + 60  # collapsed, not cut
+    assert 'id="monitor-decision"><b>FAIL at step 25: decided by evil shift_frac' in page
