@@ -190,19 +190,22 @@ def shift_series(
     series: Sequence[Mapping[str, Any]],
     lines: Mapping[str, Sequence[Any]] | None = None,
     decision: Any = None,
+    context: Mapping[str, Sequence[Any]] | None = None,
 ) -> str | None:
     """Persona shift over training steps: one panel per thresholded metric (shift_z, shift_frac), one line per
     trait, the warn/fail threshold lines, the deciding step marked, and the decision in the title.
 
     ``lines`` maps a metric to its :class:`~difflib_models.report.thresholds.Line` objects; ``decision`` is a
-    :class:`~difflib_models.report.thresholds.Decision`.
+    :class:`~difflib_models.report.thresholds.Decision`; ``context`` adds panels for metrics that condition a
+    decision without deciding it (the null percentile a fail must also reach), with their lines.
     """
     from difflib_models.report.thresholds import series_values
 
     drawn = [s for s in series if s.get("steps")]
     if not drawn:
         return None
-    metrics = list(lines or {}) or [str(drawn[0].get("metric", "shift_z"))]
+    lines = {**(lines or {}), **(context or {})}
+    metrics = list(lines) or [str(drawn[0].get("metric", "shift_z"))]
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(7.2, 2.3 * len(metrics) + 0.7), dpi=_DPI, layout="tight")
@@ -226,7 +229,7 @@ def shift_series(
         ax.axhline(0.0, color="#888", linewidth=0.6)
         ax.set_ylabel(metric)
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7, loc="upper left")
+            ax.legend(fontsize=7, loc="best")
     axes[-1].set_xlabel("optimizer step")
     title = "Persona shift during training"
     if decision is not None:

@@ -156,3 +156,32 @@ def test_rel_norm_histogram_marks_the_class_cutoffs() -> None:
     cc = diff_json()["crosscoder"]
     fig = plots.rel_norm_histogram_counts(cc["r_histogram"]["edges"], cc["r_histogram"]["counts"], cc["thresholds"])
     assert _vlines(fig.axes[0]) == [0.1, 0.4, 0.6, 0.9]
+
+
+def test_persona_monitor_png_is_the_reports_monitor_plot(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The PersonaMonitor callback's persona_monitor.png: both thresholded metrics, the null percentile a fail
+    also needs, and the deciding metric in the title (it said only "fail" and drew shift_z alone)."""
+    from difflib_models.callbacks._monitor_state import series_plot
+    from tests.report.synthetic import monitor_json
+
+    drawn = []
+    real_png = plots.__dict__["_png"]  # patched by the autouse fixture: record the figure, then encode it
+
+    def record(fig: Any) -> str:
+        drawn.append(fig)
+        import base64
+        import io
+
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
+        return base64.b64encode(buf.getvalue()).decode()
+
+    monkeypatch.setattr(plots, "_png", record)
+    assert real_png is not record
+    out = series_plot(monitor_json(), tmp_path / "persona_monitor.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    (fig,) = drawn
+    assert [ax.get_ylabel() for ax in fig.axes] == ["shift_z", "shift_frac", "null_percentile"]
+    assert _hlines(fig.axes[1]) == {0.1: ":", 0.25: "--", 0.0: "-"}
+    assert 0.95 in _hlines(fig.axes[2])
+    assert "FAIL at step 25: decided by evil shift_frac = 0.35 ≥ 0.25 (fail_frac)" in fig.axes[0].get_title()
