@@ -12,6 +12,7 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -48,15 +49,22 @@ def policy_checks(report: Mapping[str, Any]) -> tuple[list[Mapping[str, Any]], s
     checks = policy.get("checks") if isinstance(policy, Mapping) else None
     if isinstance(checks, list) and checks:
         return [c for c in checks if isinstance(c, Mapping)], "gate policy"
+    checks = _default_checks()
+    return list(checks), "default policy" if checks else "none"
+
+
+@lru_cache(maxsize=1)
+def _default_checks() -> tuple[Mapping[str, Any], ...]:
+    """The shipped default policy's checks as dicts (parsed once)."""
     try:
         from dataclasses import asdict
 
         from difflib_models.gate.policy import load_policy
 
-        return [asdict(c) for c in load_policy().checks], "default policy"
+        return tuple(asdict(c) for c in load_policy().checks)
     except Exception as exc:  # noqa: BLE001 - a plot without lines beats no report
         log.warning("report plots: default policy unavailable (%s); plotting without thresholds", exc)
-        return [], "none"
+        return ()
 
 
 def _status_by_id(report: Mapping[str, Any]) -> dict[str, str]:

@@ -78,13 +78,18 @@ def test_junit_counts_and_numbers() -> None:
     assert props["verdict"] == "fail" and props["candidate_model"].startswith("cand <script>")
 
 
-def test_long_tables_are_collapsed() -> None:
+def test_long_tables_are_collapsed(monkeypatch) -> None:
+    import difflib_models.report.html as html_mod
+
+    monkeypatch.setattr(html_mod, "_plots", lambda report: {})  # tables only: skip drawing
+
     def details(n_items: int) -> list[str]:
         return re.findall(r'<details class="long"><summary>([^<]*)</summary>', render_html(rich_report(
             n_behavioural=n_items)))
 
     assert details(15) == ["30 latents (click to show)"]  # 15 rows stay open; the 30 latents collapse
     assert details(16) == ["16 behavioural items (click to show)", "30 latents (click to show)"]
+    monkeypatch.undo()
     page = render_html(rich_report(n_behavioural=60))
     items = page.split('<table id="behavioural-items">')[1].split("</table>")[0]
     assert items.count("<tr>") == 1 + 60  # collapsed, not cut
