@@ -48,6 +48,17 @@ def _class_cuts(ax: Any, thresholds: Mapping[str, Any] | None) -> None:
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.28), ncols=4, frameon=False)
 
 
+def _log_counts(ax: Any) -> None:
+    """A log count axis that starts below 1, so that bins with one latent show and a narrow range does not zoom
+    into (and label) 316..320."""
+    top = max((p.get_height() for p in ax.patches if hasattr(p, "get_height")), default=1.0)
+    for artist in ax.patches:  # stairs: a single StepPatch without get_height
+        if hasattr(artist, "get_data") and not hasattr(artist, "get_height"):
+            top = max(top, float(max(artist.get_data().values, default=1.0)))
+    ax.set_yscale("log")
+    ax.set_ylim(0.7, max(top, 1.0) * 2.0)
+
+
 def rel_norm_histogram(
     rel_norms: Sequence[float], *, bins: int = 50, thresholds: Mapping[str, Any] | None = None
 ) -> str | None:
@@ -58,7 +69,7 @@ def rel_norm_histogram(
     fig = _figure()
     ax = fig.add_subplot()
     ax.hist(values, bins=bins, range=(0.0, 1.0), color="#4c72b0")
-    ax.set_yscale("log")
+    _log_counts(ax)
     ax.set_xlabel("relative decoder norm  (0 base-only · 0.5 shared · 1 fine-tune-only)")
     ax.set_ylabel("latents (log)")
     ax.set_title(f"Crosscoder latents (n={len(values)})")
@@ -75,7 +86,7 @@ def rel_norm_histogram_counts(
     fig = _figure()
     ax = fig.add_subplot()
     ax.stairs([max(int(c), 0) for c in counts], [float(e) for e in edges], fill=True, color="#4c72b0")
-    ax.set_yscale("log")
+    _log_counts(ax)
     ax.set_xlabel("relative decoder norm  (0 base-only · 0.5 shared · 1 fine-tune-only)")
     ax.set_ylabel("latents (log)")
     ax.set_title(f"Crosscoder latents (n={sum(int(c) for c in counts)})")
@@ -169,6 +180,12 @@ def drift_by_layer(
         ax = axes[i // ncols][i % ncols]
         ys = [float(r[key]) if isinstance(r.get(key), int | float) else float("nan") for r in rows]
         ax.plot(xs, ys, marker="o", color="#4c72b0")
+        if len(xs) <= 12:  # layers are integers: no 0.2, 0.4, ... ticks between two layers
+            ax.set_xticks(xs)
+        else:
+            from matplotlib.ticker import MaxNLocator
+
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         for (layer, metric), lines in thresholds.items():
             if metric == key:
                 for line in lines:
