@@ -121,6 +121,10 @@ def _threshold_line(ax: Any, line: Any, *, vertical: bool = False) -> None:
 _SIMILARITIES = ("mean_cosine", "cka")
 
 
+def _drift_label(key: str, sep: str) -> str:
+    return f"{key}{sep}(1 = no drift)" if key in _SIMILARITIES else key
+
+
 def _drift_one_layer(row: Mapping[str, Any], keys: Sequence[str],
                      thresholds: Mapping[tuple[int, str], Sequence[Any]]) -> str:
     """One layer: a horizontal bar per metric, each on its own axis (the metrics have different units), the value
@@ -143,7 +147,7 @@ def _drift_one_layer(row: Mapping[str, Any], keys: Sequence[str],
         top = max([abs(v) if math.isfinite(v) else 0.0] + [abs(ln.value) for ln in lines]) or 1.0
         ax.set_xlim(min(0.0, v if math.isfinite(v) else 0.0) * 1.3, 1.0 if key in _SIMILARITIES and top <= 1.0
                     else top * 1.3)
-        ax.set_yticks([0], [key], fontsize=8)
+        ax.set_yticks([0], [_drift_label(key, "\n")], fontsize=8)
         ax.set_ylim(-0.6, 0.6)
         ax.tick_params(axis="x", labelsize=7)
         if lines:
@@ -192,7 +196,7 @@ def drift_by_layer(
                     colour = _WARN if line.severity == "warn" else _FAIL
                     ax.plot([layer], [line.value], marker="_", markersize=18, mew=2, color=colour, linestyle="none",
                             label=f"{line.label} = {line.value:g}")
-        ax.set_title(key, fontsize=9)
+        ax.set_title(_drift_label(key, " "), fontsize=9)
         ax.set_xlabel("layer (blocks.i)", fontsize=8)
         ax.tick_params(labelsize=7)
         if ax.get_legend_handles_labels()[0]:

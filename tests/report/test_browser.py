@@ -205,3 +205,47 @@ def test_browser_check_catches_broken_images_and_csp_errors(browser: Browser, tm
     assert [img["width"] for img in images] == [0, 0]
     errors = browser.console_errors()
     assert any("Content Security Policy" in e for e in errors), errors
+
+
+@pytest.fixture(scope="module")
+def perturbed_tinystories(tinystories_656k: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of tinystories-656k with 2% Gaussian noise on its matrices: a cheap stand-in for a fine-tune."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    dst = tmp_path_factory.mktemp("models") / "tinystories-656k-noised"
+    shutil.copytree(tinystories_656k, dst)
+    gen = torch.Generator().manual_seed(0)
+    state = load_file(str(tinystories_656k / "model.safetensors"))
+    state = {k: v + 0.02 * v.float().std() * torch.randn(v.shape, generator=gen).to(v.dtype)
+             if v.is_floating_point() and v.dim() == 2 else v for k, v in state.items()}
+    save_file(state, str(dst / "model.safetensors"), metadata={"format": "pt"})
+    return dst
+
+
+@pytest.mark.parametrize(("layers", "crosscoder", "n_images"), [("all", True, 2), ("1", False, 1)],
+                         ids=["real-all-layers", "real-one-layer"])
+def test_real_diff_report_renders(browser: Browser, tmp_path: Path, tinystories_656k: Path,
+                                  perturbed_tinystories: Path, layers: str, crosscoder: bool, n_images: int) -> None:
+    """A real diff of tinystories-656k and a noised copy (drift, ADL, weight deltas, crosscoder), rendered with
+    `report --from`'s code path and opened in Chromium."""
+    from difflib_models.diffing.pair import ModelPair
+    from difflib_models.diffing.pipeline import DiffConfig, run_diff
+    from difflib_models.models.loading import load_model
+    from difflib_models.report.builder import rerender
+
+    pair = ModelPair(load_model(str(tinystories_656k)), load_model(str(perturbed_tinystories)))
+    run_diff(pair, DiffConfig(out=tmp_path / "d", layers=layers, max_texts=16, crosscoder=crosscoder, steps=50,
+                              cc_batch_size=256, top_latents=5, n_examples=2))
+    paths = rerender(tmp_path / "d", renderings=["html"])
+    browser.open(paths["html"].resolve().as_uri())
+    images = browser.images()
+    assert len(images) == n_images and all(img["complete"] and img["width"] > 100 for img in images), images
+    assert browser.console_errors() == []
+    names = browser.evaluate("[...document.querySelectorAll('.model-name')].map(e => e.textContent)")
+    assert names == ["tinystories-656k", "tinystories-656k-noised"]
+    assert browser.evaluate("document.getElementById('verdict').textContent") == "NO CHECKS"
+    rows = browser.evaluate("document.querySelectorAll('#drift tr').length")
+    assert rows == 1 + (2 if layers == "all" else 1)
+    shot = browser.screenshot(artifacts_dir() / f"report-real-tinystories-{'all-layers' if crosscoder else 'one-layer'}.png")
+    print(f"screenshot: {shot}")

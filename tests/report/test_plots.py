@@ -98,7 +98,8 @@ def test_one_layer_drift_is_bars_and_counts_are_not_drift() -> None:
     assert rows[0]["n_tokens"] == 4096
     fig = plots.drift_by_layer(rows)
     keys = ["mean_diff_norm", "relative_mean_diff", "mean_cosine", "relative_mse", "cka"]
-    assert [ax.get_yticklabels()[0].get_text() for ax in fig.axes] == keys
+    assert [ax.get_yticklabels()[0].get_text().split("\n")[0] for ax in fig.axes] == keys
+    assert fig.axes[2].get_yticklabels()[0].get_text() == "mean_cosine\n(1 = no drift)"
     for ax, key in zip(fig.axes, keys, strict=True):
         (bar,) = ax.patches
         assert bar.get_width() == pytest.approx(rows[0][key])
@@ -118,7 +119,8 @@ def test_many_layer_drift_is_one_line_per_metric() -> None:
     assert [(k, [ln.value for ln in v]) for k, v in th.items()] == [((2, "relative_mse"), [0.02])]
     fig = plots.drift_by_layer(rows, th)
     titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
-    assert titles == ["mean_diff_norm", "relative_mean_diff", "mean_cosine", "relative_mse", "cka"]
+    assert titles == ["mean_diff_norm", "relative_mean_diff", "mean_cosine (1 = no drift)", "relative_mse",
+                      "cka (1 = no drift)"]
     mse = fig.axes[3]
     data, marker = mse.get_lines()
     assert list(data.get_xdata()) == [0, 1, 2, 3]
