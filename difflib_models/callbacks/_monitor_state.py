@@ -186,37 +186,22 @@ def replace_json(path: Path, obj: Any) -> Path:
 
 
 def series_plot(summary: dict[str, Any], path: Path) -> Path | None:
-    """shift_z and null percentile per trait over steps, with the warn/fail thresholds (PNG)."""
-    import matplotlib
+    """shift_z, shift_frac and the null percentile per trait over steps, with the warn/fail thresholds and the
+    metric that decided the status in the title (the report's monitor plot, written as a PNG)."""
+    import base64
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    from difflib_models.io import atomic_write_bytes
+    from difflib_models.report import plots, thresholds
+    from difflib_models.report.builder import monitor_section
 
-    from difflib_models.io import atomic_write
-
-    series = summary["series"]
-    if not series:
+    if not summary["series"]:
         return None
-    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(7, 5), sharex=True)
-    for tid in summary["traits"]:
-        steps = [r["step"] for r in series if tid in r["traits"]]
-        z = [r["traits"][tid]["shift_z"] for r in series if tid in r["traits"]]
-        pct = [r["traits"][tid]["null_percentile"] for r in series if tid in r["traits"]]
-        ax1.plot(steps, [float("nan") if v is None else v for v in z], marker="o", label=tid)
-        ax2.plot(steps, [float("nan") if v is None else v for v in pct], marker="o", label=tid)
-    th = summary["thresholds"]
-    for key, style in (("warn_z", ":"), ("fail_z", "--")):
-        if th.get(key) is not None:
-            ax1.axhline(th[key], color="grey", linestyle=style, linewidth=1, label=f"{key} (uncalibrated)")
-    ax2.axhline(th["fail_null_percentile"], color="grey", linestyle="--", linewidth=1)
-    ax1.set_ylabel("shift_z")
-    ax2.set_ylabel("null percentile")
-    ax2.set_xlabel("optimizer step")
-    ax1.legend(fontsize=7)
-    ax1.set_title(f"persona monitor: {summary['status']}")
-    fig.tight_layout()
-    try:
-        atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=90))
-    finally:
-        plt.close(fig)
-    return path
+    section = monitor_section(to_json(summary))
+    lines = {m: thresholds.monitor_lines({"monitor": section}, m) for m in thresholds.MONITOR_KEYS}
+    pct = (summary.get("thresholds") or {}).get("fail_null_percentile")
+    context = {"null_percentile": [thresholds.Line(float(pct), "fail", "a fail also needs ≥ (fail_null_percentile)",
+                                                   "fail_null_percentile", ">=")]} if pct is not None else None
+    png = plots.shift_series(section["series"], lines, thresholds.monitor_decision(section, lines), context)
+    if png is None:
+        return None
+    return atomic_write_bytes(path, base64.b64decode(png))

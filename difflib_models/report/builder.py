@@ -19,6 +19,7 @@ import datetime as _dt
 import json
 import logging
 import platform
+import re
 from collections.abc import Iterable, Mapping
 from importlib import metadata
 from pathlib import Path
@@ -60,8 +61,44 @@ def _layer_convention() -> str:
         return LAYER_CONVENTION
 
 
+_CACHE_SUFFIX = re.compile(r"-[0-9a-f]{16}$")  # the GGUF conversion cache's "-<weight hash prefix>" folder suffix
+_QUANT_SUFFIX = re.compile(r"^(?P<stem>.+?)[.-](?P<quant>(?:I?Q\d[A-Za-z0-9_]*|F16|F32|BF16))$", re.I)
+
+
+def _short(name: str) -> str:
+    """The last path component of a path-like name, without the cache hash, ``.gguf`` and with the quantisation in
+    parentheses; a hub id (``org/model``) stays as it is."""
+    text = name.strip().rstrip("/\\")
+    looks_like_path = text.startswith(("/", ".", "~")) or "\\" in text or text.count("/") > 1
+    if looks_like_path:
+        text = re.split(r"[/\\]", text)[-1] or text
+    text = _CACHE_SUFFIX.sub("", text)
+    text = re.sub(r"\.gguf$", "", text, flags=re.I)
+    m = _QUANT_SUFFIX.match(text)
+    return f"{m['stem']} ({m['quant']})" if m else text
+
+
+def display_name(identity: Mapping[str, Any] | None) -> str:
+    """A short, human name for a model identity: the model's directory name or hub id rather than a cache path
+    (``SmolLM2-135M-Instruct (Q4_1)`` for ``/root/.cache/.../gguf/SmolLM2-135M-Instruct.Q4_1-b179c9523d0e6a0f``);
+    an adapter reads ``<base> + <adapter folder>``. The full path stays in ``path``."""
+    if not identity:
+        return "—"
+    if identity.get("display_name"):
+        return str(identity["display_name"])
+    base = identity.get("base")
+    path = identity.get("path")
+    if identity.get("source") == "peft" and isinstance(base, Mapping):
+        adapter = _short(str(path)) if path else str(identity.get("name", "")).rsplit("+", 1)[-1]
+        return f"{display_name(base)} + {_short(adapter)}"
+    name = str(identity.get("name") or path or "model")
+    short = _short(name)
+    return short or name
+
+
 def identity_dict(identity: Any) -> dict[str, Any] | None:
-    """A model identity (``ModelIdentity``, ``LoadedModel`` or dict) as a JSON-ready dict."""
+    """A model identity (``ModelIdentity``, ``LoadedModel`` or dict) as a JSON-ready dict, with a short
+    ``display_name`` added (see :func:`display_name`)."""
     if identity is None:
         return None
     if hasattr(identity, "identity") and not isinstance(identity, Mapping):  # a LoadedModel
@@ -73,6 +110,7 @@ def identity_dict(identity: Any) -> dict[str, Any] | None:
     out = dict(identity)
     if out.get("base") is not None:
         out["base"] = identity_dict(out["base"])
+    out.setdefault("display_name", display_name(out))
     return out
 
 
@@ -241,8 +279,15 @@ def _finite_or_none(value: Any) -> float | None:
     return value if value == value and abs(value) != float("inf") else None
 
 
+#: the monitor metrics kept per series (``metrics``): those with thresholds and the null percentile a fail needs
+MONITOR_METRICS = ("shift_z", "shift_frac", "null_percentile")
+
+
 def monitor_section(data: Any, *, metric: str = "shift_z") -> dict[str, Any]:
     """The ``monitor`` section from a training-time persona monitor time series.
+
+    Each series has ``metric``/``values`` (the main metric, as before) and ``metrics`` with the values of every
+    metric in :data:`MONITOR_METRICS` the input has, so the report can plot every thresholded metric.
 
     Accepts the PersonaMonitor callback's ``persona_monitor.json`` (``series`` rows ``{step, traits: {id:
     {shift_z, ...}}}`` plus ``traits`` descriptions), the report's own ``{"series": [{trait, steps, values}]}``,
@@ -251,7 +296,9 @@ def monitor_section(data: Any, *, metric: str = "shift_z") -> dict[str, Any]:
     if isinstance(data, Mapping) and isinstance(data.get("series"), list) and all(
         isinstance(s, Mapping) and "steps" in s for s in data["series"]
     ):
-        return {"series": [dict(s) for s in data["series"]]}
+        kept = {k: data[k] for k in ("status", "first_warn_step", "first_fail_step", "stopped_at_step", "thresholds")
+                if k in data}
+        return {"series": [dict(s) for s in data["series"]], **kept}
     rows = data.get("series") if isinstance(data, Mapping) else data
     if not isinstance(rows, list):
         raise ConfigError(bad_value("monitor", type(data).__name__, "persona_monitor.json, {'series': [...]} or a "
@@ -261,9 +308,14 @@ def monitor_section(data: Any, *, metric: str = "shift_z") -> dict[str, Any]:
 
     def add(trait: str, step: Any, values: Mapping[str, Any]) -> None:
         layer = values.get("layer", (described.get(trait) or {}).get("layer"))
-        s = series.setdefault(trait, {"trait": trait, "layer": layer, "metric": metric, "steps": [], "values": []})
+        s = series.setdefault(trait, {"trait": trait, "layer": layer, "metric": metric, "steps": [], "values": [],
+                                      "metrics": {}})
+        n = len(s["steps"])
         s["steps"].append(int(step))
         s["values"].append(_finite_or_none(values.get(metric)))
+        for key in dict.fromkeys((metric, *MONITOR_METRICS)):
+            if key in values or key in s["metrics"]:
+                s["metrics"].setdefault(key, [None] * n).append(_finite_or_none(values.get(key)))
 
     for row in rows:
         if not isinstance(row, Mapping) or "step" not in row:
@@ -274,6 +326,9 @@ def monitor_section(data: Any, *, metric: str = "shift_z") -> dict[str, Any]:
                     add(str(trait), row["step"], values)
         elif "trait" in row:
             add(str(row["trait"]), row["step"], row)
+    for s in series.values():
+        if not s["metrics"]:
+            del s["metrics"]
     out: dict[str, Any] = {"series": list(series.values())}
     if isinstance(data, Mapping):
         for key in ("status", "first_warn_step", "first_fail_step", "stopped_at_step", "thresholds"):

@@ -10,17 +10,21 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from difflib_models.io import atomic_write_text
-from difflib_models.report import plots
+from difflib_models.report import plots, thresholds
+from difflib_models.report.builder import display_name
 
 #: at most this many latents get a table row (all of them stay in report.json)
 MAX_LATENT_ROWS = 1000
 MAX_BEHAVIOURAL_ROWS = 100
+#: tables with more rows than this are collapsed into a <details> element
+COLLAPSE_ROWS = 15
 _GENERIC = (("adl", "Activation Difference Lens"), ("weights", "Weight deltas"), ("data_filter", "Data filter"))
 
 
@@ -58,26 +62,72 @@ def _environment() -> Any:
     return env
 
 
+_DRIFT_PATH = re.compile(r"^drift\.layers\[(layer=)?(\d+)\]\.([A-Za-z_][A-Za-z0-9_]*)$")
+
+
+def _drift_thresholds(report: Mapping[str, Any]) -> dict[tuple[int, str], list[Any]]:
+    """Policy checks on ``drift.layers[i].metric`` (index) or ``drift.layers[layer=i].metric`` by (layer, metric)."""
+    rows = (report.get("drift") or {}).get("layers") or []
+    checks, _origin = thresholds.policy_checks(report)
+    out: dict[tuple[int, str], list[Any]] = {}
+    for c in checks:
+        m = _DRIFT_PATH.match(str(c.get("metric", "")))
+        if not m:
+            continue
+        index = int(m.group(2))
+        if m.group(1):
+            layer = index
+        elif index < len(rows) and isinstance(rows[index].get("layer"), int):
+            layer = rows[index]["layer"]
+        else:
+            continue
+        out.setdefault((layer, m.group(3)), []).extend(
+            ln for ln in thresholds.check_lines(report, str(c["metric"])) if ln.check_id == c.get("id"))
+    return out
+
+
+def _min_null_percentile(report: Mapping[str, Any], trait: str) -> float | None:
+    checks, _origin = thresholds.policy_checks(report)
+    values = [float(c["min_null_percentile"]) for c in checks if c.get("trait") == trait
+              and c.get("min_null_percentile") is not None]
+    return max(values) if values else None
+
+
 def _plots(report: Mapping[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {"persona": [], "monitor": None, "drift": None, "rel_norm": None}
+    out: dict[str, Any] = {"persona": [], "persona_checks": None, "monitor": None, "monitor_decision": None,
+                           "drift": None, "rel_norm": None}
     persona = report.get("persona") or {}
-    for trait in persona.get("traits", []):
-        img = plots.projection_vs_null(trait)
+    traits = [t for t in persona.get("traits", []) if isinstance(t, Mapping)]
+    for trait in traits:
+        img = plots.projection_vs_null(trait, _min_null_percentile(report, str(trait.get("trait"))))
         if img:
             out["persona"].append(img)
+    if traits:
+        metrics = ("shift_z", "shift_frac")
+        lines = {(str(t.get("trait")), m): thresholds.check_lines(report, f"persona.{m}", str(t.get("trait")))
+                 for t in traits for m in metrics}
+        decided = thresholds.deciding_checks(report, [f"persona.{m}" for m in metrics])
+        persona_checks = [c for c in report.get("checks") or [] if str(c.get("metric", "")).startswith("persona.")]
+        out["persona_checks"] = plots.persona_checks(traits, lines, decided, metrics, persona_checks)
     monitor = report.get("monitor") or {}
-    out["monitor"] = plots.shift_series(monitor.get("series", []))
+    if monitor.get("series"):
+        first_trait = next((str(s.get("trait")) for s in monitor["series"] if isinstance(s, Mapping)), None)
+        lines = {m: thresholds.monitor_lines(report, m, first_trait) for m in thresholds.MONITOR_KEYS}
+        decision = thresholds.monitor_decision(monitor, lines)
+        out["monitor"] = plots.shift_series(monitor["series"], lines, decision)
+        out["monitor_decision"] = decision.text()
     drift = report.get("drift") or {}
-    out["drift"] = plots.drift_by_layer(drift.get("layers", []))
+    out["drift"] = plots.drift_by_layer(drift.get("layers", []), _drift_thresholds(report))
     cc = report.get("crosscoder") or {}
+    cuts = cc.get("thresholds") if isinstance(cc.get("thresholds"), Mapping) else None
     norms = cc.get("relative_decoder_norms") or [
         lat["rel_norm"] for lat in cc.get("top_latents", []) if lat.get("rel_norm") is not None
     ]
     hist = cc.get("r_histogram") or {}
     if not cc.get("relative_decoder_norms") and hist.get("edges") and hist.get("counts"):
-        out["rel_norm"] = plots.rel_norm_histogram_counts(hist["edges"], hist["counts"])
+        out["rel_norm"] = plots.rel_norm_histogram_counts(hist["edges"], hist["counts"], cuts)
     else:
-        out["rel_norm"] = plots.rel_norm_histogram(norms)
+        out["rel_norm"] = plots.rel_norm_histogram(norms, thresholds=cuts)
     return out
 
 
@@ -100,7 +150,7 @@ def render_html(report: Mapping[str, Any]) -> str:
         n = sum(1 for c in checks if c.get("status") == status)
         if n:
             counts.append(f"{n} {status}")
-    models = [(role, m) for role, m in (report.get("models") or {}).items() if m]
+    models = [(role, m, display_name(m)) for role, m in (report.get("models") or {}).items() if m]
     drift_rows = (report.get("drift") or {}).get("layers", [])
     drift_keys: list[str] = []
     for row in drift_rows:
@@ -122,6 +172,8 @@ def render_html(report: Mapping[str, Any]) -> str:
         "top_latents": latents[:MAX_LATENT_ROWS],
         "n_latents_hidden": max(0, len(latents) - MAX_LATENT_ROWS),
         "behavioural_items": (behavioural.get("items") or [])[:MAX_BEHAVIOURAL_ROWS],
+        "collapse_rows": COLLAPSE_ROWS,
+        "threshold_origin": thresholds.policy_checks(report)[1],
         "generic_sections": [(name, title) for name, title in _GENERIC if report.get(name)],
     }
     return _environment().get_template("report.html.j2").render(**context)

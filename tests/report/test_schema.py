@@ -98,11 +98,13 @@ def test_monitor_section_from_persona_monitor_json() -> None:
 
     data = {"kind": "persona_monitor", "traits": {"evil": {"layer": 15}, "syc": {"layer": 12}},
             "series": [{"step": 10, "traits": {"evil": {"shift_z": 0.5}, "syc": {"shift_z": None}}},
-                       {"step": 20, "traits": {"evil": {"shift_z": 2.5}, "syc": {"shift_z": 0.1}}}],
+                       {"step": 20, "traits": {"evil": {"shift_z": 2.5, "shift_frac": 0.3}, "syc": {"shift_z": 0.1}}}],
             "status": "warn", "first_warn_step": {"evil": 20}}
     sec = monitor_section(data)
     evil = next(s for s in sec["series"] if s["trait"] == "evil")
-    assert evil == {"trait": "evil", "layer": 15, "metric": "shift_z", "steps": [10, 20], "values": [0.5, 2.5]}
+    # every thresholded metric is kept, aligned with the steps (shift_frac first seen at step 20)
+    assert evil == {"trait": "evil", "layer": 15, "metric": "shift_z", "steps": [10, 20], "values": [0.5, 2.5],
+                    "metrics": {"shift_z": [0.5, 2.5], "shift_frac": [None, 0.3]}}
     assert next(s for s in sec["series"] if s["trait"] == "syc")["values"] == [None, 0.1]
     assert sec["status"] == "warn"
     flat = monitor_section([{"step": 1, "trait": "evil", "shift_z": 1.0}])

@@ -1,0 +1,205 @@
+"""Which thresholds a report's plots draw, and which check or metric decided an outcome.
+
+Thresholds come from the report itself when it has them (a gate report's ``policy.checks`` joined with the
+evaluated ``checks`` for their status; a monitor section's own ``thresholds``), else from the shipped default
+gate policy (``difflib_models/gate/default_policy.yaml``), so a plot never shows a line the report did not use
+without saying so (``source`` names where each line comes from).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+#: the monitor metrics that have thresholds, and the PersonaMonitor threshold keys for (warn, fail)
+MONITOR_KEYS = {"shift_z": ("warn_z", "fail_z"), "shift_frac": ("warn_frac", "fail_frac")}
+_GE = {">=": "≥", "<=": "≤", "!=": "≠"}
+
+
+@dataclass(frozen=True)
+class Line:
+    """One threshold line: the value a metric must not reach (``comparator`` is the condition to PASS)."""
+
+    value: float
+    severity: str  # warn | fail
+    label: str  # e.g. "fail: evil-shift-z (policy)"
+    check_id: str | None = None
+    comparator: str = "<"
+    status: str | None = None  # the evaluated check's status (gate reports only)
+
+
+def symbol(comparator: str) -> str:
+    return _GE.get(comparator, comparator)
+
+
+def violated(comparator: str) -> str:
+    """The comparator that describes a violation of ``comparator`` (the condition to pass)."""
+    return {"<": ">=", "<=": ">", ">": "<=", ">=": "<", "==": "!=", "!=": "=="}.get(comparator, comparator)
+
+
+def policy_checks(report: Mapping[str, Any]) -> tuple[list[Mapping[str, Any]], str]:
+    """The report's policy checks (gate report), else the default policy's; and a word for where they came from."""
+    policy = report.get("policy") or {}
+    checks = policy.get("checks") if isinstance(policy, Mapping) else None
+    if isinstance(checks, list) and checks:
+        return [c for c in checks if isinstance(c, Mapping)], "gate policy"
+    checks = _default_checks()
+    return list(checks), "default policy" if checks else "none"
+
+
+@lru_cache(maxsize=1)
+def _default_checks() -> tuple[Mapping[str, Any], ...]:
+    """The shipped default policy's checks as dicts (parsed once)."""
+    try:
+        from dataclasses import asdict
+
+        from difflib_models.gate.policy import load_policy
+
+        return tuple(asdict(c) for c in load_policy().checks)
+    except Exception as exc:  # noqa: BLE001 - a plot without lines beats no report
+        log.warning("report plots: default policy unavailable (%s); plotting without thresholds", exc)
+        return ()
+
+
+def _status_by_id(report: Mapping[str, Any]) -> dict[str, str]:
+    return {str(c.get("id")): str(c.get("status")) for c in report.get("checks") or [] if isinstance(c, Mapping)}
+
+
+def check_lines(report: Mapping[str, Any], metric: str, trait: str | None = None) -> list[Line]:
+    """Threshold lines of the policy checks on ``metric`` (for ``trait`` when given), warn before fail."""
+    checks, origin = policy_checks(report)
+    status = _status_by_id(report) if origin == "gate policy" else {}
+    out = []
+    for c in checks:
+        if c.get("metric") != metric or (trait is not None and c.get("trait") not in (None, trait)):
+            continue
+        value = c.get("threshold")
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            continue
+        severity = str(c.get("severity", "fail"))
+        cid = str(c.get("id"))
+        out.append(Line(float(value), severity, f"{severity}: {cid} ({origin})", cid, str(c.get("comparator", "<")),
+                        status.get(cid)))
+    return sorted(out, key=lambda ln: (ln.severity != "warn", ln.value))
+
+
+def monitor_lines(report: Mapping[str, Any], metric: str, trait: str | None = None) -> list[Line]:
+    """Threshold lines for a monitor metric: the monitor's own thresholds (they decided its status), else the
+    policy checks on ``persona.<metric>``."""
+    th = (report.get("monitor") or {}).get("thresholds")
+    if isinstance(th, Mapping) and metric in MONITOR_KEYS:
+        origin = "monitor, uncalibrated" if th.get("calibrated") is False else "monitor"
+        out = []
+        for severity, key in zip(("warn", "fail"), MONITOR_KEYS[metric], strict=True):
+            value = th.get(key)
+            if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+                out.append(Line(float(value), severity, f"{severity}: {key} ({origin})", key, "<"))
+        return out
+    return check_lines(report, f"persona.{metric}", trait)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What decided an outcome: status, the check/threshold and the metric that crossed it, at which step."""
+
+    status: str  # ok | warn | fail
+    metric: str | None = None
+    line: Line | None = None
+    value: float | None = None
+    step: int | None = None
+    trait: str | None = None
+    note: str = ""
+
+    def text(self) -> str:
+        if self.line is None or self.metric is None or self.value is None:
+            return f"{self.status.upper()}: no threshold crossed"
+        where = f" at step {self.step}" if self.step is not None else ""
+        who = f"{self.trait} " if self.trait else ""
+        return (f"{self.status.upper()}{where}: decided by {who}{self.metric} = {self.value:.3g} "
+                f"{symbol(violated(self.line.comparator))} {self.line.value:g} ({self.line.check_id})"
+                + (f"; {self.note}" if self.note else ""))
+
+
+def _crosses(value: float | None, line: Line) -> bool:
+    if value is None or not math.isfinite(value):
+        return False
+    ops = {"<": value < line.value, "<=": value <= line.value, ">": value > line.value, ">=": value >= line.value,
+           "==": value == line.value, "!=": value != line.value}
+    return not ops.get(line.comparator, True)
+
+
+def monitor_decision(monitor: Mapping[str, Any], lines: Mapping[str, Sequence[Line]]) -> Decision:
+    """The monitor outcome and the metric that decided it.
+
+    With the PersonaMonitor's ``first_fail_step``/``first_warn_step`` (per trait), the step is the monitor's own and
+    the metric is the one over its threshold at that step; without them, the first step where any series crosses
+    a fail line (else a warn line) decides.
+    """
+    series = [s for s in monitor.get("series") or [] if isinstance(s, Mapping)]
+    recorded = {sev: monitor.get(f"first_{sev}_step") for sev in ("fail", "warn")}
+    for severity in ("fail", "warn"):
+        steps = recorded[severity]
+        best: Decision | None = None
+        for s in series:
+            trait = str(s.get("trait"))
+            want = steps.get(trait) if isinstance(steps, Mapping) else None
+            for metric, metric_lines in lines.items():
+                values = series_values(s, metric)
+                for line in metric_lines:
+                    if line.severity != severity:
+                        continue
+                    for step, value in zip(s.get("steps") or [], values, strict=False):
+                        if isinstance(steps, Mapping) and step != want:
+                            continue
+                        if _crosses(value, line) and (best is None or step < (best.step or 0)):
+                            best = Decision(severity, metric, line, float(value), int(step), trait)
+                            break
+        if best is not None:
+            consecutive = (monitor.get("thresholds") or {}).get("fail_consecutive")
+            if severity == "fail" and isinstance(consecutive, int) and consecutive > 1:
+                from dataclasses import replace
+
+                best = replace(best, note=f"a fail needs {consecutive} consecutive checks over a fail line")
+            return best
+        if isinstance(steps, Mapping) and any(v is not None for v in steps.values()):
+            trait, step = next((t, v) for t, v in steps.items() if v is not None)
+            return Decision(severity, step=int(step), trait=str(trait))
+    return Decision(str(monitor.get("status") or "ok") if monitor.get("status") in ("warn", "fail") else "ok")
+
+
+def series_values(s: Mapping[str, Any], metric: str) -> list[float | None]:
+    """The values of ``metric`` in one monitor series (``metrics[metric]``, else ``values`` when it is the
+    series' main metric)."""
+    metrics = s.get("metrics")
+    if isinstance(metrics, Mapping) and isinstance(metrics.get(metric), list):
+        return list(metrics[metric])
+    if s.get("metric", "shift_z") == metric:
+        return list(s.get("values") or [])
+    return []
+
+
+def deciding_checks(report: Mapping[str, Any], metrics: Sequence[str]) -> list[Mapping[str, Any]]:
+    """The evaluated checks on ``metrics`` that decided: the failed ones, else the warnings, else none."""
+    checks = [c for c in report.get("checks") or [] if isinstance(c, Mapping) and c.get("metric") in metrics]
+    for status in ("fail", "error", "warn"):
+        hit = [c for c in checks if c.get("status") == status]
+        if hit:
+            return hit
+    return []
+
+
+def check_text(check: Mapping[str, Any]) -> str:
+    """``evil-shift-frac: shift_frac = 0.31 ≥ 0.25`` for an evaluated check."""
+    value = check.get("value")
+    metric = str(check.get("metric", "")).split(".")[-1]
+    if value is None:
+        return f"{check.get('id')}: {check.get('status')} ({metric} unavailable)"
+    comp = check.get("comparator", "<")
+    op = symbol(violated(comp)) if check.get("status") in ("warn", "fail") else symbol(comp)
+    return f"{check.get('id')}: {metric} = {float(value):.3g} {op} {float(check.get('threshold') or 0):g}"
