@@ -5,6 +5,7 @@ import math
 import xml.etree.ElementTree as ET
 
 import pytest
+import torch
 
 from difflib_models.gate.policy import policy_from_dict
 from difflib_models.gate.runner import GateConfig, run_gate
@@ -161,3 +162,69 @@ def test_unvalidated_or_gapless_vector_is_inconclusive(planted, stories260k, tmp
         evil = res.report["persona"]["traits"][0]
         assert evil["signal_ok"] is False and why in evil["signal_note"]
         assert res.verdict == "inconclusive" and res.exit_code == 3
+
+
+@pytest.fixture(scope="module")
+def trained_crosscoder(planted, stories260k, tmp_path_factory):
+    """A crosscoder trained (a few steps) from a paired store of base = stories260K, candidate = planted model."""
+    from difflib_models.crosscoder.config import CrosscoderConfig
+    from difflib_models.crosscoder.lightning_module import train_crosscoder
+    from difflib_models.crosscoder.sources import StoreSource
+    from difflib_models.diffing.harvest import harvest_paired
+    from difflib_models.diffing.pair import ModelPair
+    from difflib_models.models.loading import load_model
+    from difflib_models.persona.traits import load_trait
+
+    root = tmp_path_factory.mktemp("cc")
+    texts = load_trait("evil").split_questions("extraction")[:16]
+    harvest_paired(ModelPair(planted["base"], load_model(planted["cand"])), texts, [LAYER], root / "store",
+                   batch_size=8, max_length=48)
+    source = StoreSource(root / "store")
+    cfg = CrosscoderConfig(d_model=planted["base"].d_model, n_sources=2, dict_size=32, k=4, batch_size=64, steps=5,
+                           source_names=source.source_names)
+    train_crosscoder(source, cfg, root / "run", max_steps=5)
+    return root / "run" / "crosscoder"
+
+
+CC_POLICY = {**PERSONA_POLICY, "checks": [
+    {"id": "cc", "metric": "crosscoder.ft_only_aligned", "trait": "evil", "comparator": "<=", "threshold": 1000,
+     "min_cos": 0.3}]}
+
+
+def test_trained_crosscoder_records_and_matches_model_identities(planted, stories260k, trained_crosscoder,
+                                                                 tmp_path) -> None:
+    meta = json.loads((trained_crosscoder / "crosscoder.json").read_text())
+    idents = meta["extra"]["identities"]
+    assert idents[0]["weight_hash"] == planted["base"].identity.weight_hash
+    assert idents[1]["weight_hash"] != idents[0]["weight_hash"]  # the planted candidate
+    ok = run_gate(GateConfig(candidate=planted["cand"], base=planted["base"], out=tmp_path / "ok",
+                             vectors=[planted["vec"]], crosscoder=trained_crosscoder,
+                             policy=policy_from_dict(CC_POLICY)))
+    check = ok.report["checks"][0]
+    assert check["status"] == "pass" and check["value"] is not None and ok.exit_code == 0
+    # the same crosscoder offered as evidence for another candidate (the base itself): mismatch -> error, exit 3
+    wrong = run_gate(GateConfig(candidate=stories260k, base=planted["base"], out=tmp_path / "wrong",
+                                vectors=[planted["vec"]], crosscoder=trained_crosscoder,
+                                policy=policy_from_dict(CC_POLICY)))
+    check = wrong.report["checks"][0]
+    assert check["status"] == "error" and "not on the gate's candidate" in check["details"]["message"]
+    assert wrong.verdict == "error" and wrong.exit_code == 3
+
+
+def test_nan_crosscoder_is_an_error_end_to_end(planted, trained_crosscoder, tmp_path) -> None:
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from difflib_models.crosscoder.model import FORMAT
+
+    nan_dir = tmp_path / "nan"
+    shutil.copytree(trained_crosscoder, nan_dir)
+    weights = load_file(str(nan_dir / "crosscoder.safetensors"))
+    weights["W_dec"] = torch.full_like(weights["W_dec"], float("nan"))
+    save_file(weights, str(nan_dir / "crosscoder.safetensors"), metadata={"format": FORMAT})
+    res = run_gate(GateConfig(candidate=planted["cand"], base=planted["base"], out=tmp_path / "o",
+                              vectors=[planted["vec"]], crosscoder=nan_dir, policy=policy_from_dict(CC_POLICY)))
+    check = res.report["checks"][0]
+    assert check["status"] == "error" and "W_dec" in check["details"]["message"]
+    assert res.verdict == "error" and res.exit_code == 3
