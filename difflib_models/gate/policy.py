@@ -288,6 +288,12 @@ def _build(cls: type, data: Any, where: str) -> Any:
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(bad_value(f"{where}.{unknown[0]}", data[unknown[0]], sorted(known), "check the spelling"))
+    from dataclasses import MISSING, fields
+
+    required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
+    missing = [name for name in required if name not in data]
+    if missing:
+        raise ConfigError(bad_value(f"{where}.{missing[0]}", None, f"a value (required: {', '.join(required)})"))
     return cls(**data)
 
 
