@@ -281,11 +281,11 @@ class Policy:
 
 def _build(cls: type, data: Any, where: str) -> Any:
     if data is None:
-        return cls()
+        data = {}
     if not isinstance(data, dict):
         raise ConfigError(bad_value(where, data, "a mapping"))
     known = set(cls.__dataclass_fields__)
-    unknown = sorted(set(data) - known)
+    unknown = sorted(set(data) - known, key=str)
     if unknown:
         raise ConfigError(bad_value(f"{where}.{unknown[0]}", data[unknown[0]], sorted(known), "check the spelling"))
     from dataclasses import MISSING, fields
@@ -302,7 +302,7 @@ def policy_from_dict(data: Any, *, path: str | None = None) -> Policy:
     if not isinstance(data, dict):
         raise ConfigError(bad_value("policy", data, "a YAML mapping with `checks:`", f"file: {path}"))
     allowed = {"name", "version", "options", "persona", "behavioural", "checks", "description"}
-    unknown = sorted(set(data) - allowed)
+    unknown = sorted(set(data) - allowed, key=str)
     if unknown:
         raise ConfigError(bad_value(f"policy.{unknown[0]}", data[unknown[0]], sorted(allowed), f"file: {path}"))
     raw_checks = data.get("checks")

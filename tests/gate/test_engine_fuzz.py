@@ -354,7 +354,9 @@ def raw_policies(draw) -> dict[str, Any]:
                                "max_items": draw(st.one_of(st.integers(10, 30), junk))},
                "options": {"strict": draw(st.one_of(st.booleans(), junk)),
                            "on_inconclusive": draw(st.one_of(st.sampled_from(["error", "warn"]), junk))}}
-    data: dict[str, Any] = {"checks": [check]}
+    if draw(st.integers(0, 9)) == 0:  # an odd key (not a field, maybe not even a string)
+        check[draw(st.one_of(st.integers(), st.text(max_size=3)))] = draw(junk)
+    data: dict[str, Any] = {"checks": [check if draw(st.integers(0, 9)) else draw(junk)]}
     for key, body in section.items():
         if draw(st.booleans()):
             data[key] = body
@@ -369,6 +371,8 @@ def test_policy_load_is_config_error_or_a_clean_policy(data: dict[str, Any]) -> 
         policy = policy_from_dict(data)
     except ConfigError:
         return
+    if not policy.checks or not isinstance(data["checks"][0], dict):
+        raise AssertionError(f"a policy loaded from {data!r}")
     c = policy.checks[0]
     assert type(c.threshold) in (int, float) and math.isfinite(c.threshold)
     assert type(c.min_cos) in (int, float) and 0 <= c.min_cos <= 1

@@ -136,3 +136,13 @@ def test_unknown_metric_paths_are_config_errors(metric) -> None:
 ])
 def test_documented_metric_paths_load(metric) -> None:
     assert policy_from_dict({"checks": [_check(metric=metric)]}).checks[0].metric == metric
+
+
+@pytest.mark.parametrize("data", [
+    {"checks": [None]},
+    {"checks": [{1: 2, "x": 3, **_check()}]},
+    {1: 2, "checks": [_check()], "zz": 1},
+])
+def test_structurally_odd_policies_are_config_errors(data) -> None:
+    with pytest.raises(ConfigError):
+        policy_from_dict(data)
