@@ -13,6 +13,7 @@ import yaml
 
 from difflib_models.cli.app import main
 from tests.gate.conftest import PERSONA_POLICY
+from tests.gate.planted import nan_crosscoder_copy
 
 
 def _run(argv: list[str]) -> int:
@@ -163,3 +164,19 @@ def test_judge_answering_na_to_everything_exits_3(planted, stories260k, shared_d
     assert (cand["n"], cand["n_unscored"]) == (0, 12)
     check = report["checks"][0]
     assert check["status"] == "error" and "0 scored item(s) (12 unscored)" in check["details"]["message"]
+
+
+def test_nan_or_foreign_crosscoder_exits_3(planted, stories260k, trained_crosscoder, tmp_path) -> None:
+    policy = _policy_file(tmp_path, "persona: {null_directions: 16, max_probe_prompts: 8}\nchecks:\n  - {id: cc, "
+                                    "metric: crosscoder.ft_only_aligned, trait: evil, comparator: '<=', threshold: 1000}\n")
+    base_args = ["--base", str(stories260k)]
+    ok = _run(["gate", *base_args, "--candidate", str(planted["cand"]), "--out", str(tmp_path / "ok"), "--policy",
+               str(policy), "--vectors", str(planted["vec"]), "--crosscoder", str(trained_crosscoder)])
+    assert ok == 0
+    nan_dir = nan_crosscoder_copy(trained_crosscoder, tmp_path / "nan")
+    for out, cand, cc, needle in ((tmp_path / "nan_out", planted["cand"], nan_dir, "not finite"),
+                                  (tmp_path / "foreign", stories260k, trained_crosscoder, "was trained on")):
+        code = _run(["gate", *base_args, "--candidate", str(cand), "--out", str(out), "--policy", str(policy),
+                     "--vectors", str(planted["vec"]), "--crosscoder", str(cc)])
+        check = json.loads((out / "report.json").read_text())["checks"][0]
+        assert code == 3 and check["status"] == "error" and needle in check["details"]["message"]

@@ -5,13 +5,12 @@ import math
 import xml.etree.ElementTree as ET
 
 import pytest
-import torch
 
 from difflib_models.gate.policy import policy_from_dict
 from difflib_models.gate.runner import GateConfig, run_gate
 from difflib_models.report.builder import load_report
 from tests.gate.conftest import ALPHA, LAYER, PERSONA_POLICY
-from tests.gate.planted import unit_direction, vector_file
+from tests.gate.planted import nan_crosscoder_copy, unit_direction, vector_file
 
 
 def test_identical_candidate_passes(planted, stories260k, tmp_path) -> None:
@@ -164,28 +163,6 @@ def test_unvalidated_or_gapless_vector_is_inconclusive(planted, stories260k, tmp
         assert res.verdict == "inconclusive" and res.exit_code == 3
 
 
-@pytest.fixture(scope="module")
-def trained_crosscoder(planted, stories260k, tmp_path_factory):
-    """A crosscoder trained (a few steps) from a paired store of base = stories260K, candidate = planted model."""
-    from difflib_models.crosscoder.config import CrosscoderConfig
-    from difflib_models.crosscoder.lightning_module import train_crosscoder
-    from difflib_models.crosscoder.sources import StoreSource
-    from difflib_models.diffing.harvest import harvest_paired
-    from difflib_models.diffing.pair import ModelPair
-    from difflib_models.models.loading import load_model
-    from difflib_models.persona.traits import load_trait
-
-    root = tmp_path_factory.mktemp("cc")
-    texts = load_trait("evil").split_questions("extraction")[:16]
-    harvest_paired(ModelPair(planted["base"], load_model(planted["cand"])), texts, [LAYER], root / "store",
-                   batch_size=8, max_length=48)
-    source = StoreSource(root / "store")
-    cfg = CrosscoderConfig(d_model=planted["base"].d_model, n_sources=2, dict_size=32, k=4, batch_size=64, steps=5,
-                           source_names=source.source_names)
-    train_crosscoder(source, cfg, root / "run", max_steps=5)
-    return root / "run" / "crosscoder"
-
-
 CC_POLICY = {**PERSONA_POLICY, "checks": [
     {"id": "cc", "metric": "crosscoder.ft_only_aligned", "trait": "evil", "comparator": "<=", "threshold": 1000,
      "min_cos": 0.3}]}
@@ -212,17 +189,7 @@ def test_trained_crosscoder_records_and_matches_model_identities(planted, storie
 
 
 def test_nan_crosscoder_is_an_error_end_to_end(planted, trained_crosscoder, tmp_path) -> None:
-    import shutil
-
-    from safetensors.torch import load_file, save_file
-
-    from difflib_models.crosscoder.model import FORMAT
-
-    nan_dir = tmp_path / "nan"
-    shutil.copytree(trained_crosscoder, nan_dir)
-    weights = load_file(str(nan_dir / "crosscoder.safetensors"))
-    weights["W_dec"] = torch.full_like(weights["W_dec"], float("nan"))
-    save_file(weights, str(nan_dir / "crosscoder.safetensors"), metadata={"format": FORMAT})
+    nan_dir = nan_crosscoder_copy(trained_crosscoder, tmp_path / "nan")
     res = run_gate(GateConfig(candidate=planted["cand"], base=planted["base"], out=tmp_path / "o",
                               vectors=[planted["vec"]], crosscoder=nan_dir, policy=policy_from_dict(CC_POLICY)))
     check = res.report["checks"][0]
