@@ -1,8 +1,10 @@
 """The policy engine: evaluate a policy's checks against a report dict, and decide the verdict.
 
-Fail-closed: a check whose metric is missing, non-numeric or non-finite is an ``error``; a persona check whose
-signal is too weak for a verdict is ``inconclusive`` (status set by ``options.on_inconclusive``, ``error`` by
-default); an error is never a pass. Exit codes: pass/warn 0, fail ``fail_exit_code`` (1), error or
+Fail-closed: a check whose metric is missing, non-numeric (bool included) or non-finite, or rests on too little
+evidence (a behavioural rate over fewer than ``behavioural.min_scored`` scored items, a data-filter summary without
+``n``/``n_flagged``, a crosscoder row carrying an ``error``) is an ``error``; a persona check whose row is not
+``signal_ok: true`` is ``inconclusive`` (status set by ``options.on_inconclusive``, ``error`` by default) when the
+row says ``false``, an ``error`` when it says nothing; an error is never a pass. Exit codes: pass/warn 0, fail ``fail_exit_code`` (1), error or
 inconclusive 3.
 """
 

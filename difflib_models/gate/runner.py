@@ -7,10 +7,13 @@ What is computed depends on the policy's checks:
   persona-core's extractor), probe activations of base / candidate / control on the trait's evaluation
   questions (last prompt token), shifts with :func:`difflib_models.persona.shift.compute_shift` against
   covariance-realistic null directions, and the excess over a matched control fine-tune when one is given.
-  A vector that fails validation (held-out AUROC below ``persona.min_auroc``) or a degenerate base spread marks the
-  trait ``signal_ok: false``: the report says the signal is too weak for a verdict instead of emitting one.
+  A vector without a held-out AUROC at the layer used, with one below ``persona.min_auroc``, with a pos-neg gap
+  not above the base spread, or a degenerate base spread marks the trait ``signal_ok: false``
+  (:func:`signal_notes`): the report says the signal is too weak for a verdict instead of emitting one.
 - behavioural metrics -> the behavioural eval (offline A/B probabilities by default; a judge endpoint if given).
-- crosscoder / drift / any other report path -> read from a diffing result merged with ``diff=``.
+- crosscoder / drift / any other report path -> read from a diffing result merged with ``diff=``; the
+  ``crosscoder.ft_only_aligned`` metric from ``crosscoder=`` (finite weights and recorded identities of this
+  base/candidate required, see :func:`difflib_models.gate.alignment.crosscoder_alignment`).
 - data_filter metrics -> a data-filter summary JSON given with ``data_filter=``.
 """
 
