@@ -164,7 +164,7 @@ class PersonaPlan:
         for name in ("max_extraction_questions", "max_instructions"):
             value = getattr(self, name)
             _need_int(f"persona.{name}", value, 1)
-        if not (self.layer == "auto" or (isinstance(self.layer, int) and not isinstance(self.layer, bool))):
+        if not (self.layer == "auto" or (_is_int(self.layer) and self.layer >= 0)):
             raise ConfigError(bad_value("persona.layer", self.layer, "'auto' or a block index (int)"))
         _need_int("persona.null_directions", self.null_directions, 8,
                   "fewer nulls cannot resolve the 95th percentile")

@@ -85,6 +85,8 @@ def test_bad_policy_files(tmp_path) -> None:
         ({"checks": [_check()], "persona": {"min_auroc": float("nan")}}, "persona.min_auroc"),
         ({"checks": [_check()], "persona": {"null_directions": 32.0}}, "persona.null_directions"),
         ({"checks": [_check()], "persona": {"seed": "0"}}, "persona.seed"),
+        ({"checks": [_check()], "persona": {"layer": -1}}, "persona.layer"),
+        ({"checks": [_check()], "persona": {"layer": True}}, "persona.layer"),
         ({"checks": [_check()], "behavioural": {"min_scored": 0}}, "behavioural.min_scored"),
         ({"checks": [_check()], "behavioural": {"min_scored": "10"}}, "behavioural.min_scored"),
         ({"checks": [_check()], "behavioural": {"min_scored": True}}, "behavioural.min_scored"),
