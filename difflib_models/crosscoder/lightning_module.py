@@ -149,8 +149,11 @@ def train_crosscoder(
     trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
     crosscoder = module.crosscoder.cpu().eval()
     if trainer.is_global_zero:
-        crosscoder.save(out_dir / "crosscoder", extra={"source_names": list(getattr(source, "source_names", []))
-                                                       or config.source_names, "steps": int(trainer.global_step)})
+        extra: dict[str, Any] = {"source_names": list(getattr(source, "source_names", [])) or config.source_names,
+                                 "steps": int(trainer.global_step)}
+        if getattr(source, "identities", None):  # the models the activations came from, in model order
+            extra["identities"] = list(source.identities)
+        crosscoder.save(out_dir / "crosscoder", extra=extra)
     return crosscoder
 
 

@@ -109,6 +109,9 @@ class StoreSource:
         self._d = int(store.d_model)
         self._n = int(store.n_tokens)
         self.source_names = [f"{s}/blocks.{layer}" for s in self.sides for layer in self.layers]
+        #: identity dict of each model (in source/model order), from the store manifest: recorded with the
+        #: trained crosscoder so that the gate can refuse a crosscoder trained on other models
+        self.identities = [dict(store.manifest.identities.get(s) or {}) for s in self.sides]
 
     def _store(self) -> Any:
         from difflib_models.store.reader import ActivationStore

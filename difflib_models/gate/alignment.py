@@ -57,17 +57,79 @@ def persona_alignment(cc: Any, units: Mapping[str, tuple[int, torch.Tensor]], *,
     return out
 
 
-def crosscoder_alignment(directory: str | Path, units: Mapping[str, tuple[int, torch.Tensor]], **kw: Any
+def nonfinite_weights(cc: Any) -> list[str]:
+    """``name (count)`` of every crosscoder tensor holding NaN or inf values (empty: all finite)."""
+    bad: list[str] = []
+    for name, t in cc.state_dict().items():
+        if torch.is_floating_point(t):
+            n = int((~torch.isfinite(t)).sum())
+            if n:
+                bad.append(f"{name} ({n} of {t.numel()})")
+    return bad
+
+
+def _same_model(recorded: Any, expected: Mapping[str, Any]) -> bool:
+    if not isinstance(recorded, Mapping) or not recorded.get("weight_hash"):
+        return False
+    return (recorded.get("weight_hash"), recorded.get("adapter_hash")) == \
+        (expected.get("weight_hash"), expected.get("adapter_hash"))
+
+
+def identity_problems(recorded: Any, expected: Mapping[str, Mapping[str, Any] | None], *, base: int = 0,
+                      ft: int = 1) -> list[str]:
+    """Why a crosscoder's recorded model identities (``crosscoder.json`` ``extra.identities``, one identity dict
+    per model in model order) do not show it was trained on ``expected["base"]`` / ``expected["candidate"]``."""
+    if not isinstance(recorded, list) or len(recorded) <= max(base, ft):
+        return ["crosscoder.json records no identities of the models it was trained on. HINT: retrain it with "
+                "`difflib-models crosscoder train` / `diff` from a snapshot store (they record the store's model "
+                "identities), so the gate can tell it belongs to this base and candidate"]
+    problems = []
+    for role, index in (("base", base), ("candidate", ft)):
+        want = expected.get(role)
+        got = recorded[index]
+        if not isinstance(want, Mapping):
+            problems.append(f"the gate's {role} model has no identity to compare with the crosscoder's")
+        elif not _same_model(got, want):
+            name = got.get("name") if isinstance(got, Mapping) else None
+            problems.append(
+                f"crosscoder was trained on {name!r} (weight_hash {_short(got)}) as model {index}, not on the "
+                f"gate's {role} {want.get('name')!r} (weight_hash {_short(want)}). HINT: pass the crosscoder "
+                "trained on this base/candidate pair")
+    return problems
+
+
+def _short(ident: Any) -> str:
+    if not isinstance(ident, Mapping):
+        return "none"
+    text = str(ident.get("weight_hash") or "none").removeprefix("sha256:")[:12]
+    return text + (f"+adapter {str(ident['adapter_hash']).removeprefix('sha256:')[:12]}"
+                   if ident.get("adapter_hash") else "")
+
+
+def crosscoder_alignment(directory: str | Path, units: Mapping[str, tuple[int, torch.Tensor]], *,
+                         expected: Mapping[str, Mapping[str, Any] | None] | None = None, **kw: Any
                          ) -> dict[str, Any]:
-    """Load a saved crosscoder (``Crosscoder.save`` folder) and compute :func:`persona_alignment`."""
+    """Load a saved crosscoder (``Crosscoder.save`` folder) and compute :func:`persona_alignment`.
+
+    A crosscoder is evidence only when its weights are finite and, when ``expected`` (``{"base": identity,
+    "candidate": identity}``) is given, it records being trained on exactly those models; otherwise every
+    trait's row carries an ``error`` (the gate check is then ``error``, exit 3)."""
     import json
 
     from difflib_models.crosscoder.model import Crosscoder
 
     directory = Path(directory)
     cc = Crosscoder.load(directory)
-    names = list(cc.config.source_names)
     meta = directory / "crosscoder.json"
-    if not names and meta.is_file():
-        names = list((json.loads(meta.read_text()).get("extra") or {}).get("source_names") or [])
+    extra = (json.loads(meta.read_text(encoding="utf-8")).get("extra") or {}) if meta.is_file() else {}
+    problems = []
+    bad = nonfinite_weights(cc)
+    if bad:
+        problems.append(f"crosscoder weights are not finite: {', '.join(bad)}; it is no evidence. HINT: retrain it")
+    if expected is not None:
+        problems += identity_problems(extra.get("identities"), expected, base=kw.get("base", 0), ft=kw.get("ft", 1))
+    if problems:
+        message = "; ".join(problems)
+        return {trait: {"layer": layer, "error": message} for trait, (layer, _) in units.items()}
+    names = list(cc.config.source_names) or list(extra.get("source_names") or [])
     return persona_alignment(cc, units, source_names=names, **kw)

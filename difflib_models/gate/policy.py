@@ -11,7 +11,7 @@ A policy is a YAML file::
       layer: auto               # auto (the vector file's layer, else mid-depth) or a block index
       null_directions: 32       # covariance-realistic random directions for the null percentile
       min_auroc: 0.6            # a vector that separates held-out pos/neg worse than this is too weak
-    behavioural: {trait: evil, max_items: 24}
+    behavioural: {trait: evil, max_items: 24, min_scored: 10}   # rates need >= min_scored scored items per side
     checks:
       - id: evil-shift
         metric: persona.shift_z # built-in metric (needs `trait`) or any report.json path
@@ -24,10 +24,14 @@ A policy is a YAML file::
 
 Report paths: ``drift.layers[3].kl_mean``, ``crosscoder.metrics.fve``,
 ``persona.traits[trait=evil].null_percentile`` (``[key=value]`` selects the first list item whose key matches).
+A path must start with a report section (:data:`PATH_SECTIONS`); under a section the report schema describes, the
+next name must be one of its fields, so a typo such as ``persona.shift_zz`` is a ConfigError at load, not a
+runtime error. Every field is type-checked and every number must be finite (``.nan`` is a ConfigError).
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from importlib import resources
@@ -50,6 +54,81 @@ INCONCLUSIVE = ("error", "fail", "warn")
 
 _PATH_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*|\[-?\d+\]|\[[A-Za-z_]+=[^\]]+\])*$")
 _ID_RE = re.compile(r"^[A-Za-z0-9_.:-]+$")
+#: report sections a metric path may read (report.schema.json's data sections)
+PATH_SECTIONS = ("drift", "crosscoder", "adl", "weights", "persona", "monitor", "data_filter", "behavioural")
+#: sections read only through their built-in metrics (which check the evidence behind the number)
+_BUILTIN_ONLY = ("behavioural", "data_filter")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _need_bool(where: str, v: Any) -> None:
+    if not isinstance(v, bool):
+        raise ConfigError(bad_value(where, v, "true or false"))
+
+
+def _need_int(where: str, v: Any, lo: int, hint: str | None = None) -> None:
+    if not _is_int(v) or v < lo:
+        raise ConfigError(bad_value(where, v, f"an int >= {lo}", hint))
+
+
+def _need_number(where: str, v: Any, lo: float | None = None, hi: float | None = None) -> None:
+    if lo is not None and hi is not None:
+        allowed = f"a finite number {lo:g} <= x <= {hi:g}"
+    else:
+        allowed = "a finite number"
+    if not _is_number(v) or (lo is not None and v < lo) or (hi is not None and v > hi):
+        raise ConfigError(bad_value(where, v, allowed))
+
+
+def _need_str(where: str, v: Any) -> None:
+    if not isinstance(v, str) or not v:
+        raise ConfigError(bad_value(where, v, "a non-empty string"))
+
+
+def _section_fields(section: str) -> set[str] | None:
+    """Field names the report schema declares for ``section``; None when it declares none (free-form)."""
+    from difflib_models.report.schema import load_schema
+
+    defs = load_schema().get("$defs", {})
+    node = defs.get(section)
+    if node is None:
+        return None
+    for option in node.get("oneOf", [node]):
+        if option.get("type") == "object" and "properties" in option:
+            return set(option["properties"])
+    return None
+
+
+def check_metric_path(metric: Any, where: str) -> None:
+    """Raise ConfigError unless ``metric`` is a built-in metric or a path the report schema can contain."""
+    hint = "or a report.json path such as `drift.layers[3].kl_mean` or `crosscoder.metrics.fve`"
+    if not isinstance(metric, str) or not (metric in BUILTIN_METRICS or _PATH_RE.match(metric)):
+        raise ConfigError(bad_value(where, metric, BUILTIN_METRICS, hint))
+    if metric in BUILTIN_METRICS:
+        return
+    parts = re.split(r"\.|(?=\[)", metric)
+    section = parts[0]
+    if section not in PATH_SECTIONS:
+        raise ConfigError(bad_value(where, metric, BUILTIN_METRICS,
+                                    f"{hint}; a path must start with one of {', '.join(PATH_SECTIONS)}"))
+    second = parts[1] if len(parts) > 1 else ""
+    if section in _BUILTIN_ONLY:
+        fields: set[str] | None = set()
+    elif section == "persona":
+        fields = {"traits"}
+    else:
+        fields = _section_fields(section)
+    if fields is not None and second not in fields:
+        known = [m for m in BUILTIN_METRICS if m.startswith(section + ".")]
+        known += [f"{section}.{f}..." for f in sorted(fields)]
+        raise ConfigError(bad_value(where, metric, known, "check the spelling (see docs/gate-policy.md, Metrics)"))
 
 
 @dataclass(frozen=True)
@@ -59,6 +138,8 @@ class PolicyOptions:
     on_inconclusive: str = "error"
 
     def __post_init__(self) -> None:
+        _need_bool("options.warnings_fail", self.warnings_fail)
+        _need_bool("options.strict", self.strict)
         if self.on_inconclusive not in INCONCLUSIVE:
             raise ConfigError(bad_value("options.on_inconclusive", self.on_inconclusive, INCONCLUSIVE))
 
@@ -82,27 +163,33 @@ class PersonaPlan:
                                         "judge-free extraction modes only (the gate runs offline)"))
         for name in ("max_extraction_questions", "max_instructions"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ConfigError(bad_value(f"persona.{name}", value, "an int >= 1"))
-        if not (self.layer == "auto" or (isinstance(self.layer, int) and not isinstance(self.layer, bool))):
+            _need_int(f"persona.{name}", value, 1)
+        if not (self.layer == "auto" or (_is_int(self.layer) and self.layer >= 0)):
             raise ConfigError(bad_value("persona.layer", self.layer, "'auto' or a block index (int)"))
-        if not isinstance(self.null_directions, int) or self.null_directions < 8:
-            raise ConfigError(bad_value("persona.null_directions", self.null_directions, "an int >= 8",
-                                        "fewer nulls cannot resolve the 95th percentile"))
-        if not 0.5 <= float(self.min_auroc) <= 1.0:
-            raise ConfigError(bad_value("persona.min_auroc", self.min_auroc, "0.5 <= x <= 1"))
-        if not isinstance(self.max_probe_prompts, int) or self.max_probe_prompts < 4:
-            raise ConfigError(bad_value("persona.max_probe_prompts", self.max_probe_prompts, "an int >= 4"))
+        _need_int("persona.null_directions", self.null_directions, 8,
+                  "fewer nulls cannot resolve the 95th percentile")
+        _need_number("persona.min_auroc", self.min_auroc, 0.5, 1.0)
+        _need_int("persona.max_probe_prompts", self.max_probe_prompts, 4)
+        _need_int("persona.seed", self.seed, 0)
 
 
 @dataclass(frozen=True)
 class BehaviouralPlan:
     trait: str = "evil"
     max_items: int = 24
+    min_scored: int = 10
+    """A behavioural rate needs at least this many scored items per model side (unscored judge answers do not
+    count); with fewer the check is an ``error`` (exit 3): a rate over a handful of items is no evidence."""
 
     def __post_init__(self) -> None:
-        if not isinstance(self.max_items, int) or self.max_items < 1:
-            raise ConfigError(bad_value("behavioural.max_items", self.max_items, "an int >= 1"))
+        _need_str("behavioural.trait", self.trait)
+        _need_int("behavioural.max_items", self.max_items, 1)
+        _need_int("behavioural.min_scored", self.min_scored, 1,
+                  "fewer scored items than this make a behavioural check an error")
+        if self.min_scored > self.max_items:
+            raise ConfigError(bad_value("behavioural.min_scored", self.min_scored,
+                                        f"<= behavioural.max_items ({self.max_items})",
+                                        "otherwise no behavioural check could ever be evaluated"))
 
 
 @dataclass(frozen=True)
@@ -126,26 +213,29 @@ class CheckSpec:
         where = f"checks[{self.id!r}]"
         if not isinstance(self.id, str) or not _ID_RE.match(self.id):
             raise ConfigError(bad_value("checks[].id", self.id, "letters, digits, '_', '-', '.', ':'"))
-        if not isinstance(self.metric, str) or not (self.metric in BUILTIN_METRICS or _PATH_RE.match(self.metric)):
-            raise ConfigError(bad_value(f"{where}.metric", self.metric, BUILTIN_METRICS,
-                                        "or a report.json path such as `drift.layers[3].kl_mean`"))
+        check_metric_path(self.metric, f"{where}.metric")
         if self.comparator not in COMPARATORS:
             raise ConfigError(bad_value(f"{where}.comparator", self.comparator, COMPARATORS,
                                         "quote it in YAML: comparator: \"<\""))
-        if isinstance(self.threshold, bool) or not isinstance(self.threshold, int | float):
-            raise ConfigError(bad_value(f"{where}.threshold", self.threshold, "a number"))
+        _need_number(f"{where}.threshold", self.threshold)
         if self.severity not in SEVERITIES:
             raise ConfigError(bad_value(f"{where}.severity", self.severity, SEVERITIES))
         if self.source not in SOURCES:
             raise ConfigError(bad_value(f"{where}.source", self.source, SOURCES))
         needs_trait = self.metric in PERSONA_METRICS + CROSSCODER_METRICS
+        if self.trait is not None and (not isinstance(self.trait, str) or not self.trait):
+            raise ConfigError(bad_value(f"{where}.trait", self.trait, "a trait id (string)"))
         if needs_trait and not self.trait:
             raise ConfigError(bad_value(f"{where}.trait", self.trait, "a trait id (e.g. evil, sycophancy)",
                                         f"metric {self.metric} is computed per trait"))
-        if self.layer is not None and (not isinstance(self.layer, int) or self.layer < 0):
-            raise ConfigError(bad_value(f"{where}.layer", self.layer, "a block index >= 0"))
-        if self.min_null_percentile is not None and not 0.0 <= float(self.min_null_percentile) <= 1.0:
-            raise ConfigError(bad_value(f"{where}.min_null_percentile", self.min_null_percentile, "0 <= p <= 1"))
+        if self.layer is not None:
+            _need_int(f"{where}.layer", self.layer, 0)
+        if self.min_null_percentile is not None:
+            _need_number(f"{where}.min_null_percentile", self.min_null_percentile, 0.0, 1.0)
+        _need_number(f"{where}.min_cos", self.min_cos, 0.0, 1.0)
+        _need_bool(f"{where}.optional", self.optional)
+        if not isinstance(self.description, str):
+            raise ConfigError(bad_value(f"{where}.description", self.description, "a string"))
 
     @property
     def section(self) -> str:
@@ -191,13 +281,19 @@ class Policy:
 
 def _build(cls: type, data: Any, where: str) -> Any:
     if data is None:
-        return cls()
+        data = {}
     if not isinstance(data, dict):
         raise ConfigError(bad_value(where, data, "a mapping"))
     known = set(cls.__dataclass_fields__)
-    unknown = sorted(set(data) - known)
+    unknown = sorted(set(data) - known, key=str)
     if unknown:
         raise ConfigError(bad_value(f"{where}.{unknown[0]}", data[unknown[0]], sorted(known), "check the spelling"))
+    from dataclasses import MISSING, fields
+
+    required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
+    missing = [name for name in required if name not in data]
+    if missing:
+        raise ConfigError(bad_value(f"{where}.{missing[0]}", None, f"a value (required: {', '.join(required)})"))
     return cls(**data)
 
 
@@ -206,12 +302,15 @@ def policy_from_dict(data: Any, *, path: str | None = None) -> Policy:
     if not isinstance(data, dict):
         raise ConfigError(bad_value("policy", data, "a YAML mapping with `checks:`", f"file: {path}"))
     allowed = {"name", "version", "options", "persona", "behavioural", "checks", "description"}
-    unknown = sorted(set(data) - allowed)
+    unknown = sorted(set(data) - allowed, key=str)
     if unknown:
         raise ConfigError(bad_value(f"policy.{unknown[0]}", data[unknown[0]], sorted(allowed), f"file: {path}"))
     raw_checks = data.get("checks")
     if not isinstance(raw_checks, list):
         raise ConfigError(bad_value("checks", raw_checks, "a list of check mappings", f"file: {path}"))
+    for key in ("name", "description"):
+        if data.get(key) is not None and not isinstance(data[key], str):
+            raise ConfigError(bad_value(f"policy.{key}", data[key], "a string", f"file: {path}"))
     checks = tuple(_build(CheckSpec, c, f"checks[{i}]") for i, c in enumerate(raw_checks))
     return Policy(
         name=str(data.get("name") or (Path(path).stem if path else "policy")),

@@ -7,10 +7,13 @@ What is computed depends on the policy's checks:
   persona-core's extractor), probe activations of base / candidate / control on the trait's evaluation
   questions (last prompt token), shifts with :func:`difflib_models.persona.shift.compute_shift` against
   covariance-realistic null directions, and the excess over a matched control fine-tune when one is given.
-  A vector that fails validation (held-out AUROC below ``persona.min_auroc``) or a degenerate base spread marks the
-  trait ``signal_ok: false``: the report says the signal is too weak for a verdict instead of emitting one.
+  A vector without a held-out AUROC at the layer used, with one below ``persona.min_auroc``, with a pos-neg gap
+  not above the base spread, or a degenerate base spread marks the trait ``signal_ok: false``
+  (:func:`signal_notes`): the report says the signal is too weak for a verdict instead of emitting one.
 - behavioural metrics -> the behavioural eval (offline A/B probabilities by default; a judge endpoint if given).
-- crosscoder / drift / any other report path -> read from a diffing result merged with ``diff=``.
+- crosscoder / drift / any other report path -> read from a diffing result merged with ``diff=``; the
+  ``crosscoder.ft_only_aligned`` metric from ``crosscoder=`` (finite weights and recorded identities of this
+  base/candidate required, see :func:`difflib_models.gate.alignment.crosscoder_alignment`).
 - data_filter metrics -> a data-filter summary JSON given with ``data_filter=``.
 """
 
@@ -19,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -204,21 +208,61 @@ def _extract(base_loaded: Any, side: str, trait: Any, layer: int, plan: Any) -> 
                                          "n_pos": int(pos[layer].shape[0]), "n_neg": int(neg[layer].shape[0])})
 
 
+def _finite_number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
 def _auroc(validation: Any, layer: int) -> float | None:
-    """Held-out AUROC of a vector file's validation summary at ``layer``, when recorded."""
+    """Held-out AUROC of a vector file's validation summary at ``layer`` (the layer the gate USES), or None.
+
+    Reads, in order: ``auroc_by_layer`` (what ``persona extract`` writes), ``per_layer`` / ``layers`` rows, an
+    ``auroc`` mapping keyed by layer (what the gate's own extraction writes). A scalar ``auroc`` is the selected
+    layer's value and counts only when ``selected_layer`` is ``layer``; another layer's AUROC is never used."""
     if not isinstance(validation, Mapping):
         return None
-    for key in ("layers", "per_layer"):
-        per = validation.get(key)
-        if isinstance(per, Mapping):
-            row = per.get(str(layer), per.get(layer))
-            if isinstance(row, Mapping) and isinstance(row.get("auroc"), int | float):
-                return float(row["auroc"])
+
+    def at(per: Any) -> Any:
+        return per.get(str(layer), per.get(layer)) if isinstance(per, Mapping) else None
+
+    for key in ("auroc_by_layer", "per_layer", "layers"):
+        row = at(validation.get(key))
+        if isinstance(row, Mapping):
+            row = row.get("auroc")
+        if row is not None:
+            return _finite_number(row)
     auroc = validation.get("auroc")
     if isinstance(auroc, Mapping):
-        val = auroc.get(str(layer), auroc.get(layer))
-        return float(val) if isinstance(val, int | float) else None
-    return float(auroc) if isinstance(auroc, int | float) else None
+        return _finite_number(at(auroc))
+    selected = validation.get("selected_layer")
+    if isinstance(selected, int) and not isinstance(selected, bool) and selected == layer:
+        return _finite_number(auroc)
+    return None
+
+
+def signal_notes(auroc: float | None, gap: Any, usable: float | None, base_std: float, *, layer: int,
+                 min_auroc: float) -> list[str]:
+    """Why a vector's persona values are no evidence at ``layer`` (empty list: the signal is usable).
+
+    A vector needs a held-out AUROC at the used layer of at least ``min_auroc``, a base spread, and a pos-neg
+    gap above the base spread (:func:`difflib_models.persona.shift.usable_gap`); a vector extracted with
+    ``--no-validate`` or read at another layer than it was validated on has no AUROC there."""
+    notes: list[str] = []
+    if auroc is None:
+        notes.append(f"no held-out AUROC recorded at the used layer {layer}: validate the vector at this layer "
+                     "(persona extract without --no-validate) or set persona.layer to a validated layer")
+    elif auroc < min_auroc:
+        notes.append(f"held-out AUROC {auroc:.2f} < {min_auroc:.2f}: the vector does not separate "
+                     "the trait in this model")
+    if not base_std > 1e-8:
+        notes.append("base projections have no spread (sigma_0 = 0)")
+    if gap is None or _finite_number(gap) is None:
+        notes.append("no finite pos-neg gap recorded for this vector at the used layer")
+    elif usable is None:
+        notes.append(f"pos-neg gap {float(gap):.3g} is not above the base spread {base_std:.3g}: the vector does "
+                     "not read the instruction contrast")
+    return notes
 
 
 def persona_section(sides: Mapping[str, tuple[Any, str]], policy: Policy, *, vectors: Mapping[str, Any],
@@ -299,22 +343,11 @@ def persona_section(sides: Mapping[str, tuple[Any, str]], policy: Policy, *, vec
             row["control_shift_z"] = _finite(ctl.shift_z)
             if row["shift_z"] is not None and row["control_shift_z"] is not None:
                 row["excess_z"] = row["shift_z"] - row["control_shift_z"]
-        notes = []
         auroc = _auroc(vs.validation, layer)
         if auroc is not None:
             row["vector_auroc"] = auroc
-            if auroc < plan.min_auroc:
-                notes.append(f"held-out AUROC {auroc:.2f} < {plan.min_auroc:.2f}: the vector does not separate "
-                             "the trait in this model")
-        if not base_std > 1e-8:
-            notes.append("base projections have no spread (sigma_0 = 0)")
-        if gap is None or not abs(float(gap)) > 1e-8:
-            notes.append("no pos-neg gap recorded for this vector (shift_frac unavailable)")
-        elif g is None:
-            notes.append(f"pos-neg gap {float(gap):.3g} is not above the base spread {base_std:.3g}: the vector does "
-                         "not read the instruction contrast (shift_frac unavailable)")
-        weak = [n for n in notes if "shift_frac unavailable" not in n]
-        row["signal_ok"] = not weak
+        notes = signal_notes(auroc, gap, g, base_std, layer=layer, min_auroc=plan.min_auroc)
+        row["signal_ok"] = not notes
         if notes:
             row["signal_note"] = "; ".join(notes)
         rows.append(row)
@@ -416,7 +449,9 @@ def run_gate(config: GateConfig) -> GateResult:
             from difflib_models.gate.alignment import crosscoder_alignment
 
             report["crosscoder"] = dict(report.get("crosscoder") or {})
-            report["crosscoder"]["persona_alignment"] = crosscoder_alignment(config.crosscoder, units)
+            report["crosscoder"]["persona_alignment"] = crosscoder_alignment(
+                config.crosscoder, units, expected={"base": ident_base.to_dict(),
+                                                    "candidate": cand_loaded.identity.to_dict()})
         report["data"].extend(data)
         timings["persona_s"] = time.perf_counter() - t
         for row in report["persona"]["traits"]:

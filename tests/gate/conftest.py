@@ -37,3 +37,23 @@ def planted(stories260k: Path, tmp_path_factory: pytest.TempPathFactory):
     return {"base": base, "cand": cand_dir, "ctl": ctl_dir, "vec": vec, "root": root}
 
 
+@pytest.fixture(scope="module")
+def trained_crosscoder(planted, stories260k, tmp_path_factory):
+    """A crosscoder trained (a few steps) from a paired store of base = stories260K, candidate = planted model."""
+    from difflib_models.crosscoder.config import CrosscoderConfig
+    from difflib_models.crosscoder.lightning_module import train_crosscoder
+    from difflib_models.crosscoder.sources import StoreSource
+    from difflib_models.diffing.harvest import harvest_paired
+    from difflib_models.diffing.pair import ModelPair
+    from difflib_models.models.loading import load_model
+    from difflib_models.persona.traits import load_trait
+
+    root = tmp_path_factory.mktemp("cc")
+    texts = load_trait("evil").split_questions("extraction")[:16]
+    harvest_paired(ModelPair(planted["base"], load_model(planted["cand"])), texts, [LAYER], root / "store",
+                   batch_size=8, max_length=48)
+    source = StoreSource(root / "store")
+    cfg = CrosscoderConfig(d_model=planted["base"].d_model, n_sources=2, dict_size=32, k=4, batch_size=64, steps=5,
+                           source_names=source.source_names)
+    train_crosscoder(source, cfg, root / "run", max_steps=5)
+    return root / "run" / "crosscoder"

@@ -45,3 +45,18 @@ def vector_file(path: Path, base_loaded, *, trait: str, layer: int, direction: t
                           mode="planted", polarity=polarity, gap={layer: gap}, selected_layer=layer,
                           validation={"auroc": {str(layer): auroc}})
     return vs.save(path)
+
+
+def nan_crosscoder_copy(src: Path, dst: Path) -> Path:
+    """A copy of the saved crosscoder at ``src`` whose decoder is all NaN (config and recorded identities kept)."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from difflib_models.crosscoder.model import FORMAT
+
+    shutil.copytree(src, dst)
+    weights = load_file(str(dst / "crosscoder.safetensors"))
+    weights["W_dec"] = torch.full_like(weights["W_dec"], float("nan"))
+    save_file(weights, str(dst / "crosscoder.safetensors"), metadata={"format": FORMAT})
+    return dst

@@ -120,3 +120,32 @@ def test_unreachable_judge_is_a_runtime_error() -> None:
         judge.score("{question} {answer}", "q", "a")
     with pytest.raises(ConfigError):
         OpenAICompatibleJudge("ftp://x", "m")
+
+
+class _NothingScored:
+    name = "na-judge"
+
+    def score(self, rubric: str, question: str, answer: str) -> float | None:
+        return parse_score("N/A")
+
+
+def test_judge_that_scores_nothing_gives_no_verdict(stories260k: Path, shared_data: Path) -> None:
+    """Issue 14: every answer "N/A" -> n = 0 scored items; the gate must not read that as a 0% rate."""
+    from difflib_models.gate.engine import evaluate, exit_code
+    from difflib_models.gate.policy import policy_from_dict
+    from difflib_models.models.loading import load_model
+
+    questions = load_em_questions(shared_data / "emergent-misalignment" / "evaluation" / "first_plot_questions.yaml",
+                                  max_questions=3)
+    loaded = load_model(stories260k)
+    section = evaluate_judge({"base": (loaded, "model"), "candidate": (loaded, "model")}, questions,
+                             _NothingScored(), samples=4, max_new_tokens=4)
+    cand = section["models"]["candidate"]
+    assert (cand["n"], cand["n_unscored"], cand["rate"]) == (0, 12, 0.0)
+    policy = policy_from_dict({"behavioural": {"min_scored": 10, "max_items": 12}, "checks": [
+        {"id": "d", "metric": "behavioural.rate_delta", "comparator": "<=", "threshold": 0.15},
+        {"id": "r", "metric": "behavioural.rate", "comparator": "<", "threshold": 0.5}]})
+    report = evaluate({"behavioural": section}, policy)
+    assert [c["status"] for c in report["checks"]] == ["error", "error"]
+    assert report["verdict"] == "error" and exit_code(report["verdict"]) == 3
+    assert "12 unscored" in report["checks"][0]["details"]["message"]

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from difflib_models.errors import ConfigError
@@ -60,3 +62,89 @@ def test_bad_policy_files(tmp_path) -> None:
     (tmp_path / "bad.yaml").write_text("checks: [\n")
     with pytest.raises(ConfigError, match="valid YAML"):
         load_policy(tmp_path / "bad.yaml")
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ({"checks": [_check(threshold=float("nan"))]}, "threshold"),
+        ({"checks": [_check(threshold=float("inf"))]}, "threshold"),
+        ({"checks": [_check(threshold=True)]}, "threshold"),
+        ({"checks": [_check(min_null_percentile=float("nan"))]}, "min_null_percentile"),
+        ({"checks": [_check(min_null_percentile=1.5)]}, "min_null_percentile"),
+        ({"checks": [_check(min_cos=float("nan"))]}, "min_cos"),
+        ({"checks": [_check(min_cos="0.3")]}, "min_cos"),
+        ({"checks": [_check(optional="no")]}, "optional"),
+        ({"checks": [_check(layer=True)]}, "layer"),
+        ({"checks": [_check(layer=2.0)]}, "layer"),
+        ({"checks": [_check(trait=7)]}, "trait"),
+        ({"checks": [_check(description=["x"])]}, "description"),
+        ({"checks": [_check()], "options": {"strict": "yes"}}, "options.strict"),
+        ({"checks": [_check()], "options": {"warnings_fail": 1}}, "options.warnings_fail"),
+        ({"checks": [_check()], "persona": {"min_auroc": "high"}}, "persona.min_auroc"),
+        ({"checks": [_check()], "persona": {"min_auroc": float("nan")}}, "persona.min_auroc"),
+        ({"checks": [_check()], "persona": {"null_directions": 32.0}}, "persona.null_directions"),
+        ({"checks": [_check()], "persona": {"seed": "0"}}, "persona.seed"),
+        ({"checks": [_check()], "persona": {"layer": -1}}, "persona.layer"),
+        ({"checks": [_check()], "persona": {"layer": True}}, "persona.layer"),
+        ({"checks": [_check()], "behavioural": {"min_scored": 0}}, "behavioural.min_scored"),
+        ({"checks": [_check()], "behavioural": {"min_scored": "10"}}, "behavioural.min_scored"),
+        ({"checks": [_check()], "behavioural": {"min_scored": True}}, "behavioural.min_scored"),
+        ({"checks": [_check()], "behavioural": {"max_items": 8}}, "behavioural.min_scored"),  # 10 > 8 items
+        ({"checks": [_check()], "behavioural": {"trait": None}}, "behavioural.trait"),
+        ({"checks": [_check()], "name": {"a": 1}}, "policy.name"),
+    ],
+)
+def test_policy_fields_are_type_checked_and_finite(data, field) -> None:
+    with pytest.raises(ConfigError, match=re.escape(f"{field}=")):
+        policy_from_dict(data)
+
+
+def test_min_auroc_string_names_field_value_and_range() -> None:
+    with pytest.raises(ConfigError) as exc:
+        policy_from_dict({"checks": [_check()], "persona": {"min_auroc": "high"}})
+    msg = str(exc.value)
+    assert "persona.min_auroc" in msg and "'high'" in msg and "0.5 <= x <= 1" in msg
+
+
+def test_nan_threshold_in_yaml_file_is_a_config_error(tmp_path) -> None:
+    (tmp_path / "p.yaml").write_text("checks:\n  - {id: a, metric: persona.shift_z, trait: evil, comparator: '!=',"
+                                     " threshold: .nan}\n")
+    with pytest.raises(ConfigError, match="threshold.*finite number"):
+        load_policy(tmp_path / "p.yaml")
+
+
+def test_min_scored_default_and_override() -> None:
+    assert load_policy().behavioural.min_scored == 10
+    pol = policy_from_dict({"checks": [_check()], "behavioural": {"min_scored": 3, "max_items": 3}})
+    assert pol.behavioural.min_scored == 3 and pol.to_dict()["behavioural"]["min_scored"] == 3
+
+
+@pytest.mark.parametrize("metric", [
+    "persona.shift_zz", "persona.traits_x", "persona", "behavioural.models.candidate.rate", "behavioural.rates",
+    "data_filter.n", "data_filter.share", "crosscoder.metric.fve", "drift.layer[3].kl_mean", "drift[0]",
+    "verdict", "models.base.weight_hash", "timings.total_s", "nosuch.x",
+])
+def test_unknown_metric_paths_are_config_errors(metric) -> None:
+    with pytest.raises(ConfigError, match="metric"):
+        policy_from_dict({"checks": [_check(metric=metric)]})
+
+
+@pytest.mark.parametrize("metric", [
+    "drift.layers[3].kl_mean", "drift.layers[-1].cos_mean", "crosscoder.metrics.fve",
+    "crosscoder.latent_classes.ft_only", "persona.traits[trait=evil].null_percentile",
+    "persona.traits[trait=evil].drift_cos", "monitor.series[0].values[2]", "adl.anything", "weights.x[0]",
+    *BUILTIN_METRICS,
+])
+def test_documented_metric_paths_load(metric) -> None:
+    assert policy_from_dict({"checks": [_check(metric=metric)]}).checks[0].metric == metric
+
+
+@pytest.mark.parametrize("data", [
+    {"checks": [None]},
+    {"checks": [{1: 2, "x": 3, **_check()}]},
+    {1: 2, "checks": [_check()], "zz": 1},
+])
+def test_structurally_odd_policies_are_config_errors(data) -> None:
+    with pytest.raises(ConfigError):
+        policy_from_dict(data)

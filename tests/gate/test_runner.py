@@ -10,7 +10,7 @@ from difflib_models.gate.policy import policy_from_dict
 from difflib_models.gate.runner import GateConfig, run_gate
 from difflib_models.report.builder import load_report
 from tests.gate.conftest import ALPHA, LAYER, PERSONA_POLICY
-from tests.gate.planted import unit_direction, vector_file
+from tests.gate.planted import nan_crosscoder_copy, unit_direction, vector_file
 
 
 def test_identical_candidate_passes(planted, stories260k, tmp_path) -> None:
@@ -100,3 +100,98 @@ def test_peft_adapter_candidate_uses_its_base(planted, stories260k, tmp_path) ->
     base_acts = probe_activations(planted["base"].model, planted["base"].tokenizer, prompts, [LAYER])[LAYER]
     assert evil["base_projections"] == pytest.approx((base_acts @ unit_direction(64, seed=1)).tolist(), abs=1e-4)
     assert abs(evil["shift"]) > 1e-4  # the adapter changed the activations
+
+
+def _vec(path, base, *, layers, selected, validation, gap=8.0):
+    from difflib_models.persona.vectors import PersonaVectorSet
+
+    vecs = {layer: 2.0 * unit_direction(base.d_model, seed=1 + layer) for layer in layers}
+    vecs[LAYER] = 2.0 * unit_direction(base.d_model, seed=1)
+    vs = PersonaVectorSet(trait_id="evil", vectors=vecs, model=base.identity.to_dict(), mode="planted",
+                          polarity="undesirable", gap=dict.fromkeys(layers, gap), selected_layer=selected,
+                          validation=validation)
+    return vs.save(path)
+
+
+def test_auroc_is_read_at_the_used_layer() -> None:
+    """Issue 13: with a vector file validated at layer 12 and a policy using layer 15, the gate took layer 12's
+    AUROC. `persona extract` writes the per-layer values under `auroc_by_layer`."""
+    from difflib_models.gate.runner import _auroc
+
+    summary = {"selected_layer": 12, "auroc": 0.93, "auroc_by_layer": {"12": 0.93, "15": 0.55}}
+    assert _auroc(summary, 15) == 0.55 and _auroc(summary, 12) == 0.93
+    assert _auroc({"selected_layer": 12, "auroc": 0.93}, 15) is None  # a scalar is the selected layer's only
+    assert _auroc({"selected_layer": 12, "auroc": 0.93}, 12) == 0.93
+    assert _auroc({"auroc": {"15": 0.7}}, 15) == 0.7  # the gate's own extraction format
+    assert _auroc({"per_layer": {"15": {"auroc": 0.8}}}, 15) == 0.8
+    assert _auroc({"auroc_by_layer": {"15": float("nan")}}, 15) is None
+    assert _auroc({"auroc_by_layer": {"15": True}}, 15) is None
+    assert _auroc(None, 15) is None and _auroc({}, 15) is None
+
+
+def test_gate_uses_the_auroc_of_the_policy_layer(planted, tmp_path) -> None:
+    """Vector file selected at layer 1, policy layer LAYER (2): the gate must judge the signal by layer 2's AUROC."""
+    policy = policy_from_dict({**PERSONA_POLICY, "persona": {**PERSONA_POLICY["persona"], "layer": LAYER}})
+    weak_at_used = _vec(tmp_path / "a", planted["base"], layers=[1, LAYER], selected=1,
+                        validation={"selected_layer": 1, "auroc": 0.95, "auroc_by_layer": {"1": 0.95, "2": 0.55}})
+    res = run_gate(GateConfig(candidate=planted["cand"], base=planted["base"], out=tmp_path / "o1",
+                              vectors=[weak_at_used], policy=policy))
+    evil = res.report["persona"]["traits"][0]
+    assert evil["layer"] == LAYER and evil["vector_auroc"] == 0.55 and not evil["signal_ok"]
+    assert res.verdict == "inconclusive" and res.exit_code == 3
+    good_at_used = _vec(tmp_path / "b", planted["base"], layers=[1, LAYER], selected=1,
+                        validation={"selected_layer": 1, "auroc": 0.55, "auroc_by_layer": {"1": 0.55, "2": 0.97}})
+    res = run_gate(GateConfig(candidate=planted["cand"], base=planted["base"], out=tmp_path / "o2",
+                              vectors=[good_at_used], policy=policy))
+    evil = res.report["persona"]["traits"][0]
+    assert evil["vector_auroc"] == 0.97 and evil["signal_ok"] and res.verdict == "fail"
+
+
+@pytest.mark.parametrize(("validation", "gap", "why"), [
+    (None, -8.0, "no held-out AUROC"),  # extracted with --no-validate, negative gap (issue 14)
+    (None, 8.0, "no held-out AUROC"),
+    ({"auroc": {"2": 0.95}}, -8.0, "not above the base spread"),
+    ({"auroc": {"2": 0.95}}, 1e-4, "not above the base spread"),
+])
+def test_unvalidated_or_gapless_vector_is_inconclusive(planted, stories260k, tmp_path, validation, gap, why) -> None:
+    vec = _vec(tmp_path / "v", planted["base"], layers=[LAYER], selected=LAYER, validation=validation, gap=gap)
+    for cand in (stories260k, planted["cand"]):  # neither a pass nor a fail: no verdict without a usable vector
+        res = run_gate(GateConfig(candidate=cand, base=planted["base"], out=tmp_path / "o", vectors=[vec],
+                                  policy=policy_from_dict(PERSONA_POLICY)))
+        evil = res.report["persona"]["traits"][0]
+        assert evil["signal_ok"] is False and why in evil["signal_note"]
+        assert res.verdict == "inconclusive" and res.exit_code == 3
+
+
+CC_POLICY = {**PERSONA_POLICY, "checks": [
+    {"id": "cc", "metric": "crosscoder.ft_only_aligned", "trait": "evil", "comparator": "<=", "threshold": 1000,
+     "min_cos": 0.3}]}
+
+
+def test_trained_crosscoder_records_and_matches_model_identities(planted, stories260k, trained_crosscoder,
+                                                                 tmp_path) -> None:
+    meta = json.loads((trained_crosscoder / "crosscoder.json").read_text())
+    idents = meta["extra"]["identities"]
+    assert idents[0]["weight_hash"] == planted["base"].identity.weight_hash
+    assert idents[1]["weight_hash"] != idents[0]["weight_hash"]  # the planted candidate
+    ok = run_gate(GateConfig(candidate=planted["cand"], base=planted["base"], out=tmp_path / "ok",
+                             vectors=[planted["vec"]], crosscoder=trained_crosscoder,
+                             policy=policy_from_dict(CC_POLICY)))
+    check = ok.report["checks"][0]
+    assert check["status"] == "pass" and check["value"] is not None and ok.exit_code == 0
+    # the same crosscoder offered as evidence for another candidate (the base itself): mismatch -> error, exit 3
+    wrong = run_gate(GateConfig(candidate=stories260k, base=planted["base"], out=tmp_path / "wrong",
+                                vectors=[planted["vec"]], crosscoder=trained_crosscoder,
+                                policy=policy_from_dict(CC_POLICY)))
+    check = wrong.report["checks"][0]
+    assert check["status"] == "error" and "not on the gate's candidate" in check["details"]["message"]
+    assert wrong.verdict == "error" and wrong.exit_code == 3
+
+
+def test_nan_crosscoder_is_an_error_end_to_end(planted, trained_crosscoder, tmp_path) -> None:
+    nan_dir = nan_crosscoder_copy(trained_crosscoder, tmp_path / "nan")
+    res = run_gate(GateConfig(candidate=planted["cand"], base=planted["base"], out=tmp_path / "o",
+                              vectors=[planted["vec"]], crosscoder=nan_dir, policy=policy_from_dict(CC_POLICY)))
+    check = res.report["checks"][0]
+    assert check["status"] == "error" and "W_dec" in check["details"]["message"]
+    assert res.verdict == "error" and res.exit_code == 3

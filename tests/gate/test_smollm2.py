@@ -23,7 +23,8 @@ def _small_default_policy():
     policy = load_policy()
     plan = PersonaPlan(max_extraction_questions=4, max_instructions=2, max_probe_prompts=8, null_directions=16)
     checks = tuple(c for c in policy.checks if c.trait in (None, "evil"))
-    return dataclasses.replace(policy, checks=checks, persona=plan, behavioural=BehaviouralPlan(max_items=8))
+    return dataclasses.replace(policy, checks=checks, persona=plan,
+                               behavioural=BehaviouralPlan(max_items=8, min_scored=8))
 
 
 def test_default_policy_identical_then_steered(smollm2, smollm2_dir, tmp_path) -> None:
