@@ -13,6 +13,11 @@ dispatch of ``dictionary_learning.utils.load_dictionary`` and encodes/decodes th
 exports an l1 crosscoder with ``layout="crosscoder"`` and opens it with that file's ``CrossCoder.from_pretrained``;
 tests/crosscoder/test_interop.py checks the layout against the class's formulas. The worker never imports
 difflib_models.
+
+``--steering-libs DIR`` (``pip install --no-deps --target DIR repeng steering-vectors``) also exports persona
+vectors for the real tiny model stories260k and steers it with repeng's ``ControlVector.import_gguf`` +
+``ControlModel`` and steering-vectors' ``SteeringVector.apply``: the logits must equal our own ``steer()`` at the
+same block, and differ when our hook sits one block later (so an off-by-one would show).
 """
 
 from __future__ import annotations
@@ -68,6 +73,95 @@ def worker(folders: list[str], crosscoder_source: str | None) -> None:
     print(json.dumps(report))
 
 
+def steering_worker(model_dir: str, tmp: str) -> None:
+    """Runs with repeng and steering-vectors importable: our exports steer a real model as our own hook does."""
+    import importlib.metadata as md
+
+    import numpy as np
+    import torch
+
+    if not hasattr(np, "float_"):  # repeng 0.4.0 (PyPI) annotates with np.float_, removed in NumPy 2
+        np.float_ = np.float64
+    from repeng import ControlModel, ControlVector
+    from steering_vectors import SteeringVector
+    from transformers import AutoModelForCausalLM
+
+    from difflib_models.persona.export import export_vectors
+    from difflib_models.persona.steering import steer
+    from difflib_models.persona.vectors import PersonaVectorSet
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    n, d = model.config.num_hidden_layers, model.config.hidden_size
+    gen = torch.Generator().manual_seed(3)
+    vs = PersonaVectorSet(trait_id="planted", vectors={i: torch.randn(d, generator=gen) * 2 for i in range(n)},
+                          model={"name": Path(model_dir).name, "weight_hash": "unused"}, mode="test")
+    # one row: repeng 0.4.0 reshapes position_ids to [batch, T], but transformers 5 passes them as [1, T]
+    ids = torch.randint(0, model.config.vocab_size, (1, 12), generator=gen)
+    layer, coeff = n // 2, 3.0
+
+    def logits(**kw) -> torch.Tensor:
+        with torch.no_grad():
+            return model(input_ids=ids, **kw).logits
+
+    base = logits()
+    with steer(model, layer, vs.unit(layer), alpha=coeff):
+        ours_unit = logits()
+    with steer(model, layer, vs.vector(layer), alpha=coeff):
+        ours_raw = logits()
+    out: dict = {"model": Path(model_dir).name, "layer": layer, "coeff": coeff,
+                 "versions": {"repeng": md.version("repeng"), "steering-vectors": md.version("steering-vectors")},
+                 "steering_effect_max_abs": float((ours_unit - base).abs().max())}
+
+    (gguf_path,) = export_vectors(vs, Path(tmp) / "cv", fmt="repeng")
+    cv = ControlVector.import_gguf(str(gguf_path))
+    cm = ControlModel(model, [layer])
+    cm.set_control(cv, coeff)
+    with torch.no_grad():
+        theirs = cm(input_ids=ids).logits
+    cm.reset()
+    cm.unwrap()
+    out["repeng"] = {
+        "layers_equal": sorted(cv.directions) == vs.layers,
+        "max_abs_diff_directions": max(float((torch.from_numpy(cv.directions[i].copy()) - vs.unit(i)).abs().max())
+                                       for i in vs.layers),
+        "max_abs_diff_logits_vs_ours": float((theirs - ours_unit).abs().max()),
+    }
+    sv_path, _ = export_vectors(vs, Path(tmp) / "sv", fmt="steering-vectors")
+    from safetensors.torch import load_file
+
+    acts = {int(k.rsplit(".", 1)[1]): v for k, v in load_file(sv_path).items()}
+    sv = SteeringVector(layer_activations={layer: acts[layer]}, layer_type="decoder_block")
+    with sv.apply(model, multiplier=coeff):
+        theirs = logits()
+    out["steering_vectors"] = {
+        "layers_equal": sorted(acts) == vs.layers,
+        "max_abs_diff_logits_vs_ours": float((theirs - ours_raw).abs().max()),
+    }
+    # the same vector one block off changes the logits by about as much as steering itself: a shift would show
+    with steer(model, layer + 1, vs.vector(layer), alpha=coeff):
+        out["one_block_off_max_abs_diff"] = float((logits() - ours_raw).abs().max())
+    print(json.dumps(out))
+
+
+def _steering_check(libs: Path, model_dir: Path) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(ROOT), str(libs)]))
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = subprocess.run([sys.executable, __file__, "--steering-worker", str(model_dir), tmp],
+                              capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        return {"error": proc.stderr[-3000:]}
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    tol = 1e-4 * max(1.0, res["steering_effect_max_abs"])
+    res["ok"] = bool(
+        res["repeng"]["layers_equal"] and res["steering_vectors"]["layers_equal"]
+        and res["repeng"]["max_abs_diff_logits_vs_ours"] <= tol
+        and res["steering_vectors"]["max_abs_diff_logits_vs_ours"] <= tol
+        and res["one_block_off_max_abs_diff"] > 100 * tol
+    )
+    return res
+
+
 def _peer_version(python: Path) -> str | None:
     proc = subprocess.run([str(python), "-c", "import importlib.metadata as m; print(m.version('dictionary-learning'))"],
                           capture_output=True, text=True)
@@ -82,8 +176,16 @@ def main() -> None:
                    help="a dictionary.py defining CrossCoder (dictionary_learning's crosscoder branch): also check "
                         "the crosscoder layout with it")
     p.add_argument("--crosscoder-source-label", default=None, help="where --crosscoder-source came from (recorded)")
+    p.add_argument("--steering-libs", type=Path, default=None,
+                   help="a folder with repeng and steering-vectors (pip install --no-deps --target DIR repeng "
+                        "steering-vectors): also check the persona exports with them")
+    p.add_argument("--steering-model", type=Path, default=ROOT.parent / "shared" / "models" / "stories260k")
     p.add_argument("--worker", nargs="*", help=argparse.SUPPRESS)
+    p.add_argument("--steering-worker", nargs=2, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.steering_worker is not None:
+        steering_worker(*args.steering_worker)
+        return
     if args.worker is not None:
         worker(args.worker, str(args.crosscoder_source) if args.crosscoder_source else None)
         return
@@ -158,6 +260,9 @@ def main() -> None:
                     1.0, row["reconstruction_scale"])
                 results["variants"][name] = row
     results["all_ok"] = bool(results["variants"]) and all(r["ok"] for r in results["variants"].values())
+    if args.steering_libs:
+        results["persona_exports"] = _steering_check(args.steering_libs, args.steering_model)
+        results["all_ok"] = results["all_ok"] and bool(results["persona_exports"].get("ok"))
     path = write_results("interop", results)
     print(json.dumps(results, indent=2))
     print(path, file=sys.stderr)
