@@ -109,6 +109,9 @@ def export_dictionary_learning(cc: Crosscoder, directory: str | Path, *, layout:
                    "dict_size": cfg.dict_size}
         if cfg.activation != "l1":
             trainer["k"] = cfg.k
+    if cfg.activation == "batchtopk" and float(cc.theta) < 0:
+        logger.warning("exporting a BatchTopK crosscoder whose threshold was never estimated (theta < 0): "
+                       "dictionary_learning's BatchTopKSAE will keep every positive latent")
     state = {k: (v.float() if v.is_floating_point() else v).contiguous() for k, v in state.items()}
     _, _, _, _, code = _effective(cc)
     directory = Path(directory)
@@ -134,7 +137,7 @@ def _read(directory: Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
     try:
         meta = json.loads(cfg_path.read_text(encoding="utf-8"))
         state = torch.load(w_path, map_location="cpu", weights_only=True)
-    except (OSError, ValueError, RuntimeError) as exc:  # bad JSON / not a weights-only tensor file
+    except Exception as exc:  # bad JSON, truncated file, or not a weights-only tensor state dict
         raise ConfigError(bad_value(str(directory), type(exc).__name__, "a readable ae.pt + config.json",
                                     str(exc)[:200])) from exc
     if not isinstance(meta, dict) or not isinstance(state, dict):
@@ -151,7 +154,12 @@ def _need(state: dict[str, Tensor], *names: str) -> list[Tensor]:
 
 
 def import_dictionary_learning(directory: str | Path) -> Crosscoder:
-    """Load a dictionary_learning folder (ours or one it trained) as a :class:`Crosscoder`."""
+    """Load a dictionary_learning folder (ours or one it trained) as a :class:`Crosscoder`.
+
+    Our exports come back exactly. A folder dictionary_learning trained has no scalars to unfold: a
+    ``CrossCoder`` becomes an l1 crosscoder over ``L`` models (one source each), an SAE a one-source crosscoder;
+    TopK / BatchTopK pick the same latents as there when the decoder columns have unit norm (as its trainers
+    keep them), since we rank by activation x decoder norm."""
     from safetensors.torch import load_file
 
     directory = Path(directory)

@@ -142,3 +142,36 @@ def test_refusals(tmp_path):
     (tmp_path / "c" / CONFIG_FILE).write_text(json.dumps(meta))
     with pytest.raises(ConfigError, match="dict_class"):
         import_dictionary_learning(tmp_path / "c")
+    export_dictionary_learning(_trained_like("l1"), tmp_path / "d")
+    (tmp_path / "d" / WEIGHTS_FILE).write_bytes(b"not a torch file")
+    with pytest.raises(ConfigError, match="ae.pt"):
+        import_dictionary_learning(tmp_path / "d")
+
+
+@pytest.mark.parametrize("dict_class", ["AutoEncoderTopK", "BatchTopKSAE"])
+def test_sae_trained_by_dictionary_learning_imports(tmp_path, dict_class):
+    """A unit-norm-decoder SAE as dictionary_learning's trainers save it (no sidecar) encodes as there."""
+    gen = torch.Generator().manual_seed(2)
+    n, dim, k = 40, 12, 3
+    w_dec = torch.randn(dim, n, generator=gen)
+    w_dec = w_dec / w_dec.norm(dim=0, keepdim=True)
+    state = {"encoder.weight": torch.randn(n, dim, generator=gen), "encoder.bias": torch.randn(n, generator=gen) * 0.1,
+             "decoder.weight": w_dec, "b_dec": torch.randn(dim, generator=gen), "k": torch.tensor(k, dtype=torch.int32),
+             "threshold": torch.tensor(0.8)}
+    torch.save(state, tmp_path / WEIGHTS_FILE)
+    (tmp_path / CONFIG_FILE).write_text(json.dumps({"trainer": {"dict_class": dict_class, "k": k}}))
+    cc = import_dictionary_learning(tmp_path).eval()
+    assert (cc.config.n_sources, cc.config.d_model, cc.config.dict_size, cc.config.k) == (1, dim, n, k)
+    x = torch.randn(30, dim, generator=gen)
+    post = torch.relu((x - state["b_dec"]) @ state["encoder.weight"].T + state["encoder.bias"])
+    if dict_class == "AutoEncoderTopK":
+        top = post.topk(k, dim=-1)
+        f = torch.zeros_like(post).scatter_(-1, top.indices, top.values)
+    else:
+        f = post * (post > state["threshold"])
+    with torch.no_grad():
+        f_ours = cc.encode(x[:, None, :])
+        y_ours = cc.decode(f_ours)[:, 0]
+    assert torch.equal(f_ours > 0, f > 0)
+    torch.testing.assert_close(f_ours, f, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(y_ours, f @ w_dec.T + state["b_dec"], rtol=1e-5, atol=1e-5)
