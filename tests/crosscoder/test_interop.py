@@ -175,3 +175,23 @@ def test_sae_trained_by_dictionary_learning_imports(tmp_path, dict_class):
     assert torch.equal(f_ours > 0, f > 0)
     torch.testing.assert_close(f_ours, f, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(y_ours, f @ w_dec.T + state["b_dec"], rtol=1e-5, atol=1e-5)
+
+
+def test_cli_export(tmp_path, capsys):
+    from difflib_models.cli.app import main
+
+    cc = _trained_like("batchtopk")
+    cc.save(tmp_path / "run" / "crosscoder")
+
+    def run(*argv):
+        with pytest.raises(SystemExit) as exc:
+            main(["crosscoder", "export", "-c", str(tmp_path / "run"), *argv])
+        return int(exc.value.code or 0), capsys.readouterr().out
+
+    code, out = run("-o", str(tmp_path / "dl"), "--layout", "sae")
+    assert code == 0 and json.loads(out)["dict_class"] == "BatchTopKSAE"
+    back = import_dictionary_learning(tmp_path / "dl").eval()
+    x = _raw(cc)
+    torch.testing.assert_close(_ours(back, x)[1], _ours(cc, x)[1], rtol=1e-5, atol=1e-5)
+    code, _ = run("-o", str(tmp_path / "dl2"))  # CrossCoder layout: ReLU only
+    assert code == 2 and not (tmp_path / "dl2" / WEIGHTS_FILE).exists()
