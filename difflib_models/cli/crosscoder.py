@@ -191,3 +191,21 @@ def _examples(cc: Any, source: Any, store: Path, latents: list[int], tokenizer: 
 
         tok = AutoTokenizer.from_pretrained(tokenizer)
     return max_activating_examples(cc, torch.cat(parts), table, latents, tok, top_n=top_n)
+
+
+@crosscoder_app.command("export")
+def export_command(
+    crosscoder: Path = typer.Option(..., "--crosscoder", "-c", help="Folder written by `crosscoder train`."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to write: dictionary_learning's ae.pt + config.json."),
+    layout: str = typer.Option("crosscoder", "--layout",
+                               help="crosscoder (its CrossCoder class, l1 only) | sae (0.1.0 AutoEncoder / "
+                                    "AutoEncoderTopK / BatchTopKSAE over the concatenated sources)."),
+) -> None:
+    """Export a trained crosscoder to dictionary_learning's format (docs/interop.md)."""
+    from difflib_models.crosscoder.interop import export_dictionary_learning
+    from difflib_models.crosscoder.model import Crosscoder
+
+    cc = Crosscoder.load(crosscoder / "crosscoder" if (crosscoder / "crosscoder").is_dir() else crosscoder)
+    folder = export_dictionary_learning(cc, out, layout=layout)
+    meta = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    typer.echo(json.dumps({"out": str(folder), "layout": layout, "dict_class": meta["trainer"]["dict_class"]}))

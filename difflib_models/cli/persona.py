@@ -1,4 +1,4 @@
-"""`difflib-models persona extract|validate|filter|steer`: persona vectors from the command line.
+"""`difflib-models persona extract|validate|export|filter|steer`: persona vectors from the command line.
 
 Every command prints machine-readable JSON on stdout (``--json``, on by default for results) and writes its
 artefacts atomically. Errors travel as library exceptions: cli/app.py maps ConfigError to exit 2 and other
@@ -150,6 +150,32 @@ def validate_command(
                 "selected_layer": report.selected_layer, "selection_reason": report.selection_reason,
                 "auroc_by_layer": {str(k): v["auroc"] for k, v in report.per_layer.items()},
                 "warnings": report.warnings})
+
+
+# ------------------------------------------------------------------------------------------------ export
+@persona_app.command("export")
+def export_command(
+    vectors: Path = typer.Option(..., "--vectors", "-V", help="Vector file (.safetensors with its .json sidecar)."),
+    fmt: str = typer.Option(..., "--format", help="repeng (GGUF) | steering-vectors | safetensors."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output file (suffix set by the format)."),
+    layers: str = typer.Option("all", "--layers", "-l", help="'all', 'selected', '3', '0,2,5' or '4-12'."),
+    unit: bool | None = typer.Option(None, "--unit/--raw",
+                                     help="Unit or raw vectors (default: unit for repeng, raw otherwise)."),
+    model_hint: str | None = typer.Option(None, "--model-hint", help="repeng model_hint (default: model name)."),
+) -> None:
+    """Export a vector file for the steering libraries (layer i = decoder block i in every format)."""
+    from difflib_models.models.hookpoints import parse_layers
+    from difflib_models.persona.export import export_vectors
+    from difflib_models.persona.vectors import PersonaVectorSet
+
+    vs = PersonaVectorSet.load(vectors)
+    if layers.strip().lower() == "selected":
+        chosen = [vs._layer(None)]
+    else:
+        chosen = None if layers.strip().lower() == "all" else parse_layers(layers, max(vs.layers) + 1)
+    written = export_vectors(vs, out, fmt=fmt, layers=chosen, unit=unit, hint=model_hint)
+    _echo_json({"format": fmt, "files": [str(p) for p in written], "trait": vs.trait_id,
+                "layers": chosen or vs.layers, "layer_convention": vs.layer_convention})
 
 
 # ------------------------------------------------------------------------------------------------ filter

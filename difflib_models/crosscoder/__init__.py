@@ -8,6 +8,7 @@ Public objects load lazily (``lightning`` is imported only by ``datamodule`` / `
   (``lightning_module``)
 - :func:`analyze_crosscoder`, :func:`evaluate`, :class:`ClassThresholds` (``analysis``), :func:`latent_scaling`,
   :func:`splice_metrics`, :func:`max_activating_examples`, :func:`make_synthetic_pairs`
+- :func:`export_dictionary_learning`, :func:`import_dictionary_learning` (``interop``: dictionary_learning folders)
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ _LAZY: dict[str, str] = {
     "report_section": "report",
     "make_synthetic_pairs": "synthetic",
     "SyntheticPairs": "synthetic",
+    "export_dictionary_learning": "interop",
+    "import_dictionary_learning": "interop",
 }
 
 __getattr__, __dir__, __all__ = lazy_exports('difflib_models.crosscoder', _LAZY, globals())

@@ -28,7 +28,11 @@ _log = logging.getLogger(__name__)
 
 def lr_factor(step: int, total: int, warmup_frac: float, decay_frac: float) -> float:
     """Linear warm-up over the first ``warmup_frac`` of steps, constant, linear decay to 0 over the last
-    ``decay_frac``."""
+    ``decay_frac``.
+
+    Kept rather than transformers' ``get_wsd_schedule(warmup_type="linear", decay_type="linear")``: that gives
+    the same factors after warm-up, but its warm-up is ``step / warm`` (learning rate 0 at step 0, a wasted
+    step) where this one is ``(step + 1) / warm`` (tests/crosscoder/test_lightning_module.py checks both)."""
     warm = int(round(warmup_frac * total))
     decay = int(round(decay_frac * total))
     if warm > 0 and step < warm:

@@ -120,3 +120,21 @@ def test_ddp_spawn_two_cpu_ranks(tmp_path, synthetic):
         err = x - saved.eval()(x)
     fve = 1 - float(err.pow(2).sum() / (x - x.mean(0)).pow(2).sum())
     assert fve > 0.6, fve
+
+
+@pytest.mark.parametrize(("total", "warmup_frac", "decay_frac"), [(1000, 0.01, 0.2), (37, 0.1, 0.3), (50, 0.0, 0.2)])
+def test_lr_factor_versus_transformers_wsd(total, warmup_frac, decay_frac):
+    """transformers' linear WSD schedule equals ours after warm-up; in warm-up it lags one step (0 at step 0)."""
+    from transformers.optimization import get_wsd_schedule
+
+    warm, decay = round(warmup_frac * total), round(decay_frac * total)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = get_wsd_schedule(opt, num_warmup_steps=warm, num_decay_steps=decay, num_training_steps=total,
+                             warmup_type="linear", decay_type="linear")
+    theirs = [sched.lr_lambdas[0](s) for s in range(total)]
+    ours = [lr_factor(s, total, warmup_frac, decay_frac) for s in range(total)]
+    assert ours[warm:] == pytest.approx(theirs[warm:], abs=1e-12)
+    assert ours[:warm] == pytest.approx([(s + 1) / warm for s in range(warm)])
+    assert theirs[:warm] == pytest.approx([s / warm for s in range(warm)])
+    if warm:
+        assert theirs[0] == 0.0 and ours[0] > 0  # the difference that keeps ours
