@@ -230,6 +230,12 @@ class ActivationStoreWriter:
         if self._buffer_tokens >= self.shard_tokens:
             self._flush()
 
+    def sync(self) -> None:
+        """Wait until every shard handed to the writer thread so far is on disk (the buffer is not flushed)."""
+        if self._thread is not None:
+            self._queue.join()
+        self._raise_background_error()
+
     def close(self) -> None:
         """Flush the last shard, wait for the writer thread, mark the store complete."""
         self._finish(complete=True)
@@ -327,14 +333,17 @@ class ActivationStoreWriter:
     def _run(self) -> None:
         while True:
             item = self._queue.get()
-            if item is None:
-                return
-            if self._error is not None:
-                continue  # keep draining so producers never block on a dead writer
             try:
-                self._write_shard(*item)
-            except BaseException as exc:  # noqa: BLE001 - propagated to the caller
-                self._error = exc
+                if item is None:
+                    return
+                if self._error is not None:
+                    continue  # keep draining so producers never block on a dead writer
+                try:
+                    self._write_shard(*item)
+                except BaseException as exc:  # noqa: BLE001 - propagated to the caller
+                    self._error = exc
+            finally:
+                self._queue.task_done()
 
     def _write_shard(self, index: int, pending: list[dict[str, Any]], final: bool) -> None:
         m = self._manifest
