@@ -16,7 +16,6 @@ What is computed depends on the policy's checks:
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -27,6 +26,7 @@ from typing import Any
 import torch
 
 from difflib_models.errors import ConfigError, DifflibError, ModelLoadError, bad_value
+from difflib_models.files import load_json
 from difflib_models.gate.behavioural import model_view
 from difflib_models.gate.engine import evaluate, exit_code
 from difflib_models.gate.policy import (
@@ -284,10 +284,7 @@ def _read_json(path: str | Path, what: str) -> Any:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(bad_value(what, str(path), "an existing JSON file"))
-    try:
-        return json.loads(p.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ConfigError(bad_value(what, str(path), "valid JSON", str(exc))) from exc
+    return load_json(p, what=what)
 
 
 def run_gate(config: GateConfig) -> GateResult:
