@@ -92,6 +92,9 @@ def train_command(
     if mlflow_uri:
         from lightning.pytorch.loggers import MLFlowLogger
 
+        from difflib_models.integrations.mlflow import ensure_tracking_store
+
+        ensure_tracking_store(mlflow_uri)
         logger = MLFlowLogger(experiment_name="difflib-models-crosscoder", tracking_uri=mlflow_uri)
     cc = train_crosscoder(source, config, out, logger=logger, resume=resume)
     metrics = evaluate(cc, source)

@@ -239,5 +239,8 @@ def load_policy(path: str | Path | None = None) -> Policy:
     data = parse_yaml(text, what="--policy", path=source)
     try:
         return policy_from_dict(data, path=source)
-    except TypeError as exc:  # wrong field types that dataclass construction rejects
-        raise ConfigError(bad_value("--policy", source, "a valid gate policy", str(exc))) from exc
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:  # wrong field types that dataclass construction / float() rejects
+        raise ConfigError(bad_value("--policy", source, "a valid gate policy",
+                                    f"a field has the wrong type ({exc})")) from None
