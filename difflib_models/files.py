@@ -85,7 +85,7 @@ def parse_json(text: str, *, what: str, path: str | os.PathLike[str], line_offse
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise file_error(what, path, "valid JSON", f"{exc.msg}; fix the JSON syntax there",
+        raise file_error(what, path, "valid JSON", f"not valid JSON ({exc.msg}); fix the JSON there",
                          line=exc.lineno + line_offset, column=exc.colno) from None
     except RecursionError:
         raise file_error(what, path, "valid JSON", "nested too deeply to parse; flatten the structure",
@@ -109,7 +109,8 @@ def load_jsonl(path: str | os.PathLike[str], *, what: str) -> list[JsonlRow]:
             value = json.loads(line)
         except json.JSONDecodeError as exc:
             raise file_error(what, path, "one JSON value per line (JSONL)",
-                             f"{exc.msg}; fix the JSON on this line", line=n, column=exc.colno) from None
+                             f"not valid JSON ({exc.msg}); fix the JSON on this line", line=n, column=exc.colno
+                             ) from None
         except RecursionError:
             raise file_error(what, path, "one JSON value per line (JSONL)",
                              "nested too deeply to parse; flatten the structure", line=n) from None
@@ -134,10 +135,10 @@ def parse_yaml(text: str, *, what: str, path: str | os.PathLike[str], max_alias_
         problem = exc.problem or exc.context or type(exc).__name__
         if exc.context and exc.problem:
             problem = f"{problem} ({exc.context})"
-        raise file_error(what, path, "valid YAML", f"{problem}; fix the YAML there",
+        raise file_error(what, path, "valid YAML", f"not valid YAML ({problem}); fix the YAML there",
                          line=mark.line + 1 if mark else None, column=mark.column + 1 if mark else None) from None
     except yaml.YAMLError as exc:
-        raise file_error(what, path, "valid YAML", f"{exc}; fix the YAML") from None
+        raise file_error(what, path, "valid YAML", f"not valid YAML ({exc}); fix the YAML") from None
     except RecursionError:
         raise file_error(what, path, "valid YAML", "nested too deeply to parse; flatten the structure") from None
     finally:
