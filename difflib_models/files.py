@@ -231,7 +231,7 @@ def check_torch_checkpoint(path: str | os.PathLike[str], *, what: str, fix: str)
     try:
         torch.load(p, map_location="cpu", weights_only=True, mmap=True)
     except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError/OSError/UnpicklingError/EOFError here
-        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        reason = " ".join(str(exc).split()).split(". ")[0][:120] or type(exc).__name__  # first sentence only
         raise file_error(what, p, "a complete torch checkpoint",
                          f"cannot be loaded ({type(exc).__name__}: {reason}), it is truncated or corrupt; {fix}"
                          ) from None
