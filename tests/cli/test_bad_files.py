@@ -186,3 +186,25 @@ def test_truncated_acts_file(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     acts.write_bytes(acts.read_bytes()[:100])
     code, err = _run(["crosscoder", "train", "--acts", str(acts), "--out", str(tmp_path / "cc")], capsys)
     _assert_one_line(code, err, acts, "`--acts=", "a readable .safetensors file")
+
+
+def test_invalid_model_config_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model = tmp_path / "model"
+    model.mkdir()
+    config = model / "config.json"
+    config.write_text('{"model_type": "llama",\n "hidden_size": 64\n "num_hidden_layers": 5}', encoding="utf-8")
+    code, err = _run(["snapshot", "--model", str(model), "--out", str(tmp_path / "store"), "--layers", "0"], capsys)
+    _assert_one_line(code, err, config, "`model=", "line 3, column 2: not valid JSON")
+
+
+def test_invalid_crosscoder_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    acts = tmp_path / "acts.safetensors"
+    save_file({"acts": torch.randn(256, 2, 8, generator=torch.Generator().manual_seed(0))}, str(acts))
+    code, err = _run(["crosscoder", "train", "--acts", str(acts), "--out", str(tmp_path / "cc"), "--dict-size", "16",
+                      "--k", "2", "--steps", "2", "--batch-size", "64"], capsys)
+    assert code == 0, err
+    config = tmp_path / "cc" / "crosscoder" / "crosscoder.json"
+    config.write_text(config.read_text(encoding="utf-8")[:-20], encoding="utf-8")  # cut short
+    code, err = _run(["crosscoder", "analyze", "--crosscoder", str(tmp_path / "cc"), "--acts", str(acts), "--out",
+                      str(tmp_path / "analysis.json")], capsys)
+    _assert_one_line(code, err, config, "`crosscoder=", "not valid JSON")
