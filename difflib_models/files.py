@@ -67,10 +67,10 @@ def decode_utf8(data: bytes, *, what: str, path: str | os.PathLike[str], allowed
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        start = exc.start
-        line = data.count(b"\n", 0, start) + 1
-        column = start - (data.rfind(b"\n", 0, start) + 1) + 1  # in bytes, 1-based
-        bad = data[start:exc.end].hex(" ")
+        obj, start = exc.object, exc.start  # positions in exc.object: the bytes after a BOM
+        line = obj.count(b"\n", 0, start) + 1
+        column = start - (obj.rfind(b"\n", 0, start) + 1) + 1  # in bytes, 1-based
+        bad = obj[start:exc.end].hex(" ")
         raise file_error(what, path, allowed, f"byte 0x{bad} is not UTF-8; {_UTF8_FIX}",
                          line=line, column=column) from None
 
@@ -80,16 +80,15 @@ def read_text(path: str | os.PathLike[str], *, what: str) -> str:
     return decode_utf8(read_bytes(path, what=what, allowed="a UTF-8 text file"), what=what, path=path)
 
 
-def parse_json(text: str, *, what: str, path: str | os.PathLike[str], line_offset: int = 0) -> Any:
+def parse_json(text: str, *, what: str, path: str | os.PathLike[str]) -> Any:
     """``json.loads(text)`` with errors as one ConfigError naming ``path`` and the line/column."""
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise file_error(what, path, "valid JSON", f"not valid JSON ({exc.msg}); fix the JSON there",
-                         line=exc.lineno + line_offset, column=exc.colno) from None
+                         line=exc.lineno, column=exc.colno) from None
     except RecursionError:
-        raise file_error(what, path, "valid JSON", "nested too deeply to parse; flatten the structure",
-                         line=line_offset + 1 if line_offset else None) from None
+        raise file_error(what, path, "valid JSON", "nested too deeply to parse; flatten the structure") from None
 
 
 def load_json(path: str | os.PathLike[str], *, what: str) -> Any:

@@ -49,6 +49,9 @@ def test_utf8_bom_is_dropped_and_text_kept(tmp_path: Path) -> None:
     p = tmp_path / "t.json"
     p.write_bytes(b"\xef\xbb\xbf" + json.dumps({"k": "caf\u00e9"}).encode())
     assert load_json(p, what="x") == {"k": "caf\u00e9"}
+    p.write_bytes(b"\xef\xbb\xbf{}\nab\xff\n")  # positions count from after the BOM
+    with pytest.raises(ConfigError, match="line 2, column 3: byte 0xff"):
+        load_json(p, what="x")
 
 
 def test_missing_and_directory(tmp_path: Path) -> None:
