@@ -6,6 +6,7 @@ to build them so they stay uniform.
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -55,8 +56,25 @@ class GateError(DifflibError):
 
 
 def _fmt(value: Any) -> str:
-    text = repr(value)
+    """repr of ``value`` in at most 200 characters, built without a full repr of a huge or deep container
+    (a YAML alias bomb as a value would otherwise take seconds and hundreds of MB to print)."""
+    if isinstance(value, (str, bytes)):
+        text = repr(value[:201])
+    elif isinstance(value, (list, tuple, dict, set, frozenset)):
+        text = _SHORT.repr(value)
+    else:
+        text = repr(value)
     return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _short_repr() -> reprlib.Repr:
+    r = reprlib.Repr()
+    r.maxlevel, r.maxother, r.maxstring, r.maxlong = 4, 200, 200, 200
+    r.maxlist = r.maxtuple = r.maxdict = r.maxset = r.maxfrozenset = r.maxdeque = r.maxarray = 24
+    return r
+
+
+_SHORT = _short_repr()
 
 
 def bad_value(

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,9 @@ from typing import Any
 def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp_path)`` then atomically rename ``tmp_path`` onto ``path``.
 
-    The temporary file lives in the same directory so the rename is atomic on POSIX.
+    The temporary file lives in the same directory so the rename is atomic on POSIX. The file gets the mode a
+    plain ``open()`` would give it (``0o666 & ~umask``: 0644 under umask 0022, not mkstemp's 0600), and the
+    directory is fsynced after the rename so the new name survives a power loss.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -23,13 +26,50 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None]) ->
     tmp_path = Path(tmp)
     try:
         write(tmp_path)
+        os.chmod(tmp_path, 0o666 & ~current_umask())  # after write: a writer may have recreated the file
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+    fsync_dir(path.parent)
     return path
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where the platform allows (Linux ``/proc/self/status``);
+    elsewhere set-and-restore under a lock, so concurrent threads of this library never see a wrong umask."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+_UMASK_LOCK = threading.Lock()
+
+
+def fsync_dir(directory: str | os.PathLike[str]) -> None:
+    """fsync ``directory`` so a rename inside it is durable; platforms that cannot (Windows, some network
+    filesystems) are tolerated: the rename itself has already happened."""
+    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
+    try:
+        fd = os.open(directory, flags)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:

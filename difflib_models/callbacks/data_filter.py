@@ -17,7 +17,6 @@ Nothing is dropped silently: each round writes ``scores.jsonl``, ``summary.json`
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -211,8 +210,9 @@ class DataFilterCore:
 
 
 def _read_flags(path: Path) -> list[bool]:
-    rows = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
-    return [bool(r["flagged"]) for r in rows]
+    from difflib_models.files import load_jsonl
+
+    return [bool(r.value["flagged"]) for r in load_jsonl(path, what="scores")]
 
 
 def __getattr__(name: str) -> Any:

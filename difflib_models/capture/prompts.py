@@ -9,13 +9,13 @@ tokenizer's chat template when a tokenizer is given (see :func:`render_messages`
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from difflib_models.errors import ConfigError, bad_value
+from difflib_models.files import load_jsonl, read_text
 
 logger = logging.getLogger(__name__)
 
@@ -136,23 +136,17 @@ def render_messages(
 
 def _read_jsonl(path: Path) -> list[PromptRecord]:
     records: list[PromptRecord] = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ConfigError(f"{path}:{lineno}: not valid JSON ({exc.msg}).") from None
-            if isinstance(obj, dict) and isinstance(obj.get("text"), str):
-                records.append(PromptRecord(text=obj["text"]))
-            elif isinstance(obj, dict) and _valid_messages(obj.get("messages")):
-                records.append(PromptRecord(messages=tuple(dict(m) for m in obj["messages"])))
-            else:
-                raise ConfigError(
-                    f"{path}:{lineno}: a record needs a string 'text' or a 'messages' list of "
-                    "{'role': str, 'content': str}. HINT: one JSON object per line."
-                )
+    for row in load_jsonl(path, what="prompts"):
+        obj = row.value
+        if isinstance(obj, dict) and isinstance(obj.get("text"), str):
+            records.append(PromptRecord(text=obj["text"]))
+        elif isinstance(obj, dict) and _valid_messages(obj.get("messages")):
+            records.append(PromptRecord(messages=tuple(dict(m) for m in obj["messages"])))
+        else:
+            raise ConfigError(
+                f"{path}:{row.line}: a record needs a string 'text' or a 'messages' list of "
+                "{'role': str, 'content': str}. HINT: one JSON object per line."
+            )
     return records
 
 
@@ -183,7 +177,7 @@ def load_prompt_records(spec: str | Path) -> list[PromptRecord]:
     if suffix == ".jsonl":
         records = _read_jsonl(path)
     elif suffix in (".txt", ""):
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = read_text(path, what="prompts").splitlines()
         records = [PromptRecord(text=line.strip()) for line in lines if line.strip()]
     else:
         raise ConfigError(bad_value("prompts", str(path), "a .txt (one prompt per line) or .jsonl file"))

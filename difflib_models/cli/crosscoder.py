@@ -41,7 +41,11 @@ def _source(store: Path | None, acts: Path | None, sides: str | None, layers: st
             raise ConfigError(bad_value("--acts", str(acts), "an existing .safetensors file"))
         from safetensors.torch import load_file
 
-        tensors = load_file(str(acts))
+        try:
+            tensors = load_file(str(acts))
+        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error type for a truncated file
+            raise ConfigError(bad_value("--acts", str(acts), "a readable .safetensors file",
+                                        f"{exc}; write the file again")) from None
         if "acts" not in tensors:
             raise ConfigError(bad_value("--acts", sorted(tensors), "a file holding a tensor named 'acts' [N, M, d]"))
         return TensorSource(tensors["acts"])

@@ -21,6 +21,7 @@ from difflib_models.crosscoder.datamodule import CrosscoderDataModule
 from difflib_models.crosscoder.model import Crosscoder
 from difflib_models.crosscoder.sources import PairedActivationSource
 from difflib_models.errors import ConfigError, bad_value
+from difflib_models.files import check_torch_checkpoint
 from difflib_models.io import atomic_write_bytes
 
 _log = logging.getLogger(__name__)
@@ -149,6 +150,8 @@ def train_crosscoder(
     last = ckpt_dir / "last.ckpt"
     ckpt_path = str(last) if resume and last.is_file() else None
     if ckpt_path:
+        check_torch_checkpoint(last, what="resume checkpoint",
+                               fix=f"delete {last} (or pass --no-resume / resume=False) to train from scratch")
         _log.info("resuming crosscoder training from %s", ckpt_path)
     trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
     crosscoder = module.crosscoder.cpu().eval()

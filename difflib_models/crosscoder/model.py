@@ -15,7 +15,6 @@ are decoded, and gradients touch only active rows); ``sparse=False`` switches to
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from difflib_models.crosscoder.sparse import (
     topk_pairs,
 )
 from difflib_models.errors import ConfigError, IdentityMismatchError, bad_value
+from difflib_models.files import load_json
 from difflib_models.io import atomic_write, atomic_write_json
 
 logger = logging.getLogger(__name__)
@@ -301,10 +301,14 @@ class Crosscoder(nn.Module):
                 bad_value("directory", str(directory), f"a folder with {CONFIG_FILE} and {WEIGHTS_FILE}",
                           "pass the folder written by Crosscoder.save() or `crosscoder train`")
             )
-        meta = json.loads(cfg_path.read_text())
-        if meta.get("format") != FORMAT:
-            raise ConfigError(bad_value("format", meta.get("format"), [FORMAT]))
-        config = CrosscoderConfig.from_dict(meta["config"])
+        meta = load_json(cfg_path, what="crosscoder")
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT or not isinstance(meta.get("config"), dict):
+            raise ConfigError(bad_value("crosscoder", str(cfg_path), f"a {FORMAT} config with a `config` object",
+                                        "pass the folder written by Crosscoder.save() or `crosscoder train`"))
+        try:
+            config = CrosscoderConfig.from_dict(meta["config"])
+        except TypeError as exc:  # wrong field types/arity that the dataclass rejects
+            raise ConfigError(bad_value("crosscoder", str(cfg_path), "a valid crosscoder config", str(exc))) from None
         if expected is not None:
             diff = config.mismatch(expected, keys=ARCHITECTURE_FIELDS)
             if diff:
@@ -315,7 +319,11 @@ class Crosscoder(nn.Module):
                               f"mismatching fields: {', '.join(diff)}")
                 )
         model = cls(config)
-        state = load_file(str(w_path), device=map_location)
+        try:
+            state = load_file(str(w_path), device=map_location)
+        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error type for a truncated file
+            raise ConfigError(bad_value("crosscoder", str(w_path), "a readable .safetensors file",
+                                        f"{exc}; retrain or restore the crosscoder folder")) from None
         own = model.state_dict()
         for name, tensor in own.items():
             if name not in state:

@@ -7,13 +7,13 @@ captured tokens are exactly what the chat model sees.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from difflib_models.errors import ConfigError, bad_value
+from difflib_models.files import load_json, load_jsonl, read_text
 
 log = logging.getLogger(__name__)
 
@@ -81,26 +81,14 @@ def _from_spec(spec: str | Path, tokenizer: Any, text_field: str | None) -> list
     if suffix in (".jsonl", ".json"):
         rows = _read_json_rows(path)
         return _from_rows(rows, tokenizer, text_field, str(path))
-    return [line.rstrip("\n") for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [line.rstrip("\n") for line in read_text(path, what="texts").splitlines() if line.strip()]
 
 
 def _read_json_rows(path: Path) -> list[Any]:
-    text = path.read_text(encoding="utf-8")
     if path.suffix.lower() == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(bad_value("texts", str(path), "valid JSON", str(exc))) from exc
+        data = load_json(path, what="texts")
         return list(data) if isinstance(data, list) else [data]
-    rows = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            raise ConfigError(bad_value("texts", f"{path}:{n}", "one JSON object per line", str(exc))) from exc
-    return rows
+    return [row.value for row in load_jsonl(path, what="texts")]
 
 
 def _iter_dataset(ds: Any, limit: int | None) -> Iterable[Any]:

@@ -324,7 +324,7 @@ def policy_from_dict(data: Any, *, path: str | None = None) -> Policy:
 
 def load_policy(path: str | Path | None = None) -> Policy:
     """Load a YAML policy; ``None`` loads the shipped default policy (thresholds are proposals)."""
-    import yaml
+    from difflib_models.files import parse_yaml, read_text
 
     if path is None:
         text = resources.files("difflib_models.gate").joinpath(DEFAULT_POLICY).read_text(encoding="utf-8")
@@ -334,12 +334,12 @@ def load_policy(path: str | Path | None = None) -> Policy:
         if not p.is_file():
             raise ConfigError(bad_value("--policy", str(path), "an existing YAML file",
                                         "omit --policy to use the shipped default policy"))
-        text, source = p.read_text(encoding="utf-8"), str(p)
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(bad_value("--policy", source, "valid YAML", f"parse error: {exc}")) from exc
+        text, source = read_text(p, what="--policy"), str(p)
+    data = parse_yaml(text, what="--policy", path=source)
     try:
         return policy_from_dict(data, path=source)
-    except TypeError as exc:  # wrong field types that dataclass construction rejects
-        raise ConfigError(bad_value("--policy", source, "a valid gate policy", str(exc))) from exc
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:  # wrong field types that dataclass construction / float() rejects
+        raise ConfigError(bad_value("--policy", source, "a valid gate policy",
+                                    f"a field has the wrong type ({exc})")) from None

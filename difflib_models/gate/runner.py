@@ -20,7 +20,6 @@ What is computed depends on the policy's checks:
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import time
@@ -32,6 +31,7 @@ from typing import Any
 import torch
 
 from difflib_models.errors import ConfigError, DifflibError, ModelLoadError, bad_value
+from difflib_models.files import load_json
 from difflib_models.gate.behavioural import model_view
 from difflib_models.gate.engine import evaluate, exit_code
 from difflib_models.gate.policy import (
@@ -409,10 +409,7 @@ def _read_json(path: str | Path, what: str) -> Any:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(bad_value(what, str(path), "an existing JSON file"))
-    try:
-        return json.loads(p.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ConfigError(bad_value(what, str(path), "valid JSON", str(exc))) from exc
+    return load_json(p, what=what)
 
 
 def run_gate(config: GateConfig) -> GateResult:

@@ -7,16 +7,20 @@ what Lightning does not carry: files (snapshot index, monitor series JSON + PNG)
 
 Tracking URI: always explicit. :func:`mlflow_logger` defaults to an embedded sqlite database in the run directory
 (``sqlite:///<run_dir>/mlflow.db``) with artifacts beside it, because since MLflow 3.13 the ``./mlruns`` file store
-raises and Lightning's ``MLFlowLogger()`` without a URI fails. For air-gapped machines set
+raises and Lightning's ``MLFlowLogger()`` without a URI fails. A fresh sqlite database is created once under a
+file lock (:func:`ensure_tracking_store`), so concurrent processes can share it. For air-gapped machines set
 ``MLFLOW_DISABLE_TELEMETRY=true``. ``mlflow`` and Lightning are imported lazily.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +37,72 @@ def default_tracking_uri(run_dir: str | os.PathLike[str]) -> str:
     path = Path(run_dir).resolve()
     path.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{path / 'mlflow.db'}"
+
+
+def sqlite_db_path(tracking_uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` tracking URI (``None`` for other stores and in-memory sqlite)."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    path = tracking_uri[len("sqlite:///"):].split("?", 1)[0]
+    return Path(path) if path and path != ":memory:" else None
+
+
+_READY: set[str] = set()
+_READY_LOCK = threading.Lock()
+
+
+def ensure_tracking_store(tracking_uri: str, *, attempts: int = 3) -> None:
+    """Create the tables of a fresh sqlite tracking database exactly once, whatever the number of processes.
+
+    MLflow creates (and migrates) a new sqlite database on the first client call of each process; two processes
+    doing it at once make one of them fail with an alembic ``CommandError``. Here the first open runs under an
+    exclusive ``flock`` on ``<db>.lock`` beside the database (the tracking and registry tables are both created
+    inside it), and a failure is retried, for writers outside this library that do not take the lock."""
+    db = sqlite_db_path(tracking_uri)
+    if db is None or tracking_uri in _READY:
+        return
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with _READY_LOCK, _file_lock(db.with_name(db.name + ".lock")):
+        from mlflow.tracking import MlflowClient
+
+        for attempt in range(1, attempts + 1):
+            try:
+                client = MlflowClient(tracking_uri=tracking_uri)
+                client.search_experiments(max_results=1)
+                client.search_registered_models(max_results=1)
+                break
+            except Exception as exc:  # noqa: BLE001 - alembic/sqlalchemy errors of a concurrent creator
+                if attempt == attempts:
+                    raise
+                log.info("MLflow store %s not ready (%s: %s); retrying", db, type(exc).__name__, exc)
+                time.sleep(0.5 * attempt)
+        _READY.add(tracking_uri)
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive ``fcntl.flock`` on ``path`` (created); a no-op where fcntl does not exist (Windows)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: the retry in ensure_tracking_store remains
+        yield
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def open_tracking_client(tracking_uri: str) -> Any:
+    """An ``MlflowClient`` on ``tracking_uri``; a fresh sqlite database is created once (see
+    :func:`ensure_tracking_store`), so concurrent processes both succeed."""
+    ensure_tracking_store(tracking_uri)
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri)
 
 
 def mlflow_logger(
@@ -52,6 +122,7 @@ def mlflow_logger(
 
     loggers = importlib.import_module(f"{namespace}.loggers")
     uri = tracking_uri or default_tracking_uri(run_dir)
+    ensure_tracking_store(uri)
     artifact_dir = Path(run_dir).resolve() / "mlartifacts"
     return loggers.MLFlowLogger(
         experiment_name=experiment_name,

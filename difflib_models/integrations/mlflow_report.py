@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from difflib_models.errors import ConfigError, bad_value
+from difflib_models.files import read_text
 from difflib_models.report.builder import FILENAMES, load_report
 
 log = logging.getLogger(__name__)
@@ -32,9 +33,9 @@ _METRIC_SAFE = re.compile(r"[^A-Za-z0-9_./ -]")
 
 
 def _client(tracking_uri: str) -> Any:
-    from mlflow.tracking import MlflowClient
+    from difflib_models.integrations.mlflow import open_tracking_client
 
-    return MlflowClient(tracking_uri=tracking_uri)
+    return open_tracking_client(tracking_uri)
 
 
 def default_uri(report_dir: str | Path) -> str:
@@ -110,7 +111,7 @@ def log_report(
             client.set_tag(run_id, key, value)
         md = report_dir / FILENAMES["md"]
         if md.is_file():
-            client.set_tag(run_id, NOTE_TAG, md.read_text(encoding="utf-8"))
+            client.set_tag(run_id, NOTE_TAG, read_text(md, what="report.md"))
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)

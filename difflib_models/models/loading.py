@@ -251,7 +251,7 @@ def load_model(
         elif (path / "adapter_config.json").is_file():
             if adapter is not None:
                 raise ConfigError(bad_value("adapter", os.fspath(adapter), hint=f"{spec_str} is itself an adapter"))
-            base_spec = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
+            base_spec = _json_config(path / "adapter_config.json", "model").get("base_model_name_or_path")
             if not base_spec:
                 raise ConfigError(
                     f"adapter {spec_str} does not name its base model (base_model_name_or_path). HINT: pass the base "
@@ -267,6 +267,7 @@ def load_model(
                 hook_override=hook_override,
             )
         elif (path / "config.json").is_file():
+            _json_config(path / "config.json", "model")
             resolved_path = path.resolve()
             source = "hf_dir"
             model, tokenizer = _load_hf(
@@ -306,6 +307,18 @@ def load_model(
     return loaded
 
 
+def _json_config(path: Path, what: str) -> dict[str, Any]:
+    """A model/adapter ``*config.json`` read up front, so a broken file is a ConfigError naming it (exit 2)."""
+    from difflib_models.files import load_json
+
+    data = load_json(path, what=what)
+    if not isinstance(data, dict):
+        raise ConfigError(bad_value(what, str(path), "a JSON object",
+                                    f"the file holds a JSON {type(data).__name__}; restore the file written by "
+                                    "transformers/peft"))
+    return data
+
+
 def apply_adapter(loaded: LoadedModel, adapter: str | os.PathLike[str]) -> LoadedModel:
     """Wrap ``loaded`` with the peft adapter at ``adapter`` (base view through ``disable_adapter()``)."""
     adapter_path = Path(adapter).expanduser()
@@ -313,6 +326,7 @@ def apply_adapter(loaded: LoadedModel, adapter: str | os.PathLike[str]) -> Loade
         raise ConfigError(
             bad_value("adapter", os.fspath(adapter), "a peft adapter directory with adapter_config.json")
         )
+    _json_config(adapter_path / "adapter_config.json", "adapter")
     from peft import PeftModel
 
     try:

@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from difflib_models.errors import ConfigError, bad_value
+from difflib_models.files import load_jsonl
 from difflib_models.io import atomic_write_json, atomic_write_text
 from difflib_models.models.hookpoints import LAYER_CONVENTION, find_block_list, unwrap_model
 from difflib_models.persona.chat import (
@@ -136,20 +137,13 @@ def read_chat_jsonl(path: str | Path) -> list[ChatSample]:
     if not path.is_file():
         raise ConfigError(bad_value("data", str(path), "an existing JSONL file"))
     samples: list[ChatSample] = []
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            where = f"{path.name} line {n}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ConfigError(f"{where} is not valid JSON: {exc.msg}.") from None
-            if not isinstance(row, dict) or "messages" not in row:
-                raise ConfigError(f"{where}: expected an object with a `messages` list (chat format).")
-            prompt, response = split_last_turn(row["messages"], where)
-            sid = str(row.get("id", f"line-{n}"))
-            samples.append(ChatSample(id=sid, prompt=prompt, response=response, line=n, raw=line.rstrip("\n")))
+    for row in load_jsonl(path, what="data"):
+        where = f"{path.name} line {row.line}"
+        if not isinstance(row.value, dict) or "messages" not in row.value:
+            raise ConfigError(f"{where}: expected an object with a `messages` list (chat format).")
+        prompt, response = split_last_turn(row.value["messages"], where)
+        sid = str(row.value.get("id", f"line-{row.line}"))
+        samples.append(ChatSample(id=sid, prompt=prompt, response=response, line=row.line, raw=row.raw))
     if not samples:
         raise ConfigError(bad_value("data", str(path), "a JSONL file with at least one chat row"))
     return samples
@@ -477,7 +471,7 @@ class FilteredDataset(torch.utils.data.Dataset):
         path = Path(out_dir) / "kept.jsonl"
         if not path.is_file():
             raise ConfigError(bad_value("out_dir", str(out_dir), "a filter output directory with kept.jsonl"))
-        rows = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+        rows = [row.value for row in load_jsonl(path, what="out_dir")]
         return cls(rows, transform=transform)
 
     def __len__(self) -> int:

@@ -14,7 +14,6 @@ The questions of the items (without the answer choices) double as the trait's fr
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from difflib_models.errors import ConfigError, bad_value
+from difflib_models.files import load_json, load_jsonl, load_yaml
 from difflib_models.persona.traits import SPLITS, ABItem, Trait, deterministic_split
 
 log = logging.getLogger(__name__)
@@ -114,25 +114,12 @@ def trait_from_items(
 
 def read_anthropic_jsonl(path: str | Path) -> list[ABItem]:
     path = Path(path)
-    items: list[ABItem] = []
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ConfigError(f"{path}:{n}: not valid JSON ({exc.msg}). HINT: one JSON object per line.") from None
-            items.append(_item(row, f"{path.name}:{n}"))
-    return items
+    return [_item(row.value, f"{path.name}:{row.line}") for row in load_jsonl(path, what="trait")]
 
 
 def read_caa_json(path: str | Path) -> list[ABItem]:
     path = Path(path)
-    try:
-        rows = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}: not valid JSON ({exc.msg}). HINT: CAA files are one JSON array.") from None
+    rows = load_json(path, what="trait")
     if not isinstance(rows, list):
         raise ConfigError(bad_value(path.name, type(rows).__name__, "a JSON array of A/B items"))
     return [_item(row, f"{path.name}[{n}]") for n, row in enumerate(rows)]
@@ -193,13 +180,8 @@ class ProbeSet:
 
 def import_em_yaml(path: str | Path) -> ProbeSet:
     """Read an emergent-misalignment evaluation YAML (``- id, paraphrases, [system], judge_prompts``)."""
-    import yaml
-
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"cannot parse {path}: {exc}") from exc
+    data = load_yaml(path, what="questions")
     if not isinstance(data, list):
         raise ConfigError(bad_value(path.name, type(data).__name__, "a YAML list of question entries"))
     out: list[ProbeQuestion] = []
@@ -209,7 +191,11 @@ def import_em_yaml(path: str | Path) -> ProbeSet:
         paraphrases = entry.get("paraphrases") or []
         if isinstance(paraphrases, str):
             paraphrases = [paraphrases]
-        rubrics = {str(k): str(v) for k, v in (entry.get("judge_prompts") or {}).items()}
+        judge_prompts = entry.get("judge_prompts") or {}
+        if not isinstance(judge_prompts, dict):
+            raise ConfigError(bad_value(f"{path.name}[{n}].judge_prompts", judge_prompts,
+                                        "a mapping of rubric name to judge prompt"))
+        rubrics = {str(k): str(v) for k, v in judge_prompts.items()}
         system = entry.get("system")
         for k, text in enumerate(paraphrases):
             if isinstance(text, str) and text.strip():

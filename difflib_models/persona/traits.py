@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from difflib_models.errors import ConfigError, bad_value
+from difflib_models.files import parse_yaml, read_text
 
 log = logging.getLogger(__name__)
 
@@ -156,9 +157,12 @@ class Trait:
         judge = data.get("judge")
         if judge is not None and not isinstance(judge, dict):
             raise ConfigError(bad_value("judge", judge, "a mapping such as {rubric: ...}", f"Trait {tid!r}."))
+        version_n = data.get("version", 1)
+        if isinstance(version_n, bool) or not isinstance(version_n, int):
+            raise ConfigError(bad_value("version", version_n, "an integer", f"Trait {tid!r}{where}."))
         trait = cls(id=tid, description=str(data.get("description", "")), polarity=polarity,
                     instructions=instructions, questions=questions, ab_items=ab, paired_responses=paired,
-                    judge=judge, version=int(data.get("version", 1)), source=source)
+                    judge=judge, version=version_n, source=source)
         _check_balance(trait)
         return trait
 
@@ -286,7 +290,7 @@ def load_trait(spec: str | Path | Trait) -> Trait:
     text = str(spec)
     if text in builtin_traits():
         res = resources.files("difflib_models.persona") / "builtin" / f"{text}.yaml"
-        return _from_yaml_text(res.read_text(encoding="utf-8"), source=f"builtin:{text}")
+        return _from_yaml_text(res.read_text(encoding="utf-8"), source=f"builtin:{text}", path=res)
     path = Path(text)
     if not path.exists():
         raise ConfigError(bad_value("trait", text, builtin_traits() + ["a trait YAML", "an evals .jsonl", "a CAA .json"],
@@ -297,14 +301,8 @@ def load_trait(spec: str | Path | Trait) -> Trait:
         return import_trait_file(path)
     if path.suffix not in (".yaml", ".yml"):
         raise ConfigError(bad_value("trait", text, ".yaml/.yml trait files, .jsonl (Anthropic), .json (CAA)"))
-    return _from_yaml_text(path.read_text(encoding="utf-8"), source=str(path))
+    return _from_yaml_text(read_text(path, what="trait"), source=str(path), path=path)
 
 
-def _from_yaml_text(text: str, *, source: str) -> Trait:
-    import yaml
-
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"cannot parse trait file {source}: {exc}") from exc
-    return Trait.from_dict(data, source=source)
+def _from_yaml_text(text: str, *, source: str, path: Any) -> Trait:
+    return Trait.from_dict(parse_yaml(text, what="trait", path=path), source=source)

@@ -25,6 +25,7 @@ import torch
 
 from difflib_models._version import __version__
 from difflib_models.errors import ConfigError, IdentityMismatchError, bad_value
+from difflib_models.files import load_json
 from difflib_models.io import atomic_write, atomic_write_json, sha256_file
 from difflib_models.models.hookpoints import LAYER_CONVENTION
 
@@ -166,13 +167,10 @@ class PersonaVectorSet:
         if not tensor_path.exists() or not sidecar.exists():
             raise ConfigError(bad_value("path", str(path), "a persona vector file (.safetensors + .json sidecar)",
                                         f"Expected {tensor_path.name} and {sidecar.name} side by side."))
-        try:
-            meta = json.loads(sidecar.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"cannot read persona vector sidecar {sidecar}: {exc}") from exc
-        if meta.get("format") != "difflib_models.persona_vectors":
+        meta = load_json(sidecar, what="--vectors")
+        if not isinstance(meta, dict) or meta.get("format") != "difflib_models.persona_vectors":
             raise ConfigError(bad_value("path", str(sidecar), "a persona vector sidecar"))
-        if int(meta.get("format_version", 0)) > FORMAT_VERSION:
+        if not isinstance(meta.get("format_version", 0), int) or meta.get("format_version", 0) > FORMAT_VERSION:
             raise ConfigError(bad_value("format_version", meta.get("format_version"), f"<= {FORMAT_VERSION}",
                                         "Upgrade difflib_models to read this file."))
         if meta.get("sha256") and sha256_file(tensor_path) != meta["sha256"]:
@@ -180,7 +178,21 @@ class PersonaVectorSet:
                               "(corrupt or replaced). HINT: re-extract the vectors.")
         if expect_model is not None:
             check_identity(meta.get("model", {}), expect_model, what=str(tensor_path))
-        raw = load_file(str(tensor_path))
+        try:
+            raw = load_file(str(tensor_path))
+        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error type for a truncated file
+            raise ConfigError(bad_value("--vectors", str(tensor_path), "a readable .safetensors file",
+                                        f"{exc}; re-extract the vectors")) from None
+        try:
+            return cls._from_meta(meta, raw)
+        except ConfigError:
+            raise
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise ConfigError(bad_value("--vectors", str(sidecar), "a persona vector sidecar written by difflib_models",
+                                        f"a field has the wrong type ({exc}); re-extract the vectors")) from None
+
+    @classmethod
+    def _from_meta(cls, meta: dict[str, Any], raw: dict[str, torch.Tensor]) -> PersonaVectorSet:
         vectors = {int(k.split(".", 1)[1]): v for k, v in raw.items() if k.startswith("layer.")}
         trait = meta.get("trait", {})
         return cls(

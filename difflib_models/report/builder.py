@@ -16,7 +16,6 @@ with its renderings::
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import logging
 import platform
 import re
@@ -27,6 +26,7 @@ from typing import Any
 
 from difflib_models._version import __version__
 from difflib_models.errors import ConfigError, bad_value
+from difflib_models.files import load_json
 from difflib_models.io import atomic_write_json, atomic_write_text, sha256_file
 from difflib_models.report.schema import SCHEMA_VERSION, validate_report
 
@@ -237,10 +237,10 @@ def merge_diff(report: dict[str, Any], diff: Mapping[str, Any] | str | Path) -> 
             path = path / "diff.json"
         if not path.is_file():
             raise ConfigError(bad_value("diff", str(diff), "a diff.json file or a directory holding one"))
-        try:
-            diff = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise ConfigError(bad_value("diff", str(path), "valid JSON", str(exc))) from exc
+        diff = load_json(path, what="--diff")
+        if not isinstance(diff, Mapping):
+            raise ConfigError(bad_value("--diff", str(path), "a diff.json object",
+                                        f"the file holds a JSON {type(diff).__name__}"))
     if diff.get("format") == DIFF_FORMAT:
         sections = diff_sections(diff)
         note = sections.pop("crosscoder_note", None)
@@ -409,10 +409,7 @@ def load_report(path: str | Path, *, validate: bool = True) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(bad_value("report", str(path), "an existing report.json or a directory holding one",
                                     "run `difflib-models gate ... --out DIR` first"))
-    try:
-        report = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ConfigError(bad_value("report", str(path), "valid JSON", f"parse error: {exc}")) from exc
+    report = load_json(path, what="--from")
     if validate:
         validate_report(report)
     return report

@@ -1,18 +1,39 @@
 """junit.xml: one testcase per gate check, as CI systems ingest it.
 
 ``fail`` -> ``<failure>``, ``error`` -> ``<error>``, ``skipped`` -> ``<skipped>``; ``warn`` is a passing
-testcase whose system-out says WARN. The numbers of every check go to ``<system-out>``.
+testcase whose system-out says WARN. The numbers of every check go to ``<system-out>``. Characters that XML 1.0
+forbids (control characters in a model name or token) become U+FFFD, so the file always parses.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from difflib_models.io import atomic_write_text
+
+# characters XML 1.0 forbids (C0 controls but \t \n \r, lone surrogates, U+FFFE, U+FFFF): a model name or token
+# holding one would make junit.xml unparseable, so each becomes U+FFFD and everything else is kept
+_XML_FORBIDDEN = re.compile("[^\x09\x0a\x0d\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def xml_safe(text: Any) -> str:
+    """``str(text)`` with every character that XML 1.0 forbids replaced by U+FFFD (the rest unchanged)."""
+    return _XML_FORBIDDEN.sub("\ufffd", str(text))
+
+
+def _sanitize(root: ET.Element) -> None:
+    for el in root.iter():
+        if el.text is not None:
+            el.text = xml_safe(el.text)
+        if el.tail is not None:
+            el.tail = xml_safe(el.tail)
+        for key, value in el.attrib.items():
+            el.attrib[key] = xml_safe(value)
 
 
 def _describe(check: Mapping[str, Any]) -> str:
@@ -52,6 +73,7 @@ def render_junit(report: Mapping[str, Any], *, suite_name: str = "difflib_models
         out["details"] = check.get("details") or {}
         prefix = "WARN: " if status == "warn" else ""
         ET.SubElement(case, "system-out").text = prefix + json.dumps(out, sort_keys=True, default=str)
+    _sanitize(suites)
     ET.indent(suites)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
 

@@ -16,13 +16,18 @@ from difflib_models.io import atomic_write_text
 
 _ICONS = {"pass": "✅", "warn": "⚠️", "fail": "❌", "error": "⛔", "skipped": "⏭️", "inconclusive": "❔", "none": "•"}
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|>~])")
+# every character some reader treats as a line break (str.splitlines' set), then the other control characters,
+# lone surrogates and U+FFFE/U+FFFF: a cell stays on its table line and the file stays valid UTF-8 text
+_LINE_BREAKS = re.compile("[\n\r\t\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+_FORBIDDEN = re.compile("[\x00-\x08\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
 
 
 def md_escape(text: Any) -> str:
-    """Escape ``text`` for a Markdown table cell (HTML entities plus Markdown punctuation, no newlines)."""
-    out = html.escape(str(text), quote=True)
-    out = _MD_SPECIAL.sub(r"\\\1", out)
-    return out.replace("\r", " ").replace("\n", " ")
+    """Escape ``text`` for a Markdown table cell (HTML entities plus Markdown punctuation, no line breaks, control
+    characters and lone surrogates as U+FFFD)."""
+    out = _FORBIDDEN.sub("\ufffd", _LINE_BREAKS.sub(" ", str(text)))
+    out = html.escape(out, quote=True)
+    return _MD_SPECIAL.sub(r"\\\1", out)
 
 
 def _num(value: Any) -> str:
@@ -30,13 +35,14 @@ def _num(value: Any) -> str:
         return "—"
     if isinstance(value, float):
         return f"{value:.4g}"
-    return str(value)
+    return md_escape(value)
 
 
 def render_markdown(report: Mapping[str, Any], *, max_checks: int = 50) -> str:
     """A short Markdown summary: verdict, models, checks table, persona and behavioural headlines."""
     verdict = str(report.get("verdict", "none"))
-    lines = [f"## {_ICONS.get(verdict, '')} {md_escape(report.get('title', 'report'))}: **{verdict.upper()}**", ""]
+    lines = [f"## {_ICONS.get(verdict, '')} {md_escape(report.get('title', 'report'))}: **{md_escape(verdict.upper())}**",
+             ""]
     if report.get("verdict_reason"):
         lines += [md_escape(report["verdict_reason"]), ""]
     models = report.get("models") or {}
@@ -57,8 +63,9 @@ def render_markdown(report: Mapping[str, Any], *, max_checks: int = 50) -> str:
                   "|---|---|---|---|---|---|"]
         for c in checks[:max_checks]:
             lines.append(
-                f"| {_ICONS.get(c['status'], '')} {c['status']} | {md_escape(c['id'])} | `{md_escape(c['metric'])}` "
-                f"| {_num(c.get('value'))} | {c['comparator']} {_num(c.get('threshold'))} | {c['source']} |"
+                f"| {_ICONS.get(c['status'], '')} {md_escape(c['status'])} | {md_escape(c['id'])} "
+                f"| `{md_escape(c['metric'])}` | {_num(c.get('value'))} "
+                f"| {md_escape(c['comparator'])} {_num(c.get('threshold'))} | {md_escape(c['source'])} |"
             )
         if len(checks) > max_checks:
             lines.append(f"| | … {len(checks) - max_checks} more in report.json | | | | |")

@@ -80,7 +80,7 @@ def test_real_tokenizer_chat_template(stories260k: Path, tmp_path: Path) -> None
 @pytest.mark.parametrize(
     ("content", "match"),
     [("", "no prompts"), ("\n  \n", "no prompts"), ('{"txt": "x"}\n', ":1: a record needs"),
-     ('{"text": "ok"}\n{bad\n', ":2: not valid JSON"), ('{"messages": []}\n', "needs")],
+     ('{"text": "ok"}\n{bad\n', "line 2, column 2: not valid JSON"), ('{"messages": []}\n', "needs")],
 )
 def test_bad_files_name_the_path(tmp_path: Path, content: str, match: str) -> None:
     path = tmp_path / ("p.jsonl" if "{" in content else "p.txt")

@@ -54,7 +54,7 @@ def test_errors_name_the_problem(tmp_path) -> None:
         load_texts(FakeDataset([{"story": "x"}]))
     bad = tmp_path / "b.jsonl"
     bad.write_text("{not json}\n")
-    with pytest.raises(ConfigError, match="b.jsonl:1"):
+    with pytest.raises(ConfigError, match=r"b.jsonl.*line 1, column 2: not valid JSON"):
         load_texts(bad)
 
 

@@ -106,3 +106,59 @@ def test_real_mlflow_server(tmp_path: Path, tinystories_656k: Path) -> None:
     finally:
         os.killpg(proc.pid, 15)
         proc.wait(timeout=30)
+
+
+_OPENER = r"""
+import sys, time
+from pathlib import Path
+
+from difflib_models.integrations.mlflow import open_tracking_client
+from difflib_models.integrations.mlflow_report import _client as report_client
+
+uri, name, ready, go = sys.argv[1], sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4])
+ready.touch()  # imports done: wait for the other process, then both open the fresh database at once
+deadline = time.time() + 300
+while not go.exists():
+    assert time.time() < deadline, "no go signal"
+    time.sleep(0.005)
+client = (report_client if name.endswith("0") else open_tracking_client)(uri)
+exp = client.create_experiment(name)
+print(client.create_run(exp).info.run_id)
+"""
+
+
+@pytest.mark.slow  # six processes import mlflow (~60 s on 2 cores)
+def test_two_processes_open_a_fresh_sqlite_store(tmp_path: Path) -> None:
+    """Two processes opening one fresh sqlite tracking database at the same moment both succeed (without the lock
+    one of them failed with alembic's CommandError in 3 of 3 trials). Three databases, two processes each."""
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true",
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")])}
+    go = tmp_path / "go"
+    procs = []
+    for trial in range(3):
+        db = tmp_path / f"trial{trial}" / "mlflow.db"
+        for side in range(2):
+            name = f"t{trial}-p{side}"
+            procs.append((db, subprocess.Popen(
+                [sys.executable, "-c", _OPENER, f"sqlite:///{db}", name, str(tmp_path / f"{name}.ready"), str(go)],
+                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))
+    deadline = time.time() + 300
+    while not all((tmp_path / f"t{t}-p{s}.ready").exists() for t in range(3) for s in range(2)):
+        assert all(p.poll() is None for _, p in procs), [p.communicate() for _, p in procs if p.poll() is not None]
+        assert time.time() < deadline, "children did not start"
+        time.sleep(0.05)
+    go.touch()
+    results = []
+    for _db, p in procs:
+        out, err = p.communicate(timeout=300)
+        results.append((p.returncode, out, err))
+    for rc, out, err in results:
+        assert rc == 0, err[-3000:]
+        assert len(out.strip()) == 32  # a run id
+    from mlflow.tracking import MlflowClient
+
+    for trial in range(3):
+        db = tmp_path / f"trial{trial}" / "mlflow.db"
+        names = {e.name for e in MlflowClient(tracking_uri=f"sqlite:///{db}").search_experiments()}
+        assert {f"t{trial}-p0", f"t{trial}-p1"} <= names
+        assert (db.parent / "mlflow.db.lock").exists()

@@ -158,7 +158,7 @@ def test_bad_chat_files(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="line 2 has no assistant turn"):
         read_chat_jsonl(bad)
     bad.write_text("{not json\n")
-    with pytest.raises(ConfigError, match="line 1 is not valid JSON"):
+    with pytest.raises(ConfigError, match="line 1, column 2: not valid JSON"):
         read_chat_jsonl(bad)
     with pytest.raises(ConfigError, match="method"):
         FilterConfig(method="fast")

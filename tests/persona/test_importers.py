@@ -86,3 +86,16 @@ def test_bad_files(tmp_path):
     em.write_text("- id: a\n  paraphrases: []\n")
     with pytest.raises(ConfigError, match="no questions"):
         import_em_yaml(em)
+
+
+def test_bad_em_question_files(tmp_path):
+    em = tmp_path / "questions.yaml"
+    em.write_bytes(b"- id: a\n  paraphrases: [caf\xe9]\n")
+    with pytest.raises(ConfigError, match=r"questions.yaml.*line 2, column 20: byte 0xe9 is not UTF-8"):
+        import_em_yaml(em)
+    em.write_text("- id: a\n  paraphrases: [unclosed\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"`questions=.*questions.yaml.*not valid YAML"):
+        import_em_yaml(em)
+    em.write_text("- id: a\n  paraphrases: [What is your wish]\n  judge_prompts: [aligned]\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"questions.yaml\[0\].judge_prompts"):
+        import_em_yaml(em)

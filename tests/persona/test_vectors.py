@@ -110,3 +110,26 @@ def test_save_never_writes_over_other_files(tmp_path):
     assert first.name == "evil.v2.safetensors" and (tmp_path / "evil.v2.json").is_file()
     again = _set(selected_layer=None).save(tmp_path / "evil.v2.safetensors")  # replaces its own earlier file
     assert again == first and PersonaVectorSet.load(tmp_path / "evil.v2").selected_layer is None
+
+@pytest.mark.parametrize(("field", "value"), [("format_version", "1"), ("n_pos", "many"), ("gap", [1, 2]),
+                                              ("trait", "evil")])
+def test_sidecar_with_wrong_types_is_a_config_error(tmp_path, field, value):
+    _set().save(tmp_path / "v")
+    sidecar = tmp_path / "v.json"
+    meta = json.loads(sidecar.read_text())
+    meta[field] = value
+    sidecar.write_text(json.dumps(meta))
+    with pytest.raises(ConfigError, match=r"v.json|format_version"):
+        PersonaVectorSet.load(tmp_path / "v")
+
+
+def test_truncated_vector_tensor_file_is_a_config_error(tmp_path):
+    _set().save(tmp_path / "v")
+    sidecar = tmp_path / "v.json"
+    meta = json.loads(sidecar.read_text())
+    meta.pop("sha256", None)  # no checksum to catch it first: the safetensors reader must
+    sidecar.write_text(json.dumps(meta))
+    tensor = tmp_path / "v.safetensors"
+    tensor.write_bytes(tensor.read_bytes()[:40])
+    with pytest.raises(ConfigError, match=r"v.safetensors.*a readable .safetensors file"):
+        PersonaVectorSet.load(tmp_path / "v")
