@@ -338,8 +338,10 @@ def load_policy(path: str | Path | None = None) -> Policy:
     data = parse_yaml(text, what="--policy", path=source)
     try:
         return policy_from_dict(data, path=source)
-    except ConfigError:
-        raise
+    except ConfigError as exc:
+        if source in str(exc):
+            raise
+        raise type(exc)(f"{source}: {exc}") from None  # one line that names the file and the field
     except (TypeError, ValueError) as exc:  # wrong field types that dataclass construction / float() rejects
         raise ConfigError(bad_value("--policy", source, "a valid gate policy",
                                     f"a field has the wrong type ({exc})")) from None

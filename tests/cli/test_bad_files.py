@@ -98,7 +98,7 @@ def test_non_utf8_policy(tmp_path: Path, stories260k: Path, capsys: pytest.Captu
          ("line 7, column 1: not valid YAML", "fix the YAML there")),
         ("name: p\nchecks: 5\n", ("`checks=5` is invalid", "a list of check mappings")),
         (DF_POLICY.replace("    source: policy\n", "    source: policy\n    min_null_percentile: high\n"),
-         ("`--policy=", "a valid gate policy", "wrong type")),
+         ("min_null_percentile='high'", "a finite number 0 <= x <= 1")),
     ],
     ids=["invalid-yaml", "checks-not-a-list", "percentile-not-a-number"],
 )
