@@ -9,6 +9,7 @@ CE recovered = (CE_ablated - CE_spliced) / (CE_ablated - CE_clean); KL recovered
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,7 +19,7 @@ from torch import Tensor, nn
 
 from difflib_models.crosscoder.model import Crosscoder
 from difflib_models.errors import ConfigError, bad_value
-from difflib_models.hooks import BlockReader, all_positions, replace_in_block
+from difflib_models.hooks import BlockReader, all_positions, probe_mode, replace_in_block
 from difflib_models.models.hookpoints import get_block
 
 ABLATIONS = ("mean", "zero")
@@ -76,14 +77,30 @@ def splice_metrics(
         raise ConfigError(bad_value("ablation", ablation, ABLATIONS))
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
-    cc.eval()
+    with contextlib.ExitStack() as stack:  # eval + no grad; every module's own training flag restored afterwards
+        for module in (cc, *models):
+            stack.enter_context(probe_mode(module))
+        return _splice(cc, models, input_ids, attention_mask, layer, target_model, ablation, skip_bos, block_override)
+
+
+def _splice(
+    cc: Crosscoder,
+    models: Sequence[nn.Module],
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    layer: int,
+    target_model: int,
+    ablation: str,
+    skip_bos: bool,
+    block_override: str | None,
+) -> dict[str, Any]:
+    cfg = cc.config
     valid = attention_mask.bool()
     replace = valid.clone()
     if skip_bos:
         replace[:, 0] = False
     hiddens, logits = [], []
     for model in models:
-        model.eval()
         h, lg = _capture(model, layer, input_ids, attention_mask, block_override)
         hiddens.append(h)
         logits.append(lg)

@@ -128,7 +128,7 @@ def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
     pos = torch.arange(attention_mask.shape[1], device=attention_mask.device).expand_as(attention_mask)
     idx = torch.where(attention_mask.bool(), pos, torch.full_like(pos, -1)).max(dim=1).values
     if bool((idx < 0).any()):
-        raise ConfigError(bad_value("attention_mask", "a row without real tokens", "at least one token per row"))
+        raise ConfigError(bad_value("attention_mask", "a row with no real token", "at least one 1 per row"))
     return idx
 
 
