@@ -244,8 +244,9 @@ def capture_batch(
 
     ``bos_token_id`` defaults to ``model.config.bos_token_id`` (used only when ``skip_bos``). ``stop_early``
     ends the forward after the deepest chosen block (the rest of the model and the LM head are not computed);
-    None (default) does so when :func:`can_stop_early` says it is safe. The model's training flag is restored
-    afterwards. Raises NonFiniteActivationError naming the layer and sequence."""
+    None (default) or True do so where :func:`can_stop_early` says it is safe, False never. Every module's own
+    training flag is restored afterwards (``hooks.probe_mode``). Raises NonFiniteActivationError naming the layer
+    and sequence."""
     pos = parse_positions(positions)
     if input_ids.shape != attention_mask.shape or input_ids.dim() != 2:
         raise ConfigError(
