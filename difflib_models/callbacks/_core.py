@@ -139,8 +139,8 @@ def loaded_view(model: nn.Module, tokenizer: Any, *, name: str | None = None, ho
 
 def probe_mode(module: nn.Module) -> contextlib.AbstractContextManager[None]:
     """Eval mode and no grad for a probe forward, each submodule's training flag restored afterwards
-    (``persona.shift.probe_mode``, shared with ``probe_activations``)."""
-    from difflib_models.persona.shift import probe_mode as _probe_mode
+    (:func:`difflib_models.hooks.probe_mode`)."""
+    from difflib_models.hooks import probe_mode as _probe_mode
 
     return _probe_mode(module)
 

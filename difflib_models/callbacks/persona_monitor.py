@@ -34,6 +34,7 @@ import torch
 from difflib_models.callbacks import _core
 from difflib_models.callbacks._monitor_state import TraitMonitor, replace_json, series_plot, to_json
 from difflib_models.errors import ConfigError, bad_value
+from difflib_models.hooks import BlockReader, EarlyStop, projection
 from difflib_models.io import atomic_write, atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -137,12 +138,11 @@ class PersonaMonitorCore:
         self._model: Any = None
         self._tokenizer: Any = None
         self._loaded: Any = None
-        self._handles: list[Any] = []
         self._steering: list[Any] = []
         self._steering_attached = False
-        self._free: dict[str, list[torch.Tensor]] = {}
+        self._free: dict[str, BlockReader] = {}  # free signal: per trait, the projection of the training forward
         self._encoded: dict[tuple[str, ...], list[list[int]]] | None = None
-        self._stop_early: bool | None = None
+        self._stop_early: EarlyStop | None = None
         self._writer: Any = None
         self._pending: Any = None
 
@@ -184,7 +184,7 @@ class PersonaMonitorCore:
         self.run_dir = _core.run_dir(trainer, self.out_dir, "persona_monitor")
         self._loaded = _core.loaded_view(self._model, self._tokenizer)
         self._encoded = None  # the probe ids of this fit's tokenizer, built at the first probe
-        self._stop_early = None  # capture.can_stop_early of this fit's model, decided at the first probe
+        self._stop_early = None  # hooks.EarlyStop of this fit's model, decided at the first probe
         self.monitors = {}
         for f in self.vector_files:
             mon = self._monitor_from_file(f, n_layers)
@@ -276,13 +276,12 @@ class PersonaMonitorCore:
 
         Traits sharing a probe set share one forward per batch (all their layers hooked at once). The prompts are
         chat-templated and tokenised once per run; the forward ends after the deepest monitored block when that is
-        safe (``persona.shift.read_residuals``), so the rest of the model and the LM head are not computed."""
-        from difflib_models.capture.capture import can_stop_early
+        safe (``hooks.can_stop_early``: not under FSDP), so the rest of the model and the LM head are not computed."""
         from difflib_models.persona import chat
         from difflib_models.persona.shift import probe_encoded
 
         if self._stop_early is None:
-            self._stop_early = can_stop_early(self._model)
+            self._stop_early = EarlyStop.decide(self._model)
         if self._encoded is None:
             self._encoded = {}
             for mon in self.monitors.values():
@@ -334,9 +333,8 @@ class PersonaMonitorCore:
 
     # ------------------------------------------------------------------------------------------ training hooks
     def _attach_training_hooks(self) -> None:
-        if self._handles or self._steering_attached:
+        if self._steering_attached or any(r.active for r in self._free.values()):
             return
-        from difflib_models.models.hookpoints import get_block
 
         if self.preventative_steering is not None:
             if not self._steering:
@@ -351,14 +349,12 @@ class PersonaMonitorCore:
             device = next(self._model.parameters()).device
             for tid, mon in self.monitors.items():
                 v_hat = (mon.vector / mon.vector.norm()).to(device)
-                self._free[tid] = []
-                block = get_block(self._model, mon.layer)
-                self._handles.append(block.register_forward_hook(_project_hook(v_hat, self._free[tid])))
+                # first forward only (gradient checkpointing may re-run the block in backward)
+                self._free[tid] = BlockReader(self._model, [mon.layer], projection(v_hat), keep_first=True).attach()
 
     def _detach_training_hooks(self) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles = []
+        for reader in self._free.values():
+            reader.remove()  # the projections read stay until _log_free_signal
         if self._steering_attached:
             for hook in self._steering:
                 hook.remove()
@@ -368,10 +364,10 @@ class PersonaMonitorCore:
         labels = batch.get("labels") if isinstance(batch, dict) else None
         if labels is None:
             return
-        for tid, projs in self._free.items():
-            if not projs:
+        for tid, reader in self._free.items():
+            proj = reader.results.get(reader.layers[0])
+            if proj is None:
                 continue
-            proj = projs[0]  # first forward only (gradient checkpointing may re-run the block in backward)
             mask = (labels != -100).to(proj.device)
             if proj.shape != mask.shape or not bool(mask.any()):
                 continue
@@ -494,15 +490,6 @@ class PersonaMonitorCore:
             mlf.log_artifact(lg, self.run_dir / PLOT_FILE, artifact_path="difflib_models/persona_monitor")
             mlf.set_tags(lg, tags)
             mlf.append_run_note(lg, "persona_monitor", "\n".join(lines))
-
-
-def _project_hook(v_hat: torch.Tensor, sink: list[torch.Tensor]) -> Any:
-    def hook(_module: Any, _inputs: Any, output: Any) -> None:
-        h = output[0] if isinstance(output, tuple) else output
-        if not sink:
-            sink.append((h.detach().float() @ v_hat).detach())
-
-    return hook
 
 
 def __getattr__(name: str) -> Any:

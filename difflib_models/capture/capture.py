@@ -1,12 +1,14 @@
 """Residual-stream capture with forward hooks on decoder blocks.
 
-:class:`ActivationCapture` registers one forward hook per chosen block and removes them all in ``finally``. Per
+:class:`ActivationCapture` reads the chosen blocks through the hooks layer (:class:`difflib_models.hooks.BlockReader`,
+one forward hook per block, all removed in ``finally``). Per
 forward it keeps exactly one tensor per layer: the block output (untupled: transformers 5 passes a Tensor, 4.x
 a tuple), detached, reduced to the selected positions with a single boolean-mask index *on the model's device*,
 then moved to CPU as float32. Nothing accumulates across forwards: a new forward replaces the previous result,
 so memory stays at one batch.
 
-Early stop: with ``stop_after_last=True`` the hook of the deepest chosen block raises a private exception once it
+Early stop: with ``stop_after_last=True`` (honoured only where :func:`can_stop_early` allows) the hook of the
+deepest chosen block raises the hooks layer's private ``StopForward`` once it
 has stored its output, so the blocks after it, the final norm and the LM head never run (the forward's logits are
 not needed for capture). :func:`capture_batch` does this by default whenever it is safe: not under FSDP (whose
 post-forward hooks must run to reshard), DDP, torch.compile or accelerate's offloading hooks
@@ -32,43 +34,34 @@ from torch import nn
 
 from difflib_models.capture.positions import Positions, parse_positions, select_mask
 from difflib_models.errors import ConfigError, DifflibError, NonFiniteActivationError, bad_value
+from difflib_models.hooks import (
+    BlockReader,
+    EarlyStop,
+    StopForward,
+    block_hidden,
+    can_stop_early,
+    probe_mode,
+    run_forward,
+    token_rows,
+)
 from difflib_models.models.hookpoints import check_layers, find_block_list, unwrap_model
+
+__all__ = [
+    "ActivationCapture",
+    "CaptureBatch",
+    "StopForward",
+    "can_stop_early",
+    "capture_batch",
+    "forward_inputs",
+    "iter_capture",
+    "model_device",
+    "pad_batch",
+]
 
 logger = logging.getLogger(__name__)
 
 
-def _untuple(output: Any) -> torch.Tensor:
-    if isinstance(output, torch.Tensor):
-        return output
-    if isinstance(output, tuple | list) and output and isinstance(output[0], torch.Tensor):
-        return output[0]
-    for attr in ("last_hidden_state", "hidden_states"):  # ModelOutput-like block outputs
-        hidden = getattr(output, attr, None)
-        if isinstance(hidden, torch.Tensor):
-            return hidden
-    raise DifflibError(f"cannot read a hidden-state tensor from a block output of type {type(output).__name__}")
-
-
-class StopForward(Exception):
-    """Raised by the deepest block's hook to end a capture forward early; whoever runs the forward catches it
-    (:func:`capture_batch`, ``persona.shift.read_residuals``). Only raise it where :func:`can_stop_early` holds."""
-
-
-_UNSAFE_TO_STOP = ("FullyShardedDataParallel", "DistributedDataParallel", "OptimizedModule", "FSDP")
-
-
-def can_stop_early(model: nn.Module) -> bool:
-    """Whether a forward of ``model`` may be abandoned after a block without leaving state behind.
-
-    False under FSDP (1 and 2), DDP, torch.compile and accelerate hooks (device maps with offloading move
-    weights back in post-forward hooks); peft wrappers are fine."""
-    for module in model.modules():
-        name = type(module).__name__
-        if name.startswith(_UNSAFE_TO_STOP) or "FullyShardedDataParallel" in name:
-            return False
-        if hasattr(module, "_hf_hook") or hasattr(module, "_get_fsdp_state"):
-            return False
-    return True
+_untuple = block_hidden  # the block-output reader of the hooks layer (kept under its old name)
 
 
 class ActivationCapture:
@@ -93,38 +86,35 @@ class ActivationCapture:
         check_finite: bool = True,
         out_device: str | torch.device = "cpu",
         out_dtype: torch.dtype = torch.float32,
-        stop_after_last: bool = False,
+        stop_after_last: bool | EarlyStop = False,
     ) -> None:
         self.model = model
         self.block_path, blocks = find_block_list(model, hook_override)
         self.n_layers = len(blocks)
         self.layers = check_layers(layers, self.n_layers)
-        self._blocks = blocks
         self.check_finite = check_finite
         self.out_device = torch.device(out_device)
         self.out_dtype = out_dtype
         self.stop_after_last = stop_after_last
-        self._last = max(self.layers)
-        self._mask: torch.Tensor | None = None
-        self._index_on: dict[torch.device, torch.Tensor] = {}
-        self._acts: dict[int, torch.Tensor] = {}
-        self._step = 0
-        self._seen: dict[int, int] = {}
-        self._handles: list[Any] = []
-        self.n_duplicate_calls = 0  # hook calls ignored (gradient-checkpoint recomputation)
+        self._rows = token_rows(None)
+        early = EarlyStop.decide(model, stop_after_last) if stop_after_last else EarlyStop.never()
+        self._reader = BlockReader(model, self.layers, self._select, hook_override=hook_override,
+                                   early_stop=early, once_per_forward=True)
+
+    @property
+    def n_duplicate_calls(self) -> int:
+        """Hook calls ignored (gradient-checkpoint recomputation)."""
+        return self._reader.n_duplicate_calls
+
+    @property
+    def _mask(self) -> torch.Tensor | None:
+        return self._rows.mask
 
     # -- context management -------------------------------------------------------------------------------------
     def __enter__(self) -> ActivationCapture:
-        if self._handles:
+        if self._reader.active:
             raise DifflibError("ActivationCapture is already active; it is not re-entrant")
-        try:
-            root = unwrap_model(self.model)
-            self._handles.append(root.register_forward_pre_hook(self._new_step))
-            for layer in self.layers:
-                self._handles.append(self._blocks[layer].register_forward_hook(self._make_hook(layer)))
-        except BaseException:
-            self.remove()
-            raise
+        self._reader.attach()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -132,75 +122,32 @@ class ActivationCapture:
 
     def remove(self) -> None:
         """Remove every hook and drop held tensors (idempotent)."""
-        handles, self._handles = self._handles, []
-        for handle in handles:
-            handle.remove()
-        self._acts.clear()
-        self._index_on.clear()
+        self._reader.remove()
+        self._reader.clear()
+        self._rows = token_rows(None)
 
     @property
     def active(self) -> bool:
-        return bool(self._handles)
+        return self._reader.active
 
     # -- per forward ---------------------------------------------------------------------------------------------
     def set_mask(self, mask: torch.Tensor | None) -> None:
         """Positions to keep in the next forward(s): bool ``[B, T]`` or None for every position."""
-        if mask is not None:
-            if mask.dim() != 2:
-                raise ConfigError(bad_value("mask", tuple(mask.shape), "a boolean [batch, seq] tensor"))
-            mask = mask.bool()
-            # flat row indices, computed once per batch: index_select is ~4x faster than boolean indexing
-            self._index_on = {mask.device: mask.reshape(-1).nonzero().squeeze(1)}
-        else:
-            self._index_on = {}
-        self._mask = mask
-        self._step += 1  # a new forward follows (also covers forwards that bypass the root module)
+        self._rows = token_rows(mask)
+        self._reader.new_forward()  # a new forward follows (also covers forwards that bypass the root module)
 
-    def _new_step(self, module: nn.Module, args: Any) -> None:
-        self._step += 1
-        self._acts.clear()
-
-    def _make_hook(self, layer: int) -> Any:
-        def hook(module: nn.Module, args: Any, output: Any) -> None:
-            if self._seen.get(layer) == self._step:
-                self.n_duplicate_calls += 1
-                return
-            self._seen[layer] = self._step
-            hidden = _untuple(output).detach()
-            mask = self._mask
-            if mask is None:
-                selected = hidden.reshape(-1, hidden.shape[-1])
-            else:
-                if tuple(mask.shape) != tuple(hidden.shape[:2]):
-                    raise ConfigError(
-                        bad_value(
-                            "mask",
-                            tuple(mask.shape),
-                            f"the [batch, seq] shape of the forward's input {tuple(hidden.shape[:2])}",
-                            "call set_mask() with the mask of this batch before the forward",
-                        )
-                    )
-                index = self._index_on.get(hidden.device)
-                if index is None:
-                    index = self._index_on[hidden.device] = next(iter(self._index_on.values())).to(hidden.device)
-                selected = hidden.reshape(-1, hidden.shape[-1]).index_select(0, index)
-            out = selected.to(device=self.out_device, dtype=self.out_dtype)
-            self._acts[layer] = out.clone() if out.data_ptr() == hidden.data_ptr() else out
-            if self.stop_after_last and layer == self._last:
-                raise StopForward
-
-        return hook
+    def _select(self, hidden: torch.Tensor) -> torch.Tensor:
+        out = self._rows(hidden).to(device=self.out_device, dtype=self.out_dtype)
+        return out.clone() if out.data_ptr() == hidden.data_ptr() else out
 
     def pop(self) -> dict[int, torch.Tensor]:
         """The activations of the last forward ``{layer: Tensor[N, d]}``; clears them."""
-        missing = [layer for layer in self.layers if layer not in self._acts]
-        if missing:
+        try:
+            acts = self._reader.take()
+        except DifflibError as exc:
             raise DifflibError(
-                f"no activations captured for layers {missing}: run a forward of the model inside the "
-                f"ActivationCapture context (hooks active: {self.active}) before pop()"
-            )
-        acts, self._acts = {layer: self._acts[layer] for layer in self.layers}, {}
-        self._step += 1
+                f"{exc}: run a forward of the model inside the ActivationCapture context before pop()"
+            ) from exc
         if self.check_finite:
             for layer, tensor in acts.items():
                 _check_finite(tensor, layer, self._mask)
@@ -297,8 +244,9 @@ def capture_batch(
 
     ``bos_token_id`` defaults to ``model.config.bos_token_id`` (used only when ``skip_bos``). ``stop_early``
     ends the forward after the deepest chosen block (the rest of the model and the LM head are not computed);
-    None (default) does so when :func:`can_stop_early` says it is safe. The model's training flag is restored
-    afterwards. Raises NonFiniteActivationError naming the layer and sequence."""
+    None (default) or True do so where :func:`can_stop_early` says it is safe, False never. Every module's own
+    training flag is restored afterwards (``hooks.probe_mode``). Raises NonFiniteActivationError naming the layer
+    and sequence."""
     pos = parse_positions(positions)
     if input_ids.shape != attention_mask.shape or input_ids.dim() != 2:
         raise ConfigError(
@@ -308,22 +256,11 @@ def capture_batch(
     ids, am = kwargs["input_ids"], kwargs["attention_mask"]
     bos = bos_token_id if bos_token_id is not None else _bos_id(model)
     mask = select_mask(pos, am, prompt_lengths, skip_bos=skip_bos, input_ids=ids, bos_token_id=bos)
-    stop = can_stop_early(model) if stop_early is None else bool(stop_early)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), ActivationCapture(
-            model, layers, hook_override=hook_override, stop_after_last=stop
-        ) as cap:
-            cap.set_mask(mask)
-            try:
-                model(**kwargs)
-            except StopForward:
-                pass
-            acts = cap.pop()
-    finally:
-        if was_training:
-            model.train()
+    stop = EarlyStop.decide(model, stop_early)
+    with probe_mode(model), ActivationCapture(model, layers, hook_override=hook_override, stop_after_last=stop) as cap:
+        cap.set_mask(mask)
+        run_forward(model, **kwargs)
+        acts = cap.pop()
     rel = kwargs.get("position_ids")
     if rel is None:
         rel = (am.long().cumsum(dim=1) - 1).clamp_min(0)  # position from the row's first real token

@@ -9,8 +9,8 @@ CE recovered = (CE_ablated - CE_spliced) / (CE_ablated - CE_clean); KL recovered
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
-from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -19,27 +19,10 @@ from torch import Tensor, nn
 
 from difflib_models.crosscoder.model import Crosscoder
 from difflib_models.errors import ConfigError, bad_value
+from difflib_models.hooks import BlockReader, all_positions, probe_mode, replace_in_block
+from difflib_models.models.hookpoints import get_block
 
 ABLATIONS = ("mean", "zero")
-
-
-def _hidden(output: Any) -> Tensor:
-    return output[0] if isinstance(output, tuple) else output
-
-
-def _with_hidden(output: Any, hidden: Tensor) -> Any:
-    return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
-
-
-@contextmanager
-def _block_hook(model: nn.Module, layer: int, fn: Any, override: str | None):
-    from difflib_models.models.hookpoints import get_block
-
-    handle = get_block(model, layer, override).register_forward_hook(fn)
-    try:
-        yield
-    finally:
-        handle.remove()
 
 
 def _forward(model: nn.Module, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
@@ -47,14 +30,10 @@ def _forward(model: nn.Module, input_ids: Tensor, attention_mask: Tensor) -> Ten
 
 
 def _capture(model: nn.Module, layer: int, input_ids: Tensor, mask: Tensor, override: str | None) -> tuple[Tensor, Tensor]:
-    store: dict[str, Tensor] = {}
-
-    def hook(_m: nn.Module, _i: Any, output: Any) -> None:
-        store["h"] = _hidden(output).detach().float()
-
-    with _block_hook(model, layer, hook, override):
+    """The block's output (float32, every position) and the logits of one full forward."""
+    with BlockReader(model, [layer], all_positions(torch.float32), hook_override=override) as reader:
         logits = _forward(model, input_ids, mask)
-    return store["h"], logits
+        return reader.take()[layer], logits
 
 
 def _ce_and_kl(logits: Tensor, clean_logits: Tensor, input_ids: Tensor, valid: Tensor) -> tuple[float, float]:
@@ -98,14 +77,30 @@ def splice_metrics(
         raise ConfigError(bad_value("ablation", ablation, ABLATIONS))
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
-    cc.eval()
+    with contextlib.ExitStack() as stack:  # eval + no grad; every module's own training flag restored afterwards
+        for module in (cc, *models):
+            stack.enter_context(probe_mode(module))
+        return _splice(cc, models, input_ids, attention_mask, layer, target_model, ablation, skip_bos, block_override)
+
+
+def _splice(
+    cc: Crosscoder,
+    models: Sequence[nn.Module],
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    layer: int,
+    target_model: int,
+    ablation: str,
+    skip_bos: bool,
+    block_override: str | None,
+) -> dict[str, Any]:
+    cfg = cc.config
     valid = attention_mask.bool()
     replace = valid.clone()
     if skip_bos:
         replace[:, 0] = False
     hiddens, logits = [], []
     for model in models:
-        model.eval()
         h, lg = _capture(model, layer, input_ids, attention_mask, block_override)
         hiddens.append(h)
         logits.append(lg)
@@ -115,20 +110,12 @@ def splice_metrics(
     recon = cc.denormalize(cc(cc.normalize(x)))[:, target_model]
     target_h = hiddens[target_model]
     reference = target_h[replace].mean(0) if ablation == "mean" else torch.zeros(cfg.d_model)
-
-    def patcher(values: Tensor):
-        def hook(_m: nn.Module, _i: Any, output: Any) -> Any:
-            hidden = _hidden(output).clone()
-            hidden[replace] = values.to(hidden.dtype)
-            return _with_hidden(output, hidden)
-
-        return hook
-
     model = models[target_model]
+    block = get_block(model, layer, block_override)
     clean = logits[target_model]
-    with _block_hook(model, layer, patcher(recon), block_override):
+    with replace_in_block(block, replace, recon):
         spliced = _forward(model, input_ids, attention_mask)
-    with _block_hook(model, layer, patcher(reference.expand_as(recon)), block_override):
+    with replace_in_block(block, replace, reference.expand_as(recon)):
         ablated = _forward(model, input_ids, attention_mask)
     ce_clean, _ = _ce_and_kl(clean, clean, input_ids, valid)
     ce_spliced, kl_spliced = _ce_and_kl(spliced, clean, input_ids, valid)

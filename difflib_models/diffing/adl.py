@@ -201,23 +201,11 @@ def add_to_residual(
 ) -> Iterator[None]:
     """Steer: add ``scale * vector`` to the residual stream after block ``layer`` at every position, inside the
     context (the hook is removed in ``finally``)."""
+    from difflib_models.hooks import add_to_block
     from difflib_models.models.hookpoints import get_block
 
-    block = get_block(model, layer, hook_override)
-    delta = (scale * vector).detach()
-
-    def hook(module: nn.Module, args: Any, output: Any) -> Any:
-        if isinstance(output, torch.Tensor):
-            return output + delta.to(output.device, output.dtype)
-        if isinstance(output, tuple) and output and isinstance(output[0], torch.Tensor):
-            return (output[0] + delta.to(output[0].device, output[0].dtype), *output[1:])
-        raise DifflibError(f"cannot steer a block output of type {type(output).__name__}")
-
-    handle = block.register_forward_hook(hook)
-    try:
+    with add_to_block(get_block(model, layer, hook_override), (scale * vector).detach()):
         yield
-    finally:
-        handle.remove()
 
 
 def _check_k(k: int) -> None:

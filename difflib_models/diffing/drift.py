@@ -132,6 +132,7 @@ def next_token_kl(
     count from each text's first token; ``top`` lists the ``top_n`` tokens with the largest KL (prompt id,
     position, the context up to the token, the token)."""
     from difflib_models.capture.capture import forward_inputs
+    from difflib_models.hooks import probe_mode
 
     edges = sorted(set(int(b) for b in buckets))
     if not edges or edges[0] != 0:
@@ -148,12 +149,8 @@ def next_token_kl(
     ):
         logp = {}
         for side in ("base", "finetuned"):
-            with pair.side(side) as model:
-                was_training = model.training
-                model.eval()
+            with pair.side(side) as model, probe_mode(model):
                 out = model(**forward_inputs(model, ids, mask))
-                if was_training:
-                    model.train()
                 logp[side] = torch.log_softmax(out.logits.float().cpu(), dim=-1)
         kl = (logp["finetuned"].exp() * (logp["finetuned"] - logp["base"])).sum(-1).clamp_min(0.0)  # [B, T]
         real = mask.bool()

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from difflib_models.errors import ConfigError, bad_value
+from difflib_models.hooks import reader as hooks_reader
 
 log = logging.getLogger(__name__)
 
@@ -142,15 +143,7 @@ def pad_batch(
 
 def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
     """Index of the last real token of every row ([B] LongTensor), for left or right padding."""
-    if attention_mask.dim() != 2:
-        raise ConfigError(bad_value("attention_mask.shape", tuple(attention_mask.shape), "[batch, tokens]"))
-    t = attention_mask.shape[1]
-    pos = torch.arange(t, device=attention_mask.device).expand_as(attention_mask)
-    masked = torch.where(attention_mask.bool(), pos, torch.full_like(pos, -1))
-    idx = masked.max(dim=1).values
-    if bool((idx < 0).any()):
-        raise ConfigError(bad_value("attention_mask", "a row with no real token", "at least one 1 per row"))
-    return idx
+    return hooks_reader.last_token_index(attention_mask)
 
 
 def offsets(attention_mask: torch.Tensor) -> torch.Tensor:

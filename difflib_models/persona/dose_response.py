@@ -258,13 +258,11 @@ def steering_dose_response(loaded: Any, trait: Trait, layer: int, vector: torch.
     items = _items(trait, split, max_items)
     model = loaded.model
     prep = _prepare(loaded.tokenizer, items, readout, batch_size)
-    was = model.training
-    model.eval()
-    try:
+    from difflib_models.hooks import probe_mode
+
+    with probe_mode(model):  # eval + no grad; every module's own training flag restored
         ref = reference_norm if reference_norm is not None else _reference_norm(model, prep, layer)
         p, coh, diff = _curve(model, prep, layer, vector, alphas, positions, ref, length_normalize)
-    finally:
-        model.train(was)
     out = dose_summary(list(map(float, alphas)), p, coh, ref, len(items), readout=readout,
                        max_nll_increase=max_nll_increase)
     out.update({"positions": positions, "split": split, "mean_score_diff": diff})

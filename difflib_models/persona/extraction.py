@@ -304,14 +304,11 @@ def aggregate(pos: torch.Tensor, neg: torch.Tensor, aggregator: str = "mean_diff
 # ---------------------------------------------------------------------- generation and judges
 def _generate(model: Any, tok: Any, prompt_ids: list[int], max_new_tokens: int) -> str:
     ids = torch.tensor([prompt_ids], device=next(model.parameters()).device)
-    was = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                                 do_sample=False, pad_token_id=chat.pad_id(tok))
-    finally:
-        model.train(was)
+    from difflib_models.hooks import probe_mode
+
+    with probe_mode(model):
+        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                             do_sample=False, pad_token_id=chat.pad_id(tok))
     return tok.decode(out[0, len(prompt_ids):], skip_special_tokens=True)
 
 

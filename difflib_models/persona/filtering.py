@@ -38,8 +38,9 @@ from torch import nn
 
 from difflib_models.errors import ConfigError, bad_value
 from difflib_models.files import load_jsonl
+from difflib_models.hooks import BlockReader, EarlyStop, probe_mode, projection, run_forward
 from difflib_models.io import atomic_write_json, atomic_write_text
-from difflib_models.models.hookpoints import LAYER_CONVENTION, find_block_list, unwrap_model
+from difflib_models.models.hookpoints import LAYER_CONVENTION, unwrap_model
 from difflib_models.persona.chat import (
     EncodedPair,
     encode_prompt_response,
@@ -197,10 +198,6 @@ def _truncate(enc: EncodedPair, max_length: int) -> EncodedPair:
 
 
 # ---------------------------------------------------------------------------------------------- scoring
-class _Stop(Exception):
-    """Raised by the projection hook to skip the blocks after the layer of interest."""
-
-
 @torch.no_grad()
 def project_pairs(
     model: nn.Module,
@@ -213,43 +210,27 @@ def project_pairs(
     desc: str = "projecting",
 ) -> tuple[np.ndarray, np.ndarray]:
     """For each pair: (mean response-token projection, last-prompt-token projection) on ``unit`` at
-    ``blocks.{layer}``. One early-stopped forward per batch (right padding, batches grouped by length)."""
-    _, blocks = find_block_list(model)
-    block = blocks[layer]
+    ``blocks.{layer}``. One forward per batch (right padding, batches grouped by length), ended after the block
+    where ``hooks.can_stop_early`` allows (not under FSDP). Eval mode and no grad (``hooks.probe_mode``)."""
     device = next(model.parameters()).device
     u = unit.to(device=device, dtype=torch.float32)
     resp = np.zeros(len(pairs))
     last = np.zeros(len(pairs))
     order = sorted(range(len(pairs)), key=lambda i: len(pairs[i].ids))
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    box: dict[str, torch.Tensor] = {}
-
-    def hook(module: nn.Module, args: Any, output: Any) -> None:
-        box["h"] = output if isinstance(output, torch.Tensor) else output[0]
-        raise _Stop
-
     root = unwrap_model(model)
-    was_training = model.training
-    model.eval()
-    handle = block.register_forward_hook(hook)
-    try:
+    stop = EarlyStop.decide(model)
+    with probe_mode(model), BlockReader(model, [layer], projection(u), early_stop=stop) as reader:
         for idx in progress(batches, desc=desc, total=len(batches), unit="batch"):
             ids, mask = pad_batch([pairs[i].ids for i in idx], pad_token_id=pad_token_id, padding_side="right")
-            try:
-                root(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
-            except _Stop:
-                pass
-            proj = box.pop("h").float() @ u  # [B, T]
+            run_forward(root, input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
+            proj = reader.take()[layer]  # [B, T]
             if not bool(torch.isfinite(proj).all()):
                 raise ConfigError(f"non-finite activations at blocks.{layer} for samples {idx}")
             for row, i in enumerate(idx):
                 p, n = pairs[i].prompt_len, len(pairs[i].ids)
                 resp[i] = float(proj[row, p:n].mean())
                 last[i] = float(proj[row, p - 1])
-    finally:
-        handle.remove()
-        if was_training:
-            model.train()
     return resp, last
 
 
@@ -265,9 +246,7 @@ def greedy_answers(
     out: list[list[int]] = [[] for _ in prompts]
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    was_training = model.training
-    model.eval()
-    try:
+    with probe_mode(model):
         for idx in progress(batches, desc="greedy answers", total=len(batches), unit="batch"):
             ids, mask = pad_batch([prompts[i] for i in idx], pad_token_id=pad, padding_side="left")
             gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=False,
@@ -276,9 +255,6 @@ def greedy_answers(
                 toks = gen[row, ids.shape[1] :].tolist()
                 cut = next((k for k, t in enumerate(toks) if t in eos_ids), None)
                 out[i] = toks[: cut + 1] if cut is not None else toks
-    finally:
-        if was_training:
-            model.train()
     return out
 
 

@@ -13,22 +13,23 @@ m_t = mean over P of the residual at the last prompt token. With v_hat the unit 
 Signs: ``compute_shift`` reports S_t along the trait direction (toward the trait's pos pole). ``toward_undesirable``
 is S_t for undesirable traits and -S_t for desirable ones; thresholds only count that quantity.
 
-:func:`read_residuals` is the one-forward reader used by extraction and probing: forward hooks on the decoder
-blocks (``blocks.i`` = output of block i, the library's LAYER_CONVENTION) and a gather at given token indices.
+:func:`read_residuals` is the one-forward reader used by extraction and probing, on the hooks layer's reader
+(``blocks.i`` = output of block i, the library's LAYER_CONVENTION): a gather at given token indices or a mean over
+a token mask. ``probe_mode`` (eval, no grad, training flags restored) lives in :mod:`difflib_models.hooks`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 
 from difflib_models.errors import ConfigError, NonFiniteActivationError, bad_value
+from difflib_models.hooks import EarlyStop, probe_mode, read_blocks, token_index, token_mean
 from difflib_models.persona import chat
 
 log = logging.getLogger(__name__)
@@ -42,57 +43,25 @@ def read_residuals(
     *,
     index: torch.Tensor | None = None,
     token_mask: torch.Tensor | None = None,
-    stop_early: bool | None = None,
+    stop_early: bool | EarlyStop | None = None,
 ) -> dict[int, torch.Tensor]:
     """Residual stream after the given blocks, in ONE forward (no grad), float32 on CPU.
 
     Exactly one of ``index`` ([B] column per row -> [B, d] per layer) or ``token_mask`` ([B, T] bool -> the mean
     over the selected tokens of each row, [B, d]) must be given. Position ids follow the attention mask, so left
-    and right padding give the same values. ``stop_early`` ends the forward after the deepest requested block; None
-    decides with ``capture.can_stop_early`` (a walk over the modules: callers probing in a loop decide once).
+    and right padding give the same values. ``stop_early`` ends the forward after the deepest requested block
+    where ``hooks.can_stop_early`` allows (None or True), or never (False); an ``hooks.EarlyStop`` decided once
+    saves the walk over the modules in a loop. Reads through :func:`difflib_models.hooks.read_blocks`.
     """
-    from difflib_models.capture.capture import StopForward, can_stop_early
-    from difflib_models.models.hookpoints import find_block_list
-
     if (index is None) == (token_mask is None):
         raise ConfigError(bad_value("index/token_mask", "both or neither", "exactly one of them"))
-    _, blocks = find_block_list(model)
-    captured: dict[int, torch.Tensor] = {}
     device = next(model.parameters()).device
     ids, mask = input_ids.to(device), attention_mask.to(device)
-    sel_index = index.to(device) if index is not None else None
-    sel_mask = token_mask.to(device) if token_mask is not None else None
-    if sel_mask is not None and bool((sel_mask.sum(dim=1) == 0).any()):
-        raise ConfigError(bad_value("token_mask", "a row with no selected token", "at least one token per row"))
-    rows = torch.arange(ids.shape[0], device=device)
-
-    def make_hook(layer: int) -> Any:
-        def hook(_module: Any, _inputs: Any, output: Any) -> None:
-            h = output[0] if isinstance(output, tuple) else output
-            h = h.detach().float()
-            if sel_index is not None:
-                captured[layer] = h[rows, sel_index]
-            else:
-                w = sel_mask.to(h.dtype)[..., None]
-                captured[layer] = (h * w).sum(dim=1) / w.sum(dim=1)
-            if stop and layer % len(blocks) == last:  # nothing after the deepest layer is read: skip it and the LM head
-                raise StopForward
-
-        return hook
-
-    stop = can_stop_early(model) if stop_early is None else bool(stop_early)
-    last = max(i % len(blocks) for i in layers)
-
-    handles = [blocks[i].register_forward_hook(make_hook(i)) for i in layers]
-    try:
-        with torch.no_grad():
-            try:
-                model(input_ids=ids, attention_mask=mask, position_ids=chat.position_ids(mask), use_cache=False)
-            except StopForward:
-                pass
-    finally:
-        for h in handles:
-            h.remove()
+    select = token_index(index.to(device)) if index is not None else token_mean(token_mask.to(device))
+    with torch.no_grad():
+        captured = read_blocks(model, layers, select, early_stop=EarlyStop.decide(model, stop_early),
+                               input_ids=ids, attention_mask=mask, position_ids=chat.position_ids(mask),
+                               use_cache=False)
     out = {}
     for layer in layers:
         t = captured[layer].cpu()
@@ -101,21 +70,6 @@ def read_residuals(
             raise NonFiniteActivationError(f"non-finite activation at blocks.{layer}, sequence {bad} of the batch")
         out[layer] = t
     return out
-
-
-@contextlib.contextmanager
-def probe_mode(module: torch.nn.Module) -> Iterator[None]:
-    """Eval mode (dropout off; LoRA stays active) and no grad for a probe forward; restores every submodule's own
-    training flag afterwards (a blanket ``train()`` would re-enable modules the user froze in eval mode). Used by
-    :func:`probe_activations` and by the callbacks' probe forwards."""
-    flags = [(m, m.training) for m in module.modules()]
-    module.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        for m, flag in flags:
-            m.training = flag
 
 
 def probe_activations(
@@ -148,16 +102,14 @@ def probe_encoded(
     layers: Sequence[int],
     *,
     batch_size: int = 16,
-    stop_early: bool | None = None,
+    stop_early: bool | EarlyStop | None = None,
 ) -> dict[int, torch.Tensor]:
     """Last-token residuals of already tokenised prompts, ``batch_size`` per forward: {layer: [P, d]}.
 
     The caller sets eval mode (:func:`probe_activations` does; the monitor callback encodes its prompts once
     per run and calls this at every check). ``stop_early`` as for :func:`read_residuals`, decided once here when
     None."""
-    from difflib_models.capture.capture import can_stop_early
-
-    stop = can_stop_early(model) if stop_early is None else bool(stop_early)
+    stop = EarlyStop.decide(model, stop_early)
     chunks: dict[int, list[torch.Tensor]] = {int(layer): [] for layer in layers}
     for start in range(0, len(encoded), batch_size):
         ids, mask = chat.pad_batch(encoded[start : start + batch_size], pad_token_id=pad_token_id,

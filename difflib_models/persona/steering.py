@@ -46,6 +46,7 @@ import torch
 from torch import nn
 
 from difflib_models.errors import ConfigError, bad_value
+from difflib_models.hooks import HookSet, edit_output
 from difflib_models.models.hookpoints import find_block_list, unwrap_model
 
 log = logging.getLogger(__name__)
@@ -144,7 +145,7 @@ class SteeringHook:
         self.reference_norm = reference_norm
         self._boundary = self._fixed_boundary(prompt_lengths, attention_mask)
         self._state = _SeqState()
-        self._handles: list[Any] = []
+        self._hooks = HookSet()
         self._cast: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
         self.n_forwards = 0
         self.n_positions = 0
@@ -176,28 +177,26 @@ class SteeringHook:
 
     # ------------------------------------------------------------------ attach / remove
     def attach(self) -> SteeringHook:
-        if self._handles:
+        if self._hooks.active:
             raise ConfigError("This SteeringHook is already attached. HINT: call remove() first, or make a new one.")
         self.n_forwards = 0
         self.n_positions = 0
         root = unwrap_model(self.model)
         try:
-            self._handles.append(root.register_forward_pre_hook(self._pre_hook, with_kwargs=True))
-            self._handles.append(self.block.register_forward_hook(self._hook))
+            self._hooks.pre(root, self._pre_hook, with_kwargs=True)
+            self._hooks.forward(self.block, edit_output(self._steer))
         except BaseException:
             self.remove()
             raise
         return self
 
     def remove(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
+        self._hooks.remove()
         self._state = _SeqState()
 
     @property
     def attached(self) -> bool:
-        return bool(self._handles)
+        return self._hooks.active
 
     def __enter__(self) -> SteeringHook:
         return self.attach()
@@ -246,15 +245,9 @@ class SteeringHook:
         b = boundary.to(device)[:, None]
         return cols < b if self.positions == "prompt" else cols >= b - 1
 
-    def _hook(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> Any:
-        if isinstance(output, torch.Tensor):
-            hidden, rest = output, None
-        elif isinstance(output, tuple | list) and output and isinstance(output[0], torch.Tensor):
-            hidden, rest = output[0], output
-        else:  # pragma: no cover - exotic block outputs
-            raise ConfigError(
-                f"cannot steer block {self.block_path!r}: its output is a {type(output).__name__}, not a tensor"
-            )
+    def _steer(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The block's hidden state plus the steering delta at this forward's positions (the hooks layer unwraps
+        and rewraps the block output)."""
         if hidden.dim() != 3:
             raise ConfigError(bad_value("block output shape", tuple(hidden.shape), "[batch, tokens, d_model]"))
         batch, t, _ = hidden.shape
@@ -267,9 +260,7 @@ class SteeringHook:
         else:
             steered = hidden + mask.unsqueeze(-1).to(hidden.dtype) * delta
             self.n_positions += int(mask.sum())
-        if rest is None:
-            return steered
-        return type(rest)((steered, *rest[1:])) if isinstance(rest, tuple) else [steered, *rest[1:]]
+        return steered
 
 
 @contextmanager

@@ -67,3 +67,21 @@ def test_bad_arguments(models, batch):
         splice_metrics(cc, models[:1], ids, mask, layer=1)
     with pytest.raises(ConfigError, match="d_model"):
         splice_metrics(identity_crosscoder(d=16), models, ids, mask, layer=1)
+
+
+def test_splice_leaves_training_flags_and_hooks_as_they_were(batch):
+    from difflib_models.crosscoder.splice import splice_metrics
+
+    ids, mask = batch
+    pair = [make_tiny("llama", seed=0), make_tiny("llama", seed=1)]
+    for model in pair:
+        model.train()
+        model.model.layers[0].eval()  # a submodule the user froze in eval mode
+    before = [{n: m.training for n, m in model.named_modules()} for model in pair]
+    clean = splice_metrics(identity_crosscoder(d=32), [m.eval() for m in
+                                                       (make_tiny("llama", seed=0), make_tiny("llama", seed=1))],
+                           ids, mask, layer=1)
+    res = splice_metrics(identity_crosscoder(d=32), pair, ids, mask, layer=1)
+    assert [{n: m.training for n, m in model.named_modules()} for model in pair] == before
+    assert all(not m._forward_hooks for model in pair for m in model.modules())
+    assert res["ce_clean"] == pytest.approx(clean["ce_clean"], abs=0)  # measured in eval mode all the same

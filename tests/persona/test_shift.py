@@ -65,14 +65,14 @@ def test_read_residuals_stops_after_the_deepest_layer():
 
 
 def test_stop_early_flag_is_decided_once_and_can_be_forced_off(monkeypatch):
-    from difflib_models.capture import capture
+    from difflib_models.hooks import early_stop
     from difflib_models.models.hookpoints import get_block
     from difflib_models.persona.shift import probe_encoded
 
     model = make_tiny("llama")
     calls = []
-    real = capture.can_stop_early
-    monkeypatch.setattr(capture, "can_stop_early", lambda m: calls.append(1) or real(m))
+    real = early_stop.can_stop_early
+    monkeypatch.setattr(early_stop, "can_stop_early", lambda m: calls.append(1) or real(m))
     encoded = [[5, 6, 7], [8, 9], [10, 11, 12, 13], [14], [15, 16]]
     stopped = probe_encoded(model, encoded, 0, [1], batch_size=2)
     assert len(calls) == 1  # three batches, one walk over the modules

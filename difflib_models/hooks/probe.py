@@ -1,0 +1,26 @@
+"""Probe mode: a measurement forward that leaves the model exactly as it found it."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+__all__ = ["probe_mode"]
+
+
+@contextlib.contextmanager
+def probe_mode(module: nn.Module) -> Iterator[None]:
+    """Eval mode (dropout off; LoRA stays active) and no grad inside the block; afterwards, also on error, every
+    submodule gets back its OWN training flag and the grad mode is restored. (A blanket ``model.train()`` would
+    re-enable submodules the user had frozen in eval mode.)"""
+    flags = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        for m, flag in flags:
+            m.training = flag
