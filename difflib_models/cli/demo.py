@@ -11,6 +11,8 @@ from pathlib import Path
 
 import typer
 
+from difflib_models.cli.options import JSON_HELP, deprecated, emit_json, work_output
+
 
 def register(app: typer.Typer) -> None:
     app.command("demo")(demo_command)
@@ -22,25 +24,26 @@ def demo_command(
                                     "when available."),
     out: Path = typer.Option(Path("difflib-demo"), "--out", "-o",
                              help="Output directory (re-running with the same options reuses finished stages)."),
-    tracking_uri: str | None = typer.Option(None, "--tracking-uri",
+    tracking_uri: str | None = typer.Option(None, "--mlflow-uri",
                                             help="MLflow tracking URI (default: sqlite:///<cwd>/mlflow.db)."),
     control: bool = typer.Option(True, "--control/--no-control",
                                  help="Also fine-tune on the matched neutral set and use it as the control."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of training, data order and null directions."),
-    json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON instead of text."),
+    json_out: bool = typer.Option(False, "--json", help=JSON_HELP + " The document is the summary."),
+    tracking_uri_old: str | None = typer.Option(None, "--tracking-uri", hidden=True),
 ) -> None:
     """Fine-tune SmolLM2 with LoRA on a sycophancy-inducing chat set (and a neutral control) with the callbacks
     attached, diff each adapter against the base, gate it with the default policy and print the verdicts."""
-    import json
-
     from difflib_models.demo.config import DemoConfig
     from difflib_models.demo.runner import format_summary, run_demo
 
+    tracking_uri = deprecated(tracking_uri, tracking_uri_old, old_flag="--tracking-uri", new_flag="--mlflow-uri")
     config = DemoConfig(out=out, profile="quick" if quick else "full", tracking_uri=tracking_uri, control=control,
                         seed=seed)
-    result = run_demo(config)
+    with work_output():
+        result = run_demo(config)
     if json_out:
-        typer.echo(json.dumps(result.summary, indent=2, default=str))
+        emit_json(result.summary)
     else:
         for line in format_summary(result):
             typer.echo(line)

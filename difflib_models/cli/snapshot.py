@@ -5,15 +5,15 @@ Errors travel as library exceptions: cli/app.py maps ConfigError to exit 2 and o
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import typer
 
+from difflib_models.cli.options import JSON_HELP, Dtype, emit_json, enum_value, work_output
 from difflib_models.errors import ConfigError, bad_value
 
-_DTYPES = ("float32", "float16", "bfloat16")
+_DTYPES = tuple(d.value for d in Dtype)
 
 
 def register(app: typer.Typer) -> None:
@@ -32,7 +32,7 @@ def snapshot_command(
         help="HF dir, hub id, .gguf file, peft adapter dir (default: smollm2-135m-instruct).",
     ),
     layers: str = typer.Option(
-        "mid", "--layers", "-l", help="Blocks to capture: '0,1', '0-3', 'all', 'mid', '-1'."
+        "mid", "--layers", "-l", help="Blocks to capture: '3', '0,2', '2-4', 'all', 'mid', '-1'."
     ),
     prompts: str = typer.Option(
         "generic", "--prompts", "-p", help="Built-in prompt set name, or a .txt (one per line) / .jsonl file."
@@ -42,10 +42,12 @@ def snapshot_command(
     max_length: int = typer.Option(128, "--max-length", min=1, help="Truncate prompts to this many tokens."),
     adapter: str | None = typer.Option(None, "--adapter", help="peft adapter directory applied on --model."),
     shard_tokens: int = typer.Option(65536, "--shard-tokens", min=1, help="Tokens per shard (memory bound)."),
-    dtype: str = typer.Option("float32", "--dtype", help="Storage dtype: float32, float16 or bfloat16."),
+    dtype: Dtype = typer.Option(Dtype.float32, "--dtype", help="Storage dtype."),
     device: str = typer.Option("cpu", "--device", help="Torch device for the forward passes."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP + " The document is the store's summary."),
 ) -> None:
     """Capture residual-stream activations of a model on a prompt set into a crash-safe, resumable store."""
+    dtype = enum_value(dtype)
     if dtype not in _DTYPES:
         raise ConfigError(bad_value("--dtype", dtype, _DTYPES))
     if out.exists() and not out.is_dir():
@@ -57,20 +59,28 @@ def snapshot_command(
 
     parse_positions(positions)  # fail on a bad spec before loading anything
     texts = list(load_prompts(prompts))
-    loaded = load_model(model, adapter=adapter, device=device)
-    texts = list(load_prompts(prompts, tokenizer=loaded.tokenizer))  # chat records: the model's chat template
-    before = _stored_prompts(out)
-    store = snapshot(
-        loaded,
-        texts,
-        layers,
-        out,
-        positions=positions,
-        batch_size=batch_size,
-        max_length=max_length,
-        shard_tokens=shard_tokens,
-        dtype=dtype,
-    )
+    with work_output():
+        loaded = load_model(model, adapter=adapter, device=device)
+        texts = list(load_prompts(prompts, tokenizer=loaded.tokenizer))  # chat records: the model's chat template
+        before = _stored_prompts(out)
+        store = snapshot(
+            loaded,
+            texts,
+            layers,
+            out,
+            positions=positions,
+            batch_size=batch_size,
+            max_length=max_length,
+            shard_tokens=shard_tokens,
+            dtype=dtype,
+        )
+    if as_json:
+        from difflib_models.store.reader import ActivationStore
+
+        summary = ActivationStore.open(out).summary()
+        summary.update(n_texts=len(texts), resumed_prompts=before)
+        emit_json(summary)
+        return
     resumed = f" (resumed: {before} prompts were already stored)" if before else ""
     typer.echo(
         f"{out}: {store.n_tokens} tokens from {len(texts)} prompts of {loaded.identity.name} "
@@ -92,7 +102,7 @@ def _stored_prompts(out: Path) -> int:
 
 def inspect_command(
     path: Path = typer.Argument(..., help="Store directory."),
-    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
     verify: bool = typer.Option(
         False, "--verify", help="Check every shard's sha256 now (exit 3 if corrupt)."
     ),
@@ -109,7 +119,7 @@ def inspect_command(
     summary = store.summary()
     summary["verified"] = verify
     if as_json:
-        typer.echo(json.dumps(summary, indent=2, default=str))
+        emit_json(summary)
         return
     _print_table(summary)
 
