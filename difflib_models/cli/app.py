@@ -17,6 +17,7 @@ import importlib.util
 import logging
 import sys
 import warnings
+from typing import Any
 
 import typer
 
@@ -88,15 +89,20 @@ def _version_callback(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True),
+    ctx: typer.Context,
+    version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True,
+                                 help="Print the version and exit."),
     verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More logging (-v info, -vv debug)."),
 ) -> None:
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    if ctx.invoked_subcommand in _LIGHTNING_COMMANDS and importlib.util.find_spec("lightning") is not None:
+        importlib.import_module("lightning")  # it adds its own console handler on import: tame it now (below)
     configure_logging(level)
     if verbose >= 2:
         warnings.resetwarnings()
 
 
+_LIGHTNING_COMMANDS = {"diff", "crosscoder", "demo"}
 _THIRD_PARTY_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "lightning_fabric", "pytorch_lightning")
 
 
@@ -107,13 +113,13 @@ class _NoTips(logging.Filter):
         return "Tip:" not in str(record.msg)
 
 
-def configure_logging(level: int) -> None:
+def configure_logging(level: int, stream: Any = None) -> None:
     """One stderr handler on the root logger (replacing the one a previous call added); Lightning's own handlers
     removed so its lines propagate to it and appear once."""
     root = logging.getLogger()
     for handler in [h for h in root.handlers if getattr(h, "_difflib_models", False)]:
         root.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler._difflib_models = True  # type: ignore[attr-defined]
     handler.setLevel(level)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))

@@ -7,11 +7,35 @@ runtime error.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import typer
 
 from difflib_models.cli.options import JSON_HELP, deprecated, emit_json, work_output
+
+
+@contextlib.contextmanager
+def _stage_lines() -> Iterator[None]:
+    """The demo's stage and fine-tune progress lines ("stage train_inducing: done in 31.2 s", "fine-tune inducing:
+    step 20/40, 31 s") on stderr at any verbosity: the demo takes minutes and should show it is moving."""
+    log = logging.getLogger("difflib_models.demo")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("demo %(asctime)s %(message)s", datefmt="%H:%M:%S"))
+    handler.setLevel(logging.INFO)
+    old_level, old_propagate = log.level, log.propagate
+    log.addHandler(handler)
+    log.setLevel(min(logging.INFO, log.getEffectiveLevel()))
+    log.propagate = False
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(old_level)
+        log.propagate = old_propagate
 
 
 def register(app: typer.Typer) -> None:
@@ -40,7 +64,7 @@ def demo_command(
     tracking_uri = deprecated(tracking_uri, tracking_uri_old, old_flag="--tracking-uri", new_flag="--mlflow-uri")
     config = DemoConfig(out=out, profile="quick" if quick else "full", tracking_uri=tracking_uri, control=control,
                         seed=seed)
-    with work_output():
+    with work_output(), _stage_lines():
         result = run_demo(config)
     if json_out:
         emit_json(result.summary)
