@@ -61,6 +61,23 @@ def render() -> str:
             lines += ["| option | meaning | default |", "|---|---|---|"]
             lines += [_param_row(p) for p in params]
             lines.append("")
+    lines += [
+        "## Conventions",
+        "",
+        "`--model` names one model; `--base` / `--candidate` (and `--control`) a comparison; `--prompts` a text set;",
+        "`--mlflow-uri` / `--mlflow-experiment` MLflow; `--layers` takes '3', '0,2', '2-4', 'mid', 'all', '-1'",
+        "everywhere (over a store's layers in `crosscoder`); a short flag means the same option in every command;",
+        "`--json` prints one JSON document on stdout and nothing else (logs and progress bars go to stderr; bars only",
+        "on a terminal). Shell completion: `difflib-models --install-completion`.",
+        "",
+        "Old spellings accepted for one release, with a warning on stderr (hidden from `--help`):",
+        "",
+    ]
+    for path, cmd in _walk(root, []):
+        hidden = [o for p in getattr(cmd, "params", []) if getattr(p, "hidden", False) for o in p.opts]
+        if path and hidden:
+            lines.append(f"- `{' '.join(path)}`: " + ", ".join(f"`{o}`" for o in hidden))
+    lines.append("- `gate`: `--json PATH` (now `--json-out PATH`; `--json` alone prints the report)")
     return "\n".join(lines) + "\n"
 
 

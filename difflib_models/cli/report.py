@@ -14,7 +14,7 @@ from pathlib import Path
 import typer
 
 from difflib_models.cli.app import EXIT_OK
-from difflib_models.cli.options import JSON_HELP, deprecated, emit_json, work_output
+from difflib_models.cli.options import JSON_HELP, emit_json, work_output
 
 
 def register(app: typer.Typer) -> None:
@@ -24,7 +24,7 @@ def register(app: typer.Typer) -> None:
 
 def report(
     src: Path = typer.Option(..., "--from", help="directory holding report.json (or the file itself)"),
-    out: Path | None = typer.Option(None, "--out", help="where to write the renderings (default: next to it)"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="where to write the renderings (default: next to it)"),
     formats: str = typer.Option("html,md,junit", "--formats", help="comma-separated: html, md, junit"),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP + " Keys: written (rendering -> path)."),
 ) -> None:
@@ -43,7 +43,7 @@ def report(
 def gate(
     candidate: str = typer.Option(..., "--candidate", help="peft adapter dir, merged model dir, GGUF or hub id"),
     base: str | None = typer.Option(None, "--base", help="base model spec (default: the adapter's base)"),
-    out: Path = typer.Option(Path("gate-out"), "--out", help="output directory (report.json/html/md, junit.xml)"),
+    out: Path = typer.Option(Path("gate-out"), "--out", "-o", help="output directory (report.json/html/md, junit.xml)"),
     policy: Path | None = typer.Option(None, "--policy", help="YAML policy (default: the shipped default policy)"),
     control: str | None = typer.Option(None, "--control", help="matched control fine-tune (same format, benign)"),
     vectors: list[Path] = typer.Option([], "--vectors", help="persona vector file(s) of the base; else extracted"),
@@ -68,7 +68,6 @@ def gate(
     alias: str = typer.Option("champion", "--alias", help="alias moved to the version ONLY on a pass"),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP + " The document is report.json (plus 'paths', "
                                  "'exit_code' and 'mlflow' when logged)."),
-    report_json_old: Path | None = typer.Option(None, "--report-json", hidden=True),
 ) -> None:
     from difflib_models.errors import ConfigError, bad_value
     from difflib_models.gate.runner import GateConfig, run_gate
@@ -76,7 +75,6 @@ def gate(
     if (registered_model is None) != (model_version is None):
         raise ConfigError(bad_value("--registered-model/--model-version", (registered_model, model_version),
                                     "both or neither"))
-    json_out = deprecated(json_out, report_json_old, old_flag="--report-json", new_flag="--json-out")
     extra = {k: v for k, v in (("junit", junit), ("json", json_out), ("md", md)) if v is not None}
     config = GateConfig(candidate=candidate, base=base, control=control, out=out, policy=policy, vectors=vectors,
                         diff=diff, crosscoder=crosscoder, data_filter=data_filter, monitor=monitor, judge_url=judge_url,

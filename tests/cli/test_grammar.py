@@ -17,7 +17,7 @@ from difflib_models.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPARING = {("diff",), ("gate",)}
-OLD_SPELLINGS = {"--finetuned", "--texts", "--tracking-uri", "--mlflow", "--batch-size", "--report-json"}
+OLD_SPELLINGS = {"--finetuned", "--texts", "--tracking-uri", "--mlflow", "--batch-size"}
 
 
 def _leaves(cmd: Any = None, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any]]:
