@@ -17,6 +17,7 @@ import importlib.util
 import logging
 import sys
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import typer
@@ -136,8 +137,9 @@ def configure_logging(level: int, stream: Any = None) -> None:
         third.setLevel(logging.NOTSET if level <= logging.INFO else logging.WARNING)
 
 
-def _cli_warning_filters() -> None:
-    """Noise a CLI user cannot act on: library deprecations and third-party advice."""
+def _cli_warning_filters() -> Callable[[], None]:
+    """Noise a CLI user cannot act on: library deprecations and third-party advice. Returns the undo for the
+    transformers verbosity (the warning filters are undone by the caller's catch_warnings)."""
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=PendingDeprecationWarning)
@@ -145,10 +147,11 @@ def _cli_warning_filters() -> None:
     warnings.filterwarnings("ignore", message=r".*(litlogger|litmodels|LitLogger).*")
     try:
         from transformers.utils import logging as hf_logging  # noqa: PLC0415 - only when installed
-
-        hf_logging.set_verbosity_error()
     except ImportError:  # pragma: no cover - transformers is a dependency
-        pass
+        return lambda: None
+    before = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    return lambda: hf_logging.set_verbosity(before)
 
 
 def _legacy_argv(argv: list[str]) -> list[str]:
@@ -183,9 +186,12 @@ def main(argv: list[str] | None = None) -> None:
     argv = _legacy_argv(list(sys.argv[1:] if argv is None else argv))
     try:
         with warnings.catch_warnings():
-            _cli_warning_filters()
-            # standalone_mode=False: click returns typer.Exit's code instead of raising it
-            rc = app(args=argv, standalone_mode=False, prog_name="difflib-models")
+            undo = _cli_warning_filters()
+            try:
+                # standalone_mode=False: click returns typer.Exit's code instead of raising it
+                rc = app(args=argv, standalone_mode=False, prog_name="difflib-models")
+            finally:
+                undo()
     except typer.Exit as exc:  # explicit exits keep their code
         sys.exit(exc.exit_code)
     except SystemExit:
