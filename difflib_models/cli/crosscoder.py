@@ -18,8 +18,8 @@ from difflib_models.cli.options import (
     deprecated,
     emit_json,
     enum_value,
+    stdout_for_results,
     store_layers,
-    work_output,
 )
 from difflib_models.crosscoder.config import config_default
 from difflib_models.errors import ConfigError, bad_value
@@ -66,6 +66,7 @@ def _source(store: Path | None, acts: Path | None, sides: str | None, layers: st
 
 
 @crosscoder_app.command("train")
+@stdout_for_results
 def train_command(
     out: Path = typer.Option(..., "--out", "-o", help="Output directory (crosscoder/, checkpoints/, summary)."),
     store: Path | None = typer.Option(None, "--store", help="Paired activation store directory."),
@@ -97,14 +98,14 @@ def train_command(
     batch_size_old: int | None = typer.Option(None, "--batch-size", hidden=True),
 ) -> None:
     """Train a crosscoder (Lightning; checkpoints and resume in --out) and write its evaluation summary."""
+    mlflow_uri = deprecated(mlflow_uri, mlflow_old, old_flag="--mlflow URI", new_flag="--mlflow-uri URI")
+    if batch_size_old is not None:
+        batch_size = deprecated(None, batch_size_old, old_flag="--batch-size", new_flag="--tokens-per-step") or 1
     from difflib_models.crosscoder.analysis import evaluate
     from difflib_models.crosscoder.config import CrosscoderConfig
     from difflib_models.crosscoder.lightning_module import train_crosscoder
     from difflib_models.io import atomic_write_json
 
-    mlflow_uri = deprecated(mlflow_uri, mlflow_old, old_flag="--mlflow URI", new_flag="--mlflow-uri URI")
-    if batch_size_old is not None:
-        batch_size = deprecated(None, batch_size_old, old_flag="--batch-size", new_flag="--tokens-per-step") or 1
     source = _source(store, acts, sides, layers)
     names = list(getattr(source, "source_names", []) or [])
     n_models = len(getattr(source, "sides", [])) or 2
@@ -119,9 +120,8 @@ def train_command(
         from lightning.pytorch.loggers import MLFlowLogger
 
         logger = MLFlowLogger(experiment_name=mlflow_experiment, tracking_uri=mlflow_uri)
-    with work_output():
-        cc = train_crosscoder(source, config, out, logger=logger, resume=resume)
-        metrics = evaluate(cc, source)
+    cc = train_crosscoder(source, config, out, logger=logger, resume=resume)
+    metrics = evaluate(cc, source)
     metrics.pop("fire_counts")
     summary = {"crosscoder": str(out / "crosscoder"), "config": config.to_dict(), "metrics": metrics}
     atomic_write_json(out / "train_summary.json", summary)
@@ -140,6 +140,7 @@ def _log_final_to_mlflow(logger: Any, config: dict[str, Any], metrics: dict[str,
 
 
 @crosscoder_app.command("analyze")
+@stdout_for_results
 def analyze_command(
     crosscoder: Path = typer.Option(..., "--crosscoder", "-c", help="Folder written by `crosscoder train`."),
     out: Path = typer.Option(..., "--out", "-o", help="Analysis JSON file to write."),
@@ -173,8 +174,7 @@ def analyze_command(
             bad_value("activations (n_sources, d_model)", (source.n_sources, source.d_model),
                       [(cc.config.n_sources, cc.config.d_model)], "analyse on the activations it was trained on")
         )
-    with work_output():
-        result = analyze_crosscoder(cc, source, thresholds=thresholds, max_tokens=max_tokens)
+    result = analyze_crosscoder(cc, source, thresholds=thresholds, max_tokens=max_tokens)
     ft_latents = [item["latent"] for item in result["latents"] if item["class"] == "ft_only"]
     result["latent_scaling"] = latent_scaling(cc, source, ft_latents, artifact_threshold=artifact_threshold,
                                               max_tokens=max_tokens)

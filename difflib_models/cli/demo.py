@@ -15,7 +15,7 @@ from pathlib import Path
 
 import typer
 
-from difflib_models.cli.options import JSON_HELP, deprecated, emit_json, work_output
+from difflib_models.cli.options import JSON_HELP, deprecated, emit_json, say, stdout_for_results
 
 
 @contextlib.contextmanager
@@ -42,6 +42,7 @@ def register(app: typer.Typer) -> None:
     app.command("demo")(demo_command)
 
 
+@stdout_for_results
 def demo_command(
     quick: bool = typer.Option(True, "--quick/--full",
                                help="--quick (default): small CPU profile, a few minutes. --full: bigger, uses CUDA "
@@ -64,11 +65,11 @@ def demo_command(
     tracking_uri = deprecated(tracking_uri, tracking_uri_old, old_flag="--tracking-uri", new_flag="--mlflow-uri")
     config = DemoConfig(out=out, profile="quick" if quick else "full", tracking_uri=tracking_uri, control=control,
                         seed=seed)
-    with work_output(), _stage_lines():
+    with _stage_lines():
         result = run_demo(config)
     if json_out:
         emit_json(result.summary)
     else:
         for line in format_summary(result):
-            typer.echo(line)
+            say(line)
     raise typer.Exit(0 if result.as_expected else 1)

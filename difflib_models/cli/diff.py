@@ -11,7 +11,15 @@ from typing import Any
 
 import typer
 
-from difflib_models.cli.options import JSON_HELP, Activation, deprecated, emit_json, enum_value, work_output
+from difflib_models.cli.options import (
+    JSON_HELP,
+    Activation,
+    deprecated,
+    emit_json,
+    enum_value,
+    say,
+    stdout_for_results,
+)
 from difflib_models.crosscoder.config import QUICK_PRESET, config_default
 from difflib_models.errors import ConfigError, bad_value
 
@@ -20,6 +28,7 @@ def register(app: typer.Typer) -> None:
     app.command("diff")(diff_command)
 
 
+@stdout_for_results
 def diff_command(
     out: Path = typer.Option(..., "--out", "-o", help="Output directory (diff.json, store, crosscoder; resumable)."),
     base: str | None = typer.Option(
@@ -91,16 +100,15 @@ def diff_command(
         activation=enum_value(activation), cc_batch_size=cc_batch_size, top_latents=top_latents,
         exclusive_latents=exclusive_latents, exclusive_penalty=exclusive_penalty,
     )
-    with work_output():
-        if adapter is not None:
-            pair = ModelPair.from_adapter(load_model(base, adapter=adapter, device=device))
-        else:
-            pair = ModelPair(load_model(base, device=device), load_model(finetuned, device=device))
-        result = run_diff(pair, config)
+    if adapter is not None:
+        pair = ModelPair.from_adapter(load_model(base, adapter=adapter, device=device))
+    else:
+        pair = ModelPair(load_model(base, device=device), load_model(finetuned, device=device))
+    result = run_diff(pair, config)
     if as_json:
         emit_json(result)
         return
-    typer.echo(_summary(result, out))
+    say(_summary(result, out))
 
 
 def _summary(r: dict[str, Any], out: Path) -> str:

@@ -11,11 +11,13 @@ Old spellings stay for one release as hidden options that print a deprecation wa
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import functools
 import json
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from enum import Enum, StrEnum
-from typing import Any, TypeVar
+from typing import Any, TextIO, TypeVar
 
 import typer
 
@@ -128,12 +130,46 @@ def store_layers(spec: str | None, stored: Sequence[int]) -> list[int] | None:
     return layers
 
 
+_RESULTS: contextvars.ContextVar[TextIO | None] = contextvars.ContextVar("difflib_models_results", default=None)
+
+
+def results_stream() -> TextIO:
+    """Where a command's result goes: the real stdout, also inside :func:`stdout_for_results`."""
+    return _RESULTS.get() or sys.stdout
+
+
+def stdout_for_results(fn: Callable[..., T]) -> Callable[..., T]:
+    """Decorator of a command: while it runs, ``sys.stdout`` points at stderr (Lightning's and tqdm's bars, stray
+    prints, rich tables not meant as results), and only :func:`say` / :func:`emit_json` reach the real stdout."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        token = _RESULTS.set(results_stream())
+        try:
+            with contextlib.redirect_stdout(sys.stderr):
+                return fn(*args, **kwargs)
+        finally:
+            _RESULTS.reset(token)
+
+    return wrapper
+
+
 @contextlib.contextmanager
 def work_output() -> Iterator[None]:
-    """Run a command's work with stdout pointed at stderr (Lightning's and tqdm's bars, stray prints), so that
-    what the command prints afterwards is the only thing on stdout."""
-    with contextlib.redirect_stdout(sys.stderr):
-        yield
+    """Point stdout at stderr for a block (what :func:`stdout_for_results` does for a whole command)."""
+    token = _RESULTS.set(results_stream())
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        _RESULTS.reset(token)
+
+
+def say(text: str = "", *, err: bool = False) -> None:
+    """One line of a command's human-readable result on the real stdout (``err=True``: on stderr)."""
+    stream = sys.stderr if err else results_stream()
+    stream.write(text + "\n")
+    stream.flush()
 
 
 def emit_json(obj: Any) -> None:
@@ -143,8 +179,7 @@ def emit_json(obj: Any) -> None:
         text = json.dumps(obj, indent=2, default=_default, allow_nan=False)
     except ValueError:  # a non-finite float somewhere: null is what strict JSON readers accept
         text = json.dumps(_finite(json.loads(json.dumps(obj, default=_default))), indent=2, allow_nan=False)
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()
+    say(text)
 
 
 def _default(obj: Any) -> Any:

@@ -23,7 +23,7 @@ from difflib_models.cli.options import (
     emit_json,
     enum_value,
     resolve_persona_mode,
-    work_output,
+    stdout_for_results,
 )
 from difflib_models.errors import ConfigError, bad_value
 
@@ -63,6 +63,7 @@ def _vector_base(out: Path) -> Path:
 
 # ------------------------------------------------------------------------------------------------ extract
 @persona_app.command("extract")
+@stdout_for_results
 def extract_command(
     trait: str = typer.Option(..., "--trait", "-t", help=_TRAIT_HELP),
     out: Path = typer.Option(..., "--out", "-o", help="Vector file: writes OUT.safetensors + OUT.json sidecar."),
@@ -86,12 +87,11 @@ def extract_command(
     tr = load_trait(trait)  # bad trait -> ConfigError before the model loads
     mode, aggregator = resolve_persona_mode(enum_value(mode), tr), enum_value(aggregator)
     extractor = PersonaExtractor(mode=mode, aggregator=aggregator, layers=layers, batch_size=batch_size)
-    with work_output():
-        loaded = _load(model, device)
-        t0 = time.perf_counter()
-        extractor.fit(loaded, tr)
-        seconds = time.perf_counter() - t0
-        report = _validate(loaded, extractor, tr, n_null=n_null) if validate else None
+    loaded = _load(model, device)
+    t0 = time.perf_counter()
+    extractor.fit(loaded, tr)
+    seconds = time.perf_counter() - t0
+    report = _validate(loaded, extractor, tr, n_null=n_null) if validate else None
     base = _vector_base(out)
     vs = extractor.to_vector_set(
         selected_layer=report.selected_layer if report else None,
@@ -123,6 +123,7 @@ def _validate(loaded: Any, extractor: Any, trait: Any, *, n_null: int) -> Any:
 
 # ------------------------------------------------------------------------------------------------ validate
 @persona_app.command("validate")
+@stdout_for_results
 def validate_command(
     vectors: Path = typer.Option(..., "--vectors", "-V", help="Vector file (.safetensors with its .json sidecar)."),
     trait: str | None = typer.Option(None, "--trait", "-t", help=_TRAIT_HELP + " Default: the file's trait."),
@@ -140,16 +141,15 @@ def validate_command(
     from difflib_models.persona.traits import load_trait
     from difflib_models.persona.vectors import PersonaVectorSet
 
-    with work_output():
-        loaded = _load(model, device)
-        vs = PersonaVectorSet.load(vectors, expect_model=loaded)
-        tr = load_trait(trait or vs.trait_id)
-        extractor = PersonaExtractor(mode=vs.mode if vs.mode in ("ab", "prompt_contrast", "paired") else "ab",
-                                     layers=vs.layers, batch_size=batch_size)
-        extractor.fit(loaded, tr)
-        extractor.vectors_ = dict(vs.vectors)  # validate the file's directions, not a fresh fit
-        extractor.norms_ = {k: float(v.norm()) for k, v in vs.vectors.items()}
-        report = _validate(loaded, extractor, tr, n_null=n_null)
+    loaded = _load(model, device)
+    vs = PersonaVectorSet.load(vectors, expect_model=loaded)
+    tr = load_trait(trait or vs.trait_id)
+    extractor = PersonaExtractor(mode=vs.mode if vs.mode in ("ab", "prompt_contrast", "paired") else "ab",
+                                 layers=vs.layers, batch_size=batch_size)
+    extractor.fit(loaded, tr)
+    extractor.vectors_ = dict(vs.vectors)  # validate the file's directions, not a fresh fit
+    extractor.norms_ = {k: float(v.norm()) for k, v in vs.vectors.items()}
+    report = _validate(loaded, extractor, tr, n_null=n_null)
     path = out or _vector_base(vectors).with_suffix(".validation.json")
     atomic_write_json(path, report.to_dict())
     _echo_json({"trait": tr.id, "vectors": str(vectors), "validation": str(path), "verdict": report.verdict,
@@ -160,6 +160,7 @@ def validate_command(
 
 # ------------------------------------------------------------------------------------------------ filter
 @persona_app.command("filter")
+@stdout_for_results
 def filter_command(
     vectors: Path = typer.Option(..., "--vectors", "-V", help="Vector file (.safetensors with its .json sidecar)."),
     data: Path = typer.Option(..., "--data", "-d", help="Chat JSONL ({'messages': [...]} per line) to score."),
@@ -201,10 +202,9 @@ def filter_command(
     ref_samples = _reference(reference) if mode == "threshold" else None
     if out.exists() and not out.is_dir():
         raise ConfigError(bad_value("--out", str(out), "a directory", "this path is an existing file"))
-    with work_output():
-        loaded = _load(model, device)
-        vs = PersonaVectorSet.load(vectors, expect_model=loaded)
-        result = filter_samples(loaded, vs, samples, config, layer=layer, reference=ref_samples)
+    loaded = _load(model, device)
+    vs = PersonaVectorSet.load(vectors, expect_model=loaded)
+    result = filter_samples(loaded, vs, samples, config, layer=layer, reference=ref_samples)
     paths = write_outputs(result, out, source=data)
     _echo_json(dict(result.summary, outputs={k: str(v) for k, v in paths.items()}))
 
@@ -223,6 +223,7 @@ def _reference(spec: str) -> list[Any]:
 
 # ------------------------------------------------------------------------------------------------ steer
 @persona_app.command("steer")
+@stdout_for_results
 def steer_command(
     vectors: Path = typer.Option(..., "--vectors", "-V", help="Vector file (.safetensors with its .json sidecar)."),
     prompt: str = typer.Option(..., "--prompt", help="User message to answer."),
@@ -250,8 +251,7 @@ def steer_command(
         raise ConfigError(bad_value("--unit", unit, ["norm", "raw"]))
     if positions not in POSITIONS:
         raise ConfigError(bad_value("--positions", positions, POSITIONS))
-    with work_output():
-        loaded = _load(model, device)
+    loaded = _load(model, device)
     vs = PersonaVectorSet.load(vectors, expect_model=loaded)
     layer = vs.selected_layer if layer is None else layer
     if layer is None:

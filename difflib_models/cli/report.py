@@ -14,7 +14,7 @@ from pathlib import Path
 import typer
 
 from difflib_models.cli.app import EXIT_OK
-from difflib_models.cli.options import JSON_HELP, emit_json, work_output
+from difflib_models.cli.options import JSON_HELP, emit_json, say, stdout_for_results
 
 
 def register(app: typer.Typer) -> None:
@@ -22,6 +22,7 @@ def register(app: typer.Typer) -> None:
     app.command("gate", help="Release gate: compare a candidate with its base under a YAML policy.")(gate)
 
 
+@stdout_for_results
 def report(
     src: Path = typer.Option(..., "--from", help="directory holding report.json (or the file itself)"),
     out: Path | None = typer.Option(None, "--out", "-o", help="where to write the renderings (default: next to it)"),
@@ -30,16 +31,16 @@ def report(
 ) -> None:
     from difflib_models.report.builder import rerender
 
-    with work_output():
-        written = rerender(src, out, renderings=[f.strip() for f in formats.split(",") if f.strip()])
+    written = rerender(src, out, renderings=[f.strip() for f in formats.split(",") if f.strip()])
     if as_json:
         emit_json({"written": {key: str(path) for key, path in sorted(written.items())}})
         raise typer.Exit(EXIT_OK)
     for key, path in sorted(written.items()):
-        typer.echo(f"{key}: {path}")
+        say(f"{key}: {path}")
     raise typer.Exit(EXIT_OK)
 
 
+@stdout_for_results
 def gate(
     candidate: str = typer.Option(..., "--candidate", help="peft adapter dir, merged model dir, GGUF or hub id"),
     base: str | None = typer.Option(None, "--base", help="base model spec (default: the adapter's base)"),
@@ -81,33 +82,29 @@ def gate(
                         judge_model=judge_model, em_questions=em_questions, batch_size=batch_size, seed=seed,
                         fail_exit_code=fail_exit_code, extra_outputs=extra,
                         command="difflib-models " + shlex.join(sys.argv[1:]))
-    with work_output():
-        result = run_gate(config)
+    result = run_gate(config)
     r = result.report
-    say = (lambda line: typer.echo(line, err=True)) if as_json else typer.echo
-    say(f"verdict: {r['verdict'].upper()} ({r['verdict_reason']})")
+    say(err=as_json, text=f"verdict: {r['verdict'].upper()} ({r['verdict_reason']})")
     for c in r["checks"]:
         value = "—" if c["value"] is None else f"{c['value']:.4g}"
-        say(f"  [{c['status']:>7}] {c['id']}: {c['metric']} = {value} (pass if {c['comparator']} "
+        say(err=as_json, text=f"  [{c['status']:>7}] {c['id']}: {c['metric']} = {value} (pass if {c['comparator']} "
                    f"{c['threshold']:g})")
-    say(f"report: {result.paths['html']}")
+    say(err=as_json, text=f"report: {result.paths['html']}")
     mlflow_info: dict[str, object] = {}
     if mlflow or mlflow_uri or registered_model:
         from difflib_models.integrations.mlflow_report import default_uri, log_report, register_gate_result
 
         uri = mlflow_uri or default_uri(out)
         extra_files = [*vectors, *sorted((out / "vectors").glob("*"))]
-        with work_output():
-            run_id = log_report(out, tracking_uri=uri, experiment=mlflow_experiment, extra_files=extra_files)
-        say(f"mlflow: run {run_id} at {uri}")
+        run_id = log_report(out, tracking_uri=uri, experiment=mlflow_experiment, extra_files=extra_files)
+        say(err=as_json, text=f"mlflow: run {run_id} at {uri}")
         mlflow_info.update(run_id=run_id, tracking_uri=uri)
         if registered_model and model_version:
-            with work_output():
-                reg = register_gate_result(r, model_name=registered_model, version=model_version, tracking_uri=uri,
-                                           alias=alias)
+            reg = register_gate_result(r, model_name=registered_model, version=model_version, tracking_uri=uri,
+                                       alias=alias)
             mlflow_info["registry"] = reg
             moved = f", alias {alias!r} -> v{model_version}" if reg["alias_moved"] else ", alias not moved"
-            say(f"mlflow: {registered_model} v{model_version} {reg['status']}{moved}")
+            say(err=as_json, text=f"mlflow: {registered_model} v{model_version} {reg['status']}{moved}")
     if as_json:
         emit_json({**r, "paths": {k: str(v) for k, v in result.paths.items()}, "exit_code": result.exit_code,
                    **({"mlflow": mlflow_info} if mlflow_info else {})})

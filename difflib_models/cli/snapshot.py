@@ -10,7 +10,15 @@ from typing import Any
 
 import typer
 
-from difflib_models.cli.options import JSON_HELP, Dtype, emit_json, enum_value, work_output
+from difflib_models.cli.options import (
+    JSON_HELP,
+    Dtype,
+    emit_json,
+    enum_value,
+    results_stream,
+    say,
+    stdout_for_results,
+)
 from difflib_models.errors import ConfigError, bad_value
 
 _DTYPES = tuple(d.value for d in Dtype)
@@ -21,6 +29,7 @@ def register(app: typer.Typer) -> None:
     app.command("inspect")(inspect_command)
 
 
+@stdout_for_results
 def snapshot_command(
     out: Path = typer.Option(
         ..., "--out", "-o", help="Store directory (created; an existing store resumes)."
@@ -59,21 +68,20 @@ def snapshot_command(
 
     parse_positions(positions)  # fail on a bad spec before loading anything
     texts = list(load_prompts(prompts))
-    with work_output():
-        loaded = load_model(model, adapter=adapter, device=device)
-        texts = list(load_prompts(prompts, tokenizer=loaded.tokenizer))  # chat records: the model's chat template
-        before = _stored_prompts(out)
-        store = snapshot(
-            loaded,
-            texts,
-            layers,
-            out,
-            positions=positions,
-            batch_size=batch_size,
-            max_length=max_length,
-            shard_tokens=shard_tokens,
-            dtype=dtype,
-        )
+    loaded = load_model(model, adapter=adapter, device=device)
+    texts = list(load_prompts(prompts, tokenizer=loaded.tokenizer))  # chat records: the model's chat template
+    before = _stored_prompts(out)
+    store = snapshot(
+        loaded,
+        texts,
+        layers,
+        out,
+        positions=positions,
+        batch_size=batch_size,
+        max_length=max_length,
+        shard_tokens=shard_tokens,
+        dtype=dtype,
+    )
     if as_json:
         from difflib_models.store.reader import ActivationStore
 
@@ -82,7 +90,7 @@ def snapshot_command(
         emit_json(summary)
         return
     resumed = f" (resumed: {before} prompts were already stored)" if before else ""
-    typer.echo(
+    say(
         f"{out}: {store.n_tokens} tokens from {len(texts)} prompts of {loaded.identity.name} "
         f"(layers {', '.join(map(str, store.layers))}) in {store.n_shards} shard(s){resumed}"
     )
@@ -100,6 +108,7 @@ def _stored_prompts(out: Path) -> int:
         return 0  # snapshot() reports the problem with the directory
 
 
+@stdout_for_results
 def inspect_command(
     path: Path = typer.Argument(..., help="Store directory."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
@@ -161,4 +170,4 @@ def _print_table(s: dict[str, Any]) -> None:
     rows.append(("format / library", f"{s['format_version']} / difflib-models {s['library_version']}"))
     for key, value in rows:
         table.add_row(key, escape(str(value)))
-    Console(soft_wrap=False).print(table)
+    Console(file=results_stream(), soft_wrap=False).print(table)
