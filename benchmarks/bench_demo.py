@@ -54,7 +54,7 @@ def run_once(out: Path, uri: str, profile: str, overrides: dict[str, Any]) -> di
             "demo",
             "--out",
             str(out),
-            "--tracking-uri",
+            "--mlflow-uri",
             uri,
             "--quick" if profile == "quick" else "--full",
         ]

@@ -75,8 +75,9 @@ class DataFilterCore:
         vectors: persona vector file of THIS model.
         layer: block (default: the file's selected layer).
         method: ``proxy`` (no generation) or ``exact``.
-        mode: ``threshold`` (percentile of ``reference``, or of the data itself without one), ``top_k``,
-            ``top_frac`` or ``report`` (flag nothing, write the scores).
+        mode: ``report`` (default: flag nothing, write the scores; like ``persona filter`` without a selection
+            option), ``threshold`` (drop rows above the percentile of ``reference``, or of the data itself without
+            one), ``top_k`` or ``top_frac``. Rows are dropped only when a dropping mode is asked for.
         percentile, top_k, top_frac: selection parameters (see persona/filtering.py).
         reference: chat JSONL of clean reference data for ``threshold`` mode.
         dataset_attr: attribute of the LightningModule or DataModule holding the FilterableDataset.
@@ -90,7 +91,7 @@ class DataFilterCore:
         vectors: str,
         layer: int | None = None,
         method: str = "proxy",
-        mode: str = "threshold",
+        mode: str = "report",
         percentile: float = 95.0,
         top_k: int | None = None,
         top_frac: float | None = None,

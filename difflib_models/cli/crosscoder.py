@@ -13,7 +13,19 @@ from typing import Any
 
 import typer
 
+from difflib_models.cli.options import (
+    JSON_HELP,
+    Activation,
+    deprecated,
+    emit_json,
+    enum_value,
+    stdout_for_results,
+    store_layers,
+)
+from difflib_models.crosscoder.config import config_default
 from difflib_models.errors import ConfigError, bad_value
+
+_LAYERS_HELP = "Store layers: '3', '0,2', '2-4', 'mid' (middle stored layer), '-1' (last stored), 'all' (default)."
 
 crosscoder_app = typer.Typer(help="Train and analyse crosscoders over paired activations.", no_args_is_help=True)
 
@@ -50,23 +62,31 @@ def _source(store: Path | None, acts: Path | None, sides: str | None, layers: st
             raise ConfigError(bad_value("--acts", sorted(tensors), "a file holding a tensor named 'acts' [N, M, d]"))
         return TensorSource(tensors["acts"])
     side_list = [s for s in sides.split(",") if s] if sides else None
-    return StoreSource(store, sides=side_list, layers=_csv_ints(layers, "--layers"))
+    layer_list = None
+    if layers is not None:
+        from difflib_models.store.reader import ActivationStore
+
+        layer_list = store_layers(layers, ActivationStore.open(store).layers)
+    return StoreSource(store, sides=side_list, layers=layer_list)
 
 
 @crosscoder_app.command("train")
+@stdout_for_results
 def train_command(
     out: Path = typer.Option(..., "--out", "-o", help="Output directory (crosscoder/, checkpoints/, summary)."),
     store: Path | None = typer.Option(None, "--store", help="Paired activation store directory."),
     acts: Path | None = typer.Option(None, "--acts", help="Or: safetensors file with 'acts' [N, M, d]."),
     sides: str | None = typer.Option(None, "--sides", help="Store sides, comma-separated (default: all)."),
-    layers: str | None = typer.Option(None, "--layers", help="Store layers, comma-separated (default: all)."),
-    activation: str = typer.Option("batchtopk", "--activation", help="l1, topk or batchtopk."),
-    dict_size: int = typer.Option(1024, "--dict-size", help="Number of latents."),
-    k: int = typer.Option(32, "--k", help="Active latents per token (TopK / BatchTopK)."),
-    steps: int = typer.Option(2000, "--steps", help="Optimisation steps."),
-    batch_size: int = typer.Option(1024, "--batch-size", help="Tokens per step."),
+    layers: str | None = typer.Option(None, "--layers", "-l", help=_LAYERS_HELP),
+    activation: Activation = typer.Option(Activation(config_default("activation")), "--activation",
+                                          help="Sparsity."),
+    dict_size: int = typer.Option(config_default("dict_size"), "--dict-size", help="Number of latents."),
+    k: int = typer.Option(config_default("k"), "--k", help="Active latents per token (TopK / BatchTopK)."),
+    steps: int = typer.Option(config_default("steps"), "--steps", help="Optimisation steps (CrosscoderConfig)."),
+    batch_size: int = typer.Option(config_default("batch_size"), "--tokens-per-step",
+                                   help="Tokens per optimisation step (capped at the tokens available)."),
     lr: float | None = typer.Option(None, "--lr", help="Learning rate (default 1e-4 / sqrt(n / 2^14))."),
-    l1_coeff: float = typer.Option(1.0, "--l1-coeff", help="L1 penalty weight (l1 variant)."),
+    l1_coeff: float = typer.Option(config_default("l1_coeff"), "--l1-coeff", help="L1 penalty weight (l1 variant)."),
     exclusive_latents: int = typer.Option(
         0, "--exclusive-latents", help="Dedicated feature crosscoder: latents reserved per model (0: off)."
     ),
@@ -75,9 +95,17 @@ def train_command(
     ),
     seed: int = typer.Option(0, "--seed"),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from checkpoints/last.ckpt."),
-    mlflow_uri: str | None = typer.Option(None, "--mlflow", help="Log to this MLflow tracking URI."),
+    mlflow_uri: str | None = typer.Option(None, "--mlflow-uri", help="Log to this MLflow tracking URI."),
+    mlflow_experiment: str = typer.Option("difflib-models-crosscoder", "--mlflow-experiment",
+                                          help="MLflow experiment name (with --mlflow-uri)."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    mlflow_old: str | None = typer.Option(None, "--mlflow", hidden=True),
+    batch_size_old: int | None = typer.Option(None, "--batch-size", hidden=True),
 ) -> None:
     """Train a crosscoder (Lightning; checkpoints and resume in --out) and write its evaluation summary."""
+    mlflow_uri = deprecated(mlflow_uri, mlflow_old, old_flag="--mlflow URI", new_flag="--mlflow-uri URI")
+    if batch_size_old is not None:
+        batch_size = deprecated(None, batch_size_old, old_flag="--batch-size", new_flag="--tokens-per-step") or 1
     from difflib_models.crosscoder.analysis import evaluate
     from difflib_models.crosscoder.config import CrosscoderConfig
     from difflib_models.crosscoder.lightning_module import train_crosscoder
@@ -89,7 +117,7 @@ def train_command(
     names = list(getattr(source, "source_names", []) or [])
     n_models = len(getattr(source, "sides", [])) or 2
     config = CrosscoderConfig(
-        d_model=source.d_model, n_sources=source.n_sources, dict_size=dict_size, activation=activation, k=k,
+        d_model=source.d_model, n_sources=source.n_sources, dict_size=dict_size, activation=enum_value(activation), k=k,
         steps=steps, batch_size=min(batch_size, source.n_tokens), lr=lr, l1_coeff=l1_coeff, seed=seed,
         n_models=n_models, source_names=names, exclusive_latents=exclusive_latents,
         exclusive_penalty=exclusive_penalty,
@@ -98,7 +126,7 @@ def train_command(
     if mlflow_uri:  # artifacts of a sqlite store's new experiment go to OUT/mlartifacts, not ./mlruns in the cwd
         from difflib_models.integrations.mlflow import mlflow_logger
 
-        logger = mlflow_logger(out, experiment_name="difflib-models-crosscoder", tracking_uri=mlflow_uri)
+        logger = mlflow_logger(out, experiment_name=mlflow_experiment, tracking_uri=mlflow_uri)
     cc = train_crosscoder(source, config, out, logger=logger, resume=resume)
     metrics = evaluate(cc, source)
     metrics.pop("fire_counts")
@@ -106,7 +134,7 @@ def train_command(
     atomic_write_json(out / "train_summary.json", summary)
     if logger is not None:
         _log_final_to_mlflow(logger, config.to_dict(), metrics, out / "train_summary.json")
-    typer.echo(json.dumps({"out": str(out), **metrics}, indent=2))
+    emit_json({"out": str(out), **metrics})
 
 
 def _log_final_to_mlflow(logger: Any, config: dict[str, Any], metrics: dict[str, Any], summary: Path) -> None:
@@ -119,13 +147,14 @@ def _log_final_to_mlflow(logger: Any, config: dict[str, Any], metrics: dict[str,
 
 
 @crosscoder_app.command("analyze")
+@stdout_for_results
 def analyze_command(
     crosscoder: Path = typer.Option(..., "--crosscoder", "-c", help="Folder written by `crosscoder train`."),
     out: Path = typer.Option(..., "--out", "-o", help="Analysis JSON file to write."),
     store: Path | None = typer.Option(None, "--store", help="Paired activation store directory."),
     acts: Path | None = typer.Option(None, "--acts", help="Or: safetensors file with 'acts' [N, M, d]."),
     sides: str | None = typer.Option(None, "--sides", help="Store sides, comma-separated (default: all)."),
-    layers: str | None = typer.Option(None, "--layers", help="Store layers, comma-separated (default: all)."),
+    layers: str | None = typer.Option(None, "--layers", "-l", help=_LAYERS_HELP),
     ft_only: float = typer.Option(0.9, "--ft-only", help="r above this: fine-tune-only."),
     base_only: float = typer.Option(0.1, "--base-only", help="r below this: base-only."),
     shared_low: float = typer.Option(0.4, "--shared-low"),
@@ -134,6 +163,7 @@ def analyze_command(
     examples: int = typer.Option(0, "--examples", help="Max-activating contexts per ft-only latent (store only)."),
     tokenizer: str | None = typer.Option(None, "--tokenizer", help="Tokenizer dir to render the contexts."),
     max_tokens: int = typer.Option(65536, "--max-tokens", help="Tokens evaluated."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Relative decoder norms and classes, FVE / L0 / dead latents, Latent Scaling and (optionally) contexts."""
     from difflib_models.crosscoder.analysis import ClassThresholds, analyze_crosscoder
@@ -165,8 +195,8 @@ def analyze_command(
     result["report_section"] = report_section(result, result["latent_scaling"], result.get("examples"))
     atomic_write_json(out, result)
     counts = result["class_counts"]
-    typer.echo(json.dumps({"out": str(out), "class_counts": counts, "fve": result["metrics"].get("fve"),
-                           "n_artifacts": result["latent_scaling"]["n_artifacts"]}, indent=2))
+    emit_json({"out": str(out), "class_counts": counts, "fve": result["metrics"].get("fve"),
+               "n_artifacts": result["latent_scaling"]["n_artifacts"]})
 
 
 def _examples(cc: Any, source: Any, store: Path, latents: list[int], tokenizer: str | None, top_n: int,
@@ -198,12 +228,14 @@ def _examples(cc: Any, source: Any, store: Path, latents: list[int], tokenizer: 
 
 
 @crosscoder_app.command("export")
+@stdout_for_results
 def export_command(
     crosscoder: Path = typer.Option(..., "--crosscoder", "-c", help="Folder written by `crosscoder train`."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder to write: dictionary_learning's ae.pt + config.json."),
     layout: str = typer.Option("crosscoder", "--layout",
                                help="crosscoder (its CrossCoder class, l1 only) | sae (0.1.0 AutoEncoder / "
                                     "AutoEncoderTopK / BatchTopKSAE over the concatenated sources)."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Export a trained crosscoder to dictionary_learning's format (docs/interop.md)."""
     from difflib_models.crosscoder.interop import export_dictionary_learning
@@ -212,4 +244,4 @@ def export_command(
     cc = Crosscoder.load(crosscoder / "crosscoder" if (crosscoder / "crosscoder").is_dir() else crosscoder)
     folder = export_dictionary_learning(cc, out, layout=layout)
     meta = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    typer.echo(json.dumps({"out": str(folder), "layout": layout, "dict_class": meta["trainer"]["dict_class"]}))
+    emit_json({"out": str(folder), "layout": layout, "dict_class": meta["trainer"]["dict_class"]})

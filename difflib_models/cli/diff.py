@@ -6,12 +6,21 @@ Errors travel as library exceptions: cli/app.py maps ConfigError to exit 2 and o
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import typer
 
+from difflib_models.cli.options import (
+    JSON_HELP,
+    Activation,
+    deprecated,
+    emit_json,
+    enum_value,
+    say,
+    stdout_for_results,
+)
+from difflib_models.crosscoder.config import QUICK_PRESET, config_default
 from difflib_models.errors import ConfigError, bad_value
 
 
@@ -19,20 +28,21 @@ def register(app: typer.Typer) -> None:
     app.command("diff")(diff_command)
 
 
+@stdout_for_results
 def diff_command(
     out: Path = typer.Option(..., "--out", "-o", help="Output directory (diff.json, store, crosscoder; resumable)."),
     base: str | None = typer.Option(
         None, "--base", "-b", help="Base model: HF dir, hub id, .gguf file (default: smollm2-135m-instruct)."
     ),
     finetuned: str | None = typer.Option(
-        None, "--finetuned", "-f", help="Fully fine-tuned model (same spec forms as --base)."
+        None, "--candidate", help="Fully fine-tuned model to compare with --base (same spec forms as --base)."
     ),
     adapter: str | None = typer.Option(
-        None, "--adapter", "-a", help="peft adapter directory: the fine-tune is --base plus this adapter."
+        None, "--adapter", help="peft adapter directory: the candidate is --base plus this adapter."
     ),
-    layers: str = typer.Option("mid", "--layers", "-l", help="Blocks to compare: '3', '0,2', 'all', 'mid', '-1'."),
+    layers: str = typer.Option("mid", "--layers", "-l", help="Blocks to compare: '3', '0,2', '2-4', 'all', 'mid', '-1'."),
     texts: str = typer.Option(
-        "generic", "--texts", "-t", help="Built-in prompt set name, or a .txt (one per line) / .jsonl file."
+        "generic", "--prompts", "-p", help="Built-in prompt set name, or a .txt (one per line) / .jsonl file."
     ),
     max_texts: int | None = typer.Option(None, "--max-texts", min=1, help="Use at most this many texts."),
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Texts per forward pass."),
@@ -41,12 +51,17 @@ def diff_command(
     no_kl: bool = typer.Option(False, "--no-kl", help="Skip the next-token KL per position."),
     no_crosscoder: bool = typer.Option(False, "--no-crosscoder", help="Baselines only; no crosscoder."),
     dict_size: int | None = typer.Option(None, "--dict-size", min=2, help="Crosscoder latents (default 8 x d)."),
-    k: int = typer.Option(32, "--k", min=1, help="Crosscoder (Batch)TopK k."),
-    activation: str = typer.Option(
-        "batchtopk", "--activation", help="Crosscoder sparsity: batchtopk, topk or l1 (l1 for --exclusive-latents)."
+    k: int = typer.Option(config_default("k"), "--k", min=1, help="Crosscoder (Batch)TopK k."),
+    activation: Activation = typer.Option(
+        Activation(config_default("activation")), "--activation", help="Crosscoder sparsity (l1 for --exclusive-latents)."
     ),
-    steps: int = typer.Option(500, "--steps", min=1, help="Crosscoder training steps."),
-    cc_batch_size: int = typer.Option(1024, "--cc-batch-size", min=1, help="Crosscoder tokens per step."),
+    steps: int = typer.Option(
+        QUICK_PRESET["steps"], "--steps", min=1,
+        help="Crosscoder training steps (diff's quick preset, crosscoder/config.py QUICK_PRESET; `crosscoder train` "
+             "uses the full CrosscoderConfig default).",
+    ),
+    cc_batch_size: int = typer.Option(QUICK_PRESET["batch_size"], "--cc-batch-size", min=1,
+                                      help="Crosscoder tokens per step."),
     top_latents: int = typer.Option(10, "--top-latents", min=1, help="Fine-tune-only latents with contexts."),
     exclusive_latents: int = typer.Option(
         0, "--exclusive-latents", min=0, help="Dedicated feature crosscoder: latents reserved per model (0: off)."
@@ -55,16 +70,22 @@ def diff_command(
         1.0, "--exclusive-penalty", help="Sparsity price of a dedicated latent relative to a shared one."
     ),
     device: str = typer.Option("cpu", "--device", help="Torch device for the models."),
-    as_json: bool = typer.Option(False, "--json", help="Print diff.json to stdout when done."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP + " The document is diff.json."),
+    finetuned_old: str | None = typer.Option(None, "--finetuned", "-f", hidden=True),
+    texts_old: str | None = typer.Option(None, "--texts", hidden=True),
 ) -> None:
-    """Compare a fine-tuned model (or adapter) with its base and write OUT/diff.json."""
+    """Compare a candidate model (a full fine-tune, or --base plus an adapter) with its base and write
+    OUT/diff.json."""
+    finetuned = deprecated(finetuned, finetuned_old, old_flag="--finetuned", new_flag="--candidate")
+    if texts_old is not None:
+        texts = deprecated(None, texts_old, old_flag="--texts", new_flag="--prompts") or texts
     if finetuned is not None and adapter is not None:
         raise ConfigError(
-            bad_value("--adapter", adapter, hint="give either --finetuned (a full fine-tune) or --adapter, not both")
+            bad_value("--adapter", adapter, hint="give either --candidate (a full fine-tune) or --adapter, not both")
         )
     if finetuned is None and adapter is None:
         raise ConfigError(
-            bad_value("--finetuned", None, "a fine-tuned model spec, or --adapter DIR",
+            bad_value("--candidate", None, "a fine-tuned model spec, or --adapter DIR",
                       "say what to compare the base model with")
         )
     if out.exists() and not out.is_dir():
@@ -79,8 +100,8 @@ def diff_command(
     config = DiffConfig(
         out=out, layers=layers, texts=texts, max_texts=max_texts, batch_size=batch_size, max_length=max_length,
         adl_k=adl_k, kl=not no_kl, crosscoder=not no_crosscoder, dict_size=dict_size, k=k, steps=steps,
-        activation=activation, cc_batch_size=cc_batch_size, top_latents=top_latents, exclusive_latents=exclusive_latents,
-        exclusive_penalty=exclusive_penalty,
+        activation=enum_value(activation), cc_batch_size=cc_batch_size, top_latents=top_latents,
+        exclusive_latents=exclusive_latents, exclusive_penalty=exclusive_penalty,
     )
     if adapter is not None:
         pair = ModelPair.from_adapter(load_model(base, adapter=adapter, device=device))
@@ -88,9 +109,9 @@ def diff_command(
         pair = ModelPair(load_model(base, device=device), load_model(finetuned, device=device))
     result = run_diff(pair, config)
     if as_json:
-        typer.echo(json.dumps(result, indent=2))
+        emit_json(result)
         return
-    typer.echo(_summary(result, out))
+    say(_summary(result, out))
 
 
 def _summary(r: dict[str, Any], out: Path) -> str:

@@ -7,15 +7,23 @@ lists a file outside the store (CorruptStoreError, a StoreError) is exit 3.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import typer
 
+from difflib_models.cli.options import (
+    JSON_HELP,
+    Dtype,
+    emit_json,
+    enum_value,
+    results_stream,
+    say,
+    stdout_for_results,
+)
 from difflib_models.errors import ConfigError, bad_value
 
-_DTYPES = ("float32", "float16", "bfloat16")
+_DTYPES = tuple(d.value for d in Dtype)
 
 
 def register(app: typer.Typer) -> None:
@@ -23,6 +31,7 @@ def register(app: typer.Typer) -> None:
     app.command("inspect")(inspect_command)
 
 
+@stdout_for_results
 def snapshot_command(
     out: Path = typer.Option(
         ..., "--out", "-o", help="Store directory (created; an existing store resumes)."
@@ -34,7 +43,7 @@ def snapshot_command(
         help="HF dir, hub id, .gguf file, peft adapter dir (default: smollm2-135m-instruct).",
     ),
     layers: str = typer.Option(
-        "mid", "--layers", "-l", help="Blocks to capture: '0,1', '0-3', 'all', 'mid', '-1'."
+        "mid", "--layers", "-l", help="Blocks to capture: '3', '0,2', '2-4', 'all', 'mid', '-1'."
     ),
     prompts: str = typer.Option(
         "generic", "--prompts", "-p", help="Built-in prompt set name, or a .txt (one per line) / .jsonl file."
@@ -44,10 +53,12 @@ def snapshot_command(
     max_length: int = typer.Option(128, "--max-length", min=1, help="Truncate prompts to this many tokens."),
     adapter: str | None = typer.Option(None, "--adapter", help="peft adapter directory applied on --model."),
     shard_tokens: int = typer.Option(65536, "--shard-tokens", min=1, help="Tokens per shard (memory bound)."),
-    dtype: str = typer.Option("float32", "--dtype", help="Storage dtype: float32, float16 or bfloat16."),
+    dtype: Dtype = typer.Option(Dtype.float32, "--dtype", help="Storage dtype."),
     device: str = typer.Option("cpu", "--device", help="Torch device for the forward passes."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP + " The document is the store's summary."),
 ) -> None:
     """Capture residual-stream activations of a model on a prompt set into a crash-safe, resumable store."""
+    dtype = enum_value(dtype)
     if dtype not in _DTYPES:
         raise ConfigError(bad_value("--dtype", dtype, _DTYPES))
     if out.exists() and not out.is_dir():
@@ -73,8 +84,15 @@ def snapshot_command(
         shard_tokens=shard_tokens,
         dtype=dtype,
     )
+    if as_json:
+        from difflib_models.store.reader import ActivationStore
+
+        summary = ActivationStore.open(out).summary()
+        summary.update(n_texts=len(texts), resumed_prompts=before)
+        emit_json(summary)
+        return
     resumed = f" (resumed: {before} prompts were already stored)" if before else ""
-    typer.echo(
+    say(
         f"{out}: {store.n_tokens} tokens from {len(texts)} prompts of {loaded.identity.name} "
         f"(layers {', '.join(map(str, store.layers))}) in {store.n_shards} shard(s){resumed}"
     )
@@ -92,9 +110,10 @@ def _stored_prompts(out: Path) -> int:
         return 0  # snapshot() reports the problem with the directory
 
 
+@stdout_for_results
 def inspect_command(
     path: Path = typer.Argument(..., help="Store directory."),
-    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
     verify: bool = typer.Option(
         False, "--verify", help="Check every shard's sha256 now (exit 3 if corrupt); without it they are not read."
     ),
@@ -114,7 +133,7 @@ def inspect_command(
         f"verified ({store.n_shards} shards)" if verify else "not verified (use --verify)"
     )
     if as_json:
-        typer.echo(json.dumps(summary, indent=2, default=str))
+        emit_json(summary)
         return
     _print_table(summary)
 
@@ -154,4 +173,4 @@ def _print_table(s: dict[str, Any]) -> None:
     rows.append(("format / library", f"{s['format_version']} / difflib-models {s['library_version']}"))
     for key, value in rows:
         table.add_row(key, escape(str(value)))
-    Console(soft_wrap=False).print(table)
+    Console(file=results_stream(), soft_wrap=False).print(table)

@@ -10,6 +10,11 @@ from difflib_models.errors import ConfigError, bad_value
 
 ACTIVATIONS = ("l1", "topk", "batchtopk")
 
+QUICK_PRESET: dict[str, int] = {"steps": 500, "batch_size": 1024}
+"""The one documented exception to the defaults below: `difflib-models diff` (DiffConfig) trains a quick crosscoder
+(500 steps of 1024 tokens, minutes on a CPU) as one stage among many. Every other entry point (`crosscoder train`,
+the Python API) takes its defaults from :class:`CrosscoderConfig` through :func:`config_default`."""
+
 
 @dataclass
 class CrosscoderConfig:
@@ -172,3 +177,11 @@ class CrosscoderConfig:
 
 # fields that define the shape/meaning of the weights; a checkpoint must agree on these
 ARCHITECTURE_FIELDS = ("d_model", "n_sources", "dict_size", "activation", "k", "n_models", "exclusive_latents")
+
+
+def config_default(name: str) -> Any:
+    """The default of one :class:`CrosscoderConfig` field: the single source every entry point reads."""
+    for f in fields(CrosscoderConfig):
+        if f.name == name:
+            return f.default
+    raise KeyError(name)

@@ -34,6 +34,8 @@ class StageRunner:
     cpu: dict[str, float] = field(default_factory=dict)
     """Process CPU seconds (all threads) per stage: steadier than wall time on a shared machine."""
     reused: dict[str, bool] = field(default_factory=dict)
+    started: float = field(default_factory=time.perf_counter)
+    """When the runner was made: each stage's end line gives the demo's elapsed time too."""
 
     def marker(self, name: str) -> Path:
         return self.root / "stages" / f"{name}.json"
@@ -53,8 +55,10 @@ class StageRunner:
                 self.reused[name] = True
                 return dict(done["outputs"])
         t0, c0 = time.perf_counter(), time.process_time()
+        log.info("stage %s: started (%.0f s elapsed)", name, t0 - self.started)
         outputs = fn()
         elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
+        log.info("stage %s: done in %.1f s (%.0f s elapsed)", name, elapsed, time.perf_counter() - self.started)
         atomic_write_json(path, {"stage": name, "fingerprint": key, "seconds": elapsed, "cpu_seconds": cpu,
                                  "outputs": outputs})
         self.timings[name] = elapsed

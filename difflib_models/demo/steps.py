@@ -91,6 +91,7 @@ def fine_tune(name: str, rows: list[dict[str, Any]], profile: DemoProfile, *, ve
 
     from difflib_models.callbacks import ActivationSnapshot, PersonaMonitor
     from difflib_models.capture.prompts import builtin_prompts
+    from difflib_models.demo.progress import StepProgress
     from difflib_models.integrations.mlflow import mlflow_logger
     from difflib_models.models.loading import load_model
     from difflib_models.training.lora_module import ChatDataModule, LoRAFineTune, add_lora
@@ -112,7 +113,8 @@ def fine_tune(name: str, rows: list[dict[str, Any]], profile: DemoProfile, *, ve
                            tracking_uri=tracking_uri, tags={"difflib.demo": "true", "difflib.train_set": name,
                                                             "difflib.profile": profile.name})
     trainer = L.Trainer(max_steps=profile.steps, accelerator="gpu" if device == "cuda" else "cpu", devices=1,
-                        logger=logger, callbacks=[snapshot, monitor], enable_checkpointing=False,
+                        logger=logger, callbacks=[snapshot, monitor, StepProgress(_short(name), profile.steps)],
+                        enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, log_every_n_steps=1,
                         default_root_dir=str(run_dir))
     trainer.fit(module, datamodule=data)
@@ -239,3 +241,7 @@ def device_ok(device: str) -> str:
         log.warning("CUDA is not available; running the demo on the CPU")
         return "cpu"
     return device
+
+
+def _short(name: str) -> str:
+    return name.replace("sycophancy-", "")

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from difflib_models._version import __version__
+from difflib_models.crosscoder.config import QUICK_PRESET, config_default
 from difflib_models.diffing.pair import ModelPair
 from difflib_models.errors import ConfigError, bad_value
 from difflib_models.io import atomic_write_json
@@ -51,10 +52,11 @@ class DiffConfig:
     """Train and analyse a crosscoder (needs lightning)."""
     dict_size: int | None = None
     """Crosscoder latents; default 8 x d_model."""
-    k: int = 32
-    steps: int = 500
-    cc_batch_size: int = 1024
-    activation: str = "batchtopk"
+    k: int = config_default("k")
+    steps: int = QUICK_PRESET["steps"]
+    """Crosscoder steps: the quick preset (crosscoder/config.py QUICK_PRESET), not CrosscoderConfig's full run."""
+    cc_batch_size: int = QUICK_PRESET["batch_size"]
+    activation: str = config_default("activation")
     exclusive_latents: int = 0
     """Dedicated feature crosscoder: latents reserved per model (0: a plain crosscoder)."""
     exclusive_penalty: float = 1.0

@@ -167,6 +167,9 @@ def _load_hf(
 ) -> tuple[nn.Module, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from difflib_models.progress import sync_third_party_bars
+
+    sync_third_party_bars()  # the weight-loading bar follows DIFFLIB_MODELS_NO_PROGRESS / the TTY rule
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     if revision:
         kwargs["revision"] = revision

@@ -56,6 +56,24 @@ def test_filter_before_fit_trains_on_kept_rows(tmp_path: Path, tinystories_656k:
     assert len((out / "kept.jsonl").read_text().splitlines()) == 14
 
 
+def test_default_reports_only(tmp_path: Path, tinystories_656k: Path) -> None:
+    """Without a dropping mode nothing is dropped: every row is scored and written, none flagged, all trained on."""
+    import torch
+
+    from difflib_models.callbacks import DataFilterCallback
+
+    module = ChatLM(_rows(), tokenizer_dir=str(tinystories_656k))
+    vf = _vector_file(tmp_path / "syc", module, torch.randn(32, generator=torch.Generator().manual_seed(2)))
+    cb = DataFilterCallback(vectors=vf, out_dir=str(tmp_path / "filter"))
+    _trainer(tmp_path, [cb], max_epochs=1).fit(module)
+    assert module.train_dataset.kept_indices == list(range(20))
+    assert module.batches_per_epoch == {0: math.ceil(20 / 4)}
+    scores = [json.loads(x) for x in (tmp_path / "filter" / "round-0-epoch-0" / "scores.jsonl").read_text()
+              .splitlines()]
+    assert len(scores) == 20 and not any(s["flagged"] for s in scores)
+    assert len({round(s["delta_p"], 6) for s in scores}) > 1  # real scores, just not acted on
+
+
 def test_rescore_every_epoch_changes_next_epoch_subset(tmp_path: Path, tinystories_656k: Path) -> None:
     import torch
 

@@ -169,7 +169,10 @@ def test_extract_then_validate(files: dict[str, Path], capsys: pytest.CaptureFix
                               "--out", str(base), "--n-null", "10"], capsys)
     assert code == 0, err
     res = json.loads(stdout)
-    assert res["layers"] == [0, 1, 2, 3, 4] and res["n_pos"] == res["n_neg"] == 4
+    # the default mode (auto) takes prompt_contrast for a trait without paired responses: 1 instruction pair x 3
+    # extraction questions (ab would read the 4 A/B items)
+    assert res["mode"] == "prompt_contrast"
+    assert res["layers"] == [0, 1, 2, 3, 4] and res["n_pos"] == res["n_neg"] == 3
     validation = json.loads(Path(res["validation"]).read_text())
     assert set(validation["per_layer"]) == {"0", "1", "2", "3", "4"}
     assert validation["selected_layer"] == res["selected_layer"] in range(5)

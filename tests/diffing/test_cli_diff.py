@@ -38,18 +38,21 @@ def tiny_finetunes(tinystories_656k, tmp_path_factory):
 def test_diff_command_adapter_and_full(tinystories_656k, tiny_finetunes, tmp_path, capsys) -> None:
     texts = tmp_path / "texts.jsonl"
     texts.write_text("\n".join(json.dumps({"text": f"Tom saw a big dog number {i}. They played."}) for i in range(12)))
-    common = ["--layers", "0,1", "--texts", str(texts), "--no-crosscoder", "--batch-size", "4"]
+    common = ["--layers", "0,1", "--no-crosscoder", "--batch-size", "4"]
     code = _run(["diff", "--base", str(tinystories_656k), "--adapter", str(tiny_finetunes / "adapter"),
-                 "--out", str(tmp_path / "a"), *common])
+                 "--out", str(tmp_path / "a"), "--prompts", str(texts), *common])
     assert code == 0
     out = capsys.readouterr().out
     assert "ADL blocks.1 top tokens" in out and "diff.json" in out
     a = json.loads((tmp_path / "a" / "diff.json").read_text())
     assert a["pair_mode"] == "adapter" and a["identities"]["finetuned"]["adapter_hash"]
     assert a["weight_deltas"]["kind"] == "lora" and a["weight_deltas"]["n_modules"] == 2 * 7
+    # the old spellings (--finetuned, --texts) still work for one release, with a warning on stderr
     code = _run(["diff", "--base", str(tinystories_656k), "--finetuned", str(tiny_finetunes / "full"),
-                 "--out", str(tmp_path / "f"), *common])
+                 "--out", str(tmp_path / "f"), "--texts", str(texts), *common])
     assert code == 0
+    err = capsys.readouterr().err
+    assert "--finetuned is deprecated" in err and "--texts is deprecated" in err
     f = json.loads((tmp_path / "f" / "diff.json").read_text())
     assert f["pair_mode"] == "two_models" and f["weight_deltas"]["kind"] == "full"
     # the merged full fine-tune and the adapter are the same function: same drift and ADL
@@ -78,10 +81,10 @@ def test_diff_command_adapter_and_full(tinystories_656k, tiny_finetunes, tmp_pat
 @pytest.mark.shared
 def test_diff_command_bad_input_exits_2(tinystories_656k, stories260k, tiny_finetunes, tmp_path, capsys) -> None:
     assert _run(["diff", "--base", str(tinystories_656k), "--out", str(tmp_path / "x")]) == 2
-    assert "--finetuned" in capsys.readouterr().err
-    assert _run(["diff", "--base", str(tinystories_656k), "--finetuned", str(stories260k), "--adapter",
+    assert "--candidate" in capsys.readouterr().err
+    assert _run(["diff", "--base", str(tinystories_656k), "--candidate", str(stories260k), "--adapter",
                  str(tiny_finetunes / "adapter"), "--out", str(tmp_path / "x")]) == 2
-    assert _run(["diff", "--base", str(tinystories_656k), "--finetuned", str(stories260k),
+    assert _run(["diff", "--base", str(tinystories_656k), "--candidate", str(stories260k),
                  "--out", str(tmp_path / "x"), "--no-crosscoder"]) == 2
     assert "tokenizer" in capsys.readouterr().err
     assert _run(["diff", "--base", str(tinystories_656k), "--adapter", str(tiny_finetunes / "adapter"),
