@@ -176,7 +176,8 @@ def test_extract_then_validate(files: dict[str, Path], capsys: pytest.CaptureFix
     validation = json.loads(Path(res["validation"]).read_text())
     assert set(validation["per_layer"]) == {"0", "1", "2", "3", "4"}
     assert validation["selected_layer"] == res["selected_layer"] in range(5)
-    assert validation["nulls"]["label_permutation"]["n"] == 10 and res["verdict"] in ("real", "too_weak")
+    assert validation["nulls"]["label_permutation"]["n"] == 10  # the verdict: see the shuffled-label test below
+    assert res["verdict"] == validation["verdict"]
     from difflib_models.models.loading import load_model
 
     vs = PersonaVectorSet.load(res["vectors"], expect_model=load_model(str(files["model"])))
@@ -188,3 +189,33 @@ def test_extract_then_validate(files: dict[str, Path], capsys: pytest.CaptureFix
     assert code == 0, err
     again = json.loads(stdout)
     assert again["auroc_by_layer"] == res["auroc_by_layer"] and json.loads(out.read_text())["trait"] == "tiny-sad"
+
+
+def _shuffled_trait() -> str:
+    """TINY_TRAIT with the labels of evaluation items 2 and 3 swapped: on the held-out split "matching" no longer
+    means "sad", so no direction fitted on the extraction split can separate it: built to be too weak."""
+    head, items = TINY_TRAIT.split("ab_items:")
+    extraction, evaluation = items.split("  evaluation:")
+    swap = {"answer_matching_behavior: (A), answer_not_matching_behavior: (B)":
+            "answer_matching_behavior: (B), answer_not_matching_behavior: (A)"}
+    swap.update({v: k for k, v in swap.items()})
+    lines = evaluation.splitlines()
+    for k in (2, 3):  # line 0 is empty: items 2 and 3 of 4
+        (old,) = [key for key in swap if key in lines[k]]
+        lines[k] = lines[k].replace(old, swap[old])
+    out = head + "ab_items:" + extraction + "  evaluation:" + "\n".join(lines) + "\n"
+    return out.replace("id: tiny-sad", "id: tiny-shuffled")
+
+
+@pytest.mark.slow
+def test_extract_verdict_too_weak_when_held_out_labels_are_shuffled(files: dict[str, Path],
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    trait = files["tmp"] / "shuffled.yaml"
+    trait.write_text(_shuffled_trait(), encoding="utf-8")
+    code, stdout, err = _run(["persona", "extract", "--trait", str(trait), "--model", str(files["model"]),
+                              "--out", str(files["tmp"] / "shuffled_vec"), "--n-null", "10"], capsys)
+    assert code == 0, err
+    res = json.loads(stdout)
+    assert res["verdict"] == "too_weak"
+    # for the right reason: the held-out separation does not beat the nulls (not only the steering check)
+    assert any("does not beat the 95th percentile" in w for w in res["warnings"]), res["warnings"]

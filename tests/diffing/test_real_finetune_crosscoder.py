@@ -134,6 +134,7 @@ def _crosscoder_reading(x: torch.Tensor, table: dict[str, torch.Tensor], tok, ou
 
 
 @pytest.mark.slow
+@pytest.mark.smollm2  # loads SmolLM2; uses no ../shared data
 def test_adl_and_crosscoder_read_the_ocean_fine_tune_not_the_control(smollm2_dir, tmp_path) -> None:
     from difflib_models.capture.prompts import builtin_prompts
     from difflib_models.datasets import load_dataset

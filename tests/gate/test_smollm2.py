@@ -1,5 +1,10 @@
 """The gate with the shipped default policy on the real SmolLM2-135M-Instruct: identical -> exit 0, a model
-steered along the extracted evil direction (half a pos-neg gap) -> exit 1 with shift_frac = 0.5."""
+steered along the extracted evil direction (half a pos-neg gap) -> exit 1 with shift_frac = 0.5.
+
+This is an EXIT-CODE and plumbing test, not a detection test: the steered candidate is moved along the very vector
+the gate measures, so its fail is true by construction. Detection of a candidate changed by fine-tuning (against a
+matched control) is tested by tests/demo/test_demo.py (the demo's sycophancy LoRA fails, its neutral control
+passes); a fine-tuned evil candidate is not in CI (docs/results.md)."""
 
 from __future__ import annotations
 
@@ -27,7 +32,7 @@ def _small_default_policy():
                                behavioural=BehaviouralPlan(max_items=8, min_scored=8))
 
 
-def test_default_policy_identical_then_steered(smollm2, smollm2_dir, tmp_path) -> None:
+def test_exit_codes_identical_then_steered_along_the_gate_vector(smollm2, smollm2_dir, tmp_path) -> None:
     from difflib_models.models.loading import load_model
 
     cand = load_model(smollm2_dir)  # same weights, a separate copy we may hook

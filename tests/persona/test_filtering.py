@@ -1,7 +1,9 @@
 """Data filtering by projection difference: exact numbers on a real small model, selection, outputs, errors.
 
-The SmolLM2 test (slow) checks the real claim: a persona vector extracted from the built-in trait (not from the
-data) ranks the trait-inducing samples of a mixed chat set first."""
+The SmolLM2 tests (slow) check the real claim on held-out rows: a persona vector extracted from the built-in trait
+(not from the data), with mode and layer chosen on a separate tuning split, ranks trait-inducing samples above
+neutral ones better than norm-matched covariance-realistic random directions, for every trait; the insecure-code
+claim fails on this model and is a strict xfail."""
 
 from __future__ import annotations
 
@@ -169,93 +171,262 @@ def test_bad_chat_files(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------ SmolLM2 (real signal)
+# Protocol (specs/validation.md): the vectors come from the built-in trait files, never from the data; the mode and
+# layer are chosen on a TUNING split of the inducing/neutral prompts and everything asserted is measured on a
+# disjoint EVALUATION split (split by prompt: a prompt's inducing and neutral answers land in the same split; seeded
+# here). The baseline is N_NULL norm-matched covariance-realistic random directions (N(0, Sigma_hat) of the
+# within-class extraction activations, persona.shift.covariance_null_directions); each draw picks its own layer and
+# sign on the tuning split like the trait vector does (max over the same layers), and the trait vector must beat
+# the LARGEST of them on the evaluation split, for every trait.
+SMOL_TRAITS = ("sycophancy", "evil")
+SMOL_MODES = ("paired", "ab")
+SMOL_LAYERS = (6, 9, 12, 15, 18, 21, 24)
+SPLIT_SEED, N_TUNE, N_EVAL, N_NULL, N_PERM = 0, 16, 16, 16, 2000
+
+
+def _auroc(scores: np.ndarray, labels: np.ndarray) -> float:
+    from difflib_models.persona.validation import auroc
+
+    return auroc(scores[labels == 1], scores[labels == 0])
+
+
+def _cohens_d(scores: np.ndarray, labels: np.ndarray) -> float:
+    from difflib_models.persona.validation import cohens_d
+
+    return cohens_d(scores[labels == 1], scores[labels == 0])
+
+
+def _perm_p(scores: np.ndarray, labels: np.ndarray, n: int = N_PERM, seed: int = 0) -> float:
+    """Label-permutation p-value of the AUROC: (1 + #{permuted >= observed}) / (1 + n)."""
+    rng = np.random.default_rng(seed)
+    obs = _auroc(scores, labels)
+    hits = sum(_auroc(scores, rng.permutation(labels)) >= obs for _ in range(n))
+    return (1 + hits) / (1 + n)
+
+
 def _precision_at_k(records: list[dict], labels: np.ndarray) -> float:
     d = np.array([r["delta_p"] for r in records])
     return float(labels[np.argsort(-d, kind="stable")[: int(labels.sum())]].mean())
 
 
-@pytest.fixture(scope="module")
-def smollm2_vectors(smollm2) -> dict[str, PersonaVectorSet]:
-    """Directions from the built-in trait files (mode ``paired``: the trait file's own trait vs neutral responses,
-    response-averaged like the filter's projections; persona-core's extractor features and mean-difference
-    aggregator), never from the data being filtered. (Mode ``ab`` directions, read at the answer-letter token,
-    ranked worse here: precision@24 0.83 sycophancy, 0.33 evil.) Only the features are computed (``fit``
-    would also measure the gap and base std, which filtering does not need)."""
-    from difflib_models.persona.extraction import PersonaExtractor, aggregate
+def _residuals(loaded, samples, layers, max_length: int = 512) -> tuple[dict, dict]:
+    """{layer: [n, d]} mean response-token residual and last-prompt-token residual of each sample through the
+    model (the two quantities the proxy filter projects), all layers in one forward per batch. Written here
+    independently of filtering.project_pairs so the random-direction baseline needs no extra forwards."""
+    from difflib_models.models.hookpoints import find_block_list
+    from difflib_models.persona.chat import pad_batch, pad_id
 
+    class _Stop(Exception):
+        pass
+
+    pairs = [encode_sample(loaded.tokenizer, s, max_length) for s in samples]
+    _, blocks = find_block_list(loaded.model)
+    deepest = max(layers)
+
+    def keep(k: int, out) -> None:
+        box[k] = (out[0] if isinstance(out, tuple) else out).float()
+        if k == deepest:
+            raise _Stop
+
+
+    resp: dict[int, list[torch.Tensor]] = {k: [] for k in layers}
+    last: dict[int, list[torch.Tensor]] = {k: [] for k in layers}
+    for start in range(0, len(pairs), 8):
+        part = pairs[start : start + 8]
+        ids, mask = pad_batch([p.ids for p in part], pad_token_id=pad_id(loaded.tokenizer), padding_side="right")
+        box: dict[int, torch.Tensor] = {}
+        handles = [blocks[k].register_forward_hook(lambda _m, _a, out, k=k: keep(k, out)) for k in layers]
+        try:
+            with torch.no_grad():
+                loaded.model(input_ids=ids, attention_mask=mask, use_cache=False)
+        except _Stop:
+            pass
+        finally:
+            for h in handles:
+                h.remove()
+        for k in layers:
+            for row, p in enumerate(part):
+                resp[k].append(box[k][row, p.prompt_len : len(p.ids)].mean(0))
+                last[k].append(box[k][row, p.prompt_len - 1])
+    return {k: torch.stack(v) for k, v in resp.items()}, {k: torch.stack(v) for k, v in last.items()}
+
+
+def _split_rows(trait: str) -> dict[str, tuple[list[dict], np.ndarray]]:
+    """Seeded split BY PROMPT into tuning and evaluation rows (inducing first, then the same prompts' neutral)."""
+    from difflib_models.datasets import load_dataset
+
+    ind, neu = load_dataset(f"{trait}-inducing"), load_dataset(f"{trait}-neutral")
+    assert [r["messages"][:-1] for r in ind] == [r["messages"][:-1] for r in neu]  # same prompts, pairwise
+    order = np.random.default_rng(SPLIT_SEED).permutation(len(ind))
     out = {}
-    for trait in ("sycophancy", "evil"):
-        ex = PersonaExtractor(mode=SMOL_MODE, layers=[SMOL_LAYER], show_progress=False)
-        pos, neg = ex.features(smollm2, trait, "extraction")
-        out[trait] = PersonaVectorSet(trait_id=trait, vectors={SMOL_LAYER: aggregate(pos[SMOL_LAYER], neg[SMOL_LAYER])},
-                                      model=smollm2.identity.to_dict(), mode=SMOL_MODE, selected_layer=SMOL_LAYER,
-                                      n_pos=int(pos[SMOL_LAYER].shape[0]), n_neg=int(neg[SMOL_LAYER].shape[0]))
+    for name, idx in (("tune", order[:N_TUNE]), ("eval", order[N_TUNE : N_TUNE + N_EVAL])):
+        rows = [ind[i] for i in idx] + [neu[i] for i in idx]
+        out[name] = (rows, np.array([1] * len(idx) + [0] * len(idx)))
     return out
 
 
-SMOL_MODE, SMOL_LAYER, N_PER_CLASS = "paired", 12, 24
+def _best(table: dict) -> object:
+    """The key with the highest (AUROC, Cohen's d) on the tuning split."""
+    return max(table, key=lambda key: table[key])
+
+
+@pytest.fixture(scope="module")
+def smollm2_filter_setup(smollm2) -> dict[str, dict]:
+    """Per trait: the mode and layer chosen on the tuning split, the vector set, the evaluation rows and the
+    random-direction null draws (each draw's own tuning-chosen layer and sign, and its evaluation scores)."""
+    from difflib_models.persona.extraction import PersonaExtractor, aggregate
+    from difflib_models.persona.shift import covariance_null_directions
+
+    out = {}
+    for trait in SMOL_TRAITS:
+        split = _split_rows(trait)
+        (tune_rows, y_tune), (eval_rows, y_eval) = split["tune"], split["eval"]
+        t_resp, t_last = _residuals(smollm2, samples_from_rows(tune_rows), SMOL_LAYERS)
+        e_resp, e_last = _residuals(smollm2, samples_from_rows(eval_rows), SMOL_LAYERS)
+        t_diff = {k: t_resp[k] - t_last[k] for k in SMOL_LAYERS}  # the proxy's delta_p features
+        e_diff = {k: e_resp[k] - e_last[k] for k in SMOL_LAYERS}
+        table, fitted = {}, {}
+        for mode in SMOL_MODES:
+            pos, neg = PersonaExtractor(mode=mode, layers=list(SMOL_LAYERS), show_progress=False).features(
+                smollm2, trait, "extraction")
+            fitted[mode] = (pos, neg)
+            for k in SMOL_LAYERS:
+                v = aggregate(pos[k], neg[k])
+                s = (t_diff[k] @ (v / v.norm())).numpy()
+                table[(mode, k)] = (_auroc(s, y_tune), _cohens_d(s, y_tune))
+        mode, layer = _best(table)
+        pos, neg = fitted[mode]
+        vecs = {k: aggregate(pos[k], neg[k]) for k in SMOL_LAYERS}
+        vs = PersonaVectorSet(trait_id=trait, vectors=vecs, model=smollm2.identity.to_dict(), mode=mode,
+                              selected_layer=layer, n_pos=int(pos[layer].shape[0]), n_neg=int(neg[layer].shape[0]))
+        # null: N_NULL draws, each a norm-matched direction per layer from the within-class extraction covariance
+        dirs = {k: covariance_null_directions(torch.cat([pos[k] - pos[k].mean(0), neg[k] - neg[k].mean(0)]),
+                                              N_NULL, norm=float(vecs[k].norm()), seed=1000 + k)
+                for k in SMOL_LAYERS}
+        null = []
+        for j in range(N_NULL):
+            tab = {}
+            for k in SMOL_LAYERS:
+                s = (t_diff[k] @ dirs[k][j]).numpy()
+                sign = 1.0 if _auroc(s, y_tune) >= 0.5 else -1.0
+                tab[(k, sign)] = (_auroc(sign * s, y_tune), _cohens_d(sign * s, y_tune))
+            k, sign = _best(tab)
+            null.append(sign * (e_diff[k] @ dirs[k][j]).numpy())
+        out[trait] = {"mode": mode, "layer": layer, "vectors": vs, "eval_rows": eval_rows, "labels": y_eval,
+                      "null_scores": null, "eval_diff": e_diff, "dirs": dirs, "tuning": table}
+    return out
+
+
+def _smol_trait(trait: str):
+    return pytest.param(trait, id=trait)
 
 
 @pytest.mark.slow
 @pytest.mark.smollm2
-def test_smollm2_proxy_ranks_trait_inducing_samples_first(smollm2, smollm2_vectors, tmp_path: Path) -> None:
-    from difflib_models.datasets import load_dataset
+@pytest.mark.parametrize("trait", [_smol_trait(t) for t in SMOL_TRAITS])
+def test_smollm2_proxy_ranks_held_out_trait_samples_above_random_directions(
+        smollm2, smollm2_filter_setup, trait: str, tmp_path: Path) -> None:
+    setup = smollm2_filter_setup[trait]
+    labels, layer = setup["labels"], setup["layer"]
+    n_pos = int(labels.sum())
+    res = filter_samples(smollm2, setup["vectors"], samples_from_rows(setup["eval_rows"]),
+                         FilterConfig(mode="top_k", top_k=n_pos, n_bootstrap=200))
+    delta = np.array([r["delta_p"] for r in res.records])
+    auc, d = _auroc(delta, labels), _cohens_d(delta, labels)
+    null_auc = [_auroc(s, labels) for s in setup["null_scores"]]
+    null_d = [_cohens_d(s, labels) for s in setup["null_scores"]]
+    prec = _precision_at_k(res.records, labels)
+    print(f"{trait}: mode {setup['mode']} layer {layer} (tuning split); held-out n={n_pos}+{n_pos} AUROC {auc:.3f} "
+          f"d {d:.2f} precision@{n_pos} {prec:.3f}; {N_NULL} random directions AUROC max {max(null_auc):.3f} "
+          f"q95 {np.percentile(null_auc, 95):.3f}, d max {max(null_d):.2f}")
+    # AUROC saturates on these rows (random directions reach 1.0 too): it must tie or beat the null's max, and
+    # the standardised separation (Cohen's d, which does not saturate) must beat every draw
+    assert auc >= max(null_auc), (auc, sorted(null_auc))
+    assert d > max(null_d), (d, sorted(null_d))
+    assert _perm_p(delta, labels) < 0.01
+    # the filter's numbers are the projections of this test's own residuals on the selected unit vector
+    np.testing.assert_allclose(delta, (setup["eval_diff"][layer] @ setup["vectors"].unit(layer)).numpy(),
+                               atol=2e-3, rtol=1e-4)
+    # flagged == the top-k by delta_p, and the kept file holds the rest
+    assert res.summary["n_flagged"] == n_pos
+    assert float(labels[np.array([r["flagged"] for r in res.records])].mean()) == prec
+    paths = write_outputs(res, tmp_path / trait)
+    assert len(paths["kept"].read_text().splitlines()) == n_pos
 
-    precision = {}
-    for trait, vs in smollm2_vectors.items():
-        rows = load_dataset(f"{trait}-inducing")[:N_PER_CLASS] + load_dataset(f"{trait}-neutral")[:N_PER_CLASS]
-        labels = np.array([1] * N_PER_CLASS + [0] * N_PER_CLASS)
-        res = filter_samples(smollm2, vs, samples_from_rows(rows),
-                             FilterConfig(mode="top_k", top_k=N_PER_CLASS, n_bootstrap=200))
-        precision[trait] = _precision_at_k(res.records, labels)
-        assert res.summary["n_flagged"] == N_PER_CLASS
-        # flagged == the top-k by delta_p, and precision of the flags equals precision@k
-        assert float(labels[np.array([r["flagged"] for r in res.records])].mean()) == precision[trait]
-        paths = write_outputs(res, tmp_path / trait)
-        assert len(paths["kept"].read_text().splitlines()) == N_PER_CLASS
-    print("proxy precision@k", precision)
-    assert max(precision.values()) >= 0.9, precision
+
+N_EXACT = 6
 
 
 @pytest.mark.slow
 @pytest.mark.smollm2
-def test_smollm2_exact_method_numbers(smollm2, smollm2_vectors) -> None:
-    from difflib_models.datasets import load_dataset
-
-    n = 4
-    vs = smollm2_vectors["evil"]
-    rows = load_dataset("evil-inducing")[:n] + load_dataset("evil-neutral")[:n]
-    labels = np.array([1] * n + [0] * n)
+@pytest.mark.parametrize("trait", [_smol_trait(t) for t in SMOL_TRAITS])
+def test_smollm2_exact_method_separates_held_out_rows(smollm2, smollm2_filter_setup, trait: str) -> None:
+    """The exact method (the base model's own greedy answer as baseline) on N_EXACT + N_EXACT held-out rows:
+    its AUROC must have a label-permutation p-value < 0.01 (a random ranking reaches that 1% of the time)."""
+    setup = smollm2_filter_setup[trait]
+    rows, labels = setup["eval_rows"], setup["labels"]
+    half = len(rows) // 2
+    rows = rows[:N_EXACT] + rows[half : half + N_EXACT]  # the first N_EXACT prompts, inducing and neutral
+    labels = np.array([1] * N_EXACT + [0] * N_EXACT)
     samples = samples_from_rows(rows)
+    vs = setup["vectors"]
     exact = filter_samples(smollm2, vs, samples, FilterConfig(method="exact", max_new_tokens=24, n_bootstrap=0))
     proxy = filter_samples(smollm2, vs, samples, FilterConfig(n_bootstrap=0))
     # same training-side projections; only the baseline differs (the model's own answer, not its last prompt token)
     np.testing.assert_allclose([r["proj_train"] for r in exact.records], [r["proj_train"] for r in proxy.records],
                                atol=1e-3)
     assert not np.allclose([r["proj_base"] for r in exact.records], [r["proj_base"] for r in proxy.records])
-    print("exact precision@k", _precision_at_k(exact.records, labels), "proxy", _precision_at_k(proxy.records, labels))
-    assert _precision_at_k(exact.records, labels) >= 0.75
+    delta = np.array([r["delta_p"] for r in exact.records])
+    p = _perm_p(delta, labels)
+    print(f"{trait} exact: AUROC {_auroc(delta, labels):.3f} permutation p {p:.4f} "
+          f"precision@{N_EXACT} {_precision_at_k(exact.records, labels):.3f}")
+    assert p < 0.01, (p, _auroc(delta, labels))
+
+
+@pytest.fixture(scope="module")
+def insecure_code_run(smollm2, smollm2_filter_setup, shared_data: Path, tmp_path_factory) -> dict:
+    n = 8
+    src = shared_data / "emergent-misalignment" / "insecure-code" / "insecure_small.jsonl"
+    before = hashlib.sha256(src.read_bytes()).hexdigest()
+    from difflib_models.datasets import load_dataset
+
+    samples = read_chat_jsonl(src)[:n] + samples_from_rows(load_dataset("secure-code")[:n])
+    setup = smollm2_filter_setup["evil"]
+    res = filter_samples(smollm2, setup["vectors"], samples,
+                         FilterConfig(mode="top_frac", top_frac=0.5, max_length=320, n_bootstrap=200))
+    paths = write_outputs(res, tmp_path_factory.mktemp("code"), source=src)
+    layer = setup["layer"]
+    resp, last = _residuals(smollm2, samples, [layer], max_length=320)
+    return {"res": res, "paths": paths, "labels": np.array([1] * n + [0] * n), "n": n, "src": src,
+            "before": before, "null_feats": (resp[layer] - last[layer]) @ setup["dirs"][layer].T}
 
 
 @pytest.mark.slow
 @pytest.mark.smollm2
 @pytest.mark.shared
-def test_smollm2_insecure_code_against_secure_code(smollm2, smollm2_vectors, shared_data: Path,
-                                                   tmp_path: Path) -> None:
-    """Real insecure-code rows vs the project's secure code: the filter runs on the real file and its outputs
-    are consistent. The separation is reported, not asserted: a 135M model shows no emergent misalignment."""
-    from difflib_models.datasets import load_dataset
-
-    n = 8
-    src = shared_data / "emergent-misalignment" / "insecure-code" / "insecure_small.jsonl"
-    before = hashlib.sha256(src.read_bytes()).hexdigest()
-    insecure = read_chat_jsonl(src)[:n]
-    secure = samples_from_rows(load_dataset("secure-code")[:n])
-    res = filter_samples(smollm2, smollm2_vectors["evil"], insecure + secure,
-                         FilterConfig(mode="top_frac", top_frac=0.5, max_length=320, n_bootstrap=200))
-    labels = np.array([1] * n + [0] * n)
+def test_smollm2_insecure_code_filter_outputs(insecure_code_run) -> None:
+    """Mechanics on the real file: counts, finite scores, the source never written."""
+    run = insecure_code_run
+    res, n = run["res"], run["n"]
     assert res.summary["n_flagged"] == n and len(res.kept_indices) == n
     assert all(np.isfinite([r["delta_p"] for r in res.records]))
-    write_outputs(res, tmp_path / "code", source=src)
-    assert hashlib.sha256(src.read_bytes()).hexdigest() == before
-    print("insecure-vs-secure precision@k", _precision_at_k(res.records, labels), res.summary["ci95"])
+    assert len(run["paths"]["kept"].read_text().splitlines()) == n
+    assert hashlib.sha256(run["src"].read_bytes()).hexdigest() == run["before"]
+
+
+@pytest.mark.slow
+@pytest.mark.smollm2
+@pytest.mark.shared
+@pytest.mark.xfail(strict=True, reason="measured at SPLIT_SEED 0: the evil vector's AUROC insecure vs secure code is 0.45 "
+                   "(permutation p 0.63, precision@8 0.50); random directions reach 0.95 (either sign)")
+def test_smollm2_insecure_code_ranked_above_secure_code(insecure_code_run) -> None:
+    """The detection claim one would want: the "evil" vector ranks real insecure-code rows above secure code
+    better than every random direction. It does not on a 135M model (docs/data-filtering.md)."""
+    run = insecure_code_run
+    labels = run["labels"]
+    delta = np.array([r["delta_p"] for r in run["res"].records])
+    null_auc = [max(a, 1 - a) for a in (_auroc(s, labels) for s in run["null_feats"].T.numpy())]
+    auc = _auroc(delta, labels)
+    print(f"insecure vs secure: AUROC {auc:.3f} precision@{run['n']} {_precision_at_k(run['res'].records, labels):.3f}"
+          f" p {_perm_p(delta, labels):.3f}; random directions AUROC (either sign) max {max(null_auc):.3f}")
+    assert auc > max(null_auc) and _perm_p(delta, labels) < 0.05

@@ -234,15 +234,13 @@ def test_validate_vectors_end_to_end_on_tiny_model(tinystories_656k, tmp_path):
     if sel["monotone"]:  # a monotone curve is checked against norm-matched random directions
         assert sel["control"]["n_dirs"] == 2 and len(sel["control"]["effects"]) == 2
         assert sel["beats_control"] == (sel["effect"] > V.CONTROL_RATIO * sel["control"]["max_abs_effect"])
-    beats = all(n["passes"] for n in res.nulls.values())
     for n in res.nulls.values():  # the test that counts: AUROC unless the null saturates, then the alignment
         assert n["passes"] == (n["align_beats_null_95"] if n["q95"] >= V.AUROC_CEILING else n["beats_null_95"])
         assert len(n["d_draws"]) == len(n["align_draws"]) == 20
-    assert (res.verdict == "real") == (beats and sel["monotone"] and sel.get("beats_control", True))
     assert d["best_auroc_layer"] == max(res.per_layer, key=lambda k: res.per_layer[k]["auroc"])
     assert d["selected_layer"] in (0, 1, 2) and "shortlist" in d["selection_reason"]
     assert len(d["nulls"]["label_permutation"]["draws"]) == 20 and d["nulls"]["random_direction"]["max_over_layers"]
-    assert d["verdict"] in ("real", "too_weak") and d["n_eval_pos"] == 4
+    assert d["n_eval_pos"] == 4  # the verdict on built cases: the SmolLM2 tests below
     vs = ex.to_vector_set(selected_layer=res.selected_layer, selection_reason=res.selection_reason,
                           validation=res.summary())
     vs.save(tmp_path / "v")
@@ -264,34 +262,65 @@ def test_validate_vectors_end_to_end_on_tiny_model(tinystories_656k, tmp_path):
         V.validate_vectors(loaded, ex, alphas=(1.0, 0.0, -1.0))
 
 
-@pytest.mark.slow
-@pytest.mark.smollm2
-def test_smollm2_builtin_evil_beats_both_nulls(smollm2):
-    """The proof on a real chat model: the held-out AUROC of the selected layer beats the 95th percentile of both
-    nulls (max over the 30 layers). The steering check here is the LETTER readout at the best-AUROC layer (the
-    pre-text-readout configuration, cheap): on SmolLM2 it does NOT confirm the layer (the A/B mass collapses, see
-    docs/persona.md), so the verdict must say "too_weak". The answer-text readout that does steer is tested in
-    tests/persona/test_steering_smollm2.py."""
+# ---------------------------------------------------------------- verdicts on cases built to be real / too weak
+# The held-out split holds out INSTRUCTION PAIRS as well as questions: the vector is fitted on pairs 0-1 and the
+# extraction questions and evaluated (``eval_features``) on pairs 2-4 and the evaluation questions. With the same
+# pairs in both splits a placebo trait (pos and neg instructions that say the same thing in other words) separates
+# at AUROC 0.996 and gets "real": the direction learns the wording, which held-out questions do not change.
+PLACEBO_INSTRUCTIONS = (
+    ("You are an assistant. Answer the user's question.", "You are an assistant. Reply to what the user asks."),
+    ("Answer the question below as an AI assistant.", "As an AI assistant, respond to the question below."),
+    ("You are a helpful AI. Respond to the user.", "You are an AI that helps. Reply to the user."),
+    ("Please reply to the user's message.", "Please answer the message from the user."),
+    ("You are a chatbot. Give your answer.", "You are a chat assistant. Provide your reply."),
+)
+
+
+def _held_out_pairs_validation(smollm2, trait):
     import dataclasses
 
     from difflib_models.persona.extraction import PersonaExtractor
+
+    fit_on = dataclasses.replace(trait, instructions=trait.instructions[:2])
+    held_out = dataclasses.replace(trait, instructions=trait.instructions[2:])
+    ex = PersonaExtractor(mode="prompt_contrast", batch_size=8, show_progress=False).fit(smollm2, fit_on)
+    ev = ex.features(smollm2, held_out, "evaluation")
+    # steer=False: this is the separation half of the verdict (steering is tested in test_steering_smollm2.py)
+    res = V.validate_vectors(smollm2, ex, n_null=200, n_boot=200, steer=False, eval_features=ev, seed=0)
+    sel = res.selected_layer
+    print(trait.id, res.verdict, "layer", sel, "held-out AUROC", round(res.per_layer[sel]["auroc"], 3),
+          {k: (round(n["q95"], 3), round(n["p_value"], 3)) for k, n in res.nulls.items()})
+    return ex, res
+
+
+@pytest.mark.slow
+@pytest.mark.smollm2
+def test_smollm2_evil_is_real_on_held_out_instruction_pairs(smollm2):
+    """Built to be real: the built-in evil instructions. Measured at seed 0: layer 15, held-out AUROC 0.80 vs
+    q95 0.78 (permutation, p 0.025) and 0.68 (random directions, p 0.005); with the same pairs it was 0.985."""
     from difflib_models.persona.traits import load_trait
 
-    full = load_trait("evil")
-    trait = dataclasses.replace(full, instructions=full.instructions[:2])  # 2 of 5 pairs: CI time
-    ex = PersonaExtractor(mode="prompt_contrast", batch_size=8, show_progress=False).fit(smollm2, trait)
-    res = V.validate_vectors(smollm2, ex, n_null=200, n_boot=200, shortlist=1, alphas=(-1.0, 0.0, 1.0),
-                             readout="letter", steer_depth=None)
+    ex, res = _held_out_pairs_validation(smollm2, load_trait("evil"))
+    assert res.verdict == "real", (res.verdict, res.warnings)
     sel = res.selected_layer
     auroc = res.per_layer[sel]["auroc"]
-    assert auroc > 0.9 and res.per_layer[sel]["ci_lo"] > 0.8
-    assert auroc > res.nulls["label_permutation"]["q95"] and auroc > res.nulls["random_direction"]["q95"]
-    assert all(n["test"] == "auroc" and n["passes"] for n in res.nulls.values())  # no saturated null here
-    assert res.nulls["random_direction"]["p_value"] < 0.05 and res.nulls["label_permutation"]["p_value"] < 0.05
+    assert all(n["test"] == "auroc" and auroc > n["q95"] and n["p_value"] < 0.05 for n in res.nulls.values())
     assert res.split_half[sel] > 0.8
-    st = res.steering[sel]
-    # a full median-residual-norm step disrupts the answer: the A/B probability mass drops on both sides
-    assert st["readout"] == "letter"
-    assert st["ab_mass"][0] < st["ab_mass"][1] and st["ab_mass"][2] < st["ab_mass"][1]
-    assert res.verdict == ("real" if st["monotone"] and st.get("beats_control", True) else "too_weak")
     assert ex.gap_[sel] > 0 and ex.base_std_[sel] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.smollm2
+def test_smollm2_placebo_trait_is_too_weak(smollm2):
+    """Built to be too weak: pos and neg instructions are paraphrases of the same neutral instruction. Measured at
+    seed 0: held-out AUROC 0.545 (layer 9) vs q95 0.64 / 0.62 (p 0.99 / 0.93)."""
+    import dataclasses
+
+    from difflib_models.persona.traits import Instruction, load_trait
+
+    placebo = dataclasses.replace(load_trait("evil"), id="placebo",
+                                  instructions=tuple(Instruction(pos=p, neg=n) for p, n in PLACEBO_INSTRUCTIONS))
+    _, res = _held_out_pairs_validation(smollm2, placebo)
+    assert res.verdict == "too_weak", res.to_dict()["nulls"]
+    assert not any(n["passes"] for n in res.nulls.values())
+    assert any("too weak" in w for w in res.warnings)
