@@ -267,11 +267,11 @@ def signal_notes(auroc: float | None, gap: Any, usable: float | None, base_std: 
 
     A vector needs a held-out AUROC at the used layer of at least ``min_auroc``, a base spread, and a pos-neg
     gap above the base spread (:func:`difflib_models.persona.shift.usable_gap`); a vector extracted with
-    ``--no-validate`` or read at another layer than it was validated on has no AUROC there."""
+    ``--validation none`` (``--no-validate``) or read at another layer than it was validated on has no AUROC there."""
     notes: list[str] = []
     if auroc is None:
         notes.append(f"no held-out AUROC recorded at the used layer {layer}: validate the vector at this layer "
-                     "(persona extract without --no-validate) or set persona.layer to a validated layer")
+                     "(persona extract with --validation quick or full) or set persona.layer to a validated layer")
     elif auroc < min_auroc:
         notes.append(f"held-out AUROC {auroc:.2f} < {min_auroc:.2f}: the vector does not separate "
                      "the trait in this model")
@@ -312,6 +312,7 @@ def persona_section(sides: Mapping[str, tuple[Any, str]], policy: Policy, *, vec
                     batch_size: int = 8, save_dir: str | Path | None = None,
                     units: dict[str, tuple[int, torch.Tensor]] | None = None,
                     protect: Sequence[str | Path] = (), use_cache: bool = True,
+                    timings: dict[str, float] | None = None,
                     ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The ``persona`` report section and the data entries (trait hashes) for the policy's traits.
 
@@ -349,8 +350,12 @@ def persona_section(sides: Mapping[str, tuple[Any, str]], policy: Policy, *, vec
         if vs is not None and layer not in vs.vectors:
             raise ConfigError(bad_value("persona.layer", layer, vs.layers, f"the {trait_id} vector file's layers"))
         plans[trait_id] = (trait, layer, vs)
+    timings = {} if timings is None else timings
+    t = time.perf_counter()
     probes = _probe_all(sides, {tid: (trait.split_questions("evaluation")[: plan.max_probe_prompts], layer)
                                 for tid, (trait, layer, _) in plans.items()}, batch_size=batch_size)
+    timings["persona_probe_s"] = time.perf_counter() - t
+    timings["persona_extract_s"] = 0.0
     sources: dict[str, str] = {}
     for trait_id, (trait, layer, vs) in plans.items():
         vector_file = None
@@ -359,10 +364,12 @@ def persona_section(sides: Mapping[str, tuple[Any, str]], policy: Policy, *, vec
             vs = vector_cache.load_cached(key, trait.id, base_ident) if use_cache else None
             sources[trait_id] = "cache" if vs is not None else "extracted"
             if vs is None:
+                t = time.perf_counter()
                 with _naming("base", base_loaded):
                     vs = _extract(base_loaded, base_side, trait, layer, plan, probe_acts=probes["base"][trait_id],
                                   batch_size=batch_size)
                 vector_cache.store(key, vs)
+                timings["persona_extract_s"] += time.perf_counter() - t
             if save_dir is not None:
                 vector_file = str(_save_vectors(vs, save_dir, trait.id, saved, protected))
         else:
@@ -506,7 +513,8 @@ def run_gate(config: GateConfig) -> GateResult:
         units: dict[str, tuple[int, torch.Tensor]] = {}
         report["persona"], data = persona_section(sides, policy, vectors=vectors, batch_size=config.batch_size,
                                                   save_dir=Path(config.out) / "vectors", units=units,
-                                                  protect=config.vectors, use_cache=config.use_cache)
+                                                  protect=config.vectors, use_cache=config.use_cache,
+                                                  timings=timings)
         if config.crosscoder is not None:
             from difflib_models.gate.alignment import crosscoder_alignment
 
