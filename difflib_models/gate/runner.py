@@ -299,7 +299,9 @@ def _probe_all(sides: Mapping[str, tuple[Any, str]], requests: Mapping[str, tupl
                 row[p] = len(prompts)
                 prompts.append(p)
     layers = sorted({layer for _, layer in requests.values()})
-    out: dict[str, dict[str, torch.Tensor]] = {}
+    out: dict[str, dict[str, torch.Tensor]] = {name: {} for name in sides}
+    if not prompts:  # no trait (a crosscoder-only policy): nothing to probe
+        return out
     for name, (loaded, side) in sides.items():
         with _naming(name, loaded), model_view(loaded, side) as model:
             acts = probe_activations(model, loaded.tokenizer, prompts, layers, batch_size=batch_size)
