@@ -75,8 +75,10 @@ def extract_command(
     mode: PersonaMode = typer.Option(PersonaMode.auto, "--mode", help=_MODE_HELP),
     aggregator: Aggregator = typer.Option(Aggregator.mean_diff, "--aggregator", help="How pairs become a direction."),
     layers: str = typer.Option("all", "--layers", "-l", help="Blocks to extract: '3', '0,2', '2-4', 'all', 'mid', '-1'."),
-    validate: bool = typer.Option(True, "--validate/--no-validate",
-                                  help="Validate on the held-out split and select a layer (default on)."),
+    validation: str = typer.Option("full", "--validation",
+                                   help="quick (held-out AUROC + nulls) | full (+ steering dose-response, slow) "
+                                        "| none. Recorded in the vector file."),
+    no_validate: bool = typer.Option(False, "--no-validate", hidden=True, help="Alias of --validation none."),
     n_null: int = typer.Option(200, "--n-null", min=10, help="Null draws (permutation and random directions)."),
     batch_size: int = typer.Option(8, "--batch-size", min=1),
     device: str = typer.Option("cpu", "--device"),
@@ -90,6 +92,10 @@ def extract_command(
     from difflib_models.persona.traits import load_trait
     from difflib_models.persona.vectors import check_output_path
 
+    if validation not in ("quick", "full", "none"):
+        raise ConfigError(bad_value("--validation", validation, ("quick", "full", "none")))
+    validation = "none" if no_validate else validation
+    validate = validation != "none"
     tr = load_trait(trait)  # bad trait -> ConfigError before the model loads
     mode, aggregator = resolve_persona_mode(enum_value(mode), tr), enum_value(aggregator)
     extractor = PersonaExtractor(mode=mode, aggregator=aggregator, layers=layers, batch_size=batch_size)
@@ -105,19 +111,20 @@ def extract_command(
     t0 = time.perf_counter()
     extractor.fit(loaded, tr)
     seconds = time.perf_counter() - t0
-    report = _validate(loaded, extractor, tr, n_null=n_null) if validate else None
+    report = _validate(loaded, extractor, tr, n_null=n_null, level=validation) if validate else None
     base = _vector_base(out)
     vs = extractor.to_vector_set(
         selected_layer=report.selected_layer if report else None,
         selection_reason=report.selection_reason if report else None,
         validation=report.summary() if report else None,
     )
+    vs.extra["validation_level"] = validation
     tensor_path = vs.save(base)
     result: dict[str, Any] = {
         "trait": tr.id, "mode": mode, "aggregator": aggregator, "model": loaded.identity.name,
         "layers": extractor.layers_, "n_pos": extractor.n_pos_, "n_neg": extractor.n_neg_,
         "extraction_seconds": round(seconds, 3), "vectors": str(tensor_path), "sidecar": str(sidecar),
-        "selected_layer": vs.selected_layer, "selection_reason": vs.selection_reason,
+        "selected_layer": vs.selected_layer, "selection_reason": vs.selection_reason, "validation_level": validation,
     }
     if report is not None:
         from difflib_models.io import atomic_write_json
@@ -128,10 +135,10 @@ def extract_command(
     _echo_json(result)
 
 
-def _validate(loaded: Any, extractor: Any, trait: Any, *, n_null: int) -> Any:
+def _validate(loaded: Any, extractor: Any, trait: Any, *, n_null: int, level: str = "full") -> Any:
     from difflib_models.persona.validation import validate_vectors
 
-    return validate_vectors(loaded, extractor, trait, n_null=n_null)
+    return validate_vectors(loaded, extractor, trait, n_null=n_null, level=level)
 
 
 # ------------------------------------------------------------------------------------------------ validate

@@ -48,6 +48,8 @@ def gate(
     policy: Path | None = typer.Option(None, "--policy", help="YAML policy (default: the shipped default policy)"),
     control: str | None = typer.Option(None, "--control", help="matched control fine-tune (same format, benign)"),
     vectors: list[Path] = typer.Option([], "--vectors", help="persona vector file(s) of the base; else extracted"),
+    no_cache: bool = typer.Option(False, "--no-cache", help="re-extract persona vectors instead of reusing the "
+                                  "per-base cache (DIFFLIB_MODELS_CACHE)"),
     diff: Path | None = typer.Option(None, "--diff", help="diff.json from `difflib-models diff` to merge"),
     crosscoder: Path | None = typer.Option(None, "--crosscoder", help="trained crosscoder folder (ft-only latents)"),
     data_filter: Path | None = typer.Option(None, "--data-filter", help="data-filter summary JSON"),
@@ -80,7 +82,7 @@ def gate(
     config = GateConfig(candidate=candidate, base=base, control=control, out=out, policy=policy, vectors=vectors,
                         diff=diff, crosscoder=crosscoder, data_filter=data_filter, monitor=monitor, judge_url=judge_url,
                         judge_model=judge_model, em_questions=em_questions, batch_size=batch_size, seed=seed,
-                        fail_exit_code=fail_exit_code, extra_outputs=extra,
+                        fail_exit_code=fail_exit_code, extra_outputs=extra, use_cache=not no_cache,
                         command="difflib-models " + shlex.join(sys.argv[1:]))
     result = run_gate(config)
     r = result.report

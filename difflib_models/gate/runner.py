@@ -63,6 +63,8 @@ class GateConfig:
     monitor: str | Path | None = None
     judge_url: str | None = None
     judge_model: str = "gpt-4o-mini"
+    use_cache: bool = True
+    """Reuse / store the persona vectors the gate extracts in the per-base cache (``--no-cache``: re-extract)."""
     em_questions: str | Path | None = None
     batch_size: int = 8
     seed: int = 0
@@ -176,19 +178,31 @@ def _vector_files(paths: Sequence[str | Path], base: Any) -> dict[str, Any]:
     return out
 
 
-def _auroc_of(pos: torch.Tensor, neg: torch.Tensor) -> float:
-    """P(pos projection > neg projection), ties counted half (the Mann-Whitney AUROC)."""
-    diff = pos.double()[:, None] - neg.double()[None, :]
-    return float((diff > 0).double().mean() + 0.5 * (diff == 0).double().mean())
+GATE_VALIDATION = "quick"
+"""The gate validates the vectors it extracts at the ``quick`` level: held-out AUROC at the used layer and its
+nulls (no steering dose-response, which only ``persona extract --validation full`` runs)."""
 
 
-def _extract(base_loaded: Any, side: str, trait: Any, layer: int, plan: Any) -> Any:
-    """Persona vector of ``trait`` at ``layer`` on the BASE model with persona-core's extractor, validated on the
-    trait's held-out evaluation split (AUROC of pos vs neg projections)."""
+def extraction_settings(plan: Any, layer: int, batch_size: int) -> dict[str, Any]:
+    """What the gate's extraction of one trait depends on besides the base weights and the trait file (the
+    vector-cache key, :func:`difflib_models.gate.vector_cache.cache_key`)."""
+    return {"mode": plan.mode, "aggregator": "mean_diff", "layer": int(layer), "position": "last_prompt_token",
+            "max_instructions": plan.max_instructions, "max_extraction_questions": plan.max_extraction_questions,
+            "max_probe_prompts": plan.max_probe_prompts, "batch_size": int(batch_size),
+            "validation": GATE_VALIDATION}
+
+
+def _extract(base_loaded: Any, side: str, trait: Any, layer: int, plan: Any, *,
+             probe_acts: torch.Tensor | None = None, batch_size: int = 8) -> Any:
+    """Persona vector of ``trait`` at ``layer`` on the BASE model with persona-core's extractor, validated at the
+    ``quick`` level on the trait's held-out evaluation split (AUROC of pos vs neg projections, label-permutation
+    and random-direction nulls). ``probe_acts`` ([P, d], the base's last-prompt residuals of the probe prompts at
+    ``layer``) spares the extractor its own sigma_0 probe forward."""
     import dataclasses
 
     from difflib_models.models.loading import from_pretrained_objects
     from difflib_models.persona.extraction import PersonaExtractor
+    from difflib_models.persona.validation import validate_vectors
 
     small = dataclasses.replace(
         trait,
@@ -196,16 +210,22 @@ def _extract(base_loaded: Any, side: str, trait: Any, layer: int, plan: Any) -> 
         questions={"extraction": trait.questions["extraction"][: plan.max_extraction_questions],
                    "evaluation": trait.questions["evaluation"][: plan.max_probe_prompts]},
     )
+    t0 = time.perf_counter()
     with model_view(base_loaded, side) as model:
         view = base_loaded if side != "base" else from_pretrained_objects(model, base_loaded.tokenizer,
                                                                           name="base (adapter disabled)")
-        ext = PersonaExtractor(mode=plan.mode, layers=[layer]).fit(view, small)
-        pos, neg = ext.features(view, small, "evaluation")
-    unit = ext.unit(layer)
-    auroc = _auroc_of(pos[layer] @ unit, neg[layer] @ unit)
-    return ext.to_vector_set(selected_layer=layer, selection_reason="gate policy layer",
-                             validation={"auroc": {str(layer): auroc}, "split": "evaluation",
-                                         "n_pos": int(pos[layer].shape[0]), "n_neg": int(neg[layer].shape[0])})
+        ext = PersonaExtractor(mode=plan.mode, layers=[layer], batch_size=batch_size).fit(
+            view, small, probe_acts=None if probe_acts is None else {layer: probe_acts})
+        t1 = time.perf_counter()
+        log.info("extracted %s at layer %d in %.1f s; validating (%s)", trait.id, layer, t1 - t0, GATE_VALIDATION)
+        features = ext.features(view, small, "evaluation")
+        report = validate_vectors(view, ext, small, level=GATE_VALIDATION, eval_features=features, seed=plan.seed)
+    log.info("validated %s in %.1f s: held-out AUROC %.3f at layer %d", trait.id, time.perf_counter() - t1,
+             report.per_layer[layer]["auroc"], layer)
+    vs = ext.to_vector_set(selected_layer=layer, selection_reason="gate policy layer",
+                           validation=report.summary())
+    vs.extra["validation_level"] = GATE_VALIDATION
+    return vs
 
 
 def _finite_number(value: Any) -> float | None:
@@ -247,11 +267,11 @@ def signal_notes(auroc: float | None, gap: Any, usable: float | None, base_std: 
 
     A vector needs a held-out AUROC at the used layer of at least ``min_auroc``, a base spread, and a pos-neg
     gap above the base spread (:func:`difflib_models.persona.shift.usable_gap`); a vector extracted with
-    ``--no-validate`` or read at another layer than it was validated on has no AUROC there."""
+    ``--validation none`` (``--no-validate``) or read at another layer than it was validated on has no AUROC there."""
     notes: list[str] = []
     if auroc is None:
         notes.append(f"no held-out AUROC recorded at the used layer {layer}: validate the vector at this layer "
-                     "(persona extract without --no-validate) or set persona.layer to a validated layer")
+                     "(persona extract with --validation quick or full) or set persona.layer to a validated layer")
     elif auroc < min_auroc:
         notes.append(f"held-out AUROC {auroc:.2f} < {min_auroc:.2f}: the vector does not separate "
                      "the trait in this model")
@@ -265,31 +285,59 @@ def signal_notes(auroc: float | None, gap: Any, usable: float | None, base_std: 
     return notes
 
 
+def _probe_all(sides: Mapping[str, tuple[Any, str]], requests: Mapping[str, tuple[Sequence[str], int]], *,
+               batch_size: int) -> dict[str, dict[str, torch.Tensor]]:
+    """ONE probe pass per model for every trait: the union of the traits' probe prompts (each distinct prompt
+    once) read at the union of their layers. Returns {side name: {trait id: [P, d] at the trait's layer}}."""
+    from difflib_models.persona.shift import probe_activations
+
+    prompts: list[str] = []
+    row: dict[str, int] = {}
+    for trait_prompts, _ in requests.values():
+        for p in trait_prompts:
+            if p not in row:
+                row[p] = len(prompts)
+                prompts.append(p)
+    layers = sorted({layer for _, layer in requests.values()})
+    out: dict[str, dict[str, torch.Tensor]] = {name: {} for name in sides}
+    if not prompts:  # no trait (a crosscoder-only policy): nothing to probe
+        return out
+    for name, (loaded, side) in sides.items():
+        with _naming(name, loaded), model_view(loaded, side) as model:
+            acts = probe_activations(model, loaded.tokenizer, prompts, layers, batch_size=batch_size)
+        out[name] = {tid: acts[layer][[row[p] for p in trait_prompts]] for tid, (trait_prompts, layer)
+                     in requests.items()}
+    return out
+
+
 def persona_section(sides: Mapping[str, tuple[Any, str]], policy: Policy, *, vectors: Mapping[str, Any],
                     batch_size: int = 8, save_dir: str | Path | None = None,
                     units: dict[str, tuple[int, torch.Tensor]] | None = None,
-                    protect: Sequence[str | Path] = (),
+                    protect: Sequence[str | Path] = (), use_cache: bool = True,
+                    timings: dict[str, float] | None = None,
                     ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The ``persona`` report section and the data entries (trait hashes) for the policy's traits.
 
-    Vectors extracted here are saved to ``save_dir/<trait id>.safetensors`` + ``.json`` (reuse them with
-    ``--vectors``); the file name is the trait's validated id, never a path taken from the policy, and never one of
-    the ``protect`` files (the ``--vectors`` inputs)."""
-    from difflib_models.persona.shift import (
-        compute_shift,
-        covariance_null_directions,
-        probe_activations,
-        usable_gap,
-    )
+    Each model is probed once for all traits (:func:`_probe_all`). A trait without a ``--vectors`` file takes its
+    vector from the per-base cache (:mod:`difflib_models.gate.vector_cache`, unless ``use_cache`` is False) or
+    extracts it on the base (and caches it); each row's ``vector_source`` says which (``file``, ``cache``,
+    ``extracted``). Vectors not from files are saved to ``save_dir/<trait id>.safetensors`` + ``.json`` (reuse
+    them with ``--vectors``); the file name is the trait's validated id, never a path taken from the policy, and
+    never one of the ``protect`` files (the ``--vectors`` inputs)."""
+    from difflib_models.gate import vector_cache
+    from difflib_models.persona.shift import compute_shift, covariance_null_directions, usable_gap
     from difflib_models.persona.traits import load_trait
 
     plan = policy.persona
     base_loaded, base_side = sides["base"]
+    base_ident = base_loaded.identity.base if base_side == "base" and base_loaded.identity.base \
+        else base_loaded.identity
     n_layers = int(base_loaded.n_layers)
     rows: list[dict[str, Any]] = []
     data: list[dict[str, Any]] = []
     saved: set[str] = set()
     protected = {q.resolve() for p in protect for q in _vector_paths(p)}
+    plans: dict[str, tuple[Any, int, Any]] = {}  # trait id -> (trait, layer, vector set or None)
     for trait_id in policy.traits():
         trait = load_trait(trait_id)
         vs = vectors.get(trait_id)
@@ -301,19 +349,34 @@ def persona_section(sides: Mapping[str, tuple[Any, str]], policy: Policy, *, vec
             layer = n_layers // 2
         if not 0 <= layer < n_layers:
             raise ConfigError(bad_value("persona.layer", layer, f"0..{n_layers - 1}"))
+        if vs is not None and layer not in vs.vectors:
+            raise ConfigError(bad_value("persona.layer", layer, vs.layers, f"the {trait_id} vector file's layers"))
+        plans[trait_id] = (trait, layer, vs)
+    timings = {} if timings is None else timings
+    t = time.perf_counter()
+    probes = _probe_all(sides, {tid: (trait.split_questions("evaluation")[: plan.max_probe_prompts], layer)
+                                for tid, (trait, layer, _) in plans.items()}, batch_size=batch_size)
+    timings["persona_probe_s"] = time.perf_counter() - t
+    timings["persona_extract_s"] = 0.0
+    sources: dict[str, str] = {}
+    for trait_id, (trait, layer, vs) in plans.items():
         vector_file = None
         if vs is None:
-            with _naming("base", base_loaded):
-                vs = _extract(base_loaded, base_side, trait, layer, plan)
+            key = vector_cache.cache_key(base_ident, trait.hash, extraction_settings(plan, layer, batch_size))
+            vs = vector_cache.load_cached(key, trait.id, base_ident) if use_cache else None
+            sources[trait_id] = "cache" if vs is not None else "extracted"
+            if vs is None:
+                t = time.perf_counter()
+                with _naming("base", base_loaded):
+                    vs = _extract(base_loaded, base_side, trait, layer, plan, probe_acts=probes["base"][trait_id],
+                                  batch_size=batch_size)
+                vector_cache.store(key, vs)
+                timings["persona_extract_s"] += time.perf_counter() - t
             if save_dir is not None:
                 vector_file = str(_save_vectors(vs, save_dir, trait.id, saved, protected))
-        if layer not in vs.vectors:
-            raise ConfigError(bad_value("persona.layer", layer, vs.layers, f"the {trait_id} vector file's layers"))
-        prompts = trait.split_questions("evaluation")[: plan.max_probe_prompts]
-        acts: dict[str, torch.Tensor] = {}
-        for name, (loaded, side) in sides.items():
-            with _naming(name, loaded), model_view(loaded, side) as model:
-                acts[name] = probe_activations(model, loaded.tokenizer, prompts, [layer], batch_size=batch_size)[layer]
+        else:
+            sources[trait_id] = "file"
+        acts = {name: per[trait_id] for name, per in probes.items()}
         unit = vs.unit(layer)
         if units is not None:
             units[trait_id] = (layer, unit)
@@ -327,12 +390,14 @@ def persona_section(sides: Mapping[str, tuple[Any, str]], policy: Policy, *, vec
         res = compute_shift(acts["base"], acts["candidate"], unit, **kw)
         delta = (acts["candidate"].double().mean(0) - acts["base"].double().mean(0))
         u = nulls.double() / nulls.double().norm(dim=1, keepdim=True)
+        n_prompts = int(acts["base"].shape[0])
         row: dict[str, Any] = {
             "trait": trait_id, "layer": layer, "polarity": vs.polarity, "shift": res.shift,
             "shift_z": _finite(res.shift_z), "shift_frac": _finite(res.shift_frac),
             "null_percentile": _finite(res.null_percentile), "drift_cos": res.drift_cos,
-            "drift_norm": res.drift_norm, "n_probe_prompts": len(prompts), "vector_mode": vs.mode,
-            "vector_file": vector_file,
+            "drift_norm": res.drift_norm, "n_probe_prompts": n_prompts, "vector_mode": vs.mode,
+            "vector_file": vector_file, "vector_source": sources[trait_id],
+            "vector_validation_level": vs.extra.get("validation_level") or (vs.validation or {}).get("level"),
             "null_shifts": [float(x) for x in (u @ delta)],
             "base_projections": [float(x) for x in base_proj],
             "candidate_projections": [float(x) for x in acts["candidate"].double() @ unit.double()],
@@ -352,10 +417,16 @@ def persona_section(sides: Mapping[str, tuple[Any, str]], policy: Policy, *, vec
             row["signal_note"] = "; ".join(notes)
         rows.append(row)
         data.append({"name": f"trait:{trait_id}", "path": trait.source, "sha256": trait.hash,
-                     "n_items": len(prompts)})
+                     "n_items": n_prompts})
     null_kind = f"covariance-realistic N(0, Sigma_hat) with shrinkage, K={plan.null_directions}"
-    return {"vector_source": "files" if vectors else "extracted on base", "null_kind": null_kind,
-            "traits": rows}, data
+    kinds = set(sources.values())
+    source = ("files" if kinds == {"file"} else "extracted on base" if kinds == {"extracted"}
+              else "cache" if kinds == {"cache"} else "mixed" if kinds else "files")
+    section: dict[str, Any] = {"vector_source": source, "null_kind": null_kind, "traits": rows}
+    if kinds - {"file"}:
+        section["vector_cache"] = {"enabled": use_cache, "dir": str(vector_cache.cache_root()),
+                                   "hits": sorted(t for t, k in sources.items() if k == "cache")}
+    return section, data
 
 
 def _vector_paths(path: str | Path) -> tuple[Path, Path]:
@@ -441,7 +512,8 @@ def run_gate(config: GateConfig) -> GateResult:
         units: dict[str, tuple[int, torch.Tensor]] = {}
         report["persona"], data = persona_section(sides, policy, vectors=vectors, batch_size=config.batch_size,
                                                   save_dir=Path(config.out) / "vectors", units=units,
-                                                  protect=config.vectors)
+                                                  protect=config.vectors, use_cache=config.use_cache,
+                                                  timings=timings)
         if config.crosscoder is not None:
             from difflib_models.gate.alignment import crosscoder_alignment
 

@@ -101,8 +101,13 @@ class PersonaExtractor:
         self.show_progress = show_progress
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, loaded: Any, trait: Trait | str) -> PersonaExtractor:
-        """Learn ``vectors_`` etc. from the trait's extraction split; returns self."""
+    def fit(self, loaded: Any, trait: Trait | str, *,
+            probe_acts: dict[int, torch.Tensor] | None = None) -> PersonaExtractor:
+        """Learn ``vectors_`` etc. from the trait's extraction split; returns self.
+
+        ``probe_acts`` ({layer: [P, d]}): the last-prompt residuals of the trait's evaluation questions on this
+        model, when the caller has read them already (the gate's probe pass); sigma_0 is then taken from them
+        instead of a second probe forward."""
         from difflib_models.models.hookpoints import parse_layers
 
         trait = load_trait(trait)
@@ -118,7 +123,7 @@ class PersonaExtractor:
         self.vectors_ = {layer: aggregate(pos[layer], neg[layer], self.aggregator) for layer in self.layers_}
         self.norms_ = {layer: float(v.norm()) for layer, v in self.vectors_.items()}
         self.gap_, self.gap_source_ = self._gap(loaded, trait)
-        self.base_std_ = self._base_std(loaded, trait)
+        self.base_std_ = self._base_std(loaded, trait, probe_acts)
         self.model_identity_ = _identity(loaded)
         return self
 
@@ -144,9 +149,10 @@ class PersonaExtractor:
         return {layer: float((pos[layer] @ self.unit(layer)).mean() - (neg[layer] @ self.unit(layer)).mean())
                 for layer in self.layers_}, source
 
-    def _base_std(self, loaded: Any, trait: Trait) -> dict[int, float]:
-        acts = probe_activations(loaded.model, loaded.tokenizer, trait.split_questions("evaluation"), self.layers_,
-                                 batch_size=self.batch_size)
+    def _base_std(self, loaded: Any, trait: Trait, acts: dict[int, torch.Tensor] | None = None) -> dict[int, float]:
+        if acts is None or any(layer not in acts for layer in self.layers_):
+            acts = probe_activations(loaded.model, loaded.tokenizer, trait.split_questions("evaluation"),
+                                     self.layers_, batch_size=self.batch_size)
         return {layer: float((acts[layer] @ self.unit(layer)).std()) for layer in self.layers_}
 
     def to_vector_set(

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,8 +60,12 @@ from difflib_models.persona.extraction import PersonaExtractor, aggregate
 from difflib_models.persona.shift import covariance_null_directions
 from difflib_models.persona.traits import Trait, load_trait
 from difflib_models.persona.vectors import PersonaVectorSet
+from difflib_models.progress import progress
 
 log = logging.getLogger(__name__)
+
+VALIDATION_LEVELS: tuple[str, ...] = ("quick", "full")
+"""``quick``: held-out AUROC, nulls, split-half; ``full``: plus the steering dose-response (see validate_vectors)."""
 
 DEFAULT_ALPHAS: tuple[float, ...] = (-0.3, -0.15, 0.0, 0.15, 0.3)
 """In units of the median residual norm. The spec's +-1, +-2 collapse a 135M model's answers (docs/persona.md)."""
@@ -71,7 +76,7 @@ COS_WARN = 0.5
 AUROC_CEILING = 0.995
 """A null whose AUROC 95th percentile reaches this is saturated: its separation test compares the alignment."""
 _dose_summary = dose_summary  # backwards-compatible name (letter readout by default)
-__all__ = ["AUROC_CEILING", "NullDraws", "ValidationResult", "add_random_control", "auroc", "bootstrap_auroc_ci", "cohens_d", "cross_trait_cosines", "empirical_p",
+__all__ = ["AUROC_CEILING", "VALIDATION_LEVELS", "NullDraws", "ValidationResult", "add_random_control", "auroc", "bootstrap_auroc_ci", "cohens_d", "cross_trait_cosines", "empirical_p",
            "alignment", "extract_and_validate", "null_test", "permutation_null", "permutation_null_stats",
            "random_direction_control", "random_direction_null", "random_direction_null_stats", "separation", "split_half_stability", "steering_dose_response", "validate_vectors"]
 
@@ -210,6 +215,8 @@ class ValidationResult:
     n_eval_neg: int = 0
     warnings: list[str] = field(default_factory=list)
     verdict: str = "too_weak"
+    level: str = "full"
+    """``"quick"`` (held-out separation, nulls, split-half) or ``"full"`` (plus the steering dose-response)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -220,7 +227,7 @@ class ValidationResult:
             "selected_layer": self.selected_layer, "selection_reason": self.selection_reason,
             "nulls": self.nulls, "split_half": {str(k): v for k, v in self.split_half.items()},
             "steering": {str(k): v for k, v in self.steering.items()}, "warnings": self.warnings,
-            "verdict": self.verdict,
+            "verdict": self.verdict, "level": self.level,
         }
 
     def summary(self) -> dict[str, Any]:
@@ -235,7 +242,7 @@ class ValidationResult:
                                 "(saturated): alignment cos(v, held-out mean difference) > its q95"),
             "steering": self.steering.get(self.selected_layer), "warnings": self.warnings,
             "verdict": self.verdict, "selection_reason": self.selection_reason,
-            "auroc_by_layer": {str(k): v["auroc"] for k, v in self.per_layer.items()},
+            "auroc_by_layer": {str(k): v["auroc"] for k, v in self.per_layer.items()}, "level": self.level,
         }
 
 
@@ -363,8 +370,16 @@ def validate_vectors(
     eval_features: tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]] | None = None,
     readout: str = "text", steer_positions: str = "all", steer_depth: tuple[float, float] | None = STEER_DEPTH,
     control_dirs: int = 3, length_normalize: bool = True, max_nll_increase: float = DEFAULT_MAX_NLL_INCREASE,
+    level: str | None = None,
 ) -> ValidationResult:
-    """Validate a fitted extractor on the trait's held-out split and choose the layer (see module docstring)."""
+    """Validate a fitted extractor on the trait's held-out split and choose the layer (see module docstring).
+
+    ``level``: ``"quick"`` = held-out AUROC per layer, nulls and split-half stability (no forward beyond the
+    evaluation features); ``"full"`` = plus the steering dose-response at the shortlisted layers (the slow part:
+    many generations; progress and an ETA are logged per layer). None keeps ``steer`` (True -> full)."""
+    if level is not None and level not in VALIDATION_LEVELS:
+        raise ConfigError(bad_value("level", level, VALIDATION_LEVELS, "'none' means: do not call validate_vectors"))
+    steer = steer if level is None else level == "full"
     extractor._check_fitted()
     if steer_depth is not None and not (len(steer_depth) == 2 and 0.0 <= steer_depth[0] <= steer_depth[1] <= 1.0):
         raise ConfigError(bad_value("steer_depth", steer_depth, "None or (lo, hi) with 0 <= lo <= hi <= 1",
@@ -405,8 +420,13 @@ def validate_vectors(
     warnings: list[str] = []
     selected, reason = best, f"highest held-out AUROC ({obs:.3f}); no steering check"
     if steer and trait.has_ab:
-        for layer in ranked:
+        t0 = time.perf_counter()
+        for i, layer in enumerate(progress(ranked, desc=f"steering dose-response {trait.id}", total=len(ranked),
+                                           unit="layer")):
             steering[layer] = steering_dose_response(loaded, trait, layer, extractor.vectors_[layer], **dose_kw)
+            done = time.perf_counter() - t0
+            log.info("validation %s: steering layer %d done (%d/%d), %.0f s elapsed, ETA %.0f s", trait.id, layer,
+                     i + 1, len(ranked), done, done / (i + 1) * (len(ranked) - i - 1))
         good = [k for k in ranked if steering[k]["monotone"]]
         if good:
             selected = max(good, key=lambda k: steering[k]["effect"])
@@ -437,7 +457,8 @@ def validate_vectors(
     return ValidationResult(trait=trait.id, mode=extractor.mode, layers=list(layers), per_layer=per_layer,
                             best_auroc_layer=best, selected_layer=selected, selection_reason=reason, nulls=nulls,
                             split_half=stability, steering=steering, n_eval_pos=int(ev_pos[layers[0]].shape[0]),
-                            n_eval_neg=int(ev_neg[layers[0]].shape[0]), warnings=warnings, verdict=verdict)
+                            n_eval_neg=int(ev_neg[layers[0]].shape[0]), warnings=warnings, verdict=verdict,
+                            level="full" if steer else "quick")
 
 
 def _n_layers(loaded: Any, layers: Sequence[int]) -> int:

@@ -219,3 +219,30 @@ def test_extract_verdict_too_weak_when_held_out_labels_are_shuffled(files: dict[
     assert res["verdict"] == "too_weak"
     # for the right reason: the held-out separation does not beat the nulls (not only the steering check)
     assert any("does not beat the 95th percentile" in w for w in res["warnings"]), res["warnings"]
+
+
+@pytest.mark.parametrize("flags, level", [(["--validation", "quick"], "quick"), (["--validation", "none"], "none"),
+                                          (["--no-validate"], "none")])
+def test_extract_records_its_validation_level(files: dict[str, Path], capsys: pytest.CaptureFixture[str],
+                                              flags: list[str], level: str) -> None:
+    trait = files["tmp"] / "tiny_levels.yaml"
+    trait.write_text(TINY_TRAIT, encoding="utf-8")
+    base = files["tmp"] / f"tiny_{level}_{len(flags)}"
+    code, stdout, err = _run(["persona", "extract", "--trait", str(trait), "--model", str(files["model"]),
+                              "--out", str(base), "--n-null", "10", "--layers", "1,2", *flags], capsys)
+    assert code == 0, err
+    res = json.loads(stdout)
+    meta = json.loads(base.with_name(base.name + ".json").read_text(encoding="utf-8"))
+    assert res["validation_level"] == meta["extra"]["validation_level"] == level
+    if level == "none":
+        assert meta["validation"] is None and "validation" not in res
+    else:  # quick: held-out AUROC per layer and both nulls, no steering dose-response
+        assert meta["validation"]["level"] == "quick" and meta["validation"]["steering"] is None
+        assert set(meta["validation"]["auroc_by_layer"]) == {"1", "2"}
+        assert json.loads(Path(res["validation"]).read_text())["steering"] == {}
+
+
+def test_extract_refuses_an_unknown_validation_level(files: dict[str, Path], capsys) -> None:
+    code, _, err = _run(["persona", "extract", "--trait", "evil", "--model", str(files["model"]),
+                         "--out", str(files["tmp"] / "never"), "--validation", "fast"], capsys)
+    assert code == 2 and "--validation" in err and "quick" in err

@@ -262,6 +262,40 @@ def test_validate_vectors_end_to_end_on_tiny_model(tinystories_656k, tmp_path):
         V.validate_vectors(loaded, ex, alphas=(1.0, 0.0, -1.0))
 
 
+def test_quick_validation_gives_the_full_levels_auroc_and_nulls(tinystories_656k, caplog):
+    """Same fitted vectors and held-out features: quick and full agree on everything but the steering check."""
+    import logging
+
+    from transformers import AutoTokenizer
+
+    from difflib_models.models.loading import from_pretrained_objects
+    from difflib_models.persona.extraction import PersonaExtractor
+    from difflib_models.persona.traits import Trait
+    from tests.helpers.tiny_models import make_tiny
+    from tests.persona.test_extraction import CHATML, TRAIT
+
+    tok = AutoTokenizer.from_pretrained(tinystories_656k)
+    tok.chat_template = CHATML
+    loaded = from_pretrained_objects(make_tiny("llama", vocab_size=len(tok), max_position_embeddings=256), tok)
+    trait = Trait.from_dict(TRAIT)
+    ex = PersonaExtractor(mode="ab", show_progress=False).fit(loaded, trait)
+    feats = ex.features(loaded, trait, "evaluation")
+    kw = dict(n_null=20, n_boot=50, eval_features=feats, shortlist=2, alphas=(-1.0, 0.0, 1.0), steer_depth=None,
+              control_dirs=0)
+    quick = V.validate_vectors(loaded, ex, level="quick", **kw)
+    with caplog.at_level(logging.INFO, logger="difflib_models.persona.validation"):
+        full = V.validate_vectors(loaded, ex, level="full", **kw)
+    assert quick.level == "quick" and not quick.steering and quick.summary()["level"] == "quick"
+    assert full.level == "full" and len(full.steering) == 2 and full.to_dict()["level"] == "full"
+    assert quick.per_layer == full.per_layer and quick.best_auroc_layer == full.best_auroc_layer
+    assert quick.summary()["auroc_by_layer"] == full.summary()["auroc_by_layer"]
+    assert quick.summary()["nulls"] == full.summary()["nulls"] and quick.split_half == full.split_half
+    etas = [r.getMessage() for r in caplog.records if "ETA" in r.getMessage()]
+    assert len(etas) == 2 and "(2/2)" in etas[-1] and "ETA 0 s" in etas[-1]
+    with pytest.raises(ConfigError, match="level"):
+        V.validate_vectors(loaded, ex, level="none")
+
+
 # ---------------------------------------------------------------- verdicts on cases built to be real / too weak
 # The held-out split holds out INSTRUCTION PAIRS as well as questions: the vector is fitted on pairs 0-1 and the
 # extraction questions and evaluated (``eval_features``) on pairs 2-4 and the evaluation questions. With the same
