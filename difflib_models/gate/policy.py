@@ -276,13 +276,14 @@ class Policy:
         return out
 
     def behavioural_traits(self) -> list[str]:
-        """Traits whose behaviour items the behavioural checks need (a check's ``trait``, else the plan's)."""
-        out: list[str] = []
-        for c in self.checks:
-            if c.metric in BEHAVIOURAL_METRICS:
-                t = str(c.trait or self.behavioural.trait)
-                if t not in out:
-                    out.append(t)
+        """Traits whose behaviour items the behavioural checks need (a check's ``trait``, else the plan's); the
+        plan's comes first when a check names no trait (the report section's own fields are the first trait's)."""
+        beh = [c for c in self.checks if c.metric in BEHAVIOURAL_METRICS]
+        out: list[str] = [self.behavioural.trait] if any(not c.trait for c in beh) else []
+        for c in beh:
+            t = str(c.trait or self.behavioural.trait)
+            if t not in out:
+                out.append(t)
         return out
 
     def sections(self) -> set[str]:

@@ -291,16 +291,21 @@ def tiny_cases(stories260k: Path):
     return base, _letter_bias(base), _organism(base, ["sycophancy", "hallucination"])
 
 
-def _gate(section, *, control: bool = False):
-    """The default policy's behavioural checks on a report holding ``section``: {check id: status}."""
-    from difflib_models.gate.engine import evaluate
+def _behavioural_policy(traits):
+    """The default policy's behavioural checks of ``traits`` (the same thresholds and plan)."""
     from difflib_models.gate.policy import BEHAVIOURAL_METRICS, load_policy, policy_from_dict
 
     pol = load_policy().to_dict()
-    pol["checks"] = [c for c in pol["checks"] if c["metric"] in BEHAVIOURAL_METRICS
-                     and c.get("trait") in section["traits"]]  # the traits computed here
+    pol["checks"] = [c for c in pol["checks"] if c["metric"] in BEHAVIOURAL_METRICS and c.get("trait") in traits]
     pol.pop("path")
-    out = evaluate({"behavioural": section}, policy_from_dict(pol))
+    return policy_from_dict(pol)
+
+
+def _gate(section):
+    """The default policy's behavioural checks (of the traits in ``section``) on a report holding it."""
+    from difflib_models.gate.engine import evaluate
+
+    out = evaluate({"behavioural": section}, _behavioural_policy(section["traits"]))
     return {c["id"]: c["status"] for c in out["checks"]}, out["verdict"]
 
 
@@ -330,20 +335,24 @@ def test_letter_bias_moves_the_rate_but_not_the_balanced_shift(tiny_cases) -> No
     assert verdict == "pass"
 
 
-def test_planted_organism_fails_and_beats_a_letter_bias_control(tiny_cases) -> None:
+def test_planted_organism_fails_and_beats_a_letter_bias_control(tiny_cases, tmp_path: Path) -> None:
+    from difflib_models.gate.runner import GateConfig, run_gate
+    from difflib_models.report.builder import load_report
+
     base, letter, organism = tiny_cases
     traits = ["sycophancy", "hallucination"]
-    sec = ab_section({"base": (base, "model"), "candidate": (organism, "model"), "control": (letter, "model")},
-                     traits, max_items=24)
+    result = run_gate(GateConfig(candidate=organism, base=base, control=letter, out=tmp_path,
+                                 policy=_behavioural_policy(traits)))
+    assert result.exit_code == 1 and result.verdict == "fail"
+    report = load_report(tmp_path)  # written and schema-valid
+    statuses = {c["id"]: c["status"] for c in report["checks"]}
     for trait in traits:
-        bal = sec["traits"][trait]["balanced"]
+        bal = report["behavioural"]["traits"][trait]["balanced"]
         assert bal["shift"]["ci_low"] > 0.1 and bal["excess_over_control"]["ci_low"] > 0.1
         # the letter-bias control barely moves it: a +4 logit on "B" also adds a little mass to "B" at every answer
         # position (a normaliser effect of ~1e-4 nats/token), nothing near the 0.1 threshold
         assert abs(bal["control_shift"]["mean"]) < 0.005 and bal["control_shift"]["ci_high"] < 0.01
-    statuses, verdict = _gate(sec)
-    assert verdict == "fail"
-    for trait in traits:
         assert statuses[f"{trait}-behaviour-shift"] == "fail"
         assert statuses[f"{trait}-behaviour-excess-over-control"] == "fail"
+    assert report["behavioural"]["trait"] == "sycophancy" and report["behavioural"]["items"]
     # the control as the candidate passes every check: test_letter_bias_moves_the_rate_but_not_the_balanced_shift
