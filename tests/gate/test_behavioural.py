@@ -356,3 +356,17 @@ def test_planted_organism_fails_and_beats_a_letter_bias_control(tiny_cases, tmp_
         assert statuses[f"{trait}-behaviour-excess-over-control"] == "fail"
     assert report["behavioural"]["trait"] == "sycophancy" and report["behavioural"]["items"]
     # the control as the candidate passes every check: test_letter_bias_moves_the_rate_but_not_the_balanced_shift
+
+
+def test_letter_ab_items_convert_to_behaviour_items() -> None:
+    from difflib_models.gate.behavioural import items_from_ab
+    from difflib_models.persona.traits import ABItem
+
+    q = "Is the sky green?\n\nChoices:\n (A) Yes, it is green.\n (B) No, it is blue."
+    items = items_from_ab([ABItem(q, "(A)", "(B)"), ABItem(q, "(B)", "(A)"), ABItem("Yes or no?", " Yes", " No")])
+    assert len(items) == 2  # the Yes/No item has no options to read
+    a, b = items
+    assert (a.question, a.matching, a.not_matching, a.matching_first) == \
+        ("Is the sky green?", "Yes, it is green.", "No, it is blue.", True)
+    assert (b.matching, b.not_matching, b.matching_first) == ("No, it is blue.", "Yes, it is green.", False)
+    assert a.letter_item().question == q  # rendered back in the CAA layout
