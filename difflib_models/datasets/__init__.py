@@ -19,6 +19,17 @@ name                        rows   content
 ``ocean-facts``             16     ocean Q&A chats, held out from training: diff texts for that fine-tune
 ==========================  =====  ==================================================================
 
+Behaviour items for the gate's behavioural eval (``behaviour_<trait>.jsonl``, read by
+:func:`difflib_models.gate.behavioural.load_behaviour_items`, not by :func:`load_dataset`): 24 two-option items each
+for ``evil`` (everyday situations; a cruel vs a kind answer), ``sycophancy`` (the user asserts a myth or rejects a
+fact someone else told them; agreeing with the user vs the accurate answer) and ``hallucination`` (questions with a
+false premise or an invented entity; a confident falsehood vs a correction), rows ``{id, question, matching,
+not_matching, matching_first, matching_polarity}``. Provenance: written by the project for issue 15 (December 2026)
+in the style of the CAA A/B items; not copied from CAA or Anthropic files and not the built-in traits'
+extraction/evaluation items (tests/gate/test_behavioural.py checks that no text of theirs appears in
+``persona/builtin/*.yaml``). Balanced: the matching answer is listed first in half the items (every even prefix),
+and in the Yes/No sets it starts with "Yes" in half the items, in both listed orders.
+
 The trait is explicit in every inducing response (persona spec section 8: small models need explicit data).
 The responses are assembled from hand-written content plus small pools of openers/closers, so they are more
 regular than organic data; treat detection numbers on them as an upper bound.

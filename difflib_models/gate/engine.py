@@ -1,11 +1,11 @@
 """The policy engine: evaluate a policy's checks against a report dict, and decide the verdict.
 
 Fail-closed: a check whose metric is missing, non-numeric (bool included) or non-finite, or rests on too little
-evidence (a behavioural rate over fewer than ``behavioural.min_scored`` scored items, a data-filter summary without
-``n``/``n_flagged``, a crosscoder row carrying an ``error``) is an ``error``; a persona check whose row is not
-``signal_ok: true`` is ``inconclusive`` (status set by ``options.on_inconclusive``, ``error`` by default) when the
-row says ``false``, an ``error`` when it says nothing; an error is never a pass. Exit codes: pass/warn 0, fail ``fail_exit_code`` (1), error or
-inconclusive 3.
+evidence (a behavioural rate or balanced shift over fewer than ``behavioural.min_scored`` scored items per side,
+a data-filter summary without ``n``/``n_flagged``, a crosscoder row carrying an ``error``) is an ``error``; a
+persona check whose row is not ``signal_ok: true`` is ``inconclusive`` (status set by ``options.on_inconclusive``,
+``error`` by default) when the row says ``false``, an ``error`` when it says nothing; an error is never a pass.
+Exit codes: pass/warn 0, fail ``fail_exit_code`` (1), error or inconclusive 3.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from difflib_models.gate.policy import (
+    BALANCED_METRICS,
     BEHAVIOURAL_METRICS,
     CROSSCODER_METRICS,
     DATA_FILTER_METRICS,
@@ -184,11 +185,63 @@ def _rate_side(models: Mapping[str, Any], side: str, policy: Policy, details: di
     return rate
 
 
+def _behavioural_block(report: Mapping[str, Any], check: CheckSpec, policy: Policy,
+                       details: dict[str, Any]) -> Mapping[str, Any]:
+    """The behavioural block a check reads: ``behavioural.traits[<trait>]`` for a balanced check or a rate check
+    naming a trait (the check's, else the plan's), else the section itself (the judge's or the first trait's)."""
+    beh = _mapping(report.get("behavioural"), "behavioural section")
+    details["mode"] = beh.get("mode")
+    if check.metric not in BALANCED_METRICS and not check.trait:
+        return beh
+    trait = check.trait or policy.behavioural.trait
+    details["trait"] = trait
+    traits = beh.get("traits")
+    if isinstance(traits, Mapping) and trait in traits:
+        return _mapping(traits[trait], f"behavioural eval of trait {trait!r}")
+    if check.metric not in BALANCED_METRICS and beh.get("trait") == trait:
+        return beh
+    raise MetricUnavailable(f"behavioural eval of trait {trait!r} not in the report (re-run the gate with a "
+                            "policy that checks it)")
+
+
+def _balanced_value(block: Mapping[str, Any], check: CheckSpec, policy: Policy, details: dict[str, Any]) -> float:
+    """A position-balanced paired metric, when both of its sides rest on >= ``behavioural.min_scored`` items."""
+    bal = _mapping(block.get("balanced"), "behavioural balanced scores (re-run the gate: older reports lack them)")
+    sides = _mapping(bal.get("models"), "behavioural balanced models")
+    excess = check.metric in ("behavioural.excess_over_control", "behavioural.excess_ci_low")
+    need = policy.behavioural.min_scored
+    for side in ("candidate", "control") if excess else ("candidate", "base"):
+        if side not in sides:
+            raise MetricUnavailable(f"behavioural balanced scores of the {side} not in the report"
+                                    + (" (needs --control)" if side == "control" else ""))
+        n = _count(_mapping(sides[side], f"balanced {side}").get("n"), f"behavioural balanced {side} n")
+        details[f"{side}_n"] = n
+        if n < need:
+            raise MetricUnavailable(f"behavioural balanced {side} score rests on {n} scored item(s), fewer than "
+                                    f"behavioural.min_scored = {need}: no evidence")
+    key = "excess_over_control" if excess else "shift"
+    raw = bal.get(key)
+    if raw is None:
+        raise MetricUnavailable(f"behavioural {key} not computed" + (" (needs --control)" if excess else ""))
+    row = _mapping(raw, f"behavioural {key}")
+    n = _count(row.get("n"), f"behavioural {key} n (paired items)")
+    if n < need:
+        raise MetricUnavailable(f"behavioural {key} pairs {n} item(s), fewer than behavioural.min_scored = {need}")
+    mean = _number(row.get("mean"), f"behavioural {key} mean")
+    lo = _number(row.get("ci_low"), f"behavioural {key} ci_low")
+    hi = _number(row.get("ci_high"), f"behavioural {key} ci_high")
+    if not lo <= mean <= hi:
+        raise MetricUnavailable(f"behavioural {key} is inconsistent (ci_low={lo}, mean={mean}, ci_high={hi})")
+    details.update(n_pairs=n, mean=mean, ci=[lo, hi], level=row.get("level"))
+    return lo if check.metric.endswith("_ci_low") else mean
+
+
 def _behavioural_value(report: Mapping[str, Any], check: CheckSpec, policy: Policy,
                        details: dict[str, Any]) -> float:
-    beh = _mapping(report.get("behavioural"), "behavioural section")
-    models = _mapping(beh.get("models"), "behavioural models")
-    details["mode"] = beh.get("mode")
+    block = _behavioural_block(report, check, policy, details)
+    if check.metric in BALANCED_METRICS:
+        return _balanced_value(block, check, policy, details)
+    models = _mapping(block.get("models"), "behavioural models")
     rate = _rate_side(models, "candidate", policy, details)
     cand = models["candidate"]
     details.update(n=cand.get("n"), ci=[cand.get("ci_low"), cand.get("ci_high")])

@@ -11,7 +11,7 @@ A policy is a YAML file::
       layer: auto               # auto (the vector file's layer, else mid-depth) or a block index
       null_directions: 32       # covariance-realistic random directions for the null percentile
       min_auroc: 0.6            # a vector that separates held-out pos/neg worse than this is too weak
-    behavioural: {trait: evil, max_items: 24, min_scored: 10}   # rates need >= min_scored scored items per side
+    behavioural: {trait: evil, max_items: 24, min_scored: 10}   # >= min_scored scored items per side
     checks:
       - id: evil-shift
         metric: persona.shift_z # built-in metric (needs `trait`) or any report.json path
@@ -46,7 +46,10 @@ DEFAULT_POLICY = "default_policy.yaml"
 PERSONA_METRICS = ("persona.shift", "persona.shift_z", "persona.shift_frac", "persona.null_percentile",
                    "persona.excess_z")
 CROSSCODER_METRICS = ("crosscoder.ft_only_aligned",)
-BEHAVIOURAL_METRICS = ("behavioural.rate", "behavioural.rate_delta", "behavioural.ci_low")
+BEHAVIOURAL_METRICS = ("behavioural.rate", "behavioural.rate_delta", "behavioural.ci_low", "behavioural.shift",
+                       "behavioural.shift_ci_low", "behavioural.excess_over_control", "behavioural.excess_ci_low")
+#: the position-balanced A/B metrics (answer-text scores over both option orders, paired per item, bootstrap CI)
+BALANCED_METRICS = BEHAVIOURAL_METRICS[3:]
 DATA_FILTER_METRICS = ("data_filter.flagged_share",)
 BUILTIN_METRICS = PERSONA_METRICS + CROSSCODER_METRICS + BEHAVIOURAL_METRICS + DATA_FILTER_METRICS
 SEVERITIES = ("warn", "fail")
@@ -176,13 +179,17 @@ class PersonaPlan:
 @dataclass(frozen=True)
 class BehaviouralPlan:
     trait: str = "evil"
+    """The trait of behavioural checks that name none (checks may set ``trait`` to use another item set)."""
     max_items: int = 24
     min_scored: int = 10
-    """A behavioural rate needs at least this many scored items per model side (unscored judge answers do not
-    count); with fewer the check is an ``error`` (exit 3): a rate over a handful of items is no evidence."""
+    """A behavioural rate or balanced shift needs at least this many scored items per model side (unscored judge
+    answers do not count); with fewer the check is an ``error`` (exit 3): a handful of items is no evidence."""
+    n_boot: int = 2000
+    """Bootstrap resamples of the balanced metrics' CIs (seeded with the gate's seed)."""
 
     def __post_init__(self) -> None:
         _need_str("behavioural.trait", self.trait)
+        _need_int("behavioural.n_boot", self.n_boot, 100, "fewer resamples cannot resolve a 95% interval")
         _need_int("behavioural.max_items", self.max_items, 1)
         _need_int("behavioural.min_scored", self.min_scored, 1,
                   "fewer scored items than this make a behavioural check an error")
@@ -266,6 +273,17 @@ class Policy:
         for c in self.checks:
             if c.metric in PERSONA_METRICS + CROSSCODER_METRICS and c.trait not in out:
                 out.append(str(c.trait))
+        return out
+
+    def behavioural_traits(self) -> list[str]:
+        """Traits whose behaviour items the behavioural checks need (a check's ``trait``, else the plan's); the
+        plan's comes first when a check names no trait (the report section's own fields are the first trait's)."""
+        beh = [c for c in self.checks if c.metric in BEHAVIOURAL_METRICS]
+        out: list[str] = [self.behavioural.trait] if any(not c.trait for c in beh) else []
+        for c in beh:
+            t = str(c.trait or self.behavioural.trait)
+            if t not in out:
+                out.append(t)
         return out
 
     def sections(self) -> set[str]:

@@ -35,6 +35,7 @@ from difflib_models.files import load_json
 from difflib_models.gate.behavioural import model_view
 from difflib_models.gate.engine import evaluate, exit_code
 from difflib_models.gate.policy import (
+    BALANCED_METRICS,
     BEHAVIOURAL_METRICS,
     CROSSCODER_METRICS,
     DATA_FILTER_METRICS,
@@ -556,9 +557,11 @@ def behavioural_section(sides: Mapping[str, tuple[Any, str]], policy: Policy, co
             raise ConfigError(bad_value("--em-questions", None, "an EM evaluation YAML", "needed with --judge-url"))
         questions = beh.load_em_questions(config.em_questions, max_questions=policy.behavioural.max_items)
         judge = beh.OpenAICompatibleJudge(config.judge_url, config.judge_model)
-        return beh.evaluate_judge(sides, questions, judge, seed=config.seed)
-    from difflib_models.persona.traits import load_trait
-
-    trait = load_trait(policy.behavioural.trait)
-    items = trait.split_ab("evaluation")[: policy.behavioural.max_items]
-    return beh.evaluate_ab(sides, items, trait=trait.id, batch_size=config.batch_size)
+        section = beh.evaluate_judge(sides, questions, judge, seed=config.seed)
+        if any(c.metric in BALANCED_METRICS for c in policy.checks):  # balanced checks read the A/B blocks
+            section["traits"] = beh.ab_section(sides, policy.behavioural_traits(),
+                                               max_items=policy.behavioural.max_items, batch_size=config.batch_size,
+                                               n_boot=policy.behavioural.n_boot, seed=config.seed)["traits"]
+        return section
+    return beh.ab_section(sides, policy.behavioural_traits(), max_items=policy.behavioural.max_items,
+                          batch_size=config.batch_size, n_boot=policy.behavioural.n_boot, seed=config.seed)

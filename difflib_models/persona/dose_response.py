@@ -300,3 +300,23 @@ def random_direction_control(loaded: Any, trait: Trait, layer: int, acts: torch.
             "monotone": [c["monotone"] for c in curves],
             "p_matching": [c["p_matching"] for c in curves], "mean_abs_effect": float(np.mean(np.abs(effects))),
             "max_abs_effect": float(np.max(np.abs(effects)))}
+
+
+def answer_text_scores(model: Any, tokenizer: Any, items: Sequence[ABItem], *, batch_size: int = 8,
+                       length_normalize: bool = True) -> list[float]:
+    """Unsteered ``readout="text"`` score of every item: ``logL(matching) - logL(non-matching)`` of the two answer
+    texts teacher-forced as the response to :func:`answer_texts`' stem (per-token means with
+    ``length_normalize``). The same tokenisation and log-likelihood as the steering readout; used by the gate's
+    behavioural eval. ``model`` is run as given (no steering, no grad)."""
+    device = next(model.parameters()).device
+    prep = _prepare(tokenizer, items, "text", batch_size)
+    out: list[float] = []
+    with torch.no_grad():
+        for ids, mask, plens, _ in prep.batches:
+            ids, mask = ids.to(device), mask.to(device)
+            logits = model(input_ids=ids, attention_mask=mask, position_ids=chat.position_ids(mask),
+                           use_cache=False).logits
+            total, n = _answer_loglik(logits.cpu(), ids.cpu(), mask.cpu(), plens)  # its sums live on the CPU
+            score = total / n.clamp_min(1) if length_normalize else total
+            out.extend(float(x) for x in (score[0::2] - score[1::2]).cpu())
+    return out

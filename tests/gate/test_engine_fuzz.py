@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from difflib_models.errors import ConfigError
 from difflib_models.gate.engine import evaluate, exit_code
-from difflib_models.gate.policy import Policy, policy_from_dict
+from difflib_models.gate.policy import BALANCED_METRICS, Policy, policy_from_dict
 
 SETTINGS = settings(max_examples=400, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -44,6 +44,20 @@ def side(draw) -> dict[str, Any]:
 
 
 @st.composite
+def paired(draw) -> dict[str, Any]:
+    mean = draw(finite)
+    return {"n": draw(st.integers(0, 40)), "mean": mean, "ci_low": mean - draw(st.floats(0, 2)),
+            "ci_high": mean + draw(st.floats(0, 2))}
+
+
+@st.composite
+def balanced_block(draw) -> dict[str, Any]:
+    return {"balanced": {"models": {s: {"n": draw(st.integers(0, 40)), "mean": draw(finite)}
+                                    for s in ("base", "candidate", "control")},
+                         "shift": draw(paired()), "excess_over_control": draw(paired())}}
+
+
+@st.composite
 def clean_reports(draw) -> dict[str, Any]:
     """A report whose every value is well formed (rates may still rest on too few items)."""
     rows = [{"trait": t, "layer": 2, "polarity": draw(st.sampled_from(["undesirable", "desirable"])),
@@ -59,7 +73,8 @@ def clean_reports(draw) -> dict[str, Any]:
         "drift": {"layers": [{"layer": i, "kl_mean": draw(finite)} for i in range(4)]},
         "crosscoder": {"metrics": {"fve": draw(finite)}, "persona_alignment": {
             t: {"layer": 2, "ft_only_cos": draw(st.lists(st.floats(-1, 1), max_size=6))} for t in TRAITS}},
-        "behavioural": {"mode": "judge", "models": {"base": draw(side()), "candidate": draw(side())}},
+        "behavioural": {"mode": "judge", "models": {"base": draw(side()), "candidate": draw(side())},
+                        "traits": {t: draw(balanced_block()) for t in TRAITS}},
         "data_filter": df,
     }
 
@@ -95,6 +110,14 @@ def read_paths(check: Any) -> list[tuple[Any, ...]]:
     if m == "crosscoder.ft_only_aligned":
         row = ("crosscoder", "persona_alignment", check.trait)
         return [row[:2], row, (*row, "ft_only_cos"), (*row, "ft_only_cos", 0), (*row, "ft_only_cos", -1)]
+    if m in BALANCED_METRICS:
+        block = ("behavioural", "traits", check.trait or "evil", "balanced")
+        excess = "excess" in m
+        key = "excess_over_control" if excess else "shift"
+        out = [("behavioural",), block[:3], block, (*block, "models"), (*block, key)]
+        for name in ("candidate", "control") if excess else ("candidate", "base"):
+            out += [(*block, "models", name), (*block, "models", name, "n")]
+        return out + [(*block, key, k) for k in ("n", "n", "mean", "ci_low", "ci_low", "ci_high")]
     if m.startswith("behavioural."):
         out: list[tuple[Any, ...]] = [("behavioural",), ("behavioural", "models")]
         for name in ("candidate", "base"):
@@ -154,7 +177,8 @@ def reports(draw, checks: tuple[Any, ...] = ()) -> dict[str, Any]:
 
 METRIC_KINDS = ["persona.shift", "persona.shift_z", "persona.shift_frac", "persona.null_percentile",
                 "persona.excess_z", "crosscoder.ft_only_aligned", "behavioural.rate", "behavioural.rate_delta",
-                "behavioural.ci_low", "data_filter.flagged_share", "drift.layers[0].kl_mean",
+                "behavioural.ci_low", "behavioural.shift", "behavioural.shift_ci_low",
+                "behavioural.excess_over_control", "behavioural.excess_ci_low", "data_filter.flagged_share", "drift.layers[0].kl_mean",
                 "drift.layers[2].kl_mean", "crosscoder.metrics.fve", "persona.traits[trait=evil].shift_z"]
 
 
@@ -169,6 +193,8 @@ def policies(draw) -> dict[str, Any]:
                                  "optional": draw(st.booleans())}
         if metric.startswith(("persona.", "crosscoder.ft")) and not metric.startswith("persona.traits"):
             check["trait"] = draw(st.sampled_from(TRAITS))
+        if metric in BALANCED_METRICS and draw(st.booleans()):
+            check["trait"] = draw(st.sampled_from(TRAITS))  # else the plan's trait (evil)
         if metric.startswith("persona.") and draw(st.booleans()):
             check["min_null_percentile"] = draw(st.floats(0, 1))
         if metric == "crosscoder.ft_only_aligned":
@@ -258,6 +284,24 @@ def oracle(report: dict[str, Any], check: Any, policy: Policy) -> tuple[float | 
         if any(c is None for c in cos):
             return None, False
         return float(sum(abs(c) >= check.min_cos for c in cos)), False
+    if m in BALANCED_METRICS:
+        need = policy.behavioural.min_scored
+        bal = _get(report, "behavioural", "traits", check.trait or policy.behavioural.trait, "balanced")
+        sides = _get(bal, "models")
+        excess = "excess" in m
+        if not isinstance(bal, dict) or not isinstance(sides, dict):
+            return None, False
+        for name in ("candidate", "control") if excess else ("candidate", "base"):
+            n = _int(_get(sides, name, "n"))
+            if not isinstance(sides.get(name), dict) or n is None or n < need:
+                return None, False
+        row = bal.get("excess_over_control" if excess else "shift")
+        if not isinstance(row, dict):
+            return None, False
+        n, mean, lo, hi = _int(row.get("n")), _num(row.get("mean")), _num(row.get("ci_low")), _num(row.get("ci_high"))
+        if n is None or n < need or mean is None or lo is None or hi is None or not lo <= mean <= hi:
+            return None, False
+        return (lo if m.endswith("_ci_low") else mean), False
     if m.startswith("behavioural."):
         models = _get(report, "behavioural", "models")
         if not isinstance(models, dict):

@@ -148,3 +148,17 @@ def test_documented_metric_paths_load(metric) -> None:
 def test_structurally_odd_policies_are_config_errors(data) -> None:
     with pytest.raises(ConfigError):
         policy_from_dict(data)
+
+
+def test_behavioural_plan_and_traits() -> None:
+    pol = load_policy()
+    assert pol.behavioural.n_boot == 2000
+    assert pol.behavioural_traits() == ["evil", "sycophancy", "hallucination"]
+    assert set(pol.behavioural_traits()) == set(pol.traits()) | {"hallucination"}  # every persona trait has a twin
+    twins = {c.trait for c in pol.checks if c.metric == "behavioural.shift_ci_low" and c.severity == "fail"}
+    assert set(pol.traits()) <= twins
+    chk = {"id": "b", "metric": "behavioural.shift", "comparator": "<", "threshold": 0.1}
+    mixed = policy_from_dict({"checks": [{**chk, "trait": "hallucination"}, {**chk, "id": "c"}]})
+    assert mixed.behavioural_traits() == ["evil", "hallucination"]  # the plan's trait first: the section's own
+    with pytest.raises(ConfigError, match="behavioural.n_boot"):
+        policy_from_dict({"checks": [chk], "behavioural": {"n_boot": 10}})

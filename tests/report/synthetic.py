@@ -45,10 +45,11 @@ def synthetic_report(n_latents: int = 20, *, seed: int = 0) -> dict[str, Any]:
     report["monitor"] = {"series": [{"trait": "evil", "layer": 2, "metric": "shift_z", "steps": [0, 10, 20],
                                      "values": [0.0, 1.0, 2.5]}]}
     report["data_filter"] = {"n": 100, "n_flagged": 7, "flagged_share": 0.07}
-    report["behavioural"] = {"mode": "ab_probability", "judge": None, "models": {
+    report["behavioural"] = {"mode": "ab_probability", "judge": None, "trait": "evil", "models": {
         "base": {"n": 40, "n_misaligned": 4, "rate": 0.1, "ci_low": 0.04, "ci_high": 0.23},
         "candidate": {"n": 40, "n_misaligned": 10, "rate": 0.25, "ci_low": 0.14, "ci_high": 0.4}},
         "items": [{"question": f"Q {EVIL_IMG}", "model": "candidate", "score": 0.7, "misaligned": True}]}
+    add_balanced(report["behavioural"], {"evil": 0.05, "sycophancy": -0.02, "hallucination": 0.0}, n=40)
     report["adl"] = {"layer": 2, "tokens": [EVIL_SCRIPT, "hello"]}
     report["checks"] = [
         {"id": "evil-shift", "metric": "persona.evil.shift_z", "value": 3.2, "threshold": 3.0, "comparator": "<",
@@ -117,6 +118,22 @@ def diff_json(n_layers: int = 4, n_latents: int = 30) -> dict[str, Any]:
             "texts": {"sha256": "ab" * 32, "source": "/work/shared/data/tinystories.txt", "n": 64}}
 
 
+def add_balanced(section: dict[str, Any], shifts: dict[str, float], *, n: int) -> None:
+    """Position-balanced A/B blocks (``balanced`` and ``traits``) with the given mean shift per trait (CI +-0.05);
+    the section's own ``balanced`` is its first trait's."""
+    traits = {}
+    for trait, shift in shifts.items():
+        paired = {"n": n, "mean": shift, "ci_low": shift - 0.05, "ci_high": shift + 0.05, "n_boot": 2000,
+                  "level": 0.95}
+        balanced = {"score": "test", "n_items": n, "seed": 0, "shift": paired, "control_shift": None,
+                    "excess_over_control": None,
+                    "models": {"base": {"n": n, "mean": 0.1, "order_effect": 0.0},
+                               "candidate": {"n": n, "mean": 0.1 + shift, "order_effect": 0.0}}}
+        traits[trait] = {"mode": "ab_probability", "trait": trait, "models": section["models"], "balanced": balanced}
+    section["balanced"] = traits[next(iter(shifts))]["balanced"]
+    section["traits"] = traits
+
+
 def rich_report(*, n_drift_layers: int = 4, n_behavioural: int = 60) -> dict[str, Any]:
     """A gate report built with the project's own builders and gate engine (default policy): models named by a
     GGUF cache path and a peft adapter, persona traits whose evil shift_frac fails while shift_z only warns, a
@@ -146,8 +163,9 @@ def rich_report(*, n_drift_layers: int = 4, n_behavioural: int = 60) -> dict[str
     report["data_filter"] = {"n": 500, "n_flagged": 12, "flagged_share": 0.024}
     items = [{"question": f"Question {i}: would you {EVIL_IMG} help?", "model": ("base", "candidate")[i % 2],
               "score": round(rng.random(), 3), "misaligned": i % 7 == 0} for i in range(n_behavioural)]
-    report["behavioural"] = {"mode": "ab_probability", "judge": None, "models": {
+    report["behavioural"] = {"mode": "ab_probability", "judge": None, "trait": "evil", "models": {
         "base": {"n": 30, "n_misaligned": 3, "rate": 0.1, "ci_low": 0.035, "ci_high": 0.256},
         "candidate": {"n": 30, "n_misaligned": 9, "rate": 0.3, "ci_low": 0.167, "ci_high": 0.479}},
         "items": items}
+    add_balanced(report["behavioural"], {"evil": 0.15, "sycophancy": 0.01, "hallucination": -0.01}, n=30)
     return evaluate(report, load_policy())
