@@ -14,7 +14,7 @@ barrier follows every snapshot. ``state_dict`` holds the done steps only, so res
 with no duplicate and no missing snapshot (stores of steps the checkpoint does not know about are retaken).
 
 Use ``ActivationSnapshot`` (``lightning.pytorch``) from :mod:`difflib_models.callbacks`, or the
-``pytorch_lightning`` twin from :mod:`difflib_models.callbacks.pl`.
+``pytorch_lightning`` twin from :mod:`difflib_models.callbacks.pytorch_lightning`.
 """
 
 from __future__ import annotations
@@ -350,6 +350,10 @@ class ProbeTokenizer:
 
 
 def __getattr__(name: str) -> Any:
+    """``ActivationSnapshot`` (the ``lightning.pytorch`` class of :mod:`difflib_models.callbacks.lightning`), kept importable from
+    this module; Lightning is imported on first use."""
     if name == "ActivationSnapshot":
-        return _core.callback_class(ActivationSnapshotCore, "lightning.pytorch", __name__, name)
+        from difflib_models.callbacks.lightning import ActivationSnapshot
+
+        return ActivationSnapshot
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

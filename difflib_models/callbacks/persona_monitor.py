@@ -493,6 +493,10 @@ class PersonaMonitorCore:
 
 
 def __getattr__(name: str) -> Any:
+    """``PersonaMonitor`` (the ``lightning.pytorch`` class of :mod:`difflib_models.callbacks.lightning`), kept importable from
+    this module; Lightning is imported on first use."""
     if name == "PersonaMonitor":
-        return _core.callback_class(PersonaMonitorCore, "lightning.pytorch", __name__, name)
+        from difflib_models.callbacks.lightning import PersonaMonitor
+
+        return PersonaMonitor
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
