@@ -18,7 +18,7 @@ LAZY_PACKAGES = ["difflib_models", "difflib_models.callbacks", "difflib_models.c
 EXPECTED = {
     "ActivationSnapshot": {"prompts", "layers", "every_n_steps", "out_dir", "tokenizer", "hook_override"},
     "PersonaMonitor": {"vectors", "traits", "every_n_steps", "fail_z", "stop_on_fail"},
-    "load_model": {"spec", "adapter", "dtype", "device"},
+    "load_model": {"spec", "adapter", "tokenizer", "dtype", "device", "device_map"},
 }
 
 
