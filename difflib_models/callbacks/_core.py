@@ -173,10 +173,9 @@ def run_dir(trainer: Any, out_dir: str | Path | None, name: str) -> Path:
     return root / RUN_SUBDIR / name
 
 
-def mlflow_loggers(trainer: Any) -> list[Any]:
-    """The MLFlowLogger instances attached to the trainer (either namespace)."""
-    out = []
-    for lg in getattr(trainer, "loggers", None) or []:
-        if type(lg).__name__ == "MLFlowLogger":
-            out.append(lg)
-    return out
+def artifact_loggers(trainer: Any) -> list[Any]:
+    """The trainer's loggers that can store files: MLflow, W&B, TensorBoard or any with a ``log_dir``
+    (:func:`difflib_models.integrations.loggers.artifact_loggers`)."""
+    from difflib_models.integrations.loggers import artifact_loggers as _artifact_loggers
+
+    return _artifact_loggers(trainer)

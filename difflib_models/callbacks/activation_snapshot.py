@@ -269,19 +269,19 @@ class ActivationSnapshotCore:
         return atomic_write_json(self.run_dir / INDEX_FILE, self.index())
 
     def _log_to_mlflow(self, trainer: Any) -> None:
-        loggers = _core.mlflow_loggers(trainer)
+        loggers = _core.artifact_loggers(trainer)
         if not loggers or not self._done:
             return
-        from difflib_models.integrations import mlflow as mlf
+        from difflib_models.integrations import loggers as tracking
 
         steps = self.done_steps
         note = (f"**Activation snapshots**: {len(steps)} stores at steps {', '.join(map(str, steps))}; "
                 f"layers {self.layers}, {len(self.texts)} probe prompts. Run dir: `{self.run_dir}`.")
         for lg in loggers:
-            mlf.log_artifact(lg, self.run_dir / INDEX_FILE, artifact_path="difflib_models/snapshots")
-            mlf.set_tags(lg, {"difflib_models.snapshots.dir": str(self.run_dir),
-                              "difflib_models.snapshots.steps": ",".join(map(str, steps))})
-            mlf.append_run_note(lg, "activation_snapshot", note)
+            tracking.log_artifact(lg, self.run_dir / INDEX_FILE, artifact_path="difflib_models/snapshots")
+            tracking.set_tags(lg, {"difflib.snapshots.dir": str(self.run_dir),
+                              "difflib.snapshots.steps": ",".join(map(str, steps))})
+            tracking.append_run_note(lg, "activation_snapshot", note)
 
 
 def _load_records(prompts: str | list[str]) -> list[Any]:

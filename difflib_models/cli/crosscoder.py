@@ -98,7 +98,7 @@ def train_command(
     if mlflow_uri:  # artifacts of a sqlite store's new experiment go to OUT/mlartifacts, not ./mlruns in the cwd
         from difflib_models.integrations.mlflow import mlflow_logger
 
-        logger = mlflow_logger(out, experiment_name="difflib-models-crosscoder", tracking_uri=mlflow_uri)
+        logger = mlflow_logger(out, command="crosscoder", tracking_uri=mlflow_uri)
     cc = train_crosscoder(source, config, out, logger=logger, resume=resume)
     metrics = evaluate(cc, source)
     metrics.pop("fire_counts")
