@@ -13,8 +13,9 @@ from pathlib import Path
 import jedi
 
 ROOT = Path(__file__).resolve().parents[1]
-LAZY_PACKAGES = ["difflib_models", "difflib_models.callbacks", "difflib_models.crosscoder", "difflib_models.diffing",
-                 "difflib_models.models", "difflib_models.persona"]
+LAZY_PACKAGES = ["difflib_models", "difflib_models.callbacks", "difflib_models.crosscoder", "difflib_models.demo",
+                 "difflib_models.diffing", "difflib_models.integrations", "difflib_models.models",
+                 "difflib_models.persona", "difflib_models.training"]
 EXPECTED = {
     "ActivationSnapshot": {"prompts", "layers", "every_n_steps", "out_dir", "tokenizer", "hook_override"},
     "PersonaMonitor": {"vectors", "traits", "every_n_steps", "fail_z", "stop_on_fail"},
@@ -88,3 +89,16 @@ def test_every_lazy_name_is_in_all_and_statically_imported() -> None:
         assert lazy <= _type_checking_names(module), (module, sorted(lazy - _type_checking_names(module)))
         for name in mod.__all__:  # each resolves to an object defined where the static import says
             assert getattr(mod, name) is not None
+
+
+def test_every_library_package_lists_its_public_names() -> None:
+    import pkgutil
+
+    import difflib_models
+
+    packages = [m.name for m in pkgutil.walk_packages(difflib_models.__path__, "difflib_models.") if m.ispkg]
+    assert set(LAZY_PACKAGES) - {"difflib_models"} <= set(packages)
+    for name in packages:
+        if name == "difflib_models.cli":  # the command line: no Python API
+            continue
+        assert isinstance(importlib.import_module(name).__all__, list), name
