@@ -15,7 +15,7 @@ import jedi
 ROOT = Path(__file__).resolve().parents[1]
 LAZY_PACKAGES = ["difflib_models", "difflib_models.callbacks", "difflib_models.crosscoder", "difflib_models.demo",
                  "difflib_models.diffing", "difflib_models.integrations", "difflib_models.models",
-                 "difflib_models.persona", "difflib_models.training"]
+                 "difflib_models.persona", "difflib_models.report", "difflib_models.training"]
 EXPECTED = {
     "ActivationSnapshot": {"prompts", "layers", "every_n_steps", "out_dir", "tokenizer", "hook_override"},
     "PersonaMonitor": {"vectors", "traits", "every_n_steps", "fail_z", "stop_on_fail"},
