@@ -1,9 +1,9 @@
 """Namespace-free plumbing shared by the Lightning callbacks.
 
 ``import pytorch_lightning`` and ``import lightning.pytorch`` are two copies of the same code with distinct classes,
-so the callback logic is written once in plain classes (``*Core``) that only duck-type the trainer, and thin
-subclasses of each namespace's ``Callback`` are built on demand by :func:`callback_class`. Nothing here imports
-Lightning at module import time.
+so the callback logic is written once in plain classes (``*Core``) that only duck-type the trainer, and each
+namespace has its ordinary subclasses (:mod:`.lightning`, :mod:`.pytorch_lightning`). Nothing here imports Lightning
+at module import time.
 
 Distributed rules followed by every callback:
 
@@ -15,7 +15,6 @@ Distributed rules followed by every callback:
 from __future__ import annotations
 
 import contextlib
-import functools
 import importlib
 import logging
 from collections.abc import Sequence
@@ -38,14 +37,6 @@ def lightning_module(namespace: str) -> Any:
         raise ConfigError(bad_value("namespace", namespace, NAMESPACES))
     return importlib.import_module(namespace)
 
-
-@functools.cache
-def callback_class(core: type, namespace: str, module: str, name: str) -> type:
-    """A subclass of ``core`` and of ``namespace``'s ``Callback``, importable as ``module.name`` (for pickling under
-    ``ddp_spawn`` and for LightningCLI ``class_path``)."""
-    base = lightning_module(namespace).callbacks.Callback
-    cls = type(name, (core, base), {"__module__": module, "__qualname__": name, "__doc__": core.__doc__})
-    return cls
 
 
 def generate_state_key(obj: Any, **kwargs: Any) -> str:
@@ -182,10 +173,9 @@ def run_dir(trainer: Any, out_dir: str | Path | None, name: str) -> Path:
     return root / RUN_SUBDIR / name
 
 
-def mlflow_loggers(trainer: Any) -> list[Any]:
-    """The MLFlowLogger instances attached to the trainer (either namespace)."""
-    out = []
-    for lg in getattr(trainer, "loggers", None) or []:
-        if type(lg).__name__ == "MLFlowLogger":
-            out.append(lg)
-    return out
+def artifact_loggers(trainer: Any) -> list[Any]:
+    """The trainer's loggers that can store files: MLflow, W&B, TensorBoard or any with a ``log_dir``
+    (:func:`difflib_models.integrations.loggers.artifact_loggers`)."""
+    from difflib_models.integrations.loggers import artifact_loggers as _artifact_loggers
+
+    return _artifact_loggers(trainer)

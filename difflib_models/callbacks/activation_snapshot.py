@@ -14,7 +14,7 @@ barrier follows every snapshot. ``state_dict`` holds the done steps only, so res
 with no duplicate and no missing snapshot (stores of steps the checkpoint does not know about are retaken).
 
 Use ``ActivationSnapshot`` (``lightning.pytorch``) from :mod:`difflib_models.callbacks`, or the
-``pytorch_lightning`` twin from :mod:`difflib_models.callbacks.pl`.
+``pytorch_lightning`` twin from :mod:`difflib_models.callbacks.pytorch_lightning`.
 """
 
 from __future__ import annotations
@@ -269,19 +269,19 @@ class ActivationSnapshotCore:
         return atomic_write_json(self.run_dir / INDEX_FILE, self.index())
 
     def _log_to_mlflow(self, trainer: Any) -> None:
-        loggers = _core.mlflow_loggers(trainer)
+        loggers = _core.artifact_loggers(trainer)
         if not loggers or not self._done:
             return
-        from difflib_models.integrations import mlflow as mlf
+        from difflib_models.integrations import loggers as tracking
 
         steps = self.done_steps
         note = (f"**Activation snapshots**: {len(steps)} stores at steps {', '.join(map(str, steps))}; "
                 f"layers {self.layers}, {len(self.texts)} probe prompts. Run dir: `{self.run_dir}`.")
         for lg in loggers:
-            mlf.log_artifact(lg, self.run_dir / INDEX_FILE, artifact_path="difflib_models/snapshots")
-            mlf.set_tags(lg, {"difflib_models.snapshots.dir": str(self.run_dir),
-                              "difflib_models.snapshots.steps": ",".join(map(str, steps))})
-            mlf.append_run_note(lg, "activation_snapshot", note)
+            tracking.log_artifact(lg, self.run_dir / INDEX_FILE, artifact_path="difflib_models/snapshots")
+            tracking.set_tags(lg, {"difflib.snapshots.dir": str(self.run_dir),
+                              "difflib.snapshots.steps": ",".join(map(str, steps))})
+            tracking.append_run_note(lg, "activation_snapshot", note)
 
 
 def _load_records(prompts: str | list[str]) -> list[Any]:
@@ -350,6 +350,10 @@ class ProbeTokenizer:
 
 
 def __getattr__(name: str) -> Any:
+    """``ActivationSnapshot`` (the ``lightning.pytorch`` class of :mod:`difflib_models.callbacks.lightning`), kept importable from
+    this module; Lightning is imported on first use."""
     if name == "ActivationSnapshot":
-        return _core.callback_class(ActivationSnapshotCore, "lightning.pytorch", __name__, name)
+        from difflib_models.callbacks.lightning import ActivationSnapshot
+
+        return ActivationSnapshot
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -217,6 +217,10 @@ def _read_flags(path: Path) -> list[bool]:
 
 
 def __getattr__(name: str) -> Any:
+    """``DataFilterCallback`` (the ``lightning.pytorch`` class of :mod:`difflib_models.callbacks.lightning`), kept importable from
+    this module; Lightning is imported on first use."""
     if name == "DataFilterCallback":
-        return _core.callback_class(DataFilterCore, "lightning.pytorch", __name__, name)
+        from difflib_models.callbacks.lightning import DataFilterCallback
+
+        return DataFilterCallback
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -466,10 +466,10 @@ class PersonaMonitorCore:
         return series_plot(self.summary(), self.run_dir / PLOT_FILE)
 
     def _log_to_mlflow(self, trainer: Any) -> None:
-        loggers = _core.mlflow_loggers(trainer)
+        loggers = _core.artifact_loggers(trainer)
         if not loggers:
             return
-        from difflib_models.integrations import mlflow as mlf
+        from difflib_models.integrations import loggers as tracking
 
         s = self.summary()
         lines = [f"**Persona monitor** ({s['status']}; thresholds uncalibrated): every {self.every_n_steps} steps."]
@@ -480,19 +480,23 @@ class PersonaMonitorCore:
                          f"{mon.first_fail_step}")
         if self.stopped_at_step is not None:
             lines.append(f"- training stopped at step {self.stopped_at_step} (stop_on_fail)")
-        tags = {"difflib_models.persona.status": s["status"],
-                "difflib_models.persona.traits": ",".join(self.monitors)}
+        tags = {"difflib.persona.status": s["status"],
+                "difflib.persona.traits": ",".join(self.monitors)}
         for tid, mon in self.monitors.items():
             if mon.first_fail_step is not None:
-                tags[f"difflib_models.persona.{tid}.first_fail_step"] = mon.first_fail_step
+                tags[f"difflib.persona.{tid}.first_fail_step"] = mon.first_fail_step
         for lg in loggers:
-            mlf.log_artifact(lg, self.run_dir / SERIES_FILE, artifact_path="difflib_models/persona_monitor")
-            mlf.log_artifact(lg, self.run_dir / PLOT_FILE, artifact_path="difflib_models/persona_monitor")
-            mlf.set_tags(lg, tags)
-            mlf.append_run_note(lg, "persona_monitor", "\n".join(lines))
+            tracking.log_artifact(lg, self.run_dir / SERIES_FILE, artifact_path="difflib_models/persona_monitor")
+            tracking.log_artifact(lg, self.run_dir / PLOT_FILE, artifact_path="difflib_models/persona_monitor")
+            tracking.set_tags(lg, tags)
+            tracking.append_run_note(lg, "persona_monitor", "\n".join(lines))
 
 
 def __getattr__(name: str) -> Any:
+    """``PersonaMonitor`` (the ``lightning.pytorch`` class of :mod:`difflib_models.callbacks.lightning`), kept importable from
+    this module; Lightning is imported on first use."""
     if name == "PersonaMonitor":
-        return _core.callback_class(PersonaMonitorCore, "lightning.pytorch", __name__, name)
+        from difflib_models.callbacks.lightning import PersonaMonitor
+
+        return PersonaMonitor
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

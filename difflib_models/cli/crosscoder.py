@@ -96,7 +96,7 @@ def train_command(
     seed: int = typer.Option(0, "--seed"),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from checkpoints/last.ckpt."),
     mlflow_uri: str | None = typer.Option(None, "--mlflow-uri", help="Log to this MLflow tracking URI."),
-    mlflow_experiment: str = typer.Option("difflib-models-crosscoder", "--mlflow-experiment",
+    mlflow_experiment: str = typer.Option("difflib-models", "--mlflow-experiment",
                                           help="MLflow experiment name (with --mlflow-uri)."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
     mlflow_old: str | None = typer.Option(None, "--mlflow", hidden=True),
@@ -126,7 +126,7 @@ def train_command(
     if mlflow_uri:  # artifacts of a sqlite store's new experiment go to OUT/mlartifacts, not ./mlruns in the cwd
         from difflib_models.integrations.mlflow import mlflow_logger
 
-        logger = mlflow_logger(out, experiment_name=mlflow_experiment, tracking_uri=mlflow_uri)
+        logger = mlflow_logger(out, command="crosscoder", experiment_name=mlflow_experiment, tracking_uri=mlflow_uri)
     cc = train_crosscoder(source, config, out, logger=logger, resume=resume)
     metrics = evaluate(cc, source)
     metrics.pop("fire_counts")

@@ -109,7 +109,7 @@ def fine_tune(name: str, rows: list[dict[str, Any]], profile: DemoProfile, *, ve
                                   batch_size=8, max_length=64)
     monitor = PersonaMonitor(vectors=[vector_file], traits=[TRAIT], every_n_steps=profile.monitor_every,
                              out_dir=str(run_dir / "persona_monitor"), batch_size=20)
-    logger = mlflow_logger(run_dir, experiment_name="difflib-demo", run_name=f"demo-{name}",
+    logger = mlflow_logger(run_dir, command="demo", run_name=f"demo-{name}",
                            tracking_uri=tracking_uri, tags={"difflib.demo": "true", "difflib.train_set": name,
                                                             "difflib.profile": profile.name})
     trainer = L.Trainer(max_steps=profile.steps, accelerator="gpu" if device == "cuda" else "cpu", devices=1,
@@ -211,7 +211,7 @@ def gate(name: str, adapter: str, *, control_adapter: str | None, vectors: list[
                         data_filter=data_filter, monitor=monitor, batch_size=16, seed=seed,
                         command=f"difflib-models demo (gate on {name})")
     result = run_gate(config)
-    logged_run = log_report(out_dir, tracking_uri=tracking_uri, run_id=run_id, experiment="difflib-demo",
+    logged_run = log_report(out_dir, tracking_uri=tracking_uri, run_id=run_id, command="demo",
                             run_name=f"demo-{name}-gate")
     traits = {t["trait"]: t for t in (result.report.get("persona") or {}).get("traits", [])}
     keys = ("shift_z", "shift_frac", "null_percentile", "excess_z", "signal_ok")

@@ -10,6 +10,12 @@ Tracking URI: always explicit. :func:`mlflow_logger` defaults to an embedded sql
 raises and Lightning's ``MLFlowLogger()`` without a URI fails. A fresh sqlite database is created once under a
 file lock (:func:`ensure_tracking_store`), so concurrent processes can share it. For air-gapped machines set
 ``MLFLOW_DISABLE_TELEMETRY=true``. ``mlflow`` and Lightning are imported lazily.
+
+Naming: every run of the library goes to ONE experiment, ``difflib-models`` (:data:`EXPERIMENT`), with the command
+that made it in the run tag ``difflib.command`` (``train``, ``crosscoder``, ``demo``, ``gate``); every tag the library
+sets starts with ``difflib.`` (:data:`TAG_PREFIX`). Artifacts of a sqlite store live beside the database, in
+``<db dir>/mlartifacts/<experiment id>/<run id>/artifacts``: one folder per run, never inside another run's
+output folder.
 """
 
 from __future__ import annotations
@@ -29,6 +35,10 @@ from difflib_models.errors import ConfigError, bad_value
 log = logging.getLogger(__name__)
 
 NOTE_TAG = "mlflow.note.content"
+EXPERIMENT = "difflib-models"
+TAG_PREFIX = "difflib."
+COMMAND_TAG = TAG_PREFIX + "command"
+LEGACY_TAG_PREFIX = "difflib_models."  # tags written before the one prefix; read by :func:`read_tag`
 _NAMESPACES = ("lightning.pytorch", "pytorch_lightning")
 
 
@@ -45,6 +55,34 @@ def sqlite_db_path(tracking_uri: str) -> Path | None:
         return None
     path = tracking_uri[len("sqlite:///"):].split("?", 1)[0]
     return Path(path) if path and path != ":memory:" else None
+
+
+def artifact_root(tracking_uri: str) -> str | None:
+    """Where a new experiment of a sqlite store keeps its artifacts: ``<db dir>/mlartifacts`` (a file URI); None for
+    other stores (the server decides). MLflow puts each run in its own ``<experiment id>/<run id>`` folder below."""
+    db = sqlite_db_path(tracking_uri)
+    return (db.resolve().parent / "mlartifacts").as_uri() if db is not None else None
+
+
+def get_or_create_experiment(client: Any, tracking_uri: str, name: str = EXPERIMENT) -> str:
+    """The id of experiment ``name``, created (artifacts under :func:`artifact_root`) when missing; a concurrent
+    creator is tolerated."""
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return str(exp.experiment_id)
+    try:
+        return str(client.create_experiment(name, artifact_location=artifact_root(tracking_uri)))
+    except Exception:  # noqa: BLE001 - another process created it first
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return str(exp.experiment_id)
+
+
+def read_tag(tags: Mapping[str, str], key: str) -> str | None:
+    """Tag ``difflib.<key>`` of a run, or its older spelling ``difflib_models.<key>``."""
+    key = key.removeprefix(TAG_PREFIX)
+    return tags.get(TAG_PREFIX + key, tags.get(LEGACY_TAG_PREFIX + key))
 
 
 _READY: set[str] = set()
@@ -108,14 +146,17 @@ def open_tracking_client(tracking_uri: str) -> Any:
 def mlflow_logger(
     run_dir: str | os.PathLike[str],
     *,
-    experiment_name: str = "difflib_models",
+    command: str = "train",
+    experiment_name: str = EXPERIMENT,
     run_name: str | None = None,
     tracking_uri: str | None = None,
     tags: Mapping[str, str] | None = None,
     namespace: str = "lightning.pytorch",
 ) -> Any:
-    """A Lightning ``MLFlowLogger`` with an explicit tracking URI (default: embedded sqlite in ``run_dir``) and
-    artifacts stored under ``<run_dir>/mlartifacts`` (never in the current directory)."""
+    """A Lightning ``MLFlowLogger`` with an explicit tracking URI (default: embedded sqlite in ``run_dir``), in the
+    one experiment ``difflib-models`` with the run tag ``difflib.command = command``. On a sqlite store a new
+    experiment keeps its artifacts beside the database (:func:`artifact_root`; never in the current directory), one
+    folder per run."""
     if namespace not in _NAMESPACES:
         raise ConfigError(bad_value("namespace", namespace, _NAMESPACES))
     import importlib
@@ -123,13 +164,12 @@ def mlflow_logger(
     loggers = importlib.import_module(f"{namespace}.loggers")
     uri = tracking_uri or default_tracking_uri(run_dir)
     ensure_tracking_store(uri)
-    artifact_dir = Path(run_dir).resolve() / "mlartifacts"
     return loggers.MLFlowLogger(
         experiment_name=experiment_name,
         run_name=run_name,
         tracking_uri=uri,
-        tags=dict(tags) if tags else None,
-        artifact_location=artifact_dir.as_uri() if uri.startswith("sqlite") else None,
+        tags={COMMAND_TAG: command, **(dict(tags) if tags else {})},
+        artifact_location=artifact_root(uri),
     )
 
 

@@ -77,26 +77,30 @@ def log_report(
     *,
     tracking_uri: str | None = None,
     run_id: str | None = None,
-    experiment: str = "difflib-models",
+    experiment: str | None = None,
     run_name: str | None = None,
+    command: str = "gate",
     extra_files: Iterable[str | Path] = (),
     artifact_path: str = "difflib_report",
     prefix: str = "difflib",
 ) -> str:
-    """Log a written report directory to MLflow; returns the run id (a new run unless ``run_id`` is given)."""
+    """Log a written report directory to MLflow; returns the run id (a new run unless ``run_id`` is given).
+
+    A new run goes to the one experiment ``difflib-models`` (or ``experiment``) with the tag
+    ``difflib.command = command``; on a sqlite store its artifacts live beside the database, one folder per run."""
     report_dir = Path(report_dir)
     report = load_report(report_dir)
     uri = tracking_uri or default_uri(report_dir)
     client = _client(uri)
     own_run = run_id is None
     if own_run:
-        exp = client.get_experiment_by_name(experiment)
-        # artifacts of a new experiment on a sqlite store go inside the report dir (MLflow's default is ./mlruns
-        # in the current directory, outside --out)
-        where = (report_dir.resolve() / "mlartifacts").as_uri() if uri.startswith("sqlite") else None
-        exp_id = exp.experiment_id if exp is not None else client.create_experiment(experiment,
-                                                                                    artifact_location=where)
-        run_id = client.create_run(exp_id, run_name=run_name or f"gate-{report.get('verdict')}").info.run_id
+        from difflib_models.integrations.mlflow import COMMAND_TAG, EXPERIMENT, get_or_create_experiment
+
+        # artifacts of a new experiment on a sqlite store go beside the database (MLflow's default is ./mlruns in
+        # the current directory)
+        exp_id = get_or_create_experiment(client, uri, experiment or EXPERIMENT)
+        run_id = client.create_run(exp_id, run_name=run_name or f"{command}-{report.get('verdict')}",
+                                   tags={COMMAND_TAG: command}).info.run_id
     try:
         for key in ("json", "html", "md", "junit"):
             path = report_dir / FILENAMES[key]

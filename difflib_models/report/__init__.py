@@ -6,23 +6,21 @@ Public API: :func:`new_report`, :func:`write_report`, :func:`load_report`, :func
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from difflib_models._lazy import lazy_exports
 from difflib_models.report.builder import load_report, new_report, rerender, write_report
 from difflib_models.report.schema import SCHEMA_VERSION, validate_report
 
-__all__ = ["SCHEMA_VERSION", "load_report", "new_report", "rerender", "validate_report", "write_report"]
+if TYPE_CHECKING:
+    from difflib_models.report.html import render_html as render_html
+    from difflib_models.report.junit import render_junit as render_junit
+    from difflib_models.report.markdown import render_markdown as render_markdown
 
+# the renderers import matplotlib/jinja2: loaded on first use
+_LAZY: dict[str, str] = {"render_html": "html", "render_markdown": "markdown", "render_junit": "junit"}
 
-def __getattr__(name: str):  # renderers import matplotlib/jinja2: load them on first use
-    if name == "render_html":
-        from difflib_models.report.html import render_html
+__all__ = ["SCHEMA_VERSION", "load_report", "new_report", "render_html", "render_junit", "render_markdown", "rerender",
+           "validate_report", "write_report"]
 
-        return render_html
-    if name == "render_markdown":
-        from difflib_models.report.markdown import render_markdown
-
-        return render_markdown
-    if name == "render_junit":
-        from difflib_models.report.junit import render_junit
-
-        return render_junit
-    raise AttributeError(f"module 'difflib_models.report' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals(), __all__)

@@ -85,8 +85,9 @@ def test_train_logs_to_mlflow_sqlite(tmp_path, acts_file, monkeypatch):
                  "--steps", "40", "--batch-size", "256", "--lr", "3e-3", "--mlflow", uri]) == 0
     summary = json.loads((out / "train_summary.json").read_text())
     client = MlflowClient(tracking_uri=uri)
-    exp = client.get_experiment_by_name("difflib-models-crosscoder")
+    exp = client.get_experiment_by_name("difflib-models")
     (run,) = client.search_runs([exp.experiment_id])
+    assert run.data.tags["difflib.command"] == "crosscoder"
     assert run.data.params["dict_size"] == "64" and run.data.params["activation"] == "batchtopk"
     assert run.data.metrics["eval/fve"] == pytest.approx(summary["metrics"]["fve"])
     fve_steps = client.get_metric_history(run.info.run_id, "train/fve")

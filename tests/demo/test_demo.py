@@ -67,11 +67,19 @@ def test_quick_demo_verdicts_outputs_mlflow_and_rerun(smollm2_dir: Path, tmp_pat
         assert Path(run["train"]["adapter"], "adapter_config.json").is_file()
 
     client = MlflowClient(tracking_uri=uri)
-    exp = client.get_experiment_by_name("difflib-demo")
+    exp = client.get_experiment_by_name("difflib-models")
     assert exp is not None
+    artifact_dirs = []
     for run in (inducing, control):
         mlrun = client.get_run(run["train"]["run_id"])
         assert mlrun.data.tags["difflib.verdict"] == run["gate"]["verdict"]
+        assert mlrun.data.tags["difflib.command"] == "demo"
+        artifact_dirs.append(Path(mlrun.info.artifact_uri.removeprefix("file://")))
+    # each run's artifacts in its own folder beside mlflow.db, neither inside the other run's output folder
+    assert artifact_dirs[0] != artifact_dirs[1]
+    for d in artifact_dirs:
+        assert d.is_relative_to((tmp_path / "mlartifacts").resolve()), d
+        assert (d / "difflib_models" / "persona_monitor").is_dir()
         assert "train_loss" in mlrun.data.metrics
         assert any(k.startswith("persona/sycophancy/") for k in mlrun.data.metrics)
     assert len(client.search_runs([exp.experiment_id])) == 2

@@ -42,7 +42,8 @@ def _check_run(logger, tmp_path: Path) -> None:
     history = client.get_metric_history(logger.run_id, "train_loss")
     assert [m.step for m in history] == [0, 1, 2, 3]  # one value per optimizer step, through Lightning
     tags = run.data.tags
-    assert tags["difflib_models.snapshots.steps"] == "0,2,4"
+    assert tags["difflib.snapshots.steps"] == "0,2,4" and tags["difflib.command"] == "train"
+    assert not [k for k in tags if k.startswith("difflib_models.")]  # one tag prefix: difflib.
     assert "Activation snapshots" in tags["mlflow.note.content"] and "0, 2, 4" in tags["mlflow.note.content"]
     arts = [a.path for a in client.list_artifacts(logger.run_id, "difflib_models/snapshots")]
     assert arts == ["difflib_models/snapshots/index.json"]
@@ -162,3 +163,32 @@ def test_two_processes_open_a_fresh_sqlite_store(tmp_path: Path) -> None:
         names = {e.name for e in MlflowClient(tracking_uri=f"sqlite:///{db}").search_experiments()}
         assert {f"t{trial}-p0", f"t{trial}-p1"} <= names
         assert (db.parent / "mlflow.db.lock").exists()
+
+
+def test_one_experiment_command_tag_and_a_folder_per_run(tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    from difflib_models.integrations.mlflow import EXPERIMENT, log_artifact, mlflow_logger, read_tag, set_tags
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    (tmp_path / "f.txt").write_text("x")
+    first = mlflow_logger(tmp_path / "inducing", tracking_uri=uri, command="demo")
+    second = mlflow_logger(tmp_path / "neutral", tracking_uri=uri, command="crosscoder", tags={"difflib.extra": "1"})
+    for lg in (first, second):
+        log_artifact(lg, tmp_path / "f.txt", "out")
+    client = MlflowClient(tracking_uri=uri)
+    assert {e.name for e in client.search_experiments()} - {"Default"} == {EXPERIMENT} == {"difflib-models"}
+    runs = [client.get_run(lg.run_id) for lg in (first, second)]
+    assert [r.data.tags["difflib.command"] for r in runs] == ["demo", "crosscoder"]
+    assert runs[1].data.tags["difflib.extra"] == "1"
+    dirs = [Path(r.info.artifact_uri.removeprefix("file://")) for r in runs]
+    assert dirs[0] != dirs[1]
+    for d in dirs:  # beside the database, one folder per run; never inside the first run's output folder
+        assert d.is_relative_to((tmp_path / "mlartifacts").resolve())
+        assert not d.is_relative_to((tmp_path / "inducing").resolve())
+        assert (d / "out" / "f.txt").read_text() == "x"
+    set_tags(first, {"difflib_models.snapshots.steps": "0,2"})  # a run tagged before the one prefix
+    set_tags(second, {"difflib.snapshots.steps": "0,4"})
+    assert read_tag(client.get_run(first.run_id).data.tags, "snapshots.steps") == "0,2"
+    assert read_tag(client.get_run(second.run_id).data.tags, "difflib.snapshots.steps") == "0,4"
+

@@ -162,3 +162,91 @@ def test_refresh_identity_rehashes_adapter_only_when_base_frozen(tinystories_656
     after = adapted.refresh_identity()
     assert after.weight_hash == before.weight_hash
     assert after.adapter_hash != before.adapter_hash
+
+
+def test_load_model_accepts_model_objects(tinystories_656k: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from_dir = load_model(tinystories_656k)
+    model = AutoModelForCausalLM.from_pretrained(tinystories_656k)
+    tok = AutoTokenizer.from_pretrained(tinystories_656k)
+    loaded = load_model(model, tokenizer=tok, name="mine")
+    assert loaded.model is model and loaded.tokenizer is tok
+    assert loaded.identity.source == "in_memory" and loaded.identity.name == "mine"
+    assert loaded.identity.weight_hash == from_dir.identity.weight_hash
+    # no tokenizer: the one named by the model's config (_name_or_path) is loaded
+    auto = load_model(model)
+    assert auto.tokenizer("a cat")["input_ids"] == tok("a cat")["input_ids"]
+
+
+def test_load_model_object_errors_are_config_errors(tinystories_656k: Path) -> None:
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    bare = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(tinystories_656k))
+    bare.config._name_or_path = ""
+    with pytest.raises(ConfigError, match="tokenizer"):
+        load_model(bare)
+    with pytest.raises(ConfigError, match="model object"):
+        load_model(42)  # type: ignore[arg-type]
+
+
+def test_load_model_accepts_a_peft_model_object(tinystories_656k: Path) -> None:
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    plain = load_model(tinystories_656k)
+    peft_model = get_peft_model(AutoModelForCausalLM.from_pretrained(tinystories_656k),
+                                LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    loaded = load_model(peft_model, tokenizer=plain.tokenizer)
+    assert loaded.is_peft and loaded.identity.adapter_hash is not None
+    assert loaded.identity.weight_hash == plain.identity.weight_hash
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, "bfloat16"])
+def test_dtype_and_device_map_pass_through(tinystories_656k: Path, dtype) -> None:
+    # device_map places the weights (from_pretrained); `device` is then ignored: without the passthrough the
+    # model would be moved to the meta device here
+    loaded = load_model(tinystories_656k, dtype=dtype, device_map="cpu", device="meta")
+    params = list(loaded.model.parameters())
+    assert params and all(p.dtype == torch.bfloat16 for p in params)
+    assert {p.device.type for p in params} == {"cpu"}
+    assert loaded.identity.weight_hash == weight_hash(loaded.model)
+    assert loaded.identity.weight_hash != load_model(tinystories_656k).identity.weight_hash
+
+
+def test_bad_dtype_is_config_error(tinystories_656k: Path) -> None:
+    with pytest.raises(ConfigError, match="dtype"):
+        load_model(tinystories_656k, dtype="float13")
+
+
+def test_weight_hash_is_cached_by_file_identity(tinystories_656k: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import shutil
+
+    from difflib_models.models import loading
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(tinystories_656k, model_dir)
+    monkeypatch.setenv("DIFFLIB_MODELS_CACHE", str(tmp_path / "cache"))
+    calls: list[int] = []
+
+    def counting(model):
+        calls.append(1)
+        return weight_hash(model)
+
+    monkeypatch.setattr(loading, "weight_hash", counting)
+    first = load_model(model_dir)
+    second = load_model(model_dir)
+    assert len(calls) == 1  # the second load reads the hash from the user cache
+    assert first.identity.weight_hash == second.identity.weight_hash == weight_hash(second.model)
+    assert (tmp_path / "cache" / loading.HASH_CACHE_FILE).is_file()
+    load_model(model_dir, dtype=torch.bfloat16)  # another dtype: other bytes, another hash
+    assert len(calls) == 2
+    weights = model_dir / "model.safetensors"
+    st = weights.stat()
+    os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))  # touched: hashed again
+    third = load_model(model_dir)
+    assert len(calls) == 3 and third.identity.weight_hash == first.identity.weight_hash
+    load_model(model_dir)
+    assert len(calls) == 3
