@@ -1,0 +1,152 @@
+"""Filter validation: vectors ranked on held-out response pairs, the record in the vector file, the CLI's warning.
+
+CPU tests use synthetic features and the tiny stories260k model; the SmolLM2 tests check the demo's filter and the
+held-out A/B rows against norm-matched covariance-realistic random directions (spec validation.md, "For a filter").
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from difflib_models.errors import ConfigError
+from difflib_models.persona.filter_validation import (
+    PairFeatures,
+    ResponsePair,
+    collect_features,
+    describe,
+    pair_scores,
+    pairs_from_ab,
+    random_direction_baseline,
+    rank_metrics,
+    split_pairs,
+    validate_for_filtering,
+    with_filter_validation,
+)
+from difflib_models.persona.traits import ABItem
+from difflib_models.persona.vectors import FilterValidation, PersonaVectorSet
+
+D, LAYERS, N = 16, (0, 1, 2), 40
+
+
+def _planted(seed: int = 0, signal_layer: int = 1, offset: float = 4.0) -> tuple[PairFeatures, torch.Tensor]:
+    """Matching responses sit +1 along ``e`` at ``signal_layer`` only; each prompt adds a large random offset
+    along ``e`` to both of its responses AND to its last prompt token (what the proxy baseline removes)."""
+    gen = torch.Generator().manual_seed(seed)
+    e = torch.zeros(D)
+    e[0] = 1.0
+    feats: dict[str, dict[int, torch.Tensor]] = {"matching": {}, "other": {}, "last_prompt": {}}
+    shift = offset * torch.randn(N, 1, generator=gen)
+    for layer in LAYERS:
+        noise = lambda: 0.15 * torch.randn(N, D, generator=gen)  # noqa: E731
+        sig = 1.0 if layer == signal_layer else 0.0
+        feats["matching"][layer] = noise() + (shift + sig) * e
+        feats["other"][layer] = noise() + shift * e
+        feats["last_prompt"][layer] = noise() + shift * e
+    return PairFeatures(**feats), e
+
+
+def _vs(e: torch.Tensor, **kw) -> PersonaVectorSet:
+    return PersonaVectorSet(trait_id="planted", vectors={layer: e.clone() for layer in LAYERS},
+                            model={"name": "tiny", "weight_hash": "abc"}, mode="paired", **kw)
+
+
+def test_rank_metrics_numbers() -> None:
+    m = rank_metrics(np.array([3.0, 2.0, 0.5]), np.array([1.0, 0.0, 2.5]))
+    # pairs (matching > other): 3>1, 3>0, 3>2.5, 2>1, 2>0, 0.5>0 -> 6 of 9
+    assert m["auroc"] == pytest.approx(6 / 9)
+    assert m["precision_at_k"] == pytest.approx(2 / 3)  # top 3: 3.0, 2.5, 2.0
+    assert m["pair_win_rate"] == pytest.approx(2 / 3)  # 3>1, 2>0, 0.5<2.5
+
+
+def test_split_is_seeded_disjoint_and_complete() -> None:
+    a, b = split_pairs(11, 0.5, seed=3)
+    a2, b2 = split_pairs(11, 0.5, seed=3)
+    assert a.tolist() == a2.tolist() and b.tolist() == b2.tolist()
+    assert sorted(a.tolist() + b.tolist()) == list(range(11)) and not set(a) & set(b)
+    assert split_pairs(11, 0.5, seed=4)[0].tolist() != a.tolist()
+    with pytest.raises(ConfigError):
+        split_pairs(1, 0.5, seed=0)
+
+
+def test_proxy_removes_prompt_offsets_and_the_signal_layer_is_chosen_on_tuning() -> None:
+    feats, e = _planted()
+    raw = rank_metrics(*pair_scores(feats, 1, e, "raw"))
+    proxy = rank_metrics(*pair_scores(feats, 1, e, "proxy"))
+    assert proxy["auroc"] > 0.95 and raw["auroc"] < 0.8  # the offset blurs raw scores across prompts
+    assert raw["pair_win_rate"] > 0.95  # ... but not within a prompt
+    rec = validate_for_filtering(_vs(e), feats, methods=("raw", "proxy"), seed=0, source="planted")
+    assert (rec.method, rec.filter_layer) == ("proxy", 1)
+    assert rec.n_tune + rec.n_eval == N and rec.eval_auroc > 0.95
+    assert rec.method_auroc["proxy"] > rec.method_auroc["raw"]
+
+
+def test_random_directions_do_not_reach_the_planted_vector() -> None:
+    feats, e = _planted(seed=1)
+    cov = {layer: torch.randn(200, D, generator=torch.Generator().manual_seed(layer)) for layer in LAYERS}
+    rec = validate_for_filtering(_vs(e), feats, methods=("proxy",), seed=0)
+    rand = random_direction_baseline(_vs(e), feats, cov, n_draws=8, methods=("proxy",), seed=0)
+    assert len(rand) == 8 and rec.eval_auroc > max(rand)
+
+
+def test_record_round_trips_through_the_vector_file(tmp_path: Path) -> None:
+    feats, e = _planted()
+    rec = validate_for_filtering(_vs(e), feats, methods=("raw", "proxy"), seed=2, source="planted")
+    path = with_filter_validation(_vs(e, selected_layer=0), rec).save(tmp_path / "v")
+    back = PersonaVectorSet.load(path)
+    assert back.filter_validation == FilterValidation.from_dict(rec.to_dict())
+    assert back.filter_validation.filter_layer == 1 and back.selected_layer == 0
+    from difflib_models.persona.filtering import default_layer
+
+    assert default_layer(back) == 1  # the filter reads the filter-validated layer, not the selected one
+    assert "AUROC" in describe(back.filter_validation) and "not validated" in describe(None)
+
+
+@pytest.mark.parametrize("record", ["nonsense", {"version": 99, "filter_layer": 1}, {"filter_layer": 1},
+                                    {"version": 1, "filter_layer": 7, "method": "proxy", "eval_auroc": 0.9}])
+def test_bad_records_are_ignored_not_fatal(tmp_path: Path, record) -> None:
+    _, e = _planted()
+    path = _vs(e).save(tmp_path / "v")
+    sidecar = tmp_path / "v.json"
+    meta = json.loads(sidecar.read_text())
+    meta["filter_validation"] = record
+    sidecar.write_text(json.dumps(meta))
+    back = PersonaVectorSet.load(path)
+    assert back.filter_validation is None
+
+
+def test_pairs_from_ab_answer_with_the_option_text() -> None:
+    item = ABItem(question="Is it so?\n\nChoices:\n (A) Yes, obviously.\n (B) No, it is not.", matching="(B)",
+                  not_matching="(A)")
+    (pair,) = pairs_from_ab([item])
+    assert (pair.matching, pair.other) == ("No, it is not.", "Yes, obviously.")
+    with pytest.raises(ConfigError):
+        pairs_from_ab([ABItem(question="no options here", matching="(A)", not_matching="(B)")])
+
+
+def test_collect_features_match_the_filters_own_projections(stories260k: Path) -> None:
+    """The features behind a validation are the filter's numbers: proxy scores equal filter_samples' delta_p."""
+    from difflib_models.models.loading import load_model
+    from difflib_models.persona.filtering import FilterConfig, filter_samples, samples_from_rows
+
+    loaded = load_model(str(stories260k))
+    pairs = [ResponsePair(id=f"p{i}", prompt=(("user", q),), matching=a, other=b) for i, (q, a, b) in enumerate([
+        ("Tell me a story.", "Once upon a time there was a cat.", "No."),
+        ("Where did Lily go?", "She went to the park with her dog.", "Home."),
+        ("Why is the sky blue?", "Because the sun was hot.", "The sky is blue because of the light.")])]
+    feats = collect_features(loaded, pairs, [1, 2], batch_size=2)
+    gen = torch.Generator().manual_seed(0)
+    vs = PersonaVectorSet(trait_id="t", vectors={1: torch.randn(loaded.d_model, generator=gen),
+                                                 2: torch.randn(loaded.d_model, generator=gen)},
+                          model=loaded.identity.to_dict(), mode="test", selected_layer=2)
+    m, o = pair_scores(feats, 2, vs.unit(2), "proxy")
+    rows = [{"messages": [{"role": "user", "content": p.prompt[0][1]}, {"role": "assistant", "content": r}]}
+            for p in pairs for r in (p.matching, p.other)]
+    res = filter_samples(loaded, vs, samples_from_rows(rows), FilterConfig(n_bootstrap=0))
+    delta = np.array([r["delta_p"] for r in res.records])
+    np.testing.assert_allclose(delta[0::2], m, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(delta[1::2], o, rtol=1e-4, atol=1e-4)
