@@ -150,3 +150,121 @@ def test_collect_features_match_the_filters_own_projections(stories260k: Path) -
     delta = np.array([r["delta_p"] for r in res.records])
     np.testing.assert_allclose(delta[0::2], m, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(delta[1::2], o, rtol=1e-4, atol=1e-4)
+
+
+def test_validate_on_trait_uses_the_held_out_paired_split(stories260k: Path) -> None:
+    from difflib_models.models.loading import load_model
+    from difflib_models.persona.filter_validation import validate_on_trait
+    from difflib_models.persona.traits import load_trait
+
+    loaded = load_model(str(stories260k))
+    trait = load_trait("evil")
+    gen = torch.Generator().manual_seed(0)
+    vs = PersonaVectorSet(trait_id="evil", vectors={i: torch.randn(loaded.d_model, generator=gen) for i in (1, 3)},
+                          model=loaded.identity.to_dict(), mode="test")
+    rec = validate_on_trait(loaded, vs, trait, methods=("raw", "proxy"), seed=5)
+    assert rec is not None and rec.n_tune + rec.n_eval == len(trait.split_paired("evaluation"))
+    assert rec.filter_layer in (1, 3) and set(rec.filter_auroc) == {1, 3} and rec.seed == 5
+    assert "paired_responses/evaluation" in rec.source and 0.0 <= rec.eval_auroc <= 1.0
+
+
+def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    from difflib_models.cli.app import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    out, err = capsys.readouterr()
+    return int(exc.value.code or 0), out, err
+
+
+def test_cli_filter_prints_the_validation_warns_when_low_and_strict_refuses(
+        stories260k: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from difflib_models.models.loading import load_model
+
+    monkeypatch.setenv("DIFFLIB_MODELS_NO_PROGRESS", "1")
+    loaded = load_model(str(stories260k))
+    gen = torch.Generator().manual_seed(1)
+    vs = PersonaVectorSet(trait_id="planted", vectors={i: torch.randn(loaded.d_model, generator=gen)
+                                                       for i in range(loaded.n_layers)},
+                          model=loaded.identity.to_dict(), mode="test", selected_layer=2)
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"Tell me about the {w}."},
+                                                     {"role": "assistant", "content": f"The {w} was big."}]}) + "\n"
+                            for w in ("dog", "cat", "sun")), encoding="utf-8")
+
+    def record(auroc: float) -> FilterValidation:
+        return FilterValidation(filter_layer=3, method="proxy", filter_auroc={2: 0.6, 3: auroc}, eval_auroc=auroc,
+                                eval_precision_at_k=auroc, eval_pair_win_rate=auroc, n_tune=4, n_eval=4, seed=0,
+                                source="test")
+
+    files = {"none": vs.save(tmp_path / "none"),
+             "low": with_filter_validation(vs, record(0.55)).save(tmp_path / "low"),
+             "good": with_filter_validation(vs, record(0.95)).save(tmp_path / "good")}
+    base = ["persona", "filter", "--data", str(data), "--model", str(stories260k)]
+    for name, path in files.items():
+        code, out, err = _cli(base + ["--vectors", str(path), "--out", str(tmp_path / f"o-{name}")], capsys)
+        assert code == 0, err
+        summary = json.loads(out)
+        if name == "none":
+            assert "not validated for filtering" in err and "warning" in err and summary["layer"] == 2
+            assert summary["filter_validation"] is None
+        else:
+            assert f"AUROC {0.55 if name == 'low' else 0.95:.3f}" in err
+            assert ("warning" in err) == (name == "low")
+            # the filter reads the validated layer by default and says so
+            assert summary["layer"] == 3 and summary["filter_validation"]["validated_layer"] is True
+        strict, _, err = _cli(base + ["--vectors", str(path), "--out", str(tmp_path / f"s-{name}"), "--strict"],
+                              capsys)
+        assert strict == (0 if name == "good" else 2), err
+        assert (tmp_path / f"s-{name}" / "scores.jsonl").exists() == (name == "good")
+    code, _, err = _cli(base + ["--vectors", str(files["good"]), "--out", str(tmp_path / "o-l2"), "--layer", "2"],
+                        capsys)
+    assert code == 0 and "not the filter-validated layer 3" in err and "0.600" in err
+
+
+# ------------------------------------------------------------------------------------------------ SmolLM2
+def _paired_vector(loaded, trait_id: str):
+    """Paired (response-averaged) vector on the built-in trait's paired EXTRACTION split, every layer; the
+    within-class extraction features (covariance of the random directions) and the pos-neg orientation."""
+    from difflib_models.persona.extraction import PersonaExtractor, aggregate
+
+    ex = PersonaExtractor(mode="paired", layers="all", show_progress=False)
+    pos, neg = ex.features(loaded, trait_id, "extraction")
+    vs = PersonaVectorSet(trait_id=trait_id, vectors={k: aggregate(pos[k], neg[k]) for k in pos},
+                          model=loaded.identity.to_dict(), mode="paired", n_pos=int(pos[0].shape[0]),
+                          n_neg=int(neg[0].shape[0]))
+    cov = {k: torch.cat([pos[k] - pos[k].mean(0), neg[k] - neg[k].mean(0)]) for k in pos}
+    orient = {k: pos[k].mean(0) - neg[k].mean(0) for k in pos}
+    return vs, cov, orient
+
+
+def test_smollm2_demo_filter_ranks_inducing_rows_above_neutral_rows(smollm2, tmp_path: Path) -> None:
+    """The demo's own filter stage (steps.extract_filter_vector + score_training_sets) on the demo's 48 + 48 rows:
+    AUROC >= 0.9; a covariance-realistic random direction at the same layer through the same filter does not."""
+    from difflib_models.datasets import load_dataset
+    from difflib_models.demo import steps
+    from difflib_models.demo.config import INDUCING, NEUTRAL
+    from difflib_models.persona.filtering import FilterConfig, filter_samples, samples_from_rows
+    from difflib_models.persona.shift import covariance_null_directions
+
+    made = steps.extract_filter_vector(smollm2, tmp_path / "vectors", seed=0)
+    fv = made["filter_validation"]
+    assert fv is not None and fv["eval_auroc"] >= 0.8, fv  # validated on pairs the vector was not fitted on
+    sets = {name: load_dataset(name)[:48] for name in (INDUCING, NEUTRAL)}
+    scores = steps.score_training_sets(smollm2, made["file"], sets, tmp_path / "scores", seed=0)
+    ranking = scores["ranking"]
+    assert scores[INDUCING]["layer"] == fv["filter_layer"] and ranking["k"] == 48
+    print("demo filter", fv["method"], fv["filter_layer"], ranking)
+    assert ranking["auroc"] >= 0.9, ranking
+
+    vs = PersonaVectorSet.load(made["file"])
+    layer = fv["filter_layer"]
+    _, cov, _ = _paired_vector(smollm2, "sycophancy")
+    rand = covariance_null_directions(cov[layer], 1, norm=vs.norms[layer], seed=0)[0]
+    fake = PersonaVectorSet(trait_id="random", vectors={layer: rand}, model=vs.model, mode="random",
+                            selected_layer=layer)
+    cfg = FilterConfig(method=fv["method"], max_length=256, n_bootstrap=0)
+    d = {n: np.array([r["delta_p"] for r in filter_samples(smollm2, fake, samples_from_rows(rows), cfg).records])
+         for n, rows in sets.items()}
+    rand_auroc = rank_metrics(d[INDUCING], d[NEUTRAL])["auroc"]
+    assert max(rand_auroc, 1 - rand_auroc) < ranking["auroc"], rand_auroc
