@@ -245,7 +245,7 @@ def test_smollm2_demo_filter_ranks_inducing_rows_above_neutral_rows(smollm2, tmp
     from difflib_models.demo import steps
     from difflib_models.demo.config import INDUCING, NEUTRAL
     from difflib_models.persona.filtering import FilterConfig, filter_samples, samples_from_rows
-    from difflib_models.persona.shift import covariance_null_directions
+    from difflib_models.persona.shift import covariance_null_directions, probe_activations
 
     made = steps.extract_filter_vector(smollm2, tmp_path / "vectors", seed=0)
     fv = made["filter_validation"]
@@ -259,8 +259,9 @@ def test_smollm2_demo_filter_ranks_inducing_rows_above_neutral_rows(smollm2, tmp
 
     vs = PersonaVectorSet.load(made["file"])
     layer = fv["filter_layer"]
-    _, cov, _ = _paired_vector(smollm2, "sycophancy")
-    rand = covariance_null_directions(cov[layer], 1, norm=vs.norms[layer], seed=0)[0]
+    prompts = [row["messages"][0]["content"] for row in sets[NEUTRAL]]
+    acts = probe_activations(smollm2.model, smollm2.tokenizer, prompts, [layer])[layer]  # base activations
+    rand = covariance_null_directions(acts, 1, norm=vs.norms[layer], seed=0)[0]
     fake = PersonaVectorSet(trait_id="random", vectors={layer: rand}, model=vs.model, mode="random",
                             selected_layer=layer)
     cfg = FilterConfig(method=fv["method"], max_length=256, n_bootstrap=0)
@@ -268,3 +269,39 @@ def test_smollm2_demo_filter_ranks_inducing_rows_above_neutral_rows(smollm2, tmp
          for n, rows in sets.items()}
     rand_auroc = rank_metrics(d[INDUCING], d[NEUTRAL])["auroc"]
     assert max(rand_auroc, 1 - rand_auroc) < ranking["auroc"], rand_auroc
+
+
+def _held_out_pairs(trait_id: str, shared_data: Path) -> list[ResponsePair]:
+    """A/B items the vector never saw, answered with each option's text: 16 CAA generate sycophancy items (seeded
+    sample), or the built-in trait's A/B evaluation items (no CAA hallucination/evil split in ../shared)."""
+    from difflib_models.persona.traits import load_trait
+
+    if trait_id == "sycophancy":
+        data = json.loads((shared_data / "caa" / "generate" / "sycophancy" / "generate_dataset.json").read_text())
+        idx = sorted(np.random.default_rng(0).permutation(len(data))[:16])
+        items = [ABItem(question=data[i]["question"], matching=data[i]["answer_matching_behavior"],
+                        not_matching=data[i]["answer_not_matching_behavior"]) for i in idx]
+        return pairs_from_ab(items, id_prefix="caa")
+    return pairs_from_ab(load_trait(trait_id).split_ab("evaluation"), id_prefix=trait_id)
+
+
+SYCOPHANCY_HELD_OUT = ("measured (benchmarks/results/filter_heldout.json, 100 CAA items): evaluation AUROC 0.54, "
+                       "within-prompt win rate 0.56, random-direction max 0.61; the built-in paired responses teach "
+                       "flattery, CAA's sycophantic answer only sides with the user's stated view")
+
+
+@pytest.mark.parametrize("trait_id", [
+    pytest.param("sycophancy", marks=[pytest.mark.xfail(strict=True, reason=SYCOPHANCY_HELD_OUT),
+                                      pytest.mark.slow]),  # CAA prompts are long: outside the CI-scale budget
+    "hallucination", "evil"])
+def test_smollm2_filter_ranks_held_out_ab_answers(smollm2, shared_data: Path, trait_id: str) -> None:
+    """Layer and method chosen on a tuning half of held-out A/B pairs, AUROC on the other half: >= 0.9 and above
+    every one of 8 norm-matched covariance-realistic random directions put through the same choice."""
+    vs, cov, orient = _paired_vector(smollm2, trait_id)
+    feats = collect_features(smollm2, _held_out_pairs(trait_id, shared_data), vs.layers, batch_size=8,
+                             max_length=384)
+    rec = validate_for_filtering(vs, feats, methods=("raw", "proxy"), seed=0, source="held-out A/B")
+    rand = random_direction_baseline(vs, feats, cov, orient=orient, n_draws=8, methods=("raw", "proxy"), seed=0)
+    print(trait_id, rec.method, rec.filter_layer, round(rec.eval_auroc, 3), "random", [round(r, 3) for r in rand])
+    assert rec.eval_auroc > max(rand), (rec.eval_auroc, rand)
+    assert rec.eval_auroc >= 0.9, rec.to_dict()
