@@ -177,11 +177,11 @@ def _filter_lines(s: dict[str, Any]) -> list[str]:
     lines = []
     if fv:
         lines.append(f"  data filter: {TRAIT} vector (paired) at blocks.{fv['filter_layer']}, method {fv['method']}; "
-                     f"filter validation AUROC {_num(fv['eval_auroc'])} on {fv['n_eval']} held-out pairs")
+                     f"filter validation AUROC {fv['eval_auroc']:.2f} on {fv['n_eval']} held-out pairs")
     r = s.get("data_filter_ranking")
     if r:
-        lines.append(f"    ranks {r['positive']} above {r['negative']} rows: AUROC {_num(r['auroc'])}, "
-                     f"precision@{r['k']} {_num(r['precision_at_k'])}")
+        lines.append(f"    ranks {r['positive']} above {r['negative']} rows: AUROC {r['auroc']:.2f}, "
+                     f"precision@{r['k']} {r['precision_at_k']:.2f}")
     return lines
 
 
