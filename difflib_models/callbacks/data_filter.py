@@ -73,7 +73,7 @@ class DataFilterCore:
 
     Args:
         vectors: persona vector file of THIS model.
-        layer: block (default: the file's selected layer).
+        layer: block (default: the file's filter-validated layer, else its selected layer).
         method: ``proxy`` (no generation) or ``exact``.
         mode: ``report`` (default: flag nothing, write the scores; like ``persona filter`` without a selection
             option), ``threshold`` (drop rows above the percentile of ``reference``, or of the data itself without
@@ -142,13 +142,14 @@ class DataFilterCore:
         if stage != "fit":
             return
         from difflib_models.models.hookpoints import check_layers
+        from difflib_models.persona.filtering import default_layer
         from difflib_models.persona.vectors import PersonaVectorSet
 
         self._model = _core.find_hf_model(pl_module, self.model_attr)
         tokenizer = _core.find_tokenizer(pl_module, self.tokenizer_spec)
         self._loaded = _core.loaded_view(self._model, tokenizer)
         self._vs = PersonaVectorSet.load(self.vectors, expect_model=self._loaded)
-        layer = self.layer if self.layer is not None else self._vs.selected_layer
+        layer = self.layer if self.layer is not None else default_layer(self._vs)
         self.layer = check_layers([layer], self._loaded.n_layers, argument="layer")[0] if layer is not None else None
         self.dataset = self._find_dataset(trainer, pl_module)
         reload_n = int(getattr(trainer, "reload_dataloaders_every_n_epochs", 0) or 0)

@@ -59,6 +59,7 @@ class Aggregator(StrEnum):
 class FilterMethod(StrEnum):
     proxy = "proxy"
     exact = "exact"
+    raw = "raw"
 
 
 class SteerUnit(StrEnum):

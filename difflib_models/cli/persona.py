@@ -119,12 +119,18 @@ def extract_command(
         validation=report.summary() if report else None,
     )
     vs.extra["validation_level"] = validation
+    if validate and tr.has_paired:
+        from difflib_models.persona.filter_validation import validate_on_trait, with_filter_validation
+
+        record = validate_on_trait(loaded, vs, tr, batch_size=batch_size)
+        vs = with_filter_validation(vs, record) if record is not None else vs
     tensor_path = vs.save(base)
     result: dict[str, Any] = {
         "trait": tr.id, "mode": mode, "aggregator": aggregator, "model": loaded.identity.name,
         "layers": extractor.layers_, "n_pos": extractor.n_pos_, "n_neg": extractor.n_neg_,
         "extraction_seconds": round(seconds, 3), "vectors": str(tensor_path), "sidecar": str(sidecar),
         "selected_layer": vs.selected_layer, "selection_reason": vs.selection_reason, "validation_level": validation,
+        "filter_validation": vs.filter_validation.to_dict() if vs.filter_validation else None,
     }
     if report is not None:
         from difflib_models.io import atomic_write_json
@@ -220,7 +226,7 @@ def filter_command(
     out: Path = typer.Option(..., "--out", "-o", help="Output directory: scores.jsonl, summary.json, kept.jsonl."),
     model: str | None = typer.Option(None, "--model", "-m", help="Base model. " + _MODEL_HELP),
     method: FilterMethod = typer.Option(FilterMethod.proxy, "--method",
-                                        help="proxy (last prompt token) | exact (own greedy answer)."),
+                                        help="proxy (last prompt token) | exact (own greedy answer) | raw (no baseline)."),
     layer: int | None = typer.Option(None, "--layer", help="Block to read (default: the file's selected layer)."),
     top_k: int | None = typer.Option(None, "--top-k", min=1, help="Flag the k highest-scoring samples."),
     top_frac: float | None = typer.Option(None, "--top-frac", help="Flag this fraction of samples (0-1]."),
@@ -235,10 +241,13 @@ def filter_command(
     device: str = typer.Option("cpu", "--device"),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP + " (persona commands print their JSON result "
                                  "either way; logs and progress always go to stderr)"),
+    strict: bool = typer.Option(False, "--strict",
+                                help="Refuse (exit 2) a vector file whose filter-validation AUROC is missing or < 0.8."),
 ) -> None:
     """Score every sample's projection difference on a persona vector through the BASE model and write the
     per-sample scores, a summary and the filtered data set (the input file is never modified). Without a
-    selection option nothing is flagged (report only)."""
+    selection option nothing is flagged (report only). Prints the vector file's filter-validation AUROC (trait vs
+    non-trait answers to the same prompt, held out) and warns when it is missing or below 0.8."""
     from difflib_models.outputs import check_outputs
     from difflib_models.persona.filtering import FilterConfig, filter_samples, read_chat_jsonl, write_outputs
     from difflib_models.persona.vectors import PersonaVectorSet, vector_paths
@@ -260,9 +269,29 @@ def filter_command(
                                    "--reference": reference})
     loaded = _load(model, device)
     vs = PersonaVectorSet.load(vectors, expect_model=loaded)
+    _check_filter_validation(vs, layer, strict)
     result = filter_samples(loaded, vs, samples, config, layer=layer, reference=ref_samples)
     paths = write_outputs(result, out, source=data)
     _echo_json(dict(result.summary, outputs={k: str(v) for k, v in paths.items()}))
+
+
+def _check_filter_validation(vs: Any, layer: int | None, strict: bool) -> None:
+    """Print the file's filter validation on stderr; warn when missing or low, refuse (ConfigError) with --strict."""
+    from difflib_models.persona.filter_validation import LOW_AUROC, describe
+
+    record = vs.filter_validation
+    typer.echo(describe(record), err=True)
+    low = record is None or not record.eval_auroc >= LOW_AUROC
+    if record is not None and layer is not None and layer != record.filter_layer:
+        typer.echo(f"warning: --layer {layer} is not the filter-validated layer {record.filter_layer}; its tuning "
+                   f"AUROC is {record.filter_auroc.get(layer, float('nan')):.3f}", err=True)
+    if low and strict:
+        raise ConfigError(bad_value("--vectors", vs.trait_id, f"a vector file with filter-validation AUROC >= "
+                                    f"{LOW_AUROC}", "re-extract with `persona extract --mode paired` on a trait "
+                                    "with paired_responses, or drop --strict to filter anyway"))
+    if low:
+        typer.echo("warning: this vector is not shown to rank trait-matching answers above others; treat the "
+                   "filter's ranking as unvalidated", err=True)
 
 
 def _reference(spec: str) -> list[Any]:

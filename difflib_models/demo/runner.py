@@ -81,9 +81,12 @@ def run_demo(config: DemoConfig) -> DemoResult:
     vectors = stages.run("vectors", {"model": ident, "traits": steps.GATE_TRAITS, **vector_budget},
                          lambda: steps.extract_vectors(base, out / "vectors", profile))
     vector_files = [vectors["files"][t] for t in steps.GATE_TRAITS]
-    scores = stages.run("data_filter", {**common, "vectors": vectors["files"], "sets": names},
-                        lambda: steps.score_training_sets(base, vectors["files"][TRAIT], train_rows,
+    filter_vector = stages.run("filter_vector", {"model": ident, "trait": TRAIT, "seed": config.seed},
+                               lambda: steps.extract_filter_vector(base, out / "vectors", config.seed))
+    scores = stages.run("data_filter", {**common, "vectors": filter_vector["file"], "sets": names},
+                        lambda: steps.score_training_sets(base, filter_vector["file"], train_rows,
                                                           out / "data_filter", config.seed))
+    ranking = scores.pop("ranking", None)
     held_out = all_rows[NEUTRAL if NEUTRAL in all_rows else INDUCING][profile.train_rows:] or all_rows[INDUCING]
     texts = steps.diff_texts(base.tokenizer, held_out, profile.diff_texts)
     # later stages load what they need (peft wraps a model in place, so each fine-tune gets a fresh copy)
@@ -124,6 +127,8 @@ def run_demo(config: DemoConfig) -> DemoResult:
         "expected": {n: EXPECTED[n] for n in names},
         "vectors": vectors,
         "data_filter": {n: {k: v for k, v in s.items() if k != "seconds"} for n, s in scores.items()},
+        "filter_vector": filter_vector,
+        "data_filter_ranking": ranking,
         "runs": {n: {k: v for k, v in r.items() if k != "key"} for n, r in runs.items()},
         "timings_s": {"load_model": round(load_s, 3), **{k: round(v, 3) for k, v in stages.timings.items()},
                       "total": round(wall, 3)},
@@ -160,8 +165,23 @@ def format_summary(result: DemoResult) -> list[str]:
                      f"final loss {_num(tr['final_loss'])}, data-filter mean delta_p "
                      f"{_num(s['data_filter'][name]['mean_delta_p'])}")
         lines.append(f"    report: {g['paths'].get('html')}")
+    lines.extend(_filter_lines(s))
     lines.append(f"MLflow: {s['tracking_uri']}  (open with: {s['mlflow_ui']})")
     lines.append(f"summary: {Path(s['out']) / SUMMARY_FILE}")
+    return lines
+
+
+def _filter_lines(s: dict[str, Any]) -> list[str]:
+    """The data filter's validation and how it ranks the demo's inducing rows above its neutral rows."""
+    fv = (s.get("filter_vector") or {}).get("filter_validation")
+    lines = []
+    if fv:
+        lines.append(f"  data filter: {TRAIT} vector (paired) at blocks.{fv['filter_layer']}, method {fv['method']}; "
+                     f"filter validation AUROC {fv['eval_auroc']:.2f} on {fv['n_eval']} held-out pairs")
+    r = s.get("data_filter_ranking")
+    if r:
+        lines.append(f"    ranks {r['positive']} above {r['negative']} rows: AUROC {r['auroc']:.2f}, "
+                     f"precision@{r['k']} {r['precision_at_k']:.2f}")
     return lines
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from difflib_models.demo.config import TRAIT, DemoProfile
+from difflib_models.demo.config import INDUCING, NEUTRAL, TRAIT, DemoProfile
 from difflib_models.io import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -59,9 +59,36 @@ def extract_vectors(base: Any, out_dir: Path, profile: DemoProfile) -> dict[str,
 
 
 # ------------------------------------------------------------------------------------------------ filter
+def extract_filter_vector(base: Any, out_dir: Path, seed: int) -> dict[str, Any]:
+    """The data filter's own vector: response-averaged (``paired``) on the built-in trait's paired responses
+    (extraction split), every layer; method and layer chosen by a filter validation on the trait's paired
+    EVALUATION split (trait vs neutral answers to the same prompt), recorded in the vector file."""
+    from difflib_models.persona.extraction import PersonaExtractor
+    from difflib_models.persona.filter_validation import validate_on_trait, with_filter_validation
+    from difflib_models.persona.filtering import METHODS
+    from difflib_models.persona.traits import load_trait
+
+    trait = load_trait(TRAIT)
+    ext = PersonaExtractor(mode="paired", layers="all", batch_size=8, show_progress=False).fit(base, trait)
+    vs = ext.to_vector_set(selection_reason="demo: data-filter vector (paired responses)")
+    record = validate_on_trait(base, vs, trait, methods=tuple(m for m in FILTER_METHODS if m in METHODS),
+                               seed=seed)
+    if record is not None:
+        vs = with_filter_validation(vs, record)
+    path = vs.save(out_dir / f"{TRAIT}_filter")
+    return {"file": str(path), "filter_validation": record.to_dict() if record else None}
+
+
+FILTER_METHODS = ("raw", "proxy")
+"""Scoring methods the demo's filter validation chooses from (no generation)."""
+
+
 def score_training_sets(base: Any, vector_file: str, sets: dict[str, list[dict[str, Any]]], out_dir: Path,
                         seed: int) -> dict[str, Any]:
-    """Projection-difference scores (proxy, report mode: nothing dropped) of every training set."""
+    """Projection-difference scores (report mode: nothing dropped) of every training set, at the vector file's
+    filter-validated layer and method; with an inducing and a neutral set, how well the scores rank one above
+    the other (``ranking``: AUROC and precision@k, k = the inducing rows)."""
+    from difflib_models.persona.filter_validation import rank_metrics
     from difflib_models.persona.filtering import (
         FilterConfig,
         filter_samples,
@@ -71,14 +98,21 @@ def score_training_sets(base: Any, vector_file: str, sets: dict[str, list[dict[s
     from difflib_models.persona.vectors import PersonaVectorSet
 
     vs = PersonaVectorSet.load(vector_file, expect_model=base)
+    method = vs.filter_validation.method if vs.filter_validation is not None else "proxy"
     out: dict[str, Any] = {}
+    deltas: dict[str, Any] = {}
     for name, rows in sets.items():
-        cfg = FilterConfig(method="proxy", mode="report", batch_size=8, max_length=256, n_bootstrap=200, seed=seed)
+        cfg = FilterConfig(method=method, mode="report", batch_size=8, max_length=256, n_bootstrap=200, seed=seed)
         result = filter_samples(base, vs, samples_from_rows(rows, name=name), cfg)
         paths = write_outputs(result, out_dir / name)
         s = result.summary
+        deltas[name] = [r["delta_p"] for r in result.records]
         out[name] = {"summary": str(paths["summary"]), "mean_delta_p": s["mean_delta_p"], "ci95": s["ci95"],
-                     "n": s["n"], "seconds": s["seconds"]}
+                     "n": s["n"], "seconds": s["seconds"], "layer": s["layer"], "method": method}
+    if INDUCING in deltas and NEUTRAL in deltas:
+        m = rank_metrics(deltas[INDUCING], deltas[NEUTRAL])
+        out["ranking"] = {"auroc": m["auroc"], "precision_at_k": m["precision_at_k"], "k": m["k"],
+                          "positive": INDUCING, "negative": NEUTRAL}
     return out
 
 

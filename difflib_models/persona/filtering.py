@@ -7,7 +7,8 @@ forced through the BASE model, ``a(x, y)`` is the mean over response tokens of t
 - ``proj_train = a(x, y) . v_hat``;
 - ``proj_base`` = the model's own baseline: ``proxy`` (default, no generation): the projection at the last
   prompt token (the token before the response); ``exact``: ``a(x, y') . v_hat`` with ``y'`` the base model's
-  greedy answer to ``x`` (``max_new_tokens`` tokens at most);
+  greedy answer to ``x`` (``max_new_tokens`` tokens at most); ``raw``: 0 (the response projection alone; kept
+  for vectors whose filter validation ranks it best, :mod:`~difflib_models.persona.filter_validation`);
 - ``delta_p = proj_train - proj_base``: how much more trait-like the training response is than what the model
   would say anyway. The data-set score is the mean ``delta_p`` (with a bootstrap 95% CI).
 
@@ -52,7 +53,7 @@ from difflib_models.progress import progress
 
 log = logging.getLogger(__name__)
 
-METHODS: tuple[str, ...] = ("proxy", "exact")
+METHODS: tuple[str, ...] = ("proxy", "exact", "raw")
 MODES: tuple[str, ...] = ("report", "threshold", "top_k", "top_frac")
 
 __all__ = [
@@ -66,7 +67,8 @@ class FilterConfig:
     """How to score and select. Validated on construction."""
 
     method: str = "proxy"
-    """``proxy`` (last-prompt-token baseline, no generation) or ``exact`` (the base model's greedy answer)."""
+    """``proxy`` (last-prompt-token baseline, no generation), ``exact`` (the base model's greedy answer) or
+    ``raw`` (no baseline)."""
     mode: str = "report"
     """``report`` | ``threshold`` (needs a reference set, or uses the data itself) | ``top_k`` | ``top_frac``."""
     percentile: float = 95.0
@@ -281,6 +283,8 @@ def score_samples(
                                           batch_size=config.batch_size, desc=f"{config.method} filter")
     if config.method == "proxy":
         proj_base = proj_last
+    elif config.method == "raw":
+        proj_base = np.zeros_like(proj_train)
     else:
         prompts = [p.ids[: p.prompt_len] for p in pairs]
         answers = greedy_answers(model, tokenizer, prompts, max_new_tokens=config.max_new_tokens,
@@ -344,6 +348,21 @@ class FilterResult:
         return [i for i, f in enumerate(self.flagged) if not f]
 
 
+def default_layer(vectors: Any) -> int | None:
+    """The layer the filter reads by default: the file's filter-validated layer, else its selected layer."""
+    record = getattr(vectors, "filter_validation", None)
+    if record is not None:
+        return int(record.filter_layer)
+    return vectors.selected_layer
+
+
+def _validation_summary(vectors: Any, layer: int, method: str) -> dict[str, Any] | None:
+    record = getattr(vectors, "filter_validation", None)
+    if record is None:
+        return None
+    return dict(record.to_dict(), validated_layer=layer == record.filter_layer, validated_method=method == record.method)
+
+
 def filter_samples(
     loaded: Any,
     vectors: Any,
@@ -358,7 +377,7 @@ def filter_samples(
     config = config or FilterConfig()
     if not samples:
         raise ConfigError(bad_value("samples", [], "at least one chat sample"))
-    layer = vectors.selected_layer if layer is None else layer
+    layer = default_layer(vectors) if layer is None else layer
     if layer is None:
         raise ConfigError(bad_value("layer", None, vectors.layers, "The vector file selects no layer; pass one."))
     unit = vectors.unit(layer)
@@ -399,6 +418,7 @@ def filter_samples(
             f"p{config.percentile:g}": float(np.percentile(ref_delta, config.percentile))},
         "model": loaded.identity.to_dict() if hasattr(loaded.identity, "to_dict") else None,
         "vector_model_weight_hash": vectors.weight_hash, "seconds": scores.seconds,
+        "filter_validation": _validation_summary(vectors, layer, config.method),
         "config": asdict(config),
     }
     return FilterResult(samples=list(samples), records=records, summary=summary, flagged=flagged)

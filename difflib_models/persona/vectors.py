@@ -32,7 +32,70 @@ from difflib_models.models.hookpoints import LAYER_CONVENTION
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
+FILTER_VALIDATION_VERSION = 1
+"""Version of the ``filter_validation`` record (an optional sidecar key: files without it stay readable)."""
 
+
+@dataclass
+class FilterValidation:
+    """How well this file's directions rank training rows (:mod:`~difflib_models.persona.filter_validation`).
+
+    Pairs of trait-matching vs non-matching responses to the SAME prompt, split (seeded) into a tuning and an
+    evaluation part; ``filter_layer`` and ``method`` were chosen on the tuning part (``filter_auroc`` per layer),
+    ``eval_auroc`` / ``eval_precision_at_k`` / ``eval_pair_win_rate`` are measured on the evaluation part only.
+    """
+
+    filter_layer: int
+    method: str
+    filter_auroc: dict[int, float]
+    """Tuning-split AUROC per layer (method ``method``)."""
+    eval_auroc: float
+    eval_precision_at_k: float
+    eval_pair_win_rate: float
+    n_tune: int
+    n_eval: int
+    seed: int
+    source: str
+    method_auroc: dict[str, float] = field(default_factory=dict)
+    """Best tuning AUROC of every method tried (the method with the highest one was kept)."""
+    version: int = FILTER_VALIDATION_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.version, "filter_layer": int(self.filter_layer), "method": self.method,
+            "filter_auroc": {str(k): _finite(v) for k, v in sorted(self.filter_auroc.items())},
+            "eval_auroc": _finite(self.eval_auroc), "eval_precision_at_k": _finite(self.eval_precision_at_k),
+            "eval_pair_win_rate": _finite(self.eval_pair_win_rate), "n_tune": int(self.n_tune),
+            "n_eval": int(self.n_eval), "seed": int(self.seed), "source": self.source,
+            "method_auroc": {k: _finite(v) for k, v in self.method_auroc.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> FilterValidation | None:
+        """Tolerant reader: a missing, newer or malformed record gives None (with a warning), never an error."""
+        if data is None:
+            return None
+        try:
+            version = int(data.get("version", 0))
+            if version > FILTER_VALIDATION_VERSION:
+                log.warning("filter_validation record version %s is newer than this library (%s): ignored",
+                            version, FILTER_VALIDATION_VERSION)
+                return None
+            return cls(
+                filter_layer=int(data["filter_layer"]), method=str(data["method"]),
+                filter_auroc={int(k): float(v) for k, v in (data.get("filter_auroc") or {}).items() if v is not None},
+                eval_auroc=float(data["eval_auroc"]),
+                eval_precision_at_k=float(data.get("eval_precision_at_k", float("nan"))),
+                eval_pair_win_rate=float(data.get("eval_pair_win_rate", float("nan"))),
+                n_tune=int(data.get("n_tune", 0)), n_eval=int(data.get("n_eval", 0)),
+                seed=int(data.get("seed", 0)), source=str(data.get("source", "")),
+                method_auroc={str(k): float(v) for k, v in (data.get("method_auroc") or {}).items()
+                              if v is not None},
+                version=version,
+            )
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            log.warning("unreadable filter_validation record in a persona vector sidecar (%s): ignored", exc)
+            return None
 
 
 def _finite(x: float | None) -> float | None:
@@ -62,6 +125,9 @@ class PersonaVectorSet:
     validation: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     layer_convention: str = LAYER_CONVENTION
+    filter_validation: FilterValidation | None = None
+    """Filter validation (response pairs, tuning/evaluation split); None when the file was never validated for
+    filtering."""
 
     def __post_init__(self) -> None:
         if not self.vectors:
@@ -73,6 +139,9 @@ class PersonaVectorSet:
         self.vectors = {int(k): v.detach().to(torch.float32).cpu().contiguous() for k, v in self.vectors.items()}
         if self.selected_layer is not None and self.selected_layer not in self.vectors:
             raise ConfigError(bad_value("selected_layer", self.selected_layer, sorted(self.vectors)))
+        if self.filter_validation is not None and self.filter_validation.filter_layer not in self.vectors:
+            raise ConfigError(bad_value("filter_validation.filter_layer", self.filter_validation.filter_layer,
+                                        sorted(self.vectors)))
         if self.polarity not in ("undesirable", "desirable"):
             raise ConfigError(bad_value("polarity", self.polarity, ["undesirable", "desirable"]))
 
@@ -141,6 +210,7 @@ class PersonaVectorSet:
             "selection_reason": self.selection_reason,
             "validation": self.validation,
             "extra": self.extra,
+            "filter_validation": self.filter_validation.to_dict() if self.filter_validation else None,
         }
 
     def save(self, path: str | Path) -> Path:
@@ -212,7 +282,18 @@ class PersonaVectorSet:
             validation=meta.get("validation"),
             extra=meta.get("extra") or {},
             layer_convention=meta.get("layer_convention", LAYER_CONVENTION),
+            filter_validation=_read_filter_validation(meta.get("filter_validation"), vectors),
         )
+
+
+def _read_filter_validation(data: Any, vectors: dict[int, torch.Tensor]) -> FilterValidation | None:
+    record = FilterValidation.from_dict(data) if isinstance(data, dict) or data is None else None
+    if data is not None and not isinstance(data, dict):
+        log.warning("filter_validation in a persona vector sidecar is not an object: ignored")
+    if record is not None and record.filter_layer not in vectors:
+        log.warning("filter_validation selects layer %s, which the file does not hold: ignored", record.filter_layer)
+        return None
+    return record
 
 
 def _paths(path: str | Path) -> tuple[Path, Path]:
