@@ -1,0 +1,292 @@
+"""Every Python and shell snippet in README.md and docs/*.md runs (issue 16 item 9).
+
+Collection: fenced blocks tagged ``python``/``py`` (run with this interpreter in a fresh subprocess) and
+``bash``/``sh``/``shell``/``console`` (run with ``bash -euo pipefail``; in ``console`` blocks only the ``$ `` lines),
+plus untagged blocks in which every command line starts with ``difflib-models``. ``difflib-models`` is a shell function for
+``python -m difflib_models`` with ``PYTHONPATH`` = this checkout, offline, no progress bars.
+
+One test per document: its snippets run in order in one fresh temporary working directory (a later snippet may
+read the files an earlier one wrote, as a reader following the page would), each in its own process.
+
+What is not run as written, all visible here:
+- ``SKIP``: snippets that cannot run by nature, with the reason (no test case is generated for them, and
+  ``test_skip_list_entries_exist`` keeps the list from rotting).
+- ``SUBSTITUTIONS``: per snippet (document + a stable substring of it), text replacements that swap
+  SmolLM2-135M-Instruct for the tiny shared model and shrink step counts. Every ``old`` text must still occur
+  in its snippet (else the test fails and names it), so a doc edit cannot silently bypass the table.
+- ``GIVEN``: input files the docs describe as the user's own (their adapter, their JSONL, vector files from
+  ``persona extract``), made once per session for the tiny model and copied into every working directory.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+DOC_FILES = ("README.md", *sorted(f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md")))
+PY_LANGS = {"python", "py"}
+SH_LANGS = {"bash", "sh", "shell", "console"}
+TIMEOUT_S = 300  # per snippet
+
+pytestmark = pytest.mark.slow
+
+# (document, stable substring of the snippet, reason it is not run)
+SKIP: tuple[tuple[str, str, str], ...] = (
+    ("README.md", "pip install", "installs packages (network); the test runs in the installed environment"),
+    ("README.md", "bash scripts/demo.sh", "the full demo (SmolLM2 fine-tunes, minutes); tests/demo covers it"),
+    ("README.md", "bash scripts/test.sh", "runs the whole test suite, this test included"),
+    ("docs/quickstart.md", "bash scripts/demo.sh", "the full demo and the whole test suite (see README.md)"),
+    ("docs/quickstart.md", "mlflow ui", "starts a long-running web server"),
+    ("docs/interop.md", "from dictionary_learning", "needs the peer library dictionary_learning (not a "
+     "dependency); benchmarks/check_interop.py runs it in the peer virtualenv"),
+    ("docs/interop.md", "from repeng", "needs the peer library repeng (not a dependency); "
+     "benchmarks/check_interop.py runs it in the peer virtualenv"),
+    ("docs/interop.md", "from steering_vectors", "needs the peer library steering-vectors (not a dependency); "
+     "benchmarks/check_interop.py runs it in the peer virtualenv"),
+)
+
+# Placeholders in the replacements: {tiny} the tiny shared model tinystories-656k with a chat template added
+# (TINY_CHAT_TEMPLATE; the docs' chat data need one), {shared} the shared folder, {adapter} the GIVEN LoRA adapter
+# of {tiny}.
+SUBSTITUTIONS: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {
+    ("README.md", "ActivationSnapshot("): (
+        ("load_model()", 'load_model("{tiny}")'),
+    ),
+    ("docs/callbacks.md", "ActivationSnapshot("): (
+        ("load_model()", 'load_model("{tiny}")'),
+        ("max_steps=200", "max_steps=4"),
+        ("every_n_steps=50", "every_n_steps=2"),
+    ),
+    ("docs/persona.md", "PersonaExtractor("): (
+        ("load_model()", 'load_model("{tiny}")'),
+    ),
+    ("docs/data-filtering.md", "persona filter"): (
+        ("difflib-models persona filter", "difflib-models persona filter --model {tiny}"),
+    ),
+    ("docs/data-filtering.md", "filter_samples("): (
+        ("load_model()", 'load_model("{tiny}")'),
+    ),
+    ("docs/data-filtering.md", "steer("): (
+        ("load_model()", 'load_model("{tiny}")'),
+    ),
+    ("docs/diffing.md", "/path/to/base"): (
+        ("/path/to/base", "{tiny}"),
+        ("/path/to/finetuned", "{tiny}"),
+        ("--layers mid", "--layers mid --steps 20"),
+    ),
+    ("docs/diffing.md", "lora_finetune("): (
+        ("../shared", "{shared}"),
+        ("steps=50", "steps=10"),
+    ),
+    ("docs/diffing.md", "for n in narrow control"): (
+        ("../shared", "{shared}"),
+        ("--steps 300", "--steps 20"),
+    ),
+    ("docs/gate-policy.md", "difflib-models gate"): (
+        ("smollm2-135m-instruct", "{tiny}"),
+        ("runs/lora-42/adapter", "{adapter}"),
+    ),
+    ("docs/gate-policy.md", "run_gate("): (
+        ('"adapter/"', '"{adapter}"'),
+    ),
+    ("docs/interop.md", "persona export"): (),
+}
+
+TINY_CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|> {% endif %}"
+)
+
+# Inputs the docs call the user's own, present in every working directory (made by the `given` fixture).
+GIVEN = (
+    "sycophancy.safetensors",  # + .json: PersonaExtractor(mode="prompt_contrast") on {tiny}, as `persona extract`
+    "evil.safetensors",  # + .json, same
+    "train.jsonl",  # the first 12 rows of the built-in sycophancy-inducing set
+    "my_texts.jsonl",  # 8 {"text": ...} rows
+    "runs/my_adapter",  # = {adapter}: a fresh LoRA (add_lora) of {tiny}, saved with save_pretrained
+    "runs/cc",  # an l1 crosscoder over 2 sources of width d_model({tiny}), saved with Crosscoder.save
+)
+
+
+@dataclass(frozen=True)
+class Snippet:
+    doc: str
+    line: int  # 1-based line of the opening fence
+    lang: str
+    code: str
+
+    @property
+    def where(self) -> str:
+        return f"{self.doc}:{self.line}"
+
+
+def parse(doc: str) -> list[Snippet]:
+    """Fenced code blocks of a Markdown file (any language), with the line of the opening fence."""
+    lines = (ROOT / doc).read_text(encoding="utf-8").splitlines()
+    out: list[Snippet] = []
+    i = 0
+    while i < len(lines):
+        m = re.match(r"^\s*(`{3,}|~{3,})\s*([\w+-]*)", lines[i])
+        if not m:
+            i += 1
+            continue
+        fence, lang, start = m.group(1), m.group(2).lower(), i
+        body: list[str] = []
+        i += 1
+        while i < len(lines) and not lines[i].strip().startswith(fence):
+            body.append(lines[i])
+            i += 1
+        out.append(Snippet(doc, start + 1, lang, "\n".join(body) + "\n"))
+        i += 1
+    return out
+
+
+def kind(snippet: Snippet) -> str | None:
+    """``python``, ``shell`` or None (not executable: output, YAML, JSON...)."""
+    if snippet.lang in PY_LANGS:
+        return "python"
+    if snippet.lang in SH_LANGS:
+        return "shell"
+    lines = snippet.code.splitlines()
+    commands = [ln for i, ln in enumerate(lines) if ln.strip() and not (i and lines[i - 1].rstrip().endswith("\\"))]
+    if not snippet.lang and commands and all(ln.startswith("difflib-models ") for ln in commands):
+        return "shell"  # an untagged block of commands (an untagged block of output is left alone)
+    return None
+
+
+def skip_reason(snippet: Snippet) -> str | None:
+    return next((r for doc, key, r in SKIP if doc == snippet.doc and key in snippet.code), None)
+
+
+def runnable(doc: str) -> list[Snippet]:
+    return [s for s in parse(doc) if kind(s) and not skip_reason(s)]
+
+
+def substituted(snippet: Snippet, values: dict[str, str]) -> str:
+    code = snippet.code
+    for (doc, key), pairs in SUBSTITUTIONS.items():
+        if doc != snippet.doc or key not in snippet.code:
+            continue
+        for old, new in pairs:
+            assert old in code, (f"{snippet.where}: the substitution table expects {old!r} in this snippet "
+                                 f"(entry {doc!r}, {key!r}); update SUBSTITUTIONS in {__file__}")
+            code = code.replace(old, new.format(**values))
+    if snippet.lang == "console":
+        code = "".join(ln[2:] + "\n" for ln in code.splitlines() if ln.startswith("$ "))
+    return code
+
+
+SHELL_PRELUDE = 'difflib-models() { "$DOCS_PYTHON" -m difflib_models "$@"; }\n'
+
+
+def run_snippet(snippet: Snippet, code: str, cwd: Path, env: dict[str, str]) -> None:
+    if kind(snippet) == "python":
+        argv = [sys.executable, "-c", code]
+    else:
+        argv = ["bash", "-euo", "pipefail", "-c", SHELL_PRELUDE + code]
+    try:
+        proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT_S,
+                              check=False)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"{snippet.where}: timed out after {TIMEOUT_S} s\n--- code ---\n{code}\n--- output ---\n"
+                    f"{exc.stdout or ''}{exc.stderr or ''}")
+    if proc.returncode != 0:
+        pytest.fail(f"{snippet.where}: exit code {proc.returncode}\n--- code (after substitutions) ---\n{code}"
+                    f"--- stdout ---\n{proc.stdout[-4000:]}\n--- stderr ---\n{proc.stderr[-6000:]}",
+                    pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def tiny(tinystories_656k: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """{tiny}: a copy of tinystories-656k whose tokenizer has TINY_CHAT_TEMPLATE."""
+    import json
+
+    model = tmp_path_factory.mktemp("docs_model") / "tinystories-656k-chat"
+    shutil.copytree(tinystories_656k, model)
+    cfg_path = model / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    cfg["chat_template"] = TINY_CHAT_TEMPLATE
+    cfg_path.write_text(json.dumps(cfg, indent=2), encoding="utf-8")
+    return model
+
+
+@pytest.fixture(scope="session")
+def given(tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The GIVEN inputs, made once for the tiny model (see GIVEN)."""
+    import json
+
+    import torch
+
+    from difflib_models.crosscoder.config import CrosscoderConfig
+    from difflib_models.crosscoder.model import Crosscoder
+    from difflib_models.datasets import load_dataset
+    from difflib_models.models.loading import load_model
+    from difflib_models.persona import PersonaExtractor
+    from difflib_models.training.lora_module import add_lora
+
+    root = tmp_path_factory.mktemp("docs_given")
+    loaded = load_model(str(tiny))
+    for trait in ("sycophancy", "evil"):
+        ex = PersonaExtractor(mode="prompt_contrast", layers="all").fit(loaded, trait)
+        ex.to_vector_set(selected_layer=loaded.n_layers // 2, selection_reason="docs test").save(root / trait)
+    rows = load_dataset("sycophancy-inducing")[:12]
+    (root / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    texts = [r["messages"][0]["content"] for r in load_dataset("clean-reference")[:8]]
+    (root / "my_texts.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), encoding="utf-8")
+    add_lora(load_model(str(tiny)).model).save_pretrained(str(root / "runs" / "my_adapter"))
+    torch.manual_seed(0)
+    Crosscoder(CrosscoderConfig(d_model=loaded.d_model, dict_size=64, activation="l1", steps=10,
+                                batch_size=16)).save(root / "runs" / "cc")
+    missing = [g for g in GIVEN if not (root / g).exists()]
+    assert not missing, f"GIVEN inputs not made: {missing}"
+    return root
+
+
+def _docs_with_runnable() -> list[str]:
+    return [d for d in DOC_FILES if runnable(d)]
+
+
+@pytest.mark.parametrize("doc", _docs_with_runnable())
+def test_doc_snippets_run(doc: str, given: Path, tiny: Path, shared_dir: Path, tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    shutil.copytree(given, work)
+    values = {"tiny": str(tiny), "shared": str(shared_dir), "adapter": str(work / "runs" / "my_adapter")}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "DOCS_PYTHON": sys.executable, "HF_HUB_OFFLINE": "1",
+           "TRANSFORMERS_OFFLINE": "1", "DIFFLIB_MODELS_NO_PROGRESS": "1", "MLFLOW_DISABLE_TELEMETRY": "true",
+           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    for snippet in runnable(doc):
+        run_snippet(snippet, substituted(snippet, values), work, env)
+
+
+def test_every_doc_snippet_is_run_or_listed() -> None:
+    """Each executable-looking block is either run (above) or in SKIP; each SKIP entry still matches a block,
+    and each SUBSTITUTIONS key matches a runnable block."""
+    snippets = [s for d in DOC_FILES for s in parse(d)]
+    stale = [(doc, key) for doc, key, _ in SKIP if not any(s.doc == doc and key in s.code for s in snippets)]
+    assert not stale, f"SKIP entries that match no snippet any more (remove or update them): {stale}"
+    run = [s for d in DOC_FILES for s in runnable(d)]
+    unused = [k for k in SUBSTITUTIONS if not any(s.doc == k[0] and k[1] in s.code for s in run)]
+    assert not unused, f"SUBSTITUTIONS entries that match no runnable snippet: {unused}"
+    assert any(s.doc == "README.md" and kind(s) == "python" for s in run), "README.md must have a Python example"
+
+
+def test_parser_finds_fences_languages_and_lines() -> None:
+    """The parser on a known document: the README's bash and python blocks with their fence lines."""
+    blocks = parse("README.md")
+    lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+    assert blocks and all(lines[b.line - 1].lstrip().startswith("```") for b in blocks)
+    assert {b.lang for b in blocks} >= {"bash", "python"}
+    sample = Snippet("x.md", 1, "console", "$ echo hi\nhi\n")
+    assert substituted(sample, {}) == "echo hi\n" and kind(sample) == "shell"
+    assert kind(Snippet("x.md", 1, "", "difflib-models gate --help\n")) == "shell"
+    assert kind(Snippet("x.md", 1, "", "difflib-models a \\\n    --b\ndifflib-models c\n")) == "shell"
+    assert kind(Snippet("x.md", 1, "", "difflib-models demo (quick): 3 s\n  verdict PASS\n")) is None
+    assert kind(Snippet("x.md", 1, "yaml", "a: 1\n")) is None
