@@ -25,6 +25,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,7 +81,8 @@ SUBSTITUTIONS: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {
     ("docs/diffing.md", "/path/to/base"): (
         ("/path/to/base", "{tiny}"),
         ("/path/to/finetuned", "{tiny}"),
-        ("--layers mid", "--layers mid --steps 20"),
+        ("--layers mid", "--layers mid --steps 20 --max-texts 16"),
+        ("--layers 0,2", "--layers 0,1"),  # {tiny} has 2 blocks
     ),
     ("docs/diffing.md", "lora_finetune("): (
         ("../shared", "{shared}"),
@@ -88,7 +90,8 @@ SUBSTITUTIONS: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {
     ),
     ("docs/diffing.md", "for n in narrow control"): (
         ("../shared", "{shared}"),
-        ("--steps 300", "--steps 20"),
+        ("--steps 300", "--steps 20 --max-texts 24"),
+        ("--dict-size 1024", "--dict-size 128"),
     ),
     ("docs/gate-policy.md", "difflib-models gate"): (
         ("smollm2-135m-instruct", "{tiny}"),
@@ -97,7 +100,9 @@ SUBSTITUTIONS: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {
     ("docs/gate-policy.md", "run_gate("): (
         ('"adapter/"', '"{adapter}"'),
     ),
-    ("docs/interop.md", "persona export"): (),
+    ("docs/interop.md", "persona export"): (
+        ("--layers 8-12", "--layers 0-1"),  # {tiny} has 2 blocks
+    ),
 }
 
 TINY_CHAT_TEMPLATE = (
@@ -192,12 +197,14 @@ def run_snippet(snippet: Snippet, code: str, cwd: Path, env: dict[str, str]) -> 
         argv = [sys.executable, "-c", code]
     else:
         argv = ["bash", "-euo", "pipefail", "-c", SHELL_PRELUDE + code]
+    started = time.monotonic()
     try:
         proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT_S,
                               check=False)
     except subprocess.TimeoutExpired as exc:
         pytest.fail(f"{snippet.where}: timed out after {TIMEOUT_S} s\n--- code ---\n{code}\n--- output ---\n"
                     f"{exc.stdout or ''}{exc.stderr or ''}")
+    print(f"{snippet.where}: {time.monotonic() - started:.1f} s")  # shown with -rA / -s
     if proc.returncode != 0:
         pytest.fail(f"{snippet.where}: exit code {proc.returncode}\n--- code (after substitutions) ---\n{code}"
                     f"--- stdout ---\n{proc.stdout[-4000:]}\n--- stderr ---\n{proc.stderr[-6000:]}",
