@@ -14,6 +14,7 @@ What is not run as written, all visible here:
 - ``SUBSTITUTIONS``: per snippet (document + a stable substring of it), text replacements that swap
   SmolLM2-135M-Instruct for the tiny shared model and shrink step counts. Every ``old`` text must still occur
   in its snippet (else the test fails and names it), so a doc edit cannot silently bypass the table.
+- optional groups of a usage synopsis (``[--policy release.yaml]``) are left out of shell snippets.
 - ``GIVEN``: input files the docs describe as the user's own (their adapter, their JSONL, vector files from
   ``persona extract``), made once per session for the tiny model and copied into every working directory.
 """
@@ -83,6 +84,7 @@ SUBSTITUTIONS: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {
         ("/path/to/finetuned", "{tiny}"),
         ("--layers mid", "--layers mid --steps 20 --max-texts 16"),
         ("--layers 0,2", "--layers 0,1"),  # {tiny} has 2 blocks
+        ("--out runs/diff \\", "--out runs/diff-full \\"),  # the two alternatives both run here: two stores
     ),
     ("docs/diffing.md", "lora_finetune("): (
         ("../shared", "{shared}"),
@@ -184,10 +186,15 @@ def substituted(snippet: Snippet, values: dict[str, str]) -> str:
             assert old in code, (f"{snippet.where}: the substitution table expects {old!r} in this snippet "
                                  f"(entry {doc!r}, {key!r}); update SUBSTITUTIONS in {__file__}")
             code = code.replace(old, new.format(**values))
+    if kind(snippet) == "shell":
+        code = SYNOPSIS_OPTIONAL.sub("", code)
     if snippet.lang == "console":
         code = "".join(ln[2:] + "\n" for ln in code.splitlines() if ln.startswith("$ "))
     return code
 
+
+# A usage synopsis in a shell snippet marks optional options as `[--opt VALUE ...]`: run without them.
+SYNOPSIS_OPTIONAL = re.compile(r"[ \t]*\[--[^\]\n]*\]")
 
 SHELL_PRELUDE = 'difflib-models() { "$DOCS_PYTHON" -m difflib_models "$@"; }\n'
 
@@ -297,3 +304,6 @@ def test_parser_finds_fences_languages_and_lines() -> None:
     assert kind(Snippet("x.md", 1, "", "difflib-models a \\\n    --b\ndifflib-models c\n")) == "shell"
     assert kind(Snippet("x.md", 1, "", "difflib-models demo (quick): 3 s\n  verdict PASS\n")) is None
     assert kind(Snippet("x.md", 1, "yaml", "a: 1\n")) is None
+    synopsis = Snippet("x.md", 1, "bash", "difflib-models gate --out o \\\n    [--policy p.yaml] [--json] \\\n"
+                                          "    [--md \"$X\"]\n")
+    assert substituted(synopsis, {}) == "difflib-models gate --out o \\\n \\\n\n"
