@@ -38,8 +38,6 @@ PY_LANGS = {"python", "py"}
 SH_LANGS = {"bash", "sh", "shell", "console"}
 TIMEOUT_S = 300  # per snippet
 
-pytestmark = pytest.mark.slow
-
 # (document, stable substring of the snippet, reason it is not run)
 SKIP: tuple[tuple[str, str, str], ...] = (
     ("README.md", "pip install", "installs packages (network); the test runs in the installed environment"),
@@ -268,6 +266,7 @@ def _docs_with_runnable() -> list[str]:
     return [d for d in DOC_FILES if runnable(d)]
 
 
+@pytest.mark.slow  # ~3 min for all docs on 2 loaded cores (per-snippet seconds are printed; see -rA)
 @pytest.mark.parametrize("doc", _docs_with_runnable())
 def test_doc_snippets_run(doc: str, given: Path, tiny: Path, shared_dir: Path, tmp_path: Path) -> None:
     work = tmp_path / "work"
