@@ -11,7 +11,7 @@ read the files an earlier one wrote, as a reader following the page would), each
 What is not run as written, all visible here:
 - ``SKIP``: snippets that cannot run by nature, with the reason (no test case is generated for them, and
   ``test_skip_list_entries_exist`` keeps the list from rotting).
-- ``SUBSTITUTIONS``: per snippet (document + a stable substring of it), text replacements that swap
+- ``SUBSTITUTIONS`` (from substitutions.yaml): per snippet (document + a stable substring of it), text replacements that swap
   SmolLM2-135M-Instruct for the tiny shared model and shrink step counts. Every ``old`` text must still occur
   in its snippet (else the test fails and names it), so a doc edit cannot silently bypass the table.
 - optional groups of a usage synopsis (``[--policy release.yaml]``) are left out of shell snippets.
@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import source_loads
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC_FILES = ("README.md", *sorted(f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md")))
@@ -53,57 +55,19 @@ SKIP: tuple[tuple[str, str, str], ...] = (
      "benchmarks/check_interop.py runs it in the peer virtualenv"),
 )
 
-# Placeholders in the replacements: {tiny} the tiny shared model tinystories-656k with a chat template added
-# (TINY_CHAT_TEMPLATE; the docs' chat data need one), {shared} the shared folder, {adapter} the GIVEN LoRA adapter
-# of {tiny}.
-SUBSTITUTIONS: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {
-    ("README.md", "ActivationSnapshot("): (
-        ("load_model()", 'load_model("{tiny}")'),
-    ),
-    ("docs/callbacks.md", "ActivationSnapshot("): (
-        ("load_model()", 'load_model("{tiny}")'),
-        ("max_steps=200", "max_steps=4"),
-        ("every_n_steps=50", "every_n_steps=2"),
-    ),
-    ("docs/persona.md", "PersonaExtractor("): (
-        ("load_model()", 'load_model("{tiny}")'),
-    ),
-    ("docs/data-filtering.md", "persona filter"): (
-        ("difflib-models persona filter", "difflib-models persona filter --model {tiny}"),
-    ),
-    ("docs/data-filtering.md", "filter_samples("): (
-        ("load_model()", 'load_model("{tiny}")'),
-    ),
-    ("docs/data-filtering.md", "steer("): (
-        ("load_model()", 'load_model("{tiny}")'),
-    ),
-    ("docs/diffing.md", "/path/to/base"): (
-        ("/path/to/base", "{tiny}"),
-        ("/path/to/finetuned", "{tiny}"),
-        ("--layers mid", "--layers mid --steps 20 --max-texts 16"),
-        ("--layers 0,2", "--layers 0,1"),  # {tiny} has 2 blocks
-        ("--out runs/diff \\", "--out runs/diff-full \\"),  # the two alternatives both run here: two stores
-    ),
-    ("docs/diffing.md", "lora_finetune("): (
-        ("../shared", "{shared}"),
-        ("steps=50", "steps=10"),
-    ),
-    ("docs/diffing.md", "for n in narrow control"): (
-        ("../shared", "{shared}"),
-        ("--steps 300", "--steps 20 --max-texts 24"),
-        ("--dict-size 1024", "--dict-size 128"),
-    ),
-    ("docs/gate-policy.md", "difflib-models gate"): (
-        ("smollm2-135m-instruct", "{tiny}"),
-        ("runs/lora-42/adapter", "{adapter}"),
-    ),
-    ("docs/gate-policy.md", "run_gate("): (
-        ('"adapter/"', '"{adapter}"'),
-    ),
-    ("docs/interop.md", "persona export"): (
-        ("--layers 8-12", "--layers 0-1"),  # {tiny} has 2 blocks
-    ),
-}
+# Text replacements per snippet, in substitutions.yaml (a data file, so that its model names and shared-folder
+# paths are not read as loads of this module by the auto-marking in tests/conftest.py).
+SUBSTITUTIONS_FILE = Path(__file__).with_name("substitutions.yaml")
+
+
+def load_substitutions() -> dict[tuple[str, str], list[tuple[str, str]]]:
+    import yaml
+
+    entries = yaml.safe_load(SUBSTITUTIONS_FILE.read_text(encoding="utf-8"))
+    return {(e["doc"], e["key"]): [(old, new) for old, new in e["replace"]] for e in entries}
+
+
+SUBSTITUTIONS = load_substitutions()
 
 TINY_CHAT_TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] }}\n{% endfor %}"
@@ -276,7 +240,11 @@ def test_doc_snippets_run(doc: str, given: Path, tiny: Path, shared_dir: Path, t
            "TRANSFORMERS_OFFLINE": "1", "DIFFLIB_MODELS_NO_PROGRESS": "1", "MLFLOW_DISABLE_TELEMETRY": "true",
            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     for snippet in runnable(doc):
-        run_snippet(snippet, substituted(snippet, values), work, env)
+        code = substituted(snippet, values)
+        assert source_loads(code) <= {"shared"}, (
+            f"{snippet.where} would load SmolLM2-135M-Instruct (slow, and this test is not marked smollm2): add a "
+            f"replacement to {SUBSTITUTIONS_FILE.name}\n{code}")
+        run_snippet(snippet, code, work, env)
 
 
 def test_every_doc_snippet_is_run_or_listed() -> None:
