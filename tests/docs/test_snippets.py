@@ -85,6 +85,23 @@ GIVEN = (
 )
 
 
+# Files a document's snippets say they write (relative to its working directory): present after the run, so a
+# snippet that exits 0 without doing its job still fails. None of them is among the GIVEN inputs.
+EXPECTED_OUTPUTS: dict[str, tuple[str, ...]] = {
+    "README.md": ("runs/readme/difflib_models/snapshots/index.json",
+                  "runs/readme/difflib_models/persona_monitor/persona_monitor.json"),
+    "docs/callbacks.md": ("difflib_models/snapshots/index.json", "difflib_models/persona_monitor/persona_monitor.json",
+                          "runs/lora/mlflow.db"),
+    "docs/data-filtering.md": ("filtered/scores.jsonl", "filtered/summary.json", "filtered/kept.jsonl",
+                               "filtered/flagged.jsonl"),
+    "docs/diffing.md": ("runs/diff/diff.json", "runs/diff-full/diff.json", "runs/fish/narrow_adapter/adapter_config.json",
+                        "runs/fish/diff_narrow/diff.json", "runs/fish/diff_control/diff.json"),
+    "docs/gate-policy.md": ("gate-out/report.json", "gate-out/report.html", "gate-out/report.md", "gate-out/junit.xml"),
+    "docs/interop.md": ("runs/cc_dl/ae.pt", "runs/cc_dl/config.json", "runs/cc_sae/ae.pt", "evil.gguf",
+                        "evil_sv.safetensors", "evil_sv.json", "evil_plain.safetensors"),
+}
+
+
 @dataclass(frozen=True)
 class Snippet:
     doc: str
@@ -245,6 +262,8 @@ def test_doc_snippets_run(doc: str, given: Path, tiny: Path, shared_dir: Path, t
             f"{snippet.where} would load SmolLM2-135M-Instruct (slow, and this test is not marked smollm2): add a "
             f"replacement to {SUBSTITUTIONS_FILE.name}\n{code}")
         run_snippet(snippet, code, work, env)
+    missing = [f for f in EXPECTED_OUTPUTS.get(doc, ()) if not (work / f).is_file()]
+    assert not missing, f"{doc}: its snippets ran but did not write {missing} (EXPECTED_OUTPUTS)"
 
 
 def test_every_doc_snippet_is_run_or_listed() -> None:
@@ -257,6 +276,10 @@ def test_every_doc_snippet_is_run_or_listed() -> None:
     unused = [k for k in SUBSTITUTIONS if not any(s.doc == k[0] and k[1] in s.code for s in run)]
     assert not unused, f"SUBSTITUTIONS entries that match no runnable snippet: {unused}"
     assert any(s.doc == "README.md" and kind(s) == "python" for s in run), "README.md must have a Python example"
+    assert set(EXPECTED_OUTPUTS) <= set(_docs_with_runnable()), "EXPECTED_OUTPUTS names a document with nothing run"
+    given = [Path(g) for g in GIVEN]
+    assert not [f for files in EXPECTED_OUTPUTS.values() for f in files
+                if any(Path(f) == g or g in Path(f).parents for g in given)], "an expected output is a GIVEN input"
 
 
 def test_parser_finds_fences_languages_and_lines() -> None:
