@@ -2,21 +2,25 @@
 
 Collection: fenced blocks tagged ``python``/``py`` (run with this interpreter in a fresh subprocess) and
 ``bash``/``sh``/``shell``/``console`` (run with ``bash -euo pipefail``; in ``console`` blocks only the ``$ `` lines),
-plus untagged blocks in which every command line starts with ``difflib-models``. ``difflib-models`` is a shell function for
-``python -m difflib_models`` with ``PYTHONPATH`` = this checkout, offline, no progress bars.
+plus untagged blocks in which every command line starts with ``difflib-models``. ``difflib-models`` is a shell
+function for ``python -m difflib_models`` with ``PYTHONPATH`` = this checkout, offline, no progress bars.
 
 One test per document: its snippets run in order in one fresh temporary working directory (a later snippet may
 read the files an earlier one wrote, as a reader following the page would), each in its own process.
 
 What is not run as written, all visible here:
-- ``SKIP``: snippets that cannot run by nature, with the reason (no test case is generated for them, and
-  ``test_skip_list_entries_exist`` keeps the list from rotting).
-- ``SUBSTITUTIONS`` (from substitutions.yaml): per snippet (document + a stable substring of it), text replacements that swap
-  SmolLM2-135M-Instruct for the tiny shared model and shrink step counts. Every ``old`` text must still occur
-  in its snippet (else the test fails and names it), so a doc edit cannot silently bypass the table.
+- ``SKIP``: snippets that cannot run by nature, with the reason. No test case is generated for them (no
+  pytest.skip), and ``test_every_doc_snippet_is_run_or_listed`` fails when an entry no longer matches a snippet.
+- ``SUBSTITUTIONS`` (tests/docs/substitutions.yaml): per snippet (document + a stable substring of it), text
+  replacements that swap SmolLM2-135M-Instruct for the tiny shared model and shrink step counts. Every ``old``
+  text must still occur in its snippet (else the test fails and names it), and a substituted snippet that would
+  still load SmolLM2 fails, so a doc edit cannot silently make this test slow.
 - optional groups of a usage synopsis (``[--policy release.yaml]``) are left out of shell snippets.
 - ``GIVEN``: input files the docs describe as the user's own (their adapter, their JSONL, vector files from
   ``persona extract``), made once per session for the tiny model and copied into every working directory.
+
+``EXPECTED_OUTPUTS``: the files each document's snippets say they write must exist afterwards. A failure names the
+snippet's file and line and shows the code as run and its output. ``-rA`` (or ``-s``) prints seconds per snippet.
 """
 
 from __future__ import annotations
