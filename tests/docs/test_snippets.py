@@ -20,7 +20,7 @@ What is not run as written, all visible here:
   ``persona extract``), made once per session for the tiny model and copied into every working directory.
 
 ``EXPECTED_OUTPUTS``: the files each document's snippets say they write must exist afterwards. A failure names the
-snippet's file and line and shows the code as run and its output. ``-rA`` (or ``-s``) prints seconds per snippet.
+snippet's file and line and shows the code as run and its output. ``-rP`` (or ``-s``) prints seconds per snippet.
 """
 
 from __future__ import annotations
@@ -251,7 +251,7 @@ def _docs_with_runnable() -> list[str]:
     return [d for d in DOC_FILES if runnable(d)]
 
 
-@pytest.mark.slow  # ~3 min for all docs on 2 loaded cores (per-snippet seconds are printed; see -rA)
+@pytest.mark.slow  # ~3 min for all docs on 2 loaded cores (per-snippet seconds are printed; see -rP)
 @pytest.mark.parametrize("doc", _docs_with_runnable())
 def test_doc_snippets_run(doc: str, given: Path, tiny: Path, shared_dir: Path, tmp_path: Path) -> None:
     work = tmp_path / "work"
@@ -259,7 +259,8 @@ def test_doc_snippets_run(doc: str, given: Path, tiny: Path, shared_dir: Path, t
     values = {"tiny": str(tiny), "shared": str(shared_dir), "adapter": str(work / "runs" / "my_adapter")}
     env = {**os.environ, "PYTHONPATH": str(ROOT), "DOCS_PYTHON": sys.executable, "HF_HUB_OFFLINE": "1",
            "TRANSFORMERS_OFFLINE": "1", "DIFFLIB_MODELS_NO_PROGRESS": "1", "MLFLOW_DISABLE_TELEMETRY": "true",
-           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+           "DIFFLIB_MODELS_CACHE": str(tmp_path / "cache")}  # no reuse of (or writes to) the user's cache
     for snippet in runnable(doc):
         code = substituted(snippet, values)
         assert source_loads(code) <= {"shared"}, (
