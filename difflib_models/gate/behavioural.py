@@ -45,6 +45,7 @@ import numpy as np
 import torch
 
 from difflib_models.errors import ConfigError, GateError, bad_value
+from difflib_models.hooks import probe_mode
 from difflib_models.progress import progress
 
 log = logging.getLogger(__name__)
@@ -94,23 +95,18 @@ def ab_probabilities(loaded: Any, items: Sequence[Any], *, side: str = "model", 
     encoded = [answer_token_ids(loaded.tokenizer, it.question, it.matching, it.not_matching) for it in items]
     out: list[float] = []
     device = next(loaded.model.parameters()).device
-    with model_view(loaded, side) as model, torch.no_grad():
-        was_training = model.training
-        model.eval()
-        try:
-            starts = range(0, len(encoded), batch_size)
-            for start in progress(starts, desc=f"A/B eval ({side})", total=len(starts)):
-                chunk = encoded[start:start + batch_size]
-                ids, mask = pad_batch([c[0].ids for c in chunk], pad_token_id=pad_id(loaded.tokenizer),
-                                      padding_side="left")
-                logits = model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                               position_ids=position_ids(mask).to(device)).logits[:, -1, :].float()
-                logp = torch.log_softmax(logits, dim=-1).cpu()
-                for row, (_, pos_id, neg_id) in enumerate(chunk):
-                    two = torch.stack([logp[row, pos_id], logp[row, neg_id]])
-                    out.append(float(torch.softmax(two, dim=0)[0]))
-        finally:
-            model.train(was_training)
+    with model_view(loaded, side) as model, probe_mode(model):
+        starts = range(0, len(encoded), batch_size)
+        for start in progress(starts, desc=f"A/B eval ({side})", total=len(starts)):
+            chunk = encoded[start:start + batch_size]
+            ids, mask = pad_batch([c[0].ids for c in chunk], pad_token_id=pad_id(loaded.tokenizer),
+                                  padding_side="left")
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device),
+                           position_ids=position_ids(mask).to(device)).logits[:, -1, :].float()
+            logp = torch.log_softmax(logits, dim=-1).cpu()
+            for row, (_, pos_id, neg_id) in enumerate(chunk):
+                two = torch.stack([logp[row, pos_id], logp[row, neg_id]])
+                out.append(float(torch.softmax(two, dim=0)[0]))
     return out
 
 
@@ -215,13 +211,8 @@ def balanced_scores(loaded: Any, items: Sequence[BehaviourItem], *, side: str = 
     from difflib_models.persona.dose_response import answer_text_scores
 
     asked = [it.text_item(True) for it in items] + [it.text_item(False) for it in items]
-    with model_view(loaded, side) as model:
-        was_training = model.training
-        model.eval()
-        try:
-            scores = answer_text_scores(model, loaded.tokenizer, asked, batch_size=batch_size)
-        finally:
-            model.train(was_training)
+    with model_view(loaded, side) as model, probe_mode(model):
+        scores = answer_text_scores(model, loaded.tokenizer, asked, batch_size=batch_size)
     return scores[:len(items)], scores[len(items):]
 
 
