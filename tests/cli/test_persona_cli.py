@@ -212,8 +212,9 @@ def test_extract_verdict_too_weak_when_held_out_labels_are_shuffled(files: dict[
                                                                     capsys: pytest.CaptureFixture[str]) -> None:
     trait = files["tmp"] / "shuffled.yaml"
     trait.write_text(_shuffled_trait(), encoding="utf-8")
+    # --mode ab: the case is built on the A/B items' labels (the default mode, auto, would take prompt_contrast)
     code, stdout, err = _run(["persona", "extract", "--trait", str(trait), "--model", str(files["model"]),
-                              "--out", str(files["tmp"] / "shuffled_vec"), "--n-null", "10"], capsys)
+                              "--mode", "ab", "--out", str(files["tmp"] / "shuffled_vec"), "--n-null", "10"], capsys)
     assert code == 0, err
     res = json.loads(stdout)
     assert res["verdict"] == "too_weak"
