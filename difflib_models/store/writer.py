@@ -3,7 +3,7 @@
 ``ActivationStoreWriter`` buffers captured batches in memory and flushes a shard whenever the next batch would
 take the buffer past ``shard_tokens`` tokens (capped so that a shard stays under ``max_shard_bytes``). Every
 prompt lies wholly inside one shard, so resuming at prompt granularity never duplicates or drops a token.
-Serialising a shard (the safetensors library's bytes, hashed with sha256), the
+Serialising a shard (safetensors layout, written piecewise from tensor memory while hashing it with sha256), the
 atomic write (temp file + fsync + rename) and the manifest rewrite happen in one background thread fed by a
 bounded queue, so the forward loop is not blocked and memory stays bounded. An error in the thread is raised by
 the next ``add()`` or by ``close()``.
@@ -15,9 +15,11 @@ configuration resumes (``done_prompt_ids()``), a different configuration is a :c
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 import queue
+import struct
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -412,18 +414,27 @@ class ActivationStoreWriter:
             )
 
 
+_ST_DTYPES = {
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.int64: "I64",
+    torch.int32: "I32",
+}
+
+
 def write_safetensors(
     path: Path, tensors: Mapping[str, torch.Tensor | Sequence[torch.Tensor]], metadata: dict[str, str]
 ) -> tuple[str, int]:
-    """Write ``tensors`` as a safetensors file atomically; returns (sha256, size) of the bytes written.
+    """Write ``tensors`` as a safetensors file atomically, hashing while writing; returns (sha256, size).
 
-    A value may be a list of pieces of one dtype and trailing shape, stored as their concatenation along dim 0.
-    The safetensors library writes the temp file (``save_file``, straight from tensor memory), which is hashed
-    before the atomic rename (temp file + fsync + rename), so the manifest's sha256 is the file's."""
-    from safetensors.torch import save_file
-
-    whole: dict[str, torch.Tensor] = {}
-    storages: set[int] = set()
+    A value may be a list of pieces of one dtype and trailing shape: they are stored as their concatenation
+    along dim 0 without building it in memory. The layout is the documented safetensors one (u64 little-endian
+    header length, JSON header with dtype, shape and data offsets, padded to 8 bytes, then the raw little-endian
+    tensor bytes in order); the tensors' memory is written and hashed directly, with no intermediate bytes."""
+    header: dict[str, Any] = {"__metadata__": metadata}
+    views = []
+    offset = 0
     for name, value in tensors.items():
         pieces = [value] if isinstance(value, torch.Tensor) else list(value)
         if not pieces:
@@ -431,21 +442,27 @@ def write_safetensors(
         first = pieces[0]
         if any(p.dtype != first.dtype or p.shape[1:] != first.shape[1:] for p in pieces):
             raise ValueError(f"pieces of tensor {name!r} differ in dtype or trailing shape")
-        t = (first if len(pieces) == 1 else torch.cat(pieces)).detach().cpu().contiguous()
-        ptr = t.untyped_storage().data_ptr()
-        if ptr in storages and t.numel():  # the library refuses tensors that share memory (e.g. views of one)
-            t = t.clone()
-        storages.add(t.untyped_storage().data_ptr())
-        whole[name] = t
-    digest: list[str] = []
+        start = offset
+        for piece in pieces:
+            flat = piece.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
+            offset += flat.nbytes
+            views.append(memoryview(flat))
+        shape = list(first.shape) if len(pieces) == 1 else [sum(p.shape[0] for p in pieces), *first.shape[1:]]
+        header[name] = {"dtype": _ST_DTYPES[first.dtype], "shape": shape, "data_offsets": [start, offset]}
+    head = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    head += b" " * (-len(head) % 8)
+    prefix = struct.pack("<Q", len(head)) + head
+    digest = hashlib.sha256(prefix)
 
     def write(tmp: Path) -> None:
-        save_file(whole, str(tmp), metadata=metadata)
-        with open(tmp, "rb") as fh:  # hashed before the rename, from the page cache
-            digest.append(hashlib.file_digest(fh, "sha256").hexdigest())
+        with open(tmp, "wb") as fh:
+            fh.write(prefix)
+            for view in views:
+                digest.update(view)
+                fh.write(view)
 
     atomic_write(path, write)
-    return digest[0], path.stat().st_size
+    return digest.hexdigest(), len(prefix) + offset
 
 
 def _sum_sq(x: torch.Tensor, side: str, layer: int, prompt_id: torch.Tensor, pos: torch.Tensor) -> float:
