@@ -95,7 +95,15 @@ def test_snapshot_survives_sigkill_at_10_seeded_points(
             assert _sha(out / "shards" / shard.name) == _sha(shard), (point, shard.name)
         got = json.loads((out / "manifest.json").read_text())
         want = json.loads((ref / "manifest.json").read_text())
+        # the norm sums are float sums over capture batches: a resume regroups the remaining prompts into other
+        # batches, so they may differ in the last bits (float32 BLAS per batch); everything else is exact
+        got_norm, want_norm = got.pop("norm"), want.pop("norm")
         assert got == want, point
+        for side, layers in want_norm.items():
+            for layer, stats in layers.items():
+                assert got_norm[side][layer]["count"] == stats["count"], point
+                for key in ("sum_sq", "scale"):
+                    assert got_norm[side][layer][key] == pytest.approx(stats[key], rel=1e-6), (point, key)
         # the resume skipped what the killed run had stored (checked via the rewrites it needed)
         remaining = ref_store.n_shards - _shards_for(ref_store, n_before)
         assert n_rewrites == (2 * remaining + 1 if remaining else 2), point
