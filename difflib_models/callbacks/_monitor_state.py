@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from difflib_models.errors import ConfigError, bad_value
+from difflib_models.persona.shift import ShiftBaseline
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +33,7 @@ class TraitMonitor:
     gap: float | None = None
     source: str = ""
     trait: Any = None
-    m0: torch.Tensor | None = None
-    null_dirs: torch.Tensor | None = None
-    sigma0: float = float("nan")
+    baseline: ShiftBaseline | None = None
     consecutive: int = 0
     first_warn_step: int | None = None
     first_fail_step: int | None = None
@@ -76,39 +75,46 @@ class TraitMonitor:
 
     # ---------------------------------------------------------------------------------------------- baseline
     def set_baseline(self, acts: torch.Tensor, *, n_null: int, seed: int) -> None:
-        from difflib_models.persona.shift import covariance_null_directions, usable_gap
-
+        """m_0, sigma_0 and the null directions from the probe activations ``acts`` [P, d] (the shift core's
+        :class:`~difflib_models.persona.shift.ShiftBaseline`, as the gate builds it)."""
         assert self.vector is not None
         if acts.shape[0] < 2:
             raise ConfigError(bad_value("traits", self.trait_id, "a probe set of at least 2 questions"))
-        v_hat = self.vector.double() / self.vector.double().norm()
-        self.m0 = acts.double().mean(dim=0).float()
-        self.sigma0 = float((acts.double() @ v_hat).std())
-        self.null_dirs = covariance_null_directions(acts, n_null, norm=1.0, seed=seed)
-        if self.gap is not None and usable_gap(self.gap, self.sigma0) is None:
+        self.baseline = ShiftBaseline.from_activations(acts, self.vector, gap=self.gap, n_null=n_null, seed=seed,
+                                                       trait=self.trait_id, layer=self.layer,
+                                                       polarity=self.polarity)
+        if self.gap is not None and self.baseline.usable_gap is None:
             log.warning("PersonaMonitor: %s's recorded pos-neg gap %.3g at blocks.%d is not above the base spread "
                         "%.3g (a direction fitted on responses, e.g. mode 'paired', need not read the instruction "
                         "contrast): shift_frac is not computed and only the shift_z thresholds apply",
                         self.trait_id, self.gap, self.layer, self.sigma0)
 
-    def restore_baseline(self, m0: torch.Tensor, null_dirs: torch.Tensor, sigma0: float,
-                         vector: torch.Tensor) -> None:
-        self.m0, self.null_dirs, self.sigma0, self.vector = m0, null_dirs, sigma0, vector
+    def restore_baseline(self, tensors: dict[str, torch.Tensor], prefix: str, vector: torch.Tensor) -> None:
+        """The baseline saved with ``baseline.to_tensors(prefix)`` (and the vector it was measured along)."""
+        self.vector = vector
+        self.baseline = ShiftBaseline.from_tensors(tensors, prefix, vector=vector, gap=self.gap,
+                                                   trait=self.trait_id, layer=self.layer, polarity=self.polarity)
+
+    @property
+    def m0(self) -> torch.Tensor | None:
+        return None if self.baseline is None else self.baseline.m0
+
+    @property
+    def sigma0(self) -> float:
+        return float("nan") if self.baseline is None else self.baseline.sigma0
+
+    @property
+    def null_dirs(self) -> torch.Tensor | None:
+        return None if self.baseline is None else self.baseline.null_dirs
 
     # ------------------------------------------------------------------------------------------- evaluation
     def evaluate(self, acts: torch.Tensor, step: int, thresholds: dict[str, Any]) -> dict[str, Any]:
-        """The metrics and status of this check (pure: counters change in :meth:`apply_decision`)."""
-        from difflib_models.persona.shift import compute_shift, usable_gap
-
-        assert self.m0 is not None and self.vector is not None
-        gap = usable_gap(self.gap, self.sigma0)
-        res = compute_shift(self.m0, acts, self.vector, gap=gap or 0.0, base_std=self.sigma0,
-                            null_dirs=self.null_dirs, trait=self.trait_id, layer=self.layer,
-                            polarity=self.polarity)
-        toward = res.toward_undesirable
-        null_p95 = self.null_quantile(acts, 0.95)
-        z = toward / self.sigma0 if self.sigma0 > 0 else float("nan")
-        frac = toward / gap if gap else float("nan")  # no usable gap: the frac thresholds are not applied
+        """The metrics and status of this check (pure: counters change in :meth:`apply_decision`). The z and frac
+        thresholds compare the shift toward the undesirable pole; without a usable gap ``shift_frac`` is NaN and
+        the frac thresholds do not apply."""
+        assert self.baseline is not None
+        res = self.baseline.measure(acts)
+        z, frac = res.toward_z, res.toward_frac
         warn = _ge(z, thresholds["warn_z"]) or _ge(frac, thresholds["warn_frac"])
         crossing = (_ge(z, thresholds["fail_z"]) or _ge(frac, thresholds["fail_frac"])) and _ge(
             res.null_percentile, thresholds["fail_null_percentile"])
@@ -116,20 +122,10 @@ class TraitMonitor:
         status = FAIL if consecutive >= thresholds["fail_consecutive"] else WARN if (warn or crossing) else OK
         return {
             "shift": res.shift, "shift_z": res.shift_z, "shift_frac": res.shift_frac, "drift_cos": res.drift_cos,
-            "drift_norm": res.drift_norm, "null_percentile": res.null_percentile, "null_p95": null_p95,
-            "toward_undesirable": toward, "crossing": bool(crossing), "consecutive": consecutive,
+            "drift_norm": res.drift_norm, "null_percentile": res.null_percentile, "null_p95": res.null_p95,
+            "toward_undesirable": res.toward_undesirable, "crossing": bool(crossing), "consecutive": consecutive,
             "status": status,
         }
-
-    def null_quantile(self, acts: torch.Tensor, q: float) -> float:
-        """The ``q`` quantile of |(m_t - m_0) . u| over the null directions u: the shift a random direction reaches
-        (same units as ``shift``; ``null_percentile >= q`` iff |shift| is at least about this value)."""
-        if self.null_dirs is None or self.null_dirs.numel() == 0 or self.m0 is None:
-            return float("nan")
-        u = self.null_dirs.double()
-        u = u / u.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        delta = acts.double().mean(dim=0) - self.m0.double()
-        return float(torch.quantile((u @ delta).abs(), q))
 
     def apply_decision(self, values: dict[str, Any], step: int) -> None:
         self.consecutive = int(values["consecutive"])
@@ -155,7 +151,7 @@ class TraitMonitor:
             "layer": self.layer, "polarity": self.polarity, "source": self.source, "n_probe": len(self.prompts),
             "sigma0": self.sigma0, "gap": self.gap,
             "vector_norm": float(self.vector.norm()) if self.vector is not None else None,
-            "n_null": int(self.null_dirs.shape[0]) if self.null_dirs is not None else 0,
+            "n_null": self.baseline.n_null if self.baseline is not None else 0,
         }
 
 

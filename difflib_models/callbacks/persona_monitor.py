@@ -15,8 +15,11 @@ uncalibrated* values (warn at z >= 2 or frac >= 0.10; fail at z >= 3 or frac >= 
 consecutive checks AND null percentile >= 0.95); only shifts toward the undesirable pole count. On fail, with
 ``stop_on_fail``, training stops (decision reduced across ranks) and the first failing step is recorded.
 
-Files in the run directory (default ``<default_root_dir>/difflib_models/persona_monitor``): ``baseline.safetensors``
-(m_0, null directions), ``persona_monitor.json`` (time series; shape documented in docs/callbacks.md) and
+The numbers come from the shift core shared with the release gate (:class:`difflib_models.persona.shift.ShiftBaseline`):
+the same base, candidate, vector file, probe prompts, probe batch size, ``n_null`` and ``null_seed`` give the gate's
+numbers exactly. Files in the run directory (default ``<default_root_dir>/difflib_models/persona_monitor``):
+``baseline.safetensors`` (the baseline: m_0 and sigma_0 in float64, base projections, null directions and their
+seed, the vector), ``persona_monitor.json`` (time series; shape documented in docs/callbacks.md) and
 ``persona_monitor.png``. Optional: ``free_signal`` (mean projection of the training batch's own response tokens,
 ``labels != -100``, read from the training forward itself) and ``preventative_steering`` (adds ``alpha * v`` at
 ``layer`` in training forwards only, raw vector units; removed for the probe and at inference).
@@ -382,9 +385,8 @@ class PersonaMonitorCore:
         assert self.run_dir is not None
         tensors = {}
         for tid, mon in self.monitors.items():
-            tensors[f"{tid}.m0"] = mon.m0
-            tensors[f"{tid}.null_dirs"] = mon.null_dirs
-            tensors[f"{tid}.sigma0"] = torch.tensor([mon.sigma0])
+            assert mon.baseline is not None
+            tensors.update(mon.baseline.to_tensors(prefix=f"{tid}."))
             tensors[f"{tid}.vector"] = mon.vector
         atomic_write(self.run_dir / BASELINE_FILE, lambda p: save_file(
             {k: v.contiguous() for k, v in tensors.items()}, str(p), metadata={"step": str(self.baseline_step)}))
@@ -405,8 +407,7 @@ class PersonaMonitorCore:
                 log.warning("PersonaMonitor: %s vector changed since the baseline; re-measuring", tid)
                 return False
         for tid, mon in self.monitors.items():
-            mon.restore_baseline(tensors[f"{tid}.m0"], tensors[f"{tid}.null_dirs"],
-                                 float(tensors[f"{tid}.sigma0"][0]), tensors[f"{tid}.vector"])
+            mon.restore_baseline(tensors, f"{tid}.", tensors[f"{tid}.vector"])
         log.info("PersonaMonitor: resumed with the step-%s baseline from %s", self.baseline_step, path)
         return True
 

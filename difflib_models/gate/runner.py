@@ -133,26 +133,33 @@ _FINITE_PROBE = "Once upon a time, the model answered a question."
 
 
 def _check_finite(sides: Mapping[str, tuple[Any, str]]) -> None:
-    """One short forward per side (hidden states and logits): a model that computes NaN/inf is named up front
-    instead of turning into NaN metrics later (NonFiniteActivationError, exit 3)."""
+    """One short forward per side, read by the hooks layer's reader (:class:`difflib_models.hooks.BlockReader`) at
+    every block's output, plus the logits: a model that computes NaN/inf is named up front, with the first block
+    where it appears, instead of turning into NaN metrics later (NonFiniteActivationError, exit 3)."""
     from difflib_models.errors import NonFiniteActivationError
+    from difflib_models.hooks import BlockReader, EarlyStop, probe_mode, run_forward
     from difflib_models.models.compat import model_label
+
+    def nonfinite(hidden: torch.Tensor) -> torch.Tensor:  # the reader's select: [any NaN, any inf]
+        return torch.stack([torch.isnan(hidden).any(), torch.isinf(hidden).any()])
 
     for name, (loaded, side) in sides.items():
         enc = loaded.tokenizer(_FINITE_PROBE, return_tensors="pt")
         device = next(loaded.model.parameters()).device
-        with model_view(loaded, side) as model, torch.no_grad():
-            out = model(input_ids=enc["input_ids"].to(device), attention_mask=enc["attention_mask"].to(device),
-                        output_hidden_states=True, use_cache=False)
-        tensors = [*(out.hidden_states or ()), out.logits]
-        bad = next((i for i, t in enumerate(tensors) if not bool(torch.isfinite(t).all())), None)
+        with model_view(loaded, side) as model, probe_mode(model), \
+                BlockReader(model, range(int(loaded.n_layers)), nonfinite, early_stop=EarlyStop.never()) as reader:
+            out = run_forward(model, input_ids=enc["input_ids"].to(device),
+                              attention_mask=enc["attention_mask"].to(device), use_cache=False)
+            flags = {f"the output of blocks.{layer}": f for layer, f in reader.take().items()}
+        flags["the logits"] = nonfinite(out.logits)
+        bad = next(((where, f) for where, f in flags.items() if bool(f.any())), None)
         if bad is not None:
-            where = "the logits" if bad == len(tensors) - 1 else f"hidden state {bad} (0 = embeddings)"
-            kind = "NaN" if bool(torch.isnan(tensors[bad]).any()) else "inf"
+            where, f = bad
             raise NonFiniteActivationError(
-                f"{model_label(name, loaded)}{' (adapter disabled)' if side == 'base' else ''} computes {kind} "
-                f"activations ({where}) on a plain text; no metric of it would mean anything. HINT: check its "
-                "weights (NaN/inf after training?) and dtype (fp16 overflow); run in float32 or bfloat16."
+                f"{model_label(name, loaded)}{' (adapter disabled)' if side == 'base' else ''} computes "
+                f"{'NaN' if bool(f[0]) else 'inf'} activations ({where}) on a plain text; no metric of it would "
+                "mean anything. HINT: check its weights (NaN/inf after training?) and dtype (fp16 overflow); run in "
+                "float32 or bfloat16."
             )
 
 
@@ -326,7 +333,7 @@ def persona_section(sides: Mapping[str, tuple[Any, str]], policy: Policy, *, vec
     them with ``--vectors``); the file name is the trait's validated id, never a path taken from the policy, and
     never one of the ``protect`` files (the ``--vectors`` inputs)."""
     from difflib_models.gate import vector_cache
-    from difflib_models.persona.shift import compute_shift, covariance_null_directions, usable_gap
+    from difflib_models.persona.shift import ShiftBaseline
     from difflib_models.persona.traits import load_trait
 
     plan = policy.persona
@@ -378,33 +385,25 @@ def persona_section(sides: Mapping[str, tuple[Any, str]], policy: Policy, *, vec
         else:
             sources[trait_id] = "file"
         acts = {name: per[trait_id] for name, per in probes.items()}
-        unit = vs.unit(layer)
         if units is not None:
-            units[trait_id] = (layer, unit)
-        base_proj = acts["base"].double() @ unit.double()
-        base_std = float(base_proj.std())
-        gap = vs.gap.get(layer)
-        nulls = covariance_null_directions(acts["base"], plan.null_directions, seed=plan.seed)
-        g = usable_gap(gap, base_std)
-        kw = dict(gap=g if g is not None else float("nan"), base_std=base_std, null_dirs=nulls, trait=trait_id,
-                  layer=layer, polarity=vs.polarity)
-        res = compute_shift(acts["base"], acts["candidate"], unit, **kw)
-        delta = (acts["candidate"].double().mean(0) - acts["base"].double().mean(0))
-        u = nulls.double() / nulls.double().norm(dim=1, keepdim=True)
-        n_prompts = int(acts["base"].shape[0])
+            units[trait_id] = (layer, vs.unit(layer))
+        baseline = ShiftBaseline.from_activations(acts["base"], vs.vector(layer), gap=vs.gap.get(layer),
+                                                  n_null=plan.null_directions, seed=plan.seed, trait=trait_id,
+                                                  layer=layer, polarity=vs.polarity)
+        res = baseline.measure(acts["candidate"])
         row: dict[str, Any] = {
             "trait": trait_id, "layer": layer, "polarity": vs.polarity, "shift": res.shift,
             "shift_z": _finite(res.shift_z), "shift_frac": _finite(res.shift_frac),
             "null_percentile": _finite(res.null_percentile), "drift_cos": res.drift_cos,
-            "drift_norm": res.drift_norm, "n_probe_prompts": n_prompts, "vector_mode": vs.mode,
+            "drift_norm": res.drift_norm, "n_probe_prompts": baseline.n_prompts, "vector_mode": vs.mode,
             "vector_file": vector_file, "vector_source": sources[trait_id],
             "vector_validation_level": vs.extra.get("validation_level") or (vs.validation or {}).get("level"),
-            "null_shifts": [float(x) for x in (u @ delta)],
-            "base_projections": [float(x) for x in base_proj],
-            "candidate_projections": [float(x) for x in acts["candidate"].double() @ unit.double()],
+            "null_shifts": list(res.null_shifts),
+            "base_projections": [float(x) for x in baseline.projections],
+            "candidate_projections": list(res.projections),
         }
         if "control" in acts:
-            ctl = compute_shift(acts["base"], acts["control"], unit, **kw)
+            ctl = baseline.measure(acts["control"])
             row["control_shift"] = ctl.shift
             row["control_shift_z"] = _finite(ctl.shift_z)
             if row["shift_z"] is not None and row["control_shift_z"] is not None:
@@ -412,13 +411,14 @@ def persona_section(sides: Mapping[str, tuple[Any, str]], policy: Policy, *, vec
         auroc = _auroc(vs.validation, layer)
         if auroc is not None:
             row["vector_auroc"] = auroc
-        notes = signal_notes(auroc, gap, g, base_std, layer=layer, min_auroc=plan.min_auroc)
+        notes = signal_notes(auroc, baseline.gap, baseline.usable_gap, baseline.sigma0, layer=layer,
+                             min_auroc=plan.min_auroc)
         row["signal_ok"] = not notes
         if notes:
             row["signal_note"] = "; ".join(notes)
         rows.append(row)
         data.append({"name": f"trait:{trait_id}", "path": trait.source, "sha256": trait.hash,
-                     "n_items": n_prompts})
+                     "n_items": baseline.n_prompts})
     null_kind = f"covariance-realistic N(0, Sigma_hat) with shrinkage, K={plan.null_directions}"
     kinds = set(sources.values())
     source = ("files" if kinds == {"file"} else "extracted on base" if kinds == {"extracted"}

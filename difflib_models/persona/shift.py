@@ -10,8 +10,14 @@ m_t = mean over P of the residual at the last prompt token. With v_hat the unit 
 - null_percentile: fraction of K fixed, seeded, norm-matched random directions u_k (drawn from N(0, Sigma_hat),
   covariance-realistic) with |(m_t - m_0) . u_k| <= |S_t|.
 
-Signs: ``compute_shift`` reports S_t along the trait direction (toward the trait's pos pole). ``toward_undesirable``
-is S_t for undesirable traits and -S_t for desirable ones; thresholds only count that quantity.
+One shift core: :class:`ShiftBaseline` is built once from the base model's [P, d] probe activations of one trait
+direction at one layer (per-prompt projections, m_0, sigma_0, the seeded null directions and the usable gap) and
+:meth:`ShiftBaseline.measure` turns a candidate's probe activations into a :class:`ShiftResult`. The PersonaMonitor,
+the release gate and the demo all measure through it, so the same inputs give identical numbers in each. A gap that
+is missing, not finite or not above sigma_0 (:func:`usable_gap`) gives a NaN ``shift_frac``, everywhere.
+
+Signs: S_t is reported along the trait direction (toward the trait's pos pole). ``toward_undesirable`` is S_t for
+undesirable traits and -S_t for desirable ones (``toward_z``, ``toward_frac`` likewise); thresholds only count those.
 
 :func:`read_residuals` is the one-forward reader used by extraction and probing, on the hooks layer's reader
 (``blocks.i`` = output of block i, the library's LAYER_CONVENTION): a gather at given token indices or a mean over
@@ -23,7 +29,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -150,7 +156,15 @@ def covariance_null_directions(
 
 @dataclass(frozen=True)
 class ShiftResult:
-    """One trait's shift at one checkpoint (spec section 4)."""
+    """One trait's shift at one checkpoint (spec section 4), measured by :meth:`ShiftBaseline.measure` (or
+    :func:`compute_shift`).
+
+    ``shift`` S = (m_t - m_0) . v_hat along the trait direction; ``shift_z`` = S / sigma_0 and ``shift_frac`` = S / g
+    are NaN where sigma_0 is not positive or no usable gap g exists (never a division by a stand-in 0).
+    ``toward_undesirable`` (and :attr:`toward_z`, :attr:`toward_frac`) flip the sign for desirable traits: only they
+    are compared with thresholds. ``null_p95`` is the 95th percentile of |(m_t - m_0) . u_k| over the null
+    directions (units of ``shift``); ``null_shifts`` are the signed (m_t - m_0) . u_k and ``projections`` the
+    per-prompt projections of the measured activations on v_hat (empty for already averaged activations)."""
 
     trait: str
     layer: int
@@ -162,6 +176,26 @@ class ShiftResult:
     null_percentile: float
     n_null: int
     toward_undesirable: float = 0.0
+    polarity: str = "undesirable"
+    null_p95: float = float("nan")
+    n_prompts: int = 0
+    null_shifts: tuple[float, ...] = field(default=(), repr=False)
+    projections: tuple[float, ...] = field(default=(), repr=False)
+
+    @property
+    def sign(self) -> float:
+        """+1 for an undesirable trait, -1 for a desirable one: ``toward_undesirable = sign * shift``."""
+        return _polarity_sign(self.polarity)
+
+    @property
+    def toward_z(self) -> float:
+        """``shift_z`` toward the undesirable pole (what the z thresholds compare)."""
+        return self.sign * self.shift_z
+
+    @property
+    def toward_frac(self) -> float:
+        """``shift_frac`` toward the undesirable pole (what the frac thresholds compare); NaN without a gap."""
+        return self.sign * self.shift_frac
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -181,49 +215,174 @@ def usable_gap(gap: float | None, base_std: float) -> float | None:
     return float(gap)
 
 
+def _polarity_sign(polarity: str) -> float:
+    if polarity not in ("undesirable", "desirable"):
+        raise ConfigError(bad_value("polarity", polarity, ["undesirable", "desirable"]))
+    return 1.0 if polarity == "undesirable" else -1.0
+
+
+def _unit(vector: torch.Tensor) -> torch.Tensor:
+    """v / |v| in float64 (ConfigError for a zero vector)."""
+    v = vector.detach().double().flatten().cpu()
+    vn = float(v.norm())
+    if not vn > 0.0:
+        raise ConfigError(bad_value("vector", "all zeros", "a non-zero trait direction"))
+    return v / vn
+
+
+def _null_units(null_dirs: torch.Tensor | None) -> torch.Tensor | None:
+    if null_dirs is None or null_dirs.numel() == 0:
+        return None
+    u = null_dirs.detach().double().cpu()
+    return u / u.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+def _mean(acts: torch.Tensor) -> torch.Tensor:
+    a = acts.detach().double().cpu()
+    return a.mean(dim=0) if a.dim() == 2 else a
+
+
+def _measure(m0: torch.Tensor, acts: torch.Tensor, unit: torch.Tensor, *, sigma0: float, gap: float | None,
+             null_units: torch.Tensor | None, trait: str, layer: int, polarity: str) -> ShiftResult:
+    """The one shift arithmetic (float64): ``m0`` and ``unit`` [d] float64, ``acts`` [P, d] or [d]."""
+    sign = _polarity_sign(polarity)
+    mt = _mean(acts)
+    if m0.shape != unit.shape or mt.shape != unit.shape:
+        raise ConfigError(bad_value("shapes", (tuple(m0.shape), tuple(mt.shape), tuple(unit.shape)),
+                                    "base, current and vector of the same size d_model"))
+    delta = mt - m0
+    s = float(delta @ unit)
+    drift_norm = float(delta.norm())
+    drift_cos = s / drift_norm if drift_norm > 0 else 0.0
+    shift_z = s / sigma0 if math.isfinite(sigma0) and sigma0 > 0 else float("nan")
+    g = None if gap is None or not math.isfinite(gap) or gap == 0.0 else float(gap)
+    shift_frac = s / g if g is not None else float("nan")
+    pct, p95, k, null_shifts = float("nan"), float("nan"), 0, ()
+    if null_units is not None:
+        signed = null_units @ delta
+        null_abs = signed.abs()
+        k = int(null_abs.shape[0])
+        pct = float((null_abs <= abs(s)).double().mean())
+        p95 = float(torch.quantile(null_abs, 0.95))
+        null_shifts = tuple(float(x) for x in signed)
+    projections = tuple(float(x) for x in acts.detach().double().cpu() @ unit) if acts.dim() == 2 else ()
+    return ShiftResult(trait=trait, layer=int(layer), shift=s, shift_z=shift_z, shift_frac=shift_frac,
+                       drift_cos=drift_cos, drift_norm=drift_norm, null_percentile=pct, n_null=k,
+                       toward_undesirable=sign * s, polarity=polarity, null_p95=p95,
+                       n_prompts=int(acts.shape[0]) if acts.dim() == 2 else 0, null_shifts=null_shifts,
+                       projections=projections)
+
+
+@dataclass(frozen=True, eq=False)
+class ShiftBaseline:
+    """The base model's side of one trait's shift at one layer, built once; :meth:`measure` measures a candidate.
+
+    The monitor (m_0 before the first optimizer step), the gate (the base model) and the demo all build it with
+    :meth:`from_activations` from the base's [P, d] probe activations, so the same base activations, vector, gap,
+    number of null directions and seed give the same numbers in each of them. Fields (float64 unless noted):
+    ``unit`` v / |v|; ``m0`` the base mean; ``projections`` the base's per-prompt projections on ``unit`` (empty
+    for a baseline restored from a file without them); ``sigma0`` their std (NaN with fewer than 2 prompts);
+    ``null_dirs`` [K, d] float32 covariance-realistic directions (:func:`covariance_null_directions` with
+    ``null_seed``); ``gap`` the vector file's recorded pos-neg gap g (None when it has none) and ``usable_gap``
+    the g ``shift_frac`` divides by (:func:`usable_gap`: None when g is missing, not finite or not above
+    sigma0; ``shift_frac`` is then NaN)."""
+
+    trait: str
+    layer: int
+    polarity: str
+    unit: torch.Tensor
+    m0: torch.Tensor
+    projections: torch.Tensor
+    sigma0: float
+    null_dirs: torch.Tensor
+    null_seed: int
+    gap: float | None
+    n_prompts: int
+
+    def __post_init__(self) -> None:
+        _polarity_sign(self.polarity)
+        if self.unit.shape != self.m0.shape or self.null_dirs.dim() != 2 or \
+                self.null_dirs.shape[1:] != self.unit.shape:
+            raise ConfigError(bad_value("baseline shapes", (tuple(self.unit.shape), tuple(self.m0.shape),
+                                                            tuple(self.null_dirs.shape)),
+                                        "unit [d], m0 [d] and null directions [K, d] of one d_model"))
+
+    @classmethod
+    def from_activations(cls, acts: torch.Tensor, vector: torch.Tensor, *, gap: float | None, n_null: int,
+                         seed: int, trait: str = "", layer: int = -1, polarity: str = "undesirable",
+                         shrinkage: float = 0.1) -> ShiftBaseline:
+        """The baseline of ``acts`` ([P >= 2, d], the base's last-prompt probe activations at ``layer``) along
+        ``vector`` (raw [d]): m_0, sigma_0, ``n_null`` null directions drawn with ``seed`` from the activations'
+        shrunk covariance, and the recorded ``gap`` (None: no gap)."""
+        if acts.dim() != 2 or acts.shape[0] < 2:
+            raise ConfigError(bad_value("acts.shape", tuple(acts.shape), "[P >= 2 probe prompts, d]",
+                                        f"trait {trait!r} needs a probe set of at least 2 questions"))
+        unit = _unit(vector)
+        if acts.shape[1] != unit.shape[0]:
+            raise ConfigError(bad_value("vector", tuple(vector.shape), f"[{acts.shape[1]}] (the activations' d)"))
+        a = acts.detach().cpu()
+        proj = a.double() @ unit
+        return cls(trait=trait, layer=int(layer), polarity=polarity, unit=unit, m0=a.double().mean(dim=0),
+                   projections=proj, sigma0=float(proj.std()),
+                   null_dirs=covariance_null_directions(a, n_null, norm=1.0, seed=seed, shrinkage=shrinkage),
+                   null_seed=int(seed), gap=None if gap is None else float(gap), n_prompts=int(a.shape[0]))
+
+    @property
+    def usable_gap(self) -> float | None:
+        return usable_gap(self.gap, self.sigma0)
+
+    @property
+    def n_null(self) -> int:
+        return int(self.null_dirs.shape[0])
+
+    def measure(self, acts: torch.Tensor) -> ShiftResult:
+        """The shift of ``acts`` ([P, d] on the same probe prompts, or an already averaged [d]) from this base."""
+        return _measure(self.m0, acts, self.unit, sigma0=self.sigma0, gap=self.usable_gap,
+                        null_units=_null_units(self.null_dirs), trait=self.trait, layer=self.layer,
+                        polarity=self.polarity)
+
+    # --------------------------------------------------------------------------------- persistence (monitor)
+    def to_tensors(self, prefix: str = "") -> dict[str, torch.Tensor]:
+        """The tensors that :meth:`from_tensors` reads back exactly (m_0 and sigma_0 in float64)."""
+        return {f"{prefix}m0": self.m0, f"{prefix}null_dirs": self.null_dirs,
+                f"{prefix}sigma0": torch.tensor([self.sigma0], dtype=torch.float64),
+                f"{prefix}projections": self.projections,
+                f"{prefix}null_seed": torch.tensor([self.null_seed], dtype=torch.int64)}
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor], prefix: str = "", *, vector: torch.Tensor,
+                     gap: float | None, trait: str = "", layer: int = -1,
+                     polarity: str = "undesirable") -> ShiftBaseline:
+        """A baseline saved with :meth:`to_tensors` (files without ``projections`` / ``null_seed``, written
+        before they were saved, give empty projections and seed -1)."""
+        m0 = tensors[f"{prefix}m0"].double()
+        return cls(trait=trait, layer=int(layer), polarity=polarity, unit=_unit(vector), m0=m0,
+                   projections=tensors.get(f"{prefix}projections", torch.zeros(0, dtype=torch.float64)).double(),
+                   sigma0=float(tensors[f"{prefix}sigma0"].double()[0]), null_dirs=tensors[f"{prefix}null_dirs"],
+                   null_seed=int(tensors[f"{prefix}null_seed"][0]) if f"{prefix}null_seed" in tensors else -1,
+                   gap=None if gap is None else float(gap),
+                   n_prompts=int(tensors[f"{prefix}projections"].numel()) if f"{prefix}projections" in tensors
+                   else 0)
+
+
 def compute_shift(
     base_acts: torch.Tensor,
     cur_acts: torch.Tensor,
     vector: torch.Tensor,
     *,
-    gap: float,
+    gap: float | None,
     base_std: float,
     null_dirs: torch.Tensor | None = None,
     trait: str = "",
     layer: int = -1,
     polarity: str = "undesirable",
 ) -> ShiftResult:
-    """Shift of the mean last-prompt activation along ``vector`` between the base and the current model.
+    """Shift of the mean last-prompt activation along ``vector`` between the base and the current model, with the
+    sigma_0 (``base_std``) and gap given as they are (:class:`ShiftBaseline` derives them from the base).
 
     ``base_acts`` and ``cur_acts`` are [P, d] (same probe prompts) or already-averaged [d]. ``null_dirs`` [K, d] are
     normalised internally; the percentile is the fraction of K null |dot products| that |S_t| meets or exceeds.
+    ``gap`` None, 0 or not finite gives a NaN ``shift_frac``.
     """
-    if polarity not in ("undesirable", "desirable"):
-        raise ConfigError(bad_value("polarity", polarity, ["undesirable", "desirable"]))
-    m0 = base_acts.double().mean(dim=0) if base_acts.dim() == 2 else base_acts.double()
-    mt = cur_acts.double().mean(dim=0) if cur_acts.dim() == 2 else cur_acts.double()
-    v = vector.double().flatten()
-    if m0.shape != v.shape or mt.shape != v.shape:
-        raise ConfigError(bad_value("shapes", (tuple(m0.shape), tuple(mt.shape), tuple(v.shape)),
-                                    "base, current and vector of the same size d_model"))
-    vn = float(v.norm())
-    if vn == 0.0:
-        raise ConfigError(bad_value("vector", "all zeros", "a non-zero trait direction"))
-    v_hat = v / vn
-    delta = mt - m0
-    s = float(delta @ v_hat)
-    drift_norm = float(delta.norm())
-    drift_cos = s / drift_norm if drift_norm > 0 else 0.0
-    shift_z = s / base_std if base_std and base_std > 0 else float("nan")
-    shift_frac = s / gap if gap and abs(gap) > 0 else float("nan")
-    pct, k = float("nan"), 0
-    if null_dirs is not None and null_dirs.numel() > 0:
-        u = null_dirs.double()
-        u = u / u.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        null_abs = (u @ delta).abs()
-        k = int(null_abs.shape[0])
-        pct = float((null_abs <= abs(s)).double().mean())
-    sign = 1.0 if polarity == "undesirable" else -1.0
-    return ShiftResult(trait=trait, layer=int(layer), shift=s, shift_z=shift_z, shift_frac=shift_frac,
-                       drift_cos=drift_cos, drift_norm=drift_norm, null_percentile=pct, n_null=k,
-                       toward_undesirable=sign * s)
+    _polarity_sign(polarity)
+    return _measure(_mean(base_acts), cur_acts, _unit(vector), sigma0=float(base_std), gap=gap, null_units=_null_units(null_dirs), trait=trait, layer=layer, polarity=polarity)

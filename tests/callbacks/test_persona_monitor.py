@@ -64,7 +64,7 @@ def test_logged_numbers_match_independent_computation(tmp_path: Path, tinystorie
     base = _probe(untouched, module.tokenizer)
     final = _probe(module.model, module.tokenizer)
     m = mon.monitors["sycophancy"]
-    torch.testing.assert_close(m.m0, base.mean(0), rtol=0, atol=1e-5)
+    torch.testing.assert_close(m.m0, base.double().mean(0), rtol=0, atol=1e-5)
     v_hat = vector / vector.norm()
     sigma0 = float((base.double() @ v_hat.double()).std())
     assert m.sigma0 == pytest.approx(sigma0, rel=1e-5)

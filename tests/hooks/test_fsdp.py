@@ -52,7 +52,7 @@ def test_fsdp2_filter_and_monitor_scores_equal_the_unsharded_model(tmp_path: Pat
     base = load_file(str(tmp_path / "run" / "mon" / "baseline.safetensors"))
     prompts = load_trait("sycophancy").split_questions("evaluation")
     acts = probe_activations(plain.model, plain.tokenizer, prompts, [LAYER])[LAYER]
-    torch.testing.assert_close(base["sycophancy.m0"], acts.mean(dim=0), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(base["sycophancy.m0"], acts.double().mean(dim=0), atol=1e-5, rtol=1e-5)
     v_hat = base["sycophancy.vector"] / base["sycophancy.vector"].norm()
     assert float(base["sycophancy.sigma0"]) == pytest.approx(float((acts @ v_hat).std()), rel=1e-4)
     series = json.loads((tmp_path / "run" / "mon" / "persona_monitor.json")

@@ -177,3 +177,112 @@ def test_usable_gap_only_above_the_base_spread():
     assert usable_gap(0.03, 0.5) is None  # positive but inside the prompts' own spread: S/g would explode
     assert usable_gap(0.5, 0.0) == 0.5
     assert usable_gap(None, 1.0) is None and usable_gap(float("nan"), 1.0) is None
+
+
+# ------------------------------------------------------------------------------------------ the shift core
+SHIFT_LAYER = 1
+ALPHA = 2.5
+
+
+def _tiny_probe(model, *, plant: torch.Tensor | None = None) -> torch.Tensor:
+    """Last-token activations at SHIFT_LAYER of 12 fixed prompts (3 batches, right-padded), with ``plant`` added to
+    the block's output at every position when given."""
+    import contextlib
+
+    from difflib_models.hooks import add_to_block, probe_mode
+    from difflib_models.models.hookpoints import get_block
+    from difflib_models.persona.shift import probe_encoded
+
+    encoded = [[1, *[3 + (7 * i + 5 * j) % 120 for j in range(3 + i % 4)]] for i in range(12)]
+    plant_ctx = add_to_block(get_block(model, SHIFT_LAYER), plant) if plant is not None else contextlib.nullcontext()
+    with probe_mode(model), plant_ctx:
+        return probe_encoded(model, encoded, 0, [SHIFT_LAYER], batch_size=4)[SHIFT_LAYER]
+
+
+def _planted():
+    model = make_tiny("llama")
+    g = torch.Generator().manual_seed(11)
+    v = 3.0 * torch.randn(32, generator=g)  # a raw vector: the core divides by its norm
+    v_hat = v.double() / v.double().norm()
+    base = _tiny_probe(model)
+    return model, v, v_hat, base
+
+
+def test_baseline_measures_a_planted_offset_along_v():
+    import statistics
+
+    from difflib_models.persona.shift import ShiftBaseline
+
+    model, v, v_hat, base = _planted()
+    sigma0 = statistics.stdev(float(x) for x in base.double() @ v_hat)  # independent of the core's torch.std
+    gap = 4.0 * sigma0
+    baseline = ShiftBaseline.from_activations(base, v, gap=gap, n_null=64, seed=5, trait="evil", layer=SHIFT_LAYER)
+    assert baseline.sigma0 == pytest.approx(sigma0, rel=1e-9) and baseline.usable_gap == gap
+    assert baseline.n_prompts == 12 and baseline.n_null == 64 and baseline.null_seed == 5
+
+    cand = _tiny_probe(model, plant=ALPHA * v_hat.float())
+    r = baseline.measure(cand)
+    assert r.shift == pytest.approx(ALPHA, abs=1e-4)
+    assert r.shift_z == pytest.approx(ALPHA / sigma0, rel=1e-4)
+    assert r.shift_frac == pytest.approx(ALPHA / gap, rel=1e-4)
+    assert r.drift_norm == pytest.approx(ALPHA, rel=1e-4) and r.drift_cos == pytest.approx(1.0, abs=1e-4)
+    assert r.null_percentile == 1.0 and r.n_null == 64 and r.n_prompts == 12  # |cos(v, u_k)| < 1 for every null
+    assert r.toward_undesirable == r.shift and r.toward_z == r.shift_z
+    assert len(r.null_shifts) == 64 and max(abs(x) for x in r.null_shifts) < ALPHA
+    assert r.null_p95 == pytest.approx(float(torch.quantile(torch.tensor(r.null_shifts).abs(), 0.95)), rel=1e-6)
+    proj_base = (base.double() @ v_hat).tolist()
+    assert r.projections == pytest.approx([p + ALPHA for p in proj_base], abs=1e-4)
+
+    # the same offset orthogonal to v: the drift is there, the shift is not, and it ranks below the nulls
+    w = torch.randn(32, generator=torch.Generator().manual_seed(12)).double()
+    w = w - (w @ v_hat) * v_hat
+    ortho = baseline.measure(_tiny_probe(model, plant=(ALPHA * w / w.norm()).float()))
+    assert abs(ortho.shift) < 1e-4 and ortho.drift_norm == pytest.approx(ALPHA, rel=1e-4)
+    assert ortho.null_percentile < 0.1
+
+    # a desirable trait: the same move is away from the undesirable pole
+    des = ShiftBaseline.from_activations(base, v, gap=gap, n_null=64, seed=5, polarity="desirable").measure(cand)
+    assert des.shift == r.shift and des.toward_undesirable == -r.shift and des.toward_z == -r.shift_z
+    assert des.toward_frac == -r.shift_frac
+
+
+@pytest.mark.parametrize("gap", [None, float("nan"), -1.0, 0.0, "inside the spread"])
+def test_baseline_without_a_usable_gap_gives_nan_shift_frac(gap):
+    from difflib_models.persona.shift import ShiftBaseline
+
+    model, v, v_hat, base = _planted()
+    if gap == "inside the spread":
+        gap = 0.5 * float((base.double() @ v_hat).std())
+    baseline = ShiftBaseline.from_activations(base, v, gap=gap, n_null=16, seed=0)
+    assert baseline.usable_gap is None
+    r = baseline.measure(_tiny_probe(model, plant=ALPHA * v_hat.float()))
+    assert math.isnan(r.shift_frac) and math.isnan(r.toward_frac)
+    assert r.shift == pytest.approx(ALPHA, abs=1e-4) and math.isfinite(r.shift_z)
+
+
+def test_baseline_round_trips_through_tensors_exactly():
+    from safetensors.torch import load, save
+
+    from difflib_models.persona.shift import ShiftBaseline
+
+    model, v, v_hat, base = _planted()
+    baseline = ShiftBaseline.from_activations(base, v, gap=1.0, n_null=16, seed=3, trait="t", layer=SHIFT_LAYER)
+    tensors = load(save(baseline.to_tensors(prefix="t.")))
+    back = ShiftBaseline.from_tensors(tensors, "t.", vector=v, gap=1.0, trait="t", layer=SHIFT_LAYER)
+    cand = _tiny_probe(model, plant=ALPHA * v_hat.float())
+    assert back.measure(cand) == baseline.measure(cand)  # m_0 and sigma_0 kept in float64: identical numbers
+    assert back.null_seed == 3 and back.n_prompts == 12
+
+
+def test_baseline_refuses_bad_inputs():
+    from difflib_models.persona.shift import ShiftBaseline
+
+    _, v, _, base = _planted()
+    with pytest.raises(ConfigError, match="at least 2"):
+        ShiftBaseline.from_activations(base[:1], v, gap=1.0, n_null=4, seed=0)
+    with pytest.raises(ConfigError, match="non-zero"):
+        ShiftBaseline.from_activations(base, torch.zeros(32), gap=1.0, n_null=4, seed=0)
+    with pytest.raises(ConfigError):
+        ShiftBaseline.from_activations(base, torch.ones(31), gap=1.0, n_null=4, seed=0)
+    with pytest.raises(ConfigError, match="polarity"):
+        ShiftBaseline.from_activations(base, v, gap=1.0, n_null=4, seed=0, polarity="bad")
