@@ -246,7 +246,8 @@ def _measure(m0: torch.Tensor, acts: torch.Tensor, unit: torch.Tensor, *, sigma0
              null_units: torch.Tensor | None, trait: str, layer: int, polarity: str) -> ShiftResult:
     """The one shift arithmetic (float64): ``m0`` and ``unit`` [d] float64, ``acts`` [P, d] or [d]."""
     sign = _polarity_sign(polarity)
-    mt = _mean(acts)
+    a = acts.detach().double().cpu()
+    mt = a.mean(dim=0) if a.dim() == 2 else a
     if m0.shape != unit.shape or mt.shape != unit.shape:
         raise ConfigError(bad_value("shapes", (tuple(m0.shape), tuple(mt.shape), tuple(unit.shape)),
                                     "base, current and vector of the same size d_model"))
@@ -265,12 +266,11 @@ def _measure(m0: torch.Tensor, acts: torch.Tensor, unit: torch.Tensor, *, sigma0
         pct = float((null_abs <= abs(s)).double().mean())
         p95 = float(torch.quantile(null_abs, 0.95))
         null_shifts = tuple(float(x) for x in signed)
-    projections = tuple(float(x) for x in acts.detach().double().cpu() @ unit) if acts.dim() == 2 else ()
+    projections = tuple(float(x) for x in a @ unit) if a.dim() == 2 else ()
     return ShiftResult(trait=trait, layer=int(layer), shift=s, shift_z=shift_z, shift_frac=shift_frac,
                        drift_cos=drift_cos, drift_norm=drift_norm, null_percentile=pct, n_null=k,
                        toward_undesirable=sign * s, polarity=polarity, null_p95=p95,
-                       n_prompts=int(acts.shape[0]) if acts.dim() == 2 else 0, null_shifts=null_shifts,
-                       projections=projections)
+                       n_prompts=len(projections), null_shifts=null_shifts, projections=projections)
 
 
 @dataclass(frozen=True, eq=False)
@@ -337,6 +337,9 @@ class ShiftBaseline:
 
     def measure(self, acts: torch.Tensor) -> ShiftResult:
         """The shift of ``acts`` ([P, d] on the same probe prompts, or an already averaged [d]) from this base."""
+        if acts.dim() == 2 and self.n_prompts and acts.shape[0] != self.n_prompts:
+            raise ConfigError(bad_value("acts.shape", tuple(acts.shape), f"[{self.n_prompts}, d]",
+                                        "measure the candidate on the base's probe prompts"))
         return _measure(self.m0, acts, self.unit, sigma0=self.sigma0, gap=self.usable_gap,
                         null_units=_null_units(self.null_dirs), trait=self.trait, layer=self.layer,
                         polarity=self.polarity)
@@ -384,5 +387,5 @@ def compute_shift(
     normalised internally; the percentile is the fraction of K null |dot products| that |S_t| meets or exceeds.
     ``gap`` None, 0 or not finite gives a NaN ``shift_frac``.
     """
-    _polarity_sign(polarity)
-    return _measure(_mean(base_acts), cur_acts, _unit(vector), sigma0=float(base_std), gap=gap, null_units=_null_units(null_dirs), trait=trait, layer=layer, polarity=polarity)
+    return _measure(_mean(base_acts), cur_acts, _unit(vector), sigma0=float(base_std), gap=gap,
+                    null_units=_null_units(null_dirs), trait=trait, layer=layer, polarity=polarity)

@@ -286,3 +286,5 @@ def test_baseline_refuses_bad_inputs():
         ShiftBaseline.from_activations(base, torch.ones(31), gap=1.0, n_null=4, seed=0)
     with pytest.raises(ConfigError, match="polarity"):
         ShiftBaseline.from_activations(base, v, gap=1.0, n_null=4, seed=0, polarity="bad")
+    with pytest.raises(ConfigError, match="probe prompts"):  # a candidate probed on another prompt set
+        ShiftBaseline.from_activations(base, v, gap=1.0, n_null=4, seed=0).measure(base[:5])
