@@ -11,8 +11,8 @@ quick validation and the benchmarks all call it): P(score_pos > score_neg) + 0.5
 
 A class with no scores (the one-class case, where ``roc_auc_score`` raises a ValueError) is a ConfigError naming
 the empty class; a NaN score gives NaN; infinite scores rank above / below every finite one.
-:func:`bootstrap_auroc_ci` is ``scipy.stats.bootstrap`` (percentile method, classes resampled separately, seeded:
-the same seed gives the same interval).
+:func:`bootstrap_auroc_ci` and :func:`bootstrap_mean_ci` are ``scipy.stats.bootstrap`` (percentile method; the
+AUROC's classes resampled separately; seeded: the same seed gives the same interval).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import numpy as np
 
 from difflib_models.errors import ConfigError, bad_value
 
-__all__ = ["auroc", "bootstrap_auroc_ci"]
+__all__ = ["auroc", "bootstrap_auroc_ci", "bootstrap_mean_ci"]
 
 
 def _scores(values: Sequence[float] | np.ndarray, name: str, axis: int | None) -> np.ndarray:
@@ -90,4 +90,23 @@ def bootstrap_auroc_ci(pos: Sequence[float] | np.ndarray, neg: Sequence[float] |
     else:
         est = float(auroc(pos, neg))
         return est, est
+    return float(ci.low), float(ci.high)
+
+
+def bootstrap_mean_ci(values: Sequence[float] | np.ndarray, n_boot: int = 2000, seed: int = 0,
+                      level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap CI of the mean of ``values`` (``scipy.stats.bootstrap``, seeded: deterministic for a
+    given seed). One value, or values that are all equal, give the width-0 interval at the mean."""
+    from scipy.stats import bootstrap
+
+    x = np.asarray(values, dtype=np.float64).ravel()
+    if x.size == 0:
+        raise ConfigError(bad_value("values", "no values", "at least one value"))
+    if n_boot < 1:
+        raise ConfigError(bad_value("n_boot", n_boot, ">= 1"))
+    if x.size == 1 or bool((x == x[0]).all()):  # every resample has the same mean (scipy needs two values)
+        m = float(x.mean())
+        return m, m
+    ci = bootstrap((x,), np.mean, n_resamples=n_boot, confidence_level=level, method="percentile",
+                   vectorized=True, axis=-1, rng=np.random.default_rng(seed)).confidence_interval
     return float(ci.low), float(ci.high)

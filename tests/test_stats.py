@@ -57,3 +57,18 @@ def test_bootstrap_ci_is_seeded_and_covers_the_estimate() -> None:
     assert wide[0] <= a[0] and wide[1] >= a[1]
     with pytest.raises(ConfigError, match="n_boot"):
         bootstrap_auroc_ci(pos, neg, n_boot=0)
+
+
+def test_bootstrap_mean_ci_is_seeded_and_near_the_normal_interval() -> None:
+    from difflib_models.stats import bootstrap_mean_ci
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(1.0, 2.0, 60)
+    a = bootstrap_mean_ci(x, n_boot=2000, seed=3)
+    assert a == bootstrap_mean_ci(x, n_boot=2000, seed=3) and a != bootstrap_mean_ci(x, n_boot=2000, seed=4)
+    sem = x.std(ddof=1) / np.sqrt(x.size)
+    assert a[0] < x.mean() < a[1]
+    assert (a[1] - a[0]) / 2 == pytest.approx(1.96 * sem, rel=0.15)  # the CLT interval of the mean
+    assert bootstrap_mean_ci([2.5], seed=0) == (2.5, 2.5) and bootstrap_mean_ci([0.0] * 9) == (0.0, 0.0)
+    with pytest.raises(ConfigError, match="values"):
+        bootstrap_mean_ci([])
