@@ -33,7 +33,7 @@ class EncodedRows(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, i: int) -> tuple[list[int], int]:
+    def __getitem__(self, i: int) -> tuple[list[int], list[int]]:
         return self.items[i]
 
 
@@ -61,7 +61,7 @@ class ChatDataModule(L.LightningDataModule):
         pid = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
         self.pad_id = int(pid)
 
-    def collate(self, batch: list[tuple[list[int], int]]) -> dict[str, torch.Tensor]:
+    def collate(self, batch: list[tuple[list[int], list[int]]]) -> dict[str, torch.Tensor]:
         input_ids, attn, labels = collate_examples(batch, self.pad_id)
         return {"input_ids": input_ids, "attention_mask": attn, "labels": labels}
 

@@ -55,3 +55,23 @@ def test_config_validation(kwargs, match) -> None:
 def test_missing_targets_named(word_tokenizer) -> None:
     with pytest.raises(ConfigError, match="target_modules"):
         lora_finetune(tiny_llama(), word_tokenizer, SENTENCES, LoraFinetuneConfig(target_modules=("c_attn",)))
+
+
+def test_loss_mask_covers_every_assistant_turn(tinystories_656k) -> None:
+    from transformers import AutoTokenizer
+
+    from difflib_models.diffing.finetune import collate_examples, encode_examples
+
+    tok = AutoTokenizer.from_pretrained(tinystories_656k)
+    tok.chat_template = (
+        "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+    )
+    chat = {"messages": [{"role": "user", "content": "Hi."}, {"role": "assistant", "content": "Hello there."},
+                         {"role": "user", "content": "Bye."}, {"role": "assistant", "content": "Goodbye now."}]}
+    rows = encode_examples(tok, ["Once upon a time.", chat], max_length=200)
+    ids, labels = collate_examples(rows, pad_id=0)[0], collate_examples(rows, pad_id=0)[2]
+    plain = labels[0, : len(rows[0][0])]
+    assert plain[0] == -100 and (plain[1:] == ids[0, 1: len(rows[0][0])]).all()  # plain text: all but token 0
+    trained = tok.decode([int(t) for t in labels[1] if t != -100])
+    assert trained.replace("\n", "") == "Hello there.<|im_end|>Goodbye now.<|im_end|>"  # both turns, no prompt
