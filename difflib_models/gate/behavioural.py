@@ -45,6 +45,7 @@ import numpy as np
 import torch
 
 from difflib_models.errors import ConfigError, GateError, bad_value
+from difflib_models.files import parse_jsonl
 from difflib_models.hooks import probe_mode
 from difflib_models.progress import progress
 from difflib_models.stats import bootstrap_mean_ci
@@ -182,11 +183,10 @@ def load_behaviour_items(trait: str, *, max_items: int | None = None) -> list[Be
                                     "behaviour items ship for these traits (difflib_models/datasets/data)"))
     text = resources.files("difflib_models.datasets").joinpath("data", name).read_text(encoding="utf-8")
     items: list[BehaviourItem] = []
-    for line in text.splitlines():
-        if line.strip():
-            row = json.loads(line)
-            items.append(BehaviourItem(row["id"], row["question"], row["matching"], row["not_matching"],
-                                       bool(row["matching_first"]), row.get("matching_polarity")))
+    for r in parse_jsonl(text, what=f"behaviour items of {trait!r}", path=f"difflib_models/datasets/data/{name}"):
+        row = r.value
+        items.append(BehaviourItem(row["id"], row["question"], row["matching"], row["not_matching"],
+                                   bool(row["matching_first"]), row.get("matching_polarity")))
     return items[:max_items] if max_items else items
 
 
