@@ -105,6 +105,21 @@ def present_targets(model: nn.Module, wanted: Sequence[str]) -> list[str]:
     return present
 
 
+def warmup_cosine(step: int, warmup: int, total: int, floor: float = 0.1) -> float:
+    """Learning-rate factor of the LoRA fine-tunes: linear warm-up ``(step + 1) / (warmup + 1)``, then cosine
+    decay from 1 to ``floor`` at ``total`` (held there after it).
+
+    Kept rather than transformers' ``get_cosine_with_min_lr_schedule_with_warmup(min_lr_rate=floor)``: after
+    warm-up the factors are the same, but its warm-up is ``step / warmup``, so the first optimiser step runs at
+    learning rate 0 (a wasted step), and switching would change every seeded fine-tune the demo, the gate tests
+    and the benchmarks measure. This factor equals the transformers one shifted by one step (``warmup + 1``,
+    ``total + 1``, ``step + 1``; tests/diffing/test_finetune.py checks it)."""
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    t = min(1.0, (step - warmup) / max(1, total - warmup))
+    return floor + (1.0 - floor) * 0.5 * (1 + math.cos(math.pi * t))
+
+
 def encode_examples(
     tokenizer: Any, examples: Sequence[str | Mapping[str, Any]], max_length: int
 ) -> list[tuple[list[int], list[int]]]:
@@ -189,13 +204,7 @@ def lora_finetune(
     params = [p for p in peft_model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
-    def lr_at(step: int) -> float:
-        if step < cfg.warmup_steps:
-            return (step + 1) / (cfg.warmup_steps + 1)
-        t = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: warmup_cosine(step, cfg.warmup_steps, cfg.steps))
     device = next(peft_model.parameters()).device
     rng = random.Random(cfg.seed)
     order: list[int] = []

@@ -20,6 +20,7 @@ from difflib_models.diffing.finetune import (
     collate_examples,
     encode_examples,
     present_targets,
+    warmup_cosine,
 )
 from difflib_models.errors import ConfigError, bad_value
 
@@ -119,12 +120,5 @@ class LoRAFineTune(L.LightningModule):
         params = [p for p in self.model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
         warm, total = self.warmup_steps, max(1, self.max_steps)
-
-        def factor(step: int) -> float:
-            if step < warm:
-                return (step + 1) / (warm + 1)
-            t = min(1.0, (step - warm) / max(1, total - warm))
-            return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: warmup_cosine(step, warm, total))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
