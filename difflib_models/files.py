@@ -97,8 +97,13 @@ def load_json(path: str | os.PathLike[str], *, what: str) -> Any:
 
 
 def load_jsonl(path: str | os.PathLike[str], *, what: str) -> list[JsonlRow]:
-    """Parse a JSONL file: one :class:`JsonlRow` per non-empty line; a bad line is named in the ConfigError."""
-    text = read_text(path, what=what)
+    """Parse a JSONL file: one :class:`JsonlRow` per non-empty line; a bad line is named in the ConfigError.
+    The library's one JSONL reader (with :func:`parse_jsonl` for text already read, e.g. package resources)."""
+    return parse_jsonl(read_text(path, what=what), what=what, path=path)
+
+
+def parse_jsonl(text: str, *, what: str, path: str | os.PathLike[str]) -> list[JsonlRow]:
+    """JSONL ``text`` (read from ``path``, named in errors): one :class:`JsonlRow` per non-empty line."""
     rows = []
     for n, line in enumerate(text.split("\n"), 1):  # not splitlines(): U+2028 etc. may sit inside a JSON string
         line = line[:-1] if line.endswith("\r") else line

@@ -90,6 +90,39 @@ def test_jsonl_rows_lines_and_bad_line(tmp_path: Path) -> None:
     assert "line 3, column 9: not valid JSON" in _one_line(exc, p)
 
 
+def test_parse_jsonl_names_the_source_and_line() -> None:
+    from difflib_models.files import parse_jsonl
+
+    assert [r.value for r in parse_jsonl('{"a": 1}\n\n[2]\n', what="items", path="pkg/x.jsonl")] == [{"a": 1}, [2]]
+    with pytest.raises(ConfigError, match=r"pkg/x\.jsonl.*line 2, column 2: not valid JSON"):
+        parse_jsonl('{"a": 1}\n{bad\n', what="items", path="pkg/x.jsonl")
+
+
+def test_the_library_has_one_jsonl_reader() -> None:
+    """Every JSONL file is parsed by difflib_models.files (load_jsonl / parse_jsonl): no module parses lines
+    with json.loads itself, so every bad line is the same ConfigError naming the file and line."""
+    import ast
+
+    import difflib_models
+
+    root = Path(difflib_models.__file__).parent
+    offenders = []
+    for path in sorted(root.rglob("*.py")):
+        if path.name == "files.py" and path.parent == root:
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        comps = ast.ListComp | ast.SetComp | ast.GeneratorExp | ast.DictComp
+        for loop in (n for n in ast.walk(tree) if isinstance(n, ast.For | comps)):
+            gens = [loop] if isinstance(loop, ast.For) else loop.generators
+            targets = {t.id for g in gens for t in ast.walk(g.target) if isinstance(t, ast.Name)}
+            body = loop.body if isinstance(loop, ast.For) else [loop]
+            for node in (n for b in body for n in ast.walk(b)):
+                if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "loads"
+                        and node.args and isinstance(node.args[0], ast.Name) and node.args[0].id in targets):
+                    offenders.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert not offenders, offenders
+
+
 def test_invalid_yaml_names_line_and_column(tmp_path: Path) -> None:
     p = tmp_path / "policy.yaml"
     p.write_text("name: p\nchecks:\n  - id: a\n    metric: b: c\n", encoding="utf-8")

@@ -37,12 +37,12 @@ regular than organic data; treat detection numbers on them as an upper bound.
 
 from __future__ import annotations
 
-import json
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from difflib_models.errors import ConfigError, bad_value
+from difflib_models.files import load_jsonl
 
 DATASETS: dict[str, str] = {
     "sycophancy-inducing": "sycophancy_inducing.jsonl",
@@ -78,9 +78,4 @@ def dataset_path(name: str) -> Path:
 
 def load_dataset(name: str) -> list[dict[str, Any]]:
     """Rows of a built-in chat data set, in file order (fresh dicts; mutating them changes nothing on disk)."""
-    rows: list[dict[str, Any]] = []
-    with open(dataset_path(name), encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                rows.append(json.loads(line))
-    return rows
+    return [row.value for row in load_jsonl(dataset_path(name), what=f"data set {name!r}")]

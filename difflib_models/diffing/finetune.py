@@ -105,15 +105,39 @@ def present_targets(model: nn.Module, wanted: Sequence[str]) -> list[str]:
     return present
 
 
+def warmup_cosine(step: int, warmup: int, total: int, floor: float = 0.1) -> float:
+    """Learning-rate factor of the LoRA fine-tunes: linear warm-up ``(step + 1) / (warmup + 1)``, then cosine
+    decay from 1 to ``floor`` at ``total`` (held there after it).
+
+    Kept rather than transformers' ``get_cosine_with_min_lr_schedule_with_warmup(min_lr_rate=floor)``: after
+    warm-up the factors are the same, but its warm-up is ``step / warmup``, so the first optimiser step runs at
+    learning rate 0 (a wasted step), and switching would change every seeded fine-tune the demo, the gate tests
+    and the benchmarks measure. This factor equals the transformers one shifted by one step (``warmup + 1``,
+    ``total + 1``, ``step + 1``; tests/diffing/test_finetune.py checks it)."""
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    t = min(1.0, (step - warmup) / max(1, total - warmup))
+    return floor + (1.0 - floor) * 0.5 * (1 + math.cos(math.pi * t))
+
+
 def encode_examples(
     tokenizer: Any, examples: Sequence[str | Mapping[str, Any]], max_length: int
-) -> list[tuple[list[int], int]]:
-    """Token ids and the index of the first token that counts in the loss, per example."""
-    out: list[tuple[list[int], int]] = []
+) -> list[tuple[list[int], list[int]]]:
+    """Token ids and the loss mask (1 on tokens that count in the loss) per example.
+
+    Plain texts: every token but the first. Chat rows (``{"messages": [...]}``, ending with an assistant turn):
+    the assistant turns, from :func:`difflib_models.models.chat_masks.assistant_tokens` (transformers'
+    ``return_assistant_tokens_mask`` where the template has a ``{% generation %}`` block, prefix rendering
+    otherwise). Truncated to ``max_length`` tokens; a row whose assistant text is cut off entirely trains on its
+    last token."""
+    from difflib_models.models.chat_masks import assistant_tokens
+
+    out: list[tuple[list[int], list[int]]] = []
     for i, ex in enumerate(examples):
-        if isinstance(ex, str):
-            ids = tokenizer(ex, add_special_tokens=True, truncation=True, max_length=max_length)["input_ids"]
-            start = 1
+        if isinstance(ex, str) or (isinstance(ex, Mapping) and "text" in ex and "messages" not in ex):
+            text = ex if isinstance(ex, str) else str(ex["text"])
+            ids = list(tokenizer(text, add_special_tokens=True, truncation=True, max_length=max_length)["input_ids"])
+            mask = [0] + [1] * (len(ids) - 1)
         elif isinstance(ex, Mapping) and "messages" in ex:
             messages = list(ex["messages"])
             if not messages or messages[-1].get("role") != "assistant":
@@ -121,40 +145,32 @@ def encode_examples(
                     bad_value(f"examples[{i}].messages", messages[-1:] if messages else messages,
                               "a conversation ending with an assistant message")
                 )
-            if getattr(tokenizer, "chat_template", None) is None:
-                raise ConfigError(
-                    bad_value("tokenizer.chat_template", None, "a tokenizer with a chat template",
-                              "Pass plain texts for base models without a chat template.")
-                )
-            prompt = tokenizer.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
-            full = tokenizer.apply_chat_template(messages, tokenize=False)
-            p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-            ids = tokenizer(full, add_special_tokens=False, truncation=True, max_length=max_length)["input_ids"]
-            start = min(len(p_ids), len(ids) - 1)
-        elif isinstance(ex, Mapping) and "text" in ex:
-            ids = tokenizer(str(ex["text"]), add_special_tokens=True, truncation=True, max_length=max_length)[
-                "input_ids"
-            ]
-            start = 1
+            ids, mask = assistant_tokens(tokenizer, messages)
+            ids, mask = ids[:max_length], mask[:max_length]
+            if ids and not any(mask[1:]):
+                mask[-1] = 1
         else:
             raise ConfigError(bad_value(f"examples[{i}]", ex, "a string, {'text': ...} or {'messages': [...]}"))
         if len(ids) >= 2:
-            out.append((list(ids), max(1, start)))
+            out.append((ids, [0] + mask[1:]))  # token 0 has nothing before it to predict it from
     if not out:
         raise ConfigError(bad_value("examples", f"{len(examples)} examples", "at least one example of >= 2 tokens"))
     return out
 
 
-def collate_examples(batch: list[tuple[list[int], int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def collate_examples(batch: list[tuple[list[int], list[int]]], pad_id: int
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded ``input_ids``, ``attention_mask`` and ``labels`` (-100 where the loss mask is 0)."""
     width = max(len(ids) for ids, _ in batch)
     input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
     attn = torch.zeros((len(batch), width), dtype=torch.long)
     labels = torch.full((len(batch), width), -100, dtype=torch.long)
-    for row, (ids, start) in enumerate(batch):
+    for row, (ids, mask) in enumerate(batch):
         n = len(ids)
-        input_ids[row, :n] = torch.tensor(ids)
+        t = torch.tensor(ids)
+        input_ids[row, :n] = t
         attn[row, :n] = 1
-        labels[row, start:n] = torch.tensor(ids[start:])
+        labels[row, :n] = torch.where(torch.tensor(mask, dtype=torch.bool), t, torch.full_like(t, -100))
     return input_ids, attn, labels
 
 
@@ -188,13 +204,7 @@ def lora_finetune(
     params = [p for p in peft_model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
-    def lr_at(step: int) -> float:
-        if step < cfg.warmup_steps:
-            return (step + 1) / (cfg.warmup_steps + 1)
-        t = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: warmup_cosine(step, cfg.warmup_steps, cfg.steps))
     device = next(peft_model.parameters()).device
     rng = random.Random(cfg.seed)
     order: list[int] = []

@@ -45,8 +45,10 @@ import numpy as np
 import torch
 
 from difflib_models.errors import ConfigError, GateError, bad_value
+from difflib_models.files import parse_jsonl
 from difflib_models.hooks import probe_mode
 from difflib_models.progress import progress
+from difflib_models.stats import bootstrap_mean_ci
 
 log = logging.getLogger(__name__)
 
@@ -181,11 +183,10 @@ def load_behaviour_items(trait: str, *, max_items: int | None = None) -> list[Be
                                     "behaviour items ship for these traits (difflib_models/datasets/data)"))
     text = resources.files("difflib_models.datasets").joinpath("data", name).read_text(encoding="utf-8")
     items: list[BehaviourItem] = []
-    for line in text.splitlines():
-        if line.strip():
-            row = json.loads(line)
-            items.append(BehaviourItem(row["id"], row["question"], row["matching"], row["not_matching"],
-                                       bool(row["matching_first"]), row.get("matching_polarity")))
+    for r in parse_jsonl(text, what=f"behaviour items of {trait!r}", path=f"difflib_models/datasets/data/{name}"):
+        row = r.value
+        items.append(BehaviourItem(row["id"], row["question"], row["matching"], row["not_matching"],
+                                   bool(row["matching_first"]), row.get("matching_polarity")))
     return items[:max_items] if max_items else items
 
 
@@ -219,16 +220,14 @@ def balanced_scores(loaded: Any, items: Sequence[BehaviourItem], *, side: str = 
 def paired_bootstrap(diffs: Sequence[float], *, n_boot: int = 2000, seed: int = 0,
                      level: float = 0.95) -> dict[str, Any]:
     """``{n, mean, ci_low, ci_high}`` of per-item differences: the mean and a percentile bootstrap CI over items
-    (numpy, seeded). Differences that are all equal give a CI of width 0 (e.g. exactly 0 for identical models)."""
+    (:func:`difflib_models.stats.bootstrap_mean_ci`, seeded). Differences that are all equal give a CI of width 0
+    (e.g. exactly 0 for identical models)."""
     x = np.asarray(list(diffs), dtype=np.float64)
     n = int(x.size)
     if n == 0:
         return {"n": 0, "mean": 0.0, "ci_low": 0.0, "ci_high": 0.0, "n_boot": n_boot, "level": level}
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, n, size=(n_boot, n))].mean(axis=1)
-    alpha = (1.0 - level) / 2.0
     mean = float(x.mean())
-    lo, hi = (float(v) for v in np.quantile(means, [alpha, 1.0 - alpha]))
+    lo, hi = bootstrap_mean_ci(x, n_boot=n_boot, seed=seed, level=level)
     return {"n": n, "mean": mean, "ci_low": min(lo, mean), "ci_high": max(hi, mean), "n_boot": n_boot,
             "level": level}
 

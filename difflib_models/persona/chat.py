@@ -8,7 +8,10 @@ where the response starts) are token conventions:
 - :func:`encode_prompt_response` teacher-forces a response after a rendered prompt and checks the *prefix
   assertion*: the prompt's token ids must be a prefix of the ids of prompt + response, so the split point is exact.
   When the tokenizer merges tokens across the boundary, the ids are built by concatenation instead (the prompt
-  tokens stay exactly what the model sees at generation time) and ``merged_boundary`` is set.
+  tokens stay exactly what the model sees at generation time) and ``merged_boundary`` is set. The response is open
+  (no end-of-turn after it), so transformers' ``return_assistant_tokens_mask`` (which needs a finished assistant
+  turn and refuses ``continue_final_message``) does not apply; for training masks over finished turns see
+  :mod:`difflib_models.models.chat_masks`.
 - :func:`pad_batch` pads id lists left or right; :func:`last_token_index` finds the last real token of every row
   under either padding side; :func:`response_mask` marks response tokens.
 """

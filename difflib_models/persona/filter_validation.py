@@ -33,6 +33,7 @@ import torch
 
 from difflib_models.errors import ConfigError, bad_value
 from difflib_models.persona.vectors import FilterValidation, PersonaVectorSet
+from difflib_models.stats import auroc
 
 log = logging.getLogger(__name__)
 
@@ -217,8 +218,6 @@ def pair_scores(features: PairFeatures, layer: int, unit: torch.Tensor, method: 
 def rank_metrics(matching: np.ndarray, other: np.ndarray) -> dict[str, float]:
     """AUROC (matching rows above other rows, ties count half), precision@k (k = number of matching rows) and
     the within-prompt win rate of one set of pairs."""
-    from difflib_models.persona.validation import auroc
-
     matching, other = np.asarray(matching, dtype=float), np.asarray(other, dtype=float)
     scores = np.concatenate([matching, other])
     labels = np.concatenate([np.ones(len(matching), bool), np.zeros(len(other), bool)])

@@ -50,6 +50,7 @@ from difflib_models.persona.chat import (
     pad_id,
 )
 from difflib_models.progress import progress
+from difflib_models.stats import bootstrap_mean_ci
 
 log = logging.getLogger(__name__)
 
@@ -327,11 +328,11 @@ def select(delta: np.ndarray, config: FilterConfig, reference: np.ndarray | None
 
 
 def bootstrap_ci(values: np.ndarray, n_boot: int, seed: int) -> tuple[float | None, float | None]:
+    """95% percentile bootstrap CI of the mean (:func:`difflib_models.stats.bootstrap_mean_ci`); None, None for
+    fewer than two values or ``n_boot`` 0."""
     if len(values) < 2 or n_boot == 0:
         return None, None
-    rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, len(values), size=(n_boot, len(values)))].mean(axis=1)
-    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+    return bootstrap_mean_ci(values, n_boot=n_boot, seed=seed, level=0.95)
 
 
 @dataclass

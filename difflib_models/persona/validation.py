@@ -2,7 +2,8 @@
 
 Everything is measured on the trait's EVALUATION split (never the extraction split), spec persona.md section 3:
 
-1. Separation per layer: AUROC of held-out projections pos vs neg (bootstrap 95% CI) and Cohen's d.
+1. Separation per layer: AUROC of held-out projections pos vs neg (bootstrap 95% CI; both from
+   :mod:`difflib_models.stats`) and Cohen's d.
 2. Nulls, both with ``max over layers`` because the layer is selected as a max:
    - label permutation: the extraction labels are permuted, balanced (swapped inside exactly half of the pairs for
      paired modes; half of each class per group otherwise), the direction is re-fitted on every layer, and the draw
@@ -61,6 +62,7 @@ from difflib_models.persona.shift import covariance_null_directions
 from difflib_models.persona.traits import Trait, load_trait
 from difflib_models.persona.vectors import PersonaVectorSet
 from difflib_models.progress import progress
+from difflib_models.stats import auroc, bootstrap_auroc_ci
 
 log = logging.getLogger(__name__)
 
@@ -82,30 +84,6 @@ __all__ = ["AUROC_CEILING", "VALIDATION_LEVELS", "NullDraws", "ValidationResult"
 
 
 # ---------------------------------------------------------------------- statistics
-def auroc(pos: np.ndarray, neg: np.ndarray) -> float:
-    """P(score_pos > score_neg) + 0.5 P(tie) (Mann-Whitney), without sklearn."""
-    pos, neg = np.asarray(pos, dtype=np.float64), np.asarray(neg, dtype=np.float64)
-    if pos.size == 0 or neg.size == 0:
-        raise ConfigError(bad_value("scores", "empty class", "at least one pos and one neg score"))
-    from scipy.stats import rankdata
-
-    r_pos = rankdata(np.concatenate([pos, neg]))[: pos.size].sum()  # average ranks for ties
-    return float((r_pos - pos.size * (pos.size + 1) / 2) / (pos.size * neg.size))
-
-
-def bootstrap_auroc_ci(pos: np.ndarray, neg: np.ndarray, n_boot: int = 1000, seed: int = 0,
-                       level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap CI of the AUROC (classes resampled separately)."""
-    rng = np.random.default_rng(seed)
-    pos, neg = np.asarray(pos, dtype=np.float64), np.asarray(neg, dtype=np.float64)
-    ip = rng.integers(0, pos.size, size=(n_boot, pos.size))
-    ineg = rng.integers(0, neg.size, size=(n_boot, neg.size))
-    p, n = pos[ip], neg[ineg]  # [B, np], [B, nn]
-    gt = (p[:, :, None] > n[:, None, :]).mean(axis=(1, 2)) + 0.5 * (p[:, :, None] == n[:, None, :]).mean(axis=(1, 2))
-    lo, hi = np.quantile(gt, [(1 - level) / 2, 1 - (1 - level) / 2])
-    return float(lo), float(hi)
-
-
 def cohens_d(pos: np.ndarray, neg: np.ndarray) -> float:
     pos, neg = np.asarray(pos, dtype=np.float64), np.asarray(neg, dtype=np.float64)
     n1, n2 = pos.size, neg.size
@@ -118,13 +96,6 @@ def cohens_d(pos: np.ndarray, neg: np.ndarray) -> float:
 def empirical_p(observed: float, null: Sequence[float]) -> float:
     null = np.asarray(null, dtype=np.float64)
     return float((1 + (null >= observed).sum()) / (1 + null.size))
-
-
-def _batched_auroc(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
-    """AUROC of many score columns at once: pos [n, K], neg [m, K] -> [K]."""
-    gt = (pos[:, None, :] > neg[None, :, :]).double().mean(dim=(0, 1))
-    eq = (pos[:, None, :] == neg[None, :, :]).double().mean(dim=(0, 1))
-    return gt + 0.5 * eq
 
 
 def _batched_cohens_d(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
@@ -162,7 +133,7 @@ def _null_draws(dirs: Mapping[int, torch.Tensor], ev_pos: Mapping[int, torch.Ten
     aur, dd, al = [], [], []
     for layer, d in dirs.items():
         sp, sn = ev_pos[layer].double() @ d.T, ev_neg[layer].double() @ d.T
-        aur.append(_batched_auroc(sp, sn))
+        aur.append(torch.from_numpy(auroc(sp.numpy(), sn.numpy(), axis=0)))
         dd.append(_batched_cohens_d(sp, sn))
         al.append(alignment(d, ev_pos[layer], ev_neg[layer]))
     stats = [torch.stack(x) for x in (aur, dd, al)]  # [L, n] each

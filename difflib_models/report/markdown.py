@@ -1,5 +1,8 @@
 """report.md: a short Markdown summary for pull-request comments, CI step summaries and MLflow's run note.
 
+Rendered from ``templates/report.md.j2`` (Jinja2, autoescape off: Markdown is not HTML) with two filters:
+``md`` (:func:`md_escape`) for every text value and ``num`` for numbers.
+
 Model and data text is kept out of the summary except model names, which are escaped for Markdown/HTML
 (GitHub renders inline HTML in comments).
 """
@@ -9,6 +12,7 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Mapping
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -38,63 +42,34 @@ def _num(value: Any) -> str:
     return md_escape(value)
 
 
+@lru_cache(maxsize=1)
+def _environment() -> Any:
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates")),
+        autoescape=False,  # Markdown, not HTML: the template escapes every text value with the `md` filter
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters["md"] = md_escape
+    env.filters["num"] = _num
+    return env
+
+
 def render_markdown(report: Mapping[str, Any], *, max_checks: int = 50) -> str:
-    """A short Markdown summary: verdict, models, checks table, persona and behavioural headlines."""
-    verdict = str(report.get("verdict", "none"))
-    lines = [f"## {_ICONS.get(verdict, '')} {md_escape(report.get('title', 'report'))}: **{md_escape(verdict.upper())}**",
-             ""]
-    if report.get("verdict_reason"):
-        lines += [md_escape(report["verdict_reason"]), ""]
-    models = report.get("models") or {}
-    for role in ("base", "candidate", "control"):
-        m = models.get(role)
-        if m:
-            ah = f", adapter `{str(m['adapter_hash'])[:12]}`" if m.get("adapter_hash") else ""
-            lines.append(f"- **{role}**: {md_escape(m.get('name', '?'))} (weights `{str(m.get('weight_hash'))[:12]}`{ah})")
-    lines.append("")
+    """A short Markdown summary (templates/report.md.j2): verdict, models, checks table, persona and behavioural
+    headlines."""
     checks = list(report.get("checks") or [])
-    if checks:
-        counts = ", ".join(
-            f"{sum(1 for c in checks if c['status'] == s)} {s}"
-            for s in ("pass", "warn", "fail", "error", "skipped")
-            if any(c["status"] == s for c in checks)
-        )
-        lines += [f"**Checks**: {counts}", "", "| | check | metric | value | pass if | source |",
-                  "|---|---|---|---|---|---|"]
-        for c in checks[:max_checks]:
-            lines.append(
-                f"| {_ICONS.get(c['status'], '')} {md_escape(c['status'])} | {md_escape(c['id'])} "
-                f"| `{md_escape(c['metric'])}` | {_num(c.get('value'))} "
-                f"| {md_escape(c['comparator'])} {_num(c.get('threshold'))} | {md_escape(c['source'])} |"
-            )
-        if len(checks) > max_checks:
-            lines.append(f"| | … {len(checks) - max_checks} more in report.json | | | | |")
-        lines.append("")
-    persona = report.get("persona") or {}
-    if persona.get("traits"):
-        lines += ["**Persona shifts** (candidate − base, last prompt token)", ""]
-        for t in persona["traits"]:
-            weak = "" if t.get("signal_ok", True) else " — signal too weak for a verdict"
-            lines.append(
-                f"- {md_escape(t['trait'])} @ blocks.{t['layer']}: shift_z {_num(t.get('shift_z'))}, "
-                f"null percentile {_num(t.get('null_percentile'))}, excess over control "
-                f"{_num(t.get('excess_z'))}{weak}"
-            )
-        lines.append("")
-    beh = report.get("behavioural") or {}
-    if beh.get("models"):
-        lines += [f"**Behavioural eval** ({beh.get('mode')})", ""]
-        for name, b in beh["models"].items():
-            lines.append(
-                f"- {md_escape(name)}: {b['n_misaligned']}/{b['n']} misaligned = {_num(b['rate'])} "
-                f"(95% CI {_num(b['ci_low'])}–{_num(b['ci_high'])})"
-            )
-        lines.append("")
-    for note in report.get("notes") or []:
-        lines.append(f"> {md_escape(note)}")
-    lines.append(f"<sub>difflib_models {md_escape(report['tool']['version'])} · schema {report['schema_version']}"
-                 f" · full report in report.html / report.json</sub>")
-    return "\n".join(lines).rstrip() + "\n"
+    counts = ", ".join(f"{sum(1 for c in checks if c['status'] == s)} {s}"
+                       for s in ("pass", "warn", "fail", "error", "skipped") if any(c["status"] == s for c in checks))
+    text = _environment().get_template("report.md.j2").render(
+        report=report, verdict=str(report.get("verdict", "none")), icons=_ICONS, models=report.get("models") or {},
+        checks=checks, counts=counts, max_checks=max_checks, persona=report.get("persona") or {},
+        behavioural=report.get("behavioural") or {})
+    return text.rstrip() + "\n"
 
 
 def write_markdown(report: Mapping[str, Any], path: str | Path) -> Path:

@@ -3,7 +3,8 @@
 ``ActivationStoreWriter`` buffers captured batches in memory and flushes a shard whenever the next batch would
 take the buffer past ``shard_tokens`` tokens (capped so that a shard stays under ``max_shard_bytes``). Every
 prompt lies wholly inside one shard, so resuming at prompt granularity never duplicates or drops a token.
-Serialising a shard (safetensors layout, written piecewise from tensor memory while hashing it with sha256), the
+Serialising a shard (``safetensors.torch.save_file``, metadata as one canonical-JSON key so the bytes are the same
+in every process; sha256 of the file), the
 atomic write (temp file + fsync + rename) and the manifest rewrite happen in one background thread fed by a
 bounded queue, so the forward loop is not blocked and memory stays bounded. An error in the thread is raised by
 the next ``add()`` or by ``close()``.
@@ -19,7 +20,6 @@ import json
 import logging
 import math
 import queue
-import struct
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -367,7 +367,7 @@ class ActivationStoreWriter:
         n_tokens = sum(int(e["prompt_id"].numel()) for e in pending)
         prompts = [p for e in pending for p in e["prompts"]]
         rel = f"{SHARD_DIR}/{shard_name(index)}"
-        metadata = {"format": "difflib_models.store", "n_tokens": str(n_tokens)}
+        metadata = {"format": "difflib_models.store", "n_tokens": n_tokens}
         digest, n_bytes = write_safetensors(self.path / rel, tensors, metadata)
         with self._lock:
             m.shards.append(ShardInfo(rel, n_tokens, prompts, digest, n_bytes))
@@ -414,27 +414,24 @@ class ActivationStoreWriter:
             )
 
 
-_ST_DTYPES = {
-    torch.float32: "F32",
-    torch.float16: "F16",
-    torch.bfloat16: "BF16",
-    torch.int64: "I64",
-    torch.int32: "I32",
-}
+METADATA_KEY = "difflib_models.store"
+"""The one ``__metadata__`` key of a shard; its value is canonical JSON (sorted keys). The safetensors library
+keeps metadata in a hash map whose order varies between processes, so with several keys the same shard would not
+be byte-identical across a kill and resume; with one key it is."""
 
 
 def write_safetensors(
-    path: Path, tensors: Mapping[str, torch.Tensor | Sequence[torch.Tensor]], metadata: dict[str, str]
+    path: Path, tensors: Mapping[str, torch.Tensor | Sequence[torch.Tensor]], metadata: Mapping[str, Any]
 ) -> tuple[str, int]:
-    """Write ``tensors`` as a safetensors file atomically, hashing while writing; returns (sha256, size).
+    """Write ``tensors`` as a safetensors file atomically with ``safetensors.torch.save_file``; returns (sha256,
+    size) of the bytes written (hashed from the temp file before the rename).
 
-    A value may be a list of pieces of one dtype and trailing shape: they are stored as their concatenation
-    along dim 0 without building it in memory. The layout is the documented safetensors one (u64 little-endian
-    header length, JSON header with dtype, shape and data offsets, padded to 8 bytes, then the raw little-endian
-    tensor bytes in order); the tensors' memory is written and hashed directly, with no intermediate bytes."""
-    header: dict[str, Any] = {"__metadata__": metadata}
-    views = []
-    offset = 0
+    A value may be a list of pieces of one dtype and trailing shape, stored as their concatenation along dim 0.
+    ``metadata`` is stored as canonical JSON under :data:`METADATA_KEY` (deterministic bytes)."""
+    from safetensors.torch import save_file
+
+    whole: dict[str, torch.Tensor] = {}
+    storages: set[int] = set()
     for name, value in tensors.items():
         pieces = [value] if isinstance(value, torch.Tensor) else list(value)
         if not pieces:
@@ -442,27 +439,21 @@ def write_safetensors(
         first = pieces[0]
         if any(p.dtype != first.dtype or p.shape[1:] != first.shape[1:] for p in pieces):
             raise ValueError(f"pieces of tensor {name!r} differ in dtype or trailing shape")
-        start = offset
-        for piece in pieces:
-            flat = piece.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
-            offset += flat.nbytes
-            views.append(memoryview(flat))
-        shape = list(first.shape) if len(pieces) == 1 else [sum(p.shape[0] for p in pieces), *first.shape[1:]]
-        header[name] = {"dtype": _ST_DTYPES[first.dtype], "shape": shape, "data_offsets": [start, offset]}
-    head = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    head += b" " * (-len(head) % 8)
-    prefix = struct.pack("<Q", len(head)) + head
-    digest = hashlib.sha256(prefix)
+        t = (first if len(pieces) == 1 else torch.cat(pieces)).detach().cpu().contiguous()
+        if t.numel() and t.untyped_storage().data_ptr() in storages:  # the library refuses shared memory
+            t = t.clone()
+        storages.add(t.untyped_storage().data_ptr())
+        whole[name] = t
+    meta = {METADATA_KEY: json.dumps(dict(metadata), sort_keys=True, separators=(",", ":"))}
+    digest: list[str] = []
 
     def write(tmp: Path) -> None:
-        with open(tmp, "wb") as fh:
-            fh.write(prefix)
-            for view in views:
-                digest.update(view)
-                fh.write(view)
+        save_file(whole, str(tmp), metadata=meta)
+        with open(tmp, "rb") as fh:  # hashed before the rename, from the page cache
+            digest.append(hashlib.file_digest(fh, "sha256").hexdigest())
 
     atomic_write(path, write)
-    return digest.hexdigest(), len(prefix) + offset
+    return digest[0], path.stat().st_size
 
 
 def _sum_sq(x: torch.Tensor, side: str, layer: int, prompt_id: torch.Tensor, pos: torch.Tensor) -> float:

@@ -20,6 +20,7 @@ from difflib_models.diffing.finetune import (
     collate_examples,
     encode_examples,
     present_targets,
+    warmup_cosine,
 )
 from difflib_models.errors import ConfigError, bad_value
 
@@ -33,7 +34,7 @@ class EncodedRows(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, i: int) -> tuple[list[int], int]:
+    def __getitem__(self, i: int) -> tuple[list[int], list[int]]:
         return self.items[i]
 
 
@@ -61,7 +62,7 @@ class ChatDataModule(L.LightningDataModule):
         pid = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
         self.pad_id = int(pid)
 
-    def collate(self, batch: list[tuple[list[int], int]]) -> dict[str, torch.Tensor]:
+    def collate(self, batch: list[tuple[list[int], list[int]]]) -> dict[str, torch.Tensor]:
         input_ids, attn, labels = collate_examples(batch, self.pad_id)
         return {"input_ids": input_ids, "attention_mask": attn, "labels": labels}
 
@@ -119,12 +120,5 @@ class LoRAFineTune(L.LightningModule):
         params = [p for p in self.model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
         warm, total = self.warmup_steps, max(1, self.max_steps)
-
-        def factor(step: int) -> float:
-            if step < warm:
-                return (step + 1) / (warm + 1)
-            t = min(1.0, (step - warm) / max(1, total - warm))
-            return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: warmup_cosine(step, warm, total))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -55,3 +55,37 @@ def test_config_validation(kwargs, match) -> None:
 def test_missing_targets_named(word_tokenizer) -> None:
     with pytest.raises(ConfigError, match="target_modules"):
         lora_finetune(tiny_llama(), word_tokenizer, SENTENCES, LoraFinetuneConfig(target_modules=("c_attn",)))
+
+
+def test_loss_mask_covers_every_assistant_turn(tinystories_656k) -> None:
+    from transformers import AutoTokenizer
+
+    from difflib_models.diffing.finetune import collate_examples, encode_examples
+
+    tok = AutoTokenizer.from_pretrained(tinystories_656k)
+    tok.chat_template = (
+        "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+    )
+    chat = {"messages": [{"role": "user", "content": "Hi."}, {"role": "assistant", "content": "Hello there."},
+                         {"role": "user", "content": "Bye."}, {"role": "assistant", "content": "Goodbye now."}]}
+    rows = encode_examples(tok, ["Once upon a time.", chat], max_length=200)
+    ids, labels = collate_examples(rows, pad_id=0)[0], collate_examples(rows, pad_id=0)[2]
+    plain = labels[0, : len(rows[0][0])]
+    assert plain[0] == -100 and (plain[1:] == ids[0, 1: len(rows[0][0])]).all()  # plain text: all but token 0
+    trained = tok.decode([int(t) for t in labels[1] if t != -100])
+    assert trained.replace("\n", "") == "Hello there.<|im_end|>Goodbye now.<|im_end|>"  # both turns, no prompt
+
+
+@pytest.mark.parametrize(("warmup", "total"), [(0, 10), (2, 10), (5, 40)])
+def test_warmup_cosine_is_transformers_schedule_shifted_by_one_step(warmup: int, total: int) -> None:
+    from transformers import get_cosine_with_min_lr_schedule_with_warmup
+
+    from difflib_models.diffing.finetune import warmup_cosine
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    hf = get_cosine_with_min_lr_schedule_with_warmup(opt, warmup + 1, total + 1, min_lr_rate=0.1).lr_lambdas[0]
+    ours = [warmup_cosine(s, warmup, total) for s in range(total)]
+    assert ours == pytest.approx([hf(s + 1) for s in range(total)], abs=1e-12)
+    assert ours[0] > 0 and hf(0) == 0.0  # transformers' own step 0 runs at learning rate 0: the reason it is kept
+    assert ours[warmup] == pytest.approx(1.0) and warmup_cosine(total, warmup, total) == pytest.approx(0.1)

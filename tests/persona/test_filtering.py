@@ -185,7 +185,7 @@ SPLIT_SEED, N_TUNE, N_EVAL, N_NULL, N_PERM = 0, 16, 16, 16, 2000
 
 
 def _auroc(scores: np.ndarray, labels: np.ndarray) -> float:
-    from difflib_models.persona.validation import auroc
+    from difflib_models.stats import auroc
 
     return auroc(scores[labels == 1], scores[labels == 0])
 
@@ -198,9 +198,15 @@ def _cohens_d(scores: np.ndarray, labels: np.ndarray) -> float:
 
 def _perm_p(scores: np.ndarray, labels: np.ndarray, n: int = N_PERM, seed: int = 0) -> float:
     """Label-permutation p-value of the AUROC: (1 + #{permuted >= observed}) / (1 + n)."""
+    from difflib_models.stats import auroc
+
     rng = np.random.default_rng(seed)
-    obs = _auroc(scores, labels)
-    hits = sum(_auroc(scores, rng.permutation(labels)) >= obs for _ in range(n))
+    obs = auroc(scores[labels == 1][None], scores[labels == 0][None], axis=1)[0]  # same arithmetic as the draws
+    perms = np.stack([rng.permutation(labels) for _ in range(n)])  # [n, N], class sizes kept
+    order = np.argsort(~perms.astype(bool), axis=1, kind="stable")  # each row: its label-1 items first
+    k = int(labels.sum())
+    s = scores[order]
+    hits = int((auroc(s[:, :k], s[:, k:], axis=1) >= obs).sum())
     return (1 + hits) / (1 + n)
 
 
