@@ -26,12 +26,13 @@ GATE_TRAITS = ("sycophancy", "evil")
 def extract_vectors(base: Any, out_dir: Path, profile: DemoProfile) -> dict[str, Any]:
     """Persona vectors of the default policy's traits on the base model, extracted the way the gate does
     (the policy's judge-free mode, at the policy's layer) with the profile's question budget, and validated on
-    held-out evaluation questions (AUROC of pos vs neg projections)."""
+    held-out evaluation questions at the ``quick`` level (AUROC of pos vs neg projections and its nulls)."""
     import dataclasses
 
     from difflib_models.gate.policy import load_policy
     from difflib_models.persona.extraction import PersonaExtractor
     from difflib_models.persona.traits import load_trait
+    from difflib_models.persona.validation import validate_vectors
 
     plan = load_policy(None).persona
     layer = int(plan.layer) if plan.layer != "auto" else int(base.n_layers) // 2
@@ -46,14 +47,10 @@ def extract_vectors(base: Any, out_dir: Path, profile: DemoProfile) -> dict[str,
                        "evaluation": trait.questions["evaluation"][: profile.vector_eval_questions]},
         )
         ext = PersonaExtractor(mode=plan.mode, layers=[layer], batch_size=16, show_progress=False).fit(base, small)
-        pos, neg = ext.features(base, small, "evaluation")
-        unit = ext.unit(layer)
-        p, n = (pos[layer] @ unit).double(), (neg[layer] @ unit).double()
-        diff = p[:, None] - n[None, :]
-        auroc[trait_id] = float((diff > 0).double().mean() + 0.5 * (diff == 0).double().mean())
-        vs = ext.to_vector_set(selected_layer=layer, selection_reason="demo: the default policy's layer",
-                               validation={"auroc": {str(layer): auroc[trait_id]}, "split": "evaluation",
-                                           "n_pos": int(p.numel()), "n_neg": int(n.numel())})
+        vs = ext.to_vector_set()
+        report = validate_vectors(vs, ext.trait_features(base, small), level="quick", seed=plan.seed)
+        auroc[trait_id] = report.summary.auroc_at(layer)
+        vs = vs.with_validation(report.summary, selection_reason="demo: the default policy's layer")
         files[trait_id] = str(vs.save(out_dir / trait_id))
     return {"files": files, "layer": layer, "auroc": auroc, "mode": plan.mode}
 

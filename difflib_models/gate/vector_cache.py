@@ -31,7 +31,8 @@ from difflib_models.persona.vectors import PersonaVectorSet, identity_dict, vect
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
+"""2: vector files carry the typed, versioned validation summary (entries of version 1 are re-extracted)."""
 SUBDIR = "gate-vectors"
 
 

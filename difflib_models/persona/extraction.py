@@ -37,6 +37,7 @@ import torch
 
 from difflib_models.errors import ConfigError, bad_value
 from difflib_models.persona import chat
+from difflib_models.persona.contracts import TraitFeatures, ValidationSummary
 from difflib_models.persona.shift import probe_activations, read_residuals
 from difflib_models.persona.traits import Trait, load_trait
 from difflib_models.persona.vectors import PersonaVectorSet
@@ -157,7 +158,7 @@ class PersonaExtractor:
 
     def to_vector_set(
         self, *, selected_layer: int | None = None, selection_reason: str | None = None,
-        validation: dict[str, Any] | None = None,
+        validation: ValidationSummary | None = None,
     ) -> PersonaVectorSet:
         """Package the fitted vectors as a :class:`PersonaVectorSet` (model identity, trait hash, counts, ...)."""
         self._check_fitted()
@@ -170,6 +171,18 @@ class PersonaExtractor:
         )
 
     # ------------------------------------------------------------------ features
+    def trait_features(self, loaded: Any, trait: Trait | str, *,
+                       evaluation: tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]] | None = None
+                       ) -> TraitFeatures:
+        """The :class:`TraitFeatures` validation reads: the extraction features (the fitted ones when this
+        extractor is fitted on ``trait``, else read now; the extractor is never fitted here) and the evaluation
+        features (``evaluation`` when the caller has them, e.g. from held-out instruction pairs)."""
+        trait = load_trait(trait)
+        fitted = hasattr(self, "pos_features_") and (self.trait_ is trait or self.trait_.hash == trait.hash)
+        pos, neg = (self.pos_features_, self.neg_features_) if fitted else self.features(loaded, trait, "extraction")
+        ev_pos, ev_neg = evaluation if evaluation is not None else self.features(loaded, trait, "evaluation")
+        return TraitFeatures(extraction_pos=pos, extraction_neg=neg, evaluation_pos=ev_pos, evaluation_neg=ev_neg)
+
     def features(self, loaded: Any, trait: Trait | str, split: str) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
         """(pos, neg) features {layer: [n, d]} of one split, for this extractor's mode and layers."""
         from difflib_models.models.hookpoints import parse_layers

@@ -6,7 +6,9 @@ A vector file is model-specific (a trait file is not). ``PersonaVectorSet.save("
   mean(pos) - mean(neg) for the default aggregator), and
 - ``evil.json``: format version, trait id + hash + polarity, model identity (with its weight hash), extraction
   mode and aggregator, ``layer_convention``, per-layer norms / gap / base_std, n_pos / n_neg, the selected layer
-  and why it was chosen, the validation summary, and the sha256 of the safetensors file.
+  and why it was chosen, the typed validation summary (:class:`~difflib_models.persona.contracts.ValidationSummary`,
+  versioned by its own ``schema_version``; None when the file was not validated), the optional filter-validation
+  record, and the sha256 of the safetensors file.
 
 ``PersonaVectorSet.load(path, expect_model=loaded)`` refuses (IdentityMismatchError) a file whose weight hash
 differs from the model it is about to be used with: a direction means nothing in another model's residual space.
@@ -28,15 +30,17 @@ from difflib_models.errors import ConfigError, IdentityMismatchError, bad_value
 from difflib_models.files import load_json
 from difflib_models.io import atomic_write, atomic_write_json, sha256_file
 from difflib_models.models.hookpoints import LAYER_CONVENTION
+from difflib_models.persona.contracts import ValidationSummary
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: ``validation`` is a :class:`ValidationSummary` record with a ``schema_version`` (1: an untyped dict)."""
 FILTER_VALIDATION_VERSION = 1
 """Version of the ``filter_validation`` record (an optional sidecar key: files without it stay readable)."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class FilterValidation:
     """How well this file's directions rank training rows (:mod:`~difflib_models.persona.filter_validation`).
 
@@ -122,7 +126,8 @@ class PersonaVectorSet:
     base_std: dict[int, float] = field(default_factory=dict)
     selected_layer: int | None = None
     selection_reason: str | None = None
-    validation: dict[str, Any] | None = None
+    validation: ValidationSummary | None = None
+    """The held-out validation of these directions (None: not validated, level ``"none"``)."""
     extra: dict[str, Any] = field(default_factory=dict)
     layer_convention: str = LAYER_CONVENTION
     filter_validation: FilterValidation | None = None
@@ -144,6 +149,12 @@ class PersonaVectorSet:
                                         sorted(self.vectors)))
         if self.polarity not in ("undesirable", "desirable"):
             raise ConfigError(bad_value("polarity", self.polarity, ["undesirable", "desirable"]))
+        if self.validation is not None and not isinstance(self.validation, ValidationSummary):
+            raise ConfigError(bad_value("validation", type(self.validation).__name__, "a ValidationSummary or None",
+                                        "validate_vectors(...).summary builds it."))
+        if self.validation is not None and any(row.layer not in self.vectors for row in self.validation.layers):
+            raise ConfigError(bad_value("validation.layers", [row.layer for row in self.validation.layers],
+                                        f"layers of this file {self.layers}"))
 
     # ------------------------------------------------------------------ access
     @property
@@ -161,6 +172,22 @@ class PersonaVectorSet:
     @property
     def weight_hash(self) -> str | None:
         return self.model.get("weight_hash")
+
+    @property
+    def validation_level(self) -> str:
+        """``"quick"`` / ``"full"`` (what :attr:`validation` measured) or ``"none"`` (never validated)."""
+        return self.validation.level if self.validation is not None else "none"
+
+    def auroc_at(self, layer: int) -> float | None:
+        """Held-out AUROC recorded for ``layer`` (None: not validated at that layer); never another layer's."""
+        return self.validation.auroc_at(layer) if self.validation is not None else None
+
+    def with_validation(self, summary: ValidationSummary, *, selection_reason: str | None = None) -> PersonaVectorSet:
+        """A copy that records ``summary`` and its selected layer (and reason, unless ``selection_reason``)."""
+        import dataclasses
+
+        return dataclasses.replace(self, validation=summary, selected_layer=summary.selected_layer,
+                                   selection_reason=selection_reason or summary.selection_reason)
 
     def _layer(self, layer: int | None) -> int:
         if layer is None:
@@ -208,7 +235,8 @@ class PersonaVectorSet:
             "base_std": {str(k): _finite(v) for k, v in sorted(self.base_std.items())},
             "selected_layer": self.selected_layer,
             "selection_reason": self.selection_reason,
-            "validation": self.validation,
+            "validation_level": self.validation_level,
+            "validation": self.validation.to_json() if self.validation is not None else None,
             "extra": self.extra,
             "filter_validation": self.filter_validation.to_dict() if self.filter_validation else None,
         }
@@ -254,7 +282,7 @@ class PersonaVectorSet:
             raise ConfigError(bad_value("--vectors", str(tensor_path), "a readable .safetensors file",
                                         f"{exc}; re-extract the vectors")) from None
         try:
-            return cls._from_meta(meta, raw)
+            return cls._from_meta(meta, raw, source=str(sidecar))
         except ConfigError:
             raise
         except (TypeError, ValueError, AttributeError) as exc:
@@ -262,7 +290,7 @@ class PersonaVectorSet:
                                         f"a field has the wrong type ({exc}); re-extract the vectors")) from None
 
     @classmethod
-    def _from_meta(cls, meta: dict[str, Any], raw: dict[str, torch.Tensor]) -> PersonaVectorSet:
+    def _from_meta(cls, meta: dict[str, Any], raw: dict[str, torch.Tensor], *, source: str) -> PersonaVectorSet:
         vectors = {int(k.split(".", 1)[1]): v for k, v in raw.items() if k.startswith("layer.")}
         trait = meta.get("trait", {})
         return cls(
@@ -279,7 +307,8 @@ class PersonaVectorSet:
             base_std={int(k): float(v) for k, v in (meta.get("base_std") or {}).items() if v is not None},
             selected_layer=meta.get("selected_layer"),
             selection_reason=meta.get("selection_reason"),
-            validation=meta.get("validation"),
+            validation=(ValidationSummary.from_json(meta["validation"], source=source)
+                        if meta.get("validation") is not None else None),
             extra=meta.get("extra") or {},
             layer_convention=meta.get("layer_convention", LAYER_CONVENTION),
             filter_validation=_read_filter_validation(meta.get("filter_validation"), vectors),
