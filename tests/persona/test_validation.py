@@ -364,3 +364,57 @@ def test_smollm2_placebo_trait_is_too_weak(smollm2):
     assert res.verdict == "too_weak", res.to_dict()["nulls"]
     assert not any(n.passes for n in res.nulls.values())
     assert any("too weak" in w for w in res.warnings)
+
+
+def test_validation_from_features_needs_no_extractor(tinystories_656k):
+    """validate_vectors reads a vector set and TraitFeatures only: the features of an UNFITTED reader and
+    directions built from them give exactly the statistics the pieces compute (and an AUROC equal to sklearn's
+    on hand-made projections)."""
+    import dataclasses
+
+    from sklearn.metrics import roc_auc_score
+    from transformers import AutoTokenizer
+
+    from difflib_models.models.loading import from_pretrained_objects
+    from difflib_models.persona.extraction import PersonaExtractor, aggregate
+    from difflib_models.persona.traits import Trait
+    from difflib_models.persona.vectors import PersonaVectorSet
+    from tests.helpers.tiny_models import make_tiny
+    from tests.persona.test_extraction import CHATML, TRAIT
+
+    tok = AutoTokenizer.from_pretrained(tinystories_656k)
+    tok.chat_template = CHATML
+    loaded = from_pretrained_objects(make_tiny("llama", vocab_size=len(tok), max_position_embeddings=256), tok)
+    trait = Trait.from_dict(TRAIT)
+    reader = PersonaExtractor(mode="prompt_contrast", show_progress=False)
+    feats = reader.trait_features(loaded, trait)
+    assert not hasattr(reader, "vectors_")  # features only: nothing was fitted
+    feats = dataclasses.replace(feats)  # a plain record from here on
+    layers = feats.layers
+    vs = PersonaVectorSet(trait_id=trait.id, vectors={k: aggregate(feats.extraction_pos[k], feats.extraction_neg[k])
+                                                      for k in layers},
+                          model=loaded.identity.to_dict(), mode="prompt_contrast", gap=dict.fromkeys(layers, 2.0))
+    res = V.validate_vectors(vs, feats, level="quick", n_null=30, n_boot=50, seed=3)
+
+    ev_pos, ev_neg = feats.evaluation_pos, feats.evaluation_neg
+    sep = V.separation(vs.vectors, ev_pos, ev_neg, n_boot=50, seed=3)
+    perm = V.permutation_null_stats(feats.extraction_pos, feats.extraction_neg, ev_pos, ev_neg, layers, n=30, seed=3)
+    rand = V.random_direction_null_stats(feats.extraction_pos, feats.extraction_neg, ev_pos, ev_neg, vs.norms,
+                                         layers, n=30, seed=3)
+    for k in layers:
+        row = res.per_layer[k]
+        assert (row.auroc, row.auroc_ci, row.cohens_d) == (sep[k]["auroc"], (sep[k]["ci_lo"], sep[k]["ci_hi"]),
+                                                          sep[k]["cohens_d"])
+        u = vs.unit(k)
+        scores = torch.cat([ev_pos[k] @ u, ev_neg[k] @ u]).numpy()
+        labels = [1] * ev_pos[k].shape[0] + [0] * ev_neg[k].shape[0]
+        assert row.auroc == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+        assert row.gap == 2.0 and row.base_std is None
+    assert res.split_half == V.split_half_stability(feats.extraction_pos, feats.extraction_neg, layers, seed=3)
+    for name, draws in (("label_permutation", perm), ("random_direction", rand)):
+        summary = res.nulls[name]
+        assert summary.q95 == float(np.quantile(draws.auroc, 0.95)) and summary.n == 30
+        assert res.to_dict()["nulls"][name]["draws"] == [round(float(x), 4) for x in draws.auroc]
+    assert res.summary.model_weight_hash == loaded.identity.weight_hash and res.summary.mode == "prompt_contrast"
+    with pytest.raises(ConfigError, match="every layer of the vectors"):
+        V.validate_vectors(dataclasses.replace(vs, vectors={**vs.vectors, 9: vs.vectors[0]}), feats)
