@@ -1,5 +1,8 @@
 """Is the vector real? Held-out validation, null baselines, steering dose-response and layer selection.
 
+Inputs are a :class:`PersonaVectorSet` and :class:`~difflib_models.persona.contracts.TraitFeatures` (activations
+of the extraction and evaluation split), never an extractor; the output is a :class:`ValidationResult` whose typed
+:class:`~difflib_models.persona.contracts.ValidationSummary` is what a vector file stores.
 Everything is measured on the trait's EVALUATION split (never the extraction split), spec persona.md section 3:
 
 1. Separation per layer: AUROC of held-out projections pos vs neg (bootstrap 95% CI) and Cohen's d.
