@@ -304,7 +304,7 @@ def test_quick_validation_gives_the_full_levels_auroc_and_nulls(tinystories_656k
 
 # ---------------------------------------------------------------- verdicts on cases built to be real / too weak
 # The held-out split holds out INSTRUCTION PAIRS as well as questions: the vector is fitted on pairs 0-1 and the
-# extraction questions and evaluated (``eval_features``) on pairs 2-4 and the evaluation questions. With the same
+# extraction questions and evaluated (``trait_features(..., evaluation=...)``) on pairs 2-4 and the evaluation questions. With the same
 # pairs in both splits a placebo trait (pos and neg instructions that say the same thing in other words) separates
 # at AUROC 0.996 and gets "real": the direction learns the wording, which held-out questions do not change.
 PLACEBO_INSTRUCTIONS = (
