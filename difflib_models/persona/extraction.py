@@ -36,6 +36,7 @@ from typing import Any
 import torch
 
 from difflib_models.errors import ConfigError, bad_value
+from difflib_models.models.identity import ModelIdentity
 from difflib_models.persona import chat
 from difflib_models.persona.contracts import TraitFeatures, ValidationSummary
 from difflib_models.persona.shift import probe_activations, read_residuals
@@ -370,9 +371,9 @@ class OpenAICompatibleJudge:
         return float(digits[0])
 
 
-def _identity(loaded: Any) -> dict[str, Any]:
+def _identity(loaded: Any) -> ModelIdentity:
     ident = getattr(loaded, "identity", None)
-    if ident is None:
+    if not isinstance(ident, ModelIdentity):
         raise ConfigError(bad_value("loaded", type(loaded).__name__, "a LoadedModel (load_model() or "
                                     "from_pretrained_objects())"))
-    return ident.to_dict()
+    return ident

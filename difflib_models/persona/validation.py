@@ -481,7 +481,7 @@ def validate_vectors(
                                                              layers, n=n_null, seed=seed)}
     nulls = tuple(null_test(name, observed, d, max_over_layers=len(layers) > 1) for name, d in draws.items())
     stability = split_half_stability(ext_pos, ext_neg, layers, aggregator=vectors.aggregator, seed=seed)
-    ranked = sorted(_steer_candidates(layers, _n_layers(loaded, vectors, layers), steer_depth),
+    ranked = sorted(_steer_candidates(layers, _n_layers(loaded, layers), steer_depth),
                     key=lambda k: -per_layer[k]["auroc"])[:max(1, shortlist)]
     dose_kw = {"alphas": alphas, "max_items": max_steer_items, "readout": readout, "positions": steer_positions,
                "length_normalize": length_normalize, "max_nll_increase": max_nll_increase}
@@ -528,7 +528,7 @@ def validate_vectors(
         cohens_d=per_layer[k]["cohens_d"], alignment=per_layer[k]["alignment"], gap=vectors.gap.get(k),
         base_std=vectors.base_std.get(k), split_half_cos=stability.get(k), norm=per_layer[k]["norm"]) for k in layers)
     summary = ValidationSummary(
-        level=level, mode=vectors.mode, model_name=vectors.model.get("name"),
+        level=level, mode=vectors.mode, model_name=vectors.model.name or None,
         model_weight_hash=vectors.weight_hash, selected_layer=selected, best_auroc_layer=best,
         selection_reason=reason, verdict=verdict, n_eval_pos=int(ev_pos[layers[0]].shape[0]),
         n_eval_neg=int(ev_neg[layers[0]].shape[0]), layers=rows, nulls=nulls,
@@ -547,12 +547,10 @@ def _steering_summary(layer: int, curve: Mapping[str, Any]) -> SteeringSummary:
         control_max_abs_effect=None if not control else float(control["max_abs_effect"]))
 
 
-def _n_layers(loaded: Any, vectors: PersonaVectorSet, layers: Sequence[int]) -> int:
-    """Depth of the vectors' model: the loaded model's, else the identity's, else the highest layer + 1."""
-    for n in (getattr(loaded, "n_layers", None), vectors.model.get("n_layers")):
-        if isinstance(n, int) and not isinstance(n, bool) and n > 0:
-            return n
-    return max(layers) + 1
+def _n_layers(loaded: Any, layers: Sequence[int]) -> int:
+    """Depth of the vectors' model: the loaded model's (level full), else the highest validated layer + 1."""
+    n = getattr(loaded, "n_layers", None)
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else max(layers) + 1
 
 
 def _steer_candidates(layers: Sequence[int], n_layers: int, depth: tuple[float, float] | None) -> list[int]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from difflib_models.errors import ConfigError, IdentityMismatchError, bad_value
 from difflib_models.files import load_json
 from difflib_models.io import atomic_write, atomic_write_json, sha256_file
 from difflib_models.models.hookpoints import LAYER_CONVENTION
+from difflib_models.models.identity import ModelIdentity
 from difflib_models.persona.contracts import ValidationSummary
 
 log = logging.getLogger(__name__)
@@ -115,7 +117,8 @@ class PersonaVectorSet:
 
     trait_id: str
     vectors: dict[int, torch.Tensor]
-    model: dict[str, Any]
+    model: ModelIdentity
+    """The model the directions live in (an identity dict, e.g. a sidecar's ``model`` record, is converted)."""
     mode: str
     aggregator: str = "mean_diff"
     trait_hash: str | None = None
@@ -135,6 +138,10 @@ class PersonaVectorSet:
     filtering."""
 
     def __post_init__(self) -> None:
+        if isinstance(self.model, Mapping):
+            self.model = _as_identity(self.model)
+        if not isinstance(self.model, ModelIdentity):
+            raise ConfigError(bad_value("model", type(self.model).__name__, "a ModelIdentity (or its dict)"))
         if not self.vectors:
             raise ConfigError(bad_value("vectors", {}, "at least one layer", "Run an extractor's fit() first."))
         dims = {int(v.shape[-1]) for v in self.vectors.values()}
@@ -171,7 +178,7 @@ class PersonaVectorSet:
 
     @property
     def weight_hash(self) -> str | None:
-        return self.model.get("weight_hash")
+        return self.model.weight_hash or None
 
     @property
     def validation_level(self) -> str:
@@ -222,7 +229,7 @@ class PersonaVectorSet:
             "format_version": FORMAT_VERSION,
             "library_version": __version__,
             "trait": {"id": self.trait_id, "hash": self.trait_hash, "polarity": self.polarity},
-            "model": self.model,
+            "model": self.model.to_dict(),
             "mode": self.mode,
             "aggregator": self.aggregator,
             "layer_convention": self.layer_convention,
@@ -313,6 +320,16 @@ class PersonaVectorSet:
             layer_convention=meta.get("layer_convention", LAYER_CONVENTION),
             filter_validation=_read_filter_validation(meta.get("filter_validation"), vectors),
         )
+
+
+def _as_identity(d: Mapping[str, Any]) -> ModelIdentity:
+    """An identity record as a ModelIdentity; fields a record lacks stay empty (an empty weight hash is "unknown":
+    :func:`check_identity` refuses it)."""
+    base = d.get("base")
+    return ModelIdentity(name=str(d.get("name") or ""), source=str(d.get("source") or "unknown"), path=d.get("path"),
+                         weight_hash=str(d.get("weight_hash") or ""), adapter_hash=d.get("adapter_hash"),
+                         base=_as_identity(base) if isinstance(base, Mapping) else None,
+                         revision=d.get("revision"), extra=dict(d.get("extra") or {}))
 
 
 def _read_filter_validation(data: Any, vectors: dict[int, torch.Tensor]) -> FilterValidation | None:

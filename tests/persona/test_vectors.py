@@ -35,6 +35,7 @@ def test_round_trip(tmp_path):
         torch.testing.assert_close(back.vectors[k], s.vectors[k], rtol=0, atol=0)
     assert back.selected_layer == 1 and back.gap == s.gap and back.base_std == s.base_std
     assert back.n_pos == 40 and back.trait_hash == "t1" and back.mode == "ab"
+    assert isinstance(back.model, ModelIdentity) and back.model == IDENT and back.weight_hash == "sha256:aaaa"
     torch.testing.assert_close(back.unit().norm(), torch.tensor(1.0))
     torch.testing.assert_close(back.unit(), s.vectors[1] / s.vectors[1].norm())
 
