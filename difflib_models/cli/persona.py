@@ -182,7 +182,7 @@ def validate_command(
     # features only (the file's mode and layers; generate_judge needs a judge, read its A/B contrast instead)
     reader = PersonaExtractor(mode=vs.mode if vs.mode in ("ab", "prompt_contrast", "paired") else "ab",
                               layers=vs.layers, batch_size=batch_size,
-                              assistant_prefix=vs.extra.get("assistant_prefix"))
+                              assistant_prefix=vs.assistant_prefix)
     report = _validate(loaded, vs, reader.trait_features(loaded, tr), tr, n_null=n_null, level=validation)
     atomic_write_json(path, report.to_dict())
     _echo_json({"trait": tr.id, "vectors": str(vectors), "validation": str(path), "verdict": report.verdict,

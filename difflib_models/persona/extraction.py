@@ -168,7 +168,7 @@ class PersonaExtractor:
             vectors=dict(self.vectors_), model=self.model_identity_, mode=self.mode, aggregator=self.aggregator,
             n_pos=self.n_pos_, n_neg=self.n_neg_, gap=dict(self.gap_), base_std=dict(self.base_std_),
             selected_layer=selected_layer, selection_reason=selection_reason, validation=validation,
-            extra={"gap_source": self.gap_source_, "assistant_prefix": self.assistant_prefix},
+            gap_source=self.gap_source_, assistant_prefix=self.assistant_prefix,
         )
 
     # ------------------------------------------------------------------ features

@@ -131,7 +131,15 @@ class PersonaVectorSet:
     selection_reason: str | None = None
     validation: ValidationSummary | None = None
     """The held-out validation of these directions (None: not validated, level ``"none"``)."""
+    gap_source: str | None = None
+    """Which features measured ``gap`` (e.g. ``"prompt_contrast_last_token"``)."""
+    assistant_prefix: str | None = None
+    """The shared assistant prefix of a ``prompt_contrast`` extraction (None: none)."""
+    cache_key: str | None = None
+    """Key of the cache entry this file is (the gate's vector cache), None for a user's file."""
     extra: dict[str, Any] = field(default_factory=dict)
+    """Other annotations found in a sidecar's ``extra``, kept so that a re-save does not drop them; no library
+    code reads them."""
     layer_convention: str = LAYER_CONVENTION
     filter_validation: FilterValidation | None = None
     """Filter validation (response pairs, tuning/evaluation split); None when the file was never validated for
@@ -244,7 +252,9 @@ class PersonaVectorSet:
             "selection_reason": self.selection_reason,
             "validation_level": self.validation_level,
             "validation": self.validation.to_json() if self.validation is not None else None,
-            "extra": self.extra,
+            "extra": {**self.extra, **{k: v for k, v in (("gap_source", self.gap_source),
+                                                         ("assistant_prefix", self.assistant_prefix),
+                                                         ("gate_cache_key", self.cache_key)) if v is not None}},
             "filter_validation": self.filter_validation.to_dict() if self.filter_validation else None,
         }
 
@@ -300,6 +310,9 @@ class PersonaVectorSet:
     def _from_meta(cls, meta: dict[str, Any], raw: dict[str, torch.Tensor], *, source: str) -> PersonaVectorSet:
         vectors = {int(k.split(".", 1)[1]): v for k, v in raw.items() if k.startswith("layer.")}
         trait = meta.get("trait", {})
+        extra = meta.get("extra") or {}
+        if not isinstance(extra, dict):
+            raise TypeError(f"'extra' is a {type(extra).__name__}, not an object")
         return cls(
             trait_id=trait.get("id", ""),
             trait_hash=trait.get("hash"),
@@ -316,10 +329,20 @@ class PersonaVectorSet:
             selection_reason=meta.get("selection_reason"),
             validation=(ValidationSummary.from_json(meta["validation"], source=source)
                         if meta.get("validation") is not None else None),
-            extra=meta.get("extra") or {},
+            gap_source=_opt_str(extra.get("gap_source")), assistant_prefix=_opt_str(extra.get("assistant_prefix")),
+            cache_key=_opt_str(extra.get("gate_cache_key")),
+            extra={k: v for k, v in extra.items() if k not in _TYPED_EXTRA},
             layer_convention=meta.get("layer_convention", LAYER_CONVENTION),
             filter_validation=_read_filter_validation(meta.get("filter_validation"), vectors),
         )
+
+
+_TYPED_EXTRA = ("gap_source", "assistant_prefix", "gate_cache_key", "validation_level")
+"""Keys of a sidecar's ``extra`` read into typed fields (``validation_level``: format 1's copy of the level)."""
+
+
+def _opt_str(x: Any) -> str | None:
+    return None if x is None else str(x)
 
 
 def _as_identity(d: Mapping[str, Any]) -> ModelIdentity:

@@ -214,3 +214,19 @@ def test_validation_must_be_typed_and_about_this_files_layers():
         _set(validation={"auroc": {"1": 0.9}})
     with pytest.raises(ConfigError, match="validation.layers"):
         _set(validation=summary({1: 0.9, 7: 0.8}))
+
+
+def test_annotations_are_typed_fields_and_unknown_ones_survive_a_resave(tmp_path):
+    s = _set(gap_source="prompt_contrast_last_token", assistant_prefix="Sure,", cache_key="k1",
+             extra={"note": "kept"})
+    s.save(tmp_path / "v")
+    meta = json.loads((tmp_path / "v.json").read_text())
+    assert meta["extra"] == {"note": "kept", "gap_source": "prompt_contrast_last_token", "assistant_prefix": "Sure,",
+                             "gate_cache_key": "k1"}
+    back = PersonaVectorSet.load(tmp_path / "v")
+    assert (back.gap_source, back.assistant_prefix, back.cache_key) == ("prompt_contrast_last_token", "Sure,", "k1")
+    assert back.extra == {"note": "kept"}
+    back.save(tmp_path / "v")  # a re-save writes the same sidecar
+    again = json.loads((tmp_path / "v.json").read_text())
+    assert {k: v for k, v in again.items() if k != "library_version"} == {
+        k: v for k, v in meta.items() if k != "library_version"}
