@@ -462,10 +462,7 @@ def validate_vectors(
     if missing:
         raise ConfigError(bad_value("features", features.layers, f"every layer of the vectors {layers}",
                                     f"no features at layer(s) {missing}"))
-    if trait is not None:
-        trait = load_trait(trait)
-        if trait.id != vectors.trait_id:
-            raise ConfigError(bad_value("trait", trait.id, [vectors.trait_id], "Validate with the vectors' trait."))
+    trait = load_trait(trait) if trait is not None else None  # may differ from the file's (another held-out set)
     ext_pos, ext_neg = features.extraction_pos, features.extraction_neg
     ev_pos, ev_neg = features.evaluation_pos, features.evaluation_neg
     per_layer = separation(vectors.vectors, ev_pos, ev_neg, n_boot=n_boot, seed=seed)
@@ -534,7 +531,8 @@ def validate_vectors(
         n_eval_neg=int(ev_neg[layers[0]].shape[0]), layers=rows, nulls=nulls,
         steering=tuple(_steering_summary(k, c) for k, c in steering.items()), warnings=tuple(warnings),
         separation_rule=SEPARATION_RULE)
-    return ValidationResult(trait=vectors.trait_id, summary=summary, null_draws=draws, steering=steering)
+    return ValidationResult(trait=trait.id if trait is not None else vectors.trait_id, summary=summary,
+                            null_draws=draws, steering=steering)
 
 
 def _steering_summary(layer: int, curve: Mapping[str, Any]) -> SteeringSummary:

@@ -279,6 +279,14 @@ def test_validate_reads_features_and_leaves_the_vector_file_byte_identical(
     assert second["per_layer"] == first["per_layer"] and second["verdict"] == first["verdict"]
     stored = PersonaVectorSet.load(tensors).validation
     assert stored.auroc_by_layer == {int(k): v for k, v in res["auroc_by_layer"].items()}
+    other = files["tmp"] / "tiny_other.yaml"  # another trait file (its own id) is a valid held-out set
+    other.write_text(TINY_TRAIT.replace("id: tiny-sad", "id: tiny-other"), encoding="utf-8")
+    code, stdout, err = _run(["persona", "validate", "--vectors", str(tensors), "--trait", str(other), "--model",
+                              str(files["model"]), "--out", str(out), "--n-null", "10", "--validation", "quick"],
+                             capsys)
+    assert code == 0, err
+    assert json.loads(stdout)["trait"] == json.loads(out.read_text())["trait"] == "tiny-other"
+    assert {p: p.read_bytes() for p in (tensors, sidecar)} == before
     code, _, err = _run(["persona", "validate", "--vectors", str(tensors), "--trait", str(trait), "--model",
                          str(files["model"]), "--out", str(out), "--validation", "none"], capsys)
     assert code == 2 and "--validation" in err
