@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> None:
             t_fit = time.perf_counter() - t0
             t0 = time.perf_counter()
             alphas = tuple(float(a) for a in args.alphas.split(","))
-            res = validate_vectors(loaded, ex, n_null=args.n_null, shortlist=args.shortlist, alphas=alphas,
+            res = validate_vectors(ex.to_vector_set(), ex.trait_features(loaded, tr), level="full", loaded=loaded,
+                                   trait=tr, n_null=args.n_null, shortlist=args.shortlist, alphas=alphas,
                                    control_dirs=args.control_dirs)
             t_val = time.perf_counter() - t0
             sel = res.selected_layer
@@ -80,19 +81,20 @@ def main(argv: list[str] | None = None) -> None:
                 "selected_layer": sel,
                 "reason": res.selection_reason,
                 "verdict": res.verdict,
-                "auroc_selected": res.per_layer[sel]["auroc"],
-                "auroc_ci": [res.per_layer[sel]["ci_lo"], res.per_layer[sel]["ci_hi"]],
-                "cohens_d": res.per_layer[sel]["cohens_d"],
-                "alignment": res.per_layer[sel]["alignment"],
-                "null_q95": {k: v["q95"] for k, v in res.nulls.items()},
-                "null_p": {k: v["p_value"] for k, v in res.nulls.items()},
-                "nulls": {k: {kk: vv for kk, vv in v.items() if not kk.endswith("draws")} for k, v in res.nulls.items()},
+                "auroc_selected": res.per_layer[sel].auroc,
+                "auroc_ci": list(res.per_layer[sel].auroc_ci),
+                "cohens_d": res.per_layer[sel].cohens_d,
+                "alignment": res.per_layer[sel].alignment,
+                "null_q95": {k: v.q95 for k, v in res.nulls.items()},
+                "null_p": {k: v.p_value for k, v in res.nulls.items()},
+                "nulls": {k: {kk: vv for kk, vv in v.items() if not kk.endswith("draws")}
+                          for k, v in res.to_dict()["nulls"].items()},
                 "split_half_cos": res.split_half.get(sel),
                 "gap": ex.gap_[sel],
                 "base_std": ex.base_std_[sel],
                 "norm": ex.norms_[sel],
                 "steering": {str(k): v for k, v in res.steering.items()},
-                "auroc_by_layer": {str(k): round(v["auroc"], 4) for k, v in res.per_layer.items()},
+                "auroc_by_layer": {str(k): round(v.auroc, 4) for k, v in res.per_layer.items()},
                 "warnings": res.warnings,
             }
             log.info(

@@ -111,14 +111,11 @@ def extract_command(
     t0 = time.perf_counter()
     extractor.fit(loaded, tr)
     seconds = time.perf_counter() - t0
-    report = _validate(loaded, extractor, tr, n_null=n_null, level=validation) if validate else None
-    base = _vector_base(out)
-    vs = extractor.to_vector_set(
-        selected_layer=report.selected_layer if report else None,
-        selection_reason=report.selection_reason if report else None,
-        validation=report.summary() if report else None,
-    )
-    vs.extra["validation_level"] = validation
+    vs = extractor.to_vector_set()
+    report = (_validate(loaded, vs, extractor.trait_features(loaded, tr), tr, n_null=n_null, level=validation)
+              if validate else None)
+    if report is not None:
+        vs = vs.with_validation(report.summary)
     if validate and tr.has_paired:
         from difflib_models.persona.filter_validation import validate_on_trait, with_filter_validation
 
@@ -137,14 +134,14 @@ def extract_command(
 
         atomic_write_json(vpath, report.to_dict())
         result.update(validation=str(vpath), verdict=report.verdict, warnings=report.warnings,
-                      auroc_by_layer={str(k): v["auroc"] for k, v in report.per_layer.items()})
+                      auroc_by_layer={str(k): v for k, v in report.summary.auroc_by_layer.items()})
     _echo_json(result)
 
 
-def _validate(loaded: Any, extractor: Any, trait: Any, *, n_null: int, level: str = "full") -> Any:
+def _validate(loaded: Any, vs: Any, features: Any, trait: Any, *, n_null: int, level: str = "full") -> Any:
     from difflib_models.persona.validation import validate_vectors
 
-    return validate_vectors(loaded, extractor, trait, n_null=n_null, level=level)
+    return validate_vectors(vs, features, level=level, loaded=loaded, trait=trait, n_null=n_null)
 
 
 # ------------------------------------------------------------------------------------------------ validate
@@ -155,18 +152,25 @@ def validate_command(
     trait: str | None = typer.Option(None, "--trait", "-t", help=_TRAIT_HELP + " Default: the file's trait."),
     model: str | None = typer.Option(None, "--model", "-m", help=_MODEL_HELP),
     out: Path | None = typer.Option(None, "--out", "-o", help="Validation JSON (default: VECTORS.validation.json)."),
+    validation: str = typer.Option("full", "--validation",
+                                   help="quick (held-out AUROC + nulls) | full (+ steering dose-response, slow)."),
     n_null: int = typer.Option(200, "--n-null", min=10),
     batch_size: int = typer.Option(8, "--batch-size", min=1),
     device: str = typer.Option("cpu", "--device"),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP + " (persona commands print their JSON result "
                                  "either way; logs and progress always go to stderr)"),
 ) -> None:
-    """Re-validate a vector file on a trait's held-out split (the file must belong to --model)."""
+    """Re-validate a vector file's directions on a trait's held-out split (the file must belong to --model).
+    The extraction and evaluation features are read from the model; the directions are the file's (nothing is
+    re-fitted) and the vector file is never written: the report goes to --out."""
     from difflib_models.io import atomic_write_json
+    from difflib_models.persona.contracts import VALIDATION_LEVELS
     from difflib_models.persona.extraction import PersonaExtractor
     from difflib_models.persona.traits import load_trait
     from difflib_models.persona.vectors import PersonaVectorSet, vector_paths
 
+    if validation not in VALIDATION_LEVELS:
+        raise ConfigError(bad_value("--validation", validation, VALIDATION_LEVELS))
     path = out or _validation_path(_vector_base(vectors))
     inputs = {p.resolve() for p in vector_paths(vectors)} | ({Path(trait).resolve()} if trait else set())
     if path.resolve() in inputs:
@@ -175,16 +179,16 @@ def validate_command(
     loaded = _load(model, device)
     vs = PersonaVectorSet.load(vectors, expect_model=loaded)
     tr = load_trait(trait or vs.trait_id)
-    extractor = PersonaExtractor(mode=vs.mode if vs.mode in ("ab", "prompt_contrast", "paired") else "ab",
-                                 layers=vs.layers, batch_size=batch_size)
-    extractor.fit(loaded, tr)
-    extractor.vectors_ = dict(vs.vectors)  # validate the file's directions, not a fresh fit
-    extractor.norms_ = {k: float(v.norm()) for k, v in vs.vectors.items()}
-    report = _validate(loaded, extractor, tr, n_null=n_null)
+    # features only (the file's mode and layers; generate_judge needs a judge, read its A/B contrast instead)
+    reader = PersonaExtractor(mode=vs.mode if vs.mode in ("ab", "prompt_contrast", "paired") else "ab",
+                              layers=vs.layers, batch_size=batch_size,
+                              assistant_prefix=vs.assistant_prefix)
+    report = _validate(loaded, vs, reader.trait_features(loaded, tr), tr, n_null=n_null, level=validation)
     atomic_write_json(path, report.to_dict())
     _echo_json({"trait": tr.id, "vectors": str(vectors), "validation": str(path), "verdict": report.verdict,
-                "selected_layer": report.selected_layer, "selection_reason": report.selection_reason,
-                "auroc_by_layer": {str(k): v["auroc"] for k, v in report.per_layer.items()},
+                "level": report.level, "selected_layer": report.selected_layer,
+                "selection_reason": report.selection_reason,
+                "auroc_by_layer": {str(k): v for k, v in report.summary.auroc_by_layer.items()},
                 "warnings": report.warnings})
 
 

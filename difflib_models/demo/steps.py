@@ -49,7 +49,7 @@ def extract_vectors(base: Any, out_dir: Path, profile: DemoProfile) -> dict[str,
         )
         vs, report = extract_and_validate(base, small, mode=plan.mode, layers=[layer], batch_size=16,
                                           level=GATE_VALIDATION, seed=plan.seed)
-        auroc[trait_id] = float(report.per_layer[layer]["auroc"])
+        auroc[trait_id] = float(report.per_layer[layer].auroc)
         files[trait_id] = str(vs.save(out_dir / trait_id))
     return {"files": files, "layer": layer, "auroc": auroc, "mode": plan.mode}
 

@@ -43,6 +43,7 @@ from difflib_models.gate.policy import (
     Policy,
     load_policy,
 )
+from difflib_models.persona.contracts import ValidationSummary
 from difflib_models.report.builder import data_entry, merge_diff, monitor_section, new_report, write_report
 
 log = logging.getLogger(__name__)
@@ -226,14 +227,11 @@ def _extract(base_loaded: Any, side: str, trait: Any, layer: int, plan: Any, *,
             view, small, probe_acts=None if probe_acts is None else {layer: probe_acts})
         t1 = time.perf_counter()
         log.info("extracted %s at layer %d in %.1f s; validating (%s)", trait.id, layer, t1 - t0, GATE_VALIDATION)
-        features = ext.features(view, small, "evaluation")
-        report = validate_vectors(view, ext, small, level=GATE_VALIDATION, eval_features=features, seed=plan.seed)
+        vs = ext.to_vector_set()
+        report = validate_vectors(vs, ext.trait_features(view, small), level=GATE_VALIDATION, seed=plan.seed)
     log.info("validated %s in %.1f s: held-out AUROC %.3f at layer %d", trait.id, time.perf_counter() - t1,
-             report.per_layer[layer]["auroc"], layer)
-    vs = ext.to_vector_set(selected_layer=layer, selection_reason="gate policy layer",
-                           validation=report.summary())
-    vs.extra["validation_level"] = GATE_VALIDATION
-    return vs
+             report.summary.auroc_at(layer) or float("nan"), layer)
+    return vs.with_validation(report.summary, selection_reason="gate policy layer")
 
 
 def _finite_number(value: Any) -> float | None:
@@ -242,31 +240,11 @@ def _finite_number(value: Any) -> float | None:
     return float(value)
 
 
-def _auroc(validation: Any, layer: int) -> float | None:
-    """Held-out AUROC of a vector file's validation summary at ``layer`` (the layer the gate USES), or None.
-
-    Reads, in order: ``auroc_by_layer`` (what ``persona extract`` writes), ``per_layer`` / ``layers`` rows, an
-    ``auroc`` mapping keyed by layer (what the gate's own extraction writes). A scalar ``auroc`` is the selected
-    layer's value and counts only when ``selected_layer`` is ``layer``; another layer's AUROC is never used."""
-    if not isinstance(validation, Mapping):
-        return None
-
-    def at(per: Any) -> Any:
-        return per.get(str(layer), per.get(layer)) if isinstance(per, Mapping) else None
-
-    for key in ("auroc_by_layer", "per_layer", "layers"):
-        row = at(validation.get(key))
-        if isinstance(row, Mapping):
-            row = row.get("auroc")
-        if row is not None:
-            return _finite_number(row)
-    auroc = validation.get("auroc")
-    if isinstance(auroc, Mapping):
-        return _finite_number(at(auroc))
-    selected = validation.get("selected_layer")
-    if isinstance(selected, int) and not isinstance(selected, bool) and selected == layer:
-        return _finite_number(auroc)
-    return None
+def _auroc(validation: ValidationSummary | None, layer: int) -> float | None:
+    """Held-out AUROC of a vector file's typed validation summary at ``layer`` (the layer the gate USES), or None
+    (not validated, not validated at that layer, or not finite). The selected layer's AUROC is never used for
+    another layer."""
+    return validation.auroc_at(layer) if validation is not None else None
 
 
 def signal_notes(auroc: float | None, gap: Any, usable: float | None, base_std: float, *, layer: int,
@@ -397,7 +375,7 @@ def persona_section(sides: Mapping[str, tuple[Any, str]], policy: Policy, *, vec
             "null_percentile": _finite(res.null_percentile), "drift_cos": res.drift_cos,
             "drift_norm": res.drift_norm, "n_probe_prompts": baseline.n_prompts, "vector_mode": vs.mode,
             "vector_file": vector_file, "vector_source": sources[trait_id],
-            "vector_validation_level": vs.extra.get("validation_level") or (vs.validation or {}).get("level"),
+            "vector_validation_level": vs.validation_level,
             "null_shifts": list(res.null_shifts),
             "base_projections": [float(x) for x in baseline.projections],
             "candidate_projections": list(res.projections),

@@ -18,6 +18,7 @@ a cache entry is never trusted over a fresh extraction. ``$DIFFLIB_MODELS_CACHE`
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -31,7 +32,8 @@ from difflib_models.persona.vectors import PersonaVectorSet, identity_dict, vect
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
+"""2: vector files carry the typed, versioned validation summary (entries of version 1 are re-extracted)."""
 SUBDIR = "gate-vectors"
 
 
@@ -66,7 +68,7 @@ def load_cached(key: str, trait_id: str, base: Any) -> PersonaVectorSet | None:
         if not isinstance(meta, dict) or not meta.get("sha256"):
             raise ValueError("the sidecar records no checksum of the tensor file")
         vs = PersonaVectorSet.load(path, expect_model=base)
-        if vs.extra.get("gate_cache_key") != key or vs.trait_id != trait_id:
+        if vs.cache_key != key or vs.trait_id != trait_id:
             raise ValueError("the entry was written for another key or trait")
     except Exception as exc:  # noqa: BLE001 - whatever is wrong with an entry, it is re-extracted, never trusted
         log.warning("ignoring the unusable persona vector cache entry %s (%s: %s); re-extracting",
@@ -79,7 +81,7 @@ def load_cached(key: str, trait_id: str, base: Any) -> PersonaVectorSet | None:
 def store(key: str, vs: PersonaVectorSet) -> Path | None:
     """Write ``vs`` as the entry of ``key`` (atomically); returns its tensor path. A cache that cannot be written
     (read-only home, full disk) costs the next run an extraction, nothing else: logged, None returned."""
-    vs.extra = {**vs.extra, "gate_cache_key": key}
+    vs = dataclasses.replace(vs, cache_key=key)
     path = entry_path(key, vs.trait_id)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -48,8 +48,7 @@ def _select(vs: PersonaVectorSet, layers: list[int] | None, unit: bool) -> dict[
 
 def model_hint(vs: PersonaVectorSet) -> str:
     """repeng's ``model_hint`` (HF ``config.model_type`` when recorded, else the model's name)."""
-    extra = vs.model.get("extra") or {}
-    return str(extra.get("model_type") or vs.model.get("name") or "unknown")
+    return str(vs.model.extra.get("model_type") or vs.model.name or "unknown")
 
 
 def export_path(out: str | Path, fmt: str) -> Path:
@@ -66,7 +65,7 @@ def export_vectors(vs: PersonaVectorSet, out: str | Path, *, fmt: str, layers: l
     unit = _UNIT_DEFAULT[fmt] if unit is None else bool(unit)
     vectors = _select(vs, layers, unit)
     path = export_path(out, fmt)
-    common: dict[str, Any] = {"trait": vs.trait_id, "polarity": vs.polarity, "model": vs.model.get("name"),
+    common: dict[str, Any] = {"trait": vs.trait_id, "polarity": vs.polarity, "model": vs.model.name or None,
                               "weight_hash": vs.weight_hash, "layer_convention": vs.layer_convention,
                               "unit": unit, "layers": sorted(vectors)}
     if fmt == "repeng":

@@ -36,7 +36,9 @@ from typing import Any
 import torch
 
 from difflib_models.errors import ConfigError, bad_value
+from difflib_models.models.identity import ModelIdentity
 from difflib_models.persona import chat
+from difflib_models.persona.contracts import TraitFeatures, ValidationSummary
 from difflib_models.persona.shift import probe_activations, read_residuals
 from difflib_models.persona.traits import Trait, load_trait
 from difflib_models.persona.vectors import PersonaVectorSet
@@ -157,7 +159,7 @@ class PersonaExtractor:
 
     def to_vector_set(
         self, *, selected_layer: int | None = None, selection_reason: str | None = None,
-        validation: dict[str, Any] | None = None,
+        validation: ValidationSummary | None = None,
     ) -> PersonaVectorSet:
         """Package the fitted vectors as a :class:`PersonaVectorSet` (model identity, trait hash, counts, ...)."""
         self._check_fitted()
@@ -166,10 +168,22 @@ class PersonaExtractor:
             vectors=dict(self.vectors_), model=self.model_identity_, mode=self.mode, aggregator=self.aggregator,
             n_pos=self.n_pos_, n_neg=self.n_neg_, gap=dict(self.gap_), base_std=dict(self.base_std_),
             selected_layer=selected_layer, selection_reason=selection_reason, validation=validation,
-            extra={"gap_source": self.gap_source_, "assistant_prefix": self.assistant_prefix},
+            gap_source=self.gap_source_, assistant_prefix=self.assistant_prefix,
         )
 
     # ------------------------------------------------------------------ features
+    def trait_features(self, loaded: Any, trait: Trait | str, *,
+                       evaluation: tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]] | None = None
+                       ) -> TraitFeatures:
+        """The :class:`TraitFeatures` validation reads: the extraction features (the fitted ones when this
+        extractor is fitted on ``trait``, else read now; the extractor is never fitted here) and the evaluation
+        features (``evaluation`` when the caller has them, e.g. from held-out instruction pairs)."""
+        trait = load_trait(trait)
+        fitted = hasattr(self, "pos_features_") and (self.trait_ is trait or self.trait_.hash == trait.hash)
+        pos, neg = (self.pos_features_, self.neg_features_) if fitted else self.features(loaded, trait, "extraction")
+        ev_pos, ev_neg = evaluation if evaluation is not None else self.features(loaded, trait, "evaluation")
+        return TraitFeatures(extraction_pos=pos, extraction_neg=neg, evaluation_pos=ev_pos, evaluation_neg=ev_neg)
+
     def features(self, loaded: Any, trait: Trait | str, split: str) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
         """(pos, neg) features {layer: [n, d]} of one split, for this extractor's mode and layers."""
         from difflib_models.models.hookpoints import parse_layers
@@ -357,9 +371,9 @@ class OpenAICompatibleJudge:
         return float(digits[0])
 
 
-def _identity(loaded: Any) -> dict[str, Any]:
+def _identity(loaded: Any) -> ModelIdentity:
     ident = getattr(loaded, "identity", None)
-    if ident is None:
+    if not isinstance(ident, ModelIdentity):
         raise ConfigError(bad_value("loaded", type(loaded).__name__, "a LoadedModel (load_model() or "
                                     "from_pretrained_objects())"))
-    return ident.to_dict()
+    return ident

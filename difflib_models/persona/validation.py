@@ -1,5 +1,8 @@
 """Is the vector real? Held-out validation, null baselines, steering dose-response and layer selection.
 
+Inputs are a :class:`PersonaVectorSet` and :class:`~difflib_models.persona.contracts.TraitFeatures` (activations
+of the extraction and evaluation split), never an extractor; the output is a :class:`ValidationResult` whose typed
+:class:`~difflib_models.persona.contracts.ValidationSummary` is what a vector file stores.
 Everything is measured on the trait's EVALUATION split (never the extraction split), spec persona.md section 3:
 
 1. Separation per layer: AUROC of held-out projections pos vs neg (bootstrap 95% CI; both from
@@ -51,6 +54,15 @@ import numpy as np
 import torch
 
 from difflib_models.errors import ConfigError, bad_value
+from difflib_models.persona.contracts import (
+    NULL_QUANTILES,
+    VALIDATION_LEVELS,
+    LayerValidation,
+    NullSummary,
+    SteeringSummary,
+    TraitFeatures,
+    ValidationSummary,
+)
 from difflib_models.persona.dose_response import (
     DEFAULT_MAX_NLL_INCREASE,
     dose_summary,
@@ -66,9 +78,6 @@ from difflib_models.stats import auroc, bootstrap_auroc_ci
 
 log = logging.getLogger(__name__)
 
-VALIDATION_LEVELS: tuple[str, ...] = ("quick", "full")
-"""``quick``: held-out AUROC, nulls, split-half; ``full``: plus the steering dose-response (see validate_vectors)."""
-
 DEFAULT_ALPHAS: tuple[float, ...] = (-0.3, -0.15, 0.0, 0.15, 0.3)
 """In units of the median residual norm. The spec's +-1, +-2 collapse a 135M model's answers (docs/persona.md)."""
 STEER_DEPTH: tuple[float, float] = (0.3, 0.7)
@@ -78,9 +87,12 @@ COS_WARN = 0.5
 AUROC_CEILING = 0.995
 """A null whose AUROC 95th percentile reaches this is saturated: its separation test compares the alignment."""
 _dose_summary = dose_summary  # backwards-compatible name (letter readout by default)
-__all__ = ["AUROC_CEILING", "VALIDATION_LEVELS", "NullDraws", "ValidationResult", "add_random_control", "auroc", "bootstrap_auroc_ci", "cohens_d", "cross_trait_cosines", "empirical_p",
-           "alignment", "extract_and_validate", "null_test", "permutation_null", "permutation_null_stats",
-           "random_direction_control", "random_direction_null", "random_direction_null_stats", "separation", "split_half_stability", "steering_dose_response", "validate_vectors"]
+__all__ = ["AUROC_CEILING", "VALIDATION_LEVELS", "LayerValidation", "NullDraws", "NullSummary", "SteeringSummary",
+           "TraitFeatures", "ValidationResult", "ValidationSummary", "add_random_control", "alignment", "auroc",
+           "bootstrap_auroc_ci", "cohens_d", "cross_trait_cosines", "empirical_p", "extract_and_validate",
+           "null_test", "permutation_null", "permutation_null_stats", "random_direction_control",
+           "random_direction_null", "random_direction_null_stats", "separation", "split_half_stability",
+           "steering_dose_response", "validate_vectors"]
 
 
 # ---------------------------------------------------------------------- statistics
@@ -141,79 +153,123 @@ def _null_draws(dirs: Mapping[int, torch.Tensor], ev_pos: Mapping[int, torch.Ten
 
 
 def null_test(name: str, observed: Mapping[str, float], draws: NullDraws, *, max_over_layers: bool = True,
-              ceiling: float = AUROC_CEILING) -> dict[str, Any]:
+              ceiling: float = AUROC_CEILING) -> NullSummary:
     """Compare the observed statistics (``{"auroc", "cohens_d", "alignment"}``, each the max over the layers when
-    the null is) with one null. All three are reported (``q95``/``p_value``/``beats_null_95`` for the AUROC,
-    ``d_*`` and ``align_*``); the test that counts (``passes``) is the AUROC one unless the null's AUROC q95 is at
-    ``ceiling`` (saturated), then the alignment one."""
+    the null is) with one null. All three are reported (``q95``/``p_value`` for the AUROC, ``d_*`` and
+    ``align_*``); the test that counts (``passes``) is the AUROC one unless the null's AUROC q95 is at ``ceiling``
+    (saturated), then the alignment one."""
     q95 = float(np.quantile(draws.auroc, 0.95))
     saturated = q95 >= ceiling
-    out: dict[str, Any] = {"n": int(draws.auroc.size), "max_over_layers": max_over_layers, "q95": q95,
-                           "p_value": empirical_p(observed["auroc"], draws.auroc),
-                           "beats_null_95": bool(observed["auroc"] > q95), "observed": observed["auroc"]}
-    for key, stat, arr in (("d", "cohens_d", draws.cohens_d), ("align", "alignment", draws.alignment)):
-        sq95 = float(np.quantile(arr, 0.95))
-        out.update({f"{key}_observed": observed[stat], f"{key}_q95": sq95,
-                    f"{key}_p_value": empirical_p(observed[stat], arr),
-                    f"{key}_beats_null_95": bool(observed[stat] > sq95)})
-    out.update({"saturated": saturated, "test": "alignment" if saturated else "auroc",
-                "draws": [round(float(x), 4) for x in draws.auroc],
-                "d_draws": [round(float(x), 4) for x in draws.cohens_d],
-                "align_draws": [round(float(x), 4) for x in draws.alignment]})
-    out["passes"] = out["align_beats_null_95"] if saturated else out["beats_null_95"]
+    d_q95, align_q95 = float(np.quantile(draws.cohens_d, 0.95)), float(np.quantile(draws.alignment, 0.95))
+    out = NullSummary(
+        name=name, n=int(draws.auroc.size), max_over_layers=max_over_layers, observed=float(observed["auroc"]),
+        quantiles=tuple((q, float(np.quantile(draws.auroc, q))) for q in NULL_QUANTILES), q95=q95,
+        p_value=empirical_p(observed["auroc"], draws.auroc),
+        d_observed=float(observed["cohens_d"]), d_q95=d_q95, d_p_value=empirical_p(observed["cohens_d"], draws.cohens_d),
+        align_observed=float(observed["alignment"]), align_q95=align_q95,
+        align_p_value=empirical_p(observed["alignment"], draws.alignment),
+        saturated=saturated, test="alignment" if saturated else "auroc",
+        passes=bool(observed["alignment"] > align_q95) if saturated else bool(observed["auroc"] > q95),
+    )
     if saturated:
         log.info("%s null: AUROC q95 %.3f is at the ceiling %.3f; separation tested by the alignment (%.3f vs q95 "
-                 "%.3f)", name, q95, ceiling, observed["alignment"], out["align_q95"])
+                 "%.3f)", name, q95, ceiling, observed["alignment"], align_q95)
     return out
 
 
+def _null_json(summary: NullSummary, draws: NullDraws) -> dict[str, Any]:
+    """One null in the full validation report (validation.json): the summary's statistics plus the draws."""
+    return {"n": summary.n, "max_over_layers": summary.max_over_layers, "q95": summary.q95,
+            "quantiles": {str(q): v for q, v in summary.quantiles}, "p_value": summary.p_value,
+            "beats_null_95": summary.beats_null_95, "observed": summary.observed,
+            "d_observed": summary.d_observed, "d_q95": summary.d_q95, "d_p_value": summary.d_p_value,
+            "d_beats_null_95": summary.d_beats_null_95, "align_observed": summary.align_observed,
+            "align_q95": summary.align_q95, "align_p_value": summary.align_p_value,
+            "align_beats_null_95": summary.align_beats_null_95, "saturated": summary.saturated,
+            "test": summary.test, "passes": summary.passes,
+            "draws": [round(float(x), 4) for x in draws.auroc],
+            "d_draws": [round(float(x), 4) for x in draws.cohens_d],
+            "align_draws": [round(float(x), 4) for x in draws.alignment]}
+
+
+SEPARATION_RULE = (f"per null: held-out AUROC > its q95; where the null's AUROC q95 >= {AUROC_CEILING} "
+                   "(saturated): alignment cos(v, held-out mean difference) > its q95")
+
+
 # ---------------------------------------------------------------------- result
-@dataclass
+@dataclass(frozen=True)
 class ValidationResult:
-    """Everything the validation measured; ``to_dict()`` is the machine-readable JSON."""
+    """Everything the validation measured: the typed :class:`ValidationSummary` a vector file stores, plus the
+    null draws and the full steering curves of the report (``to_dict()``, the ``.validation.json`` file)."""
 
     trait: str
-    mode: str
-    layers: list[int]
-    per_layer: dict[int, dict[str, float]]
-    best_auroc_layer: int
-    selected_layer: int
-    selection_reason: str
-    nulls: dict[str, Any]
-    split_half: dict[int, float]
-    steering: dict[int, dict[str, Any]] = field(default_factory=dict)
-    n_eval_pos: int = 0
-    n_eval_neg: int = 0
-    warnings: list[str] = field(default_factory=list)
-    verdict: str = "too_weak"
-    level: str = "full"
-    """``"quick"`` (held-out separation, nulls, split-half) or ``"full"`` (plus the steering dose-response)."""
+    summary: ValidationSummary
+    null_draws: Mapping[str, NullDraws]
+    steering: Mapping[int, Mapping[str, Any]] = field(default_factory=dict)
+    """Full dose-response curve per steered layer (:func:`steering_dose_response`; empty at level quick)."""
+
+    # the summary's fields, for reading
+    @property
+    def mode(self) -> str:
+        return self.summary.mode
+
+    @property
+    def level(self) -> str:
+        return self.summary.level
+
+    @property
+    def layers(self) -> list[int]:
+        return [row.layer for row in self.summary.layers]
+
+    @property
+    def per_layer(self) -> dict[int, LayerValidation]:
+        return {row.layer: row for row in self.summary.layers}
+
+    @property
+    def nulls(self) -> dict[str, NullSummary]:
+        return {n.name: n for n in self.summary.nulls}
+
+    @property
+    def split_half(self) -> dict[int, float]:
+        return {r.layer: r.split_half_cos for r in self.summary.layers if r.split_half_cos is not None}
+
+    @property
+    def best_auroc_layer(self) -> int:
+        return self.summary.best_auroc_layer
+
+    @property
+    def selected_layer(self) -> int:
+        return self.summary.selected_layer
+
+    @property
+    def selection_reason(self) -> str:
+        return self.summary.selection_reason
+
+    @property
+    def verdict(self) -> str:
+        return self.summary.verdict
+
+    @property
+    def warnings(self) -> list[str]:
+        return list(self.summary.warnings)
 
     def to_dict(self) -> dict[str, Any]:
+        """The full report (JSON-ready): per-layer statistics, nulls with their draws, steering curves."""
+        s = self.summary
         return {
-            "trait": self.trait, "mode": self.mode, "layers": self.layers,
-            "n_eval_pos": self.n_eval_pos, "n_eval_neg": self.n_eval_neg,
-            "per_layer": {str(k): v for k, v in self.per_layer.items()},
-            "best_auroc_layer": self.best_auroc_layer,
-            "selected_layer": self.selected_layer, "selection_reason": self.selection_reason,
-            "nulls": self.nulls, "split_half": {str(k): v for k, v in self.split_half.items()},
-            "steering": {str(k): v for k, v in self.steering.items()}, "warnings": self.warnings,
-            "verdict": self.verdict, "level": self.level,
-        }
-
-    def summary(self) -> dict[str, Any]:
-        """The compact part stored in a vector file's sidecar."""
-        sel = self.per_layer[self.selected_layer]
-        return {
-            "split": "evaluation", "n_eval_pos": self.n_eval_pos, "n_eval_neg": self.n_eval_neg,
-            "selected_layer": self.selected_layer, "auroc": sel["auroc"], "auroc_ci": [sel["ci_lo"], sel["ci_hi"]],
-            "cohens_d": sel["cohens_d"], "split_half_cos": self.split_half.get(self.selected_layer),
-            "nulls": {k: {kk: vv for kk, vv in v.items() if not kk.endswith("draws")} for k, v in self.nulls.items()},
-            "separation_rule": (f"per null: held-out AUROC > its q95; where the null's AUROC q95 >= {AUROC_CEILING} "
-                                "(saturated): alignment cos(v, held-out mean difference) > its q95"),
-            "steering": self.steering.get(self.selected_layer), "warnings": self.warnings,
-            "verdict": self.verdict, "selection_reason": self.selection_reason,
-            "auroc_by_layer": {str(k): v["auroc"] for k, v in self.per_layer.items()}, "level": self.level,
+            "schema_version": s.schema_version, "trait": self.trait, "mode": s.mode, "layers": self.layers,
+            "model": {"name": s.model_name, "weight_hash": s.model_weight_hash},
+            "n_eval_pos": s.n_eval_pos, "n_eval_neg": s.n_eval_neg,
+            "per_layer": {str(r.layer): {"auroc": r.auroc, "ci_lo": r.auroc_ci[0], "ci_hi": r.auroc_ci[1],
+                                         "cohens_d": r.cohens_d, "alignment": r.alignment,
+                                         "norm": r.norm, "gap": r.gap, "base_std": r.base_std} for r in s.layers},
+            "best_auroc_layer": s.best_auroc_layer,
+            "selected_layer": s.selected_layer, "selection_reason": s.selection_reason,
+            "nulls": {n.name: _null_json(n, self.null_draws[n.name]) for n in s.nulls},
+            "separation_rule": s.separation_rule,
+            "split_half": {str(k): v for k, v in self.split_half.items()},
+            "steering": {str(k): dict(v) for k, v in self.steering.items()}, "warnings": list(s.warnings),
+            "verdict": s.verdict, "level": s.level,
         }
 
 
@@ -335,23 +391,32 @@ def cross_trait_cosines(sets: Mapping[str, PersonaVectorSet | torch.Tensor], lay
 
 # ---------------------------------------------------------------------- the whole check
 def validate_vectors(
-    loaded: Any, extractor: PersonaExtractor, trait: Trait | str | None = None, *,
-    n_null: int = 200, n_boot: int = 1000, shortlist: int = 3, steer: bool = True,
+    vectors: PersonaVectorSet, features: TraitFeatures, *, level: str = "quick", loaded: Any = None,
+    trait: Trait | str | None = None, n_null: int = 200, n_boot: int = 1000, shortlist: int = 3,
     alphas: Sequence[float] = DEFAULT_ALPHAS, seed: int = 0, max_steer_items: int | None = None,
-    eval_features: tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]] | None = None,
     readout: str = "text", steer_positions: str = "all", steer_depth: tuple[float, float] | None = STEER_DEPTH,
     control_dirs: int = 3, length_normalize: bool = True, max_nll_increase: float = DEFAULT_MAX_NLL_INCREASE,
-    level: str | None = None,
 ) -> ValidationResult:
-    """Validate a fitted extractor on the trait's held-out split and choose the layer (see module docstring).
+    """Validate ``vectors`` on held-out ``features`` and choose the layer (see the module docstring).
 
-    ``level``: ``"quick"`` = held-out AUROC per layer, nulls and split-half stability (no forward beyond the
-    evaluation features); ``"full"`` = plus the steering dose-response at the shortlisted layers (the slow part:
-    many generations; progress and an ETA are logged per layer). None keeps ``steer`` (True -> full)."""
-    if level is not None and level not in VALIDATION_LEVELS:
+    Reads only the vector set (directions, mode, aggregator, gap, base_std, model identity) and the features
+    (:class:`TraitFeatures`, extraction and evaluation split, every layer of ``vectors``); no extractor. The
+    features must come from the vectors' model. ``level``: ``"quick"`` = held-out AUROC per layer, nulls and
+    split-half stability (no forward); ``"full"`` = plus the steering dose-response at the shortlisted layers on
+    ``loaded`` (the vectors' model) with ``trait``'s held-out A/B items (the slow part: progress and an ETA are
+    logged per layer)."""
+    if level not in VALIDATION_LEVELS:
         raise ConfigError(bad_value("level", level, VALIDATION_LEVELS, "'none' means: do not call validate_vectors"))
-    steer = steer if level is None else level == "full"
-    extractor._check_fitted()
+    if not isinstance(vectors, PersonaVectorSet):
+        raise ConfigError(bad_value("vectors", type(vectors).__name__, "a PersonaVectorSet",
+                                    "PersonaExtractor.to_vector_set() or PersonaVectorSet.load(path)"))
+    if not isinstance(features, TraitFeatures):
+        raise ConfigError(bad_value("features", type(features).__name__, "a TraitFeatures",
+                                    "PersonaExtractor.trait_features(loaded, trait)"))
+    steer = level == "full"
+    if steer and (loaded is None or trait is None):
+        raise ConfigError(bad_value("level", level, ["quick", "full with loaded= and trait="],
+                                    "The steering dose-response generates with the model on the trait's A/B items."))
     if steer_depth is not None and not (len(steer_depth) == 2 and 0.0 <= steer_depth[0] <= steer_depth[1] <= 1.0):
         raise ConfigError(bad_value("steer_depth", steer_depth, "None or (lo, hi) with 0 <= lo <= hi <= 1",
                                     "The fraction of the model's depth where steering candidates are taken."))
@@ -363,26 +428,27 @@ def validate_vectors(
         raise ConfigError(bad_value("shortlist", shortlist, ">= 1"))
     if len(alphas) < 3 or sorted(alphas) != list(alphas):
         raise ConfigError(bad_value("alphas", list(alphas), "at least 3 increasing values, e.g. -1, 0, 1"))
-    trait = load_trait(trait) if trait is not None else extractor.trait_
-    if trait.id != extractor.trait_.id:
-        raise ConfigError(bad_value("trait", trait.id, [extractor.trait_.id], "Validate with the fitted trait."))
-    layers = extractor.layers_
-    ev_pos, ev_neg = eval_features or extractor.features(loaded, trait, "evaluation")
-    per_layer = separation(extractor.vectors_, ev_pos, ev_neg, n_boot=n_boot, seed=seed)
+    layers = vectors.layers
+    missing = [k for k in layers if k not in features.layers]
+    if missing:
+        raise ConfigError(bad_value("features", features.layers, f"every layer of the vectors {layers}",
+                                    f"no features at layer(s) {missing}"))
+    trait = load_trait(trait) if trait is not None else None  # may differ from the file's (another held-out set)
+    ext_pos, ext_neg = features.extraction_pos, features.extraction_neg
+    ev_pos, ev_neg = features.evaluation_pos, features.evaluation_neg
+    per_layer = separation(vectors.vectors, ev_pos, ev_neg, n_boot=n_boot, seed=seed)
     best = max(layers, key=lambda k: (per_layer[k]["auroc"], per_layer[k]["cohens_d"]))
     obs = per_layer[best]["auroc"]
     observed = {"auroc": obs}  # each statistic's max over the layers, like each null draw
     for stat in ("cohens_d", "alignment"):
         finite = [per_layer[k][stat] for k in layers if math.isfinite(per_layer[k][stat])]
         observed[stat] = max(finite, default=float("nan"))
-    perm = permutation_null_stats(extractor.pos_features_, extractor.neg_features_, ev_pos, ev_neg, layers,
-                                  n=n_null, seed=seed, paired=extractor.mode != "generate_judge")
-    rand = random_direction_null_stats(extractor.pos_features_, extractor.neg_features_, ev_pos, ev_neg,
-                                       extractor.norms_, layers, n=n_null, seed=seed)
-    nulls = {name: null_test(name, observed, draws, max_over_layers=len(layers) > 1)
-             for name, draws in (("label_permutation", perm), ("random_direction", rand))}
-    stability = split_half_stability(extractor.pos_features_, extractor.neg_features_, layers,
-                                     aggregator=extractor.aggregator, seed=seed)
+    draws = {"label_permutation": permutation_null_stats(ext_pos, ext_neg, ev_pos, ev_neg, layers, n=n_null,
+                                                         seed=seed, paired=vectors.mode != "generate_judge"),
+             "random_direction": random_direction_null_stats(ext_pos, ext_neg, ev_pos, ev_neg, vectors.norms,
+                                                             layers, n=n_null, seed=seed)}
+    nulls = tuple(null_test(name, observed, d, max_over_layers=len(layers) > 1) for name, d in draws.items())
+    stability = split_half_stability(ext_pos, ext_neg, layers, aggregator=vectors.aggregator, seed=seed)
     ranked = sorted(_steer_candidates(layers, _n_layers(loaded, layers), steer_depth),
                     key=lambda k: -per_layer[k]["auroc"])[:max(1, shortlist)]
     dose_kw = {"alphas": alphas, "max_items": max_steer_items, "readout": readout, "positions": steer_positions,
@@ -394,7 +460,7 @@ def validate_vectors(
         t0 = time.perf_counter()
         for i, layer in enumerate(progress(ranked, desc=f"steering dose-response {trait.id}", total=len(ranked),
                                            unit="layer")):
-            steering[layer] = steering_dose_response(loaded, trait, layer, extractor.vectors_[layer], **dose_kw)
+            steering[layer] = steering_dose_response(loaded, trait, layer, vectors.vectors[layer], **dose_kw)
             done = time.perf_counter() - t0
             log.info("validation %s: steering layer %d done (%d/%d), %.0f s elapsed, ETA %.0f s", trait.id, layer,
                      i + 1, len(ranked), done, done / (i + 1) * (len(ranked) - i - 1))
@@ -402,8 +468,8 @@ def validate_vectors(
         if good:
             selected = max(good, key=lambda k: steering[k]["effect"])
             if control_dirs:
-                add_random_control(loaded, trait, extractor, selected, steering[selected], n_dirs=control_dirs,
-                                   seed=seed, **dose_kw)
+                add_random_control(loaded, trait, (ext_pos[selected], ext_neg[selected]), selected,
+                                   steering[selected], n_dirs=control_dirs, seed=seed, **dose_kw)
             used = [a for a, ok in zip(steering[selected]["alphas"], steering[selected]["coherent"], strict=True) if ok]
             reason = (f"shortlist {ranked} by held-out AUROC; layer {selected} has the largest monotone steering "
                       f"effect (dP(matching) = {steering[selected]['effect']:+.3f} over the coherent alphas "
@@ -414,7 +480,7 @@ def validate_vectors(
             warnings.append("steering did not confirm any shortlisted layer (no monotone dose-response)")
     elif steer:
         reason = f"highest held-out AUROC ({obs:.3f}); the trait has no A/B items for a steering check"
-    beats = all(n["passes"] for n in nulls.values())
+    beats = all(n.passes for n in nulls)
     steered = selected in steering and steering[selected]["monotone"]
     if steered and not steering[selected].get("beats_control", True):
         steered = False
@@ -425,16 +491,35 @@ def validate_vectors(
         warnings.append("held-out separation does not beat the 95th percentile of every null (AUROC, or the "
                         "alignment where the null's AUROC saturates): the signal is too weak for a verdict on this "
                         "model")
-    return ValidationResult(trait=trait.id, mode=extractor.mode, layers=list(layers), per_layer=per_layer,
-                            best_auroc_layer=best, selected_layer=selected, selection_reason=reason, nulls=nulls,
-                            split_half=stability, steering=steering, n_eval_pos=int(ev_pos[layers[0]].shape[0]),
-                            n_eval_neg=int(ev_neg[layers[0]].shape[0]), warnings=warnings, verdict=verdict,
-                            level="full" if steer else "quick")
+    rows = tuple(LayerValidation(
+        layer=k, auroc=per_layer[k]["auroc"], auroc_ci=(per_layer[k]["ci_lo"], per_layer[k]["ci_hi"]),
+        cohens_d=per_layer[k]["cohens_d"], alignment=per_layer[k]["alignment"], gap=vectors.gap.get(k),
+        base_std=vectors.base_std.get(k), split_half_cos=stability.get(k), norm=per_layer[k]["norm"]) for k in layers)
+    summary = ValidationSummary(
+        level=level, mode=vectors.mode, model_name=vectors.model.name or None,
+        model_weight_hash=vectors.weight_hash, selected_layer=selected, best_auroc_layer=best,
+        selection_reason=reason, verdict=verdict, n_eval_pos=int(ev_pos[layers[0]].shape[0]),
+        n_eval_neg=int(ev_neg[layers[0]].shape[0]), layers=rows, nulls=nulls,
+        steering=tuple(_steering_summary(k, c) for k, c in steering.items()), warnings=tuple(warnings),
+        separation_rule=SEPARATION_RULE)
+    return ValidationResult(trait=trait.id if trait is not None else vectors.trait_id, summary=summary,
+                            null_draws=draws, steering=steering)
+
+
+def _steering_summary(layer: int, curve: Mapping[str, Any]) -> SteeringSummary:
+    control = curve.get("control")
+    return SteeringSummary(
+        layer=layer, readout=str(curve.get("readout", "")), monotone=bool(curve["monotone"]),
+        effect=float(curve["effect"]), alphas=tuple(float(a) for a in curve["alphas"]),
+        p_matching=tuple(float(p) for p in curve["p_matching"]), coherent=tuple(bool(c) for c in curve["coherent"]),
+        beats_control=None if "beats_control" not in curve else bool(curve["beats_control"]),
+        control_max_abs_effect=None if not control else float(control["max_abs_effect"]))
 
 
 def _n_layers(loaded: Any, layers: Sequence[int]) -> int:
+    """Depth of the vectors' model: the loaded model's (level full), else the highest validated layer + 1."""
     n = getattr(loaded, "n_layers", None)
-    return int(n) if isinstance(n, int) and n > 0 else max(layers) + 1
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else max(layers) + 1
 
 
 def _steer_candidates(layers: Sequence[int], n_layers: int, depth: tuple[float, float] | None) -> list[int]:
@@ -445,13 +530,14 @@ def _steer_candidates(layers: Sequence[int], n_layers: int, depth: tuple[float, 
     return inside or list(layers)
 
 
-def add_random_control(loaded: Any, trait: Trait, extractor: PersonaExtractor, layer: int, curve: dict[str, Any],
-                       *, n_dirs: int = 3, seed: int = 0, **dose_kw: Any) -> dict[str, Any]:
-    """Steer along ``n_dirs`` norm-matched random directions from the within-class covariance of the extractor's
-    features at ``layer`` (same alphas, positions and readout: pass the curve's ``dose_kw``); record the control in
-    ``curve["control"]`` and ``curve["beats_control"]`` (effect > CONTROL_RATIO x the largest control |effect|, the
-    control effects taken over the same alphas as the real one: its first to last coherent alpha)."""
-    pos, neg = extractor.pos_features_[layer], extractor.neg_features_[layer]
+def add_random_control(loaded: Any, trait: Trait, extraction: tuple[torch.Tensor, torch.Tensor], layer: int,
+                       curve: dict[str, Any], *, n_dirs: int = 3, seed: int = 0, **dose_kw: Any) -> dict[str, Any]:
+    """Steer along ``n_dirs`` norm-matched random directions from the within-class covariance of the extraction
+    features ``(pos [n, d], neg [m, d])`` at ``layer`` (same alphas, positions and readout: pass the curve's
+    ``dose_kw``); record the control in ``curve["control"]`` and ``curve["beats_control"]`` (effect >
+    CONTROL_RATIO x the largest control |effect|, the control effects taken over the same alphas as the real one:
+    its first to last coherent alpha)."""
+    pos, neg = extraction
     acts = torch.cat([pos - pos.mean(0), neg - neg.mean(0)])  # within-class: the contrast itself is left out
     used = [a for a, ok in zip(curve["alphas"], curve["coherent"], strict=True) if ok]
     span = (used[0], used[-1]) if len(used) >= 2 else None  # the alphas the real effect was measured over
@@ -463,12 +549,13 @@ def add_random_control(loaded: Any, trait: Trait, extractor: PersonaExtractor, l
 
 
 def extract_and_validate(loaded: Any, trait: Trait | str, *, mode: str = "ab", aggregator: str = "mean_diff",
-                         layers: str | Sequence[int] = "all", batch_size: int = 8,
+                         layers: str | Sequence[int] = "all", batch_size: int = 8, level: str = "full",
                          **validate_kwargs: Any) -> tuple[PersonaVectorSet, ValidationResult]:
     """Fit, validate on the held-out split, select the layer; the vector set records the selection and summary."""
+    trait = load_trait(trait)
     extractor = PersonaExtractor(mode=mode, aggregator=aggregator, layers=layers, batch_size=batch_size)
     extractor.fit(loaded, trait)
-    result = validate_vectors(loaded, extractor, **validate_kwargs)
-    vs = extractor.to_vector_set(selected_layer=result.selected_layer, selection_reason=result.selection_reason,
-                                 validation=result.summary())
-    return vs, result
+    vs = extractor.to_vector_set()
+    result = validate_vectors(vs, extractor.trait_features(loaded, trait), level=level, loaded=loaded, trait=trait,
+                              **validate_kwargs)
+    return vs.with_validation(result.summary), result

@@ -6,7 +6,9 @@ A vector file is model-specific (a trait file is not). ``PersonaVectorSet.save("
   mean(pos) - mean(neg) for the default aggregator), and
 - ``evil.json``: format version, trait id + hash + polarity, model identity (with its weight hash), extraction
   mode and aggregator, ``layer_convention``, per-layer norms / gap / base_std, n_pos / n_neg, the selected layer
-  and why it was chosen, the validation summary, and the sha256 of the safetensors file.
+  and why it was chosen, the typed validation summary (:class:`~difflib_models.persona.contracts.ValidationSummary`,
+  versioned by its own ``schema_version``; None when the file was not validated), the optional filter-validation
+  record, and the sha256 of the safetensors file.
 
 ``PersonaVectorSet.load(path, expect_model=loaded)`` refuses (IdentityMismatchError) a file whose weight hash
 differs from the model it is about to be used with: a direction means nothing in another model's residual space.
@@ -17,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,15 +31,18 @@ from difflib_models.errors import ConfigError, IdentityMismatchError, bad_value
 from difflib_models.files import load_json
 from difflib_models.io import atomic_write, atomic_write_json, sha256_file
 from difflib_models.models.hookpoints import LAYER_CONVENTION
+from difflib_models.models.identity import ModelIdentity
+from difflib_models.persona.contracts import ValidationSummary
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: ``validation`` is a :class:`ValidationSummary` record with a ``schema_version`` (1: an untyped dict)."""
 FILTER_VALIDATION_VERSION = 1
 """Version of the ``filter_validation`` record (an optional sidecar key: files without it stay readable)."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class FilterValidation:
     """How well this file's directions rank training rows (:mod:`~difflib_models.persona.filter_validation`).
 
@@ -111,7 +117,8 @@ class PersonaVectorSet:
 
     trait_id: str
     vectors: dict[int, torch.Tensor]
-    model: dict[str, Any]
+    model: ModelIdentity
+    """The model the directions live in (an identity dict, e.g. a sidecar's ``model`` record, is converted)."""
     mode: str
     aggregator: str = "mean_diff"
     trait_hash: str | None = None
@@ -122,14 +129,27 @@ class PersonaVectorSet:
     base_std: dict[int, float] = field(default_factory=dict)
     selected_layer: int | None = None
     selection_reason: str | None = None
-    validation: dict[str, Any] | None = None
+    validation: ValidationSummary | None = None
+    """The held-out validation of these directions (None: not validated, level ``"none"``)."""
+    gap_source: str | None = None
+    """Which features measured ``gap`` (e.g. ``"prompt_contrast_last_token"``)."""
+    assistant_prefix: str | None = None
+    """The shared assistant prefix of a ``prompt_contrast`` extraction (None: none)."""
+    cache_key: str | None = None
+    """Key of the cache entry this file is (the gate's vector cache), None for a user's file."""
     extra: dict[str, Any] = field(default_factory=dict)
+    """Other annotations found in a sidecar's ``extra``, kept so that a re-save does not drop them; no library
+    code reads them."""
     layer_convention: str = LAYER_CONVENTION
     filter_validation: FilterValidation | None = None
     """Filter validation (response pairs, tuning/evaluation split); None when the file was never validated for
     filtering."""
 
     def __post_init__(self) -> None:
+        if isinstance(self.model, Mapping):
+            self.model = _as_identity(self.model)
+        if not isinstance(self.model, ModelIdentity):
+            raise ConfigError(bad_value("model", type(self.model).__name__, "a ModelIdentity (or its dict)"))
         if not self.vectors:
             raise ConfigError(bad_value("vectors", {}, "at least one layer", "Run an extractor's fit() first."))
         dims = {int(v.shape[-1]) for v in self.vectors.values()}
@@ -144,6 +164,12 @@ class PersonaVectorSet:
                                         sorted(self.vectors)))
         if self.polarity not in ("undesirable", "desirable"):
             raise ConfigError(bad_value("polarity", self.polarity, ["undesirable", "desirable"]))
+        if self.validation is not None and not isinstance(self.validation, ValidationSummary):
+            raise ConfigError(bad_value("validation", type(self.validation).__name__, "a ValidationSummary or None",
+                                        "validate_vectors(...).summary builds it."))
+        if self.validation is not None and any(row.layer not in self.vectors for row in self.validation.layers):
+            raise ConfigError(bad_value("validation.layers", [row.layer for row in self.validation.layers],
+                                        f"layers of this file {self.layers}"))
 
     # ------------------------------------------------------------------ access
     @property
@@ -160,7 +186,23 @@ class PersonaVectorSet:
 
     @property
     def weight_hash(self) -> str | None:
-        return self.model.get("weight_hash")
+        return self.model.weight_hash or None
+
+    @property
+    def validation_level(self) -> str:
+        """``"quick"`` / ``"full"`` (what :attr:`validation` measured) or ``"none"`` (never validated)."""
+        return self.validation.level if self.validation is not None else "none"
+
+    def auroc_at(self, layer: int) -> float | None:
+        """Held-out AUROC recorded for ``layer`` (None: not validated at that layer); never another layer's."""
+        return self.validation.auroc_at(layer) if self.validation is not None else None
+
+    def with_validation(self, summary: ValidationSummary, *, selection_reason: str | None = None) -> PersonaVectorSet:
+        """A copy that records ``summary`` and its selected layer (and reason, unless ``selection_reason``)."""
+        import dataclasses
+
+        return dataclasses.replace(self, validation=summary, selected_layer=summary.selected_layer,
+                                   selection_reason=selection_reason or summary.selection_reason)
 
     def _layer(self, layer: int | None) -> int:
         if layer is None:
@@ -195,7 +237,7 @@ class PersonaVectorSet:
             "format_version": FORMAT_VERSION,
             "library_version": __version__,
             "trait": {"id": self.trait_id, "hash": self.trait_hash, "polarity": self.polarity},
-            "model": self.model,
+            "model": self.model.to_dict(),
             "mode": self.mode,
             "aggregator": self.aggregator,
             "layer_convention": self.layer_convention,
@@ -208,8 +250,11 @@ class PersonaVectorSet:
             "base_std": {str(k): _finite(v) for k, v in sorted(self.base_std.items())},
             "selected_layer": self.selected_layer,
             "selection_reason": self.selection_reason,
-            "validation": self.validation,
-            "extra": self.extra,
+            "validation_level": self.validation_level,
+            "validation": self.validation.to_json() if self.validation is not None else None,
+            "extra": {**self.extra, **{k: v for k, v in (("gap_source", self.gap_source),
+                                                         ("assistant_prefix", self.assistant_prefix),
+                                                         ("gate_cache_key", self.cache_key)) if v is not None}},
             "filter_validation": self.filter_validation.to_dict() if self.filter_validation else None,
         }
 
@@ -254,7 +299,7 @@ class PersonaVectorSet:
             raise ConfigError(bad_value("--vectors", str(tensor_path), "a readable .safetensors file",
                                         f"{exc}; re-extract the vectors")) from None
         try:
-            return cls._from_meta(meta, raw)
+            return cls._from_meta(meta, raw, source=str(sidecar))
         except ConfigError:
             raise
         except (TypeError, ValueError, AttributeError) as exc:
@@ -262,9 +307,12 @@ class PersonaVectorSet:
                                         f"a field has the wrong type ({exc}); re-extract the vectors")) from None
 
     @classmethod
-    def _from_meta(cls, meta: dict[str, Any], raw: dict[str, torch.Tensor]) -> PersonaVectorSet:
+    def _from_meta(cls, meta: dict[str, Any], raw: dict[str, torch.Tensor], *, source: str) -> PersonaVectorSet:
         vectors = {int(k.split(".", 1)[1]): v for k, v in raw.items() if k.startswith("layer.")}
         trait = meta.get("trait", {})
+        extra = meta.get("extra") or {}
+        if not isinstance(extra, dict):
+            raise TypeError(f"'extra' is a {type(extra).__name__}, not an object")
         return cls(
             trait_id=trait.get("id", ""),
             trait_hash=trait.get("hash"),
@@ -279,11 +327,32 @@ class PersonaVectorSet:
             base_std={int(k): float(v) for k, v in (meta.get("base_std") or {}).items() if v is not None},
             selected_layer=meta.get("selected_layer"),
             selection_reason=meta.get("selection_reason"),
-            validation=meta.get("validation"),
-            extra=meta.get("extra") or {},
+            validation=(ValidationSummary.from_json(meta["validation"], source=source)
+                        if meta.get("validation") is not None else None),
+            gap_source=_opt_str(extra.get("gap_source")), assistant_prefix=_opt_str(extra.get("assistant_prefix")),
+            cache_key=_opt_str(extra.get("gate_cache_key")),
+            extra={k: v for k, v in extra.items() if k not in _TYPED_EXTRA},
             layer_convention=meta.get("layer_convention", LAYER_CONVENTION),
             filter_validation=_read_filter_validation(meta.get("filter_validation"), vectors),
         )
+
+
+_TYPED_EXTRA = ("gap_source", "assistant_prefix", "gate_cache_key", "validation_level")
+"""Keys of a sidecar's ``extra`` read into typed fields (``validation_level``: format 1's copy of the level)."""
+
+
+def _opt_str(x: Any) -> str | None:
+    return None if x is None else str(x)
+
+
+def _as_identity(d: Mapping[str, Any]) -> ModelIdentity:
+    """An identity record as a ModelIdentity; fields a record lacks stay empty (an empty weight hash is "unknown":
+    :func:`check_identity` refuses it)."""
+    base = d.get("base")
+    return ModelIdentity(name=str(d.get("name") or ""), source=str(d.get("source") or "unknown"), path=d.get("path"),
+                         weight_hash=str(d.get("weight_hash") or ""), adapter_hash=d.get("adapter_hash"),
+                         base=_as_identity(base) if isinstance(base, Mapping) else None,
+                         revision=d.get("revision"), extra=dict(d.get("extra") or {}))
 
 
 def _read_filter_validation(data: Any, vectors: dict[int, torch.Tensor]) -> FilterValidation | None:

@@ -181,7 +181,7 @@ def test_extract_then_validate(files: dict[str, Path], capsys: pytest.CaptureFix
     from difflib_models.models.loading import load_model
 
     vs = PersonaVectorSet.load(res["vectors"], expect_model=load_model(str(files["model"])))
-    assert vs.selected_layer == res["selected_layer"] and vs.validation["selected_layer"] == res["selected_layer"]
+    assert vs.selected_layer == res["selected_layer"] and vs.validation.selected_layer == res["selected_layer"]
     # validate re-measures the same file on the same held-out split: identical per-layer AUROC
     out = files["tmp"] / "revalidated.json"
     code, stdout, err = _run(["persona", "validate", "--vectors", res["vectors"], "--trait", str(trait),
@@ -234,12 +234,12 @@ def test_extract_records_its_validation_level(files: dict[str, Path], capsys: py
     assert code == 0, err
     res = json.loads(stdout)
     meta = json.loads(base.with_name(base.name + ".json").read_text(encoding="utf-8"))
-    assert res["validation_level"] == meta["extra"]["validation_level"] == level
+    assert res["validation_level"] == meta["validation_level"] == level
     if level == "none":
         assert meta["validation"] is None and "validation" not in res
     else:  # quick: held-out AUROC per layer and both nulls, no steering dose-response
-        assert meta["validation"]["level"] == "quick" and meta["validation"]["steering"] is None
-        assert set(meta["validation"]["auroc_by_layer"]) == {"1", "2"}
+        assert meta["validation"]["level"] == "quick" and meta["validation"]["steering"] == []
+        assert [row["layer"] for row in meta["validation"]["layers"]] == [1, 2]
         assert json.loads(Path(res["validation"]).read_text())["steering"] == {}
 
 
@@ -247,3 +247,46 @@ def test_extract_refuses_an_unknown_validation_level(files: dict[str, Path], cap
     code, _, err = _run(["persona", "extract", "--trait", "evil", "--model", str(files["model"]),
                          "--out", str(files["tmp"] / "never"), "--validation", "fast"], capsys)
     assert code == 2 and "--validation" in err and "quick" in err
+
+
+def test_validate_reads_features_and_leaves_the_vector_file_byte_identical(
+        files: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    """`persona validate` measures the file's own directions (no re-fit): same held-out AUROC and nulls as the
+    extraction's validation, and the vector file (tensors and sidecar) is not rewritten."""
+    trait = files["tmp"] / "tiny_revalidate.yaml"
+    trait.write_text(TINY_TRAIT, encoding="utf-8")
+    base = files["tmp"] / "tiny_revalidate"
+    code, stdout, err = _run(["persona", "extract", "--trait", str(trait), "--model", str(files["model"]),
+                              "--out", str(base), "--n-null", "10", "--layers", "1,3", "--validation", "quick"],
+                             capsys)
+    assert code == 0, err
+    res = json.loads(stdout)
+    tensors, sidecar = Path(res["vectors"]), Path(res["sidecar"])
+    before = {p: p.read_bytes() for p in (tensors, sidecar)}
+    stamps = {p: p.stat().st_mtime_ns for p in (tensors, sidecar)}
+    out = files["tmp"] / "tiny_revalidate.again.json"
+    code, stdout, err = _run(["persona", "validate", "--vectors", str(tensors), "--trait", str(trait), "--model",
+                              str(files["model"]), "--out", str(out), "--n-null", "10", "--validation", "quick"],
+                             capsys)
+    assert code == 0, err
+    again = json.loads(stdout)
+    assert {p: p.read_bytes() for p in (tensors, sidecar)} == before
+    assert {p: p.stat().st_mtime_ns for p in (tensors, sidecar)} == stamps
+    assert again["level"] == "quick" and again["auroc_by_layer"] == res["auroc_by_layer"]
+    first, second = (json.loads(Path(p).read_text()) for p in (res["validation"], out))
+    for name in ("label_permutation", "random_direction"):  # same features, same seed: the same null draws
+        assert second["nulls"][name]["draws"] == first["nulls"][name]["draws"]
+    assert second["per_layer"] == first["per_layer"] and second["verdict"] == first["verdict"]
+    stored = PersonaVectorSet.load(tensors).validation
+    assert stored.auroc_by_layer == {int(k): v for k, v in res["auroc_by_layer"].items()}
+    other = files["tmp"] / "tiny_other.yaml"  # another trait file (its own id) is a valid held-out set
+    other.write_text(TINY_TRAIT.replace("id: tiny-sad", "id: tiny-other"), encoding="utf-8")
+    code, stdout, err = _run(["persona", "validate", "--vectors", str(tensors), "--trait", str(other), "--model",
+                              str(files["model"]), "--out", str(out), "--n-null", "10", "--validation", "quick"],
+                             capsys)
+    assert code == 0, err
+    assert json.loads(stdout)["trait"] == json.loads(out.read_text())["trait"] == "tiny-other"
+    assert {p: p.read_bytes() for p in (tensors, sidecar)} == before
+    code, _, err = _run(["persona", "validate", "--vectors", str(tensors), "--trait", str(trait), "--model",
+                         str(files["model"]), "--out", str(out), "--validation", "none"], capsys)
+    assert code == 2 and "--validation" in err

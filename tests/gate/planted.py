@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from difflib_models.persona.vectors import PersonaVectorSet
+from tests.helpers.validation import summary
 
 
 def unit_direction(d: int, seed: int = 0) -> torch.Tensor:
@@ -43,7 +44,7 @@ def vector_file(path: Path, base_loaded, *, trait: str, layer: int, direction: t
                 auroc: float = 0.95, polarity: str = "undesirable") -> Path:
     vs = PersonaVectorSet(trait_id=trait, vectors={layer: 2.0 * direction}, model=base_loaded.identity.to_dict(),
                           mode="planted", polarity=polarity, gap={layer: gap}, selected_layer=layer,
-                          validation={"auroc": {str(layer): auroc}})
+                          validation=summary({layer: auroc}))
     return vs.save(path)
 
 

@@ -11,6 +11,7 @@ from difflib_models.gate.runner import GateConfig, run_gate
 from difflib_models.report.builder import load_report
 from tests.gate.conftest import ALPHA, LAYER, PERSONA_POLICY
 from tests.gate.planted import nan_crosscoder_copy, unit_direction, vector_file
+from tests.helpers.validation import summary
 
 
 def test_identical_candidate_passes(planted, stories260k, tmp_path) -> None:
@@ -115,32 +116,32 @@ def _vec(path, base, *, layers, selected, validation, gap=8.0):
 
 def test_auroc_is_read_at_the_used_layer() -> None:
     """Issue 13: with a vector file validated at layer 12 and a policy using layer 15, the gate took layer 12's
-    AUROC. `persona extract` writes the per-layer values under `auroc_by_layer`."""
+    AUROC. The typed summary answers per layer, and never with another layer's value."""
     from difflib_models.gate.runner import _auroc
 
-    summary = {"selected_layer": 12, "auroc": 0.93, "auroc_by_layer": {"12": 0.93, "15": 0.55}}
-    assert _auroc(summary, 15) == 0.55 and _auroc(summary, 12) == 0.93
-    assert _auroc({"selected_layer": 12, "auroc": 0.93}, 15) is None  # a scalar is the selected layer's only
-    assert _auroc({"selected_layer": 12, "auroc": 0.93}, 12) == 0.93
-    assert _auroc({"auroc": {"15": 0.7}}, 15) == 0.7  # the gate's own extraction format
-    assert _auroc({"per_layer": {"15": {"auroc": 0.8}}}, 15) == 0.8
-    assert _auroc({"auroc_by_layer": {"15": float("nan")}}, 15) is None
-    assert _auroc({"auroc_by_layer": {"15": True}}, 15) is None
-    assert _auroc(None, 15) is None and _auroc({}, 15) is None
+    both = summary({12: 0.93, 15: 0.55}, selected=12)
+    assert _auroc(both, 15) == 0.55 and _auroc(both, 12) == 0.93
+    assert _auroc(summary({12: 0.93}), 15) is None  # the selected layer's AUROC is not the used layer's
+    assert _auroc(summary({15: float("nan")}), 15) is None
+    assert _auroc(None, 15) is None
 
 
 def test_gate_uses_the_auroc_of_the_policy_layer(planted, tmp_path) -> None:
     """Vector file selected at layer 1, policy layer LAYER (2): the gate must judge the signal by layer 2's AUROC."""
     policy = policy_from_dict({**PERSONA_POLICY, "persona": {**PERSONA_POLICY["persona"], "layer": LAYER}})
     weak_at_used = _vec(tmp_path / "a", planted["base"], layers=[1, LAYER], selected=1,
-                        validation={"selected_layer": 1, "auroc": 0.95, "auroc_by_layer": {"1": 0.95, "2": 0.55}})
+                        validation=summary({1: 0.95, 2: 0.55}, selected=1))
+    from difflib_models.persona.vectors import PersonaVectorSet
+
+    stored = PersonaVectorSet.load(weak_at_used).validation  # the typed summary read back from the file
+    assert stored.selected_layer == 1 != LAYER and stored.auroc_at(LAYER) == 0.55
     res = run_gate(GateConfig(candidate=planted["cand"], base=planted["base"], out=tmp_path / "o1",
                               vectors=[weak_at_used], policy=policy))
     evil = res.report["persona"]["traits"][0]
     assert evil["layer"] == LAYER and evil["vector_auroc"] == 0.55 and not evil["signal_ok"]
     assert res.verdict == "inconclusive" and res.exit_code == 3
     good_at_used = _vec(tmp_path / "b", planted["base"], layers=[1, LAYER], selected=1,
-                        validation={"selected_layer": 1, "auroc": 0.55, "auroc_by_layer": {"1": 0.55, "2": 0.97}})
+                        validation=summary({1: 0.55, 2: 0.97}, selected=1))
     res = run_gate(GateConfig(candidate=planted["cand"], base=planted["base"], out=tmp_path / "o2",
                               vectors=[good_at_used], policy=policy))
     evil = res.report["persona"]["traits"][0]
@@ -150,8 +151,8 @@ def test_gate_uses_the_auroc_of_the_policy_layer(planted, tmp_path) -> None:
 @pytest.mark.parametrize(("validation", "gap", "why"), [
     (None, -8.0, "no held-out AUROC"),  # extracted with --no-validate, negative gap (issue 14)
     (None, 8.0, "no held-out AUROC"),
-    ({"auroc": {"2": 0.95}}, -8.0, "not above the base spread"),
-    ({"auroc": {"2": 0.95}}, 1e-4, "not above the base spread"),
+    (summary({2: 0.95}), -8.0, "not above the base spread"),
+    (summary({2: 0.95}), 1e-4, "not above the base spread"),
 ])
 def test_unvalidated_or_gapless_vector_is_inconclusive(planted, stories260k, tmp_path, validation, gap, why) -> None:
     vec = _vec(tmp_path / "v", planted["base"], layers=[LAYER], selected=LAYER, validation=validation, gap=gap)

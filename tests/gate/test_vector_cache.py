@@ -100,9 +100,10 @@ def test_extracted_vector_file_records_quick_validation_at_the_used_layer(plante
     res = _gate(planted["base"], planted["cand"], tmp_path / "r1")
     meta = json.loads((tmp_path / "r1" / "vectors" / "evil.json").read_text(encoding="utf-8"))
     val = meta["validation"]
-    assert val["level"] == "quick" and meta["extra"]["validation_level"] == "quick" and not val["steering"]
-    assert set(val["auroc_by_layer"]) == {str(LAYER)} and _evil(res)["vector_auroc"] == val["auroc_by_layer"][str(LAYER)]
-    assert set(val["nulls"]) == {"label_permutation", "random_direction"}
+    assert val["level"] == "quick" and meta["validation_level"] == "quick" and not val["steering"]
+    assert val["schema_version"] == 1 and [row["layer"] for row in val["layers"]] == [LAYER]
+    assert _evil(res)["vector_auroc"] == val["layers"][0]["auroc"]
+    assert {n["name"] for n in val["nulls"]} == {"label_permutation", "random_direction"}
     assert _evil(res)["vector_validation_level"] == "quick"
     assert meta["n_pos"] == meta["n_neg"] == 4  # max_extraction_questions x max_instructions
 

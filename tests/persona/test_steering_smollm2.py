@@ -37,7 +37,8 @@ def test_paired_direction_steers_answer_text_more_than_random(smollm2, trait_id)
     trait = dataclasses.replace(load_trait(trait_id), instructions=())
     ex = PersonaExtractor(mode="paired", layers=[LAYER], batch_size=8, show_progress=False).fit(smollm2, trait)
     st = steering_dose_response(smollm2, trait, LAYER, ex.vectors_[LAYER], **DOSE)
-    V.add_random_control(smollm2, trait, ex, LAYER, st, n_dirs=N_CONTROL, seed=0, **DOSE)
+    V.add_random_control(smollm2, trait, (ex.pos_features_[LAYER], ex.neg_features_[LAYER]), LAYER, st,
+                         n_dirs=N_CONTROL, seed=0, **DOSE)
     print(trait_id, st["p_matching"], st["effect"], st["control"]["effects"])
     p = st["p_matching"]
     assert st["split"] == "evaluation" and st["n_items"] == 10 and all(st["coherent"])

@@ -102,23 +102,23 @@ def test_saturated_null_falls_back_to_alignment(seed):
     observed, perm, rand = _null_tests(20.0, 20.0, seed)
     assert observed["auroc"] == 1.0 and observed["alignment"] > 0.95
     for t in (perm, rand):
-        assert t["saturated"] and t["q95"] >= V.AUROC_CEILING and t["test"] == "alignment"
-        assert t["passes"] and t["align_p_value"] <= 0.01 and t["align_q95"] < 0.85
-        assert {"d_observed", "d_q95", "d_p_value", "d_beats_null_95"} <= set(t) and len(t["d_draws"]) == 200
-    assert not perm["beats_null_95"]  # observed AUROC 1.0 is not > q95 1.0: the old rule could never pass
+        assert t.saturated and t.q95 >= V.AUROC_CEILING and t.test == "alignment" and t.n == 200
+        assert t.passes and t.align_p_value <= 0.01 and t.align_q95 < 0.85
+        assert t.d_observed == observed["cohens_d"] and t.quantile(0.95) == t.q95
+    assert not perm.beats_null_95  # observed AUROC 1.0 is not > q95 1.0: the old rule could never pass
     # no real signal: the extraction pairs carry no trait, the held-out ones a strong one
     observed0, perm0, rand0 = _null_tests(0.0, 40.0, seed)
-    assert perm0["saturated"] and perm0["q95"] == 1.0
-    assert not perm0["passes"] and not rand0["passes"] and abs(observed0["alignment"]) < 0.2
+    assert perm0.saturated and perm0.q95 == 1.0
+    assert not perm0.passes and not rand0.passes and abs(observed0["alignment"]) < 0.2
 
 
 def test_cohens_d_would_have_misjudged_the_saturated_case():
     """Why the saturated test uses the alignment and not Cohen's d (both reported): d saturates at the best d the
     held-out data allow once a null direction has a modest component along the class difference."""
     _, perm, _ = _null_tests(20.0, 20.0, 0)  # a real direction: d does not beat the permutation null
-    assert perm["passes"] and not perm["d_beats_null_95"] and perm["d_q95"] > 0.95 * perm["d_observed"]
+    assert perm.passes and not perm.d_beats_null_95 and perm.d_q95 > 0.95 * perm.d_observed
     _, _, rand0 = _null_tests(0.0, 40.0, 0)  # no real signal: d beats the random-direction null anyway
-    assert not rand0["passes"] and rand0["d_beats_null_95"]
+    assert not rand0.passes and rand0.d_beats_null_95
 
 
 def test_batched_statistics_match_the_scalar_ones():
@@ -224,8 +224,11 @@ def test_validate_vectors_end_to_end_on_tiny_model(tinystories_656k, tmp_path):
     loaded = from_pretrained_objects(make_tiny("llama", vocab_size=len(tok), max_position_embeddings=256), tok)
     from difflib_models.persona.traits import Trait
 
-    ex = PersonaExtractor(mode="ab", show_progress=False).fit(loaded, Trait.from_dict(TRAIT))
-    res = V.validate_vectors(loaded, ex, n_null=20, n_boot=50, shortlist=2, alphas=(-1.0, 0.0, 1.0),
+    trait = Trait.from_dict(TRAIT)
+    ex = PersonaExtractor(mode="ab", show_progress=False).fit(loaded, trait)
+    vs, feats = ex.to_vector_set(), ex.trait_features(loaded, trait)
+    full = {"level": "full", "loaded": loaded, "trait": trait}
+    res = V.validate_vectors(vs, feats, **full, n_null=20, n_boot=50, shortlist=2, alphas=(-1.0, 0.0, 1.0),
                              steer_depth=None, control_dirs=2)
     d = res.to_dict()
     assert set(d["per_layer"]) == {"0", "1", "2"} and len(d["steering"]) == 2
@@ -235,31 +238,34 @@ def test_validate_vectors_end_to_end_on_tiny_model(tinystories_656k, tmp_path):
         assert sel["control"]["n_dirs"] == 2 and len(sel["control"]["effects"]) == 2
         assert sel["beats_control"] == (sel["effect"] > V.CONTROL_RATIO * sel["control"]["max_abs_effect"])
     for n in res.nulls.values():  # the test that counts: AUROC unless the null saturates, then the alignment
-        assert n["passes"] == (n["align_beats_null_95"] if n["q95"] >= V.AUROC_CEILING else n["beats_null_95"])
-        assert len(n["d_draws"]) == len(n["align_draws"]) == 20
-    assert d["best_auroc_layer"] == max(res.per_layer, key=lambda k: res.per_layer[k]["auroc"])
+        assert n.passes == (n.align_beats_null_95 if n.q95 >= V.AUROC_CEILING else n.beats_null_95)
+        assert len(d["nulls"][n.name]["d_draws"]) == len(d["nulls"][n.name]["align_draws"]) == 20
+    assert d["best_auroc_layer"] == max(res.per_layer, key=lambda k: res.per_layer[k].auroc)
     assert d["selected_layer"] in (0, 1, 2) and "shortlist" in d["selection_reason"]
     assert len(d["nulls"]["label_permutation"]["draws"]) == 20 and d["nulls"]["random_direction"]["max_over_layers"]
     assert d["n_eval_pos"] == 4  # the verdict on built cases: the SmolLM2 tests below
-    vs = ex.to_vector_set(selected_layer=res.selected_layer, selection_reason=res.selection_reason,
-                          validation=res.summary())
-    vs.save(tmp_path / "v")
+    vs.with_validation(res.summary).save(tmp_path / "v")
     back = PersonaVectorSet.load(tmp_path / "v", expect_model=loaded)
-    assert back.validation["selected_layer"] == res.selected_layer and "draws" not in str(back.validation)
-    assert "alignment" in back.validation["separation_rule"] and "align_q95" in back.validation["nulls"]["random_direction"]
+    assert back.validation == res.summary and back.selected_layer == res.selected_layer  # typed round trip
+    assert back.validation.steering_at(res.selected_layer).effect == sel["effect"]
+    assert "draws" not in (tmp_path / "v.json").read_text() and "alignment" in back.validation.separation_rule
     # steering candidates come from the middle of the depth by default (layers 9..21 of a 30-layer model)
     assert V._steer_candidates(list(range(30)), 30, V.STEER_DEPTH) == list(range(9, 22))
     assert V._steer_candidates([0, 1], 30, V.STEER_DEPTH) == [0, 1]  # none inside: all of them
-    letter = V.validate_vectors(loaded, ex, n_null=20, n_boot=50, shortlist=1, alphas=(-1.0, 0.0, 1.0),
+    letter = V.validate_vectors(vs, feats, **full, n_null=20, n_boot=50, shortlist=1, alphas=(-1.0, 0.0, 1.0),
                                 readout="letter")
     (only,) = letter.steering  # layers 1 and 2 of 3 lie at 30-70% depth; shortlist 1 takes the better AUROC
-    assert only == max((1, 2), key=lambda k: letter.per_layer[k]["auroc"]) and "ab_mass" in letter.steering[only]
+    assert only == max((1, 2), key=lambda k: letter.per_layer[k].auroc) and "ab_mass" in letter.steering[only]
     with pytest.raises(ConfigError, match="steer_depth"):
-        V.validate_vectors(loaded, ex, steer_depth=(0.8, 0.2))
+        V.validate_vectors(vs, feats, steer_depth=(0.8, 0.2))
     with pytest.raises(ConfigError, match="n_null"):
-        V.validate_vectors(loaded, ex, n_null=2)
+        V.validate_vectors(vs, feats, n_null=2)
     with pytest.raises(ConfigError, match="alphas"):
-        V.validate_vectors(loaded, ex, alphas=(1.0, 0.0, -1.0))
+        V.validate_vectors(vs, feats, alphas=(1.0, 0.0, -1.0))
+    with pytest.raises(ConfigError, match="loaded= and trait="):  # steering needs the model and the A/B items
+        V.validate_vectors(vs, feats, level="full")
+    with pytest.raises(ConfigError, match="TraitFeatures"):
+        V.validate_vectors(vs, {"pos": feats.evaluation_pos})
 
 
 def test_quick_validation_gives_the_full_levels_auroc_and_nulls(tinystories_656k, caplog):
@@ -279,26 +285,26 @@ def test_quick_validation_gives_the_full_levels_auroc_and_nulls(tinystories_656k
     loaded = from_pretrained_objects(make_tiny("llama", vocab_size=len(tok), max_position_embeddings=256), tok)
     trait = Trait.from_dict(TRAIT)
     ex = PersonaExtractor(mode="ab", show_progress=False).fit(loaded, trait)
-    feats = ex.features(loaded, trait, "evaluation")
-    kw = dict(n_null=20, n_boot=50, eval_features=feats, shortlist=2, alphas=(-1.0, 0.0, 1.0), steer_depth=None,
-              control_dirs=0)
-    quick = V.validate_vectors(loaded, ex, level="quick", **kw)
+    vs, feats = ex.to_vector_set(), ex.trait_features(loaded, trait)
+    kw = dict(n_null=20, n_boot=50, shortlist=2, alphas=(-1.0, 0.0, 1.0), steer_depth=None, control_dirs=0)
+    quick = V.validate_vectors(vs, feats, level="quick", **kw)
     with caplog.at_level(logging.INFO, logger="difflib_models.persona.validation"):
-        full = V.validate_vectors(loaded, ex, level="full", **kw)
-    assert quick.level == "quick" and not quick.steering and quick.summary()["level"] == "quick"
+        full = V.validate_vectors(vs, feats, level="full", loaded=loaded, trait=trait, **kw)
+    assert quick.level == "quick" and not quick.steering and quick.summary.steering == ()
     assert full.level == "full" and len(full.steering) == 2 and full.to_dict()["level"] == "full"
+    assert len(full.summary.steering) == 2
     assert quick.per_layer == full.per_layer and quick.best_auroc_layer == full.best_auroc_layer
-    assert quick.summary()["auroc_by_layer"] == full.summary()["auroc_by_layer"]
-    assert quick.summary()["nulls"] == full.summary()["nulls"] and quick.split_half == full.split_half
+    assert quick.summary.auroc_by_layer == full.summary.auroc_by_layer
+    assert quick.summary.nulls == full.summary.nulls and quick.split_half == full.split_half
     etas = [r.getMessage() for r in caplog.records if "ETA" in r.getMessage()]
     assert len(etas) == 2 and "(2/2)" in etas[-1] and "ETA 0 s" in etas[-1]
     with pytest.raises(ConfigError, match="level"):
-        V.validate_vectors(loaded, ex, level="none")
+        V.validate_vectors(vs, feats, level="none")
 
 
 # ---------------------------------------------------------------- verdicts on cases built to be real / too weak
 # The held-out split holds out INSTRUCTION PAIRS as well as questions: the vector is fitted on pairs 0-1 and the
-# extraction questions and evaluated (``eval_features``) on pairs 2-4 and the evaluation questions. With the same
+# extraction questions and evaluated (``trait_features(..., evaluation=...)``) on pairs 2-4 and the evaluation questions. With the same
 # pairs in both splits a placebo trait (pos and neg instructions that say the same thing in other words) separates
 # at AUROC 0.996 and gets "real": the direction learns the wording, which held-out questions do not change.
 PLACEBO_INSTRUCTIONS = (
@@ -318,12 +324,12 @@ def _held_out_pairs_validation(smollm2, trait):
     fit_on = dataclasses.replace(trait, instructions=trait.instructions[:2])
     held_out = dataclasses.replace(trait, instructions=trait.instructions[2:])
     ex = PersonaExtractor(mode="prompt_contrast", batch_size=8, show_progress=False).fit(smollm2, fit_on)
-    ev = ex.features(smollm2, held_out, "evaluation")
-    # steer=False: this is the separation half of the verdict (steering is tested in test_steering_smollm2.py)
-    res = V.validate_vectors(smollm2, ex, n_null=200, n_boot=200, steer=False, eval_features=ev, seed=0)
+    feats = ex.trait_features(smollm2, fit_on, evaluation=ex.features(smollm2, held_out, "evaluation"))
+    # quick: this is the separation half of the verdict (steering is tested in test_steering_smollm2.py)
+    res = V.validate_vectors(ex.to_vector_set(), feats, level="quick", n_null=200, n_boot=200, seed=0)
     sel = res.selected_layer
-    print(trait.id, res.verdict, "layer", sel, "held-out AUROC", round(res.per_layer[sel]["auroc"], 3),
-          {k: (round(n["q95"], 3), round(n["p_value"], 3)) for k, n in res.nulls.items()})
+    print(trait.id, res.verdict, "layer", sel, "held-out AUROC", round(res.per_layer[sel].auroc, 3),
+          {k: (round(n.q95, 3), round(n.p_value, 3)) for k, n in res.nulls.items()})
     return ex, res
 
 
@@ -337,8 +343,8 @@ def test_smollm2_evil_is_real_on_held_out_instruction_pairs(smollm2):
     ex, res = _held_out_pairs_validation(smollm2, load_trait("evil"))
     assert res.verdict == "real", (res.verdict, res.warnings)
     sel = res.selected_layer
-    auroc = res.per_layer[sel]["auroc"]
-    assert all(n["test"] == "auroc" and auroc > n["q95"] and n["p_value"] < 0.05 for n in res.nulls.values())
+    auroc = res.per_layer[sel].auroc
+    assert all(n.test == "auroc" and auroc > n.q95 and n.p_value < 0.05 for n in res.nulls.values())
     assert res.split_half[sel] > 0.8
     assert ex.gap_[sel] > 0 and ex.base_std_[sel] > 0
 
@@ -356,5 +362,59 @@ def test_smollm2_placebo_trait_is_too_weak(smollm2):
                                   instructions=tuple(Instruction(pos=p, neg=n) for p, n in PLACEBO_INSTRUCTIONS))
     _, res = _held_out_pairs_validation(smollm2, placebo)
     assert res.verdict == "too_weak", res.to_dict()["nulls"]
-    assert not any(n["passes"] for n in res.nulls.values())
+    assert not any(n.passes for n in res.nulls.values())
     assert any("too weak" in w for w in res.warnings)
+
+
+def test_validation_from_features_needs_no_extractor(tinystories_656k):
+    """validate_vectors reads a vector set and TraitFeatures only: the features of an UNFITTED reader and
+    directions built from them give exactly the statistics the pieces compute (and an AUROC equal to sklearn's
+    on hand-made projections)."""
+    import dataclasses
+
+    from sklearn.metrics import roc_auc_score
+    from transformers import AutoTokenizer
+
+    from difflib_models.models.loading import from_pretrained_objects
+    from difflib_models.persona.extraction import PersonaExtractor, aggregate
+    from difflib_models.persona.traits import Trait
+    from difflib_models.persona.vectors import PersonaVectorSet
+    from tests.helpers.tiny_models import make_tiny
+    from tests.persona.test_extraction import CHATML, TRAIT
+
+    tok = AutoTokenizer.from_pretrained(tinystories_656k)
+    tok.chat_template = CHATML
+    loaded = from_pretrained_objects(make_tiny("llama", vocab_size=len(tok), max_position_embeddings=256), tok)
+    trait = Trait.from_dict(TRAIT)
+    reader = PersonaExtractor(mode="prompt_contrast", show_progress=False)
+    feats = reader.trait_features(loaded, trait)
+    assert not hasattr(reader, "vectors_")  # features only: nothing was fitted
+    feats = dataclasses.replace(feats)  # a plain record from here on
+    layers = feats.layers
+    vs = PersonaVectorSet(trait_id=trait.id, vectors={k: aggregate(feats.extraction_pos[k], feats.extraction_neg[k])
+                                                      for k in layers},
+                          model=loaded.identity.to_dict(), mode="prompt_contrast", gap=dict.fromkeys(layers, 2.0))
+    res = V.validate_vectors(vs, feats, level="quick", n_null=30, n_boot=50, seed=3)
+
+    ev_pos, ev_neg = feats.evaluation_pos, feats.evaluation_neg
+    sep = V.separation(vs.vectors, ev_pos, ev_neg, n_boot=50, seed=3)
+    perm = V.permutation_null_stats(feats.extraction_pos, feats.extraction_neg, ev_pos, ev_neg, layers, n=30, seed=3)
+    rand = V.random_direction_null_stats(feats.extraction_pos, feats.extraction_neg, ev_pos, ev_neg, vs.norms,
+                                         layers, n=30, seed=3)
+    for k in layers:
+        row = res.per_layer[k]
+        assert (row.auroc, row.auroc_ci, row.cohens_d) == (sep[k]["auroc"], (sep[k]["ci_lo"], sep[k]["ci_hi"]),
+                                                          sep[k]["cohens_d"])
+        u = vs.unit(k)
+        scores = torch.cat([ev_pos[k] @ u, ev_neg[k] @ u]).numpy()
+        labels = [1] * ev_pos[k].shape[0] + [0] * ev_neg[k].shape[0]
+        assert row.auroc == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+        assert row.gap == 2.0 and row.base_std is None
+    assert res.split_half == V.split_half_stability(feats.extraction_pos, feats.extraction_neg, layers, seed=3)
+    for name, draws in (("label_permutation", perm), ("random_direction", rand)):
+        summary = res.nulls[name]
+        assert summary.q95 == float(np.quantile(draws.auroc, 0.95)) and summary.n == 30
+        assert res.to_dict()["nulls"][name]["draws"] == [round(float(x), 4) for x in draws.auroc]
+    assert res.summary.model_weight_hash == loaded.identity.weight_hash and res.summary.mode == "prompt_contrast"
+    with pytest.raises(ConfigError, match="every layer of the vectors"):
+        V.validate_vectors(dataclasses.replace(vs, vectors={**vs.vectors, 9: vs.vectors[0]}), feats)

@@ -11,6 +11,7 @@ from difflib_models.errors import ConfigError, IdentityMismatchError
 from difflib_models.models.hookpoints import LAYER_CONVENTION
 from difflib_models.models.identity import ModelIdentity
 from difflib_models.persona.vectors import PersonaVectorSet
+from tests.helpers.validation import summary
 
 IDENT = ModelIdentity(name="m", source="in_memory", path=None, weight_hash="sha256:aaaa")
 
@@ -20,7 +21,7 @@ def _set(**kw) -> PersonaVectorSet:
     vecs = {i: torch.randn(16, generator=g) * (i + 1) for i in range(3)}
     base = dict(trait_id="evil", vectors=vecs, model=IDENT.to_dict(), mode="ab", trait_hash="t1", n_pos=40,
                 n_neg=40, gap={0: 1.0, 1: 2.5, 2: 3.0}, base_std={0: 0.5, 1: 0.7, 2: 0.9}, selected_layer=1,
-                selection_reason="best AUROC", validation={"auroc": {"1": 0.9}})
+                selection_reason="best AUROC", validation=summary({1: 0.9, 2: 0.7}, selected=1))
     base.update(kw)
     return PersonaVectorSet(**base)
 
@@ -34,6 +35,7 @@ def test_round_trip(tmp_path):
         torch.testing.assert_close(back.vectors[k], s.vectors[k], rtol=0, atol=0)
     assert back.selected_layer == 1 and back.gap == s.gap and back.base_std == s.base_std
     assert back.n_pos == 40 and back.trait_hash == "t1" and back.mode == "ab"
+    assert isinstance(back.model, ModelIdentity) and back.model == IDENT and back.weight_hash == "sha256:aaaa"
     torch.testing.assert_close(back.unit().norm(), torch.tensor(1.0))
     torch.testing.assert_close(back.unit(), s.vectors[1] / s.vectors[1].norm())
 
@@ -133,3 +135,98 @@ def test_truncated_vector_tensor_file_is_a_config_error(tmp_path):
     tensor.write_bytes(tensor.read_bytes()[:40])
     with pytest.raises(ConfigError, match=r"v.safetensors.*a readable .safetensors file"):
         PersonaVectorSet.load(tmp_path / "v")
+
+
+# ---------------------------------------------------------------- the typed, versioned validation summary
+def _full_summary():
+    """A summary with every kind of row (layers, both nulls, steering), as validate_vectors writes it."""
+    import dataclasses
+
+    from difflib_models.persona.contracts import NullSummary, SteeringSummary
+
+    null = NullSummary(name="label_permutation", n=200, max_over_layers=True, observed=0.91,
+                       quantiles=((0.5, 0.52), (0.95, 0.7), (0.99, 0.78)), q95=0.7, p_value=0.005, d_observed=1.8,
+                       d_q95=0.9, d_p_value=0.005, align_observed=0.6, align_q95=0.2, align_p_value=0.005,
+                       saturated=False, test="auroc", passes=True)
+    rand = dataclasses.replace(null, name="random_direction", q95=0.995, saturated=True, test="alignment")
+    steer = SteeringSummary(layer=1, readout="text", monotone=True, effect=0.12, alphas=(-0.3, 0.0, 0.3),
+                            p_matching=(0.4, 0.45, 0.52), coherent=(True, True, False), beats_control=True,
+                            control_max_abs_effect=0.03)
+    return dataclasses.replace(summary({0: 0.61, 1: 0.91, 2: 0.55}, selected=1, level="full"),
+                               nulls=(null, rand), steering=(steer,), warnings=("w1",), model_weight_hash="sha256:aaaa")
+
+
+def test_validation_summary_round_trip(tmp_path):
+    """write -> read gives an equal frozen dataclass; the sidecar holds JSON only (no repr of Python objects)."""
+    from difflib_models.persona.contracts import VALIDATION_SCHEMA_VERSION, ValidationSummary
+
+    want = _full_summary()
+    _set(validation=want).save(tmp_path / "v")
+    meta = json.loads((tmp_path / "v.json").read_text())
+    assert meta["format_version"] == 2 and meta["validation"]["schema_version"] == VALIDATION_SCHEMA_VERSION
+    assert meta["validation_level"] == "full"
+    back = PersonaVectorSet.load(tmp_path / "v").validation
+    assert isinstance(back, ValidationSummary) and back == want
+    assert back.auroc_at(2) == 0.55 and back.auroc_at(1) == 0.91 and back.auroc_at(5) is None
+    assert back.null("random_direction").saturated and back.steering_at(1).beats_control
+    assert ValidationSummary.from_json(json.loads(json.dumps(want.to_json())), source="x") == want
+    with pytest.raises(AttributeError):  # frozen
+        back.selected_layer = 2
+    unvalidated = _set(validation=None)
+    unvalidated.save(tmp_path / "n")
+    assert PersonaVectorSet.load(tmp_path / "n").validation is None and unvalidated.validation_level == "none"
+
+
+def _with_validation(tmp_path, record) -> None:
+    _set(validation=_full_summary()).save(tmp_path / "v")
+    meta = json.loads((tmp_path / "v.json").read_text())
+    meta["validation"] = record(meta["validation"])
+    (tmp_path / "v.json").write_text(json.dumps(meta))
+
+
+def test_untyped_validation_of_an_older_file_is_refused_with_the_fix(tmp_path):
+    """A validation dict without schema_version (written before the typed summary) is not guessed at: the error
+    names the file and says to re-extract."""
+    _with_validation(tmp_path, lambda v: {"selected_layer": 1, "auroc": 0.9, "auroc_by_layer": {"1": 0.9}})
+    with pytest.raises(ConfigError, match=r"v\.json.*re-extract") as exc:
+        PersonaVectorSet.load(tmp_path / "v")
+    assert "schema_version" in str(exc.value)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda v: {**v, "schema_version": 99}, "newer difflib_models"),
+    (lambda v: {**v, "schema_version": "1"}, "schema_version"),
+    (lambda v: {**v, "layers": [{**v["layers"][0], "auroc": "high"}]}, "re-extract"),
+    (lambda v: {k: x for k, x in v.items() if k != "nulls"}, "re-extract"),
+    (lambda v: {**v, "selected_layer": 7}, "selected_layer"),
+    (lambda v: {**v, "level": "fast"}, "level"),
+    (lambda v: [v], "re-extract"),
+])
+def test_bad_validation_record_is_a_config_error_naming_the_file(tmp_path, change, message):
+    _with_validation(tmp_path, change)
+    with pytest.raises(ConfigError, match=message) as exc:
+        PersonaVectorSet.load(tmp_path / "v")
+    assert "v.json" in str(exc.value)
+
+
+def test_validation_must_be_typed_and_about_this_files_layers():
+    with pytest.raises(ConfigError, match="ValidationSummary"):
+        _set(validation={"auroc": {"1": 0.9}})
+    with pytest.raises(ConfigError, match="validation.layers"):
+        _set(validation=summary({1: 0.9, 7: 0.8}))
+
+
+def test_annotations_are_typed_fields_and_unknown_ones_survive_a_resave(tmp_path):
+    s = _set(gap_source="prompt_contrast_last_token", assistant_prefix="Sure,", cache_key="k1",
+             extra={"note": "kept"})
+    s.save(tmp_path / "v")
+    meta = json.loads((tmp_path / "v.json").read_text())
+    assert meta["extra"] == {"note": "kept", "gap_source": "prompt_contrast_last_token", "assistant_prefix": "Sure,",
+                             "gate_cache_key": "k1"}
+    back = PersonaVectorSet.load(tmp_path / "v")
+    assert (back.gap_source, back.assistant_prefix, back.cache_key) == ("prompt_contrast_last_token", "Sure,", "k1")
+    assert back.extra == {"note": "kept"}
+    back.save(tmp_path / "v")  # a re-save writes the same sidecar
+    again = json.loads((tmp_path / "v.json").read_text())
+    assert {k: v for k, v in again.items() if k != "library_version"} == {
+        k: v for k, v in meta.items() if k != "library_version"}
