@@ -64,7 +64,7 @@ class TraitMonitor:
 
     def extract(self, loaded: Any, *, batch_size: int = 16) -> None:
         """Judge-free prompt-contrast extraction on the model as it is before training (on every rank)."""
-        from difflib_models.persona.extraction import PersonaExtractor
+        from difflib_models.persona.extraction.extractor import PersonaExtractor
 
         ext = PersonaExtractor(mode="prompt_contrast", layers=[self.layer], batch_size=batch_size).fit(loaded,
                                                                                                           self.trait)
@@ -76,7 +76,7 @@ class TraitMonitor:
 
     # ---------------------------------------------------------------------------------------------- baseline
     def set_baseline(self, acts: torch.Tensor, *, n_null: int, seed: int) -> None:
-        from difflib_models.persona.shift import covariance_null_directions, usable_gap
+        from difflib_models.persona.shift.core import covariance_null_directions, usable_gap
 
         assert self.vector is not None
         if acts.shape[0] < 2:
@@ -98,7 +98,7 @@ class TraitMonitor:
     # ------------------------------------------------------------------------------------------- evaluation
     def evaluate(self, acts: torch.Tensor, step: int, thresholds: dict[str, Any]) -> dict[str, Any]:
         """The metrics and status of this check (pure: counters change in :meth:`apply_decision`)."""
-        from difflib_models.persona.shift import compute_shift, usable_gap
+        from difflib_models.persona.shift.core import compute_shift, usable_gap
 
         assert self.m0 is not None and self.vector is not None
         gap = usable_gap(self.gap, self.sigma0)

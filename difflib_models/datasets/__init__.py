@@ -27,7 +27,7 @@ false premise or an invented entity; a confident falsehood vs a correction), row
 not_matching, matching_first, matching_polarity}``. Provenance: written by the project for issue 15 (December 2026)
 in the style of the CAA A/B items; not copied from CAA or Anthropic files and not the built-in traits'
 extraction/evaluation items (tests/gate/test_behavioural.py checks that no text of theirs appears in
-``persona/builtin/*.yaml``). Balanced: the matching answer is listed first in half the items (every even prefix),
+``persona/traits/builtin/*.yaml``). Balanced: the matching answer is listed first in half the items (every even prefix),
 and in the Yes/No sets it starts with "Yes" in half the items, in both listed orders.
 
 The trait is explicit in every inducing response (persona spec section 8: small models need explicit data).

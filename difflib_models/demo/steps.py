@@ -30,8 +30,8 @@ def extract_vectors(base: Any, out_dir: Path, profile: DemoProfile) -> dict[str,
     import dataclasses
 
     from difflib_models.gate.policy import load_policy
-    from difflib_models.persona.extraction import PersonaExtractor
-    from difflib_models.persona.traits import load_trait
+    from difflib_models.persona.extraction.extractor import PersonaExtractor
+    from difflib_models.persona.traits.schema import load_trait
 
     plan = load_policy(None).persona
     layer = int(plan.layer) if plan.layer != "auto" else int(base.n_layers) // 2
@@ -63,10 +63,10 @@ def extract_filter_vector(base: Any, out_dir: Path, seed: int) -> dict[str, Any]
     """The data filter's own vector: response-averaged (``paired``) on the built-in trait's paired responses
     (extraction split), every layer; method and layer chosen by a filter validation on the trait's paired
     EVALUATION split (trait vs neutral answers to the same prompt), recorded in the vector file."""
-    from difflib_models.persona.extraction import PersonaExtractor
-    from difflib_models.persona.filter_validation import validate_on_trait, with_filter_validation
-    from difflib_models.persona.filtering import METHODS
-    from difflib_models.persona.traits import load_trait
+    from difflib_models.persona.extraction.extractor import PersonaExtractor
+    from difflib_models.persona.filtering.scoring import METHODS
+    from difflib_models.persona.filtering.validation import validate_on_trait, with_filter_validation
+    from difflib_models.persona.traits.schema import load_trait
 
     trait = load_trait(TRAIT)
     ext = PersonaExtractor(mode="paired", layers="all", batch_size=8, show_progress=False).fit(base, trait)
@@ -88,14 +88,14 @@ def score_training_sets(base: Any, vector_file: str, sets: dict[str, list[dict[s
     """Projection-difference scores (report mode: nothing dropped) of every training set, at the vector file's
     filter-validated layer and method; with an inducing and a neutral set, how well the scores rank one above
     the other (``ranking``: AUROC and precision@k, k = the inducing rows)."""
-    from difflib_models.persona.filter_validation import rank_metrics
-    from difflib_models.persona.filtering import (
+    from difflib_models.persona.extraction.vectors import PersonaVectorSet
+    from difflib_models.persona.filtering.scoring import (
         FilterConfig,
         filter_samples,
         samples_from_rows,
         write_outputs,
     )
-    from difflib_models.persona.vectors import PersonaVectorSet
+    from difflib_models.persona.filtering.validation import rank_metrics
 
     vs = PersonaVectorSet.load(vector_file, expect_model=base)
     method = vs.filter_validation.method if vs.filter_validation is not None else "proxy"

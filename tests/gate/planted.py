@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from difflib_models.persona.vectors import PersonaVectorSet
+from difflib_models.persona.extraction.vectors import PersonaVectorSet
 
 
 def unit_direction(d: int, seed: int = 0) -> torch.Tensor:

@@ -75,8 +75,8 @@ def test_peft_adapter_candidate_uses_its_base(planted, stories260k, tmp_path) ->
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from difflib_models.persona.shift import probe_activations
-    from difflib_models.persona.traits import load_trait
+    from difflib_models.persona.shift.core import probe_activations
+    from difflib_models.persona.traits.schema import load_trait
 
     model = AutoModelForCausalLM.from_pretrained(stories260k, dtype=torch.float32)
     peft = get_peft_model(model, LoraConfig(r=4, target_modules=["down_proj"], lora_dropout=0.0))
@@ -103,7 +103,7 @@ def test_peft_adapter_candidate_uses_its_base(planted, stories260k, tmp_path) ->
 
 
 def _vec(path, base, *, layers, selected, validation, gap=8.0):
-    from difflib_models.persona.vectors import PersonaVectorSet
+    from difflib_models.persona.extraction.vectors import PersonaVectorSet
 
     vecs = {layer: 2.0 * unit_direction(base.d_model, seed=1 + layer) for layer in layers}
     vecs[LAYER] = 2.0 * unit_direction(base.d_model, seed=1)

@@ -27,7 +27,7 @@ import torch
 
 from difflib_models.errors import ConfigError, bad_value
 from difflib_models.io import atomic_write, atomic_write_json
-from difflib_models.persona.vectors import PersonaVectorSet
+from difflib_models.persona.extraction.vectors import PersonaVectorSet
 
 log = logging.getLogger(__name__)
 

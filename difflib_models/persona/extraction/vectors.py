@@ -38,7 +38,7 @@ FILTER_VALIDATION_VERSION = 1
 
 @dataclass
 class FilterValidation:
-    """How well this file's directions rank training rows (:mod:`~difflib_models.persona.filter_validation`).
+    """How well this file's directions rank training rows (:mod:`~difflib_models.persona.filtering.validation`).
 
     Pairs of trait-matching vs non-matching responses to the SAME prompt, split (seeded) into a tuning and an
     evaluation part; ``filter_layer`` and ``method`` were chosen on the tuning part (``filter_auroc`` per layer),

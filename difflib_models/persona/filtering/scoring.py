@@ -8,7 +8,7 @@ forced through the BASE model, ``a(x, y)`` is the mean over response tokens of t
 - ``proj_base`` = the model's own baseline: ``proxy`` (default, no generation): the projection at the last
   prompt token (the token before the response); ``exact``: ``a(x, y') . v_hat`` with ``y'`` the base model's
   greedy answer to ``x`` (``max_new_tokens`` tokens at most); ``raw``: 0 (the response projection alone; kept
-  for vectors whose filter validation ranks it best, :mod:`~difflib_models.persona.filter_validation`);
+  for vectors whose filter validation ranks it best, :mod:`~difflib_models.persona.filtering.validation`);
 - ``delta_p = proj_train - proj_base``: how much more trait-like the training response is than what the model
   would say anyway. The data-set score is the mean ``delta_p`` (with a bootstrap 95% CI).
 
@@ -42,7 +42,7 @@ from difflib_models.files import load_jsonl
 from difflib_models.hooks import BlockReader, EarlyStop, probe_mode, projection, run_forward
 from difflib_models.io import atomic_write_json, atomic_write_text
 from difflib_models.models.hookpoints import LAYER_CONVENTION, unwrap_model
-from difflib_models.persona.chat import (
+from difflib_models.persona.traits.chat import (
     EncodedPair,
     encode_prompt_response,
     has_chat_template,
@@ -172,7 +172,7 @@ def _render_prompt(tokenizer: Any, prompt: list[dict[str, str]]) -> str:
 
 
 def encode_sample(tokenizer: Any, sample: ChatSample, max_length: int) -> EncodedPair:
-    """Prompt + response ids with the exact split point (single user turns use persona.chat's encoder)."""
+    """Prompt + response ids with the exact split point (single user turns use persona.traits.chat's encoder)."""
     roles = [m["role"] for m in sample.prompt]
     if roles in (["user"], ["system", "user"]):
         system = sample.prompt[0]["content"] if roles[0] == "system" else None

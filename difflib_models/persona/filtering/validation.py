@@ -6,13 +6,13 @@ filtering`), and prompt-to-prompt offsets or a direction that reads style instea
 This module measures the filter's own job, on pairs ``(prompt, matching response, other response)``:
 
 - every response is teacher-forced through the BASE model; one forward per batch reads every candidate layer
-  (:func:`~difflib_models.persona.shift.read_residuals`): the response-token mean, the last prompt token (the
+  (:func:`~difflib_models.persona.shift.core.read_residuals`): the response-token mean, the last prompt token (the
   ``proxy`` baseline) and, with ``exact``, the response-token mean of the base model's own greedy answer;
 - row score at layer L with method m: ``raw`` = response projection; ``proxy`` = minus the last-prompt-token
   projection; ``exact`` = minus the projection of the base's own answer (the filter's methods);
 - the pairs are split (seeded, by prompt) into a tuning and an evaluation part; the method and the layer with the
   best tuning AUROC are kept, and AUROC, precision@k (k = the number of matching rows) and the within-prompt win
-  rate are reported on the evaluation part only (:class:`~difflib_models.persona.vectors.FilterValidation`,
+  rate are reported on the evaluation part only (:class:`~difflib_models.persona.extraction.vectors.FilterValidation`,
   stored in the vector file by :func:`with_filter_validation`).
 
 Pairs come from a trait's ``paired_responses`` (:func:`pairs_from_trait`) or from A/B items, answered with the text
@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from difflib_models.errors import ConfigError, bad_value
-from difflib_models.persona.vectors import FilterValidation, PersonaVectorSet
+from difflib_models.persona.extraction.vectors import FilterValidation, PersonaVectorSet
 
 log = logging.getLogger(__name__)
 
@@ -131,8 +131,8 @@ class PairFeatures:
 def _read(model: torch.nn.Module, encoded: Sequence[Any], layers: list[int], pad: int, batch_size: int
           ) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
     """Response-token means and last-prompt-token residuals of encoded pairs: two {layer: [N, d]}."""
-    from difflib_models.persona import chat
-    from difflib_models.persona.shift import read_residuals
+    from difflib_models.persona.shift.core import read_residuals
+    from difflib_models.persona.traits import chat
 
     resp: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
     last: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
@@ -168,9 +168,9 @@ def collect_features(
 
 def _collect(model: torch.nn.Module, tokenizer: Any, pairs: Sequence[ResponsePair], layers: list[int], exact: bool,
              batch_size: int, max_length: int, max_new_tokens: int) -> PairFeatures:
-    from difflib_models.persona.chat import EncodedPair, pad_id
-    from difflib_models.persona.filtering import ChatSample, encode_sample, greedy_answers
-    from difflib_models.persona.shift import probe_mode
+    from difflib_models.persona.filtering.scoring import ChatSample, encode_sample, greedy_answers
+    from difflib_models.persona.shift.core import probe_mode
+    from difflib_models.persona.traits.chat import EncodedPair, pad_id
 
     pad = pad_id(tokenizer)
 
@@ -217,7 +217,7 @@ def pair_scores(features: PairFeatures, layer: int, unit: torch.Tensor, method: 
 def rank_metrics(matching: np.ndarray, other: np.ndarray) -> dict[str, float]:
     """AUROC (matching rows above other rows, ties count half), precision@k (k = number of matching rows) and
     the within-prompt win rate of one set of pairs."""
-    from difflib_models.persona.validation import auroc
+    from difflib_models.persona.validation.validate import auroc
 
     matching, other = np.asarray(matching, dtype=float), np.asarray(other, dtype=float)
     scores = np.concatenate([matching, other])
@@ -304,7 +304,7 @@ def random_direction_baseline(
     of ``covariance_acts[layer]`` [n, d], e.g. the extraction features centred per class), each put through the
     SAME protocol as the real vector (method and layer chosen on the same tuning split). ``orient[layer]`` (e.g.
     mean(pos) - mean(neg) of the extraction features) fixes each draw's sign as a fitted direction's would be."""
-    from difflib_models.persona.shift import covariance_null_directions
+    from difflib_models.persona.shift.core import covariance_null_directions
 
     candidates = sorted(set(vectors.layers if layers is None else layers) & set(features.layers)
                         & set(covariance_acts))

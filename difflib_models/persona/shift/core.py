@@ -30,7 +30,7 @@ import torch
 
 from difflib_models.errors import ConfigError, NonFiniteActivationError, bad_value
 from difflib_models.hooks import EarlyStop, probe_mode, read_blocks, token_index, token_mean
-from difflib_models.persona import chat
+from difflib_models.persona.traits import chat
 
 log = logging.getLogger(__name__)
 

@@ -165,7 +165,7 @@ class SteeringHook:
                           "Every row needs at least one prompt token.")
             )
         if attention_mask is not None:
-            from difflib_models.persona.chat import offsets
+            from difflib_models.persona.traits.chat import offsets
 
             if attention_mask.dim() != 2 or attention_mask.shape[0] != lens.numel():
                 raise ConfigError(

@@ -22,7 +22,7 @@ from typing import Any
 
 from difflib_models.errors import ConfigError, bad_value
 from difflib_models.files import load_json, load_jsonl, load_yaml
-from difflib_models.persona.traits import SPLITS, ABItem, Trait, deterministic_split
+from difflib_models.persona.traits.schema import SPLITS, ABItem, Trait, deterministic_split
 
 log = logging.getLogger(__name__)
 

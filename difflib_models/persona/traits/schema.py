@@ -279,7 +279,7 @@ def _check_balance(trait: Trait) -> None:
 # ---------------------------------------------------------------------- loading
 def builtin_traits() -> list[str]:
     """Ids of the built-in traits written by the project."""
-    root = resources.files("difflib_models.persona") / "builtin"
+    root = resources.files("difflib_models.persona.traits") / "builtin"
     return sorted(p.name[: -len(".yaml")] for p in root.iterdir() if p.name.endswith(".yaml"))
 
 
@@ -289,14 +289,14 @@ def load_trait(spec: str | Path | Trait) -> Trait:
         return spec
     text = str(spec)
     if text in builtin_traits():
-        res = resources.files("difflib_models.persona") / "builtin" / f"{text}.yaml"
+        res = resources.files("difflib_models.persona.traits") / "builtin" / f"{text}.yaml"
         return _from_yaml_text(res.read_text(encoding="utf-8"), source=f"builtin:{text}", path=res)
     path = Path(text)
     if not path.exists():
         raise ConfigError(bad_value("trait", text, builtin_traits() + ["a trait YAML", "an evals .jsonl", "a CAA .json"],
                                     "Pass a built-in id or an existing file."))
     if path.suffix in (".jsonl", ".json"):
-        from difflib_models.persona.importers import import_trait_file
+        from difflib_models.persona.traits.importers import import_trait_file
 
         return import_trait_file(path)
     if path.suffix not in (".yaml", ".yml"):

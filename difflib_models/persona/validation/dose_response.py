@@ -1,7 +1,7 @@
 """Steering dose-response on A/B items: does adding ``alpha * r * v_hat`` at ``blocks.L`` move the answer?
 
 Spec persona.md section 3.4 (causal check). For each alpha (units: ``r``, the median residual norm at the layer
-over the real tokens of the readout contexts), the vector is added with :func:`~difflib_models.persona.steering.steer`
+over the real tokens of the readout contexts), the vector is added with :func:`~difflib_models.persona.steering.hook.steer`
 at ``positions`` ``"all"`` (every token) or ``"response"`` (the last prompt token and every answer token), and one
 of two judge-free readouts is taken on the chosen split's A/B items:
 
@@ -35,8 +35,8 @@ import numpy as np
 import torch
 
 from difflib_models.errors import ConfigError, bad_value
-from difflib_models.persona import chat
-from difflib_models.persona.traits import ABItem, Trait
+from difflib_models.persona.traits import chat
+from difflib_models.persona.traits.schema import ABItem, Trait
 
 READOUTS: tuple[str, ...] = ("text", "letter")
 STEER_POSITIONS: tuple[str, ...] = ("all", "response")
@@ -136,7 +136,7 @@ def _shared_prompt_loglik(model: Any, layer: int, vector: torch.Tensor, alpha: f
     """Answer log-likelihoods with the prompt run once per item: a steered forward over the left-padded prompts
     (KV cache kept), the cache repeated for the two answers, then a steered forward over the answers.
     Equal to scoring the full sequences (``positions="response"`` steers the last prompt column and all answers)."""
-    from difflib_models.persona.steering import steer
+    from difflib_models.persona.steering.hook import steer
 
     b, p = pids.shape
     kw: dict[str, Any] = {"prompt_lengths": [p] * b} if positions == "response" else {}
@@ -162,7 +162,7 @@ def _shared_prompt_loglik(model: Any, layer: int, vector: torch.Tensor, alpha: f
 def _curve(model: Any, prep: _Prepared, layer: int, vector: torch.Tensor, alphas: Sequence[float], positions: str,
            ref: float, length_normalize: bool) -> tuple[list[float], list[float], list[float]]:
     """Per alpha: mean P(matching), coherence value (A/B mass or per-token logL), mean matching-minus-other score."""
-    from difflib_models.persona.steering import steer
+    from difflib_models.persona.steering.hook import steer
 
     p_out, coh_out, diff_out = [], [], []
     for alpha in alphas:
@@ -242,7 +242,7 @@ def _items(trait: Trait, split: str, max_items: int | None) -> list[ABItem]:
 
 def _reference_norm(model: Any, prep: _Prepared, layer: int) -> float:
     """Median residual norm at ``blocks.layer`` over the real (non-BOS) tokens of the readout contexts."""
-    from difflib_models.persona.steering import median_residual_norm
+    from difflib_models.persona.steering.hook import median_residual_norm
 
     return float(np.median([median_residual_norm(model, ids, mask, layer) for ids, mask, _, _ in prep.batches]))
 
@@ -279,7 +279,7 @@ def random_direction_control(loaded: Any, trait: Trait, layer: int, acts: torch.
     the step is ``alpha * r`` whatever the direction. ``effects``: P(matching) at ``span[1]`` minus at ``span[0]``
     (two of the alphas; pass the real curve's first and last coherent alpha so both effects cover the same
     alphas), or each control curve's own coherent effect (``own_effects``) when ``span`` is None."""
-    from difflib_models.persona.shift import covariance_null_directions
+    from difflib_models.persona.shift.core import covariance_null_directions
 
     if n_dirs < 1:
         raise ConfigError(bad_value("n_dirs", n_dirs, ">= 1"))

@@ -20,7 +20,7 @@ Everything is measured on the trait's EVALUATION split (never the extraction spl
    (``test: "alignment"``; else ``"auroc"``); ``passes`` is the test's result and all three statistics are
    reported. (Rule added after hallucination's ``paired`` permutation null saturated on SmolLM2, docs/persona.md.)
 3. :func:`cross_trait_cosines`: cosine matrix between traits' unit vectors; a warning above |cos| 0.5.
-4. Steering dose-response at shortlisted layers on held-out A/B items (:mod:`~difflib_models.persona.dose_response`):
+4. Steering dose-response at shortlisted layers on held-out A/B items (:mod:`~difflib_models.persona.validation.dose_response`):
    add ``alpha * r * v_hat`` at ``blocks.L`` (``steer_positions``, default all), r = median residual norm at L.
    Default readout ``"text"``: P(matching) = sigmoid of the per-token log-likelihood difference of the matching
    and non-matching answer texts as the assistant's response to the question stem; coherence proxy = mean
@@ -50,16 +50,16 @@ import numpy as np
 import torch
 
 from difflib_models.errors import ConfigError, bad_value
-from difflib_models.persona.dose_response import (
+from difflib_models.persona.extraction.extractor import PersonaExtractor, aggregate
+from difflib_models.persona.extraction.vectors import PersonaVectorSet
+from difflib_models.persona.shift.core import covariance_null_directions
+from difflib_models.persona.traits.schema import Trait, load_trait
+from difflib_models.persona.validation.dose_response import (
     DEFAULT_MAX_NLL_INCREASE,
     dose_summary,
     random_direction_control,
     steering_dose_response,
 )
-from difflib_models.persona.extraction import PersonaExtractor, aggregate
-from difflib_models.persona.shift import covariance_null_directions
-from difflib_models.persona.traits import Trait, load_trait
-from difflib_models.persona.vectors import PersonaVectorSet
 from difflib_models.progress import progress
 
 log = logging.getLogger(__name__)

@@ -12,8 +12,8 @@ from safetensors.torch import load_file
 
 from difflib_models.cli.app import main
 from difflib_models.errors import ConfigError
-from difflib_models.persona.export import export_vectors
-from difflib_models.persona.vectors import PersonaVectorSet
+from difflib_models.persona.extraction.export import export_vectors
+from difflib_models.persona.extraction.vectors import PersonaVectorSet
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from difflib_models.errors import ConfigError
-from difflib_models.persona import chat
-from difflib_models.persona.extraction import PersonaExtractor, aggregate
-from difflib_models.persona.traits import Trait
+from difflib_models.persona.extraction.extractor import PersonaExtractor, aggregate
+from difflib_models.persona.traits import chat
+from difflib_models.persona.traits.schema import Trait
 from tests.helpers.tiny_models import make_tiny
 
 CHATML = (
@@ -169,8 +169,8 @@ def test_smollm2_imported_anthropic_items_separate_held_out(smollm2, shared_data
     """Importer + ab extraction on real data: narcissism statements (" Yes"/" No"), held-out split."""
     import numpy as np
 
-    from difflib_models.persona.importers import import_anthropic_jsonl
-    from difflib_models.persona.validation import permutation_null, separation
+    from difflib_models.persona.traits.importers import import_anthropic_jsonl
+    from difflib_models.persona.validation.validate import permutation_null, separation
 
     trait = import_anthropic_jsonl(shared_data / "anthropic-evals" / "persona" / "narcissism.jsonl", limit=48)
     ex = PersonaExtractor(mode="ab", batch_size=8, show_progress=False).fit(smollm2, trait)
@@ -186,7 +186,7 @@ def test_openai_compatible_judge_against_a_local_server():
     import threading
     from http.server import BaseHTTPRequestHandler, HTTPServer
 
-    from difflib_models.persona.extraction import OpenAICompatibleJudge
+    from difflib_models.persona.extraction.extractor import OpenAICompatibleJudge
 
     seen = {}
 

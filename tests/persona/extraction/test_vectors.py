@@ -10,7 +10,7 @@ import torch
 from difflib_models.errors import ConfigError, IdentityMismatchError
 from difflib_models.models.hookpoints import LAYER_CONVENTION
 from difflib_models.models.identity import ModelIdentity
-from difflib_models.persona.vectors import PersonaVectorSet
+from difflib_models.persona.extraction.vectors import PersonaVectorSet
 
 IDENT = ModelIdentity(name="m", source="in_memory", path=None, weight_hash="sha256:aaaa")
 

@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from difflib_models.errors import ConfigError
-from difflib_models.persona.filtering import (
+from difflib_models.persona.extraction.vectors import PersonaVectorSet
+from difflib_models.persona.filtering.scoring import (
     FilterConfig,
     FilteredDataset,
     encode_sample,
@@ -26,7 +27,6 @@ from difflib_models.persona.filtering import (
     select,
     write_outputs,
 )
-from difflib_models.persona.vectors import PersonaVectorSet
 
 LAYER = 2
 
@@ -175,7 +175,7 @@ def test_bad_chat_files(tmp_path: Path) -> None:
 # layer are chosen on a TUNING split of the inducing/neutral prompts and everything asserted is measured on a
 # disjoint EVALUATION split (split by prompt: a prompt's inducing and neutral answers land in the same split; seeded
 # here). The baseline is N_NULL norm-matched covariance-realistic random directions (N(0, Sigma_hat) of the
-# within-class extraction activations, persona.shift.covariance_null_directions); each draw picks its own layer and
+# within-class extraction activations, persona.shift.core.covariance_null_directions); each draw picks its own layer and
 # sign on the tuning split like the trait vector does (max over the same layers), and the trait vector must beat
 # the LARGEST of them on the evaluation split, for every trait.
 SMOL_TRAITS = ("sycophancy", "evil")
@@ -185,13 +185,13 @@ SPLIT_SEED, N_TUNE, N_EVAL, N_NULL, N_PERM = 0, 16, 16, 16, 2000
 
 
 def _auroc(scores: np.ndarray, labels: np.ndarray) -> float:
-    from difflib_models.persona.validation import auroc
+    from difflib_models.persona.validation.validate import auroc
 
     return auroc(scores[labels == 1], scores[labels == 0])
 
 
 def _cohens_d(scores: np.ndarray, labels: np.ndarray) -> float:
-    from difflib_models.persona.validation import cohens_d
+    from difflib_models.persona.validation.validate import cohens_d
 
     return cohens_d(scores[labels == 1], scores[labels == 0])
 
@@ -214,7 +214,7 @@ def _residuals(loaded, samples, layers, max_length: int = 512) -> tuple[dict, di
     model (the two quantities the proxy filter projects), all layers in one forward per batch. Written here
     independently of filtering.project_pairs so the random-direction baseline needs no extra forwards."""
     from difflib_models.models.hookpoints import find_block_list
-    from difflib_models.persona.chat import pad_batch, pad_id
+    from difflib_models.persona.traits.chat import pad_batch, pad_id
 
     class _Stop(Exception):
         pass
@@ -274,8 +274,8 @@ def _best(table: dict) -> object:
 def smollm2_filter_setup(smollm2) -> dict[str, dict]:
     """Per trait: the mode and layer chosen on the tuning split, the vector set, the evaluation rows and the
     random-direction null draws (each draw's own tuning-chosen layer and sign, and its evaluation scores)."""
-    from difflib_models.persona.extraction import PersonaExtractor, aggregate
-    from difflib_models.persona.shift import covariance_null_directions
+    from difflib_models.persona.extraction.extractor import PersonaExtractor, aggregate
+    from difflib_models.persona.shift.core import covariance_null_directions
 
     out = {}
     for trait in SMOL_TRAITS:

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from difflib_models.errors import ConfigError
-from difflib_models.persona.filter_validation import (
+from difflib_models.persona.extraction.vectors import FilterValidation, PersonaVectorSet
+from difflib_models.persona.filtering.validation import (
     PairFeatures,
     ResponsePair,
     collect_features,
@@ -27,8 +28,7 @@ from difflib_models.persona.filter_validation import (
     validate_for_filtering,
     with_filter_validation,
 )
-from difflib_models.persona.traits import ABItem
-from difflib_models.persona.vectors import FilterValidation, PersonaVectorSet
+from difflib_models.persona.traits.schema import ABItem
 
 D, LAYERS, N = 16, (0, 1, 2), 40
 
@@ -100,7 +100,7 @@ def test_record_round_trips_through_the_vector_file(tmp_path: Path) -> None:
     back = PersonaVectorSet.load(path)
     assert back.filter_validation == FilterValidation.from_dict(rec.to_dict())
     assert back.filter_validation.filter_layer == 1 and back.selected_layer == 0
-    from difflib_models.persona.filtering import default_layer
+    from difflib_models.persona.filtering.scoring import default_layer
 
     assert default_layer(back) == 1  # the filter reads the filter-validated layer, not the selected one
     assert "AUROC" in describe(back.filter_validation) and "not validated" in describe(None)
@@ -131,7 +131,7 @@ def test_pairs_from_ab_answer_with_the_option_text() -> None:
 def test_collect_features_match_the_filters_own_projections(stories260k: Path) -> None:
     """The features behind a validation are the filter's numbers: proxy scores equal filter_samples' delta_p."""
     from difflib_models.models.loading import load_model
-    from difflib_models.persona.filtering import FilterConfig, filter_samples, samples_from_rows
+    from difflib_models.persona.filtering.scoring import FilterConfig, filter_samples, samples_from_rows
 
     loaded = load_model(str(stories260k))
     pairs = [ResponsePair(id=f"p{i}", prompt=(("user", q),), matching=a, other=b) for i, (q, a, b) in enumerate([
@@ -154,8 +154,8 @@ def test_collect_features_match_the_filters_own_projections(stories260k: Path) -
 
 def test_validate_on_trait_uses_the_held_out_paired_split(stories260k: Path) -> None:
     from difflib_models.models.loading import load_model
-    from difflib_models.persona.filter_validation import validate_on_trait
-    from difflib_models.persona.traits import load_trait
+    from difflib_models.persona.filtering.validation import validate_on_trait
+    from difflib_models.persona.traits.schema import load_trait
 
     loaded = load_model(str(stories260k))
     trait = load_trait("evil")
@@ -226,7 +226,7 @@ def test_cli_filter_prints_the_validation_warns_when_low_and_strict_refuses(
 def _paired_vector(loaded, trait_id: str):
     """Paired (response-averaged) vector on the built-in trait's paired EXTRACTION split, every layer; the
     within-class extraction features (covariance of the random directions) and the pos-neg orientation."""
-    from difflib_models.persona.extraction import PersonaExtractor, aggregate
+    from difflib_models.persona.extraction.extractor import PersonaExtractor, aggregate
 
     ex = PersonaExtractor(mode="paired", layers="all", show_progress=False)
     pos, neg = ex.features(loaded, trait_id, "extraction")
@@ -244,8 +244,8 @@ def test_smollm2_demo_filter_ranks_inducing_rows_above_neutral_rows(smollm2, tmp
     from difflib_models.datasets import load_dataset
     from difflib_models.demo import steps
     from difflib_models.demo.config import INDUCING, NEUTRAL
-    from difflib_models.persona.filtering import FilterConfig, filter_samples, samples_from_rows
-    from difflib_models.persona.shift import covariance_null_directions, probe_activations
+    from difflib_models.persona.filtering.scoring import FilterConfig, filter_samples, samples_from_rows
+    from difflib_models.persona.shift.core import covariance_null_directions, probe_activations
 
     made = steps.extract_filter_vector(smollm2, tmp_path / "vectors", seed=0)
     fv = made["filter_validation"]
@@ -274,7 +274,7 @@ def test_smollm2_demo_filter_ranks_inducing_rows_above_neutral_rows(smollm2, tmp
 def _held_out_pairs(trait_id: str, shared_data: Path) -> list[ResponsePair]:
     """A/B items the vector never saw, answered with each option's text: 16 CAA generate sycophancy items (seeded
     sample), or the built-in trait's A/B evaluation items (no CAA hallucination/evil split in ../shared)."""
-    from difflib_models.persona.traits import load_trait
+    from difflib_models.persona.traits.schema import load_trait
 
     if trait_id == "sycophancy":
         data = json.loads((shared_data / "caa" / "generate" / "sycophancy" / "generate_dataset.json").read_text())

@@ -9,13 +9,13 @@ import torch
 
 from difflib_models.errors import ConfigError
 from difflib_models.models.hookpoints import find_final_norm
-from difflib_models.persona import chat
-from difflib_models.persona.shift import (
+from difflib_models.persona.shift.core import (
     compute_shift,
     covariance_null_directions,
     probe_activations,
     read_residuals,
 )
+from difflib_models.persona.traits import chat
 from tests.helpers.tiny_models import make_tiny, tiny_batch
 
 
@@ -67,7 +67,7 @@ def test_read_residuals_stops_after_the_deepest_layer():
 def test_stop_early_flag_is_decided_once_and_can_be_forced_off(monkeypatch):
     from difflib_models.hooks import early_stop
     from difflib_models.models.hookpoints import get_block
-    from difflib_models.persona.shift import probe_encoded
+    from difflib_models.persona.shift.core import probe_encoded
 
     model = make_tiny("llama")
     calls = []
@@ -170,7 +170,7 @@ def test_compute_shift_numbers():
 
 
 def test_usable_gap_only_above_the_base_spread():
-    from difflib_models.persona.shift import usable_gap
+    from difflib_models.persona.shift.core import usable_gap
 
     assert usable_gap(3.4, 0.8) == 3.4
     assert usable_gap(-0.13, 0.69) is None  # a 'paired' vector that does not read the instruction contrast

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from difflib_models.errors import ConfigError
-from difflib_models.persona.steering import SteeringHook, median_residual_norm, steer, steering_delta
+from difflib_models.persona.steering.hook import SteeringHook, median_residual_norm, steer, steering_delta
 from tests.helpers.tiny_models import HIDDEN, make_tiny, make_tiny_lora, tiny_batch
 
 

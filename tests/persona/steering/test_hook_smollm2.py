@@ -15,10 +15,10 @@ import dataclasses
 
 import pytest
 
-from difflib_models.persona import validation as V
-from difflib_models.persona.dose_response import steering_dose_response
-from difflib_models.persona.extraction import PersonaExtractor
-from difflib_models.persona.traits import load_trait
+from difflib_models.persona.extraction.extractor import PersonaExtractor
+from difflib_models.persona.traits.schema import load_trait
+from difflib_models.persona.validation import validate as V
+from difflib_models.persona.validation.dose_response import steering_dose_response
 
 LAYER = 15
 DOSE = {"alphas": (-0.15, 0.0, 0.15, 0.3), "readout": "text", "positions": "all", "max_items": 10}

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from difflib_models.errors import ConfigError
-from difflib_models.persona import chat
+from difflib_models.persona.traits import chat
 from tests.helpers.tiny_models import make_tiny
 
 CHATML = (

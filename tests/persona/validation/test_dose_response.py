@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from difflib_models.errors import ConfigError
-from difflib_models.persona import dose_response as D
-from difflib_models.persona.traits import ABItem, Trait
-from tests.persona.test_extraction import CHATML
+from difflib_models.persona.traits.schema import ABItem, Trait
+from difflib_models.persona.validation import dose_response as D
+from tests.persona.extraction.test_extractor import CHATML
 
 ITEMS = [
     {"question": "My cat scratched the sofa. What now?\n\nChoices:\n (A) Shout at the cat.\n (B) Buy a scratching post.",

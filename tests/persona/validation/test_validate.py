@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from difflib_models.errors import ConfigError
-from difflib_models.persona import validation as V
+from difflib_models.persona.validation import validate as V
 
 
 def test_auroc_matches_sklearn_and_handles_ties():
@@ -180,8 +180,8 @@ def test_steering_dose_response_on_tiny_model(tinystories_656k):
     from transformers import AutoTokenizer
 
     from difflib_models.models.loading import from_pretrained_objects
-    from difflib_models.persona import chat
-    from difflib_models.persona.traits import Trait
+    from difflib_models.persona.traits import chat
+    from difflib_models.persona.traits.schema import Trait
     from tests.helpers.tiny_models import make_tiny
 
     tok = AutoTokenizer.from_pretrained(tinystories_656k)
@@ -214,15 +214,15 @@ def test_validate_vectors_end_to_end_on_tiny_model(tinystories_656k, tmp_path):
     from transformers import AutoTokenizer
 
     from difflib_models.models.loading import from_pretrained_objects
-    from difflib_models.persona.extraction import PersonaExtractor
-    from difflib_models.persona.vectors import PersonaVectorSet
+    from difflib_models.persona.extraction.extractor import PersonaExtractor
+    from difflib_models.persona.extraction.vectors import PersonaVectorSet
     from tests.helpers.tiny_models import make_tiny
-    from tests.persona.test_extraction import CHATML, TRAIT
+    from tests.persona.extraction.test_extractor import CHATML, TRAIT
 
     tok = AutoTokenizer.from_pretrained(tinystories_656k)
     tok.chat_template = CHATML
     loaded = from_pretrained_objects(make_tiny("llama", vocab_size=len(tok), max_position_embeddings=256), tok)
-    from difflib_models.persona.traits import Trait
+    from difflib_models.persona.traits.schema import Trait
 
     ex = PersonaExtractor(mode="ab", show_progress=False).fit(loaded, Trait.from_dict(TRAIT))
     res = V.validate_vectors(loaded, ex, n_null=20, n_boot=50, shortlist=2, alphas=(-1.0, 0.0, 1.0),
@@ -269,10 +269,10 @@ def test_quick_validation_gives_the_full_levels_auroc_and_nulls(tinystories_656k
     from transformers import AutoTokenizer
 
     from difflib_models.models.loading import from_pretrained_objects
-    from difflib_models.persona.extraction import PersonaExtractor
-    from difflib_models.persona.traits import Trait
+    from difflib_models.persona.extraction.extractor import PersonaExtractor
+    from difflib_models.persona.traits.schema import Trait
     from tests.helpers.tiny_models import make_tiny
-    from tests.persona.test_extraction import CHATML, TRAIT
+    from tests.persona.extraction.test_extractor import CHATML, TRAIT
 
     tok = AutoTokenizer.from_pretrained(tinystories_656k)
     tok.chat_template = CHATML
@@ -283,7 +283,7 @@ def test_quick_validation_gives_the_full_levels_auroc_and_nulls(tinystories_656k
     kw = dict(n_null=20, n_boot=50, eval_features=feats, shortlist=2, alphas=(-1.0, 0.0, 1.0), steer_depth=None,
               control_dirs=0)
     quick = V.validate_vectors(loaded, ex, level="quick", **kw)
-    with caplog.at_level(logging.INFO, logger="difflib_models.persona.validation"):
+    with caplog.at_level(logging.INFO, logger="difflib_models.persona.validation.validate"):
         full = V.validate_vectors(loaded, ex, level="full", **kw)
     assert quick.level == "quick" and not quick.steering and quick.summary()["level"] == "quick"
     assert full.level == "full" and len(full.steering) == 2 and full.to_dict()["level"] == "full"
@@ -313,7 +313,7 @@ PLACEBO_INSTRUCTIONS = (
 def _held_out_pairs_validation(smollm2, trait):
     import dataclasses
 
-    from difflib_models.persona.extraction import PersonaExtractor
+    from difflib_models.persona.extraction.extractor import PersonaExtractor
 
     fit_on = dataclasses.replace(trait, instructions=trait.instructions[:2])
     held_out = dataclasses.replace(trait, instructions=trait.instructions[2:])
@@ -332,7 +332,7 @@ def _held_out_pairs_validation(smollm2, trait):
 def test_smollm2_evil_is_real_on_held_out_instruction_pairs(smollm2):
     """Built to be real: the built-in evil instructions. Measured at seed 0: layer 15, held-out AUROC 0.80 vs
     q95 0.78 (permutation, p 0.025) and 0.68 (random directions, p 0.005); with the same pairs it was 0.985."""
-    from difflib_models.persona.traits import load_trait
+    from difflib_models.persona.traits.schema import load_trait
 
     ex, res = _held_out_pairs_validation(smollm2, load_trait("evil"))
     assert res.verdict == "real", (res.verdict, res.warnings)
@@ -350,7 +350,7 @@ def test_smollm2_placebo_trait_is_too_weak(smollm2):
     seed 0: held-out AUROC 0.545 (layer 9) vs q95 0.64 / 0.62 (p 0.99 / 0.93)."""
     import dataclasses
 
-    from difflib_models.persona.traits import Instruction, load_trait
+    from difflib_models.persona.traits.schema import Instruction, load_trait
 
     placebo = dataclasses.replace(load_trait("evil"), id="placebo",
                                   instructions=tuple(Instruction(pos=p, neg=n) for p, n in PLACEBO_INSTRUCTIONS))
