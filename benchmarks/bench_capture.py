@@ -104,7 +104,7 @@ def bench_model(
 ) -> dict[str, Any]:
     from difflib_models.capture.capture import capture_batch, forward_inputs
     from difflib_models.capture.pipeline import resolve_layers
-    from difflib_models.store.manifest import tokenizer_name, vocab_hash
+    from difflib_models.models.compat import tokenizer_name, vocab_hash
     from difflib_models.store.writer import ActivationStoreWriter
 
     cfg = MODELS[name]

@@ -106,7 +106,7 @@ def main() -> None:
         rank_metrics,
         validate_for_filtering,
     )
-    from difflib_models.persona.traits.schema import load_trait
+    from difflib_models.persona.traits import load_trait
 
     methods = tuple(m for m in args.methods.split(",") if m)
     exact = "exact" in methods

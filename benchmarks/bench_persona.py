@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     from difflib_models.models.loading import load_model
     from difflib_models.persona.extraction.extractor import PersonaExtractor
-    from difflib_models.persona.traits.schema import load_trait
+    from difflib_models.persona.traits import load_trait
     from difflib_models.persona.validation.validate import cross_trait_cosines, validate_vectors
 
     machine = machine_info()

@@ -93,31 +93,31 @@ if TYPE_CHECKING:
     from difflib_models.models.loading import (
         load_model as load_model,
     )
-    from difflib_models.persona.extraction.extractor import (
+    from difflib_models.persona.extraction import (
         PersonaExtractor as PersonaExtractor,
     )
-    from difflib_models.persona.extraction.vectors import (
+    from difflib_models.persona.extraction import (
         PersonaVectorSet as PersonaVectorSet,
     )
-    from difflib_models.persona.filtering.scoring import (
+    from difflib_models.persona.filtering import (
         FilterConfig as FilterConfig,
     )
-    from difflib_models.persona.filtering.scoring import (
+    from difflib_models.persona.filtering import (
         filter_samples as filter_samples,
     )
-    from difflib_models.persona.shift.core import (
+    from difflib_models.persona.shift import (
         compute_shift as compute_shift,
     )
-    from difflib_models.persona.steering.hook import (
+    from difflib_models.persona.steering import (
         SteeringHook as SteeringHook,
     )
-    from difflib_models.persona.steering.hook import (
+    from difflib_models.persona.steering import (
         steer as steer,
     )
-    from difflib_models.persona.traits.schema import (
+    from difflib_models.persona.traits import (
         load_trait as load_trait,
     )
-    from difflib_models.persona.validation.validate import (
+    from difflib_models.persona.validation import (
         validate_vectors as validate_vectors,
     )
     from difflib_models.report.builder import (
@@ -170,15 +170,15 @@ _LAZY: dict[str, str] = {
     "write_report": "difflib_models.report.builder",
     "load_report": "difflib_models.report.builder",
     "validate_report": "difflib_models.report.schema",
-    "load_trait": "difflib_models.persona.traits.schema",
-    "PersonaExtractor": "difflib_models.persona.extraction.extractor",
-    "PersonaVectorSet": "difflib_models.persona.extraction.vectors",
-    "validate_vectors": "difflib_models.persona.validation.validate",
-    "compute_shift": "difflib_models.persona.shift.core",
-    "steer": "difflib_models.persona.steering.hook",
-    "SteeringHook": "difflib_models.persona.steering.hook",
-    "FilterConfig": "difflib_models.persona.filtering.scoring",
-    "filter_samples": "difflib_models.persona.filtering.scoring",
+    "load_trait": "difflib_models.persona.traits",
+    "PersonaExtractor": "difflib_models.persona.extraction",
+    "PersonaVectorSet": "difflib_models.persona.extraction",
+    "validate_vectors": "difflib_models.persona.validation",
+    "compute_shift": "difflib_models.persona.shift",
+    "steer": "difflib_models.persona.steering",
+    "SteeringHook": "difflib_models.persona.steering",
+    "FilterConfig": "difflib_models.persona.filtering",
+    "filter_samples": "difflib_models.persona.filtering",
     "ActivationSnapshot": "difflib_models.callbacks.lightning",
     "PersonaMonitor": "difflib_models.callbacks.lightning",
     "DataFilterCallback": "difflib_models.callbacks.lightning",

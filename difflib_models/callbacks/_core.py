@@ -121,9 +121,9 @@ def loaded_view(model: nn.Module, tokenizer: Any, *, name: str | None = None, ho
     from difflib_models.models.loading import LoadedModel, from_pretrained_objects
 
     if identity is not None:
-        from difflib_models.models.loading import _ensure_pad_token
+        from difflib_models.models.loading import ensure_pad_token
 
-        _ensure_pad_token(tokenizer)
+        ensure_pad_token(tokenizer)
         return LoadedModel(model=model, tokenizer=tokenizer, identity=identity, hook_override=hook_override)
     return from_pretrained_objects(model, tokenizer, name=name, hook_override=hook_override)
 

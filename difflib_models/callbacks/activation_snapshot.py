@@ -232,7 +232,7 @@ class ActivationSnapshotCore:
 
     def _write_store(self, loaded: Any, path: Path, step: int, kind: str) -> int:
         from difflib_models.capture.capture import iter_capture
-        from difflib_models.store.manifest import tokenizer_name, vocab_hash
+        from difflib_models.models.compat import tokenizer_name, vocab_hash
         from difflib_models.store.writer import ActivationStoreWriter
 
         if self._vocab is None:

@@ -123,7 +123,7 @@ class PersonaMonitorCore:
         self.model_attr = model_attr
         self.tokenizer_spec = tokenizer
         if self.trait_specs:
-            from difflib_models.persona.traits.schema import load_trait
+            from difflib_models.persona.traits import load_trait
 
             self._traits = {t.id: t for t in (load_trait(s) for s in self.trait_specs)}  # validates early
         else:
@@ -209,7 +209,7 @@ class PersonaMonitorCore:
             raise ConfigError(bad_value("layer", layer, vs.layers, f"{path} has no vector at that layer."))
         trait = self._traits.get(vs.trait_id)
         if trait is None:
-            from difflib_models.persona.traits.schema import load_trait
+            from difflib_models.persona.traits import load_trait
 
             try:
                 trait = load_trait(vs.trait_id)

@@ -26,7 +26,6 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -45,6 +44,7 @@ from difflib_models.hooks import (
     token_rows,
 )
 from difflib_models.models.hookpoints import check_layers, find_block_list, unwrap_model
+from difflib_models.store.batch import CaptureBatch
 
 __all__ = [
     "ActivationCapture",
@@ -176,23 +176,6 @@ def _check_finite(tensor: torch.Tensor, layer: int, mask: torch.Tensor | None) -
         f"{kind} in activations of blocks.{layer} at {where}; nothing was written. "
         "HINT: check the model dtype (fp16 overflow) and the weights; run in float32 or bfloat16."
     )
-
-
-@dataclass
-class CaptureBatch:
-    """Activations of one batch: ``acts[layer]`` is ``[N, d]`` float32 CPU for the N selected tokens.
-
-    ``token_ids``, ``seq_index`` (row in the batch) and ``pos_index`` (position counted from the row's first
-    real token, so it does not depend on the padding side) are ``[N]`` long tensors in the same order."""
-
-    acts: dict[int, torch.Tensor]
-    token_ids: torch.Tensor
-    seq_index: torch.Tensor
-    pos_index: torch.Tensor
-
-    @property
-    def n_tokens(self) -> int:
-        return int(self.token_ids.numel())
 
 
 def model_device(model: nn.Module) -> torch.device:

@@ -65,7 +65,7 @@ def snapshot(
     """
     from difflib_models.capture.capture import iter_capture
     from difflib_models.capture.positions import parse_positions
-    from difflib_models.store.manifest import tokenizer_name, vocab_hash
+    from difflib_models.models.compat import tokenizer_name, vocab_hash
     from difflib_models.store.reader import ActivationStore
     from difflib_models.store.writer import ActivationStoreWriter
 

@@ -184,10 +184,10 @@ def emit_json(obj: Any) -> None:
 
 
 def _default(obj: Any) -> Any:
-    from difflib_models.io import _json_default
+    from difflib_models.io import json_default
 
     try:
-        return _json_default(obj)
+        return json_default(obj)
     except TypeError:
         return str(obj)
 

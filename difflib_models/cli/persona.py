@@ -90,7 +90,7 @@ def extract_command(
     from difflib_models.outputs import check_outputs
     from difflib_models.persona.extraction.extractor import PersonaExtractor
     from difflib_models.persona.extraction.vectors import check_output_path
-    from difflib_models.persona.traits.schema import load_trait
+    from difflib_models.persona.traits import load_trait
 
     if validation not in ("quick", "full", "none"):
         raise ConfigError(bad_value("--validation", validation, ("quick", "full", "none")))
@@ -165,7 +165,7 @@ def validate_command(
     from difflib_models.io import atomic_write_json
     from difflib_models.persona.extraction.extractor import PersonaExtractor
     from difflib_models.persona.extraction.vectors import PersonaVectorSet, vector_paths
-    from difflib_models.persona.traits.schema import load_trait
+    from difflib_models.persona.traits import load_trait
 
     path = out or _validation_path(_vector_base(vectors))
     inputs = {p.resolve() for p in vector_paths(vectors)} | ({Path(trait).resolve()} if trait else set())

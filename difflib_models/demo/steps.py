@@ -31,7 +31,7 @@ def extract_vectors(base: Any, out_dir: Path, profile: DemoProfile) -> dict[str,
 
     from difflib_models.gate.policy import load_policy
     from difflib_models.persona.extraction.extractor import PersonaExtractor
-    from difflib_models.persona.traits.schema import load_trait
+    from difflib_models.persona.traits import load_trait
 
     plan = load_policy(None).persona
     layer = int(plan.layer) if plan.layer != "auto" else int(base.n_layers) // 2
@@ -66,7 +66,7 @@ def extract_filter_vector(base: Any, out_dir: Path, seed: int) -> dict[str, Any]
     from difflib_models.persona.extraction.extractor import PersonaExtractor
     from difflib_models.persona.filtering.scoring import METHODS
     from difflib_models.persona.filtering.validation import validate_on_trait, with_filter_validation
-    from difflib_models.persona.traits.schema import load_trait
+    from difflib_models.persona.traits import load_trait
 
     trait = load_trait(TRAIT)
     ext = PersonaExtractor(mode="paired", layers="all", batch_size=8, show_progress=False).fit(base, trait)

@@ -49,8 +49,8 @@ def harvest_paired(
     ``layers`` accepts what :func:`~difflib_models.models.hookpoints.parse_layers` accepts ("mid", "0,2", -1).
     """
     from difflib_models.capture.capture import capture_batch
+    from difflib_models.models.compat import tokenizer_name
     from difflib_models.models.hookpoints import LAYER_CONVENTION, parse_layers
-    from difflib_models.store.manifest import tokenizer_name
     from difflib_models.store.reader import ActivationStore
     from difflib_models.store.writer import ActivationStoreWriter
 
@@ -109,7 +109,7 @@ def harvest_paired(
 
 
 def _vocab_hash(tokenizer: Any) -> str:
-    from difflib_models.store.manifest import vocab_hash
+    from difflib_models.models.compat import vocab_hash
 
     return vocab_hash(tokenizer)
 

@@ -194,7 +194,7 @@ def trait_items(trait: str, *, max_items: int | None = None) -> list[BehaviourIt
     files), its evaluation-split letter A/B items converted with :func:`items_from_ab`."""
     if trait in BEHAVIOUR_ITEM_FILES:
         return load_behaviour_items(trait, max_items=max_items)
-    from difflib_models.persona.traits.schema import load_trait
+    from difflib_models.persona.traits import load_trait
 
     items = items_from_ab(load_trait(trait).split_ab("evaluation"), prefix=trait)[: max_items or None]
     if not items:

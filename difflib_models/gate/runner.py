@@ -327,7 +327,7 @@ def persona_section(sides: Mapping[str, tuple[Any, str]], policy: Policy, *, vec
     never one of the ``protect`` files (the ``--vectors`` inputs)."""
     from difflib_models.gate import vector_cache
     from difflib_models.persona.shift.core import compute_shift, covariance_null_directions, usable_gap
-    from difflib_models.persona.traits.schema import load_trait
+    from difflib_models.persona.traits import load_trait
 
     plan = policy.persona
     base_loaded, base_side = sides["base"]

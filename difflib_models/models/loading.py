@@ -121,7 +121,7 @@ def from_pretrained_objects(
     model: nn.Module, tokenizer: Any, *, name: str | None = None, hook_override: str | None = None
 ) -> LoadedModel:
     """Wrap an in-memory model and tokenizer (tests, training callbacks) in a LoadedModel."""
-    _ensure_pad_token(tokenizer)
+    ensure_pad_token(tokenizer)
     is_peft = hasattr(model, "peft_config")
     ident = ModelIdentity(
         name=name or getattr(getattr(model, "config", None), "_name_or_path", None) or type(model).__name__,
@@ -133,7 +133,8 @@ def from_pretrained_objects(
     return LoadedModel(model=model, tokenizer=tokenizer, identity=ident, hook_override=hook_override)
 
 
-def _ensure_pad_token(tokenizer: Any) -> None:
+def ensure_pad_token(tokenizer: Any) -> None:
+    """Give a tokenizer without a pad token its EOS token as pad token (batched forwards need one)."""
     if tokenizer is not None and getattr(tokenizer, "pad_token", None) is None:
         eos = getattr(tokenizer, "eos_token", None)
         if eos is not None:
@@ -235,7 +236,7 @@ def _load_tokenizer(location: str, *, trust_remote_code: bool, revision: str | N
         tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"could not load the tokenizer {location!r}: {exc}") from exc
-    _ensure_pad_token(tokenizer)
+    ensure_pad_token(tokenizer)
     return tokenizer
 
 
@@ -276,7 +277,7 @@ def _load_hf(
     if device_map is None:  # with a device_map, accelerate has placed the weights already
         model.to(device)
     model.eval()
-    _ensure_pad_token(tokenizer)
+    ensure_pad_token(tokenizer)
     return model, tokenizer
 
 

@@ -44,7 +44,7 @@ def _vector_file(path: Path, module, vector: torch.Tensor, *, gap: float | None 
 
 def _probe(model, tokenizer) -> torch.Tensor:
     from difflib_models.persona.shift.core import probe_activations
-    from difflib_models.persona.traits.schema import load_trait
+    from difflib_models.persona.traits import load_trait
 
     prompts = load_trait("sycophancy").split_questions("evaluation")
     return probe_activations(model, tokenizer, prompts, [LAYER])[LAYER]

@@ -106,7 +106,7 @@ def test_store_layers_grammar() -> None:
 
 
 def test_auto_mode_takes_the_best_validated_mode_the_trait_supports() -> None:
-    from difflib_models.persona.traits.schema import load_trait
+    from difflib_models.persona.traits import load_trait
 
     for trait in ("sycophancy", "evil", "hallucination"):  # built-in traits have paired responses
         assert resolve_persona_mode("auto", load_trait(trait)) == "paired"

@@ -106,7 +106,7 @@ def test_different_tokenizer_or_width_is_config_error() -> None:
 
 
 def test_misaligned_paired_store_is_refused(tmp_path) -> None:
-    from difflib_models.capture.capture import CaptureBatch
+    from difflib_models.store.batch import CaptureBatch
     from difflib_models.store.reader import ActivationStore
     from difflib_models.store.writer import ActivationStoreWriter
 

@@ -46,7 +46,7 @@ def trained_crosscoder(planted, stories260k, tmp_path_factory):
     from difflib_models.diffing.harvest import harvest_paired
     from difflib_models.diffing.pair import ModelPair
     from difflib_models.models.loading import load_model
-    from difflib_models.persona.traits.schema import load_trait
+    from difflib_models.persona.traits import load_trait
 
     root = tmp_path_factory.mktemp("cc")
     texts = load_trait("evil").split_questions("extraction")[:16]

@@ -76,7 +76,7 @@ def test_peft_adapter_candidate_uses_its_base(planted, stories260k, tmp_path) ->
     from transformers import AutoModelForCausalLM
 
     from difflib_models.persona.shift.core import probe_activations
-    from difflib_models.persona.traits.schema import load_trait
+    from difflib_models.persona.traits import load_trait
 
     model = AutoModelForCausalLM.from_pretrained(stories260k, dtype=torch.float32)
     peft = get_peft_model(model, LoraConfig(r=4, target_modules=["down_proj"], lora_dropout=0.0))

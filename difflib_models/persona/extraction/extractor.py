@@ -38,8 +38,7 @@ import torch
 from difflib_models.errors import ConfigError, bad_value
 from difflib_models.persona.extraction.vectors import PersonaVectorSet
 from difflib_models.persona.shift.core import probe_activations, read_residuals
-from difflib_models.persona.traits import chat
-from difflib_models.persona.traits.schema import Trait, load_trait
+from difflib_models.persona.traits import Trait, chat, load_trait
 from difflib_models.progress import progress
 
 log = logging.getLogger(__name__)

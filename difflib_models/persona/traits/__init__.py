@@ -1,5 +1,6 @@
-"""Trait files and their texts: the trait YAML schema and built-ins (``schema``), importers for public trait data
-(``importers``: Anthropic evals, CAA, EM YAML) and the chat-template encoding of a trait's prompts (``chat``)."""
+"""Trait files and their texts: the trait YAML schema (``schema``), importers for public trait data (``importers``:
+Anthropic evals, CAA, EM YAML), loading by built-in id or file (``loading``) and the chat-template encoding of a
+trait's prompts (``chat``)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from difflib_models.persona.traits.importers import (
     read_caa_json,
     trait_from_items,
 )
+from difflib_models.persona.traits.loading import builtin_traits, load_trait
 from difflib_models.persona.traits.schema import (
     SCHEMA_VERSION,
     SPLITS,
@@ -28,9 +30,7 @@ from difflib_models.persona.traits.schema import (
     Instruction,
     PairedResponse,
     Trait,
-    builtin_traits,
     deterministic_split,
-    load_trait,
 )
 
 __all__ = [

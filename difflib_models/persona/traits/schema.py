@@ -20,9 +20,9 @@ Schema (``schema_version: 1``)::
       evaluation: [...]           # (a flat list is split deterministically instead)
     judge: {rubric: "..."}        # optional; used only by generate_judge extraction
 
-``load_trait(spec)`` takes a built-in id (``builtin_traits()``), a trait YAML, or a data file the importers read
-(Anthropic evals ``.jsonl``, CAA ``.json``, EM evaluation ``.yaml``). ``Trait.hash`` is a sha256 of the
-canonical JSON of the validated content: vector files record it.
+``load_trait(spec)`` (:mod:`~difflib_models.persona.traits.loading`) takes a built-in id (``builtin_traits()``),
+a trait YAML, or a data file the importers read (Anthropic evals ``.jsonl``, CAA ``.json``). ``Trait.hash`` is a
+sha256 of the canonical JSON of the validated content: vector files record it.
 """
 
 from __future__ import annotations
@@ -32,12 +32,13 @@ import json
 import logging
 import re
 from dataclasses import asdict, dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from difflib_models.errors import ConfigError, bad_value
-from difflib_models.files import parse_yaml, read_text
+from difflib_models.io import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -129,10 +130,6 @@ class Trait:
         return "sha256:" + hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
     def save(self, path: str | Path) -> Path:
-        import yaml
-
-        from difflib_models.io import atomic_write_text
-
         return atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True))
 
     # ------------------------------------------------------------------ construction
@@ -274,35 +271,3 @@ def _check_balance(trait: Trait) -> None:
         if len(items) >= 8 and frac > 0.7:
             log.warning("trait %r: %.0f%% of %s A/B items have matching answer %r; an A/B vector may learn the "
                         "letter instead of the trait (balance the items)", trait.id, 100 * frac, split, common)
-
-
-# ---------------------------------------------------------------------- loading
-def builtin_traits() -> list[str]:
-    """Ids of the built-in traits written by the project."""
-    root = resources.files("difflib_models.persona.traits") / "builtin"
-    return sorted(p.name[: -len(".yaml")] for p in root.iterdir() if p.name.endswith(".yaml"))
-
-
-def load_trait(spec: str | Path | Trait) -> Trait:
-    """A Trait from a built-in id, a trait YAML, or an importable data file (Anthropic / CAA / EM)."""
-    if isinstance(spec, Trait):
-        return spec
-    text = str(spec)
-    if text in builtin_traits():
-        res = resources.files("difflib_models.persona.traits") / "builtin" / f"{text}.yaml"
-        return _from_yaml_text(res.read_text(encoding="utf-8"), source=f"builtin:{text}", path=res)
-    path = Path(text)
-    if not path.exists():
-        raise ConfigError(bad_value("trait", text, builtin_traits() + ["a trait YAML", "an evals .jsonl", "a CAA .json"],
-                                    "Pass a built-in id or an existing file."))
-    if path.suffix in (".jsonl", ".json"):
-        from difflib_models.persona.traits.importers import import_trait_file
-
-        return import_trait_file(path)
-    if path.suffix not in (".yaml", ".yml"):
-        raise ConfigError(bad_value("trait", text, ".yaml/.yml trait files, .jsonl (Anthropic), .json (CAA)"))
-    return _from_yaml_text(read_text(path, what="trait"), source=str(path), path=path)
-
-
-def _from_yaml_text(text: str, *, source: str, path: Any) -> Trait:
-    return Trait.from_dict(parse_yaml(text, what="trait", path=path), source=source)

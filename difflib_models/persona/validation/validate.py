@@ -53,7 +53,7 @@ from difflib_models.errors import ConfigError, bad_value
 from difflib_models.persona.extraction.extractor import PersonaExtractor, aggregate
 from difflib_models.persona.extraction.vectors import PersonaVectorSet
 from difflib_models.persona.shift.core import covariance_null_directions
-from difflib_models.persona.traits.schema import Trait, load_trait
+from difflib_models.persona.traits import Trait, load_trait
 from difflib_models.persona.validation.dose_response import (
     DEFAULT_MAX_NLL_INCREASE,
     dose_summary,

@@ -155,7 +155,7 @@ def test_collect_features_match_the_filters_own_projections(stories260k: Path) -
 def test_validate_on_trait_uses_the_held_out_paired_split(stories260k: Path) -> None:
     from difflib_models.models.loading import load_model
     from difflib_models.persona.filtering.validation import validate_on_trait
-    from difflib_models.persona.traits.schema import load_trait
+    from difflib_models.persona.traits import load_trait
 
     loaded = load_model(str(stories260k))
     trait = load_trait("evil")
@@ -274,7 +274,7 @@ def test_smollm2_demo_filter_ranks_inducing_rows_above_neutral_rows(smollm2, tmp
 def _held_out_pairs(trait_id: str, shared_data: Path) -> list[ResponsePair]:
     """A/B items the vector never saw, answered with each option's text: 16 CAA generate sycophancy items (seeded
     sample), or the built-in trait's A/B evaluation items (no CAA hallucination/evil split in ../shared)."""
-    from difflib_models.persona.traits.schema import load_trait
+    from difflib_models.persona.traits import load_trait
 
     if trait_id == "sycophancy":
         data = json.loads((shared_data / "caa" / "generate" / "sycophancy" / "generate_dataset.json").read_text())

@@ -16,7 +16,7 @@ import dataclasses
 import pytest
 
 from difflib_models.persona.extraction.extractor import PersonaExtractor
-from difflib_models.persona.traits.schema import load_trait
+from difflib_models.persona.traits import load_trait
 from difflib_models.persona.validation import validate as V
 from difflib_models.persona.validation.dose_response import steering_dose_response
 

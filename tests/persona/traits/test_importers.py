@@ -7,13 +7,13 @@ import json
 import pytest
 
 from difflib_models.errors import ConfigError
+from difflib_models.persona.traits import ABItem, load_trait
 from difflib_models.persona.traits.importers import (
     import_anthropic_jsonl,
     import_caa_json,
     import_em_yaml,
     trait_from_items,
 )
-from difflib_models.persona.traits.schema import ABItem, load_trait
 
 
 def test_anthropic_yes_no(shared_data):

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from difflib_models.errors import ConfigError
-from difflib_models.persona.traits.schema import Trait, builtin_traits, deterministic_split, load_trait
+from difflib_models.persona.traits import Trait, builtin_traits, deterministic_split, load_trait
 
 MIN = {
     "schema_version": 1,

@@ -332,7 +332,7 @@ def _held_out_pairs_validation(smollm2, trait):
 def test_smollm2_evil_is_real_on_held_out_instruction_pairs(smollm2):
     """Built to be real: the built-in evil instructions. Measured at seed 0: layer 15, held-out AUROC 0.80 vs
     q95 0.78 (permutation, p 0.025) and 0.68 (random directions, p 0.005); with the same pairs it was 0.985."""
-    from difflib_models.persona.traits.schema import load_trait
+    from difflib_models.persona.traits import load_trait
 
     ex, res = _held_out_pairs_validation(smollm2, load_trait("evil"))
     assert res.verdict == "real", (res.verdict, res.warnings)
@@ -350,7 +350,7 @@ def test_smollm2_placebo_trait_is_too_weak(smollm2):
     seed 0: held-out AUROC 0.545 (layer 9) vs q95 0.64 / 0.62 (p 0.99 / 0.93)."""
     import dataclasses
 
-    from difflib_models.persona.traits.schema import Instruction, load_trait
+    from difflib_models.persona.traits import Instruction, load_trait
 
     placebo = dataclasses.replace(load_trait("evil"), id="placebo",
                                   instructions=tuple(Instruction(pos=p, neg=n) for p, n in PLACEBO_INSTRUCTIONS))
