@@ -26,6 +26,17 @@ import torch
 
 from difflib_models.callbacks import _core
 from difflib_models.errors import ConfigError, bad_value
+from difflib_models.files import load_jsonl
+from difflib_models.models.hookpoints import check_layers
+from difflib_models.persona.extraction.vectors import PersonaVectorSet, vector_paths
+from difflib_models.persona.filtering.scoring import (
+    FilterConfig,
+    default_layer,
+    filter_samples,
+    read_chat_jsonl,
+    samples_from_rows,
+    write_outputs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -104,9 +115,6 @@ class DataFilterCore:
         model_attr: str | None = None,
         tokenizer: str | None = None,
     ) -> None:
-        from difflib_models.persona.extraction.vectors import vector_paths
-        from difflib_models.persona.filtering.scoring import FilterConfig, read_chat_jsonl
-
         if not vectors or not vector_paths(vectors)[0].exists():
             raise ConfigError(bad_value("vectors", vectors, "an existing persona vector file"))
         self.vectors = vectors
@@ -141,10 +149,6 @@ class DataFilterCore:
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         if stage != "fit":
             return
-        from difflib_models.models.hookpoints import check_layers
-        from difflib_models.persona.extraction.vectors import PersonaVectorSet
-        from difflib_models.persona.filtering.scoring import default_layer
-
         self._model = _core.find_hf_model(pl_module, self.model_attr)
         tokenizer = _core.find_tokenizer(pl_module, self.tokenizer_spec)
         self._loaded = _core.loaded_view(self._model, tokenizer)
@@ -187,8 +191,6 @@ class DataFilterCore:
 
     # ------------------------------------------------------------------------------------------------- rounds
     def _round(self, trainer: Any, *, base: bool) -> dict[str, Any]:
-        from difflib_models.persona.filtering.scoring import filter_samples, samples_from_rows, write_outputs
-
         assert self.dataset is not None and self.run_dir is not None
         samples = samples_from_rows(self.dataset.rows, name=self.dataset_attr)
         loaded = self._loaded if base else _CurrentModel(self._loaded)
@@ -212,8 +214,6 @@ class DataFilterCore:
 
 
 def _read_flags(path: Path) -> list[bool]:
-    from difflib_models.files import load_jsonl
-
     return [bool(r.value["flagged"]) for r in load_jsonl(path, what="scores")]
 
 

@@ -25,7 +25,10 @@ from difflib_models.cli.options import (
     resolve_persona_mode,
     stdout_for_results,
 )
+from difflib_models.datasets import DATASETS, load_dataset
 from difflib_models.errors import ConfigError, bad_value
+from difflib_models.io import atomic_write_json
+from difflib_models.outputs import check_outputs
 
 persona_app = typer.Typer(
     name="persona",
@@ -87,7 +90,6 @@ def extract_command(
 ) -> None:
     """Extract a trait's per-layer directions; validate them on the held-out split and write the vector file
     plus OUT.validation.json (per-layer AUROC, null percentiles and the selected layer)."""
-    from difflib_models.outputs import check_outputs
     from difflib_models.persona.extraction.extractor import PersonaExtractor
     from difflib_models.persona.extraction.vectors import check_output_path
     from difflib_models.persona.traits import load_trait
@@ -133,8 +135,6 @@ def extract_command(
         "filter_validation": vs.filter_validation.to_dict() if vs.filter_validation else None,
     }
     if report is not None:
-        from difflib_models.io import atomic_write_json
-
         atomic_write_json(vpath, report.to_dict())
         result.update(validation=str(vpath), verdict=report.verdict, warnings=report.warnings,
                       auroc_by_layer={str(k): v["auroc"] for k, v in report.per_layer.items()})
@@ -162,7 +162,6 @@ def validate_command(
                                  "either way; logs and progress always go to stderr)"),
 ) -> None:
     """Re-validate a vector file on a trait's held-out split (the file must belong to --model)."""
-    from difflib_models.io import atomic_write_json
     from difflib_models.persona.extraction.extractor import PersonaExtractor
     from difflib_models.persona.extraction.vectors import PersonaVectorSet, vector_paths
     from difflib_models.persona.traits import load_trait
@@ -248,7 +247,6 @@ def filter_command(
     per-sample scores, a summary and the filtered data set (the input file is never modified). Without a
     selection option nothing is flagged (report only). Prints the vector file's filter-validation AUROC (trait vs
     non-trait answers to the same prompt, held out) and warns when it is missing or below 0.8."""
-    from difflib_models.outputs import check_outputs
     from difflib_models.persona.extraction.vectors import PersonaVectorSet, vector_paths
     from difflib_models.persona.filtering.scoring import (
         FilterConfig,
@@ -300,7 +298,6 @@ def _check_filter_validation(vs: Any, layer: int | None, strict: bool) -> None:
 
 
 def _reference(spec: str) -> list[Any]:
-    from difflib_models.datasets import DATASETS, load_dataset
     from difflib_models.persona.filtering.scoring import read_chat_jsonl, samples_from_rows
 
     if spec in DATASETS:

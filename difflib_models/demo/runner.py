@@ -15,10 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from difflib_models.datasets import load_dataset
 from difflib_models.demo import steps
 from difflib_models.demo.config import INDUCING, NEUTRAL, TRAIT, DemoConfig
 from difflib_models.demo.stages import StageRunner
 from difflib_models.io import atomic_write_json
+from difflib_models.models.loading import load_model
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +56,6 @@ def outcome(gate: dict[str, Any]) -> str:
 
 def run_demo(config: DemoConfig) -> DemoResult:
     """Run (or resume) the demo described by ``config``; returns the summary."""
-    from difflib_models.datasets import load_dataset
-    from difflib_models.models.loading import load_model
-
     t_start = time.perf_counter()
     cpu_start = time.process_time()
     out = Path(config.out).resolve()

@@ -19,10 +19,22 @@ from pathlib import Path
 from typing import Any
 
 from difflib_models._version import __version__
-from difflib_models.crosscoder.config import QUICK_PRESET, config_default
+from difflib_models.crosscoder.analysis import analyze_crosscoder
+from difflib_models.crosscoder.config import QUICK_PRESET, CrosscoderConfig, config_default
+from difflib_models.crosscoder.examples import max_activating_examples
+from difflib_models.crosscoder.latent_scaling import latent_scaling
+from difflib_models.crosscoder.sources import StoreSource
+from difflib_models.crosscoder.splice import splice_metrics
+from difflib_models.diffing.adl import activation_difference_lens, logit_lens
+from difflib_models.diffing.drift import drift_from_store, next_token_kl
+from difflib_models.diffing.harvest import harvest_paired, texts_hash
 from difflib_models.diffing.pair import ModelPair
+from difflib_models.diffing.sources import load_texts
+from difflib_models.diffing.weights import weight_deltas
 from difflib_models.errors import ConfigError, bad_value
-from difflib_models.io import atomic_write_json
+from difflib_models.io import atomic_write, atomic_write_json
+from difflib_models.models.hookpoints import LAYER_CONVENTION, parse_layers
+from difflib_models.store.reader import ActivationStore
 
 log = logging.getLogger(__name__)
 
@@ -142,23 +154,16 @@ def crosscoder_available() -> bool:
 
 def run_diff(pair: ModelPair, config: DiffConfig) -> dict[str, Any]:
     """Run every stage for ``pair`` and write ``config.out / "diff.json"``; returns the JSON dict."""
-    from difflib_models.diffing.sources import load_texts
-    from difflib_models.models.hookpoints import LAYER_CONVENTION, parse_layers
-
     out = config.out
     out.mkdir(parents=True, exist_ok=True)
     texts = load_texts(config.texts, tokenizer=pair.tokenizer, limit=config.max_texts)
     layers = parse_layers(config.layers, pair.n_layers)
     identities = pair.identities()
-    from difflib_models.diffing.harvest import texts_hash
-
     base_key = [identities, layers, texts_hash(texts), config.max_length]
     stages = _Stages(out)
     store_dir = out / "store"
 
     def harvest() -> dict[str, Any]:
-        from difflib_models.diffing.harvest import harvest_paired
-
         store = harvest_paired(pair, texts, layers, store_dir, batch_size=config.batch_size,
                                max_length=config.max_length)
         return {"path": "store", "n_tokens": store.n_tokens, "n_texts": len(texts), "layers": store.layers}
@@ -167,13 +172,9 @@ def run_diff(pair: ModelPair, config: DiffConfig) -> dict[str, Any]:
                               valid=lambda: (store_dir / "manifest.json").is_file())
 
     def open_store() -> Any:
-        from difflib_models.store.reader import ActivationStore
-
         return ActivationStore.open(store_dir)
 
     def weights() -> dict[str, Any]:
-        from difflib_models.diffing.weights import weight_deltas
-
         if pair.finetuned is None:
             return weight_deltas(pair.base.model)
         return weight_deltas(pair.base.model, pair.finetuned.model)
@@ -181,8 +182,6 @@ def run_diff(pair: ModelPair, config: DiffConfig) -> dict[str, Any]:
     weight_info = stages.run("weight_deltas", _key(identities), weights)
 
     def drift() -> dict[str, Any]:
-        from difflib_models.diffing.drift import drift_from_store, next_token_kl
-
         result: dict[str, Any] = {"layers": [d.to_dict() for d in drift_from_store(open_store())]}
         if config.kl:
             result["next_token_kl"] = next_token_kl(pair, texts, batch_size=config.batch_size,
@@ -193,9 +192,6 @@ def run_diff(pair: ModelPair, config: DiffConfig) -> dict[str, Any]:
 
     def adl() -> dict[str, Any]:
         from safetensors.torch import save_file
-
-        from difflib_models.diffing.adl import activation_difference_lens
-        from difflib_models.io import atomic_write
 
         store = open_store()
         results, vectors = {}, {}
@@ -253,8 +249,6 @@ def _splice(pair: ModelPair, cc: Any, texts: list[str], layer: int, config: Diff
     is split into two modules for this: the peft model (adapter on) and a copy with the LoRA layers unloaded."""
     import copy
 
-    from difflib_models.crosscoder.splice import splice_metrics
-
     _, ids, mask = next(pair.batches(texts, batch_size=len(texts), max_length=config.max_length))
     if pair.finetuned is None:
         base_module = copy.deepcopy(pair.base.model).unload()
@@ -271,8 +265,6 @@ def _splice(pair: ModelPair, cc: Any, texts: list[str], layer: int, config: Diff
 def _decoder_bias_shift(pair: ModelPair, cc: Any, layers: list[int], top_n: int) -> dict[str, Any]:
     """Per layer, ``b_dec[ft] - b_dec[base]`` in activation units, and its logit-lens reading. A fine-tune's
     token-independent shift lands in the decoder biases, not in any latent, so this is where it shows."""
-    from difflib_models.diffing.adl import logit_lens
-
     b = cc.denormalize(cc.b_dec.detach()[None])[0]
     base_src, ft_src = cc.config.sources_of_model(0), cc.config.sources_of_model(1)
     out = {}
@@ -291,14 +283,7 @@ def _crosscoder_stage(pair: ModelPair, config: DiffConfig, store_dir: Path, rel_
     and collect max-activating contexts of the top ones."""
     import torch
 
-    from difflib_models.crosscoder.analysis import analyze_crosscoder
-    from difflib_models.crosscoder.config import CrosscoderConfig
-    from difflib_models.crosscoder.examples import max_activating_examples
-    from difflib_models.crosscoder.latent_scaling import latent_scaling
     from difflib_models.crosscoder.lightning_module import train_crosscoder
-    from difflib_models.crosscoder.sources import StoreSource
-    from difflib_models.store.reader import ActivationStore
-
     source = StoreSource(store_dir)
     d = pair.d_model
     batch = min(config.cc_batch_size, source.n_tokens)

@@ -28,6 +28,9 @@ from difflib_models.errors import ConfigError, bad_value
 from difflib_models.files import load_json
 from difflib_models.io import atomic_write_json, atomic_write_text, sha256_file
 from difflib_models.models.convention import LAYER_CONVENTION
+from difflib_models.report.html import render_html
+from difflib_models.report.junit import render_junit
+from difflib_models.report.markdown import render_markdown
 from difflib_models.report.names import display_name
 from difflib_models.report.schema import SCHEMA_VERSION, validate_report
 
@@ -313,16 +316,10 @@ def write_report(
     written: dict[str, Path] = {"json": atomic_write_json(out_dir / FILENAMES["json"], report)}
     texts: dict[str, str] = {}
     if "md" in renderings:
-        from difflib_models.report.markdown import render_markdown
-
         texts["md"] = render_markdown(report)
     if "junit" in renderings:
-        from difflib_models.report.junit import render_junit
-
         texts["junit"] = render_junit(report)
     if "html" in renderings:
-        from difflib_models.report.html import render_html
-
         texts["html"] = render_html(report)
     for key, text in texts.items():
         written[key] = atomic_write_text(out_dir / FILENAMES[key], text)
@@ -343,15 +340,9 @@ def write_report(
 
 def _render(key: str, report: Mapping[str, Any]) -> str:
     if key == "md":
-        from difflib_models.report.markdown import render_markdown
-
         return render_markdown(report)
     if key == "junit":
-        from difflib_models.report.junit import render_junit
-
         return render_junit(report)
-    from difflib_models.report.html import render_html
-
     return render_html(report)
 
 

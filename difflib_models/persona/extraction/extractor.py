@@ -36,6 +36,8 @@ from typing import Any
 import torch
 
 from difflib_models.errors import ConfigError, bad_value
+from difflib_models.hooks import probe_mode
+from difflib_models.models.hookpoints import parse_layers
 from difflib_models.persona.extraction.vectors import PersonaVectorSet
 from difflib_models.persona.shift.core import probe_activations, read_residuals
 from difflib_models.persona.traits import Trait, chat, load_trait
@@ -107,8 +109,6 @@ class PersonaExtractor:
         ``probe_acts`` ({layer: [P, d]}): the last-prompt residuals of the trait's evaluation questions on this
         model, when the caller has read them already (the gate's probe pass); sigma_0 is then taken from them
         instead of a second probe forward."""
-        from difflib_models.models.hookpoints import parse_layers
-
         trait = load_trait(trait)
         self.trait_ = trait
         self.layers_ = parse_layers(self.layers, loaded.n_layers)
@@ -171,8 +171,6 @@ class PersonaExtractor:
     # ------------------------------------------------------------------ features
     def features(self, loaded: Any, trait: Trait | str, split: str) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
         """(pos, neg) features {layer: [n, d]} of one split, for this extractor's mode and layers."""
-        from difflib_models.models.hookpoints import parse_layers
-
         trait = load_trait(trait)
         if not hasattr(self, "layers_"):
             self.layers_ = parse_layers(self.layers, loaded.n_layers)
@@ -309,8 +307,6 @@ def aggregate(pos: torch.Tensor, neg: torch.Tensor, aggregator: str = "mean_diff
 # ---------------------------------------------------------------------- generation and judges
 def _generate(model: Any, tok: Any, prompt_ids: list[int], max_new_tokens: int) -> str:
     ids = torch.tensor([prompt_ids], device=next(model.parameters()).device)
-    from difflib_models.hooks import probe_mode
-
     with probe_mode(model):
         out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
                              do_sample=False, pad_token_id=chat.pad_id(tok))

@@ -33,6 +33,11 @@ import torch
 
 from difflib_models.errors import ConfigError, bad_value
 from difflib_models.persona.extraction.vectors import FilterValidation, PersonaVectorSet
+from difflib_models.persona.filtering.scoring import ChatSample, encode_sample, greedy_answers
+from difflib_models.persona.shift.core import covariance_null_directions, probe_mode, read_residuals
+from difflib_models.persona.traits import chat
+from difflib_models.persona.traits.chat import EncodedPair, pad_id
+from difflib_models.persona.validation.validate import auroc
 
 log = logging.getLogger(__name__)
 
@@ -131,9 +136,6 @@ class PairFeatures:
 def _read(model: torch.nn.Module, encoded: Sequence[Any], layers: list[int], pad: int, batch_size: int
           ) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
     """Response-token means and last-prompt-token residuals of encoded pairs: two {layer: [N, d]}."""
-    from difflib_models.persona.shift.core import read_residuals
-    from difflib_models.persona.traits import chat
-
     resp: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
     last: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
     for start in range(0, len(encoded), batch_size):
@@ -168,10 +170,6 @@ def collect_features(
 
 def _collect(model: torch.nn.Module, tokenizer: Any, pairs: Sequence[ResponsePair], layers: list[int], exact: bool,
              batch_size: int, max_length: int, max_new_tokens: int) -> PairFeatures:
-    from difflib_models.persona.filtering.scoring import ChatSample, encode_sample, greedy_answers
-    from difflib_models.persona.shift.core import probe_mode
-    from difflib_models.persona.traits.chat import EncodedPair, pad_id
-
     pad = pad_id(tokenizer)
 
     def enc(p: ResponsePair, response: str) -> Any:
@@ -217,8 +215,6 @@ def pair_scores(features: PairFeatures, layer: int, unit: torch.Tensor, method: 
 def rank_metrics(matching: np.ndarray, other: np.ndarray) -> dict[str, float]:
     """AUROC (matching rows above other rows, ties count half), precision@k (k = number of matching rows) and
     the within-prompt win rate of one set of pairs."""
-    from difflib_models.persona.validation.validate import auroc
-
     matching, other = np.asarray(matching, dtype=float), np.asarray(other, dtype=float)
     scores = np.concatenate([matching, other])
     labels = np.concatenate([np.ones(len(matching), bool), np.zeros(len(other), bool)])
@@ -304,8 +300,6 @@ def random_direction_baseline(
     of ``covariance_acts[layer]`` [n, d], e.g. the extraction features centred per class), each put through the
     SAME protocol as the real vector (method and layer chosen on the same tuning split). ``orient[layer]`` (e.g.
     mean(pos) - mean(neg) of the extraction features) fixes each draw's sign as a fitted direction's would be."""
-    from difflib_models.persona.shift.core import covariance_null_directions
-
     candidates = sorted(set(vectors.layers if layers is None else layers) & set(features.layers)
                         & set(covariance_acts))
     draws = {layer: covariance_null_directions(covariance_acts[layer], n_draws, norm=vectors.norms[layer],

@@ -45,9 +45,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from difflib_models.capture.capture import capture_batch
 from difflib_models.errors import ConfigError, bad_value
 from difflib_models.hooks import HookSet, edit_output
 from difflib_models.models.hookpoints import find_block_list, unwrap_model
+from difflib_models.persona.traits.chat import offsets
 
 log = logging.getLogger(__name__)
 
@@ -165,8 +167,6 @@ class SteeringHook:
                           "Every row needs at least one prompt token.")
             )
         if attention_mask is not None:
-            from difflib_models.persona.traits.chat import offsets
-
             if attention_mask.dim() != 2 or attention_mask.shape[0] != lens.numel():
                 raise ConfigError(
                     bad_value("attention_mask.shape", tuple(attention_mask.shape),
@@ -299,8 +299,6 @@ def median_residual_norm(
 ) -> float:
     """Median L2 norm of the residual stream at ``blocks.{layer}`` over the real tokens of a batch, leaving out
     a leading BOS (its norm is often an outlier "attention sink"). The unit of ``reference_norm``."""
-    from difflib_models.capture.capture import capture_batch
-
     batch = capture_batch(model, input_ids, attention_mask, [layer], positions="all", skip_bos=True,
                           hook_override=hook_override)
     acts = next(iter(batch.acts.values()))

@@ -35,6 +35,9 @@ import numpy as np
 import torch
 
 from difflib_models.errors import ConfigError, bad_value
+from difflib_models.hooks import probe_mode
+from difflib_models.persona.shift.core import covariance_null_directions
+from difflib_models.persona.steering.hook import median_residual_norm, steer
 from difflib_models.persona.traits import chat
 from difflib_models.persona.traits.schema import ABItem, Trait
 
@@ -136,8 +139,6 @@ def _shared_prompt_loglik(model: Any, layer: int, vector: torch.Tensor, alpha: f
     """Answer log-likelihoods with the prompt run once per item: a steered forward over the left-padded prompts
     (KV cache kept), the cache repeated for the two answers, then a steered forward over the answers.
     Equal to scoring the full sequences (``positions="response"`` steers the last prompt column and all answers)."""
-    from difflib_models.persona.steering.hook import steer
-
     b, p = pids.shape
     kw: dict[str, Any] = {"prompt_lengths": [p] * b} if positions == "response" else {}
     with torch.no_grad():
@@ -162,8 +163,6 @@ def _shared_prompt_loglik(model: Any, layer: int, vector: torch.Tensor, alpha: f
 def _curve(model: Any, prep: _Prepared, layer: int, vector: torch.Tensor, alphas: Sequence[float], positions: str,
            ref: float, length_normalize: bool) -> tuple[list[float], list[float], list[float]]:
     """Per alpha: mean P(matching), coherence value (A/B mass or per-token logL), mean matching-minus-other score."""
-    from difflib_models.persona.steering.hook import steer
-
     p_out, coh_out, diff_out = [], [], []
     for alpha in alphas:
         per_batch: list[tuple[torch.Tensor, ...]] = []
@@ -242,8 +241,6 @@ def _items(trait: Trait, split: str, max_items: int | None) -> list[ABItem]:
 
 def _reference_norm(model: Any, prep: _Prepared, layer: int) -> float:
     """Median residual norm at ``blocks.layer`` over the real (non-BOS) tokens of the readout contexts."""
-    from difflib_models.persona.steering.hook import median_residual_norm
-
     return float(np.median([median_residual_norm(model, ids, mask, layer) for ids, mask, _, _ in prep.batches]))
 
 
@@ -258,8 +255,6 @@ def steering_dose_response(loaded: Any, trait: Trait, layer: int, vector: torch.
     items = _items(trait, split, max_items)
     model = loaded.model
     prep = _prepare(loaded.tokenizer, items, readout, batch_size)
-    from difflib_models.hooks import probe_mode
-
     with probe_mode(model):  # eval + no grad; every module's own training flag restored
         ref = reference_norm if reference_norm is not None else _reference_norm(model, prep, layer)
         p, coh, diff = _curve(model, prep, layer, vector, alphas, positions, ref, length_normalize)
@@ -279,8 +274,6 @@ def random_direction_control(loaded: Any, trait: Trait, layer: int, acts: torch.
     the step is ``alpha * r`` whatever the direction. ``effects``: P(matching) at ``span[1]`` minus at ``span[0]``
     (two of the alphas; pass the real curve's first and last coherent alpha so both effects cover the same
     alphas), or each control curve's own coherent effect (``own_effects``) when ``span`` is None."""
-    from difflib_models.persona.shift.core import covariance_null_directions
-
     if n_dirs < 1:
         raise ConfigError(bad_value("n_dirs", n_dirs, ">= 1"))
     alphas = [float(a) for a in dose_kwargs.get("alphas", ())]
