@@ -88,14 +88,14 @@ def _load(name: str) -> Any:
 def _batches(
     loaded: Any, texts: list[str], batch_size: int, max_length: int
 ) -> list[tuple[torch.Tensor, ...]]:
-    from difflib_models.capture.capture import pad_batch
+    from difflib_models.models.batching import pad_batch
 
     tok = loaded.tokenizer
     pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
     out = []
     for lo in range(0, len(texts), batch_size):
         ids = tok(texts[lo : lo + batch_size], truncation=True, max_length=max_length)["input_ids"]
-        out.append(pad_batch(ids, pad, "right"))
+        out.append(pad_batch(ids, pad_token_id=pad, padding_side="right"))
     return out
 
 

@@ -52,6 +52,7 @@ def main() -> None:
     machine = machine_info()
 
     from difflib_models.datasets import load_dataset
+    from difflib_models.models.batching import pad_batch
     from difflib_models.models.loading import load_model
     from difflib_models.persona.extraction.extractor import PersonaExtractor
     from difflib_models.persona.filtering.scoring import (
@@ -60,7 +61,7 @@ def main() -> None:
         filter_samples,
         samples_from_rows,
     )
-    from difflib_models.persona.traits.chat import pad_batch, pad_id
+    from difflib_models.persona.traits.chat import pad_id
 
     loaded = load_model(None)
     trait = args.trait

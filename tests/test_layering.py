@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("_version", "_lazy", "errors"),
     ("files", "io", "paths", "progress", "outputs", "datasets"),
+    ("stages",),
     ("models",),
     ("hooks",),
     ("store",),

@@ -1,4 +1,4 @@
-"""The work of each demo stage, as plain functions returning JSON-able outputs (the StageRunner caches them).
+"""The work of each demo stage, as plain functions returning JSON-able outputs (the StageCache keeps them).
 
 Stages: persona vectors on the base (judge-free), the data-filter scores of the training sets, one LoRA
 fine-tune per chat set with ActivationSnapshot + PersonaMonitor + MLFlowLogger attached, the base-vs-adapter diff

@@ -21,8 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from difflib_models.capture.capture import pad_batch
 from difflib_models.errors import ConfigError, bad_value
+from difflib_models.models.batching import pad_batch
 from difflib_models.models.compat import check_compatible, model_label
 from difflib_models.models.compat import vocab_hash as _vh
 
@@ -131,7 +131,7 @@ class ModelPair:
             keep = [(p, x) for p, x in zip(pids, ids, strict=True) if x]
             if not keep:
                 continue
-            input_ids, attention_mask = pad_batch([x for _, x in keep], pad_id, "right")
+            input_ids, attention_mask = pad_batch([x for _, x in keep], pad_token_id=pad_id, padding_side="right")
             yield [p for p, _ in keep], input_ids, attention_mask
 
     # --- checks ------------------------------------------------------------------------------------------------

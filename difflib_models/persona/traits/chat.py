@@ -9,8 +9,9 @@ where the response starts) are token conventions:
   assertion*: the prompt's token ids must be a prefix of the ids of prompt + response, so the split point is exact.
   When the tokenizer merges tokens across the boundary, the ids are built by concatenation instead (the prompt
   tokens stay exactly what the model sees at generation time) and ``merged_boundary`` is set.
-- :func:`pad_batch` pads id lists left or right; :func:`last_token_index` finds the last real token of every row
-  under either padding side; :func:`response_mask` marks response tokens.
+- ``pad_batch`` (re-exported from :mod:`difflib_models.models.batching`) pads id lists left or right;
+  :func:`last_token_index` finds the last real token of every row under either padding side;
+  :func:`response_mask` marks response tokens.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch
 
 from difflib_models.errors import ConfigError, bad_value
 from difflib_models.hooks import reader as hooks_reader
+from difflib_models.models.batching import pad_batch as pad_batch
 
 log = logging.getLogger(__name__)
 
@@ -120,25 +122,6 @@ def pad_id(tokenizer: Any) -> int:
     if pid is None:
         pid = getattr(tokenizer, "eos_token_id", None)
     return int(pid) if pid is not None else 0
-
-
-def pad_batch(
-    sequences: Sequence[Sequence[int]], *, pad_token_id: int, padding_side: str = "right"
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pad id lists into ``input_ids`` and ``attention_mask`` ([B, T] LongTensors)."""
-    if padding_side not in ("left", "right"):
-        raise ConfigError(bad_value("padding_side", padding_side, ["left", "right"]))
-    if not sequences or any(len(s) == 0 for s in sequences):
-        raise ConfigError(bad_value("sequences", "empty", "a non-empty list of non-empty id lists"))
-    width = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), width), pad_token_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        n = len(seq)
-        sl = slice(0, n) if padding_side == "right" else slice(width - n, width)
-        ids[row, sl] = torch.tensor(list(seq), dtype=torch.long)
-        mask[row, sl] = 1
-    return ids, mask
 
 
 def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:

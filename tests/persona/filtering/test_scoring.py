@@ -213,8 +213,9 @@ def _residuals(loaded, samples, layers, max_length: int = 512) -> tuple[dict, di
     """{layer: [n, d]} mean response-token residual and last-prompt-token residual of each sample through the
     model (the two quantities the proxy filter projects), all layers in one forward per batch. Written here
     independently of filtering.project_pairs so the random-direction baseline needs no extra forwards."""
+    from difflib_models.models.batching import pad_batch
     from difflib_models.models.hookpoints import find_block_list
-    from difflib_models.persona.traits.chat import pad_batch, pad_id
+    from difflib_models.persona.traits.chat import pad_id
 
     class _Stop(Exception):
         pass
