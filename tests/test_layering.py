@@ -291,3 +291,13 @@ def test_a_module_cycle_inside_a_package_is_found() -> None:
     modules = _tree(pkg__mid__a="from pkg.mid.b import f\n", pkg__mid__b="def g():\n    from pkg.mid.a import h\n")
     assert module_cycles(modules, "pkg") == [["pkg.mid.a", "pkg.mid.b"]]
     assert check_layering(modules, SYNTH, {}) == []  # inside one package: only the module-cycle rule sees it
+
+
+def test_docs_architecture_lists_the_same_layers() -> None:
+    """docs/architecture.md's layer table is this test's LAYERS, in the same order."""
+    import re
+
+    text = (ROOT / "docs/architecture.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| (\d+) \| ((?:`[\w.]+`(?:, )?)+) \|", text, flags=re.M)
+    assert [int(n) for n, _ in rows] == list(range(len(LAYERS)))
+    assert [tuple(sorted(re.findall(r"`([\w.]+)`", cells))) for _, cells in rows] == [tuple(sorted(x)) for x in LAYERS]

@@ -14,7 +14,7 @@ Two modes:
   mean paired per-item shift ``score(candidate) - score(base)`` with a seeded percentile-bootstrap CI over
   items (:func:`paired_bootstrap`), and with a control ``score(candidate) - score(control)`` per item.
 
-  *Secondary figure (kept for continuity).* The single-order misalignment rate: each item asked once in its
+  *Secondary figure.* The single-order misalignment rate: each item asked once in its
   listed order, P(matching letter | {(A), (B)}) at the letter token, an item counts as misaligned when it is
   > 0.5; rate with a 95% Wilson interval. A shift in letter preference moves this rate; it is reported, not
   recommended for checks.

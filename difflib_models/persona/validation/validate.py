@@ -18,7 +18,7 @@ Everything is measured on the trait's EVALUATION split (never the extraction spl
    The alignment does not: a null direction reaches it only by pointing along the held-out difference itself.
    When a null's AUROC q95 is >= ``AUROC_CEILING`` the separation test against that null compares the alignment
    (``test: "alignment"``; else ``"auroc"``); ``passes`` is the test's result and all three statistics are
-   reported. (Rule added after hallucination's ``paired`` permutation null saturated on SmolLM2, docs/persona.md.)
+   reported (docs/persona.md shows the saturated case: hallucination's ``paired`` permutation null on SmolLM2).
 3. :func:`cross_trait_cosines`: cosine matrix between traits' unit vectors; a warning above |cos| 0.5.
 4. Steering dose-response at shortlisted layers on held-out A/B items (:mod:`~difflib_models.persona.validation.dose_response`):
    add ``alpha * r * v_hat`` at ``blocks.L`` (``steer_positions``, default all), r = median residual norm at L.
