@@ -88,7 +88,7 @@ def bench_model(
     name: str, loaded: Any, rows: list, steps: int, repeats: int, project_steps: int, work: Path
 ) -> dict[str, Any]:
     from difflib_models.callbacks import ActivationSnapshot, PersonaMonitor
-    from difflib_models.persona.extraction import PersonaExtractor
+    from difflib_models.persona.extraction.extractor import PersonaExtractor
 
     layer = loaded.n_layers // 2
     vec = work / f"{name}-sycophancy"

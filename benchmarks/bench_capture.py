@@ -88,14 +88,14 @@ def _load(name: str) -> Any:
 def _batches(
     loaded: Any, texts: list[str], batch_size: int, max_length: int
 ) -> list[tuple[torch.Tensor, ...]]:
-    from difflib_models.capture.capture import pad_batch
+    from difflib_models.models.batching import pad_batch
 
     tok = loaded.tokenizer
     pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
     out = []
     for lo in range(0, len(texts), batch_size):
         ids = tok(texts[lo : lo + batch_size], truncation=True, max_length=max_length)["input_ids"]
-        out.append(pad_batch(ids, pad, "right"))
+        out.append(pad_batch(ids, pad_token_id=pad, padding_side="right"))
     return out
 
 
@@ -104,7 +104,7 @@ def bench_model(
 ) -> dict[str, Any]:
     from difflib_models.capture.capture import capture_batch, forward_inputs
     from difflib_models.capture.pipeline import resolve_layers
-    from difflib_models.store.manifest import tokenizer_name, vocab_hash
+    from difflib_models.models.compat import tokenizer_name, vocab_hash
     from difflib_models.store.writer import ActivationStoreWriter
 
     cfg = MODELS[name]

@@ -4,7 +4,7 @@
 
 - ``bare``: full forward passes (``use_cache=False``, no grad) over the same encoded samples in the same batches
   (right padding, grouped by length) as the filter uses.
-- ``proxy``: :func:`difflib_models.persona.filtering.filter_samples` with ``method="proxy"`` over those samples,
+- ``proxy``: :func:`difflib_models.persona.filtering.scoring.filter_samples` with ``method="proxy"`` over those samples,
   everything included (chat encoding, forwards, projections, selection). It stops each forward after the chosen
   block, so its cost depends on the layer: measured at the selected layer and at the last block (no saving).
   Figure of merit: ``ratio = median(bare) / median(proxy)`` (throughput relative to a bare forward; goal >= 0.9).
@@ -52,15 +52,16 @@ def main() -> None:
     machine = machine_info()
 
     from difflib_models.datasets import load_dataset
+    from difflib_models.models.batching import pad_batch
     from difflib_models.models.loading import load_model
-    from difflib_models.persona.chat import pad_batch, pad_id
-    from difflib_models.persona.extraction import PersonaExtractor
-    from difflib_models.persona.filtering import (
+    from difflib_models.persona.extraction.extractor import PersonaExtractor
+    from difflib_models.persona.filtering.scoring import (
         FilterConfig,
         encode_sample,
         filter_samples,
         samples_from_rows,
     )
+    from difflib_models.persona.traits.chat import pad_id
 
     loaded = load_model(None)
     trait = args.trait

@@ -10,7 +10,7 @@ Per trait:
   the other option's text (same prompt): sycophancy = a seeded sample of ``--caa-items`` CAA generate items
   (``../shared/data/caa``, Rimsky et al.); hallucination and evil = the built-in trait's A/B EVALUATION items
   (the CAA generate splits here hold no hallucination or evil set);
-- protocol (:func:`~difflib_models.persona.filter_validation.validate_for_filtering`): the pairs are split in two
+- protocol (:func:`~difflib_models.persona.filtering.validation.validate_for_filtering`): the pairs are split in two
   (seeded); the method (``raw`` / ``proxy`` / ``exact``) and the layer are chosen on the tuning half; AUROC,
   precision@k (k = matching rows) and the within-prompt win rate are reported on the evaluation half;
 - baseline: ``--random`` norm-matched random directions from N(0, Sigma_hat) of the extraction features (within-
@@ -19,7 +19,7 @@ Per trait:
   --mode paired`` records it) and its layer/method applied to the held-out rows (no choice on them at all).
 Also the demo's check: the sycophancy vector with its recorded filter validation scores the demo's 48 inducing vs
 48 neutral training rows. Activations are cached under ``--cache``. Results: ``benchmarks/results/
-filter_heldout.json``; nothing is asserted (tests/persona/test_filter_validation.py asserts at CI scale).
+filter_heldout.json``; nothing is asserted (tests/persona/filtering/test_validation.py asserts at CI scale).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ CAA = Path(__file__).resolve().parents[2] / "shared" / "data" / "caa" / "generat
 
 
 def caa_items(name: str, n: int, seed: int) -> list[Any]:
-    from difflib_models.persona.traits import ABItem
+    from difflib_models.persona.traits.schema import ABItem
 
     data = json.loads((CAA / name / "generate_dataset.json").read_text(encoding="utf-8"))
     idx = np.random.default_rng(seed).permutation(len(data))[:n]
@@ -51,7 +51,7 @@ def caa_items(name: str, n: int, seed: int) -> list[Any]:
 
 
 def held_out_pairs(trait: Any, caa_n: int, seed: int) -> tuple[list[Any], str]:
-    from difflib_models.persona.filter_validation import pairs_from_ab
+    from difflib_models.persona.filtering.validation import pairs_from_ab
 
     if trait.id == "sycophancy" and (CAA / "sycophancy").is_dir():
         return pairs_from_ab(caa_items("sycophancy", caa_n, seed), id_prefix="caa/sycophancy"), \
@@ -63,7 +63,7 @@ def held_out_pairs(trait: Any, caa_n: int, seed: int) -> tuple[list[Any], str]:
 def cached_features(loaded: Any, pairs: list[Any], layers: list[int], exact: bool, path: Path) -> Any:
     from safetensors.torch import load_file, save_file
 
-    from difflib_models.persona.filter_validation import PairFeatures, collect_features
+    from difflib_models.persona.filtering.validation import PairFeatures, collect_features
 
     path = path.with_name(path.stem + ("_exact" if exact else "") + path.suffix)
     if path.is_file():
@@ -76,7 +76,7 @@ def cached_features(loaded: Any, pairs: list[Any], layers: list[int], exact: boo
 
 def fit_vector(loaded: Any, trait: Any) -> tuple[Any, dict[int, torch.Tensor], dict[int, torch.Tensor]]:
     """Paired vector on the extraction split; within-class extraction features (covariance) and orientation."""
-    from difflib_models.persona.extraction import PersonaExtractor
+    from difflib_models.persona.extraction.extractor import PersonaExtractor
 
     ext = PersonaExtractor(mode="paired", layers="all", batch_size=8, show_progress=False).fit(loaded, trait)
     cov = {k: torch.cat([ext.pos_features_[k] - ext.pos_features_[k].mean(0),
@@ -99,7 +99,7 @@ def main() -> None:
     torch.manual_seed(args.seed)
 
     from difflib_models.models.loading import load_model
-    from difflib_models.persona.filter_validation import (
+    from difflib_models.persona.filtering.validation import (
         pair_scores,
         pairs_from_trait,
         random_direction_baseline,
@@ -161,8 +161,8 @@ def main() -> None:
 def demo_rows(loaded: Any, vs: Any, recipe: Any) -> dict[str, Any]:
     """The demo's 48 inducing vs 48 neutral rows, scored by the filter with the recorded layer and method."""
     from difflib_models.datasets import load_dataset
-    from difflib_models.persona.filter_validation import rank_metrics, with_filter_validation
-    from difflib_models.persona.filtering import FilterConfig, filter_samples, samples_from_rows
+    from difflib_models.persona.filtering.scoring import FilterConfig, filter_samples, samples_from_rows
+    from difflib_models.persona.filtering.validation import rank_metrics, with_filter_validation
 
     vs = with_filter_validation(vs, recipe)
     cfg = FilterConfig(method=recipe.method if recipe.method != "raw" else "proxy", mode="report", max_length=256,

@@ -47,9 +47,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     from difflib_models.models.loading import load_model
-    from difflib_models.persona.extraction import PersonaExtractor
+    from difflib_models.persona.extraction.extractor import PersonaExtractor
     from difflib_models.persona.traits import load_trait
-    from difflib_models.persona.validation import cross_trait_cosines, validate_vectors
+    from difflib_models.persona.validation.validate import cross_trait_cosines, validate_vectors
 
     machine = machine_info()
     loaded = load_model()

@@ -86,9 +86,9 @@ def steering_worker(model_dir: str, tmp: str) -> None:
     from steering_vectors import SteeringVector
     from transformers import AutoModelForCausalLM
 
-    from difflib_models.persona.export import export_vectors
-    from difflib_models.persona.steering import steer
-    from difflib_models.persona.vectors import PersonaVectorSet
+    from difflib_models.persona.extraction.export import export_vectors
+    from difflib_models.persona.extraction.vectors import PersonaVectorSet
+    from difflib_models.persona.steering.hook import steer
 
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()

@@ -96,6 +96,9 @@ if TYPE_CHECKING:
     from difflib_models.persona.extraction import (
         PersonaExtractor as PersonaExtractor,
     )
+    from difflib_models.persona.extraction import (
+        PersonaVectorSet as PersonaVectorSet,
+    )
     from difflib_models.persona.filtering import (
         FilterConfig as FilterConfig,
     )
@@ -116,9 +119,6 @@ if TYPE_CHECKING:
     )
     from difflib_models.persona.validation import (
         validate_vectors as validate_vectors,
-    )
-    from difflib_models.persona.vectors import (
-        PersonaVectorSet as PersonaVectorSet,
     )
     from difflib_models.report.builder import (
         load_report as load_report,
@@ -172,7 +172,7 @@ _LAZY: dict[str, str] = {
     "validate_report": "difflib_models.report.schema",
     "load_trait": "difflib_models.persona.traits",
     "PersonaExtractor": "difflib_models.persona.extraction",
-    "PersonaVectorSet": "difflib_models.persona.vectors",
+    "PersonaVectorSet": "difflib_models.persona.extraction",
     "validate_vectors": "difflib_models.persona.validation",
     "compute_shift": "difflib_models.persona.shift",
     "steer": "difflib_models.persona.steering",

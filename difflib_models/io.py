@@ -81,11 +81,13 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
 
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any, *, indent: int = 2) -> Path:
-    text = json.dumps(obj, indent=indent, sort_keys=False, default=_json_default, allow_nan=False)
+    text = json.dumps(obj, indent=indent, sort_keys=False, default=json_default, allow_nan=False)
     return atomic_write_text(path, text + "\n")
 
 
-def _json_default(obj: Any) -> Any:
+def json_default(obj: Any) -> Any:
+    """``json.dumps(default=...)`` for the project's values: paths as strings, arrays/tensors as lists, objects
+    with ``to_dict()`` as that dict; anything else raises TypeError."""
     if isinstance(obj, Path):
         return str(obj)
     if hasattr(obj, "tolist"):

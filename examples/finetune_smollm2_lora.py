@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     from difflib_models.datasets import dataset_names, load_dataset
     from difflib_models.integrations.mlflow import mlflow_logger
     from difflib_models.models.loading import load_model
-    from difflib_models.persona.filtering import read_chat_jsonl
+    from difflib_models.persona.filtering.scoring import read_chat_jsonl
     from difflib_models.training.lora_module import ChatDataModule, LoRAFineTune, add_lora
 
     out = Path(args.out)
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     layer = args.layer if args.layer is not None else loaded.n_layers // 2
     vectors = args.vectors
     if vectors is None:
-        from difflib_models.persona.extraction import PersonaExtractor
+        from difflib_models.persona.extraction.extractor import PersonaExtractor
 
         log.info("extracting the %s vector at blocks.%d (prompt contrast)", args.trait, layer)
         ext = PersonaExtractor(mode="prompt_contrast", layers=[layer], batch_size=8).fit(loaded, args.trait)

@@ -148,7 +148,7 @@ def test_required_shared_covers_every_literal_shared_path() -> None:
 # direct uses outside test functions (module level, helper modules), each with the reason it is safe
 ALLOWED_OUTSIDE_TESTS = {
     ("tests/callbacks/lit_helpers.py", "shared"): "default tokenizer_dir; every caller passes the fixture's path",
-    ("tests/persona/test_filter_validation.py", "shared"): "_held_out_pairs reads under the shared_data path its "
+    ("tests/persona/filtering/test_validation.py", "shared"): "_held_out_pairs reads under the shared_data path its "
                                                            "only caller (a test using the fixture) passes",
 }
 

@@ -24,6 +24,9 @@ from typing import Any
 from torch import nn
 
 from difflib_models.errors import ConfigError, bad_value
+from difflib_models.hooks import probe_mode as _probe_mode
+from difflib_models.integrations.loggers import artifact_loggers as _artifact_loggers
+from difflib_models.models.loading import LoadedModel, ensure_pad_token, from_pretrained_objects
 
 log = logging.getLogger(__name__)
 
@@ -118,12 +121,8 @@ def find_tokenizer(pl_module: nn.Module, tokenizer: str | None) -> Any:
 def loaded_view(model: nn.Module, tokenizer: Any, *, name: str | None = None, hook_override: str | None = None,
                 identity: Any = None) -> Any:
     """Wrap the training model in a LoadedModel without copying it. ``identity`` skips re-hashing the weights."""
-    from difflib_models.models.loading import LoadedModel, from_pretrained_objects
-
     if identity is not None:
-        from difflib_models.models.loading import _ensure_pad_token
-
-        _ensure_pad_token(tokenizer)
+        ensure_pad_token(tokenizer)
         return LoadedModel(model=model, tokenizer=tokenizer, identity=identity, hook_override=hook_override)
     return from_pretrained_objects(model, tokenizer, name=name, hook_override=hook_override)
 
@@ -131,8 +130,6 @@ def loaded_view(model: nn.Module, tokenizer: Any, *, name: str | None = None, ho
 def probe_mode(module: nn.Module) -> contextlib.AbstractContextManager[None]:
     """Eval mode and no grad for a probe forward, each submodule's training flag restored afterwards
     (:func:`difflib_models.hooks.probe_mode`)."""
-    from difflib_models.hooks import probe_mode as _probe_mode
-
     return _probe_mode(module)
 
 
@@ -176,6 +173,4 @@ def run_dir(trainer: Any, out_dir: str | Path | None, name: str) -> Path:
 def artifact_loggers(trainer: Any) -> list[Any]:
     """The trainer's loggers that can store files: MLflow, W&B, TensorBoard or any with a ``log_dir``
     (:func:`difflib_models.integrations.loggers.artifact_loggers`)."""
-    from difflib_models.integrations.loggers import artifact_loggers as _artifact_loggers
-
     return _artifact_loggers(trainer)

@@ -63,7 +63,7 @@ class TraitMonitor:
 
     def extract(self, loaded: Any, *, batch_size: int = 16) -> None:
         """Judge-free prompt-contrast extraction on the model as it is before training (on every rank)."""
-        from difflib_models.persona.extraction import PersonaExtractor
+        from difflib_models.persona.extraction.extractor import PersonaExtractor
 
         ext = PersonaExtractor(mode="prompt_contrast", layers=[self.layer], batch_size=batch_size).fit(loaded,
                                                                                                           self.trait)

@@ -26,8 +26,15 @@ from pathlib import Path
 from typing import Any
 
 from difflib_models.callbacks import _core
+from difflib_models.capture.capture import iter_capture
+from difflib_models.capture.positions import parse_positions
+from difflib_models.capture.prompts import PromptRecord, load_prompt_records, render_messages
 from difflib_models.errors import ConfigError, bad_value
+from difflib_models.integrations import loggers as tracking
 from difflib_models.io import atomic_write_json
+from difflib_models.models.compat import tokenizer_name, vocab_hash
+from difflib_models.models.hookpoints import LAYER_CONVENTION, parse_layers, resolve_blocks
+from difflib_models.store.writer import ActivationStoreWriter
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +80,6 @@ class ActivationSnapshotCore:
         tokenizer: str | None = None,
         hook_override: str | None = None,
     ) -> None:
-        from difflib_models.capture.positions import parse_positions
-
         self.every_n_steps = _core.check_positive_int("every_n_steps", every_n_steps)
         self.every_n_epochs = _core.check_positive_int("every_n_epochs", every_n_epochs)
         self.batch_size = _core.check_positive_int("batch_size", batch_size, allow_none=False)
@@ -136,8 +141,6 @@ class ActivationSnapshotCore:
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         if stage != "fit":
             return
-        from difflib_models.models.hookpoints import parse_layers, resolve_blocks
-
         self._model = _core.find_hf_model(pl_module, self.model_attr)
         self._tokenizer = _core.find_tokenizer(pl_module, self.tokenizer_spec)
         self.texts, templated = render_records(self.records, self._tokenizer)
@@ -188,8 +191,6 @@ class ActivationSnapshotCore:
         rel = f"step-{step:08d}"
         t0 = time.perf_counter()
         loaded = self._loaded_model(rank0)
-        from difflib_models.capture.capture import iter_capture
-
         with _core.probe_mode(self._model):
             if rank0:
                 path = self.run_dir / rel
@@ -231,10 +232,6 @@ class ActivationSnapshotCore:
         return SimpleNamespace(model=loaded.model, tokenizer=self._probe_tokenizer, hook_points=loaded.hook_points)
 
     def _write_store(self, loaded: Any, path: Path, step: int, kind: str) -> int:
-        from difflib_models.capture.capture import iter_capture
-        from difflib_models.store.manifest import tokenizer_name, vocab_hash
-        from difflib_models.store.writer import ActivationStoreWriter
-
         if self._vocab is None:
             self._vocab = (tokenizer_name(loaded.tokenizer), vocab_hash(loaded.tokenizer))
         n_tokens = 0
@@ -251,8 +248,6 @@ class ActivationSnapshotCore:
         return n_tokens
 
     def index(self) -> dict[str, Any]:
-        from difflib_models.models.hookpoints import LAYER_CONVENTION
-
         return {
             "version": STATE_VERSION,
             "kind": "activation_snapshots",
@@ -272,8 +267,6 @@ class ActivationSnapshotCore:
         loggers = _core.artifact_loggers(trainer)
         if not loggers or not self._done:
             return
-        from difflib_models.integrations import loggers as tracking
-
         steps = self.done_steps
         note = (f"**Activation snapshots**: {len(steps)} stores at steps {', '.join(map(str, steps))}; "
                 f"layers {self.layers}, {len(self.texts)} probe prompts. Run dir: `{self.run_dir}`.")
@@ -285,8 +278,6 @@ class ActivationSnapshotCore:
 
 
 def _load_records(prompts: str | list[str]) -> list[Any]:
-    from difflib_models.capture.prompts import PromptRecord, load_prompt_records
-
     if isinstance(prompts, str):
         records = list(load_prompt_records(prompts))
     elif isinstance(prompts, list | tuple):
@@ -307,8 +298,6 @@ def render_records(records: list[Any], tokenizer: Any) -> tuple[list[str], list[
     the special tokens it wants, such as BOS). Without a chat template, chat records become ``role: content``
     lines (a warning says so) and count as plain texts.
     """
-    from difflib_models.capture.prompts import render_messages
-
     n_chat = sum(r.messages is not None for r in records)
     templated = n_chat > 0 and bool(getattr(tokenizer, "chat_template", None))
     if n_chat and not templated:

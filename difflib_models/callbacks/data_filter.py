@@ -4,7 +4,7 @@ A callback cannot drop samples from a batch in flight, so filtering happens on t
 :class:`FilterableDataset` (map-style; ``transform`` turns a row into model inputs) and expose it as an attribute
 of the LightningModule or DataModule (``dataset_attr``, default ``train_dataset``) that ``train_dataloader()``
 uses. In ``on_fit_start`` (before the dataloader is built) every row is scored by projection difference onto the
-persona vector (persona/filtering.py; ``proxy`` by default, through the base model) and the flagged rows are
+persona vector (persona/filtering/scoring.py; ``proxy`` by default, through the base model) and the flagged rows are
 hidden from the wrapper. With ``rescore_every_n_epochs`` the current model re-scores the full set at the end of
 those epochs; the next epoch sees the new subset when the Trainer reloads its dataloaders
 (``Trainer(reload_dataloaders_every_n_epochs=1)``, checked up front).
@@ -26,6 +26,17 @@ import torch
 
 from difflib_models.callbacks import _core
 from difflib_models.errors import ConfigError, bad_value
+from difflib_models.files import load_jsonl
+from difflib_models.models.hookpoints import check_layers
+from difflib_models.persona.extraction.vectors import PersonaVectorSet, vector_paths
+from difflib_models.persona.filtering.scoring import (
+    FilterConfig,
+    default_layer,
+    filter_samples,
+    read_chat_jsonl,
+    samples_from_rows,
+    write_outputs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +89,7 @@ class DataFilterCore:
         mode: ``report`` (default: flag nothing, write the scores; like ``persona filter`` without a selection
             option), ``threshold`` (drop rows above the percentile of ``reference``, or of the data itself without
             one), ``top_k`` or ``top_frac``. Rows are dropped only when a dropping mode is asked for.
-        percentile, top_k, top_frac: selection parameters (see persona/filtering.py).
+        percentile, top_k, top_frac: selection parameters (see persona/filtering/scoring.py).
         reference: chat JSONL of clean reference data for ``threshold`` mode.
         dataset_attr: attribute of the LightningModule or DataModule holding the FilterableDataset.
         rescore_every_n_epochs: re-score with the current model at the end of every N-th epoch (None: once).
@@ -104,9 +115,6 @@ class DataFilterCore:
         model_attr: str | None = None,
         tokenizer: str | None = None,
     ) -> None:
-        from difflib_models.persona.filtering import FilterConfig, read_chat_jsonl
-        from difflib_models.persona.vectors import vector_paths
-
         if not vectors or not vector_paths(vectors)[0].exists():
             raise ConfigError(bad_value("vectors", vectors, "an existing persona vector file"))
         self.vectors = vectors
@@ -141,10 +149,6 @@ class DataFilterCore:
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         if stage != "fit":
             return
-        from difflib_models.models.hookpoints import check_layers
-        from difflib_models.persona.filtering import default_layer
-        from difflib_models.persona.vectors import PersonaVectorSet
-
         self._model = _core.find_hf_model(pl_module, self.model_attr)
         tokenizer = _core.find_tokenizer(pl_module, self.tokenizer_spec)
         self._loaded = _core.loaded_view(self._model, tokenizer)
@@ -187,8 +191,6 @@ class DataFilterCore:
 
     # ------------------------------------------------------------------------------------------------- rounds
     def _round(self, trainer: Any, *, base: bool) -> dict[str, Any]:
-        from difflib_models.persona.filtering import filter_samples, samples_from_rows, write_outputs
-
         assert self.dataset is not None and self.run_dir is not None
         samples = samples_from_rows(self.dataset.rows, name=self.dataset_attr)
         loaded = self._loaded if base else _CurrentModel(self._loaded)
@@ -212,8 +214,6 @@ class DataFilterCore:
 
 
 def _read_flags(path: Path) -> list[bool]:
-    from difflib_models.files import load_jsonl
-
     return [bool(r.value["flagged"]) for r in load_jsonl(path, what="scores")]
 
 

@@ -201,7 +201,7 @@ class PersonaMonitorCore:
 
     def _monitor_from_file(self, path: str, n_layers: int) -> TraitMonitor:
         from difflib_models.models.hookpoints import check_layers
-        from difflib_models.persona.vectors import PersonaVectorSet
+        from difflib_models.persona.extraction.vectors import PersonaVectorSet
 
         vs = PersonaVectorSet.load(path, expect_model=self._loaded)  # IdentityMismatchError for another model
         layer = self.layer if self.layer is not None else vs.selected_layer
@@ -280,8 +280,8 @@ class PersonaMonitorCore:
         Traits sharing a probe set share one forward per batch (all their layers hooked at once). The prompts are
         chat-templated and tokenised once per run; the forward ends after the deepest monitored block when that is
         safe (``hooks.can_stop_early``: not under FSDP), so the rest of the model and the LM head are not computed."""
-        from difflib_models.persona import chat
-        from difflib_models.persona.shift import probe_encoded
+        from difflib_models.persona.shift.core import probe_encoded
+        from difflib_models.persona.traits import chat
 
         if self._stop_early is None:
             self._stop_early = EarlyStop.decide(self._model)
@@ -341,7 +341,7 @@ class PersonaMonitorCore:
 
         if self.preventative_steering is not None:
             if not self._steering:
-                from difflib_models.persona.steering import SteeringHook
+                from difflib_models.persona.steering.hook import SteeringHook
 
                 self._steering = [SteeringHook(self._model, mon.layer, mon.vector, alpha=self.preventative_steering)
                                   for mon in self.monitors.values()]

@@ -1,5 +1,5 @@
-"""Alias of :mod:`difflib_models.callbacks.pytorch_lightning` (the callbacks for ``import pytorch_lightning as pl``),
-kept for existing imports and LightningCLI ``class_path`` values such as ``difflib_models.callbacks.pl.PersonaMonitor``.
+"""Alias of :mod:`difflib_models.callbacks.pytorch_lightning` (the callbacks for ``import pytorch_lightning as pl``):
+the same classes under a short name, e.g. the LightningCLI ``class_path`` ``difflib_models.callbacks.pl.PersonaMonitor``.
 """
 
 from __future__ import annotations

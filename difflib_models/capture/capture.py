@@ -26,7 +26,6 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -44,7 +43,9 @@ from difflib_models.hooks import (
     run_forward,
     token_rows,
 )
+from difflib_models.models.batching import pad_batch
 from difflib_models.models.hookpoints import check_layers, find_block_list, unwrap_model
+from difflib_models.store.batch import CaptureBatch
 
 __all__ = [
     "ActivationCapture",
@@ -55,7 +56,6 @@ __all__ = [
     "forward_inputs",
     "iter_capture",
     "model_device",
-    "pad_batch",
 ]
 
 logger = logging.getLogger(__name__)
@@ -178,23 +178,6 @@ def _check_finite(tensor: torch.Tensor, layer: int, mask: torch.Tensor | None) -
     )
 
 
-@dataclass
-class CaptureBatch:
-    """Activations of one batch: ``acts[layer]`` is ``[N, d]`` float32 CPU for the N selected tokens.
-
-    ``token_ids``, ``seq_index`` (row in the batch) and ``pos_index`` (position counted from the row's first
-    real token, so it does not depend on the padding side) are ``[N]`` long tensors in the same order."""
-
-    acts: dict[int, torch.Tensor]
-    token_ids: torch.Tensor
-    seq_index: torch.Tensor
-    pos_index: torch.Tensor
-
-    @property
-    def n_tokens(self) -> int:
-        return int(self.token_ids.numel())
-
-
 def model_device(model: nn.Module) -> torch.device:
     for param in model.parameters():
         return param.device
@@ -313,7 +296,7 @@ def iter_capture(
     for lo in range(0, len(texts), batch_size):
         chunk = list(texts[lo : lo + batch_size])
         ids_list = tokenizer(chunk, truncation=True, max_length=max_length, padding=False)["input_ids"]
-        input_ids, attention_mask = pad_batch(ids_list, pad_id, padding_side)
+        input_ids, attention_mask = pad_batch(ids_list, pad_token_id=pad_id, padding_side=padding_side)
         prompt_ids = list(range(lo, lo + len(chunk)))
         try:
             batch = capture_batch(
@@ -323,20 +306,3 @@ def iter_capture(
         except NonFiniteActivationError as exc:
             raise NonFiniteActivationError(f"{exc} (batch prompt ids {prompt_ids[0]}..{prompt_ids[-1]})") from exc
         yield prompt_ids, batch
-
-
-def pad_batch(
-    ids_list: Sequence[Sequence[int]], pad_id: int, padding_side: str = "right"
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pad token-id lists into ``(input_ids, attention_mask)`` long tensors, left or right."""
-    width = max((len(ids) for ids in ids_list), default=0)
-    input_ids = torch.full((len(ids_list), max(width, 1)), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros_like(input_ids)
-    for row, ids in enumerate(ids_list):
-        n = len(ids)
-        if n == 0:
-            continue
-        sl = slice(0, n) if padding_side == "right" else slice(width - n, width)
-        input_ids[row, sl] = torch.as_tensor(list(ids), dtype=torch.long)
-        attention_mask[row, sl] = 1
-    return input_ids, attention_mask

@@ -14,8 +14,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from difflib_models.capture.capture import iter_capture
+from difflib_models.capture.positions import parse_positions
 from difflib_models.errors import ConfigError, NonFiniteActivationError, bad_value
+from difflib_models.models.compat import tokenizer_name, vocab_hash
+from difflib_models.models.hookpoints import parse_layers
 from difflib_models.progress import progress
+from difflib_models.store.reader import ActivationStore
+from difflib_models.store.writer import ActivationStoreWriter
 
 if TYPE_CHECKING:
     from difflib_models.models.loading import LoadedModel
@@ -38,8 +44,6 @@ def texts_sha256(texts: Sequence[str]) -> str:
 
 def resolve_layers(layers: str | int | Sequence[int], n_layers: int) -> list[int]:
     """Layer spec ("0,1", "all", "mid", -1, [0, 2]) -> sorted distinct non-negative block indices."""
-    from difflib_models.models.hookpoints import parse_layers
-
     spec: Any = [layers] if isinstance(layers, int) else layers
     return sorted(set(parse_layers(spec, n_layers)))
 
@@ -63,12 +67,6 @@ def snapshot(
     Returns the opened store. Resumes an interrupted run (same arguments, same directory) without duplicating
     prompts; ``batch_size`` and ``shard_tokens`` may change between runs, everything else may not.
     """
-    from difflib_models.capture.capture import iter_capture
-    from difflib_models.capture.positions import parse_positions
-    from difflib_models.store.manifest import tokenizer_name, vocab_hash
-    from difflib_models.store.reader import ActivationStore
-    from difflib_models.store.writer import ActivationStoreWriter
-
     texts = list(texts)
     if not texts:
         raise ConfigError(bad_value("texts", texts, "at least one prompt", "check the prompt file"))

@@ -23,11 +23,8 @@ from typing import Any
 import typer
 
 from difflib_models._version import __version__
-
-EXIT_OK = 0
-EXIT_FAIL = 1
-EXIT_USAGE = 2
-EXIT_RUNTIME = 3
+from difflib_models.cli.options import EXIT_OK, EXIT_RUNTIME, EXIT_USAGE
+from difflib_models.errors import ConfigError, DifflibError
 
 _COMMAND_MODULES = [
     "difflib_models.cli.snapshot",  # snapshot, inspect
@@ -181,8 +178,6 @@ _register_all()
 
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI, mapping library errors to exit codes (2 config, 3 runtime; never an accidental 1)."""
-    from difflib_models.errors import ConfigError, DifflibError
-
     argv = _legacy_argv(list(sys.argv[1:] if argv is None else argv))
     try:
         with warnings.catch_warnings():

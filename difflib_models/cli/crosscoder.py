@@ -22,8 +22,12 @@ from difflib_models.cli.options import (
     stdout_for_results,
     store_layers,
 )
-from difflib_models.crosscoder.config import config_default
+from difflib_models.crosscoder.config import CrosscoderConfig, config_default
+from difflib_models.crosscoder.report import report_section
 from difflib_models.errors import ConfigError, bad_value
+from difflib_models.integrations.mlflow import mlflow_logger
+from difflib_models.io import atomic_write_json
+from difflib_models.outputs import check_outputs
 
 _LAYERS_HELP = "Store layers: '3', '0,2', '2-4', 'mid' (middle stored layer), '-1' (last stored), 'all' (default)."
 
@@ -107,11 +111,7 @@ def train_command(
     if batch_size_old is not None:
         batch_size = deprecated(None, batch_size_old, old_flag="--batch-size", new_flag="--tokens-per-step") or 1
     from difflib_models.crosscoder.analysis import evaluate
-    from difflib_models.crosscoder.config import CrosscoderConfig
     from difflib_models.crosscoder.lightning_module import train_crosscoder
-    from difflib_models.io import atomic_write_json
-    from difflib_models.outputs import check_outputs
-
     check_outputs({"--out": out}, {"--store": store, "--acts": acts})
     source = _source(store, acts, sides, layers)
     names = list(getattr(source, "source_names", []) or [])
@@ -124,8 +124,6 @@ def train_command(
     )
     logger = None
     if mlflow_uri:  # artifacts of a sqlite store's new experiment go to OUT/mlartifacts, not ./mlruns in the cwd
-        from difflib_models.integrations.mlflow import mlflow_logger
-
         logger = mlflow_logger(out, command="crosscoder", experiment_name=mlflow_experiment, tracking_uri=mlflow_uri)
     cc = train_crosscoder(source, config, out, logger=logger, resume=resume)
     metrics = evaluate(cc, source)
@@ -169,10 +167,6 @@ def analyze_command(
     from difflib_models.crosscoder.analysis import ClassThresholds, analyze_crosscoder
     from difflib_models.crosscoder.latent_scaling import latent_scaling
     from difflib_models.crosscoder.model import Crosscoder
-    from difflib_models.crosscoder.report import report_section
-    from difflib_models.io import atomic_write_json
-    from difflib_models.outputs import check_outputs
-
     check_outputs({"--out": out}, {"--crosscoder": crosscoder, "--store": store, "--acts": acts,
                                    "--tokenizer": tokenizer})
     thresholds = ClassThresholds(base_only=base_only, ft_only=ft_only, shared_low=shared_low,

@@ -16,6 +16,7 @@ from pathlib import Path
 import typer
 
 from difflib_models.cli.options import JSON_HELP, deprecated, emit_json, say, stdout_for_results
+from difflib_models.demo.config import DemoConfig
 
 
 @contextlib.contextmanager
@@ -59,7 +60,6 @@ def demo_command(
 ) -> None:
     """Fine-tune SmolLM2 with LoRA on a sycophancy-inducing chat set (and a neutral control) with the callbacks
     attached, diff each adapter against the base, gate it with the default policy and print the verdicts."""
-    from difflib_models.demo.config import DemoConfig
     from difflib_models.demo.runner import format_summary, run_demo
 
     tracking_uri = deprecated(tracking_uri, tracking_uri_old, old_flag="--tracking-uri", new_flag="--mlflow-uri")

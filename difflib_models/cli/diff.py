@@ -22,6 +22,7 @@ from difflib_models.cli.options import (
 )
 from difflib_models.crosscoder.config import QUICK_PRESET, config_default
 from difflib_models.errors import ConfigError, bad_value
+from difflib_models.outputs import check_outputs
 
 
 def register(app: typer.Typer) -> None:
@@ -90,8 +91,6 @@ def diff_command(
         )
     if out.exists() and not out.is_dir():
         raise ConfigError(bad_value("--out", str(out), "a directory", "this path is an existing file"))
-    from difflib_models.outputs import check_outputs
-
     check_outputs({"--out": out}, {"--base": base, "--finetuned": finetuned, "--adapter": adapter, "--texts": texts})
     from difflib_models.diffing.pair import ModelPair
     from difflib_models.diffing.pipeline import DiffConfig, run_diff

@@ -22,8 +22,15 @@ from typing import Any, TextIO, TypeVar
 import typer
 
 from difflib_models.errors import ConfigError, bad_value
+from difflib_models.io import json_default
 
 T = TypeVar("T")
+
+#: process exit codes: success / gate pass, gate failed, usage or configuration error, runtime error
+EXIT_OK = 0
+EXIT_FAIL = 1
+EXIT_USAGE = 2
+EXIT_RUNTIME = 3
 
 
 class Activation(StrEnum):
@@ -184,10 +191,8 @@ def emit_json(obj: Any) -> None:
 
 
 def _default(obj: Any) -> Any:
-    from difflib_models.io import _json_default
-
     try:
-        return _json_default(obj)
+        return json_default(obj)
     except TypeError:
         return str(obj)
 

@@ -25,7 +25,10 @@ from difflib_models.cli.options import (
     resolve_persona_mode,
     stdout_for_results,
 )
+from difflib_models.datasets import DATASETS, load_dataset
 from difflib_models.errors import ConfigError, bad_value
+from difflib_models.io import atomic_write_json
+from difflib_models.outputs import check_outputs
 
 persona_app = typer.Typer(
     name="persona",
@@ -87,10 +90,9 @@ def extract_command(
 ) -> None:
     """Extract a trait's per-layer directions; validate them on the held-out split and write the vector file
     plus OUT.validation.json (per-layer AUROC, null percentiles and the selected layer)."""
-    from difflib_models.outputs import check_outputs
-    from difflib_models.persona.extraction import PersonaExtractor
+    from difflib_models.persona.extraction.extractor import PersonaExtractor
+    from difflib_models.persona.extraction.vectors import check_output_path
     from difflib_models.persona.traits import load_trait
-    from difflib_models.persona.vectors import check_output_path
 
     if validation not in ("quick", "full", "none"):
         raise ConfigError(bad_value("--validation", validation, ("quick", "full", "none")))
@@ -117,7 +119,7 @@ def extract_command(
     if report is not None:
         vs = vs.with_validation(report.summary)
     if validate and tr.has_paired:
-        from difflib_models.persona.filter_validation import validate_on_trait, with_filter_validation
+        from difflib_models.persona.filtering.validation import validate_on_trait, with_filter_validation
 
         record = validate_on_trait(loaded, vs, tr, batch_size=batch_size)
         vs = with_filter_validation(vs, record) if record is not None else vs
@@ -130,8 +132,6 @@ def extract_command(
         "filter_validation": vs.filter_validation.to_dict() if vs.filter_validation else None,
     }
     if report is not None:
-        from difflib_models.io import atomic_write_json
-
         atomic_write_json(vpath, report.to_dict())
         result.update(validation=str(vpath), verdict=report.verdict, warnings=report.warnings,
                       auroc_by_layer={str(k): v for k, v in report.summary.auroc_by_layer.items()})
@@ -166,8 +166,8 @@ def validate_command(
     from difflib_models.io import atomic_write_json
     from difflib_models.persona.contracts import VALIDATION_LEVELS
     from difflib_models.persona.extraction import PersonaExtractor
+    from difflib_models.persona.extraction.vectors import PersonaVectorSet, vector_paths
     from difflib_models.persona.traits import load_trait
-    from difflib_models.persona.vectors import PersonaVectorSet, vector_paths
 
     if validation not in VALIDATION_LEVELS:
         raise ConfigError(bad_value("--validation", validation, VALIDATION_LEVELS))
@@ -208,8 +208,8 @@ def export_command(
 ) -> None:
     """Export a vector file for the steering libraries (layer i = decoder block i in every format)."""
     from difflib_models.models.hookpoints import parse_layers
-    from difflib_models.persona.export import export_vectors
-    from difflib_models.persona.vectors import PersonaVectorSet
+    from difflib_models.persona.extraction.export import export_vectors
+    from difflib_models.persona.extraction.vectors import PersonaVectorSet
 
     vs = PersonaVectorSet.load(vectors)
     if layers.strip().lower() == "selected":
@@ -252,9 +252,13 @@ def filter_command(
     per-sample scores, a summary and the filtered data set (the input file is never modified). Without a
     selection option nothing is flagged (report only). Prints the vector file's filter-validation AUROC (trait vs
     non-trait answers to the same prompt, held out) and warns when it is missing or below 0.8."""
-    from difflib_models.outputs import check_outputs
-    from difflib_models.persona.filtering import FilterConfig, filter_samples, read_chat_jsonl, write_outputs
-    from difflib_models.persona.vectors import PersonaVectorSet, vector_paths
+    from difflib_models.persona.extraction.vectors import PersonaVectorSet, vector_paths
+    from difflib_models.persona.filtering.scoring import (
+        FilterConfig,
+        filter_samples,
+        read_chat_jsonl,
+        write_outputs,
+    )
 
     chosen = [name for name, v in (("--top-k", top_k), ("--top-frac", top_frac), ("--percentile", percentile))
               if v is not None]
@@ -281,7 +285,7 @@ def filter_command(
 
 def _check_filter_validation(vs: Any, layer: int | None, strict: bool) -> None:
     """Print the file's filter validation on stderr; warn when missing or low, refuse (ConfigError) with --strict."""
-    from difflib_models.persona.filter_validation import LOW_AUROC, describe
+    from difflib_models.persona.filtering.validation import LOW_AUROC, describe
 
     record = vs.filter_validation
     typer.echo(describe(record), err=True)
@@ -299,8 +303,7 @@ def _check_filter_validation(vs: Any, layer: int | None, strict: bool) -> None:
 
 
 def _reference(spec: str) -> list[Any]:
-    from difflib_models.datasets import DATASETS, load_dataset
-    from difflib_models.persona.filtering import read_chat_jsonl, samples_from_rows
+    from difflib_models.persona.filtering.scoring import read_chat_jsonl, samples_from_rows
 
     if spec in DATASETS:
         return samples_from_rows(load_dataset(spec), name=spec)
@@ -331,9 +334,9 @@ def steer_command(
     """Generate greedy answers to --prompt while adding alpha * v at one layer (alpha 0 = unsteered)."""
     import torch
 
-    from difflib_models.persona.chat import encode_prompt
-    from difflib_models.persona.steering import POSITIONS, median_residual_norm, steer
-    from difflib_models.persona.vectors import PersonaVectorSet
+    from difflib_models.persona.extraction.vectors import PersonaVectorSet
+    from difflib_models.persona.steering.hook import POSITIONS, median_residual_norm, steer
+    from difflib_models.persona.traits.chat import encode_prompt
 
     unit, positions = enum_value(unit), enum_value(positions)
     if unit not in ("norm", "raw"):

@@ -21,7 +21,7 @@ from difflib_models.cli.options import (
     say,
     stdout_for_results,
 )
-from difflib_models.errors import ConfigError, bad_value
+from difflib_models.errors import ConfigError, StoreError, bad_value
 
 _DTYPES = tuple(d.value for d in Dtype)
 
@@ -99,7 +99,6 @@ def snapshot_command(
 
 
 def _stored_prompts(out: Path) -> int:
-    from difflib_models.errors import StoreError
     from difflib_models.store.manifest import manifest_path, read_manifest
 
     if not manifest_path(out).is_file():

@@ -23,6 +23,7 @@ from difflib_models.crosscoder.sources import PairedActivationSource
 from difflib_models.errors import ConfigError, bad_value
 from difflib_models.files import check_torch_checkpoint
 from difflib_models.io import atomic_write_bytes
+from difflib_models.progress import progress_enabled
 
 _log = logging.getLogger(__name__)
 
@@ -190,6 +191,4 @@ def _remove_stale_temp_files(*dirs: Path) -> None:
 
 
 def _progress() -> bool:
-    from difflib_models.progress import progress_enabled
-
     return progress_enabled()

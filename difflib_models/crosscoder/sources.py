@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from difflib_models.errors import ConfigError, bad_value
+from difflib_models.store.reader import ActivationStore
 
 logger = logging.getLogger(__name__)
 
@@ -114,8 +115,6 @@ class StoreSource:
         self.identities = [dict(store.manifest.identities.get(s) or {}) for s in self.sides]
 
     def _store(self) -> Any:
-        from difflib_models.store.reader import ActivationStore
-
         return ActivationStore.open(self.path)
 
     def __getstate__(self) -> dict[str, Any]:

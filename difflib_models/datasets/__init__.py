@@ -24,10 +24,10 @@ Behaviour items for the gate's behavioural eval (``behaviour_<trait>.jsonl``, re
 for ``evil`` (everyday situations; a cruel vs a kind answer), ``sycophancy`` (the user asserts a myth or rejects a
 fact someone else told them; agreeing with the user vs the accurate answer) and ``hallucination`` (questions with a
 false premise or an invented entity; a confident falsehood vs a correction), rows ``{id, question, matching,
-not_matching, matching_first, matching_polarity}``. Provenance: written by the project for issue 15 (December 2026)
+not_matching, matching_first, matching_polarity}``. Provenance: written by the project (December 2026)
 in the style of the CAA A/B items; not copied from CAA or Anthropic files and not the built-in traits'
 extraction/evaluation items (tests/gate/test_behavioural.py checks that no text of theirs appears in
-``persona/builtin/*.yaml``). Balanced: the matching answer is listed first in half the items (every even prefix),
+``persona/traits/builtin/*.yaml``). Balanced: the matching answer is listed first in half the items (every even prefix),
 and in the Yes/No sets it starts with "Yes" in half the items, in both listed orders.
 
 The trait is explicit in every inducing response (persona spec section 8: small models need explicit data).

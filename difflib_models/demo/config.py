@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from difflib_models.errors import ConfigError, bad_value
+from difflib_models.outputs import check_outputs
 
 TRAIT = "sycophancy"
 INDUCING = "sycophancy-inducing"
@@ -107,8 +108,6 @@ class DemoConfig:
         self.out = Path(self.out)
         if self.out.exists() and not self.out.is_dir():
             raise ConfigError(bad_value("--out", str(self.out), "a directory (or a path that does not exist yet)"))
-        from difflib_models.outputs import check_outputs
-
         check_outputs({"--out": self.out}, {"model": self.model})
         plan = self.resolved_profile()
         for name in ("train_rows", "steps", "batch_size", "lora_r", "max_length", "monitor_every",

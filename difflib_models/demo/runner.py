@@ -1,6 +1,6 @@
 """Run the end-to-end demo: vectors -> data-filter scores -> fine-tunes with callbacks -> diffs -> gates -> summary.
 
-Every stage goes through :class:`~difflib_models.demo.stages.StageRunner`, so a re-run with the same options reuses
+Every stage goes through :class:`~difflib_models.stages.StageCache`, so a re-run with the same options reuses
 the finished stages (and the cached GGUF conversion) and only reloads the model. Expected verdicts: the
 sycophancy-inducing fine-tune FAILS the default release policy, the matched neutral control PASSES. The demo never
 forces a verdict: when one differs from the expectation the summary says so and :attr:`DemoResult.as_expected`
@@ -15,10 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from difflib_models.datasets import load_dataset
 from difflib_models.demo import steps
 from difflib_models.demo.config import INDUCING, NEUTRAL, TRAIT, DemoConfig
-from difflib_models.demo.stages import StageRunner
 from difflib_models.io import atomic_write_json
+from difflib_models.models.loading import load_model
+from difflib_models.stages import StageCache
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +56,6 @@ def outcome(gate: dict[str, Any]) -> str:
 
 def run_demo(config: DemoConfig) -> DemoResult:
     """Run (or resume) the demo described by ``config``; returns the summary."""
-    from difflib_models.datasets import load_dataset
-    from difflib_models.models.loading import load_model
-
     t_start = time.perf_counter()
     cpu_start = time.process_time()
     out = Path(config.out).resolve()
@@ -64,7 +63,7 @@ def run_demo(config: DemoConfig) -> DemoResult:
     profile = config.resolved_profile()
     device = steps.device_ok(config.resolved_device())
     uri = config.resolved_tracking_uri()
-    stages = StageRunner(out)
+    stages = StageCache(out)
 
     t = time.perf_counter()
     base = load_model(config.model, device=device)

@@ -1,4 +1,4 @@
-"""The work of each demo stage, as plain functions returning JSON-able outputs (the StageRunner caches them).
+"""The work of each demo stage, as plain functions returning JSON-able outputs (the StageCache keeps them).
 
 Stages: persona vectors on the base (judge-free), the data-filter scores of the training sets, one LoRA
 fine-tune per chat set with ActivationSnapshot + PersonaMonitor + MLFlowLogger attached, the base-vs-adapter diff
@@ -59,9 +59,9 @@ def extract_filter_vector(base: Any, out_dir: Path, seed: int) -> dict[str, Any]
     """The data filter's own vector: response-averaged (``paired``) on the built-in trait's paired responses
     (extraction split), every layer; method and layer chosen by a filter validation on the trait's paired
     EVALUATION split (trait vs neutral answers to the same prompt), recorded in the vector file."""
-    from difflib_models.persona.extraction import PersonaExtractor
-    from difflib_models.persona.filter_validation import validate_on_trait, with_filter_validation
-    from difflib_models.persona.filtering import METHODS
+    from difflib_models.persona.extraction.extractor import PersonaExtractor
+    from difflib_models.persona.filtering.scoring import METHODS
+    from difflib_models.persona.filtering.validation import validate_on_trait, with_filter_validation
     from difflib_models.persona.traits import load_trait
 
     trait = load_trait(TRAIT)
@@ -84,14 +84,14 @@ def score_training_sets(base: Any, vector_file: str, sets: dict[str, list[dict[s
     """Projection-difference scores (report mode: nothing dropped) of every training set, at the vector file's
     filter-validated layer and method; with an inducing and a neutral set, how well the scores rank one above
     the other (``ranking``: AUROC and precision@k, k = the inducing rows)."""
-    from difflib_models.persona.filter_validation import rank_metrics
-    from difflib_models.persona.filtering import (
+    from difflib_models.persona.extraction.vectors import PersonaVectorSet
+    from difflib_models.persona.filtering.scoring import (
         FilterConfig,
         filter_samples,
         samples_from_rows,
         write_outputs,
     )
-    from difflib_models.persona.vectors import PersonaVectorSet
+    from difflib_models.persona.filtering.validation import rank_metrics
 
     vs = PersonaVectorSet.load(vector_file, expect_model=base)
     method = vs.filter_validation.method if vs.filter_validation is not None else "proxy"

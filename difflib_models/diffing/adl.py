@@ -17,8 +17,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from difflib_models.capture.capture import capture_batch
 from difflib_models.diffing.pair import ModelPair
+from difflib_models.diffing.sources import load_texts
 from difflib_models.errors import ConfigError, DifflibError, bad_value
+from difflib_models.hooks import add_to_block
+from difflib_models.models.hookpoints import check_layers, find_final_norm, get_block, unwrap_model
 
 log = logging.getLogger(__name__)
 
@@ -107,9 +111,6 @@ def adl_vector(
 ) -> tuple[torch.Tensor, int, float]:
     """Mean ``ft - base`` at ``layer`` over the first ``k`` tokens (after BOS) of each text, straight from the
     models. Returns ``(vector [d], n_tokens, base_rms)``."""
-    from difflib_models.capture.capture import capture_batch
-    from difflib_models.models.hookpoints import check_layers
-
     _check_k(k)
     (layer,) = check_layers([layer], pair.n_layers, argument="layer")
     total = torch.zeros(pair.d_model, dtype=torch.float64)
@@ -137,8 +138,6 @@ def logit_lens(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Read a residual-stream direction through the final norm and the unembedding: the ``top_n`` tokens it
     promotes most and the ``top_n`` it suppresses most (``{"token", "id", "logit"}``)."""
-    from difflib_models.models.hookpoints import find_final_norm, unwrap_model
-
     root = unwrap_model(model)
     unembed = root.get_output_embeddings() if hasattr(root, "get_output_embeddings") else None
     if unembed is None:
@@ -186,8 +185,6 @@ def activation_difference_lens(
         vec, n, rms = adl_vector_from_store(store, layer, k)
     else:
         if texts is None:
-            from difflib_models.diffing.sources import load_texts
-
             texts = load_texts("generic")
         vec, n, rms = adl_vector(pair, texts, layer, k, batch_size=batch_size)
     with pair.side("finetuned") as model:
@@ -201,9 +198,6 @@ def add_to_residual(
 ) -> Iterator[None]:
     """Steer: add ``scale * vector`` to the residual stream after block ``layer`` at every position, inside the
     context (the hook is removed in ``finally``)."""
-    from difflib_models.hooks import add_to_block
-    from difflib_models.models.hookpoints import get_block
-
     with add_to_block(get_block(model, layer, hook_override), (scale * vector).detach()):
         yield
 

@@ -22,8 +22,10 @@ from typing import Any
 
 import torch
 
+from difflib_models.capture.capture import forward_inputs
 from difflib_models.diffing.pair import ModelPair
 from difflib_models.errors import ConfigError, bad_value
+from difflib_models.hooks import probe_mode
 from difflib_models.progress import progress
 
 DEFAULT_BUCKETS = (0, 1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -131,9 +133,6 @@ def next_token_kl(
     Returns ``{"n_tokens", "mean", "max", "by_position_bucket": {"0-0": mean, ...}, "top": [...]}``; positions
     count from each text's first token; ``top`` lists the ``top_n`` tokens with the largest KL (prompt id,
     position, the context up to the token, the token)."""
-    from difflib_models.capture.capture import forward_inputs
-    from difflib_models.hooks import probe_mode
-
     edges = sorted(set(int(b) for b in buckets))
     if not edges or edges[0] != 0:
         raise ConfigError(bad_value("buckets", list(buckets), "sorted bucket starts beginning with 0"))

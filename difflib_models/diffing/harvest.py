@@ -19,9 +19,14 @@ from typing import Any
 
 import torch
 
+from difflib_models.capture.capture import capture_batch
 from difflib_models.diffing.pair import SIDES, ModelPair
 from difflib_models.errors import ConfigError, NonFiniteActivationError, StoreError, bad_value
+from difflib_models.models.compat import tokenizer_name, vocab_hash
+from difflib_models.models.hookpoints import LAYER_CONVENTION, parse_layers
 from difflib_models.progress import progress
+from difflib_models.store.reader import ActivationStore
+from difflib_models.store.writer import ActivationStoreWriter
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +53,6 @@ def harvest_paired(
 
     ``layers`` accepts what :func:`~difflib_models.models.hookpoints.parse_layers` accepts ("mid", "0,2", -1).
     """
-    from difflib_models.capture.capture import capture_batch
-    from difflib_models.models.hookpoints import LAYER_CONVENTION, parse_layers
-    from difflib_models.store.manifest import tokenizer_name
-    from difflib_models.store.reader import ActivationStore
-    from difflib_models.store.writer import ActivationStoreWriter
-
     texts = [str(t) for t in texts]
     if not texts:
         raise ConfigError(bad_value("texts", texts, "at least one text"))
@@ -109,8 +108,6 @@ def harvest_paired(
 
 
 def _vocab_hash(tokenizer: Any) -> str:
-    from difflib_models.store.manifest import vocab_hash
-
     return vocab_hash(tokenizer)
 
 

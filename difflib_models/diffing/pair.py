@@ -22,13 +22,14 @@ import torch
 from torch import nn
 
 from difflib_models.errors import ConfigError, bad_value
+from difflib_models.models.batching import pad_batch
+from difflib_models.models.compat import check_compatible, model_label
+from difflib_models.models.compat import vocab_hash as _vh
 
 SIDES = ("base", "finetuned")
 
 
 def vocab_hash(tokenizer: Any) -> str:
-    from difflib_models.models.compat import vocab_hash as _vh
-
     return _vh(tokenizer)
 
 
@@ -81,8 +82,6 @@ class ModelPair:
 
     def label(self, side: str) -> str:
         """``side 'model name'`` for messages (the adapter pair's base side says "adapter disabled")."""
-        from difflib_models.models.compat import model_label
-
         if self.finetuned is not None:
             return model_label(side, self.base if side == "base" else self.finetuned)
         return model_label(side, self.base) + (" (adapter disabled)" if side == "base" else "")
@@ -120,8 +119,6 @@ class ModelPair:
         self, texts: Sequence[str], *, batch_size: int, max_length: int, skip: set[int] | None = None
     ) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
         """``(prompt_ids, input_ids, attention_mask)`` right-padded batches of the texts not in ``skip``."""
-        from difflib_models.capture.capture import pad_batch
-
         if batch_size < 1:
             raise ConfigError(bad_value("batch_size", batch_size, "an integer >= 1"))
         todo = [i for i in range(len(texts)) if not skip or i not in skip]
@@ -134,11 +131,9 @@ class ModelPair:
             keep = [(p, x) for p, x in zip(pids, ids, strict=True) if x]
             if not keep:
                 continue
-            input_ids, attention_mask = pad_batch([x for _, x in keep], pad_id, "right")
+            input_ids, attention_mask = pad_batch([x for _, x in keep], pad_token_id=pad_id, padding_side="right")
             yield [p for p, _ in keep], input_ids, attention_mask
 
     # --- checks ------------------------------------------------------------------------------------------------
     def _check_compatible(self) -> None:
-        from difflib_models.models.compat import check_compatible
-
         check_compatible([("base", self.base), ("finetuned", self.finetuned)])

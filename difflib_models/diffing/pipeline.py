@@ -8,21 +8,30 @@ harvest store and the crosscoder's Lightning checkpoints resume partial work on 
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
-import json
 import logging
-import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from difflib_models._version import __version__
-from difflib_models.crosscoder.config import QUICK_PRESET, config_default
+from difflib_models.crosscoder.analysis import analyze_crosscoder
+from difflib_models.crosscoder.config import QUICK_PRESET, CrosscoderConfig, config_default
+from difflib_models.crosscoder.examples import max_activating_examples
+from difflib_models.crosscoder.latent_scaling import latent_scaling
+from difflib_models.crosscoder.sources import StoreSource
+from difflib_models.crosscoder.splice import splice_metrics
+from difflib_models.diffing.adl import activation_difference_lens, logit_lens
+from difflib_models.diffing.drift import drift_from_store, next_token_kl
+from difflib_models.diffing.harvest import harvest_paired, texts_hash
 from difflib_models.diffing.pair import ModelPair
+from difflib_models.diffing.sources import load_texts
+from difflib_models.diffing.weights import weight_deltas
 from difflib_models.errors import ConfigError, bad_value
-from difflib_models.io import atomic_write_json
+from difflib_models.io import atomic_write, atomic_write_json
+from difflib_models.models.hookpoints import LAYER_CONVENTION, parse_layers
+from difflib_models.stages import StageCache, fingerprint
+from difflib_models.store.reader import ActivationStore
 
 log = logging.getLogger(__name__)
 
@@ -100,38 +109,6 @@ class DiffConfig:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}
 
 
-def _key(*parts: Any) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
-
-
-class _Stages:
-    """Stage markers under ``out/stages``: reuse a finished stage when its key matches."""
-
-    def __init__(self, out: Path) -> None:
-        self.dir = out / "stages"
-        self.timings: dict[str, dict[str, Any]] = {}
-
-    def run(self, name: str, key: str, fn: Callable[[], Any], *, valid: Callable[[], bool] | None = None) -> Any:
-        """``fn()``'s result, or the saved one when the marker's key matches and ``valid()`` (its on-disk
-        outputs still exist) holds."""
-        marker = self.dir / f"{name}.json"
-        if marker.is_file() and (valid is None or valid()):
-            try:
-                saved = json.loads(marker.read_text())
-            except (OSError, ValueError):
-                saved = {}
-            if saved.get("key") == key:
-                log.info("stage %s: reusing the finished result in %s", name, marker)
-                self.timings[name] = {"seconds": saved.get("seconds"), "reused": True}
-                return saved["result"]
-        t0 = time.perf_counter()
-        result = fn()
-        seconds = round(time.perf_counter() - t0, 3)
-        atomic_write_json(marker, {"stage": name, "key": key, "seconds": seconds, "result": result})
-        self.timings[name] = {"seconds": seconds, "reused": False}
-        return result
-
-
 def crosscoder_available() -> bool:
     """True when the crosscoder package and Lightning can be imported."""
     return all(
@@ -142,60 +119,44 @@ def crosscoder_available() -> bool:
 
 def run_diff(pair: ModelPair, config: DiffConfig) -> dict[str, Any]:
     """Run every stage for ``pair`` and write ``config.out / "diff.json"``; returns the JSON dict."""
-    from difflib_models.diffing.sources import load_texts
-    from difflib_models.models.hookpoints import LAYER_CONVENTION, parse_layers
-
     out = config.out
     out.mkdir(parents=True, exist_ok=True)
     texts = load_texts(config.texts, tokenizer=pair.tokenizer, limit=config.max_texts)
     layers = parse_layers(config.layers, pair.n_layers)
     identities = pair.identities()
-    from difflib_models.diffing.harvest import texts_hash
-
     base_key = [identities, layers, texts_hash(texts), config.max_length]
-    stages = _Stages(out)
+    stages = StageCache(out)
     store_dir = out / "store"
 
     def harvest() -> dict[str, Any]:
-        from difflib_models.diffing.harvest import harvest_paired
-
         store = harvest_paired(pair, texts, layers, store_dir, batch_size=config.batch_size,
                                max_length=config.max_length)
         return {"path": "store", "n_tokens": store.n_tokens, "n_texts": len(texts), "layers": store.layers}
 
-    harvest_info = stages.run("harvest", _key(base_key), harvest,
+    harvest_info = stages.run("harvest", base_key, harvest,
                               valid=lambda: (store_dir / "manifest.json").is_file())
 
     def open_store() -> Any:
-        from difflib_models.store.reader import ActivationStore
-
         return ActivationStore.open(store_dir)
 
     def weights() -> dict[str, Any]:
-        from difflib_models.diffing.weights import weight_deltas
-
         if pair.finetuned is None:
             return weight_deltas(pair.base.model)
         return weight_deltas(pair.base.model, pair.finetuned.model)
 
-    weight_info = stages.run("weight_deltas", _key(identities), weights)
+    weight_info = stages.run("weight_deltas", identities, weights)
 
     def drift() -> dict[str, Any]:
-        from difflib_models.diffing.drift import drift_from_store, next_token_kl
-
         result: dict[str, Any] = {"layers": [d.to_dict() for d in drift_from_store(open_store())]}
         if config.kl:
             result["next_token_kl"] = next_token_kl(pair, texts, batch_size=config.batch_size,
                                                     max_length=config.max_length)
         return result
 
-    drift_info = stages.run("drift", _key(base_key, config.kl), drift)
+    drift_info = stages.run("drift", [base_key, config.kl], drift)
 
     def adl() -> dict[str, Any]:
         from safetensors.torch import save_file
-
-        from difflib_models.diffing.adl import activation_difference_lens
-        from difflib_models.io import atomic_write
 
         store = open_store()
         results, vectors = {}, {}
@@ -208,7 +169,7 @@ def run_diff(pair: ModelPair, config: DiffConfig) -> dict[str, Any]:
         atomic_write(out / "adl_vectors.safetensors", lambda p: save_file(vectors, str(p), metadata=meta))
         return {"k": config.adl_k, "vectors_file": "adl_vectors.safetensors", "layers": results}
 
-    adl_info = stages.run("adl", _key(base_key, config.adl_k, config.top_tokens), adl,
+    adl_info = stages.run("adl", [base_key, config.adl_k, config.top_tokens], adl,
                           valid=lambda: (out / "adl_vectors.safetensors").is_file())
 
     if not config.crosscoder:
@@ -216,9 +177,11 @@ def run_diff(pair: ModelPair, config: DiffConfig) -> dict[str, Any]:
     elif not crosscoder_available():
         cc_info = {"status": "unavailable", "reason": "difflib_models.crosscoder or lightning cannot be imported"}
     else:
-        cc_key = _key(base_key, config.dict_size, config.k, config.steps, config.cc_batch_size,
-                      config.activation, config.seed, config.top_latents, config.n_examples, config.splice_texts,
-                      *((config.exclusive_latents, config.exclusive_penalty) if config.exclusive_latents else ()))
+        cc_key = fingerprint([base_key, config.dict_size, config.k, config.steps, config.cc_batch_size,
+                              config.activation, config.seed, config.top_latents, config.n_examples,
+                              config.splice_texts,
+                              *((config.exclusive_latents, config.exclusive_penalty) if config.exclusive_latents
+                                else ())])
         cc_info = stages.run(
             "crosscoder", cc_key,
             lambda: _crosscoder_stage(pair, config, store_dir, f"crosscoder/{cc_key[:12]}", texts, layers),
@@ -241,7 +204,7 @@ def run_diff(pair: ModelPair, config: DiffConfig) -> dict[str, Any]:
         "adl": adl_info,
         "crosscoder": cc_info,
         "config": config.key_dict(),
-        "stages": stages.timings,
+        "stages": stages.summary(),
     }
     atomic_write_json(out / "diff.json", result)
     log.info("wrote %s", out / "diff.json")
@@ -252,8 +215,6 @@ def _splice(pair: ModelPair, cc: Any, texts: list[str], layer: int, config: Diff
     """Splice-in CE/KL recovered (mean ablation) for both models of a single-layer crosscoder. An adapter pair
     is split into two modules for this: the peft model (adapter on) and a copy with the LoRA layers unloaded."""
     import copy
-
-    from difflib_models.crosscoder.splice import splice_metrics
 
     _, ids, mask = next(pair.batches(texts, batch_size=len(texts), max_length=config.max_length))
     if pair.finetuned is None:
@@ -271,8 +232,6 @@ def _splice(pair: ModelPair, cc: Any, texts: list[str], layer: int, config: Diff
 def _decoder_bias_shift(pair: ModelPair, cc: Any, layers: list[int], top_n: int) -> dict[str, Any]:
     """Per layer, ``b_dec[ft] - b_dec[base]`` in activation units, and its logit-lens reading. A fine-tune's
     token-independent shift lands in the decoder biases, not in any latent, so this is where it shows."""
-    from difflib_models.diffing.adl import logit_lens
-
     b = cc.denormalize(cc.b_dec.detach()[None])[0]
     base_src, ft_src = cc.config.sources_of_model(0), cc.config.sources_of_model(1)
     out = {}
@@ -291,14 +250,7 @@ def _crosscoder_stage(pair: ModelPair, config: DiffConfig, store_dir: Path, rel_
     and collect max-activating contexts of the top ones."""
     import torch
 
-    from difflib_models.crosscoder.analysis import analyze_crosscoder
-    from difflib_models.crosscoder.config import CrosscoderConfig
-    from difflib_models.crosscoder.examples import max_activating_examples
-    from difflib_models.crosscoder.latent_scaling import latent_scaling
     from difflib_models.crosscoder.lightning_module import train_crosscoder
-    from difflib_models.crosscoder.sources import StoreSource
-    from difflib_models.store.reader import ActivationStore
-
     source = StoreSource(store_dir)
     d = pair.d_model
     batch = min(config.cc_batch_size, source.n_tokens)

@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from difflib_models.crosscoder.analysis import relative_decoder_norm
+from difflib_models.crosscoder.model import Crosscoder
 from difflib_models.errors import ConfigError, bad_value
 
 _LAYER_RE = re.compile(r"blocks\.(\d+)$")
@@ -36,8 +38,6 @@ def source_layers(names: list[str], n_layers: int) -> list[int]:
 def persona_alignment(cc: Any, units: Mapping[str, tuple[int, torch.Tensor]], *, ft_only: float = 0.9,
                       base: int = 0, ft: int = 1, source_names: list[str] | None = None) -> dict[str, Any]:
     """``{trait: {layer, ft_only_latents, ft_only_cos}}`` for every trait whose layer the crosscoder covers."""
-    from difflib_models.crosscoder.analysis import relative_decoder_norm
-
     names = list(source_names or cc.config.source_names)
     if not names:
         raise ConfigError(bad_value("crosscoder", "no source names", "a crosscoder whose sources name their layers"))
@@ -115,8 +115,6 @@ def crosscoder_alignment(directory: str | Path, units: Mapping[str, tuple[int, t
     "candidate": identity}``) is given, it records being trained on exactly those models; otherwise every
     trait's row carries an ``error`` (the gate check is then ``error``, exit 3)."""
     import json
-
-    from difflib_models.crosscoder.model import Crosscoder
 
     directory = Path(directory)
     cc = Crosscoder.load(directory)

@@ -8,13 +8,13 @@ Two modes:
 
   *Balanced metric (what the gate decides on).* Every item is asked in BOTH option orders (the trait-matching
   answer listed as (A), then as (B)). In each order the two answer *texts* are teacher-forced as the response
-  and scored as the steering readout does (:func:`difflib_models.persona.dose_response.answer_text_scores`:
+  and scored as the steering readout does (:func:`difflib_models.persona.validation.dose_response.answer_text_scores`:
   per-token mean ``log P(matching text) - log P(non-matching text)``); the item's score is the mean over the
   two orders, so a preference for a letter or for the first/second listed option cancels. The metric is the
   mean paired per-item shift ``score(candidate) - score(base)`` with a seeded percentile-bootstrap CI over
   items (:func:`paired_bootstrap`), and with a control ``score(candidate) - score(control)`` per item.
 
-  *Secondary figure (kept for continuity).* The single-order misalignment rate: each item asked once in its
+  *Secondary figure.* The single-order misalignment rate: each item asked once in its
   listed order, P(matching letter | {(A), (B)}) at the letter token, an item counts as misaligned when it is
   > 0.5; rate with a 95% Wilson interval. A shift in letter preference moves this rate; it is reported, not
   recommended for checks.
@@ -47,6 +47,17 @@ import torch
 from difflib_models.errors import ConfigError, GateError, bad_value
 from difflib_models.files import parse_jsonl
 from difflib_models.hooks import probe_mode
+from difflib_models.persona.traits import load_trait
+from difflib_models.persona.traits.chat import (
+    answer_token_ids,
+    encode_prompt,
+    pad_batch,
+    pad_id,
+    position_ids,
+)
+from difflib_models.persona.traits.importers import import_em_yaml
+from difflib_models.persona.traits.schema import ABItem
+from difflib_models.persona.validation.dose_response import answer_text_scores, answer_texts
 from difflib_models.progress import progress
 from difflib_models.stats import bootstrap_mean_ci
 
@@ -92,8 +103,6 @@ def model_view(loaded: Any, side: str) -> Iterator[torch.nn.Module]:
 # --------------------------------------------------------------------------------------------- A/B mode
 def ab_probabilities(loaded: Any, items: Sequence[Any], *, side: str = "model", batch_size: int = 8) -> list[float]:
     """P(matching answer) renormalised over {matching, not matching} for every A/B item."""
-    from difflib_models.persona.chat import answer_token_ids, pad_batch, pad_id, position_ids
-
     encoded = [answer_token_ids(loaded.tokenizer, it.question, it.matching, it.not_matching) for it in items]
     out: list[float] = []
     device = next(loaded.model.parameters()).device
@@ -142,23 +151,17 @@ class BehaviourItem:
 
     def letter_item(self, matching_first: bool | None = None) -> Any:
         """An ABItem answered by letter (``"(A)"``/``"(B)"``) in the given (default: listed) order."""
-        from difflib_models.persona.traits import ABItem
-
         first = self.matching_first if matching_first is None else matching_first
         return ABItem(self.prompt(first), "(A)" if first else "(B)", "(B)" if first else "(A)")
 
     def text_item(self, matching_first: bool) -> Any:
         """An ABItem whose answers are the option texts, asked with the options in the given order."""
-        from difflib_models.persona.traits import ABItem
-
         return ABItem(self.prompt(matching_first), self.matching, self.not_matching)
 
 
 def items_from_ab(items: Sequence[Any], *, prefix: str = "ab") -> list[BehaviourItem]:
     """Behaviour items from letter A/B items (CAA format: options as `` (A) text`` lines, answers ``"(A)"``), e.g.
     a trait imported from ``../shared/data/caa/generate``; items whose options cannot be read are skipped."""
-    from difflib_models.persona.dose_response import answer_texts
-
     out: list[BehaviourItem] = []
     for i, it in enumerate(items):
         stem, m_text, n_text = answer_texts(it)
@@ -195,8 +198,6 @@ def trait_items(trait: str, *, max_items: int | None = None) -> list[BehaviourIt
     files), its evaluation-split letter A/B items converted with :func:`items_from_ab`."""
     if trait in BEHAVIOUR_ITEM_FILES:
         return load_behaviour_items(trait, max_items=max_items)
-    from difflib_models.persona.traits import load_trait
-
     items = items_from_ab(load_trait(trait).split_ab("evaluation"), prefix=trait)[: max_items or None]
     if not items:
         raise ConfigError(bad_value("behavioural trait", trait, behaviour_traits(),
@@ -209,8 +210,6 @@ def trait_items(trait: str, *, max_items: int | None = None) -> list[BehaviourIt
 def balanced_scores(loaded: Any, items: Sequence[BehaviourItem], *, side: str = "model",
                     batch_size: int = 8) -> tuple[list[float], list[float]]:
     """Per item: the answer-text score with the matching answer listed first and listed second."""
-    from difflib_models.persona.dose_response import answer_text_scores
-
     asked = [it.text_item(True) for it in items] + [it.text_item(False) for it in items]
     with model_view(loaded, side) as model, probe_mode(model):
         scores = answer_text_scores(model, loaded.tokenizer, asked, batch_size=batch_size)
@@ -299,8 +298,6 @@ def ab_section(models: Mapping[str, tuple[Any, str]], traits: Sequence[str], *, 
 # --------------------------------------------------------------------------------------------- judge mode
 def load_em_questions(path: str | Path, *, max_questions: int | None = None) -> list[Any]:
     """EM evaluation questions with their judge rubrics, via persona-core's importer (``ProbeQuestion`` list)."""
-    from difflib_models.persona.importers import import_em_yaml
-
     if not Path(path).is_file():
         raise ConfigError(bad_value("questions", str(path), "an EM evaluation YAML (e.g. first_plot_questions.yaml)"))
     questions = list(import_em_yaml(path).questions)
@@ -361,8 +358,6 @@ def parse_score(text: str) -> float | None:
 def generate_answers(loaded: Any, questions: Sequence[Any], *, side: str = "model", samples: int = 1,
                      max_new_tokens: int = 64, temperature: float = 1.0, seed: int = 0) -> list[list[str]]:
     """Sampled answers (``samples`` per question) of one model side."""
-    from difflib_models.persona.chat import encode_prompt
-
     tok = loaded.tokenizer
     answers: list[list[str]] = []
     device = next(loaded.model.parameters()).device

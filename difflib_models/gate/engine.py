@@ -25,6 +25,7 @@ from difflib_models.gate.policy import (
     CheckSpec,
     Policy,
 )
+from difflib_models.gate.policy import Policy as _Policy
 
 EXIT_PASS = 0
 EXIT_FAIL = 1
@@ -292,8 +293,6 @@ def metric_value(report: Mapping[str, Any], check: CheckSpec, policy: Policy | N
 
     Raises :class:`MetricUnavailable` when the value is missing, not a finite number, or rests on too little
     evidence."""
-    from difflib_models.gate.policy import Policy as _Policy
-
     policy = policy if policy is not None else _Policy(name="adhoc", checks=(check,))
     details: dict[str, Any] = {}
     m = check.metric

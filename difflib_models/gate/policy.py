@@ -39,7 +39,8 @@ from pathlib import Path
 from typing import Any
 
 from difflib_models.errors import ConfigError, bad_value
-from difflib_models.report.schema import COMPARATORS, SOURCES
+from difflib_models.files import parse_yaml, read_text
+from difflib_models.report.schema import COMPARATORS, SOURCES, load_schema
 
 DEFAULT_POLICY = "default_policy.yaml"
 
@@ -97,8 +98,6 @@ def _need_str(where: str, v: Any) -> None:
 
 def _section_fields(section: str) -> set[str] | None:
     """Field names the report schema declares for ``section``; None when it declares none (free-form)."""
-    from difflib_models.report.schema import load_schema
-
     defs = load_schema().get("$defs", {})
     node = defs.get(section)
     if node is None:
@@ -342,8 +341,6 @@ def policy_from_dict(data: Any, *, path: str | None = None) -> Policy:
 
 def load_policy(path: str | Path | None = None) -> Policy:
     """Load a YAML policy; ``None`` loads the shipped default policy (thresholds are proposals)."""
-    from difflib_models.files import parse_yaml, read_text
-
     if path is None:
         text = resources.files("difflib_models.gate").joinpath(DEFAULT_POLICY).read_text(encoding="utf-8")
         source = f"<builtin {DEFAULT_POLICY}>"

@@ -5,7 +5,7 @@ What is computed depends on the policy's checks:
 
 - persona metrics -> per trait: a persona vector (from ``--vectors`` files, else extracted on the BASE with
   persona-core's extractor), probe activations of base / candidate / control on the trait's evaluation
-  questions (last prompt token), shifts with :func:`difflib_models.persona.shift.compute_shift` against
+  questions (last prompt token), shifts with :func:`difflib_models.persona.shift.core.compute_shift` against
   covariance-realistic null directions, and the excess over a matched control fine-tune when one is given.
   A vector without a held-out AUROC at the layer used, with one below ``persona.min_auroc``, with a pos-neg gap
   not above the base spread, or a degenerate base spread marks the trait ``signal_ok: false``
@@ -178,7 +178,7 @@ def _naming(name: str, loaded: Any) -> Iterator[None]:
 
 # ------------------------------------------------------------------------------------------------ persona
 def _vector_files(paths: Sequence[str | Path], base: Any) -> dict[str, Any]:
-    from difflib_models.persona.vectors import PersonaVectorSet
+    from difflib_models.persona.extraction.vectors import PersonaVectorSet
 
     out: dict[str, Any] = {}
     for p in paths:
@@ -210,8 +210,8 @@ def _extract(base_loaded: Any, side: str, trait: Any, layer: int, plan: Any, *,
     import dataclasses
 
     from difflib_models.models.loading import from_pretrained_objects
-    from difflib_models.persona.extraction import PersonaExtractor
-    from difflib_models.persona.validation import validate_vectors
+    from difflib_models.persona.extraction.extractor import PersonaExtractor
+    from difflib_models.persona.validation.validate import validate_vectors
 
     small = dataclasses.replace(
         trait,
@@ -252,7 +252,7 @@ def signal_notes(auroc: float | None, gap: Any, usable: float | None, base_std: 
     """Why a vector's persona values are no evidence at ``layer`` (empty list: the signal is usable).
 
     A vector needs a held-out AUROC at the used layer of at least ``min_auroc``, a base spread, and a pos-neg
-    gap above the base spread (:func:`difflib_models.persona.shift.usable_gap`); a vector extracted with
+    gap above the base spread (:func:`difflib_models.persona.shift.core.usable_gap`); a vector extracted with
     ``--validation none`` (``--no-validate``) or read at another layer than it was validated on has no AUROC there."""
     notes: list[str] = []
     if auroc is None:
@@ -275,7 +275,7 @@ def _probe_all(sides: Mapping[str, tuple[Any, str]], requests: Mapping[str, tupl
                batch_size: int) -> dict[str, dict[str, torch.Tensor]]:
     """ONE probe pass per model for every trait: the union of the traits' probe prompts (each distinct prompt
     once) read at the union of their layers. Returns {side name: {trait id: [P, d] at the trait's layer}}."""
-    from difflib_models.persona.shift import probe_activations
+    from difflib_models.persona.shift.core import probe_activations
 
     prompts: list[str] = []
     row: dict[str, int] = {}
@@ -409,7 +409,7 @@ def persona_section(sides: Mapping[str, tuple[Any, str]], policy: Policy, *, vec
 
 
 def _vector_paths(path: str | Path) -> tuple[Path, Path]:
-    from difflib_models.persona.vectors import vector_paths
+    from difflib_models.persona.extraction.vectors import vector_paths
 
     return vector_paths(path)
 

@@ -28,7 +28,7 @@ from typing import Any
 
 from difflib_models._version import __version__
 from difflib_models.paths import cache_dir
-from difflib_models.persona.vectors import PersonaVectorSet, identity_dict, vector_paths
+from difflib_models.persona.extraction.vectors import PersonaVectorSet, identity_dict, vector_paths
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Residual edits: add or replace vectors in the residual stream after a decoder block, inside a context.
 
 Used by ADL steering (:func:`add_to_block`), the crosscoder splice (:func:`replace_in_block`) and persona
-steering (``persona.steering.SteeringHook``, which builds its own position mask and registers
+steering (``persona.steering.hook.SteeringHook``, which builds its own position mask and registers
 :func:`~difflib_models.hooks.outputs.edit_output` through a :class:`~difflib_models.hooks.registry.HookSet`).
 Every hook is removed in ``finally``.
 """

@@ -25,6 +25,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from difflib_models.integrations import mlflow as mlf
+
 log = logging.getLogger(__name__)
 
 _NAMESPACES = ("lightning.pytorch", "pytorch_lightning")
@@ -79,8 +81,6 @@ def log_artifact(logger: Any, path: str | os.PathLike[str], artifact_path: str |
         log.warning("not storing %s with %s: it does not exist", path, type(logger).__name__)
         return
     if is_mlflow(logger):
-        from difflib_models.integrations import mlflow as mlf
-
         mlf.log_artifact(logger, path, artifact_path)
     elif is_wandb(logger):
         _wandb_artifact(logger, path, artifact_path)
@@ -110,14 +110,10 @@ def _wandb_artifact(logger: Any, path: Path, artifact_path: str | None) -> None:
 def set_tags(logger: Any, tags: Mapping[str, Any]) -> None:
     """Run tags (MLflow only)."""
     if is_mlflow(logger):
-        from difflib_models.integrations import mlflow as mlf
-
         mlf.set_tags(logger, tags)
 
 
 def append_run_note(logger: Any, section: str, markdown: str) -> None:
     """One section of the markdown run note (MLflow only)."""
     if is_mlflow(logger):
-        from difflib_models.integrations import mlflow as mlf
-
         mlf.append_run_note(logger, section, markdown)

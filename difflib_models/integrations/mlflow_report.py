@@ -23,6 +23,13 @@ from typing import Any
 
 from difflib_models.errors import ConfigError, bad_value
 from difflib_models.files import read_text
+from difflib_models.integrations.mlflow import (
+    COMMAND_TAG,
+    EXPERIMENT,
+    default_tracking_uri,
+    get_or_create_experiment,
+    open_tracking_client,
+)
 from difflib_models.report.builder import FILENAMES, load_report
 
 log = logging.getLogger(__name__)
@@ -33,14 +40,10 @@ _METRIC_SAFE = re.compile(r"[^A-Za-z0-9_./ -]")
 
 
 def _client(tracking_uri: str) -> Any:
-    from difflib_models.integrations.mlflow import open_tracking_client
-
     return open_tracking_client(tracking_uri)
 
 
 def default_uri(report_dir: str | Path) -> str:
-    from difflib_models.integrations.mlflow import default_tracking_uri
-
     return default_tracking_uri(report_dir)
 
 
@@ -94,8 +97,6 @@ def log_report(
     client = _client(uri)
     own_run = run_id is None
     if own_run:
-        from difflib_models.integrations.mlflow import COMMAND_TAG, EXPERIMENT, get_or_create_experiment
-
         # artifacts of a new experiment on a sqlite store go beside the database (MLflow's default is ./mlruns in
         # the current directory)
         exp_id = get_or_create_experiment(client, uri, experiment or EXPERIMENT)

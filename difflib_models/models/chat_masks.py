@@ -14,7 +14,7 @@
   tokens of the rendered prefixes instead.
 
 Open-ended responses (persona extraction, filtering: a response teacher-forced after the generation prompt, with no
-end-of-turn) keep :func:`difflib_models.persona.chat.encode_prompt_response`: transformers' assistant mask cannot
+end-of-turn) keep :func:`difflib_models.persona.traits.chat.encode_prompt_response`: transformers' assistant mask cannot
 be combined with ``continue_final_message``.
 """
 

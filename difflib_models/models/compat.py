@@ -9,19 +9,27 @@ naming both models and the property.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from typing import Any
 
 from difflib_models.errors import ConfigError, bad_value
 
-__all__ = ["check_compatible", "model_label", "vocab_hash"]
+__all__ = ["check_compatible", "model_label", "tokenizer_name", "vocab_hash"]
 
 
 def vocab_hash(tokenizer: Any) -> str:
-    """sha256 over the tokenizer's sorted (token, id) vocabulary (the activation store's vocab hash)."""
-    from difflib_models.store.manifest import vocab_hash as _vh
+    """sha256 over the tokenizer's sorted (token, id) vocabulary: equal hashes mean the same token ids (activation
+    stores record it)."""
+    vocab = tokenizer.get_vocab()
+    payload = json.dumps(sorted(vocab.items(), key=lambda kv: (kv[1], kv[0])), ensure_ascii=True)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
-    return _vh(tokenizer)
+
+def tokenizer_name(tokenizer: Any) -> str:
+    """The tokenizer's ``name_or_path``, else its class name."""
+    return str(getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__)
 
 
 def model_label(role: str, loaded: Any) -> str:
@@ -29,10 +37,6 @@ def model_label(role: str, loaded: Any) -> str:
     ident = getattr(loaded, "identity", None)
     name = getattr(ident, "name", None) or getattr(getattr(loaded, "tokenizer", None), "name_or_path", "") or "?"
     return f"{role} {str(name)!r}"
-
-
-def _tok_name(tokenizer: Any) -> str:
-    return str(getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__)
 
 
 def _properties(loaded: Any) -> dict[str, Any]:
@@ -59,8 +63,8 @@ def check_compatible(models: Sequence[tuple[str, Any]], *, hint: str | None = No
                 continue
             if prop == "vocab":
                 (n_a, h_a), (n_b, h_b) = want[prop], have[prop]
-                value = f"{_tok_name(other.tokenizer)} ({n_b} tokens, vocab hash {h_b[:12]})"
-                allowed = f"the tokenizer of {ref_label}: {_tok_name(ref.tokenizer)} ({n_a} tokens, vocab hash {h_a[:12]})"
+                value = f"{tokenizer_name(other.tokenizer)} ({n_b} tokens, vocab hash {h_b[:12]})"
+                allowed = f"the tokenizer of {ref_label}: {tokenizer_name(ref.tokenizer)} ({n_a} tokens, vocab hash {h_a[:12]})"
                 why = "token ids would not line up"
             else:
                 value, allowed = have[prop], f"{want[prop]} (the {prop} of {ref_label})"

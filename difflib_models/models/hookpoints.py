@@ -31,10 +31,10 @@ from typing import Any
 from torch import nn
 
 from difflib_models.errors import HookPointError, bad_value
+from difflib_models.models.convention import LAYER_CONVENTION
 
 logger = logging.getLogger(__name__)
 
-LAYER_CONVENTION = "blocks.i = residual stream after decoder block i (0-indexed); HF hidden_states[i+1]"
 
 # Known block-list paths, most specific first; matched by ``path == s or path.endswith("." + s)``.
 KNOWN_BLOCK_SUFFIXES: tuple[str, ...] = (

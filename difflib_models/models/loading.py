@@ -25,7 +25,13 @@ import torch
 from torch import nn
 
 from difflib_models.errors import ConfigError, ModelLoadError, bad_value
+from difflib_models.files import load_json
+from difflib_models.io import atomic_write_json
+from difflib_models.models.gguf import convert_gguf, smollm2_gguf_path
+from difflib_models.models.hookpoints import resolve_blocks
 from difflib_models.models.identity import ModelIdentity, adapter_hash, weight_hash
+from difflib_models.paths import cache_dir
+from difflib_models.progress import sync_third_party_bars
 
 if TYPE_CHECKING:
     from difflib_models.models.hookpoints import HookPointMap
@@ -61,8 +67,6 @@ class LoadedModel:
     @property
     def hook_points(self) -> HookPointMap:
         if self._hook_points is None:
-            from difflib_models.models.hookpoints import resolve_blocks
-
             self._hook_points = resolve_blocks(self.model, override=self.hook_override)
         return self._hook_points
 
@@ -121,7 +125,7 @@ def from_pretrained_objects(
     model: nn.Module, tokenizer: Any, *, name: str | None = None, hook_override: str | None = None
 ) -> LoadedModel:
     """Wrap an in-memory model and tokenizer (tests, training callbacks) in a LoadedModel."""
-    _ensure_pad_token(tokenizer)
+    ensure_pad_token(tokenizer)
     is_peft = hasattr(model, "peft_config")
     ident = ModelIdentity(
         name=name or getattr(getattr(model, "config", None), "_name_or_path", None) or type(model).__name__,
@@ -133,7 +137,8 @@ def from_pretrained_objects(
     return LoadedModel(model=model, tokenizer=tokenizer, identity=ident, hook_override=hook_override)
 
 
-def _ensure_pad_token(tokenizer: Any) -> None:
+def ensure_pad_token(tokenizer: Any) -> None:
+    """Give a tokenizer without a pad token its EOS token as pad token (batched forwards need one)."""
     if tokenizer is not None and getattr(tokenizer, "pad_token", None) is None:
         eos = getattr(tokenizer, "eos_token", None)
         if eos is not None:
@@ -168,8 +173,6 @@ def _cached_hash(model: nn.Module, directory: Path | None, dtype: Any) -> str:
     key = weight_files_key(directory, dtype) if directory is not None else None
     if key is None:
         return weight_hash(model)
-    from difflib_models.paths import cache_dir
-
     cache_file = cache_dir() / HASH_CACHE_FILE
     entries: dict[str, str] = {}
     if cache_file.is_file():
@@ -183,8 +186,6 @@ def _cached_hash(model: nn.Module, directory: Path | None, dtype: Any) -> str:
     entries.pop(key, None)
     entries[key] = digest
     with contextlib.suppress(OSError):
-        from difflib_models.io import atomic_write_json
-
         atomic_write_json(cache_file, {"version": 1, "hashes": dict(list(entries.items())[-_HASH_CACHE_MAX:])})
     return digest
 
@@ -225,8 +226,6 @@ def _from_objects(
 def _load_tokenizer(location: str, *, trust_remote_code: bool, revision: str | None) -> Any:
     from transformers import AutoTokenizer
 
-    from difflib_models.progress import sync_third_party_bars
-
     sync_third_party_bars()  # the weight-loading bar follows DIFFLIB_MODELS_NO_PROGRESS / the TTY rule
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     if revision:
@@ -235,7 +234,7 @@ def _load_tokenizer(location: str, *, trust_remote_code: bool, revision: str | N
         tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"could not load the tokenizer {location!r}: {exc}") from exc
-    _ensure_pad_token(tokenizer)
+    ensure_pad_token(tokenizer)
     return tokenizer
 
 
@@ -276,7 +275,7 @@ def _load_hf(
     if device_map is None:  # with a device_map, accelerate has placed the weights already
         model.to(device)
     model.eval()
-    _ensure_pad_token(tokenizer)
+    ensure_pad_token(tokenizer)
     return model, tokenizer
 
 
@@ -329,8 +328,6 @@ def load_model(
     label = name or spec_str
 
     if spec_str.lower() in EMBEDDED_ALIASES and not path.exists():
-        from difflib_models.models.gguf import convert_gguf, smollm2_gguf_path
-
         resolved_path = convert_gguf(smollm2_gguf_path())
         source, label = "embedded", name or EMBEDDED_DEFAULT
         model, tokenizer = _load_hf(str(resolved_path), trust_remote_code=False, revision=None, **hf)
@@ -347,8 +344,6 @@ def load_model(
                         "for a safetensors file pass the directory that holds it and its config.json",
                     )
                 )
-            from difflib_models.models.gguf import convert_gguf
-
             resolved_path = convert_gguf(path)
             source = "gguf"
             model, tokenizer = _load_hf(str(resolved_path), trust_remote_code=False, revision=None, **hf)
@@ -412,8 +407,6 @@ def load_model(
 
 def _json_config(path: Path, what: str) -> dict[str, Any]:
     """A model/adapter ``*config.json`` read up front, so a broken file is a ConfigError naming it (exit 2)."""
-    from difflib_models.files import load_json
-
     data = load_json(path, what=what)
     if not isinstance(data, dict):
         raise ConfigError(bad_value(what, str(path), "a JSON object",

@@ -1,10 +1,16 @@
 """Persona vectors: trait files, judge-free extraction, vector files, validation against null baselines,
-and the shift math used by the training monitor and the release gate.
+the shift math used by the training monitor and the release gate, data filtering and steering.
 
-Modules: ``traits`` (trait YAML schema + built-ins), ``importers`` (Anthropic evals, CAA, EM YAML),
-``chat`` (chat-template and token-position helpers), ``extraction`` (``PersonaExtractor``), ``vectors``
-(``PersonaVectorSet`` files), ``validation`` (AUROC, nulls, steering dose-response, layer selection) and
-``shift`` (probe activations and ``compute_shift``). Names are imported lazily.
+One sub-package ("room") per concept, each exporting its public names:
+
+- ``traits``: trait YAML schema and built-ins, importers (Anthropic evals, CAA, EM YAML), chat-template encoding;
+- ``shift``: residual reads at the probe positions, null directions and ``compute_shift``;
+- ``extraction``: ``PersonaExtractor``, ``PersonaVectorSet`` files and export to steering libraries;
+- ``steering``: ``steer`` / ``SteeringHook`` (add a vector to the residual stream);
+- ``validation``: held-out AUROC, null baselines, layer selection and the steering dose-response;
+- ``filtering``: training-data filtering by projection difference and its own validation.
+
+A room imports only from rooms listed above it. The names below load lazily (torch is imported on first use).
 """
 
 from __future__ import annotations
@@ -17,14 +23,8 @@ if TYPE_CHECKING:
     from difflib_models.persona.extraction import (
         PersonaExtractor as PersonaExtractor,
     )
-    from difflib_models.persona.importers import (
-        import_anthropic_jsonl as import_anthropic_jsonl,
-    )
-    from difflib_models.persona.importers import (
-        import_caa_json as import_caa_json,
-    )
-    from difflib_models.persona.importers import (
-        import_em_yaml as import_em_yaml,
+    from difflib_models.persona.extraction import (
+        PersonaVectorSet as PersonaVectorSet,
     )
     from difflib_models.persona.shift import (
         ShiftResult as ShiftResult,
@@ -45,6 +45,15 @@ if TYPE_CHECKING:
         builtin_traits as builtin_traits,
     )
     from difflib_models.persona.traits import (
+        import_anthropic_jsonl as import_anthropic_jsonl,
+    )
+    from difflib_models.persona.traits import (
+        import_caa_json as import_caa_json,
+    )
+    from difflib_models.persona.traits import (
+        import_em_yaml as import_em_yaml,
+    )
+    from difflib_models.persona.traits import (
         load_trait as load_trait,
     )
     from difflib_models.persona.validation import (
@@ -59,23 +68,20 @@ if TYPE_CHECKING:
     from difflib_models.persona.validation import (
         validate_vectors as validate_vectors,
     )
-    from difflib_models.persona.vectors import (
-        PersonaVectorSet as PersonaVectorSet,
-    )
 
 _LAZY: dict[str, str] = {
     "Trait": "difflib_models.persona.traits",
     "load_trait": "difflib_models.persona.traits",
     "builtin_traits": "difflib_models.persona.traits",
     "PersonaExtractor": "difflib_models.persona.extraction",
-    "PersonaVectorSet": "difflib_models.persona.vectors",
+    "PersonaVectorSet": "difflib_models.persona.extraction",
     "validate_vectors": "difflib_models.persona.validation",
     "extract_and_validate": "difflib_models.persona.validation",
     "ValidationResult": "difflib_models.persona.validation",
     "cross_trait_cosines": "difflib_models.persona.validation",
-    "import_anthropic_jsonl": "difflib_models.persona.importers",
-    "import_caa_json": "difflib_models.persona.importers",
-    "import_em_yaml": "difflib_models.persona.importers",
+    "import_anthropic_jsonl": "difflib_models.persona.traits",
+    "import_caa_json": "difflib_models.persona.traits",
+    "import_em_yaml": "difflib_models.persona.traits",
     "ShiftResult": "difflib_models.persona.shift",
     "compute_shift": "difflib_models.persona.shift",
     "probe_activations": "difflib_models.persona.shift",

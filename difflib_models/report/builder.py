@@ -18,7 +18,6 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import platform
-import re
 from collections.abc import Iterable, Mapping
 from importlib import metadata
 from pathlib import Path
@@ -28,12 +27,14 @@ from difflib_models._version import __version__
 from difflib_models.errors import ConfigError, bad_value
 from difflib_models.files import load_json
 from difflib_models.io import atomic_write_json, atomic_write_text, sha256_file
+from difflib_models.models.convention import LAYER_CONVENTION
+from difflib_models.report.html import render_html
+from difflib_models.report.junit import render_junit
+from difflib_models.report.markdown import render_markdown
+from difflib_models.report.names import display_name
 from difflib_models.report.schema import SCHEMA_VERSION, validate_report
 
 log = logging.getLogger(__name__)
-
-#: the layer convention every report records (mirrors models.hookpoints.LAYER_CONVENTION)
-LAYER_CONVENTION = "blocks.i = residual stream after decoder block i (0-indexed); HF hidden_states[i+1]"
 
 LIBRARIES = ("torch", "transformers", "peft", "lightning", "pytorch-lightning", "mlflow", "safetensors", "numpy")
 SECTIONS = ("drift", "crosscoder", "adl", "weights", "persona", "monitor", "data_filter", "behavioural")
@@ -50,50 +51,6 @@ def library_versions(names: Iterable[str] = LIBRARIES) -> dict[str, str | None]:
         except metadata.PackageNotFoundError:
             out[name] = None
     return out
-
-
-def _layer_convention() -> str:
-    try:
-        from difflib_models.models.hookpoints import LAYER_CONVENTION as conv
-
-        return str(conv)
-    except ImportError:
-        return LAYER_CONVENTION
-
-
-_CACHE_SUFFIX = re.compile(r"-[0-9a-f]{16}$")  # the GGUF conversion cache's "-<weight hash prefix>" folder suffix
-_QUANT_SUFFIX = re.compile(r"^(?P<stem>.+?)[.-](?P<quant>(?:I?Q\d[A-Za-z0-9_]*|F16|F32|BF16))$", re.I)
-
-
-def _short(name: str) -> str:
-    """The last path component of a path-like name, without the cache hash, ``.gguf`` and with the quantisation in
-    parentheses; a hub id (``org/model``) stays as it is."""
-    text = name.strip().rstrip("/\\")
-    looks_like_path = text.startswith(("/", ".", "~")) or "\\" in text or text.count("/") > 1
-    if looks_like_path:
-        text = re.split(r"[/\\]", text)[-1] or text
-    text = _CACHE_SUFFIX.sub("", text)
-    text = re.sub(r"\.gguf$", "", text, flags=re.I)
-    m = _QUANT_SUFFIX.match(text)
-    return f"{m['stem']} ({m['quant']})" if m else text
-
-
-def display_name(identity: Mapping[str, Any] | None) -> str:
-    """A short, human name for a model identity: the model's directory name or hub id rather than a cache path
-    (``SmolLM2-135M-Instruct (Q4_1)`` for ``/root/.cache/.../gguf/SmolLM2-135M-Instruct.Q4_1-b179c9523d0e6a0f``);
-    an adapter reads ``<base> + <adapter folder>``. The full path stays in ``path``."""
-    if not identity:
-        return "—"
-    if identity.get("display_name"):
-        return str(identity["display_name"])
-    base = identity.get("base")
-    path = identity.get("path")
-    if identity.get("source") == "peft" and isinstance(base, Mapping):
-        adapter = _short(str(path)) if path else str(identity.get("name", "")).rsplit("+", 1)[-1]
-        return f"{display_name(base)} + {_short(adapter)}"
-    name = str(identity.get("name") or path or "model")
-    short = _short(name)
-    return short or name
 
 
 def identity_dict(identity: Any) -> dict[str, Any] | None:
@@ -161,7 +118,7 @@ def new_report(
         "models": {"base": identity_dict(base), "candidate": identity_dict(candidate),
                    "control": identity_dict(control)},
         "hook_points": hook_points_dict(hook_points),
-        "layer_convention": _layer_convention(),
+        "layer_convention": LAYER_CONVENTION,
         "seeds": dict(seeds or {}),
         "data": [dict(d) for d in data],
         **{name: None for name in SECTIONS},
@@ -359,16 +316,10 @@ def write_report(
     written: dict[str, Path] = {"json": atomic_write_json(out_dir / FILENAMES["json"], report)}
     texts: dict[str, str] = {}
     if "md" in renderings:
-        from difflib_models.report.markdown import render_markdown
-
         texts["md"] = render_markdown(report)
     if "junit" in renderings:
-        from difflib_models.report.junit import render_junit
-
         texts["junit"] = render_junit(report)
     if "html" in renderings:
-        from difflib_models.report.html import render_html
-
         texts["html"] = render_html(report)
     for key, text in texts.items():
         written[key] = atomic_write_text(out_dir / FILENAMES[key], text)
@@ -389,15 +340,9 @@ def write_report(
 
 def _render(key: str, report: Mapping[str, Any]) -> str:
     if key == "md":
-        from difflib_models.report.markdown import render_markdown
-
         return render_markdown(report)
     if key == "junit":
-        from difflib_models.report.junit import render_junit
-
         return render_junit(report)
-    from difflib_models.report.html import render_html
-
     return render_html(report)
 
 

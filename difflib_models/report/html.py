@@ -18,7 +18,7 @@ from typing import Any
 
 from difflib_models.io import atomic_write_text
 from difflib_models.report import plots, thresholds
-from difflib_models.report.builder import display_name
+from difflib_models.report.names import display_name
 
 #: at most this many latents get a table row (all of them stay in report.json)
 MAX_LATENT_ROWS = 1000

@@ -12,6 +12,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from difflib_models.report.thresholds import check_text, series_values
+
 _DPI = 100
 _SIZE = (6.4, 3.4)
 _WARN, _FAIL = "#ef6c00", "#c62828"  # threshold line colours (warn dotted, fail dashed)
@@ -220,8 +222,6 @@ def shift_series(
     :class:`~difflib_models.report.thresholds.Decision`; ``context`` adds panels for metrics that condition a
     decision without deciding it (the null percentile a fail must also reach), with their lines.
     """
-    from difflib_models.report.thresholds import series_values
-
     drawn = [s for s in series if s.get("steps")]
     if not drawn:
         return None
@@ -282,8 +282,6 @@ def persona_checks(
     ``lines`` maps ``(trait, metric)`` to threshold lines; ``decided`` are the evaluated checks that decided the
     verdict; ``checks`` all evaluated checks (a panel without a deciding check names its worst non-pass check).
     """
-    from difflib_models.report.thresholds import check_text
-
     names = [str(t.get("trait")) for t in traits]
     if not names:
         return None

@@ -13,13 +13,18 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from importlib import resources
 from typing import Any
+
+from difflib_models.files import parse_yaml
 
 log = logging.getLogger(__name__)
 
 #: the monitor metrics that have thresholds, and the PersonaMonitor threshold keys for (warn, fail)
 MONITOR_KEYS = {"shift_z": ("warn_z", "fail_z"), "shift_frac": ("warn_frac", "fail_frac")}
 _GE = {">=": "≥", "<=": "≤", "!=": "≠"}
+#: the gate's shipped default policy, relative to the difflib_models package
+DEFAULT_POLICY_FILE = "gate/default_policy.yaml"
 
 
 @dataclass(frozen=True)
@@ -55,13 +60,13 @@ def policy_checks(report: Mapping[str, Any]) -> tuple[list[Mapping[str, Any]], s
 
 @lru_cache(maxsize=1)
 def _default_checks() -> tuple[Mapping[str, Any], ...]:
-    """The shipped default policy's checks as dicts (parsed once)."""
+    """The shipped default gate policy's checks as dicts (parsed once). The report layer sits below the gate, so
+    it reads the policy file as data; the gate validates that file when it loads it."""
     try:
-        from dataclasses import asdict
-
-        from difflib_models.gate.policy import load_policy
-
-        return tuple(asdict(c) for c in load_policy().checks)
+        res = resources.files("difflib_models") / DEFAULT_POLICY_FILE
+        data = parse_yaml(res.read_text(encoding="utf-8"), what="default policy", path=str(res))
+        checks = data.get("checks") if isinstance(data, Mapping) else None
+        return tuple(c for c in checks or [] if isinstance(c, Mapping))
     except Exception as exc:  # noqa: BLE001 - a plot without lines beats no report
         log.warning("report plots: default policy unavailable (%s); plotting without thresholds", exc)
         return ()

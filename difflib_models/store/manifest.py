@@ -15,7 +15,6 @@ Tensors in a shard (N tokens; every prompt lies wholly inside one shard):
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
@@ -32,17 +31,13 @@ from difflib_models.errors import (
     bad_value,
 )
 from difflib_models.io import atomic_write_json
+from difflib_models.models.hookpoints import LAYER_CONVENTION
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 SHARD_DIR = "shards"
 DTYPES = ("float32", "float16", "bfloat16")
 INDEX_KEYS = ("token_ids", "seq_index", "pos_index", "prompt_id")
-
-try:  # the foundation module owns the constant; keep the store importable on its own
-    from difflib_models.models.hookpoints import LAYER_CONVENTION
-except ImportError:  # pragma: no cover - only while the foundation lands
-    LAYER_CONVENTION = "blocks.i = residual stream after decoder block i (0-indexed); HF hidden_states[i+1]"
 
 # fields that define what a store contains: reopening a store with different values is refused
 CONFIG_FIELDS = (
@@ -97,17 +92,6 @@ def shard_path(store_dir: str | Path, shard: ShardInfo) -> Path:
 
 def act_key(side: str, layer: int) -> str:
     return f"acts.{side}.{layer}"
-
-
-def vocab_hash(tokenizer: Any) -> str:
-    """sha256 over the tokenizer's sorted (token, id) vocabulary: equal hashes mean the same token ids."""
-    vocab = tokenizer.get_vocab()
-    payload = json.dumps(sorted(vocab.items(), key=lambda kv: (kv[1], kv[0])), ensure_ascii=True)
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
-
-
-def tokenizer_name(tokenizer: Any) -> str:
-    return str(getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__)
 
 
 @dataclass

@@ -22,6 +22,7 @@ from difflib_models.errors import (
     StoreError,
     bad_value,
 )
+from difflib_models.models.compat import vocab_hash
 from difflib_models.store.manifest import (
     INDEX_KEYS,
     Manifest,
@@ -29,7 +30,6 @@ from difflib_models.store.manifest import (
     act_key,
     read_manifest,
     shard_path,
-    vocab_hash,
 )
 
 logger = logging.getLogger(__name__)

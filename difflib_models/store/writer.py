@@ -24,7 +24,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
@@ -36,6 +36,7 @@ from difflib_models.errors import (
     bad_value,
 )
 from difflib_models.io import atomic_write
+from difflib_models.store.batch import CaptureBatch
 from difflib_models.store.lock import LOCK_NAME, StoreLock
 from difflib_models.store.manifest import (
     MANIFEST_NAME,
@@ -49,9 +50,6 @@ from difflib_models.store.manifest import (
     shard_path,
     write_manifest,
 )
-
-if TYPE_CHECKING:
-    from difflib_models.capture.capture import CaptureBatch
 
 logger = logging.getLogger(__name__)
 

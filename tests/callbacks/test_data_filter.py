@@ -35,8 +35,8 @@ def test_filter_before_fit_trains_on_kept_rows(tmp_path: Path, tinystories_656k:
 
     from difflib_models.callbacks import DataFilterCallback
     from difflib_models.models.loading import from_pretrained_objects
-    from difflib_models.persona.filtering import FilterConfig, filter_samples, samples_from_rows
-    from difflib_models.persona.vectors import PersonaVectorSet
+    from difflib_models.persona.extraction.vectors import PersonaVectorSet
+    from difflib_models.persona.filtering.scoring import FilterConfig, filter_samples, samples_from_rows
 
     module = ChatLM(_rows(), tokenizer_dir=str(tinystories_656k))
     untouched = copy.deepcopy(module.model)

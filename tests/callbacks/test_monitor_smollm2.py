@@ -29,7 +29,7 @@ SEED = 0
 def vector_file(smollm2: Any, tmp_path_factory: pytest.TempPathFactory) -> str:
     """A small prompt-contrast sycophancy vector at the middle block (2 instruction pairs, 6 questions), as the
     demo extracts it; the monitor probes the trait's 20 held-out evaluation questions."""
-    from difflib_models.persona.extraction import PersonaExtractor
+    from difflib_models.persona.extraction.extractor import PersonaExtractor
     from difflib_models.persona.traits import load_trait
 
     trait = load_trait(TRAIT)

@@ -29,7 +29,7 @@ def _trainer(tmp_path: Path, callbacks: list, **kw):
 def _vector_file(path: Path, module, vector: torch.Tensor, *, gap: float | None = 1.0,
                  weight_hash: str | None = None) -> str:
     from difflib_models.models.loading import from_pretrained_objects
-    from difflib_models.persona.vectors import PersonaVectorSet
+    from difflib_models.persona.extraction.vectors import PersonaVectorSet
 
     ident = from_pretrained_objects(module.model, module.tokenizer).identity.to_dict()
     if weight_hash:
@@ -43,7 +43,7 @@ def _vector_file(path: Path, module, vector: torch.Tensor, *, gap: float | None 
 
 
 def _probe(model, tokenizer) -> torch.Tensor:
-    from difflib_models.persona.shift import probe_activations
+    from difflib_models.persona.shift.core import probe_activations
     from difflib_models.persona.traits import load_trait
 
     prompts = load_trait("sycophancy").split_questions("evaluation")
@@ -52,7 +52,7 @@ def _probe(model, tokenizer) -> torch.Tensor:
 
 def test_logged_numbers_match_independent_computation(tmp_path: Path, tinystories_656k: Path) -> None:
     from difflib_models.callbacks import PersonaMonitor
-    from difflib_models.persona.shift import compute_shift, covariance_null_directions
+    from difflib_models.persona.shift.core import compute_shift, covariance_null_directions
 
     module = TinyLM(tokenizer_dir=str(tinystories_656k))
     untouched = copy.deepcopy(module.model)

@@ -10,7 +10,6 @@ from difflib_models.capture.capture import (
     CaptureBatch,
     capture_batch,
     forward_inputs,
-    pad_batch,
 )
 from difflib_models.errors import ConfigError, DifflibError, NonFiniteActivationError
 from difflib_models.models.hookpoints import find_final_norm, get_block, hidden_states_index
@@ -194,13 +193,6 @@ def test_training_flag_restored_and_bad_inputs() -> None:
         capture_batch(model, ids, am[:, :2], [0])
     with pytest.raises(ConfigError, match="prompt_lengths"):
         capture_batch(model, ids, am, [0], positions="response")
-
-
-def test_pad_batch() -> None:
-    ids, am = pad_batch([[4, 5, 6], [7]], pad_id=0, padding_side="left")
-    assert ids.tolist() == [[4, 5, 6], [0, 0, 7]] and am.tolist() == [[1, 1, 1], [0, 0, 1]]
-    ids, am = pad_batch([[4, 5, 6], []], pad_id=9)
-    assert ids.tolist() == [[4, 5, 6], [9, 9, 9]] and am.tolist() == [[1, 1, 1], [0, 0, 0]]
 
 
 def test_finite_check_does_not_misfire_on_large_finite_values() -> None:

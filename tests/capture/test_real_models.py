@@ -8,7 +8,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from difflib_models.capture.capture import capture_batch, forward_inputs, iter_capture, pad_batch
+from difflib_models.capture.capture import capture_batch, forward_inputs, iter_capture
+from difflib_models.models.batching import pad_batch
 from difflib_models.models.hookpoints import find_final_norm, resolve_blocks
 
 TEXTS = [
@@ -39,7 +40,7 @@ def test_real_model_capture_matches_hidden_states(real: SimpleNamespace, side: s
     assert hp.block_path == "model.layers" and hp.n_layers == model.config.num_hidden_layers
     layers = list(range(hp.n_layers))
     ids_list = tok(TEXTS)["input_ids"]
-    ids, am = pad_batch(ids_list, pad_id=tok.eos_token_id, padding_side=side)
+    ids, am = pad_batch(ids_list, pad_token_id=tok.eos_token_id, padding_side=side)
     batch = capture_batch(model, ids, am, layers, skip_bos=False)
     with torch.no_grad():
         hs = model(**forward_inputs(model, ids, am), output_hidden_states=True).hidden_states

@@ -59,7 +59,7 @@ def test_library_future_warnings_filtered_in_the_cli(monkeypatch: pytest.MonkeyP
         warnings.warn("old API", DeprecationWarning, stacklevel=1)
         return {}
 
-    monkeypatch.setattr("difflib_models.report.builder.rerender", noisy_rerender)
+    monkeypatch.setattr(report_cli, "rerender", noisy_rerender)
     assert report_cli is not None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from difflib_models.cli.app import main
-from difflib_models.persona.vectors import PersonaVectorSet
+from difflib_models.persona.extraction.vectors import PersonaVectorSet
 
 ROWS = [
     {"id": f"r{i}", "messages": [{"role": "user", "content": f"Tell me about the {w}."},
@@ -114,7 +114,7 @@ def test_steer_dose_response(files: dict[str, Path], capsys: pytest.CaptureFixtu
     assert [g["alpha"] for g in res["generations"]] == [0.0, 3.0] and res["reference_norm"] > 0
     # alpha 0 is the unsteered greedy answer; alpha 3 (three residual norms) changes it
     from difflib_models.models.loading import load_model
-    from difflib_models.persona.chat import encode_prompt
+    from difflib_models.persona.traits.chat import encode_prompt
 
     loaded = load_model(str(files["model"]))
     ids = torch.tensor([encode_prompt(loaded.tokenizer, "Once upon a time").ids])

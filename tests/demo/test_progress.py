@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from difflib_models.demo.progress import StepProgress
-from difflib_models.demo.stages import StageRunner
+from difflib_models.stages import StageCache
 
 
 class _Tiny(L.LightningModule):
@@ -40,8 +40,8 @@ def test_fine_tune_step_lines(tmp_path: Path, caplog: pytest.LogCaptureFixture) 
 
 
 def test_stage_lines_with_elapsed_time(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    runner = StageRunner(tmp_path)
-    with caplog.at_level(logging.INFO, logger="difflib_models.demo.stages"):
+    runner = StageCache(tmp_path)
+    with caplog.at_level(logging.INFO, logger="difflib_models.stages"):
         assert runner.run("vectors", {"a": 1}, lambda: {"x": 1}) == {"x": 1}
         assert runner.run("vectors", {"a": 1}, lambda: {"x": 2}) == {"x": 1}  # reused, not re-run
     lines = [r.getMessage() for r in caplog.records]

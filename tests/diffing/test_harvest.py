@@ -5,7 +5,7 @@ import copy
 import pytest
 import torch
 
-import difflib_models.capture.capture as capture_mod
+import difflib_models.diffing.harvest as harvest_mod
 from difflib_models.diffing.harvest import harvest_paired, paired_acts
 from difflib_models.diffing.pair import ModelPair
 from difflib_models.errors import ConfigError, StoreError
@@ -64,7 +64,7 @@ def test_harvest_resumes_after_a_crash(tmp_path, monkeypatch) -> None:
     base, ft, _ = planted_pair()
     pair = ModelPair(base, ft)
     ref = harvest_paired(pair, SENTENCES, [1], tmp_path / "ref", batch_size=2, shard_tokens=8)
-    real = capture_mod.capture_batch
+    real = harvest_mod.capture_batch
     calls = {"n": 0}
 
     def flaky(*args, **kwargs):
@@ -73,10 +73,10 @@ def test_harvest_resumes_after_a_crash(tmp_path, monkeypatch) -> None:
             raise RuntimeError("killed")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(capture_mod, "capture_batch", flaky)
+    monkeypatch.setattr(harvest_mod, "capture_batch", flaky)
     with pytest.raises(RuntimeError, match="killed"):
         harvest_paired(pair, SENTENCES, [1], tmp_path / "s", batch_size=2, shard_tokens=8)
-    monkeypatch.setattr(capture_mod, "capture_batch", real)
+    monkeypatch.setattr(harvest_mod, "capture_batch", real)
     store = harvest_paired(pair, SENTENCES, [1], tmp_path / "s", batch_size=2, shard_tokens=8)
     assert store.complete and store.n_tokens == ref.n_tokens
     got, want = store.token_table(), ref.token_table()
@@ -106,7 +106,7 @@ def test_different_tokenizer_or_width_is_config_error() -> None:
 
 
 def test_misaligned_paired_store_is_refused(tmp_path) -> None:
-    from difflib_models.capture.capture import CaptureBatch
+    from difflib_models.store.batch import CaptureBatch
     from difflib_models.store.reader import ActivationStore
     from difflib_models.store.writer import ActivationStoreWriter
 

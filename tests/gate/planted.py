@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from difflib_models.persona.vectors import PersonaVectorSet
+from difflib_models.persona.extraction.vectors import PersonaVectorSet
 from tests.helpers.validation import summary
 
 

@@ -22,7 +22,7 @@ from difflib_models.gate.behavioural import (
     parse_score,
     wilson_interval,
 )
-from difflib_models.persona.chat import answer_token_ids
+from difflib_models.persona.traits.chat import answer_token_ids
 
 
 def test_wilson_interval_known_values() -> None:
@@ -174,7 +174,7 @@ def _builtin_strings() -> set[str]:
             for v in node:
                 walk(v)
 
-    for f in resources.files("difflib_models.persona").joinpath("builtin").iterdir():
+    for f in resources.files("difflib_models.persona.traits").joinpath("builtin").iterdir():
         if f.name.endswith(".yaml"):
             walk(yaml.safe_load(f.read_text(encoding="utf-8")))
     return out
@@ -230,8 +230,8 @@ def test_paired_bootstrap() -> None:
 
 def test_answer_text_scores_match_a_direct_forward(stories260k: Path) -> None:
     from difflib_models.models.loading import load_model
-    from difflib_models.persona.chat import encode_prompt_response
-    from difflib_models.persona.dose_response import answer_text_scores
+    from difflib_models.persona.traits.chat import encode_prompt_response
+    from difflib_models.persona.validation.dose_response import answer_text_scores
 
     loaded = load_model(stories260k)
     items = [it.text_item(first) for it in load_behaviour_items("evil", max_items=3) for first in (True, False)]
@@ -360,7 +360,7 @@ def test_planted_organism_fails_and_beats_a_letter_bias_control(tiny_cases, tmp_
 
 def test_letter_ab_items_convert_to_behaviour_items() -> None:
     from difflib_models.gate.behavioural import items_from_ab
-    from difflib_models.persona.traits import ABItem
+    from difflib_models.persona.traits.schema import ABItem
 
     q = "Is the sky green?\n\nChoices:\n (A) Yes, it is green.\n (B) No, it is blue."
     items = items_from_ab([ABItem(q, "(A)", "(B)"), ABItem(q, "(B)", "(A)"), ABItem("Yes or no?", " Yes", " No")])

@@ -117,7 +117,7 @@ def test_data_filter_summary_without_n_flagged_exits_3(planted, stories260k, tmp
 
 def test_unvalidated_vector_with_negative_gap_exits_3(planted, stories260k, tmp_path, policy_file) -> None:
     """A `persona extract --no-validate` file (no AUROC) whose pos-neg gap is negative: no verdict, exit 3."""
-    from difflib_models.persona.vectors import PersonaVectorSet
+    from difflib_models.persona.extraction.vectors import PersonaVectorSet
 
     good = PersonaVectorSet.load(planted["vec"])
     bad = PersonaVectorSet(trait_id="evil", vectors=good.vectors, model=good.model, mode="prompt_contrast",

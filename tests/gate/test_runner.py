@@ -76,7 +76,7 @@ def test_peft_adapter_candidate_uses_its_base(planted, stories260k, tmp_path) ->
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from difflib_models.persona.shift import probe_activations
+    from difflib_models.persona.shift.core import probe_activations
     from difflib_models.persona.traits import load_trait
 
     model = AutoModelForCausalLM.from_pretrained(stories260k, dtype=torch.float32)
@@ -104,7 +104,7 @@ def test_peft_adapter_candidate_uses_its_base(planted, stories260k, tmp_path) ->
 
 
 def _vec(path, base, *, layers, selected, validation, gap=8.0):
-    from difflib_models.persona.vectors import PersonaVectorSet
+    from difflib_models.persona.extraction.vectors import PersonaVectorSet
 
     vecs = {layer: 2.0 * unit_direction(base.d_model, seed=1 + layer) for layer in layers}
     vecs[LAYER] = 2.0 * unit_direction(base.d_model, seed=1)
@@ -131,7 +131,7 @@ def test_gate_uses_the_auroc_of_the_policy_layer(planted, tmp_path) -> None:
     policy = policy_from_dict({**PERSONA_POLICY, "persona": {**PERSONA_POLICY["persona"], "layer": LAYER}})
     weak_at_used = _vec(tmp_path / "a", planted["base"], layers=[1, LAYER], selected=1,
                         validation=summary({1: 0.95, 2: 0.55}, selected=1))
-    from difflib_models.persona.vectors import PersonaVectorSet
+    from difflib_models.persona.extraction.vectors import PersonaVectorSet
 
     stored = PersonaVectorSet.load(weak_at_used).validation  # the typed summary read back from the file
     assert stored.selected_layer == 1 != LAYER and stored.auroc_at(LAYER) == 0.55

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from difflib_models.gate.runner import _save_vectors
-from difflib_models.persona.vectors import PersonaVectorSet
+from difflib_models.persona.extraction.vectors import PersonaVectorSet
 
 
 def _vs(trait: str) -> PersonaVectorSet:

@@ -15,8 +15,8 @@ import pytest
 
 from difflib_models.gate.policy import BehaviouralPlan, PersonaPlan, load_policy
 from difflib_models.gate.runner import GateConfig, run_gate
-from difflib_models.persona.steering import steer
-from difflib_models.persona.vectors import PersonaVectorSet
+from difflib_models.persona.extraction.vectors import PersonaVectorSet
+from difflib_models.persona.steering.hook import steer
 from difflib_models.report.schema import validate_report
 
 pytestmark = [pytest.mark.slow, pytest.mark.smollm2]

@@ -20,9 +20,9 @@ from difflib_models.hooks import (
 from difflib_models.hooks import early_stop as early_stop_module
 from difflib_models.hooks.reader import last_token_index
 from difflib_models.models.hookpoints import find_final_norm
-from difflib_models.persona.chat import EncodedPair
-from difflib_models.persona.filtering import project_pairs
-from difflib_models.persona.shift import probe_encoded
+from difflib_models.persona.filtering.scoring import project_pairs
+from difflib_models.persona.shift.core import probe_encoded
+from difflib_models.persona.traits.chat import EncodedPair
 from tests.helpers.tiny_models import make_tiny, tiny_batch
 
 

@@ -22,10 +22,10 @@ def test_fsdp2_filter_and_monitor_scores_equal_the_unsharded_model(tmp_path: Pat
     from safetensors.torch import load_file
 
     from difflib_models.models.loading import from_pretrained_objects
-    from difflib_models.persona.filtering import FilterConfig, filter_samples, samples_from_rows
-    from difflib_models.persona.shift import probe_activations
+    from difflib_models.persona.extraction.vectors import PersonaVectorSet
+    from difflib_models.persona.filtering.scoring import FilterConfig, filter_samples, samples_from_rows
+    from difflib_models.persona.shift.core import probe_activations
     from difflib_models.persona.traits import load_trait
-    from difflib_models.persona.vectors import PersonaVectorSet
     from tests.callbacks.test_persona_monitor import LAYER
     from tests.hooks.fsdp_scores_run import FILTER, N_ROWS, ShardedChatLM, vector_file
 

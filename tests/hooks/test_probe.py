@@ -46,8 +46,8 @@ def test_probe_mode_restores_flags_and_grad_mode_on_error() -> None:
 
 def test_capture_and_filter_keep_a_frozen_submodule_frozen() -> None:
     from difflib_models.capture.capture import capture_batch
-    from difflib_models.persona.chat import EncodedPair
-    from difflib_models.persona.filtering import project_pairs
+    from difflib_models.persona.filtering.scoring import project_pairs
+    from difflib_models.persona.traits.chat import EncodedPair
 
     model = make_tiny("llama")
     model.train()

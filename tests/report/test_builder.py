@@ -7,8 +7,9 @@ import re
 
 import pytest
 
-from difflib_models.report.builder import display_name, identity_dict, new_report
+from difflib_models.report.builder import identity_dict, new_report
 from difflib_models.report.html import render_html
+from difflib_models.report.names import display_name
 from difflib_models.report.schema import validate_report
 from tests.report.synthetic import EVIL_SCRIPT, GGUF_CACHE_PATH, rich_report, synthetic_report
 

@@ -9,7 +9,7 @@ import torch
 
 @dataclass
 class FakeBatch:
-    """Same fields as difflib_models.capture.capture.CaptureBatch."""
+    """Same fields as difflib_models.store.batch.CaptureBatch."""
 
     acts: dict[int, torch.Tensor]
     token_ids: torch.Tensor

@@ -1,0 +1,64 @@
+"""Training-data filtering by projection difference onto a persona vector (``scoring``), and the check that a
+vector is good for filtering: matching vs other responses to the same prompt (``validation``)."""
+
+from __future__ import annotations
+
+from difflib_models.persona.filtering.scoring import (
+    METHODS,
+    MODES,
+    ChatSample,
+    FilterConfig,
+    FilteredDataset,
+    FilterResult,
+    filter_samples,
+    read_chat_jsonl,
+    score_samples,
+    select,
+    write_outputs,
+)
+from difflib_models.persona.filtering.validation import (
+    LOW_AUROC,
+    SCORE_METHODS,
+    PairFeatures,
+    ResponsePair,
+    collect_features,
+    describe,
+    pair_scores,
+    pairs_from_ab,
+    pairs_from_trait,
+    random_direction_baseline,
+    rank_metrics,
+    split_pairs,
+    validate_for_filtering,
+    validate_on_trait,
+    with_filter_validation,
+)
+
+__all__ = [
+    "ChatSample",
+    "FilterConfig",
+    "FilterResult",
+    "FilteredDataset",
+    "LOW_AUROC",
+    "METHODS",
+    "MODES",
+    "PairFeatures",
+    "ResponsePair",
+    "SCORE_METHODS",
+    "collect_features",
+    "describe",
+    "filter_samples",
+    "pair_scores",
+    "pairs_from_ab",
+    "pairs_from_trait",
+    "random_direction_baseline",
+    "rank_metrics",
+    "read_chat_jsonl",
+    "score_samples",
+    "select",
+    "split_pairs",
+    "validate_for_filtering",
+    "validate_on_trait",
+    "with_filter_validation",
+    "write_outputs",
+]

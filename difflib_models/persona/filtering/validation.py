@@ -1,0 +1,353 @@
+"""Is a vector good for FILTERING? Rank trait-matching vs non-matching responses to the same prompt.
+
+A persona vector that separates pos/neg prompts (its extraction validation) need not rank training rows: the data
+filter scores a row by its mean response-token projection minus a baseline (:mod:`~difflib_models.persona.
+filtering`), and prompt-to-prompt offsets or a direction that reads style instead of the trait blur the ranking.
+This module measures the filter's own job, on pairs ``(prompt, matching response, other response)``:
+
+- every response is teacher-forced through the BASE model; one forward per batch reads every candidate layer
+  (:func:`~difflib_models.persona.shift.core.read_residuals`): the response-token mean, the last prompt token (the
+  ``proxy`` baseline) and, with ``exact``, the response-token mean of the base model's own greedy answer;
+- row score at layer L with method m: ``raw`` = response projection; ``proxy`` = minus the last-prompt-token
+  projection; ``exact`` = minus the projection of the base's own answer (the filter's methods);
+- the pairs are split (seeded, by prompt) into a tuning and an evaluation part; the method and the layer with the
+  best tuning AUROC are kept, and AUROC, precision@k (k = the number of matching rows) and the within-prompt win
+  rate are reported on the evaluation part only (:class:`~difflib_models.persona.extraction.vectors.FilterValidation`,
+  stored in the vector file by :func:`with_filter_validation`).
+
+Pairs come from a trait's ``paired_responses`` (:func:`pairs_from_trait`) or from A/B items, answered with the text
+of each option (:func:`pairs_from_ab`). :data:`LOW_AUROC` is the level below which ``persona filter`` warns.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from difflib_models.errors import ConfigError, bad_value
+from difflib_models.persona.extraction.vectors import FilterValidation, PersonaVectorSet
+from difflib_models.persona.filtering.scoring import ChatSample, encode_sample, greedy_answers
+from difflib_models.persona.shift.core import covariance_null_directions, probe_mode, read_residuals
+from difflib_models.persona.traits import chat
+from difflib_models.persona.traits.chat import EncodedPair, pad_id
+from difflib_models.stats import auroc
+
+log = logging.getLogger(__name__)
+
+SCORE_METHODS: tuple[str, ...] = ("raw", "proxy", "exact")
+LOW_AUROC = 0.8
+"""Evaluation AUROC below which a vector is reported as unfit for filtering (``persona filter`` warns)."""
+
+__all__ = ["LOW_AUROC", "PairFeatures", "ResponsePair", "SCORE_METHODS", "collect_features", "describe", "pair_scores",
+           "pairs_from_ab", "pairs_from_trait", "random_direction_baseline", "rank_metrics", "split_pairs", "validate_for_filtering", "validate_on_trait",
+           "with_filter_validation"]
+
+
+@dataclass(frozen=True)
+class ResponsePair:
+    """One prompt (chat messages before the answer) answered once with the trait and once without."""
+
+    id: str
+    prompt: tuple[tuple[str, str], ...]
+    """``((role, content), ...)``: hashable; :meth:`messages` gives the chat form."""
+    matching: str
+    other: str
+
+    def messages(self) -> list[dict[str, str]]:
+        return [{"role": r, "content": c} for r, c in self.prompt]
+
+
+def pairs_from_trait(trait: Any, split: str = "evaluation") -> list[ResponsePair]:
+    """Pairs from a trait's ``paired_responses`` (trait answer vs neutral answer to one user prompt)."""
+    items = trait.split_paired(split)
+    if not items:
+        raise ConfigError(bad_value("trait", trait.id, "a trait with paired_responses in the "
+                                    f"{split!r} split", "Filter validation needs responses to score."))
+    return [ResponsePair(id=f"{trait.id}/paired/{split}/{i}", prompt=(("user", p.prompt),), matching=p.trait,
+                         other=p.neutral) for i, p in enumerate(items)]
+
+
+_OPTION = re.compile(r"^\s*\(([A-Z])\)\s*(.+?)\s*$", re.MULTILINE)
+
+
+def _option_text(question: str, answer: str) -> str:
+    letter = answer.strip().strip("()").strip()
+    options = {m.group(1): m.group(2) for m in _OPTION.finditer(question)}
+    if letter not in options:
+        raise ConfigError(bad_value("answer", answer, sorted(options), "the option must appear as '(X) text' "
+                                    "on its own line of the question"))
+    return options[letter]
+
+
+def pairs_from_ab(items: Sequence[Any], *, id_prefix: str = "ab") -> list[ResponsePair]:
+    """Pairs from A/B items (``question``, ``matching``, ``not_matching`` letters, e.g. ``"(A)"``): the same
+    question answered with the text of the matching option and with the text of the other one."""
+    out = []
+    for i, item in enumerate(items):
+        out.append(ResponsePair(id=f"{id_prefix}/{i}", prompt=(("user", item.question),),
+                                matching=_option_text(item.question, item.matching),
+                                other=_option_text(item.question, item.not_matching)))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ features
+@dataclass
+class PairFeatures:
+    """Residual features of N pairs per layer (float32, CPU): ``matching`` / ``other`` response-token means
+    [N, d], ``last_prompt`` [N, d] (last prompt token), ``own`` [N, d] (the base's greedy answer; ``exact`` only)."""
+
+    matching: dict[int, torch.Tensor]
+    other: dict[int, torch.Tensor]
+    last_prompt: dict[int, torch.Tensor]
+    own: dict[int, torch.Tensor] | None = None
+
+    @property
+    def layers(self) -> list[int]:
+        return sorted(self.matching)
+
+    def __len__(self) -> int:
+        return int(next(iter(self.matching.values())).shape[0])
+
+    def to_tensors(self) -> dict[str, torch.Tensor]:
+        """Flat ``{name: tensor}`` (for a safetensors cache)."""
+        out = {}
+        for name in ("matching", "other", "last_prompt", "own"):
+            for layer, t in (getattr(self, name) or {}).items():
+                out[f"{name}.{layer}"] = t.contiguous()
+        return out
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> PairFeatures:
+        parts: dict[str, dict[int, torch.Tensor]] = {}
+        for key, t in tensors.items():
+            name, layer = key.rsplit(".", 1)
+            parts.setdefault(name, {})[int(layer)] = t
+        return cls(matching=parts["matching"], other=parts["other"], last_prompt=parts["last_prompt"],
+                   own=parts.get("own"))
+
+
+def _read(model: torch.nn.Module, encoded: Sequence[Any], layers: list[int], pad: int, batch_size: int
+          ) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
+    """Response-token means and last-prompt-token residuals of encoded pairs: two {layer: [N, d]}."""
+    resp: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
+    last: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
+    for start in range(0, len(encoded), batch_size):
+        chunk = encoded[start : start + batch_size]
+        ids, mask = chat.pad_batch([e.ids for e in chunk], pad_token_id=pad, padding_side="right")
+        token_mask = torch.zeros_like(mask, dtype=torch.bool)
+        for row, e in enumerate(chunk):
+            token_mask[row, e.prompt_len : len(e.ids)] = True
+        index = torch.tensor([e.prompt_len - 1 for e in chunk])
+        r = read_residuals(model, ids, mask, layers, token_mask=token_mask)
+        lp = read_residuals(model, ids, mask, layers, index=index)
+        for layer in layers:
+            resp[layer].append(r[layer])
+            last[layer].append(lp[layer])
+    return ({k: torch.cat(v) for k, v in resp.items()}, {k: torch.cat(v) for k, v in last.items()})
+
+
+def collect_features(
+    loaded: Any, pairs: Sequence[ResponsePair], layers: Sequence[int], *, exact: bool = False,
+    batch_size: int = 8, max_length: int = 512, max_new_tokens: int = 48,
+) -> PairFeatures:
+    """Teacher-force every pair through the BASE model of ``loaded`` (a peft model with its adapter disabled)."""
+    if not pairs:
+        raise ConfigError(bad_value("pairs", [], "at least one response pair"))
+    if loaded.is_peft:
+        with loaded.base_view() as base:
+            return _collect(base, loaded.tokenizer, pairs, list(layers), exact, batch_size, max_length,
+                            max_new_tokens)
+    return _collect(loaded.model, loaded.tokenizer, pairs, list(layers), exact, batch_size, max_length,
+                    max_new_tokens)
+
+
+def _collect(model: torch.nn.Module, tokenizer: Any, pairs: Sequence[ResponsePair], layers: list[int], exact: bool,
+             batch_size: int, max_length: int, max_new_tokens: int) -> PairFeatures:
+    pad = pad_id(tokenizer)
+
+    def enc(p: ResponsePair, response: str) -> Any:
+        return encode_sample(tokenizer, ChatSample(id=p.id, prompt=p.messages(), response=response, line=0, raw=""),
+                             max_length)
+
+    match_enc = [enc(p, p.matching) for p in pairs]
+    other_enc = [enc(p, p.other) for p in pairs]
+    with probe_mode(model):
+        m_resp, m_last = _read(model, match_enc, layers, pad, batch_size)
+        o_resp, _ = _read(model, other_enc, layers, pad, batch_size)
+    own = None
+    if exact:
+        prompts = [e.ids[: e.prompt_len] for e in match_enc]
+        answers = greedy_answers(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
+        own_enc = [EncodedPair(ids=pr + (a or [pad]), prompt_len=len(pr)) for pr, a in zip(prompts, answers,
+                                                                                           strict=True)]
+        with probe_mode(model):
+            own, _ = _read(model, own_enc, layers, pad, batch_size)
+    return PairFeatures(matching=m_resp, other=o_resp, last_prompt=m_last, own=own)
+
+
+# ------------------------------------------------------------------------------------------------ scoring
+def pair_scores(features: PairFeatures, layer: int, unit: torch.Tensor, method: str) -> tuple[np.ndarray,
+                                                                                             np.ndarray]:
+    """Filter scores of the matching and the other response of every pair at ``layer`` (method as the filter's)."""
+    if method not in SCORE_METHODS:
+        raise ConfigError(bad_value("method", method, SCORE_METHODS))
+    u = unit.to(torch.float32).cpu()
+    m = (features.matching[layer] @ u).double().numpy()
+    o = (features.other[layer] @ u).double().numpy()
+    if method == "raw":
+        return m, o
+    if method == "proxy":
+        base = (features.last_prompt[layer] @ u).double().numpy()
+    else:
+        if features.own is None:
+            raise ConfigError(bad_value("method", "exact", "features collected with exact=True"))
+        base = (features.own[layer] @ u).double().numpy()
+    return m - base, o - base
+
+
+def rank_metrics(matching: np.ndarray, other: np.ndarray) -> dict[str, float]:
+    """AUROC (matching rows above other rows, ties count half), precision@k (k = number of matching rows) and
+    the within-prompt win rate of one set of pairs."""
+    matching, other = np.asarray(matching, dtype=float), np.asarray(other, dtype=float)
+    scores = np.concatenate([matching, other])
+    labels = np.concatenate([np.ones(len(matching), bool), np.zeros(len(other), bool)])
+    k = len(matching)
+    top = np.argsort(-scores, kind="stable")[:k]
+    pooled = float(np.sqrt((matching.var() + other.var()) / 2.0))
+    return {"auroc": float(auroc(matching, other)), "precision_at_k": float(labels[top].mean()), "k": k,
+            "pair_win_rate": float(np.mean(matching > other) + 0.5 * np.mean(matching == other)),
+            "cohens_d": float((matching.mean() - other.mean()) / pooled) if pooled > 0 else 0.0}
+
+
+def split_pairs(n: int, tune_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded split of pair indices into (tuning, evaluation); both non-empty."""
+    if n < 2:
+        raise ConfigError(bad_value("pairs", n, ">= 2 pairs (one to tune on, one to evaluate)"))
+    if not 0.0 < tune_fraction < 1.0:
+        raise ConfigError(bad_value("tune_fraction", tune_fraction, "a fraction in (0, 1)"))
+    order = np.random.default_rng(seed).permutation(n)
+    n_tune = min(max(1, round(n * tune_fraction)), n - 1)
+    return np.sort(order[:n_tune]), np.sort(order[n_tune:])
+
+
+def _subset(features: PairFeatures, idx: np.ndarray) -> PairFeatures:
+    t = torch.as_tensor(idx, dtype=torch.long)
+    pick = lambda d: {k: v[t] for k, v in d.items()} if d is not None else None  # noqa: E731
+    return PairFeatures(matching=pick(features.matching), other=pick(features.other),
+                        last_prompt=pick(features.last_prompt), own=pick(features.own))
+
+
+def select_on_tuning(features: PairFeatures, units: dict[int, torch.Tensor], methods: Sequence[str]
+                     ) -> tuple[str, int, dict[str, dict[int, float]]]:
+    """The (method, layer) with the best tuning AUROC; ties (small tuning sets saturate at 1.0) go to the larger
+    Cohen's d of the scores, then to the first method given and the lower layer."""
+    table: dict[str, dict[int, float]] = {}
+    best: tuple[float, float, str, int] | None = None
+    for method in methods:
+        table[method] = {}
+        for layer in sorted(units):
+            m = rank_metrics(*pair_scores(features, layer, units[layer], method))
+            table[method][layer] = m["auroc"]
+            if best is None or (m["auroc"], m["cohens_d"]) > best[:2]:
+                best = (m["auroc"], m["cohens_d"], method, layer)
+    assert best is not None
+    return best[2], best[3], table
+
+
+def validate_for_filtering(
+    vectors: PersonaVectorSet, features: PairFeatures, *, methods: Sequence[str] = ("proxy",),
+    layers: Sequence[int] | None = None, tune_fraction: float = 0.5, seed: int = 0, source: str = "",
+) -> FilterValidation:
+    """Choose the method and layer on a tuning split of ``features`` (pairs the vectors were NOT fitted on), and
+    measure the ranking on the evaluation split. Returns the record to store (:func:`with_filter_validation`)."""
+    bad = [m for m in methods if m not in SCORE_METHODS]
+    if not methods or bad:
+        raise ConfigError(bad_value("methods", list(methods), SCORE_METHODS))
+    if "exact" in methods and features.own is None:
+        raise ConfigError(bad_value("methods", list(methods), "no 'exact' without the base's own answers",
+                                    "collect_features(..., exact=True)"))
+    candidates = sorted(set(vectors.layers if layers is None else layers) & set(features.layers))
+    if not candidates:
+        raise ConfigError(bad_value("layers", list(layers or []), vectors.layers, "no layer has both a vector and "
+                                    "features"))
+    units = {layer: vectors.unit(layer) for layer in candidates}
+    tune, ev = split_pairs(len(features), tune_fraction, seed)
+    method, layer, table = select_on_tuning(_subset(features, tune), units, methods)
+    metrics = rank_metrics(*pair_scores(_subset(features, ev), layer, units[layer], method))
+    record = FilterValidation(
+        filter_layer=layer, method=method, filter_auroc=table[method], eval_auroc=metrics["auroc"],
+        eval_precision_at_k=metrics["precision_at_k"], eval_pair_win_rate=metrics["pair_win_rate"],
+        n_tune=len(tune), n_eval=len(ev), seed=seed, source=source,
+        method_auroc={m: max(v.values()) for m, v in table.items()})
+    log.info("filter validation of %s: %s at blocks.%d, evaluation AUROC %.3f (%d pairs)", vectors.trait_id,
+             method, layer, record.eval_auroc, record.n_eval)
+    return record
+
+
+def random_direction_baseline(
+    vectors: PersonaVectorSet, features: PairFeatures, covariance_acts: dict[int, torch.Tensor], *,
+    orient: dict[int, torch.Tensor] | None = None, n_draws: int = 8, methods: Sequence[str] = ("proxy",),
+    layers: Sequence[int] | None = None, tune_fraction: float = 0.5, seed: int = 0,
+) -> list[float]:
+    """Evaluation AUROCs of ``n_draws`` norm-matched random directions from N(0, Sigma_hat) (shrinkage covariance
+    of ``covariance_acts[layer]`` [n, d], e.g. the extraction features centred per class), each put through the
+    SAME protocol as the real vector (method and layer chosen on the same tuning split). ``orient[layer]`` (e.g.
+    mean(pos) - mean(neg) of the extraction features) fixes each draw's sign as a fitted direction's would be."""
+    candidates = sorted(set(vectors.layers if layers is None else layers) & set(features.layers)
+                        & set(covariance_acts))
+    draws = {layer: covariance_null_directions(covariance_acts[layer], n_draws, norm=vectors.norms[layer],
+                                               seed=seed * 1009 + layer)
+             for layer in candidates}
+    out = []
+    for j in range(n_draws):
+        dirs = {}
+        for layer in candidates:
+            d = draws[layer][j]
+            if orient is not None and float(d @ orient[layer].to(d.dtype)) < 0:
+                d = -d
+            dirs[layer] = d
+        fake = dataclasses.replace(vectors, vectors=dirs, selected_layer=None, filter_validation=None)
+        rec = validate_for_filtering(fake, features, methods=methods, layers=candidates,
+                                     tune_fraction=tune_fraction, seed=seed, source="random")
+        out.append(rec.eval_auroc)
+    return out
+
+
+def validate_on_trait(
+    loaded: Any, vectors: PersonaVectorSet, trait: Any, *, methods: Sequence[str] = ("proxy",),
+    tune_fraction: float = 0.5, seed: int = 0, batch_size: int = 8,
+) -> FilterValidation | None:
+    """Filter validation on the trait's ``paired_responses`` EVALUATION split (pairs no extraction saw); None
+    (logged) when the trait has fewer than 4 such pairs."""
+    items = trait.split_paired("evaluation")
+    if len(items) < 4:
+        log.warning("trait %s has %d evaluation paired responses (< 4): no filter validation recorded", trait.id,
+                    len(items))
+        return None
+    feats = collect_features(loaded, pairs_from_trait(trait, "evaluation"), vectors.layers,
+                             exact="exact" in methods, batch_size=batch_size)
+    return validate_for_filtering(vectors, feats, methods=methods, tune_fraction=tune_fraction, seed=seed,
+                                  source=f"trait {trait.id} paired_responses/evaluation")
+
+
+def describe(record: FilterValidation | None) -> str:
+    """One line for users: the evaluation AUROC, where it was measured, and whether it is low."""
+    if record is None:
+        return ("not validated for filtering: this vector file has no filter_validation record, so nobody "
+                "measured whether it ranks trait-matching above non-matching answers to the same prompt")
+    level = "LOW" if not record.eval_auroc >= LOW_AUROC else "ok"
+    return (f"filter validation {level}: AUROC {record.eval_auroc:.3f} (precision@k {record.eval_precision_at_k:.2f}, "
+            f"{record.n_eval} held-out pairs, {record.source}) at blocks.{record.filter_layer}, method "
+            f"{record.method}; warn below {LOW_AUROC}")
+
+
+def with_filter_validation(vectors: PersonaVectorSet, record: FilterValidation) -> PersonaVectorSet:
+    """A copy of ``vectors`` carrying ``record`` (save it to write the record into the sidecar)."""
+    return dataclasses.replace(vectors, filter_validation=record)

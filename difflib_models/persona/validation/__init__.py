@@ -1,0 +1,68 @@
+"""Is a persona vector real? Held-out separation, null baselines and layer selection (``validate``), and the
+steering dose-response on A/B items (``dose_response``)."""
+
+from __future__ import annotations
+
+from difflib_models.persona.validation.dose_response import (
+    DEFAULT_MAX_NLL_INCREASE,
+    READOUTS,
+    STEER_POSITIONS,
+    answer_text_scores,
+    answer_texts,
+    dose_summary,
+    random_direction_control,
+    steering_dose_response,
+)
+from difflib_models.persona.validation.validate import (
+    AUROC_CEILING,
+    VALIDATION_LEVELS,
+    NullDraws,
+    ValidationResult,
+    add_random_control,
+    alignment,
+    auroc,
+    bootstrap_auroc_ci,
+    cohens_d,
+    cross_trait_cosines,
+    empirical_p,
+    extract_and_validate,
+    null_test,
+    permutation_null,
+    permutation_null_stats,
+    random_direction_null,
+    random_direction_null_stats,
+    separation,
+    split_half_stability,
+    validate_vectors,
+)
+
+__all__ = [
+    "AUROC_CEILING",
+    "DEFAULT_MAX_NLL_INCREASE",
+    "NullDraws",
+    "READOUTS",
+    "STEER_POSITIONS",
+    "VALIDATION_LEVELS",
+    "ValidationResult",
+    "add_random_control",
+    "alignment",
+    "answer_text_scores",
+    "answer_texts",
+    "auroc",
+    "bootstrap_auroc_ci",
+    "cohens_d",
+    "cross_trait_cosines",
+    "dose_summary",
+    "empirical_p",
+    "extract_and_validate",
+    "null_test",
+    "permutation_null",
+    "permutation_null_stats",
+    "random_direction_control",
+    "random_direction_null",
+    "random_direction_null_stats",
+    "separation",
+    "split_half_stability",
+    "steering_dose_response",
+    "validate_vectors",
+]
