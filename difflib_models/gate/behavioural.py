@@ -251,7 +251,7 @@ def _paired(a: Sequence[float], b: Sequence[float], **kw: Any) -> dict[str, Any]
 
 def evaluate_ab(
     models: Mapping[str, tuple[Any, str]], items: Sequence[Any], *, trait: str, batch_size: int = 8,
-    keep_items: int = 50, n_boot: int = 2000, seed: int = 0,
+    keep_items: int = 50, n_boot: int = 2000, seed: int = 0, scored: Mapping[str, ItemScores] | None = None,
 ) -> dict[str, Any]:
     """The A/B report block of one trait. ``models`` maps a name ("base", "candidate", "control") to
     ``(LoadedModel, side)`` with side ``"base"`` (a peft model's base view) or ``"model"``; ``items`` are
@@ -259,7 +259,8 @@ def evaluate_ab(
 
     ``models[name]`` holds the single-order rate (secondary); ``balanced`` the position-balanced scores, the
     paired ``shift`` (candidate - base), ``control_shift`` (control - base) and ``excess_over_control``
-    (candidate - control), each ``{n, mean, ci_low, ci_high}``."""
+    (candidate - control), each ``{n, mean, ci_low, ci_high}``. ``scored``: the items' scores per model name,
+    already computed (:func:`item_scores`; :func:`ab_section` scores every trait's items in one pass)."""
     beh_items = [it if isinstance(it, BehaviourItem) else None for it in items]
     if any(it is None for it in beh_items):
         beh_items = items_from_ab(items)
@@ -272,8 +273,9 @@ def evaluate_ab(
                                             "models": {}}}
     scores: dict[str, list[float]] = {}
     for name, (loaded, side) in models.items():
-        scored = item_scores(loaded, its, side=side, batch_size=batch_size, name=name)
-        probs, first, second = scored.p_matching, scored.first, scored.second
+        sc = scored[name] if scored is not None else item_scores(loaded, its, side=side, batch_size=batch_size,
+                                                                 name=name)
+        probs, first, second = sc.p_matching, sc.first, sc.second
         flags = [p > 0.5 for p in probs]
         score = [(x + y) / 2.0 for x, y in zip(first, second, strict=True)]
         scores[name] = score
@@ -301,9 +303,20 @@ def evaluate_ab(
 def ab_section(models: Mapping[str, tuple[Any, str]], traits: Sequence[str], *, max_items: int,
                batch_size: int = 8, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
     """The ``behavioural`` report section in A/B mode for several traits: ``traits[t]`` holds each trait's block
-    (:func:`evaluate_ab`); the section's own fields repeat the first trait's block (checks without ``trait``)."""
-    blocks = {t: evaluate_ab(models, trait_items(t, max_items=max_items), trait=t,
-                             batch_size=batch_size, n_boot=n_boot, seed=seed) for t in traits}
+    (:func:`evaluate_ab`); the section's own fields repeat the first trait's block (checks without ``trait``).
+    Each model scores the items of all traits in one pass (:func:`item_scores`)."""
+    per_trait = {t: trait_items(t, max_items=max_items) for t in traits}
+    every = [it for t in traits for it in per_trait[t]]
+    scored = {name: item_scores(loaded, every, side=side, batch_size=batch_size, name=name)
+              for name, (loaded, side) in models.items()}
+    blocks: dict[str, dict[str, Any]] = {}
+    start = 0
+    for t in traits:
+        part = slice(start, start + len(per_trait[t]))
+        start = part.stop
+        mine = {name: ItemScores(sc.first[part], sc.second[part], sc.p_matching[part]) for name, sc in scored.items()}
+        blocks[t] = evaluate_ab(models, per_trait[t], trait=t, batch_size=batch_size, n_boot=n_boot, seed=seed,
+                                scored=mine)
     first = blocks[traits[0]]
     return {**first, "traits": {t: {k: v for k, v in b.items() if k != "items"} for t, b in blocks.items()}}
 
