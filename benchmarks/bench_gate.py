@@ -243,19 +243,22 @@ def bench_gate(*, candidate: str = "lora", with_files: bool = False) -> dict[str
     return out
 
 
+def tinystories() -> Path:
+    from difflib_models.paths import shared_dir
+
+    return shared_dir() / "models" / "tinystories-656k"
+
+
 def tiny_adapter(path: Path) -> Path:
     """A LoRA adapter of TinyStories-656K (5 steps on one sentence, as tests/diffing/test_cli_diff.py makes)."""
     from difflib_models.diffing.finetune import LoraFinetuneConfig, lora_finetune
     from difflib_models.models.loading import load_model
 
-    lm = load_model(TINYSTORIES)
+    lm = load_model(tinystories())
     texts = ["Once upon a time, there was a fish named Fin. Fin liked to swim in the sea."] * 4
     res = lora_finetune(lm.model, lm.tokenizer, texts, LoraFinetuneConfig(r=4, steps=5, batch_size=4, lr=1e-2))
     res.model.save_pretrained(path)
     return path
-
-
-TINYSTORIES = Path(__file__).resolve().parents[1].parent / "shared" / "models" / "tinystories-656k"
 
 
 def bench_diff() -> dict[str, Any]:
@@ -268,7 +271,7 @@ def bench_diff() -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         adapter = tiny_adapter(tmp / "adapter")
-        cmd = [sys.executable, "-m", "difflib_models", "diff", "--base", str(TINYSTORIES), "--adapter",
+        cmd = [sys.executable, "-m", "difflib_models", "diff", "--base", str(tinystories()), "--adapter",
                str(adapter), "--out", str(tmp / "diff")]
         env = dict(os.environ, DIFFLIB_MODELS_NO_PROGRESS="1")
         entry, proc = _timed_entry(lambda: subprocess.run(cmd, env=env, capture_output=True, text=True,

@@ -3,19 +3,22 @@
 Every behaviour item is asked in both option orders; the two prompts (the question with both options listed)
 share their beginning (chat template, system prompt, question, the first option's start). Per batch of items:
 
-1. the shared beginning of each item's two prompts, once per item (``use_cache=True``; no logits needed);
-2. the cache is duplicated per order and the rest of each order's prompt (without its last token) is run;
-3. the cache is duplicated per continuation and five continuations per item run together, each starting with its
-   prompt's last token (whose logits predict the continuation's first token): the matching and the non-matching
-   answer text in each order, teacher-forced (per-token mean log-likelihoods give the answer-text score, with the
-   tokenisation and log-likelihood of :func:`difflib_models.persona.dose_response.answer_text_scores`, which scores
-   each full sequence on its own), and, in the item's listed order, the answers' common letter prefix (``"("`` of
-   ``"(A)"`` / ``"(B)"``): the next-token distribution after it gives P(matching letter) (as
-   :func:`difflib_models.gate.behavioural.ab_probabilities`, which runs prompt + prefix again).
+1. the tokens every prompt of the batch starts with (e.g. the chat template's system prompt), once;
+2. the rest of the beginning shared by each item's two prompts, once per item (no logits are computed);
+3. the cache is duplicated per order and the rest of each order's prompt runs; in the item's listed order it goes
+   on with the prompt's last token and the answers' common letter prefix (``"("`` of ``"(A)"`` / ``"(B)"``), whose
+   next-token distribution gives P(matching letter) (as :func:`difflib_models.gate.behavioural.ab_probabilities`,
+   which runs prompt + prefix again); these letter tokens are then masked out of the cache;
+4. the cache is duplicated per answer and the matching and the non-matching answer text of both orders run as
+   continuations, each starting with its prompt's last token (whose logits predict the answer's first token),
+   teacher-forced: per-token mean log-likelihoods give the answer-text score, with the tokenisation and
+   log-likelihood of :func:`difflib_models.persona.dose_response.answer_text_scores` (which scores each full
+   sequence on its own).
 
-Padding sits at the left of step 1 and between the steps; it is masked and the position ids count real tokens only,
-so the numbers equal the per-sequence scoring up to float rounding (``tests/gate/test_ab_scoring.py`` compares
-both). Items are sorted by prompt length before batching (less padding); results come back in item order.
+Padding sits anywhere (left in steps 2-3, right in step 4, masked letter tokens in between); it is masked and the
+position ids count real tokens only, so the numbers equal the per-sequence scoring up to float rounding
+(``tests/gate/test_ab_scoring.py`` compares both). Items are sorted by answer length before batching (less
+padding); results come back in item order.
 """
 
 from __future__ import annotations
@@ -32,7 +35,6 @@ from difflib_models.persona.chat import (
     encode_prompt_response,
     pad_batch,
     pad_id,
-    position_ids,
 )
 from difflib_models.persona.dose_response import answer_texts
 from difflib_models.progress import progress
@@ -105,40 +107,66 @@ def _forward_kwargs(model: Any) -> tuple[str, bool]:
 
 
 class _Runner:
-    """Runs continuation steps on one growing KV cache (rows re-selected between steps)."""
+    """Runs steps on one growing KV cache: rows re-selected between steps, padding anywhere (masked; position ids
+    count real tokens only)."""
 
     def __init__(self, model: Any, pad: int) -> None:
         self.model, self.pad = model, pad
         self.device = next(model.parameters()).device
         self.cache_kw, keep = _forward_kwargs(model)
-        self.no_logits: dict[str, Any] = {"logits_to_keep": 1} if keep else {}  # only the cache is needed
+        self.last_only: dict[str, Any] = {"logits_to_keep": 1} if keep else {}
         self.cache: Any = None
-        self.mask = torch.zeros(0, 0, dtype=torch.long)
-        self.lengths = torch.zeros(0, dtype=torch.long)
-
-    def start(self, seqs: list[list[int]]) -> None:
-        ids, mask = pad_batch(seqs, pad_token_id=self.pad, padding_side="left")
-        out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                         position_ids=position_ids(mask).to(self.device), use_cache=True, **self.no_logits)
-        cache = getattr(out, "cache", None)
-        self.cache = cache if cache is not None else out.past_key_values
-        self.mask, self.lengths = mask, mask.sum(dim=1)
+        self.mask = torch.zeros(1, 0, dtype=torch.long)
+        self.lengths = torch.zeros(1, dtype=torch.long)
 
     def select(self, rows: list[int]) -> None:
         index = torch.tensor(rows, dtype=torch.long)
-        self.cache.batch_select_indices(index.to(self.device))
+        if self.cache is not None:
+            self.cache.batch_select_indices(index.to(self.device))
         self.mask, self.lengths = self.mask[index], self.lengths[index]
 
-    def extend(self, seqs: list[list[int]], *, logits: bool) -> tuple[torch.Tensor, torch.Tensor, Any]:
-        """Run ``seqs`` (right-padded) after the cached tokens; returns their ids, mask and logits (or None)."""
-        ids, mask = pad_batch(seqs, pad_token_id=self.pad, padding_side="right")
-        full = torch.cat([self.mask, mask], dim=1)
-        pos = self.lengths[:, None] + torch.arange(ids.shape[1])[None, :]
-        kw = {} if logits else self.no_logits
+    def drop_last(self, rows: list[int], n: int) -> None:
+        """Mask out the last ``n`` cached columns (real tokens of a left-padded step) of ``rows``."""
+        for row in rows:
+            self.mask[row, self.mask.shape[1] - n:] = 0
+            self.lengths[row] -= n
+
+    def extend(self, seqs: list[list[int]], *, side: str, logits: str) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        """Run ``seqs`` (padded on ``side``) after the cached tokens. ``logits``: "none", "last" (the last column:
+        each row's last real token when left-padded) or "all". Returns the ids, their mask and the logits."""
+        ids, mask = pad_batch(seqs, pad_token_id=self.pad, padding_side=side)
+        full = torch.cat([self.mask.expand(len(seqs), -1) if self.mask.shape[0] == 1 else self.mask, mask], dim=1)
+        pos = self.lengths[:, None] + (mask.cumsum(dim=1) - 1).clamp(min=0)
+        kw = {} if logits == "all" else self.last_only
+        if self.cache is not None:
+            kw[self.cache_kw] = self.cache
         out = self.model(input_ids=ids.to(self.device), attention_mask=full.to(self.device),
-                         position_ids=pos.to(self.device), use_cache=True, **{self.cache_kw: self.cache}, **kw)
+                         position_ids=pos.to(self.device), use_cache=True, **kw)
+        if self.cache is None:
+            cache = getattr(out, "cache", None)
+            self.cache = cache if cache is not None else out.past_key_values
         self.mask, self.lengths = full, self.lengths + mask.sum(dim=1)
-        return ids, mask, out.logits.float().cpu() if logits else None
+        if logits == "none":
+            return ids, mask, None
+        return ids, mask, (out.logits[:, -1] if logits == "last" else out.logits).float().cpu()
+
+
+def _answer_logliks(ids: torch.Tensor, mask: torch.Tensor, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row: sum of log p(token t+1 | ..., token t) over its real tokens after the first, and their count."""
+    real = mask[:, 1:].bool()
+    rows = real.nonzero(as_tuple=True)[0]
+    picked = logits[:, :-1][real]  # [n_real, V]: only real positions get a softmax normaliser
+    lp = picked.gather(1, ids[:, 1:][real][:, None])[:, 0] - picked.logsumexp(dim=-1)
+    total = torch.zeros(ids.shape[0], dtype=torch.float64).index_add_(0, rows, lp.double())
+    return total, real.sum(dim=1).double()
+
+
+def _shared_start(seqs: list[list[int]]) -> int:
+    """Length of the prefix common to all ``seqs``, leaving each at least one token of its own."""
+    n, limit = 0, min(len(q) for q in seqs) - 1
+    while n < limit and all(q[n] == seqs[0][n] for q in seqs):
+        n += 1
+    return n
 
 
 def score_items(model: Any, tokenizer: Any, items: Sequence[Any], *, batch_size: int = 8,
@@ -147,9 +175,10 @@ def score_items(model: Any, tokenizer: Any, items: Sequence[Any], *, batch_size:
     (:class:`difflib_models.gate.behavioural.BehaviourItem`). ``model`` is run as given: call inside
     ``probe_mode`` (eval, no grad). ``batch_size`` items (each asked in both orders) per batch."""
     enc = [_encode_item(tokenizer, it) for it in items]
-    order = sorted(range(len(enc)), key=lambda j: -enc[j].prompt_len)
+    # longest answers first: the answer rows are the widest part of a batch (prompt lengths follow them roughly)
+    order = sorted(range(len(enc)), key=lambda j: (-max(len(a) for o in enc[j].answers for a in o),
+                                                   -enc[j].prompt_len))
     pad = pad_id(tokenizer)
-    runner = _Runner(model, pad)
     text = torch.full((len(enc), 2), float("nan"), dtype=torch.float64)
     letter_p = torch.full((len(enc),), float("nan"), dtype=torch.float64)
     starts = range(0, len(order), batch_size)
@@ -157,30 +186,30 @@ def score_items(model: Any, tokenizer: Any, items: Sequence[Any], *, batch_size:
         for start in progress(starts, desc=desc, total=len(starts)):
             js = order[start:start + batch_size]
             chunk = [enc[j] for j in js]
-            runner.start([e.prefix for e in chunk])
-            runner.select([b for b in range(len(chunk)) for _ in ORDERS])  # row 2b + o
-            runner.extend([e.middles[o] for e in chunk for o in range(2)], logits=False)
-            # per item: matching / non-matching answer in order 0, then in order 1, then the letter prefix
-            rows, conts = [], []
+            run = _Runner(model, pad)
+            common = _shared_start([e.prefix for e in chunk])
+            if common:  # e.g. the chat template's system prompt: once for the batch
+                run.extend([chunk[0].prefix[:common]], side="left", logits="none")
+                run.select([0] * len(chunk))
+            run.extend([e.prefix[common:] for e in chunk], side="left", logits="none")
+            run.select([b for b in range(len(chunk)) for _ in ORDERS])  # row 2b + o
+            # each order's rest of the prompt; the listed order goes on with its last token and the letter prefix,
+            # whose next-token distribution is the letter readout (left padding: every row ends in column -1)
+            letter_tail = [1 + len(e.letter_prefix) for e in chunk]
+            middles = [e.middles[o] + ([e.lasts[o], *e.letter_prefix] if o == e.letter_order else [])
+                       for e in chunk for o in range(2)]
+            _, _, last = run.extend(middles, side="left", logits="last")
             for b, e in enumerate(chunk):
-                for o in range(2):
-                    for a in range(2):
-                        rows.append(2 * b + o)
-                        conts.append([e.lasts[o], *e.answers[o][a]])
-                rows.append(2 * b + e.letter_order)
-                conts.append([e.lasts[e.letter_order], *e.letter_prefix])
-            runner.select(rows)
-            ids, mask, logits = runner.extend(conts, logits=True)
-            n_rows = ids.shape[0]
-            answer_rows = torch.tensor([r for r in range(n_rows) if r % 5 != 4])
-            lp = logits[answer_rows, :-1].log_softmax(-1).gather(2, ids[answer_rows, 1:, None])[..., 0].double()
-            real = mask[answer_rows, 1:].bool()
-            total, count = (lp * real).sum(dim=1), real.sum(dim=1).double()
-            score = (total / count.clamp_min(1) if length_normalize else total).reshape(len(chunk), 2, 2)
-            text[js] = score[:, :, 0] - score[:, :, 1]
-            for b, e in enumerate(chunk):
-                last = int(mask[5 * b + 4].sum()) - 1  # the letter prefix's last token (or the prompt's)
-                logp = logits[5 * b + 4, last].log_softmax(-1)
+                logp = last[2 * b + e.letter_order].log_softmax(-1)
                 two = torch.stack([logp[e.letter_ids[0]], logp[e.letter_ids[1]]])
                 letter_p[js[b]] = float(torch.softmax(two, dim=0)[0])
+            # the answers see the prompt only: the letter tokens are masked out of their context
+            for b, e in enumerate(chunk):
+                run.drop_last([2 * b + e.letter_order], letter_tail[b])
+            run.select([2 * b + o for b in range(len(chunk)) for o in range(2) for _ in range(2)])
+            conts = [[e.lasts[o], *e.answers[o][a]] for e in chunk for o in range(2) for a in range(2)]
+            ids, mask, logits = run.extend(conts, side="right", logits="all")
+            total, count = _answer_logliks(ids, mask, logits)
+            score = (total / count.clamp_min(1) if length_normalize else total).reshape(len(chunk), 2, 2)
+            text[js] = score[:, :, 0] - score[:, :, 1]
     return ItemScores(first=text[:, 0].tolist(), second=text[:, 1].tolist(), p_matching=letter_p.tolist())
