@@ -265,6 +265,7 @@ def bench_diff() -> dict[str, Any]:
     """The default ``difflib-models diff`` (every option at its default) of TinyStories-656K vs a LoRA adapter, run
     as a user runs it: a fresh ``python -m difflib_models diff`` process (imports and model loading included)."""
     import json
+    import resource
     import subprocess
     import sys
 
@@ -274,8 +275,11 @@ def bench_diff() -> dict[str, Any]:
         cmd = [sys.executable, "-m", "difflib_models", "diff", "--base", str(tinystories()), "--adapter",
                str(adapter), "--out", str(tmp / "diff")]
         env = dict(os.environ, DIFFLIB_MODELS_NO_PROGRESS="1")
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
         entry, proc = _timed_entry(lambda: subprocess.run(cmd, env=env, capture_output=True, text=True,
                                                           check=False, timeout=1800), DIFF_GOAL_S)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        entry["cpu_s"] = (after.ru_utime - children.ru_utime) + (after.ru_stime - children.ru_stime)  # the diff
         if proc.returncode != 0:
             raise RuntimeError(f"diff failed ({proc.returncode}): {proc.stderr[-2000:]}")
         doc = json.loads((tmp / "diff" / "diff.json").read_text(encoding="utf-8"))
