@@ -2,7 +2,7 @@
 crosscoder latents.
 
     python -m benchmarks.bench_gate [--latents 1000] [--repeats 3] [--skip-html] [--skip-diff] [--skip-smollm2]
-                                    [--candidate lora|identical] [--with-files]
+                                    [--candidate lora|identical] [--with-files] [--ab-compare]
 
 - ``html``: a report with N latents (3 max-activating contexts of 16 tokens each, 4N relative decoder norms, two
   persona traits with projections and nulls, a monitor series, drift over 30 layers); median wall/CPU seconds of
@@ -15,6 +15,9 @@ crosscoder latents.
   gate on the same base, vectors from the cache, goal 30 s; ``files`` (``--with-files``): vectors from the cold
   run's files with ``--vectors``. Each records wall and CPU seconds, the report's per-stage ``timings`` and where
   the vectors came from.
+- ``ab_scoring_smollm2`` (``--ab-compare``): the behavioural A/B eval of the default policy's 72 items on one
+  SmolLM2, one-pass scorer vs per-sequence scoring in the same process: seconds, their CPU ratio and the largest
+  difference of any score.
 
 Every timed entry carries the load average before and after it and ``machine_loaded`` (1-minute load above half
 the cores: other work shared the machine, the figure is not an idle one), ``goal_s`` and ``goal_met``. Results go
@@ -243,6 +246,45 @@ def bench_gate(*, candidate: str = "lora", with_files: bool = False) -> dict[str
     return out
 
 
+def bench_ab_scoring(batch_size: int = 8) -> dict[str, Any]:
+    """The behavioural A/B eval of the default policy's items on one SmolLM2, side by side in one process: the
+    one-pass scorer (``gate/ab_scoring.py``) and per-sequence scoring (every answer and the letter context run as
+    their own sequences: ``ab_probabilities`` + ``answer_text_scores``, the gate's former path)."""
+    from difflib_models.gate.behavioural import (
+        ab_probabilities,
+        behaviour_traits,
+        item_scores,
+        load_behaviour_items,
+    )
+    from difflib_models.hooks import probe_mode
+    from difflib_models.models.loading import load_model
+    from difflib_models.persona.dose_response import answer_text_scores
+
+    lm = load_model("smollm2-135m-instruct")
+    items = [it for t in behaviour_traits() for it in load_behaviour_items(t, max_items=24)]
+
+    def per_sequence() -> tuple[list[float], list[float], list[float]]:
+        probs = ab_probabilities(lm, [it.letter_item() for it in items], batch_size=batch_size)
+        with probe_mode(lm.model):
+            asked = [it.text_item(True) for it in items] + [it.text_item(False) for it in items]
+            s = answer_text_scores(lm.model, lm.tokenizer, asked, batch_size=batch_size)
+        return s[: len(items)], s[len(items):], probs
+
+    def one_pass() -> tuple[list[float], list[float], list[float]]:
+        r = item_scores(lm, items, batch_size=batch_size)
+        return r.first, r.second, r.p_matching
+
+    out: dict[str, Any] = {"n_items": len(items), "batch_size": batch_size}
+    results = {}
+    for name, fn in (("one_pass", one_pass), ("per_sequence", per_sequence)):
+        out[name], results[name] = _timed_entry(fn, None)
+        logger.info("A/B scoring %s: %.1f s wall, %.1f s CPU", name, out[name]["wall_s"], out[name]["cpu_s"])
+    out["ratio_cpu_per_sequence_over_one_pass"] = out["per_sequence"]["cpu_s"] / out["one_pass"]["cpu_s"]
+    out["max_abs_diff"] = max(abs(a - b) for x, y in zip(results["one_pass"], results["per_sequence"], strict=True)
+                              for a, b in zip(x, y, strict=True))
+    return out
+
+
 def tinystories() -> Path:
     from difflib_models.paths import shared_dir
 
@@ -303,6 +345,8 @@ def main() -> None:
     parser.add_argument("--skip-diff", action="store_true")
     parser.add_argument("--candidate", choices=("lora", "identical"), default="lora")
     parser.add_argument("--with-files", action="store_true", help="also time a gate run with --vectors files")
+    parser.add_argument("--ab-compare", action="store_true",
+                        help="also time the A/B eval one-pass vs per-sequence on one SmolLM2 (minutes)")
     parser.add_argument("--name", default="gate")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -314,6 +358,9 @@ def main() -> None:
     path = write_results(args.name, payload, machine)  # partial results first: the gate part is long
     if not args.skip_diff:
         payload["diff_tinystories656k"] = bench_diff()
+        path = write_results(args.name, payload, machine)
+    if args.ab_compare:
+        payload["ab_scoring_smollm2"] = bench_ab_scoring()
         path = write_results(args.name, payload, machine)
     if not args.skip_smollm2:
         payload["gate_smollm2"] = bench_gate(candidate=args.candidate, with_files=args.with_files)
