@@ -87,3 +87,22 @@ def test_fast_scores_through_a_peft_lora(tiny) -> None:
 def test_fast_scores_on_smollm2(smollm2) -> None:
     items = load_behaviour_items("sycophancy", max_items=4)
     _check(smollm2.model, smollm2.tokenizer, items, batch_size=4, tol=2e-4)
+
+
+def test_ab_section_scores_all_traits_in_one_pass_like_each_trait_alone(tiny) -> None:
+    from difflib_models.gate.behavioural import ab_section, evaluate_ab
+
+    model, tok, _ = tiny
+    loaded = SimpleNamespace(model=model, tokenizer=tok, is_peft=False)
+    models = {"base": (loaded, "model"), "candidate": (loaded, "model")}
+    traits = ["evil", "hallucination"]
+    section = ab_section(models, traits, max_items=4, n_boot=200)
+    for trait in traits:
+        alone = evaluate_ab(models, load_behaviour_items(trait, max_items=4), trait=trait, n_boot=200)
+        got = section["traits"][trait]
+        assert got["trait"] == trait
+        for name in models:
+            assert got["models"][name] == pytest.approx(alone["models"][name], abs=1e-6)
+            assert got["balanced"]["models"][name] == pytest.approx(alone["balanced"]["models"][name], abs=1e-6)
+    means = [section["traits"][t]["balanced"]["models"]["base"]["mean"] for t in traits]
+    assert abs(means[0] - means[1]) > 1e-3  # the traits' items differ: a mixed-up split would show
