@@ -87,15 +87,37 @@ class TensorSource:
             yield self.acts[order[start : start + batch_size]]
 
 
+SHARD_CACHE_BYTES = 256 * 2**20
+"""A store whose shards total at most this many bytes is kept in memory by :class:`StoreSource` (read and
+checksum-verified once per process instead of once per pass; a small store is passed once per training step)."""
+
+
+class _CachedShards(ActivationStore):
+    """An :class:`ActivationStore` that keeps every shard it has loaded (all tensors) in memory."""
+
+    def __init__(self, store: ActivationStore) -> None:
+        super().__init__(store.path, store.manifest, verify=store.verify)
+        self._shards: dict[int, dict[str, Tensor]] = {}
+
+    def load_shard(self, index: int, keys: Sequence[str] | None = None) -> dict[str, Tensor]:
+        if index not in self._shards:
+            self._shards[index] = super().load_shard(index)
+        tensors = self._shards[index]
+        return dict(tensors) if keys is None else {k: tensors[k] for k in keys}
+
+
 class StoreSource:
     """A paired activation store (``difflib_models.store``) seen as a crosscoder source.
 
-    ``sides`` x ``layers`` become the sources (side-major). Only the path is pickled, so it survives
-    ``ddp_spawn``; the store is reopened lazily in each process."""
+    ``sides`` x ``layers`` become the sources (side-major). Only the path and the selection are pickled, so it
+    survives ``ddp_spawn``; the store is opened once per process, and a store of at most ``cache_bytes`` of shards
+    is held in memory after its first pass (the batches are the same either way)."""
 
     def __init__(self, path: str | Path, *, sides: Sequence[str] | None = None,
-                 layers: Sequence[int] | None = None) -> None:
+                 layers: Sequence[int] | None = None, cache_bytes: int = SHARD_CACHE_BYTES) -> None:
         self.path = Path(path)
+        self.cache_bytes = int(cache_bytes)
+        self._opened: ActivationStore | None = None
         store = self._store()
         self.sides = list(sides or store.sides)
         self.layers = list(layers if layers is not None else store.layers)
@@ -114,11 +136,15 @@ class StoreSource:
         #: trained crosscoder so that the gate can refuse a crosscoder trained on other models
         self.identities = [dict(store.manifest.identities.get(s) or {}) for s in self.sides]
 
-    def _store(self) -> Any:
-        return ActivationStore.open(self.path)
+    def _store(self) -> ActivationStore:
+        if self._opened is None:
+            store = ActivationStore.open(self.path)
+            size = sum(max(s.n_bytes, 0) for s in store.manifest.shards)
+            self._opened = _CachedShards(store) if size <= self.cache_bytes else store
+        return self._opened
 
     def __getstate__(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return {**self.__dict__, "_opened": None}  # reopened in the receiving process
 
     @property
     def n_sources(self) -> int:

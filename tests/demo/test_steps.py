@@ -12,13 +12,13 @@ import pytest
 def test_extract_vectors_reports_the_held_out_auroc_of_the_saved_vectors(stories260k: Path, tmp_path: Path) -> None:
     import dataclasses
 
-    from difflib_models.persona.extraction.vectors import PersonaVectorSet
     from sklearn.metrics import roc_auc_score
 
     from difflib_models.demo import steps
     from difflib_models.demo.config import PROFILES
     from difflib_models.models.loading import load_model
     from difflib_models.persona.extraction import PersonaExtractor
+    from difflib_models.persona.extraction.vectors import PersonaVectorSet
     from difflib_models.persona.traits import load_trait
 
     base = load_model(stories260k)

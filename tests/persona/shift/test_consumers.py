@@ -21,12 +21,12 @@ SEED = 4
 
 def _monitor_and_gate(tmp_path: Path, tokenizer_dir: Path, *, gap: float | None):
     import lightning.pytorch as L
-    from difflib_models.persona.extraction.vectors import PersonaVectorSet
 
     from difflib_models.callbacks import PersonaMonitor
     from difflib_models.gate.policy import policy_from_dict
     from difflib_models.gate.runner import persona_section
     from difflib_models.models.loading import from_pretrained_objects
+    from difflib_models.persona.extraction.vectors import PersonaVectorSet
 
     module = TinyLM(tokenizer_dir=str(tokenizer_dir))
     base_model = copy.deepcopy(module.model)

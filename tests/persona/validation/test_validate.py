@@ -372,12 +372,12 @@ def test_validation_from_features_needs_no_extractor(tinystories_656k):
     on hand-made projections)."""
     import dataclasses
 
-    from difflib_models.persona.extraction.vectors import PersonaVectorSet
     from sklearn.metrics import roc_auc_score
     from transformers import AutoTokenizer
 
     from difflib_models.models.loading import from_pretrained_objects
     from difflib_models.persona.extraction import PersonaExtractor, aggregate
+    from difflib_models.persona.extraction.vectors import PersonaVectorSet
     from difflib_models.persona.traits import Trait
     from tests.helpers.tiny_models import make_tiny
     from tests.persona.extraction.test_extractor import CHATML, TRAIT
