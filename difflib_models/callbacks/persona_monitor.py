@@ -39,6 +39,7 @@ from difflib_models.callbacks._monitor_state import TraitMonitor, replace_json, 
 from difflib_models.errors import ConfigError, bad_value
 from difflib_models.hooks import BlockReader, EarlyStop, projection
 from difflib_models.io import atomic_write, atomic_write_json
+from difflib_models.persona.shift import PROBE_BATCH_SIZE
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,8 @@ class PersonaMonitorCore:
         n_null: number of seeded covariance-realistic random directions; null_seed: their seed.
         free_signal: also log the training batch's own response-token projection (needs ``labels`` in the batch).
         preventative_steering: alpha (raw vector units) added along the vector in training forwards; None: off.
-        batch_size: probe batch size.
+        batch_size: probe batch size (default ``PROBE_BATCH_SIZE``, the gate's default too: the same batch size gives
+            the monitor and the gate identical numbers).
         out_dir, model_attr, tokenizer: as for ActivationSnapshot.
     """
 
@@ -86,7 +88,7 @@ class PersonaMonitorCore:
         null_seed: int = 0,
         free_signal: bool = False,
         preventative_steering: float | None = None,
-        batch_size: int = 32,
+        batch_size: int = PROBE_BATCH_SIZE,
         out_dir: str | None = None,
         model_attr: str | None = None,
         tokenizer: str | None = None,

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+
 from difflib_models.persona.traits.chat import (
     answer_token_ids,
     encode_prompt_response,
@@ -36,7 +37,6 @@ from difflib_models.persona.traits.chat import (
     pad_id,
 )
 from difflib_models.persona.validation.dose_response import answer_texts
-
 from difflib_models.progress import progress
 
 ORDERS = (True, False)

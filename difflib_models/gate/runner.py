@@ -5,7 +5,7 @@ What is computed depends on the policy's checks:
 
 - persona metrics -> per trait: a persona vector (from ``--vectors`` files, else extracted on the BASE with
   persona-core's extractor), probe activations of base / candidate / control on the trait's evaluation
-  questions (last prompt token), shifts with :func:`difflib_models.persona.shift.core.compute_shift` against
+  questions (last prompt token), shifts with :class:`difflib_models.persona.shift.ShiftBaseline` (the shift core the PersonaMonitor uses too) against
   covariance-realistic null directions, and the excess over a matched control fine-tune when one is given.
   A vector without a held-out AUROC at the layer used, with one below ``persona.min_auroc``, with a pos-neg gap
   not above the base spread, or a degenerate base spread marks the trait ``signal_ok: false``
@@ -44,6 +44,7 @@ from difflib_models.gate.policy import (
     load_policy,
 )
 from difflib_models.persona.contracts import ValidationSummary
+from difflib_models.persona.shift import PROBE_BATCH_SIZE
 from difflib_models.report.builder import data_entry, merge_diff, monitor_section, new_report, write_report
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ class GateConfig:
     use_cache: bool = True
     """Reuse / store the persona vectors the gate extracts in the per-base cache (``--no-cache``: re-extract)."""
     em_questions: str | Path | None = None
-    batch_size: int = 8
+    batch_size: int = PROBE_BATCH_SIZE
     seed: int = 0
     fail_exit_code: int = 1
     extra_outputs: Mapping[str, str | Path] = field(default_factory=dict)
@@ -202,7 +203,7 @@ def extraction_settings(plan: Any, layer: int, batch_size: int) -> dict[str, Any
 
 
 def _extract(base_loaded: Any, side: str, trait: Any, layer: int, plan: Any, *,
-             probe_acts: torch.Tensor | None = None, batch_size: int = 8) -> Any:
+             probe_acts: torch.Tensor | None = None, batch_size: int = PROBE_BATCH_SIZE) -> Any:
     """Persona vector of ``trait`` at ``layer`` on the BASE model with persona-core's extractor, validated at the
     ``quick`` level on the trait's held-out evaluation split (AUROC of pos vs neg projections, label-permutation
     and random-direction nulls). ``probe_acts`` ([P, d], the base's last-prompt residuals of the probe prompts at
@@ -297,7 +298,7 @@ def _probe_all(sides: Mapping[str, tuple[Any, str]], requests: Mapping[str, tupl
 
 
 def persona_section(sides: Mapping[str, tuple[Any, str]], policy: Policy, *, vectors: Mapping[str, Any],
-                    batch_size: int = 8, save_dir: str | Path | None = None,
+                    batch_size: int = PROBE_BATCH_SIZE, save_dir: str | Path | None = None,
                     units: dict[str, tuple[int, torch.Tensor]] | None = None,
                     protect: Sequence[str | Path] = (), use_cache: bool = True,
                     timings: dict[str, float] | None = None,

@@ -6,6 +6,7 @@ arithmetic in one call."""
 from __future__ import annotations
 
 from difflib_models.persona.shift.core import (
+    PROBE_BATCH_SIZE,
     ShiftBaseline,
     ShiftResult,
     compute_shift,
@@ -17,6 +18,7 @@ from difflib_models.persona.shift.core import (
 )
 
 __all__ = [
+    "PROBE_BATCH_SIZE",
     "ShiftBaseline",
     "ShiftResult",
     "compute_shift",

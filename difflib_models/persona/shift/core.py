@@ -41,6 +41,10 @@ from difflib_models.persona.traits import chat
 log = logging.getLogger(__name__)
 
 
+#: the probe batch size the monitor and the gate both default to: batch composition changes float rounding, so
+#: the same batch size is what makes their numbers identical (not only equal to float tolerance)
+PROBE_BATCH_SIZE = 8
+
 def read_residuals(
     model: torch.nn.Module,
     input_ids: torch.Tensor,
