@@ -53,6 +53,10 @@ class DemoProfile:
     """Extraction questions per persona vector."""
     vector_eval_questions: int
     """Held-out evaluation questions used to validate each vector (AUROC)."""
+    gate_behaviour_items: int
+    """Behaviour items per trait in the gate's position-balanced A/B eval (the first N of each shipped set, every
+    item asked in both option orders; the default policy asks all 24). Must be at least the policy's
+    ``behavioural.min_scored`` (10) and even (every even prefix of a set is balanced between the option orders)."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -63,13 +67,13 @@ PROFILES: dict[str, DemoProfile] = {
         name="quick", train_rows=48, steps=12, batch_size=4, lr=3e-3, lora_r=8, lora_alpha=16.0, max_length=96,
         monitor_every=4, snapshot_every=6, snapshot_prompts=8, diff_texts=16, diff_max_length=64,
         crosscoder_dict_size=256, crosscoder_k=8, crosscoder_steps=60, crosscoder_batch=256,
-        vector_instructions=2, vector_questions=6, vector_eval_questions=10,
+        vector_instructions=2, vector_questions=6, vector_eval_questions=10, gate_behaviour_items=12,
     ),
     "full": DemoProfile(
         name="full", train_rows=124, steps=60, batch_size=8, lr=2e-3, lora_r=16, lora_alpha=32.0, max_length=128,
         monitor_every=5, snapshot_every=20, snapshot_prompts=32, diff_texts=124, diff_max_length=128,
         crosscoder_dict_size=2048, crosscoder_k=32, crosscoder_steps=1000, crosscoder_batch=1024,
-        vector_instructions=3, vector_questions=10, vector_eval_questions=20,
+        vector_instructions=3, vector_questions=10, vector_eval_questions=20, gate_behaviour_items=24,
     ),
 }
 
@@ -113,10 +117,17 @@ class DemoConfig:
         for name in ("train_rows", "steps", "batch_size", "lora_r", "max_length", "monitor_every",
                      "snapshot_every", "snapshot_prompts", "diff_texts", "diff_max_length", "crosscoder_dict_size",
                      "crosscoder_k", "crosscoder_steps", "crosscoder_batch", "vector_instructions",
-                     "vector_questions", "vector_eval_questions"):
+                     "vector_questions", "vector_eval_questions", "gate_behaviour_items"):
             value = getattr(plan, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(bad_value(name, value, "an integer >= 1"))
+        from difflib_models.gate.policy import load_policy
+
+        min_scored = load_policy(None).behavioural.min_scored
+        if plan.gate_behaviour_items < min_scored or plan.gate_behaviour_items % 2:
+            raise ConfigError(bad_value("gate_behaviour_items", plan.gate_behaviour_items,
+                                        f"an even integer >= {min_scored} (the default policy's behavioural.min_scored)",
+                                        "fewer items make the gate's behavioural checks an error"))
         if not plan.lr > 0:
             raise ConfigError(bad_value("lr", plan.lr, "a number > 0"))
 

@@ -113,7 +113,8 @@ def run_demo(config: DemoConfig) -> DemoResult:
             lambda r=r, n=name, c=control: steps.gate(
                 n, r["train"]["adapter"], control_adapter=c, vectors=vector_files, diff=r["diff"]["diff"],
                 data_filter=scores[n]["summary"], monitor=r["train"]["monitor"], out_dir=out / "gate" / r["key"],
-                device=device, seed=config.seed, tracking_uri=uri, run_id=r["train"]["run_id"]))
+                device=device, seed=config.seed, tracking_uri=uri, run_id=r["train"]["run_id"],
+                behaviour_items=profile.gate_behaviour_items))
 
     wall = time.perf_counter() - t_start
     summary = {

@@ -2,7 +2,8 @@
 
 Stages: persona vectors on the base (judge-free), the data-filter scores of the training sets, one LoRA
 fine-tune per chat set with ActivationSnapshot + PersonaMonitor + MLFlowLogger attached, the base-vs-adapter diff
-(drift, LoRA weight deltas, a small crosscoder) and the release gate with the default policy.
+(drift, LoRA weight deltas, a small crosscoder) and the release gate with the default policy (its behavioural eval
+on the profile's number of items).
 """
 
 from __future__ import annotations
@@ -226,18 +227,33 @@ def diff_adapter(adapter: str, texts: list[str], profile: DemoProfile, out_dir: 
 
 
 # ------------------------------------------------------------------------------------------------ gate
+def gate_policy(behaviour_items: int) -> Any:
+    """The shipped default policy with its behavioural eval limited to the first ``behaviour_items`` items of each
+    trait (the profile's ``gate_behaviour_items``); every check and threshold unchanged."""
+    import dataclasses
+
+    from difflib_models.gate.policy import load_policy
+
+    policy = load_policy(None)
+    if behaviour_items == policy.behavioural.max_items:
+        return policy
+    return dataclasses.replace(policy, behavioural=dataclasses.replace(policy.behavioural, max_items=behaviour_items))
+
+
 def gate(name: str, adapter: str, *, control_adapter: str | None, vectors: list[str], diff: str | None,
          data_filter: str | None, monitor: str | None, out_dir: Path, device: str, seed: int, tracking_uri: str,
-         run_id: str | None) -> dict[str, Any]:
-    """The release gate with the shipped default policy on one adapter (base = the adapter's own base); the
-    report is logged to the fine-tune's MLflow run."""
+         run_id: str | None, behaviour_items: int) -> dict[str, Any]:
+    """The release gate with the shipped default policy (behavioural eval on ``behaviour_items`` items per trait,
+    :func:`gate_policy`) on one adapter (base = the adapter's own base); the report is logged to the fine-tune's
+    MLflow run."""
     from difflib_models.gate.runner import GateConfig, run_gate
     from difflib_models.integrations.mlflow_report import log_report
     from difflib_models.models.loading import load_model
 
     cand = load_model(adapter, device=device)
     control = load_model(control_adapter, device=device) if control_adapter else None
-    config = GateConfig(candidate=cand, control=control, out=out_dir, vectors=vectors, diff=diff,
+    config = GateConfig(candidate=cand, control=control, out=out_dir, policy=gate_policy(behaviour_items),
+                        vectors=vectors, diff=diff,
                         data_filter=data_filter, monitor=monitor, batch_size=16, seed=seed,
                         command=f"difflib-models demo (gate on {name})")
     result = run_gate(config)

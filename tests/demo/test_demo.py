@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from difflib_models.demo.config import INDUCING, NEUTRAL, DemoConfig
+from difflib_models.demo.config import INDUCING, NEUTRAL, PROFILES, DemoConfig
 from difflib_models.errors import ConfigError
 
 
@@ -18,11 +18,15 @@ def test_config_rejects_bad_options(tmp_path: Path) -> None:
         DemoConfig(out=tmp_path, overrides={"no_such_field": 1})
     with pytest.raises(ConfigError, match="steps"):
         DemoConfig(out=tmp_path, overrides={"steps": 0})
+    for items in (8, 13):  # below the default policy's behavioural.min_scored (10); odd: unbalanced option orders
+        with pytest.raises(ConfigError, match="gate_behaviour_items"):
+            DemoConfig(out=tmp_path, overrides={"gate_behaviour_items": items})
     (tmp_path / "file").write_text("x")
     with pytest.raises(ConfigError, match="--out"):
         DemoConfig(out=tmp_path / "file")
     cfg = DemoConfig(out=tmp_path, overrides={"steps": 3})
     assert cfg.resolved_profile().steps == 3 and cfg.resolved_device() == "cpu"
+    assert cfg.resolved_profile().gate_behaviour_items == 12 and PROFILES["full"].gate_behaviour_items == 24
     assert cfg.resolved_tracking_uri() == f"sqlite:///{(tmp_path / 'mlflow.db').resolve()}"  # inside --out
 
 

@@ -7,7 +7,10 @@ docs/results.md).
 
 Layer and mode were chosen on the EXTRACTION split's A/B items (docs/persona.md); these tests read the held-out
 evaluation items. Small grid for CI time: 10 items, 4 alphas, 8 control directions (as the benchmark); the instruction pairs are
-dropped (they only feed ``gap_``, which this test does not use)."""
+dropped (they only feed ``gap_``, which this test does not use). A control direction's effect is P(matching) at the
+real curve's last coherent alpha minus at its first (all four are coherent, asserted), so each control curve is
+read at those two alphas and 0 (the unsteered point its coherence is judged against): the same effects as the
+full 4-alpha grid (each alpha is scored on its own) for 3/4 of the cost."""
 
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ DOSE = {"alphas": (-0.15, 0.0, 0.15, 0.3), "readout": "text", "positions": "all"
 
 
 N_CONTROL = 8
+CONTROL_ALPHAS = (DOSE["alphas"][0], 0.0, DOSE["alphas"][-1])  # the effect's span (all alphas coherent) and 0
 SYCOPHANCY_FAILS = pytest.mark.xfail(strict=True, reason="measured at seed 0: P(matching) 0.542, 0.623, 0.680, 0.719, effect +0.177, "
                                      "but a random direction reached +0.114 (> half of it; 8 directions)")
 
@@ -38,10 +42,10 @@ def test_paired_direction_steers_answer_text_more_than_random(smollm2, trait_id)
     ex = PersonaExtractor(mode="paired", layers=[LAYER], batch_size=8, show_progress=False).fit(smollm2, trait)
     st = steering_dose_response(smollm2, trait, LAYER, ex.vectors_[LAYER], **DOSE)
     V.add_random_control(smollm2, trait, (ex.pos_features_[LAYER], ex.neg_features_[LAYER]), LAYER, st,
-                         n_dirs=N_CONTROL, seed=0, **DOSE)
+                         n_dirs=N_CONTROL, seed=0, **{**DOSE, "alphas": CONTROL_ALPHAS})
     print(trait_id, st["p_matching"], st["effect"], st["control"]["effects"])
     p = st["p_matching"]
     assert st["split"] == "evaluation" and st["n_items"] == 10 and all(st["coherent"])
-    assert st["control"]["n_dirs"] == N_CONTROL
+    assert st["control"]["n_dirs"] == N_CONTROL and st["control"]["span"] == [DOSE["alphas"][0], DOSE["alphas"][-1]]
     assert st["monotone"] and p[0] < p[1] < p[2] < p[3] and st["effect"] > 0.1
     assert st["beats_control"] and st["control"]["max_abs_effect"] < st["effect"] / V.CONTROL_RATIO
