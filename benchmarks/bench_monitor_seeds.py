@@ -2,12 +2,12 @@
 
     python -m benchmarks.bench_monitor_seeds [--seeds 0,1,2] [--name monitor_seeds]
 
-``tests/callbacks/test_monitor_smollm2.py`` runs one fixed seed (0) in CI; a second seed would add two fine-tunes (about
-60-90 s on 2 idle cores) to the suite. This script runs the SAME code (the test module's ``build_vector`` and ``fit_monitored``: a LoRA on
-the first 48 ``sycophancy-inducing`` rows and, identically, on ``sycophancy-neutral``, PersonaMonitor every 2 steps
-with ``stop_on_fail``, 16 steps at most) at each seed (fine-tune data order, LoRA init and Lightning seed) and records,
-per seed, the monitor series of both runs and whether each of the test's conditions holds. Writes
-``benchmarks/results/{--name}.json``; nothing is asserted.
+``tests/callbacks/test_monitor_smollm2.py`` runs one fixed seed (0) in CI; a second seed would add two fine-tunes
+(about 60-90 s on 2 idle cores) to the suite. This script runs the SAME code (the test module's ``build_vector`` and
+``fit_monitored``: a LoRA on the first 48 ``sycophancy-inducing`` rows and, identically, on ``sycophancy-neutral``,
+PersonaMonitor every 2 steps with ``stop_on_fail``, 16 steps at most) at each seed (fine-tune data order, LoRA init
+and Lightning seed) and records, per seed, the monitor series of both runs and whether each of the test's conditions
+holds. Writes ``benchmarks/results/{--name}.json``; nothing is asserted.
 """
 
 from __future__ import annotations
