@@ -219,9 +219,10 @@ def test_adl_and_crosscoder_read_the_ocean_fine_tune_not_the_control(smollm2_dir
     # Measured on this clean text (set A, answer tokens, chance 0.17) at seeds 0 and 1 (fine-tune and crosscoder):
     # highest-r latents 0.31 / 0.36 (narrow), 0.09 / 0.01 (control), 40 random live latents 0.15 / 0.20 (narrow);
     # dedicated latents 0.18 / 0.21 (narrow: chance level) vs 0.00 / 0.00 (control). The bars below hold at both
-    # seeds with a margin of at least 0.07; CI runs seed 0 (docs/diffing.md).
-    assert narrow["rate"] > narrow["chance"] + 0.05, summary
-    assert narrow["rate"] > narrow["random_rate"] + 0.05, summary  # beats random live latents of its crosscoder
+    # seeds, the thinnest by 0.04 (narrow vs chance + 0.1 at seed 0); CI runs seed 0 (docs/diffing.md). With the
+    # ranking broken (r shuffled across latents) the narrow rate was 0.25 at seed 0: it fails the chance + 0.1 bar.
+    assert narrow["rate"] > narrow["chance"] + 0.1, summary
+    assert narrow["rate"] > narrow["random_rate"] + 0.1, summary  # beats random live latents of its crosscoder
     assert control["rate"] < control["chance"], summary
     assert narrow["rate"] > control["rate"] + 0.15, summary
     assert narrow["fve"] > 0.9 and control["fve"] > 0.9, summary
