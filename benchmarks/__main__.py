@@ -38,6 +38,7 @@ QUICK_ARGS: dict[str, list[str]] = {
     "capture": ["--models", "tinystories-656k", "--repeats", "3"],
     "callbacks": ["--skip-smol", "--repeats", "1"],
     "demo": ["--rows", "8", "--steps", "2"],
+    "monitor_seeds": ["--seeds", "1", "--name", "monitor_seeds_quick"],
     "scaling": ["--model", "tinystories-656k", "--sizes", "16,32,64,128"],
 }
 """Smaller arguments per script for ``--quick`` (scripts not listed run with their defaults)."""

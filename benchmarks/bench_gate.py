@@ -250,8 +250,6 @@ def bench_ab_scoring(batch_size: int = 8) -> dict[str, Any]:
     """The behavioural A/B eval of the default policy's items on one SmolLM2, side by side in one process: the
     one-pass scorer (``gate/ab_scoring.py``) and per-sequence scoring (every answer and the letter context run as
     their own sequences: ``ab_probabilities`` + ``answer_text_scores``, the gate's former path)."""
-    from difflib_models.persona.validation.dose_response import answer_text_scores
-
     from difflib_models.gate.behavioural import (
         ab_probabilities,
         behaviour_traits,
@@ -260,6 +258,7 @@ def bench_ab_scoring(batch_size: int = 8) -> dict[str, Any]:
     )
     from difflib_models.hooks import probe_mode
     from difflib_models.models.loading import load_model
+    from difflib_models.persona.validation.dose_response import answer_text_scores
 
     lm = load_model("smollm2-135m-instruct")
     items = [it for t in behaviour_traits() for it in load_behaviour_items(t, max_items=24)]

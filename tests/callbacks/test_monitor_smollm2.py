@@ -27,6 +27,10 @@ SEED = 0
 
 @pytest.fixture(scope="module")
 def vector_file(smollm2: Any, tmp_path_factory: pytest.TempPathFactory) -> str:
+    return build_vector(smollm2, tmp_path_factory.mktemp("vectors"))
+
+
+def build_vector(smollm2: Any, out_dir: Path) -> str:
     """A small prompt-contrast sycophancy vector at the middle block (2 instruction pairs, 6 questions), as the
     demo extracts it; the monitor probes the trait's 20 held-out evaluation questions."""
     from difflib_models.persona.extraction.extractor import PersonaExtractor
@@ -39,11 +43,10 @@ def vector_file(smollm2: Any, tmp_path_factory: pytest.TempPathFactory) -> str:
     layer = smollm2.n_layers // 2
     ext = PersonaExtractor(mode="prompt_contrast", layers=[layer], batch_size=16, show_progress=False)
     ext.fit(smollm2, small)
-    out = tmp_path_factory.mktemp("vectors") / TRAIT
-    return str(ext.to_vector_set(selected_layer=layer, selection_reason="test").save(out))
+    return str(ext.to_vector_set(selected_layer=layer, selection_reason="test").save(out_dir / TRAIT))
 
 
-def _fit(smollm2_dir: Path, rows_name: str, vector: str, out: Path) -> tuple[Any, Any]:
+def fit_monitored(smollm2_dir: Path, rows_name: str, vector: str, out: Path, seed: int = SEED) -> tuple[Any, Any]:
     """One LoRA fine-tune of a fresh copy of the model with the monitor attached (identical recipe per set)."""
     import lightning.pytorch as L
 
@@ -52,10 +55,10 @@ def _fit(smollm2_dir: Path, rows_name: str, vector: str, out: Path) -> tuple[Any
     from difflib_models.models.loading import load_model
     from difflib_models.training.lora_module import ChatDataModule, LoRAFineTune, add_lora
 
-    L.seed_everything(SEED, verbose=False)
+    L.seed_everything(seed, verbose=False)
     loaded = load_model(smollm2_dir)
-    data = ChatDataModule(loaded.tokenizer, load_dataset(rows_name)[:48], batch_size=4, max_length=96, seed=SEED)
-    module = LoRAFineTune(add_lora(loaded.model, r=8, alpha=16.0, seed=SEED), loaded.tokenizer, lr=3e-3,
+    data = ChatDataModule(loaded.tokenizer, load_dataset(rows_name)[:48], batch_size=4, max_length=96, seed=seed)
+    module = LoRAFineTune(add_lora(loaded.model, r=8, alpha=16.0, seed=seed), loaded.tokenizer, lr=3e-3,
                           max_steps=MAX_STEPS, warmup_steps=2)
     monitor = PersonaMonitor(vectors=vector, every_n_steps=EVERY, stop_on_fail=True, batch_size=20,
                              out_dir=str(out / "monitor"))
@@ -68,8 +71,8 @@ def _fit(smollm2_dir: Path, rows_name: str, vector: str, out: Path) -> tuple[Any
 
 def test_inducing_run_fails_and_stops_early_while_the_control_runs_through(smollm2_dir: Path, vector_file: str,
                                                                           tmp_path: Path) -> None:
-    ind_trainer, ind = _fit(smollm2_dir, "sycophancy-inducing", vector_file, tmp_path / "inducing")
-    ctl_trainer, ctl = _fit(smollm2_dir, "sycophancy-neutral", vector_file, tmp_path / "control")
+    ind_trainer, ind = fit_monitored(smollm2_dir, "sycophancy-inducing", vector_file, tmp_path / "inducing")
+    ctl_trainer, ctl = fit_monitored(smollm2_dir, "sycophancy-neutral", vector_file, tmp_path / "control")
     si, sc = ind.summary(), ctl.summary()
     rows_i = [r["traits"][TRAIT] for r in si["series"]]
     rows_c = [r["traits"][TRAIT] for r in sc["series"]]

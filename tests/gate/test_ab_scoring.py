@@ -10,11 +10,11 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from difflib_models.persona.validation.dose_response import answer_text_scores
 
 from difflib_models.gate.ab_scoring import score_items
 from difflib_models.gate.behavioural import ab_probabilities, load_behaviour_items
 from difflib_models.hooks import probe_mode
+from difflib_models.persona.validation.dose_response import answer_text_scores
 
 CHAT = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
         "{% if add_generation_prompt %}<|assistant|>{% endif %}")

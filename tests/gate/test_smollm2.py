@@ -3,8 +3,9 @@ steered along the extracted evil direction (half a pos-neg gap) -> exit 1 with s
 
 This is an EXIT-CODE and plumbing test, not a detection test: the steered candidate is moved along the very vector
 the gate measures, so its fail is true by construction. Detection of a candidate changed by fine-tuning (against a
-matched control) is tested by tests/demo/test_demo.py (the demo's sycophancy LoRA fails, its neutral control
-passes); a fine-tuned evil candidate is not in CI (docs/results.md)."""
+matched control) is asserted by tests/demo/test_demo.py::test_quick_demo_verdicts_outputs_mlflow_and_rerun (the
+demo's sycophancy LoRA fails on a sycophancy check beyond its random directions; its neutral-answer control, same
+recipe, fails no check); a fine-tuned evil candidate is not in CI (docs/results.md)."""
 
 from __future__ import annotations
 

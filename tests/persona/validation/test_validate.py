@@ -325,7 +325,7 @@ def _held_out_pairs_validation(smollm2, trait):
     held_out = dataclasses.replace(trait, instructions=trait.instructions[2:])
     ex = PersonaExtractor(mode="prompt_contrast", batch_size=8, show_progress=False).fit(smollm2, fit_on)
     feats = ex.trait_features(smollm2, fit_on, evaluation=ex.features(smollm2, held_out, "evaluation"))
-    # quick: this is the separation half of the verdict (steering is tested in test_steering_smollm2.py)
+    # quick: this is the separation half of the verdict (steering is tested in steering/test_hook_smollm2.py)
     res = V.validate_vectors(ex.to_vector_set(), feats, level="quick", n_null=200, n_boot=200, seed=0)
     sel = res.selected_layer
     print(trait.id, res.verdict, "layer", sel, "held-out AUROC", round(res.per_layer[sel].auroc, 3),
