@@ -3,6 +3,7 @@ the JSON/PNG writers of the time series."""
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import math
@@ -186,8 +187,6 @@ def replace_json(path: Path, obj: Any) -> Path:
 def series_plot(summary: dict[str, Any], path: Path) -> Path | None:
     """shift_z, shift_frac and the null percentile per trait over steps, with the warn/fail thresholds and the
     metric that decided the status in the title (the report's monitor plot, written as a PNG)."""
-    import base64
-
     if not summary["series"]:
         return None
     section = monitor_section(to_json(summary))

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import math
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -437,8 +438,6 @@ class PersonaMonitorCore:
             self._flush_writes()
             return atomic_write_json(path, data)
         if self._writer is None:
-            from concurrent.futures import ThreadPoolExecutor
-
             self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="difflib-persona-monitor")
         if self._pending is not None and self._pending.done():
             self._pending.result()  # a failed earlier write surfaces here

@@ -7,6 +7,7 @@ fine-tune per chat set with ActivationSnapshot + PersonaMonitor + MLFlowLogger a
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -59,8 +60,6 @@ def extract_vectors(base: Any, out_dir: Path, profile: DemoProfile) -> dict[str,
     policy's judge-free mode, at the policy's layer) with the profile's question budget, and validated at the
     gate's ``quick`` level on held-out evaluation questions by persona's own
     :func:`~difflib_models.persona.validation.extract_and_validate` (AUROC of pos vs neg projections, nulls)."""
-    import dataclasses
-
     plan = load_policy(None).persona
     layer = int(plan.layer) if plan.layer != "auto" else int(base.n_layers) // 2
     files: dict[str, str] = {}

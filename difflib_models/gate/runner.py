@@ -20,6 +20,7 @@ What is computed depends on the policy's checks:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import time
@@ -213,8 +214,6 @@ def _extract(base_loaded: Any, side: str, trait: Any, layer: int, plan: Any, *,
     ``quick`` level on the trait's held-out evaluation split (AUROC of pos vs neg projections, label-permutation
     and random-direction nulls). ``probe_acts`` ([P, d], the base's last-prompt residuals of the probe prompts at
     ``layer``) spares the extractor its own sigma_0 probe forward."""
-    import dataclasses
-
     small = dataclasses.replace(
         trait,
         instructions=trait.instructions[: plan.max_instructions],
