@@ -26,9 +26,8 @@ from difflib_models.diffing.pair import ModelPair
 from difflib_models.diffing.sources import render_chat
 from difflib_models.diffing.weights import weight_deltas
 from difflib_models.gate.policy import load_policy
-from difflib_models.gate.runner import GATE_VALIDATION, GateConfig, run_gate
+from difflib_models.gate.runner import GATE_VALIDATION
 from difflib_models.integrations.mlflow import mlflow_logger
-from difflib_models.integrations.mlflow_report import log_report
 from difflib_models.io import atomic_write_json
 from difflib_models.models.loading import load_model
 from difflib_models.persona.extraction.extractor import PersonaExtractor
@@ -229,6 +228,10 @@ def gate(name: str, adapter: str, *, control_adapter: str | None, vectors: list[
          run_id: str | None) -> dict[str, Any]:
     """The release gate with the shipped default policy on one adapter (base = the adapter's own base); the
     report is logged to the fine-tune's MLflow run."""
+    from difflib_models.gate.runner import GateConfig, run_gate
+    from difflib_models.integrations.mlflow_report import log_report
+    from difflib_models.models.loading import load_model
+
     cand = load_model(adapter, device=device)
     control = load_model(control_adapter, device=device) if control_adapter else None
     config = GateConfig(candidate=cand, control=control, out=out_dir, vectors=vectors, diff=diff,
