@@ -3,6 +3,7 @@ the JSON/PNG writers of the time series."""
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import math
@@ -14,7 +15,11 @@ from typing import Any
 import torch
 
 from difflib_models.errors import ConfigError, bad_value
+from difflib_models.io import atomic_write_bytes
+from difflib_models.persona.extraction.extractor import PersonaExtractor
 from difflib_models.persona.shift import ShiftBaseline
+from difflib_models.report import plots, thresholds
+from difflib_models.report.builder import monitor_section
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +68,6 @@ class TraitMonitor:
 
     def extract(self, loaded: Any, *, batch_size: int = 16) -> None:
         """Judge-free prompt-contrast extraction on the model as it is before training (on every rank)."""
-        from difflib_models.persona.extraction.extractor import PersonaExtractor
-
         ext = PersonaExtractor(mode="prompt_contrast", layers=[self.layer], batch_size=batch_size).fit(loaded,
                                                                                                           self.trait)
         self.vector = ext.vectors_[self.layer].float().cpu()
@@ -184,12 +187,6 @@ def replace_json(path: Path, obj: Any) -> Path:
 def series_plot(summary: dict[str, Any], path: Path) -> Path | None:
     """shift_z, shift_frac and the null percentile per trait over steps, with the warn/fail thresholds and the
     metric that decided the status in the title (the report's monitor plot, written as a PNG)."""
-    import base64
-
-    from difflib_models.io import atomic_write_bytes
-    from difflib_models.report import plots, thresholds
-    from difflib_models.report.builder import monitor_section
-
     if not summary["series"]:
         return None
     section = monitor_section(to_json(summary))

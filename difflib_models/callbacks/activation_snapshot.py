@@ -23,6 +23,7 @@ import logging
 import shutil
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from difflib_models.callbacks import _core
@@ -226,8 +227,6 @@ class ActivationSnapshotCore:
 
     def _probe_view(self, loaded: Any) -> Any:
         """What ``iter_capture`` needs: the model, its hook points and the caching probe tokenizer."""
-        from types import SimpleNamespace
-
         assert self._probe_tokenizer is not None, "setup() was not called"
         return SimpleNamespace(model=loaded.model, tokenizer=self._probe_tokenizer, hook_points=loaded.hook_points)
 

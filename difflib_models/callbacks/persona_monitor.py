@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import math
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +39,14 @@ from difflib_models.callbacks import _core
 from difflib_models.callbacks._monitor_state import TraitMonitor, replace_json, series_plot, to_json
 from difflib_models.errors import ConfigError, bad_value
 from difflib_models.hooks import BlockReader, EarlyStop, projection
+from difflib_models.integrations import loggers as tracking
 from difflib_models.io import atomic_write, atomic_write_json
+from difflib_models.models.hookpoints import LAYER_CONVENTION, check_layers, resolve_blocks
+from difflib_models.persona.extraction.vectors import PersonaVectorSet
 from difflib_models.persona.shift import PROBE_BATCH_SIZE
+from difflib_models.persona.shift.core import probe_encoded
+from difflib_models.persona.steering.hook import SteeringHook
+from difflib_models.persona.traits import chat, load_trait
 
 log = logging.getLogger(__name__)
 
@@ -128,8 +135,6 @@ class PersonaMonitorCore:
         self.model_attr = model_attr
         self.tokenizer_spec = tokenizer
         if self.trait_specs:
-            from difflib_models.persona.traits import load_trait
-
             self._traits = {t.id: t for t in (load_trait(s) for s in self.trait_specs)}  # validates early
         else:
             self._traits = {}
@@ -179,8 +184,6 @@ class PersonaMonitorCore:
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         if stage != "fit":
             return
-        from difflib_models.models.hookpoints import check_layers, resolve_blocks
-
         self._model = _core.find_hf_model(pl_module, self.model_attr)
         self._tokenizer = _core.find_tokenizer(pl_module, self.tokenizer_spec)
         n_layers = resolve_blocks(self._model).n_layers
@@ -202,9 +205,6 @@ class PersonaMonitorCore:
                 self.monitors[tid].load_counters(counters)
 
     def _monitor_from_file(self, path: str, n_layers: int) -> TraitMonitor:
-        from difflib_models.models.hookpoints import check_layers
-        from difflib_models.persona.extraction.vectors import PersonaVectorSet
-
         vs = PersonaVectorSet.load(path, expect_model=self._loaded)  # IdentityMismatchError for another model
         layer = self.layer if self.layer is not None else vs.selected_layer
         if layer is None:
@@ -214,8 +214,6 @@ class PersonaMonitorCore:
             raise ConfigError(bad_value("layer", layer, vs.layers, f"{path} has no vector at that layer."))
         trait = self._traits.get(vs.trait_id)
         if trait is None:
-            from difflib_models.persona.traits import load_trait
-
             try:
                 trait = load_trait(vs.trait_id)
             except ConfigError as exc:
@@ -282,9 +280,6 @@ class PersonaMonitorCore:
         Traits sharing a probe set share one forward per batch (all their layers hooked at once). The prompts are
         chat-templated and tokenised once per run; the forward ends after the deepest monitored block when that is
         safe (``hooks.can_stop_early``: not under FSDP), so the rest of the model and the LM head are not computed."""
-        from difflib_models.persona.shift.core import probe_encoded
-        from difflib_models.persona.traits import chat
-
         if self._stop_early is None:
             self._stop_early = EarlyStop.decide(self._model)
         if self._encoded is None:
@@ -343,8 +338,6 @@ class PersonaMonitorCore:
 
         if self.preventative_steering is not None:
             if not self._steering:
-                from difflib_models.persona.steering.hook import SteeringHook
-
                 self._steering = [SteeringHook(self._model, mon.layer, mon.vector, alpha=self.preventative_steering)
                                   for mon in self.monitors.values()]
             for hook in self._steering:
@@ -414,8 +407,6 @@ class PersonaMonitorCore:
         return True
 
     def summary(self) -> dict[str, Any]:
-        from difflib_models.models.hookpoints import LAYER_CONVENTION
-
         statuses = [m.worst_status for m in self.monitors.values()]
         worst = max(statuses) if statuses else 0
         return {
@@ -447,8 +438,6 @@ class PersonaMonitorCore:
             self._flush_writes()
             return atomic_write_json(path, data)
         if self._writer is None:
-            from concurrent.futures import ThreadPoolExecutor
-
             self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="difflib-persona-monitor")
         if self._pending is not None and self._pending.done():
             self._pending.result()  # a failed earlier write surfaces here
@@ -472,8 +461,6 @@ class PersonaMonitorCore:
         loggers = _core.artifact_loggers(trainer)
         if not loggers:
             return
-        from difflib_models.integrations import loggers as tracking
-
         s = self.summary()
         lines = [f"**Persona monitor** ({s['status']}; thresholds uncalibrated): every {self.every_n_steps} steps."]
         for tid, mon in self.monitors.items():

@@ -29,6 +29,7 @@ from difflib_models.datasets import DATASETS, load_dataset
 from difflib_models.errors import ConfigError, bad_value
 from difflib_models.io import atomic_write_json
 from difflib_models.outputs import check_outputs
+from difflib_models.persona.contracts import VALIDATION_LEVELS
 
 persona_app = typer.Typer(
     name="persona",
@@ -163,8 +164,6 @@ def validate_command(
     """Re-validate a vector file's directions on a trait's held-out split (the file must belong to --model).
     The extraction and evaluation features are read from the model; the directions are the file's (nothing is
     re-fitted) and the vector file is never written: the report goes to --out."""
-    from difflib_models.io import atomic_write_json
-    from difflib_models.persona.contracts import VALIDATION_LEVELS
     from difflib_models.persona.extraction import PersonaExtractor
     from difflib_models.persona.extraction.vectors import PersonaVectorSet, vector_paths
     from difflib_models.persona.traits import load_trait

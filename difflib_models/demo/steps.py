@@ -8,14 +8,45 @@ on the profile's number of items).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from difflib_models.callbacks import ActivationSnapshot, PersonaMonitor
+from difflib_models.capture.prompts import builtin_prompts
+from difflib_models.crosscoder.analysis import analyze_crosscoder
+from difflib_models.crosscoder.config import CrosscoderConfig
+from difflib_models.crosscoder.sources import StoreSource
 from difflib_models.demo.config import INDUCING, NEUTRAL, TRAIT, DemoProfile
+from difflib_models.diffing.drift import drift_from_store
+from difflib_models.diffing.harvest import harvest_paired
+from difflib_models.diffing.pair import ModelPair
+from difflib_models.diffing.sources import render_chat
+from difflib_models.diffing.weights import weight_deltas
+from difflib_models.gate.policy import load_policy
+from difflib_models.gate.runner import GATE_VALIDATION
+from difflib_models.integrations.mlflow import mlflow_logger
 from difflib_models.io import atomic_write_json
+from difflib_models.models.loading import load_model
+from difflib_models.persona.extraction.extractor import PersonaExtractor
+from difflib_models.persona.extraction.vectors import PersonaVectorSet
+from difflib_models.persona.filtering.scoring import (
+    METHODS,
+    FilterConfig,
+    filter_samples,
+    samples_from_rows,
+    write_outputs,
+)
+from difflib_models.persona.filtering.validation import (
+    rank_metrics,
+    validate_on_trait,
+    with_filter_validation,
+)
+from difflib_models.persona.traits import load_trait
+from difflib_models.persona.validation import extract_and_validate
 
 log = logging.getLogger(__name__)
 
@@ -29,13 +60,6 @@ def extract_vectors(base: Any, out_dir: Path, profile: DemoProfile) -> dict[str,
     policy's judge-free mode, at the policy's layer) with the profile's question budget, and validated at the
     gate's ``quick`` level on held-out evaluation questions by persona's own
     :func:`~difflib_models.persona.validation.extract_and_validate` (AUROC of pos vs neg projections, nulls)."""
-    import dataclasses
-
-    from difflib_models.gate.policy import load_policy
-    from difflib_models.gate.runner import GATE_VALIDATION
-    from difflib_models.persona.traits import load_trait
-    from difflib_models.persona.validation import extract_and_validate
-
     plan = load_policy(None).persona
     layer = int(plan.layer) if plan.layer != "auto" else int(base.n_layers) // 2
     files: dict[str, str] = {}
@@ -60,11 +84,6 @@ def extract_filter_vector(base: Any, out_dir: Path, seed: int) -> dict[str, Any]
     """The data filter's own vector: response-averaged (``paired``) on the built-in trait's paired responses
     (extraction split), every layer; method and layer chosen by a filter validation on the trait's paired
     EVALUATION split (trait vs neutral answers to the same prompt), recorded in the vector file."""
-    from difflib_models.persona.extraction.extractor import PersonaExtractor
-    from difflib_models.persona.filtering.scoring import METHODS
-    from difflib_models.persona.filtering.validation import validate_on_trait, with_filter_validation
-    from difflib_models.persona.traits import load_trait
-
     trait = load_trait(TRAIT)
     ext = PersonaExtractor(mode="paired", layers="all", batch_size=8, show_progress=False).fit(base, trait)
     vs = ext.to_vector_set(selection_reason="demo: data-filter vector (paired responses)")
@@ -85,15 +104,6 @@ def score_training_sets(base: Any, vector_file: str, sets: dict[str, list[dict[s
     """Projection-difference scores (report mode: nothing dropped) of every training set, at the vector file's
     filter-validated layer and method; with an inducing and a neutral set, how well the scores rank one above
     the other (``ranking``: AUROC and precision@k, k = the inducing rows)."""
-    from difflib_models.persona.extraction.vectors import PersonaVectorSet
-    from difflib_models.persona.filtering.scoring import (
-        FilterConfig,
-        filter_samples,
-        samples_from_rows,
-        write_outputs,
-    )
-    from difflib_models.persona.filtering.validation import rank_metrics
-
     vs = PersonaVectorSet.load(vector_file, expect_model=base)
     method = vs.filter_validation.method if vs.filter_validation is not None else "proxy"
     out: dict[str, Any] = {}
@@ -120,11 +130,7 @@ def fine_tune(name: str, rows: list[dict[str, Any]], profile: DemoProfile, *, ve
     adapter to ``run_dir/adapter``."""
     import lightning.pytorch as L
 
-    from difflib_models.callbacks import ActivationSnapshot, PersonaMonitor
-    from difflib_models.capture.prompts import builtin_prompts
     from difflib_models.demo.progress import StepProgress
-    from difflib_models.integrations.mlflow import mlflow_logger
-    from difflib_models.models.loading import load_model
     from difflib_models.training.lora_module import ChatDataModule, LoRAFineTune, add_lora
 
     L.seed_everything(seed, workers=True, verbose=False)
@@ -177,16 +183,7 @@ def diff_adapter(adapter: str, texts: list[str], profile: DemoProfile, out_dir: 
                  seed: int) -> dict[str, Any]:
     """Base vs adapter: paired harvest at the middle block, per-layer drift, LoRA weight deltas and a small
     crosscoder; writes ``out_dir/diff.json`` in the report's section format."""
-    from difflib_models.crosscoder.analysis import analyze_crosscoder
-    from difflib_models.crosscoder.config import CrosscoderConfig
     from difflib_models.crosscoder.lightning_module import train_crosscoder
-    from difflib_models.crosscoder.sources import StoreSource
-    from difflib_models.diffing.drift import drift_from_store
-    from difflib_models.diffing.harvest import harvest_paired
-    from difflib_models.diffing.pair import ModelPair
-    from difflib_models.diffing.weights import weight_deltas
-    from difflib_models.models.loading import load_model
-
     cand = load_model(adapter, device=device)
     mid = int(cand.n_layers) // 2
     store = harvest_paired(ModelPair.from_adapter(cand), texts, [mid], out_dir / "store", batch_size=8,
@@ -274,9 +271,6 @@ def gate(name: str, adapter: str, *, control_adapter: str | None, vectors: list[
 
 def diff_texts(tokenizer: Any, rows: list[dict[str, Any]], n: int) -> list[str]:
     """Chat-rendered user prompts of held-out rows (not used for training) followed by generic prompts."""
-    from difflib_models.capture.prompts import builtin_prompts
-    from difflib_models.diffing.sources import render_chat
-
     texts = [render_chat([m for m in r["messages"] if m["role"] == "user"], tokenizer) for r in rows]
     texts += builtin_prompts("generic")
     return texts[:n]

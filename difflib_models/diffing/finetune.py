@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from difflib_models.errors import ConfigError, bad_value
+from difflib_models.models.chat_masks import assistant_tokens
 from difflib_models.progress import progress
 
 log = logging.getLogger(__name__)
@@ -130,8 +131,6 @@ def encode_examples(
     ``return_assistant_tokens_mask`` where the template has a ``{% generation %}`` block, prefix rendering
     otherwise). Truncated to ``max_length`` tokens; a row whose assistant text is cut off entirely trains on its
     last token."""
-    from difflib_models.models.chat_masks import assistant_tokens
-
     out: list[tuple[list[int], list[int]]] = []
     for i, ex in enumerate(examples):
         if isinstance(ex, str) or (isinstance(ex, Mapping) and "text" in ex and "messages" not in ex):

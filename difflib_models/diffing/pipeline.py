@@ -8,6 +8,7 @@ harvest store and the crosscoder's Lightning checkpoints resume partial work on 
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import logging
 from dataclasses import asdict, dataclass, field
@@ -214,8 +215,6 @@ def run_diff(pair: ModelPair, config: DiffConfig) -> dict[str, Any]:
 def _splice(pair: ModelPair, cc: Any, texts: list[str], layer: int, config: DiffConfig) -> dict[str, Any]:
     """Splice-in CE/KL recovered (mean ablation) for both models of a single-layer crosscoder. An adapter pair
     is split into two modules for this: the peft model (adapter on) and a copy with the LoRA layers unloaded."""
-    import copy
-
     _, ids, mask = next(pair.batches(texts, batch_size=len(texts), max_length=config.max_length))
     if pair.finetuned is None:
         base_module = copy.deepcopy(pair.base.model).unload()

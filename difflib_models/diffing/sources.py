@@ -8,6 +8,7 @@ captured tokens are exactly what the chat model sees.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -160,8 +161,6 @@ def select_by_keyword(
 ) -> list[str]:
     """Texts mentioning any of ``keywords`` (whole-word prefix match, case-insensitive) at least ``min_hits``
     times; with ``exclude`` the texts that mention none of them."""
-    import re
-
     words = [keywords] if isinstance(keywords, str) else list(keywords)
     if not words or not all(isinstance(w, str) and w.strip() for w in words):
         raise ConfigError(bad_value("keywords", keywords, "one or more non-empty words"))

@@ -106,18 +106,16 @@ def full_weight_deltas(
         if delta == 0.0 and not include_unchanged:
             continue
         base_norm = float(torch.linalg.vector_norm(wb64))
-        rows.append(
-            WeightDelta(
-                name=name,
-                kind="full",
-                delta_fro=delta,
-                base_fro=base_norm,
-                relative=delta / base_norm if base_norm > 0 else None,
-                block=_block_of(name),
-                shape=tuple(wb.shape),
-            )
-        )
+        rows.append(_delta_row(name, "full", delta, base_norm, tuple(wb.shape)))
     return rows
+
+
+def _delta_row(name: str, kind: str, delta: float, base_norm: float, shape: tuple[int, ...],
+               rank: int | None = None) -> WeightDelta:
+    """One row: the relative delta is ``None`` where the base weight's norm is 0."""
+    return WeightDelta(name=name, kind=kind, delta_fro=delta, base_fro=base_norm,
+                       relative=delta / base_norm if base_norm > 0 else None, block=_block_of(name),
+                       shape=shape, rank=rank)
 
 
 def _lora_fro(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -165,18 +163,8 @@ def lora_weight_deltas(model: nn.Module, adapter_name: str | None = None) -> lis
         base_norm = float(torch.linalg.vector_norm(base_w.detach().double())) if base_w is not None else 0.0
         delta = abs(scale) * _lora_fro(a, b)
         name = _normalise_name(mod_name)
-        rows.append(
-            WeightDelta(
-                name=name,
-                kind="lora",
-                delta_fro=delta,
-                base_fro=base_norm,
-                relative=delta / base_norm if base_norm > 0 else None,
-                block=_block_of(name),
-                shape=tuple(base_w.shape) if base_w is not None else (int(b.shape[0]), int(a.shape[1])),
-                rank=int(a.shape[0]),
-            )
-        )
+        shape = tuple(base_w.shape) if base_w is not None else (int(b.shape[0]), int(a.shape[1]))
+        rows.append(_delta_row(name, "lora", delta, base_norm, shape, rank=int(a.shape[0])))
     if not rows:
         raise ConfigError(
             bad_value(

@@ -9,6 +9,7 @@ the fine-tune created features along the trait direction.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -114,8 +115,6 @@ def crosscoder_alignment(directory: str | Path, units: Mapping[str, tuple[int, t
     A crosscoder is evidence only when its weights are finite and, when ``expected`` (``{"base": identity,
     "candidate": identity}``) is given, it records being trained on exactly those models; otherwise every
     trait's row carries an ``error`` (the gate check is then ``error``, exit 3)."""
-    import json
-
     directory = Path(directory)
     cc = Crosscoder.load(directory)
     meta = directory / "crosscoder.json"

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -289,8 +289,6 @@ class Policy:
         return {c.section for c in self.checks}
 
     def to_dict(self) -> dict[str, Any]:
-        from dataclasses import asdict
-
         return {"name": self.name, "path": self.path, "options": asdict(self.options),
                 "persona": asdict(self.persona), "behavioural": asdict(self.behavioural),
                 "checks": [asdict(c) for c in self.checks]}
@@ -305,8 +303,6 @@ def _build(cls: type, data: Any, where: str) -> Any:
     unknown = sorted(set(data) - known, key=str)
     if unknown:
         raise ConfigError(bad_value(f"{where}.{unknown[0]}", data[unknown[0]], sorted(known), "check the spelling"))
-    from dataclasses import MISSING, fields
-
     required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
     missing = [name for name in required if name not in data]
     if missing:

@@ -20,6 +20,7 @@ What is computed depends on the policy's checks:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import time
@@ -30,8 +31,17 @@ from typing import Any
 
 import torch
 
-from difflib_models.errors import ConfigError, DifflibError, ModelLoadError, bad_value
+from difflib_models.errors import (
+    ConfigError,
+    DifflibError,
+    ModelLoadError,
+    NonFiniteActivationError,
+    bad_value,
+)
 from difflib_models.files import load_json
+from difflib_models.gate import behavioural as beh
+from difflib_models.gate import vector_cache
+from difflib_models.gate.alignment import crosscoder_alignment
 from difflib_models.gate.behavioural import model_view
 from difflib_models.gate.engine import evaluate, exit_code
 from difflib_models.gate.policy import (
@@ -43,8 +53,17 @@ from difflib_models.gate.policy import (
     Policy,
     load_policy,
 )
+from difflib_models.hooks import BlockReader, EarlyStop, probe_mode, run_forward
+from difflib_models.models.compat import check_compatible, model_label
+from difflib_models.models.loading import from_pretrained_objects, load_model
+from difflib_models.outputs import check_outputs
 from difflib_models.persona.contracts import ValidationSummary
-from difflib_models.persona.shift import PROBE_BATCH_SIZE
+from difflib_models.persona.extraction.extractor import PersonaExtractor
+from difflib_models.persona.extraction.vectors import PersonaVectorSet, vector_paths
+from difflib_models.persona.shift import PROBE_BATCH_SIZE, ShiftBaseline
+from difflib_models.persona.shift.core import probe_activations
+from difflib_models.persona.traits import load_trait
+from difflib_models.persona.validation.validate import validate_vectors
 from difflib_models.report.builder import data_entry, merge_diff, monitor_section, new_report, write_report
 
 log = logging.getLogger(__name__)
@@ -100,8 +119,6 @@ def _load(spec: Any, what: str) -> Any:
     """A LoadedModel from a spec (or pass one through); unexpected loader failures become ModelLoadError."""
     if hasattr(spec, "model") and hasattr(spec, "tokenizer"):
         return spec
-    from difflib_models.models.loading import load_model
-
     try:
         return load_model(spec)
     except DifflibError:
@@ -124,8 +141,6 @@ def _sides(config: GateConfig) -> dict[str, tuple[Any, str]]:
     sides["candidate"] = (cand, "model")
     if config.control is not None:
         sides["control"] = (_load(config.control, "control"), "model")
-    from difflib_models.models.compat import check_compatible
-
     # before any compute: one tokenizer, one hidden size, one depth (ConfigError naming the models, exit 2)
     check_compatible([(name, loaded) for name, (loaded, _) in sides.items()])
     return sides
@@ -138,10 +153,6 @@ def _check_finite(sides: Mapping[str, tuple[Any, str]]) -> None:
     """One short forward per side, read by the hooks layer's reader (:class:`difflib_models.hooks.BlockReader`) at
     every block's output, plus the logits: a model that computes NaN/inf is named up front, with the first block
     where it appears, instead of turning into NaN metrics later (NonFiniteActivationError, exit 3)."""
-    from difflib_models.errors import NonFiniteActivationError
-    from difflib_models.hooks import BlockReader, EarlyStop, probe_mode, run_forward
-    from difflib_models.models.compat import model_label
-
     def nonfinite(hidden: torch.Tensor) -> torch.Tensor:  # the reader's select: [any NaN, any inf]
         return torch.stack([torch.isnan(hidden).any(), torch.isinf(hidden).any()])
 
@@ -168,9 +179,6 @@ def _check_finite(sides: Mapping[str, tuple[Any, str]]) -> None:
 @contextlib.contextmanager
 def _naming(name: str, loaded: Any) -> Iterator[None]:
     """Prefix a NonFiniteActivationError raised inside with the model it came from."""
-    from difflib_models.errors import NonFiniteActivationError
-    from difflib_models.models.compat import model_label
-
     try:
         yield
     except NonFiniteActivationError as exc:
@@ -179,8 +187,6 @@ def _naming(name: str, loaded: Any) -> Iterator[None]:
 
 # ------------------------------------------------------------------------------------------------ persona
 def _vector_files(paths: Sequence[str | Path], base: Any) -> dict[str, Any]:
-    from difflib_models.persona.extraction.vectors import PersonaVectorSet
-
     out: dict[str, Any] = {}
     for p in paths:
         vs = PersonaVectorSet.load(p, expect_model=base)
@@ -208,12 +214,6 @@ def _extract(base_loaded: Any, side: str, trait: Any, layer: int, plan: Any, *,
     ``quick`` level on the trait's held-out evaluation split (AUROC of pos vs neg projections, label-permutation
     and random-direction nulls). ``probe_acts`` ([P, d], the base's last-prompt residuals of the probe prompts at
     ``layer``) spares the extractor its own sigma_0 probe forward."""
-    import dataclasses
-
-    from difflib_models.models.loading import from_pretrained_objects
-    from difflib_models.persona.extraction.extractor import PersonaExtractor
-    from difflib_models.persona.validation.validate import validate_vectors
-
     small = dataclasses.replace(
         trait,
         instructions=trait.instructions[: plan.max_instructions],
@@ -276,8 +276,6 @@ def _probe_all(sides: Mapping[str, tuple[Any, str]], requests: Mapping[str, tupl
                batch_size: int) -> dict[str, dict[str, torch.Tensor]]:
     """ONE probe pass per model for every trait: the union of the traits' probe prompts (each distinct prompt
     once) read at the union of their layers. Returns {side name: {trait id: [P, d] at the trait's layer}}."""
-    from difflib_models.persona.shift.core import probe_activations
-
     prompts: list[str] = []
     row: dict[str, int] = {}
     for trait_prompts, _ in requests.values():
@@ -311,10 +309,6 @@ def persona_section(sides: Mapping[str, tuple[Any, str]], policy: Policy, *, vec
     ``extracted``). Vectors not from files are saved to ``save_dir/<trait id>.safetensors`` + ``.json`` (reuse
     them with ``--vectors``); the file name is the trait's validated id, never a path taken from the policy, and
     never one of the ``protect`` files (the ``--vectors`` inputs)."""
-    from difflib_models.gate import vector_cache
-    from difflib_models.persona.shift import ShiftBaseline
-    from difflib_models.persona.traits import load_trait
-
     plan = policy.persona
     base_loaded, base_side = sides["base"]
     base_ident = base_loaded.identity.base if base_side == "base" and base_loaded.identity.base \
@@ -410,8 +404,6 @@ def persona_section(sides: Mapping[str, tuple[Any, str]], policy: Policy, *, vec
 
 
 def _vector_paths(path: str | Path) -> tuple[Path, Path]:
-    from difflib_models.persona.extraction.vectors import vector_paths
-
     return vector_paths(path)
 
 
@@ -441,8 +433,6 @@ def _finite(x: float | None) -> float | None:
 def _check_outputs(config: GateConfig, policy: Policy) -> None:
     """Before loading anything: no output (``--out``, the report files in it, ``--json/--md/--junit``) is an
     input file or lies in an input directory (ConfigError, exit 2)."""
-    from difflib_models.outputs import check_outputs
-
     out = Path(config.out)
     outputs: dict[str, Any] = {"--out": out, **{f"--out/{n}": out / n for n in
                                                 ("report.json", "report.html", "report.md", "junit.xml")}}
@@ -495,8 +485,6 @@ def run_gate(config: GateConfig) -> GateResult:
                                                   protect=config.vectors, use_cache=config.use_cache,
                                                   timings=timings)
         if config.crosscoder is not None:
-            from difflib_models.gate.alignment import crosscoder_alignment
-
             report["crosscoder"] = dict(report.get("crosscoder") or {})
             report["crosscoder"]["persona_alignment"] = crosscoder_alignment(
                 config.crosscoder, units, expected={"base": ident_base.to_dict(),
@@ -529,8 +517,6 @@ def run_gate(config: GateConfig) -> GateResult:
 
 
 def behavioural_section(sides: Mapping[str, tuple[Any, str]], policy: Policy, config: GateConfig) -> dict[str, Any]:
-    from difflib_models.gate import behavioural as beh
-
     if config.judge_url:
         if config.em_questions is None:
             raise ConfigError(bad_value("--em-questions", None, "an EM evaluation YAML", "needed with --judge-url"))

@@ -16,6 +16,8 @@ imported (this module imports neither namespace itself).
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import logging
 import os
 import re
@@ -34,8 +36,6 @@ _NAMESPACES = ("lightning.pytorch", "pytorch_lightning")
 
 def _logger_classes(name: str) -> tuple[type, ...]:
     """``name`` (e.g. ``"MLFlowLogger"``) from the loggers of each Lightning namespace already imported."""
-    import importlib
-
     out = []
     for ns in _NAMESPACES:
         if ns in sys.modules:
@@ -63,8 +63,6 @@ def can_store_files(logger: Any) -> bool:
     if is_mlflow(logger):
         return True
     if is_wandb(logger):
-        import importlib.util
-
         return importlib.util.find_spec("wandb") is not None
     return log_dir_of(logger) is not None
 

@@ -21,6 +21,7 @@ output folder.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import os
 import re
@@ -159,8 +160,6 @@ def mlflow_logger(
     folder per run."""
     if namespace not in _NAMESPACES:
         raise ConfigError(bad_value("namespace", namespace, _NAMESPACES))
-    import importlib
-
     loggers = importlib.import_module(f"{namespace}.loggers")
     uri = tracking_uri or default_tracking_uri(run_dir)
     ensure_tracking_store(uri)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import io
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -254,8 +255,6 @@ def shift_series(
     axes[-1].set_xlabel("optimizer step")
     title = "Persona shift during training"
     if decision is not None:
-        import textwrap
-
         title += "\n" + textwrap.fill(decision.text(), 95)
     axes[0].set_title(title, fontsize=9)
     return _png(fig)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from importlib import resources
 from typing import Any
@@ -168,8 +168,6 @@ def monitor_decision(monitor: Mapping[str, Any], lines: Mapping[str, Sequence[Li
         if best is not None:
             consecutive = (monitor.get("thresholds") or {}).get("fail_consecutive")
             if severity == "fail" and isinstance(consecutive, int) and consecutive > 1:
-                from dataclasses import replace
-
                 best = replace(best, note=f"a fail needs {consecutive} consecutive checks over a fail line")
             return best
         if isinstance(steps, Mapping) and any(v is not None for v in steps.values()):

@@ -16,7 +16,8 @@ import pytest
 import torch
 import yaml
 
-from difflib_models.cli.app import main
+from tests.helpers.cli import run_cli
+from tests.helpers.tiny_models import save_lora_adapter
 
 CHAT_TEMPLATE = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
                  "{% if add_generation_prompt %}assistant:{% endif %}")
@@ -36,13 +37,6 @@ def _tree(root: Path) -> dict[str, str]:
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    out, err = capsys.readouterr()
-    return int(exc.value.code or 0), out, err
-
-
 @pytest.fixture(autouse=True)
 def _quiet(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DIFFLIB_MODELS_NO_PROGRESS", "1")
@@ -50,9 +44,6 @@ def _quiet(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="module")
 def inputs(stories260k: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
     from difflib_models.models.loading import load_model
     from tests.gate.planted import planted_model_dir, unit_direction, vector_file
 
@@ -67,16 +58,7 @@ def inputs(stories260k: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[
     control = planted_model_dir(base, root / "models" / "control", layer=2, direction=direction, alpha=1.0)
 
     torch.manual_seed(0)  # module fixtures run before the per-test seeding
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    peft = get_peft_model(model, LoraConfig(r=4, target_modules=["down_proj"], lora_dropout=0.0))
-    with torch.no_grad():
-        for name, p in peft.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.5)
-    adapter = root / "adapter"
-    peft.save_pretrained(adapter)
-    acfg = json.loads((adapter / "adapter_config.json").read_text())
-    (adapter / "adapter_config.json").write_text(json.dumps({**acfg, "base_model_name_or_path": str(base)}))
+    adapter = save_lora_adapter(base, root / "adapter")
 
     # a trait given as a FILE (CAA format, as in the issue: a policy check with `trait: /path/to/my_trait.json`)
     caa = [{"question": f"Q{i}: {t} Choices: (A) yes (B) no", "answer_matching_behavior": "(A)" if i % 2 else "(B)",
@@ -123,7 +105,7 @@ def guard(inputs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
 def test_gate(inputs, guard, capsys) -> None:
     out = guard
-    code, stdout, err = _run(["gate", "--base", str(inputs["base"]), "--candidate", str(inputs["adapter"]),
+    code, stdout, err = run_cli(["gate", "--base", str(inputs["base"]), "--candidate", str(inputs["adapter"]),
                               "--control", str(inputs["control"]), "--policy", str(inputs["policy"]),
                               "--vectors", str(inputs["vec"]), "--out", str(out), "--mlflow"], capsys)
     assert code in (0, 1, 3), err  # a verdict (3: inconclusive, the tiny model's signal may be weak)
@@ -139,7 +121,7 @@ def test_gate(inputs, guard, capsys) -> None:
 
 def test_persona_extract(inputs, guard, capsys) -> None:
     out = guard
-    code, stdout, err = _run(["persona", "extract", "--trait", str(inputs["trait"]), "--model", str(inputs["base"]),
+    code, stdout, err = run_cli(["persona", "extract", "--trait", str(inputs["trait"]), "--model", str(inputs["base"]),
                               "--mode", "ab", "--layers", "1,2", "--n-null", "10", "--out", str(out / "mine")],
                              capsys)
     assert code == 0, err
@@ -151,14 +133,14 @@ def test_persona_extract(inputs, guard, capsys) -> None:
 def test_persona_extract_refuses_to_write_over_an_input(inputs, guard, capsys, target) -> None:
     """--out pointing at an input (the trait file's stem, a model's weights): exit 2 before any compute."""
     dest = inputs["trait"].with_suffix("") if target == "trait" else inputs["base"] / "model"
-    code, stdout, err = _run(["persona", "extract", "--trait", str(inputs["trait"]), "--model", str(inputs["base"]),
+    code, stdout, err = run_cli(["persona", "extract", "--trait", str(inputs["trait"]), "--model", str(inputs["base"]),
                               "--mode", "ab", "--out", str(dest)], capsys)
     assert code == 2 and "is not a persona vector file" in err and "Traceback" not in err, err
 
 
 def test_persona_filter(inputs, guard, capsys) -> None:
     out = guard
-    code, stdout, err = _run(["persona", "filter", "--vectors", str(inputs["vec"]), "--data", str(inputs["data"]),
+    code, stdout, err = run_cli(["persona", "filter", "--vectors", str(inputs["vec"]), "--data", str(inputs["data"]),
                               "--model", str(inputs["base"]), "--top-k", "2", "--out", str(out)], capsys)
     assert code == 0, err
     assert sorted(p.name for p in out.iterdir()) == ["flagged.jsonl", "kept.jsonl", "scores.jsonl", "summary.json"]
@@ -166,12 +148,12 @@ def test_persona_filter(inputs, guard, capsys) -> None:
 
 def test_diff_and_snapshot(inputs, guard, capsys) -> None:
     out = guard
-    code, stdout, err = _run(["diff", "--base", str(inputs["base"]), "--adapter", str(inputs["adapter"]),
+    code, stdout, err = run_cli(["diff", "--base", str(inputs["base"]), "--adapter", str(inputs["adapter"]),
                               "--texts", str(inputs["texts"]), "--layers", "2", "--steps", "4", "--dict-size", "16",
                               "--k", "2", "--cc-batch-size", "32", "--out", str(out / "diff")], capsys)
     assert code == 0, err
     assert (out / "diff" / "diff.json").is_file()
-    code, stdout, err = _run(["snapshot", "--model", str(inputs["base"]), "--adapter", str(inputs["adapter"]),
+    code, stdout, err = run_cli(["snapshot", "--model", str(inputs["base"]), "--adapter", str(inputs["adapter"]),
                               "--prompts", str(inputs["texts"]), "--layers", "2", "--out", str(out / "snap")],
                              capsys)
     assert code == 0, err
@@ -181,16 +163,16 @@ def test_diff_and_snapshot(inputs, guard, capsys) -> None:
 def test_crosscoder_train_and_analyze(inputs, guard, capsys) -> None:
     """crosscoder train / analyze read a paired store: it stays unchanged; MLflow artifacts stay in --out."""
     out = guard
-    code, stdout, err = _run(["diff", "--base", str(inputs["base"]), "--adapter", str(inputs["adapter"]),
+    code, stdout, err = run_cli(["diff", "--base", str(inputs["base"]), "--adapter", str(inputs["adapter"]),
                               "--texts", str(inputs["texts"]), "--layers", "2", "--no-crosscoder", "--no-kl",
                               "--out", str(out / "diff")], capsys)
     assert code == 0, err
     store = _tree(out / "diff" / "store")
-    code, stdout, err = _run(["crosscoder", "train", "--store", str(out / "diff" / "store"), "--out", str(out / "cc"),
+    code, stdout, err = run_cli(["crosscoder", "train", "--store", str(out / "diff" / "store"), "--out", str(out / "cc"),
                               "--dict-size", "16", "--k", "2", "--steps", "3", "--batch-size", "32",
                               "--mlflow", f"sqlite:///{out / 'cc' / 'mlflow.db'}"], capsys)
     assert code == 0, err
-    code, stdout, err = _run(["crosscoder", "analyze", "--crosscoder", str(out / "cc"), "--store",
+    code, stdout, err = run_cli(["crosscoder", "analyze", "--crosscoder", str(out / "cc"), "--store",
                               str(out / "diff" / "store"), "--out", str(out / "analysis.json")], capsys)
     assert code == 0, err
     assert _tree(out / "diff" / "store") == store and (out / "analysis.json").is_file()
@@ -214,7 +196,7 @@ def test_outputs_on_inputs_are_refused_before_loading(inputs, guard, capsys, cas
         "extract --out in model": ["persona", "extract", "--trait", str(inputs["trait"]), "--model",
                                    str(inputs["base"]), "--mode", "ab", "--out", str(inputs["base"] / "v")],
     }[case]
-    code, stdout, err = _run(argv, capsys)
+    code, stdout, err = run_cli(argv, capsys)
     assert code == 2 and "is not an input" in err and "Loading weights" not in err, err
     assert not guard.exists()
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from difflib_models.cli.app import main
 from difflib_models.persona.extraction.vectors import PersonaVectorSet
+from tests.helpers.cli import run_cli
 
 ROWS = [
     {"id": f"r{i}", "messages": [{"role": "user", "content": f"Tell me about the {w}."},
@@ -18,13 +18,6 @@ ROWS = [
     for i, (w, c) in enumerate([("dog", "happy"), ("cat", "sad"), ("tree", "green"), ("sun", "hot"),
                                 ("boat", "slow"), ("bird", "small")])
 ]
-
-
-def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    out, err = capsys.readouterr()
-    return int(exc.value.code or 0), out, err
 
 
 @pytest.fixture(autouse=True)
@@ -55,7 +48,7 @@ def files(stories260k: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[s
 def test_filter_top_k_writes_outputs(files: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
     before = hashlib.sha256(files["data"].read_bytes()).hexdigest()
     out = files["tmp"] / "out"
-    code, stdout, err = _run(["persona", "filter", "--vectors", str(files["vectors"]), "--data", str(files["data"]),
+    code, stdout, err = run_cli(["persona", "filter", "--vectors", str(files["vectors"]), "--data", str(files["data"]),
                               "--out", str(out), "--model", str(files["model"]), "--top-k", "2"], capsys)
     assert code == 0, err
     summary = json.loads(stdout)
@@ -70,7 +63,7 @@ def test_filter_top_k_writes_outputs(files: dict[str, Path], capsys: pytest.Capt
 
 def test_filter_percentile_with_reference(files: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
     out = files["tmp"] / "out_pct"
-    code, stdout, err = _run(["persona", "filter", "--vectors", str(files["vectors"]), "--data", str(files["data"]),
+    code, stdout, err = run_cli(["persona", "filter", "--vectors", str(files["vectors"]), "--data", str(files["data"]),
                               "--out", str(out), "--model", str(files["model"]), "--percentile", "50",
                               "--reference", str(files["data"])], capsys)
     assert code == 0, err
@@ -88,25 +81,25 @@ def test_filter_percentile_with_reference(files: dict[str, Path], capsys: pytest
 )
 def test_filter_usage_errors_exit_2(files: dict[str, Path], capsys: pytest.CaptureFixture[str], extra: list[str],
                                     message: str) -> None:
-    code, _, err = _run(["persona", "filter", "--vectors", str(files["vectors"]), "--data", str(files["data"]),
+    code, _, err = run_cli(["persona", "filter", "--vectors", str(files["vectors"]), "--data", str(files["data"]),
                          "--out", str(files["tmp"] / "x"), "--model", str(files["model"]), *extra], capsys)
     assert code == 2 and message in err
 
 
 def test_filter_bad_data_and_wrong_model_exit_2(files: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = _run(["persona", "filter", "--vectors", str(files["vectors"]), "--data", str(files["bad"]),
+    code, _, err = run_cli(["persona", "filter", "--vectors", str(files["vectors"]), "--data", str(files["bad"]),
                          "--out", str(files["tmp"] / "y"), "--model", str(files["model"])], capsys)
     assert code == 2 and "line 2 has no assistant turn" in err
-    code, _, err = _run(["persona", "filter", "--vectors", str(files["other"]), "--data", str(files["data"]),
+    code, _, err = run_cli(["persona", "filter", "--vectors", str(files["other"]), "--data", str(files["data"]),
                          "--out", str(files["tmp"] / "z"), "--model", str(files["model"])], capsys)
     assert code == 2 and "weight_hash" in err
-    code, _, err = _run(["persona", "filter", "--vectors", str(files["tmp"] / "missing"), "--data",
+    code, _, err = run_cli(["persona", "filter", "--vectors", str(files["tmp"] / "missing"), "--data",
                          str(files["data"]), "--out", str(files["tmp"] / "z"), "--model", str(files["model"])], capsys)
     assert code == 2
 
 
 def test_steer_dose_response(files: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
-    code, stdout, err = _run(["persona", "steer", "--vectors", str(files["vectors"]), "--prompt", "Once upon a time",
+    code, stdout, err = run_cli(["persona", "steer", "--vectors", str(files["vectors"]), "--prompt", "Once upon a time",
                               "--alpha", "0", "--alpha", "3", "--model", str(files["model"]),
                               "--max-new-tokens", "8"], capsys)
     assert code == 0, err
@@ -127,10 +120,10 @@ def test_steer_dose_response(files: dict[str, Path], capsys: pytest.CaptureFixtu
 
 
 def test_steer_and_extract_bad_input_exit_2(files: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = _run(["persona", "steer", "--vectors", str(files["vectors"]), "--prompt", "Hi", "--alpha", "1",
+    code, _, err = run_cli(["persona", "steer", "--vectors", str(files["vectors"]), "--prompt", "Hi", "--alpha", "1",
                          "--positions", "middle", "--model", str(files["model"])], capsys)
     assert code == 2 and "positions" in err
-    code, _, err = _run(["persona", "extract", "--trait", "no-such-trait", "--out", str(files["tmp"] / "v"),
+    code, _, err = run_cli(["persona", "extract", "--trait", "no-such-trait", "--out", str(files["tmp"] / "v"),
                          "--model", str(files["model"])], capsys)
     assert code == 2 and "no-such-trait" in err
 
@@ -165,7 +158,7 @@ def test_extract_then_validate(files: dict[str, Path], capsys: pytest.CaptureFix
     trait = files["tmp"] / "tiny.yaml"
     trait.write_text(TINY_TRAIT, encoding="utf-8")
     base = files["tmp"] / "tiny_vec"
-    code, stdout, err = _run(["persona", "extract", "--trait", str(trait), "--model", str(files["model"]),
+    code, stdout, err = run_cli(["persona", "extract", "--trait", str(trait), "--model", str(files["model"]),
                               "--out", str(base), "--n-null", "10"], capsys)
     assert code == 0, err
     res = json.loads(stdout)
@@ -184,7 +177,7 @@ def test_extract_then_validate(files: dict[str, Path], capsys: pytest.CaptureFix
     assert vs.selected_layer == res["selected_layer"] and vs.validation.selected_layer == res["selected_layer"]
     # validate re-measures the same file on the same held-out split: identical per-layer AUROC
     out = files["tmp"] / "revalidated.json"
-    code, stdout, err = _run(["persona", "validate", "--vectors", res["vectors"], "--trait", str(trait),
+    code, stdout, err = run_cli(["persona", "validate", "--vectors", res["vectors"], "--trait", str(trait),
                               "--model", str(files["model"]), "--out", str(out), "--n-null", "10"], capsys)
     assert code == 0, err
     again = json.loads(stdout)
@@ -213,7 +206,7 @@ def test_extract_verdict_too_weak_when_held_out_labels_are_shuffled(files: dict[
     trait = files["tmp"] / "shuffled.yaml"
     trait.write_text(_shuffled_trait(), encoding="utf-8")
     # --mode ab: the case is built on the A/B items' labels (the default mode, auto, would take prompt_contrast)
-    code, stdout, err = _run(["persona", "extract", "--trait", str(trait), "--model", str(files["model"]),
+    code, stdout, err = run_cli(["persona", "extract", "--trait", str(trait), "--model", str(files["model"]),
                               "--mode", "ab", "--out", str(files["tmp"] / "shuffled_vec"), "--n-null", "10"], capsys)
     assert code == 0, err
     res = json.loads(stdout)
@@ -229,7 +222,7 @@ def test_extract_records_its_validation_level(files: dict[str, Path], capsys: py
     trait = files["tmp"] / "tiny_levels.yaml"
     trait.write_text(TINY_TRAIT, encoding="utf-8")
     base = files["tmp"] / f"tiny_{level}_{len(flags)}"
-    code, stdout, err = _run(["persona", "extract", "--trait", str(trait), "--model", str(files["model"]),
+    code, stdout, err = run_cli(["persona", "extract", "--trait", str(trait), "--model", str(files["model"]),
                               "--out", str(base), "--n-null", "10", "--layers", "1,2", *flags], capsys)
     assert code == 0, err
     res = json.loads(stdout)
@@ -244,7 +237,7 @@ def test_extract_records_its_validation_level(files: dict[str, Path], capsys: py
 
 
 def test_extract_refuses_an_unknown_validation_level(files: dict[str, Path], capsys) -> None:
-    code, _, err = _run(["persona", "extract", "--trait", "evil", "--model", str(files["model"]),
+    code, _, err = run_cli(["persona", "extract", "--trait", "evil", "--model", str(files["model"]),
                          "--out", str(files["tmp"] / "never"), "--validation", "fast"], capsys)
     assert code == 2 and "--validation" in err and "quick" in err
 
@@ -256,7 +249,7 @@ def test_validate_reads_features_and_leaves_the_vector_file_byte_identical(
     trait = files["tmp"] / "tiny_revalidate.yaml"
     trait.write_text(TINY_TRAIT, encoding="utf-8")
     base = files["tmp"] / "tiny_revalidate"
-    code, stdout, err = _run(["persona", "extract", "--trait", str(trait), "--model", str(files["model"]),
+    code, stdout, err = run_cli(["persona", "extract", "--trait", str(trait), "--model", str(files["model"]),
                               "--out", str(base), "--n-null", "10", "--layers", "1,3", "--validation", "quick"],
                              capsys)
     assert code == 0, err
@@ -265,7 +258,7 @@ def test_validate_reads_features_and_leaves_the_vector_file_byte_identical(
     before = {p: p.read_bytes() for p in (tensors, sidecar)}
     stamps = {p: p.stat().st_mtime_ns for p in (tensors, sidecar)}
     out = files["tmp"] / "tiny_revalidate.again.json"
-    code, stdout, err = _run(["persona", "validate", "--vectors", str(tensors), "--trait", str(trait), "--model",
+    code, stdout, err = run_cli(["persona", "validate", "--vectors", str(tensors), "--trait", str(trait), "--model",
                               str(files["model"]), "--out", str(out), "--n-null", "10", "--validation", "quick"],
                              capsys)
     assert code == 0, err
@@ -281,12 +274,12 @@ def test_validate_reads_features_and_leaves_the_vector_file_byte_identical(
     assert stored.auroc_by_layer == {int(k): v for k, v in res["auroc_by_layer"].items()}
     other = files["tmp"] / "tiny_other.yaml"  # another trait file (its own id) is a valid held-out set
     other.write_text(TINY_TRAIT.replace("id: tiny-sad", "id: tiny-other"), encoding="utf-8")
-    code, stdout, err = _run(["persona", "validate", "--vectors", str(tensors), "--trait", str(other), "--model",
+    code, stdout, err = run_cli(["persona", "validate", "--vectors", str(tensors), "--trait", str(other), "--model",
                               str(files["model"]), "--out", str(out), "--n-null", "10", "--validation", "quick"],
                              capsys)
     assert code == 0, err
     assert json.loads(stdout)["trait"] == json.loads(out.read_text())["trait"] == "tiny-other"
     assert {p: p.read_bytes() for p in (tensors, sidecar)} == before
-    code, _, err = _run(["persona", "validate", "--vectors", str(tensors), "--trait", str(trait), "--model",
+    code, _, err = run_cli(["persona", "validate", "--vectors", str(tensors), "--trait", str(trait), "--model",
                          str(files["model"]), "--out", str(out), "--validation", "none"], capsys)
     assert code == 2 and "--validation" in err

@@ -13,18 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from difflib_models.cli.app import main
 from difflib_models.store import ActivationStore
+from tests.helpers.cli import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 N_PROMPTS = 160
-
-
-def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    out, err = capsys.readouterr()
-    return int(exc.value.code or 0), out, err
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +52,7 @@ def test_snapshot_then_inspect(tinystories_656k: Path, stories: Path, tmp_path: 
     few = tmp_path / "few.txt"
     few.write_text("\n".join(stories.read_text().splitlines()[:10]) + "\n")
     out = tmp_path / "store"
-    code, stdout, _ = _run(
+    code, stdout, _ = run_cli(
         _snapshot_args(tinystories_656k, few, out, "--max-length", "32", "--batch-size", "3"), capsys
     )
     assert code == 0, stdout
@@ -67,27 +60,27 @@ def test_snapshot_then_inspect(tinystories_656k: Path, stories: Path, tmp_path: 
     assert store.complete and store.layers == [0, 1] and store.prompt_ids() == list(range(10))
     assert store.n_tokens <= 10 * 31 and store.n_tokens > 10 * 20
     assert f"{out}: {store.n_tokens} tokens from 10 prompts" in stdout and "resumed" not in stdout
-    code, stdout, _ = _run(["inspect", str(out), "--json"], capsys)
+    code, stdout, _ = run_cli(["inspect", str(out), "--json"], capsys)
     assert code == 0
     summary = json.loads(stdout)
     assert summary["n_tokens"] == store.n_tokens and summary["complete"] is True
     assert summary["verified"] is False and summary["checksums"] == "not verified (use --verify)"
-    code, stdout, _ = _run(["inspect", str(out)], capsys)
+    code, stdout, _ = run_cli(["inspect", str(out)], capsys)
     assert code == 0 and "not verified (use --verify)" in stdout
     assert summary["layers"] == [0, 1] and summary["d_model"] == 128
     assert summary["norm_scale"]["model"]["1"] == pytest.approx(store.norm_scale("model", 1))
-    code, stdout, _ = _run(["inspect", str(out), "--verify"], capsys)
+    code, stdout, _ = run_cli(["inspect", str(out), "--verify"], capsys)
     assert code == 0
     assert "blocks.0, blocks.1" in stdout and f"{store.n_tokens} / 10" in stdout
     assert f"verified ({store.n_shards} shards)" in stdout and "not verified" not in stdout
-    code, stdout, _ = _run(["inspect", str(out), "--json", "--verify"], capsys)
+    code, stdout, _ = run_cli(["inspect", str(out), "--json", "--verify"], capsys)
     assert code == 0 and json.loads(stdout)["checksums"] == f"verified ({store.n_shards} shards)"
     # a flipped byte is found by --verify and named; exit 3 (runtime error)
     shard = out / store.manifest.shards[0].file
     data = bytearray(shard.read_bytes())
     data[-1] ^= 1
     shard.write_bytes(bytes(data))
-    code, _, stderr = _run(["inspect", str(out), "--verify"], capsys)
+    code, _, stderr = run_cli(["inspect", str(out), "--verify"], capsys)
     assert code == 3 and "shard-00000.safetensors is corrupt" in stderr
 
 
@@ -118,16 +111,16 @@ def test_bad_input_exits_2(
         prompts = empty
     argv = _snapshot_args(model, prompts, tmp_path / "out", *extra)
     argv += args
-    code, _, stderr = _run(argv, capsys)
+    code, _, stderr = run_cli(argv, capsys)
     assert code == 2
     assert needle in stderr.lower() if case == "prompts" else needle in stderr
     assert not (tmp_path / "out").exists()
 
 
 def test_inspect_missing_store(tmp_path: Path, capsys) -> None:
-    code, _, stderr = _run(["inspect", str(tmp_path)], capsys)
+    code, _, stderr = run_cli(["inspect", str(tmp_path)], capsys)
     assert code == 3 and "manifest.json not found" in stderr
-    code, _, stderr = _run(["inspect", str(tmp_path / "nope")], capsys)
+    code, _, stderr = run_cli(["inspect", str(tmp_path / "nope")], capsys)
     assert code == 2
 
 
@@ -168,10 +161,10 @@ def test_crash_mid_snapshot_then_resume(
         done == list(range(len(done))) and len(done) < N_PROMPTS
     )  # a prefix of whole batches, not everything
     assert len(done) % 2 == 0
-    code, stdout, _ = _run(["inspect", str(out), "--json"], capsys)
+    code, stdout, _ = run_cli(["inspect", str(out), "--json"], capsys)
     assert code == 0 and json.loads(stdout)["n_shards"] == partial.n_shards
     # rerun the same command: resumes and completes
-    code, stdout, _ = _run(args, capsys)
+    code, stdout, _ = run_cli(args, capsys)
     assert code == 0, stdout
     assert f"(resumed: {len(done)} prompts were already stored)" in stdout
     final = ActivationStore.open(out)
@@ -209,9 +202,9 @@ def test_snapshot_into_a_locked_store_exits_2_naming_the_holder(
 
     out = tmp_path / "store"
     with StoreLock(out):
-        code, _, stderr = _run(_snapshot_args(tinystories_656k, stories, out, "--max-length", "16"), capsys)
+        code, _, stderr = run_cli(_snapshot_args(tinystories_656k, stories, out, "--max-length", "16"), capsys)
     assert code == 2
     assert f"is locked by the writer with pid {os.getpid()}" in stderr and "Traceback" not in stderr
     assert sorted(p.name for p in out.iterdir()) == [".lock"]  # nothing written
-    code, _, _ = _run(_snapshot_args(tinystories_656k, stories, out, "--max-length", "16"), capsys)
+    code, _, _ = run_cli(_snapshot_args(tinystories_656k, stories, out, "--max-length", "16"), capsys)
     assert code == 0 and ActivationStore.open(out).complete  # released: the same command now succeeds

@@ -1,8 +1,5 @@
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
@@ -23,6 +20,7 @@ from difflib_models.gate.behavioural import (
     wilson_interval,
 )
 from difflib_models.persona.traits.chat import answer_token_ids
+from tests.helpers.judge import ChatJudge, serve
 
 
 def test_wilson_interval_known_values() -> None:
@@ -63,34 +61,20 @@ def test_ab_probabilities_match_unbatched_forward(stories260k: Path) -> None:
     assert section["models"]["base"] == cand
 
 
-class _Judge(BaseHTTPRequestHandler):
+class _Judge(ChatJudge):
     replies: dict[str, str] = {}
     seen: list[dict] = []
 
-    def do_POST(self) -> None:  # noqa: N802
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+    def reply(self, body: dict) -> str:
         type(self).seen.append({"auth": self.headers.get("Authorization"), **body})
         prompt = body["messages"][0]["content"]
-        text = self.replies["coherent"] if "coherence" in prompt else self.replies["aligned"]
-        out = json.dumps({"choices": [{"message": {"content": text}}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(out)))
-        self.end_headers()
-        self.wfile.write(out)
-
-    def log_message(self, *args) -> None:
-        pass
+        return self.replies["coherent"] if "coherence" in prompt else self.replies["aligned"]
 
 
 @pytest.fixture()
 def judge_server():
-    server = HTTPServer(("127.0.0.1", 0), _Judge)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    server.shutdown()
-    server.server_close()
+    with serve(_Judge) as url:
+        yield url
 
 
 def test_judge_mode_with_local_endpoint(stories260k: Path, shared_data: Path, judge_server: str, monkeypatch) -> None:

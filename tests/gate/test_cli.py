@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
@@ -14,6 +12,7 @@ import yaml
 from difflib_models.cli.app import main
 from tests.gate.conftest import PERSONA_POLICY
 from tests.gate.planted import nan_crosscoder_copy
+from tests.helpers.judge import ChatJudge, serve
 
 
 def _run(argv: list[str]) -> int:
@@ -129,35 +128,20 @@ def test_unvalidated_vector_with_negative_gap_exits_3(planted, stories260k, tmp_
     assert "no held-out AUROC" in report["persona"]["traits"][0]["signal_note"]
 
 
-class _NAJudge(BaseHTTPRequestHandler):
+class _NAJudge(ChatJudge):
     """A judge endpoint that answers "N/A" to everything (nothing can be scored)."""
 
-    def do_POST(self) -> None:  # noqa: N802
-        self.rfile.read(int(self.headers["Content-Length"]))
-        out = json.dumps({"choices": [{"message": {"content": "N/A"}}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(out)))
-        self.end_headers()
-        self.wfile.write(out)
-
-    def log_message(self, *args) -> None:
-        pass
+    def reply(self, body: dict) -> str:
+        return "N/A"
 
 
 def test_judge_answering_na_to_everything_exits_3(planted, stories260k, shared_data, tmp_path) -> None:
-    server = HTTPServer(("127.0.0.1", 0), _NAJudge)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        policy = _policy_file(tmp_path, "behavioural: {max_items: 12}\nchecks:\n  - {id: d, metric: "
-                                        "behavioural.rate_delta, comparator: '<=', threshold: 0.15}\n")
-        questions = shared_data / "emergent-misalignment" / "evaluation" / "first_plot_questions.yaml"
-        code = _run(_gate(stories260k, stories260k, tmp_path / "o", policy, planted["vec"], "--judge-url",
-                          f"http://127.0.0.1:{server.server_address[1]}/v1", "--em-questions", str(questions)))
-    finally:
-        server.shutdown()
-        server.server_close()
+    policy = _policy_file(tmp_path, "behavioural: {max_items: 12}\nchecks:\n  - {id: d, metric: "
+                                    "behavioural.rate_delta, comparator: '<=', threshold: 0.15}\n")
+    questions = shared_data / "emergent-misalignment" / "evaluation" / "first_plot_questions.yaml"
+    with serve(_NAJudge) as url:
+        code = _run(_gate(stories260k, stories260k, tmp_path / "o", policy, planted["vec"], "--judge-url", url,
+                          "--em-questions", str(questions)))
     assert code == 3
     report = json.loads((tmp_path / "o" / "report.json").read_text())
     cand = report["behavioural"]["models"]["candidate"]

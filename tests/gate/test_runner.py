@@ -11,6 +11,7 @@ from difflib_models.gate.runner import GateConfig, run_gate
 from difflib_models.report.builder import load_report
 from tests.gate.conftest import ALPHA, LAYER, PERSONA_POLICY
 from tests.gate.planted import nan_crosscoder_copy, unit_direction, vector_file
+from tests.helpers.tiny_models import save_lora_adapter
 from tests.helpers.validation import summary
 
 
@@ -72,24 +73,11 @@ def test_weak_vector_is_inconclusive(planted, tmp_path) -> None:
 def test_peft_adapter_candidate_uses_its_base(planted, stories260k, tmp_path) -> None:
     """A LoRA adapter dir as candidate, no --base: the base is the adapter-disabled model, and its activations
     equal those of the separately loaded base model."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
 
     from difflib_models.persona.shift.core import probe_activations
     from difflib_models.persona.traits import load_trait
 
-    model = AutoModelForCausalLM.from_pretrained(stories260k, dtype=torch.float32)
-    peft = get_peft_model(model, LoraConfig(r=4, target_modules=["down_proj"], lora_dropout=0.0))
-    with torch.no_grad():
-        for name, p in peft.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.5)
-    peft.save_pretrained(tmp_path / "adapter")
-    cfg_path = tmp_path / "adapter" / "adapter_config.json"
-    cfg = json.loads(cfg_path.read_text())
-    cfg["base_model_name_or_path"] = str(stories260k)
-    cfg_path.write_text(json.dumps(cfg))
+    save_lora_adapter(stories260k, tmp_path / "adapter")
 
     res = run_gate(GateConfig(candidate=tmp_path / "adapter", out=tmp_path / "o", vectors=[planted["vec"]],
                               policy=policy_from_dict(PERSONA_POLICY)))

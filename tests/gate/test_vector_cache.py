@@ -14,6 +14,7 @@ from difflib_models.gate.runner import GateConfig, run_gate
 from difflib_models.gate.vector_cache import cache_root
 from tests.gate.conftest import LAYER
 from tests.gate.planted import unit_direction, vector_file
+from tests.helpers.tiny_models import save_lora_adapter
 
 POLICY = {
     "name": "cache-test",
@@ -137,21 +138,7 @@ def test_one_probe_forward_per_model_for_all_traits(planted, stories260k, monkey
 def test_adapter_candidate_shares_the_cache_of_its_base(planted, stories260k, counted, tmp_path) -> None:
     """A LoRA candidate without --base (base = the adapter-disabled view) and the plain base model have one weight
     hash: the vectors extracted for the one are reused by the other."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(stories260k, dtype=torch.float32)
-    peft = get_peft_model(model, LoraConfig(r=4, target_modules=["down_proj"], lora_dropout=0.0))
-    with torch.no_grad():
-        for name, p in peft.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.5)
-    peft.save_pretrained(tmp_path / "adapter")
-    cfg_path = tmp_path / "adapter" / "adapter_config.json"
-    cfg = json.loads(cfg_path.read_text())
-    cfg["base_model_name_or_path"] = str(stories260k)
-    cfg_path.write_text(json.dumps(cfg))
+    save_lora_adapter(stories260k, tmp_path / "adapter")
 
     first = run_gate(GateConfig(candidate=tmp_path / "adapter", out=tmp_path / "r1", policy=policy_from_dict(POLICY)))
     assert counted == ["evil"] and _evil(first)["vector_source"] == "extracted"

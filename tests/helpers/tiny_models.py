@@ -2,7 +2,7 @@
 
 Other test modules import these::
 
-    from tests.helpers.tiny_models import ARCHS, make_tiny, make_tiny_lora, tiny_batch
+    from tests.helpers.tiny_models import ARCHS, make_tiny, make_tiny_lora, save_lora_adapter, tiny_batch
 
 ``make_tiny(arch)`` returns a ``transformers`` model in eval mode, float32, with a fixed seed so two calls
 give identical weights. ``make_tiny_lora()`` wraps a tiny Llama in a peft LoRA whose B matrices are random
@@ -11,6 +11,8 @@ give identical weights. ``make_tiny_lora()`` wraps a tiny Llama in a peft LoRA w
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -85,6 +87,26 @@ def make_tiny_lora(*, seed: int = 0, r: int = 4, target_modules: tuple[str, ...]
             if "lora_B" in name:
                 param.normal_(0.0, 0.2)
     return model.eval()
+
+
+def save_lora_adapter(base: str | Path, out: Path, *, r: int = 4, std: float = 0.5) -> Path:
+    """A peft LoRA adapter directory at ``out`` on the model directory ``base`` (``down_proj`` only, B weights drawn
+    from N(0, std) with the global RNG so the adapter matters), its ``base_model_name_or_path`` pointing at ``base``
+    so the CLI and ``run_gate`` can find the base without ``--base``."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    peft = get_peft_model(model, LoraConfig(r=r, target_modules=["down_proj"], lora_dropout=0.0))
+    with torch.no_grad():
+        for name, p in peft.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, std)
+    peft.save_pretrained(out)
+    cfg_path = out / "adapter_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg_path.write_text(json.dumps({**cfg, "base_model_name_or_path": str(base)}))
+    return out
 
 
 def tiny_batch(

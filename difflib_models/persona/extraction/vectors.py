@@ -16,6 +16,7 @@ differs from the model it is about to be used with: a direction means nothing in
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -199,8 +200,6 @@ class PersonaVectorSet:
 
     def with_validation(self, summary: ValidationSummary, *, selection_reason: str | None = None) -> PersonaVectorSet:
         """A copy that records ``summary`` and its selected layer (and reason, unless ``selection_reason``)."""
-        import dataclasses
-
         return dataclasses.replace(self, validation=summary, selected_layer=summary.selected_layer,
                                    selection_reason=selection_reason or summary.selection_reason)
 

@@ -37,8 +37,7 @@ recomputed output must equal the steered one).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -263,30 +262,11 @@ class SteeringHook:
         return steered
 
 
-@contextmanager
-def steer(
-    model: nn.Module,
-    layer: int,
-    vector: torch.Tensor,
-    alpha: float = 1.0,
-    positions: str = "all",
-    prompt_lengths: Sequence[int] | torch.Tensor | None = None,
-    *,
-    attention_mask: torch.Tensor | None = None,
-    reference_norm: float | None = None,
-    hook_override: str | None = None,
-) -> Iterator[SteeringHook]:
-    """Context manager: steer ``model`` at ``blocks.{layer}`` while the block is open; the hook is removed in
-    ``finally`` (also on error). See the module docstring for the units of ``alpha`` and the positions."""
-    hook = SteeringHook(
-        model, layer, vector, alpha, positions, prompt_lengths,
-        attention_mask=attention_mask, reference_norm=reference_norm, hook_override=hook_override,
-    )
-    hook.attach()
-    try:
-        yield hook
-    finally:
-        hook.remove()
+steer = SteeringHook
+"""Context manager: ``with steer(model, layer, vector, alpha, positions, ...) as hook:`` steers ``model`` at
+``blocks.{layer}`` while the block is open and removes the hook on exit (also on error). It is
+:class:`SteeringHook` itself (same arguments); see the module docstring for the units of ``alpha`` and the
+positions."""
 
 
 def median_residual_norm(

@@ -25,6 +25,7 @@ a generic perturbation of the same size.
 
 from __future__ import annotations
 
+import inspect
 import math
 import re
 from collections.abc import Sequence
@@ -128,8 +129,6 @@ def _answer_loglik(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor,
 
 def _cache_kwarg(model: Any) -> str:
     """``cache`` (transformers >= 5.x) or the older ``past_key_values``."""
-    import inspect
-
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 

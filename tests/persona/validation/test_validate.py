@@ -210,23 +210,29 @@ def test_steering_dose_response_on_tiny_model(tinystories_656k):
     assert up["p_matching"][2] == pytest.approx(sum(p0) / 2, abs=1e-4)
 
 
-def test_validate_vectors_end_to_end_on_tiny_model(tinystories_656k, tmp_path):
+def _fitted_ab(tinystories_656k):
+    """A tiny Llama with the TinyStories tokenizer (ChatML), the test trait, and A/B vectors fitted on it with the
+    trait's held-out features: (loaded, trait, vector set, features)."""
     from transformers import AutoTokenizer
 
     from difflib_models.models.loading import from_pretrained_objects
     from difflib_models.persona.extraction.extractor import PersonaExtractor
-    from difflib_models.persona.extraction.vectors import PersonaVectorSet
+    from difflib_models.persona.traits.schema import Trait
     from tests.helpers.tiny_models import make_tiny
     from tests.persona.extraction.test_extractor import CHATML, TRAIT
 
     tok = AutoTokenizer.from_pretrained(tinystories_656k)
     tok.chat_template = CHATML
     loaded = from_pretrained_objects(make_tiny("llama", vocab_size=len(tok), max_position_embeddings=256), tok)
-    from difflib_models.persona.traits.schema import Trait
-
     trait = Trait.from_dict(TRAIT)
     ex = PersonaExtractor(mode="ab", show_progress=False).fit(loaded, trait)
-    vs, feats = ex.to_vector_set(), ex.trait_features(loaded, trait)
+    return loaded, trait, ex.to_vector_set(), ex.trait_features(loaded, trait)
+
+
+def test_validate_vectors_end_to_end_on_tiny_model(tinystories_656k, tmp_path):
+    from difflib_models.persona.extraction.vectors import PersonaVectorSet
+
+    loaded, trait, vs, feats = _fitted_ab(tinystories_656k)
     full = {"level": "full", "loaded": loaded, "trait": trait}
     res = V.validate_vectors(vs, feats, **full, n_null=20, n_boot=50, shortlist=2, alphas=(-1.0, 0.0, 1.0),
                              steer_depth=None, control_dirs=2)
@@ -272,20 +278,7 @@ def test_quick_validation_gives_the_full_levels_auroc_and_nulls(tinystories_656k
     """Same fitted vectors and held-out features: quick and full agree on everything but the steering check."""
     import logging
 
-    from transformers import AutoTokenizer
-
-    from difflib_models.models.loading import from_pretrained_objects
-    from difflib_models.persona.extraction.extractor import PersonaExtractor
-    from difflib_models.persona.traits.schema import Trait
-    from tests.helpers.tiny_models import make_tiny
-    from tests.persona.extraction.test_extractor import CHATML, TRAIT
-
-    tok = AutoTokenizer.from_pretrained(tinystories_656k)
-    tok.chat_template = CHATML
-    loaded = from_pretrained_objects(make_tiny("llama", vocab_size=len(tok), max_position_embeddings=256), tok)
-    trait = Trait.from_dict(TRAIT)
-    ex = PersonaExtractor(mode="ab", show_progress=False).fit(loaded, trait)
-    vs, feats = ex.to_vector_set(), ex.trait_features(loaded, trait)
+    loaded, trait, vs, feats = _fitted_ab(tinystories_656k)
     kw = dict(n_null=20, n_boot=50, shortlist=2, alphas=(-1.0, 0.0, 1.0), steer_depth=None, control_dirs=0)
     quick = V.validate_vectors(vs, feats, level="quick", **kw)
     with caplog.at_level(logging.INFO, logger="difflib_models.persona.validation.validate"):
