@@ -27,8 +27,9 @@ from difflib_models.diffing.pair import ModelPair
 from difflib_models.diffing.sources import render_chat
 from difflib_models.diffing.weights import weight_deltas
 from difflib_models.gate.policy import load_policy
-from difflib_models.gate.runner import GATE_VALIDATION
+from difflib_models.gate.runner import GATE_VALIDATION, GateConfig, run_gate
 from difflib_models.integrations.mlflow import mlflow_logger
+from difflib_models.integrations.mlflow_report import log_report
 from difflib_models.io import atomic_write_json
 from difflib_models.models.loading import load_model
 from difflib_models.persona.extraction.extractor import PersonaExtractor
@@ -227,10 +228,6 @@ def diff_adapter(adapter: str, texts: list[str], profile: DemoProfile, out_dir: 
 def gate_policy(behaviour_items: int) -> Any:
     """The shipped default policy with its behavioural eval limited to the first ``behaviour_items`` items of each
     trait (the profile's ``gate_behaviour_items``); every check and threshold unchanged."""
-    import dataclasses
-
-    from difflib_models.gate.policy import load_policy
-
     policy = load_policy(None)
     if behaviour_items == policy.behavioural.max_items:
         return policy
@@ -243,10 +240,6 @@ def gate(name: str, adapter: str, *, control_adapter: str | None, vectors: list[
     """The release gate with the shipped default policy (behavioural eval on ``behaviour_items`` items per trait,
     :func:`gate_policy`) on one adapter (base = the adapter's own base); the report is logged to the fine-tune's
     MLflow run."""
-    from difflib_models.gate.runner import GateConfig, run_gate
-    from difflib_models.integrations.mlflow_report import log_report
-    from difflib_models.models.loading import load_model
-
     cand = load_model(adapter, device=device)
     control = load_model(control_adapter, device=device) if control_adapter else None
     config = GateConfig(candidate=cand, control=control, out=out_dir, policy=gate_policy(behaviour_items),
