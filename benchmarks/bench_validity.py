@@ -13,7 +13,10 @@ Every case gets:
   the next seed (benign vs benign, the false-alarm case of the excess checks). The verdict WITHOUT a control is the
   policy evaluated on the same measurements minus the control's (every non-optional value depends on base and
   candidate only; ``--quick`` also runs a separate gate without control and records whether both agree);
-- the persona shifts of all three trait vectors (specificity) with their null shifts and drift;
+- the gate's persona rows (evil, sycophancy vectors) with the drift-normalised signals derived from their null
+  shifts; the specificity of the hallucination vector comes from the monitor's last check (all three vectors);
+- the gate's behavioural scorers are memoised per (weights, adapter, side, items) (:class:`BehaviourMemo`): the
+  base and each control are scored once per process, with the same values;
 - per trait, once: the data filter's ranking of the organism rows vs the control rows (AUROC, precision@k) with the
   trait's vector, through the base model.
 
@@ -57,9 +60,9 @@ CALIBRATION_MARGIN = 0.5
 # ------------------------------------------------------------------------------------------------ plan
 def recipe(quick: bool, steps: int | None) -> dict[str, Any]:
     """The fine-tune recipe of every case (the demo's quick profile; ``--quick`` trains fewer steps)."""
-    n = steps if steps is not None else (6 if quick else 24)
+    n = steps if steps is not None else (4 if quick else 12)
     return {"rows": 48, "steps": n, "batch_size": 4, "lr": 3e-3, "lora_r": 8, "lora_alpha": 16.0,
-            "max_length": 96, "monitor_every": max(2, n // 4), "warmup_steps": 2}
+            "max_length": 96, "monitor_every": max(2, n // 2), "warmup_steps": 2}
 
 
 def case_id(kind: str, trait: str, seed: int) -> str:
@@ -414,6 +417,44 @@ def strip_control(report: Mapping[str, Any]) -> dict[str, Any]:
     return rep
 
 
+class BehaviourMemo:
+    """Memoises the gate's behavioural scorers (``ab_probabilities``, ``balanced_scores``) per (weights hash,
+    adapter hash, side, items): the base's scores are the same in every case and each control is scored both as a
+    candidate and as a reference, so each (model, item set) is scored once per process. The values are those of the
+    unpatched functions (same weights, same inputs); ``install`` swaps the module attributes that
+    :func:`difflib_models.gate.behavioural.evaluate_ab` calls."""
+
+    def __init__(self) -> None:
+        self.cache: dict[tuple[Any, ...], Any] = {}
+        self.hits = 0
+        self.misses = 0
+
+    @staticmethod
+    def _who(loaded: Any, side: str) -> tuple[Any, ...]:
+        ident = loaded.identity
+        if side == "base" and getattr(loaded, "is_peft", False) and ident.base is not None:
+            return ("base", ident.base.weight_hash)
+        return ("model", ident.weight_hash, ident.adapter_hash)
+
+    def wrap(self, name: str, fn: Any) -> Any:
+        def memo(loaded: Any, items: Sequence[Any], *, side: str = "model", batch_size: int = 8) -> Any:
+            key = (name, self._who(loaded, side), tuple(repr(it) for it in items))
+            if key in self.cache:
+                self.hits += 1
+                return copy.deepcopy(self.cache[key])
+            self.misses += 1
+            self.cache[key] = fn(loaded, items, side=side, batch_size=batch_size)
+            return copy.deepcopy(self.cache[key])
+
+        return memo
+
+    def install(self) -> None:
+        from difflib_models.gate import behavioural
+
+        for name in ("ab_probabilities", "balanced_scores"):
+            setattr(behavioural, name, self.wrap(name, getattr(behavioural, name)))
+
+
 def _gate_summary(report: Mapping[str, Any], policy: Any) -> dict[str, Any]:
     trait_of = {c.id: c.trait for c in policy.checks}
     return {"verdict": report.get("verdict"), "reason": report.get("verdict_reason"),
@@ -422,16 +463,15 @@ def _gate_summary(report: Mapping[str, Any], policy: Any) -> dict[str, Any]:
 
 
 def gate_case(cand_adapter: str, control_adapter: str | None, vectors: Mapping[str, str], out: Path, seed: int,
-              spec_policy: Any, verify_without: bool) -> dict[str, Any]:
-    """The default-policy gate with (and, from the same measurements, without) the control, plus the shifts of all
-    three vectors and the behavioural shifts."""
+              verify_without: bool) -> dict[str, Any]:
+    """The default-policy gate with (and, from the same measurements, without) the control; the gate's persona rows
+    and behavioural shifts."""
     import torch
 
     from difflib_models.gate.engine import evaluate
     from difflib_models.gate.policy import load_policy
-    from difflib_models.gate.runner import GateConfig, persona_section, run_gate
+    from difflib_models.gate.runner import GateConfig, run_gate
     from difflib_models.models.loading import load_model
-    from difflib_models.persona.vectors import PersonaVectorSet
 
     policy = load_policy(None)
     cand = load_model(cand_adapter)
@@ -457,16 +497,15 @@ def gate_case(cand_adapter: str, control_adapter: str | None, vectors: Mapping[s
         record["without_control_verified"] = s == without
         if s != without:
             log.warning("separate gate without control differs from the stripped evaluation: %s vs %s", s, without)
-    # persona shifts of all three vectors (specificity), from the spec policy's probe
-    vsets = {t: PersonaVectorSet.load(f, expect_model=cand) for t, f in vectors.items()}
-    section, _ = persona_section({"base": (cand, "base"), "candidate": (cand, "model")}, spec_policy, vectors=vsets,
-                                 batch_size=GATE_BATCH)
+    # persona rows of the gate (evil, sycophancy) with the drift-normalised signals of item 4
     persona: dict[str, Any] = {}
-    for row in section["traits"]:
-        nulls = torch.tensor(row["null_shifts"], dtype=torch.float64)
-        null_z = (row["shift"] - float(nulls.mean())) / float(nulls.std()) if nulls.numel() > 1 else None
+    for row in (res.report.get("persona") or {}).get("traits", []):
+        nulls = torch.tensor(row.get("null_shifts") or [], dtype=torch.float64)
+        null_z = ((row["shift"] - float(nulls.mean())) / float(nulls.std())
+                  if nulls.numel() > 1 and float(nulls.std()) > 0 else None)
         persona[row["trait"]] = {k: row.get(k) for k in ("shift", "shift_z", "shift_frac", "null_percentile",
-                                                          "drift_cos", "drift_norm", "signal_ok", "layer")}
+                                                          "drift_cos", "drift_norm", "signal_ok", "layer",
+                                                          "control_shift_z", "excess_z")}
         persona[row["trait"]]["null_z"] = null_z
     record["persona"] = persona
     beh = (res.report.get("behavioural") or {}).get("traits") or {}
@@ -521,7 +560,7 @@ def main(argv: list[str] | None = None) -> int:
         log.info("vectors: %s", {t: (meta["layer"][t], meta["vector_auroc"][t]) for t in vectors})
         filter_ranking(base, vectors, traits, work, seeds[0])
         del base
-        spec = _spec_policy(work)
+        BehaviourMemo().install()
         units = plan_units(traits, seeds)
         for i, (kind, trait, seed) in enumerate(units, 1):
             cid = case_id(kind, trait, seed)
@@ -539,7 +578,7 @@ def main(argv: list[str] | None = None) -> int:
             record = {"case": cid, "kind": kind, "trait": trait, "seed": seed,
                       "reference_control": case_id(*ref) if ref else None,
                       "train": {k: v for k, v in trained.items() if k != "monitor"}, "monitor": trained["monitor"]}
-            record.update(gate_case(trained["adapter"], ref_adapter, vectors, work / "runs" / cid, seed, spec,
+            record.update(gate_case(trained["adapter"], ref_adapter, vectors, work / "runs" / cid, seed,
                                     verify_without=args.quick))
             record["seconds"] = time.perf_counter() - t0
             atomic_write_json(path, record)
