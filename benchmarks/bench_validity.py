@@ -522,6 +522,26 @@ def gate_case(cand_adapter: str, control_adapter: str | None, vectors: Mapping[s
 
 
 # ------------------------------------------------------------------------------------------------ main
+def _claim(lock: Path) -> bool:
+    """Take ``lock`` for this process (a file holding its pid); False when a live process holds it."""
+    import os
+
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        try:
+            os.kill(int(lock.read_text() or "0"), 0)
+            return False
+        except (ProcessLookupError, ValueError):
+            lock.unlink(missing_ok=True)  # stale: its process is gone
+            return _claim(lock)
+        except PermissionError:
+            return False
+    with os.fdopen(fd, "w") as fh:
+        fh.write(str(os.getpid()))
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_validity", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="1 seed, 6 steps, a separate no-control gate check")
@@ -529,6 +549,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--traits", default=",".join(TRAITS), help=f"comma subset of {','.join(TRAITS)}")
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps per LoRA (default 24; --quick 6)")
     parser.add_argument("--work", default=None, help="work directory (default .bench_validity[_quick]/)")
+    parser.add_argument("--run-seeds", default=None,
+                        help="run only the cases of these seeds (a second worker on the same --work; the plan and "
+                             "the reference controls stay those of --seeds)")
     parser.add_argument("--aggregate-only", action="store_true", help="rebuild the report from case records")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
@@ -562,11 +585,17 @@ def main(argv: list[str] | None = None) -> int:
         del base
         BehaviourMemo().install()
         units = plan_units(traits, seeds)
+        if args.run_seeds:
+            run_seeds = {int(s) for s in args.run_seeds.split(",")}
+            units = [u for u in units if u[2] in run_seeds]
         for i, (kind, trait, seed) in enumerate(units, 1):
             cid = case_id(kind, trait, seed)
             path = work / "cases" / f"{cid}.json"
             if path.is_file():
                 log.info("[%d/%d] %s: done, skipped", i, len(units), cid)
+                continue
+            if not _claim(work / "cases" / f"{cid}.lock"):
+                log.info("[%d/%d] %s: another worker holds it, skipped", i, len(units), cid)
                 continue
             t0 = time.perf_counter()
             log.info("[%d/%d] %s: start (load %s)", i, len(units), cid, load_average())
@@ -582,6 +611,7 @@ def main(argv: list[str] | None = None) -> int:
                                     verify_without=args.quick))
             record["seconds"] = time.perf_counter() - t0
             atomic_write_json(path, record)
+            (work / "cases" / f"{cid}.lock").unlink(missing_ok=True)
             g = record["gate"]
             log.info("[%d/%d] %s: %.0f s; verdict without control %s, with control %s", i, len(units), cid,
                      record["seconds"], g.get("without_control", {}).get("verdict"),
