@@ -346,6 +346,44 @@ def filter_ranking(base: Any, vectors: Mapping[str, str], traits: Sequence[str],
     return done
 
 
+def filter_ranking_paired(base: Any, traits: Sequence[str], work: Path, seed: int) -> dict[str, Any]:
+    """Per trait, the product's filter recipe (as the demo builds its filter vector): a ``paired`` vector from the
+    built-in trait's paired responses at every layer, layer and method (raw / proxy) chosen by the filter
+    validation on the trait's paired EVALUATION split; then the organism rows vs the control rows."""
+    from benchmarks.organism_data import load_rows
+    from difflib_models.io import atomic_write_json
+    from difflib_models.persona.extraction import PersonaExtractor
+    from difflib_models.persona.filter_validation import rank_metrics, validate_on_trait
+    from difflib_models.persona.filtering import FilterConfig, filter_samples, samples_from_rows
+    from difflib_models.persona.traits import load_trait
+
+    path = work / "filter_paired.json"
+    done = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    for t in traits:
+        if t in done:
+            continue
+        trait = load_trait(t)
+        ext = PersonaExtractor(mode="paired", layers="all", batch_size=8, show_progress=False).fit(base, trait)
+        vs = ext.to_vector_set(selection_reason="bench_validity: filter vector (paired responses)")
+        record = validate_on_trait(base, vs, trait, methods=("raw", "proxy"), seed=seed)
+        if record is None:
+            done[t] = {"error": "no filter validation (too few paired evaluation responses)"}
+            continue
+        cfg = FilterConfig(method=record.method, mode="report", batch_size=8, max_length=128, n_bootstrap=50,
+                           seed=seed)
+        deltas = {kind: [r["delta_p"] for r in filter_samples(
+            base, vs, samples_from_rows(load_rows(t, kind), name=f"{t}-{kind}"), cfg,
+            layer=record.filter_layer).records] for kind in KINDS}
+        m = rank_metrics(deltas["organism"], deltas["control"])
+        done[t] = {"auroc": m["auroc"], "precision_at_k": m["precision_at_k"], "k": m["k"],
+                   "mean_delta_p": {k: statistics.fmean(v) for k, v in deltas.items()},
+                   "method": record.method, "layer": record.filter_layer,
+                   "filter_validation_auroc": record.eval_auroc, "mode": "paired"}
+        atomic_write_json(path, done)
+        log.info("paired filter %s: AUROC %.3f at blocks.%d (%s)", t, m["auroc"], record.filter_layer, record.method)
+    return done
+
+
 def train(kind: str, trait: str, seed: int, rec: Mapping[str, Any], vectors: Mapping[str, str],
           run_dir: Path) -> dict[str, Any]:
     """One LoRA fine-tune with a PersonaMonitor on all three vectors; saves the adapter and ``train.json``."""
@@ -552,6 +590,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-seeds", default=None,
                         help="run only the cases of these seeds (a second worker on the same --work; the plan and "
                              "the reference controls stay those of --seeds)")
+    parser.add_argument("--filter-only", action="store_true",
+                        help="only the per-trait filter rankings (prompt-contrast and paired vectors), no cases")
     parser.add_argument("--aggregate-only", action="store_true", help="rebuild the report from case records")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
@@ -582,13 +622,15 @@ def main(argv: list[str] | None = None) -> int:
         vectors = meta["files"]
         log.info("vectors: %s", {t: (meta["layer"][t], meta["vector_auroc"][t]) for t in vectors})
         filter_ranking(base, vectors, traits, work, seeds[0])
+        if args.filter_only:
+            filter_ranking_paired(base, traits, work, seeds[0])
         del base
         BehaviourMemo().install()
         units = plan_units(traits, seeds)
         if args.run_seeds:
             run_seeds = {int(s) for s in args.run_seeds.split(",")}
             units = [u for u in units if u[2] in run_seeds]
-        for i, (kind, trait, seed) in enumerate(units, 1):
+        for i, (kind, trait, seed) in enumerate([] if args.filter_only else units, 1):
             cid = case_id(kind, trait, seed)
             path = work / "cases" / f"{cid}.json"
             if path.is_file():
@@ -621,12 +663,14 @@ def main(argv: list[str] | None = None) -> int:
     records = [r for r in records if r["trait"] in traits and r["seed"] in seeds]
     meta_path = work / "vectors.json"
     filt_path = work / "filter.json"
+    paired_path = work / "filter_paired.json"
     payload = {
         "plan": plan,
         "complete": len(records) == len(plan_units(traits, seeds)),
         "wall_s_this_invocation": time.time() - started,
         "vectors": json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else None,
         "filter": json.loads(filt_path.read_text(encoding="utf-8")) if filt_path.is_file() else None,
+        "filter_paired": json.loads(paired_path.read_text(encoding="utf-8")) if paired_path.is_file() else None,
         "provenance": {"model": "SmolLM2-135M-Instruct (load_model(None))",
                        "data": "benchmarks/data/organisms/*.jsonl (benchmarks/organism_data.py)",
                        "policy": "difflib_models/gate/default_policy.yaml (verdicts); hallucination persona "
