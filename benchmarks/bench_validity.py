@@ -158,7 +158,10 @@ def aggregate(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             v = [((r.get("gate") or {}).get(_m, {}).get("checks") or {}).get(_c, {}).get("value") for r in rs]
             return [float(x) for x in v if x is not None]
 
-        row: dict[str, Any] = {"mode": mode, "organisms": _stats(vals(org)), "controls": _stats(vals(ctl)),
+        trait_of = next((((r.get("gate") or {}).get(m, {}).get("checks") or {}).get(cid, {}).get("trait")
+                         for r in recs for m in ("without_control", "with_control")
+                         if ((r.get("gate") or {}).get(m, {}).get("checks") or {}).get(cid)), None)
+        row: dict[str, Any] = {"mode": mode, "trait": trait_of, "organisms": _stats(vals(org)), "controls": _stats(vals(ctl)),
                                "auroc_pooled": auroc(vals(org), vals(ctl)), "by_trait": {}}
         ctl_trips = [((r.get("gate") or {}).get(mode, {}).get("checks") or {}).get(cid, {}).get("status")
                      for r in ctl]
@@ -270,6 +273,43 @@ def _calibrated(signals: Mapping[str, Any]) -> dict[str, Any]:
         if rows:
             out[name] = rows
     return out
+
+
+def _fmt(v: Any) -> str:
+    return "-" if v is None else f"{v:.2f}" if isinstance(v, float) else str(v)
+
+
+def markdown(report: Mapping[str, Any]) -> str:
+    """Tables for docs/results.md: per signal and trait, organisms vs controls (mean [min, max]) and AUROC; per
+    case the verdicts; the persona and behavioural specificity matrices."""
+    def span(st: Mapping[str, Any]) -> str:
+        return "-" if not st.get("n") else f"{st['mean']:.2f} [{st['min']:.2f}, {st['max']:.2f}]"
+
+    lines = ["| signal | trait | organisms mean [min, max] | controls mean [min, max] | AUROC |", "|---|---|---|---|---|"]
+    for cid, row in report.get("checks", {}).items():
+        for t, r in row["by_trait"].items():
+            if t == row.get("trait") and (r["organisms"].get("n") or r["controls"].get("n")):
+                lines.append(f"| check `{cid}` ({row['mode'].replace('_', ' ')}) | {t} | {span(r['organisms'])} | "
+                             f"{span(r['controls'])} | {_fmt(r['auroc'])} |")
+    for name, per in report.get("signals", {}).items():
+        for t, r in per.items():
+            lines.append(f"| {name} | {t} | {span(r['organisms'])} | {span(r['controls'])} | {_fmt(r['auroc'])} |")
+    lines += ["", "| case | verdict without control | with control | fail checks (without / with) | monitor |",
+              "|---|---|---|---|---|"]
+    for c in report.get("cases", []):
+        lines.append(f"| {c['case']} | {c['verdict_without_control']} | {c['verdict_with_control']} | "
+                     f"{', '.join(c['fails_without_control']) or '-'} / {', '.join(c['fails_with_control']) or '-'} "
+                     f"| {c['monitor_status']} |")
+    for name, spec in report.get("specificity", {}).items():
+        m = spec["excess_over_control"]
+        if not m:
+            continue
+        cols = sorted({t for row in m.values() for t in row}, key=lambda t: TRAITS.index(t))
+        lines += ["", f"{name} (organism minus matched control; rows: signal trait, columns: organism trait)", "",
+                  "| vector \\ organism | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+        for vt, row in m.items():
+            lines.append(f"| {vt} | " + " | ".join(_fmt(row.get(c)) for c in cols) + " |")
+    return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------------------------ model work
@@ -681,6 +721,8 @@ def main(argv: list[str] | None = None) -> int:
         "records": records,
     }
     path = write_results(name, payload, machine)
+    if args.aggregate_only:
+        print(markdown(payload["report"]))
     r = payload["report"]["rates"]
     print(f"{len(records)} case(s); false alarms on controls {r['without_control']['false_alarm_rate']} "
           f"(with control {r['with_control']['false_alarm_rate']}); organisms failing "
