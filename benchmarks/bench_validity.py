@@ -362,9 +362,9 @@ def filter_ranking(base: Any, vectors: Mapping[str, str], traits: Sequence[str],
     (proxy method, through the base), AUROC and precision@k (k = 48)."""
     from benchmarks.organism_data import load_rows
     from difflib_models.io import atomic_write_json
-    from difflib_models.persona.filter_validation import rank_metrics
-    from difflib_models.persona.filtering import FilterConfig, filter_samples, samples_from_rows
-    from difflib_models.persona.vectors import PersonaVectorSet
+    from difflib_models.persona.extraction.vectors import PersonaVectorSet
+    from difflib_models.persona.filtering.scoring import FilterConfig, filter_samples, samples_from_rows
+    from difflib_models.persona.filtering.validation import rank_metrics
 
     path = work / "filter.json"
     done = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
@@ -393,8 +393,8 @@ def filter_ranking_paired(base: Any, traits: Sequence[str], work: Path, seed: in
     from benchmarks.organism_data import load_rows
     from difflib_models.io import atomic_write_json
     from difflib_models.persona.extraction import PersonaExtractor
-    from difflib_models.persona.filter_validation import rank_metrics, validate_on_trait
-    from difflib_models.persona.filtering import FilterConfig, filter_samples, samples_from_rows
+    from difflib_models.persona.filtering.scoring import FilterConfig, filter_samples, samples_from_rows
+    from difflib_models.persona.filtering.validation import rank_metrics, validate_on_trait
     from difflib_models.persona.traits import load_trait
 
     path = work / "filter_paired.json"
