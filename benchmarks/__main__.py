@@ -10,6 +10,7 @@ an earlier one (``stale``, with its timestamp). Nothing is asserted: the numbers
     python -m benchmarks                      # everything, default arguments of each script
     python -m benchmarks --quick              # small arguments for the scripts this runner knows
     python -m benchmarks --only demo,scaling  # a subset (names without the bench_ prefix)
+    python -m benchmarks --only validity      # the long ones (OPT_IN) run only when named
     python -m benchmarks --merge-only         # just rebuild summary.json from the existing results
 """
 
@@ -42,6 +43,12 @@ QUICK_ARGS: dict[str, list[str]] = {
     "scaling": ["--model", "tinystories-656k", "--sizes", "16,32,64,128"],
 }
 """Smaller arguments per script for ``--quick`` (scripts not listed run with their defaults)."""
+
+OPT_IN: dict[str, str] = {
+    "validity": "hours on 2 cores (18 LoRA fine-tunes of SmolLM2 and their gate runs)",
+    "monitor_seeds": "two SmolLM2 fine-tunes per seed",
+}
+"""Scripts that run only when named in ``--only`` (why they are long)."""
 
 NAMED_FIELDS = (
     "first_run_s",
@@ -160,6 +167,10 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             parser.error(f"unknown benchmark(s) {unknown}; present: {names}")
         names = [n for n in names if n in wanted]
+    else:
+        for name in sorted(set(names) & set(OPT_IN)):
+            log.info("skipping %s (%s); run it with --only %s", name, OPT_IN[name], name)
+        names = [n for n in names if n not in OPT_IN]
     skip = {n.strip().removeprefix("bench_") for n in args.skip.split(",") if n.strip()}
     names = [n for n in names if n not in skip]
 
