@@ -121,7 +121,7 @@ def test_smollm2_capture_matches_hidden_states(model_cache: Path) -> None:
     model, tok = loaded.model, loaded.tokenizer
     assert loaded.hook_points.block_path == "model.layers" and loaded.n_layers == 30
     texts = ["The capital of France is", "Write a short poem about the sea, please."]
-    ids, am = pad_batch(tok(texts)["input_ids"], pad_id=tok.pad_token_id, padding_side="left")
+    ids, am = pad_batch(tok(texts)["input_ids"], pad_token_id=tok.pad_token_id, padding_side="left")
     layers = [0, 15, 29]
     batch = capture_batch(model, ids, am, layers, skip_bos=False)
     with torch.no_grad():
