@@ -3,8 +3,10 @@
 ``ActivationStoreWriter`` buffers captured batches in memory and flushes a shard whenever the next batch would
 take the buffer past ``shard_tokens`` tokens (capped so that a shard stays under ``max_shard_bytes``). Every
 prompt lies wholly inside one shard, so resuming at prompt granularity never duplicates or drops a token.
-Serialising a shard (``safetensors.torch.save_file``, metadata as one canonical-JSON key so the bytes are the same
-in every process; sha256 of the file), the
+Serialising a shard (safetensors layout, written piecewise from tensor memory while hashing it with sha256; not
+``safetensors.torch.save_file``: the library concatenates the pieces, serialises a second copy and is then hashed
+from the file, which measured store/bare 0.59 against 0.87 for this writer on TinyStories-656K, side by side,
+``bench_capture --models tinystories-656k --repeats 5``; the files are read by the library, tested), the
 atomic write (temp file + fsync + rename) and the manifest rewrite happen in one background thread fed by a
 bounded queue, so the forward loop is not blocked and memory stays bounded. An error in the thread is raised by
 the next ``add()`` or by ``close()``.
@@ -20,6 +22,7 @@ import json
 import logging
 import math
 import queue
+import struct
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -365,7 +368,7 @@ class ActivationStoreWriter:
         n_tokens = sum(int(e["prompt_id"].numel()) for e in pending)
         prompts = [p for e in pending for p in e["prompts"]]
         rel = f"{SHARD_DIR}/{shard_name(index)}"
-        metadata = {"format": "difflib_models.store", "n_tokens": n_tokens}
+        metadata = {"format": "difflib_models.store", "n_tokens": str(n_tokens)}
         digest, n_bytes = write_safetensors(self.path / rel, tensors, metadata)
         with self._lock:
             m.shards.append(ShardInfo(rel, n_tokens, prompts, digest, n_bytes))
@@ -412,24 +415,27 @@ class ActivationStoreWriter:
             )
 
 
-METADATA_KEY = "difflib_models.store"
-"""The one ``__metadata__`` key of a shard; its value is canonical JSON (sorted keys). The safetensors library
-keeps metadata in a hash map whose order varies between processes, so with several keys the same shard would not
-be byte-identical across a kill and resume; with one key it is."""
+_ST_DTYPES = {
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.int64: "I64",
+    torch.int32: "I32",
+}
 
 
 def write_safetensors(
-    path: Path, tensors: Mapping[str, torch.Tensor | Sequence[torch.Tensor]], metadata: Mapping[str, Any]
+    path: Path, tensors: Mapping[str, torch.Tensor | Sequence[torch.Tensor]], metadata: dict[str, str]
 ) -> tuple[str, int]:
-    """Write ``tensors`` as a safetensors file atomically with ``safetensors.torch.save_file``; returns (sha256,
-    size) of the bytes written (hashed from the temp file before the rename).
+    """Write ``tensors`` as a safetensors file atomically, hashing while writing; returns (sha256, size).
 
-    A value may be a list of pieces of one dtype and trailing shape, stored as their concatenation along dim 0.
-    ``metadata`` is stored as canonical JSON under :data:`METADATA_KEY` (deterministic bytes)."""
-    from safetensors.torch import save_file
-
-    whole: dict[str, torch.Tensor] = {}
-    storages: set[int] = set()
+    A value may be a list of pieces of one dtype and trailing shape: they are stored as their concatenation
+    along dim 0 without building it in memory. The layout is the documented safetensors one (u64 little-endian
+    header length, JSON header with dtype, shape and data offsets, padded to 8 bytes, then the raw little-endian
+    tensor bytes in order); the tensors' memory is written and hashed directly, with no intermediate bytes."""
+    header: dict[str, Any] = {"__metadata__": metadata}
+    views = []
+    offset = 0
     for name, value in tensors.items():
         pieces = [value] if isinstance(value, torch.Tensor) else list(value)
         if not pieces:
@@ -437,21 +443,27 @@ def write_safetensors(
         first = pieces[0]
         if any(p.dtype != first.dtype or p.shape[1:] != first.shape[1:] for p in pieces):
             raise ValueError(f"pieces of tensor {name!r} differ in dtype or trailing shape")
-        t = (first if len(pieces) == 1 else torch.cat(pieces)).detach().cpu().contiguous()
-        if t.numel() and t.untyped_storage().data_ptr() in storages:  # the library refuses shared memory
-            t = t.clone()
-        storages.add(t.untyped_storage().data_ptr())
-        whole[name] = t
-    meta = {METADATA_KEY: json.dumps(dict(metadata), sort_keys=True, separators=(",", ":"))}
-    digest: list[str] = []
+        start = offset
+        for piece in pieces:
+            flat = piece.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
+            offset += flat.nbytes
+            views.append(memoryview(flat))
+        shape = list(first.shape) if len(pieces) == 1 else [sum(p.shape[0] for p in pieces), *first.shape[1:]]
+        header[name] = {"dtype": _ST_DTYPES[first.dtype], "shape": shape, "data_offsets": [start, offset]}
+    head = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    head += b" " * (-len(head) % 8)
+    prefix = struct.pack("<Q", len(head)) + head
+    digest = hashlib.sha256(prefix)
 
     def write(tmp: Path) -> None:
-        save_file(whole, str(tmp), metadata=meta)
-        with open(tmp, "rb") as fh:  # hashed before the rename, from the page cache
-            digest.append(hashlib.file_digest(fh, "sha256").hexdigest())
+        with open(tmp, "wb") as fh:
+            fh.write(prefix)
+            for view in views:
+                digest.update(view)
+                fh.write(view)
 
     atomic_write(path, write)
-    return digest[0], path.stat().st_size
+    return digest.hexdigest(), len(prefix) + offset
 
 
 def _sum_sq(x: torch.Tensor, side: str, layer: int, prompt_id: torch.Tensor, pos: torch.Tensor) -> float:
