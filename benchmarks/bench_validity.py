@@ -342,8 +342,9 @@ def setup_vectors(base: Any, work: Path) -> dict[str, Any]:
     if meta_path.is_file():
         return json.loads(meta_path.read_text(encoding="utf-8"))
     out.mkdir(parents=True, exist_ok=True)
-    section, _ = persona_section({"base": (base, "model"), "candidate": (base, "model")}, _spec_policy(work),
-                                 vectors={}, batch_size=GATE_BATCH, save_dir=out)
+    typed, _ = persona_section({"base": (base, "model"), "candidate": (base, "model")}, _spec_policy(work),
+                               vectors={}, batch_size=GATE_BATCH, save_dir=out)
+    section = typed.to_dict()
     meta = {"files": {r["trait"]: r["vector_file"] for r in section["traits"]},
             "layer": {r["trait"]: r["layer"] for r in section["traits"]},
             "vector_auroc": {r["trait"]: r.get("vector_auroc") for r in section["traits"]},

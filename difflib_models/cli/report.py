@@ -85,11 +85,12 @@ def gate(
                         command="difflib-models " + shlex.join(sys.argv[1:]))
     result = run_gate(config)
     r = result.report
-    say(err=as_json, text=f"verdict: {r['verdict'].upper()} ({r['verdict_reason']})")
-    for c in r["checks"]:
-        value = "—" if c["value"] is None else f"{c['value']:.4g}"
-        say(err=as_json, text=f"  [{c['status']:>7}] {c['id']}: {c['metric']} = {value} (pass if {c['comparator']} "
-                   f"{c['threshold']:g})")
+    outcome = result.outcome
+    say(err=as_json, text=f"verdict: {outcome.verdict.upper()} ({outcome.reason})")
+    for c in outcome.checks:
+        value = "—" if c.value is None else f"{c.value:.4g}"
+        say(err=as_json, text=f"  [{c.status:>7}] {c.id}: {c.metric} = {value} (pass if {c.comparator} "
+                   f"{c.threshold or 0:g})")
     say(err=as_json, text=f"report: {result.paths['html']}")
     mlflow_info: dict[str, object] = {}
     if mlflow or mlflow_uri or registered_model:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import operator
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from difflib_models.gate.policy import (
@@ -26,6 +26,8 @@ from difflib_models.gate.policy import (
     Policy,
 )
 from difflib_models.gate.policy import Policy as _Policy
+from difflib_models.report.builder import attach_verdict
+from difflib_models.report.records import CheckDetails, CheckResult, GateVerdict
 
 EXIT_PASS = 0
 EXIT_FAIL = 1
@@ -311,30 +313,26 @@ def metric_value(report: Mapping[str, Any], check: CheckSpec, policy: Policy | N
     return value, details
 
 
-def evaluate_check(report: Mapping[str, Any], check: CheckSpec, policy: Policy) -> dict[str, Any]:
-    """One check record ``{id, metric, value, threshold, comparator, severity, status, source, details}``."""
-    record: dict[str, Any] = {"id": check.id, "metric": check.metric, "value": None,
-                              "threshold": float(check.threshold), "comparator": check.comparator,
-                              "severity": check.severity, "status": "error", "source": check.source,
-                              "description": check.description, "details": {}}
+def evaluate_check(report: Mapping[str, Any], check: CheckSpec, policy: Policy) -> CheckResult:
+    """One evaluated check: id, metric, value, threshold, comparator, severity, status, source and details."""
+
+    def result(status: str, value: float | None, details: CheckDetails) -> CheckResult:
+        return CheckResult(id=check.id, metric=check.metric, value=value, threshold=float(check.threshold),
+                           comparator=check.comparator, severity=check.severity, status=status, source=check.source,
+                           description=check.description, details=details)
+
     try:
         value, details = metric_value(report, check, policy)
     except MetricUnavailable as exc:
         if exc.inconclusive:
-            record["status"] = policy.options.on_inconclusive
-            record["details"] = {"message": str(exc), "inconclusive": True}
-        elif check.optional:
-            record["status"] = "error" if policy.options.strict else "skipped"
-            record["details"] = {"message": f"{exc} (optional check)"}
-        else:
-            record["details"] = {"message": f"cannot evaluate: {exc}"}
-        return record
-    record["details"] = details
-    record["value"] = value
+            return result(policy.options.on_inconclusive, None, CheckDetails.of(message=str(exc), inconclusive=True))
+        if check.optional:
+            return result("error" if policy.options.strict else "skipped", None,
+                          CheckDetails.of(message=f"{exc} (optional check)"))
+        return result("error", None, CheckDetails.of(message=f"cannot evaluate: {exc}"))
     if _OPS[check.comparator](value, float(check.threshold)):
-        record["status"] = "pass"
-        return record
-    record["status"] = check.severity
+        return result("pass", value, CheckDetails.of(details))
+    status = check.severity
     message = f"{check.metric} = {value:.4g} violates {check.comparator} {check.threshold:g}"
     pct = details.get("null_percentile")
     if check.severity == "fail" and check.min_null_percentile is not None and check.metric in PERSONA_METRICS:
@@ -343,24 +341,23 @@ def evaluate_check(report: Mapping[str, Any], check: CheckSpec, policy: Policy) 
         except MetricUnavailable:
             p = None
         if p is None or not 0.0 <= p <= 1.0:
-            record["status"] = "error"
+            status = "error"
             message += f"; null percentile {pct!r:.40} missing or invalid, cannot tell whether the shift is specific"
         elif p < check.min_null_percentile:
-            record["status"] = "warn"
+            status = "warn"
             message += (f" but random directions shift as much (null percentile {p:.2f} < "
                         f"{check.min_null_percentile:.2f}): not specific to the trait, downgraded to warn")
-    record["details"]["message"] = message
-    return record
+    return result(status, value, CheckDetails.of(details, message=message))
 
 
-def decide(checks: list[Mapping[str, Any]], policy: Policy) -> tuple[str, str]:
-    """Overall verdict and a one-line reason from evaluated check records."""
-    statuses = [c["status"] for c in checks]
+def decide(checks: Sequence[CheckResult], policy: Policy) -> tuple[str, str]:
+    """Overall verdict and a one-line reason from evaluated checks."""
+    statuses = [c.status for c in checks]
     n = {s: statuses.count(s) for s in ("pass", "warn", "fail", "error", "skipped")}
     if n["fail"]:
         return "fail", f"{n['fail']} check(s) failed"
     if n["error"]:
-        inconclusive = [c for c in checks if c["status"] == "error" and c["details"].get("inconclusive")]
+        inconclusive = [c for c in checks if c.status == "error" and c.inconclusive]
         if len(inconclusive) == n["error"]:
             return "inconclusive", (f"{n['error']} check(s) inconclusive: the signal is too weak for a verdict "
                                     "(fail-closed: not a pass)")
@@ -374,16 +371,18 @@ def decide(checks: list[Mapping[str, Any]], policy: Policy) -> tuple[str, str]:
     return "pass", f"all {n['pass']} evaluated check(s) passed" + (f", {n['skipped']} skipped" if n["skipped"] else "")
 
 
-def evaluate(report: dict[str, Any], policy: Policy) -> dict[str, Any]:
-    """Evaluate every check of ``policy`` on ``report``; sets ``checks``, ``verdict``, ``verdict_reason``,
-    ``policy`` in the report and returns it."""
-    checks = [evaluate_check(report, c, policy) for c in policy.checks]
+def judge(report: Mapping[str, Any], policy: Policy) -> GateVerdict:
+    """Evaluate every check of ``policy`` on the report document and decide: the typed :class:`GateVerdict`."""
+    checks = tuple(evaluate_check(report, c, policy) for c in policy.checks)
     verdict, reason = decide(checks, policy)
-    report["checks"] = checks
-    report["verdict"] = verdict
-    report["verdict_reason"] = reason
-    report["policy"] = policy.to_dict()
-    return report
+    return GateVerdict(verdict=verdict, reason=reason, checks=checks)
+
+
+def evaluate(report: dict[str, Any], policy: Policy) -> dict[str, Any]:
+    """:func:`judge` ``report`` and write the verdict into the report document (``checks``, ``verdict``,
+    ``verdict_reason``, ``policy``; the JSON edge, :func:`difflib_models.report.builder.attach_verdict`);
+    returns the document."""
+    return attach_verdict(report, judge(report, policy), policy.to_dict())
 
 
 def exit_code(verdict: str, *, fail_exit_code: int = EXIT_FAIL) -> int:

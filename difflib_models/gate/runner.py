@@ -43,7 +43,7 @@ from difflib_models.gate import behavioural as beh
 from difflib_models.gate import vector_cache
 from difflib_models.gate.alignment import crosscoder_alignment
 from difflib_models.gate.behavioural import model_view
-from difflib_models.gate.engine import evaluate, exit_code
+from difflib_models.gate.engine import exit_code, judge
 from difflib_models.gate.policy import (
     BALANCED_METRICS,
     BEHAVIOURAL_METRICS,
@@ -64,7 +64,16 @@ from difflib_models.persona.shift import PROBE_BATCH_SIZE, ShiftBaseline
 from difflib_models.persona.shift.core import probe_activations
 from difflib_models.persona.traits import load_trait
 from difflib_models.persona.validation.validate import validate_vectors
-from difflib_models.report.builder import data_entry, merge_diff, monitor_section, new_report, write_report
+from difflib_models.report.builder import (
+    attach_persona,
+    attach_verdict,
+    data_entry,
+    merge_diff,
+    monitor_section,
+    new_report,
+    write_report,
+)
+from difflib_models.report.records import GateVerdict, PersonaRow, PersonaSection, VectorCacheInfo
 
 log = logging.getLogger(__name__)
 
@@ -105,13 +114,18 @@ class GateConfig:
 
 @dataclass
 class GateResult:
+    """A gate run: the written report document (``report``, as in report.json), where it went, the exit code, and
+    the typed records behind it (``outcome``: verdict and checks; ``persona``: the persona section, when measured)."""
+
     report: dict[str, Any]
     paths: dict[str, Path]
     exit_code: int
+    outcome: GateVerdict
+    persona: PersonaSection | None = None
 
     @property
     def verdict(self) -> str:
-        return str(self.report["verdict"])
+        return self.outcome.verdict
 
 
 # ------------------------------------------------------------------------------------------------ loading
@@ -300,8 +314,9 @@ def persona_section(sides: Mapping[str, tuple[Any, str]], policy: Policy, *, vec
                     units: dict[str, tuple[int, torch.Tensor]] | None = None,
                     protect: Sequence[str | Path] = (), use_cache: bool = True,
                     timings: dict[str, float] | None = None,
-                    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The ``persona`` report section and the data entries (trait hashes) for the policy's traits.
+                    ) -> tuple[PersonaSection, list[dict[str, Any]]]:
+    """The ``persona`` report section (a typed :class:`~difflib_models.report.records.PersonaSection`) and the data
+    entries (trait hashes) for the policy's traits.
 
     Each model is probed once for all traits (:func:`_probe_all`). A trait without a ``--vectors`` file takes its
     vector from the per-base cache (:mod:`difflib_models.gate.vector_cache`, unless ``use_cache`` is False) or
@@ -314,7 +329,7 @@ def persona_section(sides: Mapping[str, tuple[Any, str]], policy: Policy, *, vec
     base_ident = base_loaded.identity.base if base_side == "base" and base_loaded.identity.base \
         else base_loaded.identity
     n_layers = int(base_loaded.n_layers)
-    rows: list[dict[str, Any]] = []
+    rows: list[PersonaRow] = []
     data: list[dict[str, Any]] = []
     saved: set[str] = set()
     protected = {q.resolve() for p in protect for q in _vector_paths(p)}
@@ -364,42 +379,34 @@ def persona_section(sides: Mapping[str, tuple[Any, str]], policy: Policy, *, vec
                                                   n_null=plan.null_directions, seed=plan.seed, trait=trait_id,
                                                   layer=layer, polarity=vs.polarity)
         res = baseline.measure(acts["candidate"])
-        row: dict[str, Any] = {
-            "trait": trait_id, "layer": layer, "polarity": vs.polarity, "shift": res.shift,
-            "shift_z": _finite(res.shift_z), "shift_frac": _finite(res.shift_frac),
-            "null_percentile": _finite(res.null_percentile), "drift_cos": res.drift_cos,
-            "drift_norm": res.drift_norm, "n_probe_prompts": baseline.n_prompts, "vector_mode": vs.mode,
-            "vector_file": vector_file, "vector_source": sources[trait_id],
-            "vector_validation_level": vs.validation_level,
-            "null_shifts": list(res.null_shifts),
-            "base_projections": [float(x) for x in baseline.projections],
-            "candidate_projections": list(res.projections),
-        }
-        if "control" in acts:
-            ctl = baseline.measure(acts["control"])
-            row["control_shift"] = ctl.shift
-            row["control_shift_z"] = _finite(ctl.shift_z)
-            if row["shift_z"] is not None and row["control_shift_z"] is not None:
-                row["excess_z"] = row["shift_z"] - row["control_shift_z"]
+        ctl = baseline.measure(acts["control"]) if "control" in acts else None
+        shift_z, control_z = _finite(res.shift_z), _finite(ctl.shift_z) if ctl is not None else None
         auroc = _auroc(vs.validation, layer)
-        if auroc is not None:
-            row["vector_auroc"] = auroc
         notes = signal_notes(auroc, baseline.gap, baseline.usable_gap, baseline.sigma0, layer=layer,
                              min_auroc=plan.min_auroc)
-        row["signal_ok"] = not notes
-        if notes:
-            row["signal_note"] = "; ".join(notes)
-        rows.append(row)
+        rows.append(PersonaRow(
+            trait=trait_id, layer=layer, polarity=vs.polarity, shift=res.shift, shift_z=shift_z,
+            shift_frac=_finite(res.shift_frac), null_percentile=_finite(res.null_percentile),
+            drift_cos=res.drift_cos, drift_norm=res.drift_norm, n_probe_prompts=baseline.n_prompts,
+            vector_mode=vs.mode, vector_file=vector_file, vector_source=sources[trait_id],
+            vector_validation_level=vs.validation_level, null_shifts=tuple(res.null_shifts),
+            base_projections=tuple(float(x) for x in baseline.projections),
+            candidate_projections=tuple(res.projections),
+            has_control=ctl is not None, control_shift=ctl.shift if ctl is not None else None,
+            control_shift_z=control_z,
+            excess_z=shift_z - control_z if shift_z is not None and control_z is not None else None,
+            vector_auroc=auroc, signal_ok=not notes, signal_note="; ".join(notes) if notes else None,
+        ))
         data.append({"name": f"trait:{trait_id}", "path": trait.source, "sha256": trait.hash,
                      "n_items": baseline.n_prompts})
     null_kind = f"covariance-realistic N(0, Sigma_hat) with shrinkage, K={plan.null_directions}"
     kinds = set(sources.values())
     source = ("files" if kinds == {"file"} else "extracted on base" if kinds == {"extracted"}
               else "cache" if kinds == {"cache"} else "mixed" if kinds else "files")
-    section: dict[str, Any] = {"vector_source": source, "null_kind": null_kind, "traits": rows}
-    if kinds - {"file"}:
-        section["vector_cache"] = {"enabled": use_cache, "dir": str(vector_cache.cache_root()),
-                                   "hits": sorted(t for t, k in sources.items() if k == "cache")}
+    cache = VectorCacheInfo(enabled=use_cache, dir=str(vector_cache.cache_root()),
+                            hits=tuple(sorted(t for t, k in sources.items() if k == "cache"))) \
+        if kinds - {"file"} else None
+    section = PersonaSection(traits=tuple(rows), vector_source=source, null_kind=null_kind, vector_cache=cache)
     return section, data
 
 
@@ -465,6 +472,7 @@ def run_gate(config: GateConfig) -> GateResult:
     timings["load_s"] = time.perf_counter() - t0
     base_loaded, _ = sides["base"]
     cand_loaded, _ = sides["candidate"]
+    persona: PersonaSection | None = None
     ident_base = base_loaded.identity.base if sides["base"][1] == "base" and base_loaded.identity.base \
         else base_loaded.identity
     report = new_report("gate", base=ident_base, candidate=cand_loaded.identity,
@@ -480,10 +488,10 @@ def run_gate(config: GateConfig) -> GateResult:
         t = time.perf_counter()
         vectors = _vector_files(config.vectors, base_loaded)
         units: dict[str, tuple[int, torch.Tensor]] = {}
-        report["persona"], data = persona_section(sides, policy, vectors=vectors, batch_size=config.batch_size,
-                                                  save_dir=Path(config.out) / "vectors", units=units,
-                                                  protect=config.vectors, use_cache=config.use_cache,
-                                                  timings=timings)
+        persona, data = persona_section(sides, policy, vectors=vectors, batch_size=config.batch_size,
+                                        save_dir=Path(config.out) / "vectors", units=units,
+                                        protect=config.vectors, use_cache=config.use_cache, timings=timings)
+        attach_persona(report, persona)
         if config.crosscoder is not None:
             report["crosscoder"] = dict(report.get("crosscoder") or {})
             report["crosscoder"]["persona_alignment"] = crosscoder_alignment(
@@ -491,9 +499,9 @@ def run_gate(config: GateConfig) -> GateResult:
                                                     "candidate": cand_loaded.identity.to_dict()})
         report["data"].extend(data)
         timings["persona_s"] = time.perf_counter() - t
-        for row in report["persona"]["traits"]:
-            if not row["signal_ok"]:
-                report["notes"].append(f"{row['trait']}: signal too weak for a verdict ({row.get('signal_note')})")
+        for row in persona.traits:
+            if not row.signal_ok:
+                report["notes"].append(f"{row.trait}: signal too weak for a verdict ({row.signal_note})")
     if metrics & set(BEHAVIOURAL_METRICS):
         t = time.perf_counter()
         report["behavioural"] = behavioural_section(sides, policy, config)
@@ -507,13 +515,14 @@ def run_gate(config: GateConfig) -> GateResult:
         log.warning("the policy checks data_filter metrics but no --data-filter summary was given")
     if config.monitor is not None:
         report["monitor"] = monitor_section(_read_json(config.monitor, "--monitor"))
-    evaluate(report, policy)
+    outcome = judge(report, policy)
+    attach_verdict(report, outcome, policy.to_dict())
     timings["total_s"] = time.perf_counter() - t0
     report["timings"] = timings
     paths = write_report(report, config.out, paths=config.extra_outputs)
-    code = exit_code(report["verdict"], fail_exit_code=config.fail_exit_code)
-    log.info("gate verdict %s (%s), exit %d", report["verdict"], report["verdict_reason"], code)
-    return GateResult(report=report, paths=paths, exit_code=code)
+    code = exit_code(outcome.verdict, fail_exit_code=config.fail_exit_code)
+    log.info("gate verdict %s (%s), exit %d", outcome.verdict, outcome.reason, code)
+    return GateResult(report=report, paths=paths, exit_code=code, outcome=outcome, persona=persona)
 
 
 def behavioural_section(sides: Mapping[str, tuple[Any, str]], policy: Policy, config: GateConfig) -> dict[str, Any]:

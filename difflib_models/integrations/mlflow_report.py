@@ -31,6 +31,7 @@ from difflib_models.integrations.mlflow import (
     open_tracking_client,
 )
 from difflib_models.report.builder import FILENAMES, load_report
+from difflib_models.report.records import GateVerdict, PersonaSection
 
 log = logging.getLogger(__name__)
 
@@ -49,13 +50,15 @@ def default_uri(report_dir: str | Path) -> str:
 
 def _metrics(report: Mapping[str, Any], prefix: str) -> dict[str, float]:
     out: dict[str, float] = {}
-    for c in report.get("checks") or []:
-        if isinstance(c.get("value"), int | float):
-            out[f"{prefix}.check.{_METRIC_SAFE.sub('_', c['id'])}"] = float(c["value"])
-    for t in (report.get("persona") or {}).get("traits", []):
+    for c in GateVerdict.from_report(report).checks:
+        if c.value is not None:
+            out[f"{prefix}.check.{_METRIC_SAFE.sub('_', c.id)}"] = float(c.value)
+    persona = PersonaSection.from_report(report)
+    for t in persona.traits if persona is not None else ():
         for key in ("shift", "shift_z", "shift_frac", "null_percentile", "excess_z"):
-            if isinstance(t.get(key), int | float):
-                out[f"{prefix}.persona.{_METRIC_SAFE.sub('_', t['trait'])}.L{t['layer']}.{key}"] = float(t[key])
+            value = t.value(key)
+            if value is not None:
+                out[f"{prefix}.persona.{_METRIC_SAFE.sub('_', t.trait)}.L{t.layer}.{key}"] = value
     for name, b in ((report.get("behavioural") or {}).get("models") or {}).items():
         out[f"{prefix}.behavioural.{_METRIC_SAFE.sub('_', name)}.rate"] = float(b["rate"])
     return out

@@ -32,6 +32,7 @@ from difflib_models.report.html import render_html
 from difflib_models.report.junit import render_junit
 from difflib_models.report.markdown import render_markdown
 from difflib_models.report.names import display_name
+from difflib_models.report.records import GateVerdict, PersonaSection
 from difflib_models.report.schema import SCHEMA_VERSION, validate_report
 
 log = logging.getLogger(__name__)
@@ -128,6 +129,27 @@ def new_report(
         "notes": [],
         "timings": {},
     }
+    return report
+
+
+def attach_verdict(report: dict[str, Any], verdict: GateVerdict, policy: Mapping[str, Any] | None = None
+                   ) -> dict[str, Any]:
+    """Write a gate's typed :class:`~difflib_models.report.records.GateVerdict` into the report document (the JSON
+    edge: ``checks``, ``verdict``, ``verdict_reason``) with the policy it was evaluated against (``policy``, the
+    policy's own JSON form); returns the document."""
+    if not isinstance(verdict, GateVerdict):
+        raise ConfigError(bad_value("verdict", type(verdict).__name__, "a GateVerdict record"))
+    report.update(verdict.to_dict())
+    if policy is not None:
+        report["policy"] = dict(policy)
+    return report
+
+
+def attach_persona(report: dict[str, Any], section: PersonaSection) -> dict[str, Any]:
+    """Write a gate's typed :class:`~difflib_models.report.records.PersonaSection` into the report document."""
+    if not isinstance(section, PersonaSection):
+        raise ConfigError(bad_value("persona", type(section).__name__, "a PersonaSection record"))
+    report["persona"] = section.to_dict()
     return report
 
 

@@ -19,6 +19,7 @@ from typing import Any
 from difflib_models.io import atomic_write_text
 from difflib_models.report import plots, thresholds
 from difflib_models.report.names import display_name
+from difflib_models.report.records import GateVerdict, PersonaSection
 
 #: at most this many latents get a table row (all of them stay in report.json)
 MAX_LATENT_ROWS = 1000
@@ -93,21 +94,19 @@ def _min_null_percentile(report: Mapping[str, Any], trait: str) -> float | None:
     return max(values) if values else None
 
 
-def _plots(report: Mapping[str, Any]) -> dict[str, Any]:
+def _plots(report: Mapping[str, Any], verdict: GateVerdict, persona: PersonaSection | None) -> dict[str, Any]:
     out: dict[str, Any] = {"persona": [], "persona_checks": None, "monitor": None, "monitor_decision": None,
                            "drift": None, "rel_norm": None}
-    persona = report.get("persona") or {}
-    traits = [t for t in persona.get("traits", []) if isinstance(t, Mapping)]
+    traits = persona.traits if persona is not None else ()
     for trait in traits:
-        img = plots.projection_vs_null(trait, _min_null_percentile(report, str(trait.get("trait"))))
+        img = plots.projection_vs_null(trait, _min_null_percentile(report, trait.trait))
         if img:
             out["persona"].append(img)
     if traits:
         metrics = ("shift_z", "shift_frac")
-        lines = {(str(t.get("trait")), m): thresholds.check_lines(report, f"persona.{m}", str(t.get("trait")))
-                 for t in traits for m in metrics}
-        decided = thresholds.deciding_checks(report, [f"persona.{m}" for m in metrics])
-        persona_checks = [c for c in report.get("checks") or [] if str(c.get("metric", "")).startswith("persona.")]
+        lines = {(t.trait, m): thresholds.check_lines(report, f"persona.{m}", t.trait) for t in traits for m in metrics}
+        decided = thresholds.deciding_checks(verdict.checks, [f"persona.{m}" for m in metrics])
+        persona_checks = [c for c in verdict.checks if c.metric.startswith("persona.")]
         out["persona_checks"] = plots.persona_checks(traits, lines, decided, metrics, persona_checks)
     monitor = report.get("monitor") or {}
     if monitor.get("series"):
@@ -143,13 +142,11 @@ def _flat_metrics(metrics: Mapping[str, Any], prefix: str = "") -> list[tuple[st
 
 
 def render_html(report: Mapping[str, Any]) -> str:
-    """The HTML page for ``report`` (a validated report dict)."""
-    checks = list(report.get("checks") or [])
-    counts = []
-    for status in ("pass", "warn", "fail", "error", "skipped"):
-        n = sum(1 for c in checks if c.get("status") == status)
-        if n:
-            counts.append(f"{n} {status}")
+    """The HTML page for ``report`` (a validated report document; its gate checks and persona rows are read into
+    their typed records, :mod:`difflib_models.report.records`)."""
+    verdict = GateVerdict.from_report(report)
+    persona = PersonaSection.from_report(report)
+    counts = [f"{n} {status}" for status, n in verdict.counts().items() if n]
     models = [(role, m, display_name(m)) for role, m in (report.get("models") or {}).items() if m]
     drift_rows = (report.get("drift") or {}).get("layers", [])
     drift_keys: list[str] = []
@@ -163,10 +160,11 @@ def render_html(report: Mapping[str, Any]) -> str:
     context = {
         "r": report,
         "verdict": report.get("verdict", "none"),
-        "checks": checks,
+        "checks": verdict.checks,
+        "persona": persona,
         "counts": counts,
         "models": models,
-        "plots": _plots(report),
+        "plots": _plots(report, verdict, persona),
         "drift_keys": drift_keys,
         "cc_metrics": _flat_metrics(cc.get("metrics") or {}),
         "top_latents": latents[:MAX_LATENT_ROWS],

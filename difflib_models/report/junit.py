@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from difflib_models.io import atomic_write_text
+from difflib_models.report.records import CheckResult, GateVerdict
 
 # characters XML 1.0 forbids (C0 controls but \t \n \r, lone surrogates, U+FFFE, U+FFFF): a model name or token
 # holding one would make junit.xml unparseable, so each becomes U+FFFD and everything else is kept
@@ -36,15 +37,17 @@ def _sanitize(root: ET.Element) -> None:
             el.attrib[key] = xml_safe(value)
 
 
-def _describe(check: Mapping[str, Any]) -> str:
-    return (f"{check['metric']} = {check.get('value')!r}; pass if {check['comparator']} {check.get('threshold')!r} "
-            f"(severity {check.get('severity', 'fail')}, source {check['source']})")
+def _describe(check: CheckResult) -> str:
+    return (f"{check.metric} = {check.value!r}; pass if {check.comparator} {check.threshold!r} "
+            f"(severity {check.severity}, source {check.source})")
 
 
 def render_junit(report: Mapping[str, Any], *, suite_name: str = "difflib_models.gate") -> str:
-    """The JUnit XML document for ``report``'s checks."""
-    checks = list(report.get("checks") or [])
-    counts = {s: sum(1 for c in checks if c["status"] == s) for s in ("fail", "error", "skipped")}
+    """The JUnit XML document for ``report``'s checks (read into :class:`~difflib_models.report.records.CheckResult`
+    records)."""
+    gate = GateVerdict.from_report(report)
+    checks = gate.checks
+    counts = gate.counts()
     suites = ET.Element("testsuites", name=suite_name, tests=str(len(checks)), failures=str(counts["fail"]),
                         errors=str(counts["error"]), skipped=str(counts["skipped"]))
     suite = ET.SubElement(
@@ -60,17 +63,18 @@ def render_junit(report: Mapping[str, Any], *, suite_name: str = "difflib_models
     ET.SubElement(props, "property", name="verdict", value=str(report.get("verdict")))
     ET.SubElement(props, "property", name="schema_version", value=str(report.get("schema_version")))
     for check in checks:
-        case = ET.SubElement(suite, "testcase", classname=suite_name, name=str(check["id"]), time="0")
-        message = str((check.get("details") or {}).get("message") or _describe(check))
-        status = check["status"]
+        case = ET.SubElement(suite, "testcase", classname=suite_name, name=check.id, time="0")
+        message = str(check.message or _describe(check))
+        status = check.status
         if status == "fail":
             ET.SubElement(case, "failure", message=message, type="GateCheckFailed").text = _describe(check)
         elif status == "error":
             ET.SubElement(case, "error", message=message, type="GateCheckError").text = _describe(check)
         elif status == "skipped":
             ET.SubElement(case, "skipped", message=message)
-        out = {k: check.get(k) for k in ("metric", "value", "threshold", "comparator", "severity", "status", "source")}
-        out["details"] = check.get("details") or {}
+        row = check.to_dict()
+        out = {k: row[k] for k in ("metric", "value", "threshold", "comparator", "severity", "status", "source")}
+        out["details"] = row["details"]
         prefix = "WARN: " if status == "warn" else ""
         ET.SubElement(case, "system-out").text = prefix + json.dumps(out, sort_keys=True, default=str)
     _sanitize(suites)

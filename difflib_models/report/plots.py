@@ -13,6 +13,7 @@ import textwrap
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from difflib_models.report.records import CheckResult, PersonaRow
 from difflib_models.report.thresholds import check_text, series_values
 
 _DPI = 100
@@ -260,40 +261,40 @@ def shift_series(
     return _png(fig)
 
 
-def _worst_checks(checks: Sequence[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
+def _worst_checks(checks: Sequence[CheckResult]) -> dict[str, CheckResult]:
     """The worst non-pass evaluated check per metric name (last path component)."""
     rank = {"fail": 0, "error": 1, "warn": 2}
-    out: dict[str, Mapping[str, Any]] = {}
-    for c in sorted((c for c in checks if c.get("status") in rank), key=lambda c: rank[str(c["status"])]):
-        out.setdefault(str(c.get("metric", "")).split(".")[-1], c)
+    out: dict[str, CheckResult] = {}
+    for c in sorted((c for c in checks if c.status in rank), key=lambda c: rank[c.status]):
+        out.setdefault(c.metric_name, c)
     return out
 
 
 def persona_checks(
-    traits: Sequence[Mapping[str, Any]],
+    traits: Sequence[PersonaRow],
     lines: Mapping[tuple[str, str], Sequence[Any]],
-    decided: Sequence[Mapping[str, Any]] = (),
+    decided: Sequence[CheckResult] = (),
     metrics: Sequence[str] = ("shift_z", "shift_frac"),
-    checks: Sequence[Mapping[str, Any]] = (),
+    checks: Sequence[CheckResult] = (),
 ) -> str | None:
     """Per-trait persona metrics as bars with each trait's warn/fail thresholds, the deciding checks in the title.
 
     ``lines`` maps ``(trait, metric)`` to threshold lines; ``decided`` are the evaluated checks that decided the
     verdict; ``checks`` all evaluated checks (a panel without a deciding check names its worst non-pass check).
     """
-    names = [str(t.get("trait")) for t in traits]
+    names = [t.trait for t in traits]
     if not names:
         return None
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(7.2, 2.6), dpi=_DPI, layout="tight")
     axes = fig.subplots(1, len(metrics), squeeze=False)[0]
-    decided_metrics: dict[str, Mapping[str, Any]] = {}
+    decided_metrics: dict[str, CheckResult] = {}
     for c in decided:
-        decided_metrics.setdefault(str(c.get("metric", "")).split(".")[-1], c)
+        decided_metrics.setdefault(c.metric_name, c)
     worst = {m: c for m, c in _worst_checks(checks).items() if m not in decided_metrics}
     for ax, metric in zip(axes, metrics, strict=True):
-        values = [t.get(metric) for t in traits]
+        values = [t.value(metric) for t in traits]
         ys = [float(v) if isinstance(v, int | float) and math.isfinite(v) else 0.0 for v in values]
         colours = ["#4c72b0" if isinstance(v, int | float) else "#cccccc" for v in values]
         ax.bar(range(len(names)), ys, color=colours, width=0.6)
@@ -316,18 +317,18 @@ def persona_checks(
             title, colour = f"{metric}\ndecided by {check_text(decided_metrics[metric])}", _FAIL
         elif metric in worst:
             c = worst[metric]
-            title = f"{metric}\n{c.get('status')}: {check_text(c)}"
-            colour = _WARN if c.get("status") == "warn" else "#222"
+            title = f"{metric}\n{c.status}: {check_text(c)}"
+            colour = _WARN if c.status == "warn" else "#222"
         ax.set_title(title, fontsize=8, color=colour)
     return _png(fig)
 
 
-def projection_vs_null(trait: Mapping[str, Any], min_null_percentile: float | None = None) -> str | None:
+def projection_vs_null(trait: PersonaRow, min_null_percentile: float | None = None) -> str | None:
     """Left: per-prompt projections base vs candidate. Right: |shift| of null directions vs the observed one, with
     the null quantile a fail must beat (the checks' ``min_null_percentile``) as a dashed line."""
-    base = _finite(trait.get("base_projections") or [])
-    cand = _finite(trait.get("candidate_projections") or [])
-    nulls = _finite(trait.get("null_shifts") or [])
+    base = _finite(trait.base_projections)
+    cand = _finite(trait.candidate_projections)
+    nulls = _finite(trait.null_shifts)
     if not (base or cand or nulls):
         return None
     from matplotlib.figure import Figure
@@ -338,7 +339,7 @@ def projection_vs_null(trait: Mapping[str, Any], min_null_percentile: float | No
         ax1.hist(base, bins=20, alpha=0.6, label="base", color="#4c72b0")
         ax1.hist(cand, bins=20, alpha=0.6, label="candidate", color="#dd8452")
         ax1.legend(fontsize=8)
-    ax1.set_title(f"{trait.get('trait')} L{trait.get('layer')}: projections", fontsize=9)
+    ax1.set_title(f"{trait.trait} L{trait.layer}: projections", fontsize=9)
     ax1.set_xlabel("projection on v̂")
     if nulls:
         ax2.hist([abs(v) for v in nulls], bins=20, color="#999999", label="null |shift|")
@@ -348,11 +349,11 @@ def projection_vs_null(trait: Mapping[str, Any], min_null_percentile: float | No
             q = float(np.quantile([abs(v) for v in nulls], float(min_null_percentile)))
             ax2.axvline(q, color=_FAIL, linestyle="--", linewidth=1,
                         label=f"null {100 * float(min_null_percentile):g}th pct (fail needs more)")
-    ax2.axvline(abs(float(trait.get("shift") or 0.0)), color="#c44e52", linewidth=2, label="observed |shift|")
-    if trait.get("control_shift") is not None:
-        ax2.axvline(abs(float(trait["control_shift"])), color="#55a868", linestyle="--", label="control |shift|")
-    pct = trait.get("null_percentile")
-    ax2.set_title("shift vs null directions" + (f" (percentile {float(pct):.2f})" if isinstance(pct, int | float)
-                                                 else ""), fontsize=9)
+    ax2.axvline(abs(float(trait.shift)), color="#c44e52", linewidth=2, label="observed |shift|")
+    if trait.control_shift is not None:
+        ax2.axvline(abs(float(trait.control_shift)), color="#55a868", linestyle="--", label="control |shift|")
+    pct = trait.null_percentile
+    ax2.set_title("shift vs null directions" + (f" (percentile {float(pct):.2f})" if pct is not None else ""),
+                  fontsize=9)
     ax2.legend(fontsize=7)
     return _png(fig)

@@ -17,6 +17,7 @@ from importlib import resources
 from typing import Any
 
 from difflib_models.files import parse_yaml
+from difflib_models.report.records import CheckResult, GateVerdict
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ def _default_checks() -> tuple[Mapping[str, Any], ...]:
 
 
 def _status_by_id(report: Mapping[str, Any]) -> dict[str, str]:
-    return {str(c.get("id")): str(c.get("status")) for c in report.get("checks") or [] if isinstance(c, Mapping)}
+    return {c.id: c.status for c in GateVerdict.from_report(report).checks}
 
 
 def check_lines(report: Mapping[str, Any], metric: str, trait: str | None = None) -> list[Line]:
@@ -187,22 +188,20 @@ def series_values(s: Mapping[str, Any], metric: str) -> list[float | None]:
     return []
 
 
-def deciding_checks(report: Mapping[str, Any], metrics: Sequence[str]) -> list[Mapping[str, Any]]:
-    """The evaluated checks on ``metrics`` that decided: the failed ones, else the warnings, else none."""
-    checks = [c for c in report.get("checks") or [] if isinstance(c, Mapping) and c.get("metric") in metrics]
+def deciding_checks(checks: Sequence[CheckResult], metrics: Sequence[str]) -> list[CheckResult]:
+    """The evaluated checks on ``metrics`` that decided: the failed ones, else the errors, else the warnings, else
+    none."""
+    on = [c for c in checks if c.metric in metrics]
     for status in ("fail", "error", "warn"):
-        hit = [c for c in checks if c.get("status") == status]
+        hit = [c for c in on if c.status == status]
         if hit:
             return hit
     return []
 
 
-def check_text(check: Mapping[str, Any]) -> str:
+def check_text(check: CheckResult) -> str:
     """``evil-shift-frac: shift_frac = 0.31 ≥ 0.25`` for an evaluated check."""
-    value = check.get("value")
-    metric = str(check.get("metric", "")).split(".")[-1]
-    if value is None:
-        return f"{check.get('id')}: {check.get('status')} ({metric} unavailable)"
-    comp = check.get("comparator", "<")
-    op = symbol(violated(comp)) if check.get("status") in ("warn", "fail") else symbol(comp)
-    return f"{check.get('id')}: {metric} = {float(value):.3g} {op} {float(check.get('threshold') or 0):g}"
+    if check.value is None:
+        return f"{check.id}: {check.status} ({check.metric_name} unavailable)"
+    op = symbol(violated(check.comparator)) if check.status in ("warn", "fail") else symbol(check.comparator)
+    return f"{check.id}: {check.metric_name} = {float(check.value):.3g} {op} {float(check.threshold or 0):g}"

@@ -6,6 +6,7 @@ import pytest
 
 from difflib_models.gate.engine import MetricUnavailable, decide, evaluate, exit_code, resolve_path
 from difflib_models.gate.policy import load_policy, policy_from_dict
+from difflib_models.report.records import CheckResult
 from difflib_models.report.schema import validate_report
 from tests.report.synthetic import synthetic_report
 
@@ -103,7 +104,8 @@ def test_behavioural_and_data_filter_metrics() -> None:
 
 def test_decide_precedence() -> None:
     pol = load_policy()
-    mk = lambda *s: [{"status": x, "details": {}} for x in s]  # noqa: E731
+    mk = lambda *s: [CheckResult(id=f"c{i}", metric="m", value=None, threshold=0.0, comparator="<",  # noqa: E731
+                                 severity="fail", status=x, source="policy") for i, x in enumerate(s)]
     assert decide(mk("pass", "error", "fail"), pol)[0] == "fail"
     assert decide(mk("pass", "error"), pol)[0] == "error"
     assert decide(mk("pass", "skipped"), pol)[0] == "pass"

@@ -3,7 +3,6 @@ bars, counts never plotted. The plot functions return the matplotlib Figure here
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import numpy as np
@@ -11,6 +10,7 @@ import pytest
 
 from difflib_models.report import plots, thresholds
 from difflib_models.report.builder import new_report
+from difflib_models.report.records import GateVerdict, PersonaSection
 from tests.report.synthetic import diff_json, rich_report
 
 
@@ -131,12 +131,13 @@ def test_many_layer_drift_is_one_line_per_metric() -> None:
 
 def test_persona_checks_bars_thresholds_and_decider() -> None:
     report = rich_report()
-    traits = report["persona"]["traits"]
-    lines = {(t["trait"], m): thresholds.check_lines(report, f"persona.{m}", t["trait"])
+    traits = PersonaSection.from_report(report).traits
+    checks = GateVerdict.from_report(report).checks
+    lines = {(t.trait, m): thresholds.check_lines(report, f"persona.{m}", t.trait)
              for t in traits for m in ("shift_z", "shift_frac")}
-    decided = thresholds.deciding_checks(report, ["persona.shift_z", "persona.shift_frac"])
-    assert [c["id"] for c in decided] == ["evil-shift-frac"]
-    fig = plots.persona_checks(traits, lines, decided, checks=report["checks"])
+    decided = thresholds.deciding_checks(checks, ["persona.shift_z", "persona.shift_frac"])
+    assert [c.id for c in decided] == ["evil-shift-frac"]
+    fig = plots.persona_checks(traits, lines, decided, checks=checks)
     z_ax, frac_ax = fig.axes
     assert [p.get_height() for p in z_ax.patches] == [2.4, 0.3]
     assert [p.get_height() for p in frac_ax.patches] == [0.31, 0.02]
@@ -148,10 +149,10 @@ def test_persona_checks_bars_thresholds_and_decider() -> None:
 
 
 def test_null_panel_marks_the_null_quantile_a_fail_must_beat() -> None:
-    trait = copy.deepcopy(rich_report()["persona"]["traits"][0])
+    trait = PersonaSection.from_report(rich_report()).traits[0]
     fig = plots.projection_vs_null(trait, 0.95)
-    q = float(np.quantile(np.abs(trait["null_shifts"]), 0.95))
-    assert _vlines(fig.axes[1]) == sorted([round(q, 6), round(abs(trait["shift"]), 6)])
+    q = float(np.quantile(np.abs(trait.null_shifts), 0.95))
+    assert _vlines(fig.axes[1]) == sorted([round(q, 6), round(abs(trait.shift), 6)])
 
 
 def test_rel_norm_histogram_marks_the_class_cutoffs() -> None:

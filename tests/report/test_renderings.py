@@ -81,7 +81,7 @@ def test_junit_counts_and_numbers() -> None:
 def test_long_tables_are_collapsed(monkeypatch) -> None:
     import difflib_models.report.html as html_mod
 
-    monkeypatch.setattr(html_mod, "_plots", lambda report: {})  # tables only: skip drawing
+    monkeypatch.setattr(html_mod, "_plots", lambda *args: {})  # tables only: skip drawing
 
     def details(n_items: int) -> list[str]:
         return re.findall(r'<details class="long"><summary>([^<]*)</summary>', render_html(rich_report(

@@ -53,7 +53,7 @@ def _monitor_and_gate(tmp_path: Path, tokenizer_dir: Path, *, gap: float | None)
     })
     section, _ = persona_section({"base": (base, "model"), "candidate": (cand, "model")}, policy,
                                  vectors={"sycophancy": PersonaVectorSet.load(vf)}, batch_size=BATCH)
-    return mon, section["traits"][0]
+    return mon, section.traits[0].to_dict()
 
 
 @pytest.mark.parametrize("gap", [None, 50.0])
