@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
                 "gap": ex.gap_[sel],
                 "base_std": ex.base_std_[sel],
                 "norm": ex.norms_[sel],
-                "steering": {str(k): v for k, v in res.steering.items()},
+                "steering": {str(k): v.to_json() for k, v in res.steering.items()},
                 "auroc_by_layer": {str(k): round(v.auroc, 4) for k, v in res.per_layer.items()},
                 "warnings": res.warnings,
             }

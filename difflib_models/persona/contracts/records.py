@@ -33,7 +33,7 @@ NULL_QUANTILES: tuple[float, ...] = (0.5, 0.95, 0.99)
 """Quantiles of each null's AUROC draws kept in the summary."""
 
 __all__ = ["NULL_QUANTILES", "VALIDATION_LEVELS", "VALIDATION_SCHEMA_VERSION", "LayerValidation", "NullSummary",
-           "SteeringSummary", "TraitFeatures", "ValidationSummary"]
+           "SteeringSummary", "TraitFeatures", "ValidationSummary", "check_schema_version"]
 
 
 # ---------------------------------------------------------------------- features
@@ -236,15 +236,7 @@ class ValidationSummary:
         if not isinstance(data, Mapping):
             raise ConfigError(bad_value("validation", type(data).__name__, "a validation record (JSON object)",
                                         f"{source}: {hint}"))
-        version = data.get("schema_version")
-        if version is None:
-            raise ConfigError(bad_value(
-                "validation.schema_version", None, [VALIDATION_SCHEMA_VERSION],
-                f"{source} carries a validation summary written before the typed, versioned format (untyped "
-                f"dict); {hint}"))
-        if isinstance(version, bool) or not isinstance(version, int) or version > VALIDATION_SCHEMA_VERSION:
-            raise ConfigError(bad_value("validation.schema_version", version, [VALIDATION_SCHEMA_VERSION],
-                                        f"{source} was written by a newer difflib_models; upgrade it to read it"))
+        version = check_schema_version(data.get("schema_version"), source=source)
         try:
             model = data.get("model") or {}
             return cls(
@@ -286,6 +278,21 @@ class ValidationSummary:
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
             raise ConfigError(bad_value("validation", f"{type(exc).__name__}: {exc}",
                                         f"a schema_version {version} validation record", f"{source}: {hint}")) from None
+
+
+def check_schema_version(version: Any, *, source: str, what: str = "validation summary") -> int:
+    """``version`` when this library reads it; a ConfigError naming ``source`` when it is missing (a record written
+    before the typed, versioned format), not an int, or newer than :data:`VALIDATION_SCHEMA_VERSION`. The one
+    version rule for vector-file summaries and validation reports (steering curves)."""
+    hint = "re-extract the vectors with this library (difflib-models persona extract)"
+    if version is None:
+        raise ConfigError(bad_value(
+            "validation.schema_version", None, [VALIDATION_SCHEMA_VERSION],
+            f"{source} carries a {what} written before the typed, versioned format (untyped dict); {hint}"))
+    if isinstance(version, bool) or not isinstance(version, int) or version > VALIDATION_SCHEMA_VERSION:
+        raise ConfigError(bad_value("validation.schema_version", version, [VALIDATION_SCHEMA_VERSION],
+                                    f"{source} was written by a newer difflib_models; upgrade it to read it"))
+    return version
 
 
 def _num(x: float | None) -> float | None:

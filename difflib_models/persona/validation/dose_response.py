@@ -29,7 +29,7 @@ import inspect
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -37,6 +37,7 @@ import torch
 
 from difflib_models.errors import ConfigError, bad_value
 from difflib_models.hooks import probe_mode
+from difflib_models.persona.contracts.dose_response import DoseResponseCurve, RandomDirectionControl
 from difflib_models.persona.shift.core import covariance_null_directions
 from difflib_models.persona.steering.hook import median_residual_norm, steer
 from difflib_models.persona.traits import chat
@@ -198,7 +199,7 @@ def _curve(model: Any, prep: _Prepared, layer: int, vector: torch.Tensor, alphas
 
 def dose_summary(alphas: list[float], p: list[float], coherence: list[float], ref: float, n: int, *,
                  readout: str = "letter", coherence_min: float = 0.5,
-                 max_nll_increase: float = DEFAULT_MAX_NLL_INCREASE, tol: float = 0.005) -> dict[str, Any]:
+                 max_nll_increase: float = DEFAULT_MAX_NLL_INCREASE, tol: float = 0.005) -> DoseResponseCurve:
     """Monotonicity, effect and Spearman rho over the coherent points of one dose-response curve."""
     zero = alphas.index(0.0) if 0.0 in alphas else None
     if readout == "letter":
@@ -213,12 +214,10 @@ def dose_summary(alphas: list[float], p: list[float], coherence: list[float], re
     from scipy.stats import spearmanr
 
     rho = float(spearmanr([alphas[i] for i in idx], ps).statistic) if len(ps) >= 3 else float("nan")
-    out: dict[str, Any] = {"readout": readout, "alphas": alphas, "p_matching": p}
-    out["ab_mass" if readout == "letter" else "loglik_per_token"] = coherence
-    out.update({"coherent": coherent, "reference_norm": ref, "n_items": n, "monotone": bool(monotone),
-                "spearman": rho if math.isfinite(rho) else None, "effect": ps[-1] - ps[0] if ps else 0.0,
-                "alpha_unit": "median residual norm at the layer (real non-BOS tokens of the readout contexts)"})
-    return out
+    return DoseResponseCurve(
+        readout=readout, alphas=tuple(alphas), p_matching=tuple(p), coherence=tuple(coherence),
+        coherent=tuple(bool(c) for c in coherent), reference_norm=ref, n_items=n, monotone=bool(monotone),
+        spearman=rho if math.isfinite(rho) else None, effect=ps[-1] - ps[0] if ps else 0.0)
 
 
 def _check(readout: str, positions: str, alphas: Sequence[float]) -> None:
@@ -248,8 +247,9 @@ def steering_dose_response(loaded: Any, trait: Trait, layer: int, vector: torch.
                            max_items: int | None = None, readout: str = "letter", positions: str = "all",
                            length_normalize: bool = True, split: str = "evaluation",
                            max_nll_increase: float = DEFAULT_MAX_NLL_INCREASE,
-                           reference_norm: float | None = None) -> dict[str, Any]:
-    """Mean P(matching answer) and the coherence proxy for each alpha (units: median residual norm)."""
+                           reference_norm: float | None = None) -> DoseResponseCurve:
+    """Mean P(matching answer) and the coherence proxy for each alpha (units: median residual norm), as a typed
+    :class:`~difflib_models.persona.contracts.DoseResponseCurve`."""
     _check(readout, positions, alphas)
     items = _items(trait, split, max_items)
     model = loaded.model
@@ -257,17 +257,15 @@ def steering_dose_response(loaded: Any, trait: Trait, layer: int, vector: torch.
     with probe_mode(model):  # eval + no grad; every module's own training flag restored
         ref = reference_norm if reference_norm is not None else _reference_norm(model, prep, layer)
         p, coh, diff = _curve(model, prep, layer, vector, alphas, positions, ref, length_normalize)
-    out = dose_summary(list(map(float, alphas)), p, coh, ref, len(items), readout=readout,
-                       max_nll_increase=max_nll_increase)
-    out.update({"positions": positions, "split": split, "mean_score_diff": diff})
-    if readout == "text":
-        out["length_normalize"] = length_normalize
-    return out
+    curve = dose_summary(list(map(float, alphas)), p, coh, ref, len(items), readout=readout,
+                         max_nll_increase=max_nll_increase)
+    return replace(curve, positions=positions, split=split, mean_score_diff=tuple(diff),
+                   length_normalize=length_normalize if readout == "text" else None)
 
 
 def random_direction_control(loaded: Any, trait: Trait, layer: int, acts: torch.Tensor, *, n_dirs: int = 3,
                              seed: int = 0, shrinkage: float = 0.1, span: tuple[float, float] | None = None,
-                             **dose_kwargs: Any) -> dict[str, Any]:
+                             **dose_kwargs: Any) -> RandomDirectionControl:
     """The same dose-response along ``n_dirs`` random unit directions from N(0, Sigma_hat) of ``acts`` [N, d]
     (shrinkage covariance; pass within-class centred extraction activations). Norm-matched by construction:
     the step is ``alpha * r`` whatever the direction. ``effects``: P(matching) at ``span[1]`` minus at ``span[0]``
@@ -280,18 +278,19 @@ def random_direction_control(loaded: Any, trait: Trait, layer: int, acts: torch.
         raise ConfigError(bad_value("span", span, "two of the alphas", "Use the real curve's coherent alphas."))
     dirs = covariance_null_directions(acts, n_dirs, norm=1.0, seed=seed, shrinkage=shrinkage)
     curves = [steering_dose_response(loaded, trait, layer, d, **dose_kwargs) for d in dirs]
-    own = [c["effect"] for c in curves]
+    own = [c.effect for c in curves]
     if span is None:
         effects = own
     else:
         lo, hi = alphas.index(float(span[0])), alphas.index(float(span[1]))
-        effects = [c["p_matching"][hi] - c["p_matching"][lo] for c in curves]
-    return {"n_dirs": n_dirs, "seed": seed, "shrinkage": shrinkage, "kind": "covariance-realistic random unit "
-            "directions (within-class extraction covariance), same layer, alphas, positions and readout",
-            "span": list(span) if span is not None else None, "effects": effects, "own_effects": own,
-            "monotone": [c["monotone"] for c in curves],
-            "p_matching": [c["p_matching"] for c in curves], "mean_abs_effect": float(np.mean(np.abs(effects))),
-            "max_abs_effect": float(np.max(np.abs(effects)))}
+        effects = [c.p_matching[hi] - c.p_matching[lo] for c in curves]
+    return RandomDirectionControl(
+        n_dirs=n_dirs, seed=seed, shrinkage=shrinkage, kind="covariance-realistic random unit directions "
+        "(within-class extraction covariance), same layer, alphas, positions and readout",
+        span=(float(span[0]), float(span[1])) if span is not None else None, effects=tuple(effects),
+        own_effects=tuple(own), monotone=tuple(c.monotone for c in curves),
+        p_matching=tuple(c.p_matching for c in curves), mean_abs_effect=float(np.mean(np.abs(effects))),
+        max_abs_effect=float(np.max(np.abs(effects))))
 
 
 def answer_text_scores(model: Any, tokenizer: Any, items: Sequence[ABItem], *, batch_size: int = 8,

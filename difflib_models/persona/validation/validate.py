@@ -57,6 +57,7 @@ from difflib_models.errors import ConfigError, bad_value
 from difflib_models.persona.contracts import (
     NULL_QUANTILES,
     VALIDATION_LEVELS,
+    DoseResponseCurve,
     LayerValidation,
     NullSummary,
     SteeringSummary,
@@ -205,8 +206,9 @@ class ValidationResult:
     trait: str
     summary: ValidationSummary
     null_draws: Mapping[str, NullDraws]
-    steering: Mapping[int, Mapping[str, Any]] = field(default_factory=dict)
-    """Full dose-response curve per steered layer (:func:`steering_dose_response`; empty at level quick)."""
+    steering: Mapping[int, DoseResponseCurve] = field(default_factory=dict)
+    """Full dose-response curve per steered layer (:func:`steering_dose_response`; empty at level quick); read
+    back from the ``.validation.json`` with :func:`~difflib_models.persona.contracts.read_steering_curves`."""
 
     # the summary's fields, for reading
     @property
@@ -268,7 +270,7 @@ class ValidationResult:
             "nulls": {n.name: _null_json(n, self.null_draws[n.name]) for n in s.nulls},
             "separation_rule": s.separation_rule,
             "split_half": {str(k): v for k, v in self.split_half.items()},
-            "steering": {str(k): dict(v) for k, v in self.steering.items()}, "warnings": list(s.warnings),
+            "steering": {str(k): v.to_json() for k, v in self.steering.items()}, "warnings": list(s.warnings),
             "verdict": s.verdict, "level": s.level,
         }
 
@@ -453,7 +455,7 @@ def validate_vectors(
                     key=lambda k: -per_layer[k]["auroc"])[:max(1, shortlist)]
     dose_kw = {"alphas": alphas, "max_items": max_steer_items, "readout": readout, "positions": steer_positions,
                "length_normalize": length_normalize, "max_nll_increase": max_nll_increase}
-    steering: dict[int, dict[str, Any]] = {}
+    steering: dict[int, DoseResponseCurve] = {}
     warnings: list[str] = []
     selected, reason = best, f"highest held-out AUROC ({obs:.3f}); no steering check"
     if steer and trait.has_ab:
@@ -464,15 +466,16 @@ def validate_vectors(
             done = time.perf_counter() - t0
             log.info("validation %s: steering layer %d done (%d/%d), %.0f s elapsed, ETA %.0f s", trait.id, layer,
                      i + 1, len(ranked), done, done / (i + 1) * (len(ranked) - i - 1))
-        good = [k for k in ranked if steering[k]["monotone"]]
+        good = [k for k in ranked if steering[k].monotone]
         if good:
-            selected = max(good, key=lambda k: steering[k]["effect"])
+            selected = max(good, key=lambda k: steering[k].effect)
             if control_dirs:
-                add_random_control(loaded, trait, (ext_pos[selected], ext_neg[selected]), selected,
-                                   steering[selected], n_dirs=control_dirs, seed=seed, **dose_kw)
-            used = [a for a, ok in zip(steering[selected]["alphas"], steering[selected]["coherent"], strict=True) if ok]
+                steering[selected] = add_random_control(loaded, trait, (ext_pos[selected], ext_neg[selected]),
+                                                        selected, steering[selected], n_dirs=control_dirs, seed=seed,
+                                                        **dose_kw)
+            used = steering[selected].coherent_alphas
             reason = (f"shortlist {ranked} by held-out AUROC; layer {selected} has the largest monotone steering "
-                      f"effect (dP(matching) = {steering[selected]['effect']:+.3f} over the coherent alphas "
+                      f"effect (dP(matching) = {steering[selected].effect:+.3f} over the coherent alphas "
                       f"{used[0]:+g}..{used[-1]:+g}) with AUROC {per_layer[selected]['auroc']:.3f}")
         else:
             reason = (f"shortlist {ranked} by held-out AUROC; no shortlisted layer steered monotonically, kept the "
@@ -481,8 +484,8 @@ def validate_vectors(
     elif steer:
         reason = f"highest held-out AUROC ({obs:.3f}); the trait has no A/B items for a steering check"
     beats = all(n.passes for n in nulls)
-    steered = selected in steering and steering[selected]["monotone"]
-    if steered and not steering[selected].get("beats_control", True):
+    steered = selected in steering and steering[selected].monotone
+    if steered and steering[selected].beats_control is False:
         steered = False
         warnings.append(f"the monotone steering effect at layer {selected} is not larger than that of norm-matched "
                         "random directions: it may be a generic perturbation artefact")
@@ -500,20 +503,10 @@ def validate_vectors(
         model_weight_hash=vectors.weight_hash, selected_layer=selected, best_auroc_layer=best,
         selection_reason=reason, verdict=verdict, n_eval_pos=int(ev_pos[layers[0]].shape[0]),
         n_eval_neg=int(ev_neg[layers[0]].shape[0]), layers=rows, nulls=nulls,
-        steering=tuple(_steering_summary(k, c) for k, c in steering.items()), warnings=tuple(warnings),
+        steering=tuple(c.summary(k) for k, c in steering.items()), warnings=tuple(warnings),
         separation_rule=SEPARATION_RULE)
     return ValidationResult(trait=trait.id if trait is not None else vectors.trait_id, summary=summary,
                             null_draws=draws, steering=steering)
-
-
-def _steering_summary(layer: int, curve: Mapping[str, Any]) -> SteeringSummary:
-    control = curve.get("control")
-    return SteeringSummary(
-        layer=layer, readout=str(curve.get("readout", "")), monotone=bool(curve["monotone"]),
-        effect=float(curve["effect"]), alphas=tuple(float(a) for a in curve["alphas"]),
-        p_matching=tuple(float(p) for p in curve["p_matching"]), coherent=tuple(bool(c) for c in curve["coherent"]),
-        beats_control=None if "beats_control" not in curve else bool(curve["beats_control"]),
-        control_max_abs_effect=None if not control else float(control["max_abs_effect"]))
 
 
 def _n_layers(loaded: Any, layers: Sequence[int]) -> int:
@@ -531,21 +524,20 @@ def _steer_candidates(layers: Sequence[int], n_layers: int, depth: tuple[float, 
 
 
 def add_random_control(loaded: Any, trait: Trait, extraction: tuple[torch.Tensor, torch.Tensor], layer: int,
-                       curve: dict[str, Any], *, n_dirs: int = 3, seed: int = 0, **dose_kw: Any) -> dict[str, Any]:
+                       curve: DoseResponseCurve, *, n_dirs: int = 3, seed: int = 0,
+                       **dose_kw: Any) -> DoseResponseCurve:
     """Steer along ``n_dirs`` norm-matched random directions from the within-class covariance of the extraction
     features ``(pos [n, d], neg [m, d])`` at ``layer`` (same alphas, positions and readout: pass the curve's
-    ``dose_kw``); record the control in ``curve["control"]`` and ``curve["beats_control"]`` (effect >
-    CONTROL_RATIO x the largest control |effect|, the control effects taken over the same alphas as the real one:
-    its first to last coherent alpha)."""
+    ``dose_kw``); return ``curve`` with the control and ``beats_control`` (effect > CONTROL_RATIO x the largest
+    control |effect|, the control effects taken over the same alphas as the real one: its first to last coherent
+    alpha)."""
     pos, neg = extraction
     acts = torch.cat([pos - pos.mean(0), neg - neg.mean(0)])  # within-class: the contrast itself is left out
-    used = [a for a, ok in zip(curve["alphas"], curve["coherent"], strict=True) if ok]
+    used = curve.coherent_alphas
     span = (used[0], used[-1]) if len(used) >= 2 else None  # the alphas the real effect was measured over
     ctrl = random_direction_control(loaded, trait, layer, acts, n_dirs=n_dirs, seed=seed, span=span,
-                                    reference_norm=curve["reference_norm"], **dose_kw)
-    curve["control"] = ctrl
-    curve["beats_control"] = bool(curve["effect"] > CONTROL_RATIO * ctrl["max_abs_effect"])
-    return curve
+                                    reference_norm=curve.reference_norm, **dose_kw)
+    return curve.with_control(ctrl, beats_control=curve.effect > CONTROL_RATIO * ctrl.max_abs_effect)
 
 
 def extract_and_validate(loaded: Any, trait: Trait | str, *, mode: str = "ab", aggregator: str = "mean_diff",

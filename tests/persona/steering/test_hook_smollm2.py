@@ -41,11 +41,12 @@ def test_paired_direction_steers_answer_text_more_than_random(smollm2, trait_id)
     trait = dataclasses.replace(load_trait(trait_id), instructions=())
     ex = PersonaExtractor(mode="paired", layers=[LAYER], batch_size=8, show_progress=False).fit(smollm2, trait)
     st = steering_dose_response(smollm2, trait, LAYER, ex.vectors_[LAYER], **DOSE)
-    V.add_random_control(smollm2, trait, (ex.pos_features_[LAYER], ex.neg_features_[LAYER]), LAYER, st,
-                         n_dirs=N_CONTROL, seed=0, **{**DOSE, "alphas": CONTROL_ALPHAS})
-    print(trait_id, st["p_matching"], st["effect"], st["control"]["effects"])
-    p = st["p_matching"]
-    assert st["split"] == "evaluation" and st["n_items"] == 10 and all(st["coherent"])
-    assert st["control"]["n_dirs"] == N_CONTROL and st["control"]["span"] == [DOSE["alphas"][0], DOSE["alphas"][-1]]
-    assert st["monotone"] and p[0] < p[1] < p[2] < p[3] and st["effect"] > 0.1
-    assert st["beats_control"] and st["control"]["max_abs_effect"] < st["effect"] / V.CONTROL_RATIO
+    st = V.add_random_control(smollm2, trait, (ex.pos_features_[LAYER], ex.neg_features_[LAYER]), LAYER, st,
+                              n_dirs=N_CONTROL, seed=0, **{**DOSE, "alphas": CONTROL_ALPHAS})
+    assert st.control is not None
+    print(trait_id, st.p_matching, st.effect, st.control.effects)
+    p = st.p_matching
+    assert st.split == "evaluation" and st.n_items == 10 and all(st.coherent)
+    assert st.control.n_dirs == N_CONTROL and st.control.span == (DOSE["alphas"][0], DOSE["alphas"][-1])
+    assert st.monotone and p[0] < p[1] < p[2] < p[3] and st.effect > 0.1
+    assert st.beats_control and st.control.max_abs_effect < st.effect / V.CONTROL_RATIO

@@ -93,7 +93,7 @@ def test_text_readout_matches_independent_computation(tiny, positions, length_no
     res = D.steering_dose_response(tiny, _trait(), 1, v, alphas=alphas, readout="text", positions=positions,
                                    length_normalize=length_normalize, reference_norm=ref, batch_size=4,
                                    max_nll_increase=100.0)
-    assert res["readout"] == "text" and res["n_items"] == 3 and res["positions"] == positions
+    assert res.readout == "text" and res.n_items == 3 and res.positions == positions
     for k, alpha in enumerate(alphas):
         delta = alpha * ref * v / v.norm() if alpha else None
         ps, diffs, tot_ll, tot_n = [], [], 0.0, 0
@@ -107,10 +107,11 @@ def test_text_readout_matches_independent_computation(tiny, positions, length_no
             diffs.append(d)
             tot_ll += lm + ln
             tot_n += nm + nn
-        assert res["p_matching"][k] == pytest.approx(sum(ps) / 3, abs=1e-4)
-        assert res["mean_score_diff"][k] == pytest.approx(sum(diffs) / 3, abs=1e-3)
-        assert res["loglik_per_token"][k] == pytest.approx(tot_ll / tot_n, abs=1e-4)
-    assert res["p_matching"][0] != pytest.approx(res["p_matching"][1], abs=1e-4)  # steering changed something
+        assert res.p_matching[k] == pytest.approx(sum(ps) / 3, abs=1e-4)
+        assert res.mean_score_diff[k] == pytest.approx(sum(diffs) / 3, abs=1e-3)
+        assert res.coherence[k] == pytest.approx(tot_ll / tot_n, abs=1e-4)
+    assert res.to_json()["loglik_per_token"] == list(res.coherence) and res.length_normalize == length_normalize
+    assert res.p_matching[0] != pytest.approx(res.p_matching[1], abs=1e-4)  # steering changed something
 
 
 def test_text_readout_steers_along_answer_contrast_and_control_is_weaker(tiny):
@@ -127,22 +128,22 @@ def test_text_readout_steers_along_answer_contrast_and_control_is_weaker(tiny):
     v = w[m_ids].mean(0) - w[n_ids].mean(0)
     alphas = (-4.0, -1.0, 0.0, 1.0, 4.0)  # the random tiny model's final norm saturates the effect at ~0.1
     up = D.steering_dose_response(tiny, trait, 2, v, alphas=alphas, readout="text", max_nll_increase=100.0)
-    assert up["monotone"] and up["effect"] > 0.08 and up["spearman"] == pytest.approx(1.0)
+    assert up.monotone and up.effect > 0.08 and up.spearman == pytest.approx(1.0)
     down = D.steering_dose_response(tiny, trait, 2, -v, alphas=alphas, readout="text", max_nll_increase=100.0)
-    assert not down["monotone"] and down["effect"] < -0.08
+    assert not down.monotone and down.effect < -0.08
     acts = torch.randn(64, model.config.hidden_size, generator=torch.Generator().manual_seed(1))
     ctrl = D.random_direction_control(tiny, trait, 2, acts, n_dirs=3, alphas=alphas, readout="text",
-                                      max_nll_increase=100.0, reference_norm=up["reference_norm"])
-    assert ctrl["n_dirs"] == 3 and len(ctrl["effects"]) == 3
-    assert ctrl["max_abs_effect"] == pytest.approx(max(abs(e) for e in ctrl["effects"]))
-    assert ctrl["max_abs_effect"] < 0.5 * up["effect"]
-    assert ctrl["own_effects"] == ctrl["effects"] and ctrl["span"] is None
+                                      max_nll_increase=100.0, reference_norm=up.reference_norm)
+    assert ctrl.n_dirs == 3 and len(ctrl.effects) == 3
+    assert ctrl.max_abs_effect == pytest.approx(max(abs(e) for e in ctrl.effects))
+    assert ctrl.max_abs_effect < 0.5 * up.effect
+    assert ctrl.own_effects == ctrl.effects and ctrl.span is None
     # span: the control's effect over the same two alphas as the real curve's
     narrow = D.random_direction_control(tiny, trait, 2, acts, n_dirs=3, alphas=alphas, readout="text",
-                                        max_nll_increase=100.0, reference_norm=up["reference_norm"],
+                                        max_nll_increase=100.0, reference_norm=up.reference_norm,
                                         span=(-1.0, 1.0))
-    assert narrow["effects"] == [pytest.approx(p[3] - p[1]) for p in narrow["p_matching"]]
-    assert narrow["own_effects"] == pytest.approx(ctrl["effects"])
+    assert list(narrow.effects) == [pytest.approx(p[3] - p[1]) for p in narrow.p_matching]
+    assert narrow.own_effects == pytest.approx(ctrl.effects)
     with pytest.raises(ConfigError, match="span"):
         D.random_direction_control(tiny, trait, 2, acts, n_dirs=1, alphas=alphas, span=(-2.0, 1.0))
 
@@ -150,11 +151,12 @@ def test_text_readout_steers_along_answer_contrast_and_control_is_weaker(tiny):
 def test_text_coherence_drops_out_incoherent_points():
     alphas = [-1.0, -0.5, 0.0, 0.5, 1.0]
     s = D.dose_summary(alphas, [0.2, 0.3, 0.4, 0.5, 0.1], [-4.0, -4.1, -4.0, -4.5, -5.5], 10.0, 5, readout="text")
-    assert s["coherent"] == [True, True, True, True, False] and s["monotone"]
-    assert s["effect"] == pytest.approx(0.3) and s["loglik_per_token"][0] == -4.0 and "ab_mass" not in s
+    assert s.coherent == (True, True, True, True, False) and s.monotone
+    assert s.effect == pytest.approx(0.3) and s.coherence[0] == -4.0 and s.coherence_key == "loglik_per_token"
+    assert "ab_mass" not in s.to_json() and s.to_json()["loglik_per_token"][0] == -4.0
     s = D.dose_summary(alphas, [0.2, 0.3, 0.4, 0.5, 0.1], [-4.0, -4.1, -4.0, -4.5, -5.5], 10.0, 5, readout="text",
                        max_nll_increase=2.0)
-    assert all(s["coherent"]) and not s["monotone"]
+    assert all(s.coherent) and not s.monotone
 
 
 def test_bad_arguments(tiny):

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 
 from difflib_models.errors import ConfigError
+from difflib_models.persona.contracts import read_steering_curves
 from difflib_models.persona.validation import validate as V
 
 
@@ -166,13 +169,13 @@ def test_split_half_and_cross_trait_cosines():
 def test_dose_summary_monotonicity_and_coherence():
     alphas = [-2.0, -1.0, 0.0, 1.0, 2.0]
     s = V._dose_summary(alphas, [0.2, 0.3, 0.5, 0.6, 0.7], [0.9, 0.9, 0.9, 0.8, 0.8], 10.0, 20)
-    assert s["monotone"] and s["effect"] == pytest.approx(0.5) and s["spearman"] == pytest.approx(1.0)
+    assert s.monotone and s.effect == pytest.approx(0.5) and s.spearman == pytest.approx(1.0)
     # an incoherent extreme (mass collapsed) is left out of the trend
     s = V._dose_summary(alphas, [0.2, 0.3, 0.5, 0.6, 0.1], [0.9, 0.9, 0.9, 0.8, 0.05], 10.0, 20)
-    assert s["coherent"] == [True, True, True, True, False] and s["monotone"]
-    assert s["effect"] == pytest.approx(0.4)
+    assert s.coherent == (True, True, True, True, False) and s.monotone
+    assert s.effect == pytest.approx(0.4)
     s = V._dose_summary(alphas, [0.5, 0.3, 0.5, 0.2, 0.6], [0.9] * 5, 10.0, 20)
-    assert not s["monotone"]
+    assert not s.monotone
 
 
 def test_steering_dose_response_on_tiny_model(tinystories_656k):
@@ -196,10 +199,10 @@ def test_steering_dose_response_on_tiny_model(tinystories_656k):
     w = model.lm_head.weight.detach()
     v = w[a_id] - w[b_id]
     up = V.steering_dose_response(loaded, trait, 2, v, alphas=(-1.0, -0.5, 0.0, 0.5, 1.0))
-    assert up["monotone"] and up["effect"] > 0.2 and up["p_matching"][0] < 0.5 < up["p_matching"][-1]
-    assert up["reference_norm"] > 0 and up["n_items"] == 2
+    assert up.monotone and up.effect > 0.2 and up.p_matching[0] < 0.5 < up.p_matching[-1]
+    assert up.reference_norm > 0 and up.n_items == 2
     down = V.steering_dose_response(loaded, trait, 2, -v, alphas=(-1.0, 0.0, 1.0))
-    assert not down["monotone"] and down["p_matching"][0] > down["p_matching"][-1]
+    assert not down.monotone and down.p_matching[0] > down.p_matching[-1]
     # alpha = 0 is the unsteered model: the mean over the held-out items of p_a / (p_a + p_b)
     p0 = []
     for it in items[2:]:
@@ -207,7 +210,7 @@ def test_steering_dose_response_on_tiny_model(tinystories_656k):
         with torch.no_grad():
             probs = model(torch.tensor([ctx.ids])).logits[0, -1].softmax(-1)
         p0.append(float(probs[a_id] / (probs[a_id] + probs[b_id])))
-    assert up["p_matching"][2] == pytest.approx(sum(p0) / 2, abs=1e-4)
+    assert up.p_matching[2] == pytest.approx(sum(p0) / 2, abs=1e-4)
 
 
 def _fitted_ab(tinystories_656k):
@@ -239,10 +242,12 @@ def test_validate_vectors_end_to_end_on_tiny_model(tinystories_656k, tmp_path):
     d = res.to_dict()
     assert set(d["per_layer"]) == {"0", "1", "2"} and len(d["steering"]) == 2
     sel = res.steering[res.selected_layer]
-    assert sel["readout"] == "text" and sel["positions"] == "all" and len(sel["loglik_per_token"]) == 3
-    if sel["monotone"]:  # a monotone curve is checked against norm-matched random directions
-        assert sel["control"]["n_dirs"] == 2 and len(sel["control"]["effects"]) == 2
-        assert sel["beats_control"] == (sel["effect"] > V.CONTROL_RATIO * sel["control"]["max_abs_effect"])
+    assert sel.readout == "text" and sel.positions == "all" and len(sel.coherence) == 3
+    if sel.monotone:  # a monotone curve is checked against norm-matched random directions
+        assert sel.control is not None and sel.control.n_dirs == 2 and len(sel.control.effects) == 2
+        assert sel.beats_control == (sel.effect > V.CONTROL_RATIO * sel.control.max_abs_effect)
+    # the full report's curves read back into equal typed records (JSON edge only)
+    assert read_steering_curves(json.loads(json.dumps(d)), source="report") == dict(res.steering)
     for n in res.nulls.values():  # the test that counts: AUROC unless the null saturates, then the alignment
         assert n.passes == (n.align_beats_null_95 if n.q95 >= V.AUROC_CEILING else n.beats_null_95)
         assert len(d["nulls"][n.name]["d_draws"]) == len(d["nulls"][n.name]["align_draws"]) == 20
@@ -253,7 +258,7 @@ def test_validate_vectors_end_to_end_on_tiny_model(tinystories_656k, tmp_path):
     vs.with_validation(res.summary).save(tmp_path / "v")
     back = PersonaVectorSet.load(tmp_path / "v", expect_model=loaded)
     assert back.validation == res.summary and back.selected_layer == res.selected_layer  # typed round trip
-    assert back.validation.steering_at(res.selected_layer).effect == sel["effect"]
+    assert back.validation.steering_at(res.selected_layer).effect == sel.effect
     assert "draws" not in (tmp_path / "v.json").read_text() and "alignment" in back.validation.separation_rule
     # steering candidates come from the middle of the depth by default (layers 9..21 of a 30-layer model)
     assert V._steer_candidates(list(range(30)), 30, V.STEER_DEPTH) == list(range(9, 22))
@@ -261,7 +266,7 @@ def test_validate_vectors_end_to_end_on_tiny_model(tinystories_656k, tmp_path):
     letter = V.validate_vectors(vs, feats, **full, n_null=20, n_boot=50, shortlist=1, alphas=(-1.0, 0.0, 1.0),
                                 readout="letter")
     (only,) = letter.steering  # layers 1 and 2 of 3 lie at 30-70% depth; shortlist 1 takes the better AUROC
-    assert only == max((1, 2), key=lambda k: letter.per_layer[k].auroc) and "ab_mass" in letter.steering[only]
+    assert only == max((1, 2), key=lambda k: letter.per_layer[k].auroc) and "ab_mass" in letter.steering[only].to_json()
     with pytest.raises(ConfigError, match="steer_depth"):
         V.validate_vectors(vs, feats, steer_depth=(0.8, 0.2))
     with pytest.raises(ConfigError, match="n_null"):
