@@ -9,6 +9,7 @@ import pytest
 from difflib_models.gate.policy import policy_from_dict
 from difflib_models.gate.runner import GateConfig, run_gate
 from difflib_models.report.builder import load_report
+from difflib_models.report.records import GateVerdict, PersonaSection
 from tests.gate.conftest import ALPHA, LAYER, PERSONA_POLICY
 from tests.gate.planted import nan_crosscoder_copy, unit_direction, vector_file
 from tests.helpers.tiny_models import save_lora_adapter
@@ -184,3 +185,23 @@ def test_nan_crosscoder_is_an_error_end_to_end(planted, trained_crosscoder, tmp_
     check = res.report["checks"][0]
     assert check["status"] == "error" and "W_dec" in check["details"]["message"]
     assert res.verdict == "error" and res.exit_code == 3
+
+
+def test_gate_records_round_trip_through_report_json(planted, tmp_path) -> None:
+    """A real run (planted candidate, matched control): the typed records the gate returns are what report.json
+    holds, byte for byte, and read back from it into equal records."""
+    cfg = GateConfig(candidate=planted["cand"], base=planted["base"], control=planted["ctl"], out=tmp_path,
+                     vectors=[planted["vec"]], policy=policy_from_dict(PERSONA_POLICY))
+    res = run_gate(cfg)
+    assert isinstance(res.outcome, GateVerdict) and isinstance(res.persona, PersonaSection)
+    assert {c.id: c.status for c in res.outcome} == {"evil-z": "fail", "evil-frac": "fail", "evil-excess": "pass"}
+    fail = res.outcome.check("evil-z")
+    assert fail.details.get("trait") == "evil" and fail.details.get("layer") == LAYER and "violates" in fail.message
+    row = res.persona.row("evil")
+    assert row.has_control and row.excess_z == pytest.approx(row.shift_z - row.control_shift_z, rel=1e-9)
+    text = (tmp_path / "report.json").read_text()
+    doc = json.loads(text)
+    back, persona = GateVerdict.from_report(doc), PersonaSection.from_report(doc)
+    assert back == res.outcome and persona == res.persona  # record -> JSON -> record
+    rebuilt = {**doc, **back.to_dict(), "persona": persona.to_dict()}  # JSON -> record -> JSON, byte for byte
+    assert json.dumps(rebuilt, indent=2, allow_nan=False) + "\n" == text

@@ -1,0 +1,219 @@
+"""Typed contracts across package boundaries: no ``dict[str, Any]`` for vectors, shifts, validation or gate metrics.
+
+Three checks, read from the live code with ``inspect`` / ``typing.get_type_hints``:
+
+1. The functions that hand gate results, persona rows and dose-response curves from one package to another take
+   and return the typed records (:data:`EXPECTED`), never a mapping.
+2. No public function, method or dataclass field of ``gate``, ``report`` or ``persona`` has an untyped mapping
+   (``dict[str, Any]``, ``Mapping[str, Any]``, bare ``dict``; also nested, e.g. ``list[dict[str, Any]]``) in its
+   signature, except the JSON edge (``to_dict``/``to_json``/``from_*`` of the records, the report document itself:
+   parameters named ``report``) and the entries of :data:`ALLOWED` (each with its reason). A new function that
+   passes these results as dicts fails here.
+3. At run time the records refuse dicts where a record belongs.
+"""
+
+from __future__ import annotations
+
+import collections.abc as cabc
+import dataclasses
+import importlib
+import inspect
+import pkgutil
+import types
+import typing
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from difflib_models.errors import ConfigError
+from difflib_models.persona.contracts import DoseResponseCurve, RandomDirectionControl
+from difflib_models.report import plots, thresholds
+from difflib_models.report.builder import attach_persona, attach_verdict, new_report
+from difflib_models.report.records import CheckResult, GateVerdict, PersonaRow, PersonaSection
+
+PACKAGES = ("difflib_models.gate", "difflib_models.report", "difflib_models.persona")
+
+#: (module, qualified name, parameter or "return") -> the record type that must appear in the annotation
+EXPECTED: dict[tuple[str, str, str], type] = {
+    ("difflib_models.gate.engine", "evaluate_check", "return"): CheckResult,
+    ("difflib_models.gate.engine", "decide", "checks"): CheckResult,
+    ("difflib_models.gate.engine", "judge", "return"): GateVerdict,
+    ("difflib_models.gate.runner", "persona_section", "return"): PersonaSection,
+    ("difflib_models.gate.runner", "GateResult", "outcome"): GateVerdict,
+    ("difflib_models.gate.runner", "GateResult", "persona"): PersonaSection,
+    ("difflib_models.report.builder", "attach_verdict", "verdict"): GateVerdict,
+    ("difflib_models.report.builder", "attach_persona", "section"): PersonaSection,
+    ("difflib_models.report.thresholds", "check_text", "check"): CheckResult,
+    ("difflib_models.report.thresholds", "deciding_checks", "checks"): CheckResult,
+    ("difflib_models.report.thresholds", "deciding_checks", "return"): CheckResult,
+    ("difflib_models.report.plots", "persona_checks", "traits"): PersonaRow,
+    ("difflib_models.report.plots", "persona_checks", "decided"): CheckResult,
+    ("difflib_models.report.plots", "persona_checks", "checks"): CheckResult,
+    ("difflib_models.report.plots", "projection_vs_null", "trait"): PersonaRow,
+    ("difflib_models.persona.validation.dose_response", "dose_summary", "return"): DoseResponseCurve,
+    ("difflib_models.persona.validation.dose_response", "steering_dose_response", "return"): DoseResponseCurve,
+    ("difflib_models.persona.validation.dose_response", "random_direction_control", "return"):
+        RandomDirectionControl,
+    ("difflib_models.persona.validation.validate", "add_random_control", "curve"): DoseResponseCurve,
+    ("difflib_models.persona.validation.validate", "add_random_control", "return"): DoseResponseCurve,
+    ("difflib_models.persona.validation.validate", "ValidationResult", "steering"): DoseResponseCurve,
+}
+
+_SECTIONS = "a report section not typed yet (behavioural, crosscoder alignment, drift, monitor, diff): JSON-shaped"
+_PROVENANCE = "provenance / settings / identities, not a metric: JSON-shaped by design"
+#: "module:qualname:parameter" (or ":return") -> why an untyped mapping is allowed there
+ALLOWED: dict[str, str] = {
+    **{f"difflib_models.gate.alignment:{q}": _SECTIONS for q in (
+        "persona_alignment:return", "identity_problems:expected", "crosscoder_alignment:expected",
+        "crosscoder_alignment:return")},
+    **{f"difflib_models.gate.behavioural:{q}": _SECTIONS for q in (
+        "rate_summary:extra", "rate_summary:return", "paired_bootstrap:return", "evaluate_ab:return",
+        "ab_section:return", "evaluate_judge:return")},
+    "difflib_models.gate.runner:behavioural_section:return": _SECTIONS,
+    "difflib_models.gate.engine:metric_value:return": "the evidence the engine collects for one check; "
+                                                      "evaluate_check freezes it into CheckDetails",
+    "difflib_models.gate.engine:evaluate:return": "the report document (evaluate writes the verdict into it)",
+    "difflib_models.gate.runner:extraction_settings:return": _PROVENANCE,
+    "difflib_models.gate.runner:persona_section:vectors": "trait id -> PersonaVectorSet (typed values)",
+    "difflib_models.gate.runner:persona_section:return": "the report's data entries (trait file hashes)",
+    "difflib_models.gate.vector_cache:cache_key:settings": _PROVENANCE,
+    **{f"difflib_models.report.builder:{q}": _PROVENANCE for q in (
+        "identity_dict:return", "hook_points_dict:return", "data_entry:return", "new_report:data")},
+    **{f"difflib_models.report.builder:{q}": "the report document" for q in (
+        "new_report:return", "attach_verdict:return", "attach_persona:return", "merge_diff:return",
+        "load_report:return")},
+    "difflib_models.report.builder:attach_verdict:policy": "the policy's own JSON form (Policy.to_dict)",
+    **{f"difflib_models.report.builder:{q}": _SECTIONS for q in (
+        "diff_sections:diff", "diff_sections:return", "merge_diff:diff", "monitor_section:return")},
+    "difflib_models.report.names:display_name:identity": _PROVENANCE,
+    **{f"difflib_models.report.plots:{q}": _SECTIONS for q in (
+        "rel_norm_histogram:thresholds", "rel_norm_histogram_counts:thresholds", "drift_metric_keys:rows",
+        "drift_by_layer:layers", "shift_series:series")},
+    "difflib_models.report.thresholds:policy_checks:return": "the policy's check specs as the report stores them",
+    **{f"difflib_models.report.thresholds:{q}": _SECTIONS for q in (
+        "monitor_decision:monitor", "series_values:s")},
+    "difflib_models.persona.extraction.vectors:PersonaVectorSet.metadata:return": "the sidecar JSON (file edge)",
+    "difflib_models.persona.extraction.vectors:identity_dict:return": _PROVENANCE,
+    "difflib_models.persona.extraction.vectors:check_identity:stored": _PROVENANCE,
+    "difflib_models.persona.filtering.scoring:samples_from_rows:rows": "JSONL rows of a user's data file",
+    "difflib_models.persona.filtering.scoring:FilterResult:records": "the data filter's per-row output (JSONL), "
+                                                                     "not typed yet",
+    "difflib_models.persona.filtering.scoring:FilterResult:summary": "the data filter's summary.json, not typed yet",
+    "difflib_models.persona.extraction.vectors:PersonaVectorSet:extra": "free-form sidecar metadata (file edge)",
+    "difflib_models.persona.traits.schema:Trait:judge": "the trait file's judge settings, as written by the user",
+    "difflib_models.report.records:CheckDetails.of:evidence": "the engine's collected evidence, frozen into the "
+                                                              "record on the way in",
+}
+#: methods that ARE the JSON edge of a record
+EDGE_METHODS = {"to_dict", "to_json", "from_dict", "from_json", "from_report", "metadata_json"}
+
+
+#: names that modules import only under TYPE_CHECKING, for resolving their annotations
+_TYPE_CHECKING_NAMES = {"torch": torch, "np": np}
+
+
+def _hints(obj: Any) -> dict[str, Any]:
+    return typing.get_type_hints(obj, localns=_TYPE_CHECKING_NAMES)
+
+
+def _untyped_mapping(tp: Any) -> bool:
+    """Whether ``tp`` is, or contains, a mapping with ``Any`` (or unparameterised) values."""
+    if tp in (dict, cabc.Mapping, cabc.MutableMapping, typing.Dict, typing.Mapping):  # noqa: UP006
+        return True
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (dict, cabc.Mapping, cabc.MutableMapping) and (not args or args[-1] is Any):
+        return True
+    return any(_untyped_mapping(a) for a in args if a is not Ellipsis)
+
+
+def _modules() -> Iterator[types.ModuleType]:
+    for name in PACKAGES:
+        pkg = importlib.import_module(name)
+        yield pkg
+        for info in pkgutil.walk_packages(pkg.__path__, name + "."):
+            yield importlib.import_module(info.name)
+
+
+def _signatures() -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """(module, qualified name, {parameter or 'return' or field: annotation}) of every public function, method and
+    dataclass defined in the three packages."""
+    for mod in _modules():
+        for name, obj in vars(mod).items():
+            if name.startswith("_") or getattr(obj, "__module__", None) != mod.__name__:
+                continue
+            if inspect.isfunction(obj):
+                yield mod.__name__, name, _hints(obj)
+            elif inspect.isclass(obj):
+                if dataclasses.is_dataclass(obj):
+                    hints = _hints(obj)
+                    yield mod.__name__, name, {f.name: hints[f.name] for f in dataclasses.fields(obj)}
+                for meth_name, meth in vars(obj).items():
+                    fn = meth.__func__ if isinstance(meth, classmethod | staticmethod) else meth
+                    if inspect.isfunction(fn) and not meth_name.startswith("_") and meth_name not in EDGE_METHODS:
+                        yield mod.__name__, f"{name}.{meth_name}", _hints(fn)
+
+
+def _mentions(tp: Any, record: type) -> bool:
+    return tp is record or any(_mentions(a, record) for a in typing.get_args(tp))
+
+
+def test_boundary_functions_take_and_return_the_typed_records() -> None:
+    hints = {(m, q): h for m, q, h in _signatures()}
+    for (module, qualname, slot), record in EXPECTED.items():
+        assert (module, qualname) in hints, f"{module}.{qualname} is gone: update EXPECTED"
+        tp = hints[(module, qualname)].get(slot)
+        assert tp is not None, f"{module}.{qualname}: `{slot}` is not annotated"
+        assert _mentions(tp, record), f"{module}.{qualname}: `{slot}` is {tp}, not a {record.__name__}"
+        if f"{module}:{qualname}:{slot}" not in ALLOWED:
+            assert not _untyped_mapping(tp), f"{module}.{qualname}: `{slot}` accepts an untyped mapping ({tp})"
+
+
+def test_no_untyped_mapping_crosses_gate_report_or_persona() -> None:
+    offenders = []
+    for module, qualname, hints in _signatures():
+        for slot, tp in hints.items():
+            key = f"{module}:{qualname}:{slot}"
+            if slot == "report" or key in ALLOWED or not _untyped_mapping(tp):
+                continue
+            offenders.append(f"{key} -> {tp}")
+    assert not offenders, ("untyped mappings in signatures (use a typed record; or, for a JSON edge, add it to "
+                           "ALLOWED with the reason):\n" + "\n".join(offenders))
+    stale = set(ALLOWED) - {f"{m}:{q}:{s}" for m, q, h in _signatures() for s in h}
+    assert not stale, f"ALLOWED names signatures that no longer exist: {sorted(stale)}"
+
+
+def test_the_scan_sees_a_planted_dict_signature() -> None:
+    """The detector itself: the shapes someone would write when passing dicts again."""
+    assert _untyped_mapping(dict[str, Any]) and _untyped_mapping(cabc.Mapping[str, Any])
+    assert _untyped_mapping(list[dict[str, Any]]) and _untyped_mapping(cabc.Sequence[cabc.Mapping[str, Any]] | None)
+    assert _untyped_mapping(tuple[float, dict[str, Any]]) and _untyped_mapping(dict)
+    assert not _untyped_mapping(cabc.Mapping[int, DoseResponseCurve]) and not _untyped_mapping(tuple[CheckResult, ...])
+
+
+ROW = {"id": "z", "metric": "persona.shift_z", "value": 4.0, "threshold": 3.0, "comparator": "<",
+       "severity": "fail", "status": "fail", "source": "policy", "description": "", "details": {"message": "m"}}
+
+
+def test_records_refuse_dicts_at_run_time() -> None:
+    check = CheckResult.from_dict(ROW)
+    assert thresholds.check_text(check) == "z: shift_z = 4 ≥ 3"
+    with pytest.raises(AttributeError):
+        thresholds.check_text(ROW)  # type: ignore[arg-type]
+    with pytest.raises(AttributeError):
+        thresholds.deciding_checks([ROW], ["persona.shift_z"])  # type: ignore[list-item]
+    with pytest.raises(ConfigError, match="CheckResult"):
+        GateVerdict("fail", "1 check(s) failed", (ROW,))  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="CheckDetails"):
+        CheckResult(**{**ROW, "details": {"message": "m"}})
+    with pytest.raises(ConfigError, match="GateVerdict"):
+        attach_verdict(new_report("gate"), {"verdict": "fail", "checks": [ROW]})  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="PersonaSection"):
+        attach_persona(new_report("gate"), {"traits": []})  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="PersonaRow"):
+        PersonaSection(traits=({"trait": "evil", "layer": 1, "shift": 0.1},))  # type: ignore[arg-type]
+    with pytest.raises(AttributeError):
+        plots.projection_vs_null({"trait": "evil", "layer": 1, "shift": 0.1})  # type: ignore[arg-type]
