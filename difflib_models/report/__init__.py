@@ -1,7 +1,8 @@
 """Reports: report.json (the single source of truth, schema-versioned) and its HTML, Markdown and JUnit renderings.
 
 Public API: :func:`new_report`, :func:`write_report`, :func:`load_report`, :func:`validate_report`,
-:func:`render_html`, :func:`render_markdown`, :func:`render_junit`.
+:func:`render_html`, :func:`render_markdown`, :func:`render_junit`; the gate's typed records
+:class:`GateVerdict`, :class:`CheckResult`, :class:`PersonaSection`, :class:`PersonaRow`.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from difflib_models._lazy import lazy_exports
 from difflib_models.report.builder import load_report, new_report, rerender, write_report
+from difflib_models.report.records import CheckResult, GateVerdict, PersonaRow, PersonaSection
 from difflib_models.report.schema import SCHEMA_VERSION, validate_report
 
 if TYPE_CHECKING:
@@ -20,7 +22,7 @@ if TYPE_CHECKING:
 # the renderers import matplotlib/jinja2: loaded on first use
 _LAZY: dict[str, str] = {"render_html": "html", "render_markdown": "markdown", "render_junit": "junit"}
 
-__all__ = ["SCHEMA_VERSION", "load_report", "new_report", "render_html", "render_junit", "render_markdown", "rerender",
-           "validate_report", "write_report"]
+__all__ = ["SCHEMA_VERSION", "CheckResult", "GateVerdict", "PersonaRow", "PersonaSection", "load_report", "new_report",
+           "render_html", "render_junit", "render_markdown", "rerender", "validate_report", "write_report"]
 
 __getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals(), __all__)
