@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import weakref
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -89,7 +90,7 @@ class ActivationCapture:
         stop_after_last: bool | EarlyStop = False,
     ) -> None:
         self.model = model
-        self.block_path, blocks = find_block_list(model, hook_override)
+        self.block_path, blocks = block_list = find_block_list(model, hook_override)
         self.n_layers = len(blocks)
         self.layers = check_layers(layers, self.n_layers)
         self.check_finite = check_finite
@@ -99,7 +100,7 @@ class ActivationCapture:
         self._rows = token_rows(None)
         early = EarlyStop.decide(model, stop_after_last) if stop_after_last else EarlyStop.never()
         self._reader = BlockReader(model, self.layers, self._select, hook_override=hook_override,
-                                   early_stop=early, once_per_forward=True)
+                                   early_stop=early, once_per_forward=True, block_list=block_list)
 
     @property
     def n_duplicate_calls(self) -> int:
@@ -184,11 +185,25 @@ def model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+_POSITION_IDS: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+
+
 def _accepts_position_ids(model: nn.Module) -> bool:
+    """Whether the unwrapped model's ``forward`` takes ``position_ids``; the signature is read once per class
+    ``forward`` function (``inspect.signature`` costs as much as the rest of a small model's batch set-up)."""
+    forward = unwrap_model(model).forward
+    func = getattr(forward, "__func__", None)  # a bound method of the class (not a forward patched per instance)
+    if func is not None:
+        cached = _POSITION_IDS.get(func)
+        if cached is not None:
+            return cached
     try:
-        return "position_ids" in inspect.signature(unwrap_model(model).forward).parameters
+        accepts = "position_ids" in inspect.signature(forward).parameters
     except (TypeError, ValueError):  # pragma: no cover
-        return False
+        accepts = False
+    if func is not None:
+        _POSITION_IDS[func] = accepts
+    return accepts
 
 
 def forward_inputs(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, Any]:

@@ -34,10 +34,13 @@ def can_stop_early(model: nn.Module) -> bool:
     False under FSDP (1 and 2), DDP, torch.compile and accelerate hooks (device maps with offloading move
     weights back in post-forward hooks); peft wrappers are fine."""
     for module in model.modules():
-        name = type(module).__name__
+        cls = type(module)
+        name = cls.__name__
         if name.startswith(_UNSAFE_TO_STOP) or "FullyShardedDataParallel" in name:
             return False
-        if hasattr(module, "_hf_hook") or hasattr(module, "_get_fsdp_state"):
+        # accelerate sets ``_hf_hook`` on the instance, FSDP2 swaps in a class with ``_get_fsdp_state``; looking
+        # there directly avoids nn.Module.__getattr__'s AttributeError per module (hasattr), once per batch
+        if "_hf_hook" in module.__dict__ or hasattr(cls, "_hf_hook") or hasattr(cls, "_get_fsdp_state"):
             return False
     return True
 

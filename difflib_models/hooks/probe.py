@@ -17,10 +17,12 @@ def probe_mode(module: nn.Module) -> Iterator[None]:
     submodule gets back its OWN training flag and the grad mode is restored. (A blanket ``model.train()`` would
     re-enable submodules the user had frozen in eval mode.)"""
     flags = [(m, m.training) for m in module.modules()]
-    module.eval()
+    if any(flag for _, flag in flags):  # a model already in eval mode (every probe loop) skips the module walks
+        module.eval()
     try:
         with torch.no_grad():
             yield
     finally:
         for m, flag in flags:
-            m.training = flag
+            if m.training != flag:  # nn.Module.__setattr__ is slow: set only the flags that changed
+                m.training = flag

@@ -142,7 +142,9 @@ class BlockReader:
     ...     acts = reader.take()        # {0: [B, d], 2: [B, d]}
 
     ``keep_first`` keeps the first value per layer until :meth:`clear` (training forwards whose blocks are
-    re-run in backward); ``select`` may be swapped between forwards (:attr:`select`).
+    re-run in backward); ``select`` may be swapped between forwards (:attr:`select`). ``block_list`` is the
+    ``(path, blocks)`` pair :func:`~difflib_models.models.hookpoints.find_block_list` already returned for this
+    model (it walks every module; a per-batch caller that resolved it passes it on instead of resolving twice).
     """
 
     def __init__(
@@ -155,9 +157,10 @@ class BlockReader:
         early_stop: EarlyStop | None = None,
         once_per_forward: bool = False,
         keep_first: bool = False,
+        block_list: tuple[str, nn.ModuleList] | None = None,
     ) -> None:
         self.model = model
-        self.block_path, self._blocks = find_block_list(model, hook_override)
+        self.block_path, self._blocks = block_list or find_block_list(model, hook_override)
         n = len(self._blocks)
         self.layers = [int(layer) for layer in layers]
         if not self.layers:

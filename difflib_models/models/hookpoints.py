@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import operator
 import re
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -140,12 +141,37 @@ def _candidates_text(lists: list[tuple[str, nn.ModuleList]]) -> str:
     return ", ".join(f"{name!r} (len {len(mod)})" for name, mod in lists[:20])
 
 
+# automatic resolutions per unwrapped model: resolving walks every module, and readers resolve once per forward
+_RESOLVED: weakref.WeakKeyDictionary[nn.Module, tuple[str, nn.ModuleList]] = weakref.WeakKeyDictionary()
+
+
 def find_block_list(model: nn.Module, override: str | None = None) -> tuple[str, nn.ModuleList]:
-    """Return ``(path, module_list)`` of the decoder blocks of ``model`` (path relative to the unwrapped model)."""
+    """Return ``(path, module_list)`` of the decoder blocks of ``model`` (path relative to the unwrapped model).
+
+    The automatic resolution is remembered per unwrapped model and reused while that path still holds the same
+    ModuleList with the configured number of blocks (a replaced block list is resolved again)."""
     root = unwrap_model(model)
     n_cfg = config_n_layers(root)
     if override is not None:
         return _resolve_override(root, override)
+    cached = _RESOLVED.get(root)
+    if cached is not None and _still_resolves(root, cached, n_cfg):
+        return cached
+    found = _find_block_list(root, n_cfg)
+    _RESOLVED[root] = found
+    return found
+
+
+def _still_resolves(root: nn.Module, cached: tuple[str, nn.ModuleList], n_cfg: int | None) -> bool:
+    path, blocks = cached
+    try:
+        current = root.get_submodule(path)
+    except AttributeError:
+        return False
+    return current is blocks and len(blocks) > 0 and (n_cfg is None or len(blocks) == n_cfg)
+
+
+def _find_block_list(root: nn.Module, n_cfg: int | None) -> tuple[str, nn.ModuleList]:
     lists = _module_lists(root)
     by_name = dict(lists)
     for suffix in KNOWN_BLOCK_SUFFIXES:

@@ -331,3 +331,25 @@ def test_early_stop_is_off_under_wrappers_that_need_their_post_forward() -> None
 
     assert not can_stop_early(FullyShardedDataParallel(make_tiny("llama")))
     assert can_stop_early(make_tiny_lora())
+
+
+def test_forward_inputs_reads_each_forward_signature_once_and_follows_a_patched_forward() -> None:
+    """The position_ids check is cached per forward function: a model whose forward takes no position_ids gets
+    none, also after a model of another class that takes them."""
+    model = make_tiny("llama")
+    ids, am = tiny_batch([3, 2], padding_side="left")
+    assert "position_ids" in forward_inputs(model, ids, am)
+
+    class NoPositions(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = torch.nn.Linear(1, 1)
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, use_cache: bool = False) -> None:
+            return None
+
+    plain = NoPositions()
+    assert "position_ids" not in forward_inputs(plain, ids, am)
+    assert "position_ids" in forward_inputs(model, ids, am)
+    plain.forward = lambda input_ids, attention_mask, use_cache=False, position_ids=None: None  # per instance
+    assert "position_ids" in forward_inputs(plain, ids, am)

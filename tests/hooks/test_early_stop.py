@@ -90,3 +90,20 @@ def test_a_decision_is_taken_once_and_false_never_walks_the_modules(monkeypatch)
     assert EarlyStop.decide(model, decision) is decision and calls == [1]
     monkeypatch.setattr(early_stop_module, "can_stop_early", lambda m: False)  # e.g. FSDP, DDP, offloading
     assert EarlyStop.decide(model, True).allowed is False
+
+
+def test_can_stop_early_refuses_accelerate_hooks_and_fsdp2_classes_and_allows_plain_models() -> None:
+    """The attribute checks look at the instance dict (accelerate's ``_hf_hook``) and the class (FSDP2's
+    ``_get_fsdp_state``), anywhere in the module tree."""
+    model = make_tiny("llama")
+    assert can_stop_early(model)
+    model.model.layers[1].mlp._hf_hook = object()  # what accelerate.hooks.add_hook_to_module sets
+    assert not can_stop_early(model)
+
+    class FakeSharded(torch.nn.Linear):
+        def _get_fsdp_state(self) -> None:
+            return None
+
+    other = make_tiny("llama")
+    other.lm_head = FakeSharded(32, other.config.vocab_size)
+    assert not can_stop_early(other)

@@ -170,3 +170,20 @@ def test_hidden_states_index() -> None:
     assert [hidden_states_index(i) for i in range(3)] == [1, 2, 3]
     with pytest.raises(ConfigError):
         hidden_states_index(-1)
+
+
+def test_block_list_is_remembered_and_resolved_again_when_replaced() -> None:
+    """The automatic resolution is reused for the same model (also through a peft wrapper) and redone when the
+    block list is replaced or shortened with the config."""
+    model = make_tiny("llama")
+    path, blocks = find_block_list(model)
+    assert (path, blocks) == find_block_list(model) and find_block_list(model)[1] is blocks
+    lora = make_tiny_lora()
+    assert find_block_list(lora)[1] is lora.get_base_model().model.layers
+    model.model.layers = nn.ModuleList(list(blocks)[:2])
+    model.config.num_hidden_layers = 2
+    path2, blocks2 = find_block_list(model)
+    assert path2 == path and blocks2 is model.model.layers and len(blocks2) == 2
+    del model.model.layers[1]  # shortened in place, config not updated: no longer the configured block list
+    with pytest.raises(HookPointError):
+        find_block_list(model)
