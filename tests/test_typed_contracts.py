@@ -31,7 +31,14 @@ import torch
 from difflib_models.errors import ConfigError
 from difflib_models.persona.contracts import DoseResponseCurve, RandomDirectionControl
 from difflib_models.report import plots, thresholds
-from difflib_models.report.builder import attach_persona, attach_verdict, new_report
+from difflib_models.report.behaviour_records import (
+    BalancedScores,
+    BehaviouralBlock,
+    BehaviouralSection,
+    PairedShift,
+    RateSummary,
+)
+from difflib_models.report.builder import attach_behavioural, attach_persona, attach_verdict, new_report
 from difflib_models.report.records import CheckResult, GateVerdict, PersonaRow, PersonaSection
 
 PACKAGES = ("difflib_models.gate", "difflib_models.report", "difflib_models.persona")
@@ -60,19 +67,23 @@ EXPECTED: dict[tuple[str, str, str], type] = {
     ("difflib_models.persona.validation.validate", "add_random_control", "curve"): DoseResponseCurve,
     ("difflib_models.persona.validation.validate", "add_random_control", "return"): DoseResponseCurve,
     ("difflib_models.persona.validation.validate", "ValidationResult", "steering"): DoseResponseCurve,
+    ("difflib_models.gate.behavioural", "rate_summary", "return"): RateSummary,
+    ("difflib_models.gate.behavioural", "paired_bootstrap", "return"): PairedShift,
+    ("difflib_models.gate.behavioural", "evaluate_ab", "return"): BehaviouralBlock,
+    ("difflib_models.gate.behavioural", "ab_section", "return"): BehaviouralSection,
+    ("difflib_models.gate.behavioural", "evaluate_judge", "return"): BehaviouralSection,
+    ("difflib_models.gate.runner", "behavioural_section", "return"): BehaviouralSection,
+    ("difflib_models.gate.runner", "GateResult", "behavioural"): BehaviouralSection,
+    ("difflib_models.report.builder", "attach_behavioural", "section"): BehaviouralSection,
 }
 
-_SECTIONS = "a report section not typed yet (behavioural, crosscoder alignment, drift, monitor, diff): JSON-shaped"
+_SECTIONS = "a report section not typed yet (crosscoder alignment, drift, monitor, diff): JSON-shaped"
 _PROVENANCE = "provenance / settings / identities, not a metric: JSON-shaped by design"
 #: "module:qualname:parameter" (or ":return") -> why an untyped mapping is allowed there
 ALLOWED: dict[str, str] = {
     **{f"difflib_models.gate.alignment:{q}": _SECTIONS for q in (
         "persona_alignment:return", "identity_problems:expected", "crosscoder_alignment:expected",
         "crosscoder_alignment:return")},
-    **{f"difflib_models.gate.behavioural:{q}": _SECTIONS for q in (
-        "rate_summary:extra", "rate_summary:return", "paired_bootstrap:return", "evaluate_ab:return",
-        "ab_section:return", "evaluate_judge:return")},
-    "difflib_models.gate.runner:behavioural_section:return": _SECTIONS,
     "difflib_models.gate.engine:metric_value:return": "the evidence the engine collects for one check; "
                                                       "evaluate_check freezes it into CheckDetails",
     "difflib_models.gate.engine:evaluate:return": "the report document (evaluate writes the verdict into it)",
@@ -83,7 +94,8 @@ ALLOWED: dict[str, str] = {
     **{f"difflib_models.report.builder:{q}": _PROVENANCE for q in (
         "identity_dict:return", "hook_points_dict:return", "data_entry:return", "new_report:data")},
     **{f"difflib_models.report.builder:{q}": "the report document" for q in (
-        "new_report:return", "attach_verdict:return", "attach_persona:return", "merge_diff:return",
+        "new_report:return", "attach_verdict:return", "attach_persona:return", "attach_behavioural:return",
+        "merge_diff:return",
         "load_report:return")},
     "difflib_models.report.builder:attach_verdict:policy": "the policy's own JSON form (Policy.to_dict)",
     **{f"difflib_models.report.builder:{q}": _SECTIONS for q in (
@@ -217,3 +229,20 @@ def test_records_refuse_dicts_at_run_time() -> None:
         PersonaSection(traits=({"trait": "evil", "layer": 1, "shift": 0.1},))  # type: ignore[arg-type]
     with pytest.raises(AttributeError):
         plots.projection_vs_null({"trait": "evil", "layer": 1, "shift": 0.1})  # type: ignore[arg-type]
+
+
+RATE = {"n": 24, "n_misaligned": 3, "rate": 0.125, "ci_low": 0.04, "ci_high": 0.31}
+
+
+def test_behavioural_records_refuse_dicts_at_run_time() -> None:
+    rate = RateSummary.from_dict(RATE)
+    with pytest.raises(ConfigError, match="RateSummary"):
+        BehaviouralSection(mode="judge", models={"candidate": RATE})  # type: ignore[dict-item]
+    with pytest.raises(ConfigError, match="BalancedScores"):
+        BehaviouralBlock(trait="evil", models={"candidate": rate}, balanced={"models": {}})  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="PairedShift"):
+        BalancedScores(models={}, shift={"n": 1, "mean": 0.0, "ci_low": 0.0, "ci_high": 0.0})  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="BehaviouralBlock"):
+        BehaviouralSection(mode="judge", models={}, traits={"evil": {"models": {}}})  # type: ignore[dict-item]
+    with pytest.raises(ConfigError, match="BehaviouralSection"):
+        attach_behavioural(new_report("gate"), {"mode": "judge", "models": {}})  # type: ignore[arg-type]

@@ -28,6 +28,7 @@ from difflib_models.errors import ConfigError, bad_value
 from difflib_models.files import load_json
 from difflib_models.io import atomic_write_json, atomic_write_text, sha256_file
 from difflib_models.models.convention import LAYER_CONVENTION
+from difflib_models.report.behaviour_records import BehaviouralSection
 from difflib_models.report.html import render_html
 from difflib_models.report.junit import render_junit
 from difflib_models.report.markdown import render_markdown
@@ -150,6 +151,15 @@ def attach_persona(report: dict[str, Any], section: PersonaSection) -> dict[str,
     if not isinstance(section, PersonaSection):
         raise ConfigError(bad_value("persona", type(section).__name__, "a PersonaSection record"))
     report["persona"] = section.to_dict()
+    return report
+
+
+def attach_behavioural(report: dict[str, Any], section: BehaviouralSection) -> dict[str, Any]:
+    """Write a gate's typed :class:`~difflib_models.report.behaviour_records.BehaviouralSection` into the report
+    document."""
+    if not isinstance(section, BehaviouralSection):
+        raise ConfigError(bad_value("behavioural", type(section).__name__, "a BehaviouralSection record"))
+    report["behavioural"] = section.to_dict()
     return report
 
 

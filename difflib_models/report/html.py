@@ -18,6 +18,7 @@ from typing import Any
 
 from difflib_models.io import atomic_write_text
 from difflib_models.report import plots, thresholds
+from difflib_models.report.behaviour_records import BehaviouralSection
 from difflib_models.report.names import display_name
 from difflib_models.report.records import GateVerdict, PersonaSection
 
@@ -142,8 +143,9 @@ def _flat_metrics(metrics: Mapping[str, Any], prefix: str = "") -> list[tuple[st
 
 
 def render_html(report: Mapping[str, Any]) -> str:
-    """The HTML page for ``report`` (a validated report document; its gate checks and persona rows are read into
-    their typed records, :mod:`difflib_models.report.records`)."""
+    """The HTML page for ``report`` (a validated report document; its gate checks, persona rows and behavioural
+    section are read into their typed records, :mod:`difflib_models.report.records`,
+    :mod:`difflib_models.report.behaviour_records`)."""
     verdict = GateVerdict.from_report(report)
     persona = PersonaSection.from_report(report)
     counts = [f"{n} {status}" for status, n in verdict.counts().items() if n]
@@ -156,7 +158,7 @@ def render_html(report: Mapping[str, Any]) -> str:
                 drift_keys.append(k)
     cc = report.get("crosscoder") or {}
     latents = cc.get("top_latents") or []
-    behavioural = report.get("behavioural") or {}
+    behavioural = BehaviouralSection.from_report(report)
     context = {
         "r": report,
         "verdict": report.get("verdict", "none"),
@@ -169,7 +171,8 @@ def render_html(report: Mapping[str, Any]) -> str:
         "cc_metrics": _flat_metrics(cc.get("metrics") or {}),
         "top_latents": latents[:MAX_LATENT_ROWS],
         "n_latents_hidden": max(0, len(latents) - MAX_LATENT_ROWS),
-        "behavioural_items": (behavioural.get("items") or [])[:MAX_BEHAVIOURAL_ROWS],
+        "behavioural": behavioural,
+        "behavioural_items": behavioural.items[:MAX_BEHAVIOURAL_ROWS] if behavioural is not None else (),
         "collapse_rows": COLLAPSE_ROWS,
         "threshold_origin": thresholds.policy_checks(report)[1],
         "generic_sections": [(name, title) for name, title in _GENERIC if report.get(name)],
