@@ -29,8 +29,10 @@ import pytest
 import torch
 
 from difflib_models.errors import ConfigError
+from difflib_models.models.identity import ModelIdentity
 from difflib_models.persona.contracts import DoseResponseCurve, RandomDirectionControl
 from difflib_models.report import plots, thresholds
+from difflib_models.report.alignment_records import AlignmentRow, CrosscoderAlignment
 from difflib_models.report.behaviour_records import (
     BalancedScores,
     BehaviouralBlock,
@@ -38,7 +40,13 @@ from difflib_models.report.behaviour_records import (
     PairedShift,
     RateSummary,
 )
-from difflib_models.report.builder import attach_behavioural, attach_persona, attach_verdict, new_report
+from difflib_models.report.builder import (
+    attach_alignment,
+    attach_behavioural,
+    attach_persona,
+    attach_verdict,
+    new_report,
+)
 from difflib_models.report.records import CheckResult, GateVerdict, PersonaRow, PersonaSection
 
 PACKAGES = ("difflib_models.gate", "difflib_models.report", "difflib_models.persona")
@@ -75,15 +83,17 @@ EXPECTED: dict[tuple[str, str, str], type] = {
     ("difflib_models.gate.runner", "behavioural_section", "return"): BehaviouralSection,
     ("difflib_models.gate.runner", "GateResult", "behavioural"): BehaviouralSection,
     ("difflib_models.report.builder", "attach_behavioural", "section"): BehaviouralSection,
+    ("difflib_models.gate.alignment", "persona_alignment", "return"): CrosscoderAlignment,
+    ("difflib_models.gate.alignment", "crosscoder_alignment", "return"): CrosscoderAlignment,
+    ("difflib_models.gate.alignment", "crosscoder_alignment", "expected"): ModelIdentity,
+    ("difflib_models.gate.alignment", "identity_problems", "expected"): ModelIdentity,
+    ("difflib_models.report.builder", "attach_alignment", "alignment"): CrosscoderAlignment,
 }
 
-_SECTIONS = "a report section not typed yet (crosscoder alignment, drift, monitor, diff): JSON-shaped"
+_SECTIONS = "a report section not typed yet (drift, monitor, diff): JSON-shaped"
 _PROVENANCE = "provenance / settings / identities, not a metric: JSON-shaped by design"
 #: "module:qualname:parameter" (or ":return") -> why an untyped mapping is allowed there
 ALLOWED: dict[str, str] = {
-    **{f"difflib_models.gate.alignment:{q}": _SECTIONS for q in (
-        "persona_alignment:return", "identity_problems:expected", "crosscoder_alignment:expected",
-        "crosscoder_alignment:return")},
     "difflib_models.gate.engine:metric_value:return": "the evidence the engine collects for one check; "
                                                       "evaluate_check freezes it into CheckDetails",
     "difflib_models.gate.engine:evaluate:return": "the report document (evaluate writes the verdict into it)",
@@ -95,7 +105,7 @@ ALLOWED: dict[str, str] = {
         "identity_dict:return", "hook_points_dict:return", "data_entry:return", "new_report:data")},
     **{f"difflib_models.report.builder:{q}": "the report document" for q in (
         "new_report:return", "attach_verdict:return", "attach_persona:return", "attach_behavioural:return",
-        "merge_diff:return",
+        "attach_alignment:return", "merge_diff:return",
         "load_report:return")},
     "difflib_models.report.builder:attach_verdict:policy": "the policy's own JSON form (Policy.to_dict)",
     **{f"difflib_models.report.builder:{q}": _SECTIONS for q in (
@@ -246,3 +256,17 @@ def test_behavioural_records_refuse_dicts_at_run_time() -> None:
         BehaviouralSection(mode="judge", models={}, traits={"evil": {"models": {}}})  # type: ignore[dict-item]
     with pytest.raises(ConfigError, match="BehaviouralSection"):
         attach_behavioural(new_report("gate"), {"mode": "judge", "models": {}})  # type: ignore[arg-type]
+
+
+def test_alignment_records_refuse_dicts_at_run_time() -> None:
+    from difflib_models.gate.alignment import identity_problems
+
+    row = {"layer": 2, "ft_only_threshold": 0.9, "ft_only_latents": [1], "ft_only_cos": [0.5]}
+    assert CrosscoderAlignment.from_dict({"evil": row}).row("evil") == AlignmentRow(2, 0.9, (1,), (0.5,))
+    with pytest.raises(ConfigError, match="AlignmentRow"):
+        CrosscoderAlignment({"evil": row})  # type: ignore[dict-item]
+    with pytest.raises(ConfigError, match="CrosscoderAlignment"):
+        attach_alignment(new_report("gate"), {"evil": row})  # type: ignore[arg-type]
+    ident = {"name": "b", "source": "hf_dir", "path": None, "weight_hash": "sha256:1"}
+    problems = identity_problems([ident, ident], {"base": ident, "candidate": ident})  # type: ignore[dict-item]
+    assert len(problems) == 2 and all("no identity" in p for p in problems)  # a dict is not a ModelIdentity

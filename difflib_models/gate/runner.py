@@ -66,6 +66,7 @@ from difflib_models.persona.traits import load_trait
 from difflib_models.persona.validation.validate import validate_vectors
 from difflib_models.report.behaviour_records import BehaviouralSection
 from difflib_models.report.builder import (
+    attach_alignment,
     attach_behavioural,
     attach_persona,
     attach_verdict,
@@ -498,10 +499,8 @@ def run_gate(config: GateConfig) -> GateResult:
                                         protect=config.vectors, use_cache=config.use_cache, timings=timings)
         attach_persona(report, persona)
         if config.crosscoder is not None:
-            report["crosscoder"] = dict(report.get("crosscoder") or {})
-            report["crosscoder"]["persona_alignment"] = crosscoder_alignment(
-                config.crosscoder, units, expected={"base": ident_base.to_dict(),
-                                                    "candidate": cand_loaded.identity.to_dict()})
+            attach_alignment(report, crosscoder_alignment(
+                config.crosscoder, units, expected={"base": ident_base, "candidate": cand_loaded.identity}))
         report["data"].extend(data)
         timings["persona_s"] = time.perf_counter() - t
         for row in persona.traits:
