@@ -47,6 +47,7 @@ from difflib_models.report.builder import (
     attach_verdict,
     new_report,
 )
+from difflib_models.report.monitor_records import MonitorSection, MonitorSeries
 from difflib_models.report.records import CheckResult, GateVerdict, PersonaRow, PersonaSection
 
 PACKAGES = ("difflib_models.gate", "difflib_models.report", "difflib_models.persona")
@@ -88,9 +89,11 @@ EXPECTED: dict[tuple[str, str, str], type] = {
     ("difflib_models.gate.alignment", "crosscoder_alignment", "expected"): ModelIdentity,
     ("difflib_models.gate.alignment", "identity_problems", "expected"): ModelIdentity,
     ("difflib_models.report.builder", "attach_alignment", "alignment"): CrosscoderAlignment,
+    ("difflib_models.report.thresholds", "monitor_decision", "monitor"): MonitorSection,
+    ("difflib_models.report.plots", "shift_series", "series"): MonitorSeries,
 }
 
-_SECTIONS = "a report section not typed yet (drift, monitor, diff): JSON-shaped"
+_SECTIONS = "a report section not typed yet (drift, diff): JSON-shaped"
 _PROVENANCE = "provenance / settings / identities, not a metric: JSON-shaped by design"
 #: "module:qualname:parameter" (or ":return") -> why an untyped mapping is allowed there
 ALLOWED: dict[str, str] = {
@@ -109,14 +112,14 @@ ALLOWED: dict[str, str] = {
         "load_report:return")},
     "difflib_models.report.builder:attach_verdict:policy": "the policy's own JSON form (Policy.to_dict)",
     **{f"difflib_models.report.builder:{q}": _SECTIONS for q in (
-        "diff_sections:diff", "diff_sections:return", "merge_diff:diff", "monitor_section:return")},
+        "diff_sections:diff", "diff_sections:return", "merge_diff:diff")},
+    "difflib_models.report.builder:monitor_section:return": "builds the report's monitor JSON from a monitor file "
+                                                           "(JSON edge); its readers take MonitorSection",
     "difflib_models.report.names:display_name:identity": _PROVENANCE,
     **{f"difflib_models.report.plots:{q}": _SECTIONS for q in (
         "rel_norm_histogram:thresholds", "rel_norm_histogram_counts:thresholds", "drift_metric_keys:rows",
-        "drift_by_layer:layers", "shift_series:series")},
+        "drift_by_layer:layers")},
     "difflib_models.report.thresholds:policy_checks:return": "the policy's check specs as the report stores them",
-    **{f"difflib_models.report.thresholds:{q}": _SECTIONS for q in (
-        "monitor_decision:monitor", "series_values:s")},
     "difflib_models.persona.extraction.vectors:PersonaVectorSet.metadata:return": "the sidecar JSON (file edge)",
     "difflib_models.persona.extraction.vectors:identity_dict:return": _PROVENANCE,
     "difflib_models.persona.extraction.vectors:check_identity:stored": _PROVENANCE,
@@ -270,3 +273,18 @@ def test_alignment_records_refuse_dicts_at_run_time() -> None:
     ident = {"name": "b", "source": "hf_dir", "path": None, "weight_hash": "sha256:1"}
     problems = identity_problems([ident, ident], {"base": ident, "candidate": ident})  # type: ignore[dict-item]
     assert len(problems) == 2 and all("no identity" in p for p in problems)  # a dict is not a ModelIdentity
+
+
+def test_monitor_readers_refuse_dicts_at_run_time() -> None:
+    section = MonitorSection.from_dict({"series": [{"trait": "evil", "layer": 2, "steps": [0, 5],
+                                                    "values": [0.1, 4.0], "metric": "shift_z"}],
+                                        "thresholds": {"fail_z": 3.0}, "first_fail_step": {"evil": 5}})
+    line = thresholds.Line(3.0, "fail", "fail: fail_z", "fail_z", "<")
+    decision = thresholds.monitor_decision(section, {"shift_z": [line]})
+    assert (decision.status, decision.step, decision.value) == ("fail", 5, 4.0)
+    with pytest.raises(AttributeError):
+        thresholds.monitor_decision({"series": []}, {})  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="MonitorSeries"):
+        MonitorSection(series=({"trait": "evil"},))  # type: ignore[arg-type]
+    with pytest.raises(AttributeError):
+        plots.shift_series([{"trait": "evil", "steps": [0], "values": [1.0]}])  # type: ignore[list-item]

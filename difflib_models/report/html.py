@@ -19,6 +19,7 @@ from typing import Any
 from difflib_models.io import atomic_write_text
 from difflib_models.report import plots, thresholds
 from difflib_models.report.behaviour_records import BehaviouralSection
+from difflib_models.report.monitor_records import MonitorSection
 from difflib_models.report.names import display_name
 from difflib_models.report.records import GateVerdict, PersonaSection
 
@@ -109,12 +110,12 @@ def _plots(report: Mapping[str, Any], verdict: GateVerdict, persona: PersonaSect
         decided = thresholds.deciding_checks(verdict.checks, [f"persona.{m}" for m in metrics])
         persona_checks = [c for c in verdict.checks if c.metric.startswith("persona.")]
         out["persona_checks"] = plots.persona_checks(traits, lines, decided, metrics, persona_checks)
-    monitor = report.get("monitor") or {}
-    if monitor.get("series"):
-        first_trait = next((str(s.get("trait")) for s in monitor["series"] if isinstance(s, Mapping)), None)
+    monitor = MonitorSection.from_report(report)
+    if monitor is not None and monitor.series:
+        first_trait = monitor.series[0].trait
         lines = {m: thresholds.monitor_lines(report, m, first_trait) for m in thresholds.MONITOR_KEYS}
         decision = thresholds.monitor_decision(monitor, lines)
-        out["monitor"] = plots.shift_series(monitor["series"], lines, decision)
+        out["monitor"] = plots.shift_series(monitor.series, lines, decision)
         out["monitor_decision"] = decision.text()
     drift = report.get("drift") or {}
     out["drift"] = plots.drift_by_layer(drift.get("layers", []), _drift_thresholds(report))

@@ -13,8 +13,9 @@ import textwrap
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from difflib_models.report.monitor_records import MonitorSeries
 from difflib_models.report.records import CheckResult, PersonaRow
-from difflib_models.report.thresholds import check_text, series_values
+from difflib_models.report.thresholds import check_text
 
 _DPI = 100
 _SIZE = (6.4, 3.4)
@@ -212,7 +213,7 @@ def drift_by_layer(
 
 
 def shift_series(
-    series: Sequence[Mapping[str, Any]],
+    series: Sequence[MonitorSeries],
     lines: Mapping[str, Sequence[Any]] | None = None,
     decision: Any = None,
     context: Mapping[str, Sequence[Any]] | None = None,
@@ -224,11 +225,11 @@ def shift_series(
     :class:`~difflib_models.report.thresholds.Decision`; ``context`` adds panels for metrics that condition a
     decision without deciding it (the null percentile a fail must also reach), with their lines.
     """
-    drawn = [s for s in series if s.get("steps")]
+    drawn = [s for s in series if s.steps]
     if not drawn:
         return None
     lines = {**(lines or {}), **(context or {})}
-    metrics = list(lines) or [str(drawn[0].get("metric", "shift_z"))]
+    metrics = list(lines) or [drawn[0].metric]
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(7.2, 2.3 * len(metrics) + 0.7), dpi=_DPI, layout="tight")
@@ -236,12 +237,11 @@ def shift_series(
     for ax, metric in zip(axes, metrics, strict=True):
         any_data = False
         for s in drawn:
-            pts = [(st, v) for st, v in zip(s["steps"], series_values(s, metric), strict=False) if v is not None]
+            pts = [(st, v) for st, v in zip(s.steps, s.values_of(metric), strict=False) if v is not None]
             if not pts:
                 continue
             any_data = True
-            label = f"{s['trait']} L{s['layer']}" if s.get("layer") is not None else str(s["trait"])
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".", label=label)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".", label=s.label)
         if not any_data:
             ax.text(0.5, 0.5, f"no {metric} values recorded", transform=ax.transAxes, ha="center", va="center",
                     color="#666")

@@ -10,6 +10,7 @@ import pytest
 
 from difflib_models.report import plots, thresholds
 from difflib_models.report.builder import new_report
+from difflib_models.report.monitor_records import MonitorSection
 from difflib_models.report.records import GateVerdict, PersonaSection
 from tests.report.synthetic import diff_json, rich_report
 
@@ -37,10 +38,10 @@ def _vlines(ax: Any) -> list[float]:
 
 
 def _monitor_figure(report: dict[str, Any]) -> tuple[Any, thresholds.Decision]:
-    monitor = report["monitor"]
+    monitor = MonitorSection.from_report(report)
     lines = {m: thresholds.monitor_lines(report, m, "evil") for m in thresholds.MONITOR_KEYS}
     decision = thresholds.monitor_decision(monitor, lines)
-    return plots.shift_series(monitor["series"], lines, decision), decision
+    return plots.shift_series(monitor.series, lines, decision), decision
 
 
 def test_monitor_plots_shift_z_and_shift_frac_with_the_monitors_thresholds() -> None:
