@@ -47,6 +47,7 @@ from difflib_models.report.builder import (
     attach_verdict,
     new_report,
 )
+from difflib_models.report.diff_records import ClassCuts, DriftRow
 from difflib_models.report.monitor_records import MonitorSection, MonitorSeries
 from difflib_models.report.records import CheckResult, GateVerdict, PersonaRow, PersonaSection
 
@@ -91,9 +92,13 @@ EXPECTED: dict[tuple[str, str, str], type] = {
     ("difflib_models.report.builder", "attach_alignment", "alignment"): CrosscoderAlignment,
     ("difflib_models.report.thresholds", "monitor_decision", "monitor"): MonitorSection,
     ("difflib_models.report.plots", "shift_series", "series"): MonitorSeries,
+    ("difflib_models.report.plots", "drift_by_layer", "layers"): DriftRow,
+    ("difflib_models.report.plots", "drift_metric_keys", "rows"): DriftRow,
+    ("difflib_models.report.plots", "rel_norm_histogram", "thresholds"): ClassCuts,
+    ("difflib_models.report.plots", "rel_norm_histogram_counts", "thresholds"): ClassCuts,
 }
 
-_SECTIONS = "a report section not typed yet (drift, diff): JSON-shaped"
+_SECTIONS = "the diff JSON merged into a report (drift rows, crosscoder metrics, latents): JSON edge"
 _PROVENANCE = "provenance / settings / identities, not a metric: JSON-shaped by design"
 #: "module:qualname:parameter" (or ":return") -> why an untyped mapping is allowed there
 ALLOWED: dict[str, str] = {
@@ -116,9 +121,6 @@ ALLOWED: dict[str, str] = {
     "difflib_models.report.builder:monitor_section:return": "builds the report's monitor JSON from a monitor file "
                                                            "(JSON edge); its readers take MonitorSection",
     "difflib_models.report.names:display_name:identity": _PROVENANCE,
-    **{f"difflib_models.report.plots:{q}": _SECTIONS for q in (
-        "rel_norm_histogram:thresholds", "rel_norm_histogram_counts:thresholds", "drift_metric_keys:rows",
-        "drift_by_layer:layers")},
     "difflib_models.report.thresholds:policy_checks:return": "the policy's check specs as the report stores them",
     "difflib_models.persona.extraction.vectors:PersonaVectorSet.metadata:return": "the sidecar JSON (file edge)",
     "difflib_models.persona.extraction.vectors:identity_dict:return": _PROVENANCE,

@@ -19,6 +19,7 @@ from typing import Any
 from difflib_models.io import atomic_write_text
 from difflib_models.report import plots, thresholds
 from difflib_models.report.behaviour_records import BehaviouralSection
+from difflib_models.report.diff_records import ClassCuts, DriftRow
 from difflib_models.report.monitor_records import MonitorSection
 from difflib_models.report.names import display_name
 from difflib_models.report.records import GateVerdict, PersonaSection
@@ -118,9 +119,9 @@ def _plots(report: Mapping[str, Any], verdict: GateVerdict, persona: PersonaSect
         out["monitor"] = plots.shift_series(monitor.series, lines, decision)
         out["monitor_decision"] = decision.text()
     drift = report.get("drift") or {}
-    out["drift"] = plots.drift_by_layer(drift.get("layers", []), _drift_thresholds(report))
+    out["drift"] = plots.drift_by_layer(DriftRow.rows(drift.get("layers", [])), _drift_thresholds(report))
     cc = report.get("crosscoder") or {}
-    cuts = cc.get("thresholds") if isinstance(cc.get("thresholds"), Mapping) else None
+    cuts = ClassCuts.from_dict(cc.get("thresholds"))
     norms = cc.get("relative_decoder_norms") or [
         lat["rel_norm"] for lat in cc.get("top_latents", []) if lat.get("rel_norm") is not None
     ]
