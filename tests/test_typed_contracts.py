@@ -29,9 +29,26 @@ import pytest
 import torch
 
 from difflib_models.errors import ConfigError
+from difflib_models.models.identity import ModelIdentity
 from difflib_models.persona.contracts import DoseResponseCurve, RandomDirectionControl
 from difflib_models.report import plots, thresholds
-from difflib_models.report.builder import attach_persona, attach_verdict, new_report
+from difflib_models.report.alignment_records import AlignmentRow, CrosscoderAlignment
+from difflib_models.report.behaviour_records import (
+    BalancedScores,
+    BehaviouralBlock,
+    BehaviouralSection,
+    PairedShift,
+    RateSummary,
+)
+from difflib_models.report.builder import (
+    attach_alignment,
+    attach_behavioural,
+    attach_persona,
+    attach_verdict,
+    new_report,
+)
+from difflib_models.report.diff_records import ClassCuts, DriftRow
+from difflib_models.report.monitor_records import MonitorSection, MonitorSeries
 from difflib_models.report.records import CheckResult, GateVerdict, PersonaRow, PersonaSection
 
 PACKAGES = ("difflib_models.gate", "difflib_models.report", "difflib_models.persona")
@@ -60,19 +77,31 @@ EXPECTED: dict[tuple[str, str, str], type] = {
     ("difflib_models.persona.validation.validate", "add_random_control", "curve"): DoseResponseCurve,
     ("difflib_models.persona.validation.validate", "add_random_control", "return"): DoseResponseCurve,
     ("difflib_models.persona.validation.validate", "ValidationResult", "steering"): DoseResponseCurve,
+    ("difflib_models.gate.behavioural", "rate_summary", "return"): RateSummary,
+    ("difflib_models.gate.behavioural", "paired_bootstrap", "return"): PairedShift,
+    ("difflib_models.gate.behavioural", "evaluate_ab", "return"): BehaviouralBlock,
+    ("difflib_models.gate.behavioural", "ab_section", "return"): BehaviouralSection,
+    ("difflib_models.gate.behavioural", "evaluate_judge", "return"): BehaviouralSection,
+    ("difflib_models.gate.runner", "behavioural_section", "return"): BehaviouralSection,
+    ("difflib_models.gate.runner", "GateResult", "behavioural"): BehaviouralSection,
+    ("difflib_models.report.builder", "attach_behavioural", "section"): BehaviouralSection,
+    ("difflib_models.gate.alignment", "persona_alignment", "return"): CrosscoderAlignment,
+    ("difflib_models.gate.alignment", "crosscoder_alignment", "return"): CrosscoderAlignment,
+    ("difflib_models.gate.alignment", "crosscoder_alignment", "expected"): ModelIdentity,
+    ("difflib_models.gate.alignment", "identity_problems", "expected"): ModelIdentity,
+    ("difflib_models.report.builder", "attach_alignment", "alignment"): CrosscoderAlignment,
+    ("difflib_models.report.thresholds", "monitor_decision", "monitor"): MonitorSection,
+    ("difflib_models.report.plots", "shift_series", "series"): MonitorSeries,
+    ("difflib_models.report.plots", "drift_by_layer", "layers"): DriftRow,
+    ("difflib_models.report.plots", "drift_metric_keys", "rows"): DriftRow,
+    ("difflib_models.report.plots", "rel_norm_histogram", "thresholds"): ClassCuts,
+    ("difflib_models.report.plots", "rel_norm_histogram_counts", "thresholds"): ClassCuts,
 }
 
-_SECTIONS = "a report section not typed yet (behavioural, crosscoder alignment, drift, monitor, diff): JSON-shaped"
+_SECTIONS = "the diff JSON merged into a report (drift rows, crosscoder metrics, latents): JSON edge"
 _PROVENANCE = "provenance / settings / identities, not a metric: JSON-shaped by design"
 #: "module:qualname:parameter" (or ":return") -> why an untyped mapping is allowed there
 ALLOWED: dict[str, str] = {
-    **{f"difflib_models.gate.alignment:{q}": _SECTIONS for q in (
-        "persona_alignment:return", "identity_problems:expected", "crosscoder_alignment:expected",
-        "crosscoder_alignment:return")},
-    **{f"difflib_models.gate.behavioural:{q}": _SECTIONS for q in (
-        "rate_summary:extra", "rate_summary:return", "paired_bootstrap:return", "evaluate_ab:return",
-        "ab_section:return", "evaluate_judge:return")},
-    "difflib_models.gate.runner:behavioural_section:return": _SECTIONS,
     "difflib_models.gate.engine:metric_value:return": "the evidence the engine collects for one check; "
                                                       "evaluate_check freezes it into CheckDetails",
     "difflib_models.gate.engine:evaluate:return": "the report document (evaluate writes the verdict into it)",
@@ -83,18 +112,16 @@ ALLOWED: dict[str, str] = {
     **{f"difflib_models.report.builder:{q}": _PROVENANCE for q in (
         "identity_dict:return", "hook_points_dict:return", "data_entry:return", "new_report:data")},
     **{f"difflib_models.report.builder:{q}": "the report document" for q in (
-        "new_report:return", "attach_verdict:return", "attach_persona:return", "merge_diff:return",
+        "new_report:return", "attach_verdict:return", "attach_persona:return", "attach_behavioural:return",
+        "attach_alignment:return", "merge_diff:return",
         "load_report:return")},
     "difflib_models.report.builder:attach_verdict:policy": "the policy's own JSON form (Policy.to_dict)",
     **{f"difflib_models.report.builder:{q}": _SECTIONS for q in (
-        "diff_sections:diff", "diff_sections:return", "merge_diff:diff", "monitor_section:return")},
+        "diff_sections:diff", "diff_sections:return", "merge_diff:diff")},
+    "difflib_models.report.builder:monitor_section:return": "builds the report's monitor JSON from a monitor file "
+                                                           "(JSON edge); its readers take MonitorSection",
     "difflib_models.report.names:display_name:identity": _PROVENANCE,
-    **{f"difflib_models.report.plots:{q}": _SECTIONS for q in (
-        "rel_norm_histogram:thresholds", "rel_norm_histogram_counts:thresholds", "drift_metric_keys:rows",
-        "drift_by_layer:layers", "shift_series:series")},
     "difflib_models.report.thresholds:policy_checks:return": "the policy's check specs as the report stores them",
-    **{f"difflib_models.report.thresholds:{q}": _SECTIONS for q in (
-        "monitor_decision:monitor", "series_values:s")},
     "difflib_models.persona.extraction.vectors:PersonaVectorSet.metadata:return": "the sidecar JSON (file edge)",
     "difflib_models.persona.extraction.vectors:identity_dict:return": _PROVENANCE,
     "difflib_models.persona.extraction.vectors:check_identity:stored": _PROVENANCE,
@@ -217,3 +244,49 @@ def test_records_refuse_dicts_at_run_time() -> None:
         PersonaSection(traits=({"trait": "evil", "layer": 1, "shift": 0.1},))  # type: ignore[arg-type]
     with pytest.raises(AttributeError):
         plots.projection_vs_null({"trait": "evil", "layer": 1, "shift": 0.1})  # type: ignore[arg-type]
+
+
+RATE = {"n": 24, "n_misaligned": 3, "rate": 0.125, "ci_low": 0.04, "ci_high": 0.31}
+
+
+def test_behavioural_records_refuse_dicts_at_run_time() -> None:
+    rate = RateSummary.from_dict(RATE)
+    with pytest.raises(ConfigError, match="RateSummary"):
+        BehaviouralSection(mode="judge", models={"candidate": RATE})  # type: ignore[dict-item]
+    with pytest.raises(ConfigError, match="BalancedScores"):
+        BehaviouralBlock(trait="evil", models={"candidate": rate}, balanced={"models": {}})  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="PairedShift"):
+        BalancedScores(models={}, shift={"n": 1, "mean": 0.0, "ci_low": 0.0, "ci_high": 0.0})  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="BehaviouralBlock"):
+        BehaviouralSection(mode="judge", models={}, traits={"evil": {"models": {}}})  # type: ignore[dict-item]
+    with pytest.raises(ConfigError, match="BehaviouralSection"):
+        attach_behavioural(new_report("gate"), {"mode": "judge", "models": {}})  # type: ignore[arg-type]
+
+
+def test_alignment_records_refuse_dicts_at_run_time() -> None:
+    from difflib_models.gate.alignment import identity_problems
+
+    row = {"layer": 2, "ft_only_threshold": 0.9, "ft_only_latents": [1], "ft_only_cos": [0.5]}
+    assert CrosscoderAlignment.from_dict({"evil": row}).row("evil") == AlignmentRow(2, 0.9, (1,), (0.5,))
+    with pytest.raises(ConfigError, match="AlignmentRow"):
+        CrosscoderAlignment({"evil": row})  # type: ignore[dict-item]
+    with pytest.raises(ConfigError, match="CrosscoderAlignment"):
+        attach_alignment(new_report("gate"), {"evil": row})  # type: ignore[arg-type]
+    ident = {"name": "b", "source": "hf_dir", "path": None, "weight_hash": "sha256:1"}
+    problems = identity_problems([ident, ident], {"base": ident, "candidate": ident})  # type: ignore[dict-item]
+    assert len(problems) == 2 and all("no identity" in p for p in problems)  # a dict is not a ModelIdentity
+
+
+def test_monitor_readers_refuse_dicts_at_run_time() -> None:
+    section = MonitorSection.from_dict({"series": [{"trait": "evil", "layer": 2, "steps": [0, 5],
+                                                    "values": [0.1, 4.0], "metric": "shift_z"}],
+                                        "thresholds": {"fail_z": 3.0}, "first_fail_step": {"evil": 5}})
+    line = thresholds.Line(3.0, "fail", "fail: fail_z", "fail_z", "<")
+    decision = thresholds.monitor_decision(section, {"shift_z": [line]})
+    assert (decision.status, decision.step, decision.value) == ("fail", 5, 4.0)
+    with pytest.raises(AttributeError):
+        thresholds.monitor_decision({"series": []}, {})  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="MonitorSeries"):
+        MonitorSection(series=({"trait": "evil"},))  # type: ignore[arg-type]
+    with pytest.raises(AttributeError):
+        plots.shift_series([{"trait": "evil", "steps": [0], "values": [1.0]}])  # type: ignore[list-item]

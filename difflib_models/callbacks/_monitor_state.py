@@ -20,6 +20,7 @@ from difflib_models.persona.extraction.extractor import PersonaExtractor
 from difflib_models.persona.shift import ShiftBaseline
 from difflib_models.report import plots, thresholds
 from difflib_models.report.builder import monitor_section
+from difflib_models.report.monitor_records import MonitorSection
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +195,8 @@ def series_plot(summary: dict[str, Any], path: Path) -> Path | None:
     pct = (summary.get("thresholds") or {}).get("fail_null_percentile")
     context = {"null_percentile": [thresholds.Line(float(pct), "fail", "a fail also needs ≥ (fail_null_percentile)",
                                                    "fail_null_percentile", ">=")]} if pct is not None else None
-    png = plots.shift_series(section["series"], lines, thresholds.monitor_decision(section, lines), context)
+    monitor = MonitorSection.from_dict(section)
+    png = plots.shift_series(monitor.series, lines, thresholds.monitor_decision(monitor, lines), context)
     if png is None:
         return None
     return atomic_write_bytes(path, base64.b64decode(png))

@@ -20,6 +20,8 @@ import torch
 from difflib_models.crosscoder.analysis import relative_decoder_norm
 from difflib_models.crosscoder.model import Crosscoder
 from difflib_models.errors import ConfigError, bad_value
+from difflib_models.models.identity import ModelIdentity
+from difflib_models.report.alignment_records import AlignmentRow, CrosscoderAlignment
 
 _LAYER_RE = re.compile(r"blocks\.(\d+)$")
 
@@ -37,25 +39,26 @@ def source_layers(names: list[str], n_layers: int) -> list[int]:
 
 
 def persona_alignment(cc: Any, units: Mapping[str, tuple[int, torch.Tensor]], *, ft_only: float = 0.9,
-                      base: int = 0, ft: int = 1, source_names: list[str] | None = None) -> dict[str, Any]:
-    """``{trait: {layer, ft_only_latents, ft_only_cos}}`` for every trait whose layer the crosscoder covers."""
+                      base: int = 0, ft: int = 1, source_names: list[str] | None = None) -> CrosscoderAlignment:
+    """An :class:`AlignmentRow` per trait: the fine-tune-only latents and their cosines with the trait direction
+    at the trait's layer, or an ``error`` when the crosscoder does not cover that layer."""
     names = list(source_names or cc.config.source_names)
     if not names:
         raise ConfigError(bad_value("crosscoder", "no source names", "a crosscoder whose sources name their layers"))
     layers = source_layers(names, cc.config.n_layers)
     r = relative_decoder_norm(cc, base=base, ft=ft)
     idx = torch.nonzero(r > ft_only).flatten()
-    out: dict[str, Any] = {}
+    out: dict[str, AlignmentRow] = {}
     for trait, (layer, unit) in units.items():
         if layer not in layers:
-            out[trait] = {"layer": layer, "error": f"crosscoder covers layers {layers}, not {layer}"}
+            out[trait] = AlignmentRow.failed(layer, f"crosscoder covers layers {layers}, not {layer}")
             continue
         src = cc.config.sources_of_model(ft)[layers.index(layer)]
         dec = cc.W_dec.detach()[idx, src, :].double()
         cos = torch.nn.functional.cosine_similarity(dec, unit.double()[None, :].expand_as(dec), dim=-1)
-        out[trait] = {"layer": layer, "ft_only_threshold": ft_only, "ft_only_latents": [int(i) for i in idx],
-                      "ft_only_cos": [float(c) for c in cos]}
-    return out
+        out[trait] = AlignmentRow(layer=layer, ft_only_threshold=ft_only, ft_only_latents=tuple(int(i) for i in idx),
+                                  ft_only_cos=tuple(float(c) for c in cos))
+    return CrosscoderAlignment(out)
 
 
 def nonfinite_weights(cc: Any) -> list[str]:
@@ -69,14 +72,14 @@ def nonfinite_weights(cc: Any) -> list[str]:
     return bad
 
 
-def _same_model(recorded: Any, expected: Mapping[str, Any]) -> bool:
+def _same_model(recorded: Any, expected: ModelIdentity) -> bool:
     if not isinstance(recorded, Mapping) or not recorded.get("weight_hash"):
         return False
     return (recorded.get("weight_hash"), recorded.get("adapter_hash")) == \
-        (expected.get("weight_hash"), expected.get("adapter_hash"))
+        (expected.weight_hash, expected.adapter_hash)
 
 
-def identity_problems(recorded: Any, expected: Mapping[str, Mapping[str, Any] | None], *, base: int = 0,
+def identity_problems(recorded: Any, expected: Mapping[str, ModelIdentity | None], *, base: int = 0,
                       ft: int = 1) -> list[str]:
     """Why a crosscoder's recorded model identities (``crosscoder.json`` ``extra.identities``, one identity dict
     per model in model order) do not show it was trained on ``expected["base"]`` / ``expected["candidate"]``."""
@@ -88,18 +91,20 @@ def identity_problems(recorded: Any, expected: Mapping[str, Mapping[str, Any] | 
     for role, index in (("base", base), ("candidate", ft)):
         want = expected.get(role)
         got = recorded[index]
-        if not isinstance(want, Mapping):
+        if not isinstance(want, ModelIdentity):
             problems.append(f"the gate's {role} model has no identity to compare with the crosscoder's")
         elif not _same_model(got, want):
             name = got.get("name") if isinstance(got, Mapping) else None
             problems.append(
                 f"crosscoder was trained on {name!r} (weight_hash {_short(got)}) as model {index}, not on the "
-                f"gate's {role} {want.get('name')!r} (weight_hash {_short(want)}). HINT: pass the crosscoder "
+                f"gate's {role} {want.name!r} (weight_hash {_short(want)}). HINT: pass the crosscoder "
                 "trained on this base/candidate pair")
     return problems
 
 
 def _short(ident: Any) -> str:
+    if isinstance(ident, ModelIdentity):
+        ident = {"weight_hash": ident.weight_hash, "adapter_hash": ident.adapter_hash}
     if not isinstance(ident, Mapping):
         return "none"
     text = str(ident.get("weight_hash") or "none").removeprefix("sha256:")[:12]
@@ -108,12 +113,12 @@ def _short(ident: Any) -> str:
 
 
 def crosscoder_alignment(directory: str | Path, units: Mapping[str, tuple[int, torch.Tensor]], *,
-                         expected: Mapping[str, Mapping[str, Any] | None] | None = None, **kw: Any
-                         ) -> dict[str, Any]:
+                         expected: Mapping[str, ModelIdentity | None] | None = None, **kw: Any
+                         ) -> CrosscoderAlignment:
     """Load a saved crosscoder (``Crosscoder.save`` folder) and compute :func:`persona_alignment`.
 
-    A crosscoder is evidence only when its weights are finite and, when ``expected`` (``{"base": identity,
-    "candidate": identity}``) is given, it records being trained on exactly those models; otherwise every
+    A crosscoder is evidence only when its weights are finite and, when ``expected`` (``{"base": ModelIdentity,
+    "candidate": ModelIdentity}``) is given, it records being trained on exactly those models; otherwise every
     trait's row carries an ``error`` (the gate check is then ``error``, exit 3)."""
     directory = Path(directory)
     cc = Crosscoder.load(directory)
@@ -127,6 +132,6 @@ def crosscoder_alignment(directory: str | Path, units: Mapping[str, tuple[int, t
         problems += identity_problems(extra.get("identities"), expected, base=kw.get("base", 0), ft=kw.get("ft", 1))
     if problems:
         message = "; ".join(problems)
-        return {trait: {"layer": layer, "error": message} for trait, (layer, _) in units.items()}
+        return CrosscoderAlignment({trait: AlignmentRow.failed(layer, message) for trait, (layer, _) in units.items()})
     names = list(cc.config.source_names) or list(extra.get("source_names") or [])
     return persona_alignment(cc, units, source_names=names, **kw)

@@ -64,7 +64,10 @@ from difflib_models.persona.shift import PROBE_BATCH_SIZE, ShiftBaseline
 from difflib_models.persona.shift.core import probe_activations
 from difflib_models.persona.traits import load_trait
 from difflib_models.persona.validation.validate import validate_vectors
+from difflib_models.report.behaviour_records import BehaviouralSection
 from difflib_models.report.builder import (
+    attach_alignment,
+    attach_behavioural,
     attach_persona,
     attach_verdict,
     data_entry,
@@ -115,13 +118,15 @@ class GateConfig:
 @dataclass
 class GateResult:
     """A gate run: the written report document (``report``, as in report.json), where it went, the exit code, and
-    the typed records behind it (``outcome``: verdict and checks; ``persona``: the persona section, when measured)."""
+    the typed records behind it (``outcome``: verdict and checks; ``persona`` / ``behavioural``: those sections, when
+    measured)."""
 
     report: dict[str, Any]
     paths: dict[str, Path]
     exit_code: int
     outcome: GateVerdict
     persona: PersonaSection | None = None
+    behavioural: BehaviouralSection | None = None
 
     @property
     def verdict(self) -> str:
@@ -473,6 +478,7 @@ def run_gate(config: GateConfig) -> GateResult:
     base_loaded, _ = sides["base"]
     cand_loaded, _ = sides["candidate"]
     persona: PersonaSection | None = None
+    behavioural: BehaviouralSection | None = None
     ident_base = base_loaded.identity.base if sides["base"][1] == "base" and base_loaded.identity.base \
         else base_loaded.identity
     report = new_report("gate", base=ident_base, candidate=cand_loaded.identity,
@@ -493,10 +499,8 @@ def run_gate(config: GateConfig) -> GateResult:
                                         protect=config.vectors, use_cache=config.use_cache, timings=timings)
         attach_persona(report, persona)
         if config.crosscoder is not None:
-            report["crosscoder"] = dict(report.get("crosscoder") or {})
-            report["crosscoder"]["persona_alignment"] = crosscoder_alignment(
-                config.crosscoder, units, expected={"base": ident_base.to_dict(),
-                                                    "candidate": cand_loaded.identity.to_dict()})
+            attach_alignment(report, crosscoder_alignment(
+                config.crosscoder, units, expected={"base": ident_base, "candidate": cand_loaded.identity}))
         report["data"].extend(data)
         timings["persona_s"] = time.perf_counter() - t
         for row in persona.traits:
@@ -504,7 +508,8 @@ def run_gate(config: GateConfig) -> GateResult:
                 report["notes"].append(f"{row.trait}: signal too weak for a verdict ({row.signal_note})")
     if metrics & set(BEHAVIOURAL_METRICS):
         t = time.perf_counter()
-        report["behavioural"] = behavioural_section(sides, policy, config)
+        behavioural = behavioural_section(sides, policy, config)
+        attach_behavioural(report, behavioural)
         if config.judge_url and config.em_questions is not None:
             report["data"].append(data_entry("em_questions", config.em_questions))
         timings["behavioural_s"] = time.perf_counter() - t
@@ -522,10 +527,14 @@ def run_gate(config: GateConfig) -> GateResult:
     paths = write_report(report, config.out, paths=config.extra_outputs)
     code = exit_code(outcome.verdict, fail_exit_code=config.fail_exit_code)
     log.info("gate verdict %s (%s), exit %d", outcome.verdict, outcome.reason, code)
-    return GateResult(report=report, paths=paths, exit_code=code, outcome=outcome, persona=persona)
+    return GateResult(report=report, paths=paths, exit_code=code, outcome=outcome, persona=persona,
+                      behavioural=behavioural)
 
 
-def behavioural_section(sides: Mapping[str, tuple[Any, str]], policy: Policy, config: GateConfig) -> dict[str, Any]:
+def behavioural_section(sides: Mapping[str, tuple[Any, str]], policy: Policy, config: GateConfig
+                        ) -> BehaviouralSection:
+    """The behavioural eval the policy's checks need: the offline A/B section, or with ``--judge-url`` the judge's
+    section (plus the A/B blocks when a balanced check reads them)."""
     if config.judge_url:
         if config.em_questions is None:
             raise ConfigError(bad_value("--em-questions", None, "an EM evaluation YAML", "needed with --judge-url"))
@@ -533,9 +542,9 @@ def behavioural_section(sides: Mapping[str, tuple[Any, str]], policy: Policy, co
         judge = beh.OpenAICompatibleJudge(config.judge_url, config.judge_model)
         section = beh.evaluate_judge(sides, questions, judge, seed=config.seed)
         if any(c.metric in BALANCED_METRICS for c in policy.checks):  # balanced checks read the A/B blocks
-            section["traits"] = beh.ab_section(sides, policy.behavioural_traits(),
-                                               max_items=policy.behavioural.max_items, batch_size=config.batch_size,
-                                               n_boot=policy.behavioural.n_boot, seed=config.seed)["traits"]
+            ab = beh.ab_section(sides, policy.behavioural_traits(), max_items=policy.behavioural.max_items,
+                                batch_size=config.batch_size, n_boot=policy.behavioural.n_boot, seed=config.seed)
+            section = section.with_traits(ab.traits or {})
         return section
     return beh.ab_section(sides, policy.behavioural_traits(), max_items=policy.behavioural.max_items,
                           batch_size=config.batch_size, n_boot=policy.behavioural.n_boot, seed=config.seed)

@@ -30,6 +30,7 @@ from difflib_models.integrations.mlflow import (
     get_or_create_experiment,
     open_tracking_client,
 )
+from difflib_models.report.behaviour_records import BehaviouralSection
 from difflib_models.report.builder import FILENAMES, load_report
 from difflib_models.report.records import GateVerdict, PersonaSection
 
@@ -59,8 +60,9 @@ def _metrics(report: Mapping[str, Any], prefix: str) -> dict[str, float]:
             value = t.value(key)
             if value is not None:
                 out[f"{prefix}.persona.{_METRIC_SAFE.sub('_', t.trait)}.L{t.layer}.{key}"] = value
-    for name, b in ((report.get("behavioural") or {}).get("models") or {}).items():
-        out[f"{prefix}.behavioural.{_METRIC_SAFE.sub('_', name)}.rate"] = float(b["rate"])
+    behavioural = BehaviouralSection.from_report(report)
+    for name, b in behavioural.models.items() if behavioural is not None else ():
+        out[f"{prefix}.behavioural.{_METRIC_SAFE.sub('_', name)}.rate"] = float(b.rate)
     return out
 
 

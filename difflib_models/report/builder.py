@@ -28,6 +28,8 @@ from difflib_models.errors import ConfigError, bad_value
 from difflib_models.files import load_json
 from difflib_models.io import atomic_write_json, atomic_write_text, sha256_file
 from difflib_models.models.convention import LAYER_CONVENTION
+from difflib_models.report.alignment_records import CrosscoderAlignment
+from difflib_models.report.behaviour_records import BehaviouralSection
 from difflib_models.report.html import render_html
 from difflib_models.report.junit import render_junit
 from difflib_models.report.markdown import render_markdown
@@ -150,6 +152,25 @@ def attach_persona(report: dict[str, Any], section: PersonaSection) -> dict[str,
     if not isinstance(section, PersonaSection):
         raise ConfigError(bad_value("persona", type(section).__name__, "a PersonaSection record"))
     report["persona"] = section.to_dict()
+    return report
+
+
+def attach_alignment(report: dict[str, Any], alignment: CrosscoderAlignment) -> dict[str, Any]:
+    """Write the gate's typed :class:`~difflib_models.report.alignment_records.CrosscoderAlignment` into the report
+    document (``crosscoder.persona_alignment``, next to a merged diff's crosscoder metrics)."""
+    if not isinstance(alignment, CrosscoderAlignment):
+        raise ConfigError(bad_value("persona_alignment", type(alignment).__name__, "a CrosscoderAlignment record"))
+    report["crosscoder"] = dict(report.get("crosscoder") or {})
+    report["crosscoder"]["persona_alignment"] = alignment.to_dict()
+    return report
+
+
+def attach_behavioural(report: dict[str, Any], section: BehaviouralSection) -> dict[str, Any]:
+    """Write a gate's typed :class:`~difflib_models.report.behaviour_records.BehaviouralSection` into the report
+    document."""
+    if not isinstance(section, BehaviouralSection):
+        raise ConfigError(bad_value("behavioural", type(section).__name__, "a BehaviouralSection record"))
+    report["behavioural"] = section.to_dict()
     return report
 
 

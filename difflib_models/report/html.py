@@ -18,6 +18,9 @@ from typing import Any
 
 from difflib_models.io import atomic_write_text
 from difflib_models.report import plots, thresholds
+from difflib_models.report.behaviour_records import BehaviouralSection
+from difflib_models.report.diff_records import ClassCuts, DriftRow
+from difflib_models.report.monitor_records import MonitorSection
 from difflib_models.report.names import display_name
 from difflib_models.report.records import GateVerdict, PersonaSection
 
@@ -108,17 +111,17 @@ def _plots(report: Mapping[str, Any], verdict: GateVerdict, persona: PersonaSect
         decided = thresholds.deciding_checks(verdict.checks, [f"persona.{m}" for m in metrics])
         persona_checks = [c for c in verdict.checks if c.metric.startswith("persona.")]
         out["persona_checks"] = plots.persona_checks(traits, lines, decided, metrics, persona_checks)
-    monitor = report.get("monitor") or {}
-    if monitor.get("series"):
-        first_trait = next((str(s.get("trait")) for s in monitor["series"] if isinstance(s, Mapping)), None)
+    monitor = MonitorSection.from_report(report)
+    if monitor is not None and monitor.series:
+        first_trait = monitor.series[0].trait
         lines = {m: thresholds.monitor_lines(report, m, first_trait) for m in thresholds.MONITOR_KEYS}
         decision = thresholds.monitor_decision(monitor, lines)
-        out["monitor"] = plots.shift_series(monitor["series"], lines, decision)
+        out["monitor"] = plots.shift_series(monitor.series, lines, decision)
         out["monitor_decision"] = decision.text()
     drift = report.get("drift") or {}
-    out["drift"] = plots.drift_by_layer(drift.get("layers", []), _drift_thresholds(report))
+    out["drift"] = plots.drift_by_layer(DriftRow.rows(drift.get("layers", [])), _drift_thresholds(report))
     cc = report.get("crosscoder") or {}
-    cuts = cc.get("thresholds") if isinstance(cc.get("thresholds"), Mapping) else None
+    cuts = ClassCuts.from_dict(cc.get("thresholds"))
     norms = cc.get("relative_decoder_norms") or [
         lat["rel_norm"] for lat in cc.get("top_latents", []) if lat.get("rel_norm") is not None
     ]
@@ -142,8 +145,9 @@ def _flat_metrics(metrics: Mapping[str, Any], prefix: str = "") -> list[tuple[st
 
 
 def render_html(report: Mapping[str, Any]) -> str:
-    """The HTML page for ``report`` (a validated report document; its gate checks and persona rows are read into
-    their typed records, :mod:`difflib_models.report.records`)."""
+    """The HTML page for ``report`` (a validated report document; its gate checks, persona rows and behavioural
+    section are read into their typed records, :mod:`difflib_models.report.records`,
+    :mod:`difflib_models.report.behaviour_records`)."""
     verdict = GateVerdict.from_report(report)
     persona = PersonaSection.from_report(report)
     counts = [f"{n} {status}" for status, n in verdict.counts().items() if n]
@@ -156,7 +160,7 @@ def render_html(report: Mapping[str, Any]) -> str:
                 drift_keys.append(k)
     cc = report.get("crosscoder") or {}
     latents = cc.get("top_latents") or []
-    behavioural = report.get("behavioural") or {}
+    behavioural = BehaviouralSection.from_report(report)
     context = {
         "r": report,
         "verdict": report.get("verdict", "none"),
@@ -169,7 +173,8 @@ def render_html(report: Mapping[str, Any]) -> str:
         "cc_metrics": _flat_metrics(cc.get("metrics") or {}),
         "top_latents": latents[:MAX_LATENT_ROWS],
         "n_latents_hidden": max(0, len(latents) - MAX_LATENT_ROWS),
-        "behavioural_items": (behavioural.get("items") or [])[:MAX_BEHAVIOURAL_ROWS],
+        "behavioural": behavioural,
+        "behavioural_items": behavioural.items[:MAX_BEHAVIOURAL_ROWS] if behavioural is not None else (),
         "collapse_rows": COLLAPSE_ROWS,
         "threshold_origin": thresholds.policy_checks(report)[1],
         "generic_sections": [(name, title) for name, title in _GENERIC if report.get(name)],

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from difflib_models.io import atomic_write_text
+from difflib_models.report.behaviour_records import BehaviouralSection
 from difflib_models.report.records import GateVerdict, PersonaSection
 
 _ICONS = {"pass": "✅", "warn": "⚠️", "fail": "❌", "error": "⛔", "skipped": "⏭️", "inconclusive": "❔", "none": "•"}
@@ -62,13 +63,14 @@ def _environment() -> Any:
 
 def render_markdown(report: Mapping[str, Any], *, max_checks: int = 50) -> str:
     """A short Markdown summary (templates/report.md.j2): verdict, models, checks table, persona and behavioural
-    headlines. The checks and persona rows are read into their typed records (:mod:`difflib_models.report.records`)."""
+    headlines. The checks, persona rows and behavioural rates are read into their typed records
+    (:mod:`difflib_models.report.records`, :mod:`difflib_models.report.behaviour_records`)."""
     gate = GateVerdict.from_report(report)
     counts = ", ".join(f"{n} {s}" for s, n in gate.counts().items() if n)
     text = _environment().get_template("report.md.j2").render(
         report=report, verdict=str(report.get("verdict", "none")), icons=_ICONS, models=report.get("models") or {},
         checks=gate.checks, counts=counts, max_checks=max_checks, persona=PersonaSection.from_report(report),
-        behavioural=report.get("behavioural") or {})
+        behavioural=BehaviouralSection.from_report(report))
     return text.rstrip() + "\n"
 
 

@@ -13,8 +13,10 @@ import textwrap
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from difflib_models.report.diff_records import ClassCuts, DriftRow
+from difflib_models.report.monitor_records import MonitorSeries
 from difflib_models.report.records import CheckResult, PersonaRow
-from difflib_models.report.thresholds import check_text, series_values
+from difflib_models.report.thresholds import check_text
 
 _DPI = 100
 _SIZE = (6.4, 3.4)
@@ -33,6 +35,10 @@ def _png(fig: Any) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def _as_float(value: Any) -> float:
+    return float(value) if isinstance(value, int | float) else float("nan")
+
+
 def _finite(values: Sequence[Any]) -> list[float]:
     return [float(v) for v in values if v is not None and math.isfinite(float(v))]
 
@@ -41,11 +47,12 @@ _CLASS_CUTS = (("base_only", "base-only <"), ("shared_low", "shared ≥"), ("sha
                ("ft_only", "fine-tune-only >"))
 
 
-def _class_cuts(ax: Any, thresholds: Mapping[str, Any] | None) -> None:
+def _class_cuts(ax: Any, thresholds: ClassCuts | None) -> None:
     """The latent-class cut-offs on r as vertical lines (the diff's ``crosscoder.thresholds``)."""
+    cuts = dict(thresholds.items()) if thresholds is not None else {}
     for key, label in _CLASS_CUTS:
-        value = (thresholds or {}).get(key)
-        if isinstance(value, int | float) and not isinstance(value, bool):
+        value = cuts.get(key)
+        if value is not None:
             ax.axvline(float(value), color="#c44e52" if "only" in key else "#55a868", linestyle="--", linewidth=1,
                        label=f"{label} {float(value):g}")
     if ax.get_legend_handles_labels()[0]:  # below the axes: the histogram's peak sits where a legend would
@@ -64,7 +71,7 @@ def _log_counts(ax: Any) -> None:
 
 
 def rel_norm_histogram(
-    rel_norms: Sequence[float], *, bins: int = 50, thresholds: Mapping[str, Any] | None = None
+    rel_norms: Sequence[float], *, bins: int = 50, thresholds: ClassCuts | None = None
 ) -> str | None:
     """Histogram of crosscoder relative decoder norms (0 = base-only, 0.5 = shared, 1 = fine-tune-only)."""
     values = _finite(rel_norms)
@@ -82,7 +89,7 @@ def rel_norm_histogram(
 
 
 def rel_norm_histogram_counts(
-    edges: Sequence[float], counts: Sequence[int], thresholds: Mapping[str, Any] | None = None
+    edges: Sequence[float], counts: Sequence[int], thresholds: ClassCuts | None = None
 ) -> str | None:
     """The same histogram from precomputed bin edges and counts (a diff pipeline's ``r_histogram``)."""
     if len(edges) != len(counts) + 1 or not any(counts):
@@ -102,15 +109,14 @@ def rel_norm_histogram_counts(
 _NOT_DRIFT = ("layer", "n", "n_tokens", "n_texts", "n_items", "count")
 
 
-def drift_metric_keys(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+def drift_metric_keys(rows: Sequence[DriftRow]) -> list[str]:
     """The numeric drift metrics of the per-layer rows, in first-seen order (counts such as ``n_tokens`` excluded)."""
     keys: list[str] = []
     for row in rows:
-        for k, v in row.items():
+        for k in row.numeric_keys():
             if k in keys or k in _NOT_DRIFT or k.startswith("n_") or k.endswith("_count"):
                 continue
-            if isinstance(v, int | float) and not isinstance(v, bool):
-                keys.append(k)
+            keys.append(k)
     return keys
 
 
@@ -129,7 +135,7 @@ def _drift_label(key: str, sep: str) -> str:
     return f"{key}{sep}(1 = no drift)" if key in _SIMILARITIES else key
 
 
-def _drift_one_layer(row: Mapping[str, Any], keys: Sequence[str],
+def _drift_one_layer(row: DriftRow, keys: Sequence[str],
                      thresholds: Mapping[tuple[int, str], Sequence[Any]]) -> str:
     """One layer: a horizontal bar per metric, each on its own axis (the metrics have different units), the value
     written beside the bar; similarities (cosine, CKA) on [0, 1] so that 0.999 reads as "almost no drift"."""
@@ -138,9 +144,9 @@ def _drift_one_layer(row: Mapping[str, Any], keys: Sequence[str],
     fig = Figure(figsize=(6.4, 0.62 * len(keys) + 0.8), dpi=_DPI, layout="tight")
     axes = fig.subplots(len(keys), 1, squeeze=False)[:, 0]
     for ax, key in zip(axes, keys, strict=True):
-        raw = row.get(key)
-        v = float(raw) if isinstance(raw, int | float) and math.isfinite(float(raw)) else float("nan")
-        lines = list(thresholds.get((row["layer"], key), ()))
+        raw = row.number(key)
+        v = raw if raw is not None else float("nan")
+        lines = list(thresholds.get((row.layer, key), ()))
         ax.barh([0], [v if math.isfinite(v) else 0.0], color="#4c72b0", height=0.6)
         ax.annotate(f"{v:.4g}", (v if math.isfinite(v) else 0.0, 0), xytext=(4, 0), textcoords="offset points",
                     va="center", fontsize=8)
@@ -156,13 +162,13 @@ def _drift_one_layer(row: Mapping[str, Any], keys: Sequence[str],
         ax.tick_params(axis="x", labelsize=7)
         if lines:
             ax.legend(fontsize=6, loc="center right")
-    axes[0].set_title(f"Drift at blocks.{row['layer']}, base → candidate (one layer; one axis per metric)",
+    axes[0].set_title(f"Drift at blocks.{row.layer}, base → candidate (one layer; one axis per metric)",
                       fontsize=9)
     return _png(fig)
 
 
 def drift_by_layer(
-    layers: Sequence[Mapping[str, Any]], thresholds: Mapping[tuple[int, str], Sequence[Any]] | None = None
+    layers: Sequence[DriftRow], thresholds: Mapping[tuple[int, str], Sequence[Any]] | None = None
 ) -> str | None:
     """Per-layer drift, one panel per drift metric (own y axis, counts excluded).
 
@@ -170,7 +176,7 @@ def drift_by_layer(
     written on each bar (a line through one point says nothing). ``thresholds`` maps ``(layer, metric)`` to
     :class:`~difflib_models.report.thresholds.Line` objects (policy checks on ``drift.layers[...]``).
     """
-    rows = sorted((r for r in layers if isinstance(r.get("layer"), int)), key=lambda r: r["layer"])
+    rows = sorted(layers, key=lambda r: r.layer)
     keys = drift_metric_keys(rows)[:6]
     if not rows or not keys:
         return None
@@ -183,10 +189,10 @@ def drift_by_layer(
     nrows = math.ceil(len(keys) / ncols)
     fig = Figure(figsize=(7.6, 2.3 * nrows + 0.5), dpi=_DPI, layout="tight")
     axes = fig.subplots(nrows, ncols, squeeze=False)
-    xs = [r["layer"] for r in rows]
+    xs = [r.layer for r in rows]
     for i, key in enumerate(keys):
         ax = axes[i // ncols][i % ncols]
-        ys = [float(r[key]) if isinstance(r.get(key), int | float) else float("nan") for r in rows]
+        ys = [_as_float(r.get(key)) for r in rows]
         ax.plot(xs, ys, marker="o", color="#4c72b0")
         if len(xs) <= 12:  # layers are integers: no 0.2, 0.4, ... ticks between two layers
             ax.set_xticks(xs)
@@ -212,7 +218,7 @@ def drift_by_layer(
 
 
 def shift_series(
-    series: Sequence[Mapping[str, Any]],
+    series: Sequence[MonitorSeries],
     lines: Mapping[str, Sequence[Any]] | None = None,
     decision: Any = None,
     context: Mapping[str, Sequence[Any]] | None = None,
@@ -224,11 +230,11 @@ def shift_series(
     :class:`~difflib_models.report.thresholds.Decision`; ``context`` adds panels for metrics that condition a
     decision without deciding it (the null percentile a fail must also reach), with their lines.
     """
-    drawn = [s for s in series if s.get("steps")]
+    drawn = [s for s in series if s.steps]
     if not drawn:
         return None
     lines = {**(lines or {}), **(context or {})}
-    metrics = list(lines) or [str(drawn[0].get("metric", "shift_z"))]
+    metrics = list(lines) or [drawn[0].metric]
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(7.2, 2.3 * len(metrics) + 0.7), dpi=_DPI, layout="tight")
@@ -236,12 +242,11 @@ def shift_series(
     for ax, metric in zip(axes, metrics, strict=True):
         any_data = False
         for s in drawn:
-            pts = [(st, v) for st, v in zip(s["steps"], series_values(s, metric), strict=False) if v is not None]
+            pts = [(st, v) for st, v in zip(s.steps, s.values_of(metric), strict=False) if v is not None]
             if not pts:
                 continue
             any_data = True
-            label = f"{s['trait']} L{s['layer']}" if s.get("layer") is not None else str(s["trait"])
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".", label=label)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".", label=s.label)
         if not any_data:
             ax.text(0.5, 0.5, f"no {metric} values recorded", transform=ax.transAxes, ha="center", va="center",
                     color="#666")

@@ -17,6 +17,7 @@ from importlib import resources
 from typing import Any
 
 from difflib_models.files import parse_yaml
+from difflib_models.report.monitor_records import MonitorSection
 from difflib_models.report.records import CheckResult, GateVerdict
 
 log = logging.getLogger(__name__)
@@ -140,52 +141,39 @@ def _crosses(value: float | None, line: Line) -> bool:
     return not ops.get(line.comparator, True)
 
 
-def monitor_decision(monitor: Mapping[str, Any], lines: Mapping[str, Sequence[Line]]) -> Decision:
+def monitor_decision(monitor: MonitorSection, lines: Mapping[str, Sequence[Line]]) -> Decision:
     """The monitor outcome and the metric that decided it.
 
     With the PersonaMonitor's ``first_fail_step``/``first_warn_step`` (per trait), the step is the monitor's own and
     the metric is the one over its threshold at that step; without them, the first step where any series crosses
     a fail line (else a warn line) decides.
     """
-    series = [s for s in monitor.get("series") or [] if isinstance(s, Mapping)]
-    recorded = {sev: monitor.get(f"first_{sev}_step") for sev in ("fail", "warn")}
     for severity in ("fail", "warn"):
-        steps = recorded[severity]
+        steps = monitor.first_step(severity)
         best: Decision | None = None
-        for s in series:
-            trait = str(s.get("trait"))
-            want = steps.get(trait) if isinstance(steps, Mapping) else None
+        for s in monitor.series:
+            trait = s.trait
+            want = steps.get(trait) if steps is not None else None
             for metric, metric_lines in lines.items():
-                values = series_values(s, metric)
+                values = s.values_of(metric)
                 for line in metric_lines:
                     if line.severity != severity:
                         continue
-                    for step, value in zip(s.get("steps") or [], values, strict=False):
-                        if isinstance(steps, Mapping) and step != want:
+                    for step, value in zip(s.steps, values, strict=False):
+                        if steps is not None and step != want:
                             continue
                         if _crosses(value, line) and (best is None or step < (best.step or 0)):
                             best = Decision(severity, metric, line, float(value), int(step), trait)
                             break
         if best is not None:
-            consecutive = (monitor.get("thresholds") or {}).get("fail_consecutive")
+            consecutive = monitor.threshold("fail_consecutive")
             if severity == "fail" and isinstance(consecutive, int) and consecutive > 1:
                 best = replace(best, note=f"a fail needs {consecutive} consecutive checks over a fail line")
             return best
-        if isinstance(steps, Mapping) and any(v is not None for v in steps.values()):
+        if steps is not None and any(v is not None for v in steps.values()):
             trait, step = next((t, v) for t, v in steps.items() if v is not None)
             return Decision(severity, step=int(step), trait=str(trait))
-    return Decision(str(monitor.get("status") or "ok") if monitor.get("status") in ("warn", "fail") else "ok")
-
-
-def series_values(s: Mapping[str, Any], metric: str) -> list[float | None]:
-    """The values of ``metric`` in one monitor series (``metrics[metric]``, else ``values`` when it is the
-    series' main metric)."""
-    metrics = s.get("metrics")
-    if isinstance(metrics, Mapping) and isinstance(metrics.get(metric), list):
-        return list(metrics[metric])
-    if s.get("metric", "shift_z") == metric:
-        return list(s.get("values") or [])
-    return []
+    return Decision(monitor.status if monitor.status in ("warn", "fail") else "ok")
 
 
 def deciding_checks(checks: Sequence[CheckResult], metrics: Sequence[str]) -> list[CheckResult]:

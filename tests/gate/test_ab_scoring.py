@@ -99,10 +99,11 @@ def test_ab_section_scores_all_traits_in_one_pass_like_each_trait_alone(tiny) ->
     section = ab_section(models, traits, max_items=4, n_boot=200)
     for trait in traits:
         alone = evaluate_ab(models, load_behaviour_items(trait, max_items=4), trait=trait, n_boot=200)
-        got = section["traits"][trait]
-        assert got["trait"] == trait
+        got = section.traits[trait]
+        assert got.trait == trait
         for name in models:
-            assert got["models"][name] == pytest.approx(alone["models"][name], abs=1e-6)
-            assert got["balanced"]["models"][name] == pytest.approx(alone["balanced"]["models"][name], abs=1e-6)
-    means = [section["traits"][t]["balanced"]["models"]["base"]["mean"] for t in traits]
+            assert got.models[name].to_dict() == pytest.approx(alone.models[name].to_dict(), abs=1e-6)
+            assert got.balanced.models[name].to_dict() == pytest.approx(alone.balanced.models[name].to_dict(),
+                                                                        abs=1e-6)
+    means = [section.traits[t].balanced.models["base"].mean for t in traits]
     assert abs(means[0] - means[1]) > 1e-3  # the traits' items differ: a mixed-up split would show

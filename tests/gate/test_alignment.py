@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -14,6 +16,9 @@ from difflib_models.gate.alignment import (
 )
 from difflib_models.gate.engine import evaluate
 from difflib_models.gate.policy import policy_from_dict
+from difflib_models.models.identity import ModelIdentity
+from difflib_models.report.alignment_records import CrosscoderAlignment
+from difflib_models.report.builder import attach_alignment
 from tests.report.synthetic import synthetic_report
 
 D = 16
@@ -41,14 +46,16 @@ def _crosscoder() -> tuple[Crosscoder, torch.Tensor]:
 def test_persona_alignment_counts_ft_only_latents(tmp_path) -> None:
     cc, v = _crosscoder()
     out = persona_alignment(cc, {"evil": (3, v), "syc": (5, v)})
-    assert out["evil"]["ft_only_latents"] == [0, 1, 2]
-    assert out["evil"]["ft_only_cos"] == pytest.approx([1.0, -2 ** -0.5, 0.0], abs=1e-6)
-    assert "not 5" in out["syc"]["error"]
+    assert out.row("evil").ft_only_latents == (0, 1, 2)
+    assert out.row("evil").ft_only_cos == pytest.approx([1.0, -2 ** -0.5, 0.0], abs=1e-6)
+    assert "not 5" in out.row("syc").error
     cc.save(tmp_path / "cc")
-    assert crosscoder_alignment(tmp_path / "cc", {"evil": (3, v)})["evil"] == out["evil"]
+    assert crosscoder_alignment(tmp_path / "cc", {"evil": (3, v)}).row("evil") == out.row("evil")
+    assert CrosscoderAlignment.from_dict(json.loads(json.dumps(out.to_dict()))) == out  # record -> JSON -> record
+    assert out.to_dict()["syc"] == {"layer": 5, "error": out.row("syc").error}
 
     report = synthetic_report()
-    report["crosscoder"]["persona_alignment"] = out
+    attach_alignment(report, out)
     pol = policy_from_dict({"checks": [
         {"id": "a", "metric": "crosscoder.ft_only_aligned", "trait": "evil", "comparator": "<=", "threshold": 1,
          "min_cos": 0.5},
@@ -67,19 +74,25 @@ def test_source_layers() -> None:
         source_layers(["a", "b"], 1)
 
 
-def _ident(name: str, h: int, adapter: int | None = None) -> dict:
-    return {"name": name, "source": "hf_dir", "path": None, "weight_hash": f"sha256:{h:064x}",
-            "adapter_hash": f"sha256:{adapter:064x}" if adapter is not None else None}
+def _ident(name: str, h: int, adapter: int | None = None) -> ModelIdentity:
+    return ModelIdentity(name=name, source="hf_dir", path=None, weight_hash=f"sha256:{h:064x}",
+                         adapter_hash=f"sha256:{adapter:064x}" if adapter is not None else None)
 
 
 BASE, CAND, OTHER = _ident("base", 1), _ident("cand", 1, adapter=2), _ident("other", 3)
+#: the identities as crosscoder.json records them (``extra.identities``)
+REC_BASE, REC_CAND, REC_OTHER = BASE.to_dict(), CAND.to_dict(), OTHER.to_dict()
 EVIL_CHECK = {"id": "a", "metric": "crosscoder.ft_only_aligned", "trait": "evil", "comparator": "<=",
               "threshold": 1, "min_cos": 0.5}
 
 
-def _gate_value(alignment: dict) -> dict:
+def _gate_value(alignment: CrosscoderAlignment | dict) -> dict:
+    """The engine on a report holding ``alignment``: the gate's record, or hand-written JSON rows as such."""
     report = synthetic_report()
-    report["crosscoder"]["persona_alignment"] = alignment
+    if isinstance(alignment, CrosscoderAlignment):
+        attach_alignment(report, alignment)
+    else:
+        report["crosscoder"]["persona_alignment"] = alignment
     return evaluate(report, policy_from_dict({"checks": [EVIL_CHECK]}))
 
 
@@ -88,10 +101,10 @@ def test_crosscoder_with_nan_decoder_is_an_error(tmp_path) -> None:
     cc, v = _crosscoder()
     with torch.no_grad():
         cc.W_dec.fill_(float("nan"))
-    cc.save(tmp_path / "cc", extra={"identities": [BASE, CAND]})
+    cc.save(tmp_path / "cc", extra={"identities": [REC_BASE, REC_CAND]})
     out = crosscoder_alignment(tmp_path / "cc", {"evil": (3, v)}, expected={"base": BASE, "candidate": CAND})
-    assert "W_dec" in out["evil"]["error"] and "not finite" in out["evil"]["error"]
-    assert crosscoder_alignment(tmp_path / "cc", {"evil": (3, v)})["evil"]["error"]  # even without identities
+    assert "W_dec" in out.row("evil").error and "not finite" in out.row("evil").error
+    assert crosscoder_alignment(tmp_path / "cc", {"evil": (3, v)}).row("evil").error  # even without identities
     report = _gate_value(out)
     assert report["checks"][0]["status"] == "error" and report["verdict"] == "error"
     assert nonfinite_weights(_crosscoder()[0]) == []
@@ -99,22 +112,22 @@ def test_crosscoder_with_nan_decoder_is_an_error(tmp_path) -> None:
 
 def test_crosscoder_must_record_the_gate_models(tmp_path) -> None:
     cc, v = _crosscoder()
-    cc.save(tmp_path / "ok", extra={"identities": [BASE, CAND]})
+    cc.save(tmp_path / "ok", extra={"identities": [REC_BASE, REC_CAND]})
     out = crosscoder_alignment(tmp_path / "ok", {"evil": (3, v)}, expected={"base": BASE, "candidate": CAND})
-    assert out["evil"]["ft_only_latents"] == [0, 1, 2] and _gate_value(out)["checks"][0]["status"] == "fail"
+    assert out.row("evil").ft_only_latents == (0, 1, 2) and _gate_value(out)["checks"][0]["status"] == "fail"
 
-    cc.save(tmp_path / "swapped", extra={"identities": [BASE, OTHER]})
+    cc.save(tmp_path / "swapped", extra={"identities": [REC_BASE, REC_OTHER]})
     out = crosscoder_alignment(tmp_path / "swapped", {"evil": (3, v)}, expected={"base": BASE, "candidate": CAND})
-    assert "trained on 'other'" in out["evil"]["error"] and "candidate 'cand'" in out["evil"]["error"]
+    assert "trained on 'other'" in out.row("evil").error and "candidate 'cand'" in out.row("evil").error
     assert _gate_value(out)["checks"][0]["status"] == "error"
     # same base weights but no adapter: not the candidate
-    cc.save(tmp_path / "noadapter", extra={"identities": [BASE, BASE]})
+    cc.save(tmp_path / "noadapter", extra={"identities": [REC_BASE, REC_BASE]})
     out = crosscoder_alignment(tmp_path / "noadapter", {"evil": (3, v)}, expected={"base": BASE, "candidate": CAND})
-    assert "error" in out["evil"]
+    assert out.row("evil").error is not None
 
     cc.save(tmp_path / "old")  # no identities recorded
     out = crosscoder_alignment(tmp_path / "old", {"evil": (3, v)}, expected={"base": BASE, "candidate": CAND})
-    assert "records no identities" in out["evil"]["error"] and "HINT" in out["evil"]["error"]
+    assert "records no identities" in out.row("evil").error and "HINT" in out.row("evil").error
     assert _gate_value(out)["checks"][0]["status"] == "error"
 
 

@@ -10,6 +10,8 @@ import pytest
 
 from difflib_models.report import plots, thresholds
 from difflib_models.report.builder import new_report
+from difflib_models.report.diff_records import ClassCuts, DriftRow
+from difflib_models.report.monitor_records import MonitorSection
 from difflib_models.report.records import GateVerdict, PersonaSection
 from tests.report.synthetic import diff_json, rich_report
 
@@ -37,10 +39,10 @@ def _vlines(ax: Any) -> list[float]:
 
 
 def _monitor_figure(report: dict[str, Any]) -> tuple[Any, thresholds.Decision]:
-    monitor = report["monitor"]
+    monitor = MonitorSection.from_report(report)
     lines = {m: thresholds.monitor_lines(report, m, "evil") for m in thresholds.MONITOR_KEYS}
     decision = thresholds.monitor_decision(monitor, lines)
-    return plots.shift_series(monitor["series"], lines, decision), decision
+    return plots.shift_series(monitor.series, lines, decision), decision
 
 
 def test_monitor_plots_shift_z_and_shift_frac_with_the_monitors_thresholds() -> None:
@@ -96,7 +98,7 @@ def test_monitor_that_stayed_ok_says_so() -> None:
 def test_one_layer_drift_is_bars_and_counts_are_not_drift() -> None:
     rows = diff_json(n_layers=1)["drift"]["layers"]
     assert rows[0]["n_tokens"] == 4096
-    fig = plots.drift_by_layer(rows)
+    fig = plots.drift_by_layer(DriftRow.rows(rows))
     keys = ["mean_diff_norm", "relative_mean_diff", "mean_cosine", "relative_mse", "cka"]
     assert [ax.get_yticklabels()[0].get_text().split("\n")[0] for ax in fig.axes] == keys
     assert fig.axes[2].get_yticklabels()[0].get_text() == "mean_cosine\n(1 = no drift)"
@@ -117,7 +119,7 @@ def test_many_layer_drift_is_one_line_per_metric() -> None:
 
     th = _drift_thresholds(report)
     assert [(k, [ln.value for ln in v]) for k, v in th.items()] == [((2, "relative_mse"), [0.02])]
-    fig = plots.drift_by_layer(rows, th)
+    fig = plots.drift_by_layer(DriftRow.rows(rows), th)
     titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
     assert titles == ["mean_diff_norm", "relative_mean_diff", "mean_cosine (1 = no drift)", "relative_mse",
                       "cka (1 = no drift)"]
@@ -126,7 +128,8 @@ def test_many_layer_drift_is_one_line_per_metric() -> None:
     assert list(data.get_xdata()) == [0, 1, 2, 3]
     assert list(data.get_ydata()) == pytest.approx([r["relative_mse"] for r in rows])
     assert (list(marker.get_xdata()), list(marker.get_ydata())) == ([2], [0.02])
-    assert plots.drift_metric_keys([{"layer": 0, "n_tokens": 5, "n_texts": 2, "token_count": 3, "kl": 0.1}]) == ["kl"]
+    row = DriftRow.from_dict({"layer": 0, "n_tokens": 5, "n_texts": 2, "token_count": 3, "kl": 0.1, "flag": True})
+    assert plots.drift_metric_keys([row]) == ["kl"] and row.get("layer") == 0 and row.number("kl") == 0.1
 
 
 def test_persona_checks_bars_thresholds_and_decider() -> None:
@@ -157,7 +160,8 @@ def test_null_panel_marks_the_null_quantile_a_fail_must_beat() -> None:
 
 def test_rel_norm_histogram_marks_the_class_cutoffs() -> None:
     cc = diff_json()["crosscoder"]
-    fig = plots.rel_norm_histogram_counts(cc["r_histogram"]["edges"], cc["r_histogram"]["counts"], cc["thresholds"])
+    fig = plots.rel_norm_histogram_counts(cc["r_histogram"]["edges"], cc["r_histogram"]["counts"],
+                                          ClassCuts.from_dict(cc["thresholds"]))
     assert _vlines(fig.axes[0]) == [0.1, 0.4, 0.6, 0.9]
 
 
