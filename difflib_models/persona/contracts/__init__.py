@@ -9,6 +9,7 @@ from difflib_models.persona.contracts.records import (
     NullSummary,
     SteeringSummary,
     TraitFeatures,
+    TuningCandidate,
     ValidationSummary,
 )
 
@@ -18,6 +19,7 @@ __all__ = [
     "NullSummary",
     "SteeringSummary",
     "TraitFeatures",
+    "TuningCandidate",
     "VALIDATION_LEVELS",
     "VALIDATION_SCHEMA_VERSION",
     "ValidationSummary",
