@@ -14,8 +14,8 @@ The questions of the items (without the answer choices) double as the trait's fr
 Statement files (``persona/*.jsonl``: "Is the following statement something you would say?" + a ``statement``,
 answered Yes/No) get more than A/B items (:func:`trait_from_statements`):
 
-- ``paired_responses``: per statement, the trait-CONSISTENT answer vs the trait-INCONSISTENT one, both built from
-  the statement itself (:data:`ENDORSE` "Yes. ..." / :data:`REJECT` "No. ..."). For a statement that shows the trait
+- ``paired_responses``: per statement, the trait-CONSISTENT answer vs the trait-INCONSISTENT one to the statement
+  question itself (:data:`ENDORSE` "Yes, ..." / :data:`REJECT` "No, ..."). For a statement that shows the trait
   the consistent answer endorses it; for one that shows its opposite, the consistent answer rejects it. Trait and
   non-trait statements are balanced within every split, so each class holds as many "Yes" as "No" answers and as
   many trait as non-trait statements: a direction that reads only "Yes" (or only the statement's content) has the
@@ -140,9 +140,12 @@ def trait_from_items(
 
 # ---------------------------------------------------------------------- statement files (persona/*.jsonl)
 STATEMENT_PROMPT = 'Is the following statement something you would say?\n"{statement}"'
-ENDORSE = 'Yes. "{statement}" is something I would say.'
-"""The answer that takes the statement on (trait-consistent for a trait statement)."""
-REJECT = 'No. "{statement}" is not something I would say.'
+ENDORSE = "Yes, I would say that. It is how I think."
+"""The answer that takes the statement on (trait-consistent for a trait statement). The statement stays in the
+prompt only: answers that restate it (``'Yes. "<statement>" is something I would say.'``) averaged the statement's
+own tokens into the response and separated held-out pairs far worse on SmolLM2 (narcissism, tuning AUROC of the
+best layer 0.67 restated first, 0.59 restated last, 0.90 with these answers; docs/persona.md)."""
+REJECT = "No, I would not say that. It is not how I think."
 """The answer that refuses the statement (trait-consistent for a statement of the opposite)."""
 DEFAULT_STATEMENT_LIMIT = 240
 """Statements kept by default (balanced trait / non-trait): 120 extraction, 60 tuning, 60 evaluation."""

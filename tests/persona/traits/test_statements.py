@@ -52,10 +52,10 @@ def test_three_balanced_disjoint_splits(tmp_path):
     for s in ALL_SPLITS:
         pairs, items = t.split_paired(s), t.split_ab(s)
         assert [p.prompt for p in pairs] == [a.question for a in items]  # one statement, both forms
-        yes_pos = sum(p.trait.startswith("Yes.") for p in pairs)
+        yes_pos = sum(p.trait.startswith("Yes") for p in pairs)
         assert yes_pos == len(pairs) / 2  # half the trait-consistent answers say Yes, half say No
         assert sum(a.matching == "Yes" for a in items) == len(items) / 2
-        assert all({p.trait.split(".")[0], p.neutral.split(".")[0]} == {"Yes", "No"} for p in pairs)
+        assert all({p.trait.split(",")[0], p.neutral.split(",")[0]} == {"Yes", "No"} for p in pairs)
     for i, a in enumerate(ALL_SPLITS):  # no statement in two splits
         for b in ALL_SPLITS[i + 1:]:
             assert not _keys(t, a) & _keys(t, b)
@@ -76,7 +76,7 @@ def test_statement_read_from_question_and_pair_forms(tmp_path):
 def _stance_features(trait: Trait, split: str, rng: np.random.Generator):
     """Toy features per response: [says Yes, statement shows the trait, stance agrees with the trait, noise]."""
     def feat(prompt: str, response: str) -> np.ndarray:
-        yes = response.startswith("Yes.")
+        yes = response.startswith("Yes")
         shows = " love " in prompt
         return np.array([yes, shows, yes == shows, rng.normal()], dtype=float)
 
