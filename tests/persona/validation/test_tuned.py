@@ -94,3 +94,19 @@ def test_traits_without_a_tuning_split_are_refused():
         tuned.available_modes(Trait.from_dict(data))
     with pytest.raises(ConfigError):
         tuned.available_modes(Trait.from_dict(data), ["bogus"])
+
+
+@pytest.mark.smollm2
+@pytest.mark.shared
+def test_smollm2_narcissism_held_out_above_both_nulls(smollm2, shared_data):
+    """A real persona file the project never wrote: mode and layer chosen on tuning statements, the held-out
+    statements separate above both nulls' 95th percentile (docs/persona.md, imported traits)."""
+    trait = import_anthropic_jsonl(shared_data / "anthropic-evals" / "persona" / "narcissism.jsonl", limit=48)
+    vs, result, sel = tuned.tuned_extract_and_validate(smollm2, trait, modes=["ab"], n_null=100, batch_size=16,
+                                                       show_progress=False)
+    s = result.summary
+    assert s.n_eval_pos == s.n_eval_neg == 12 and s.selection_split == "tuning"
+    # measured: tuning AUROC 0.931 at blocks.24, held-out 0.917; null q95 0.61 (permutation), 0.56 (random)
+    assert s.selected.auroc >= 0.8, s.selection_reason
+    assert all(n.passes and s.selected.auroc > n.q95 for n in s.nulls), [(n.name, n.q95) for n in s.nulls]
+    assert s.verdict == "real"
