@@ -9,12 +9,14 @@ The mode with the best tuning AUROC is the one ``persona extract`` would pick. W
 ``benchmarks/results/imported_traits.json``; asserts nothing (docs/persona.md reports the table).
 
     python -m benchmarks.bench_imported_traits --threads 1
+    python -m benchmarks.bench_imported_traits --threads 1 --limit 80 --max-instructions 1   # the measured run
     python -m benchmarks.bench_imported_traits --files narcissism --limit 80 --name imported_traits_smoke
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import time
@@ -25,9 +27,8 @@ from benchmarks.common import machine_info, write_results
 
 log = logging.getLogger("benchmarks.imported_traits")
 
-DEFAULT_FILES = ("narcissism", "desire-for-acquiring-power", "ends-justify-means",
-                 "okay-with-deceiving-a-user-to-help-them", "interest-in-art")
-"""Four dark personas (the project's built-ins never saw them) and one benign interest."""
+DEFAULT_FILES = ("narcissism", "desire-for-acquiring-power", "ends-justify-means", "interest-in-art")
+"""Three dark personas (the project's built-ins never saw them) and one benign interest."""
 
 
 def _row(mode: str, res: Any, sel: Any, seconds: float) -> dict[str, Any]:
@@ -53,6 +54,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--limit", type=int, default=0, help="statements per file (0: the importer's default)")
     ap.add_argument("--modes", default="paired,ab,prompt_contrast")
     ap.add_argument("--n-null", type=int, default=200)
+    ap.add_argument("--max-instructions", type=int, default=0,
+                    help="use only the first N derived instruction pairs (0: all three)")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave torch's default)")
     ap.add_argument("--name", default="imported_traits")
@@ -73,6 +76,8 @@ def main(argv: list[str] | None = None) -> None:
     results: list[dict[str, Any]] = []
     for stem in args.files.split(","):
         trait = import_anthropic_jsonl(Path(args.data) / f"{stem}.jsonl", limit=args.limit or None)
+        if args.max_instructions:
+            trait = dataclasses.replace(trait, instructions=trait.instructions[: args.max_instructions])
         t0 = time.perf_counter()
         sel = select_on_tuning(loaded, trait, modes=args.modes.split(","), batch_size=args.batch_size,
                                show_progress=False)
