@@ -37,6 +37,7 @@ from difflib_models.persona.extraction.extractor import PersonaExtractor
 from difflib_models.persona.extraction.vectors import PersonaVectorSet
 from difflib_models.persona.traits import Trait, load_trait
 from difflib_models.persona.validation.validate import ValidationResult, validate_vectors
+from difflib_models.progress import progress
 from difflib_models.stats import auroc
 
 log = logging.getLogger(__name__)
@@ -113,7 +114,9 @@ def select_on_tuning(loaded: Any, trait: Trait | str, *, modes: Sequence[str] | 
     tuning: dict[str, tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]] = {}
     seconds: dict[str, float] = {}
     candidates: list[TuningCandidate] = []
-    for mode in chosen_modes:
+    modes_iter = progress(chosen_modes, desc=f"fit + tune {trait.id}", total=len(chosen_modes), unit="mode") \
+        if show_progress else chosen_modes
+    for mode in modes_iter:
         t0 = time.perf_counter()
         ex = PersonaExtractor(mode=mode, layers=layers, batch_size=batch_size, show_progress=show_progress)
         ex.fit(loaded, trait)
