@@ -41,12 +41,14 @@ QUICK_ARGS: dict[str, list[str]] = {
     "demo": ["--rows", "8", "--steps", "2"],
     "monitor_seeds": ["--seeds", "1", "--name", "monitor_seeds_quick"],
     "scaling": ["--model", "tinystories-656k", "--sizes", "16,32,64,128"],
+    "imported_traits": ["--files", "narcissism", "--limit", "80", "--name", "imported_traits_quick"],
 }
 """Smaller arguments per script for ``--quick`` (scripts not listed run with their defaults)."""
 
 OPT_IN: dict[str, str] = {
     "validity": "hours on 2 cores (18 LoRA fine-tunes of SmolLM2 and their gate runs)",
     "monitor_seeds": "two SmolLM2 fine-tunes per seed",
+    "imported_traits": "~30 min on 2 cores (four persona files x three modes on SmolLM2)",
 }
 """Scripts that run only when named in ``--only`` (why they are long)."""
 

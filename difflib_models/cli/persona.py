@@ -49,7 +49,8 @@ def _echo_json(obj: Any) -> None:
     emit_json(obj)
 
 
-_MODE_HELP = ("auto (default): paired if the trait has paired responses, else prompt_contrast. paired: trait vs "
+_MODE_HELP = ("auto (default): an imported statement file (tuning split): every mode, mode and layer chosen on the "
+              "tuning split; else paired if the trait has paired responses, else prompt_contrast. paired: trait vs "
               "neutral responses, the only mode whose vectors got verdict 'real' for all three built-in traits on "
               "SmolLM2 (docs/persona.md); prompt_contrast: instruction contrast, real for evil only; ab: answer-letter "
               "contrast, does not beat the nulls there (held-out AUROC 0.605 for evil).")
@@ -100,6 +101,9 @@ def extract_command(
     validation = "none" if no_validate else validation
     validate = validation != "none"
     tr = load_trait(trait)  # bad trait -> ConfigError before the model loads
+    # an imported statement trait (tuning split) under --mode auto: every mode fitted, mode and layer chosen on the
+    # tuning split, the held-out AUROC measured on evaluation (persona/validation/tuned.py)
+    tuned = enum_value(mode) == "auto" and tr.has_tuning and validate and enum_value(aggregator) == "mean_diff"
     mode, aggregator = resolve_persona_mode(enum_value(mode), tr), enum_value(aggregator)
     extractor = PersonaExtractor(mode=mode, aggregator=aggregator, layers=layers, batch_size=batch_size)
     base = _vector_base(out)
@@ -112,11 +116,19 @@ def extract_command(
                                     f"{vpath} exists without a vector file beside it; choose another --out"))
     loaded = _load(model, device)
     t0 = time.perf_counter()
-    extractor.fit(loaded, tr)
-    seconds = time.perf_counter() - t0
-    vs = extractor.to_vector_set()
-    report = (_validate(loaded, vs, extractor.trait_features(loaded, tr), tr, n_null=n_null, level=validation)
-              if validate else None)
+    if tuned:
+        from difflib_models.persona.validation.tuned import tuned_extract_and_validate
+
+        vs, report, sel = tuned_extract_and_validate(loaded, tr, layers=layers, level=validation, n_null=n_null,
+                                                     batch_size=batch_size)
+        mode, extractor = sel.mode, sel.extractors[sel.mode]
+        seconds = time.perf_counter() - t0
+    else:
+        extractor.fit(loaded, tr)
+        seconds = time.perf_counter() - t0
+        vs = extractor.to_vector_set()
+        report = (_validate(loaded, vs, extractor.trait_features(loaded, tr), tr, n_null=n_null, level=validation)
+                  if validate else None)
     if report is not None:
         vs = vs.with_validation(report.summary)
     if validate and tr.has_paired:
@@ -135,14 +147,26 @@ def extract_command(
     if report is not None:
         atomic_write_json(vpath, report.to_dict())
         result.update(validation=str(vpath), verdict=report.verdict, warnings=report.warnings,
-                      auroc_by_layer={str(k): v for k, v in report.summary.auroc_by_layer.items()})
+                      auroc_by_layer={str(k): v for k, v in report.summary.auroc_by_layer.items()},
+                      selection_split=report.summary.selection_split,
+                      nulls={n.name: {"q95": n.q95, "passes": n.passes} for n in report.summary.nulls})
+        if report.summary.tuning:
+            best: dict[str, Any] = {}
+            for c in report.summary.tuning:
+                if c.mode not in best or c.auroc > best[c.mode]["auroc"]:
+                    best[c.mode] = {"layer": c.layer, "auroc": c.auroc}
+            result["tuning_best_per_mode"] = best
     _echo_json(result)
 
 
 def _validate(loaded: Any, vs: Any, features: Any, trait: Any, *, n_null: int, level: str = "full") -> Any:
     from difflib_models.persona.validation import validate_vectors
+    from difflib_models.persona.validation.tuned import DEFAULT_MAX_STEER_ITEMS
 
-    return validate_vectors(vs, features, level=level, loaded=loaded, trait=trait, n_null=n_null)
+    # imported traits: the steering check reads a capped number of held-out A/B items (docs/persona.md)
+    cap = DEFAULT_MAX_STEER_ITEMS if getattr(trait, "has_tuning", False) else None
+    return validate_vectors(vs, features, level=level, loaded=loaded, trait=trait, n_null=n_null,
+                            max_steer_items=cap)
 
 
 # ------------------------------------------------------------------------------------------------ validate

@@ -283,3 +283,36 @@ def test_validate_reads_features_and_leaves_the_vector_file_byte_identical(
     code, _, err = run_cli(["persona", "validate", "--vectors", str(tensors), "--trait", str(trait), "--model",
                          str(files["model"]), "--out", str(out), "--validation", "none"], capsys)
     assert code == 2 and "--validation" in err
+
+
+def _statement_file(path: Path, n: int = 12) -> Path:
+    rows = []
+    for i in range(n):
+        for shows in (True, False):
+            text = f"I {'want to be the boss of' if shows else 'never want to boss'} the kids {i}"
+            rows.append({"question": f'Is the following statement something you would say?\n"{text}"',
+                         "statement": text, "answer_matching_behavior": " Yes" if shows else " No",
+                         "answer_not_matching_behavior": " No" if shows else " Yes"})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_extract_an_imported_statement_file_chooses_mode_and_layer_on_tuning(
+        files: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    trait = _statement_file(files["tmp"] / "bossy.jsonl")
+    base = files["tmp"] / "bossy_vec"
+    # the default validation (full: steering at the chosen layer on a capped number of held-out items)
+    code, stdout, err = run_cli(["persona", "extract", "--trait", str(trait), "--model", str(files["model"]),
+                                 "--out", str(base), "--n-null", "10", "--layers", "1,3"], capsys)
+    assert code == 0, err
+    res = json.loads(stdout)
+    assert res["selection_split"] == "tuning" and res["validation_level"] == "full"
+    assert set(res["tuning_best_per_mode"]) == {"paired", "ab", "prompt_contrast"}
+    best = max(res["tuning_best_per_mode"].items(), key=lambda kv: kv[1]["auroc"])
+    assert res["mode"] == best[0] and res["selected_layer"] == best[1]["layer"]
+    assert list(res["auroc_by_layer"]) == [str(res["selected_layer"])]  # measured at the chosen layer only
+    assert set(res["nulls"]) == {"label_permutation", "random_direction"}
+    meta = json.loads(base.with_name(base.name + ".json").read_text(encoding="utf-8"))
+    assert meta["validation"]["selection_split"] == "tuning" and len(meta["validation"]["tuning"]) == 3 * 2
+    assert [s["layer"] for s in meta["validation"]["steering"]] == [res["selected_layer"]]
+    assert all(n["max_over_layers"] is False for n in meta["validation"]["nulls"])

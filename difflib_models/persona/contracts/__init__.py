@@ -15,6 +15,7 @@ from difflib_models.persona.contracts.records import (
     NullSummary,
     SteeringSummary,
     TraitFeatures,
+    TuningCandidate,
     ValidationSummary,
     check_schema_version,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "RandomDirectionControl",
     "SteeringSummary",
     "TraitFeatures",
+    "TuningCandidate",
     "VALIDATION_LEVELS",
     "VALIDATION_SCHEMA_VERSION",
     "ValidationSummary",

@@ -33,7 +33,7 @@ NULL_QUANTILES: tuple[float, ...] = (0.5, 0.95, 0.99)
 """Quantiles of each null's AUROC draws kept in the summary."""
 
 __all__ = ["NULL_QUANTILES", "VALIDATION_LEVELS", "VALIDATION_SCHEMA_VERSION", "LayerValidation", "NullSummary",
-           "SteeringSummary", "TraitFeatures", "ValidationSummary", "check_schema_version"]
+           "SteeringSummary", "TraitFeatures", "TuningCandidate", "ValidationSummary", "check_schema_version"]
 
 
 # ---------------------------------------------------------------------- features
@@ -145,6 +145,15 @@ class SteeringSummary:
 
 
 @dataclass(frozen=True)
+class TuningCandidate:
+    """One (mode, layer) scored on a trait's TUNING split (imported traits: mode and layer are chosen there)."""
+
+    mode: str
+    layer: int
+    auroc: float
+
+
+@dataclass(frozen=True)
 class ValidationSummary:
     """What a vector file records about its validation (see the module docstring)."""
 
@@ -165,6 +174,10 @@ class ValidationSummary:
     split: str = "evaluation"
     separation_rule: str = ""
     schema_version: int = VALIDATION_SCHEMA_VERSION
+    selection_split: str = "evaluation"
+    """Where the layer (and mode) was chosen: ``"evaluation"`` (max over layers; the nulls take it too) or
+    ``"tuning"`` (imported traits; ``tuning`` lists the candidates, the nulls are at the one chosen layer)."""
+    tuning: tuple[TuningCandidate, ...] = ()
 
     def __post_init__(self) -> None:
         if self.level not in VALIDATION_LEVELS:
@@ -226,6 +239,8 @@ class ValidationSummary:
                           "coherent": list(s.coherent), "beats_control": s.beats_control,
                           "control_max_abs_effect": _num(s.control_max_abs_effect)} for s in self.steering],
             "warnings": list(self.warnings), "separation_rule": self.separation_rule,
+            "selection_split": self.selection_split,
+            "tuning": [{"mode": c.mode, "layer": c.layer, "auroc": _num(c.auroc)} for c in self.tuning],
         }
 
     @classmethod
@@ -272,6 +287,9 @@ class ValidationSummary:
                 ) for s in data.get("steering") or ()),
                 warnings=tuple(str(w) for w in data.get("warnings") or ()),
                 separation_rule=str(data.get("separation_rule", "")),
+                selection_split=str(data.get("selection_split", "evaluation")),
+                tuning=tuple(TuningCandidate(mode=str(c["mode"]), layer=_int(c["layer"]), auroc=_float(c["auroc"]))
+                             for c in data.get("tuning") or ()),
             )
         except ConfigError as exc:
             raise ConfigError(f"{source}: invalid validation record: {exc}") from None

@@ -17,6 +17,7 @@ Schema (``schema_version: 1``)::
       evaluation: [...]           # (a flat list is split deterministically instead)
     paired_responses:             # optional; teacher-forced under a neutral prompt
       extraction: [{prompt, trait, neutral}, ...]
+      tuning: [...]               # optional third split (ab_items too): mode/layer chosen here, not on evaluation
       evaluation: [...]           # (a flat list is split deterministically instead)
     judge: {rubric: "..."}        # optional; used only by generate_judge extraction
 
@@ -44,6 +45,10 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 SPLITS = ("extraction", "evaluation")
+"""The two required splits of every trait."""
+TUNING = "tuning"
+ALL_SPLITS = ("extraction", TUNING, "evaluation")
+"""``tuning`` is optional (imported traits have it): mode and layer are chosen there, never on ``evaluation``."""
 MIN_QUESTIONS = 2
 MIN_ITEMS_PER_SPLIT = 2
 _ID = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
@@ -101,6 +106,11 @@ class Trait:
 
     def split_paired(self, split: str) -> list[PairedResponse]:
         return list(self.paired_responses.get(_check_split(split), ()))
+
+    @property
+    def has_tuning(self) -> bool:
+        """True when the A/B items or paired responses carry a ``tuning`` split (imported traits)."""
+        return bool(self.ab_items.get(TUNING) or self.paired_responses.get(TUNING))
 
     @property
     def has_ab(self) -> bool:
@@ -165,8 +175,8 @@ class Trait:
 
 
 def _check_split(split: str) -> str:
-    if split not in SPLITS:
-        raise ConfigError(bad_value("split", split, SPLITS))
+    if split not in ALL_SPLITS:
+        raise ConfigError(bad_value("split", split, ALL_SPLITS))
     return split
 
 
@@ -234,20 +244,22 @@ def _split_items(data: Any, name: str, tid: str, parse: Any) -> dict[str, tuple[
     if isinstance(data, list):
         items = [parse(x, f"{name}[{n}]") for n, x in enumerate(data)]
         parts = deterministic_split(items)
-    elif isinstance(data, dict) and all(s in data for s in SPLITS):
-        parts = {s: [parse(x, f"{name}.{s}[{n}]") for n, x in enumerate(data[s] or [])] for s in SPLITS}
+    elif isinstance(data, dict) and all(s in data for s in SPLITS) and set(data) <= set(ALL_SPLITS):
+        parts = {s: [parse(x, f"{name}.{s}[{n}]") for n, x in enumerate(data[s] or [])] for s in ALL_SPLITS
+                 if s in data}
     else:
-        raise ConfigError(bad_value(name, data, "a list (split automatically) or {extraction: [...], evaluation: [...]}",
-                                    f"Trait {tid!r}."))
-    for s in SPLITS:
+        raise ConfigError(bad_value(name, data, "a list (split automatically) or {extraction: [...], evaluation: [...]}"
+                                    " (optionally tuning: [...])", f"Trait {tid!r}."))
+    for s in parts:
         if len(parts[s]) < MIN_ITEMS_PER_SPLIT:
             raise ConfigError(bad_value(f"{name}.{s}", f"{len(parts[s])} item(s)", f">= {MIN_ITEMS_PER_SPLIT} per split",
                                         f"Trait {tid!r}: too few items for a split; add items or drop `{name}`."))
     key = (lambda x: _norm(x.question)) if name == "ab_items" else (lambda x: _norm(x.prompt) + "\x00" + _norm(x.trait))
-    if {key(x) for x in parts["extraction"]} & {key(x) for x in parts["evaluation"]}:
-        raise ConfigError(bad_value(name, "items present in both splits", "disjoint extraction and evaluation items",
-                                    f"Trait {tid!r}."))
-    return {s: tuple(parts[s]) for s in SPLITS}
+    keys = {s: {key(x) for x in parts[s]} for s in parts}
+    if any(keys[a] & keys[b] for i, a in enumerate(parts) for b in list(parts)[i + 1:]):
+        raise ConfigError(bad_value(name, "items present in both splits of a pair", "disjoint extraction, tuning and "
+                                    "evaluation items", f"Trait {tid!r}."))
+    return {s: tuple(parts[s]) for s in parts}
 
 
 def deterministic_split(items: list[Any], eval_fraction: float = 0.5) -> dict[str, list[Any]]:
@@ -257,6 +269,28 @@ def deterministic_split(items: list[Any], eval_fraction: float = 0.5) -> dict[st
     keyed = sorted(items, key=lambda x: hashlib.sha256(repr(x).encode("utf-8")).hexdigest())
     n_eval = round(len(keyed) * eval_fraction)
     return {"extraction": keyed[n_eval:], "evaluation": keyed[:n_eval]}
+
+
+def stratified_split(items: list[Any], label: Any, fractions: tuple[float, float, float]) -> dict[str, list[Any]]:
+    """Split into extraction / tuning / evaluation by ``fractions`` (summing to 1), separately within each
+    ``label(item)`` group, so every split holds the groups in the same proportion (+-1); order by the stable hash
+    of :func:`deterministic_split`. Items are never in two splits."""
+    if len(fractions) != 3 or any(not 0.0 <= f < 1.0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-9 \
+            or fractions[0] <= 0 or fractions[2] <= 0:
+        raise ConfigError(bad_value("fractions", fractions, "(extraction, tuning, evaluation) summing to 1, "
+                                    "extraction and evaluation > 0"))
+    groups: dict[Any, list[Any]] = {}
+    for it in items:
+        groups.setdefault(label(it), []).append(it)
+    out: dict[str, list[Any]] = {s: [] for s in ALL_SPLITS}
+    for _, group in sorted(groups.items(), key=lambda kv: repr(kv[0])):
+        keyed = sorted(group, key=lambda x: hashlib.sha256(repr(x).encode("utf-8")).hexdigest())
+        n_eval = round(len(keyed) * fractions[2])
+        n_tune = round(len(keyed) * fractions[1])
+        out["evaluation"] += keyed[:n_eval]
+        out[TUNING] += keyed[n_eval:n_eval + n_tune]
+        out["extraction"] += keyed[n_eval + n_tune:]
+    return out
 
 
 def _letter(answer: str) -> str:

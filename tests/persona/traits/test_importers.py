@@ -19,9 +19,9 @@ from difflib_models.persona.traits.importers import (
 def test_anthropic_yes_no(shared_data):
     path = shared_data / "anthropic-evals" / "persona" / "narcissism.jsonl"
     t = import_anthropic_jsonl(path, limit=60)
-    ext, ev = t.split_ab("extraction"), t.split_ab("evaluation")
-    assert len(ext) + len(ev) == 60 and len(ev) == 30
-    allm = [a.matching for a in ext + ev]
+    ext, tune, ev = t.split_ab("extraction"), t.split_ab("tuning"), t.split_ab("evaluation")
+    assert len(ext) + len(tune) + len(ev) == 60 and len(ev) == len(tune) == 16  # statement file: three splits
+    allm = [a.matching for a in ext + tune + ev]
     assert allm.count("Yes") == 30 and allm.count("No") == 30  # balanced limit
     assert all({a.matching, a.not_matching} == {"Yes", "No"} for a in ext)
     assert not {a.question for a in ext} & {a.question for a in ev}

@@ -1,0 +1,112 @@
+"""Mode and layer chosen on the tuning split of an imported statement trait (tiny model), held-out AUROC on the
+evaluation split at that layer against both nulls."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from difflib_models.errors import ConfigError
+from difflib_models.persona.contracts import ValidationSummary
+from difflib_models.persona.extraction.extractor import PersonaExtractor
+from difflib_models.persona.traits import Trait
+from difflib_models.persona.traits.importers import import_anthropic_jsonl
+from difflib_models.persona.validation import tuned
+from difflib_models.stats import auroc
+from tests.helpers.tiny_models import make_tiny
+
+CHATML = (
+    "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+@pytest.fixture(scope="module")
+def loaded(tinystories_656k):
+    from transformers import AutoTokenizer
+
+    from difflib_models.models.loading import from_pretrained_objects
+
+    tok = AutoTokenizer.from_pretrained(tinystories_656k)
+    tok.chat_template = CHATML
+    model = make_tiny("llama", vocab_size=len(tok), max_position_embeddings=256)
+    return from_pretrained_objects(model, tok, name="tiny")
+
+
+@pytest.fixture(scope="module")
+def trait(tmp_path_factory):
+    path = tmp_path_factory.mktemp("statements") / "desire-for-power.jsonl"
+    rows = []
+    for i in range(16):
+        for shows in (True, False):
+            text = f"I {'want to rule' if shows else 'never want to rule'} the town {i}"
+            rows.append({"question": f'Is the following statement something you would say?\n"{text}"',
+                         "statement": text, "answer_matching_behavior": " Yes" if shows else " No",
+                         "answer_not_matching_behavior": " No" if shows else " Yes"})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return import_anthropic_jsonl(path, limit=32)
+
+
+def test_selection_reads_no_evaluation_item(loaded, trait, monkeypatch):
+    seen = []
+    orig = PersonaExtractor.features
+
+    def spy(self, loaded_, trait_, split):
+        seen.append((self.mode, split))
+        return orig(self, loaded_, trait_, split)
+
+    monkeypatch.setattr(PersonaExtractor, "features", spy)
+    sel = tuned.select_on_tuning(loaded, trait, show_progress=False)
+    assert ("paired", "tuning") in seen and ("ab", "tuning") in seen
+    assert all(split != "evaluation" for _, split in seen)
+    modes = {c.mode for c in sel.candidates}
+    assert modes == {"paired", "ab", "prompt_contrast"}
+    assert len(sel.candidates) == 3 * loaded.n_layers
+    best = max(sel.candidates, key=lambda c: c.auroc)
+    assert sel.tuning_auroc == best.auroc and (sel.mode, sel.layer) in {(c.mode, c.layer) for c in sel.candidates
+                                                                          if c.auroc == best.auroc}
+
+
+def test_tuned_validation_records_the_choice_and_one_layer_nulls(loaded, trait):
+    vs, result, sel = tuned.tuned_extract_and_validate(loaded, trait, level="quick", n_null=20,
+                                                       show_progress=False)
+    s = result.summary
+    assert vs.mode == sel.mode and vs.selected_layer == sel.layer == s.selected_layer
+    assert [r.layer for r in s.layers] == [sel.layer] and len(vs.layers) == loaded.n_layers
+    assert s.selection_split == "tuning" and s.tuning == sel.candidates
+    assert {n.name for n in s.nulls} == {"label_permutation", "random_direction"}
+    assert all(not n.max_over_layers and n.n == 20 for n in s.nulls)
+    # the reported AUROC is the chosen direction on the EVALUATION stance pairs, recomputed here
+    reader = PersonaExtractor(mode=tuned.stance_reader(sel.mode), layers=[sel.layer], show_progress=False)
+    pos, neg = reader.features(loaded, trait, "evaluation")
+    u = vs.vectors[sel.layer] / vs.vectors[sel.layer].norm()
+    assert s.selected.auroc == pytest.approx(auroc((pos[sel.layer] @ u).numpy(), (neg[sel.layer] @ u).numpy()))
+    back = ValidationSummary.from_json(json.loads(json.dumps(s.to_json())), source="test")
+    assert back.tuning == s.tuning and back.selection_split == "tuning"
+    assert "tuning split" in vs.selection_reason
+
+
+def test_traits_without_a_tuning_split_are_refused():
+    data = {"schema_version": 1, "id": "toy", "instructions": [{"pos": "a", "neg": "b"}],
+            "questions": {"extraction": ["q1", "q2"], "evaluation": ["q3", "q4"]}}
+    with pytest.raises(ConfigError, match="tuning"):
+        tuned.available_modes(Trait.from_dict(data))
+    with pytest.raises(ConfigError):
+        tuned.available_modes(Trait.from_dict(data), ["bogus"])
+
+
+@pytest.mark.smollm2
+@pytest.mark.shared
+def test_smollm2_narcissism_held_out_above_both_nulls(smollm2, shared_data):
+    """A real persona file the project never wrote: mode and layer chosen on tuning statements, the held-out
+    statements separate above both nulls' 95th percentile (docs/persona.md, imported traits)."""
+    trait = import_anthropic_jsonl(shared_data / "anthropic-evals" / "persona" / "narcissism.jsonl", limit=48)
+    vs, result, sel = tuned.tuned_extract_and_validate(smollm2, trait, modes=["ab"], n_null=100, batch_size=16,
+                                                       show_progress=False)
+    s = result.summary
+    assert s.n_eval_pos == s.n_eval_neg == 12 and s.selection_split == "tuning"
+    # measured: tuning AUROC 0.931 at blocks.24, held-out 0.917; null q95 0.61 (permutation), 0.56 (random)
+    assert s.selected.auroc >= 0.8, s.selection_reason
+    assert all(n.passes and s.selected.auroc > n.q95 for n in s.nulls), [(n.name, n.q95) for n in s.nulls]
+    assert s.verdict == "real"
