@@ -1,6 +1,6 @@
 """Training-data filtering by projection difference onto a persona vector (``scoring``; its typed rows and summary
-in ``records``), and the check that a
-vector is good for filtering: matching vs other responses to the same prompt (``validation``)."""
+in ``records``), and the check that a vector is good for filtering: matching vs other responses to the same prompt
+(``validation``)."""
 
 from __future__ import annotations
 
