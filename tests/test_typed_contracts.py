@@ -31,6 +31,7 @@ import torch
 from difflib_models.errors import ConfigError
 from difflib_models.models.identity import ModelIdentity
 from difflib_models.persona.contracts import DoseResponseCurve, RandomDirectionControl
+from difflib_models.persona.filtering.records import FilterRow, FilterSummary
 from difflib_models.report import plots, thresholds
 from difflib_models.report.alignment_records import AlignmentRow, CrosscoderAlignment
 from difflib_models.report.behaviour_records import (
@@ -43,6 +44,7 @@ from difflib_models.report.behaviour_records import (
 from difflib_models.report.builder import (
     attach_alignment,
     attach_behavioural,
+    attach_data_filter,
     attach_persona,
     attach_verdict,
     new_report,
@@ -96,6 +98,9 @@ EXPECTED: dict[tuple[str, str, str], type] = {
     ("difflib_models.report.plots", "drift_metric_keys", "rows"): DriftRow,
     ("difflib_models.report.plots", "rel_norm_histogram", "thresholds"): ClassCuts,
     ("difflib_models.report.plots", "rel_norm_histogram_counts", "thresholds"): ClassCuts,
+    ("difflib_models.persona.filtering.scoring", "FilterResult", "records"): FilterRow,
+    ("difflib_models.persona.filtering.scoring", "FilterResult", "summary"): FilterSummary,
+    ("difflib_models.report.builder", "attach_data_filter", "summary"): FilterSummary,
 }
 
 _SECTIONS = "the diff JSON merged into a report (drift rows, crosscoder metrics, latents): JSON edge"
@@ -113,7 +118,7 @@ ALLOWED: dict[str, str] = {
         "identity_dict:return", "hook_points_dict:return", "data_entry:return", "new_report:data")},
     **{f"difflib_models.report.builder:{q}": "the report document" for q in (
         "new_report:return", "attach_verdict:return", "attach_persona:return", "attach_behavioural:return",
-        "attach_alignment:return", "merge_diff:return",
+        "attach_alignment:return", "attach_data_filter:return", "merge_diff:return",
         "load_report:return")},
     "difflib_models.report.builder:attach_verdict:policy": "the policy's own JSON form (Policy.to_dict)",
     **{f"difflib_models.report.builder:{q}": _SECTIONS for q in (
@@ -126,9 +131,9 @@ ALLOWED: dict[str, str] = {
     "difflib_models.persona.extraction.vectors:identity_dict:return": _PROVENANCE,
     "difflib_models.persona.extraction.vectors:check_identity:stored": _PROVENANCE,
     "difflib_models.persona.filtering.scoring:samples_from_rows:rows": "JSONL rows of a user's data file",
-    "difflib_models.persona.filtering.scoring:FilterResult:records": "the data filter's per-row output (JSONL), "
-                                                                     "not typed yet",
-    "difflib_models.persona.filtering.scoring:FilterResult:summary": "the data filter's summary.json, not typed yet",
+    "difflib_models.persona.filtering.records:FilterSummary:extra": "what a summary.json holds beyond the typed "
+                                                                    "metrics (model identity, config, filter-"
+                                                                    "validation provenance, user keys), verbatim",
     "difflib_models.persona.extraction.vectors:PersonaVectorSet:extra": "free-form sidecar metadata (file edge)",
     "difflib_models.persona.traits.schema:Trait:judge": "the trait file's judge settings, as written by the user",
     "difflib_models.report.records:CheckDetails.of:evidence": "the engine's collected evidence, frozen into the "
@@ -290,3 +295,26 @@ def test_monitor_readers_refuse_dicts_at_run_time() -> None:
         MonitorSection(series=({"trait": "evil"},))  # type: ignore[arg-type]
     with pytest.raises(AttributeError):
         plots.shift_series([{"trait": "evil", "steps": [0], "values": [1.0]}])  # type: ignore[list-item]
+
+
+def test_data_filter_summary_is_a_record_and_round_trips_what_was_written() -> None:
+    hand = {"n_flagged": 3, "note": {"a": [1, 2]}, "n": 100, "flagged_share": 0.03, "mean_delta_p": "x"}
+    summary = FilterSummary.from_dict(hand)
+    assert (summary.n, summary.n_flagged, summary.flagged_share) == (100, 3, 0.03)
+    assert summary.mean_delta_p is None and summary.extra["mean_delta_p"] == "x"  # mistyped: kept verbatim
+    assert list(summary.to_dict().items()) == list(hand.items())  # same keys, same order, same values
+    assert FilterSummary.from_dict({"n_flagged": 3}).n is None  # lenient: the engine refuses it (exit 3)
+    report = attach_data_filter(new_report("gate"), summary)
+    assert report["data_filter"] == hand
+    with pytest.raises(ConfigError, match="FilterSummary"):
+        attach_data_filter(new_report("gate"), hand)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="JSON object"):
+        FilterSummary.from_dict([1, 2])
+    row = {"id": "a", "line": 1, "trait": "evil", "layer": 2, "proj_train": 1.5, "proj_base": 0.5, "delta_p": 1.0,
+           "percentile": 80.0, "flagged": True, "method": "proxy"}
+    assert FilterRow.from_dict(row).to_dict() == row and FilterRow.from_dict(row).delta_p == 1.0
+    assert FilterRow.from_dict(row)["delta_p"] == 1.0 and summary["n_flagged"] == 3  # the files' key names
+    with pytest.raises(KeyError):
+        FilterRow.from_dict(row)["to_dict"]
+    with pytest.raises(ConfigError, match="delta_p"):
+        FilterRow.from_dict({k: v for k, v in row.items() if k != "delta_p"})

@@ -205,7 +205,7 @@ class DataFilterCore:
             write_outputs(result, out)
         entry = {"round": len(self.rounds), "epoch": epoch, "model": "base" if base else "current",
                  "n": len(flagged), "n_flagged": int(sum(flagged)), "dir": str(out),
-                 "mean_delta_p": result.summary["mean_delta_p"], "threshold": result.summary["threshold"]}
+                 "mean_delta_p": result.summary.mean_delta_p, "threshold": result.summary.threshold}
         self.rounds.append(entry)
         log.info("data filter round %d (epoch %d): %d of %d rows flagged", entry["round"], epoch,
                  entry["n_flagged"], entry["n"])

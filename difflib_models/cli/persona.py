@@ -303,7 +303,7 @@ def filter_command(
     _check_filter_validation(vs, layer, strict)
     result = filter_samples(loaded, vs, samples, config, layer=layer, reference=ref_samples)
     paths = write_outputs(result, out, source=data)
-    _echo_json(dict(result.summary, outputs={k: str(v) for k, v in paths.items()}))
+    _echo_json(dict(result.summary.to_dict(), outputs={k: str(v) for k, v in paths.items()}))
 
 
 def _check_filter_validation(vs: Any, layer: int | None, strict: bool) -> None:

@@ -114,9 +114,10 @@ def score_training_sets(base: Any, vector_file: str, sets: dict[str, list[dict[s
         result = filter_samples(base, vs, samples_from_rows(rows, name=name), cfg)
         paths = write_outputs(result, out_dir / name)
         s = result.summary
-        deltas[name] = [r["delta_p"] for r in result.records]
-        out[name] = {"summary": str(paths["summary"]), "mean_delta_p": s["mean_delta_p"], "ci95": s["ci95"],
-                     "n": s["n"], "seconds": s["seconds"], "layer": s["layer"], "method": method}
+        deltas[name] = [r.delta_p for r in result.records]
+        out[name] = {"summary": str(paths["summary"]), "mean_delta_p": s.mean_delta_p,
+                     "ci95": None if s.ci95 is None else list(s.ci95), "n": s.n, "seconds": s.seconds,
+                     "layer": s.layer, "method": method}
     if INDUCING in deltas and NEUTRAL in deltas:
         m = rank_metrics(deltas[INDUCING], deltas[NEUTRAL])
         out["ranking"] = {"auroc": m["auroc"], "precision_at_k": m["precision_at_k"], "k": m["k"],

@@ -60,6 +60,7 @@ from difflib_models.outputs import check_outputs
 from difflib_models.persona.contracts import ValidationSummary
 from difflib_models.persona.extraction.extractor import PersonaExtractor
 from difflib_models.persona.extraction.vectors import PersonaVectorSet, vector_paths
+from difflib_models.persona.filtering.records import FilterSummary
 from difflib_models.persona.shift import PROBE_BATCH_SIZE, ShiftBaseline
 from difflib_models.persona.shift.core import probe_activations
 from difflib_models.persona.traits import load_trait
@@ -68,6 +69,7 @@ from difflib_models.report.behaviour_records import BehaviouralSection
 from difflib_models.report.builder import (
     attach_alignment,
     attach_behavioural,
+    attach_data_filter,
     attach_persona,
     attach_verdict,
     data_entry,
@@ -515,7 +517,11 @@ def run_gate(config: GateConfig) -> GateResult:
         timings["behavioural_s"] = time.perf_counter() - t
     if config.data_filter is not None:
         df_path = Path(config.data_filter)
-        report["data_filter"] = _read_json(df_path / "summary.json" if df_path.is_dir() else df_path, "--data-filter")
+        summary = _read_json(df_path / "summary.json" if df_path.is_dir() else df_path, "--data-filter")
+        if isinstance(summary, Mapping):
+            attach_data_filter(report, FilterSummary.from_dict(summary))
+        else:  # not an object: copied as given, for the engine to refuse (a check error, exit 3)
+            report["data_filter"] = summary
     elif metrics & set(DATA_FILTER_METRICS):
         log.warning("the policy checks data_filter metrics but no --data-filter summary was given")
     if config.monitor is not None:

@@ -28,6 +28,7 @@ from difflib_models.errors import ConfigError, bad_value
 from difflib_models.files import load_json
 from difflib_models.io import atomic_write_json, atomic_write_text, sha256_file
 from difflib_models.models.convention import LAYER_CONVENTION
+from difflib_models.persona.filtering.records import FilterSummary
 from difflib_models.report.alignment_records import CrosscoderAlignment
 from difflib_models.report.behaviour_records import BehaviouralSection
 from difflib_models.report.html import render_html
@@ -152,6 +153,15 @@ def attach_persona(report: dict[str, Any], section: PersonaSection) -> dict[str,
     if not isinstance(section, PersonaSection):
         raise ConfigError(bad_value("persona", type(section).__name__, "a PersonaSection record"))
     report["persona"] = section.to_dict()
+    return report
+
+
+def attach_data_filter(report: dict[str, Any], summary: FilterSummary) -> dict[str, Any]:
+    """Write a data-filter run's typed :class:`~difflib_models.persona.filtering.records.FilterSummary` into the
+    report document (as ``summary.json`` held it: the engine judges whether its counts are usable)."""
+    if not isinstance(summary, FilterSummary):
+        raise ConfigError(bad_value("data_filter", type(summary).__name__, "a FilterSummary record"))
+    report["data_filter"] = summary.to_dict()
     return report
 
 

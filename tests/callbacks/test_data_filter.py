@@ -51,7 +51,7 @@ def test_filter_before_fit_trains_on_kept_rows(tmp_path: Path, tinystories_656k:
     out = tmp_path / "filter" / "round-0-epoch-0"
     scores = [json.loads(x) for x in (out / "scores.jsonl").read_text().splitlines()]
     assert len(scores) == 20 and sum(s["flagged"] for s in scores) == 6
-    assert [s["delta_p"] for s in scores] == pytest.approx([r["delta_p"] for r in ref.records], abs=1e-5)
+    assert [s["delta_p"] for s in scores] == pytest.approx([r.delta_p for r in ref.records], abs=1e-5)
     assert len((out / "flagged.jsonl").read_text().splitlines()) == 6
     assert len((out / "kept.jsonl").read_text().splitlines()) == 14
 

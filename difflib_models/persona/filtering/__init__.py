@@ -1,8 +1,10 @@
-"""Training-data filtering by projection difference onto a persona vector (``scoring``), and the check that a
-vector is good for filtering: matching vs other responses to the same prompt (``validation``)."""
+"""Training-data filtering by projection difference onto a persona vector (``scoring``; its typed rows and summary
+in ``records``), and the check that a vector is good for filtering: matching vs other responses to the same prompt
+(``validation``)."""
 
 from __future__ import annotations
 
+from difflib_models.persona.filtering.records import FilterRow, FilterSummary
 from difflib_models.persona.filtering.scoring import (
     METHODS,
     MODES,
@@ -38,6 +40,8 @@ __all__ = [
     "ChatSample",
     "FilterConfig",
     "FilterResult",
+    "FilterRow",
+    "FilterSummary",
     "FilteredDataset",
     "LOW_AUROC",
     "METHODS",

@@ -42,6 +42,7 @@ from difflib_models.files import load_jsonl
 from difflib_models.hooks import BlockReader, EarlyStop, probe_mode, projection, run_forward
 from difflib_models.io import atomic_write_json, atomic_write_text
 from difflib_models.models.hookpoints import LAYER_CONVENTION, unwrap_model
+from difflib_models.persona.filtering.records import SUMMARY_KEYS, FilterRow, FilterSummary
 from difflib_models.persona.traits.chat import (
     EncodedPair,
     encode_prompt_response,
@@ -340,8 +341,10 @@ class FilterResult:
     """Per-sample scores, the selection and a summary (see :func:`write_outputs`)."""
 
     samples: list[ChatSample]
-    records: list[dict[str, Any]]
-    summary: dict[str, Any]
+    records: tuple[FilterRow, ...]
+    """One scored row per sample (``scores.jsonl``)."""
+    summary: FilterSummary
+    """The run's summary (``summary.json`` without its ``source`` and ``outputs``)."""
     flagged: np.ndarray = field(repr=False)
 
     @property
@@ -398,30 +401,30 @@ def filter_samples(
     ref_delta = run(reference).delta_p if reference else None
     flagged, thr, source = select(delta, config, ref_delta)
     pct = percentile_of(delta, ref_delta if ref_delta is not None else delta)
-    records = [
-        {"id": s.id, "line": s.line, "trait": vectors.trait_id, "layer": layer,
-         "proj_train": float(scores.proj_train[i]), "proj_base": float(scores.proj_base[i]),
-         "delta_p": float(delta[i]), "percentile": float(pct[i]), "flagged": bool(flagged[i]),
-         "method": config.method}
+    records = tuple(
+        FilterRow(id=s.id, line=s.line, trait=vectors.trait_id, layer=layer,
+                  proj_train=float(scores.proj_train[i]), proj_base=float(scores.proj_base[i]),
+                  delta_p=float(delta[i]), percentile=float(pct[i]), flagged=bool(flagged[i]), method=config.method)
         for i, s in enumerate(samples)
-    ]
+    )
     lo, hi = bootstrap_ci(delta, config.n_bootstrap, config.seed)
-    summary: dict[str, Any] = {
-        "trait": vectors.trait_id, "layer": layer, "layer_convention": LAYER_CONVENTION,
-        "method": config.method, "mode": config.mode, "n": len(samples), "n_flagged": int(flagged.sum()),
-        "n_kept": int((~flagged).sum()), "mean_delta_p": float(delta.mean()), "ci95": [lo, hi],
-        "std_delta_p": float(delta.std(ddof=1)) if len(delta) > 1 else None,
-        "mean_proj_train": float(scores.proj_train.mean()), "mean_proj_base": float(scores.proj_base.mean()),
-        "threshold": thr, "threshold_source": source,
-        "percentile": config.percentile if config.mode == "threshold" else None,
-        "reference": None if ref_delta is None else {
+    summary = FilterSummary(
+        trait=vectors.trait_id, layer=layer, layer_convention=LAYER_CONVENTION, method=config.method,
+        mode=config.mode, n=len(samples), n_flagged=int(flagged.sum()), n_kept=int((~flagged).sum()),
+        mean_delta_p=float(delta.mean()), ci95=(lo, hi),
+        std_delta_p=float(delta.std(ddof=1)) if len(delta) > 1 else None,
+        mean_proj_train=float(scores.proj_train.mean()), mean_proj_base=float(scores.proj_base.mean()),
+        threshold=thr, threshold_source=source,
+        percentile=config.percentile if config.mode == "threshold" else None,
+        reference=None if ref_delta is None else {
             "n": len(ref_delta), "mean_delta_p": float(ref_delta.mean()),
             f"p{config.percentile:g}": float(np.percentile(ref_delta, config.percentile))},
-        "model": loaded.identity.to_dict() if hasattr(loaded.identity, "to_dict") else None,
-        "vector_model_weight_hash": vectors.weight_hash, "seconds": scores.seconds,
-        "filter_validation": _validation_summary(vectors, layer, config.method),
-        "config": asdict(config),
-    }
+        vector_model_weight_hash=vectors.weight_hash, seconds=scores.seconds,
+        extra={"model": loaded.identity.to_dict() if hasattr(loaded.identity, "to_dict") else None,
+               "filter_validation": _validation_summary(vectors, layer, config.method),
+               "config": asdict(config)},
+        keys=SUMMARY_KEYS,
+    )
     return FilterResult(samples=list(samples), records=records, summary=summary, flagged=flagged)
 
 
@@ -435,14 +438,13 @@ def write_outputs(result: FilterResult, out_dir: str | Path, *, source: str | Pa
         raise ConfigError(bad_value("out", str(out), "a directory that does not hold the input file",
                                     "Original data is never modified; choose another --out."))
     lines = lambda rows: "".join(r + "\n" for r in rows)  # noqa: E731
-    atomic_write_text(paths["scores"], lines(json.dumps(r) for r in result.records))
+    atomic_write_text(paths["scores"], lines(json.dumps(r.to_dict()) for r in result.records))
     atomic_write_text(paths["kept"], lines(s.raw for s, f in zip(result.samples, result.flagged, strict=True)
                                            if not f))
     atomic_write_text(paths["flagged"], lines(s.raw for s, f in zip(result.samples, result.flagged, strict=True)
                                               if f))
-    summary = dict(result.summary, source=str(source) if source else None,
-                   outputs={k: str(v) for k, v in paths.items()})
-    atomic_write_json(paths["summary"], summary)
+    summary = result.summary.with_outputs(str(source) if source else None, {k: str(v) for k, v in paths.items()})
+    atomic_write_json(paths["summary"], summary.to_dict())
     return paths
 
 

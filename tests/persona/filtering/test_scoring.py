@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ import torch
 
 from difflib_models.errors import ConfigError
 from difflib_models.persona.extraction.vectors import PersonaVectorSet
+from difflib_models.persona.filtering.records import FilterRow
 from difflib_models.persona.filtering.scoring import (
     FilterConfig,
     FilteredDataset,
@@ -75,20 +77,20 @@ def test_proxy_numbers_match_an_unpadded_manual_computation(loaded, vectors) -> 
     unit = vectors.unit(LAYER)
     for rec, s in zip(res.records, samples, strict=True):
         resp, last = _manual(loaded, s, unit)
-        assert rec["proj_train"] == pytest.approx(resp, abs=1e-4)
-        assert rec["proj_base"] == pytest.approx(last, abs=1e-4)
-        assert rec["delta_p"] == pytest.approx(resp - last, abs=1e-4)
-        assert rec["layer"] == LAYER and rec["method"] == "proxy" and rec["trait"] == "planted"
+        assert rec.proj_train == pytest.approx(resp, abs=1e-4)
+        assert rec.proj_base == pytest.approx(last, abs=1e-4)
+        assert rec.delta_p == pytest.approx(resp - last, abs=1e-4)
+        assert rec.layer == LAYER and rec.method == "proxy" and rec.trait == "planted"
     # the multi-turn row is split at the LAST assistant turn
     assert samples[3].response == "Four, five and six little birds." and len(samples[3].prompt) == 3
     # batch size does not change the numbers (padding is handled)
     res1 = filter_samples(loaded, vectors, samples, FilterConfig(batch_size=1, n_bootstrap=0))
-    np.testing.assert_allclose([r["delta_p"] for r in res1.records], [r["delta_p"] for r in res.records],
+    np.testing.assert_allclose([r.delta_p for r in res1.records], [r.delta_p for r in res.records],
                                atol=1e-4)
     s = res.summary
-    deltas = np.array([r["delta_p"] for r in res.records])
-    assert s["n"] == 5 and s["n_flagged"] == 0 and s["mean_delta_p"] == pytest.approx(deltas.mean())
-    assert s["ci95"][0] <= s["mean_delta_p"] <= s["ci95"][1]
+    deltas = np.array([r.delta_p for r in res.records])
+    assert s.n == 5 and s.n_flagged == 0 and s.mean_delta_p == pytest.approx(deltas.mean())
+    assert s.ci95 is not None and s.ci95[0] <= s.mean_delta_p <= s.ci95[1]
 
 
 def test_exact_uses_the_models_own_greedy_answer(loaded, vectors) -> None:
@@ -108,9 +110,9 @@ def test_exact_uses_the_models_own_greedy_answer(loaded, vectors) -> None:
             ids = torch.tensor([enc.ids[: enc.prompt_len] + answer])
             hs = loaded.model(input_ids=ids, output_hidden_states=True).hidden_states[LAYER + 1][0]
         own = float((hs @ unit)[enc.prompt_len :].mean())
-        assert rec["proj_base"] == pytest.approx(own, abs=1e-4)
-        assert rec["method"] == "exact"
-        assert rec["proj_train"] == pytest.approx(_manual(loaded, s, unit)[0], abs=1e-4)
+        assert rec.proj_base == pytest.approx(own, abs=1e-4)
+        assert rec.method == "exact"
+        assert rec.proj_train == pytest.approx(_manual(loaded, s, unit)[0], abs=1e-4)
 
 
 def test_selection_modes() -> None:
@@ -210,8 +212,8 @@ def _perm_p(scores: np.ndarray, labels: np.ndarray, n: int = N_PERM, seed: int =
     return (1 + hits) / (1 + n)
 
 
-def _precision_at_k(records: list[dict], labels: np.ndarray) -> float:
-    d = np.array([r["delta_p"] for r in records])
+def _precision_at_k(records: Sequence[FilterRow], labels: np.ndarray) -> float:
+    d = np.array([r.delta_p for r in records])
     return float(labels[np.argsort(-d, kind="stable")[: int(labels.sum())]].mean())
 
 
@@ -338,7 +340,7 @@ def test_smollm2_proxy_ranks_held_out_trait_samples_above_random_directions(
     n_pos = int(labels.sum())
     res = filter_samples(smollm2, setup["vectors"], samples_from_rows(setup["eval_rows"]),
                          FilterConfig(mode="top_k", top_k=n_pos, n_bootstrap=200))
-    delta = np.array([r["delta_p"] for r in res.records])
+    delta = np.array([r.delta_p for r in res.records])
     auc, d = _auroc(delta, labels), _cohens_d(delta, labels)
     null_auc = [_auroc(s, labels) for s in setup["null_scores"]]
     null_d = [_cohens_d(s, labels) for s in setup["null_scores"]]
@@ -355,8 +357,8 @@ def test_smollm2_proxy_ranks_held_out_trait_samples_above_random_directions(
     np.testing.assert_allclose(delta, (setup["eval_diff"][layer] @ setup["vectors"].unit(layer)).numpy(),
                                atol=2e-3, rtol=1e-4)
     # flagged == the top-k by delta_p, and the kept file holds the rest
-    assert res.summary["n_flagged"] == n_pos
-    assert float(labels[np.array([r["flagged"] for r in res.records])].mean()) == prec
+    assert res.summary.n_flagged == n_pos
+    assert float(labels[np.array([r.flagged for r in res.records])].mean()) == prec
     paths = write_outputs(res, tmp_path / trait)
     assert len(paths["kept"].read_text().splitlines()) == n_pos
 
@@ -380,10 +382,10 @@ def test_smollm2_exact_method_separates_held_out_rows(smollm2, smollm2_filter_se
     exact = filter_samples(smollm2, vs, samples, FilterConfig(method="exact", max_new_tokens=24, n_bootstrap=0))
     proxy = filter_samples(smollm2, vs, samples, FilterConfig(n_bootstrap=0))
     # same training-side projections; only the baseline differs (the model's own answer, not its last prompt token)
-    np.testing.assert_allclose([r["proj_train"] for r in exact.records], [r["proj_train"] for r in proxy.records],
+    np.testing.assert_allclose([r.proj_train for r in exact.records], [r.proj_train for r in proxy.records],
                                atol=1e-3)
-    assert not np.allclose([r["proj_base"] for r in exact.records], [r["proj_base"] for r in proxy.records])
-    delta = np.array([r["delta_p"] for r in exact.records])
+    assert not np.allclose([r.proj_base for r in exact.records], [r.proj_base for r in proxy.records])
+    delta = np.array([r.delta_p for r in exact.records])
     p = _perm_p(delta, labels)
     print(f"{trait} exact: AUROC {_auroc(delta, labels):.3f} permutation p {p:.4f} "
           f"precision@{N_EXACT} {_precision_at_k(exact.records, labels):.3f}")
@@ -415,8 +417,8 @@ def test_smollm2_insecure_code_filter_outputs(insecure_code_run) -> None:
     """Mechanics on the real file: counts, finite scores, the source never written."""
     run = insecure_code_run
     res, n = run["res"], run["n"]
-    assert res.summary["n_flagged"] == n and len(res.kept_indices) == n
-    assert all(np.isfinite([r["delta_p"] for r in res.records]))
+    assert res.summary.n_flagged == n and len(res.kept_indices) == n
+    assert all(np.isfinite([r.delta_p for r in res.records]))
     assert len(run["paths"]["kept"].read_text().splitlines()) == n
     assert hashlib.sha256(run["src"].read_bytes()).hexdigest() == run["before"]
 
@@ -431,7 +433,7 @@ def test_smollm2_insecure_code_ranked_above_secure_code(insecure_code_run) -> No
     better than every random direction. It does not on a 135M model (docs/data-filtering.md)."""
     run = insecure_code_run
     labels = run["labels"]
-    delta = np.array([r["delta_p"] for r in run["res"].records])
+    delta = np.array([r.delta_p for r in run["res"].records])
     null_auc = [max(a, 1 - a) for a in (_auroc(s, labels) for s in run["null_feats"].T.numpy())]
     auc = _auroc(delta, labels)
     print(f"insecure vs secure: AUROC {auc:.3f} precision@{run['n']} {_precision_at_k(run['res'].records, labels):.3f}"

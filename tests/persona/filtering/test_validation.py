@@ -147,7 +147,7 @@ def test_collect_features_match_the_filters_own_projections(stories260k: Path) -
     rows = [{"messages": [{"role": "user", "content": p.prompt[0][1]}, {"role": "assistant", "content": r}]}
             for p in pairs for r in (p.matching, p.other)]
     res = filter_samples(loaded, vs, samples_from_rows(rows), FilterConfig(n_bootstrap=0))
-    delta = np.array([r["delta_p"] for r in res.records])
+    delta = np.array([r.delta_p for r in res.records])
     np.testing.assert_allclose(delta[0::2], m, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(delta[1::2], o, rtol=1e-4, atol=1e-4)
 
@@ -265,7 +265,7 @@ def test_smollm2_demo_filter_ranks_inducing_rows_above_neutral_rows(smollm2, tmp
     fake = PersonaVectorSet(trait_id="random", vectors={layer: rand}, model=vs.model, mode="random",
                             selected_layer=layer)
     cfg = FilterConfig(method=fv["method"], max_length=256, n_bootstrap=0)
-    d = {n: np.array([r["delta_p"] for r in filter_samples(smollm2, fake, samples_from_rows(rows), cfg).records])
+    d = {n: np.array([r.delta_p for r in filter_samples(smollm2, fake, samples_from_rows(rows), cfg).records])
          for n, rows in sets.items()}
     rand_auroc = rank_metrics(d[INDUCING], d[NEUTRAL])["auroc"]
     assert max(rand_auroc, 1 - rand_auroc) < ranking["auroc"], rand_auroc
