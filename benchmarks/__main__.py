@@ -47,6 +47,7 @@ QUICK_ARGS: dict[str, list[str]] = {
 OPT_IN: dict[str, str] = {
     "validity": "hours on 2 cores (18 LoRA fine-tunes of SmolLM2 and their gate runs)",
     "monitor_seeds": "two SmolLM2 fine-tunes per seed",
+    "validity_signals": "scores the validity suite's saved adapters (run it after validity)",
 }
 """Scripts that run only when named in ``--only`` (why they are long)."""
 

@@ -119,7 +119,8 @@ class ResponseShift:
     ``own`` / ``text`` / ``model`` are :class:`ShiftResult` records against the base's own answers (``shift_z`` in
     units of the base's per-prompt spread; ``null_percentile`` and :func:`null_z` against the null directions).
     ``own_ci`` is the bootstrap CI of the mean per-prompt paired difference (candidate on its answer minus base on
-    its answer to the same question), in units of ``shift``. ``answer_tokens`` is the mean answer length per side.
+    its answer to the same question), in units of ``shift``. ``answer_tokens`` is the mean answer length per side;
+    ``candidate_answers`` the candidate's answer ids (not in :meth:`to_dict`).
     """
 
     trait: str
@@ -132,6 +133,7 @@ class ResponseShift:
     model: ShiftResult
     own_ci: tuple[float, float]
     answer_tokens: dict[str, float] = field(default_factory=dict)
+    candidate_answers: tuple[tuple[int, ...], ...] = field(default=(), repr=False)
 
     @property
     def sign(self) -> float:
@@ -155,6 +157,7 @@ class ResponseShift:
         for name in ("own", "text", "model"):
             d[name].pop("null_shifts", None)
             d[name].pop("projections", None)
+        d.pop("candidate_answers", None)
         d["signals"] = self.signals()
         return d
 
@@ -223,5 +226,6 @@ class ResponseProbe:
             out.append(ResponseShift(trait=d.trait, layer=d.layer, polarity=d.polarity, n_prompts=len(self.prompts),
                                      max_new_tokens=self.max_new_tokens, own=own, text=text, model=model,
                                      own_ci=bootstrap_mean_ci(diffs, n_boot=n_boot, seed=seed),
-                                     answer_tokens=lengths))
+                                     answer_tokens=lengths,
+                                     candidate_answers=tuple(tuple(a) for a in cand_answers)))
         return out
