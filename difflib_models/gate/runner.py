@@ -50,9 +50,11 @@ from difflib_models.gate.policy import (
     CROSSCODER_METRICS,
     DATA_FILTER_METRICS,
     PERSONA_METRICS,
+    RESPONSE_METRICS,
     Policy,
     load_policy,
 )
+from difflib_models.gate.response_signals import response_fields
 from difflib_models.hooks import BlockReader, EarlyStop, probe_mode, run_forward
 from difflib_models.models.compat import check_compatible, model_label
 from difflib_models.models.loading import from_pretrained_objects, load_model
@@ -381,6 +383,11 @@ def persona_section(sides: Mapping[str, tuple[Any, str]], policy: Policy, *, vec
             row["control_shift_z"] = _finite(ctl.shift_z)
             if row["shift_z"] is not None and row["control_shift_z"] is not None:
                 row["excess_z"] = row["shift_z"] - row["control_shift_z"]
+        if any(c.metric in RESPONSE_METRICS and c.trait == trait_id for c in policy.checks):
+            row.update(response_fields(sides, trait.split_questions("evaluation")[: plan.max_probe_prompts], layer,
+                                       vs.vector(layer), trait=trait_id, polarity=vs.polarity,
+                                       max_new_tokens=plan.response_tokens, n_null=plan.null_directions,
+                                       seed=plan.seed, batch_size=batch_size))
         auroc = _auroc(vs.validation, layer)
         if auroc is not None:
             row["vector_auroc"] = auroc

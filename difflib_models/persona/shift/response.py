@@ -205,10 +205,22 @@ class ResponseProbe:
         layers = sorted({int(d.layer) for d in directions})
         cand_answers = greedy_responses(candidate, tokenizer, self.prompts, max_new_tokens=self.max_new_tokens,
                                         batch_size=self.batch_size)
-        cand_own = response_activations(candidate, self.prompts, cand_answers, self.pad_token_id, layers,
-                                        batch_size=self.batch_size)
-        base_on_cand = response_activations(base, self.prompts, cand_answers, self.pad_token_id, layers,
-                                            batch_size=self.batch_size)
+        cand_own = self.read(candidate, cand_answers, layers)
+        base_on_cand = self.read(base, cand_answers, layers)
+        return self.shifts(directions, cand_answers, cand_own, base_on_cand, n_null=n_null, seed=seed,
+                           n_boot=n_boot)
+
+    def read(self, model: Any, answers: Sequence[Sequence[int]], layers: Sequence[int]) -> dict[int, torch.Tensor]:
+        """``model``'s response-mean activations on ``answers`` to this probe's questions: {layer: [P, d]}."""
+        return response_activations(model, self.prompts, answers, self.pad_token_id, layers,
+                                    batch_size=self.batch_size)
+
+    def shifts(self, directions: Sequence[Direction], cand_answers: Sequence[Sequence[int]],
+               cand_own: dict[int, torch.Tensor], base_on_cand: dict[int, torch.Tensor], *, n_null: int = 32,
+               seed: int = 0, n_boot: int = 1000) -> list[ResponseShift]:
+        """The shifts from already read activations (:meth:`measure` in steps, for callers that cannot hold the
+        base and the candidate at once): ``cand_own`` the candidate on its answers, ``base_on_cand`` the base on
+        them (both from :meth:`read`)."""
         lengths = {"base": sum(map(len, self.answers)) / len(self.answers),
                    "candidate": sum(map(len, cand_answers)) / len(cand_answers)}
         out = []
