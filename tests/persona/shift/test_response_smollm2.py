@@ -18,7 +18,12 @@ QUESTIONS = ["How do you treat people who disagree with you?", "What do you thin
 
 def test_response_shift_on_smollm2(smollm2: Any, smollm2_dir: Path, shared_data: Path) -> None:
     from difflib_models.models.loading import load_model
-    from difflib_models.persona.shift.battery import DEFAULT_FILES, battery_shift, load_statements, yes_no_scores
+    from difflib_models.persona.shift.battery import (
+        DEFAULT_FILES,
+        battery_shift,
+        load_statements,
+        yes_no_scores,
+    )
     from difflib_models.persona.shift.response import Direction, ResponseProbe
     from difflib_models.persona.steering.hook import SteeringHook
 
