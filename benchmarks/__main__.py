@@ -49,6 +49,7 @@ OPT_IN: dict[str, str] = {
     "validity": "hours on 2 cores (18 LoRA fine-tunes of SmolLM2 and their gate runs)",
     "monitor_seeds": "two SmolLM2 fine-tunes per seed",
     "imported_traits": "~30 min on 2 cores (four persona files x three modes on SmolLM2)",
+    "validity_signals": "scores the validity suite's saved adapters (run it after validity)",
 }
 """Scripts that run only when named in ``--only`` (why they are long)."""
 

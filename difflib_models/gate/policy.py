@@ -44,8 +44,10 @@ from difflib_models.report.schema import COMPARATORS, SOURCES, load_schema
 
 DEFAULT_POLICY = "default_policy.yaml"
 
+#: optional response-token signals (gate/response_signals.py): computed only for traits a check names
+RESPONSE_METRICS = ("persona.response_z", "persona.response_null_z", "persona.response_text_z")
 PERSONA_METRICS = ("persona.shift", "persona.shift_z", "persona.shift_frac", "persona.null_percentile",
-                   "persona.excess_z")
+                   "persona.excess_z", *RESPONSE_METRICS)
 CROSSCODER_METRICS = ("crosscoder.ft_only_aligned",)
 BEHAVIOURAL_METRICS = ("behavioural.rate", "behavioural.rate_delta", "behavioural.ci_low", "behavioural.shift",
                        "behavioural.shift_ci_low", "behavioural.excess_over_control", "behavioural.excess_ci_low")
@@ -158,8 +160,11 @@ class PersonaPlan:
     mode: str = "prompt_contrast"
     max_extraction_questions: int = 10
     max_instructions: int = 3
+    response_tokens: int = 32
+    """Greedy answer length of the ``persona.response_*`` metrics (new tokens per evaluation question)."""
 
     def __post_init__(self) -> None:
+        _need_int("persona.response_tokens", self.response_tokens, 1)
         if self.mode not in ("prompt_contrast", "ab", "paired"):
             raise ConfigError(bad_value("persona.mode", self.mode, ("prompt_contrast", "ab", "paired"),
                                         "judge-free extraction modes only (the gate runs offline)"))

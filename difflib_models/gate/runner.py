@@ -50,9 +50,11 @@ from difflib_models.gate.policy import (
     CROSSCODER_METRICS,
     DATA_FILTER_METRICS,
     PERSONA_METRICS,
+    RESPONSE_METRICS,
     Policy,
     load_policy,
 )
+from difflib_models.gate.response_signals import response_fields
 from difflib_models.hooks import BlockReader, EarlyStop, probe_mode, run_forward
 from difflib_models.models.compat import check_compatible, model_label
 from difflib_models.models.loading import from_pretrained_objects, load_model
@@ -388,6 +390,12 @@ def persona_section(sides: Mapping[str, tuple[Any, str]], policy: Policy, *, vec
         res = baseline.measure(acts["candidate"])
         ctl = baseline.measure(acts["control"]) if "control" in acts else None
         shift_z, control_z = _finite(res.shift_z), _finite(ctl.shift_z) if ctl is not None else None
+        response = None
+        if any(c.metric in RESPONSE_METRICS and c.trait == trait_id for c in policy.checks):
+            response = response_fields(sides, trait.split_questions("evaluation")[: plan.max_probe_prompts], layer,
+                                       vs.vector(layer), trait=trait_id, polarity=vs.polarity,
+                                       max_new_tokens=plan.response_tokens, n_null=plan.null_directions,
+                                       seed=plan.seed, batch_size=batch_size)
         auroc = _auroc(vs.validation, layer)
         notes = signal_notes(auroc, baseline.gap, baseline.usable_gap, baseline.sigma0, layer=layer,
                              min_auroc=plan.min_auroc)
@@ -403,6 +411,7 @@ def persona_section(sides: Mapping[str, tuple[Any, str]], policy: Policy, *, vec
             control_shift_z=control_z,
             excess_z=shift_z - control_z if shift_z is not None and control_z is not None else None,
             vector_auroc=auroc, signal_ok=not notes, signal_note="; ".join(notes) if notes else None,
+            response=response,
         ))
         data.append({"name": f"trait:{trait_id}", "path": trait.source, "sha256": trait.hash,
                      "n_items": baseline.n_prompts})

@@ -217,6 +217,31 @@ def _floats(xs: Any) -> tuple[float, ...]:
 
 
 @dataclass(frozen=True)
+class ResponseSignals:
+    """Response-token shifts of one trait (the gate's optional ``persona.response_*`` metrics): the candidate on its
+    own greedy answers minus the base on its own (``response_shift``, in base per-prompt SDs ``response_z``, in null
+    SDs ``response_null_z``), and the base reading the candidate's answers minus its own (``response_text_*``)."""
+
+    response_shift: float | None
+    response_z: float | None
+    response_null_z: float | None
+    response_text_shift: float | None
+    response_text_z: float | None
+
+    FIELDS = ("response_shift", "response_z", "response_null_z", "response_text_shift", "response_text_z")
+
+    def to_dict(self) -> dict[str, float | None]:
+        return {k: getattr(self, k) for k in self.FIELDS}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> ResponseSignals | None:
+        """The record from a persona row's keys; None when the row has none of them."""
+        if not any(k in data for k in cls.FIELDS):
+            return None
+        return cls(**{k: _num_or_none(data.get(k)) for k in cls.FIELDS})
+
+
+@dataclass(frozen=True)
 class PersonaRow:
     """The gate's persona measurement of one trait at one layer (a row of report.json's ``persona.traits``).
 
@@ -249,6 +274,8 @@ class PersonaRow:
     signal_ok: bool | None = None
     """None only in a hand-written or pre-signal report (the gate always says; the engine treats None as an error)."""
     signal_note: str | None = None
+    response: ResponseSignals | None = None
+    """Response-token shifts, only when a ``persona.response_*`` check names the trait."""
 
     _CORE = ("drift_cos", "drift_norm", "n_probe_prompts", "vector_mode", "vector_file", "vector_source",
              "vector_validation_level")
@@ -266,6 +293,8 @@ class PersonaRow:
             out["control_shift_z"] = self.control_shift_z
             if self.excess_z is not None:
                 out["excess_z"] = self.excess_z
+        if self.response is not None:
+            out.update(self.response.to_dict())
         if self.vector_auroc is not None:
             out["vector_auroc"] = self.vector_auroc
         if self.signal_ok is not None:
@@ -297,13 +326,17 @@ class PersonaRow:
                 has_control="control_shift" in data or "control_shift_z" in data,
                 vector_auroc=_num_or_none(data.get("vector_auroc")), signal_ok=data["signal_ok"] if isinstance(data.get("signal_ok"), bool) else None,
                 signal_note=None if data.get("signal_note") is None else str(data["signal_note"]),
+                response=ResponseSignals.from_dict(data),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(bad_value("persona row", f"{type(exc).__name__}: {exc}",
                                         "a row with trait, layer and a numeric shift")) from None
 
     def value(self, metric: str) -> float | None:
-        """A numeric field by name (``shift_z``, ``shift_frac``, ...); None when absent or not numeric."""
+        """A numeric field by name (``shift_z``, ``shift_frac``, ``response_z``, ...); None when absent or not
+        numeric."""
+        if metric in ResponseSignals.FIELDS:
+            return None if self.response is None else _num_or_none(getattr(self.response, metric))
         v = getattr(self, metric, None)
         return _num_or_none(v)
 

@@ -71,3 +71,19 @@ def test_persona_rows_with_and_without_a_control() -> None:
     assert legacy.signal_ok is None and "signal_ok" not in legacy.to_dict()
     with pytest.raises(ConfigError, match="persona row"):
         PersonaRow.from_dict({"trait": "evil", "layer": 2})
+
+
+def test_persona_row_carries_response_signals_through_json() -> None:
+    from difflib_models.report.records import PersonaRow, ResponseSignals
+
+    sig = ResponseSignals(response_shift=0.5, response_z=1.25, response_null_z=None, response_text_shift=-0.1,
+                          response_text_z=-0.2)
+    row = PersonaRow(trait="evil", layer=3, polarity="undesirable", shift=0.1, shift_z=0.2, shift_frac=None,
+                     null_percentile=0.5, signal_ok=True, response=sig)
+    data = row.to_dict()
+    assert [k for k in data if k.startswith("response_")] == list(ResponseSignals.FIELDS)
+    back = PersonaRow.from_dict(data)
+    assert back == row
+    assert back.value("response_z") == 1.25 and back.value("response_null_z") is None
+    plain = PersonaRow.from_dict({k: v for k, v in data.items() if not k.startswith("response_")})
+    assert plain.response is None and plain.value("response_z") is None

@@ -1,0 +1,56 @@
+"""Response-token persona signals for the gate's optional ``persona.response_*`` metrics.
+
+The default persona metrics read the last prompt token. These read what each model answers to the trait's evaluation
+questions (:mod:`difflib_models.persona.shift.response`): the base and the candidate answer greedily
+(``persona.response_tokens`` new tokens), the answers are teacher-forced and the residual is averaged over the
+answer tokens. Fields added to the trait's persona row (along the trait direction, like ``shift``; the engine flips
+them for desirable traits):
+
+- ``response_shift`` / ``response_z``: candidate on its answers minus base on its answers (raw / in base
+  per-prompt standard deviations);
+- ``response_null_z``: the same in standard deviations of the shifts along the row's null directions (drawn from
+  the base's response activations);
+- ``response_text_shift`` / ``response_text_z``: the base reading the candidate's answers minus its own (what the
+  answers say; ``response_shift - response_text_shift`` is the candidate's change on the same text).
+
+Computed only for traits that a ``persona.response_*`` check names. Each model runs on its own (base, candidate,
+base again), so a candidate that is the base's own peft model with the adapter disabled works.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from difflib_models.gate.behavioural import model_view
+from difflib_models.persona.shift.response import Direction, ResponseProbe, greedy_responses, null_z
+from difflib_models.report.records import ResponseSignals
+
+RESPONSE_FIELDS = ResponseSignals.FIELDS
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if x == x and abs(x) != float("inf") else None
+
+
+def response_fields(sides: Mapping[str, tuple[Any, str]], questions: Sequence[str], layer: int,
+                    vector: torch.Tensor, *, trait: str, polarity: str, max_new_tokens: int, n_null: int, seed: int,
+                    batch_size: int) -> ResponseSignals:
+    """The ``response_*`` fields of one trait's persona row (see the module docstring)."""
+    base_loaded, base_side = sides["base"]
+    cand_loaded, cand_side = sides["candidate"]
+    tok = base_loaded.tokenizer
+    with model_view(base_loaded, base_side) as base:
+        probe = ResponseProbe.build(base, tok, questions, [layer], max_new_tokens=max_new_tokens,
+                                    batch_size=batch_size)
+    with model_view(cand_loaded, cand_side) as cand:
+        answers = greedy_responses(cand, tok, probe.prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
+        own = probe.read(cand, answers, [layer])
+    with model_view(base_loaded, base_side) as base:
+        text = probe.read(base, answers, [layer])
+    (res,) = probe.shifts([Direction(trait, layer, vector, polarity)], answers, own, text, n_null=n_null, seed=seed)
+    return ResponseSignals(response_shift=res.own.shift, response_z=_finite(res.own.shift_z),
+                           response_null_z=_finite(null_z(res.own)), response_text_shift=res.text.shift,
+                           response_text_z=_finite(res.text.shift_z))
