@@ -26,6 +26,7 @@ import importlib.util  # noqa: E402
 import inspect  # noqa: E402
 import random  # noqa: E402
 import re  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -224,13 +225,28 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
             terminalreporter.write_line(f"{d:7.1f} s  {n}")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _torch_threads() -> int:
+    """torch's intra-op thread count at the start of the session (autouse session fixtures are set up before the
+    other session fixtures, so no fixture has changed it yet)."""
+    import torch
+
+    return torch.get_num_threads()
+
+
 @pytest.fixture(autouse=True)
-def _seed_everything() -> None:
+def _seed_everything(_torch_threads: int) -> Iterator[None]:
+    """Seeds every test; afterwards puts torch's thread count back to the session's. A module or session fixture
+    that sets one thread for its own tiny tensors (tests/crosscoder, tests/diffing) would otherwise leave every
+    later test of the run (the demo, the SmolLM2 steering and filter tests...) on one of the CI's two cores."""
     import torch
 
     random.seed(0)
     np.random.seed(0)
     torch.manual_seed(0)
+    yield
+    if torch.get_num_threads() != _torch_threads:
+        torch.set_num_threads(_torch_threads)
 
 
 @pytest.fixture(scope="session")

@@ -111,6 +111,33 @@ def test_auto_marked(stories260k):
     assert "test_auto_marked: marked" not in res.stdout.str()
 
 
+def test_a_fixture_that_sets_one_torch_thread_does_not_leave_later_tests_on_one(
+        pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A session fixture that sets one thread (as tests/crosscoder's trained-crosscoder fixtures did, leaving the
+    rest of the run on one of the CI's two cores) affects the tests that use it only."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # the CI's two cores, whatever this process runs with
+        monkeypatch.setenv(var, "2")
+    pytester.makepyfile(test_fake="""
+import pytest
+import torch
+
+@pytest.fixture(scope="session")
+def one_thread_fixture():
+    torch.set_num_threads(1)
+    return 1
+
+def test_a_first():
+    assert torch.get_num_threads() == 2
+
+def test_b_uses_it(one_thread_fixture):
+    assert torch.get_num_threads() == 1
+
+def test_c_later():
+    assert torch.get_num_threads() == 2
+""")
+    _run(pytester).assert_outcomes(passed=3)
+
+
 def test_direct_uses_are_recognised_in_test_source() -> None:
     # (the snippets are split so that this file's own tests are not marked by them)
     SMOL, SHARED = {"smol" "lm2"}, {"sha" "red"}  # noqa: N806

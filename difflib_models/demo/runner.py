@@ -103,18 +103,20 @@ def run_demo(config: DemoConfig) -> DemoResult:
                               a, texts, profile, d / "diff", device=device, seed=config.seed))
         runs[name] = {"key": key, "train": train, "diff": diff}
 
+    memo = steps.BehaviourMemo()  # the two gates score the base and the neutral fine-tune once each
     for name in names:
         r = runs[name]
         control = runs[NEUTRAL]["train"]["adapter"] if name == INDUCING and NEUTRAL in runs else None
-        r["gate"] = stages.run(
-            f"gate_{r['key']}",
-            {**common, "adapter": r["train"]["run_id"], "control": control, "diff": r["diff"]["diff"],
-             "uri": uri},
-            lambda r=r, n=name, c=control: steps.gate(
-                n, r["train"]["adapter"], control_adapter=c, vectors=vector_files, diff=r["diff"]["diff"],
-                data_filter=scores[n]["summary"], monitor=r["train"]["monitor"], out_dir=out / "gate" / r["key"],
-                device=device, seed=config.seed, tracking_uri=uri, run_id=r["train"]["run_id"],
-                behaviour_items=profile.gate_behaviour_items))
+        with memo:
+            r["gate"] = stages.run(
+                f"gate_{r['key']}",
+                {**common, "adapter": r["train"]["run_id"], "control": control, "diff": r["diff"]["diff"],
+                 "uri": uri},
+                lambda r=r, n=name, c=control: steps.gate(
+                    n, r["train"]["adapter"], control_adapter=c, vectors=vector_files, diff=r["diff"]["diff"],
+                    data_filter=scores[n]["summary"], monitor=r["train"]["monitor"], out_dir=out / "gate" / r["key"],
+                    device=device, seed=config.seed, tracking_uri=uri, run_id=r["train"]["run_id"],
+                    behaviour_items=profile.gate_behaviour_items))
 
     wall = time.perf_counter() - t_start
     summary = {
@@ -135,6 +137,7 @@ def run_demo(config: DemoConfig) -> DemoResult:
         "cpu_s": round(time.process_time() - cpu_start, 3),
         "stage_cpu_s": {k: round(v, 3) for k, v in stages.cpu.items()},
         "reused": dict(stages.reused),
+        "behaviour_memo": {"hits": memo.hits, "misses": memo.misses},
     }
     atomic_write_json(out / SUMMARY_FILE, summary)
     return DemoResult(out=out, summary=summary, timings=dict(stages.timings), reused=dict(stages.reused))

@@ -8,6 +8,7 @@ on the profile's number of items).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 from pathlib import Path
@@ -233,6 +234,53 @@ def gate_policy(behaviour_items: int) -> Any:
     if behaviour_items == policy.behavioural.max_items:
         return policy
     return dataclasses.replace(policy, behavioural=dataclasses.replace(policy.behavioural, max_items=behaviour_items))
+
+
+class BehaviourMemo:
+    """Memoises the gate's behavioural scorer (:func:`difflib_models.gate.behavioural.item_scores`) per (model
+    weights, adapter, view, items) while installed (``with BehaviourMemo():``).
+
+    The demo's two gates score the same models: the base in both, and the neutral fine-tune as the inducing gate's
+    control and again as the neutral gate's candidate. A memoised call returns (a copy of) what the scorer returned
+    for the same weights and the same items in this process, so the reports are the same as without it.
+    ``hits`` / ``misses`` count the calls."""
+
+    def __init__(self) -> None:
+        self.cache: dict[tuple[Any, ...], Any] = {}
+        self.hits = 0
+        self.misses = 0
+        self._saved: Any = None
+
+    @staticmethod
+    def key(loaded: Any, items: Any, side: str) -> tuple[Any, ...]:
+        ident = loaded.identity
+        if side == "base" and getattr(loaded, "is_peft", False) and ident.base is not None:
+            who: tuple[Any, ...] = ("base", ident.base.weight_hash)
+        else:
+            who = ("model", ident.weight_hash, ident.adapter_hash)
+        return (*who, tuple(repr(it) for it in items))
+
+    def __enter__(self) -> BehaviourMemo:
+        from difflib_models.gate import behavioural
+
+        self._saved = scorer = behavioural.item_scores
+
+        def item_scores(loaded: Any, items: Any, *, side: str = "model", **kw: Any) -> Any:
+            key = (*self.key(loaded, items, side), tuple(sorted((k, v) for k, v in kw.items() if k != "name")))
+            if key in self.cache:
+                self.hits += 1
+            else:
+                self.misses += 1
+                self.cache[key] = scorer(loaded, items, side=side, **kw)
+            return copy.deepcopy(self.cache[key])
+
+        behavioural.item_scores = item_scores
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        from difflib_models.gate import behavioural
+
+        behavioural.item_scores = self._saved
 
 
 def gate(name: str, adapter: str, *, control_adapter: str | None, vectors: list[str], diff: str | None,

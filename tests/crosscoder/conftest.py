@@ -32,11 +32,15 @@ def _train(synthetic, tmp: Path, **overrides):
     from difflib_models.crosscoder.lightning_module import train_crosscoder
     from difflib_models.crosscoder.sources import TensorSource
 
-    torch.set_num_threads(1)
     kwargs = dict(d_model=32, n_sources=2, dict_size=64, activation="batchtopk", k=2, lr=3e-3, steps=1200,
                   batch_size=512, dead_steps=50, seed=0)
     kwargs.update(overrides)
-    return train_crosscoder(TensorSource(synthetic.acts), CrosscoderConfig(**kwargs), tmp, resume=False)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return train_crosscoder(TensorSource(synthetic.acts), CrosscoderConfig(**kwargs), tmp, resume=False)
+    finally:
+        torch.set_num_threads(before)  # a session fixture: later tests keep the session's thread count
 
 
 @pytest.fixture(scope="session")

@@ -46,6 +46,8 @@ def test_quick_demo_verdicts_outputs_mlflow_and_rerun(smollm2_dir: Path, tmp_pat
     # the control gets through the gate (pass, or warn: warnings do not fail under the default policy)
     assert first.verdicts[NEUTRAL] in ("pass", "warn") and s["runs"][NEUTRAL]["gate"]["exit_code"] == 0, gates
     assert first.as_expected and not any(first.reused.values())
+    # the neutral gate reuses the inducing gate's behavioural scores of the base and of the neutral fine-tune
+    assert s["behaviour_memo"] == {"hits": 2, "misses": 3}
 
     inducing, control = s["runs"][INDUCING], s["runs"][NEUTRAL]
     syc_i, syc_c = inducing["gate"]["persona"]["sycophancy"], control["gate"]["persona"]["sycophancy"]
@@ -99,5 +101,6 @@ def test_quick_demo_verdicts_outputs_mlflow_and_rerun(smollm2_dir: Path, tmp_pat
     second = run_demo(config)
     assert second.verdicts == first.verdicts
     assert all(second.reused.values()) and set(second.reused) == set(first.reused)
+    assert second.summary["behaviour_memo"] == {"hits": 0, "misses": 0}  # no gate ran again
     assert second.summary["timings_s"]["total"] < 0.5 * s["timings_s"]["total"]
     assert len(client.search_runs([exp.experiment_id])) == 2  # no new MLflow run on a re-run

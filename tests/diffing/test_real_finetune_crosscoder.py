@@ -103,7 +103,7 @@ def _train_l1(x: torch.Tensor, out: Path, seed: int, **extra):
     source = TensorSource(x, source_names=["base", "finetuned"])
     cfg = CrosscoderConfig(d_model=x.shape[-1], dict_size=1024, activation="l1", l1_coeff=1.0, lr=1e-3, steps=600,
                            batch_size=256, dead_steps=100, seed=seed, **extra)
-    cc = train_crosscoder(source, cfg, out, resume=False)
+    cc = train_crosscoder(source, cfg, out, resume=False, checkpoint_every=cfg.steps)  # never resumed: one checkpoint
     return cc, source, analyze_crosscoder(cc, source)
 
 

@@ -161,10 +161,20 @@ def _shared_prompt_loglik(model: Any, layer: int, vector: torch.Tensor, alpha: f
 
 
 def _curve(model: Any, prep: _Prepared, layer: int, vector: torch.Tensor, alphas: Sequence[float], positions: str,
-           ref: float, length_normalize: bool) -> tuple[list[float], list[float], list[float]]:
-    """Per alpha: mean P(matching), coherence value (A/B mass or per-token logL), mean matching-minus-other score."""
+           ref: float, length_normalize: bool,
+           unsteered: dict[str, tuple[float, float, float]] | None = None) -> tuple[list[float], list[float], list[float]]:
+    """Per alpha: mean P(matching), coherence value (A/B mass or per-token logL), mean matching-minus-other score.
+
+    ``unsteered``: a memo of the alpha = 0 point, shared by curves of the same ``prep`` along other directions
+    (adding ``0 * vector`` leaves every forward unchanged, so that point does not depend on the vector)."""
     p_out, coh_out, diff_out = [], [], []
     for alpha in alphas:
+        if float(alpha) == 0.0 and unsteered is not None and "point" in unsteered:
+            p0, c0, d0 = unsteered["point"]
+            p_out.append(p0)
+            coh_out.append(c0)
+            diff_out.append(d0)
+            continue
         per_batch: list[tuple[torch.Tensor, ...]] = []
         for ids, mask, plens, extra in prep.batches:
             if prep.readout == "text" and extra is not None:
@@ -194,6 +204,8 @@ def _curve(model: Any, prep: _Prepared, layer: int, vector: torch.Tensor, alphas
             p_out.append(float(torch.sigmoid(d).mean()))
             coh_out.append(float(a.sum() / b.sum().clamp_min(1)))
             diff_out.append(float(d.mean()))
+        if float(alpha) == 0.0 and unsteered is not None:
+            unsteered["point"] = (p_out[-1], coh_out[-1], diff_out[-1])
     return p_out, coh_out, diff_out
 
 
@@ -250,17 +262,35 @@ def steering_dose_response(loaded: Any, trait: Trait, layer: int, vector: torch.
                            reference_norm: float | None = None) -> DoseResponseCurve:
     """Mean P(matching answer) and the coherence proxy for each alpha (units: median residual norm), as a typed
     :class:`~difflib_models.persona.contracts.DoseResponseCurve`."""
+    return _dose_responses(loaded, trait, layer, [vector], alphas=alphas, batch_size=batch_size,
+                           max_items=max_items, readout=readout, positions=positions,
+                           length_normalize=length_normalize, split=split, max_nll_increase=max_nll_increase,
+                           reference_norm=reference_norm)[0]
+
+
+def _dose_responses(loaded: Any, trait: Trait, layer: int, vectors: Sequence[torch.Tensor], *,
+                    alphas: Sequence[float] = (-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0), batch_size: int = 8,
+                    max_items: int | None = None, readout: str = "letter", positions: str = "all",
+                    length_normalize: bool = True, split: str = "evaluation",
+                    max_nll_increase: float = DEFAULT_MAX_NLL_INCREASE,
+                    reference_norm: float | None = None) -> list[DoseResponseCurve]:
+    """:func:`steering_dose_response` along each of ``vectors``: the items are prepared, the reference norm
+    measured and the unsteered (alpha = 0) point scored once for all of them (equal to separate calls)."""
     _check(readout, positions, alphas)
     items = _items(trait, split, max_items)
     model = loaded.model
     prep = _prepare(loaded.tokenizer, items, readout, batch_size)
+    unsteered: dict[str, tuple[float, float, float]] = {}
+    outs = []
     with probe_mode(model):  # eval + no grad; every module's own training flag restored
         ref = reference_norm if reference_norm is not None else _reference_norm(model, prep, layer)
-        p, coh, diff = _curve(model, prep, layer, vector, alphas, positions, ref, length_normalize)
-    curve = dose_summary(list(map(float, alphas)), p, coh, ref, len(items), readout=readout,
-                         max_nll_increase=max_nll_increase)
-    return replace(curve, positions=positions, split=split, mean_score_diff=tuple(diff),
-                   length_normalize=length_normalize if readout == "text" else None)
+        for vector in vectors:
+            p, coh, diff = _curve(model, prep, layer, vector, alphas, positions, ref, length_normalize, unsteered)
+            curve = dose_summary(list(map(float, alphas)), p, coh, ref, len(items), readout=readout,
+                                 max_nll_increase=max_nll_increase)
+            outs.append(replace(curve, positions=positions, split=split, mean_score_diff=tuple(diff),
+                                length_normalize=length_normalize if readout == "text" else None))
+    return outs
 
 
 def random_direction_control(loaded: Any, trait: Trait, layer: int, acts: torch.Tensor, *, n_dirs: int = 3,
@@ -277,7 +307,7 @@ def random_direction_control(loaded: Any, trait: Trait, layer: int, acts: torch.
     if span is not None and not (span[0] in alphas and span[1] in alphas):
         raise ConfigError(bad_value("span", span, "two of the alphas", "Use the real curve's coherent alphas."))
     dirs = covariance_null_directions(acts, n_dirs, norm=1.0, seed=seed, shrinkage=shrinkage)
-    curves = [steering_dose_response(loaded, trait, layer, d, **dose_kwargs) for d in dirs]
+    curves = _dose_responses(loaded, trait, layer, list(dirs), **dose_kwargs)  # the alpha = 0 point scored once
     own = [c.effect for c in curves]
     if span is None:
         effects = own

@@ -9,8 +9,8 @@ Layer and mode were chosen on the EXTRACTION split's A/B items (docs/persona.md)
 evaluation items. Small grid for CI time: 10 items, 4 alphas, 8 control directions (as the benchmark); the instruction pairs are
 dropped (they only feed ``gap_``, which this test does not use). A control direction's effect is P(matching) at the
 real curve's last coherent alpha minus at its first (all four are coherent, asserted), so each control curve is
-read at those two alphas and 0 (the unsteered point its coherence is judged against): the same effects as the
-full 4-alpha grid (each alpha is scored on its own) for 3/4 of the cost."""
+read at those two alphas and 0 (the unsteered point its coherence is judged against, scored once for all 8
+directions): the same effects as the full 4-alpha grid (each alpha is scored on its own) for about half the cost."""
 
 from __future__ import annotations
 

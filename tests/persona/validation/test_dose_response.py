@@ -148,6 +148,35 @@ def test_text_readout_steers_along_answer_contrast_and_control_is_weaker(tiny):
         D.random_direction_control(tiny, trait, 2, acts, n_dirs=1, alphas=alphas, span=(-2.0, 1.0))
 
 
+@pytest.mark.parametrize("readout", ["text", "letter"])
+def test_control_curves_equal_separate_calls_with_the_unsteered_point_scored_once(tiny, readout, monkeypatch):
+    """random_direction_control scores the alpha = 0 point once for all its directions (adding 0 * v changes no
+    forward); every curve equals a separate steering_dose_response along that direction, bit for bit."""
+    from difflib_models.persona.shift.core import covariance_null_directions
+
+    trait, alphas = _trait(), (-2.0, 0.0, 1.0, 3.0)
+    acts = torch.randn(64, tiny.model.config.hidden_size, generator=torch.Generator().manual_seed(2))
+    kw = {"alphas": alphas, "readout": readout, "max_nll_increase": 100.0, "batch_size": 2}
+    separate = [D.steering_dose_response(tiny, trait, 2, d, **kw)
+                for d in covariance_null_directions(acts, 3, norm=1.0, seed=4, shrinkage=0.1)]
+    assert len({c.p_matching[2] for c in separate}) == 3  # the directions differ where they steer
+    steered: list[float] = []
+    real_steer = D.steer
+
+    def counting_steer(model, layer, vector, *, alpha, **k):
+        steered.append(float(alpha))
+        return real_steer(model, layer, vector, alpha=alpha, **k)
+
+    monkeypatch.setattr(D, "steer", counting_steer)
+    ctrl = D.random_direction_control(tiny, trait, 2, acts, n_dirs=3, seed=4, **kw)
+    assert ctrl.p_matching == tuple(c.p_matching for c in separate)  # exact, alpha 0 included
+    assert ctrl.own_effects == tuple(c.effect for c in separate)
+    assert ctrl.monotone == tuple(c.monotone for c in separate)
+    # one scoring pass per (direction, non-zero alpha) and one for alpha 0 (not one per direction)
+    per_pass = steered.count(0.0)
+    assert per_pass >= 1 and steered.count(3.0) == 3 * per_pass and steered.count(-2.0) == 3 * per_pass
+
+
 def test_text_coherence_drops_out_incoherent_points():
     alphas = [-1.0, -0.5, 0.0, 0.5, 1.0]
     s = D.dose_summary(alphas, [0.2, 0.3, 0.4, 0.5, 0.1], [-4.0, -4.1, -4.0, -4.5, -5.5], 10.0, 5, readout="text")
