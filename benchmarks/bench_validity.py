@@ -557,11 +557,12 @@ def strip_control(report: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class BehaviourMemo:
-    """Memoises the gate's behavioural scorers (``ab_probabilities``, ``balanced_scores``) per (weights hash,
-    adapter hash, side, items): the base's scores are the same in every case and each control is scored both as a
-    candidate and as a reference, so each (model, item set) is scored once per process. The values are those of the
-    unpatched functions (same weights, same inputs); ``install`` swaps the module attributes that
-    :func:`difflib_models.gate.behavioural.evaluate_ab` calls."""
+    """Memoises the gate's behavioural scorer :func:`difflib_models.gate.behavioural.item_scores` (which
+    ``ab_section`` calls once per model on every trait's items) per (weights hash, adapter hash, side, items): the
+    base's scores are the same in every case and each control is scored both as a candidate and as a reference, so
+    each (model, item set) is scored once per process. The values are those of the unpatched function (same weights,
+    same inputs); ``install`` swaps the module attribute. (Until this round it wrapped ``ab_probabilities`` and
+    ``balanced_scores``, which the gate no longer calls: nothing was memoised.)"""
 
     def __init__(self) -> None:
         self.cache: dict[tuple[Any, ...], Any] = {}
@@ -575,14 +576,16 @@ class BehaviourMemo:
             return ("base", ident.base.weight_hash)
         return ("model", ident.weight_hash, ident.adapter_hash)
 
-    def wrap(self, name: str, fn: Any) -> Any:
-        def memo(loaded: Any, items: Sequence[Any], *, side: str = "model", batch_size: int = 8) -> Any:
-            key = (name, self._who(loaded, side), tuple(repr(it) for it in items))
+    def wrap(self, fn: Any) -> Any:
+        def memo(loaded: Any, items: Sequence[Any], *, side: str = "model", batch_size: int = 8,
+                 name: str | None = None) -> Any:
+            key = (self._who(loaded, side), batch_size, tuple(repr(it) for it in items))
             if key in self.cache:
                 self.hits += 1
+                log.info("behaviour scores of %s (%s): memoised", name or side, key[0][0])
                 return copy.deepcopy(self.cache[key])
             self.misses += 1
-            self.cache[key] = fn(loaded, items, side=side, batch_size=batch_size)
+            self.cache[key] = fn(loaded, items, side=side, batch_size=batch_size, name=name)
             return copy.deepcopy(self.cache[key])
 
         return memo
@@ -590,8 +593,7 @@ class BehaviourMemo:
     def install(self) -> None:
         from difflib_models.gate import behavioural
 
-        for name in ("ab_probabilities", "balanced_scores"):
-            setattr(behavioural, name, self.wrap(name, getattr(behavioural, name)))
+        behavioural.item_scores = self.wrap(behavioural.item_scores)
 
 
 def _gate_summary(report: Mapping[str, Any], policy: Any) -> dict[str, Any]:

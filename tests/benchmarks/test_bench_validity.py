@@ -155,3 +155,31 @@ def test_training_loss_match_and_calibrated_checks() -> None:
     md = markdown(rep)
     assert "| evil | 2.00 [2.00, 2.00] | 1.50 [1.50, 1.50] | 1.33 | True |" in md
     assert "| without control | 6 | 0.17 |" in md
+
+
+def test_behaviour_memo_wraps_the_scorer_the_gate_calls(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from benchmarks.bench_validity import BehaviourMemo
+    from difflib_models.gate import behavioural
+
+    calls: list[tuple[str, str]] = []
+
+    def fake(loaded: Any, items: Any, *, side: str = "model", batch_size: int = 8, name: str | None = None) -> Any:
+        calls.append((loaded.tag, side))
+        return [len(items), loaded.tag]
+
+    monkeypatch.setattr(behavioural, "item_scores", fake)
+    memo = BehaviourMemo()
+    memo.install()
+    base_id = SimpleNamespace(weight_hash="B")
+    a = SimpleNamespace(tag="a", is_peft=True, identity=SimpleNamespace(weight_hash="W", adapter_hash="A", base=base_id))
+    b = SimpleNamespace(tag="b", is_peft=True, identity=SimpleNamespace(weight_hash="W", adapter_hash="C", base=base_id))
+    score = behavioural.item_scores  # what ab_section looks up at call time
+    assert score(a, [1, 2], side="model", name="candidate") == [2, "a"]
+    assert score(b, [1, 2], side="base", name="base") == [2, "b"]
+    assert score(a, [1, 2], side="model", name="control") == [2, "a"]  # memoised: same adapter
+    assert score(a, [1, 2], side="base", name="base") == [2, "b"]  # the base view of any adapter on base B
+    assert score(b, [1, 2], side="model") == [2, "b"]  # another adapter: scored
+    assert calls == [("a", "model"), ("b", "base"), ("b", "model")]
+    assert (memo.hits, memo.misses) == (2, 3)
