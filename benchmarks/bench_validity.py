@@ -683,6 +683,19 @@ def _claim(lock: Path) -> bool:
     return True
 
 
+def _run_load(work: Path) -> dict[str, Any]:
+    """The 1-minute load averages the workers logged at each case start (``<work>/log-*.txt``, ``(load [...])``):
+    the suite's timings are those of a shared machine when these exceed its core count."""
+    import os
+    import re
+
+    loads = [float(m.group(1)) for p in sorted(work.glob("log-*.txt"))
+             for m in re.finditer(r"\(load \[([0-9.]+),", p.read_text(encoding="utf-8", errors="replace"))]
+    cores = os.cpu_count() or 1
+    return {"case_start_load_1min": loads, "cpu_count": cores,
+            "loaded": bool(loads) and max(loads) > cores}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_validity", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="1 seed, 6 steps, a separate no-control gate check")
@@ -780,6 +793,7 @@ def main(argv: list[str] | None = None) -> int:
                                  "shift only in the specificity table",
                        "without_control": "the default policy evaluated on the with-control measurements minus "
                                           "the control's (verified against a separate run in --quick)"},
+        "run_load": _run_load(work),
         "report": aggregate(records),
         "records": records,
     }
