@@ -23,8 +23,9 @@ Every case gets:
 Each case's record is written atomically to ``<work>/cases/<case>.json`` as it finishes; a rerun skips done cases
 (adapters are kept too). The report ``benchmarks/results/bench_validity.json`` (``bench_validity_quick.json`` with
 ``--quick``) aggregates whatever cases exist (:func:`aggregate`): per-case verdicts, per-check values organisms vs
-controls, AUROC per check, false-alarm rate on controls, detection rate, specificity matrices, and derived signals
-and control-calibrated thresholds (not applied to the default policy).
+controls, AUROC per check, false-alarm rate on controls, detection rate, specificity matrices, organisms' vs
+controls' final training loss, derived signals, and control-calibrated thresholds per default check
+(``calibrated_checks``: those with ``separates`` are the ``source: calibrated`` values of the default policy).
 
     python -m benchmarks.bench_validity --quick          # 1 seed, few steps: a smoke test
     python -m benchmarks.bench_validity                  # 3 seeds x 3 traits x {organism, control}
@@ -698,10 +699,10 @@ def _run_load(work: Path) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_validity", description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="1 seed, 6 steps, a separate no-control gate check")
+    parser.add_argument("--quick", action="store_true", help="1 seed, 4 steps, a separate no-control gate check")
     parser.add_argument("--seeds", default=None, help="comma list of seeds (default 0,1,2; --quick: 0)")
     parser.add_argument("--traits", default=",".join(TRAITS), help=f"comma subset of {','.join(TRAITS)}")
-    parser.add_argument("--steps", type=int, default=None, help="optimizer steps per LoRA (default 24; --quick 6)")
+    parser.add_argument("--steps", type=int, default=None, help="optimizer steps per LoRA (default 12; --quick 4)")
     parser.add_argument("--work", default=None, help="work directory (default .bench_validity[_quick]/)")
     parser.add_argument("--run-seeds", default=None,
                         help="run only the cases of these seeds (a second worker on the same --work; the plan and "
