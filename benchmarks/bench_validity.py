@@ -23,8 +23,9 @@ Every case gets:
 Each case's record is written atomically to ``<work>/cases/<case>.json`` as it finishes; a rerun skips done cases
 (adapters are kept too). The report ``benchmarks/results/bench_validity.json`` (``bench_validity_quick.json`` with
 ``--quick``) aggregates whatever cases exist (:func:`aggregate`): per-case verdicts, per-check values organisms vs
-controls, AUROC per check, false-alarm rate on controls, detection rate, specificity matrices, and derived signals
-and control-calibrated thresholds (not applied to the default policy).
+controls, AUROC per check, false-alarm rate on controls, detection rate, specificity matrices, organisms' vs
+controls' final training loss, derived signals, and control-calibrated thresholds per default check
+(``calibrated_checks``: those with ``separates`` are the ``source: calibrated`` values of the default policy).
 
     python -m benchmarks.bench_validity --quick          # 1 seed, few steps: a smoke test
     python -m benchmarks.bench_validity                  # 3 seeds x 3 traits x {organism, control}
@@ -178,6 +179,51 @@ def aggregate(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     out["signals"] = _signal_table(recs, traits)
     out["specificity"] = _specificity(recs, traits)
     out["calibrated_thresholds"] = _calibrated(out["signals"])
+    out["calibrated_checks"] = _calibrated_checks(checks, org)
+    out["training_loss"] = _loss_match(recs, traits)
+    return out
+
+
+LOSS_MATCH_FACTOR = 3.0
+"""A trait's organisms and controls count as matched in learnability when their mean final training losses differ by
+less than this factor (and the ranges overlap or nearly so); otherwise an organism-vs-control difference may be
+"learned its data" vs "did not", not the trait."""
+
+
+def _loss_match(recs: Sequence[Mapping[str, Any]], traits: Sequence[str]) -> dict[str, Any]:
+    """Per trait: the final training loss (last optimizer step's batch loss) of the organisms vs the controls, the
+    ratio of their means (larger / smaller) and whether that is below :data:`LOSS_MATCH_FACTOR`."""
+    out: dict[str, Any] = {}
+    for t in traits:
+        side = {k: _stats([(r.get("train") or {}).get("final_loss") for r in recs
+                           if r["trait"] == t and r["kind"] == k and (r.get("train") or {}).get("final_loss")
+                           is not None]) for k in KINDS}
+        o, c = side["organism"], side["control"]
+        ratio = None
+        if o.get("n") and c.get("n") and min(o["mean"], c["mean"]) > 0:
+            ratio = max(o["mean"], c["mean"]) / min(o["mean"], c["mean"])
+        out[t] = {"organisms": o, "controls": c, "ratio_of_means": ratio,
+                  "matched": None if ratio is None else ratio < LOSS_MATCH_FACTOR}
+    return out
+
+
+def _calibrated_checks(checks: Mapping[str, Any], org: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Item 5 for the default policy's own checks: per check (with comparator "<", larger = more alarming), the
+    threshold max(control value) + CALIBRATION_MARGIN x sd(control values), over ALL controls (every control is a
+    benign fine-tune, whatever trait it was matched to), and how many organisms of the check's own trait exceed it.
+    ``separates`` is True when every own-trait organism does: only then is the threshold worth adopting."""
+    out: dict[str, Any] = {}
+    for cid, row in checks.items():
+        c = row["controls"].get("values") or []
+        t = row.get("trait")
+        o = ((row["by_trait"].get(t) or {}).get("organisms") or {}).get("values") or [] if t else []
+        if len(c) < 2 or not o:
+            continue
+        thr = max(c) + CALIBRATION_MARGIN * statistics.stdev(c)
+        caught = sum(v > thr for v in o)
+        out[cid] = {"threshold": thr, "rule": f"max(control) + {CALIBRATION_MARGIN} x sd(control)",
+                    "n_controls": len(c), "control_max": max(c), "trait": t, "mode": row["mode"],
+                    "organisms_caught": caught, "n_organisms": len(o), "separates": caught == len(o)}
     return out
 
 
@@ -300,6 +346,22 @@ def markdown(report: Mapping[str, Any]) -> str:
         lines.append(f"| {c['case']} | {c['verdict_without_control']} | {c['verdict_with_control']} | "
                      f"{', '.join(c['fails_without_control']) or '-'} / {', '.join(c['fails_with_control']) or '-'} "
                      f"| {c['monitor_status']} |")
+    lines += ["", "| gate mode | controls | false-alarm rate (fail) | control warn rate | organisms | detection rate "
+              "| own-trait detection |", "|---|---|---|---|---|---|---|"]
+    for mode, r in report.get("rates", {}).items():
+        lines.append(f"| {mode.replace('_', ' ')} | {r['n_controls']} | {_fmt(r['false_alarm_rate'])} | "
+                     f"{_fmt(r['control_warn_rate'])} | {r['n_organisms']} | {_fmt(r['detection_rate'])} | "
+                     f"{_fmt(r['own_trait_detection_rate'])} |")
+    lines += ["", "| trait | organisms final loss mean [min, max] | controls final loss mean [min, max] | ratio | "
+              "matched |", "|---|---|---|---|---|"]
+    for t, r in report.get("training_loss", {}).items():
+        lines.append(f"| {t} | {span(r['organisms'])} | {span(r['controls'])} | {_fmt(r['ratio_of_means'])} | "
+                     f"{_fmt(r['matched'])} |")
+    lines += ["", "| check | calibrated threshold (controls) | control max | own-trait organisms above | separates |",
+              "|---|---|---|---|---|"]
+    for cid, r in report.get("calibrated_checks", {}).items():
+        lines.append(f"| `{cid}` | {r['threshold']:.3f} (n={r['n_controls']}) | {r['control_max']:.3f} | "
+                     f"{r['organisms_caught']}/{r['n_organisms']} | {r['separates']} |")
     for name, spec in report.get("specificity", {}).items():
         m = spec["excess_over_control"]
         if not m:
@@ -497,11 +559,12 @@ def strip_control(report: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class BehaviourMemo:
-    """Memoises the gate's behavioural scorers (``ab_probabilities``, ``balanced_scores``) per (weights hash,
-    adapter hash, side, items): the base's scores are the same in every case and each control is scored both as a
-    candidate and as a reference, so each (model, item set) is scored once per process. The values are those of the
-    unpatched functions (same weights, same inputs); ``install`` swaps the module attributes that
-    :func:`difflib_models.gate.behavioural.evaluate_ab` calls."""
+    """Memoises the gate's behavioural scorer :func:`difflib_models.gate.behavioural.item_scores` (which
+    ``ab_section`` calls once per model on every trait's items) per (weights hash, adapter hash, side, items): the
+    base's scores are the same in every case and each control is scored both as a candidate and as a reference, so
+    each (model, item set) is scored once per process. The values are those of the unpatched function (same weights,
+    same inputs); ``install`` swaps the module attribute. (Until this round it wrapped ``ab_probabilities`` and
+    ``balanced_scores``, which the gate no longer calls: nothing was memoised.)"""
 
     def __init__(self) -> None:
         self.cache: dict[tuple[Any, ...], Any] = {}
@@ -515,14 +578,16 @@ class BehaviourMemo:
             return ("base", ident.base.weight_hash)
         return ("model", ident.weight_hash, ident.adapter_hash)
 
-    def wrap(self, name: str, fn: Any) -> Any:
-        def memo(loaded: Any, items: Sequence[Any], *, side: str = "model", batch_size: int = 8) -> Any:
-            key = (name, self._who(loaded, side), tuple(repr(it) for it in items))
+    def wrap(self, fn: Any) -> Any:
+        def memo(loaded: Any, items: Sequence[Any], *, side: str = "model", batch_size: int = 8,
+                 name: str | None = None) -> Any:
+            key = (self._who(loaded, side), batch_size, tuple(repr(it) for it in items))
             if key in self.cache:
                 self.hits += 1
+                log.info("behaviour scores of %s (%s): memoised", name or side, key[0][0])
                 return copy.deepcopy(self.cache[key])
             self.misses += 1
-            self.cache[key] = fn(loaded, items, side=side, batch_size=batch_size)
+            self.cache[key] = fn(loaded, items, side=side, batch_size=batch_size, name=name)
             return copy.deepcopy(self.cache[key])
 
         return memo
@@ -530,8 +595,7 @@ class BehaviourMemo:
     def install(self) -> None:
         from difflib_models.gate import behavioural
 
-        for name in ("ab_probabilities", "balanced_scores"):
-            setattr(behavioural, name, self.wrap(name, getattr(behavioural, name)))
+        behavioural.item_scores = self.wrap(behavioural.item_scores)
 
 
 def _gate_summary(report: Mapping[str, Any], policy: Any) -> dict[str, Any]:
@@ -621,12 +685,25 @@ def _claim(lock: Path) -> bool:
     return True
 
 
+def _run_load(work: Path) -> dict[str, Any]:
+    """The 1-minute load averages the workers logged at each case start (``<work>/log-*.txt``, ``(load [...])``):
+    the suite's timings are those of a shared machine when these exceed its core count."""
+    import os
+    import re
+
+    loads = [float(m.group(1)) for p in sorted(work.glob("log-*.txt"))
+             for m in re.finditer(r"\(load \[([0-9.]+),", p.read_text(encoding="utf-8", errors="replace"))]
+    cores = os.cpu_count() or 1
+    return {"case_start_load_1min": loads, "cpu_count": cores,
+            "loaded": bool(loads) and max(loads) > cores}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_validity", description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="1 seed, 6 steps, a separate no-control gate check")
+    parser.add_argument("--quick", action="store_true", help="1 seed, 4 steps, a separate no-control gate check")
     parser.add_argument("--seeds", default=None, help="comma list of seeds (default 0,1,2; --quick: 0)")
     parser.add_argument("--traits", default=",".join(TRAITS), help=f"comma subset of {','.join(TRAITS)}")
-    parser.add_argument("--steps", type=int, default=None, help="optimizer steps per LoRA (default 24; --quick 6)")
+    parser.add_argument("--steps", type=int, default=None, help="optimizer steps per LoRA (default 12; --quick 4)")
     parser.add_argument("--work", default=None, help="work directory (default .bench_validity[_quick]/)")
     parser.add_argument("--run-seeds", default=None,
                         help="run only the cases of these seeds (a second worker on the same --work; the plan and "
@@ -718,6 +795,7 @@ def main(argv: list[str] | None = None) -> int:
                                  "shift only in the specificity table",
                        "without_control": "the default policy evaluated on the with-control measurements minus "
                                           "the control's (verified against a separate run in --quick)"},
+        "run_load": _run_load(work),
         "report": aggregate(records),
         "records": records,
     }

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks.bench_validity import aggregate, auroc, plan_units, reference_control, strip_control
+from benchmarks.bench_validity import aggregate, auroc, markdown, plan_units, reference_control, strip_control
 
 
 def _record(kind: str, trait: str, seed: int, *, verdict: str, shift_z: dict[str, float], fails: tuple[str, ...] = (),
@@ -132,3 +132,54 @@ def test_strip_control_removes_only_control_measurements() -> None:
     assert "control" not in out["behavioural"]["traits"]["evil"]["models"]
     assert out["models"]["control"] is None and "verdict" not in out
     assert report["persona"]["traits"][0]["excess_z"] == 0.5  # the input is not changed
+
+
+def test_training_loss_match_and_calibrated_checks() -> None:
+    recs = _grid()
+    for r in recs:  # evil: organisms 2.0, controls 1.5 (matched); sycophancy: organisms 0.01, controls 1.0
+        r["train"] = {"final_loss": {("evil", "organism"): 2.0, ("evil", "control"): 1.5,
+                                     ("sycophancy", "organism"): 0.01, ("sycophancy", "control"): 1.0}[
+                                         (r["trait"], r["kind"])]}
+    rep = aggregate(recs)
+    loss = rep["training_loss"]
+    assert loss["evil"]["ratio_of_means"] == pytest.approx(2.0 / 1.5) and loss["evil"]["matched"] is True
+    assert loss["sycophancy"]["ratio_of_means"] == pytest.approx(100.0) and loss["sycophancy"]["matched"] is False
+    cal = rep["calibrated_checks"]
+    # evil-shift-z over ALL six controls (values 1, 2, 3, 2, 3, 1): max 3 + 0.5 x sd
+    sd = (sum((v - 2.0) ** 2 for v in (1, 2, 3, 2, 3, 1)) / 5) ** 0.5
+    assert cal["evil-shift-z"]["threshold"] == pytest.approx(3.0 + 0.5 * sd)
+    assert cal["evil-shift-z"]["n_controls"] == 6
+    assert (cal["evil-shift-z"]["organisms_caught"], cal["evil-shift-z"]["separates"]) == (3, True)
+    # the sycophancy organisms (2, 2, 4) do not all clear it
+    assert cal["sycophancy-shift-z"]["organisms_caught"] == 1 and cal["sycophancy-shift-z"]["separates"] is False
+    md = markdown(rep)
+    assert "| evil | 2.00 [2.00, 2.00] | 1.50 [1.50, 1.50] | 1.33 | True |" in md
+    assert "| without control | 6 | 0.17 |" in md
+
+
+def test_behaviour_memo_wraps_the_scorer_the_gate_calls(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from benchmarks.bench_validity import BehaviourMemo
+    from difflib_models.gate import behavioural
+
+    calls: list[tuple[str, str]] = []
+
+    def fake(loaded: Any, items: Any, *, side: str = "model", batch_size: int = 8, name: str | None = None) -> Any:
+        calls.append((loaded.tag, side))
+        return [len(items), loaded.tag]
+
+    monkeypatch.setattr(behavioural, "item_scores", fake)
+    memo = BehaviourMemo()
+    memo.install()
+    base_id = SimpleNamespace(weight_hash="B")
+    a = SimpleNamespace(tag="a", is_peft=True, identity=SimpleNamespace(weight_hash="W", adapter_hash="A", base=base_id))
+    b = SimpleNamespace(tag="b", is_peft=True, identity=SimpleNamespace(weight_hash="W", adapter_hash="C", base=base_id))
+    score = behavioural.item_scores  # what ab_section looks up at call time
+    assert score(a, [1, 2], side="model", name="candidate") == [2, "a"]
+    assert score(b, [1, 2], side="base", name="base") == [2, "b"]
+    assert score(a, [1, 2], side="model", name="control") == [2, "a"]  # memoised: same adapter
+    assert score(a, [1, 2], side="base", name="base") == [2, "b"]  # the base view of any adapter on base B
+    assert score(b, [1, 2], side="model") == [2, "b"]  # another adapter: scored
+    assert calls == [("a", "model"), ("b", "base"), ("b", "model")]
+    assert (memo.hits, memo.misses) == (2, 3)

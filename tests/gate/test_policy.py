@@ -13,14 +13,26 @@ def _check(**kw):
     return {**base, **kw}
 
 
-def test_default_policy_loads_and_marks_thresholds_as_proposals() -> None:
+def test_default_policy_loads_and_marks_thresholds_as_proposals_or_calibrated() -> None:
+    import json
+    from pathlib import Path
+
     policy = load_policy()
     assert policy.name == "default-release"
     assert policy.traits() == ["evil", "sycophancy"]
-    assert all(c.source == "policy" for c in policy.checks)  # proposals, not published/calibrated
+    assert {c.source for c in policy.checks} == {"policy", "calibrated"}  # nothing claims to be published
     assert {c.metric for c in policy.checks} <= set(BUILTIN_METRICS)
     fail_z = next(c for c in policy.checks if c.id == "evil-shift-z")
-    assert (fail_z.comparator, fail_z.threshold, fail_z.severity, fail_z.min_null_percentile) == ("<", 3.0, "fail", 0.95)
+    assert (fail_z.comparator, fail_z.severity, fail_z.min_null_percentile) == ("<", "fail", 0.95)
+    # every calibrated threshold is the organism-vs-control suite's (max control + margin) for a check whose
+    # organisms all lie above it, and says what it was calibrated on
+    suite = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "bench_validity.json"
+    cal = json.loads(suite.read_text(encoding="utf-8"))["report"]["calibrated_checks"]
+    calibrated = [c for c in policy.checks if c.source == "calibrated"]
+    assert calibrated and {c.id for c in calibrated} == {cid for cid, r in cal.items() if r["separates"]}
+    for c in calibrated:
+        assert c.threshold == round(cal[c.id]["threshold"], 3) and c.threshold > cal[c.id]["control_max"]
+        assert f"max of {cal[c.id]['n_controls']} " in c.description and "bench_validity @ " in c.description
 
 
 def test_policy_from_yaml_file(tmp_path) -> None:
