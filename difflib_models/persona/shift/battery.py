@@ -13,7 +13,6 @@ a bootstrap CI stratified over the two kinds (:func:`battery_shift`).
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -24,6 +23,7 @@ import numpy as np
 import torch
 
 from difflib_models.errors import ConfigError, bad_value
+from difflib_models.files import load_jsonl
 from difflib_models.hooks import probe_mode
 from difflib_models.persona.traits import chat
 
@@ -56,10 +56,8 @@ def load_statements(paths: Sequence[str | Path], *, per_file: int = 20, seed: in
         if not p.is_file():
             raise ConfigError(bad_value("battery file", str(p), "an existing Anthropic persona JSONL file"))
         yes, no = [], []
-        for line in p.read_text(encoding="utf-8").splitlines():
-            if not line.strip():
-                continue
-            row = json.loads(line)
+        for r in load_jsonl(p, what="battery file"):
+            row = r.value if isinstance(r.value, dict) else {}
             ans = str(row.get("answer_matching_behavior", "")).strip().lower()
             if ans in ("yes", "no") and isinstance(row.get("question"), str):
                 (yes if ans == "yes" else no).append(row["question"])
