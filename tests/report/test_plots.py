@@ -78,9 +78,12 @@ def test_monitor_without_its_thresholds_uses_the_gate_policy_and_finds_the_first
 
 
 def test_thresholds_fall_back_to_the_default_policy() -> None:
+    from difflib_models.gate.policy import load_policy
+
+    shipped = {c.id: c.threshold for c in load_policy().checks}
     lines = thresholds.check_lines(new_report("diff"), "persona.shift_z", "evil")
-    assert [(ln.value, ln.severity, ln.check_id) for ln in lines] == [(2.0, "warn", "evil-shift-z-warn"),
-                                                                       (3.0, "fail", "evil-shift-z")]
+    assert [(ln.value, ln.severity, ln.check_id) for ln in lines] == [
+        (shipped["evil-shift-z-warn"], "warn", "evil-shift-z-warn"), (shipped["evil-shift-z"], "fail", "evil-shift-z")]
     assert all("default policy" in ln.label for ln in lines)
     assert thresholds.check_lines(new_report("diff"), "persona.shift_z", "nosuchtrait") == []
 
