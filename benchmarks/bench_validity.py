@@ -711,6 +711,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--filter-only", action="store_true",
                         help="only the per-trait filter rankings (prompt-contrast and paired vectors), no cases")
     parser.add_argument("--aggregate-only", action="store_true", help="rebuild the report from case records")
+    parser.add_argument("--name", default=None,
+                        help="result file name under benchmarks/results/ (default bench_validity[_quick]; e.g. "
+                             "bench_validity_heldout for new seeds judged by the calibrated default policy)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
     traits = [t.strip() for t in args.traits.split(",") if t.strip()]
@@ -720,7 +723,7 @@ def main(argv: list[str] | None = None) -> int:
     rec = recipe(args.quick, args.steps)
     work = Path(args.work) if args.work else ROOT / (".bench_validity_quick" if args.quick else ".bench_validity")
     (work / "cases").mkdir(parents=True, exist_ok=True)
-    name = "bench_validity_quick" if args.quick else "bench_validity"
+    name = args.name or ("bench_validity_quick" if args.quick else "bench_validity")
     machine = machine_info()
     started = time.time()
 
