@@ -51,6 +51,8 @@ SKIP: tuple[tuple[str, str, str], ...] = (
     ("README.md", "bash scripts/test.sh", "runs the whole test suite, this test included"),
     ("docs/quickstart.md", "bash scripts/demo.sh", "the full demo and the whole test suite (see README.md)"),
     ("docs/quickstart.md", "mlflow ui", "starts a long-running web server"),
+    ("docs/gate-policy.md", "runs/control-s0/adapter", "the calibration procedure on the user's own control and "
+     "organism adapters (SmolLM2 fine-tunes); benchmarks/bench_validity.py runs it, tests/benchmarks tests its math"),
     ("docs/interop.md", "from dictionary_learning", "needs the peer library dictionary_learning (not a "
      "dependency); benchmarks/check_interop.py runs it in the peer virtualenv"),
     ("docs/interop.md", "from repeng", "needs the peer library repeng (not a dependency); "
