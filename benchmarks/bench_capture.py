@@ -29,6 +29,7 @@ import os
 import shutil
 import statistics
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -99,10 +100,40 @@ def _batches(
     return out
 
 
+def reference_forwards(model: Any, batches: Sequence[tuple[Any, Any]],
+                       layers: Sequence[int]) -> tuple[Callable[[], None], Callable[[], None]]:
+    """The two references a capture is timed against over ``batches``: the full bare forward, and the forward
+    stopped after the deepest captured block (what capture itself runs)."""
+    from difflib_models.capture.capture import StopForward, forward_inputs
+    from difflib_models.models.hookpoints import get_block
+
+    def bare() -> None:
+        with torch.no_grad():
+            for ids, am in batches:
+                model(**forward_inputs(model, ids, am))
+
+    def _stop(*_: Any) -> None:
+        raise StopForward
+
+    def bare_to_layer() -> None:
+        handle = get_block(model, max(layers)).register_forward_hook(_stop)
+        try:
+            with torch.no_grad():
+                for ids, am in batches:
+                    try:
+                        model(**forward_inputs(model, ids, am))
+                    except StopForward:
+                        pass
+        finally:
+            handle.remove()
+
+    return bare, bare_to_layer
+
+
 def bench_model(
     name: str, *, n_batches: int, repeats: int, shard_tokens: int, workdir: Path
 ) -> dict[str, Any]:
-    from difflib_models.capture.capture import capture_batch, forward_inputs
+    from difflib_models.capture.capture import capture_batch
     from difflib_models.capture.pipeline import resolve_layers
     from difflib_models.models.compat import tokenizer_name, vocab_hash
     from difflib_models.store.writer import ActivationStoreWriter
@@ -126,28 +157,7 @@ def bench_model(
     }
     counter = {"run": 0, "stored_tokens": 0, "shards": 0}
 
-    def bare() -> None:
-        with torch.no_grad():
-            for ids, am in batches:
-                model(**forward_inputs(model, ids, am))
-
-    from difflib_models.capture.capture import StopForward
-    from difflib_models.models.hookpoints import get_block
-
-    def _stop(*_: Any) -> None:
-        raise StopForward
-
-    def bare_to_layer() -> None:
-        handle = get_block(model, max(layers)).register_forward_hook(_stop)
-        try:
-            with torch.no_grad():
-                for ids, am in batches:
-                    try:
-                        model(**forward_inputs(model, ids, am))
-                    except StopForward:
-                        pass
-        finally:
-            handle.remove()
+    bare, bare_to_layer = reference_forwards(model, batches, layers)
 
     def capture_only() -> None:
         for ids, am in batches:

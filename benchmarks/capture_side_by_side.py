@@ -49,9 +49,7 @@ def export_version(commit: str, dest: Path) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     from benchmarks import bench_capture as bc
-    from difflib_models.capture.capture import StopForward, forward_inputs
     from difflib_models.models.compat import tokenizer_name, vocab_hash
-    from difflib_models.models.hookpoints import get_block
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--commits", required=True, help="comma list of commits to compare with this checkout")
@@ -84,25 +82,7 @@ def main(argv: list[str] | None = None) -> None:
         stores = tmp / "stores"
         count = [0]
 
-        def bare() -> None:
-            with torch.no_grad():
-                for ids, am in batches:
-                    model(**forward_inputs(model, ids, am))
-
-        def _stop(*_: object) -> None:
-            raise StopForward
-
-        def bare_to_layer() -> None:
-            handle = get_block(model, max(layers)).register_forward_hook(_stop)
-            try:
-                with torch.no_grad():
-                    for ids, am in batches:
-                        try:
-                            model(**forward_inputs(model, ids, am))
-                        except StopForward:
-                            pass
-            finally:
-                handle.remove()
+        bare, bare_to_layer = bc.reference_forwards(model, batches, layers)
 
         modes: dict[str, Callable[[], None]] = {"bare": bare, "bare_to_layer": bare_to_layer}
         for version in versions:
