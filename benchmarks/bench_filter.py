@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -31,8 +32,8 @@ from benchmarks.common import machine_info, summarize, timed_both, write_results
 logger = logging.getLogger("benchmarks.bench_filter")
 
 
-def _precision_at_k(records: list[dict[str, Any]], labels: np.ndarray) -> float:
-    d = np.array([r["delta_p"] for r in records])
+def _precision_at_k(records: Sequence[Any], labels: np.ndarray) -> float:
+    d = np.array([r.delta_p for r in records])
     k = int(labels.sum())
     return float(labels[np.argsort(-d, kind="stable")[:k]].mean())
 

@@ -170,7 +170,7 @@ def demo_rows(loaded: Any, vs: Any, recipe: Any) -> dict[str, Any]:
     scores = {}
     for name in ("sycophancy-inducing", "sycophancy-neutral"):
         res = filter_samples(loaded, vs, samples_from_rows(load_dataset(name)[:48], name=name), cfg)
-        scores[name] = np.array([r["delta_p"] for r in res.records])
+        scores[name] = np.array([r.delta_p for r in res.records])
     return {"layer": recipe.filter_layer, "method": cfg.method,
             **rank_metrics(scores["sycophancy-inducing"], scores["sycophancy-neutral"])}
 

@@ -439,7 +439,7 @@ def filter_ranking(base: Any, vectors: Mapping[str, str], traits: Sequence[str],
         deltas = {}
         for kind in KINDS:
             res = filter_samples(base, vs, samples_from_rows(load_rows(t, kind), name=f"{t}-{kind}"), cfg)
-            deltas[kind] = [r["delta_p"] for r in res.records]
+            deltas[kind] = [r.delta_p for r in res.records]
         m = rank_metrics(deltas["organism"], deltas["control"])
         done[t] = {"auroc": m["auroc"], "precision_at_k": m["precision_at_k"], "k": m["k"],
                    "mean_delta_p": {k: statistics.fmean(v) for k, v in deltas.items()},
@@ -474,7 +474,7 @@ def filter_ranking_paired(base: Any, traits: Sequence[str], work: Path, seed: in
             continue
         cfg = FilterConfig(method=record.method, mode="report", batch_size=8, max_length=128, n_bootstrap=50,
                            seed=seed)
-        deltas = {kind: [r["delta_p"] for r in filter_samples(
+        deltas = {kind: [r.delta_p for r in filter_samples(
             base, vs, samples_from_rows(load_rows(t, kind), name=f"{t}-{kind}"), cfg,
             layer=record.filter_layer).records] for kind in KINDS}
         m = rank_metrics(deltas["organism"], deltas["control"])

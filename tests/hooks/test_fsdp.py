@@ -45,8 +45,8 @@ def test_fsdp2_filter_and_monitor_scores_equal_the_unsharded_model(tmp_path: Pat
               .read_text(encoding="utf-8").splitlines()]
     assert len(scores) == N_ROWS and sum(s["flagged"] for s in scores) == 4
     for key in ("proj_train", "proj_base", "delta_p"):
-        assert [s[key] for s in scores] == pytest.approx([r[key] for r in ref.records], abs=1e-5)
-    assert [s["flagged"] for s in scores] == [r["flagged"] for r in ref.records]
+        assert [s[key] for s in scores] == pytest.approx([getattr(r, key) for r in ref.records], abs=1e-5)
+    assert [s["flagged"] for s in scores] == [r.flagged for r in ref.records]
 
     # the monitor's baseline (step 0, before training) is the unsharded model's probe
     base = load_file(str(tmp_path / "run" / "mon" / "baseline.safetensors"))

@@ -60,12 +60,6 @@ class FilterRow:
     flagged: bool
     method: str
 
-    def __getitem__(self, key: str) -> Any:
-        """Read a field by its ``scores.jsonl`` key (``row["delta_p"]``), for code written against the rows."""
-        if key not in _ROW_FIELDS:
-            raise KeyError(key)
-        return getattr(self, key)
-
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -81,8 +75,6 @@ class FilterRow:
                    delta_p=float(data["delta_p"]), percentile=float(data["percentile"]),
                    flagged=bool(data["flagged"]), method=str(data["method"]))
 
-
-_ROW_FIELDS = frozenset(f.name for f in dataclasses.fields(FilterRow))
 
 #: key -> whether a JSON value is the typed field's value (else it is kept verbatim in ``extra``)
 _CHECKS: dict[str, Any] = {
@@ -147,13 +139,6 @@ class FilterSummary:
         if self.n is None or self.n_flagged is None or self.n <= 0:
             return None
         return self.n_flagged / self.n
-
-    def __getitem__(self, key: str) -> Any:
-        """Read a key as ``summary.json`` holds it (``summary["n_flagged"]``), for code written against the file."""
-        data = self.to_dict()
-        if key not in data:
-            raise KeyError(key)
-        return data[key]
 
     def with_outputs(self, source: str | None, outputs: Mapping[str, str]) -> FilterSummary:
         """The summary as written to disk: with the input ``source`` and the ``outputs`` paths."""
