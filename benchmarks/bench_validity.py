@@ -487,9 +487,39 @@ def filter_ranking_paired(base: Any, traits: Sequence[str], work: Path, seed: in
     return done
 
 
+def _trained(run_dir: Path) -> dict[str, Any] | None:
+    done = run_dir / "train.json"
+    if done.is_file() and (run_dir / "adapter").is_dir():
+        return json.loads(done.read_text(encoding="utf-8"))
+    return None
+
+
 def train(kind: str, trait: str, seed: int, rec: Mapping[str, Any], vectors: Mapping[str, str],
-          run_dir: Path) -> dict[str, Any]:
-    """One LoRA fine-tune with a PersonaMonitor on all three vectors; saves the adapter and ``train.json``."""
+          run_dir: Path, *, poll_s: float = 15.0) -> dict[str, Any]:
+    """One LoRA fine-tune with a PersonaMonitor on all three vectors; saves the adapter and ``train.json``.
+
+    Workers share run directories (a case's reference control is another case's adapter): the run is trained under
+    ``<run_dir>.train.lock``; a worker that finds the lock held by a live process waits for that run instead of
+    training the same adapter again."""
+    done = _trained(run_dir)
+    if done is not None:
+        return done
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    lock = run_dir.parent / f"{run_dir.name}.train.lock"
+    while not _claim(lock):
+        log.info("%s: another worker is training it; waiting", run_dir.name)
+        time.sleep(poll_s)
+        done = _trained(run_dir)
+        if done is not None:
+            return done
+    try:
+        return _trained(run_dir) or _train(kind, trait, seed, rec, vectors, run_dir)
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _train(kind: str, trait: str, seed: int, rec: Mapping[str, Any], vectors: Mapping[str, str],
+           run_dir: Path) -> dict[str, Any]:
     import lightning.pytorch as L
 
     from benchmarks.organism_data import load_rows
@@ -499,8 +529,6 @@ def train(kind: str, trait: str, seed: int, rec: Mapping[str, Any], vectors: Map
     from difflib_models.training.lora_module import ChatDataModule, LoRAFineTune, add_lora
 
     done = run_dir / "train.json"
-    if done.is_file() and (run_dir / "adapter").is_dir():
-        return json.loads(done.read_text(encoding="utf-8"))
     t0 = time.perf_counter()
     L.seed_everything(seed, workers=True, verbose=False)
     loaded = load_model(None)

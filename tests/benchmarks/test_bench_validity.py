@@ -183,3 +183,32 @@ def test_behaviour_memo_wraps_the_scorer_the_gate_calls(monkeypatch: pytest.Monk
     assert score(b, [1, 2], side="model") == [2, "b"]  # another adapter: scored
     assert calls == [("a", "model"), ("b", "base"), ("b", "model")]
     assert (memo.hits, memo.misses) == (2, 3)
+
+
+def test_a_second_worker_waits_for_a_run_another_worker_trains(tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+                                                               ) -> None:
+    """A case's reference control is another case's run: a worker that finds its training lock held by a live
+    process waits for that run's ``train.json`` instead of training the same adapter a second time."""
+    import json
+    import os
+
+    import benchmarks.bench_validity as bv
+
+    run = tmp_path / "runs" / "evil-control-s1"
+    run.parent.mkdir(parents=True)
+    (run.parent / "evil-control-s1.train.lock").write_text(str(os.getpid()))  # a live holder (this process)
+    trained: list[str] = []
+    monkeypatch.setattr(bv, "_train", lambda *a, **k: trained.append("again") or {"adapter": "x"})
+
+    def finish_meanwhile(_s: float) -> None:  # the other worker finishes while this one sleeps
+        (run / "adapter").mkdir(parents=True)
+        (run / "train.json").write_text(json.dumps({"adapter": str(run / "adapter"), "final_loss": 1.5}))
+
+    monkeypatch.setattr(bv.time, "sleep", finish_meanwhile)
+    out = bv.train("control", "evil", 1, {}, {}, run, poll_s=0.0)
+    assert out["final_loss"] == 1.5 and trained == []
+    # a free (stale) lock: trains once, and releases the lock afterwards
+    run2 = tmp_path / "runs" / "evil-control-s2"
+    (run2.parent / "evil-control-s2.train.lock").write_text("999999999")  # no such process
+    assert bv.train("control", "evil", 2, {}, {}, run2) == {"adapter": "x"} and trained == ["again"]
+    assert not (run2.parent / "evil-control-s2.train.lock").exists()
