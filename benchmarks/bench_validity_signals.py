@@ -105,7 +105,7 @@ class BaseSide:
     response probe, and the battery's base scores."""
 
     def __init__(self, base: Any, vectors: Mapping[str, str], *, max_new_tokens: int, probe_prompts: int,
-                 seed: int) -> None:
+                 seed: int, batteries: bool = True) -> None:
         from difflib_models.persona.extraction.vectors import PersonaVectorSet
         from difflib_models.persona.shift import ShiftBaseline, probe_activations
         from difflib_models.persona.shift.response import Direction, ResponseProbe
@@ -129,7 +129,7 @@ class BaseSide:
                                                batch_size=10)
             log.info("base %s: blocks.%d, %d questions, mean base answer %.1f tokens", t, layer, len(qs),
                      sum(map(len, self.resp[t].answers)) / len(qs))
-        self.batteries = self._battery_items()
+        self.batteries = self._battery_items() if batteries else {}
         self.battery_base = {name: self._battery_scores(self.base, name) for name in self.batteries}
 
     def _battery_items(self) -> dict[str, Any]:
@@ -226,6 +226,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="train cases the suite has not saved yet (bench_validity's recipe) under --work/runs")
     parser.add_argument("--train-traits", default=None, help="comma subset of --traits that --train-missing trains")
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps of --train-missing (default: suite)")
+    parser.add_argument("--kinds", default=",".join(KINDS), help="comma subset of organism,control")
+    parser.add_argument("--no-batteries", action="store_true",
+                        help="skip the answer-likelihood batteries (calibration runs of the response signals)")
     parser.add_argument("--aggregate-only", action="store_true")
     parser.add_argument("--name", default="validity_signals")
     args = parser.parse_args(argv)
@@ -237,6 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     train_traits = set(traits if args.train_traits is None else args.train_traits.split(","))
     settings = {"max_new_tokens": args.max_new_tokens, "probe_prompts": args.probe_prompts, "n_null": N_NULL,
                 "battery_per_file": BATTERY_PER_FILE, "ab_items": AB_ITEMS}
+    if args.no_batteries:
+        settings["batteries"] = False
+    kinds = [k for k in KINDS if k in args.kinds.split(",")]
     machine = machine_info()
 
     from difflib_models.io import atomic_write_json
@@ -248,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         base_side: BaseSide | None = None
         for seed in seeds:
             for trait in traits:
-                for kind in KINDS:
+                for kind in kinds:
                     cid = case_id(kind, trait, seed)
                     out = work / "signals" / f"{cid}.json"
                     if out.is_file() and json.loads(out.read_text(encoding="utf-8")).get("settings") == settings:
@@ -267,7 +273,8 @@ def main(argv: list[str] | None = None) -> int:
                         continue
                     if base_side is None:
                         base_side = BaseSide(load_model(None), vectors, max_new_tokens=args.max_new_tokens,
-                                             probe_prompts=args.probe_prompts, seed=0)
+                                             probe_prompts=args.probe_prompts, seed=0,
+                                             batteries=not args.no_batteries)
                     t0 = time.perf_counter()
                     cand = load_model(None, adapter=str(adapter))
                     rec = {"case": cid, "kind": kind, "trait": trait, "seed": seed, "adapter": str(adapter),

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from importlib import resources
 from pathlib import Path
@@ -148,6 +149,9 @@ class PolicyOptions:
             raise ConfigError(bad_value("options.on_inconclusive", self.on_inconclusive, INCONCLUSIVE))
 
 
+GATE_MODES = ("prompt_contrast", "ab", "paired")
+
+
 @dataclass(frozen=True)
 class PersonaPlan:
     """How the gate computes persona shifts (used only when a check needs them)."""
@@ -158,6 +162,9 @@ class PersonaPlan:
     max_probe_prompts: int = 20
     seed: int = 0
     mode: str = "prompt_contrast"
+    modes: Mapping[str, str] = field(default_factory=dict)
+    """Per-trait extraction modes that override ``mode`` (``{trait id: mode}``), e.g. ``{sycophancy: paired}``:
+    response-based directions for the traits whose checks read response tokens."""
     max_extraction_questions: int = 10
     max_instructions: int = 3
     response_tokens: int = 32
@@ -165,9 +172,18 @@ class PersonaPlan:
 
     def __post_init__(self) -> None:
         _need_int("persona.response_tokens", self.response_tokens, 1)
-        if self.mode not in ("prompt_contrast", "ab", "paired"):
-            raise ConfigError(bad_value("persona.mode", self.mode, ("prompt_contrast", "ab", "paired"),
+        if self.mode not in GATE_MODES:
+            raise ConfigError(bad_value("persona.mode", self.mode, GATE_MODES,
                                         "judge-free extraction modes only (the gate runs offline)"))
+        if not isinstance(self.modes, Mapping):
+            raise ConfigError(bad_value("persona.modes", self.modes, "a mapping {trait id: mode}",
+                                        "e.g. `modes: {sycophancy: paired}`"))
+        object.__setattr__(self, "modes", dict(self.modes))
+        for trait_id, mode in self.modes.items():
+            _need_str("persona.modes (a trait id)", trait_id)
+            if mode not in GATE_MODES:
+                raise ConfigError(bad_value(f"persona.modes.{trait_id}", mode, GATE_MODES,
+                                            "judge-free extraction modes only (the gate runs offline)"))
         for name in ("max_extraction_questions", "max_instructions"):
             value = getattr(self, name)
             _need_int(f"persona.{name}", value, 1)
@@ -178,6 +194,10 @@ class PersonaPlan:
         _need_number("persona.min_auroc", self.min_auroc, 0.5, 1.0)
         _need_int("persona.max_probe_prompts", self.max_probe_prompts, 4)
         _need_int("persona.seed", self.seed, 0)
+
+    def mode_for(self, trait_id: str) -> str:
+        """The extraction mode of ``trait_id``: its ``modes`` entry, else ``mode``."""
+        return str(self.modes.get(trait_id, self.mode))
 
 
 @dataclass(frozen=True)

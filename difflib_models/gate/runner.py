@@ -222,10 +222,10 @@ GATE_VALIDATION = "quick"
 nulls (no steering dose-response, which only ``persona extract --validation full`` runs)."""
 
 
-def extraction_settings(plan: Any, layer: int, batch_size: int) -> dict[str, Any]:
+def extraction_settings(plan: Any, layer: int, batch_size: int, trait_id: str) -> dict[str, Any]:
     """What the gate's extraction of one trait depends on besides the base weights and the trait file (the
     vector-cache key, :func:`difflib_models.gate.vector_cache.cache_key`)."""
-    return {"mode": plan.mode, "aggregator": "mean_diff", "layer": int(layer), "position": "last_prompt_token",
+    return {"mode": plan.mode_for(trait_id), "aggregator": "mean_diff", "layer": int(layer), "position": "last_prompt_token",
             "max_instructions": plan.max_instructions, "max_extraction_questions": plan.max_extraction_questions,
             "max_probe_prompts": plan.max_probe_prompts, "batch_size": int(batch_size),
             "validation": GATE_VALIDATION}
@@ -247,7 +247,7 @@ def _extract(base_loaded: Any, side: str, trait: Any, layer: int, plan: Any, *,
     with model_view(base_loaded, side) as model:
         view = base_loaded if side != "base" else from_pretrained_objects(model, base_loaded.tokenizer,
                                                                           name="base (adapter disabled)")
-        ext = PersonaExtractor(mode=plan.mode, layers=[layer], batch_size=batch_size).fit(
+        ext = PersonaExtractor(mode=plan.mode_for(trait.id), layers=[layer], batch_size=batch_size).fit(
             view, small, probe_acts=None if probe_acts is None else {layer: probe_acts})
         t1 = time.perf_counter()
         log.info("extracted %s at layer %d in %.1f s; validating (%s)", trait.id, layer, t1 - t0, GATE_VALIDATION)
@@ -272,12 +272,15 @@ def _auroc(validation: ValidationSummary | None, layer: int) -> float | None:
 
 
 def signal_notes(auroc: float | None, gap: Any, usable: float | None, base_std: float, *, layer: int,
-                 min_auroc: float) -> list[str]:
+                 min_auroc: float, mode: str = "prompt_contrast") -> list[str]:
     """Why a vector's persona values are no evidence at ``layer`` (empty list: the signal is usable).
 
     A vector needs a held-out AUROC at the used layer of at least ``min_auroc``, a base spread, and a pos-neg
     gap above the base spread (:func:`difflib_models.persona.shift.core.usable_gap`); a vector extracted with
-    ``--validation none`` (``--no-validate``) or read at another layer than it was validated on has no AUROC there."""
+    ``--validation none`` (``--no-validate``) or read at another layer than it was validated on has no AUROC there.
+    The gap is the instruction contrast at the last prompt token: a ``paired`` vector is fitted on response tokens
+    and need not read it, so for ``paired`` the gap is not required (its ``shift_frac`` is then None, and a
+    ``shift_frac`` check on it is inconclusive by itself)."""
     notes: list[str] = []
     if auroc is None:
         notes.append(f"no held-out AUROC recorded at the used layer {layer}: validate the vector at this layer "
@@ -287,6 +290,8 @@ def signal_notes(auroc: float | None, gap: Any, usable: float | None, base_std: 
                      "the trait in this model")
     if not base_std > 1e-8:
         notes.append("base projections have no spread (sigma_0 = 0)")
+    if mode == "paired":
+        return notes
     if gap is None or _finite_number(gap) is None:
         notes.append("no finite pos-neg gap recorded for this vector at the used layer")
     elif usable is None:
@@ -367,7 +372,7 @@ def persona_section(sides: Mapping[str, tuple[Any, str]], policy: Policy, *, vec
     for trait_id, (trait, layer, vs) in plans.items():
         vector_file = None
         if vs is None:
-            key = vector_cache.cache_key(base_ident, trait.hash, extraction_settings(plan, layer, batch_size))
+            key = vector_cache.cache_key(base_ident, trait.hash, extraction_settings(plan, layer, batch_size, trait.id))
             vs = vector_cache.load_cached(key, trait.id, base_ident) if use_cache else None
             sources[trait_id] = "cache" if vs is not None else "extracted"
             if vs is None:
@@ -398,7 +403,7 @@ def persona_section(sides: Mapping[str, tuple[Any, str]], policy: Policy, *, vec
                                        seed=plan.seed, batch_size=batch_size)
         auroc = _auroc(vs.validation, layer)
         notes = signal_notes(auroc, baseline.gap, baseline.usable_gap, baseline.sigma0, layer=layer,
-                             min_auroc=plan.min_auroc)
+                             min_auroc=plan.min_auroc, mode=vs.mode)
         rows.append(PersonaRow(
             trait=trait_id, layer=layer, polarity=vs.polarity, shift=res.shift, shift_z=shift_z,
             shift_frac=_finite(res.shift_frac), null_percentile=_finite(res.null_percentile),

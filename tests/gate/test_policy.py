@@ -105,6 +105,8 @@ def test_bad_policy_files(tmp_path) -> None:
         ({"checks": [_check()], "behavioural": {"max_items": 8}}, "behavioural.min_scored"),  # 10 > 8 items
         ({"checks": [_check()], "behavioural": {"trait": None}}, "behavioural.trait"),
         ({"checks": [_check()], "name": {"a": 1}}, "policy.name"),
+        ({"checks": [_check()], "persona": {"modes": {"sycophancy": "generate_judge"}}}, "persona.modes.sycophancy"),
+        ({"checks": [_check()], "persona": {"modes": ["paired"]}}, "persona.modes"),
     ],
 )
 def test_policy_fields_are_type_checked_and_finite(data, field) -> None:
@@ -174,3 +176,10 @@ def test_behavioural_plan_and_traits() -> None:
     assert mixed.behavioural_traits() == ["evil", "hallucination"]  # the plan's trait first: the section's own
     with pytest.raises(ConfigError, match="behavioural.n_boot"):
         policy_from_dict({"checks": [chk], "behavioural": {"n_boot": 10}})
+
+
+def test_per_trait_modes_override_the_policy_mode() -> None:
+    pol = policy_from_dict({"checks": [_check()], "persona": {"mode": "ab", "modes": {"sycophancy": "paired"}}})
+    assert pol.persona.mode_for("sycophancy") == "paired" and pol.persona.mode_for("evil") == "ab"
+    assert pol.to_dict()["persona"]["modes"] == {"sycophancy": "paired"}
+    assert policy_from_dict({"checks": [_check()]}).persona.mode_for("sycophancy") == "prompt_contrast"

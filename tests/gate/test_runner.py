@@ -205,3 +205,16 @@ def test_gate_records_round_trip_through_report_json(planted, tmp_path) -> None:
     assert back == res.outcome and persona == res.persona  # record -> JSON -> record
     rebuilt = {**doc, **back.to_dict(), "persona": persona.to_dict()}  # JSON -> record -> JSON, byte for byte
     assert json.dumps(rebuilt, indent=2, allow_nan=False) + "\n" == text
+
+
+def test_a_paired_vector_needs_no_instruction_gap_but_still_a_held_out_auroc() -> None:
+    """The gap is the instruction contrast at the last prompt token; a ``paired`` (response-fitted) vector need not
+    read it, so only the AUROC and the base spread decide its signal (its shift_frac stays None)."""
+    from difflib_models.gate.runner import signal_notes
+
+    gapless = {"gap": 1e-4, "usable": None, "base_std": 1.5, "layer": 3, "min_auroc": 0.6}
+    assert any("not above the base spread" in n for n in signal_notes(0.95, **gapless))
+    assert any("not above the base spread" in n for n in signal_notes(0.95, **gapless, mode="prompt_contrast"))
+    assert signal_notes(0.95, **gapless, mode="paired") == []
+    assert any("0.55 < 0.60" in n for n in signal_notes(0.55, **gapless, mode="paired"))
+    assert any("no held-out AUROC" in n for n in signal_notes(None, **gapless, mode="paired"))
