@@ -487,6 +487,11 @@ def filter_ranking_paired(base: Any, traits: Sequence[str], work: Path, seed: in
     return done
 
 
+def _finite_or_none(v: Any) -> float | None:
+    """A monitor value for JSON: None where it is missing or not finite (a ``paired`` vector has no shift_frac)."""
+    return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
+
+
 def _trained(run_dir: Path) -> dict[str, Any] | None:
     done = run_dir / "train.json"
     if done.is_file() and (run_dir / "adapter").is_dir():
@@ -553,9 +558,10 @@ def _train(kind: str, trait: str, seed: int, rec: Mapping[str, Any], vectors: Ma
            "final_loss": float(loss) if loss is not None else None, "seconds": time.perf_counter() - t0,
            "monitor": {"status": mon["status"], "first_warn_step": mon["first_warn_step"],
                        "first_fail_step": mon["first_fail_step"],
-                       "traits": {t: {k: v.get(k) for k in ("shift_z", "shift_frac", "null_percentile")}
+                       "traits": {t: {k: _finite_or_none(v.get(k)) for k in ("shift_z", "shift_frac",
+                                                                              "null_percentile")}
                                   for t, v in last.items()},
-                       "series": [{"step": s.get("step"), "traits": {t: v.get("shift_z") for t, v in
+                       "series": [{"step": s.get("step"), "traits": {t: _finite_or_none(v.get("shift_z")) for t, v in
                                                                     (s.get("traits") or {}).items()}}
                                   for s in mon["series"]]}}
     atomic_write_json(done, out)

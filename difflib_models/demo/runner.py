@@ -18,6 +18,7 @@ from typing import Any
 from difflib_models.datasets import load_dataset
 from difflib_models.demo import steps
 from difflib_models.demo.config import INDUCING, NEUTRAL, TRAIT, DemoConfig
+from difflib_models.gate.policy import load_policy
 from difflib_models.io import atomic_write_json
 from difflib_models.models.loading import load_model
 from difflib_models.stages import StageCache
@@ -77,9 +78,11 @@ def run_demo(config: DemoConfig) -> DemoResult:
 
     vector_budget = {k: getattr(profile, k) for k in ("vector_instructions", "vector_questions",
                                                       "vector_eval_questions")}
-    vectors = stages.run("vectors", {"model": ident, "traits": steps.GATE_TRAITS, **vector_budget},
+    plan = load_policy(None).persona
+    vectors = stages.run("vectors", {"model": ident, "traits": list(steps.gate_traits()),
+                                     "modes": {t: plan.mode_for(t) for t in steps.gate_traits()}, **vector_budget},
                          lambda: steps.extract_vectors(base, out / "vectors", profile))
-    vector_files = [vectors["files"][t] for t in steps.GATE_TRAITS]
+    vector_files = [vectors["files"][t] for t in steps.gate_traits()]
     filter_vector = stages.run("filter_vector", {"model": ident, "trait": TRAIT, "seed": config.seed},
                                lambda: steps.extract_filter_vector(base, out / "vectors", config.seed))
     scores = stages.run("data_filter", {**common, "vectors": filter_vector["file"], "sets": names},

@@ -52,8 +52,9 @@ from difflib_models.persona.validation import extract_and_validate
 
 log = logging.getLogger(__name__)
 
-GATE_TRAITS = ("sycophancy", "evil")
-"""Traits the default release policy checks; their vectors are extracted once and reused by every gate run."""
+def gate_traits() -> tuple[str, ...]:
+    """Traits the default release policy checks; their vectors are extracted once and reused by every gate run."""
+    return tuple(load_policy(None).traits())
 
 
 # ------------------------------------------------------------------------------------------------ vectors
@@ -66,7 +67,8 @@ def extract_vectors(base: Any, out_dir: Path, profile: DemoProfile) -> dict[str,
     layer = int(plan.layer) if plan.layer != "auto" else int(base.n_layers) // 2
     files: dict[str, str] = {}
     auroc: dict[str, float] = {}
-    for trait_id in GATE_TRAITS:
+    modes: dict[str, str] = {}
+    for trait_id in gate_traits():
         trait = load_trait(trait_id)
         small = dataclasses.replace(
             trait,
@@ -74,11 +76,12 @@ def extract_vectors(base: Any, out_dir: Path, profile: DemoProfile) -> dict[str,
             questions={"extraction": trait.questions["extraction"][: profile.vector_questions],
                        "evaluation": trait.questions["evaluation"][: profile.vector_eval_questions]},
         )
-        vs, report = extract_and_validate(base, small, mode=plan.mode, layers=[layer], batch_size=16,
+        modes[trait_id] = plan.mode_for(trait_id)
+        vs, report = extract_and_validate(base, small, mode=modes[trait_id], layers=[layer], batch_size=16,
                                           level=GATE_VALIDATION, seed=plan.seed)
         auroc[trait_id] = float(report.per_layer[layer].auroc)
         files[trait_id] = str(vs.save(out_dir / trait_id))
-    return {"files": files, "layer": layer, "auroc": auroc, "mode": plan.mode}
+    return {"files": files, "layer": layer, "auroc": auroc, "mode": modes}
 
 
 # ------------------------------------------------------------------------------------------------ filter

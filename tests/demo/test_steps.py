@@ -26,10 +26,10 @@ def test_extract_vectors_reports_the_held_out_auroc_of_the_saved_vectors(stories
                                   vector_eval_questions=8)
     out = steps.extract_vectors(base, tmp_path, profile)
     layer = out["layer"]
-    assert layer == base.n_layers // 2 and set(out["files"]) == set(steps.GATE_TRAITS)
+    assert layer == base.n_layers // 2 and set(out["files"]) == set(steps.gate_traits())
     for trait_id, path in out["files"].items():
         vs = PersonaVectorSet.load(path, expect_model=base)
-        assert vs.selected_layer == layer and vs.layers == [layer] and vs.mode == out["mode"]
+        assert vs.selected_layer == layer and vs.layers == [layer] and vs.mode == out["mode"][trait_id]
         trait = load_trait(trait_id)
         small = dataclasses.replace(trait, instructions=trait.instructions[:2],
                                     questions={"extraction": trait.questions["extraction"][:4],
