@@ -149,14 +149,41 @@ class PersonaExtractor:
             source = "prompt_contrast_last_token"
         else:
             pos, neg, source = self.pos_features_, self.neg_features_, f"{self.mode}_features"
+        self._gap_features = (pos, neg)
+        return self._gap_from(pos, neg), source
+
+    def _gap_from(self, pos: dict[int, torch.Tensor], neg: dict[int, torch.Tensor]) -> dict[int, float]:
         return {layer: float((pos[layer] @ self.unit(layer)).mean() - (neg[layer] @ self.unit(layer)).mean())
-                for layer in self.layers_}, source
+                for layer in self.layers_}
 
     def _base_std(self, loaded: Any, trait: Trait, acts: dict[int, torch.Tensor] | None = None) -> dict[int, float]:
         if acts is None or any(layer not in acts for layer in self.layers_):
             acts = probe_activations(loaded.model, loaded.tokenizer, trait.split_questions("evaluation"),
                                      self.layers_, batch_size=self.batch_size)
+        self._probe_acts = acts
+        return self._base_std_from(acts)
+
+    def _base_std_from(self, acts: dict[int, torch.Tensor]) -> dict[int, float]:
         return {layer: float((acts[layer] @ self.unit(layer)).std()) for layer in self.layers_}
+
+    def with_aggregator(self, aggregator: str) -> PersonaExtractor:
+        """A fitted copy whose directions come from ``aggregator`` on THIS extractor's extraction features (no
+        forward pass: the gap and sigma_0 are re-read from the stored last-prompt features). ConfigError as
+        :meth:`__init__` for an unknown aggregator or one this mode cannot feed."""
+        self._check_fitted()
+        other = PersonaExtractor(mode=self.mode, aggregator=aggregator, layers=self.layers,
+                                 batch_size=self.batch_size, max_length=self.max_length,
+                                 assistant_prefix=self.assistant_prefix, judge=self.judge,
+                                 judge_threshold=self.judge_threshold, coherence_min=self.coherence_min,
+                                 max_new_tokens=self.max_new_tokens, show_progress=self.show_progress)
+        other.__dict__.update({k: v for k, v in self.__dict__.items() if k.endswith("_")})
+        other._gap_features, other._probe_acts = self._gap_features, self._probe_acts
+        pos, neg = self.pos_features_, self.neg_features_
+        other.vectors_ = {layer: aggregate(pos[layer], neg[layer], aggregator) for layer in self.layers_}
+        other.norms_ = {layer: float(v.norm()) for layer, v in other.vectors_.items()}
+        other.gap_ = other._gap_from(*self._gap_features)
+        other.base_std_ = other._base_std_from(self._probe_acts)
+        return other
 
     def to_vector_set(
         self, *, selected_layer: int | None = None, selection_reason: str | None = None,
