@@ -81,6 +81,7 @@ def main() -> None:
 
     from difflib_models.models.loading import load_model
     from difflib_models.persona.extraction.extractor import aggregate
+    from difflib_models.persona.extraction.pair_logistic import C_GRID, fit_pair_logistic
     from difflib_models.persona.extraction.vectors import PersonaVectorSet
     from difflib_models.persona.filtering.validation import (
         pair_scores,
@@ -111,7 +112,12 @@ def main() -> None:
     rows: dict[str, Any] = {}
     for agg in [a for a in args.aggregators.split(",") if a]:
         t1 = time.perf_counter()
-        vecs = {k: aggregate(pos[k], neg[k], agg) for k in layers}
+        chosen_c: dict[int, float] = {}
+        if agg == "pair_logistic":  # same as aggregate(), keeping the C the CV chose per layer
+            fits = {k: fit_pair_logistic(pos[k], neg[k]) for k in layers}
+            vecs, chosen_c = {k: v for k, (v, _) in fits.items()}, {k: c for k, (_, c) in fits.items()}
+        else:
+            vecs = {k: aggregate(pos[k], neg[k], agg) for k in layers}
         fit_s = time.perf_counter() - t1
         vs = PersonaVectorSet(trait_id=trait.id, vectors=vecs, model=loaded.identity.to_dict(), mode="paired",
                               aggregator=agg, n_pos=len(trait.split_paired("extraction")),
@@ -129,13 +135,13 @@ def main() -> None:
                                  "beats_every_random": bool(rec.eval_auroc > max(rand))},
             "all_heldout_auroc_by_method_layer": all_pairs,
             "all_heldout_pair_win_rate_by_layer": win,
-            "fit_seconds": round(fit_s, 1),
+            "fit_seconds": round(fit_s, 1), "pair_logistic_c_by_layer": chosen_c or None,
         }
         logger.info("%s: held-out eval AUROC %.3f (%s, blocks.%d; precision@k %.2f, win %.2f), random max %.3f",
                     agg, rec.eval_auroc, rec.method, rec.filter_layer, rec.eval_precision_at_k,
                     rec.eval_pair_win_rate, max(rand))
     write_results(args.name, {
-        "config": vars(args), "model": loaded.identity.name,
+        "config": vars(args), "model": loaded.identity.name, "pair_logistic_c_grid": list(C_GRID),
         "threads": int(os.environ.get("OMP_NUM_THREADS", "0") or 0),
         "vector_source": f"CAA generate sycophancy: {len(others)} items not held out, imported (trait_from_items); "
                          f"paired option-text responses of its extraction split ({len(trait.split_paired('extraction'))}"

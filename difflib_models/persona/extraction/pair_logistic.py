@@ -11,7 +11,8 @@ The penalty ``C`` is chosen on the extraction pairs themselves by a grouped k-fo
 its mirror image always fall in the same fold) over :data:`C_GRID`: the held-out within-pair win rate (the share
 of held-out pairs with ``w . d > 0``), ties to the smaller C. The differences are divided by their mean norm first
 (one scalar per layer), so a C means the same at every layer. As C -> 0 the fit tends to the mean difference
-(the gradient at w = 0 is the sum of the differences), so the grid spans from ``mean_diff`` to a sharp fit.
+(the gradient at w = 0 is the sum of the differences), so the grid spans from ``mean_diff`` to a nearly unpenalised
+fit.
 """
 
 from __future__ import annotations
@@ -25,13 +26,15 @@ from difflib_models.errors import ConfigError, bad_value
 
 log = logging.getLogger(__name__)
 
-C_GRID: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0)
-"""Candidate L2 penalties (inverse strength), on differences scaled to unit mean norm."""
+C_GRID: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0)
+"""Candidate L2 penalties (inverse strength), on differences scaled to unit mean norm. The first grid stopped at 10:
+on 450 CAA sycophancy extraction pairs (SmolLM2, blocks 7/12/18/23) the CV win rate still rose there (0.70-0.72) and
+levelled off at 1000-10000 (0.78-0.82; docs/data-filtering.md)."""
 CV_FOLDS = 3
 DEFAULT_C = 1.0
 """Used when there are fewer than two pairs per fold to cross-validate on."""
 
-__all__ = ["C_GRID", "CV_FOLDS", "DEFAULT_C", "check_pairs", "choose_c", "pair_logistic"]
+__all__ = ["C_GRID", "CV_FOLDS", "DEFAULT_C", "check_pairs", "choose_c", "fit_pair_logistic", "pair_logistic"]
 
 
 def check_pairs(pos: torch.Tensor, neg: torch.Tensor, aggregator: str = "pair_logistic") -> None:
@@ -74,21 +77,27 @@ def choose_c(x: np.ndarray, grid: tuple[float, ...] = C_GRID, folds: int = CV_FO
     return best[1]
 
 
-def pair_logistic(pos: torch.Tensor, neg: torch.Tensor, *, c: float | None = None, seed: int = 0) -> torch.Tensor:
-    """One direction [d] from aligned pairs (module docstring); ``c`` fixes the penalty instead of the CV."""
+def fit_pair_logistic(pos: torch.Tensor, neg: torch.Tensor, *, c: float | None = None, seed: int = 0
+                      ) -> tuple[torch.Tensor, float]:
+    """(direction [d], the C used) from aligned pairs (module docstring); ``c`` fixes the penalty instead of the CV."""
     check_pairs(pos, neg)
     d = (pos - neg).double()
     diff = d.mean(dim=0)
     scale = float(d.norm(dim=1).mean())
     if scale <= 0.0:  # every pair identical: nothing to fit
-        return diff.float()
+        return diff.float(), float("nan")
     x = (d / scale).numpy()
     chosen = choose_c(x, seed=seed) if c is None else c
     u = torch.as_tensor(_fit(x, chosen), dtype=torch.float64)
     if float(u.norm()) == 0.0:
-        return diff.float()
+        return diff.float(), chosen
     u = u / u.norm()
     if float(diff @ u) < 0:
         u = -u
     log.debug("pair_logistic: %d pairs, C=%g", d.shape[0], chosen)
-    return (u * (diff @ u)).float()
+    return (u * (diff @ u)).float(), chosen
+
+
+def pair_logistic(pos: torch.Tensor, neg: torch.Tensor, *, c: float | None = None, seed: int = 0) -> torch.Tensor:
+    """One direction [d] from aligned pairs (:func:`fit_pair_logistic` without the C)."""
+    return fit_pair_logistic(pos, neg, c=c, seed=seed)[0]
