@@ -14,8 +14,11 @@
   method and layer chosen on a seeded tuning half of the held-out pairs, AUROC / precision@k / within-pair win rate
   on the other half; ``--random`` norm-matched random directions from N(0, Sigma_hat) of the extraction features
   through the same protocol;
-- ``all_heldout_at``: each aggregator's per-(method, layer) AUROC on ALL held-out pairs is NOT used for any choice;
-  it is listed for the table only (best and chosen layer side by side).
+- the product's recipe: each vector's filter validation on the import's own paired EVALUATION split (225 pairs, as
+  ``persona extract`` records it; ``--recipe-methods``, default raw,proxy: ``exact`` would add a generation per
+  pair) and its layer and method applied unchanged to ALL held-out rows (no choice made on them);
+- ``all_heldout_*``: each aggregator's per-(method, layer) AUROC and win rate on ALL held-out pairs, NOT used for
+  any choice; listed for the table only.
 Results: ``benchmarks/results/filter_heldout_caa.json``; nothing is asserted.
 """
 
@@ -71,6 +74,7 @@ def main() -> None:
     ap.add_argument("--caa-items", type=int, default=100)
     ap.add_argument("--methods", default="raw,proxy,exact")
     ap.add_argument("--aggregators", default="mean_diff,pair_logistic")
+    ap.add_argument("--recipe-methods", default="raw,proxy")
     ap.add_argument("--random", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache", default="/tmp/difflib_filter_heldout")
@@ -86,6 +90,7 @@ def main() -> None:
     from difflib_models.persona.filtering.validation import (
         pair_scores,
         pairs_from_ab,
+        pairs_from_trait,
         random_direction_baseline,
         rank_metrics,
         validate_for_filtering,
@@ -107,6 +112,10 @@ def main() -> None:
     pairs = pairs_from_ab(held, id_prefix="caa/sycophancy")
     feats = cached_features(loaded, pairs, layers, "exact" in methods,
                             cache / f"sycophancy_heldout_{len(pairs)}_s{args.seed}.safetensors")
+    own = pairs_from_trait(trait, "evaluation")
+    recipe_methods = tuple(m for m in args.recipe_methods.split(",") if m)
+    own_feats = cached_features(loaded, own, layers, "exact" in recipe_methods,
+                                cache / f"caa_import_{len(others)}_s{args.seed}_evaluation.safetensors")
     cov = {k: torch.cat([pos[k] - pos[k].mean(0), neg[k] - neg[k].mean(0)]) for k in layers}
     orient = {k: pos[k].mean(0) - neg[k].mean(0) for k in layers}
     rows: dict[str, Any] = {}
@@ -126,6 +135,10 @@ def main() -> None:
                                      source=f"CAA generate sycophancy, {len(pairs)} held-out items (seed {args.seed})")
         rand = random_direction_baseline(vs, feats, cov, orient=orient, n_draws=args.random, methods=methods,
                                          seed=args.seed)
+        recipe = validate_for_filtering(vs, own_feats, methods=recipe_methods, seed=args.seed,
+                                        source=f"{trait.id} paired_responses/evaluation ({len(own)} pairs)")
+        transfer = rank_metrics(*pair_scores(feats, recipe.filter_layer, vs.unit(recipe.filter_layer),
+                                             recipe.method))
         all_pairs = {m: {k: rank_metrics(*pair_scores(feats, k, vs.unit(k), m))["auroc"] for k in layers}
                      for m in methods}
         win = {k: rank_metrics(*pair_scores(feats, k, vs.unit(k), "raw"))["pair_win_rate"] for k in layers}
@@ -133,19 +146,22 @@ def main() -> None:
             "heldout_protocol": {**rec.to_dict(), "random_eval_auroc": rand, "random_eval_auroc_max": max(rand),
                                  "random_eval_auroc_mean": float(np.mean(rand)),
                                  "beats_every_random": bool(rec.eval_auroc > max(rand))},
+            "recipe": recipe.to_dict(),
+            "recipe_on_heldout": {"layer": recipe.filter_layer, "method": recipe.method, **transfer},
             "all_heldout_auroc_by_method_layer": all_pairs,
             "all_heldout_pair_win_rate_by_layer": win,
             "fit_seconds": round(fit_s, 1), "pair_logistic_c_by_layer": chosen_c or None,
         }
-        logger.info("%s: held-out eval AUROC %.3f (%s, blocks.%d; precision@k %.2f, win %.2f), random max %.3f",
-                    agg, rec.eval_auroc, rec.method, rec.filter_layer, rec.eval_precision_at_k,
-                    rec.eval_pair_win_rate, max(rand))
+        logger.info("%s: held-out eval AUROC %.3f (%s, blocks.%d; precision@k %.2f, win %.2f), random max %.3f; "
+                    "recipe (%s, blocks.%d, own eval AUROC %.3f) on all held-out rows %.3f", agg, rec.eval_auroc,
+                    rec.method, rec.filter_layer, rec.eval_precision_at_k, rec.eval_pair_win_rate, max(rand),
+                    recipe.method, recipe.filter_layer, recipe.eval_auroc, transfer["auroc"])
     write_results(args.name, {
         "config": vars(args), "model": loaded.identity.name, "pair_logistic_c_grid": list(C_GRID),
         "threads": int(os.environ.get("OMP_NUM_THREADS", "0") or 0),
         "vector_source": f"CAA generate sycophancy: {len(others)} items not held out, imported (trait_from_items); "
                          f"paired option-text responses of its extraction split ({len(trait.split_paired('extraction'))}"
-                         " pairs) fit the vectors; tuning/evaluation splits of the import unused",
+                         " pairs) fit the vectors; its evaluation split feeds the recipe column only; its tuning split is unused",
         "held_out_source": f"CAA generate sycophancy, {len(pairs)} items (seed {args.seed}), as bench_filter_heldout",
         "extraction_feature_seconds": round(t_extract, 1), "seconds": round(time.perf_counter() - t_all, 1),
         "aggregators": rows}, machine_info())
