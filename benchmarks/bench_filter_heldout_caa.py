@@ -35,8 +35,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.bench_filter_heldout import CAA, cached_features
+from benchmarks.bench_filter_heldout import CAA, cached_features, parse_heldout_args
 from benchmarks.common import machine_info, write_results
+from difflib_models.models.loading import load_model
+from difflib_models.persona.extraction.extractor import aggregate
+from difflib_models.persona.extraction.pair_logistic import C_GRID, fit_pair_logistic
+from difflib_models.persona.extraction.vectors import PersonaVectorSet
+from difflib_models.persona.filtering import validation as fv
+from difflib_models.persona.traits.importers import trait_from_items
 
 logger = logging.getLogger("benchmarks.bench_filter_heldout_caa")
 
@@ -71,31 +77,9 @@ def extraction_features(loaded: Any, trait: Any, path: Path) -> tuple[dict[int, 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--caa-items", type=int, default=100)
-    ap.add_argument("--methods", default="raw,proxy,exact")
     ap.add_argument("--aggregators", default="mean_diff,pair_logistic")
     ap.add_argument("--recipe-methods", default="raw,proxy")
-    ap.add_argument("--random", type=int, default=8)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--cache", default="/tmp/difflib_filter_heldout")
-    ap.add_argument("--name", default="filter_heldout_caa")
-    args = ap.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    torch.manual_seed(args.seed)
-
-    from difflib_models.models.loading import load_model
-    from difflib_models.persona.extraction.extractor import aggregate
-    from difflib_models.persona.extraction.pair_logistic import C_GRID, fit_pair_logistic
-    from difflib_models.persona.extraction.vectors import PersonaVectorSet
-    from difflib_models.persona.filtering.validation import (
-        pair_scores,
-        pairs_from_ab,
-        pairs_from_trait,
-        random_direction_baseline,
-        rank_metrics,
-        validate_for_filtering,
-    )
-    from difflib_models.persona.traits.importers import trait_from_items
+    args = parse_heldout_args(ap, "filter_heldout_caa")
 
     methods = tuple(m for m in args.methods.split(",") if m)
     t_all = time.perf_counter()
@@ -109,10 +93,10 @@ def main() -> None:
     pos, neg = extraction_features(loaded, trait, cache / f"caa_import_{len(others)}_s{args.seed}_extraction.safetensors")
     t_extract = time.perf_counter() - t0
     layers = sorted(pos)
-    pairs = pairs_from_ab(held, id_prefix="caa/sycophancy")
+    pairs = fv.pairs_from_ab(held, id_prefix="caa/sycophancy")
     feats = cached_features(loaded, pairs, layers, "exact" in methods,
                             cache / f"sycophancy_heldout_{len(pairs)}_s{args.seed}.safetensors")
-    own = pairs_from_trait(trait, "evaluation")
+    own = fv.pairs_from_trait(trait, "evaluation")
     recipe_methods = tuple(m for m in args.recipe_methods.split(",") if m)
     own_feats = cached_features(loaded, own, layers, "exact" in recipe_methods,
                                 cache / f"caa_import_{len(others)}_s{args.seed}_evaluation.safetensors")
@@ -131,17 +115,17 @@ def main() -> None:
         vs = PersonaVectorSet(trait_id=trait.id, vectors=vecs, model=loaded.identity.to_dict(), mode="paired",
                               aggregator=agg, n_pos=len(trait.split_paired("extraction")),
                               n_neg=len(trait.split_paired("extraction")))
-        rec = validate_for_filtering(vs, feats, methods=methods, seed=args.seed,
+        rec = fv.validate_for_filtering(vs, feats, methods=methods, seed=args.seed,
                                      source=f"CAA generate sycophancy, {len(pairs)} held-out items (seed {args.seed})")
-        rand = random_direction_baseline(vs, feats, cov, orient=orient, n_draws=args.random, methods=methods,
+        rand = fv.random_direction_baseline(vs, feats, cov, orient=orient, n_draws=args.random, methods=methods,
                                          seed=args.seed)
-        recipe = validate_for_filtering(vs, own_feats, methods=recipe_methods, seed=args.seed,
+        recipe = fv.validate_for_filtering(vs, own_feats, methods=recipe_methods, seed=args.seed,
                                         source=f"{trait.id} paired_responses/evaluation ({len(own)} pairs)")
-        transfer = rank_metrics(*pair_scores(feats, recipe.filter_layer, vs.unit(recipe.filter_layer),
+        transfer = fv.rank_metrics(*fv.pair_scores(feats, recipe.filter_layer, vs.unit(recipe.filter_layer),
                                              recipe.method))
-        all_pairs = {m: {k: rank_metrics(*pair_scores(feats, k, vs.unit(k), m))["auroc"] for k in layers}
+        all_pairs = {m: {k: fv.rank_metrics(*fv.pair_scores(feats, k, vs.unit(k), m))["auroc"] for k in layers}
                      for m in methods}
-        win = {k: rank_metrics(*pair_scores(feats, k, vs.unit(k), "raw"))["pair_win_rate"] for k in layers}
+        win = {k: fv.rank_metrics(*fv.pair_scores(feats, k, vs.unit(k), "raw"))["pair_win_rate"] for k in layers}
         rows[agg] = {
             "heldout_protocol": {**rec.to_dict(), "random_eval_auroc": rand, "random_eval_auroc_max": max(rand),
                                  "random_eval_auroc_mean": float(np.mean(rand)),
