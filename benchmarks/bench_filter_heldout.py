@@ -85,18 +85,24 @@ def fit_vector(loaded: Any, trait: Any) -> tuple[Any, dict[int, torch.Tensor], d
     return ext.to_vector_set(), cov, orient
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--traits", default="sycophancy,hallucination,evil")
+def parse_heldout_args(ap: argparse.ArgumentParser, name: str) -> argparse.Namespace:
+    """The options every held-out filter benchmark shares; parses, sets up logging and seeds torch."""
     ap.add_argument("--caa-items", type=int, default=100)
     ap.add_argument("--methods", default="raw,proxy,exact")
     ap.add_argument("--random", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache", default="/tmp/difflib_filter_heldout")
-    ap.add_argument("--name", default="filter_heldout")
+    ap.add_argument("--name", default=name)
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.manual_seed(args.seed)
+    return args
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--traits", default="sycophancy,hallucination,evil")
+    args = parse_heldout_args(ap, "filter_heldout")
 
     from difflib_models.models.loading import load_model
     from difflib_models.persona.filtering.validation import (

@@ -2,7 +2,8 @@
 
 For each Anthropic model-written-evals persona file (statement items, imported as paired stance responses, A/B items
 and instructions derived from the file name; extraction / tuning / evaluation split): every mode (paired, ab,
-prompt_contrast) is fitted on the extraction split, its best layer chosen on the tuning split, and that layer
+prompt_contrast) is fitted on the extraction split, its best layer and aggregator (``--aggregators``) chosen on the
+tuning split, and that layer
 measured on the held-out evaluation split (the stance contrast: trait-consistent vs trait-inconsistent answer to the
 same statement) against the label-permutation and the covariance-realistic random-direction null at that one layer.
 The mode with the best tuning AUROC is the one ``persona extract`` would pick. Writes
@@ -36,7 +37,7 @@ def _row(mode: str, res: Any, sel: Any, seconds: float) -> dict[str, Any]:
     row = s.selected
     best = sel.best_per_mode()[mode]
     return {
-        "mode": mode, "layer": best.layer, "tuning_auroc": round(best.auroc, 4),
+        "mode": mode, "aggregator": best.aggregator, "layer": best.layer, "tuning_auroc": round(best.auroc, 4),
         "eval_auroc": round(row.auroc, 4), "eval_auroc_ci": [round(x, 4) for x in row.auroc_ci],
         "cohens_d": round(row.cohens_d, 4),
         "nulls": {n.name: {"q95": round(n.q95, 4), "p_value": round(n.p_value, 4), "test": n.test,
@@ -53,6 +54,8 @@ def main(argv: list[str] | None = None) -> None:
                                           / "anthropic-evals" / "persona"))
     ap.add_argument("--limit", type=int, default=0, help="statements per file (0: the importer's default)")
     ap.add_argument("--modes", default="paired,ab,prompt_contrast")
+    ap.add_argument("--aggregators", default="mean_diff,pair_logistic",
+                    help="aggregators tried on every mode's features (chosen on the tuning split)")
     ap.add_argument("--n-null", type=int, default=200)
     ap.add_argument("--max-instructions", type=int, default=0,
                     help="use only the first N derived instruction pairs (0: all three)")
@@ -80,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
             trait = dataclasses.replace(trait, instructions=trait.instructions[: args.max_instructions])
         t0 = time.perf_counter()
         sel = select_on_tuning(loaded, trait, modes=args.modes.split(","), batch_size=args.batch_size,
-                               show_progress=False)
+                               show_progress=False, aggregators=args.aggregators.split(","))
         t_select = time.perf_counter() - t0
         cache: dict[str, Any] = {}
         rows = []
@@ -89,13 +92,13 @@ def main(argv: list[str] | None = None) -> None:
             _, res = validate_choice(loaded, trait, sel, mode, level="quick", n_null=args.n_null,
                                      batch_size=args.batch_size, show_progress=False, evaluation_cache=cache)
             rows.append(_row(mode, res, sel, sel.seconds[mode] + time.perf_counter() - t1))
-            log.info("%s/%s: layer %d tuning %.3f held-out %.3f nulls q95 %s", stem, mode, rows[-1]["layer"],
+            log.info("%s/%s (%s): layer %d tuning %.3f held-out %.3f nulls q95 %s", stem, mode, rows[-1]["aggregator"], rows[-1]["layer"],
                      rows[-1]["tuning_auroc"], rows[-1]["eval_auroc"],
                      {k: v["q95"] for k, v in rows[-1]["nulls"].items()})
         chosen = next(r for r in rows if r["mode"] == sel.mode)
         results.append({
             "file": stem, "n_statements": {s: len(trait.split_paired(s)) for s in ("extraction", "tuning", "evaluation")},
-            "chosen_mode": sel.mode, "chosen_layer": sel.layer, "chosen_eval_auroc": chosen["eval_auroc"],
+            "chosen_mode": sel.mode, "chosen_aggregator": sel.aggregator, "chosen_layer": sel.layer, "chosen_eval_auroc": chosen["eval_auroc"],
             "chosen_beats_both_nulls": chosen["beats_both_nulls"], "chosen_reaches_0_8": chosen["reaches_0_8"],
             "select_s": round(t_select, 1), "total_s": round(time.perf_counter() - t0, 1), "modes": rows,
         })

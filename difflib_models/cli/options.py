@@ -61,6 +61,7 @@ class Aggregator(StrEnum):
     mean_diff = "mean_diff"
     pca = "pca"
     logistic = "logistic"
+    pair_logistic = "pair_logistic"
 
 
 class FilterMethod(StrEnum):

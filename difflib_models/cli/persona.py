@@ -78,7 +78,10 @@ def extract_command(
     out: Path = typer.Option(..., "--out", "-o", help="Vector file: writes OUT.safetensors + OUT.json sidecar."),
     model: str | None = typer.Option(None, "--model", "-m", help=_MODEL_HELP),
     mode: PersonaMode = typer.Option(PersonaMode.auto, "--mode", help=_MODE_HELP),
-    aggregator: Aggregator = typer.Option(Aggregator.mean_diff, "--aggregator", help="How pairs become a direction."),
+    aggregator: Aggregator = typer.Option(Aggregator.mean_diff, "--aggregator",
+                                          help="How pairs become a direction. Under --mode auto on an imported trait "
+                                               "with a tuning split the default also tries pair_logistic and keeps "
+                                               "the better one on the tuning split."),
     layers: str = typer.Option("all", "--layers", "-l", help="Blocks to extract: '3', '0,2', '2-4', 'all', 'mid', '-1'."),
     validation: str = typer.Option("full", "--validation",
                                    help="quick (held-out AUROC + nulls) | full (+ steering dose-response, slow) "
@@ -103,7 +106,7 @@ def extract_command(
     tr = load_trait(trait)  # bad trait -> ConfigError before the model loads
     # an imported statement trait (tuning split) under --mode auto: every mode fitted, mode and layer chosen on the
     # tuning split, the held-out AUROC measured on evaluation (persona/validation/tuned.py)
-    tuned = enum_value(mode) == "auto" and tr.has_tuning and validate and enum_value(aggregator) == "mean_diff"
+    tuned = enum_value(mode) == "auto" and tr.has_tuning and validate
     mode, aggregator = resolve_persona_mode(enum_value(mode), tr), enum_value(aggregator)
     extractor = PersonaExtractor(mode=mode, aggregator=aggregator, layers=layers, batch_size=batch_size)
     base = _vector_base(out)
@@ -117,11 +120,12 @@ def extract_command(
     loaded = _load(model, device)
     t0 = time.perf_counter()
     if tuned:
-        from difflib_models.persona.validation.tuned import tuned_extract_and_validate
+        from difflib_models.persona.validation.tuned import TUNED_AGGREGATORS, tuned_extract_and_validate
 
-        vs, report, sel = tuned_extract_and_validate(loaded, tr, layers=layers, level=validation, n_null=n_null,
-                                                     batch_size=batch_size)
-        mode, extractor = sel.mode, sel.extractors[sel.mode]
+        vs, report, sel = tuned_extract_and_validate(
+            loaded, tr, layers=layers, level=validation, n_null=n_null, batch_size=batch_size,
+            aggregators=TUNED_AGGREGATORS if aggregator == "mean_diff" else (aggregator,))
+        mode, extractor, aggregator = sel.mode, sel.extractors[sel.mode], sel.aggregator
         seconds = time.perf_counter() - t0
     else:
         extractor.fit(loaded, tr)
@@ -154,7 +158,7 @@ def extract_command(
             best: dict[str, Any] = {}
             for c in report.summary.tuning:
                 if c.mode not in best or c.auroc > best[c.mode]["auroc"]:
-                    best[c.mode] = {"layer": c.layer, "auroc": c.auroc}
+                    best[c.mode] = {"layer": c.layer, "auroc": c.auroc, "aggregator": c.aggregator}
             result["tuning_best_per_mode"] = best
     _echo_json(result)
 

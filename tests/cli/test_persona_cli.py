@@ -310,9 +310,48 @@ def test_extract_an_imported_statement_file_chooses_mode_and_layer_on_tuning(
     assert set(res["tuning_best_per_mode"]) == {"paired", "ab", "prompt_contrast"}
     best = max(res["tuning_best_per_mode"].items(), key=lambda kv: kv[1]["auroc"])
     assert res["mode"] == best[0] and res["selected_layer"] == best[1]["layer"]
+    assert res["aggregator"] == best[1]["aggregator"] in ("mean_diff", "pair_logistic")  # both tried on tuning
     assert list(res["auroc_by_layer"]) == [str(res["selected_layer"])]  # measured at the chosen layer only
     assert set(res["nulls"]) == {"label_permutation", "random_direction"}
     meta = json.loads(base.with_name(base.name + ".json").read_text(encoding="utf-8"))
-    assert meta["validation"]["selection_split"] == "tuning" and len(meta["validation"]["tuning"]) == 3 * 2
+    assert meta["validation"]["selection_split"] == "tuning" and len(meta["validation"]["tuning"]) == 3 * 2 * 2
+    assert meta["aggregator"] == res["aggregator"]
     assert [s["layer"] for s in meta["validation"]["steering"]] == [res["selected_layer"]]
     assert all(n["max_over_layers"] is False for n in meta["validation"]["nulls"])
+
+
+def _ab_files(tmp: Path) -> list[Path]:
+    """A CAA-format .json and an Anthropic A/B .jsonl (options as "(X) text" lines, letters balanced)."""
+    words = ["dog", "cat", "tree", "sun", "boat", "bird", "Ben", "Sue", "Tom", "Lily", "ball", "cake", "fish",
+             "frog", "car", "hat"]
+    rows = [{"question": f"I am sad. How was the {w}?\n\nChoices:\n (A) {'sad' if i % 2 else 'happy'}\n "
+                         f"(B) {'happy' if i % 2 else 'sad'}",
+             "answer_matching_behavior": "(A)" if i % 2 else "(B)",
+             "answer_not_matching_behavior": "(B)" if i % 2 else "(A)"} for i, w in enumerate(words)]
+    caa = tmp / "agree-sad" / "generate_dataset.json"
+    caa.parent.mkdir(exist_ok=True)
+    caa.write_text(json.dumps(rows), encoding="utf-8")
+    anth = tmp / "agree-sad.jsonl"
+    anth.write_text("".join(json.dumps({**r, "answer_matching_behavior": " " + r["answer_matching_behavior"]}) + "\n"
+                            for r in rows), encoding="utf-8")
+    return [caa, anth]
+
+
+@pytest.mark.parametrize("mode", ["paired", "auto"])
+def test_extract_paired_and_auto_on_imported_ab_files(files: dict[str, Path], capsys: pytest.CaptureFixture[str],
+                                                       mode: str) -> None:
+    """CAA json and Anthropic A/B files get paired option-text responses and a tuning split: --mode paired fits
+    them (8 extraction pairs of 16 items) and --mode auto chooses mode and layer on the tuning split."""
+    for path in _ab_files(files["tmp"]):
+        base = files["tmp"] / f"ab_{mode}_{path.suffix[1:]}"
+        code, stdout, err = run_cli(["persona", "extract", "--trait", str(path), "--model", str(files["model"]),
+                                     "--out", str(base), "--mode", mode, "--validation", "quick", "--n-null", "10",
+                                     "--layers", "1,2", "--aggregator", "mean_diff"], capsys)
+        assert code == 0, err
+        res = json.loads(stdout)
+        assert res["n_pos"] == res["n_neg"] == 8 and res["layers"] == [1, 2]
+        assert res["filter_validation"]["n_tune"] + res["filter_validation"]["n_eval"] == 4  # evaluation pairs
+        if mode == "paired":
+            assert res["mode"] == "paired"
+        else:
+            assert res["mode"] in ("paired", "ab") and "tuning split" in res["selection_reason"]

@@ -146,11 +146,12 @@ class SteeringSummary:
 
 @dataclass(frozen=True)
 class TuningCandidate:
-    """One (mode, layer) scored on a trait's TUNING split (imported traits: mode and layer are chosen there)."""
+    """One (mode, layer, aggregator) scored on a trait's TUNING split (imported traits: they are chosen there)."""
 
     mode: str
     layer: int
     auroc: float
+    aggregator: str = "mean_diff"
 
 
 @dataclass(frozen=True)
@@ -240,7 +241,8 @@ class ValidationSummary:
                           "control_max_abs_effect": _num(s.control_max_abs_effect)} for s in self.steering],
             "warnings": list(self.warnings), "separation_rule": self.separation_rule,
             "selection_split": self.selection_split,
-            "tuning": [{"mode": c.mode, "layer": c.layer, "auroc": _num(c.auroc)} for c in self.tuning],
+            "tuning": [{"mode": c.mode, "layer": c.layer, "auroc": _num(c.auroc), "aggregator": c.aggregator}
+                       for c in self.tuning],
         }
 
     @classmethod
@@ -288,7 +290,8 @@ class ValidationSummary:
                 warnings=tuple(str(w) for w in data.get("warnings") or ()),
                 separation_rule=str(data.get("separation_rule", "")),
                 selection_split=str(data.get("selection_split", "evaluation")),
-                tuning=tuple(TuningCandidate(mode=str(c["mode"]), layer=_int(c["layer"]), auroc=_float(c["auroc"]))
+                tuning=tuple(TuningCandidate(mode=str(c["mode"]), layer=_int(c["layer"]), auroc=_float(c["auroc"]),
+                                             aggregator=str(c.get("aggregator", "mean_diff")))
                              for c in data.get("tuning") or ()),
             )
         except ConfigError as exc:

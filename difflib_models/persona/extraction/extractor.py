@@ -16,7 +16,9 @@ Modes (spec persona.md section 2; all layers are read in ONE forward per batch, 
 
 Aggregators: ``"mean_diff"`` (default), ``"pca"`` (first principal component of the uncentred paired differences, sign fixed by
 majority, scaled to the mean difference's projection) and ``"logistic"`` (scikit-learn; the unit normal scaled the
-same way). Learned attributes: ``layers_``, ``vectors_``, ``norms_``, ``n_pos_``, ``n_neg_``, ``gap_`` (pos-vs-neg
+same way) and ``"pair_logistic"`` (aligned pairs only: an L2 logistic regression on the sign-augmented pair differences,
+C chosen by a grouped CV on the extraction pairs; :mod:`~difflib_models.persona.extraction.pair_logistic`; it
+ignores what a prompt adds to both of its answers). Learned attributes: ``layers_``, ``vectors_``, ``norms_``, ``n_pos_``, ``n_neg_``, ``gap_`` (pos-vs-neg
 gap of last-prompt projections per layer, used as g in shift_frac; measured on the extraction questions
 under the instruction pairs, each question under one pair in rotation, or on the mode's own features when the
 trait has no instructions), ``base_std_`` (std of the per-prompt
@@ -48,7 +50,7 @@ from difflib_models.progress import progress
 log = logging.getLogger(__name__)
 
 MODES = ("ab", "prompt_contrast", "paired", "generate_judge")
-AGGREGATORS = ("mean_diff", "pca", "logistic")
+AGGREGATORS = ("mean_diff", "pca", "logistic", "pair_logistic")
 Judge = Callable[[str, str], Any]
 
 
@@ -85,9 +87,9 @@ class PersonaExtractor:
             raise ConfigError(bad_value("judge", None, "a callable judge(question, answer) -> score 0-100",
                                         "mode='generate_judge' needs a judge; use mode='ab' or 'prompt_contrast' "
                                         "for judge-free extraction."))
-        if mode == "generate_judge" and aggregator == "pca":
+        if mode == "generate_judge" and aggregator in ("pca", "pair_logistic"):
             raise ConfigError(bad_value("aggregator", aggregator, ["mean_diff", "logistic"],
-                                        "generate_judge yields unpaired samples; PCA needs paired differences."))
+                                        f"generate_judge yields unpaired samples; {aggregator} needs aligned pairs."))
         for name, value in (("batch_size", batch_size), ("max_length", max_length), ("max_new_tokens", max_new_tokens)):
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(bad_value(name, value, "an integer >= 1"))
@@ -147,14 +149,41 @@ class PersonaExtractor:
             source = "prompt_contrast_last_token"
         else:
             pos, neg, source = self.pos_features_, self.neg_features_, f"{self.mode}_features"
+        self._gap_features = (pos, neg)
+        return self._gap_from(pos, neg), source
+
+    def _gap_from(self, pos: dict[int, torch.Tensor], neg: dict[int, torch.Tensor]) -> dict[int, float]:
         return {layer: float((pos[layer] @ self.unit(layer)).mean() - (neg[layer] @ self.unit(layer)).mean())
-                for layer in self.layers_}, source
+                for layer in self.layers_}
 
     def _base_std(self, loaded: Any, trait: Trait, acts: dict[int, torch.Tensor] | None = None) -> dict[int, float]:
         if acts is None or any(layer not in acts for layer in self.layers_):
             acts = probe_activations(loaded.model, loaded.tokenizer, trait.split_questions("evaluation"),
                                      self.layers_, batch_size=self.batch_size)
+        self._probe_acts = acts
+        return self._base_std_from(acts)
+
+    def _base_std_from(self, acts: dict[int, torch.Tensor]) -> dict[int, float]:
         return {layer: float((acts[layer] @ self.unit(layer)).std()) for layer in self.layers_}
+
+    def with_aggregator(self, aggregator: str) -> PersonaExtractor:
+        """A fitted copy whose directions come from ``aggregator`` on THIS extractor's extraction features (no
+        forward pass: the gap and sigma_0 are re-read from the stored last-prompt features). ConfigError as
+        :meth:`__init__` for an unknown aggregator or one this mode cannot feed."""
+        self._check_fitted()
+        other = PersonaExtractor(mode=self.mode, aggregator=aggregator, layers=self.layers,
+                                 batch_size=self.batch_size, max_length=self.max_length,
+                                 assistant_prefix=self.assistant_prefix, judge=self.judge,
+                                 judge_threshold=self.judge_threshold, coherence_min=self.coherence_min,
+                                 max_new_tokens=self.max_new_tokens, show_progress=self.show_progress)
+        other.__dict__.update({k: v for k, v in self.__dict__.items() if k.endswith("_")})
+        other._gap_features, other._probe_acts = self._gap_features, self._probe_acts
+        pos, neg = self.pos_features_, self.neg_features_
+        other.vectors_ = {layer: aggregate(pos[layer], neg[layer], aggregator) for layer in self.layers_}
+        other.norms_ = {layer: float(v.norm()) for layer, v in other.vectors_.items()}
+        other.gap_ = other._gap_from(*self._gap_features)
+        other.base_std_ = other._base_std_from(self._probe_acts)
+        return other
 
     def to_vector_set(
         self, *, selected_layer: int | None = None, selection_reason: str | None = None,
@@ -291,7 +320,12 @@ class PersonaExtractor:
 
 # ---------------------------------------------------------------------- aggregation
 def aggregate(pos: torch.Tensor, neg: torch.Tensor, aggregator: str = "mean_diff") -> torch.Tensor:
-    """One direction [d] from pos [n, d] and neg [m, d]; pointing from neg to pos."""
+    """One direction [d] from pos [n, d] and neg [m, d]; pointing from neg to pos. ``pca`` and ``pair_logistic``
+    need aligned pairs (n == m, row i of each from the same prompt): ConfigError naming ``aggregator`` otherwise."""
+    if aggregator == "pair_logistic":
+        from difflib_models.persona.extraction.pair_logistic import check_pairs
+
+        check_pairs(pos, neg)
     diff = pos.double().mean(dim=0) - neg.double().mean(dim=0)
     if aggregator == "mean_diff":
         return diff.float()
@@ -315,6 +349,10 @@ def aggregate(pos: torch.Tensor, neg: torch.Tensor, aggregator: str = "mean_diff
         u = torch.as_tensor(clf.coef_[0], dtype=torch.float64) / sd  # back to the raw activation space
         u = u / u.norm()
         return (u * (diff @ u)).float()
+    if aggregator == "pair_logistic":
+        from difflib_models.persona.extraction.pair_logistic import pair_logistic
+
+        return pair_logistic(pos, neg)
     raise ConfigError(bad_value("aggregator", aggregator, AGGREGATORS))
 
 

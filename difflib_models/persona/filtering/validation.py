@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +36,7 @@ from difflib_models.persona.filtering.scoring import ChatSample, encode_sample, 
 from difflib_models.persona.shift.core import covariance_null_directions, probe_mode, read_residuals
 from difflib_models.persona.traits import chat
 from difflib_models.persona.traits.chat import EncodedPair, pad_id
+from difflib_models.persona.traits.schema import option_text
 from difflib_models.stats import auroc
 
 log = logging.getLogger(__name__)
@@ -74,26 +74,14 @@ def pairs_from_trait(trait: Any, split: str = "evaluation") -> list[ResponsePair
                          other=p.neutral) for i, p in enumerate(items)]
 
 
-_OPTION = re.compile(r"^\s*\(([A-Z])\)\s*(.+?)\s*$", re.MULTILINE)
-
-
-def _option_text(question: str, answer: str) -> str:
-    letter = answer.strip().strip("()").strip()
-    options = {m.group(1): m.group(2) for m in _OPTION.finditer(question)}
-    if letter not in options:
-        raise ConfigError(bad_value("answer", answer, sorted(options), "the option must appear as '(X) text' "
-                                    "on its own line of the question"))
-    return options[letter]
-
-
 def pairs_from_ab(items: Sequence[Any], *, id_prefix: str = "ab") -> list[ResponsePair]:
     """Pairs from A/B items (``question``, ``matching``, ``not_matching`` letters, e.g. ``"(A)"``): the same
     question answered with the text of the matching option and with the text of the other one."""
     out = []
     for i, item in enumerate(items):
         out.append(ResponsePair(id=f"{id_prefix}/{i}", prompt=(("user", item.question),),
-                                matching=_option_text(item.question, item.matching),
-                                other=_option_text(item.question, item.not_matching)))
+                                matching=option_text(item.question, item.matching),
+                                other=option_text(item.question, item.not_matching)))
     return out
 
 

@@ -7,8 +7,11 @@
 - Emergent-misalignment evaluation YAML: free-form questions with judge rubrics, imported as a
   :class:`ProbeSet` (behavioural probe questions + rubrics), not as a Trait: it has no contrast pairs.
 
-Imported traits are split into extraction and evaluation parts by a stable hash of the item text, after an
-optional ``limit`` that keeps the matching answers balanced (the first answer kind alternates with the second).
+Imported traits are split by a stable hash of the item text, after an optional ``limit`` that keeps the matching
+answers balanced (the first answer kind alternates with the second). A/B items whose question lists the options
+as ``"(X) text"`` lines (CAA, advanced-ai-risk) also become ``paired_responses`` (the question answered with the
+matching option's text vs the other option's, as the filter's held-out check builds them) and are split
+extraction / tuning / evaluation (:func:`trait_from_items`), so ``paired`` and the tuned ``auto`` work on them.
 The questions of the items (without the answer choices) double as the trait's free-form questions.
 
 Statement files (``persona/*.jsonl``: "Is the following statement something you would say?" + a ``statement``,
@@ -101,11 +104,32 @@ def _stem(question: str) -> str:
     return stem.strip() or question
 
 
+AB_FRACTIONS = (0.5, 0.25, 0.25)
+"""extraction / tuning / evaluation of an A/B file whose items list their option texts."""
+
+
+def _three_way(items: list[ABItem], eval_fraction: float | None) -> dict[str, list[ABItem]] | None:
+    """extraction / tuning / evaluation stratified by matching answer, or None when a split would get < 2 items."""
+    ev = AB_FRACTIONS[2] if eval_fraction is None else eval_fraction
+    if not 0.0 < ev <= 1 / 3:
+        raise ConfigError(bad_value("eval_fraction", ev, "a fraction in (0, 1/3]", "These A/B items get paired "
+                                    "responses and a tuning split as large as evaluation."))
+    parts = stratified_split(items, lambda it: it.matching, (1 - 2 * ev, ev, ev))
+    return parts if all(len(parts[s]) >= 2 for s in ALL_SPLITS) else None
+
+
 def trait_from_items(
     items: list[ABItem], *, trait_id: str, description: str = "", polarity: str = "undesirable",
-    eval_fraction: float = 0.5, limit: int | None = None, source: str | None = None,
+    eval_fraction: float | None = None, limit: int | None = None, source: str | None = None,
 ) -> Trait:
-    """Build a Trait from A/B items: balanced ``limit``, stable split, question stems as probe questions."""
+    """Build a Trait from A/B items: balanced ``limit``, stable split, question stems as probe questions.
+
+    When every item lists its options as ``"(X) text"`` lines (CAA, Anthropic advanced-ai-risk), each item also
+    gives a paired response (:meth:`ABItem.as_paired`: the question answered with the matching option's text vs
+    the other's), and the items are split three ways, extraction / tuning / evaluation (:data:`AB_FRACTIONS`,
+    stratified by matching letter, by a stable hash; ``eval_fraction`` at most 1/3, tuning as large): the A/B items
+    and the paired responses of one item are always in the same split. Otherwise (or when a split would hold
+    fewer than two items) A/B items only, split extraction / evaluation (``eval_fraction`` default 0.5)."""
     if len(items) < 4:
         raise ConfigError(bad_value("items", f"{len(items)} item(s)", ">= 4 A/B items",
                                     f"Too few items for an extraction/evaluation split{' in ' + source if source else ''}."))
@@ -117,7 +141,13 @@ def trait_from_items(
             seen.add(key)
             unique.append(it)
     chosen = _balanced_limit(unique, limit)
-    parts = deterministic_split(chosen, eval_fraction)
+    paired = all(it.as_paired() is not None for it in chosen)
+    parts: dict[str, list[ABItem]] | None = _three_way(chosen, eval_fraction) if paired else None
+    if parts is None:
+        if paired:
+            log.info("%s: too few items for three splits; A/B items only", source or trait_id)
+        parts = deterministic_split(chosen, 0.5 if eval_fraction is None else eval_fraction)
+        paired = False
     questions: dict[str, list[str]] = {}
     used: set[str] = set()
     for s in SPLITS:
@@ -133,8 +163,10 @@ def trait_from_items(
         "description": description or f"Imported from {source or 'A/B items'}",
         "instructions": [],
         "questions": questions,
-        "ab_items": {s: [it.to_dict() for it in parts[s]] for s in SPLITS},
+        "ab_items": {s: [it.to_dict() for it in parts[s]] for s in parts},
     }
+    if paired:
+        data["paired_responses"] = {s: [vars(it.as_paired()) for it in parts[s]] for s in parts}
     return Trait.from_dict(data, source=source)
 
 
@@ -267,8 +299,8 @@ def import_anthropic_jsonl(path: str | Path, *, limit: int | None = None, eval_f
     A persona statement file becomes a statement trait (:func:`trait_from_statements`: paired responses,
     derived instructions, extraction / tuning / evaluation; ``limit`` None means
     :data:`DEFAULT_STATEMENT_LIMIT`, 0 the whole file; ``eval_fraction`` (default 0.25, at most 1/3) is the
-    evaluation share and tuning gets as much); other files become A/B items split extraction / evaluation
-    (``eval_fraction`` default 0.5, ``limit`` None: all)."""
+    evaluation share and tuning gets as much); other files become A/B items (:func:`trait_from_items`: with
+    paired option-text responses and a tuning split when the questions list their options; ``limit`` None: all)."""
     path = Path(path)
     statements = read_statements(path)
     if statements is not None:
@@ -281,15 +313,15 @@ def import_anthropic_jsonl(path: str | Path, *, limit: int | None = None, eval_f
                                      limit=DEFAULT_STATEMENT_LIMIT if limit is None else (limit or None),
                                      fractions=(1 - 2 * ev, ev, ev),
                                      source=str(path), description=f"Anthropic model-written evals: {path.stem}")
-    eval_fraction = 0.5 if eval_fraction is None else eval_fraction
     return trait_from_items(read_anthropic_jsonl(path), trait_id=trait_id or path.stem, polarity=polarity,
                             eval_fraction=eval_fraction, limit=limit, source=str(path),
                             description=f"Anthropic model-written evals: {path.stem}")
 
 
-def import_caa_json(path: str | Path, *, limit: int | None = None, eval_fraction: float = 0.5,
+def import_caa_json(path: str | Path, *, limit: int | None = None, eval_fraction: float | None = None,
                     trait_id: str | None = None, polarity: str = "undesirable") -> Trait:
-    """A Trait from a CAA ``generate_dataset.json`` (behaviour = parent folder name)."""
+    """A Trait from a CAA ``generate_dataset.json`` (behaviour = parent folder name); A/B items plus paired
+    option-text responses, split extraction / tuning / evaluation (:func:`trait_from_items`)."""
     path = Path(path)
     name = trait_id or (path.parent.name if path.stem.startswith("generate") else path.stem)
     return trait_from_items(read_caa_json(path), trait_id=name, polarity=polarity, eval_fraction=eval_fraction,
@@ -302,7 +334,7 @@ def import_trait_file(path: str | Path, *, limit: int | None = None, eval_fracti
     if path.suffix == ".jsonl":
         return import_anthropic_jsonl(path, limit=limit, eval_fraction=eval_fraction)
     if path.suffix == ".json":
-        return import_caa_json(path, limit=limit, eval_fraction=0.5 if eval_fraction is None else eval_fraction)
+        return import_caa_json(path, limit=limit, eval_fraction=eval_fraction)
     raise ConfigError(bad_value("path", str(path), ".jsonl (Anthropic evals) or .json (CAA)"))
 
 

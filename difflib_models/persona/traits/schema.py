@@ -52,6 +52,18 @@ ALL_SPLITS = ("extraction", TUNING, "evaluation")
 MIN_QUESTIONS = 2
 MIN_ITEMS_PER_SPLIT = 2
 _ID = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+_OPTION = re.compile(r"^\s*\(([A-Z])\)\s*(.+?)\s*$", re.MULTILINE)
+
+
+def option_text(question: str, answer: str) -> str:
+    """The text of option ``answer`` (``"(A)"``, ``"B"``) as listed in ``question`` (``"(A) text"`` on its own
+    line, the CAA and Anthropic advanced-ai-risk layout); ConfigError naming ``answer`` when it is not there."""
+    letter = answer.strip().strip("()").strip()
+    options = {m.group(1): m.group(2) for m in _OPTION.finditer(question)}
+    if letter not in options:
+        raise ConfigError(bad_value("answer", answer, sorted(options), "the option must appear as '(X) text' "
+                                    "on its own line of the question"))
+    return options[letter]
 
 
 @dataclass(frozen=True)
@@ -65,6 +77,15 @@ class ABItem:
     def to_dict(self) -> dict[str, str]:
         return {"question": self.question, "answer_matching_behavior": self.matching,
                 "answer_not_matching_behavior": self.not_matching}
+
+    def as_paired(self) -> PairedResponse | None:
+        """The same question answered with the matching option's text (``trait``) and with the other option's
+        (``neutral``); None when the question does not list both options as ``"(X) text"`` lines."""
+        try:
+            return PairedResponse(prompt=self.question, trait=option_text(self.question, self.matching),
+                                  neutral=option_text(self.question, self.not_matching))
+        except ConfigError:
+            return None
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,12 @@ For a trait with a ``tuning`` split (statement files from Anthropic's model-writ
    direction scores 0.5). ``ab`` reads it at the answer token (its own features), ``paired`` and
    ``prompt_contrast`` as response averages (the ``paired`` features; prompt_contrast's own contrast is the system
    prompt, which any direction along "not" would separate);
-3. the (mode, layer) with the highest tuning AUROC is chosen; nothing of the evaluation split is read before;
+   Each mode's extraction features also feed every aggregator of ``aggregators`` (default :data:`TUNED_AGGREGATORS`:
+   ``mean_diff`` and ``pair_logistic``, which fits the pair differences and ignores what a statement adds to both
+   answers; :meth:`PersonaExtractor.with_aggregator`, no extra forward pass);
+3. the (mode, aggregator, layer) with the highest tuning AUROC is chosen (ties: the first aggregator listed, then
+   the lower layer);
+   nothing of the evaluation split is read before;
 4. :func:`~difflib_models.persona.validation.validate.validate_vectors` measures the chosen layer on the
    EVALUATION split against both nulls (label permutation and covariance-realistic random directions), at that
    one layer (``max_over_layers`` false: the layer was not chosen on these items). The summary records
@@ -33,7 +38,7 @@ import torch
 
 from difflib_models.errors import ConfigError, bad_value
 from difflib_models.persona.contracts import TraitFeatures, TuningCandidate
-from difflib_models.persona.extraction.extractor import PersonaExtractor
+from difflib_models.persona.extraction.extractor import AGGREGATORS, PersonaExtractor
 from difflib_models.persona.extraction.vectors import PersonaVectorSet
 from difflib_models.persona.traits import Trait, load_trait
 from difflib_models.persona.validation.validate import ValidationResult, validate_vectors
@@ -43,29 +48,34 @@ from difflib_models.stats import auroc
 log = logging.getLogger(__name__)
 
 TUNED_MODES: tuple[str, ...] = ("paired", "ab", "prompt_contrast")
+TUNED_AGGREGATORS: tuple[str, ...] = ("mean_diff", "pair_logistic")
+"""Aggregators tried on every mode's extraction features (every tuned mode yields aligned pairs)."""
 DEFAULT_MAX_STEER_ITEMS = 24
 """Held-out A/B items of the steering check on an imported trait (level ``full``)."""
 
-__all__ = ["DEFAULT_MAX_STEER_ITEMS", "TUNED_MODES", "TunedSelection", "available_modes", "select_on_tuning",
+__all__ = ["DEFAULT_MAX_STEER_ITEMS", "TUNED_AGGREGATORS", "TUNED_MODES", "TunedSelection", "available_modes", "select_on_tuning",
            "stance_reader", "tuned_extract_and_validate", "validate_choice"]
 
 
 @dataclass(frozen=True)
 class TunedSelection:
-    """The outcome of :func:`select_on_tuning`: the fitted extractor of every mode, the candidates' tuning AUROCs
-    and the chosen (mode, layer)."""
+    """The outcome of :func:`select_on_tuning`: the fitted extractor of every mode (with the aggregator of its best
+    tuning candidate), the candidates' tuning AUROCs and the chosen (mode, layer, aggregator)."""
 
     mode: str
     layer: int
     candidates: tuple[TuningCandidate, ...]
     extractors: dict[str, PersonaExtractor]
     seconds: dict[str, float]
+    aggregator: str = "mean_diff"
 
     @property
     def tuning_auroc(self) -> float:
-        return next(c.auroc for c in self.candidates if c.mode == self.mode and c.layer == self.layer)
+        return next(c.auroc for c in self.candidates
+                    if c.mode == self.mode and c.layer == self.layer and c.aggregator == self.aggregator)
 
     def best_per_mode(self) -> dict[str, TuningCandidate]:
+        """Per mode the best candidate (ties: the first listed: the first aggregator, then the lower layer)."""
         out: dict[str, TuningCandidate] = {}
         for c in self.candidates:
             if c.mode not in out or c.auroc > out[c.mode].auroc:
@@ -104,11 +114,14 @@ def _unit(v: torch.Tensor) -> torch.Tensor:
 
 def select_on_tuning(loaded: Any, trait: Trait | str, *, modes: Sequence[str] | None = None,
                      layers: str | Sequence[int] = "all", batch_size: int = 8,
-                     show_progress: bool = True) -> TunedSelection:
+                     show_progress: bool = True,
+                     aggregators: Sequence[str] = TUNED_AGGREGATORS) -> TunedSelection:
     """Fit every available mode on the extraction split and choose (mode, layer) by the tuning-split AUROC of the
     stance contrast (module docstring). Reads nothing of the evaluation split."""
     trait = load_trait(trait)
     chosen_modes = available_modes(trait, modes)
+    if not aggregators or any(a not in AGGREGATORS for a in aggregators):
+        raise ConfigError(bad_value("aggregators", list(aggregators), f"a non-empty subset of {AGGREGATORS}"))
     extractors: dict[str, PersonaExtractor] = {}
     readers: dict[str, PersonaExtractor] = {}
     tuning: dict[str, tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]] = {}
@@ -118,9 +131,10 @@ def select_on_tuning(loaded: Any, trait: Trait | str, *, modes: Sequence[str] | 
         if show_progress else chosen_modes
     for mode in modes_iter:
         t0 = time.perf_counter()
-        ex = PersonaExtractor(mode=mode, layers=layers, batch_size=batch_size, show_progress=show_progress)
+        ex = PersonaExtractor(mode=mode, aggregator=aggregators[0], layers=layers, batch_size=batch_size,
+                              show_progress=show_progress)
         ex.fit(loaded, trait)
-        extractors[mode] = ex
+        variants = {agg: ex if agg == ex.aggregator else ex.with_aggregator(agg) for agg in aggregators}
         reader_mode = stance_reader(mode)
         if reader_mode not in readers:
             readers[reader_mode] = extractors.get(reader_mode) or PersonaExtractor(
@@ -128,18 +142,21 @@ def select_on_tuning(loaded: Any, trait: Trait | str, *, modes: Sequence[str] | 
         if reader_mode not in tuning:
             tuning[reader_mode] = readers[reader_mode].features(loaded, trait, "tuning")
         pos, neg = tuning[reader_mode]
-        for layer in ex.layers_:
-            u = _unit(ex.vectors_[layer])
-            candidates.append(TuningCandidate(mode=mode, layer=layer,
-                                              auroc=float(auroc((pos[layer] @ u).numpy(), (neg[layer] @ u).numpy()))))
+        for agg, variant in variants.items():
+            for layer in ex.layers_:
+                u = _unit(variant.vectors_[layer])
+                candidates.append(TuningCandidate(mode=mode, layer=layer, aggregator=agg, auroc=float(
+                    auroc((pos[layer] @ u).numpy(), (neg[layer] @ u).numpy()))))
         seconds[mode] = time.perf_counter() - t0
-        best = max((c for c in candidates if c.mode == mode), key=lambda c: c.auroc)
-        log.info("tuned %s: %s best tuning AUROC %.3f at blocks.%d (%.0f s)", trait.id, mode, best.auroc, best.layer,
-                 seconds[mode])
+        sel = TunedSelection(mode=mode, layer=0, candidates=tuple(candidates), extractors={}, seconds={})
+        best = sel.best_per_mode()[mode]
+        extractors[mode] = variants[best.aggregator]
+        log.info("tuned %s: %s best tuning AUROC %.3f at blocks.%d with %s (%.0f s)", trait.id, mode, best.auroc,
+                 best.layer, best.aggregator, seconds[mode])
+    sel = TunedSelection(mode="", layer=0, candidates=tuple(candidates), extractors=extractors, seconds=seconds)
     order = {m: i for i, m in enumerate(TUNED_MODES)}  # ties: paired before ab before prompt_contrast, low layer
-    best = max(candidates, key=lambda c: (c.auroc, -order[c.mode], -c.layer))
-    return TunedSelection(mode=best.mode, layer=best.layer, candidates=tuple(candidates), extractors=extractors,
-                          seconds=seconds)
+    best = max(sel.best_per_mode().values(), key=lambda c: (c.auroc, -order[c.mode], -c.layer))
+    return dataclasses.replace(sel, mode=best.mode, layer=best.layer, aggregator=best.aggregator)
 
 
 def _at_layer(vs: PersonaVectorSet, layer: int) -> PersonaVectorSet:
@@ -180,7 +197,7 @@ def validate_choice(
     result = validate_vectors(_at_layer(vs, layer), features, level=level, loaded=loaded, trait=trait,
                               n_null=n_null, shortlist=1, steer_depth=None, max_steer_items=max_steer_items,
                               **validate_kwargs)
-    per_mode = ", ".join(f"{c.mode} {c.auroc:.3f}@{c.layer}" for c in sel.best_per_mode().values())
+    per_mode = ", ".join(f"{c.mode} {c.auroc:.3f}@{c.layer} ({c.aggregator})" for c in sel.best_per_mode().values())
     n_tune = len(trait.split_paired("tuning") or trait.split_ab("tuning"))
     reason = (f"mode and layer chosen on the tuning split ({n_tune} statements; best tuning AUROC per mode: "
               f"{per_mode}); held-out AUROC {result.summary.selected.auroc:.3f} on the evaluation split at "
@@ -194,14 +211,14 @@ def validate_choice(
 def tuned_extract_and_validate(
     loaded: Any, trait: Trait | str, *, modes: Sequence[str] | None = None, layers: str | Sequence[int] = "all",
     level: str = "quick", n_null: int = 200, batch_size: int = 8, max_steer_items: int = DEFAULT_MAX_STEER_ITEMS,
-    show_progress: bool = True, **validate_kwargs: Any,
+    show_progress: bool = True, aggregators: Sequence[str] = TUNED_AGGREGATORS, **validate_kwargs: Any,
 ) -> tuple[PersonaVectorSet, ValidationResult, TunedSelection]:
     """Choose mode and layer on the tuning split, validate that layer on the evaluation split against both nulls;
     returns the chosen mode's vector set (every layer, the validation summary of the chosen layer recorded), the
     validation result and the selection."""
     trait = load_trait(trait)
     sel = select_on_tuning(loaded, trait, modes=modes, layers=layers, batch_size=batch_size,
-                           show_progress=show_progress)
+                           show_progress=show_progress, aggregators=aggregators)
     vs, result = validate_choice(loaded, trait, sel, level=level, n_null=n_null, batch_size=batch_size,
                                  max_steer_items=max_steer_items, show_progress=show_progress, **validate_kwargs)
     return vs, result, sel

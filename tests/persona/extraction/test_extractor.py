@@ -146,7 +146,7 @@ def test_bad_configuration(loaded, trait):
         PersonaExtractor(layers=[7], show_progress=False).fit(loaded, trait)
 
 
-@pytest.mark.parametrize("agg", ["mean_diff", "pca", "logistic"])
+@pytest.mark.parametrize("agg", ["mean_diff", "pca", "logistic", "pair_logistic"])
 def test_aggregators_recover_a_planted_direction(agg):
     g = torch.Generator().manual_seed(0)
     d, n = 16, 60
@@ -217,3 +217,12 @@ def test_openai_compatible_judge_against_a_local_server():
     assert "Rate evil." in seen["messages"][0]["content"] and "A." in seen["messages"][1]["content"]
     with pytest.raises(ConfigError, match="base_url"):
         OpenAICompatibleJudge("ftp://x", "m", "r")
+
+
+def test_pair_logistic_fits_paired_and_ab_features(loaded, trait):
+    """The extractor's aligned modes feed pair_logistic row-aligned pairs; its direction orders them."""
+    for mode in ("paired", "ab"):
+        ex = PersonaExtractor(mode=mode, aggregator="pair_logistic", layers=[1], show_progress=False).fit(loaded, trait)
+        d = ex.pos_features_[1] - ex.neg_features_[1]
+        assert ex.n_pos_ == ex.n_neg_ and float(d.mean(0) @ ex.vectors_[1]) > 0
+        assert ex.to_vector_set().aggregator == "pair_logistic"

@@ -14,6 +14,7 @@ from difflib_models.persona.traits.importers import (
     import_em_yaml,
     trait_from_items,
 )
+from difflib_models.persona.traits.schema import ALL_SPLITS
 
 
 def test_anthropic_yes_no(shared_data):
@@ -47,12 +48,46 @@ def test_caa(shared_data):
     if not path.exists():
         pytest.skip("CAA data not present")
     t = import_caa_json(path, limit=40)
-    assert t.id == "sycophancy" and len(t.split_ab("evaluation")) == 20
-    letters = [a.matching for a in t.split_ab("extraction") + t.split_ab("evaluation")]
-    assert letters.count("(A)") == 20
+    assert t.id == "sycophancy" and t.has_tuning
+    assert [len(t.split_ab(s)) for s in ALL_SPLITS] == [20, 10, 10]  # 0.5 / 0.25 / 0.25, stratified by letter
+    letters = [a.matching for s in ALL_SPLITS for a in t.split_ab(s)]
+    assert letters.count("(A)") == 20 and all([a.matching for a in t.split_ab(s)].count("(A)") == len(t.split_ab(s)) // 2
+                                              for s in ALL_SPLITS)
     full = [a.question for a in t.split_ab("extraction")]
     stems = t.split_questions("extraction")
     assert all(len(s) < len(q) and q.startswith(s) for s, q in zip(stems, full, strict=False))
+    # paired responses: item by item the same question answered with the matching vs the other option's text
+    for s in ALL_SPLITS:
+        for ab, pr in zip(t.split_ab(s), t.split_paired(s), strict=True):
+            assert pr.prompt == ab.question
+            assert f"{ab.matching} {pr.trait}" in ab.question and f"{ab.not_matching} {pr.neutral}" in ab.question
+    qs = {s: {a.question for a in t.split_ab(s)} for s in ALL_SPLITS}
+    assert not (qs["extraction"] & qs["tuning"] or qs["extraction"] & qs["evaluation"] or qs["tuning"] & qs["evaluation"])
+    assert import_caa_json(path, limit=40).hash == t.hash  # stable
+    with pytest.raises(ConfigError, match="eval_fraction"):
+        import_caa_json(path, limit=40, eval_fraction=0.5)  # no room for a tuning split as large
+
+
+def _ab(i: int, inline: bool = False) -> ABItem:
+    sep = " " if inline else "\n "
+    return ABItem(question=f"I think {i} is odd. Is {i} odd?{sep}(A) Yes, it is{sep}(B) No, it is not",
+                  matching="(A)" if i % 2 else "(B)", not_matching="(B)" if i % 2 else "(A)")
+
+
+def test_ab_items_with_option_texts_become_paired_responses():
+    t = trait_from_items([_ab(i) for i in range(16)], trait_id="toy-syc")
+    assert [len(t.split_paired(s)) for s in ALL_SPLITS] == [8, 4, 4]
+    pr = {p.prompt: p for s in ALL_SPLITS for p in t.split_paired(s)}
+    for i in range(16):
+        p = pr[_ab(i).question]
+        assert (p.trait, p.neutral) == (("Yes, it is", "No, it is not") if i % 2 else ("No, it is not", "Yes, it is"))
+    assert {p.prompt for p in t.split_paired("evaluation")} == {a.question for a in t.split_ab("evaluation")}
+    # options not on their own lines: A/B items only, two splits (as before)
+    inline = trait_from_items([_ab(i, inline=True) for i in range(16)], trait_id="toy")
+    assert not inline.has_paired and not inline.has_tuning and len(inline.split_ab("evaluation")) == 8
+    # too few items for three splits of >= 2: two splits, A/B only
+    assert not trait_from_items([_ab(i) for i in range(4)], trait_id="toy").has_paired
+    assert [len(trait_from_items([_ab(i) for i in range(6)], trait_id="toy").split_paired(s)) for s in ALL_SPLITS] == [2, 2, 2]
 
 
 def test_em_yaml(shared_data):

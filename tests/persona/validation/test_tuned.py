@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from difflib_models.errors import ConfigError
 from difflib_models.persona.contracts import ValidationSummary
@@ -62,10 +63,39 @@ def test_selection_reads_no_evaluation_item(loaded, trait, monkeypatch):
     assert all(split != "evaluation" for _, split in seen)
     modes = {c.mode for c in sel.candidates}
     assert modes == {"paired", "ab", "prompt_contrast"}
-    assert len(sel.candidates) == 3 * loaded.n_layers
+    assert {c.aggregator for c in sel.candidates} == set(tuned.TUNED_AGGREGATORS)
+    assert len(sel.candidates) == 3 * len(tuned.TUNED_AGGREGATORS) * loaded.n_layers
     best = max(sel.candidates, key=lambda c: c.auroc)
-    assert sel.tuning_auroc == best.auroc and (sel.mode, sel.layer) in {(c.mode, c.layer) for c in sel.candidates
-                                                                          if c.auroc == best.auroc}
+    assert sel.tuning_auroc == best.auroc and (sel.mode, sel.layer, sel.aggregator) in {
+        (c.mode, c.layer, c.aggregator) for c in sel.candidates if c.auroc == best.auroc}
+    # each mode's extractor carries the aggregator of its best candidate; its directions are that aggregator's
+    for mode, ex in sel.extractors.items():
+        assert ex.aggregator == sel.best_per_mode()[mode].aggregator
+    assert sel.extractors[sel.mode].aggregator == sel.aggregator
+
+
+def test_with_aggregator_reuses_the_features(loaded, trait):
+    """pair_logistic on the fitted features: same features, new directions, gap / sigma_0 re-read without a
+    forward pass and equal to a fresh fit with that aggregator."""
+    ex = PersonaExtractor(mode="paired", layers=[1, 2], show_progress=False).fit(loaded, trait)
+    pl = ex.with_aggregator("pair_logistic")
+    fresh = PersonaExtractor(mode="paired", aggregator="pair_logistic", layers=[1, 2], show_progress=False).fit(
+        loaded, trait)
+    assert pl.aggregator == "pair_logistic" and ex.aggregator == "mean_diff"
+    for layer in (1, 2):
+        torch.testing.assert_close(pl.vectors_[layer], fresh.vectors_[layer])
+        assert pl.gap_[layer] == pytest.approx(fresh.gap_[layer], rel=1e-5)
+        assert pl.base_std_[layer] == pytest.approx(fresh.base_std_[layer], rel=1e-5)
+    assert pl.to_vector_set().aggregator == "pair_logistic"
+    with pytest.raises(ConfigError, match="aggregator"):
+        ex.with_aggregator("median")
+
+
+def test_select_on_tuning_with_one_aggregator(loaded, trait):
+    sel = tuned.select_on_tuning(loaded, trait, modes=["paired"], aggregators=["pair_logistic"], show_progress=False)
+    assert {c.aggregator for c in sel.candidates} == {"pair_logistic"} and sel.aggregator == "pair_logistic"
+    with pytest.raises(ConfigError, match="aggregators"):
+        tuned.select_on_tuning(loaded, trait, aggregators=["median"], show_progress=False)
 
 
 def test_tuned_validation_records_the_choice_and_one_layer_nulls(loaded, trait):
