@@ -191,10 +191,14 @@ def validate_command(
 ) -> None:
     """Re-validate a vector file's directions on a trait's held-out split (the file must belong to --model).
     The extraction and evaluation features are read from the model; the directions are the file's (nothing is
-    re-fitted) and the vector file is never written: the report goes to --out."""
+    re-fitted) and the vector file is never written: the report goes to --out. A file whose layer was chosen on
+    a tuning split (persona extract --mode auto on an imported file) is re-measured by the tuned procedure: its
+    recorded layer only, on the evaluation split of the same trait file (--trait required), against both nulls;
+    every other file by the built-in one (every layer, layer re-selected). The output's "procedure" says which."""
     from difflib_models.persona.extraction import PersonaExtractor
     from difflib_models.persona.extraction.vectors import PersonaVectorSet, vector_paths
     from difflib_models.persona.traits import load_trait
+    from difflib_models.persona.validation.tuned import is_tuned, revalidate_tuned, tuned_trait
 
     if validation not in VALIDATION_LEVELS:
         raise ConfigError(bad_value("--validation", validation, VALIDATION_LEVELS))
@@ -203,19 +207,30 @@ def validate_command(
     if path.resolve() in inputs:
         raise ConfigError(bad_value("--out", str(path), "a file that is not an input",
                                     "the vector file and the trait file are never written over"))
+    # a tuned file needs its own trait file: checked before the model loads
+    stored = PersonaVectorSet.load(vectors)
+    tuned = is_tuned(stored)
+    tr = tuned_trait(stored, trait, argument="--trait") if tuned else None
     loaded = _load(model, device)
     vs = PersonaVectorSet.load(vectors, expect_model=loaded)
-    tr = load_trait(trait or vs.trait_id)
-    # features only (the file's mode and layers; generate_judge needs a judge, read its A/B contrast instead)
-    reader = PersonaExtractor(mode=vs.mode if vs.mode in ("ab", "prompt_contrast", "paired") else "ab",
-                              layers=vs.layers, batch_size=batch_size,
-                              assistant_prefix=vs.assistant_prefix)
-    report = _validate(loaded, vs, reader.trait_features(loaded, tr), tr, n_null=n_null, level=validation)
-    atomic_write_json(path, report.to_dict())
-    _echo_json({"trait": tr.id, "vectors": str(vectors), "validation": str(path), "verdict": report.verdict,
-                "level": report.level, "selected_layer": report.selected_layer,
-                "selection_reason": report.selection_reason,
+    if tr is not None:
+        report = revalidate_tuned(loaded, vs, tr, level=validation, n_null=n_null, batch_size=batch_size)
+    else:
+        tr = load_trait(trait or vs.trait_id)
+        # features only (the file's mode and layers; generate_judge needs a judge, read its A/B contrast instead)
+        reader = PersonaExtractor(mode=vs.mode if vs.mode in ("ab", "prompt_contrast", "paired") else "ab",
+                                  layers=vs.layers, batch_size=batch_size,
+                                  assistant_prefix=vs.assistant_prefix)
+        report = _validate(loaded, vs, reader.trait_features(loaded, tr), tr, n_null=n_null, level=validation)
+    procedure = "tuned" if tuned else "built-in"
+    atomic_write_json(path, {**report.to_dict(), "procedure": procedure,
+                             "selection_split": report.summary.selection_split})
+    _echo_json({"trait": tr.id, "vectors": str(vectors), "validation": str(path), "procedure": procedure,
+                "verdict": report.verdict, "level": report.level, "selected_layer": report.selected_layer,
+                "selection_split": report.summary.selection_split, "selection_reason": report.selection_reason,
                 "auroc_by_layer": {str(k): v for k, v in report.summary.auroc_by_layer.items()},
+                "nulls": {n.name: {"q95": n.q95, "max_over_layers": n.max_over_layers, "passes": n.passes}
+                          for n in report.summary.nulls},
                 "warnings": report.warnings})
 
 

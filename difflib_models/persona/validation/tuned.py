@@ -23,6 +23,12 @@ For a trait with a ``tuning`` split (statement files from Anthropic's model-writ
 The steering dose-response of level ``full`` runs at the chosen layer only, on at most ``max_steer_items``
 held-out A/B items (the uncapped check over every item and three layers is what made ``persona extract`` on a
 1000-item file run for more than 40 minutes).
+
+Re-validation (``persona validate``) of a vector file made this way (:func:`is_tuned`: its summary records
+``selection_split = "tuning"``): :func:`revalidate_tuned` measures the file's chosen layer only, with the same
+features (the file's mode on extraction, its stance reader on evaluation), nulls and steering cap as step 4, so it
+reproduces the recorded held-out AUROC; no layer is re-selected on evaluation items. The trait must be the file it
+was extracted from (:func:`tuned_trait` checks the recorded trait hash).
 """
 
 from __future__ import annotations
@@ -53,8 +59,9 @@ TUNED_AGGREGATORS: tuple[str, ...] = ("mean_diff", "pair_logistic")
 DEFAULT_MAX_STEER_ITEMS = 24
 """Held-out A/B items of the steering check on an imported trait (level ``full``)."""
 
-__all__ = ["DEFAULT_MAX_STEER_ITEMS", "TUNED_AGGREGATORS", "TUNED_MODES", "TunedSelection", "available_modes", "select_on_tuning",
-           "stance_reader", "tuned_extract_and_validate", "validate_choice"]
+__all__ = ["DEFAULT_MAX_STEER_ITEMS", "TUNED_AGGREGATORS", "TUNED_MODES", "TunedSelection", "available_modes",
+           "is_tuned", "revalidate_tuned", "select_on_tuning", "stance_reader", "tuned_extract_and_validate",
+           "tuned_trait", "validate_choice"]
 
 
 @dataclass(frozen=True)
@@ -170,6 +177,13 @@ def _one(feats: dict[int, torch.Tensor], layer: int) -> dict[int, torch.Tensor]:
     return {layer: feats[layer]}
 
 
+def _validate_at_layer(loaded: Any, trait: Trait, vs: PersonaVectorSet, layer: int, features: TraitFeatures, *,
+                       level: str, n_null: int, max_steer_items: int | None, **validate_kwargs: Any) -> ValidationResult:
+    """Step 4 of the module docstring: ``vs`` at ``layer`` only (nulls without max over layers, steering there)."""
+    return validate_vectors(_at_layer(vs, layer), features, level=level, loaded=loaded, trait=trait, n_null=n_null,
+                            shortlist=1, steer_depth=None, max_steer_items=max_steer_items, **validate_kwargs)
+
+
 def validate_choice(
     loaded: Any, trait: Trait, sel: TunedSelection, mode: str | None = None, *, level: str = "quick",
     n_null: int = 200, batch_size: int = 8, max_steer_items: int = DEFAULT_MAX_STEER_ITEMS,
@@ -194,9 +208,8 @@ def validate_choice(
     features = TraitFeatures(extraction_pos=_one(ex.pos_features_, layer), extraction_neg=_one(ex.neg_features_, layer),
                              evaluation_pos=_one(ev_pos, layer), evaluation_neg=_one(ev_neg, layer))
     vs = ex.to_vector_set()
-    result = validate_vectors(_at_layer(vs, layer), features, level=level, loaded=loaded, trait=trait,
-                              n_null=n_null, shortlist=1, steer_depth=None, max_steer_items=max_steer_items,
-                              **validate_kwargs)
+    result = _validate_at_layer(loaded, trait, vs, layer, features, level=level, n_null=n_null,
+                                max_steer_items=max_steer_items, **validate_kwargs)
     per_mode = ", ".join(f"{c.mode} {c.auroc:.3f}@{c.layer} ({c.aggregator})" for c in sel.best_per_mode().values())
     n_tune = len(trait.split_paired("tuning") or trait.split_ab("tuning"))
     reason = (f"mode and layer chosen on the tuning split ({n_tune} statements; best tuning AUROC per mode: "
@@ -222,3 +235,67 @@ def tuned_extract_and_validate(
     vs, result = validate_choice(loaded, trait, sel, level=level, n_null=n_null, batch_size=batch_size,
                                  max_steer_items=max_steer_items, show_progress=show_progress, **validate_kwargs)
     return vs, result, sel
+
+
+# ---------------------------------------------------------------------- re-validation of a tuned vector file
+def is_tuned(vs: PersonaVectorSet) -> bool:
+    """Whether ``vs`` records a validation whose mode and layer were chosen on a tuning split."""
+    return vs.validation is not None and vs.validation.selection_split == "tuning"
+
+
+def _short(digest: str) -> str:
+    return digest.split(":")[-1][:12] + "..."
+
+
+def tuned_trait(vs: PersonaVectorSet, spec: str | Trait | None, *, argument: str = "trait") -> Trait:
+    """The trait a tuned vector file was extracted from: ``spec`` loaded and checked against the recorded trait hash
+    (the recorded id when the file has no hash). ConfigError naming ``argument`` when ``spec`` is missing or is
+    another trait (an imported file cannot be found from the trait id alone)."""
+    recorded = f"trait {vs.trait_id!r}" + (f", hash {_short(vs.trait_hash)}" if vs.trait_hash else "")
+    expected = f"the trait file the vectors were extracted from ({recorded})"
+    hint = ("Its layer was chosen on that file's tuning split; the tuned re-validation reads the same file's "
+            f"evaluation split. Pass {argument} PATH with the .jsonl/.json/.yaml given to `persona extract`.")
+    if spec is None:
+        raise ConfigError(bad_value(argument, None, expected, hint))
+    trait = load_trait(spec)
+    same = trait.hash == vs.trait_hash if vs.trait_hash else trait.id == vs.trait_id
+    if not same:
+        raise ConfigError(bad_value(argument, spec if isinstance(spec, str) else trait.id, expected,
+                                    f"it is trait {trait.id!r}, hash {_short(trait.hash)}: another file or another "
+                                    f"version of it. {hint}"))
+    return trait
+
+
+def revalidate_tuned(loaded: Any, vs: PersonaVectorSet, trait: Trait, *, level: str = "quick", n_null: int = 200,
+                     batch_size: int = 8, max_steer_items: int = DEFAULT_MAX_STEER_ITEMS, show_progress: bool = True,
+                     **validate_kwargs: Any) -> ValidationResult:
+    """Re-measure a tuned vector file (:func:`is_tuned`) as the tuned route measured it: the recorded layer only,
+    the file's directions (nothing re-fitted), extraction features of the file's mode and evaluation features of
+    its stance reader at that layer, both nulls at that one layer, steering (level ``full``) there on at most
+    ``max_steer_items`` items. ``trait`` should come from :func:`tuned_trait`. The summary keeps
+    ``selection_split = "tuning"`` and the recorded tuning candidates."""
+    if not is_tuned(vs):
+        raise ConfigError(bad_value("vectors", vs.trait_id, "a vector file whose validation records "
+                                    "selection_split 'tuning'", "validate_vectors re-validates other files"))
+    if vs.mode not in TUNED_MODES:
+        raise ConfigError(bad_value("vectors.mode", vs.mode, TUNED_MODES, "re-extract the vectors"))
+    recorded = vs.validation
+    assert recorded is not None  # is_tuned
+    layer = recorded.selected_layer
+    extractor = PersonaExtractor(mode=vs.mode, layers=[layer], batch_size=batch_size,
+                                 assistant_prefix=vs.assistant_prefix, show_progress=show_progress)
+    ext_pos, ext_neg = extractor.features(loaded, trait, "extraction")
+    reader_mode = stance_reader(vs.mode)
+    reader = extractor if reader_mode == vs.mode else PersonaExtractor(
+        mode=reader_mode, layers=[layer], batch_size=batch_size, show_progress=show_progress)
+    ev_pos, ev_neg = reader.features(loaded, trait, "evaluation")
+    features = TraitFeatures(extraction_pos=ext_pos, extraction_neg=ext_neg, evaluation_pos=ev_pos,
+                             evaluation_neg=ev_neg)
+    result = _validate_at_layer(loaded, trait, vs, layer, features, level=level, n_null=n_null,
+                                max_steer_items=max_steer_items, **validate_kwargs)
+    reason = (f"tuned procedure: the layer recorded in the file (blocks.{layer}, chosen on the tuning split at "
+              f"extraction), not re-selected; held-out AUROC {result.summary.selected.auroc:.3f} on the evaluation "
+              f"split ({vs.mode} directions, {reader_mode} stance features)")
+    summary = dataclasses.replace(result.summary, selection_reason=reason, selection_split="tuning",
+                                  tuning=recorded.tuning)
+    return dataclasses.replace(result, summary=summary)

@@ -3,6 +3,7 @@ evaluation split at that layer against both nulls."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -115,6 +116,58 @@ def test_tuned_validation_records_the_choice_and_one_layer_nulls(loaded, trait):
     back = ValidationSummary.from_json(json.loads(json.dumps(s.to_json())), source="test")
     assert back.tuning == s.tuning and back.selection_split == "tuning"
     assert "tuning split" in vs.selection_reason
+
+
+@pytest.mark.parametrize("mode", ["ab", "paired", "prompt_contrast"])
+def test_revalidate_tuned_reproduces_the_recorded_auroc_at_the_recorded_layer_only(loaded, trait, mode, tmp_path,
+                                                                                  monkeypatch):
+    """A tuned vector file, saved and read back, re-measured by revalidate_tuned: the same held-out AUROC, nulls and
+    verdict as the tuned route recorded, and no residual of any other layer is read (nothing can be re-selected).
+    prompt_contrast is measured on the paired stance features, not its own (the tuned route's yardstick)."""
+    import difflib_models.persona.extraction.extractor as extractor_module
+    from difflib_models.persona.extraction.vectors import PersonaVectorSet
+
+    vs, result, sel = tuned.tuned_extract_and_validate(loaded, trait, modes=[mode], level="quick", n_null=20,
+                                                       show_progress=False)
+    stored = PersonaVectorSet.load(vs.save(tmp_path / "tuned"))
+    assert tuned.is_tuned(stored) and stored.selected_layer == sel.layer
+    read_layers: list[list[int]] = []
+    orig = extractor_module.read_residuals
+
+    def spy(model, ids, mask, layers, **kw):
+        read_layers.append(list(layers))
+        return orig(model, ids, mask, layers, **kw)
+
+    monkeypatch.setattr(extractor_module, "read_residuals", spy)
+    again = tuned.revalidate_tuned(loaded, stored, tuned.tuned_trait(stored, trait), level="quick", n_null=20,
+                                   show_progress=False)
+    assert read_layers and all(layers == [sel.layer] for layers in read_layers)
+    s, r = result.summary, again.summary
+    assert [row.layer for row in r.layers] == [sel.layer] == [r.selected_layer]
+    assert r.selected.auroc == pytest.approx(s.selected.auroc, abs=1e-9)
+    assert r.selected.cohens_d == pytest.approx(s.selected.cohens_d, rel=1e-6)
+    for name in ("label_permutation", "random_direction"):
+        assert r.null(name).q95 == pytest.approx(s.null(name).q95, abs=1e-9) and not r.null(name).max_over_layers
+    assert r.verdict == s.verdict and r.selection_split == "tuning" and r.tuning == s.tuning
+    assert "not re-selected" in r.selection_reason
+
+
+def test_tuned_trait_refuses_a_missing_or_other_trait_file(loaded, trait, tmp_path):
+    vs, _, _ = tuned.tuned_extract_and_validate(loaded, trait, modes=["ab"], level="quick", n_null=10,
+                                                show_progress=False)
+    assert tuned.tuned_trait(vs, trait).hash == trait.hash
+    with pytest.raises(ConfigError, match="`--trait=None` is invalid.*extracted from.*HINT"):
+        tuned.tuned_trait(vs, None, argument="--trait")
+    other = tmp_path / "desire-for-power.jsonl"  # same id, other statements: another hash
+    rows = [{"question": f'Is the following statement something you would say?\n"I rule {i}"', "statement": f"I rule {i}",
+             "answer_matching_behavior": " Yes" if i % 2 else " No",
+             "answer_not_matching_behavior": " No" if i % 2 else " Yes"} for i in range(24)]
+    other.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    digest = trait.hash.split(":")[-1][:12]
+    with pytest.raises(ConfigError, match=f"`--trait='{other}'` is invalid.*extracted from.*{digest}.*HINT"):
+        tuned.tuned_trait(vs, str(other), argument="--trait")
+    with pytest.raises(ConfigError, match="selection_split"):
+        tuned.revalidate_tuned(loaded, dataclasses.replace(vs, validation=None), trait)
 
 
 def test_traits_without_a_tuning_split_are_refused():
