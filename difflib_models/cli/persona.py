@@ -178,7 +178,9 @@ def _validate(loaded: Any, vs: Any, features: Any, trait: Any, *, n_null: int, l
 @stdout_for_results
 def validate_command(
     vectors: Path = typer.Option(..., "--vectors", "-V", help="Vector file (.safetensors with its .json sidecar)."),
-    trait: str | None = typer.Option(None, "--trait", "-t", help=_TRAIT_HELP + " Default: the file's trait."),
+    trait: str | None = typer.Option(None, "--trait", "-t", help=_TRAIT_HELP + " Default: the file's trait; a file "
+                                     "whose layer was chosen on a tuning split needs the trait file it was "
+                                     "extracted from (recorded hash)."),
     model: str | None = typer.Option(None, "--model", "-m", help=_MODEL_HELP),
     out: Path | None = typer.Option(None, "--out", "-o", help="Validation JSON (default: VECTORS.validation.json)."),
     validation: str = typer.Option("full", "--validation",

@@ -266,6 +266,8 @@ def test_validate_reads_features_and_leaves_the_vector_file_byte_identical(
     assert {p: p.read_bytes() for p in (tensors, sidecar)} == before
     assert {p: p.stat().st_mtime_ns for p in (tensors, sidecar)} == stamps
     assert again["level"] == "quick" and again["auroc_by_layer"] == res["auroc_by_layer"]
+    assert again["procedure"] == "built-in" and again["selection_split"] == "evaluation"  # every layer, max over them
+    assert list(again["auroc_by_layer"]) == ["1", "3"] and all(n["max_over_layers"] for n in again["nulls"].values())
     first, second = (json.loads(Path(p).read_text()) for p in (res["validation"], out))
     for name in ("label_permutation", "random_direction"):  # same features, same seed: the same null draws
         assert second["nulls"][name]["draws"] == first["nulls"][name]["draws"]
@@ -318,6 +320,58 @@ def test_extract_an_imported_statement_file_chooses_mode_and_layer_on_tuning(
     assert meta["aggregator"] == res["aggregator"]
     assert [s["layer"] for s in meta["validation"]["steering"]] == [res["selected_layer"]]
     assert all(n["max_over_layers"] is False for n in meta["validation"]["nulls"])
+
+
+def test_validate_a_tuned_file_reruns_the_tuned_procedure(files: dict[str, Path], capsys: pytest.CaptureFixture[str],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """`persona validate` on a file from the tuned route (imported statement file, --mode auto) re-measures the
+    recorded layer only, on the same trait file's evaluation split against both nulls: the AUROC, nulls and steering
+    `persona extract` reported, and no other layer's residuals are read. Without the trait file, or with another
+    one, it refuses (exit 2) before the model loads."""
+    import difflib_models.persona.extraction.extractor as extractor_module
+
+    trait = _statement_file(files["tmp"] / "bossy_again.jsonl")
+    base = files["tmp"] / "bossy_again_vec"
+    code, stdout, err = run_cli(["persona", "extract", "--trait", str(trait), "--model", str(files["model"]),
+                                 "--out", str(base), "--n-null", "10", "--layers", "all"], capsys)
+    assert code == 0, err
+    res = json.loads(stdout)
+    layer = res["selected_layer"]
+    assert res["selection_split"] == "tuning" and len(res["layers"]) == 5
+    read_layers: list[list[int]] = []
+    orig = extractor_module.read_residuals
+
+    def spy(model, ids, mask, layers, **kw):
+        read_layers.append(list(layers))
+        return orig(model, ids, mask, layers, **kw)
+
+    monkeypatch.setattr(extractor_module, "read_residuals", spy)
+    out = files["tmp"] / "bossy_again.revalidated.json"
+    code, stdout, err = run_cli(["persona", "validate", "--vectors", res["vectors"], "--trait", str(trait),
+                                 "--model", str(files["model"]), "--out", str(out), "--n-null", "10"], capsys)
+    assert code == 0, err
+    again = json.loads(stdout)
+    assert read_layers and all(layers == [layer] for layers in read_layers)
+    assert again["procedure"] == "tuned" and again["selection_split"] == "tuning"
+    assert again["selected_layer"] == layer and list(again["auroc_by_layer"]) == [str(layer)]
+    assert again["auroc_by_layer"][str(layer)] == pytest.approx(res["auroc_by_layer"][str(layer)], abs=1e-9)
+    for name, null in res["nulls"].items():
+        assert again["nulls"][name]["q95"] == pytest.approx(null["q95"], abs=1e-9)
+        assert again["nulls"][name]["max_over_layers"] is False
+    first, second = (json.loads(Path(p).read_text()) for p in (res["validation"], out))
+    assert second["procedure"] == "tuned" and second["verdict"] == first["verdict"] == res["verdict"]
+    assert list(second["steering"]) == [str(layer)]
+    assert second["steering"][str(layer)]["p_matching"] == pytest.approx(first["steering"][str(layer)]["p_matching"])
+    # the trait file is required and must be the one extracted from (recorded hash)
+    read_layers.clear()
+    code, _, err = run_cli(["persona", "validate", "--vectors", res["vectors"], "--model", str(files["model"]),
+                            "--out", str(out)], capsys)
+    assert code == 2 and "`--trait=None` is invalid" in err and "extracted from" in err and "HINT" in err
+    other = _statement_file(files["tmp"] / "bossy_other.jsonl", n=10)
+    code, _, err = run_cli(["persona", "validate", "--vectors", res["vectors"], "--trait", str(other),
+                            "--model", str(files["model"]), "--out", str(out)], capsys)
+    assert code == 2 and "--trait=" in err and str(other) in err and "hash" in err and "HINT" in err
+    assert read_layers == []  # refused before any feature is read
 
 
 def _ab_files(tmp: Path) -> list[Path]:
