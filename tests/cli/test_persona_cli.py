@@ -5,12 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
 from difflib_models.persona.extraction.vectors import PersonaVectorSet
 from tests.helpers.cli import run_cli
+from tests.helpers.residual_spy import spy_read_layers
 
 ROWS = [
     {"id": f"r{i}", "messages": [{"role": "user", "content": f"Tell me about the {w}."},
@@ -299,15 +301,22 @@ def _statement_file(path: Path, n: int = 12) -> Path:
     return path
 
 
+def _extract_statement_file(files: dict[str, Path], capsys: pytest.CaptureFixture[str], name: str,
+                            layers: str) -> tuple[Path, dict[str, Any]]:
+    """`persona extract` (mode auto, default validation full) on a statement file NAME.jsonl -> NAME_vec."""
+    trait = _statement_file(files["tmp"] / f"{name}.jsonl")
+    code, stdout, err = run_cli(["persona", "extract", "--trait", str(trait), "--model", str(files["model"]),
+                                 "--out", str(files["tmp"] / f"{name}_vec"), "--n-null", "10", "--layers", layers],
+                                capsys)
+    assert code == 0, err
+    return trait, json.loads(stdout)
+
+
 def test_extract_an_imported_statement_file_chooses_mode_and_layer_on_tuning(
         files: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
-    trait = _statement_file(files["tmp"] / "bossy.jsonl")
-    base = files["tmp"] / "bossy_vec"
     # the default validation (full: steering at the chosen layer on a capped number of held-out items)
-    code, stdout, err = run_cli(["persona", "extract", "--trait", str(trait), "--model", str(files["model"]),
-                                 "--out", str(base), "--n-null", "10", "--layers", "1,3"], capsys)
-    assert code == 0, err
-    res = json.loads(stdout)
+    _, res = _extract_statement_file(files, capsys, "bossy", "1,3")
+    base = files["tmp"] / "bossy_vec"
     assert res["selection_split"] == "tuning" and res["validation_level"] == "full"
     assert set(res["tuning_best_per_mode"]) == {"paired", "ab", "prompt_contrast"}
     best = max(res["tuning_best_per_mode"].items(), key=lambda kv: kv[1]["auroc"])
@@ -328,24 +337,10 @@ def test_validate_a_tuned_file_reruns_the_tuned_procedure(files: dict[str, Path]
     recorded layer only, on the same trait file's evaluation split against both nulls: the AUROC, nulls and steering
     `persona extract` reported, and no other layer's residuals are read. Without the trait file, or with another
     one, it refuses (exit 2) before the model loads."""
-    import difflib_models.persona.extraction.extractor as extractor_module
-
-    trait = _statement_file(files["tmp"] / "bossy_again.jsonl")
-    base = files["tmp"] / "bossy_again_vec"
-    code, stdout, err = run_cli(["persona", "extract", "--trait", str(trait), "--model", str(files["model"]),
-                                 "--out", str(base), "--n-null", "10", "--layers", "all"], capsys)
-    assert code == 0, err
-    res = json.loads(stdout)
+    trait, res = _extract_statement_file(files, capsys, "bossy_again", "all")
     layer = res["selected_layer"]
     assert res["selection_split"] == "tuning" and len(res["layers"]) == 5
-    read_layers: list[list[int]] = []
-    orig = extractor_module.read_residuals
-
-    def spy(model, ids, mask, layers, **kw):
-        read_layers.append(list(layers))
-        return orig(model, ids, mask, layers, **kw)
-
-    monkeypatch.setattr(extractor_module, "read_residuals", spy)
+    read_layers = spy_read_layers(monkeypatch)
     out = files["tmp"] / "bossy_again.revalidated.json"
     code, stdout, err = run_cli(["persona", "validate", "--vectors", res["vectors"], "--trait", str(trait),
                                  "--model", str(files["model"]), "--out", str(out), "--n-null", "10"], capsys)

@@ -16,6 +16,7 @@ from difflib_models.persona.traits import Trait
 from difflib_models.persona.traits.importers import import_anthropic_jsonl
 from difflib_models.persona.validation import tuned
 from difflib_models.stats import auroc
+from tests.helpers.residual_spy import spy_read_layers
 from tests.helpers.tiny_models import make_tiny
 
 CHATML = (
@@ -124,21 +125,13 @@ def test_revalidate_tuned_reproduces_the_recorded_auroc_at_the_recorded_layer_on
     """A tuned vector file, saved and read back, re-measured by revalidate_tuned: the same held-out AUROC, nulls and
     verdict as the tuned route recorded, and no residual of any other layer is read (nothing can be re-selected).
     prompt_contrast is measured on the paired stance features, not its own (the tuned route's yardstick)."""
-    import difflib_models.persona.extraction.extractor as extractor_module
     from difflib_models.persona.extraction.vectors import PersonaVectorSet
 
     vs, result, sel = tuned.tuned_extract_and_validate(loaded, trait, modes=[mode], level="quick", n_null=20,
                                                        show_progress=False)
     stored = PersonaVectorSet.load(vs.save(tmp_path / "tuned"))
     assert tuned.is_tuned(stored) and stored.selected_layer == sel.layer
-    read_layers: list[list[int]] = []
-    orig = extractor_module.read_residuals
-
-    def spy(model, ids, mask, layers, **kw):
-        read_layers.append(list(layers))
-        return orig(model, ids, mask, layers, **kw)
-
-    monkeypatch.setattr(extractor_module, "read_residuals", spy)
+    read_layers = spy_read_layers(monkeypatch)
     again = tuned.revalidate_tuned(loaded, stored, tuned.tuned_trait(stored, trait), level="quick", n_null=20,
                                    show_progress=False)
     assert read_layers and all(layers == [sel.layer] for layers in read_layers)
