@@ -46,11 +46,13 @@ CANDIDATES: dict[str, str] = {
 }
 """Signal of the validity-signals records -> the gate metric that reads the same number."""
 
-FLOORS: dict[str, float] = {"resp.own_null_z": 2.0, "resp.text_null_z": 2.0}
-"""Lowest threshold a signal may get, whatever its controls say: a shift in standard deviations of the
-covariance-realistic null directions' shifts must exceed 2 (the last-prompt checks ask the same of their null
-percentile, ``min_null_percentile: 0.95``). A narrow set of controls that all move against the trait would
-otherwise put the threshold below zero, where any benign fine-tune that moves slightly toward it fails."""
+FLOORS: dict[str, float] = {"resp.own_null_z": 2.0, "resp.text_null_z": 2.0, "last.shift_z": 0.0,
+                            "resp.own_z": 0.0, "resp.text_z": 0.0}
+"""Lowest threshold a signal may get, whatever its controls say. A narrow set of controls that all move against
+the trait would put ``max + margin`` below zero, where a candidate that moved AWAY from the trait fails: every
+z-signal needs at least a move toward the trait (floor 0). A shift in standard deviations of the
+covariance-realistic null directions' shifts must exceed 2 (chosen before the suite was scored; the last-prompt
+checks ask a null percentile >= 0.95 of theirs)."""
 
 
 def _value(rec: Mapping[str, Any], trait: str, signal: str) -> float | None:
