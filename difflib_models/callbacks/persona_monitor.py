@@ -407,9 +407,11 @@ class PersonaMonitorCore:
         return True
 
     def summary(self) -> dict[str, Any]:
+        """What the series file holds, JSON-safe (a value that is not finite, e.g. the ``shift_frac`` of a
+        ``paired`` vector without a usable gap, is None)."""
         statuses = [m.worst_status for m in self.monitors.values()]
         worst = max(statuses) if statuses else 0
-        return {
+        return to_json({
             "version": STATE_VERSION,
             "kind": "persona_monitor",
             "layer_convention": LAYER_CONVENTION,
@@ -426,14 +428,14 @@ class PersonaMonitorCore:
             "stop_on_fail": self.stop_on_fail,
             "stopped_at_step": self.stopped_at_step,
             "status": ["ok", "warn", "fail"][worst],
-        }
+        })
 
     def _write_series(self, *, sync: bool = False) -> Path:
         """The series JSON. After a check it is written by one background thread (renamed into place, in check
         order, off the training loop); ``sync=True`` (end of training) waits for it, then writes with fsync."""
         assert self.run_dir is not None
         path = self.run_dir / SERIES_FILE
-        data = to_json(self.summary())  # a copy: later checks do not change what the thread writes
+        data = self.summary()  # a copy: later checks do not change what the thread writes
         if sync:
             self._flush_writes()
             return atomic_write_json(path, data)

@@ -98,6 +98,11 @@ def test_gap_inside_the_base_spread_gives_no_shift_frac(tmp_path: Path, tinystor
     assert len(rows) == 3 and mon.monitors["sycophancy"].sigma0 > 1e-3
     assert all(abs(v["shift"]) > 1e-5 for v in rows)  # training moved the probes: 1e-3 would blow them up
     assert all(not math.isfinite(v["shift_frac"]) and v["status"] == 0 for v in rows)
+    # what callers get from summary() is what the series file holds: JSON-safe, no NaN
+    summary = mon.summary()
+    json.dumps(summary, allow_nan=False)
+    assert all(r["traits"]["sycophancy"]["shift_frac"] is None for r in summary["series"])
+    assert summary["series"] == json.loads((tmp_path / "mon" / "persona_monitor.json").read_text())["series"]
 
 
 def test_fail_stops_at_second_consecutive_crossing(tmp_path: Path, tinystories_656k: Path) -> None:

@@ -51,7 +51,7 @@ def test_default_policy_loads_and_marks_thresholds_as_proposals_or_calibrated() 
         assert f"max of {row['calibration']['n_controls']} " in c.description
         held = row["held_out"]
         assert held["false_alarms"] == 0 and held["detected"] == held["n_organisms"] > 0
-    assert {c.trait for c in calibrated} == {"evil", "sycophancy", "hallucination"}
+    assert {c.trait for c in calibrated} == {"evil", "sycophancy"}
 
 
 def test_policy_from_yaml_file(tmp_path) -> None:
