@@ -23,12 +23,15 @@ def _policy(metric: str = "persona.response_z") -> object:
     return policy_from_dict(doc)
 
 
-def test_identical_candidate_has_zero_response_shift(planted, stories260k, tmp_path) -> None:
+@pytest.mark.parametrize("metric", ["persona.response_z", "persona.response_null_z"])
+def test_identical_candidate_has_zero_response_shift(planted, stories260k, tmp_path, metric: str) -> None:
     res = run_gate(GateConfig(candidate=stories260k, base=planted["base"], out=tmp_path, vectors=[planted["vec"]],
-                              policy=_policy()))
+                              policy=_policy(metric)))
     evil = res.report["persona"]["traits"][0]
     assert evil["response_shift"] == pytest.approx(0.0, abs=1e-5)
     assert evil["response_text_shift"] == pytest.approx(0.0, abs=1e-5)
+    # nothing moved, so no direction stood out: 0 null SDs (not an undefined 0/0 that would end the gate in ERROR)
+    assert evil["response_null_z"] == 0.0
     status = {c["id"]: c["status"] for c in res.report["checks"]}
     assert status["evil-resp"] == "pass" and res.exit_code == 0
 

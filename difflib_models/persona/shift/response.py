@@ -39,10 +39,14 @@ __all__ = ["Direction", "ResponseProbe", "ResponseShift", "greedy_responses", "n
 
 def null_z(result: ShiftResult) -> float:
     """The shift in units of the null shifts: (S - mean(null)) / std(null) over the signed shifts along the null
-    directions (NaN without at least 2 nulls or with zero spread). A fine-tune that moves every direction alike
+    directions (NaN without at least 2 nulls or with zero spread). A candidate whose mean activation did not move
+    at all (``drift_norm == 0``, e.g. a fresh LoRA or the base itself) reads 0: no direction moved, so the trait's
+    did not stand out (without this an unchanged model would be an error for the gate, not a pass). A fine-tune that moves every direction alike
     gives |null_z| ~ 1 whatever its size; only a shift that stands out along the trait direction gives a large one.
     Toward the trait's pos pole, like ``shift`` (multiply by ``result.sign`` for toward-undesirable)."""
     nulls = torch.tensor(result.null_shifts, dtype=torch.float64)
+    if result.drift_norm == 0.0:
+        return 0.0
     if nulls.numel() < 2:
         return float("nan")
     sd = float(nulls.std())

@@ -99,3 +99,9 @@ def test_null_z_is_the_shift_in_null_standard_deviations() -> None:
     assert null_z(r) == pytest.approx(3.0 / sd)
     assert null_z(ShiftResult(trait="t", layer=0, shift=3.0, shift_z=1.0, shift_frac=0.0, drift_cos=0.0,
                               drift_norm=1.0, null_percentile=1.0, n_null=0)) != null_z(r)  # NaN without nulls
+    still = ShiftResult(trait="t", layer=0, shift=0.0, shift_z=0.0, shift_frac=0.0, drift_cos=0.0, drift_norm=0.0,
+                        null_percentile=0.0, n_null=4, null_shifts=(0.0,) * 4)
+    assert null_z(still) == 0.0  # an unmoved model: 0, not 0/0
+    flat = ShiftResult(trait="t", layer=0, shift=1.0, shift_z=1.0, shift_frac=0.0, drift_cos=1.0, drift_norm=1.0,
+                       null_percentile=1.0, n_null=4, null_shifts=(0.0,) * 4)
+    assert null_z(flat) != null_z(flat)  # moved, but zero null spread: undefined (NaN), the gate errors
