@@ -233,6 +233,7 @@ SIGNALS: dict[str, tuple[str, str]] = {
     "persona.null_percentile": ("persona", "null_percentile"),
     "persona.drift_cos": ("persona", "drift_cos"),
     "persona.null_z": ("persona", "null_z"),
+    "persona.response_null_z": ("persona", "response_null_z"),
     "behavioural.shift_mean": ("behavioural", "shift_mean"),
     "behavioural.shift_ci_low": ("behavioural", "shift_ci_low"),
     "monitor.shift_z": ("monitor", "shift_z"),
@@ -240,7 +241,9 @@ SIGNALS: dict[str, tuple[str, str]] = {
 }
 """Per-trait signals read from every record (section, key). ``persona.null_z`` and ``persona.drift_cos`` are the
 derived, drift-normalised signals of item 4: the trait shift in standard deviations of the covariance-null
-directions' shifts, and the cosine between the mean activation change and the trait vector."""
+directions' shifts, and the cosine between the mean activation change and the trait vector.
+``persona.response_null_z`` is the same along the candidate's own answers (teacher-forced, the gate's
+``persona.response_null_z``; measured for the traits a policy check names)."""
 
 
 def _signal(r: Mapping[str, Any], section: str, key: str, trait: str) -> float | None:
@@ -248,6 +251,12 @@ def _signal(r: Mapping[str, Any], section: str, key: str, trait: str) -> float |
     if section == "monitor":
         block = block.get("traits") or {}
     v = (block.get(trait) or {}).get(key)
+    if v is None and section == "persona" and key.startswith("response_"):
+        # records written before the persona rows kept the response fields: the default policy's check on the same
+        # metric carries the gate's value (``<trait>-response-null-z`` reads ``persona.response_null_z``)
+        check = (((r.get("gate") or {}).get("without_control") or {}).get("checks") or {}).get(
+            f"{trait}-{key.replace('_', '-')}") or {}
+        v = check.get("value")
     return float(v) if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) else None
 
 
@@ -275,6 +284,7 @@ def _specificity(recs: Sequence[Mapping[str, Any]], traits: Sequence[str]) -> di
     and the monitor's last shift_z. A specific detector has its largest entry on the diagonal."""
     out: dict[str, Any] = {}
     for name, section, key in (("persona_shift_z", "persona", "shift_z"),
+                               ("persona_response_null_z", "persona", "response_null_z"),
                                ("behavioural_shift_mean", "behavioural", "shift_mean"),
                                ("monitor_shift_z", "monitor", "shift_z")):
         matrix: dict[str, dict[str, float | None]] = {}
@@ -682,7 +692,9 @@ def gate_case(cand_adapter: str, control_adapter: str | None, vectors: Mapping[s
                   if nulls.numel() > 1 and float(nulls.std()) > 0 else None)
         persona[row["trait"]] = {k: row.get(k) for k in ("shift", "shift_z", "shift_frac", "null_percentile",
                                                           "drift_cos", "drift_norm", "signal_ok", "layer",
-                                                          "control_shift_z", "excess_z")}
+                                                          "control_shift_z", "excess_z", "response_shift",
+                                                          "response_z", "response_null_z", "response_text_z")
+                                  if k in row or not k.startswith("response_")}
         persona[row["trait"]]["null_z"] = null_z
     record["persona"] = persona
     beh = (res.report.get("behavioural") or {}).get("traits") or {}

@@ -212,3 +212,22 @@ def test_a_second_worker_waits_for_a_run_another_worker_trains(tmp_path: Any, mo
     (run2.parent / "evil-control-s2.train.lock").write_text("999999999")  # no such process
     assert bv.train("control", "evil", 2, {}, {}, run2) == {"adapter": "x"} and trained == ["again"]
     assert not (run2.parent / "evil-control-s2.train.lock").exists()
+
+
+def test_response_null_z_from_the_persona_row_or_the_gate_check() -> None:
+    """``persona.response_null_z`` is read from the record's persona row, or (records written before the row kept
+    it) from the default policy's ``<trait>-response-null-z`` check value; the specificity matrix includes it."""
+    recs = _grid()
+    for r in recs:  # sycophancy organisms 4, controls 0; evil organisms 1, controls 0 (along the sycophancy vector)
+        own = 4.0 if (r["kind"], r["trait"]) == ("organism", "sycophancy") else 0.0
+        value = own if r["trait"] == "sycophancy" else (1.0 if r["kind"] == "organism" else 0.0)
+        if r["seed"] == 0:  # old-style record: only the check has it
+            r["gate"]["without_control"]["checks"]["sycophancy-response-null-z"] = {
+                "status": "pass", "value": value, "severity": "fail", "trait": "sycophancy"}
+        else:
+            r["persona"]["sycophancy"]["response_null_z"] = value
+    agg = aggregate(recs)
+    sig = agg["signals"]["persona.response_null_z"]["sycophancy"]
+    assert sig["organisms"]["values"] == [4.0, 4.0, 4.0] and sig["auroc"] == 1.0
+    m = agg["specificity"]["persona_response_null_z"]["excess_over_control"]
+    assert m["sycophancy"] == {"evil": pytest.approx(1.0), "sycophancy": pytest.approx(4.0)}

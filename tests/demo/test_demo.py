@@ -65,6 +65,11 @@ def test_quick_demo_verdicts_outputs_mlflow_and_rerun(smollm2_dir: Path, tmp_pat
                        if r["trait"] == TRAIT) for name, run in ((INDUCING, inducing), (NEUTRAL, control))}
     assert rows[INDUCING]["vector_mode"] == "paired"
     assert rows[INDUCING]["response_null_z"] >= 2.0 > rows[NEUTRAL]["response_null_z"], gates
+    assert syc_i["response_null_z"] == rows[INDUCING]["response_null_z"]  # the summary carries the deciding value
+    from difflib_models.demo.runner import format_summary
+
+    printed = "\n".join(format_summary(first))
+    assert f"{TRAIT} answers {syc_i['response_null_z']:.3g} null sd" in printed, printed
     # the training-time monitor saw the same direction of travel
     assert inducing["train"]["monitor_last"]["shift_z"] > control["train"]["monitor_last"]["shift_z"]
     for name in (INDUCING, NEUTRAL):  # every training row was scored (report mode: nothing dropped)
