@@ -48,8 +48,8 @@ def gate(
     policy: Path | None = typer.Option(None, "--policy", help="YAML policy (default: the shipped default policy)"),
     control: str | None = typer.Option(None, "--control", help="matched control fine-tune (same format, benign)"),
     vectors: list[Path] = typer.Option([], "--vectors", help="persona vector file(s) of the base; else extracted"),
-    no_cache: bool = typer.Option(False, "--no-cache", help="re-extract persona vectors instead of reusing the "
-                                  "per-base cache (DIFFLIB_MODELS_CACHE)"),
+    no_cache: bool = typer.Option(False, "--no-cache", help="re-extract persona vectors and re-measure the base "
+                                  "instead of reusing the per-base cache (DIFFLIB_MODELS_CACHE)"),
     diff: Path | None = typer.Option(None, "--diff", help="diff.json from `difflib-models diff` to merge"),
     crosscoder: Path | None = typer.Option(None, "--crosscoder", help="trained crosscoder folder (ft-only latents)"),
     data_filter: Path | None = typer.Option(None, "--data-filter", help="data-filter summary JSON"),

@@ -240,6 +240,25 @@ def item_scores(loaded: Any, items: Sequence[BehaviourItem], *, side: str = "mod
                            desc=f"A/B eval ({name or side})")
 
 
+def _cached_base_scores(loaded: Any, side: str, items: Sequence[BehaviourItem], *, batch_size: int) -> ItemScores:
+    """The base's :func:`item_scores` of ``items``, from the per-base cache when an entry for exactly these items,
+    batch size and model exists (else scored and stored)."""
+    from difflib_models.gate import base_cache
+
+    identity = base_cache.measured_identity(loaded, side)
+    if identity is None:
+        return item_scores(loaded, items, side=side, batch_size=batch_size, name="base")
+    settings = {"items": [repr(it) for it in items], "batch_size": int(batch_size),
+                **base_cache.model_settings(loaded)}
+    key = base_cache.cache_key(identity, "ab_scores", settings)
+    cached = base_cache.load_item_scores(key, len(items))
+    if cached is not None:
+        return cached
+    scores = item_scores(loaded, items, side=side, batch_size=batch_size, name="base")
+    base_cache.store_item_scores(key, scores)
+    return scores
+
+
 def paired_bootstrap(diffs: Sequence[float], *, n_boot: int = 2000, seed: int = 0,
                      level: float = 0.95) -> PairedShift:
     """The :class:`PairedShift` (n, mean, ci_low, ci_high) of per-item differences: the mean and a percentile
@@ -309,13 +328,15 @@ def evaluate_ab(
 
 
 def ab_section(models: Mapping[str, tuple[Any, str]], traits: Sequence[str], *, max_items: int,
-               batch_size: int = 8, n_boot: int = 2000, seed: int = 0) -> BehaviouralSection:
+               batch_size: int = 8, n_boot: int = 2000, seed: int = 0, use_cache: bool = False) -> BehaviouralSection:
     """The ``behavioural`` section in A/B mode for several traits: ``traits[t]`` holds each trait's block
     (:func:`evaluate_ab`); the section's own fields repeat the first trait's block (checks without ``trait``).
-    Each model scores the items of all traits in one pass (:func:`item_scores`)."""
+    Each model scores the items of all traits in one pass (:func:`item_scores`). ``use_cache``: the BASE's scores
+    from / into the per-base cache (:mod:`difflib_models.gate.base_cache`)."""
     per_trait = {t: trait_items(t, max_items=max_items) for t in traits}
     every = [it for t in traits for it in per_trait[t]]
-    scored = {name: item_scores(loaded, every, side=side, batch_size=batch_size, name=name)
+    scored = {name: (_cached_base_scores(loaded, side, every, batch_size=batch_size) if use_cache and name == "base"
+                     else item_scores(loaded, every, side=side, batch_size=batch_size, name=name))
               for name, (loaded, side) in models.items()}
     blocks: dict[str, BehaviouralBlock] = {}
     start = 0

@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from difflib_models.gate import base_cache
 from difflib_models.gate.behavioural import model_view
 from difflib_models.persona.shift.response import Direction, ResponseProbe, greedy_responses, null_z
 from difflib_models.report.records import ResponseSignals
@@ -35,18 +36,25 @@ def _finite(x: float) -> float | None:
     return float(x) if x == x and abs(x) != float("inf") else None
 
 
+GENERATION_BATCH_MAX = 32
+"""The greedy answers of up to this many questions are generated in one batch (the probe set is small: one batch of
+20 takes about half the time of three batches of 8 on SmolLM2, with the same answers); the reads keep
+``batch_size``."""
+
+
 def response_fields(sides: Mapping[str, tuple[Any, str]], questions: Sequence[str], layer: int,
                     vector: torch.Tensor, *, trait: str, polarity: str, max_new_tokens: int, n_null: int, seed: int,
-                    batch_size: int) -> ResponseSignals:
-    """The ``response_*`` fields of one trait's persona row (see the module docstring)."""
+                    batch_size: int, use_cache: bool = False) -> ResponseSignals:
+    """The ``response_*`` fields of one trait's persona row (see the module docstring). ``use_cache``: the base's
+    side (its answers and their activations) from / into the per-base cache (:mod:`difflib_models.gate.base_cache`)."""
     base_loaded, base_side = sides["base"]
     cand_loaded, cand_side = sides["candidate"]
     tok = base_loaded.tokenizer
-    with model_view(base_loaded, base_side) as base:
-        probe = ResponseProbe.build(base, tok, questions, [layer], max_new_tokens=max_new_tokens,
-                                    batch_size=batch_size)
+    gen_batch = min(max(batch_size, len(questions)), GENERATION_BATCH_MAX)
+    probe = _base_probe(base_loaded, base_side, questions, layer, max_new_tokens=max_new_tokens,
+                        batch_size=batch_size, generation_batch_size=gen_batch, use_cache=use_cache)
     with model_view(cand_loaded, cand_side) as cand:
-        answers = greedy_responses(cand, tok, probe.prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
+        answers = greedy_responses(cand, tok, probe.prompts, max_new_tokens=max_new_tokens, batch_size=gen_batch)
         own = probe.read(cand, answers, [layer])
     with model_view(base_loaded, base_side) as base:
         text = probe.read(base, answers, [layer])
@@ -54,3 +62,25 @@ def response_fields(sides: Mapping[str, tuple[Any, str]], questions: Sequence[st
     return ResponseSignals(response_shift=res.own.shift, response_z=_finite(res.own.shift_z),
                            response_null_z=_finite(null_z(res.own)), response_text_shift=res.text.shift,
                            response_text_z=_finite(res.text.shift_z))
+
+
+def _base_probe(loaded: Any, side: str, questions: Sequence[str], layer: int, *, max_new_tokens: int,
+                batch_size: int, generation_batch_size: int, use_cache: bool) -> ResponseProbe:
+    """The base's :class:`ResponseProbe`: from the per-base cache when ``use_cache`` and an entry for exactly these
+    questions, layer, settings and model exists; else built (and stored when ``use_cache``)."""
+    identity = base_cache.measured_identity(loaded, side) if use_cache else None
+    key = None
+    if identity is not None:
+        settings = {"questions": list(questions), "layers": [int(layer)], "max_new_tokens": int(max_new_tokens),
+                    "batch_size": int(batch_size), "generation_batch_size": int(generation_batch_size),
+                    **base_cache.model_settings(loaded)}
+        key = base_cache.cache_key(identity, "response_probe", settings)
+        cached = base_cache.load_probe(key, ResponseProbe.encode(loaded.tokenizer, questions))
+        if cached is not None:
+            return cached
+    with model_view(loaded, side) as base:
+        probe = ResponseProbe.build(base, loaded.tokenizer, questions, [layer], max_new_tokens=max_new_tokens,
+                                    batch_size=batch_size, generation_batch_size=generation_batch_size)
+    if key is not None:
+        base_cache.store_probe(key, probe)
+    return probe

@@ -102,7 +102,9 @@ class GateConfig:
     judge_url: str | None = None
     judge_model: str = "gpt-4o-mini"
     use_cache: bool = True
-    """Reuse / store the persona vectors the gate extracts in the per-base cache (``--no-cache``: re-extract)."""
+    """Reuse / store the persona vectors the gate extracts (:mod:`~difflib_models.gate.vector_cache`) and the base's
+    response probes and A/B scores (:mod:`~difflib_models.gate.base_cache`) in the per-base cache (``--no-cache``:
+    extract and measure again)."""
     em_questions: str | Path | None = None
     batch_size: int = PROBE_BATCH_SIZE
     seed: int = 0
@@ -400,7 +402,7 @@ def persona_section(sides: Mapping[str, tuple[Any, str]], policy: Policy, *, vec
             response = response_fields(sides, trait.split_questions("evaluation")[: plan.max_probe_prompts], layer,
                                        vs.vector(layer), trait=trait_id, polarity=vs.polarity,
                                        max_new_tokens=plan.response_tokens, n_null=plan.null_directions,
-                                       seed=plan.seed, batch_size=batch_size)
+                                       seed=plan.seed, batch_size=batch_size, use_cache=use_cache)
         auroc = _auroc(vs.validation, layer)
         notes = signal_notes(auroc, baseline.gap, baseline.usable_gap, baseline.sigma0, layer=layer,
                              min_auroc=plan.min_auroc, mode=vs.mode)
@@ -563,8 +565,10 @@ def behavioural_section(sides: Mapping[str, tuple[Any, str]], policy: Policy, co
         section = beh.evaluate_judge(sides, questions, judge, seed=config.seed)
         if any(c.metric in BALANCED_METRICS for c in policy.checks):  # balanced checks read the A/B blocks
             ab = beh.ab_section(sides, policy.behavioural_traits(), max_items=policy.behavioural.max_items,
-                                batch_size=config.batch_size, n_boot=policy.behavioural.n_boot, seed=config.seed)
+                                batch_size=config.batch_size, n_boot=policy.behavioural.n_boot, seed=config.seed,
+                                use_cache=config.use_cache)
             section = section.with_traits(ab.traits or {})
         return section
     return beh.ab_section(sides, policy.behavioural_traits(), max_items=policy.behavioural.max_items,
-                          batch_size=config.batch_size, n_boot=policy.behavioural.n_boot, seed=config.seed)
+                          batch_size=config.batch_size, n_boot=policy.behavioural.n_boot, seed=config.seed,
+                          use_cache=config.use_cache)

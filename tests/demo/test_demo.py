@@ -46,8 +46,9 @@ def test_quick_demo_verdicts_outputs_mlflow_and_rerun(smollm2_dir: Path, tmp_pat
     # the control gets through the gate (pass, or warn: warnings do not fail under the default policy)
     assert first.verdicts[NEUTRAL] in ("pass", "warn") and s["runs"][NEUTRAL]["gate"]["exit_code"] == 0, gates
     assert first.as_expected and not any(first.reused.values())
-    # the neutral gate reuses the inducing gate's behavioural scores of the base and of the neutral fine-tune
-    assert s["behaviour_memo"] == {"hits": 2, "misses": 3}
+    # the neutral gate reuses the inducing gate's behavioural scores of the neutral fine-tune (in-process memo); the
+    # base's come from the per-base gate cache in the second gate (and in the first when an earlier run cached them)
+    assert s["behaviour_memo"]["hits"] == 1 and s["behaviour_memo"]["misses"] in (2, 3), s["behaviour_memo"]
 
     inducing, control = s["runs"][INDUCING], s["runs"][NEUTRAL]
     syc_i, syc_c = inducing["gate"]["persona"]["sycophancy"], control["gate"]["persona"]["sycophancy"]

@@ -180,16 +180,25 @@ class ResponseProbe:
 
     @classmethod
     def build(cls, base: Any, tokenizer: Any, questions: Sequence[str], layers: Sequence[int], *,
-              max_new_tokens: int = 32, batch_size: int = 8, system: str | None = None) -> ResponseProbe:
-        if len(questions) < 2:
-            raise ConfigError(bad_value("questions", len(questions), ">= 2 evaluation questions"))
-        prompts = [chat.encode_prompt(tokenizer, q, system=system).ids for q in questions]
-        answers = greedy_responses(base, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
+              max_new_tokens: int = 32, batch_size: int = 8, system: str | None = None,
+              generation_batch_size: int | None = None) -> ResponseProbe:
+        """``generation_batch_size`` (default ``batch_size``) batches the greedy answers only; the teacher-forced
+        reads use ``batch_size``."""
+        prompts = cls.encode(tokenizer, questions, system=system)
+        answers = greedy_responses(base, tokenizer, prompts, max_new_tokens=max_new_tokens,
+                                   batch_size=generation_batch_size or batch_size)
         pad = chat.pad_id(tokenizer)
         acts = response_activations(base, prompts, answers, pad, sorted(set(int(x) for x in layers)),
                                     batch_size=batch_size)
         return cls(prompts=tuple(tuple(p) for p in prompts), answers=tuple(tuple(a) for a in answers), acts=acts,
                    pad_token_id=pad, max_new_tokens=int(max_new_tokens), batch_size=int(batch_size))
+
+    @staticmethod
+    def encode(tokenizer: Any, questions: Sequence[str], *, system: str | None = None) -> list[list[int]]:
+        """The chat-formatted prompt ids of ``questions`` (at least 2), as :meth:`build` tokenises them."""
+        if len(questions) < 2:
+            raise ConfigError(bad_value("questions", len(questions), ">= 2 evaluation questions"))
+        return [list(chat.encode_prompt(tokenizer, q, system=system).ids) for q in questions]
 
     def baseline(self, direction: Direction, *, n_null: int = 32, seed: int = 0) -> ShiftBaseline:
         """The :class:`ShiftBaseline` of the base's own-answer activations along ``direction``."""

@@ -1,0 +1,106 @@
+"""The per-base cache of the gate's base-side measurements (difflib_models/gate/base_cache.py) on stories260K: a
+second gate on the same base reads the base's response probe and A/B scores from the cache (the base is not
+measured again) and reports the same numbers; ``use_cache=False``, another item set, a changed scorer, a hooked
+base and an unusable entry all measure again."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from difflib_models.gate import base_cache, behavioural
+from difflib_models.gate.policy import policy_from_dict
+from difflib_models.gate.runner import GateConfig, run_gate
+from difflib_models.persona.shift.response import ResponseProbe
+from tests.gate.conftest import PERSONA_POLICY
+
+
+def _policy() -> Any:
+    doc = copy.deepcopy(PERSONA_POLICY)
+    doc["persona"]["response_tokens"] = 6
+    doc["behavioural"] = {"trait": "evil", "max_items": 10, "min_scored": 10}
+    doc["checks"] = [doc["checks"][0],
+                     {"id": "evil-resp", "metric": "persona.response_null_z", "trait": "evil", "comparator": "<",
+                      "threshold": 3.0},
+                     {"id": "evil-beh", "metric": "behavioural.shift_ci_low", "trait": "evil", "comparator": "<",
+                      "threshold": 0.1}]
+    return policy_from_dict(doc)
+
+
+@pytest.fixture
+def counted(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, int]:
+    """A fresh cache dir; counts of base probes built and of A/B scoring passes (any model)."""
+    monkeypatch.setenv("DIFFLIB_MODELS_CACHE", str(tmp_path / "cache"))
+    calls = {"probe": 0, "scores": 0}
+    build, scores = ResponseProbe.build.__func__, behavioural.item_scores
+
+    def counting_build(cls: Any, *a: Any, **kw: Any) -> Any:
+        calls["probe"] += 1
+        return build(cls, *a, **kw)
+
+    def counting_scores(*a: Any, **kw: Any) -> Any:
+        calls["scores"] += 1
+        return scores(*a, **kw)
+
+    monkeypatch.setattr(ResponseProbe, "build", classmethod(counting_build))
+    monkeypatch.setattr(behavioural, "item_scores", counting_scores)
+    return calls
+
+
+def _gate(planted: dict[str, Any], out: Path, **kw: Any) -> dict[str, Any]:
+    res = run_gate(GateConfig(candidate=planted["cand"], base=planted["base"], out=out, vectors=[planted["vec"]],
+                              policy=_policy(), **kw))
+    row = res.report["persona"]["traits"][0]
+    return {"response": {k: row[k] for k in row if k.startswith("response_")},
+            "behavioural": json.dumps(res.report["behavioural"]["traits"], sort_keys=True),
+            "checks": {c["id"]: (c["status"], c["value"]) for c in res.report["checks"]}}
+
+
+def test_second_gate_reads_the_base_from_the_cache(planted, counted, tmp_path: Path) -> None:
+    first = _gate(planted, tmp_path / "a")
+    assert counted == {"probe": 1, "scores": 2}  # base + candidate scored
+    assert len(list(base_cache.cache_root().glob("*.json"))) == 2  # the base's probe and its A/B scores
+    second = _gate(planted, tmp_path / "b")
+    assert counted == {"probe": 1, "scores": 3}  # only the candidate measured again
+    assert second == first and first["response"]["response_null_z"] is not None
+    third = _gate(planted, tmp_path / "c", use_cache=False)
+    assert counted == {"probe": 2, "scores": 5} and third == first
+
+
+def test_unusable_entries_are_measured_again(planted, counted, tmp_path: Path, caplog) -> None:
+    first = _gate(planted, tmp_path / "a")
+    for f in base_cache.cache_root().glob("*.safetensors"):
+        f.write_bytes(b"not a safetensors file")
+    for f in base_cache.cache_root().glob("*.json"):
+        meta = json.loads(f.read_text())
+        if meta["kind"] == "ab_scores":
+            meta["first"] = meta["first"][:-1]  # one score short
+            f.write_text(json.dumps(meta))
+    with caplog.at_level("WARNING", logger="difflib_models.gate.base_cache"):
+        again = _gate(planted, tmp_path / "b")
+    assert counted == {"probe": 2, "scores": 4} and again == first
+    assert sum("ignoring the unusable gate base cache entry" in r.message for r in caplog.records) == 2
+    _gate(planted, tmp_path / "c")  # the rewritten entries are used
+    assert counted == {"probe": 2, "scores": 5}
+
+
+def test_keys_follow_items_code_and_hooks(planted, monkeypatch: pytest.MonkeyPatch, counted) -> None:
+    base = planted["base"]
+    ident = base_cache.measured_identity(base, "model")
+    settings = {"items": ["a"], **base_cache.model_settings(base)}
+    key = base_cache.cache_key(ident, "ab_scores", settings)
+    assert key != base_cache.cache_key(ident, "ab_scores", {**settings, "items": ["b"]})
+    assert key != base_cache.cache_key(ident, "response_probe", settings)
+    assert key != base_cache.cache_key(ident + "0", "ab_scores", settings)
+    monkeypatch.setattr(base_cache, "code_hash", lambda kind: "another scorer")
+    assert key != base_cache.cache_key(ident, "ab_scores", settings)
+    handle = base.model.get_submodule("model.layers.0").register_forward_hook(lambda *a: None)
+    try:  # a hooked base (e.g. steered) computes something its weight hash does not say: never cached
+        assert base_cache.measured_identity(base, "model") is None
+    finally:
+        handle.remove()
+    assert base_cache.measured_identity(base, "model") == ident
