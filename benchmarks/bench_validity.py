@@ -653,12 +653,11 @@ def gate_case(cand_adapter: str, control_adapter: str | None, vectors: Mapping[s
               verify_without: bool) -> dict[str, Any]:
     """The default-policy gate with (and, from the same measurements, without) the control; the gate's persona rows
     and behavioural shifts."""
-    import torch
-
     from difflib_models.gate.engine import evaluate
     from difflib_models.gate.policy import load_policy
     from difflib_models.gate.runner import GateConfig, run_gate
     from difflib_models.models.loading import load_model
+    from difflib_models.persona.shift.response import null_z_from
 
     policy = load_policy(None)
     cand = load_model(cand_adapter)
@@ -687,9 +686,8 @@ def gate_case(cand_adapter: str, control_adapter: str | None, vectors: Mapping[s
     # persona rows of the gate (evil, sycophancy) with the drift-normalised signals of item 4
     persona: dict[str, Any] = {}
     for row in (res.report.get("persona") or {}).get("traits", []):
-        nulls = torch.tensor(row.get("null_shifts") or [], dtype=torch.float64)
-        null_z = ((row["shift"] - float(nulls.mean())) / float(nulls.std())
-                  if nulls.numel() > 1 and float(nulls.std()) > 0 else None)
+        null_z = _finite_or_none(null_z_from(row["shift"], row.get("null_shifts") or [],
+                                             row.get("drift_norm", float("nan"))))
         persona[row["trait"]] = {k: row.get(k) for k in ("shift", "shift_z", "shift_frac", "null_percentile",
                                                           "drift_cos", "drift_norm", "signal_ok", "layer",
                                                           "control_shift_z", "excess_z", "response_shift",

@@ -115,6 +115,7 @@ ALLOWED: dict[str, str] = {
     "difflib_models.gate.runner:persona_section:return": "the report's data entries (trait file hashes)",
     "difflib_models.gate.vector_cache:cache_key:settings": _PROVENANCE,
     "difflib_models.gate.base_cache:cache_key:settings": _PROVENANCE,
+    "difflib_models.gate.base_cache:key_for:settings": _PROVENANCE,
     **{f"difflib_models.report.builder:{q}": _PROVENANCE for q in (
         "identity_dict:return", "hook_points_dict:return", "data_entry:return", "new_report:data")},
     **{f"difflib_models.report.builder:{q}": "the report document" for q in (

@@ -302,14 +302,14 @@ def gate(name: str, adapter: str, *, control_adapter: str | None, vectors: list[
     logged_run = log_report(out_dir, tracking_uri=tracking_uri, run_id=run_id, command="demo",
                             run_name=f"demo-{name}-gate")
     traits = {t.trait: t for t in (result.persona.traits if result.persona is not None else ())}
-    keys = ("shift_z", "shift_frac", "null_percentile", "excess_z", "signal_ok", "response_null_z")
+    keys = ("shift_z", "shift_frac", "null_percentile", "excess_z", "signal_ok")
     return {
         "verdict": result.verdict,
         "exit_code": result.exit_code,
         "reason": result.outcome.reason,
         "paths": {k: str(v) for k, v in result.paths.items()},
         "mlflow_run_id": logged_run,
-        "persona": {t: {k: (row.value(k) if k == "response_null_z" else getattr(row, k)) for k in keys}
+        "persona": {t: {**{k: getattr(row, k) for k in keys}, "response_null_z": row.value("response_null_z")}
                     for t, row in traits.items()},
         "checks": {c.id: c.status for c in result.outcome.checks},
     }

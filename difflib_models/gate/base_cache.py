@@ -103,6 +103,13 @@ def model_settings(loaded: Any) -> dict[str, str]:
             "tokenizer": hashlib.sha256(fingerprint.encode("utf-8")).hexdigest()[:16]}
 
 
+def key_for(loaded: Any, side: str, kind: str, settings: Mapping[str, Any]) -> str | None:
+    """The cache key of measuring ``kind`` with ``settings`` on the model a ``(loaded, side)`` pair runs (its
+    :func:`measured_identity`, with :func:`model_settings` added to ``settings``); None when it must not be cached."""
+    identity = measured_identity(loaded, side)
+    return None if identity is None else cache_key(identity, kind, {**settings, **model_settings(loaded)})
+
+
 def _paths(key: str) -> tuple[Path, Path]:
     root = cache_root()
     return root / f"{key}.json", root / f"{key}.safetensors"

@@ -245,12 +245,10 @@ def _cached_base_scores(loaded: Any, side: str, items: Sequence[BehaviourItem], 
     batch size and model exists (else scored and stored)."""
     from difflib_models.gate import base_cache
 
-    identity = base_cache.measured_identity(loaded, side)
-    if identity is None:
+    key = base_cache.key_for(loaded, side, "ab_scores", {"items": [repr(it) for it in items],
+                                                         "batch_size": int(batch_size)})
+    if key is None:
         return item_scores(loaded, items, side=side, batch_size=batch_size, name="base")
-    settings = {"items": [repr(it) for it in items], "batch_size": int(batch_size),
-                **base_cache.model_settings(loaded)}
-    key = base_cache.cache_key(identity, "ab_scores", settings)
     cached = base_cache.load_item_scores(key, len(items))
     if cached is not None:
         return cached

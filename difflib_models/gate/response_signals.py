@@ -68,13 +68,10 @@ def _base_probe(loaded: Any, side: str, questions: Sequence[str], layer: int, *,
                 batch_size: int, generation_batch_size: int, use_cache: bool) -> ResponseProbe:
     """The base's :class:`ResponseProbe`: from the per-base cache when ``use_cache`` and an entry for exactly these
     questions, layer, settings and model exists; else built (and stored when ``use_cache``)."""
-    identity = base_cache.measured_identity(loaded, side) if use_cache else None
-    key = None
-    if identity is not None:
-        settings = {"questions": list(questions), "layers": [int(layer)], "max_new_tokens": int(max_new_tokens),
-                    "batch_size": int(batch_size), "generation_batch_size": int(generation_batch_size),
-                    **base_cache.model_settings(loaded)}
-        key = base_cache.cache_key(identity, "response_probe", settings)
+    key = base_cache.key_for(loaded, side, "response_probe", {
+        "questions": list(questions), "layers": [int(layer)], "max_new_tokens": int(max_new_tokens),
+        "batch_size": int(batch_size), "generation_batch_size": int(generation_batch_size)}) if use_cache else None
+    if key is not None:
         cached = base_cache.load_probe(key, ResponseProbe.encode(loaded.tokenizer, questions))
         if cached is not None:
             return cached

@@ -34,23 +34,30 @@ from difflib_models.persona.shift.core import ShiftBaseline, ShiftResult, read_r
 from difflib_models.persona.traits import chat
 from difflib_models.stats import bootstrap_mean_ci
 
-__all__ = ["Direction", "ResponseProbe", "ResponseShift", "greedy_responses", "null_z", "response_activations"]
+__all__ = ["Direction", "ResponseProbe", "ResponseShift", "greedy_responses", "null_z", "null_z_from",
+           "response_activations"]
 
 
 def null_z(result: ShiftResult) -> float:
+    """:func:`null_z_from` of a :class:`ShiftResult` (its ``shift``, ``null_shifts`` and ``drift_norm``)."""
+    return null_z_from(result.shift, result.null_shifts, result.drift_norm)
+
+
+def null_z_from(shift: float, null_shifts: Sequence[float], drift_norm: float) -> float:
     """The shift in units of the null shifts: (S - mean(null)) / std(null) over the signed shifts along the null
     directions (NaN without at least 2 nulls or with zero spread). A candidate whose mean activation did not move
     at all (``drift_norm == 0``, e.g. a fresh LoRA or the base itself) reads 0: no direction moved, so the trait's
-    did not stand out (without this an unchanged model would be an error for the gate, not a pass). A fine-tune that moves every direction alike
-    gives |null_z| ~ 1 whatever its size; only a shift that stands out along the trait direction gives a large one.
-    Toward the trait's pos pole, like ``shift`` (multiply by ``result.sign`` for toward-undesirable)."""
-    nulls = torch.tensor(result.null_shifts, dtype=torch.float64)
-    if result.drift_norm == 0.0:
+    did not stand out (without this an unchanged model would be an error for the gate, not a pass). A fine-tune
+    that moves every direction alike gives |null_z| ~ 1 whatever its size; only a shift that stands out along the
+    trait direction gives a large one. Toward the trait's pos pole, like ``shift`` (multiply by the polarity sign
+    for toward-undesirable)."""
+    if drift_norm == 0.0:
         return 0.0
+    nulls = torch.tensor(list(null_shifts), dtype=torch.float64)
     if nulls.numel() < 2:
         return float("nan")
     sd = float(nulls.std())
-    return (result.shift - float(nulls.mean())) / sd if sd > 0 and math.isfinite(sd) else float("nan")
+    return (shift - float(nulls.mean())) / sd if sd > 0 and math.isfinite(sd) else float("nan")
 
 
 @dataclass(frozen=True)

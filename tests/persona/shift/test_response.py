@@ -13,7 +13,13 @@ import torch
 
 from difflib_models.errors import ConfigError
 from difflib_models.persona.shift.core import ShiftResult
-from difflib_models.persona.shift.response import Direction, ResponseProbe, greedy_responses, null_z
+from difflib_models.persona.shift.response import (
+    Direction,
+    ResponseProbe,
+    greedy_responses,
+    null_z,
+    null_z_from,
+)
 from difflib_models.persona.steering.hook import SteeringHook
 from difflib_models.persona.traits import chat
 
@@ -102,6 +108,7 @@ def test_null_z_is_the_shift_in_null_standard_deviations() -> None:
     still = ShiftResult(trait="t", layer=0, shift=0.0, shift_z=0.0, shift_frac=0.0, drift_cos=0.0, drift_norm=0.0,
                         null_percentile=0.0, n_null=4, null_shifts=(0.0,) * 4)
     assert null_z(still) == 0.0  # an unmoved model: 0, not 0/0
+    assert null_z_from(3.0, nulls, 1.0) == null_z(r)  # the same maths for a report row's fields (bench_validity)
     flat = ShiftResult(trait="t", layer=0, shift=1.0, shift_z=1.0, shift_frac=0.0, drift_cos=1.0, drift_norm=1.0,
                        null_percentile=1.0, n_null=4, null_shifts=(0.0,) * 4)
     assert null_z(flat) != null_z(flat)  # moved, but zero null spread: undefined (NaN), the gate errors
