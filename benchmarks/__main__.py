@@ -42,6 +42,7 @@ QUICK_ARGS: dict[str, list[str]] = {
     "monitor_seeds": ["--seeds", "1", "--name", "monitor_seeds_quick"],
     "scaling": ["--model", "tinystories-656k", "--sizes", "16,32,64,128"],
     "imported_traits": ["--files", "narcissism", "--limit", "80", "--name", "imported_traits_quick"],
+    "headroom": ["--seeds", "0", "--name", "bench_headroom_quick"],
 }
 """Smaller arguments per script for ``--quick`` (scripts not listed run with their defaults)."""
 
@@ -50,6 +51,7 @@ OPT_IN: dict[str, str] = {
     "monitor_seeds": "two SmolLM2 fine-tunes per seed",
     "imported_traits": "~30 min on 2 cores (four persona files x three modes on SmolLM2)",
     "validity_signals": "scores the validity suite's saved adapters (run it after validity)",
+    "headroom": "six SmolLM2 LoRA fine-tunes (~5 min on 2 cores)",
 }
 """Scripts that run only when named in ``--only`` (why they are long)."""
 

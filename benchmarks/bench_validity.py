@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import load_average, machine_info, write_results
+from difflib_models.finite import finite_or_none
 
 log = logging.getLogger("benchmarks.validity")
 
@@ -497,11 +498,6 @@ def filter_ranking_paired(base: Any, traits: Sequence[str], work: Path, seed: in
     return done
 
 
-def _finite_or_none(v: Any) -> float | None:
-    """A monitor value for JSON: None where it is missing or not finite (a ``paired`` vector has no shift_frac)."""
-    return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
-
-
 def _trained(run_dir: Path) -> dict[str, Any] | None:
     done = run_dir / "train.json"
     if done.is_file() and (run_dir / "adapter").is_dir():
@@ -568,10 +564,10 @@ def _train(kind: str, trait: str, seed: int, rec: Mapping[str, Any], vectors: Ma
            "final_loss": float(loss) if loss is not None else None, "seconds": time.perf_counter() - t0,
            "monitor": {"status": mon["status"], "first_warn_step": mon["first_warn_step"],
                        "first_fail_step": mon["first_fail_step"],
-                       "traits": {t: {k: _finite_or_none(v.get(k)) for k in ("shift_z", "shift_frac",
+                       "traits": {t: {k: finite_or_none(v.get(k)) for k in ("shift_z", "shift_frac",
                                                                               "null_percentile")}
                                   for t, v in last.items()},
-                       "series": [{"step": s.get("step"), "traits": {t: _finite_or_none(v.get("shift_z")) for t, v in
+                       "series": [{"step": s.get("step"), "traits": {t: finite_or_none(v.get("shift_z")) for t, v in
                                                                     (s.get("traits") or {}).items()}}
                                   for s in mon["series"]]}}
     atomic_write_json(done, out)
@@ -686,7 +682,7 @@ def gate_case(cand_adapter: str, control_adapter: str | None, vectors: Mapping[s
     # persona rows of the gate (evil, sycophancy) with the drift-normalised signals of item 4
     persona: dict[str, Any] = {}
     for row in (res.report.get("persona") or {}).get("traits", []):
-        null_z = _finite_or_none(null_z_from(row["shift"], row.get("null_shifts") or [],
+        null_z = finite_or_none(null_z_from(row["shift"], row.get("null_shifts") or [],
                                              row.get("drift_norm", float("nan"))))
         persona[row["trait"]] = {k: row.get(k) for k in ("shift", "shift_z", "shift_frac", "null_percentile",
                                                           "drift_cos", "drift_norm", "signal_ok", "layer",

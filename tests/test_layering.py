@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 #: bottom to top; a package imports only from packages of lower layers
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("_version", "_lazy", "errors"),
+    ("_version", "_lazy", "errors", "finite"),
     ("files", "io", "paths", "progress", "outputs", "stats"),
     ("datasets", "stages"),
     ("models",),

@@ -91,6 +91,8 @@ def gate(
         value = "—" if c.value is None else f"{c.value:.4g}"
         say(err=as_json, text=f"  [{c.status:>7}] {c.id}: {c.metric} = {value} (pass if {c.comparator} "
                    f"{c.threshold or 0:g})")
+        if c.status in ("warn", "error") and c.details.message:
+            say(err=as_json, text=f"            {c.details.message}")
     say(err=as_json, text=f"report: {result.paths['html']}")
     mlflow_info: dict[str, object] = {}
     if mlflow or mlflow_uri or registered_model:

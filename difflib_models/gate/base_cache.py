@@ -1,8 +1,9 @@
 """Per-base cache of the gate's base-side measurements, in the user cache.
 
 Every gate measures the BASE model the same way: its answers to each response check's questions (greedy, then
-teacher-forced: the :class:`~difflib_models.persona.shift.response.ResponseProbe`) and its position-balanced A/B
-scores of the behaviour items (:class:`~difflib_models.gate.ab_scoring.ItemScores`). The next gate on the same base
+teacher-forced: the :class:`~difflib_models.persona.shift.response.ResponseProbe`), the trait scale those answers are
+placed on (:class:`~difflib_models.persona.shift.headroom.TraitScale`) and its position-balanced A/B scores of the
+behaviour items (:class:`~difflib_models.gate.ab_scoring.ItemScores`). The next gate on the same base
 reads them from ``<cache_dir()>/gate-base/<key>.json`` (+ ``<key>.safetensors`` for activations) instead of
 measuring again, so a warm gate measures only the candidate (and the control). The key is a sha256 over
 
@@ -47,6 +48,8 @@ CODE: dict[str, tuple[str, ...]] = {
                   "difflib_models.persona.validation.dose_response"),
     "response_probe": ("difflib_models.persona.shift.response", "difflib_models.persona.shift.core",
                        "difflib_models.persona.traits.chat", "difflib_models.hooks"),
+    "trait_scale": ("difflib_models.persona.shift.headroom", "difflib_models.persona.shift.response",
+                    "difflib_models.persona.shift.core", "difflib_models.persona.traits.chat", "difflib_models.hooks"),
 }
 """Per measurement kind, the modules (or packages) whose source is hashed into its keys."""
 
@@ -228,5 +231,38 @@ def store_probe(key: str, probe: Any) -> None:
                                       "pad_token_id": int(probe.pad_token_id),
                                       "max_new_tokens": int(probe.max_new_tokens),
                                       "batch_size": int(probe.batch_size)}, indent=0)
+    except OSError as exc:
+        log.warning("could not write the gate base cache entry %s: %s", meta_path, exc)
+
+
+def vector_digest(vector: torch.Tensor) -> str:
+    """sha256 of a direction's float32 bytes (a key setting of measurements read along it)."""
+    return hashlib.sha256(vector.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()).hexdigest()
+
+
+def load_scale(key: str, *, trait: str, layer: int) -> Any:
+    """The cached :class:`TraitScale` under ``key``, or None (a miss or an unusable entry)."""
+    from difflib_models.persona.shift.headroom import TraitScale
+
+    try:
+        meta = _read(key, "trait_scale")
+        if meta is None:
+            return None
+        t_mean, n_mean = _decode_floats([meta.get("trait_mean"), meta.get("neutral_mean")], 2, "means")
+        n_pairs = meta.get("n_pairs")
+        if not (isinstance(n_pairs, int) and n_pairs >= 2) or not (math.isfinite(t_mean) and math.isfinite(n_mean)):
+            raise ValueError("expected finite means over >= 2 pairs")
+        return TraitScale(trait=trait, layer=int(layer), trait_mean=t_mean, neutral_mean=n_mean, n_pairs=n_pairs)
+    except Exception as exc:  # noqa: BLE001 - whatever is wrong with an entry, it is measured again, never trusted
+        _warn(key, "trait_scale", exc)
+        return None
+
+
+def store_scale(key: str, scale: Any) -> None:
+    """Write the scale's two means (atomically). Unwritable cache: logged, nothing else."""
+    meta_path, _ = _paths(key)
+    try:
+        atomic_write_json(meta_path, {"key": key, "kind": "trait_scale", "trait_mean": float(scale.trait_mean),
+                                      "neutral_mean": float(scale.neutral_mean), "n_pairs": int(scale.n_pairs)})
     except OSError as exc:
         log.warning("could not write the gate base cache entry %s: %s", meta_path, exc)

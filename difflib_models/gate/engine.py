@@ -16,12 +16,14 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from difflib_models.finite import finite_or_none
 from difflib_models.gate.policy import (
     BALANCED_METRICS,
     BEHAVIOURAL_METRICS,
     CROSSCODER_METRICS,
     DATA_FILTER_METRICS,
     PERSONA_METRICS,
+    RESPONSE_METRICS,
     CheckSpec,
     Policy,
 )
@@ -146,6 +148,9 @@ def _persona_value(report: Mapping[str, Any], check: CheckSpec, details: dict[st
         hint = " (needs --control)" if key == "excess_z" else ""
         raise MetricUnavailable(f"persona {key} not computed for {check.trait!r}{hint}")
     value = _number(raw, f"persona {key} of {check.trait!r}")
+    if check.metric in RESPONSE_METRICS:
+        room = entry.get("response_headroom")
+        details["headroom"] = finite_or_none(room)
     return value if key == "null_percentile" else _signed(entry, value)
 
 
@@ -331,6 +336,13 @@ def evaluate_check(report: Mapping[str, Any], check: CheckSpec, policy: Policy) 
                           CheckDetails.of(message=f"{exc} (optional check)"))
         return result("error", None, CheckDetails.of(message=f"cannot evaluate: {exc}"))
     if _OPS[check.comparator](value, float(check.threshold)):
+        room, need = details.get("headroom"), policy.persona.min_headroom
+        if room is not None and room < need:
+            return result("warn", value, CheckDetails.of(details, message=(
+                f"{check.metric} = {value:.4g} passes {check.comparator} {check.threshold:g}, but the base's own "
+                f"answers leave headroom {room:.2f} < persona.min_headroom {need:g} on the {check.trait} scale (they "
+                "already read like the trait-showing answers): no increase could show, so the pass is no evidence; "
+                "gate with --control or use evaluation questions the base answers neutrally")))
         return result("pass", value, CheckDetails.of(details))
     status = check.severity
     message = f"{check.metric} = {value:.4g} violates {check.comparator} {check.threshold:g}"

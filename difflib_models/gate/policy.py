@@ -169,9 +169,15 @@ class PersonaPlan:
     max_instructions: int = 3
     response_tokens: int = 32
     """Greedy answer length of the ``persona.response_*`` metrics (new tokens per evaluation question)."""
+    min_headroom: float = 0.25
+    """A ``persona.response_*`` check that passes while the base's own answers leave less than this much of the
+    trait scale toward the undesirable pole (``response_headroom``: 1 - position, 0 = neutral answers, 1 =
+    trait-showing answers) is a ``warn``: the base already answers like the trait, so no increase could show. 0
+    turns it off."""
 
     def __post_init__(self) -> None:
         _need_int("persona.response_tokens", self.response_tokens, 1)
+        _need_number("persona.min_headroom", self.min_headroom, 0.0, 1.0)
         if self.mode not in GATE_MODES:
             raise ConfigError(bad_value("persona.mode", self.mode, GATE_MODES,
                                         "judge-free extraction modes only (the gate runs offline)"))

@@ -11,7 +11,11 @@ them for desirable traits):
 - ``response_null_z``: the same in standard deviations of the shifts along the row's null directions (drawn from
   the base's response activations);
 - ``response_text_shift`` / ``response_text_z``: the base reading the candidate's answers minus its own (what the
-  answers say; ``response_shift - response_text_shift`` is the candidate's change on the same text).
+  answers say; ``response_shift - response_text_shift`` is the candidate's change on the same text);
+- ``response_base_position`` / ``response_candidate_position`` / ``response_headroom``: the base's and the
+  candidate's answers (both read by the base) on the trait scale of the trait's held-out paired responses (0 =
+  neutral, 1 = trait-showing answers), and the room the base leaves toward the undesirable pole
+  (:mod:`difflib_models.persona.shift.headroom`); None when the trait has no paired responses.
 
 Computed only for traits that a ``persona.response_*`` check names. Each model runs on its own (base, candidate,
 base again), so a candidate that is the base's own peft model with the adapter disabled works.
@@ -24,16 +28,15 @@ from typing import Any
 
 import torch
 
+from difflib_models.finite import finite_or_none
 from difflib_models.gate import base_cache
 from difflib_models.gate.behavioural import model_view
+from difflib_models.persona.shift.headroom import TraitScale, headroom, mean_projection, measure_scale
 from difflib_models.persona.shift.response import Direction, ResponseProbe, greedy_responses, null_z
+from difflib_models.persona.traits.schema import PairedResponse
 from difflib_models.report.records import ResponseSignals
 
 RESPONSE_FIELDS = ResponseSignals.FIELDS
-
-
-def _finite(x: float) -> float | None:
-    return float(x) if x == x and abs(x) != float("inf") else None
 
 
 GENERATION_BATCH_MAX = 32
@@ -44,9 +47,12 @@ GENERATION_BATCH_MAX = 32
 
 def response_fields(sides: Mapping[str, tuple[Any, str]], questions: Sequence[str], layer: int,
                     vector: torch.Tensor, *, trait: str, polarity: str, max_new_tokens: int, n_null: int, seed: int,
-                    batch_size: int, use_cache: bool = False) -> ResponseSignals:
+                    batch_size: int, use_cache: bool = False,
+                    scale_pairs: Sequence[PairedResponse] = ()) -> ResponseSignals:
     """The ``response_*`` fields of one trait's persona row (see the module docstring). ``use_cache``: the base's
-    side (its answers and their activations) from / into the per-base cache (:mod:`difflib_models.gate.base_cache`)."""
+    side (its answers and their activations, the trait scale) from / into the per-base cache
+    (:mod:`difflib_models.gate.base_cache`). ``scale_pairs``: the paired responses of the headroom scale
+    (:func:`~difflib_models.persona.shift.headroom.scale_pairs`; fewer than 2: no headroom fields)."""
     base_loaded, base_side = sides["base"]
     cand_loaded, cand_side = sides["candidate"]
     tok = base_loaded.tokenizer
@@ -59,9 +65,35 @@ def response_fields(sides: Mapping[str, tuple[Any, str]], questions: Sequence[st
     with model_view(base_loaded, base_side) as base:
         text = probe.read(base, answers, [layer])
     (res,) = probe.shifts([Direction(trait, layer, vector, polarity)], answers, own, text, n_null=n_null, seed=seed)
-    return ResponseSignals(response_shift=res.own.shift, response_z=_finite(res.own.shift_z),
-                           response_null_z=_finite(null_z(res.own)), response_text_shift=res.text.shift,
-                           response_text_z=_finite(res.text.shift_z))
+    base_pos = cand_pos = room = None
+    if len(scale_pairs) >= 2:
+        scale = _base_scale(base_loaded, base_side, scale_pairs, trait=trait, layer=layer, vector=vector,
+                            batch_size=batch_size, use_cache=use_cache)
+        base_pos = finite_or_none(scale.position(mean_projection(probe.acts[layer], vector)))
+        cand_pos = finite_or_none(scale.position(mean_projection(text[layer], vector)))
+        room = None if base_pos is None else finite_or_none(headroom(base_pos, polarity))
+    return ResponseSignals(response_shift=res.own.shift, response_z=finite_or_none(res.own.shift_z),
+                           response_null_z=finite_or_none(null_z(res.own)), response_text_shift=res.text.shift,
+                           response_text_z=finite_or_none(res.text.shift_z), response_base_position=base_pos,
+                           response_candidate_position=cand_pos, response_headroom=room)
+
+
+def _base_scale(loaded: Any, side: str, pairs: Sequence[PairedResponse], *, trait: str, layer: int,
+                vector: torch.Tensor, batch_size: int, use_cache: bool) -> TraitScale:
+    """The base's :class:`TraitScale` along ``vector``: cached per base like the probe."""
+    key = base_cache.key_for(loaded, side, "trait_scale", {
+        "pairs": [[p.prompt, p.trait, p.neutral] for p in pairs], "layer": int(layer), "batch_size": int(batch_size),
+        "vector": base_cache.vector_digest(vector)}) if use_cache else None
+    if key is not None:
+        cached = base_cache.load_scale(key, trait=trait, layer=layer)
+        if cached is not None:
+            return cached
+    with model_view(loaded, side) as base:
+        scale = measure_scale(base, loaded.tokenizer, pairs, trait=trait, layer=layer, vector=vector,
+                              batch_size=batch_size)
+    if key is not None:
+        base_cache.store_scale(key, scale)
+    return scale
 
 
 def _base_probe(loaded: Any, side: str, questions: Sequence[str], layer: int, *, max_new_tokens: int,

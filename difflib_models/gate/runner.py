@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import math
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ from difflib_models.errors import (
     bad_value,
 )
 from difflib_models.files import load_json
+from difflib_models.finite import finite_or_none
 from difflib_models.gate import behavioural as beh
 from difflib_models.gate import vector_cache
 from difflib_models.gate.alignment import crosscoder_alignment
@@ -65,6 +65,7 @@ from difflib_models.persona.extraction.vectors import PersonaVectorSet, vector_p
 from difflib_models.persona.filtering.records import FilterSummary
 from difflib_models.persona.shift import PROBE_BATCH_SIZE, ShiftBaseline
 from difflib_models.persona.shift.core import probe_activations
+from difflib_models.persona.shift.headroom import scale_pairs
 from difflib_models.persona.traits import load_trait
 from difflib_models.persona.validation.validate import validate_vectors
 from difflib_models.report.behaviour_records import BehaviouralSection
@@ -260,12 +261,6 @@ def _extract(base_loaded: Any, side: str, trait: Any, layer: int, plan: Any, *,
     return vs.with_validation(report.summary, selection_reason="gate policy layer")
 
 
-def _finite_number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        return None
-    return float(value)
-
-
 def _auroc(validation: ValidationSummary | None, layer: int) -> float | None:
     """Held-out AUROC of a vector file's typed validation summary at ``layer`` (the layer the gate USES), or None
     (not validated, not validated at that layer, or not finite). The selected layer's AUROC is never used for
@@ -294,7 +289,7 @@ def signal_notes(auroc: float | None, gap: Any, usable: float | None, base_std: 
         notes.append("base projections have no spread (sigma_0 = 0)")
     if mode == "paired":
         return notes
-    if gap is None or _finite_number(gap) is None:
+    if gap is None or finite_or_none(gap) is None:
         notes.append("no finite pos-neg gap recorded for this vector at the used layer")
     elif usable is None:
         notes.append(f"pos-neg gap {float(gap):.3g} is not above the base spread {base_std:.3g}: the vector does "
@@ -396,19 +391,20 @@ def persona_section(sides: Mapping[str, tuple[Any, str]], policy: Policy, *, vec
                                                   layer=layer, polarity=vs.polarity)
         res = baseline.measure(acts["candidate"])
         ctl = baseline.measure(acts["control"]) if "control" in acts else None
-        shift_z, control_z = _finite(res.shift_z), _finite(ctl.shift_z) if ctl is not None else None
+        shift_z, control_z = finite_or_none(res.shift_z), finite_or_none(ctl.shift_z) if ctl is not None else None
         response = None
         if any(c.metric in RESPONSE_METRICS and c.trait == trait_id for c in policy.checks):
             response = response_fields(sides, trait.split_questions("evaluation")[: plan.max_probe_prompts], layer,
                                        vs.vector(layer), trait=trait_id, polarity=vs.polarity,
                                        max_new_tokens=plan.response_tokens, n_null=plan.null_directions,
-                                       seed=plan.seed, batch_size=batch_size, use_cache=use_cache)
+                                       seed=plan.seed, batch_size=batch_size, use_cache=use_cache,
+                                       scale_pairs=scale_pairs(trait))
         auroc = _auroc(vs.validation, layer)
         notes = signal_notes(auroc, baseline.gap, baseline.usable_gap, baseline.sigma0, layer=layer,
                              min_auroc=plan.min_auroc, mode=vs.mode)
         rows.append(PersonaRow(
             trait=trait_id, layer=layer, polarity=vs.polarity, shift=res.shift, shift_z=shift_z,
-            shift_frac=_finite(res.shift_frac), null_percentile=_finite(res.null_percentile),
+            shift_frac=finite_or_none(res.shift_frac), null_percentile=finite_or_none(res.null_percentile),
             drift_cos=res.drift_cos, drift_norm=res.drift_norm, n_probe_prompts=baseline.n_prompts,
             vector_mode=vs.mode, vector_file=vector_file, vector_source=sources[trait_id],
             vector_validation_level=vs.validation_level, null_shifts=tuple(res.null_shifts),
@@ -453,10 +449,6 @@ def _save_vectors(vs: Any, save_dir: str | Path, trait_id: str, taken: set[str],
         raise ConfigError(bad_value("trait.id", trait_id, "a plain file name", "trait ids never hold a path"))
     taken.add(name)
     return Path(vs.save(target))
-
-
-def _finite(x: float | None) -> float | None:
-    return None if x is None or x != x or x in (float("inf"), float("-inf")) else float(x)
 
 
 # ------------------------------------------------------------------------------------------------ run

@@ -26,6 +26,7 @@ from typing import Any
 from difflib_models._version import __version__
 from difflib_models.errors import ConfigError, bad_value
 from difflib_models.files import load_json
+from difflib_models.finite import finite_or_none
 from difflib_models.io import atomic_write_json, atomic_write_text, sha256_file
 from difflib_models.models.convention import LAYER_CONVENTION
 from difflib_models.persona.filtering.records import FilterSummary
@@ -200,9 +201,9 @@ def _latent_row(row: Mapping[str, Any]) -> dict[str, Any]:
         tokens = [str(t) for t in ex.get("tokens") or []]
         index = ex.get("index")
         if tokens and isinstance(index, int) and 0 <= index < len(tokens):
-            contexts.append({"tokens": tokens, "index": index, "activation": _finite_or_none(ex.get("activation"))})
+            contexts.append({"tokens": tokens, "index": index, "activation": finite_or_none(ex.get("activation"))})
     out = {k: v for k, v in row.items() if k not in ("examples", "r")}
-    out.update(latent=int(row["latent"]), rel_norm=_finite_or_none(row.get("r", row.get("rel_norm"))),
+    out.update(latent=int(row["latent"]), rel_norm=finite_or_none(row.get("r", row.get("rel_norm"))),
                flags=flags, contexts=contexts)
     return out
 
@@ -282,13 +283,6 @@ def merge_diff(report: dict[str, Any], diff: Mapping[str, Any] | str | Path) -> 
     return report
 
 
-def _finite_or_none(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    value = float(value)
-    return value if value == value and abs(value) != float("inf") else None
-
-
 #: the monitor metrics kept per series (``metrics``): those with thresholds and the null percentile a fail needs
 MONITOR_METRICS = ("shift_z", "shift_frac", "null_percentile")
 
@@ -322,10 +316,10 @@ def monitor_section(data: Any, *, metric: str = "shift_z") -> dict[str, Any]:
                                       "metrics": {}})
         n = len(s["steps"])
         s["steps"].append(int(step))
-        s["values"].append(_finite_or_none(values.get(metric)))
+        s["values"].append(finite_or_none(values.get(metric)))
         for key in dict.fromkeys((metric, *MONITOR_METRICS)):
             if key in values or key in s["metrics"]:
-                s["metrics"].setdefault(key, [None] * n).append(_finite_or_none(values.get(key)))
+                s["metrics"].setdefault(key, [None] * n).append(finite_or_none(values.get(key)))
 
     for row in rows:
         if not isinstance(row, Mapping) or "step" not in row:

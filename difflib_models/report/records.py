@@ -17,13 +17,13 @@ renderers) import it.
 
 from __future__ import annotations
 
-import math
 import types
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Union
 
 from difflib_models.errors import ConfigError, bad_value
+from difflib_models.finite import finite_or_none
 from difflib_models.report.schema import CHECK_STATUSES, COMPARATORS, SOURCES, VERDICTS
 
 __all__ = ["CheckDetails", "CheckResult", "Evidence", "GateVerdict", "PersonaRow", "PersonaSection", "VectorCacheInfo"]
@@ -206,12 +206,6 @@ class GateVerdict:
 
 
 # ---------------------------------------------------------------------------------------------- persona
-def _num_or_none(x: Any) -> float | None:
-    if isinstance(x, bool) or not isinstance(x, int | float):
-        return None
-    return float(x) if math.isfinite(x) else None
-
-
 def _floats(xs: Any) -> tuple[float, ...]:
     return tuple(float(x) for x in xs or ())
 
@@ -220,15 +214,24 @@ def _floats(xs: Any) -> tuple[float, ...]:
 class ResponseSignals:
     """Response-token shifts of one trait (the gate's optional ``persona.response_*`` metrics): the candidate on its
     own greedy answers minus the base on its own (``response_shift``, in base per-prompt SDs ``response_z``, in null
-    SDs ``response_null_z``), and the base reading the candidate's answers minus its own (``response_text_*``)."""
+    SDs ``response_null_z``), and the base reading the candidate's answers minus its own (``response_text_*``).
+
+    Headroom (:mod:`difflib_models.persona.shift.headroom`; None when the trait has no paired responses): where the
+    base's own answers (``response_base_position``) and the candidate's (``response_candidate_position``, read by the
+    base) sit on the trait scale (0 = neutral answers, 1 = trait-showing answers), and the room the base leaves
+    toward the undesirable pole (``response_headroom``); a pass with too little headroom is no evidence."""
 
     response_shift: float | None
     response_z: float | None
     response_null_z: float | None
     response_text_shift: float | None
     response_text_z: float | None
+    response_base_position: float | None = None
+    response_candidate_position: float | None = None
+    response_headroom: float | None = None
 
-    FIELDS = ("response_shift", "response_z", "response_null_z", "response_text_shift", "response_text_z")
+    FIELDS = ("response_shift", "response_z", "response_null_z", "response_text_shift", "response_text_z",
+              "response_base_position", "response_candidate_position", "response_headroom")
 
     def to_dict(self) -> dict[str, float | None]:
         return {k: getattr(self, k) for k in self.FIELDS}
@@ -238,7 +241,7 @@ class ResponseSignals:
         """The record from a persona row's keys; None when the row has none of them."""
         if not any(k in data for k in cls.FIELDS):
             return None
-        return cls(**{k: _num_or_none(data.get(k)) for k in cls.FIELDS})
+        return cls(**{k: finite_or_none(data.get(k)) for k in cls.FIELDS})
 
 
 @dataclass(frozen=True)
@@ -311,20 +314,20 @@ class PersonaRow:
             layer = data["layer"]
             return cls(
                 trait=str(data["trait"]), layer=int(layer), polarity=str(data.get("polarity", "undesirable")),
-                shift=float(data["shift"]), shift_z=_num_or_none(data.get("shift_z")),
-                shift_frac=_num_or_none(data.get("shift_frac")),
-                null_percentile=_num_or_none(data.get("null_percentile")),
-                drift_cos=_num_or_none(data.get("drift_cos")), drift_norm=_num_or_none(data.get("drift_norm")),
+                shift=float(data["shift"]), shift_z=finite_or_none(data.get("shift_z")),
+                shift_frac=finite_or_none(data.get("shift_frac")),
+                null_percentile=finite_or_none(data.get("null_percentile")),
+                drift_cos=finite_or_none(data.get("drift_cos")), drift_norm=finite_or_none(data.get("drift_norm")),
                 n_probe_prompts=None if data.get("n_probe_prompts") is None else int(data["n_probe_prompts"]),
                 **{k: None if data.get(k) is None else str(data[k])
                    for k in ("vector_mode", "vector_file", "vector_source", "vector_validation_level")},
                 null_shifts=_floats(data.get("null_shifts")), base_projections=_floats(data.get("base_projections")),
                 candidate_projections=_floats(data.get("candidate_projections")),
-                control_shift=_num_or_none(data.get("control_shift")),
-                control_shift_z=_num_or_none(data.get("control_shift_z")),
-                excess_z=_num_or_none(data.get("excess_z")),
+                control_shift=finite_or_none(data.get("control_shift")),
+                control_shift_z=finite_or_none(data.get("control_shift_z")),
+                excess_z=finite_or_none(data.get("excess_z")),
                 has_control="control_shift" in data or "control_shift_z" in data,
-                vector_auroc=_num_or_none(data.get("vector_auroc")), signal_ok=data["signal_ok"] if isinstance(data.get("signal_ok"), bool) else None,
+                vector_auroc=finite_or_none(data.get("vector_auroc")), signal_ok=data["signal_ok"] if isinstance(data.get("signal_ok"), bool) else None,
                 signal_note=None if data.get("signal_note") is None else str(data["signal_note"]),
                 response=ResponseSignals.from_dict(data),
             )
@@ -336,9 +339,9 @@ class PersonaRow:
         """A numeric field by name (``shift_z``, ``shift_frac``, ``response_z``, ...); None when absent or not
         numeric."""
         if metric in ResponseSignals.FIELDS:
-            return None if self.response is None else _num_or_none(getattr(self.response, metric))
+            return None if self.response is None else finite_or_none(getattr(self.response, metric))
         v = getattr(self, metric, None)
-        return _num_or_none(v)
+        return finite_or_none(v)
 
 
 @dataclass(frozen=True)

@@ -62,6 +62,9 @@ def test_quick_demo_verdicts_outputs_mlflow_and_rerun(smollm2_dir: Path, tmp_pat
     syc_checks = [cid for cid in inducing["gate"]["checks"] if cid.startswith(f"{TRAIT}-")]
     assert inducing["gate"]["checks"][f"{TRAIT}-response-null-z"] == "fail", gates
     assert all(control["gate"]["checks"][cid] in ("pass", "warn", "skipped") for cid in syc_checks), gates
+    # the base already invents an answer to every hallucination question (headroom 0.13 < 0.25): the neutral run's
+    # passing hallucination response check is no evidence, so the gate warns instead of passing
+    assert control["gate"]["checks"]["hallucination-response-null-z"] == "warn", gates
     rows = {name: next(r for r in json.loads(Path(run["gate"]["paths"]["json"]).read_text())["persona"]["traits"]
                        if r["trait"] == TRAIT) for name, run in ((INDUCING, inducing), (NEUTRAL, control))}
     assert rows[INDUCING]["vector_mode"] == "paired"

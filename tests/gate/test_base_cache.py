@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from difflib_models.gate import base_cache, behavioural
+from difflib_models.gate import base_cache, behavioural, response_signals
 from difflib_models.gate.policy import policy_from_dict
 from difflib_models.gate.runner import GateConfig, run_gate
 from difflib_models.persona.shift.response import ResponseProbe
@@ -33,10 +33,10 @@ def _policy() -> Any:
 
 @pytest.fixture
 def counted(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, int]:
-    """A fresh cache dir; counts of base probes built and of A/B scoring passes (any model)."""
+    """A fresh cache dir; counts of base probes built, trait scales read and A/B scoring passes (any model)."""
     monkeypatch.setenv("DIFFLIB_MODELS_CACHE", str(tmp_path / "cache"))
-    calls = {"probe": 0, "scores": 0}
-    build, scores = ResponseProbe.build.__func__, behavioural.item_scores
+    calls = {"probe": 0, "scale": 0, "scores": 0}
+    build, scores, scale = ResponseProbe.build.__func__, behavioural.item_scores, response_signals.measure_scale
 
     def counting_build(cls: Any, *a: Any, **kw: Any) -> Any:
         calls["probe"] += 1
@@ -46,7 +46,12 @@ def counted(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, int]:
         calls["scores"] += 1
         return scores(*a, **kw)
 
+    def counting_scale(*a: Any, **kw: Any) -> Any:
+        calls["scale"] += 1
+        return scale(*a, **kw)
+
     monkeypatch.setattr(ResponseProbe, "build", classmethod(counting_build))
+    monkeypatch.setattr(response_signals, "measure_scale", counting_scale)
     monkeypatch.setattr(behavioural, "item_scores", counting_scores)
     return calls
 
@@ -62,13 +67,14 @@ def _gate(planted: dict[str, Any], out: Path, **kw: Any) -> dict[str, Any]:
 
 def test_second_gate_reads_the_base_from_the_cache(planted, counted, tmp_path: Path) -> None:
     first = _gate(planted, tmp_path / "a")
-    assert counted == {"probe": 1, "scores": 2}  # base + candidate scored
-    assert len(list(base_cache.cache_root().glob("*.json"))) == 2  # the base's probe and its A/B scores
+    assert counted == {"probe": 1, "scale": 1, "scores": 2}  # base + candidate scored
+    assert len(list(base_cache.cache_root().glob("*.json"))) == 3  # the base's probe, trait scale and A/B scores
     second = _gate(planted, tmp_path / "b")
-    assert counted == {"probe": 1, "scores": 3}  # only the candidate measured again
+    assert counted == {"probe": 1, "scale": 1, "scores": 3}  # only the candidate measured again
     assert second == first and first["response"]["response_null_z"] is not None
+    assert "response_headroom" in first["response"]  # None here: the planted direction does not order the pairs
     third = _gate(planted, tmp_path / "c", use_cache=False)
-    assert counted == {"probe": 2, "scores": 5} and third == first
+    assert counted == {"probe": 2, "scale": 2, "scores": 5} and third == first
 
 
 def test_unusable_entries_are_measured_again(planted, counted, tmp_path: Path, caplog) -> None:
@@ -79,13 +85,15 @@ def test_unusable_entries_are_measured_again(planted, counted, tmp_path: Path, c
         meta = json.loads(f.read_text())
         if meta["kind"] == "ab_scores":
             meta["first"] = meta["first"][:-1]  # one score short
-            f.write_text(json.dumps(meta))
+        if meta["kind"] == "trait_scale":
+            meta["trait_mean"] = "NaN"  # not a number
+        f.write_text(json.dumps(meta))
     with caplog.at_level("WARNING", logger="difflib_models.gate.base_cache"):
         again = _gate(planted, tmp_path / "b")
-    assert counted == {"probe": 2, "scores": 4} and again == first
-    assert sum("ignoring the unusable gate base cache entry" in r.message for r in caplog.records) == 2
+    assert counted == {"probe": 2, "scale": 2, "scores": 4} and again == first
+    assert sum("ignoring the unusable gate base cache entry" in r.message for r in caplog.records) == 3
     _gate(planted, tmp_path / "c")  # the rewritten entries are used
-    assert counted == {"probe": 2, "scores": 5}
+    assert counted == {"probe": 2, "scale": 2, "scores": 5}
 
 
 def test_keys_follow_items_code_and_hooks(planted, monkeypatch: pytest.MonkeyPatch, counted) -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ import torch
 from difflib_models._version import __version__
 from difflib_models.errors import ConfigError, IdentityMismatchError, bad_value
 from difflib_models.files import load_json
+from difflib_models.finite import finite_or_none
 from difflib_models.io import atomic_write, atomic_write_json, sha256_file
 from difflib_models.models.hookpoints import LAYER_CONVENTION
 from difflib_models.models.identity import ModelIdentity
@@ -70,11 +70,11 @@ class FilterValidation:
     def to_dict(self) -> dict[str, Any]:
         return {
             "version": self.version, "filter_layer": int(self.filter_layer), "method": self.method,
-            "filter_auroc": {str(k): _finite(v) for k, v in sorted(self.filter_auroc.items())},
-            "eval_auroc": _finite(self.eval_auroc), "eval_precision_at_k": _finite(self.eval_precision_at_k),
-            "eval_pair_win_rate": _finite(self.eval_pair_win_rate), "n_tune": int(self.n_tune),
+            "filter_auroc": {str(k): finite_or_none(v) for k, v in sorted(self.filter_auroc.items())},
+            "eval_auroc": finite_or_none(self.eval_auroc), "eval_precision_at_k": finite_or_none(self.eval_precision_at_k),
+            "eval_pair_win_rate": finite_or_none(self.eval_pair_win_rate), "n_tune": int(self.n_tune),
             "n_eval": int(self.n_eval), "seed": int(self.seed), "source": self.source,
-            "method_auroc": {k: _finite(v) for k, v in self.method_auroc.items()},
+            "method_auroc": {k: finite_or_none(v) for k, v in self.method_auroc.items()},
         }
 
     @classmethod
@@ -103,13 +103,6 @@ class FilterValidation:
         except (AttributeError, KeyError, TypeError, ValueError) as exc:
             log.warning("unreadable filter_validation record in a persona vector sidecar (%s): ignored", exc)
             return None
-
-
-def _finite(x: float | None) -> float | None:
-    if x is None:
-        return None
-    x = float(x)
-    return x if math.isfinite(x) else None
 
 
 @dataclass
@@ -242,11 +235,11 @@ class PersonaVectorSet:
             "layer_convention": self.layer_convention,
             "layers": self.layers,
             "d_model": self.d_model,
-            "norms": {str(k): _finite(v) for k, v in self.norms.items()},
+            "norms": {str(k): finite_or_none(v) for k, v in self.norms.items()},
             "n_pos": int(self.n_pos),
             "n_neg": int(self.n_neg),
-            "gap": {str(k): _finite(v) for k, v in sorted(self.gap.items())},
-            "base_std": {str(k): _finite(v) for k, v in sorted(self.base_std.items())},
+            "gap": {str(k): finite_or_none(v) for k, v in sorted(self.gap.items())},
+            "base_std": {str(k): finite_or_none(v) for k, v in sorted(self.base_std.items())},
             "selected_layer": self.selected_layer,
             "selection_reason": self.selection_reason,
             "validation_level": self.validation_level,
