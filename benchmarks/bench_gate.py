@@ -212,13 +212,13 @@ def bench_gate(*, candidate: str = "lora", with_files: bool = False) -> dict[str
         else:
             cand, base = "smollm2-135m-instruct", "smollm2-135m-instruct"
             out["candidate"] = "identical to base (no short-cut: every policy metric is computed)"
-        # an empty vector cache of its own (the converted model still comes from the user cache: the gate looks
-        # its vectors up under <cache>/gate-vectors only)
+        # empty vector and base-measurement caches of its own (the converted model still comes from the user cache:
+        # the gate looks its vectors up under <cache>/gate-vectors and the base's answers/scores under gate-base)
         os.environ["DIFFLIB_MODELS_CACHE"] = str(tmp / "cache")
         try:
             (tmp / "cache").mkdir()
             for entry in user_cache.iterdir():
-                if entry.name != "gate-vectors":
+                if entry.name not in ("gate-vectors", "gate-base"):
                     (tmp / "cache" / entry.name).symlink_to(entry)
             cold = _gate_run(tmp, "cold", cand, base, GATE_GOALS_S["cold"])
             warm = _gate_run(tmp, "warm", cand, base, GATE_GOALS_S["warm"])
