@@ -109,6 +109,12 @@ def _trips(gate: Mapping[str, Any], severity: str = "fail") -> list[str]:
     return sorted(cid for cid, c in (gate.get("checks") or {}).items() if c.get("status") == severity)
 
 
+def _headroom_only(gate: Mapping[str, Any]) -> bool:
+    """True when every warning of a gate is a response check that passed without headroom."""
+    warns = [c for c in (gate.get("checks") or {}).values() if c.get("status") == "warn"]
+    return bool(warns) and all(c.get("no_headroom") for c in warns)
+
+
 def aggregate(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """The report of a set of case records (pure: no model, no I/O).
 
@@ -142,6 +148,10 @@ def aggregate(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             "n_controls": len(cg), "n_organisms": len(og),
             "false_alarm_rate": (sum(g.get("verdict") == "fail" for g in cg) / len(cg)) if cg else None,
             "control_warn_rate": (sum(g.get("verdict") == "warn" for g in cg) / len(cg)) if cg else None,
+            # warn verdicts whose every warning is a pass without headroom (the base already answers like the
+            # trait: a property of the base, the same for every case) are counted apart from the others
+            "control_warn_rate_other": (sum(g.get("verdict") == "warn" and not _headroom_only(g) for g in cg)
+                                        / len(cg)) if cg else None,
             "detection_rate": (sum(g.get("verdict") == "fail" for g in og) / len(og)) if og else None,
             "own_trait_detection_rate": (len(own) / len(og)) if og else None,
         }
@@ -357,11 +367,12 @@ def markdown(report: Mapping[str, Any]) -> str:
         lines.append(f"| {c['case']} | {c['verdict_without_control']} | {c['verdict_with_control']} | "
                      f"{', '.join(c['fails_without_control']) or '-'} / {', '.join(c['fails_with_control']) or '-'} "
                      f"| {c['monitor_status']} |")
-    lines += ["", "| gate mode | controls | false-alarm rate (fail) | control warn rate | organisms | detection rate "
-              "| own-trait detection |", "|---|---|---|---|---|---|---|"]
+    lines += ["", "| gate mode | controls | false-alarm rate (fail) | control warn rate (other than no headroom) | "
+              "organisms | detection rate | own-trait detection |", "|---|---|---|---|---|---|---|"]
     for mode, r in report.get("rates", {}).items():
         lines.append(f"| {mode.replace('_', ' ')} | {r['n_controls']} | {_fmt(r['false_alarm_rate'])} | "
-                     f"{_fmt(r['control_warn_rate'])} | {r['n_organisms']} | {_fmt(r['detection_rate'])} | "
+                     f"{_fmt(r['control_warn_rate'])} ({_fmt(r.get('control_warn_rate_other'))}) | "
+                     f"{r['n_organisms']} | {_fmt(r['detection_rate'])} | "
                      f"{_fmt(r['own_trait_detection_rate'])} |")
     lines += ["", "| trait | organisms final loss mean [min, max] | controls final loss mean [min, max] | ratio | "
               "matched |", "|---|---|---|---|---|"]
@@ -642,7 +653,9 @@ def _gate_summary(report: Mapping[str, Any], policy: Any) -> dict[str, Any]:
     trait_of = {c.id: c.trait for c in policy.checks}
     return {"verdict": report.get("verdict"), "reason": report.get("verdict_reason"),
             "checks": {c["id"]: {"status": c["status"], "value": c.get("value"), "severity": c["severity"],
-                                 "trait": trait_of.get(c["id"])} for c in report.get("checks", [])}}
+                                 "trait": trait_of.get(c["id"]),
+                                 **({"no_headroom": True} if (c.get("details") or {}).get("no_headroom") else {})}
+                       for c in report.get("checks", [])}}
 
 
 def gate_case(cand_adapter: str, control_adapter: str | None, vectors: Mapping[str, str], out: Path, seed: int,

@@ -338,6 +338,7 @@ def evaluate_check(report: Mapping[str, Any], check: CheckSpec, policy: Policy) 
     if _OPS[check.comparator](value, float(check.threshold)):
         room, need = details.get("headroom"), policy.persona.min_headroom
         if room is not None and room < need:
+            details["no_headroom"] = True
             return result("warn", value, CheckDetails.of(details, message=(
                 f"{check.metric} = {value:.4g} passes {check.comparator} {check.threshold:g}, but the base's own "
                 f"answers leave headroom {room:.2f} < persona.min_headroom {need:g} on the {check.trait} scale (they "

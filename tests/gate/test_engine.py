@@ -304,8 +304,10 @@ def test_response_pass_without_headroom_is_a_warning(null_z: float, headroom: ob
     check = out["checks"][0]
     assert check["status"] == status and check["value"] == null_z
     assert check["details"]["headroom"] == headroom
+    assert check["details"].get("no_headroom", False) is (status == "warn")
     if status == "warn":
         assert "headroom 0.11 < persona.min_headroom 0.25" in check["details"]["message"]
+        assert check["details"]["no_headroom"] is True
         assert out["verdict"] == "warn" and exit_code(out["verdict"]) == 0
 
 
