@@ -700,7 +700,9 @@ def gate_case(cand_adapter: str, control_adapter: str | None, vectors: Mapping[s
         persona[row["trait"]] = {k: row.get(k) for k in ("shift", "shift_z", "shift_frac", "null_percentile",
                                                           "drift_cos", "drift_norm", "signal_ok", "layer",
                                                           "control_shift_z", "excess_z", "response_shift",
-                                                          "response_z", "response_null_z", "response_text_z")
+                                                          "response_z", "response_null_z", "response_text_z",
+                                                          "response_base_position", "response_candidate_position",
+                                                          "response_headroom")
                                   if k in row or not k.startswith("response_")}
         persona[row["trait"]]["null_z"] = null_z
     record["persona"] = persona
