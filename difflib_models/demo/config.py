@@ -148,3 +148,7 @@ class DemoConfig:
         if self.tracking_uri:
             return self.tracking_uri
         return f"sqlite:///{(Path(self.out) / 'mlflow.db').resolve()}"
+
+
+NO_HEADROOM = "passed, but the base already answers like the trait: no increase could show (no evidence)"
+"""The demo summary's reason for a response check that passed without headroom (docs/gate-policy.md, Headroom)."""

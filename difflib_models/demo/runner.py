@@ -162,6 +162,7 @@ def format_summary(result: DemoResult) -> list[str]:
         mark = "as expected" if outcome(g) == want else f"UNEXPECTED (expected {want})"
         syc = g["persona"].get(TRAIT, {})
         lines.append(f"  {name:22s} verdict {g['verdict'].upper():5s} {mark}")
+        lines.extend(f"    warn {cid}: {why}" for cid, why in (g.get("warnings") or {}).items())
         lines.append(f"    {TRAIT} answers {_num(syc.get('response_null_z'))} null sd  "
                      f"last-prompt shift_z {_num(syc.get('shift_z'))}  null pct {_num(syc.get('null_percentile'))}"
                      + (f"  excess_z over control {_num(syc.get('excess_z'))}" if syc.get("excess_z") is not None

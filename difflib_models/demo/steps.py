@@ -21,7 +21,7 @@ from difflib_models.capture.prompts import builtin_prompts
 from difflib_models.crosscoder.analysis import analyze_crosscoder
 from difflib_models.crosscoder.config import CrosscoderConfig
 from difflib_models.crosscoder.sources import StoreSource
-from difflib_models.demo.config import INDUCING, NEUTRAL, TRAIT, DemoProfile
+from difflib_models.demo.config import INDUCING, NEUTRAL, NO_HEADROOM, TRAIT, DemoProfile
 from difflib_models.diffing.drift import drift_from_store
 from difflib_models.diffing.harvest import harvest_paired
 from difflib_models.diffing.pair import ModelPair
@@ -312,6 +312,8 @@ def gate(name: str, adapter: str, *, control_adapter: str | None, vectors: list[
         "persona": {t: {**{k: getattr(row, k) for k in keys}, "response_null_z": row.value("response_null_z")}
                     for t, row in traits.items()},
         "checks": {c.id: c.status for c in result.outcome.checks},
+        "warnings": {c.id: NO_HEADROOM if c.details.get("no_headroom") else (c.details.message or "warn")
+                     for c in result.outcome.checks if c.status == "warn"},
     }
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from difflib_models.demo.config import INDUCING, NEUTRAL, PROFILES, TRAIT, DemoConfig
+from difflib_models.demo.config import INDUCING, NEUTRAL, NO_HEADROOM, PROFILES, TRAIT, DemoConfig
 from difflib_models.errors import ConfigError
 
 
@@ -65,6 +65,7 @@ def test_quick_demo_verdicts_outputs_mlflow_and_rerun(smollm2_dir: Path, tmp_pat
     # the base already invents an answer to every hallucination question (headroom 0.13 < 0.25): the neutral run's
     # passing hallucination response check is no evidence, so the gate warns instead of passing
     assert control["gate"]["checks"]["hallucination-response-null-z"] == "warn", gates
+    assert control["gate"]["warnings"]["hallucination-response-null-z"] == NO_HEADROOM, gates
     rows = {name: next(r for r in json.loads(Path(run["gate"]["paths"]["json"]).read_text())["persona"]["traits"]
                        if r["trait"] == TRAIT) for name, run in ((INDUCING, inducing), (NEUTRAL, control))}
     assert rows[INDUCING]["vector_mode"] == "paired"
@@ -74,6 +75,7 @@ def test_quick_demo_verdicts_outputs_mlflow_and_rerun(smollm2_dir: Path, tmp_pat
 
     printed = "\n".join(format_summary(first))
     assert f"{TRAIT} answers {syc_i['response_null_z']:.3g} null sd" in printed, printed
+    assert f"    warn hallucination-response-null-z: {NO_HEADROOM}" in printed, printed
     # the training-time monitor saw the same direction of travel
     assert inducing["train"]["monitor_last"]["shift_z"] > control["train"]["monitor_last"]["shift_z"]
     for name in (INDUCING, NEUTRAL):  # every training row was scored (report mode: nothing dropped)
