@@ -47,6 +47,7 @@ from typing import Any
 
 from benchmarks.common import load_average, machine_info, write_results
 from difflib_models.finite import finite_or_none
+from difflib_models.gate.engine import NO_HEADROOM_KEY
 
 log = logging.getLogger("benchmarks.validity")
 
@@ -112,7 +113,7 @@ def _trips(gate: Mapping[str, Any], severity: str = "fail") -> list[str]:
 def _headroom_only(gate: Mapping[str, Any]) -> bool:
     """True when every warning of a gate is a response check that passed without headroom."""
     warns = [c for c in (gate.get("checks") or {}).values() if c.get("status") == "warn"]
-    return bool(warns) and all(c.get("no_headroom") for c in warns)
+    return bool(warns) and all(c.get(NO_HEADROOM_KEY) for c in warns)
 
 
 def aggregate(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -654,7 +655,7 @@ def _gate_summary(report: Mapping[str, Any], policy: Any) -> dict[str, Any]:
     return {"verdict": report.get("verdict"), "reason": report.get("verdict_reason"),
             "checks": {c["id"]: {"status": c["status"], "value": c.get("value"), "severity": c["severity"],
                                  "trait": trait_of.get(c["id"]),
-                                 **({"no_headroom": True} if (c.get("details") or {}).get("no_headroom") else {})}
+                                 **({NO_HEADROOM_KEY: True} if (c.get("details") or {}).get(NO_HEADROOM_KEY) else {})}
                        for c in report.get("checks", [])}}
 
 

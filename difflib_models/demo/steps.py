@@ -27,6 +27,7 @@ from difflib_models.diffing.harvest import harvest_paired
 from difflib_models.diffing.pair import ModelPair
 from difflib_models.diffing.sources import render_chat
 from difflib_models.diffing.weights import weight_deltas
+from difflib_models.gate.engine import NO_HEADROOM_KEY
 from difflib_models.gate.policy import load_policy
 from difflib_models.gate.runner import GATE_VALIDATION, GateConfig, run_gate
 from difflib_models.integrations.mlflow import mlflow_logger
@@ -312,7 +313,7 @@ def gate(name: str, adapter: str, *, control_adapter: str | None, vectors: list[
         "persona": {t: {**{k: getattr(row, k) for k in keys}, "response_null_z": row.value("response_null_z")}
                     for t, row in traits.items()},
         "checks": {c.id: c.status for c in result.outcome.checks},
-        "warnings": {c.id: NO_HEADROOM if c.details.get("no_headroom") else (c.details.message or "warn")
+        "warnings": {c.id: NO_HEADROOM if c.details.get(NO_HEADROOM_KEY) else (c.details.message or "warn")
                      for c in result.outcome.checks if c.status == "warn"},
     }
 

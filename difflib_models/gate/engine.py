@@ -36,6 +36,10 @@ EXIT_FAIL = 1
 EXIT_USAGE = 2
 EXIT_RUNTIME = 3
 
+#: ``details`` key set (True) on a response check that passed without headroom and was turned into a warn; read by
+#: the demo summary and the validation suite.
+NO_HEADROOM_KEY = "no_headroom"
+
 _OPS: dict[str, Callable[[float, float], bool]] = {
     "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq, "!=": operator.ne,
 }
@@ -338,7 +342,7 @@ def evaluate_check(report: Mapping[str, Any], check: CheckSpec, policy: Policy) 
     if _OPS[check.comparator](value, float(check.threshold)):
         room, need = details.get("headroom"), policy.persona.min_headroom
         if room is not None and room < need:
-            details["no_headroom"] = True
+            details[NO_HEADROOM_KEY] = True
             return result("warn", value, CheckDetails.of(details, message=(
                 f"{check.metric} = {value:.4g} passes {check.comparator} {check.threshold:g}, but the base's own "
                 f"answers leave headroom {room:.2f} < persona.min_headroom {need:g} on the {check.trait} scale (they "

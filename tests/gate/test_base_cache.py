@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from difflib_models.gate import base_cache, behavioural, response_signals
 from difflib_models.gate.policy import policy_from_dict
@@ -112,3 +114,24 @@ def test_keys_follow_items_code_and_hooks(planted, monkeypatch: pytest.MonkeyPat
     finally:
         handle.remove()
     assert base_cache.measured_identity(base, "model") == ident
+
+
+def test_cached_trait_scale_equals_the_measured_one(planted, counted) -> None:
+    """The scale read back from the cache has the measured means bit for bit (so every position and headroom derived
+    from it is the same); another direction or other pairs are a new key, measured again."""
+    from difflib_models.persona.shift.headroom import scale_pairs
+    from difflib_models.persona.traits import load_trait
+
+    base = planted["base"]
+    pairs = scale_pairs(load_trait("evil"))[:6]
+    v = torch.randn(base.d_model, generator=torch.Generator().manual_seed(3))
+    kw = {"trait": "evil", "layer": 1, "batch_size": 3, "use_cache": True}
+    measured = response_signals._base_scale(base, "model", pairs, vector=v, **kw)
+    cached = response_signals._base_scale(base, "model", pairs, vector=v, **kw)
+    assert counted["scale"] == 1 and cached == measured
+    assert math.isfinite(measured.trait_mean) and measured.trait_mean != measured.neutral_mean
+    response_signals._base_scale(base, "model", pairs, vector=-v, **kw)
+    response_signals._base_scale(base, "model", pairs[:5], vector=v, **kw)
+    assert counted["scale"] == 3
+    flipped = response_signals._base_scale(base, "model", pairs, vector=-v, **kw)
+    assert counted["scale"] == 3 and flipped.trait_mean == pytest.approx(-measured.trait_mean, rel=1e-5)
