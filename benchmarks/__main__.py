@@ -43,6 +43,7 @@ QUICK_ARGS: dict[str, list[str]] = {
     "scaling": ["--model", "tinystories-656k", "--sizes", "16,32,64,128"],
     "imported_traits": ["--files", "narcissism", "--limit", "80", "--name", "imported_traits_quick"],
     "headroom": ["--seeds", "0", "--name", "bench_headroom_quick"],
+    "behaviour_open": ["--seeds", "0", "--calibrate-seeds", "0", "--name", "bench_behaviour_open_quick"],
 }
 """Smaller arguments per script for ``--quick`` (scripts not listed run with their defaults)."""
 
@@ -52,6 +53,7 @@ OPT_IN: dict[str, str] = {
     "imported_traits": "~30 min on 2 cores (four persona files x three modes on SmolLM2)",
     "validity_signals": "scores the validity suite's saved adapters (run it after validity)",
     "headroom": "six SmolLM2 LoRA fine-tunes (~5 min on 2 cores)",
+    "behaviour_open": "30 SmolLM2 LoRA fine-tunes and their A/B scoring (~30 min on 2 cores)",
 }
 """Scripts that run only when named in ``--only`` (why they are long)."""
 

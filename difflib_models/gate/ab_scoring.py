@@ -15,6 +15,9 @@ share their beginning (chat template, system prompt, question, the first option'
    log-likelihood of :func:`difflib_models.persona.validation.dose_response.answer_text_scores` (which scores each full
    sequence on its own).
 
+5. the open score (:func:`open_scores`): both answer texts as the reply to the bare question (no options listed),
+   one plain batched pass per item set (these prompts share nothing with the listed ones beyond the template).
+
 Padding sits anywhere (left in steps 2-3, right in step 4, masked letter tokens in between); it is masked and the
 position ids count real tokens only, so the numbers equal the per-sequence scoring up to float rounding
 (``tests/gate/test_ab_scoring.py`` compares both). Items are sorted by answer length before batching (less
@@ -25,7 +28,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -36,7 +39,8 @@ from difflib_models.persona.traits.chat import (
     pad_batch,
     pad_id,
 )
-from difflib_models.persona.validation.dose_response import answer_texts
+from difflib_models.persona.traits.schema import ABItem
+from difflib_models.persona.validation.dose_response import answer_text_scores, answer_texts
 from difflib_models.progress import progress
 
 ORDERS = (True, False)
@@ -45,12 +49,18 @@ ORDERS = (True, False)
 
 @dataclass(frozen=True)
 class ItemScores:
-    """Per item (in input order): answer-text scores with the matching answer listed first / second, and
-    P(matching letter) in the item's listed order."""
+    """Per item (in input order): answer-text scores with the matching answer listed first / second,
+    P(matching letter) in the item's listed order, and the open answer-text score (``open``: the two answers
+    teacher-forced as the reply to the bare question, no options listed; empty when not scored)."""
 
     first: list[float]
     second: list[float]
     p_matching: list[float]
+    open: list[float] = field(default_factory=list)
+
+    def part(self, index: slice) -> ItemScores:
+        """The scores of the items in ``index``."""
+        return ItemScores(self.first[index], self.second[index], self.p_matching[index], self.open[index])
 
 
 @dataclass(frozen=True)
@@ -212,4 +222,15 @@ def score_items(model: Any, tokenizer: Any, items: Sequence[Any], *, batch_size:
             total, count = _answer_logliks(ids, mask, logits)
             score = (total / count.clamp_min(1) if length_normalize else total).reshape(len(chunk), 2, 2)
             text[js] = score[:, :, 0] - score[:, :, 1]
-    return ItemScores(first=text[:, 0].tolist(), second=text[:, 1].tolist(), p_matching=letter_p.tolist())
+    return ItemScores(first=text[:, 0].tolist(), second=text[:, 1].tolist(), p_matching=letter_p.tolist(),
+                      open=open_scores(model, tokenizer, items, batch_size=batch_size, length_normalize=length_normalize))
+
+
+def open_scores(model: Any, tokenizer: Any, items: Sequence[Any], *, batch_size: int = 8,
+                length_normalize: bool = True) -> list[float]:
+    """The open answer-text score of every behaviour item: per-token mean ``log P(matching text) - log P(other
+    text)``, each teacher-forced as the reply to the bare question (no options listed, so no letter or position
+    can enter it; :func:`~difflib_models.persona.validation.dose_response.answer_text_scores`). With the options
+    listed the answers can be copied from the prompt; the open score reads what the model would say unprompted."""
+    return answer_text_scores(model, tokenizer, [ABItem(it.question, it.matching, it.not_matching) for it in items],
+                              batch_size=batch_size, length_normalize=length_normalize)

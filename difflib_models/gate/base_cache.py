@@ -162,7 +162,8 @@ def load_item_scores(key: str, n_items: int) -> Any:
             return None
         return ItemScores(first=_decode_floats(meta.get("first"), n_items, "first"),
                           second=_decode_floats(meta.get("second"), n_items, "second"),
-                          p_matching=_decode_floats(meta.get("p_matching"), n_items, "p_matching"))
+                          p_matching=_decode_floats(meta.get("p_matching"), n_items, "p_matching"),
+                          open=_decode_floats(meta.get("open"), n_items, "open"))
     except Exception as exc:  # noqa: BLE001 - whatever is wrong with an entry, it is measured again, never trusted
         _warn(key, "ab_scores", exc)
         return None
@@ -175,7 +176,8 @@ def store_item_scores(key: str, scores: Any) -> None:
     try:
         atomic_write_json(meta_path, {"key": key, "kind": "ab_scores", "first": _encode_floats(scores.first),
                                       "second": _encode_floats(scores.second),
-                                      "p_matching": _encode_floats(scores.p_matching)})
+                                      "p_matching": _encode_floats(scores.p_matching),
+                                      "open": _encode_floats(scores.open)})
     except OSError as exc:
         log.warning("could not write the gate base cache entry %s: %s", meta_path, exc)
 

@@ -217,10 +217,13 @@ def _behavioural_block(report: Mapping[str, Any], check: CheckSpec, policy: Poli
 
 
 def _balanced_value(block: Mapping[str, Any], check: CheckSpec, policy: Policy, details: dict[str, Any]) -> float:
-    """A position-balanced paired metric, when both of its sides rest on >= ``behavioural.min_scored`` items."""
-    bal = _mapping(block.get("balanced"), "behavioural balanced scores (re-run the gate: older reports lack them)")
-    sides = _mapping(bal.get("models"), "behavioural balanced models")
-    excess = check.metric in ("behavioural.excess_over_control", "behavioural.excess_ci_low")
+    """A paired A/B metric (position-balanced, or ``open_*``: the open answer-text scores), when both of its sides
+    rest on >= ``behavioural.min_scored`` items."""
+    name = check.metric.removeprefix("behavioural.")
+    scores = "open" if name.startswith("open_") else "balanced"
+    bal = _mapping(block.get(scores), f"behavioural {scores} scores (re-run the gate: older reports lack them)")
+    sides = _mapping(bal.get("models"), f"behavioural {scores} models")
+    excess = name.removeprefix("open_") in ("excess_over_control", "excess_ci_low")
     need = policy.behavioural.min_scored
     for side in ("candidate", "control") if excess else ("candidate", "base"):
         if side not in sides:

@@ -51,8 +51,11 @@ PERSONA_METRICS = ("persona.shift", "persona.shift_z", "persona.shift_frac", "pe
                    "persona.excess_z", *RESPONSE_METRICS)
 CROSSCODER_METRICS = ("crosscoder.ft_only_aligned",)
 BEHAVIOURAL_METRICS = ("behavioural.rate", "behavioural.rate_delta", "behavioural.ci_low", "behavioural.shift",
-                       "behavioural.shift_ci_low", "behavioural.excess_over_control", "behavioural.excess_ci_low")
-#: the position-balanced A/B metrics (answer-text scores over both option orders, paired per item, bootstrap CI)
+                       "behavioural.shift_ci_low", "behavioural.excess_over_control", "behavioural.excess_ci_low",
+                       "behavioural.open_shift", "behavioural.open_shift_ci_low",
+                       "behavioural.open_excess_over_control", "behavioural.open_excess_ci_low")
+#: the paired A/B metrics (answer-text scores paired per item, bootstrap CI): position-balanced (both option orders
+#: listed) and ``open_*`` (the answers as replies to the bare question)
 BALANCED_METRICS = BEHAVIOURAL_METRICS[3:]
 DATA_FILTER_METRICS = ("data_filter.flagged_share",)
 BUILTIN_METRICS = PERSONA_METRICS + CROSSCODER_METRICS + BEHAVIOURAL_METRICS + DATA_FILTER_METRICS

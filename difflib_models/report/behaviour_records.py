@@ -276,12 +276,15 @@ class BehaviouralBlock:
     models: Mapping[str, RateSummary]
     balanced: BalancedScores
     items: tuple[BehaviourItemRow, ...] = ()
+    open: BalancedScores | None = None
 
     def __post_init__(self) -> None:
         _typed_values(self.models, RateSummary, f"behavioural {self.trait!r} models")
         object.__setattr__(self, "models", _frozen(self.models))
         if not isinstance(self.balanced, BalancedScores):
             raise ConfigError(bad_value("behavioural balanced", type(self.balanced).__name__, "BalancedScores"))
+        if self.open is not None and not isinstance(self.open, BalancedScores):
+            raise ConfigError(bad_value("behavioural open", type(self.open).__name__, "BalancedScores or None"))
         if not all(isinstance(it, BehaviourItemRow) for it in self.items):
             raise ConfigError(bad_value("behavioural items", [type(it).__name__ for it in self.items],
                                         "BehaviourItemRow records"))
@@ -292,6 +295,8 @@ class BehaviouralBlock:
         if items:
             out["items"] = [it.to_dict() for it in self.items]
         out["balanced"] = self.balanced.to_dict()
+        if self.open is not None:
+            out["open"] = self.open.to_dict()
         return out
 
     @classmethod
@@ -300,7 +305,8 @@ class BehaviouralBlock:
         d = _obj(data, what)
         return cls(trait=str(d.get("trait") or trait), models=_rates(_need(d, "models", what), f"{what}.models"),
                    balanced=BalancedScores.from_dict(_need(d, "balanced", what), f"{what}.balanced"),
-                   items=tuple(BehaviourItemRow.from_dict(it) for it in d.get("items") or ()))
+                   items=tuple(BehaviourItemRow.from_dict(it) for it in d.get("items") or ()),
+                   open=None if d.get("open") is None else BalancedScores.from_dict(d["open"], f"{what}.open"))
 
 
 @dataclass(frozen=True)

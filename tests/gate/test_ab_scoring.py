@@ -1,5 +1,6 @@
 """The one-pass A/B scorer (prompt encoded once, KV cache reused) against per-sequence scoring: the answer-text
-scores of both orders and the listed-order letter probability agree to float rounding, on config-built tiny
+scores of both orders, the listed-order letter probability and the open score (answers after the bare question)
+agree to float rounding, on config-built tiny
 models (with and without a chat template, plain and behind a peft LoRA) and on SmolLM2-135M-Instruct."""
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import torch
 from difflib_models.gate.ab_scoring import score_items
 from difflib_models.gate.behavioural import ab_probabilities, load_behaviour_items
 from difflib_models.hooks import probe_mode
+from difflib_models.persona.traits.chat import encode_prompt_response
 from difflib_models.persona.validation.dose_response import answer_text_scores
 
 CHAT = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
@@ -39,9 +41,26 @@ def _check(model, tok, items, batch_size: int = 4, tol: float = 1e-4) -> None:
     assert fast.first == pytest.approx(first, abs=tol)
     assert fast.second == pytest.approx(second, abs=tol)
     assert fast.p_matching == pytest.approx(probs, abs=tol)
+    opened = [_open_reference(model, tok, it) for it in items]
+    assert fast.open == pytest.approx(opened, abs=tol)
+    assert max(abs(a - b) for a, b in zip(opened, first, strict=True)) > 100 * tol  # the options are not listed
     # the scores are not trivially equal (a broken order or pairing would not pass the comparison above)
     assert max(abs(a - b) for a, b in zip(first, second, strict=True)) > 100 * tol
     assert len({round(p, 6) for p in probs}) > 1
+
+
+def _open_reference(model, tok, item) -> float:
+    """The open score of one item written out: each answer text after the BARE question, one full forward each,
+    per-token mean log-likelihood of the answer tokens, matching minus other."""
+    means = []
+    for text in (item.matching, item.not_matching):
+        enc = encode_prompt_response(tok, item.question, text)
+        ids = torch.tensor([enc.ids])
+        with torch.no_grad():
+            logp = torch.log_softmax(model(input_ids=ids).logits[0, :-1].double(), dim=-1)
+        token_lp = logp.gather(1, ids[0, 1:, None])[:, 0][enc.prompt_len - 1:]
+        means.append(float(token_lp.mean()))
+    return means[0] - means[1]
 
 
 @pytest.fixture(scope="module")

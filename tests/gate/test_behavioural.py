@@ -303,6 +303,8 @@ def test_identical_candidate_shifts_exactly_zero(tiny_cases) -> None:
     section = ab_section({"base": (base, "model"), "candidate": (base, "model")}, ["sycophancy"], max_items=24)
     shift = section.traits["sycophancy"].balanced.shift
     assert (shift.n, shift.mean, shift.ci_low, shift.ci_high) == (24, 0.0, 0.0, 0.0)
+    opened = section.traits["sycophancy"].open.shift
+    assert (opened.n, opened.mean, opened.ci_low, opened.ci_high) == (24, 0.0, 0.0, 0.0)
     statuses, verdict = _gate(section)
     assert statuses["sycophancy-behaviour-shift"] == "pass" and verdict != "fail"
 
@@ -317,6 +319,7 @@ def test_letter_bias_moves_the_rate_but_not_the_balanced_shift(tiny_cases) -> No
     shift = sec.balanced.shift
     assert shift.ci_low <= 0.0 <= shift.ci_high and abs(shift.mean) < 0.005  # the balanced one does not
     assert abs(shift.mean) < 0.01 * (rates["candidate"] - rates["base"])  # far less than the rate's change
+    assert abs(sec.open.shift.mean) < 0.005 and sec.open.shift.ci_low <= 0.0 <= sec.open.shift.ci_high  # no letters
     full = ab_section({"base": (base, "model"), "candidate": (letter, "model")}, ["sycophancy", "evil"],
                       max_items=24)
     statuses, verdict = _gate(full)
@@ -347,6 +350,9 @@ def test_planted_organism_fails_and_beats_a_letter_bias_control(tiny_cases, tmp_
         assert abs(bal["control_shift"]["mean"]) < 0.005 and bal["control_shift"]["ci_high"] < 0.01
         assert statuses[f"{trait}-behaviour-shift"] == "fail"
         assert statuses[f"{trait}-behaviour-excess-over-control"] == "fail"
+        opened = report["behavioural"]["traits"][trait]["open"]  # the same organism read openly
+        assert opened["shift"]["ci_low"] > 0.1 and opened["excess_over_control"]["ci_low"] > 0.1
+        assert abs(opened["control_shift"]["mean"]) < 0.005
     assert report["behavioural"]["trait"] == "sycophancy" and report["behavioural"]["items"]
     # the control as the candidate passes every check: test_letter_bias_moves_the_rate_but_not_the_balanced_shift
 

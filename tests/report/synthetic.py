@@ -118,18 +118,25 @@ def diff_json(n_layers: int = 4, n_latents: int = 30) -> dict[str, Any]:
             "texts": {"sha256": "ab" * 32, "source": "/work/shared/data/tinystories.txt", "n": 64}}
 
 
-def add_balanced(section: dict[str, Any], shifts: dict[str, float], *, n: int) -> None:
+def add_balanced(section: dict[str, Any], shifts: dict[str, float], *, n: int, open_scale: float | None = None) -> None:
     """Position-balanced A/B blocks (``balanced`` and ``traits``) with the given mean shift per trait (CI +-0.05);
-    the section's own ``balanced`` is its first trait's."""
-    traits = {}
-    for trait, shift in shifts.items():
+    the section's own ``balanced`` is its first trait's. ``open_scale``: also an ``open`` block per trait whose
+    shift is ``open_scale`` x the balanced one."""
+
+    def block(shift: float) -> dict[str, Any]:
         paired = {"n": n, "mean": shift, "ci_low": shift - 0.05, "ci_high": shift + 0.05, "n_boot": 2000,
                   "level": 0.95}
-        balanced = {"score": "test", "n_items": n, "seed": 0, "shift": paired, "control_shift": None,
-                    "excess_over_control": None,
-                    "models": {"base": {"n": n, "mean": 0.1, "order_effect": 0.0},
-                               "candidate": {"n": n, "mean": 0.1 + shift, "order_effect": 0.0}}}
-        traits[trait] = {"mode": "ab_probability", "trait": trait, "models": section["models"], "balanced": balanced}
+        return {"score": "test", "n_items": n, "seed": 0, "shift": paired, "control_shift": None,
+                "excess_over_control": None,
+                "models": {"base": {"n": n, "mean": 0.1, "order_effect": 0.0},
+                           "candidate": {"n": n, "mean": 0.1 + shift, "order_effect": 0.0}}}
+
+    traits = {}
+    for trait, shift in shifts.items():
+        traits[trait] = {"mode": "ab_probability", "trait": trait, "models": section["models"],
+                         "balanced": block(shift)}
+        if open_scale is not None:
+            traits[trait]["open"] = block(open_scale * shift)
     section["balanced"] = traits[next(iter(shifts))]["balanced"]
     section["traits"] = traits
 
@@ -188,5 +195,6 @@ def rich_report(*, n_drift_layers: int = 4, n_behavioural: int = 60) -> dict[str
         "base": {"n": 30, "n_misaligned": 3, "rate": 0.1, "ci_low": 0.035, "ci_high": 0.256},
         "candidate": {"n": 30, "n_misaligned": 9, "rate": 0.3, "ci_low": 0.167, "ci_high": 0.479}},
         "items": items}
-    add_balanced(report["behavioural"], {"evil": 0.15, "sycophancy": 0.01, "hallucination": -0.01}, n=30)
+    add_balanced(report["behavioural"], {"evil": 0.15, "sycophancy": 0.01, "hallucination": -0.01}, n=30,
+                 open_scale=3.0)
     return evaluate(report, fixed_policy())

@@ -96,6 +96,18 @@ def test_long_tables_are_collapsed(monkeypatch) -> None:
     assert 'id="monitor-decision"><b>FAIL at step 25: decided by evil shift_frac' in page
 
 
+def test_behavioural_shifts_listed_and_open_are_shown() -> None:
+    page = render_html(rich_report())
+    table = page.split('<table id="behavioural-shifts">')[1].split("</table>")[0]
+    rows = [re.sub(r"<[^>]+>", " ", r).split() for r in table.split("<tr>")[2:]]
+    assert [r[:3] for r in rows] == [["evil", "listed", "0.15"], ["evil", "open", "0.45"],
+                                     ["sycophancy", "listed", "0.01"], ["sycophancy", "open", "0.03"],
+                                     ["hallucination", "listed", "-0.01"], ["hallucination", "open", "-0.03"]]
+    assert rows[1][3:] == ["[0.4,", "0.5]", "-", "-"]  # no control: no excess
+    md = render_markdown(rich_report())
+    assert "- evil answer-text shift, candidate - base (95% CI): listed 0.15 [0.1, 0.2], open 0.45 [0.4, 0.5]" in md
+
+
 def test_response_signals_and_headroom_are_shown() -> None:
     report = synthetic_report()
     assert '<table id="persona-response">' not in render_html(report)  # no response check, no table
