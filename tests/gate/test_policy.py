@@ -35,7 +35,9 @@ def test_default_policy_loads_and_marks_thresholds_as_proposals_or_calibrated() 
     calibrated = [c for c in policy.checks if c.source == "calibrated"]
     by_suite = {c.id for c in calibrated if "bench_validity @ " in c.description}
     by_signals = {c.id for c in calibrated if "calibrate_signals @ " in c.description}
-    assert by_suite | by_signals == {c.id for c in calibrated} and not by_suite & by_signals
+    by_open = {c.id for c in calibrated if "bench_behaviour_open @ " in c.description}
+    assert by_suite | by_signals | by_open == {c.id for c in calibrated}
+    assert not by_suite & by_signals and not by_open & (by_suite | by_signals)
     # the 9-control suite's calibrated checks that the 24-control calibration did not replace
     assert by_suite == {cid for cid, r in cal.items() if r["separates"]} - by_signals
     for cid in by_suite:
@@ -51,6 +53,18 @@ def test_default_policy_loads_and_marks_thresholds_as_proposals_or_calibrated() 
         assert f"max of {row['calibration']['n_controls']} " in c.description
         held = row["held_out"]
         assert held["false_alarms"] == 0 and held["detected"] == held["n_organisms"] > 0
+    # the open behavioural checks: the bench's calibrated threshold, every organism caught and no control or benign
+    # recipe outside the suite tripped, on the calibration seeds and unchanged on the held-out seeds
+    opened = json.loads((results / "bench_behaviour_open.json").read_text(encoding="utf-8"))["per_score"]["open"]
+    assert by_open == {"evil-behaviour-open-shift"}
+    for c in (x for x in calibrated if x.id in by_open):
+        row = opened[c.trait]
+        assert c.metric == "behavioural.open_shift_ci_low" and c.threshold == round(row["threshold_calibrated"], 3)
+        assert min(row["organism_values"]) > c.threshold > max(row["control_values_all"])
+        for part in (row["calibration"], row["held_out"]):
+            assert part["organisms_caught"] == part["organisms"] > 0 and part["controls_tripped"] == 0
+        assert row["outside_benign"]["tripped"] == [] and len(row["outside_benign"]["values"]) == 5
+        assert f"max of {row['calibration']['controls']} " in c.description
     assert {c.trait for c in calibrated} == {"evil", "sycophancy"}
 
 
