@@ -16,7 +16,8 @@ share their beginning (chat template, system prompt, question, the first option'
    sequence on its own).
 
 5. the open score (:func:`open_scores`): both answer texts as the reply to the bare question (no options listed),
-   one plain batched pass per item set (these prompts share nothing with the listed ones beyond the template).
+   a separate pass the same way (the batch's common prefix once, each question once, its cache shared by both
+   answers; these prompts share nothing with the listed ones beyond the chat template).
 
 Padding sits anywhere (left in steps 2-3, right in step 4, masked letter tokens in between); it is masked and the
 position ids count real tokens only, so the numbers equal the per-sequence scoring up to float rounding
@@ -230,7 +231,40 @@ def open_scores(model: Any, tokenizer: Any, items: Sequence[Any], *, batch_size:
                 length_normalize: bool = True) -> list[float]:
     """The open answer-text score of every behaviour item: per-token mean ``log P(matching text) - log P(other
     text)``, each teacher-forced as the reply to the bare question (no options listed, so no letter or position
-    can enter it; :func:`~difflib_models.persona.validation.dose_response.answer_text_scores`). With the options
-    listed the answers can be copied from the prompt; the open score reads what the model would say unprompted."""
-    return answer_text_scores(model, tokenizer, [ABItem(it.question, it.matching, it.not_matching) for it in items],
-                              batch_size=batch_size, length_normalize=length_normalize)
+    can enter it). With the options listed the answers can be copied from the prompt; the open score reads what the
+    model would say unprompted. Equal to :func:`~difflib_models.persona.validation.dose_response
+    .answer_text_scores` of ``ABItem(question, matching, not_matching)`` up to float rounding, but each question
+    runs once (its KV cache shared by both answers, the batch's common prefix once) and logits are computed for
+    the answer tokens only. ``model`` is run as given: call inside ``probe_mode``."""
+    enc: list[tuple[list[int], list[int], list[int]]] = []
+    for it in items:
+        m = encode_prompt_response(tokenizer, it.question, it.matching)
+        n = encode_prompt_response(tokenizer, it.question, it.not_matching)
+        prompt = m.ids[: m.prompt_len]
+        if n.ids[: n.prompt_len] != prompt:  # pragma: no cover - the same rendered prompt
+            raise RuntimeError(f"item {getattr(it, 'id', it)}: unexpected prompt encoding")
+        enc.append((prompt, m.ids[m.prompt_len:], n.ids[n.prompt_len:]))
+    if any(len(p) < 2 for p, _, _ in enc):  # a one-token prompt has nothing to cache before its last token
+        return answer_text_scores(model, tokenizer, [ABItem(it.question, it.matching, it.not_matching)
+                                                     for it in items], batch_size=batch_size,
+                                  length_normalize=length_normalize)
+    order = sorted(range(len(enc)), key=lambda j: (-max(len(enc[j][1]), len(enc[j][2])), -len(enc[j][0])))
+    pad = pad_id(tokenizer)
+    out = torch.full((len(enc),), float("nan"), dtype=torch.float64)
+    with torch.no_grad():
+        for start in range(0, len(order), batch_size):
+            js = order[start:start + batch_size]
+            heads = [enc[j][0][:-1] for j in js]
+            run = _Runner(model, pad)
+            common = _shared_start(heads)
+            if common:
+                run.extend([heads[0][:common]], side="left", logits="none")
+                run.select([0] * len(js))
+            run.extend([h[common:] for h in heads], side="left", logits="none")
+            run.select([b for b in range(len(js)) for _ in range(2)])  # row 2b: matching, 2b + 1: the other
+            conts = [[enc[j][0][-1], *enc[j][1 + a]] for j in js for a in range(2)]
+            ids, mask, logits = run.extend(conts, side="right", logits="all")
+            total, count = _answer_logliks(ids, mask, logits)
+            score = total / count.clamp_min(1) if length_normalize else total
+            out[js] = score[0::2] - score[1::2]
+    return out.tolist()
