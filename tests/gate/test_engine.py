@@ -244,6 +244,30 @@ def test_balanced_metrics_read_their_trait_block() -> None:
     assert [(c["status"], c["value"]) for c in out["checks"]] == [("pass", -0.01), ("fail", 0.05)]
 
 
+def test_open_metrics_read_the_open_block_not_the_listed_one() -> None:
+    r, traits = _balanced_report()
+    listed = traits["evil"]["balanced"]
+    checks = [_c("o", "behavioural.open_shift_ci_low", "<", 0.341, trait="evil"),
+              _c("om", "behavioural.open_shift", "<", 0.5, trait="evil"),
+              _c("l", "behavioural.shift_ci_low", "<", 0.1, trait="evil")]
+    out = evaluate(r, _policy(*checks))  # a report without open scores (an older gate): the open checks cannot pass
+    assert [c["status"] for c in out["checks"]] == ["error", "error", "pass"] and out["verdict"] == "error"
+    assert "behavioural open scores (re-run the gate" in out["checks"][0]["details"]["message"]
+    opened = {**listed, "shift": {"n": 40, "mean": 0.9, "ci_low": 0.7, "ci_high": 1.1},
+              "models": {"base": {"n": 40, "mean": 0.1}, "candidate": {"n": 40, "mean": 1.0}}}
+    traits["evil"]["open"] = opened
+    out = evaluate(r, _policy(*checks))
+    assert [(c["status"], c["value"]) for c in out["checks"]] == [("fail", 0.7), ("fail", 0.9), ("pass", pytest.approx(0.0))]
+    # the excess over a control reads the open block's own control side and pairing
+    opened["models"]["control"] = {"n": 40, "mean": 0.2}
+    opened["excess_over_control"] = {"n": 40, "mean": 0.8, "ci_low": 0.6, "ci_high": 1.0}
+    out = evaluate(r, _policy(_c("x", "behavioural.open_excess_ci_low", "<", 0.1, trait="evil"),
+                              _c("lx", "behavioural.excess_ci_low", "<", 0.1, trait="evil", optional=True)))
+    assert [(c["status"], c["value"]) for c in out["checks"]] == [("fail", 0.6), ("skipped", None)]
+    opened["models"]["candidate"]["n"] = 9  # fewer scored items than min_scored: no evidence, an error
+    assert evaluate(r, _policy(checks[0]))["checks"][0]["status"] == "error"
+
+
 @pytest.mark.parametrize("corrupt, message", [
     (lambda t: t.pop("evil"), "not in the report"),
     (lambda t: t["evil"].pop("balanced"), "balanced scores"),
