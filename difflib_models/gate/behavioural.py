@@ -296,8 +296,9 @@ def evaluate_ab(
     ``models[name]`` holds the single-order rate (secondary); ``balanced`` the position-balanced scores, the
     paired ``shift`` (candidate - base), ``control_shift`` (control - base) and ``excess_over_control``
     (candidate - control), each a :class:`PairedShift`; ``open`` the same for the open answer-text scores (the
-    answers as replies to the bare question: :func:`difflib_models.gate.ab_scoring.open_scores`). ``scored``: the items' scores per model name, already
-    computed (:func:`item_scores`; :func:`ab_section` scores every trait's items in one pass)."""
+    answers as replies to the bare question: :func:`difflib_models.gate.ab_scoring.open_scores`). ``scored``: the
+    items' scores per model name, already computed (:func:`item_scores`; :func:`ab_section` scores every trait's
+    items in one pass)."""
     beh_items = [it if isinstance(it, BehaviourItem) else None for it in items]
     if any(it is None for it in beh_items):
         beh_items = items_from_ab(items)
