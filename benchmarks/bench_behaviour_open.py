@@ -38,6 +38,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks.bench_validity import auroc
 from benchmarks.common import load_average, machine_info, write_results
 
 log = logging.getLogger("benchmarks.bench_behaviour_open")
@@ -143,12 +144,6 @@ def measure(cases: Sequence[tuple[str, str, int]], work: Path) -> dict[str, Any]
     return out
 
 
-def _auroc(pos: Sequence[float], neg: Sequence[float]) -> float | None:
-    if not pos or not neg:
-        return None
-    return sum((p > n) + 0.5 * (p == n) for p in pos for n in neg) / (len(pos) * len(neg))
-
-
 def calibrate(controls: Sequence[float]) -> float:
     """The suite's rule: largest control value + 0.5 sd of the controls, at least the 0.1 proposal."""
     sd = statistics.stdev(controls) if len(controls) > 1 else 0.0
@@ -194,7 +189,7 @@ def summarise(records: Mapping[str, Any], calibrate_seeds: Sequence[int]) -> dic
             excess = values(score, t, kind="organism", own=t, key="excess_ci_low")
             per_trait[t] = {
                 "organism_values": org, "control_values_own": ctl_own, "control_values_all": ctl_all,
-                "auroc_vs_all_controls": _auroc(org, ctl_all), "auroc_vs_own_controls": _auroc(org, ctl_own),
+                "auroc_vs_all_controls": auroc(org, ctl_all), "auroc_vs_own_controls": auroc(org, ctl_own),
                 "threshold_calibrated": thr, "calibration_seeds": list(calibrate_seeds),
                 "calibration": outcome(score, t, thr, calibrate_seeds), "held_out_seeds": held,
                 "held_out": outcome(score, t, thr, held) if held else None,
