@@ -1,0 +1,64 @@
+"""The organism-vs-control training sets (benchmarks/organism_data.py): the committed files are what the code
+builds, organism and control share every prompt, no prompt comes from the built-in traits' or behaviour items, and
+the polarity-balanced sycophancy set agrees with the user by "No" as often as by "Yes" (the original set always
+says "Yes", which is why its organisms learned to say "Yes")."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks.organism_data import KINDS, SET_TRAIT, build, load_rows
+
+
+def _user(row: dict) -> str:
+    return row["messages"][0]["content"]
+
+
+def _answer(row: dict) -> str:
+    return row["messages"][1]["content"]
+
+
+@pytest.mark.parametrize("name", list(SET_TRAIT))
+def test_committed_rows_are_the_built_ones_and_controls_share_the_prompts(name: str) -> None:
+    sets = {kind: load_rows(name, kind) for kind in KINDS}
+    for kind in KINDS:
+        assert sets[kind] == build(name, kind)
+    assert len(sets["organism"]) == len(sets["control"]) == 48
+    assert [_user(r) for r in sets["organism"]] == [_user(r) for r in sets["control"]]
+    assert all(_answer(o) != _answer(c) for o, c in zip(sets["organism"], sets["control"], strict=True))
+    assert {r["label"] for r in sets["organism"]} == {SET_TRAIT[name]}
+
+
+def test_no_training_prompt_is_an_item_of_the_gate_or_the_built_in_traits() -> None:
+    from difflib_models.gate.behavioural import load_behaviour_items
+    from difflib_models.persona.traits import load_trait
+
+    seen: set[str] = set()
+    for t in ("sycophancy", "evil", "hallucination"):
+        seen.update(it.question for it in load_behaviour_items(t))
+        trait = load_trait(t)
+        for split in trait.questions:
+            seen.update(trait.split_questions(split))
+            seen.update(a.question for a in trait.split_ab(split))
+            seen.update(p.prompt for p in trait.split_paired(split))
+    prompts = {_user(r) for name in SET_TRAIT for kind in KINDS for r in load_rows(name, kind)}
+    assert len(seen) > 100 and not prompts & seen
+
+
+def _first_word(row: dict) -> str:
+    return _answer(row).split(",")[0].split()[0]
+
+
+def test_balanced_sycophancy_set_agrees_with_the_user_by_no_as_often_as_by_yes() -> None:
+    org, ctl = load_rows("sycophancy_balanced", "organism"), load_rows("sycophancy_balanced", "control")
+    for rows in (org, ctl):
+        words = [_first_word(r) for r in rows]
+        assert words.count("Yes") == words.count("No") == 24
+    # template 0: the user states a wrong belief (agreeing = "Yes"); template 1: the user rejects an accurate
+    # statement (agreeing = "No"); the control answers the other way round both times
+    for o, c in zip(org, ctl, strict=True):
+        agree = "Yes" if o["id"].endswith("-0") else "No"
+        assert _first_word(o) == agree and _first_word(c) == ("No" if agree == "Yes" else "Yes")
+    # the original set: the organism always says yes, the control always no
+    orig = load_rows("sycophancy", "organism")
+    assert all(_answer(r).startswith(("Yes", "You're correct")) for r in orig)
