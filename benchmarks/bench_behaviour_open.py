@@ -30,6 +30,7 @@ Nothing is asserted. Results: ``benchmarks/results/<name>.json``.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import statistics
@@ -40,6 +41,7 @@ from typing import Any
 
 from benchmarks.bench_validity import auroc
 from benchmarks.common import load_average, machine_info, write_results
+from benchmarks.organism_data import EXTRA_SETS, SET_TRAIT
 
 log = logging.getLogger("benchmarks.bench_behaviour_open")
 
@@ -140,7 +142,8 @@ def measure(cases: Sequence[tuple[str, str, int]], work: Path) -> dict[str, Any]
                 if sc.excess_over_control is not None:
                     row.update(excess_mean=sc.excess_over_control.mean, excess_ci_low=sc.excess_over_control.ci_low)
                 per[t][score] = row
-        out[name] = {"trait": trait, "kind": kind, "seed": seed, "behavioural": per}
+        out[name] = {"trait": SET_TRAIT.get(trait, trait), "set": trait, "kind": kind, "seed": seed,
+                     "behavioural": per}
     return out
 
 
@@ -151,19 +154,25 @@ def calibrate(controls: Sequence[float]) -> float:
 
 
 def summarise(records: Mapping[str, Any], calibrate_seeds: Sequence[int]) -> dict[str, Any]:
-    """Per score and trait: values, AUROCs, calibrated threshold, calibration and held-out outcomes; specificity."""
+    """Per score and suite set (read on its trait's items): values, AUROCs, calibrated threshold, calibration and
+    held-out outcomes; specificity. Controls are those of EVERY suite set (a benign fine-tune must pass every check);
+    "other organisms" are those of another trait."""
+
+    def set_of(r: Mapping[str, Any]) -> str:
+        return str(r.get("set", r["trait"]))
 
     def values(score: str, trait: str, *, kind: str, own: str | None = None, seeds: Sequence[int] | None = None,
-               key: str = "shift_ci_low") -> list[float]:
+               key: str = "shift_ci_low", not_trait: str | None = None) -> list[float]:
         return [r["behavioural"][trait][score][key] for r in records.values()
-                if r["kind"] == kind and (own is None or r["trait"] == own)
+                if r["kind"] == kind and (own is None or set_of(r) == own)
+                and (not_trait is None or r["trait"] != not_trait)
                 and (seeds is None or r["seed"] in seeds) and key in r["behavioural"][trait][score]]
 
-    def outcome(score: str, t: str, thr: float | None, seeds: Sequence[int]) -> dict[str, Any]:
+    def outcome(score: str, st: str, t: str, thr: float | None, seeds: Sequence[int]) -> dict[str, Any]:
         """How the threshold judges the cases of ``seeds`` (a value >= the threshold trips the check)."""
-        o = values(score, t, kind="organism", own=t, seeds=seeds)
+        o = values(score, t, kind="organism", own=st, seeds=seeds)
         c = values(score, t, kind="control", seeds=seeds)
-        other = [v for s in TRAITS if s != t for v in values(score, t, kind="organism", own=s, seeds=seeds)]
+        other = values(score, t, kind="organism", seeds=seeds, not_trait=t)
 
         def n_at_or_above(vs: Sequence[float]) -> int | None:
             return None if thr is None else sum(v >= thr for v in vs)
@@ -173,12 +182,15 @@ def summarise(records: Mapping[str, Any], calibrate_seeds: Sequence[int]) -> dic
 
     all_seeds = sorted({r["seed"] for r in records.values()})
     held = [s for s in all_seeds if s not in calibrate_seeds]
+    suite_sets = sorted({set_of(r) for r in records.values() if r["kind"] == "organism"},
+                        key=lambda x: (list(SET_TRAIT).index(x) if x in SET_TRAIT else len(SET_TRAIT), x))
     out: dict[str, Any] = {}
     for score in SCORES:
-        per_trait: dict[str, Any] = {}
-        for t in TRAITS:
-            org = values(score, t, kind="organism", own=t)
-            ctl_all, ctl_own = values(score, t, kind="control"), values(score, t, kind="control", own=t)
+        per_set: dict[str, Any] = {}
+        for st in suite_sets:
+            t = SET_TRAIT.get(st, st)
+            org = values(score, t, kind="organism", own=st)
+            ctl_all, ctl_own = values(score, t, kind="control"), values(score, t, kind="control", own=st)
             cal_ctl = values(score, t, kind="control", seeds=calibrate_seeds)
             thr = calibrate(cal_ctl) if cal_ctl else None
 
@@ -186,13 +198,13 @@ def summarise(records: Mapping[str, Any], calibrate_seeds: Sequence[int]) -> dic
                       if r["kind"] == "outside-benign"}
             inducing = {r_name: r["behavioural"][t][score]["shift_ci_low"] for r_name, r in records.items()
                         if r["kind"] == "outside-inducing" and r["trait"].startswith(t)}
-            excess = values(score, t, kind="organism", own=t, key="excess_ci_low")
-            per_trait[t] = {
-                "organism_values": org, "control_values_own": ctl_own, "control_values_all": ctl_all,
+            excess = values(score, t, kind="organism", own=st, key="excess_ci_low")
+            per_set[st] = {
+                "items": t, "organism_values": org, "control_values_own": ctl_own, "control_values_all": ctl_all,
                 "auroc_vs_all_controls": auroc(org, ctl_all), "auroc_vs_own_controls": auroc(org, ctl_own),
                 "threshold_calibrated": thr, "calibration_seeds": list(calibrate_seeds),
-                "calibration": outcome(score, t, thr, calibrate_seeds), "held_out_seeds": held,
-                "held_out": outcome(score, t, thr, held) if held else None,
+                "calibration": outcome(score, st, t, thr, calibrate_seeds), "held_out_seeds": held,
+                "held_out": outcome(score, st, t, thr, held) if held else None,
                 "outside_benign": {"values": benign, "tripped": None if thr is None else
                                    sorted(k for k, v in benign.items() if v >= thr)},
                 "outside_inducing": {"values": inducing, "caught": None if thr is None else
@@ -200,25 +212,43 @@ def summarise(records: Mapping[str, Any], calibrate_seeds: Sequence[int]) -> dic
                 "organism_excess_ci_low": excess,
                 "organism_excess_above_floor": sum(v >= FLOOR for v in excess),
             }
-        out[score] = per_trait
-    spec = {score: {t: {o: statistics.fmean(values(score, t, kind="organism", own=o, key="shift_mean") or [math.nan])
-                        for o in TRAITS} for t in TRAITS} for score in SCORES}
-    ctl_spec = {score: {t: {o: statistics.fmean(values(score, t, kind="control", own=o, key="shift_mean") or [math.nan])
-                            for o in TRAITS} for t in TRAITS} for score in SCORES}
-    return {"per_score": out, "specificity_mean_shift": {"organisms": spec, "controls": ctl_spec}}
+        out[score] = per_set
+
+    def spec(kind: str) -> dict[str, Any]:
+        return {score: {t: {st: statistics.fmean(values(score, t, kind=kind, own=st, key="shift_mean") or [math.nan])
+                            for st in suite_sets} for t in TRAITS} for score in SCORES}
+
+    return {"per_score": out, "specificity_mean_shift": {"organisms": spec("organism"), "controls": spec("control")}}
+
+
+def _reuse(path: str | None, cases: Sequence[tuple[str, str, int]]) -> dict[str, Any]:
+    """The records of ``cases`` found in an earlier results JSON (older records without ``set`` get it)."""
+    if not path:
+        return {}
+    old = json.loads(Path(path).read_text(encoding="utf-8"))["records"]
+    out = {}
+    for c in cases:
+        rec = old.get(case_name(*c))
+        if rec is not None:
+            out[case_name(*c)] = {**rec, "set": rec.get("set", c[0]), "trait": SET_TRAIT.get(c[0], rec["trait"])}
+    log.info("reusing %d of %d case records from %s", len(out), len(cases), path)
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", default="0,1,2,3,4")
     ap.add_argument("--calibrate-seeds", default="0,1,2")
-    ap.add_argument("--traits", default=",".join(TRAITS))
+    ap.add_argument("--traits", default=",".join((*TRAITS, *EXTRA_SETS)),
+                    help="suite sets (benchmarks/organism_data.py): the three traits' and the extra ones")
     ap.add_argument("--outside-benign", default="sycophancy-neutral,evil-neutral,clean-reference,secure-code,"
                     "ocean-inducing", help="package data sets fine-tuned the same way as benign cases outside the suite")
     ap.add_argument("--outside-inducing", default="sycophancy-inducing,evil-inducing",
                     help="package data sets that induce the trait their name starts with")
     ap.add_argument("--work", default="/tmp/difflib_behaviour_open")
     ap.add_argument("--name", default="bench_behaviour_open")
+    ap.add_argument("--records-from", default=None, help="a results JSON of this benchmark: its records of cases "
+                    "named here are reused, only the other cases are scored (same base, same adapters)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     seeds = [int(s) for s in args.seeds.split(",") if s]
@@ -234,7 +264,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for c in cases:
         train(*c, work)
     t_train = time.perf_counter() - t0
-    records = measure(cases, work)
+    reused = _reuse(args.records_from, cases)
+    records = {**reused, **measure([c for c in cases if case_name(*c) not in reused], work)}
+    records = {case_name(*c): records[case_name(*c)] for c in cases}
     summary = summarise(records, cal)
     for score in SCORES:
         for t, row in summary["per_score"][score].items():

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from benchmarks.bench_behaviour_open import KINDS, _adapted, case_name
 from benchmarks.common import load_average, machine_info, write_results
+from benchmarks.organism_data import SET_TRAIT
 
 log = logging.getLogger("benchmarks.bench_behaviour_polarity")
 
@@ -35,6 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--work", default="/tmp/difflib_behaviour_open", help="bench_behaviour_open's --work")
     ap.add_argument("--seeds", default="0,1,2,3,4")
     ap.add_argument("--name", default="behaviour_polarity")
+    ap.add_argument("--sets", default=",".join(SET_TRAIT), help="suite sets (benchmarks/organism_data.py)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     work, seeds = Path(args.work), [int(s) for s in args.seeds.split(",") if s]
@@ -43,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     every = [it for t in ITEM_SETS for it in items[t]]
     base = load_model(None)
     base_scores = open_scores(base.model, base.tokenizer, every)
-    cases = [(t, k, s) for s in seeds for t in ("sycophancy", "evil", "hallucination") for k in KINDS
+    cases = [(t, k, s) for s in seeds for t in args.sets.split(",") if t for k in KINDS
              if (work / case_name(t, k, s) / "adapter_config.json").is_file()]
     records = {}
     for case in cases:
@@ -54,7 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             mine = list(zip(diffs[start:start + len(items[t])], items[t], strict=True))
             start += len(items[t])
             per[t] = {pol: statistics.fmean(d for d, it in mine if it.matching_polarity == pol) for pol in ("yes", "no")}
-        records[case_name(*case)] = {"trait": case[0], "kind": case[1], "seed": case[2], "open_shift_by_polarity": per}
+        records[case_name(*case)] = {"trait": SET_TRAIT[case[0]], "set": case[0], "kind": case[1], "seed": case[2],
+                                     "open_shift_by_polarity": per}
         log.info("%s: %s", case_name(*case), {t: {k: round(v, 3) for k, v in d.items()} for t, d in per.items()})
     write_results(args.name, {"config": vars(args), "seconds": round(time.perf_counter() - t0, 1),
                               "load_average_at_start": load_start, "records": records}, machine_info())
