@@ -1,11 +1,14 @@
 """Behavioural twins, listed vs open: which answer-text score separates trait organisms from matched controls.
 
     python -m benchmarks.bench_behaviour_open [--seeds 0,1,2,3,4] [--calibrate-seeds 0,1,2] [--work DIR]
-        [--name bench_behaviour_open]
+        [--traits SETS] [--records-from JSON] [--name bench_behaviour_open]
 
-Cases: the organism-vs-control suite's fine-tunes (``benchmarks/organism_data.py``: three traits x organism /
-matched control, the suite's LoRA recipe, :func:`benchmarks.bench_validity.recipe`; trained here WITHOUT the
-persona monitor, adapters kept under ``--work``, so an interrupted run resumes). Every case is read on all three
+Cases: the organism-vs-control suite's fine-tunes (``benchmarks/organism_data.py``: the three traits' sets and the
+extra ones, e.g. the polarity-balanced ``sycophancy_balanced``, x organism / matched control, the suite's LoRA
+recipe, :func:`benchmarks.bench_validity.recipe`; trained here WITHOUT the persona monitor, adapters kept under
+``--work``, so an interrupted run resumes). An extra set is read on its trait's items and summarised as its own
+row; the controls of every set count as controls of every row. ``--records-from`` reuses the case records of an
+earlier run (same base and adapters) and scores only the cases it lacks. Every case is read on all three
 traits' shipped behaviour items (24 each) with the gate's own code (:func:`difflib_models.gate.behavioural.item_scores`
 and :func:`~difflib_models.gate.behavioural.evaluate_ab`: paired per-item shift candidate - base, 2000-resample
 bootstrap CI) in two ways:

@@ -216,3 +216,23 @@ def test_per_trait_modes_override_the_policy_mode() -> None:
     assert pol.persona.mode_for("sycophancy") == "paired" and pol.persona.mode_for("evil") == "ab"
     assert pol.to_dict()["persona"]["modes"] == {"sycophancy": "paired"}
     assert policy_from_dict({"checks": [_check()]}).persona.mode_for("sycophancy") == "prompt_contrast"
+
+
+def test_default_policy_on_an_organism_family_it_was_not_calibrated_on() -> None:
+    """benchmarks/results/bench_gate_heldout.json: the polarity-balanced sycophancy organisms (written after the
+    thresholds were set) all fail on their own trait and their controls trip no fail-severity check, and the shipped
+    sycophancy response threshold still lies between the two groups' recorded values."""
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "bench_gate_heldout.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    assert data["complete"]
+    s = data["summary"]["sycophancy_balanced"]
+    wo = s["without_control"]
+    assert wo["organisms_failing_own_trait"] == wo["organisms"] == 5
+    assert wo["controls_with_a_fail_trip"] == 0 and wo["controls"] == 5
+    check = next(c for c in load_policy().checks if c.id == "sycophancy-response-null-z")
+    vals = s["check_values_without_control"][check.id]
+    assert (check.comparator, check.severity) == ("<", "fail")
+    assert max(vals["controls"]) < check.threshold <= min(vals["organisms"])
