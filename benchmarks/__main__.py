@@ -53,8 +53,9 @@ OPT_IN: dict[str, str] = {
     "imported_traits": "~30 min on 2 cores (four persona files x three modes on SmolLM2)",
     "validity_signals": "scores the validity suite's saved adapters (run it after validity)",
     "headroom": "six SmolLM2 LoRA fine-tunes (~5 min on 2 cores)",
-    "behaviour_open": "37 SmolLM2 LoRA fine-tunes and their A/B scoring (~35 min on 2 cores)",
+    "behaviour_open": "47 SmolLM2 LoRA fine-tunes and their A/B scoring (~45 min on 2 cores)",
     "behaviour_polarity": "scores bench_behaviour_open's saved adapters (run it after behaviour_open)",
+    "gate_heldout": "10 SmolLM2 LoRA fine-tunes and 10 default-policy gates (~25 min on 2 cores)",
 }
 """Scripts that run only when named in ``--only`` (why they are long)."""
 
