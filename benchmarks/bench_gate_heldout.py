@@ -2,7 +2,7 @@
 case you did not tune it on").
 
     python -m benchmarks.bench_gate_heldout [--sets sycophancy_balanced] [--seeds 0,1,2,3,4] [--work DIR]
-        [--adapters DIR] [--name bench_gate_heldout]
+        [--adapters DIR] [--outside-benign SETS] [--outside-inducing SETS] [--name bench_gate_heldout]
 
 Cases: the suite sets named in ``--sets`` (``benchmarks/organism_data.py``; by default the polarity-balanced
 sycophancy set, written after the default thresholds were calibrated on the three original sets), organism and
@@ -13,7 +13,9 @@ way; with a control: an organism's matched control, a control's the same set's c
 verdict without a control from the same measurements minus the control's). Nothing is tuned here: the policy file
 is the shipped one. Reported per set: verdicts, the fail-severity checks each case trips (with their trait),
 organisms failing on their own trait, controls with any fail-severity trip (false alarms), and per check the
-values of organisms vs controls with their AUROC. Case records are written to ``<work>/cases/`` as they finish
+values of organisms vs controls with their AUROC. Outside the suite, gated without a control: LoRAs of the same
+recipe (first seed) on package data sets, benign (``--outside-benign``) and trait-inducing (``--outside-inducing``),
+the adapters ``bench_behaviour_open`` uses. Case records are written to ``<work>/cases/`` as they finish
 (a rerun skips them). Nothing is asserted. Results: ``benchmarks/results/<name>.json``.
 """
 
@@ -60,7 +62,7 @@ def _values(recs: Sequence[Mapping[str, Any]], kind: str, check: str) -> list[fl
 def summarise(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Per set: verdicts, detection on the set's own trait, false alarms, per-check values and AUROC."""
     out: dict[str, Any] = {}
-    for st in sorted({r["set"] for r in records}):
+    for st in sorted({r["set"] for r in records if r["kind"] in KINDS}):
         recs = [r for r in records if r["set"] == st]
         trait = SET_TRAIT.get(st, st)
         per: dict[str, Any] = {"trait": trait}
@@ -85,6 +87,23 @@ def summarise(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def summarise_outside(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Package recipes outside the suite (gate without control): each verdict and fail trips; benign recipes with
+    any fail-severity trip (false alarms); inducing recipes failing on the trait their name starts with."""
+    benign = [r for r in records if r["kind"] == "outside-benign"]
+    inducing = [r for r in records if r["kind"] == "outside-inducing"]
+
+    def row(r: Mapping[str, Any]) -> dict[str, Any]:
+        g = r["gate"]["without_control"]
+        return {"verdict": g["verdict"], "fail_trips": fail_trips(g)}
+
+    return {"benign": {r["case"]: row(r) for r in benign},
+            "benign_with_a_fail_trip": sum(bool(fail_trips(r["gate"]["without_control"])) for r in benign),
+            "inducing": {r["case"]: {**row(r), "fails_own_trait": _fails_own_trait(r["gate"]["without_control"],
+                                                                                     r["trait"])}
+                         for r in inducing}}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sets", default=",".join(EXTRA_SETS))
@@ -92,6 +111,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--work", default="/tmp/difflib_gate_heldout")
     ap.add_argument("--adapters", default="/tmp/difflib_behaviour_open", help="bench_behaviour_open's --work")
     ap.add_argument("--name", default="bench_gate_heldout")
+    ap.add_argument("--outside-benign", default="sycophancy-neutral,evil-neutral,clean-reference,secure-code,"
+                    "ocean-inducing", help="package data sets fine-tuned the same way (first seed), gated without "
+                    "a control: benign recipes outside the suite")
+    ap.add_argument("--outside-inducing", default="sycophancy-inducing,evil-inducing",
+                    help="package data sets that induce the trait their name starts with")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
@@ -110,31 +134,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     meta = setup_vectors(load_model(None), work)
     BehaviourMemo().install()
     cases = [(st, k, s) for s in seeds for st in sets for k in KINDS]
+    cases += [(d, k, seeds[0]) for k, names in (("outside-benign", args.outside_benign),
+                                                ("outside-inducing", args.outside_inducing))
+              for d in names.split(",") if d]
     for i, (st, kind, seed) in enumerate(cases, 1):
         cid = case_name(st, kind, seed)
         path = work / "cases" / f"{cid}.json"
         if path.is_file():
             continue
         t1 = time.perf_counter()
-        ref = (st, *reference(kind, seed, seeds))
-        cand_dir, ref_dir = train(st, kind, seed, adapters), train(*ref, adapters)
-        record = {"case": cid, "set": st, "trait": SET_TRAIT[st], "kind": kind, "seed": seed,
-                  "reference_control": case_name(*ref)}
-        record.update(gate_case(str(cand_dir), str(ref_dir), meta["files"], work / "runs" / cid, seed,
-                                verify_without=False))
+        cand_dir = train(st, kind, seed, adapters)
+        ref = (st, *reference(kind, seed, seeds)) if kind in KINDS else None
+        ref_dir = train(*ref, adapters) if ref else None
+        trait = SET_TRAIT.get(st) or next((t for t in SET_TRAIT.values() if st.startswith(t)), st)
+        record = {"case": cid, "set": st, "trait": trait, "kind": kind, "seed": seed,
+                  "reference_control": case_name(*ref) if ref else None}
+        record.update(gate_case(str(cand_dir), str(ref_dir) if ref_dir else None, meta["files"],
+                                work / "runs" / cid, seed, verify_without=False))
         record["seconds"] = round(time.perf_counter() - t1, 1)
         atomic_write_json(path, record)
         g = record["gate"]
-        log.info("[%d/%d] %s: %.0f s; without control %s %s, with control %s %s", i, len(cases), cid,
+        log.info("[%d/%d] %s: %.0f s; without control %s %s, with control %s", i, len(cases), cid,
                  record["seconds"], g["without_control"]["verdict"], fail_trips(g["without_control"]),
-                 g["with_control"]["verdict"], fail_trips(g["with_control"]))
+                 (g["with_control"]["verdict"], fail_trips(g["with_control"])) if "with_control" in g else "-")
     names = {case_name(*c) for c in cases}
     records = [json.loads(p.read_text(encoding="utf-8")) for p in sorted((work / "cases").glob("*.json"))]
     records = [r for r in records if r["case"] in names]
     write_results(args.name, {
         "config": vars(args), "complete": len(records) == len(cases), "seconds": round(time.perf_counter() - t0, 1),
         "load_average_at_start": load_start, "vectors": meta, "policy": "difflib_models/gate/default_policy.yaml",
-        "summary": summarise(records), "records": records}, machine_info())
+        "summary": summarise(records), "outside": summarise_outside(records), "records": records}, machine_info())
     return 0
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.bench_gate_heldout import fail_trips, reference, summarise
+from benchmarks.bench_gate_heldout import fail_trips, reference, summarise, summarise_outside
 
 
 def _gate(verdict: str, values: dict[str, float], failing: tuple[str, ...] = ()) -> dict:
@@ -49,3 +49,21 @@ def test_summary_counts_own_trait_detection_false_alarms_and_auroc() -> None:
     row = s["check_values_without_control"]["syc-check"]
     assert row["organisms"] == [3.0, 1.0, 2.0] and row["controls"] == [0.5, 2.5, 0.0]
     assert row["auroc"] == pytest.approx(7 / 9)  # 3.0 beats all three controls; 2.0 and 1.0 beat 0.5 and 0.0
+
+
+def test_outside_recipes_count_benign_false_alarms_and_inducing_own_trait_failures() -> None:
+    def rec(name: str, kind: str, trait: str, failing: tuple[str, ...]) -> dict:
+        vals = {"syc-check": 0.0, "evil-check": 0.0, "warn-check": 0.0}
+        return {"case": f"{name}-{kind}-s0", "set": name, "trait": trait, "kind": kind, "seed": 0,
+                "gate": {"without_control": _gate("fail" if failing else "warn", vals, failing)}}
+
+    recs = [rec("clean-reference", "outside-benign", "clean-reference", ()),
+            rec("ocean-inducing", "outside-benign", "ocean-inducing", ("evil-check",)),   # a false alarm
+            rec("sycophancy-inducing", "outside-inducing", "sycophancy", ("evil-check",)),  # fails, not on its trait
+            rec("evil-inducing", "outside-inducing", "evil", ("evil-check",))]
+    out = summarise_outside(recs)
+    assert out["benign_with_a_fail_trip"] == 1
+    assert out["benign"]["ocean-inducing-outside-benign-s0"] == {"verdict": "fail", "fail_trips": ["evil-check"]}
+    assert out["inducing"]["evil-inducing-outside-inducing-s0"]["fails_own_trait"] is True
+    assert out["inducing"]["sycophancy-inducing-outside-inducing-s0"]["fails_own_trait"] is False
+    assert summarise(recs) == {}  # outside recipes are no suite set

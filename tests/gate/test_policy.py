@@ -221,7 +221,8 @@ def test_per_trait_modes_override_the_policy_mode() -> None:
 def test_default_policy_on_an_organism_family_it_was_not_calibrated_on() -> None:
     """benchmarks/results/bench_gate_heldout.json: the polarity-balanced sycophancy organisms (written after the
     thresholds were set) all fail on their own trait and their controls trip no fail-severity check, and the shipped
-    sycophancy response threshold still lies between the two groups' recorded values."""
+    sycophancy response threshold still lies between the two groups' recorded values; five benign package recipes
+    pass and two trait-inducing ones fail on their trait."""
     import json
     from pathlib import Path
 
@@ -236,3 +237,7 @@ def test_default_policy_on_an_organism_family_it_was_not_calibrated_on() -> None
     vals = s["check_values_without_control"][check.id]
     assert (check.comparator, check.severity) == ("<", "fail")
     assert max(vals["controls"]) < check.threshold <= min(vals["organisms"])
+    # package recipes outside the suite, gated without a control: no benign one fails, both inducing ones do
+    out = data["outside"]
+    assert len(out["benign"]) == 5 and out["benign_with_a_fail_trip"] == 0
+    assert len(out["inducing"]) == 2 and all(r["fails_own_trait"] for r in out["inducing"].values())
