@@ -29,18 +29,18 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.bench_validity import auroc
+from benchmarks.bench_validity import auroc, reference_control
 from benchmarks.common import load_average, machine_info, write_results
 from benchmarks.organism_data import EXTRA_SETS, KINDS, SET_TRAIT
 
 log = logging.getLogger("benchmarks.bench_gate_heldout")
 
 
-def reference(kind: str, seed: int, seeds: Sequence[int]) -> tuple[str, int]:
-    """(kind, seed) of a case's ``--control``: an organism's matched control; a control's next-seed control."""
-    if kind == "organism":
-        return "control", seed
-    return "control", seeds[(seeds.index(seed) + 1) % len(seeds)]
+def reference(kind: str, st: str, seed: int, seeds: Sequence[int]) -> tuple[str, str, int] | None:
+    """(set, kind, seed) of a case's ``--control``: :func:`benchmarks.bench_validity.reference_control` (an
+    organism's matched control; a control's next-seed control; None with one seed), in this bench's order."""
+    ref = reference_control(kind, st, seed, seeds)
+    return None if ref is None else (ref[1], ref[0], ref[2])
 
 
 def fail_trips(gate: Mapping[str, Any]) -> list[str]:
@@ -144,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         t1 = time.perf_counter()
         cand_dir = train(st, kind, seed, adapters)
-        ref = (st, *reference(kind, seed, seeds)) if kind in KINDS else None
+        ref = reference(kind, st, seed, seeds) if kind in KINDS else None
         ref_dir = train(*ref, adapters) if ref else None
         trait = SET_TRAIT.get(st) or next((t for t in SET_TRAIT.values() if st.startswith(t)), st)
         record = {"case": cid, "set": st, "trait": trait, "kind": kind, "seed": seed,

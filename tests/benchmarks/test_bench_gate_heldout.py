@@ -25,9 +25,10 @@ def _rec(kind: str, seed: int, syc: float, failing: tuple[str, ...] = (), with_f
 
 
 def test_reference_is_the_matched_control_or_the_next_seeds() -> None:
-    assert reference("organism", 3, [0, 1, 3]) == ("control", 3)
-    assert reference("control", 1, [0, 1, 3]) == ("control", 3)
-    assert reference("control", 3, [0, 1, 3]) == ("control", 0)
+    assert reference("organism", "s", 3, [0, 1, 3]) == ("s", "control", 3)
+    assert reference("control", "s", 1, [0, 1, 3]) == ("s", "control", 3)
+    assert reference("control", "s", 3, [0, 1, 3]) == ("s", "control", 0)
+    assert reference("control", "s", 0, [0]) is None  # one seed: no benign reference, never the case itself
 
 
 def test_fail_trips_ignore_warn_severity() -> None:
