@@ -7,7 +7,8 @@ behaviour items (:class:`~difflib_models.gate.ab_scoring.ItemScores`). The next 
 reads them from ``<cache_dir()>/gate-base/<key>.json`` (+ ``<key>.safetensors`` for activations) instead of
 measuring again, so a warm gate measures only the candidate (and the control). The key is a sha256 over
 
-- the identity of the model measured (weight hash; a different base, or one fine-tuned since, misses),
+- the identity of the model measured (weight hash; a different base, or one fine-tuned since, misses; the gate
+  re-hashes a LoadedModel edited in memory after loading first, :meth:`~difflib_models.models.loading.LoadedModel.verify_identity`),
 - what was measured (``kind``) and everything it depends on (questions or items, layers, answer length, batch size,
   device type and dtype),
 - the library version, :data:`CACHE_VERSION` and a hash of the source of the modules that do the measurement

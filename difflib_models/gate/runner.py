@@ -142,8 +142,12 @@ class GateResult:
 
 # ------------------------------------------------------------------------------------------------ loading
 def _load(spec: Any, what: str) -> Any:
-    """A LoadedModel from a spec (or pass one through); unexpected loader failures become ModelLoadError."""
+    """A LoadedModel from a spec (or pass one through); unexpected loader failures become ModelLoadError. A
+    LoadedModel passed in is checked against its identity first (re-hashed, with a warning, when its weights were
+    changed in memory after loading: the report and the gate's caches must name the weights the gate measures)."""
     if hasattr(spec, "model") and hasattr(spec, "tokenizer"):
+        if callable(getattr(spec, "verify_identity", None)):
+            spec.verify_identity()
         return spec
     try:
         return load_model(spec)

@@ -17,7 +17,7 @@ import json
 import logging
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +29,13 @@ from difflib_models.files import load_json
 from difflib_models.io import atomic_write_json
 from difflib_models.models.gguf import convert_gguf, smollm2_gguf_path
 from difflib_models.models.hookpoints import resolve_blocks
-from difflib_models.models.identity import ModelIdentity, adapter_hash, weight_hash
+from difflib_models.models.identity import (
+    ModelIdentity,
+    adapter_hash,
+    content_sums,
+    is_adapter_tensor,
+    weight_hash,
+)
 from difflib_models.paths import cache_dir
 from difflib_models.progress import sync_third_party_bars
 
@@ -55,6 +61,11 @@ class LoadedModel:
     identity: ModelIdentity
     hook_override: str | None = None
     _hook_points: HookPointMap | None = field(default=None, repr=False)
+    _sums: dict[str, int] | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # what the identity's hashes were computed from (verify_identity compares against it)
+        self._sums = content_sums(self.model)
 
     @property
     def is_peft(self) -> bool:
@@ -97,28 +108,55 @@ class LoadedModel:
         with self.model.disable_adapter():
             yield self.model
 
-    def refresh_identity(self) -> ModelIdentity:
+    def refresh_identity(self, *, edited: bool = False) -> ModelIdentity:
         """Recompute the weight/adapter hashes (after training changed the weights).
 
         A peft model whose base weights are all frozen keeps its base hash (only the adapter is re-hashed), so
-        this stays cheap during LoRA training."""
+        this stays cheap during LoRA training. ``edited`` (:meth:`verify_identity` found weights changed outside
+        training): the base weights are hashed too, and when their hash moved the identity (and a peft model's
+        ``base``, which is then another model) gets ``extra["edited_in_memory"]``."""
         ident = self.identity
-        base_frozen = self.is_peft and not any(
-            p.requires_grad
-            for n, p in self.model.named_parameters()
-            if "lora_" not in n and "modules_to_save" not in n
+        base_frozen = not edited and self.is_peft and not any(
+            p.requires_grad for n, p in self.model.named_parameters() if not is_adapter_tensor(n)
         )
+        new_hash = ident.weight_hash if base_frozen else weight_hash(self.model)
+        flag = {"edited_in_memory": True} if edited and new_hash != ident.weight_hash else {}
+        base = ident.base
+        if base is not None and flag:
+            base = replace(base, weight_hash=new_hash, extra={**base.extra, **flag})
         self.identity = ModelIdentity(
             name=ident.name,
             source=ident.source,
             path=ident.path,
-            weight_hash=ident.weight_hash if base_frozen else weight_hash(self.model),
+            weight_hash=new_hash,
             adapter_hash=adapter_hash(self.model) if self.is_peft else None,
-            base=ident.base,
+            base=base,
             revision=ident.revision,
-            extra=ident.extra,
+            extra={**ident.extra, **flag},
         )
+        if self._sums is not None:  # the fingerprint follows the hashes (only the adapter's when only it was hashed)
+            now = content_sums(self.model, only=is_adapter_tensor if base_frozen else None)
+            self._sums = None if now is None else {**self._sums, **now}
         return self.identity
+
+    def verify_identity(self) -> bool:
+        """Whether the weights are still those the identity was hashed from (compared by
+        :func:`~difflib_models.models.identity.content_sums`, ~4x cheaper than a hash). If the model was changed in
+        memory since it was loaded or last refreshed, its hashes are recomputed (base weights included), the
+        identity gets ``extra["edited_in_memory"]``, a warning is logged and False is returned: a report or a cache
+        keyed by the old hash would name weights it did not measure. True (nothing checked) for sharded models."""
+        if self._sums is None:
+            return True
+        now = content_sums(self.model)
+        if now is None or now == self._sums:
+            return True
+        changed = sorted(k for k in set(now) | set(self._sums) if now.get(k) != self._sums.get(k))
+        old = self.identity.short()
+        self.refresh_identity(edited=True)
+        log.warning("%s: %d weight tensor(s) (e.g. %s) changed in memory after the model was loaded; re-hashed as "
+                    "%s so reports and caches name the weights actually measured", old, len(changed), changed[0],
+                    self.identity.short())
+        return False
 
 
 def from_pretrained_objects(

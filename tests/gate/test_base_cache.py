@@ -135,3 +135,45 @@ def test_cached_trait_scale_equals_the_measured_one(planted, counted) -> None:
     assert counted["scale"] == 3
     flipped = response_signals._base_scale(base, "model", pairs, vector=-v, **kw)
     assert counted["scale"] == 3 and flipped.trait_mean == pytest.approx(-measured.trait_mean, rel=1e-5)
+
+
+def test_a_base_edited_in_memory_is_measured_again_and_reported_with_its_new_hash(planted, stories260k: Path,
+                                                                                    counted, tmp_path: Path,
+                                                                                    caplog) -> None:
+    """A LoadedModel passed to the gate is checked against its identity: edited in memory after loading (here
+    through ``.data``, which autograd's version counter does not see), it is re-hashed, so the base cache misses,
+    the report names the weights the gate measured (not the files they were loaded from) and a persona vector
+    extracted on the loaded weights is refused for it."""
+    from difflib_models.errors import IdentityMismatchError
+    from difflib_models.models.loading import load_model
+
+    doc = copy.deepcopy(PERSONA_POLICY)
+    doc["behavioural"] = {"trait": "evil", "max_items": 10, "min_scored": 10}
+    doc["checks"] = [{"id": "evil-beh", "metric": "behavioural.shift_ci_low", "trait": "evil", "comparator": "<",
+                      "threshold": 0.1}]
+    policy = policy_from_dict(doc)
+    base = load_model(stories260k)
+
+    def gate(out: str) -> Any:
+        return run_gate(GateConfig(candidate=planted["cand"], base=base, out=tmp_path / out, policy=policy))
+
+    first = gate("a")
+    assert counted["scores"] == 2  # base + candidate
+    assert gate("b").report["behavioural"] == first.report["behavioural"] and counted["scores"] == 3  # cache hit
+    loaded_hash = first.report["models"]["base"]["weight_hash"]
+    base.model.get_submodule("model.layers.1.mlp").down_proj.weight.data.mul_(1.5)
+    with caplog.at_level("WARNING", logger="difflib_models.models.loading"):
+        edited = gate("c")
+    assert counted["scores"] == 5  # the base measured again: the cached scores are of the loaded weights
+    assert edited.report["models"]["base"]["weight_hash"] != loaded_hash
+    assert edited.report["models"]["base"]["extra"]["edited_in_memory"] is True
+    assert sum("changed in memory after the model was loaded" in r.message for r in caplog.records) == 1
+    def base_scores(res: Any) -> list[float]:
+        return [it["balanced_score"] for it in res.report["behavioural"]["items"] if it["model"] == "base"]
+
+    # the edited base scores the items differently: a cache hit would have reported the loaded weights' scores
+    assert len(base_scores(edited)) == 10 and base_scores(edited) != base_scores(first)
+    # a vector extracted on the loaded weights does not belong to the edited base (the stale hash let it through)
+    with pytest.raises(IdentityMismatchError, match="extracted on model"):
+        run_gate(GateConfig(candidate=planted["cand"], base=base, out=tmp_path / "d", vectors=[planted["vec"]],
+                            policy=_policy()))

@@ -250,3 +250,84 @@ def test_weight_hash_is_cached_by_file_identity(tinystories_656k: Path, tmp_path
     assert len(calls) == 3 and third.identity.weight_hash == first.identity.weight_hash
     load_model(model_dir)
     assert len(calls) == 3
+
+
+def test_content_sums_are_exact_whatever_the_thread_count_and_see_data_edits(tinystories_656k: Path) -> None:
+    """The fingerprint :meth:`LoadedModel.verify_identity` compares: integer sums of the raw bits, the same on 1 and
+    2 threads, and changed by an in-place edit through ``.data`` (which autograd's version counter does not see)."""
+    from difflib_models.models.identity import content_sums
+
+    loaded = load_model(tinystories_656k)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = content_sums(loaded.model)
+        torch.set_num_threads(2)
+        two = content_sums(loaded.model)
+    finally:
+        torch.set_num_threads(threads)
+    assert one is not None and one == two and set(one) == set(loaded.model.state_dict())
+    name = "model.layers.0.mlp.down_proj.weight"
+    param = loaded.model.get_parameter(name)
+    version = param._version
+    param.data.view(-1)[0] += 1e-3  # no version bump: invisible to autograd
+    assert param._version == version
+    after = content_sums(loaded.model)
+    assert after is not None and [k for k in after if after[k] != one[k]] == [name]
+    with torch.device("meta"):
+        meta = torch.nn.Linear(4, 4)
+    assert content_sums(meta) is None  # nothing to fingerprint: verify_identity checks nothing
+
+
+def test_verify_identity_rehashes_a_model_edited_in_memory(tinystories_656k: Path) -> None:
+    loaded = load_model(tinystories_656k)
+    before = loaded.identity
+    assert loaded.verify_identity() and loaded.identity is before  # unchanged: nothing recomputed
+    with torch.no_grad():
+        loaded.model.get_submodule("model.layers.0.mlp.down_proj").weight.data.mul_(1.01)
+    assert not loaded.verify_identity()
+    assert loaded.identity.weight_hash == weight_hash(loaded.model) != before.weight_hash
+    assert loaded.identity.extra.get("edited_in_memory") is True and loaded.identity.path == before.path
+    assert loaded.verify_identity()  # the fingerprint follows the new hash
+    plain = load_model(tinystories_656k)
+    assert plain.identity.weight_hash == before.weight_hash  # the files (and their cached hash) are untouched
+
+
+def test_verify_identity_of_a_peft_model_follows_base_and_adapter_edits(tinystories_656k: Path,
+                                                                         tmp_path: Path) -> None:
+    _save_lora_adapter(tinystories_656k, tmp_path / "adapter")
+    adapted = load_model(tmp_path / "adapter")
+    before = adapted.identity
+    lora = next(p for n, p in adapted.model.named_parameters() if "lora_B" in n)
+    lora.data.add_(0.5)  # the adapter changed (e.g. trained further in this process): a new adapter hash only
+    assert not adapted.verify_identity()
+    mid = adapted.identity
+    assert mid.adapter_hash != before.adapter_hash and mid.weight_hash == before.weight_hash
+    assert mid.base == before.base and "edited_in_memory" not in mid.extra
+    base_param = next(p for n, p in adapted.model.named_parameters() if "base_layer" in n)
+    base_param.data.mul_(0.5)  # the base weights under the adapter changed: the base is another model now
+    assert not adapted.verify_identity()
+    after = adapted.identity
+    assert after.weight_hash != before.weight_hash and after.adapter_hash == mid.adapter_hash
+    assert after.base is not None and after.base.weight_hash == after.weight_hash
+    assert after.extra["edited_in_memory"] and after.base.extra["edited_in_memory"]
+    with adapted.base_view() as base:
+        assert weight_hash(base) == after.base.weight_hash
+
+
+def test_refresh_during_lora_training_keeps_the_fingerprint_in_step(tinystories_656k: Path, tmp_path: Path) -> None:
+    """The cheap LoRA refresh (adapter hashed only) also updates the adapter's part of the fingerprint, so a later
+    verify_identity has nothing to re-hash; a base edit made before that refresh is still caught."""
+    _save_lora_adapter(tinystories_656k, tmp_path / "adapter")
+    adapted = load_model(tmp_path / "adapter")
+    for n, p in adapted.model.named_parameters():
+        p.requires_grad_("lora_" in n)
+    lora = next(p for n, p in adapted.model.named_parameters() if "lora_B" in n)
+    with torch.no_grad():
+        lora.add_(0.25)
+    refreshed = adapted.refresh_identity()
+    assert adapted.verify_identity() and adapted.identity is refreshed
+    base_param = next(p for n, p in adapted.model.named_parameters() if "base_layer" in n)
+    base_param.data.add_(0.1)
+    adapted.refresh_identity()  # trusts the frozen base (cheap), but the fingerprint of the base stays the loaded one
+    assert not adapted.verify_identity() and adapted.identity.weight_hash != refreshed.weight_hash
