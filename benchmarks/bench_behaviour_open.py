@@ -69,28 +69,14 @@ def _rows(trait: str, kind: str) -> list[dict[str, Any]]:
 
 def train(trait: str, kind: str, seed: int, work: Path) -> Path:
     """The case's LoRA adapter (trained with the suite's recipe unless ``work`` holds it already)."""
-    import lightning.pytorch as L
-
-    from benchmarks.bench_validity import recipe
-    from difflib_models.models.loading import load_model
-    from difflib_models.training.lora_module import ChatDataModule, LoRAFineTune, add_lora
+    from benchmarks.bench_validity import fit_lora, recipe
 
     out = work / case_name(trait, kind, seed)
     if (out / "adapter_config.json").is_file():
         return out
     rec = recipe(False, None)
-    L.seed_everything(seed, workers=True, verbose=False)
-    loaded = load_model(None)
-    data = ChatDataModule(loaded.tokenizer, _rows(trait, kind)[: rec["rows"]], batch_size=rec["batch_size"],
-                          max_length=rec["max_length"], seed=seed)
-    model = add_lora(loaded.model, r=rec["lora_r"], alpha=rec["lora_alpha"], seed=seed)
-    module = LoRAFineTune(model, loaded.tokenizer, lr=rec["lr"], max_steps=rec["steps"],
-                          warmup_steps=min(rec["warmup_steps"], rec["steps"] - 1))
-    trainer = L.Trainer(max_steps=rec["steps"], accelerator="cpu", devices=1, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        default_root_dir=str(work / "lightning"))
     t0 = time.perf_counter()
-    trainer.fit(module, datamodule=data)
+    model, trainer = fit_lora(_rows(trait, kind)[: rec["rows"]], rec, seed, work / "lightning")
     model.save_pretrained(str(out))  # peft writes adapter_config.json last: its presence marks a finished run
     log.info("trained %s in %.0f s (loss %.3f)", out.name, time.perf_counter() - t0,
              float(trainer.callback_metrics.get("train_loss", float("nan"))))

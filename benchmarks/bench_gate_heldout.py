@@ -162,6 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     records = [r for r in records if r["case"] in names]
     write_results(args.name, {
         "config": vars(args), "complete": len(records) == len(cases), "seconds": round(time.perf_counter() - t0, 1),
+        # "seconds" is this invocation's; a rerun skips finished cases, so the cases' own times add up the whole run
+        "case_seconds_total": round(sum(float(r.get("seconds") or 0.0) for r in records), 1),
         "load_average_at_start": load_start, "vectors": meta, "policy": "difflib_models/gate/default_policy.yaml",
         "summary": summarise(records), "outside": summarise_outside(records), "records": records}, machine_info())
     return 0

@@ -541,33 +541,41 @@ def train(kind: str, trait: str, seed: int, rec: Mapping[str, Any], vectors: Map
         lock.unlink(missing_ok=True)
 
 
-def _train(kind: str, trait: str, seed: int, rec: Mapping[str, Any], vectors: Mapping[str, str],
-           run_dir: Path) -> dict[str, Any]:
+def fit_lora(rows: Sequence[Mapping[str, Any]], rec: Mapping[str, Any], seed: int, root_dir: Path,
+             callbacks: Sequence[Any] = ()) -> tuple[Any, Any]:
+    """The suite's LoRA fine-tune (recipe ``rec``, seeded) of the bundled SmolLM2 on ``rows`` with ``callbacks``
+    attached: (the peft model, its Trainer after ``fit``). bench_behaviour_open trains its cases with it too."""
     import lightning.pytorch as L
 
-    from benchmarks.organism_data import load_rows
-    from difflib_models.callbacks import PersonaMonitor
-    from difflib_models.io import atomic_write_json
     from difflib_models.models.loading import load_model
     from difflib_models.training.lora_module import ChatDataModule, LoRAFineTune, add_lora
 
-    done = run_dir / "train.json"
-    t0 = time.perf_counter()
     L.seed_everything(seed, workers=True, verbose=False)
     loaded = load_model(None)
-    rows = load_rows(trait, kind)[: rec["rows"]]
-    data = ChatDataModule(loaded.tokenizer, rows, batch_size=rec["batch_size"], max_length=rec["max_length"],
+    data = ChatDataModule(loaded.tokenizer, list(rows), batch_size=rec["batch_size"], max_length=rec["max_length"],
                           seed=seed)
     model = add_lora(loaded.model, r=rec["lora_r"], alpha=rec["lora_alpha"], seed=seed)
     module = LoRAFineTune(model, loaded.tokenizer, lr=rec["lr"], max_steps=rec["steps"],
                           warmup_steps=min(rec["warmup_steps"], rec["steps"] - 1))
+    trainer = L.Trainer(max_steps=rec["steps"], accelerator="cpu", devices=1, logger=False, callbacks=list(callbacks),
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        default_root_dir=str(root_dir))
+    trainer.fit(module, datamodule=data)
+    return model, trainer
+
+
+def _train(kind: str, trait: str, seed: int, rec: Mapping[str, Any], vectors: Mapping[str, str],
+           run_dir: Path) -> dict[str, Any]:
+    from benchmarks.organism_data import load_rows
+    from difflib_models.callbacks import PersonaMonitor
+    from difflib_models.io import atomic_write_json
+
+    done = run_dir / "train.json"
+    t0 = time.perf_counter()
     files = [vectors[t] for t in TRAITS]
     monitor = PersonaMonitor(vectors=files, every_n_steps=rec["monitor_every"], out_dir=str(run_dir / "monitor"),
                              batch_size=20, stop_on_fail=False)
-    trainer = L.Trainer(max_steps=rec["steps"], accelerator="cpu", devices=1, logger=False, callbacks=[monitor],
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        default_root_dir=str(run_dir))
-    trainer.fit(module, datamodule=data)
+    model, trainer = fit_lora(load_rows(trait, kind)[: rec["rows"]], rec, seed, run_dir, callbacks=[monitor])
     model.save_pretrained(str(run_dir / "adapter"))
     mon = monitor.summary()
     last = mon["series"][-1]["traits"] if mon["series"] else {}
