@@ -305,3 +305,24 @@ def test_smollm2_filter_ranks_held_out_ab_answers(smollm2, shared_data: Path, tr
     print(trait_id, rec.method, rec.filter_layer, round(rec.eval_auroc, 3), "random", [round(r, 3) for r in rand])
     assert rec.eval_auroc > max(rand), (rec.eval_auroc, rand)
     assert rec.eval_auroc >= 0.9, rec.to_dict()
+
+
+def test_recorded_held_out_filter_figures_across_split_seeds() -> None:
+    """docs/data-filtering.md, "Other split seeds", read back from the benchmark JSONs (split seeds 0, 1, 2): evil
+    >= 0.9 on every evaluation half and above every random direction; hallucination 1.0 everywhere but tied by a
+    random direction at seed 2 (so its CI margin over random directions holds at 2 of 3 splits only)."""
+    root = Path(__file__).resolve().parents[3] / "benchmarks" / "results"
+    runs = {seed: json.loads((root / name).read_text(encoding="utf-8"))["traits"]
+            for seed, name in ((0, "filter_heldout.json"), (1, "filter_heldout_s1.json"),
+                               (2, "filter_heldout_s2.json"))}
+    for seed, traits in runs.items():
+        for trait in ("evil", "hallucination"):
+            row = traits[trait]["heldout_protocol"]
+            assert row["seed"] == seed and row["n_eval"] == 10
+            assert row["eval_auroc"] >= 0.9 and row["eval_pair_win_rate"] == 1.0, (seed, trait, row)
+            assert traits[trait]["recipe_on_heldout"]["auroc"] >= 0.95
+        assert runs[seed]["evil"]["heldout_protocol"]["beats_every_random"]
+        assert runs[seed]["evil"]["heldout_protocol"]["random_eval_auroc_max"] < 0.85
+    beats = [runs[s]["hallucination"]["heldout_protocol"]["beats_every_random"] for s in (0, 1, 2)]
+    assert beats == [True, True, False]
+    assert runs[2]["hallucination"]["heldout_protocol"]["random_eval_auroc_max"] == 1.0
