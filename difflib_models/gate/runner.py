@@ -57,7 +57,7 @@ from difflib_models.gate.policy import (
 from difflib_models.gate.response_signals import response_fields
 from difflib_models.hooks import BlockReader, EarlyStop, probe_mode, run_forward
 from difflib_models.models.compat import check_compatible, model_label
-from difflib_models.models.loading import from_pretrained_objects, load_model
+from difflib_models.models.loading import LoadedModel, from_pretrained_objects, load_model
 from difflib_models.outputs import check_outputs
 from difflib_models.persona.contracts import ValidationSummary
 from difflib_models.persona.extraction.extractor import PersonaExtractor
@@ -238,6 +238,17 @@ def extraction_settings(plan: Any, layer: int, batch_size: int, trait_id: str) -
             "validation": GATE_VALIDATION}
 
 
+def _base_view(peft_loaded: Any, model: Any) -> Any:
+    """A LoadedModel of a peft model's base view (``model``: the peft model inside ``disable_adapter()``) that the
+    extractor records as the base: the adapter load's base identity (its weights were hashed, and verified by
+    :func:`_load`, already), else one hashed here (a peft model object passed in carries no base identity)."""
+    base_ident = peft_loaded.identity.base
+    if base_ident is None:
+        return from_pretrained_objects(model, peft_loaded.tokenizer, name="base (adapter disabled)")
+    return LoadedModel(model=model, tokenizer=peft_loaded.tokenizer,
+                       identity=dataclasses.replace(base_ident, name="base (adapter disabled)"))
+
+
 def _extract(base_loaded: Any, side: str, trait: Any, layer: int, plan: Any, *,
              probe_acts: torch.Tensor | None = None, batch_size: int = PROBE_BATCH_SIZE) -> Any:
     """Persona vector of ``trait`` at ``layer`` on the BASE model with persona-core's extractor, validated at the
@@ -252,8 +263,7 @@ def _extract(base_loaded: Any, side: str, trait: Any, layer: int, plan: Any, *,
     )
     t0 = time.perf_counter()
     with model_view(base_loaded, side) as model:
-        view = base_loaded if side != "base" else from_pretrained_objects(model, base_loaded.tokenizer,
-                                                                          name="base (adapter disabled)")
+        view = base_loaded if side != "base" else _base_view(base_loaded, model)
         ext = PersonaExtractor(mode=plan.mode_for(trait.id), layers=[layer], batch_size=batch_size).fit(
             view, small, probe_acts=None if probe_acts is None else {layer: probe_acts})
         t1 = time.perf_counter()

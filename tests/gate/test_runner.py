@@ -92,6 +92,32 @@ def test_peft_adapter_candidate_uses_its_base(planted, stories260k, tmp_path) ->
     assert abs(evil["shift"]) > 1e-4  # the adapter changed the activations
 
 
+def test_base_view_reuses_the_adapter_loads_base_identity(stories260k, tmp_path, monkeypatch) -> None:
+    """The base view the gate extracts vectors on carries the adapter load's (verified) base identity instead of
+    hashing the whole model again per trait; a peft model object without a base identity is hashed, to the same
+    hash."""
+    from peft import PeftModel
+
+    from difflib_models.gate import runner
+    from difflib_models.models import loading
+    from difflib_models.models.identity import weight_hash
+    from difflib_models.models.loading import load_model
+
+    save_lora_adapter(stories260k, tmp_path / "adapter")
+    adapted = load_model(tmp_path / "adapter")
+    expected = weight_hash(loading.load_model(stories260k).model)
+    with monkeypatch.context() as m, adapted.base_view() as model:
+        m.setattr(loading, "weight_hash", lambda *_: pytest.fail("the base view re-hashed the model"))
+        view = runner._base_view(adapted, model)
+    assert view.identity.weight_hash == expected and view.identity.name == "base (adapter disabled)"
+    assert view.identity.path == adapted.identity.base.path
+    obj = load_model(PeftModel.from_pretrained(loading.load_model(stories260k).model, str(tmp_path / "adapter")),
+                     tokenizer=adapted.tokenizer)
+    assert obj.identity.base is None
+    with obj.base_view() as model:
+        assert runner._base_view(obj, model).identity.weight_hash == expected
+
+
 def _vec(path, base, *, layers, selected, validation, gap=8.0):
     from difflib_models.persona.extraction.vectors import PersonaVectorSet
 
