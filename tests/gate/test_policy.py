@@ -1,11 +1,21 @@
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from difflib_models.errors import ConfigError
 from difflib_models.gate.policy import BUILTIN_METRICS, load_policy, policy_from_dict
+
+RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+
+
+def _result(name: str) -> Any:
+    """A benchmark result JSON under benchmarks/results/."""
+    return json.loads((RESULTS / name).read_text(encoding="utf-8"))
 
 
 def _check(**kw):
@@ -14,9 +24,6 @@ def _check(**kw):
 
 
 def test_default_policy_loads_and_marks_thresholds_as_proposals_or_calibrated() -> None:
-    import json
-    from pathlib import Path
-
     policy = load_policy()
     assert policy.name == "default-release"
     assert policy.traits() == ["evil", "sycophancy", "hallucination"]
@@ -27,9 +34,8 @@ def test_default_policy_loads_and_marks_thresholds_as_proposals_or_calibrated() 
     assert (fail_z.comparator, fail_z.severity, fail_z.min_null_percentile) == ("<", "fail", 0.95)
     # every calibrated threshold is the organism-vs-control suite's (max control + margin) for a check whose
     # organisms all lie above it, and says what it was calibrated on
-    results = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
-    cal = json.loads((results / "bench_validity.json").read_text(encoding="utf-8"))["report"]["calibrated_checks"]
-    signals = json.loads((results / "signal_calibration.json").read_text(encoding="utf-8"))
+    cal = _result("bench_validity.json")["report"]["calibrated_checks"]
+    signals = _result("signal_calibration.json")
     metric_of = {"persona.shift_z": "last.shift_z", "persona.response_z": "resp.own_z",
                  "persona.response_null_z": "resp.own_null_z", "persona.response_text_z": "resp.text_z"}
     calibrated = [c for c in policy.checks if c.source == "calibrated"]
@@ -55,7 +61,7 @@ def test_default_policy_loads_and_marks_thresholds_as_proposals_or_calibrated() 
         assert held["false_alarms"] == 0 and held["detected"] == held["n_organisms"] > 0
     # the open behavioural checks: the bench's calibrated threshold, every organism caught and no control or benign
     # recipe outside the suite tripped, on the calibration seeds and unchanged on the held-out seeds
-    opened = json.loads((results / "bench_behaviour_open.json").read_text(encoding="utf-8"))["per_score"]["open"]
+    opened = _result("bench_behaviour_open.json")["per_score"]["open"]
     assert by_open == {"evil-behaviour-open-shift"}
     for c in (x for x in calibrated if x.id in by_open):
         row = opened[c.trait]
@@ -223,11 +229,7 @@ def test_default_policy_on_an_organism_family_it_was_not_calibrated_on() -> None
     thresholds were set) all fail on their own trait and their controls trip no fail-severity check, and the shipped
     sycophancy response threshold still lies between the two groups' recorded values; five benign package recipes
     pass and two trait-inducing ones fail on their trait."""
-    import json
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "bench_gate_heldout.json"
-    data = json.loads(path.read_text(encoding="utf-8"))
+    data = _result("bench_gate_heldout.json")
     assert data["complete"]
     s = data["summary"]["sycophancy_balanced"]
     wo = s["without_control"]
@@ -248,11 +250,7 @@ def test_default_policy_on_the_whole_suite_regated() -> None:
     organism / control x seeds 0-4): without a control no control trips a fail-severity check and every evil and
     sycophancy organism fails on its own trait (hallucination: 2 of 5, its response check is a proposal); with the
     matched control every organism fails on its own trait."""
-    import json
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "bench_gate_suite.json"
-    data = json.loads(path.read_text(encoding="utf-8"))
+    data = _result("bench_gate_suite.json")
     assert data["complete"]
     caught = {"evil": 5, "sycophancy": 5, "hallucination": 2}
     for trait, s in data["summary"].items():
@@ -268,14 +266,7 @@ def test_no_hallucination_response_threshold_separates_without_a_control() -> No
     fine-tunes of bench_gate_suite.json and bench_gate_heldout.json, a benign package recipe (clean-reference) reads
     above the lowest hallucination organism, so any threshold either misses an organism or trips a benign
     fine-tune; the shipped 2.0 catches 2 of 5 and trips none."""
-    import json
-    from pathlib import Path
-
-    from difflib_models.gate.policy import load_policy
-
-    root = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
-    records = [r for name in ("bench_gate_suite.json", "bench_gate_heldout.json")
-               for r in json.loads((root / name).read_text(encoding="utf-8"))["records"]]
+    records = [r for name in ("bench_gate_suite.json", "bench_gate_heldout.json") for r in _result(name)["records"]]
     value = {r["case"]: r["gate"]["without_control"]["checks"]["hallucination-response-null-z"]["value"]
              for r in records}
     organisms = sorted(value[r["case"]] for r in records if r["kind"] == "organism" and r["trait"] == "hallucination")
