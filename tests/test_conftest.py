@@ -1,12 +1,13 @@
 """The CI guard of tests/conftest.py: a run cannot be green on skipped or missing evidence, and markers follow
 what the tests load.
 
-The first three tests run tests/conftest.py in a separate pytest process (pytester) on small made-up test files;
+The pytester tests run tests/conftest.py in a separate pytest process (some under pytest-xdist) on small made-up test files;
 the others read the test sources."""
 
 from __future__ import annotations
 
 import ast
+import os
 import re
 from pathlib import Path
 
@@ -51,11 +52,16 @@ def _run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
     return pytester.runpytest_subprocess("-p", "no:cacheprovider", "-rs", *args)
 
 
-def test_fail_on_skip_fails_only_for_skips_not_caused_by_a_missing_gpu(pytester: pytest.Pytester) -> None:
+XDIST = pytest.mark.parametrize("workers", [(), ("-n", "2")], ids=["one-process", "xdist"])
+
+
+@XDIST
+def test_fail_on_skip_fails_only_for_skips_not_caused_by_a_missing_gpu(pytester: pytest.Pytester,
+                                                                       workers: tuple[str, ...]) -> None:
     pytester.makepyfile(test_fake=FAKE_TESTS, test_module_skip="import pytest\n\n"
                         "pytest.importorskip('no_such_module_for_this_test')\n\n\ndef test_never():\n    pass\n")
     shared = _fake_shared(pytester.path / "fake-shared")
-    res = _run(pytester, "--fail-on-skip", "--shared", str(shared))
+    res = _run(pytester, "--fail-on-skip", "--shared", str(shared), *workers)
     out = res.stdout.str()
     assert res.ret == pytest.ExitCode.TESTS_FAILED, out
     res.assert_outcomes(passed=2, skipped=3, xfailed=1)
@@ -76,18 +82,21 @@ def test_without_ci_mode_the_skips_pass_but_are_named(pytester: pytest.Pytester,
                               "fails on them*", "test_fake.py::test_skips_for_missing_data: data not present"])
 
 
+@XDIST
 def test_ci_mode_stops_on_a_missing_or_incomplete_shared_folder(pytester: pytest.Pytester,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+                                                               monkeypatch: pytest.MonkeyPatch,
+                                                               workers: tuple[str, ...]) -> None:
+    """Under xdist the controller checks before any worker collects (a worker's exit message would be lost)."""
     pytester.makepyfile(test_fake="def test_model(stories260k):\n    assert stories260k.is_dir()\n")
     gone = "data/caa/generate/sycophancy/generate_dataset.json"
     shared = _fake_shared(pytester.path / "fake-shared", leave_out=gone)
     monkeypatch.setenv("CI", "true")  # $CI turns CI mode on without the option
-    res = _run(pytester, "--shared", str(shared))
+    res = _run(pytester, "--shared", str(shared), *workers)
     assert res.ret == pytest.ExitCode.USAGE_ERROR
     res.stdout.fnmatch_lines(["*the evidence these tests need is missing*",
                               f"*{shared} is missing 1 of the {len(conftest.REQUIRED_SHARED)} required*",
                               f"*{gone}*"])
-    res = _run(pytester, "--shared", str(pytester.path / "moved-away"))
+    res = _run(pytester, "--shared", str(pytester.path / "moved-away"), *workers)
     assert res.ret == pytest.ExitCode.USAGE_ERROR
     res.stdout.fnmatch_lines([f"*the shared folder {pytester.path / 'moved-away'} does not exist*"])
     assert "1 passed" not in res.stdout.str()
@@ -109,6 +118,82 @@ def test_auto_marked(stories260k):
     res.stdout.fnmatch_lines(["*markers do not match what the tests load*",
                               "*test_fake.py::test_marked_but_loads_nothing: marked 'shared' but loads nothing*"])
     assert "test_auto_marked: marked" not in res.stdout.str()
+
+
+def test_under_xdist_a_wrong_marker_fails_its_test_with_the_reason(pytester: pytest.Pytester) -> None:
+    """A worker's exit message never reaches the terminal, so under xdist the mismatched test fails instead."""
+    pytester.makepyfile(test_fake="""
+import pytest
+
+@pytest.mark.shared
+def test_marked_but_loads_nothing():
+    pass
+
+def test_fine():
+    pass
+""")
+    res = _run(pytester, "-n", "2")
+    assert res.ret == pytest.ExitCode.TESTS_FAILED
+    res.assert_outcomes(passed=1, errors=1)
+    res.stdout.fnmatch_lines(["*markers do not match what the test loads*test_fake.py::test_marked_but_loads_nothing:"
+                              " marked 'shared' but loads nothing that needs it*"])
+
+
+def test_under_xdist_each_worker_gets_its_share_of_the_cores(pytester: pytest.Pytester) -> None:
+    cores = len(os.sched_getaffinity(0))
+    share = max(1, cores // 2)
+    pytester.makepyfile(test_fake=f"""
+import os
+import subprocess
+import sys
+
+import torch
+
+def test_threads():
+    assert os.environ["PYTEST_XDIST_WORKER"].startswith("gw")
+    assert torch.get_num_threads() == {share}
+    child = "import torch; print(torch.get_num_threads())"  # what a subprocess of the test (DDP, the CLI) gets
+    assert subprocess.run([sys.executable, "-c", child], capture_output=True, text=True).stdout.strip() == "{share}"
+""")
+    _run(pytester, "-n", "2").assert_outcomes(passed=1)
+
+
+def test_under_xdist_unmarked_slow_tests_are_still_named(pytester: pytest.Pytester) -> None:
+    """The controller sees no collection; the list of long tests without the ``slow`` marker reads the reports."""
+    pytester.makepyfile(test_fake="""
+import time
+
+import pytest
+
+def test_unmarked():
+    time.sleep(0.3)
+
+@pytest.mark.slow
+def test_marked():
+    time.sleep(0.3)
+""")
+    text = Path(conftest.__file__).read_text(encoding="utf-8")
+    assert "\nSLOW_S = 20.0\n" in text
+    pytester.makeconftest(text.replace("\nSLOW_S = 20.0\n", "\nSLOW_S = 0.2\n"))
+    res = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2")
+    res.assert_outcomes(passed=2)
+    out = res.stdout.str()
+    section = out[out.index("without the 'slow' marker"):]
+    assert "test_fake.py::test_unmarked" in section and "test_marked" not in section
+
+
+def test_the_longest_files_run_first_and_each_file_stays_in_order() -> None:
+    class Item:
+        def __init__(self, nodeid: str) -> None:
+            self.nodeid = nodeid
+
+    heavy = sorted(conftest.HEAVY_FILES, key=lambda f: -conftest.HEAVY_FILES[f])
+    ids = ["tests/a/test_x.py::t1", f"{heavy[1]}::t1", "tests/a/test_x.py::t2", f"{heavy[0]}::t2",
+           f"{heavy[1]}::t2", f"{heavy[0]}::t1", "tests/b/test_y.py::t"]
+    got = [item.nodeid for item in conftest.heavy_first([Item(i) for i in ids])]
+    assert got == [f"{heavy[0]}::t2", f"{heavy[0]}::t1", f"{heavy[1]}::t1", f"{heavy[1]}::t2",
+                   "tests/a/test_x.py::t1", "tests/a/test_x.py::t2", "tests/b/test_y.py::t"]
+    assert all((conftest.ROOT / f).is_file() for f in conftest.HEAVY_FILES)  # no stale entry
 
 
 def test_a_fixture_that_sets_one_torch_thread_does_not_leave_later_tests_on_one(

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 from pathlib import Path
 
@@ -201,8 +200,8 @@ def run_experiment(model_dir: Path, out: Path, seed: int, diff_rows: list[dict])
 
 @pytest.mark.slow
 @pytest.mark.smollm2  # loads SmolLM2; uses no ../shared data
-def test_adl_and_crosscoder_read_the_ocean_fine_tune_not_the_control(smollm2_dir, tmp_path) -> None:
-    torch.set_num_threads(min(2, os.cpu_count() or 1))  # a 135M model: both CI cores help (restored by conftest)
+def test_adl_and_crosscoder_read_the_ocean_fine_tune_not_the_control(smollm2_dir, tmp_path, _torch_threads) -> None:
+    torch.set_num_threads(_torch_threads)  # a 135M model: the session's threads, not tests/diffing's one (restored)
     results = run_experiment(smollm2_dir, tmp_path, SEED, clean_diff_rows())
 
     narrow, control = results["narrow"], results["control"]
