@@ -39,14 +39,15 @@ cd "$ROOT"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 MLFLOW_DISABLE_TELEMETRY=true
 start=$SECONDS
 status=0
-# one pytest-xdist worker per core (at most 4: each holds SmolLM2 and up to three LoRA copies, ~3.5 GB), tests of a
-# file on one worker; tests/conftest.py gives each worker its share of the cores as torch threads and starts the
-# longest files first. DIFFLIB_MODELS_TEST_WORKERS=1 runs everything in this process.
+# one pytest-xdist worker per core (at most 4: each holds SmolLM2 and up to three LoRA copies, ~3.5 GB), the tests of
+# a file on one worker, files handed out in collection order (--no-loadscope-reorder: xdist would otherwise start
+# with the files that have the most tests), which tests/conftest.py makes longest first; it also gives each worker
+# its share of the cores as torch threads. DIFFLIB_MODELS_TEST_WORKERS=1 runs everything in this process.
 cores="$("$VENV/bin/python" -c 'import os; print(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)')"
 workers="${DIFFLIB_MODELS_TEST_WORKERS:-$(( cores < 4 ? cores : 4 ))}"
 parallel=()
 if [ "$workers" -gt 1 ]; then
-  parallel=(-n "$workers" --dist loadfile)
+  parallel=(-n "$workers" --dist loadfile --no-loadscope-reorder)
 fi
 "$VENV/bin/python" -m pytest -q --fail-on-skip --durations=25 ${parallel[@]+"${parallel[@]}"} "$@" || status=$?
 echo "test suite wall time: $((SECONDS - start)) s (with setup: ${SECONDS} s; ${workers} worker(s)); pytest exit status ${status}" >&2
