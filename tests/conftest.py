@@ -69,7 +69,7 @@ SLOW_S = 20.0
 # one took 643 s at a load average of 4-8) get this unless they carry their own @pytest.mark.timeout
 SLOW_SMOLLM2_TIMEOUT_S = 1800
 # The files that take longest (seconds: setup + call + teardown of all their tests, one process on 2 idle cores,
-# ``--durations=0`` at 8149375). Only the ORDER of a run uses them: these files go first, longest first. Under
+# ``--durations=0`` at 8149375; the kill tests with their forkserver). Only the ORDER of a run uses them: these files go first, longest first. Under
 # pytest-xdist (scripts/test.sh runs one worker per core, tests grouped by file) the long SmolLM2 files then start
 # at once on different workers and the many short files fill the gaps, instead of one long file running alone at
 # the end. A file missing here only runs later; nothing else depends on the figures.
@@ -81,13 +81,12 @@ HEAVY_FILES = {
     "tests/persona/filtering/test_validation.py": 76,
     "tests/callbacks/test_monitor_smollm2.py": 71,
     "tests/persona/filtering/test_scoring.py": 60,
-    "tests/crosscoder/test_kill_resume.py": 36,
     "tests/persona/validation/test_validate.py": 32,
     "tests/integrations/test_mlflow.py": 27,
-    "tests/report/test_kill_write.py": 22,
     "tests/persona/shift/test_headroom_smollm2.py": 21,
-    "tests/store/test_kill_snapshot.py": 21,
     "tests/persona/validation/test_tuned.py": 19,
+    "tests/crosscoder/test_kill_resume.py": 15,
+    "tests/report/test_kill_write.py": 14,
 }
 
 
