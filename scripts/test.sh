@@ -50,6 +50,10 @@ convert_gguf(smollm2_gguf_path())' 2>/dev/null || echo "SmolLM2 not converted be
 # its share of the cores as torch threads. DIFFLIB_MODELS_TEST_WORKERS=1 runs everything in this process.
 cores="$("$VENV/bin/python" -c 'import os; print(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)')"
 workers="${DIFFLIB_MODELS_TEST_WORKERS:-$(( cores < 4 ? cores : 4 ))}"
+case "$workers" in
+  ''|*[!0-9]*|0) echo "error: DIFFLIB_MODELS_TEST_WORKERS='$workers' is invalid. Allowed: a positive integer" \
+                   "(1 runs the tests in one process)" >&2; exit 2 ;;
+esac
 parallel=()
 if [ "$workers" -gt 1 ]; then
   parallel=(-n "$workers" --dist loadfile --no-loadscope-reorder)

@@ -69,10 +69,10 @@ SLOW_S = 20.0
 # one took 643 s at a load average of 4-8) get this unless they carry their own @pytest.mark.timeout
 SLOW_SMOLLM2_TIMEOUT_S = 1800
 # The files that take longest (seconds: setup + call + teardown of all their tests, one process on 2 idle cores,
-# ``--durations=0`` at 8149375; the kill tests with their forkserver). Only the ORDER of a run uses them: these files go first, longest first. Under
-# pytest-xdist (scripts/test.sh runs one worker per core, tests grouped by file) the long SmolLM2 files then start
-# at once on different workers and the many short files fill the gaps, instead of one long file running alone at
-# the end. A file missing here only runs later; nothing else depends on the figures.
+# ``--durations=0`` at 8149375; the kill tests with their forkserver). Only the ORDER of a run uses them: these files
+# go first, longest first. Under pytest-xdist (scripts/test.sh runs one worker per core, tests grouped by file) the
+# long SmolLM2 files then start at once on different workers and the many short files fill the gaps, instead of one
+# long file running alone at the end. A file missing here only runs later; nothing else depends on the figures.
 HEAVY_FILES = {
     "tests/demo/test_demo.py": 196,
     "tests/diffing/test_real_finetune_crosscoder.py": 163,
