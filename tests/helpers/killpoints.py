@@ -13,7 +13,8 @@ from ``1..n`` with a seeded generator.
 The processes are forked from a forkserver that has imported torch, transformers, Lightning and the CLI once
 (``PRELOAD``): a fresh interpreter pays ~6 s of CPU for those imports, 30 times in the three kill tests. Each job is
 still its own process (own memory, own file descriptors, killed with a real SIGKILL); the forkserver ran no torch
-op, so no thread pool is inherited. Environment variables of a job are set in the child, after those imports.
+op, so no thread pool is inherited. The caller's environment (as when it starts the job) is set in the
+child, after those imports: a variable read at import time by a preloaded module keeps the forkserver's value.
 """
 
 from __future__ import annotations
@@ -139,6 +140,7 @@ def start(
     """Start ``python -m target args`` (or ``python target args`` with ``module=False``) under the wrapper, in a
     process forked from the preloaded forkserver."""
     environ = {
+        **os.environ,  # the caller's environment now (the forkserver's is the one it had when it started)
         "KILLPOINT_ROOT": str(root),
         "KILLPOINT_AT": str(kill_at) if kill_at else "",
         "KILLPOINT_LOG": str(log),
