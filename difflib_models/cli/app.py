@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
+import os
 import sys
 import warnings
 from collections.abc import Callable
@@ -93,7 +94,8 @@ def _root(
     verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More logging (-v info, -vv debug)."),
 ) -> None:
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    if ctx.invoked_subcommand in _LIGHTNING_COMMANDS and importlib.util.find_spec("lightning") is not None:
+    if (ctx.invoked_subcommand in _LIGHTNING_COMMANDS and not _asks_for_help(ctx)
+            and importlib.util.find_spec("lightning") is not None):
         importlib.import_module("lightning")  # it adds its own console handler on import: tame it now (below)
     configure_logging(level)
     if verbose >= 2:
@@ -101,6 +103,19 @@ def _root(
 
 
 _LIGHTNING_COMMANDS = {"diff", "crosscoder", "demo"}
+_HELP_FLAGS = {"--help"}
+
+
+_ARGV: list[str] | None = None
+"""The arguments :func:`main` is running (click does not show the sub-command's arguments to the root callback)."""
+
+
+def _asks_for_help(ctx: typer.Context) -> bool:
+    """The command line asks for help (nothing will run: no reason to import Lightning); False when unknown."""
+    if _ARGV is None:
+        return False
+    words = _ARGV[: _ARGV.index("--")] if "--" in _ARGV else _ARGV
+    return any(a in _HELP_FLAGS for a in words)
 _THIRD_PARTY_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "lightning_fabric", "pytorch_lightning")
 
 
@@ -142,10 +157,22 @@ def _cli_warning_filters() -> Callable[[], None]:
     warnings.filterwarnings("ignore", category=PendingDeprecationWarning)
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=r".*(litlogger|litmodels|LitLogger).*")
-    try:
-        from transformers.utils import logging as hf_logging  # noqa: PLC0415 - only when installed
-    except ImportError:  # pragma: no cover - transformers is a dependency
-        return lambda: None
+    if "transformers" not in sys.modules:
+        # importing transformers costs ~0.8 s, so `--help` must not; it reads this variable when it is imported
+        had = os.environ.get("TRANSFORMERS_VERBOSITY")
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+        def undo_env() -> None:
+            if had is None:
+                os.environ.pop("TRANSFORMERS_VERBOSITY", None)
+            if "transformers" in sys.modules and had is None:  # imported during the command: back to its default
+                from transformers.utils import logging as hf_logging  # noqa: PLC0415
+
+                hf_logging.set_verbosity(hf_logging.WARNING)
+
+        return undo_env
+    from transformers.utils import logging as hf_logging  # noqa: PLC0415 - already imported
+
     before = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     return lambda: hf_logging.set_verbosity(before)
@@ -178,7 +205,9 @@ _register_all()
 
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI, mapping library errors to exit codes (2 config, 3 runtime; never an accidental 1)."""
+    global _ARGV
     argv = _legacy_argv(list(sys.argv[1:] if argv is None else argv))
+    _ARGV = argv
     try:
         with warnings.catch_warnings():
             undo = _cli_warning_filters()

@@ -15,8 +15,6 @@ import typer
 
 from difflib_models.cli.options import EXIT_OK, JSON_HELP, emit_json, say, stdout_for_results
 from difflib_models.errors import ConfigError, bad_value
-from difflib_models.integrations.mlflow_report import default_uri, log_report, register_gate_result
-from difflib_models.report.builder import rerender
 
 
 def register(app: typer.Typer) -> None:
@@ -31,6 +29,9 @@ def report(
     formats: str = typer.Option("html,md,junit", "--formats", help="comma-separated: html, md, junit"),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP + " Keys: written (rendering -> path)."),
 ) -> None:
+    # imported when the command runs (it imports torch), so `--help` stays fast
+    from difflib_models.report.builder import rerender
+
     written = rerender(src, out, renderings=[f.strip() for f in formats.split(",") if f.strip()])
     if as_json:
         emit_json({"written": {key: str(path) for key, path in sorted(written.items())}})
@@ -96,6 +97,8 @@ def gate(
     say(err=as_json, text=f"report: {result.paths['html']}")
     mlflow_info: dict[str, object] = {}
     if mlflow or mlflow_uri or registered_model:
+        from difflib_models.integrations.mlflow_report import default_uri, log_report, register_gate_result
+
         uri = mlflow_uri or default_uri(out)
         extra_files = [*vectors, *sorted((out / "vectors").glob("*"))]
         run_id = log_report(out, tracking_uri=uri, experiment=mlflow_experiment, extra_files=extra_files)

@@ -52,15 +52,14 @@ def test_info_lines_hidden_without_verbose(stderr: io.StringIO) -> None:
 
 def test_library_future_warnings_filtered_in_the_cli(monkeypatch: pytest.MonkeyPatch,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
-    import difflib_models.cli.report as report_cli
+    import difflib_models.report.builder as builder
 
     def noisy_rerender(*args: object, **kwargs: object) -> dict[str, str]:
         warnings.warn("`x` is deprecated and will be removed in v6", FutureWarning, stacklevel=1)
         warnings.warn("old API", DeprecationWarning, stacklevel=1)
         return {}
 
-    monkeypatch.setattr(report_cli, "rerender", noisy_rerender)
-    assert report_cli is not None
+    monkeypatch.setattr(builder, "rerender", noisy_rerender)  # the command imports it when it runs
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         with pytest.raises(SystemExit) as exc:
