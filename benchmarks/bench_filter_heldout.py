@@ -1,10 +1,11 @@
 """Does the data filter rank answers its vector never saw? Held-out A/B rows per trait, on SmolLM2-135M-Instruct.
 
     python -m benchmarks.bench_filter_heldout [--traits sycophancy,hallucination,evil] [--caa-items 100]
-        [--methods raw,proxy,exact] [--random 8] [--seed 0] [--cache /tmp/difflib_filter_heldout]
+        [--methods raw,proxy,exact] [--random 8] [--seed 0] [--aggregator mean_diff]
+        [--cache /tmp/difflib_filter_heldout]
 
 Per trait:
-- vector: ``paired`` (response-averaged, mean difference), every layer, fitted on the built-in trait's
+- vector: ``paired`` (response-averaged; ``--aggregator``, default the mean difference), every layer, fitted on the built-in trait's
   ``paired_responses`` EXTRACTION split only;
 - held-out rows: A/B items the vector never saw, each answered with the text of its trait-matching option and with
   the other option's text (same prompt): sycophancy = a seeded sample of ``--caa-items`` CAA generate items
@@ -74,11 +75,13 @@ def cached_features(loaded: Any, pairs: list[Any], layers: list[int], exact: boo
     return feats
 
 
-def fit_vector(loaded: Any, trait: Any) -> tuple[Any, dict[int, torch.Tensor], dict[int, torch.Tensor]]:
+def fit_vector(loaded: Any, trait: Any, aggregator: str = "mean_diff"
+               ) -> tuple[Any, dict[int, torch.Tensor], dict[int, torch.Tensor]]:
     """Paired vector on the extraction split; within-class extraction features (covariance) and orientation."""
     from difflib_models.persona.extraction.extractor import PersonaExtractor
 
-    ext = PersonaExtractor(mode="paired", layers="all", batch_size=8, show_progress=False).fit(loaded, trait)
+    ext = PersonaExtractor(mode="paired", aggregator=aggregator, layers="all", batch_size=8,
+                           show_progress=False).fit(loaded, trait)
     cov = {k: torch.cat([ext.pos_features_[k] - ext.pos_features_[k].mean(0),
                          ext.neg_features_[k] - ext.neg_features_[k].mean(0)]) for k in ext.layers_}
     orient = {k: ext.pos_features_[k].mean(0) - ext.neg_features_[k].mean(0) for k in ext.layers_}
@@ -102,6 +105,7 @@ def parse_heldout_args(ap: argparse.ArgumentParser, name: str) -> argparse.Names
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--traits", default="sycophancy,hallucination,evil")
+    ap.add_argument("--aggregator", default="mean_diff", help="the paired vector's aggregator (extractor.AGGREGATORS)")
     args = parse_heldout_args(ap, "filter_heldout")
 
     from difflib_models.models.loading import load_model
@@ -123,7 +127,7 @@ def main() -> None:
     for trait_id in [t for t in args.traits.split(",") if t]:
         t0 = time.perf_counter()
         trait = load_trait(trait_id)
-        vs, cov, orient = fit_vector(loaded, trait)
+        vs, cov, orient = fit_vector(loaded, trait, args.aggregator)
         layers = vs.layers
         # the product's recipe: filter validation on the trait's own paired evaluation split
         own_pairs = pairs_from_trait(trait, "evaluation")
@@ -143,7 +147,7 @@ def main() -> None:
         by_method = {m: rank_metrics(*pair_scores(feats, recipe.filter_layer, vs.unit(recipe.filter_layer), m))
                      for m in methods}
         results[trait_id] = {
-            "held_out_source": source, "n_pairs": len(pairs), "vector": "paired mean_diff, built-in "
+            "held_out_source": source, "n_pairs": len(pairs), "vector": f"paired {args.aggregator}, built-in "
             f"{trait_id} paired_responses extraction split ({vs.n_pos} pairs)",
             "heldout_protocol": {**rec.to_dict(), "random_eval_auroc": rand,
                                  "random_eval_auroc_max": max(rand), "random_eval_auroc_mean": float(np.mean(rand)),

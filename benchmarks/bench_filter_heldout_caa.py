@@ -1,7 +1,7 @@
 """Sycophancy filter vectors fitted on IMPORTED CAA items, ranked on 100 held-out CAA items (SmolLM2-135M-Instruct).
 
     python -m benchmarks.bench_filter_heldout_caa [--caa-items 100] [--methods raw,proxy,exact] [--random 8]
-        [--seed 0] [--aggregators mean_diff,pair_logistic] [--cache /tmp/difflib_filter_heldout]
+        [--seed 0] [--aggregators mean_diff,pair_logistic,logistic] [--cache /tmp/difflib_filter_heldout]
 
 - held-out rows: the same seeded sample of ``--caa-items`` CAA generate sycophancy items as
   ``benchmarks.bench_filter_heldout`` (each answered with the matching option's text and with the other's, same
@@ -9,7 +9,7 @@
 - vector: the OTHER CAA items (1000 - 100) imported as a trait (:func:`~difflib_models.persona.traits.importers
   .trait_from_items`: paired option-text responses, extraction / tuning / evaluation 0.5 / 0.25 / 0.25 stratified
   by letter); ``paired`` features of its EXTRACTION split only, every layer, one direction per aggregator
-  (``mean_diff``, ``pair_logistic``); no held-out item is in the import (checked);
+  (``mean_diff``, ``pair_logistic``: within-pair objectives; ``logistic``: the rows as a pool); no held-out item is in the import (checked);
 - protocol as bench_filter_heldout (:func:`~difflib_models.persona.filtering.validation.validate_for_filtering`):
   method and layer chosen on a seeded tuning half of the held-out pairs, AUROC / precision@k / within-pair win rate
   on the other half; ``--random`` norm-matched random directions from N(0, Sigma_hat) of the extraction features
@@ -77,7 +77,7 @@ def extraction_features(loaded: Any, trait: Any, path: Path) -> tuple[dict[int, 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--aggregators", default="mean_diff,pair_logistic")
+    ap.add_argument("--aggregators", default="mean_diff,pair_logistic,logistic")
     ap.add_argument("--recipe-methods", default="raw,proxy")
     args = parse_heldout_args(ap, "filter_heldout_caa")
 

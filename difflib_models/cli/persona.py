@@ -81,7 +81,8 @@ def extract_command(
     aggregator: Aggregator = typer.Option(Aggregator.mean_diff, "--aggregator",
                                           help="How pairs become a direction. Under --mode auto on an imported trait "
                                                "with a tuning split the default also tries pair_logistic and keeps "
-                                               "the better one on the tuning split."),
+                                               "the better one on the tuning split. For a data-filter vector use "
+                                               "logistic (it ranks answers across prompts; docs/data-filtering.md)."),
     layers: str = typer.Option("all", "--layers", "-l", help="Blocks to extract: '3', '0,2', '2-4', 'all', 'mid', '-1'."),
     validation: str = typer.Option("full", "--validation",
                                    help="quick (held-out AUROC + nulls) | full (+ steering dose-response, slow) "
@@ -339,11 +340,15 @@ def _check_filter_validation(vs: Any, layer: int | None, strict: bool) -> None:
                    f"AUROC is {record.filter_auroc.get(layer, float('nan')):.3f}", err=True)
     if low and strict:
         raise ConfigError(bad_value("--vectors", vs.trait_id, f"a vector file with filter-validation AUROC >= "
-                                    f"{LOW_AUROC}", "re-extract with `persona extract --mode paired` on a trait "
-                                    "with paired_responses, or drop --strict to filter anyway"))
+                                    f"{LOW_AUROC}", f"re-extract with `{FILTER_RECIPE}` on a trait with "
+                                    "paired_responses, or drop --strict to filter anyway"))
     if low:
         typer.echo("warning: this vector is not shown to rank trait-matching answers above others; treat the "
-                   "filter's ranking as unvalidated", err=True)
+                   f"filter's ranking as unvalidated (a filter vector: `{FILTER_RECIPE}`)", err=True)
+
+
+FILTER_RECIPE = "persona extract --mode paired --aggregator logistic"
+"""How to make a data-filter vector (docs/data-filtering.md, "Which aggregator for a filter vector")."""
 
 
 def _reference(spec: str) -> list[Any]:

@@ -83,9 +83,12 @@ def run_demo(config: DemoConfig) -> DemoResult:
                                      "modes": {t: plan.mode_for(t) for t in steps.gate_traits()}, **vector_budget},
                          lambda: steps.extract_vectors(base, out / "vectors", profile))
     vector_files = [vectors["files"][t] for t in steps.gate_traits()]
-    filter_vector = stages.run("filter_vector", {"model": ident, "trait": TRAIT, "seed": config.seed},
+    filter_vector = stages.run("filter_vector", {"model": ident, "trait": TRAIT, "seed": config.seed,
+                                                  "aggregator": steps.FILTER_AGGREGATOR},
                                lambda: steps.extract_filter_vector(base, out / "vectors", config.seed))
-    scores = stages.run("data_filter", {**common, "vectors": filter_vector["file"], "sets": names},
+    # the vector's record, not only its path: a re-extracted vector (same path) must not reuse old scores
+    scores = stages.run("data_filter", {**common, "vectors": filter_vector["file"], "sets": names,
+                                        "filter_vector": filter_vector},
                         lambda: steps.score_training_sets(base, filter_vector["file"], train_rows,
                                                           out / "data_filter", config.seed))
     ranking = scores.pop("ranking", None)
@@ -183,7 +186,7 @@ def _filter_lines(s: dict[str, Any]) -> list[str]:
     fv = (s.get("filter_vector") or {}).get("filter_validation")
     lines = []
     if fv:
-        lines.append(f"  data filter: {TRAIT} vector (paired) at blocks.{fv['filter_layer']}, method {fv['method']}; "
+        lines.append(f"  data filter: {TRAIT} vector (paired, {steps.FILTER_AGGREGATOR}) at blocks.{fv['filter_layer']}, method {fv['method']}; "
                      f"filter validation AUROC {fv['eval_auroc']:.2f} on {fv['n_eval']} held-out pairs")
     r = s.get("data_filter_ranking")
     if r:

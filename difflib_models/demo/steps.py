@@ -88,11 +88,13 @@ def extract_vectors(base: Any, out_dir: Path, profile: DemoProfile) -> dict[str,
 # ------------------------------------------------------------------------------------------------ filter
 def extract_filter_vector(base: Any, out_dir: Path, seed: int) -> dict[str, Any]:
     """The data filter's own vector: response-averaged (``paired``) on the built-in trait's paired responses
-    (extraction split), every layer; method and layer chosen by a filter validation on the trait's paired
-    EVALUATION split (trait vs neutral answers to the same prompt), recorded in the vector file."""
+    (extraction split), every layer, aggregated by :data:`FILTER_AGGREGATOR`; method and layer chosen by a filter
+    validation on the trait's paired EVALUATION split (trait vs neutral answers to the same prompt), recorded in the
+    vector file."""
     trait = load_trait(TRAIT)
-    ext = PersonaExtractor(mode="paired", layers="all", batch_size=8, show_progress=False).fit(base, trait)
-    vs = ext.to_vector_set(selection_reason="demo: data-filter vector (paired responses)")
+    ext = PersonaExtractor(mode="paired", aggregator=FILTER_AGGREGATOR, layers="all", batch_size=8,
+                           show_progress=False).fit(base, trait)
+    vs = ext.to_vector_set(selection_reason=f"demo: data-filter vector (paired responses, {FILTER_AGGREGATOR})")
     record = validate_on_trait(base, vs, trait, methods=tuple(m for m in FILTER_METHODS if m in METHODS),
                                seed=seed)
     if record is not None:
@@ -101,6 +103,10 @@ def extract_filter_vector(base: Any, out_dir: Path, seed: int) -> dict[str, Any]
     return {"file": str(path), "filter_validation": record.to_dict() if record else None}
 
 
+FILTER_AGGREGATOR = "logistic"
+"""A filter ranks rows of MANY prompts against each other, so its direction is fitted on the rows as a pool
+(``logistic``), which down-weights what varies from prompt to prompt; ``mean_diff`` and ``pair_logistic`` ignore
+that variance (docs/data-filtering.md, "Which aggregator for a filter vector")."""
 FILTER_METHODS = ("raw", "proxy")
 """Scoring methods the demo's filter validation chooses from (no generation)."""
 

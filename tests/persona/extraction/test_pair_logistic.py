@@ -80,3 +80,42 @@ def test_deterministic():
     pos, neg, _ = _planted(seed=3)
     np.testing.assert_array_equal(aggregate(pos, neg, "pair_logistic").numpy(),
                                   aggregate(pos, neg, "pair_logistic").numpy())
+
+
+def _shared_axis(n: int = 300, d: int = 24, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A trait that leans along e0 (by 2, within-pair noise 1) and a little along e1 (by 0.3), where e1 barely
+    varies within a prompt (noise 0.05) but a lot from prompt to prompt (offset sd 6: e.g. the topic). Within a
+    pair, e1 is the cleanest evidence; across prompts it is mostly prompt offset."""
+    g = torch.Generator().manual_seed(seed)
+    noise_sd = torch.ones(d)
+    noise_sd[1] = 0.05
+    lean = torch.zeros(d)
+    lean[0], lean[1] = 2.0, 0.3
+    offset = torch.zeros(n, d)
+    offset[:, 1] = 6.0 * torch.randn(n, generator=g)
+    pos = offset + lean / 2 + noise_sd * torch.randn(n, d, generator=g)
+    neg = offset - lean / 2 + noise_sd * torch.randn(n, d, generator=g)
+    return pos, neg, lean
+
+
+def test_a_pooled_ranking_needs_the_pooled_fit_not_the_pair_fit():
+    """Why the filter's vector for CAA-style data is ``logistic`` (docs/data-filtering.md): ``pair_logistic`` sees
+    only within-pair differences, so it leans on e1 (within-pair SNR 6 vs 2) and orders the pairs; ranked across
+    prompts, the e1 offsets swamp it. ``logistic`` fits the rows as a pool and down-weights e1."""
+    from difflib_models.stats import auroc
+
+    pos, neg, _ = _shared_axis()
+    test_pos, test_neg, _ = _shared_axis(seed=1)  # fresh prompts: the ranking is measured out of sample
+
+    def pooled(v: torch.Tensor) -> float:
+        return float(auroc((test_pos @ v).numpy(), (test_neg @ v).numpy()))
+
+    def win(v: torch.Tensor) -> float:
+        return float(((test_pos - test_neg) @ v > 0).float().mean())
+
+    pair, pool = aggregate(pos, neg, "pair_logistic"), aggregate(pos, neg, "logistic")
+    assert abs(float(pair[1] / pair.norm())) > 0.7  # the pair fit is mostly e1
+    assert abs(float(pool[1] / pool.norm())) < 0.3  # the pooled fit mostly e0
+    assert win(pair) > 0.97 and win(pool) > 0.85  # both order pairs of one prompt
+    assert pooled(pair) < 0.75, pooled(pair)
+    assert pooled(pool) > 0.85, pooled(pool)

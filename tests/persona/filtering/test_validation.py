@@ -211,6 +211,7 @@ def test_cli_filter_prints_the_validation_warns_when_low_and_strict_refuses(
         else:
             assert f"AUROC {0.55 if name == 'low' else 0.95:.3f}" in err
             assert ("warning" in err) == (name == "low")
+            assert ("--mode paired --aggregator logistic" in err) == (name == "low")  # how to make a better one
             # the filter reads the validated layer by default and says so
             assert summary["layer"] == 3 and summary["filter_validation"]["validated_layer"] is True
         strict, _, err = _cli(base + ["--vectors", str(path), "--out", str(tmp_path / f"s-{name}"), "--strict"],
@@ -326,3 +327,28 @@ def test_recorded_held_out_filter_figures_across_split_seeds() -> None:
     beats = [runs[s]["hallucination"]["heldout_protocol"]["beats_every_random"] for s in (0, 1, 2)]
     assert beats == [True, True, False]
     assert runs[2]["hallucination"]["heldout_protocol"]["random_eval_auroc_max"] == 1.0
+
+
+def test_recorded_filter_figures_by_aggregator() -> None:
+    """docs/data-filtering.md, "Which aggregator for a filter vector", read back from the benchmark JSONs: on 100
+    held-out CAA sycophancy pairs, vectors fitted on 450 OTHER CAA pairs rank the rows at evaluation AUROC
+    logistic > pair_logistic > mean_diff, logistic above every random direction, but below the goal of 0.9 (and its
+    recipe, chosen on the import's own pairs, at 0.84 on all 100 rows); on the built-in traits the logistic vector
+    ranks evil and hallucination at least as well as the mean difference and keeps the demo's rows at 1.0."""
+    root = Path(__file__).resolve().parents[3] / "benchmarks" / "results"
+    caa = json.loads((root / "filter_heldout_caa.json").read_text(encoding="utf-8"))["aggregators"]
+    ev = {agg: caa[agg]["heldout_protocol"]["eval_auroc"] for agg in ("mean_diff", "pair_logistic", "logistic")}
+    assert ev["logistic"] > ev["pair_logistic"] + 0.15 > ev["mean_diff"] + 0.15, ev
+    assert caa["logistic"]["heldout_protocol"]["beats_every_random"]
+    assert 0.85 <= ev["logistic"] < 0.9, ev  # better, and still short of the issue's 0.9
+    assert 0.8 <= caa["logistic"]["recipe_on_heldout"]["auroc"] < 0.9
+    assert caa["pair_logistic"]["recipe_on_heldout"]["auroc"] < 0.7
+    assert caa["logistic"]["heldout_protocol"]["eval_pair_win_rate"] >= 0.8
+    mean_diff = json.loads((root / "filter_heldout.json").read_text(encoding="utf-8"))["traits"]
+    logistic = json.loads((root / "filter_heldout_logistic.json").read_text(encoding="utf-8"))["traits"]
+    for trait in ("evil", "hallucination"):
+        assert (logistic[trait]["heldout_protocol"]["eval_auroc"]
+                >= mean_diff[trait]["heldout_protocol"]["eval_auroc"] >= 0.9), trait
+        assert logistic[trait]["heldout_protocol"]["beats_every_random"], trait
+    assert logistic["sycophancy"]["demo_rows"]["auroc"] == 1.0
+    assert not logistic["sycophancy"]["heldout_protocol"]["beats_every_random"]  # the built-in flattery pairs
