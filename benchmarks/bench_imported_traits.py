@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
                                           / "anthropic-evals" / "persona"))
     ap.add_argument("--limit", type=int, default=0, help="statements per file (0: the importer's default)")
     ap.add_argument("--modes", default="paired,ab,prompt_contrast")
-    ap.add_argument("--aggregators", default="mean_diff,pair_logistic",
+    ap.add_argument("--aggregators", default="mean_diff,pair_logistic,logistic",
                     help="aggregators tried on every mode's features (chosen on the tuning split)")
     ap.add_argument("--n-null", type=int, default=200)
     ap.add_argument("--max-instructions", type=int, default=0,

@@ -80,8 +80,8 @@ def extract_command(
     mode: PersonaMode = typer.Option(PersonaMode.auto, "--mode", help=_MODE_HELP),
     aggregator: Aggregator = typer.Option(Aggregator.mean_diff, "--aggregator",
                                           help="How pairs become a direction. Under --mode auto on an imported trait "
-                                               "with a tuning split the default also tries pair_logistic and keeps "
-                                               "the better one on the tuning split. For a data-filter vector use "
+                                               "with a tuning split the default also tries pair_logistic and logistic "
+                                               "and keeps the best one on the tuning split. For a data-filter vector use "
                                                "logistic (it ranks answers across prompts; docs/data-filtering.md)."),
     layers: str = typer.Option("all", "--layers", "-l", help="Blocks to extract: '3', '0,2', '2-4', 'all', 'mid', '-1'."),
     validation: str = typer.Option("full", "--validation",

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from difflib_models.persona.extraction.vectors import PersonaVectorSet
+from difflib_models.persona.validation.tuned import TUNED_AGGREGATORS
 from tests.helpers.cli import run_cli
 from tests.helpers.residual_spy import spy_read_layers
 
@@ -321,11 +322,11 @@ def test_extract_an_imported_statement_file_chooses_mode_and_layer_on_tuning(
     assert set(res["tuning_best_per_mode"]) == {"paired", "ab", "prompt_contrast"}
     best = max(res["tuning_best_per_mode"].items(), key=lambda kv: kv[1]["auroc"])
     assert res["mode"] == best[0] and res["selected_layer"] == best[1]["layer"]
-    assert res["aggregator"] == best[1]["aggregator"] in ("mean_diff", "pair_logistic")  # both tried on tuning
+    assert res["aggregator"] == best[1]["aggregator"] in TUNED_AGGREGATORS  # all tried on tuning
     assert list(res["auroc_by_layer"]) == [str(res["selected_layer"])]  # measured at the chosen layer only
     assert set(res["nulls"]) == {"label_permutation", "random_direction"}
     meta = json.loads(base.with_name(base.name + ".json").read_text(encoding="utf-8"))
-    assert meta["validation"]["selection_split"] == "tuning" and len(meta["validation"]["tuning"]) == 3 * 2 * 2
+    assert meta["validation"]["selection_split"] == "tuning" and len(meta["validation"]["tuning"]) == 3 * len(TUNED_AGGREGATORS) * 2
     assert meta["aggregator"] == res["aggregator"]
     assert [s["layer"] for s in meta["validation"]["steering"]] == [res["selected_layer"]]
     assert all(n["max_over_layers"] is False for n in meta["validation"]["nulls"])

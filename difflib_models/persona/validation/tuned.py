@@ -10,8 +10,10 @@ For a trait with a ``tuning`` split (statement files from Anthropic's model-writ
    ``prompt_contrast`` as response averages (the ``paired`` features; prompt_contrast's own contrast is the system
    prompt, which any direction along "not" would separate);
    Each mode's extraction features also feed every aggregator of ``aggregators`` (default :data:`TUNED_AGGREGATORS`:
-   ``mean_diff`` and ``pair_logistic``, which fits the pair differences and ignores what a statement adds to both
-   answers; :meth:`PersonaExtractor.with_aggregator`, no extra forward pass);
+   ``mean_diff``; ``pair_logistic``, which fits the pair differences and ignores what a statement adds to both
+   answers; ``logistic``, which fits the answers as one pool and so also down-weights what varies from statement to
+   statement, what a ranking ACROSS statements needs; :meth:`PersonaExtractor.with_aggregator`, no extra forward
+   pass);
 3. the (mode, aggregator, layer) with the highest tuning AUROC is chosen (ties: the first aggregator listed, then
    the lower layer);
    nothing of the evaluation split is read before;
@@ -54,7 +56,7 @@ from difflib_models.stats import auroc
 log = logging.getLogger(__name__)
 
 TUNED_MODES: tuple[str, ...] = ("paired", "ab", "prompt_contrast")
-TUNED_AGGREGATORS: tuple[str, ...] = ("mean_diff", "pair_logistic")
+TUNED_AGGREGATORS: tuple[str, ...] = ("mean_diff", "pair_logistic", "logistic")
 """Aggregators tried on every mode's extraction features (every tuned mode yields aligned pairs)."""
 DEFAULT_MAX_STEER_ITEMS = 24
 """Held-out A/B items of the steering check on an imported trait (level ``full``)."""

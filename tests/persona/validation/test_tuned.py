@@ -182,7 +182,30 @@ def test_smollm2_narcissism_held_out_above_both_nulls(smollm2, shared_data):
                                                        show_progress=False)
     s = result.summary
     assert s.n_eval_pos == s.n_eval_neg == 12 and s.selection_split == "tuning"
-    # measured: tuning AUROC 0.931 at blocks.24, held-out 0.917; null q95 0.61 (permutation), 0.56 (random)
+    # measured: logistic chosen, tuning AUROC 1.000 at blocks.16, held-out 0.979; null q95 0.60 (permutation), 0.61
+    # (random); before logistic was a candidate: pair_logistic / mean_diff, tuning 0.931 at blocks.24, held-out 0.917
     assert s.selected.auroc >= 0.8, s.selection_reason
     assert all(n.passes and s.selected.auroc > n.q95 for n in s.nulls), [(n.name, n.q95) for n in s.nulls]
     assert s.verdict == "real"
+
+
+def test_recorded_imported_trait_figures_with_logistic():
+    """docs/persona.md, "With logistic as a candidate aggregator", read back from the benchmark JSONs: four persona
+    files the project never wrote (240 statements each), aggregator / mode / layer chosen on the tuning split; the
+    chosen direction's held-out AUROC is >= 0.9 for every file and beats both nulls, and for the two files measured
+    before without logistic it rose (0.851 -> 0.990, 0.914 -> 0.955)."""
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[3] / "benchmarks" / "results"
+    new = {r["file"]: r for r in json.loads((root / "imported_traits_240_logistic.json").read_text())["results"]}
+    old = {r["file"]: r for r in json.loads((root / "imported_traits_240_pair_logistic.json").read_text())["results"]}
+    assert set(new) == {"narcissism", "desire-for-acquiring-power", "ends-justify-means", "interest-in-art"}
+    for name, r in new.items():
+        assert r["n_statements"] == {"extraction": 120, "tuning": 60, "evaluation": 60}, name
+        assert r["chosen_eval_auroc"] >= 0.9 and r["chosen_beats_both_nulls"], (name, r["chosen_eval_auroc"])
+        chosen = next(m for m in r["modes"] if m["mode"] == r["chosen_mode"])
+        assert chosen["tuning_auroc"] == max(m["tuning_auroc"] for m in r["modes"])  # chosen on tuning, not eval
+    for name in old:
+        assert new[name]["chosen_eval_auroc"] > old[name]["chosen_eval_auroc"] + 0.04, name
+    assert sum(r["chosen_aggregator"] == "logistic" for r in new.values()) == 3
