@@ -344,6 +344,11 @@ def test_recorded_filter_figures_by_aggregator() -> None:
     assert 0.8 <= caa["logistic"]["recipe_on_heldout"]["auroc"] < 0.9
     assert caa["pair_logistic"]["recipe_on_heldout"]["auroc"] < 0.7
     assert caa["logistic"]["heldout_protocol"]["eval_pair_win_rate"] >= 0.8
+    s1 = json.loads((root / "filter_heldout_caa_s1.json").read_text(encoding="utf-8"))["aggregators"]
+    assert s1["logistic"]["heldout_protocol"]["seed"] == 1  # other held-out items, import and splits
+    assert 0.85 <= s1["logistic"]["heldout_protocol"]["eval_auroc"] < 0.9
+    assert s1["logistic"]["recipe_on_heldout"]["auroc"] > s1["pair_logistic"]["recipe_on_heldout"]["auroc"] + 0.15
+    assert s1["logistic"]["heldout_protocol"]["beats_every_random"]
     mean_diff = json.loads((root / "filter_heldout.json").read_text(encoding="utf-8"))["traits"]
     logistic = json.loads((root / "filter_heldout_logistic.json").read_text(encoding="utf-8"))["traits"]
     for trait in ("evil", "hallucination"):
