@@ -94,7 +94,7 @@ def _root(
     verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More logging (-v info, -vv debug)."),
 ) -> None:
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    if (ctx.invoked_subcommand in _LIGHTNING_COMMANDS and not _asks_for_help(ctx)
+    if (ctx.invoked_subcommand in _LIGHTNING_COMMANDS and not _asks_for_help()
             and importlib.util.find_spec("lightning") is not None):
         importlib.import_module("lightning")  # it adds its own console handler on import: tame it now (below)
     configure_logging(level)
@@ -103,19 +103,17 @@ def _root(
 
 
 _LIGHTNING_COMMANDS = {"diff", "crosscoder", "demo"}
-_HELP_FLAGS = {"--help"}
-
-
 _ARGV: list[str] | None = None
 """The arguments :func:`main` is running (click does not show the sub-command's arguments to the root callback)."""
 
 
-def _asks_for_help(ctx: typer.Context) -> bool:
+def _asks_for_help() -> bool:
     """The command line asks for help (nothing will run: no reason to import Lightning); False when unknown."""
     if _ARGV is None:
         return False
-    words = _ARGV[: _ARGV.index("--")] if "--" in _ARGV else _ARGV
-    return any(a in _HELP_FLAGS for a in words)
+    return "--help" in (_ARGV[: _ARGV.index("--")] if "--" in _ARGV else _ARGV)
+
+
 _THIRD_PARTY_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "lightning_fabric", "pytorch_lightning")
 
 
@@ -163,9 +161,10 @@ def _cli_warning_filters() -> Callable[[], None]:
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
         def undo_env() -> None:
-            if had is None:
-                os.environ.pop("TRANSFORMERS_VERBOSITY", None)
-            if "transformers" in sys.modules and had is None:  # imported during the command: back to its default
+            if had is not None:  # the user's own setting: untouched
+                return
+            os.environ.pop("TRANSFORMERS_VERBOSITY", None)
+            if "transformers" in sys.modules:  # imported during the command: back to its default
                 from transformers.utils import logging as hf_logging  # noqa: PLC0415
 
                 hf_logging.set_verbosity(hf_logging.WARNING)

@@ -328,6 +328,10 @@ def filter_command(
     _echo_json(dict(result.summary.to_dict(), outputs={k: str(v) for k, v in paths.items()}))
 
 
+FILTER_RECIPE = "persona extract --mode paired --aggregator logistic"
+"""How to make a data-filter vector (docs/data-filtering.md, "Which aggregator for a filter vector")."""
+
+
 def _check_filter_validation(vs: Any, layer: int | None, strict: bool) -> None:
     """Print the file's filter validation on stderr; warn when missing or low, refuse (ConfigError) with --strict."""
     from difflib_models.persona.filtering.validation import LOW_AUROC, describe
@@ -345,10 +349,6 @@ def _check_filter_validation(vs: Any, layer: int | None, strict: bool) -> None:
     if low:
         typer.echo("warning: this vector is not shown to rank trait-matching answers above others; treat the "
                    f"filter's ranking as unvalidated (a filter vector: `{FILTER_RECIPE}`)", err=True)
-
-
-FILTER_RECIPE = "persona extract --mode paired --aggregator logistic"
-"""How to make a data-filter vector (docs/data-filtering.md, "Which aggregator for a filter vector")."""
 
 
 def _reference(spec: str) -> list[Any]:
