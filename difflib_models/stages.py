@@ -13,7 +13,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,13 @@ def fingerprint(obj: Any) -> str:
     """16 hex characters of sha256 over the canonical JSON of ``obj`` (key order does not matter)."""
     text = json.dumps(obj, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _all_files(files: Callable[[Any], Iterable[str | Path]], outputs: Any) -> bool:
+    try:
+        return all(Path(p).is_file() for p in files(outputs))
+    except (KeyError, TypeError, AttributeError):  # a marker of another shape: run the stage again
+        return False
 
 
 @dataclass
@@ -50,7 +57,10 @@ class StageCache:
         return Path(self.root) / "stages" / f"{name}.json"
 
     def run(self, name: str, inputs: Any, fn: Callable[[], Any], *,
-            valid: Callable[[], bool] | None = None) -> Any:
+            valid: Callable[[], bool] | None = None,
+            files: Callable[[Any], Iterable[str | Path]] | None = None) -> Any:
+        """``valid``: a check that the stage's own files are still there; ``files``: the paths a saved result
+        names (called with the result): the result is reused only while every one of them is a file."""
         key = fingerprint(inputs)
         path = self.marker(name)
         if path.is_file() and (valid is None or valid()):
@@ -58,7 +68,8 @@ class StageCache:
                 done = json.loads(path.read_text())
             except (OSError, ValueError):
                 done = {}
-            if isinstance(done, dict) and done.get("fingerprint") == key and "outputs" in done:
+            if (isinstance(done, dict) and done.get("fingerprint") == key and "outputs" in done
+                    and (files is None or _all_files(files, done["outputs"]))):
                 log.info("stage %s: reusing finished result", name)
                 self._record(name, 0.0, 0.0, True, done.get("seconds"))
                 return done["outputs"]

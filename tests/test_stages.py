@@ -59,3 +59,26 @@ def test_valid_check_and_summary(tmp_path: Path) -> None:
     assert again.run("s", ["k"], fn, valid=lambda: True) == {"n": 2} and calls == [1, 1]
     saved = json.loads(again.marker("s").read_text())["seconds"]
     assert again.summary() == {"s": {"seconds": round(saved, 3), "reused": True}}
+
+
+def test_a_result_is_reused_only_while_the_files_it_names_exist(tmp_path: Path) -> None:
+    calls: list[int] = []
+    out = tmp_path / "v.bin"
+
+    def fn() -> dict:
+        calls.append(1)
+        out.write_bytes(b"x")
+        return {"files": {"a": str(out)}}
+
+    def files(o: dict) -> list[str]:
+        return list(o["files"].values())
+
+    StageCache(tmp_path).run("s", ["k"], fn, files=files)
+    StageCache(tmp_path).run("s", ["k"], fn, files=files)
+    assert calls == [1]  # reused: the file is there
+    out.unlink()
+    StageCache(tmp_path).run("s", ["k"], fn, files=files)
+    assert calls == [1, 1] and out.is_file()  # the marker named a file that is gone: the stage ran again
+    # a marker whose result has another shape (an older version of the stage) runs the stage again, not a KeyError
+    assert StageCache(tmp_path).run("s", ["k"], fn, files=lambda o: o["missing"]) == {"files": {"a": str(out)}}
+    assert calls == [1, 1, 1]

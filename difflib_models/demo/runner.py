@@ -19,7 +19,7 @@ from difflib_models.datasets import load_dataset
 from difflib_models.demo import steps
 from difflib_models.demo.config import INDUCING, NEUTRAL, TRAIT, DemoConfig
 from difflib_models.gate.policy import load_policy
-from difflib_models.io import atomic_write_json
+from difflib_models.io import atomic_write_json, sha256_file
 from difflib_models.models.loading import load_model
 from difflib_models.stages import StageCache
 
@@ -81,14 +81,17 @@ def run_demo(config: DemoConfig) -> DemoResult:
     plan = load_policy(None).persona
     vectors = stages.run("vectors", {"model": ident, "traits": list(steps.gate_traits()),
                                      "modes": {t: plan.mode_for(t) for t in steps.gate_traits()}, **vector_budget},
-                         lambda: steps.extract_vectors(base, out / "vectors", profile))
+                         lambda: steps.extract_vectors(base, out / "vectors", profile),
+                         files=lambda o: o["files"].values())
     vector_files = [vectors["files"][t] for t in steps.gate_traits()]
     filter_vector = stages.run("filter_vector", {"model": ident, "trait": TRAIT, "seed": config.seed,
                                                   "aggregator": steps.FILTER_AGGREGATOR},
-                               lambda: steps.extract_filter_vector(base, out / "vectors", config.seed))
-    # the vector's record, not only its path: a re-extracted vector (same path) must not reuse old scores
+                               lambda: steps.extract_filter_vector(base, out / "vectors", config.seed),
+                               files=lambda o: [o["file"]])
+    # every key below names the CONTENT of the files its stage reads, not only their paths: a re-extracted vector
+    # or re-scored data set at the same path must not let a later stage reuse results made from the old one
     scores = stages.run("data_filter", {**common, "vectors": filter_vector["file"], "sets": names,
-                                        "filter_vector": filter_vector},
+                                        "filter_vector": filter_vector, "read": _digests([filter_vector["file"]])},
                         lambda: steps.score_training_sets(base, filter_vector["file"], train_rows,
                                                           out / "data_filter", config.seed))
     ranking = scores.pop("ranking", None)
@@ -100,7 +103,8 @@ def run_demo(config: DemoConfig) -> DemoResult:
     for name in names:
         key = name.replace("sycophancy-", "")
         run_dir = out / "runs" / key
-        train = stages.run(f"train_{key}", {**common, "set": name, "vectors": vectors["files"][TRAIT]},
+        train = stages.run(f"train_{key}", {**common, "set": name, "vectors": vectors["files"][TRAIT],
+                                            "read": _digests([vectors["files"][TRAIT]])},
                            lambda n=name, d=run_dir: steps.fine_tune(
                                n, train_rows[n], profile, vector_file=vectors["files"][TRAIT], run_dir=d,
                                tracking_uri=uri, device=device, seed=config.seed, model_spec=config.model))
@@ -117,7 +121,7 @@ def run_demo(config: DemoConfig) -> DemoResult:
             r["gate"] = stages.run(
                 f"gate_{r['key']}",
                 {**common, "adapter": r["train"]["run_id"], "control": control, "diff": r["diff"]["diff"],
-                 "uri": uri},
+                 "uri": uri, "read": _digests([*vector_files, scores[name]["summary"]])},
                 lambda r=r, n=name, c=control: steps.gate(
                     n, r["train"]["adapter"], control_adapter=c, vectors=vector_files, diff=r["diff"]["diff"],
                     data_filter=scores[n]["summary"], monitor=r["train"]["monitor"], out_dir=out / "gate" / r["key"],
@@ -147,6 +151,11 @@ def run_demo(config: DemoConfig) -> DemoResult:
     }
     atomic_write_json(out / SUMMARY_FILE, summary)
     return DemoResult(out=out, summary=summary, timings=dict(stages.timings), reused=dict(stages.reused))
+
+
+def _digests(paths: list[str]) -> dict[str, str | None]:
+    """sha256 of each file a stage reads (None when missing), for that stage's key."""
+    return {p: sha256_file(p) if Path(p).is_file() else None for p in paths}
 
 
 def mlflow_ui_command(uri: str) -> str:

@@ -183,8 +183,11 @@ def test_smollm2_narcissism_held_out_above_both_nulls(smollm2, shared_data):
     s = result.summary
     assert s.n_eval_pos == s.n_eval_neg == 12 and s.selection_split == "tuning"
     # measured: logistic chosen, tuning AUROC 1.000 at blocks.16, held-out 0.979; null q95 0.60 (permutation), 0.61
-    # (random); before logistic was a candidate: pair_logistic / mean_diff, tuning 0.931 at blocks.24, held-out 0.917
-    assert s.selected.auroc >= 0.8, s.selection_reason
+    # (random); with logistic removed from TUNED_AGGREGATORS (measured 2026-12-05): pair_logistic chosen, tuning
+    # 0.993 at blocks.18, held-out 0.889
+    # the bar is 0.8; 0.95 is above what the candidates without logistic reach here (0.889), so dropping
+    # logistic from TUNED_AGGREGATORS fails this test
+    assert s.selected.auroc >= 0.95 and vs.aggregator == "logistic", s.selection_reason
     assert all(n.passes and s.selected.auroc > n.q95 for n in s.nulls), [(n.name, n.q95) for n in s.nulls]
     assert s.verdict == "real"
 
