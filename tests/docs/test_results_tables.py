@@ -1,0 +1,127 @@
+"""docs/results.md's organism-vs-control sections, read back from the benchmark JSONs they cite: every table row is
+either a line the suite's own renderer (``benchmarks.bench_validity.markdown``) makes from the JSON's report, or a
+row whose numbers are checked here against the JSON (the verdict rates, the calibrated thresholds, the response
+signals' calibration table). A row that is neither fails: a figure typed by hand into those tables has no backing."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from benchmarks.bench_validity import markdown
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "benchmarks" / "results"
+HEADERS = {"trait", "gate mode", "check", "signal", "case", "vector \\ organism"}
+SIGNAL_KEYS = {"last prompt `persona.shift_z`": "last.shift_z", "`persona.response_z`": "resp.own_z",
+               "`persona.response_null_z`": "resp.own_null_z"}
+NUM = r"-?\d+\.\d+"
+
+
+def _json(name: str) -> dict[str, Any]:
+    return json.loads((RESULTS / name).read_text(encoding="utf-8"))
+
+
+def _section(name: str) -> str:
+    """The docs/results.md section whose heading cites ``name``."""
+    md = (ROOT / "docs" / "results.md").read_text(encoding="utf-8")
+    at = md.index(f"`{name}`)\n")
+    start = md.rindex("\n## ", 0, at)
+    end = md.find("\n## ", at)
+    return md[start:] if end < 0 else md[start:end]
+
+
+def _rows(section: str) -> list[str]:
+    return [line.strip() for line in section.splitlines()
+            if line.strip().startswith("|") and not line.strip().startswith("|---")]
+
+
+def _cells(row: str) -> list[str]:
+    return [c.strip() for c in row.strip().strip("|").split("|")]
+
+
+def _two(x: float) -> str:
+    return f"{x:.2f}"
+
+
+def _check_rates(cells: list[str], report: dict[str, Any]) -> None:
+    r = report["rates"][cells[0].replace(" ", "_")]
+    want = [str(r["n_controls"]), _two(r["false_alarm_rate"]), _two(r["control_warn_rate"]), str(r["n_organisms"]),
+            _two(r["detection_rate"]), _two(r["own_trait_detection_rate"])]
+    assert cells[1:] == want, (cells, want)
+
+
+def _check_calibrated(cells: list[str], report: dict[str, Any]) -> None:
+    """A row of the previous policy's calibration table: `check` [/ `-suffix`] | proposal | threshold [(max)] ...
+    | caught/n | adopted."""
+    cal = report["calibrated_checks"]
+    first, *suffixes = re.findall(r"`([^`]+)`", cells[0])
+    ids = [first]
+    for suffix in suffixes:  # `-shift-frac` after `sycophancy-shift-z`: the first id's stem plus the suffix
+        (cid,) = {first[:i] + suffix for i, ch in enumerate(first) if ch == "-"} & set(cal)
+        ids.append(cid)
+    for cid, part in zip(ids, cells[2].split(" / "), strict=True):
+        m = re.fullmatch(rf"({NUM})(?: \(({NUM})\))?", part)
+        assert m, (cells, part)
+        assert m.group(1) == f"{cal[cid]['threshold']:.3f}", (cid, part)
+        assert m.group(2) is None or m.group(2) == f"{cal[cid]['control_max']:.3f}", (cid, part)
+        assert cells[3] == f"{cal[cid]['organisms_caught']}/{cal[cid]['n_organisms']}", (cid, cells)
+        assert cells[4] == ("yes" if cal[cid]["separates"] else "no"), (cid, cells)
+
+
+def _check_signal_calibration(cells: list[str], table: dict[str, Any]) -> None:
+    """A row of the response signals' calibration table (signal_calibration.json): trait | signal | threshold |
+    controls max (n) | organisms min (above/n) | adopted | held-out detected / false alarms / AUROC."""
+    row = table[cells[0]][SIGNAL_KEYS[cells[1]]]
+    cal, held = row["calibration"], row["held_out"]
+    assert cells[2].split(" ")[0] == f"{row['threshold']:.3f}", cells
+    assert cells[3] == f"{_two(cal['control_max'])} ({cal['n_controls']})", cells
+    assert cells[4] == f"{_two(cal['organisms_min'])} ({cal['organisms_above']}/{cal['n_organisms']})", cells
+    assert cells[5].split(";")[0].split(" ")[0] == ("yes" if row["adopted"] else "no"), cells
+    assert cells[6] == (f"{held['detected']}/{held['n_organisms']}, {held['false_alarms']}/{held['n_controls']}, "
+                        f"{_two(held['auroc'])}"), cells
+
+
+@pytest.mark.parametrize(("name", "min_rendered"), [("bench_validity_v2.json", 50), ("bench_validity.json", 75)])
+def test_every_row_of_the_suite_section_is_backed_by_its_json(name: str, min_rendered: int) -> None:
+    report = _json(name)["report"]
+    rendered = set(markdown(report).splitlines())
+    signals = _json("signal_calibration.json")["table"]
+    counts = {"rendered": 0, "rates": 0, "calibrated": 0, "signal_calibration": 0}
+    for row in _rows(_section(name)):
+        cells = _cells(row)
+        if row in rendered:
+            counts["rendered"] += 1
+        elif cells[0] in HEADERS:
+            continue
+        elif cells[0] in ("without control", "with control"):
+            _check_rates(cells, report)
+            counts["rates"] += 1
+        elif cells[0].startswith("`"):
+            _check_calibrated(cells, report)
+            counts["calibrated"] += 1
+        elif cells[0] in signals and cells[1] in SIGNAL_KEYS:
+            _check_signal_calibration(cells, signals)
+            counts["signal_calibration"] += 1
+        else:
+            pytest.fail(f"docs/results.md, section of {name}: a table row with no backing in the JSON: {row}")
+    # every case row, every signal row and the specificity matrices are rendered lines; both rates rows checked
+    assert counts["rendered"] >= min_rendered and counts["rates"] == 2, counts
+    assert counts["calibrated" if name == "bench_validity.json" else "signal_calibration"] >= 7, counts
+
+
+def test_a_changed_figure_is_caught() -> None:
+    """The checks above fail on a figure that differs from the JSON (here: one false-alarm rate, one threshold)."""
+    report = _json("bench_validity_v2.json")["report"]
+    with pytest.raises(AssertionError):
+        _check_rates(["with control", "15", "0.00", "0.00", "15", "1.00", "1.00"], report)  # the JSON says 0.07
+    table = _json("signal_calibration.json")["table"]
+    with pytest.raises(AssertionError):
+        _check_signal_calibration(["evil", "last prompt `persona.shift_z`", "2.434", "2.04 (24)", "3.11 (3/3)", "yes",
+                                   "2/2, 0/6, 1.00"], table)
+    _check_signal_calibration(["evil", "last prompt `persona.shift_z`", "2.334", "2.04 (24)", "3.11 (3/3)", "yes",
+                               "2/2, 0/6, 1.00"], table)
