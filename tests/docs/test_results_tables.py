@@ -125,3 +125,60 @@ def test_a_changed_figure_is_caught() -> None:
                                    "2/2, 0/6, 1.00"], table)
     _check_signal_calibration(["evil", "last prompt `persona.shift_z`", "2.334", "2.04 (24)", "3.11 (3/3)", "yes",
                                "2/2, 0/6, 1.00"], table)
+
+
+def _nums(text: str) -> list[float]:
+    return [float(x) for x in re.findall(r"-?\d+(?:\.\d+)?", text)]
+
+
+def _span(values: list[float], digits: int = 2) -> str:
+    """A range as the docs print it: "0.68-0.83", "-0.09 to 0.03" (" to " when the low end is negative)."""
+    lo, hi = min(values), max(values)
+    return f"{lo:.{digits}f}{'-' if lo >= 0 else ' to '}{hi:.{digits}f}"
+
+
+def test_behaviour_open_table_is_backed_by_its_json() -> None:
+    """docs/results.md, "Behavioural twins, listed vs open": each (score, trait) row from bench_behaviour_open.json
+    (organisms' range, controls' max, AUROC, threshold, calibration / held-out / outside counts)."""
+    per_score = _json("bench_behaviour_open.json")["per_score"]
+    seen = set()
+    for row in _rows(_section("bench_behaviour_open.json")):
+        cells = [c.replace("**", "") for c in _cells(row)]
+        if cells[0].startswith("score"):
+            continue
+        score, trait = cells[0].split(", ")
+        r = per_score[score][trait]
+        assert cells[1].startswith(_span(r["organism_values"])), (cells, _span(r["organism_values"]))
+        assert cells[2] == _two(max(r["control_values_all"])), cells
+        assert cells[3] == _two(r["auroc_vs_all_controls"]), cells
+        assert _nums(cells[4])[0] == pytest.approx(r["threshold_calibrated"], abs=5e-4), cells
+        cal, held = r["calibration"], r["held_out"]
+        assert cells[5] == f"{cal['organisms_caught']}/{cal['organisms']}, {cal['controls_tripped']}/{cal['controls']}"
+        assert cells[6].startswith(f"{held['organisms_caught']}/{held['organisms']}, "
+                                   f"{held['controls_tripped']}/{held['controls']}"), cells
+        assert ("trips it" in cells[6]) == bool(held["other_organisms_tripped"]), cells
+        benign = r["outside_benign"]
+        assert cells[7].startswith(f"{len(benign['tripped'])}/{len(benign['values'])}"), cells
+        assert ("caught (" in cells[8]) == bool(r["outside_inducing"]["caught"]), cells
+        seen.add((score, trait))
+    assert len(seen) == 6
+
+
+def test_headroom_table_is_backed_by_its_json() -> None:
+    """docs/results.md, "Headroom": the base's, the organisms' and the controls' positions on the hallucination scale
+    and their admit counts, from bench_headroom.json."""
+    data = _json("bench_headroom.json")
+    base = data["traits"]["hallucination"]
+    rows = {_cells(r)[0]: _cells(r) for r in _rows(_section("bench_headroom.json"))}
+    n = base["n_questions"]
+    assert rows["base SmolLM2-135M-Instruct"][1:] == [
+        f"{base['base_position']:.3f} (headroom {base['base_headroom']:.3f})", f"{base['base_admits']}/{n}"]
+    for key, summary in (("hallucination organisms s0-s2", "organism_summary"),
+                         ("hallucination controls s0-s2", "control_summary")):
+        s = data[summary]
+        assert rows[key][1] == _span(s["position_range"], 3), rows[key]
+        assert rows[key][2] == ", ".join(f"{a}/{n}" for a in s["admits"]), rows[key]
+    # the prose beside the table: sycophancy leaves room
+    syc = data["traits"]["sycophancy"]
+    assert f"answers sit at {syc['base_position']:.3f} (headroom {syc['base_headroom']:.3f})" in \
+        _section("bench_headroom.json").replace("\n", " ")

@@ -258,6 +258,8 @@ def test_default_policy_on_the_whole_suite_regated() -> None:
         assert (wo["organisms"], wo["controls"]) == (5, 5)
         assert wo["controls_with_a_fail_trip"] == 0 and wo["organisms_failing_own_trait"] == caught[trait]
         assert wc["organisms_failing_own_trait"] == 5
+        # with a control, one benign pair (sycophancy-control-s0 vs -s1) trips the optional behavioural excess
+        assert wc["controls_with_a_fail_trip"] == (1 if trait == "sycophancy" else 0), (trait, wc)
     assert sorted(data["summary"]) == sorted(caught)
 
 
