@@ -38,7 +38,7 @@ def test_quick_demo_verdicts_outputs_mlflow_and_rerun(smollm2_dir: Path, tmp_pat
     from difflib_models.demo.runner import run_demo
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    config = DemoConfig(out=tmp_path / "demo", tracking_uri=uri)  # the quick profile (~130 s on 2 idle cores)
+    config = DemoConfig(out=tmp_path / "demo", tracking_uri=uri)  # the quick profile (~210 s on 2 idle cores)
     first = run_demo(config)
     s = first.summary
     gates = json.dumps({n: r["gate"] for n, r in s["runs"].items()}, indent=1, default=str)
