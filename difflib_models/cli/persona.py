@@ -272,7 +272,9 @@ def export_command(
 def filter_command(
     vectors: Path = typer.Option(..., "--vectors", "-V", help="Vector file (.safetensors with its .json sidecar)."),
     data: Path = typer.Option(..., "--data", "-d", help="Chat JSONL ({'messages': [...]} per line) to score."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output directory: scores.jsonl, summary.json, kept.jsonl."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output directory: scores.jsonl, summary.json, kept.jsonl. "
+                             "Scores are saved in chunks under OUT/.partial while scoring: re-running the same "
+                             "command after a crash scores only the rows not yet saved."),
     model: str | None = typer.Option(None, "--model", "-m", help="Base model. " + _MODEL_HELP),
     method: FilterMethod = typer.Option(FilterMethod.proxy, "--method",
                                         help="proxy (last prompt token) | exact (own greedy answer) | raw (no baseline)."),
@@ -298,6 +300,7 @@ def filter_command(
     selection option nothing is flagged (report only). Prints the vector file's filter-validation AUROC (trait vs
     non-trait answers to the same prompt, held out) and warns when it is missing or below 0.8."""
     from difflib_models.persona.extraction.vectors import PersonaVectorSet, vector_paths
+    from difflib_models.persona.filtering.journal import ScoreJournal
     from difflib_models.persona.filtering.scoring import (
         FilterConfig,
         filter_samples,
@@ -323,11 +326,16 @@ def filter_command(
     loaded = _load(model, device)
     vs = PersonaVectorSet.load(vectors, expect_model=loaded)
     _check_filter_validation(vs, layer, strict)
-    result = filter_samples(loaded, vs, samples, config, layer=layer, reference=ref_samples)
+    # finished chunks of scores are kept in OUT/.partial: a re-run after a crash scores only the rest
+    journal = out / PARTIAL_DIR
+    result = filter_samples(loaded, vs, samples, config, layer=layer, reference=ref_samples, journal=journal)
     paths = write_outputs(result, out, source=data)
+    ScoreJournal.remove(journal)
     _echo_json(dict(result.summary.to_dict(), outputs={k: str(v) for k, v in paths.items()}))
 
 
+PARTIAL_DIR = ".partial"
+"""Where ``persona filter`` keeps finished chunks of scores until its outputs are written (resume after a crash)."""
 FILTER_RECIPE = "persona extract --mode paired --aggregator logistic"
 """How to make a data-filter vector (docs/data-filtering.md, "Which aggregator for a filter vector")."""
 

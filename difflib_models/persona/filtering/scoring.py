@@ -24,6 +24,7 @@ head are skipped), so it is cheaper than a bare full forward. ``exact`` adds a g
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -42,6 +43,7 @@ from difflib_models.files import load_jsonl
 from difflib_models.hooks import BlockReader, EarlyStop, probe_mode, projection, run_forward
 from difflib_models.io import atomic_write_json, atomic_write_text
 from difflib_models.models.hookpoints import LAYER_CONVENTION, unwrap_model
+from difflib_models.persona.filtering.journal import ScoreJournal
 from difflib_models.persona.filtering.records import SUMMARY_KEYS, FilterRow, FilterSummary
 from difflib_models.persona.traits.chat import (
     EncodedPair,
@@ -84,6 +86,8 @@ class FilterConfig:
     """Length of the base model's greedy answer (method ``exact``)."""
     n_bootstrap: int = 1000
     seed: int = 0
+    checkpoint_rows: int = 512
+    """Rows per saved chunk when :func:`filter_samples` runs with a ``journal`` (a crash loses one chunk at most)."""
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -97,7 +101,8 @@ class FilterConfig:
             raise ConfigError(bad_value("top_k", self.top_k, "an integer >= 1 with mode='top_k'"))
         if self.mode == "top_frac" and (self.top_frac is None or not 0.0 < float(self.top_frac) <= 1.0):
             raise ConfigError(bad_value("top_frac", self.top_frac, "a fraction in (0, 1] with mode='top_frac'"))
-        for name, low in (("batch_size", 1), ("max_length", 8), ("max_new_tokens", 1), ("n_bootstrap", 0)):
+        for name, low in (("batch_size", 1), ("max_length", 8), ("max_new_tokens", 1), ("n_bootstrap", 0),
+                          ("checkpoint_rows", 1)):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ConfigError(bad_value(name, value, f"an integer >= {low}"))
@@ -275,14 +280,27 @@ class Scores:
 
 def score_samples(
     model: nn.Module, tokenizer: Any, samples: Sequence[ChatSample], layer: int, unit: torch.Tensor,
-    config: FilterConfig,
+    config: FilterConfig, *, journal: ScoreJournal | None = None,
 ) -> Scores:
-    """``proj_train`` and ``proj_base`` per sample (``model`` must be the base model)."""
+    """``proj_train`` and ``proj_base`` per sample (``model`` must be the base model). With a ``journal``, rows it
+    holds are read back and the rest are scored ``config.checkpoint_rows`` at a time, each chunk saved."""
     t0 = time.perf_counter()
     pairs = [encode_sample(tokenizer, s, config.max_length) for s in samples]
+
+    def run(chunk: list[EncodedPair], label: str = "") -> tuple[np.ndarray, np.ndarray]:
+        return _score_pairs(model, tokenizer, chunk, layer, unit, config, label)
+
+    proj_train, proj_base = run(pairs) if journal is None else journal.score(pairs, run, config.checkpoint_rows)
+    return Scores(proj_train=proj_train, proj_base=proj_base, seconds=time.perf_counter() - t0)
+
+
+def _score_pairs(model: nn.Module, tokenizer: Any, pairs: Sequence[EncodedPair], layer: int, unit: torch.Tensor,
+                 config: FilterConfig, label: str = "") -> tuple[np.ndarray, np.ndarray]:
+    """(proj_train, proj_base) of encoded rows, by ``config.method``."""
     pad = pad_id(tokenizer)
+    suffix = f" ({label})" if label else ""
     proj_train, proj_last = project_pairs(model, pairs, layer, unit, pad_token_id=pad,
-                                          batch_size=config.batch_size, desc=f"{config.method} filter")
+                                          batch_size=config.batch_size, desc=f"{config.method} filter{suffix}")
     if config.method == "proxy":
         proj_base = proj_last
     elif config.method == "raw":
@@ -294,8 +312,8 @@ def score_samples(
         own = [EncodedPair(ids=pr + (ans or [pad]), prompt_len=len(pr)) for pr, ans in zip(prompts, answers,
                                                                                           strict=True)]
         proj_base, _ = project_pairs(model, own, layer, unit, pad_token_id=pad, batch_size=config.batch_size,
-                                     desc="base answers")
-    return Scores(proj_train=proj_train, proj_base=proj_base, seconds=time.perf_counter() - t0)
+                                     desc=f"base answers{suffix}")
+    return proj_train, proj_base
 
 
 # ---------------------------------------------------------------------------------------------- selection
@@ -375,9 +393,12 @@ def filter_samples(
     *,
     layer: int | None = None,
     reference: Sequence[ChatSample] | None = None,
+    journal: str | Path | None = None,
 ) -> FilterResult:
     """Score ``samples`` with the persona ``vectors`` (a PersonaVectorSet) through the BASE model of ``loaded``
-    (a LoadedModel; a peft model is scored with its adapter disabled), and select per ``config``."""
+    (a LoadedModel; a peft model is scored with its adapter disabled), and select per ``config``. ``journal``: a
+    directory where finished chunks of scores are saved, so a re-run after a crash scores only the rest
+    (:mod:`~difflib_models.persona.filtering.journal`)."""
     config = config or FilterConfig()
     if not samples:
         raise ConfigError(bad_value("samples", [], "at least one chat sample"))
@@ -390,15 +411,19 @@ def filter_samples(
         raise ConfigError(bad_value("vectors", f"d_model {unit.numel()}", f"d_model {d_model} of the model",
                                     "The vector file belongs to another model."))
 
-    def run(items: Sequence[ChatSample]) -> Scores:
+    def run(items: Sequence[ChatSample], side: str) -> Scores:
+        book = None if journal is None else ScoreJournal(journal, {
+            "model": loaded.identity.weight_hash, "adapter": getattr(loaded.identity, "adapter_hash", None),
+            "unit": hashlib.sha256(unit.detach().cpu().float().numpy().tobytes()).hexdigest(), "layer": layer,
+            "method": config.method, "max_new_tokens": config.max_new_tokens, "side": side})
         if loaded.is_peft:
             with loaded.base_view() as base:
-                return score_samples(base, loaded.tokenizer, items, layer, unit, config)
-        return score_samples(loaded.model, loaded.tokenizer, items, layer, unit, config)
+                return score_samples(base, loaded.tokenizer, items, layer, unit, config, journal=book)
+        return score_samples(loaded.model, loaded.tokenizer, items, layer, unit, config, journal=book)
 
-    scores = run(samples)
+    scores = run(samples, "samples")
     delta = scores.delta_p
-    ref_delta = run(reference).delta_p if reference else None
+    ref_delta = run(reference, "reference").delta_p if reference else None
     flagged, thr, source = select(delta, config, ref_delta)
     pct = percentile_of(delta, ref_delta if ref_delta is not None else delta)
     records = tuple(
