@@ -74,7 +74,9 @@ class ScoreJournal:
             log.info("filter journal %s: %d of %d rows already scored, scoring %d", self.root,
                      len(pairs) - len(todo), len(pairs), len(todo))
         n_chunks = -(-len(todo) // chunk_rows)
-        first = len(self._chunks())
+        # after the highest chunk number present (a chunk deleted by hand must not make a new one overwrite another)
+        first = 1 + max((int(c.stem.rsplit("-", 1)[1]) for c in self._chunks() if c.stem.rsplit("-", 1)[1].isdigit()),
+                        default=-1)
         for c, start in enumerate(range(0, len(todo), chunk_rows)):
             idx = todo[start : start + chunk_rows]
             train, base = fn([pairs[i] for i in idx], f"chunk {c + 1}/{n_chunks}")

@@ -140,3 +140,23 @@ def test_cli_filter_leaves_no_journal(stories260k: Path, loaded, tmp_path: Path)
     assert res.exit_code == 0, res.output
     assert (out / "summary.json").is_file() and not (out / ".partial").exists()
     assert json.loads((out / "summary.json").read_text())["n_flagged"] == 2
+
+
+def test_new_chunks_never_overwrite_saved_ones(tmp_path: Path) -> None:
+    """A chunk deleted by hand leaves a gap in the numbering: the next chunk goes after the highest number."""
+    from difflib_models.persona.traits.chat import EncodedPair
+
+    pairs = [EncodedPair(ids=[1, 2, i + 3], prompt_len=2) for i in range(6)]
+    book = ScoreJournal(tmp_path, {"k": 1})
+
+    def fn(chunk, label):
+        return [float(p.ids[-1]) for p in chunk], [0.0] * len(chunk)
+
+    book.score(pairs[:4], fn, 2)  # chunks 0 and 1
+    chunks = sorted(tmp_path.glob("chunk-*.json"))
+    chunks[0].unlink()
+    train, _ = book.score(pairs, fn, 2)  # rows 0, 1 (deleted chunk) and 4, 5 (new)
+    assert train.tolist() == [3.0, 4.0, 5.0, 6.0, 7.0, 8.0]
+    names = sorted(p.name for p in tmp_path.glob("chunk-*.json"))
+    assert len(names) == 3 and names[0] == chunks[1].name  # the surviving chunk is intact, two new ones after it
+    assert ScoreJournal(tmp_path, {"k": 1}).load().keys() == {pair_digest(p) for p in pairs}
