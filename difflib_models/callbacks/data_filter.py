@@ -29,6 +29,7 @@ from difflib_models.errors import ConfigError, bad_value
 from difflib_models.files import load_jsonl
 from difflib_models.models.hookpoints import check_layers
 from difflib_models.persona.extraction.vectors import PersonaVectorSet, vector_paths
+from difflib_models.persona.filtering.journal import ScoreJournal
 from difflib_models.persona.filtering.scoring import (
     FilterConfig,
     default_layer,
@@ -194,15 +195,22 @@ class DataFilterCore:
         assert self.dataset is not None and self.run_dir is not None
         samples = samples_from_rows(self.dataset.rows, name=self.dataset_attr)
         loaded = self._loaded if base else _CurrentModel(self._loaded)
-        with _core.probe_mode(self._model):
-            result = filter_samples(loaded, self._vs, samples, self.config, layer=self.layer,
-                                    reference=self._reference)
-        flagged = [bool(f) for f in _core.broadcast(trainer, [bool(f) for f in result.flagged])]
-        self.dataset.set_flagged(flagged)
         epoch = 0 if base else int(trainer.current_epoch) + 1
         out = self.run_dir / f"round-{len(self.rounds)}-epoch-{epoch}"
+        # the base round keeps finished chunks of scores (a restart after a crash scores only the rest), in one
+        # process only: with several ranks every rank must run the same forwards (FSDP gathers shards in each),
+        # which a rank reading saved chunks would not; later rounds score weights the journal key cannot name (the
+        # view's identity is the base's), so none
+        journal = out / ".partial" if base and _core.world_size(trainer) == 1 else None
+        with _core.probe_mode(self._model):
+            result = filter_samples(loaded, self._vs, samples, self.config, layer=self.layer,
+                                    reference=self._reference, journal=journal)
+        flagged = [bool(f) for f in _core.broadcast(trainer, [bool(f) for f in result.flagged])]
+        self.dataset.set_flagged(flagged)
         if _core.is_global_zero(trainer):
             write_outputs(result, out)
+        if journal is not None:
+            ScoreJournal.remove(journal)
         entry = {"round": len(self.rounds), "epoch": epoch, "model": "base" if base else "current",
                  "n": len(flagged), "n_flagged": int(sum(flagged)), "dir": str(out),
                  "mean_delta_p": result.summary.mean_delta_p, "threshold": result.summary.threshold}
