@@ -121,36 +121,28 @@ def test_a_fit_killed_while_scoring_resumes_the_base_round(tmp_path: Path, tinys
     import torch
 
     from difflib_models.callbacks import DataFilterCallback
-    from difflib_models.persona.filtering import scoring
+    from tests.helpers.filter_chunks import KilledWhileScoring, count_chunks
 
     vec = torch.randn(32, generator=torch.Generator().manual_seed(2))
-    real = scoring._score_pairs
-    calls: list[int] = []
 
-    def run(out: str, crash_at: int | None = None) -> tuple[DataFilterCallback, ChatLM]:
-        calls.clear()
-
-        def counted(model, tokenizer, pairs, *args, **kwargs):
-            if crash_at is not None and len(calls) == crash_at:
-                raise KeyboardInterrupt("killed while scoring")
-            calls.append(len(pairs))
-            return real(model, tokenizer, pairs, *args, **kwargs)
-
-        monkeypatch.setattr(scoring, "_score_pairs", counted)
+    def run(out: str) -> ChatLM:
         module = ChatLM(_rows(), tokenizer_dir=str(tinystories_656k))  # same seed: the same initial weights
-        vf = _vector_file(tmp_path / "syc", module, vec)
-        cb = DataFilterCallback(vectors=vf, mode="top_k", top_k=6, out_dir=str(tmp_path / out))
+        cb = DataFilterCallback(vectors=_vector_file(tmp_path / "syc", module, vec), mode="top_k", top_k=6,
+                                out_dir=str(tmp_path / out))
         cb.config.checkpoint_rows = 5
         _trainer(tmp_path, [cb], max_epochs=1).fit(module)
-        return cb, module
+        return module
 
-    _, whole = run("whole")
+    calls = count_chunks(monkeypatch)
+    whole = run("whole")
     assert calls == [5, 5, 5, 5]
-    with pytest.raises((KeyboardInterrupt, SystemExit)):
-        run("killed", crash_at=2)
+    count_chunks(monkeypatch, crash_after=2)
+    with pytest.raises(KilledWhileScoring):
+        run("killed")
     partial = tmp_path / "killed" / "round-0-epoch-0" / ".partial"
     assert len(list(partial.glob("chunk-*.json"))) == 2
-    _, resumed = run("killed")
+    calls = count_chunks(monkeypatch)
+    resumed = run("killed")
     assert calls == [5, 5]  # the 10 rows no saved chunk held
     assert resumed.train_dataset.kept_indices == whole.train_dataset.kept_indices
     assert not partial.exists() and (partial.parent / "scores.jsonl").is_file()

@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from difflib_models.persona.extraction.vectors import PersonaVectorSet
-from difflib_models.persona.filtering import scoring
 from difflib_models.persona.filtering.journal import ScoreJournal, pair_digest
 from difflib_models.persona.filtering.scoring import (
     FilterConfig,
@@ -19,6 +18,7 @@ from difflib_models.persona.filtering.scoring import (
     filter_samples,
     samples_from_rows,
 )
+from tests.helpers.filter_chunks import KilledWhileScoring, count_chunks
 
 LAYER = 2
 WORDS = ["cat", "dog", "sun", "tree", "boat", "bird", "cake", "rain", "moon", "fish", "ball", "kite", "frog"]
@@ -41,28 +41,6 @@ def _vectors(loaded, seed: int) -> PersonaVectorSet:
                             selected_layer=LAYER)
 
 
-class _Crash(RuntimeError):
-    pass
-
-
-_SCORE_PAIRS = scoring._score_pairs
-
-
-def _counting(monkeypatch: pytest.MonkeyPatch, crash_after: int | None = None) -> list[int]:
-    """Wrap the chunk scorer: record each call's row count; raise on call ``crash_after + 1``."""
-    calls: list[int] = []
-    real = _SCORE_PAIRS
-
-    def wrapped(model, tokenizer, pairs, *args, **kwargs):
-        if crash_after is not None and len(calls) == crash_after:
-            raise _Crash("killed mid-run")
-        calls.append(len(pairs))
-        return real(model, tokenizer, pairs, *args, **kwargs)
-
-    monkeypatch.setattr(scoring, "_score_pairs", wrapped)
-    return calls
-
-
 @pytest.mark.parametrize("method", ["proxy", "exact"])
 def test_a_crashed_run_resumes_with_the_numbers_of_an_uninterrupted_one(loaded, tmp_path: Path, method: str,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
@@ -72,12 +50,12 @@ def test_a_crashed_run_resumes_with_the_numbers_of_an_uninterrupted_one(loaded, 
     whole = filter_samples(loaded, vs, samples, cfg)  # no journal: one pass
     journal = tmp_path / "partial"
 
-    calls = _counting(monkeypatch, crash_after=2)
-    with pytest.raises(_Crash):
+    calls = count_chunks(monkeypatch, crash_after=2)
+    with pytest.raises(KilledWhileScoring):
         filter_samples(loaded, vs, samples, cfg, journal=journal)
     assert calls == [4, 4] and len(list(journal.glob("chunk-*.json"))) == 2  # two chunks saved before the crash
 
-    calls = _counting(monkeypatch)
+    calls = count_chunks(monkeypatch)
     resumed = filter_samples(loaded, vs, samples, cfg, journal=journal)
     assert calls == [4, 1]  # only the 5 rows not saved: 13 - 8
     for a, b in zip(resumed.records, whole.records, strict=True):
@@ -85,7 +63,7 @@ def test_a_crashed_run_resumes_with_the_numbers_of_an_uninterrupted_one(loaded, 
         assert a.proj_train == pytest.approx(b.proj_train, abs=1e-4)
         assert a.proj_base == pytest.approx(b.proj_base, abs=1e-4)
     # a third run reads everything from the journal
-    calls = _counting(monkeypatch)
+    calls = count_chunks(monkeypatch)
     again = filter_samples(loaded, vs, samples, cfg, journal=journal)
     assert calls == [] and [r.delta_p for r in again.records] == [r.delta_p for r in resumed.records]
 
@@ -99,14 +77,14 @@ def test_another_vector_or_a_damaged_chunk_is_scored_again(loaded, tmp_path: Pat
     chunks = sorted(journal.glob("chunk-*.json"))
     assert len(chunks) == 3
 
-    calls = _counting(monkeypatch)
+    calls = count_chunks(monkeypatch)
     other = filter_samples(loaded, _vectors(loaded, 8), samples, cfg, journal=journal)  # a re-extracted vector
     assert calls == [5, 5, 3]  # nothing reused from the other vector's chunks
     fresh = filter_samples(loaded, _vectors(loaded, 8), samples, cfg)
     np.testing.assert_allclose([r.delta_p for r in other.records], [r.delta_p for r in fresh.records], atol=1e-4)
 
     chunks[1].write_text("{not json", encoding="utf-8")  # a chunk damaged outside our atomic writes
-    calls = _counting(monkeypatch)
+    calls = count_chunks(monkeypatch)
     filter_samples(loaded, _vectors(loaded, 7), samples, cfg, journal=journal)
     assert calls == [5]  # that chunk's rows only
 
