@@ -589,6 +589,13 @@ def _train(kind: str, trait: str, seed: int, rec: Mapping[str, Any], vectors: Ma
                                   for t, v in last.items()},
                        "series": [{"step": s.get("step"), "traits": {t: finite_or_none(v.get("shift_z")) for t, v in
                                                                     (s.get("traits") or {}).items()}}
+                                  for s in mon["series"]],
+                       # every check's full reading, so another set of lines (e.g. PersonaMonitor(policy=)) can be
+                       # re-judged exactly from the record, the two-consecutive-crossings rule included
+                       "checks": [{"step": s.get("step"),
+                                   "traits": {t: {k: finite_or_none(v.get(k)) for k in
+                                                  ("shift_z", "shift_frac", "null_percentile", "status")}
+                                              for t, v in (s.get("traits") or {}).items()}}
                                   for s in mon["series"]]}}
     atomic_write_json(done, out)
     log.info("trained %s-%s-s%d: %d steps, loss %.3f, %.0f s, monitor %s", trait, kind, seed, out["steps"],
