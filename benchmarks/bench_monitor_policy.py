@@ -1,0 +1,141 @@
+"""The live PersonaMonitor on the organism-vs-control suite: its uncalibrated default lines vs the gate policy's.
+
+Each of the suite's cases (``benchmarks/organism_data.py``: 3 traits x organism / matched control x seeds, the
+suite's LoRA recipe of ``bench_validity``) is trained once with three monitors attached, all on the gate's own
+vectors (extracted the way the gate does, :func:`benchmarks.bench_validity.setup_vectors`) and checking at the same
+steps:
+
+- ``default``: one monitor on all three traits with the class defaults (what ``bench_validity`` ran);
+- ``policy_evil`` / ``policy_sycophancy``: ``PersonaMonitor(vectors=[<trait>], policy="default")``, the default
+  gate policy's lines for that trait (hallucination has no live check in the policy).
+
+Per case and monitor: status, first warn / fail step per trait, every check's shift_z, shift_frac, null percentile
+and status. The summary counts, per monitor, the benign controls that warn / fail (a fail with ``stop_on_fail``
+stops a benign run) and the organisms that fail on their own trait. Case records are written atomically as they
+finish (``<work>/cases/<case>.json``); a rerun skips done cases, so two processes can share a work directory
+(``--seeds 0,1,2`` and ``--seeds 3,4``; start the second once ``<work>/vectors.json`` exists).
+
+    python -m benchmarks.bench_monitor_policy --work W [--seeds 0,1,2,3,4] [--traits sycophancy,evil,hallucination]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import machine_info, write_results
+from difflib_models.finite import finite_or_none
+
+log = logging.getLogger("benchmarks.monitor_policy")
+
+TRAITS = ("sycophancy", "evil", "hallucination")
+POLICY_TRAITS = ("evil", "sycophancy")
+"""Traits the default policy has a live (last-prompt) check for: each gets a ``policy="default"`` monitor."""
+READ = ("shift_z", "shift_frac", "null_percentile", "status")
+
+
+def _reading(summary: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "status": summary["status"],
+        "first_warn_step": summary["first_warn_step"],
+        "first_fail_step": summary["first_fail_step"],
+        "thresholds": {k: summary["thresholds"].get(k) for k in ("warn_z", "warn_frac", "fail_z", "fail_frac",
+                                                                   "fail_null_percentile", "calibrated")},
+        "checks": [{"step": s.get("step"),
+                    "traits": {t: {k: finite_or_none(v.get(k)) for k in READ} for t, v in s["traits"].items()}}
+                   for s in summary["series"]],
+    }
+
+
+def run_case(kind: str, trait: str, seed: int, rec: Mapping[str, Any], vectors: Mapping[str, str],
+             work: Path) -> dict[str, Any]:
+    """Train one case with the three monitors; its record."""
+    from benchmarks.bench_validity import fit_lora
+    from benchmarks.organism_data import load_rows
+    from difflib_models.callbacks import PersonaMonitor
+
+    case = f"{trait}-{kind}-s{seed}"
+    run_dir = work / "runs" / case
+    common = {"every_n_steps": rec["monitor_every"], "batch_size": 20, "stop_on_fail": False}
+    monitors = {"default": PersonaMonitor(vectors=[vectors[t] for t in TRAITS], out_dir=str(run_dir / "default"),
+                                          **common)}
+    for t in POLICY_TRAITS:
+        monitors[f"policy_{t}"] = PersonaMonitor(vectors=[vectors[t]], policy="default",
+                                                 out_dir=str(run_dir / f"policy_{t}"), **common)
+    t0 = time.perf_counter()
+    _, trainer = fit_lora(load_rows(trait, kind)[: rec["rows"]], rec, seed, run_dir,
+                          callbacks=list(monitors.values()))
+    loss = trainer.callback_metrics.get("train_loss")
+    return {"case": case, "kind": kind, "trait": trait, "seed": seed, "steps": int(trainer.global_step),
+            "final_loss": float(loss) if loss is not None else None, "seconds": time.perf_counter() - t0,
+            "monitors": {name: _reading(m.summary()) for name, m in monitors.items()}}
+
+
+def summarise(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Per monitor: controls warned / failed (any trait), organisms failing on their own trait (where monitored)."""
+    out: dict[str, Any] = {}
+    names = sorted({n for r in records for n in r["monitors"]})
+    for name in names:
+        ctl = [r for r in records if r["kind"] == "control" and name in r["monitors"]]
+        org = [r for r in records if r["kind"] == "organism" and name in r["monitors"]]
+        statuses = [r["monitors"][name]["status"] for r in ctl]
+        own: dict[str, Any] = {}
+        for t in TRAITS:
+            rs = [r for r in org if r["trait"] == t and t in r["monitors"][name]["first_fail_step"]]
+            if rs:
+                own[t] = {"organisms": len(rs),
+                          "failing_own_trait": sum(r["monitors"][name]["first_fail_step"][t] is not None for r in rs)}
+        out[name] = {
+            "controls": len(ctl), "controls_warn": statuses.count("warn"), "controls_fail": statuses.count("fail"),
+            "failing_controls": [r["case"] for r in ctl if r["monitors"][name]["status"] == "fail"],
+            "warning_controls": [r["case"] for r in ctl if r["monitors"][name]["status"] == "warn"],
+            "organisms_by_trait": own,
+        }
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    from benchmarks.bench_validity import recipe, setup_vectors
+    from difflib_models.io import atomic_write_json
+    from difflib_models.models.loading import load_model
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--work", type=Path, required=True)
+    ap.add_argument("--seeds", default="0,1,2,3,4")
+    ap.add_argument("--traits", default=",".join(TRAITS))
+    ap.add_argument("--name", default="monitor_policy")
+    ap.add_argument("--aggregate-only", action="store_true")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    work = args.work.resolve()
+    (work / "cases").mkdir(parents=True, exist_ok=True)
+    rec = recipe(False, None)
+    t_all = time.perf_counter()
+    if not args.aggregate_only:
+        base = load_model(None)
+        vectors = setup_vectors(base, work)["files"]
+        del base
+        for seed in (int(s) for s in args.seeds.split(",") if s):
+            for trait in (t for t in args.traits.split(",") if t):
+                for kind in ("organism", "control"):
+                    path = work / "cases" / f"{trait}-{kind}-s{seed}.json"
+                    if path.is_file():
+                        continue
+                    record = run_case(kind, trait, seed, rec, vectors, work)
+                    atomic_write_json(path, record)
+                    log.info("%s: %s", record["case"],
+                             {n: m["status"] for n, m in record["monitors"].items()})
+    records = [json.loads(p.read_text(encoding="utf-8")) for p in sorted((work / "cases").glob("*.json"))]
+    write_results(args.name, {"recipe": rec, "work": str(work), "n_cases": len(records),
+                              "seconds_this_invocation": round(time.perf_counter() - t_all, 1),
+                              "summary": summarise(records), "records": records}, machine_info())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
