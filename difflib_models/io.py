@@ -97,6 +97,13 @@ def json_default(obj: Any) -> Any:
     raise TypeError(f"Object of type {type(obj).__name__} is not JSON serialisable")
 
 
+def sha256_tensor(tensor: Any) -> str:
+    """sha256 of a torch tensor's float32 bytes (CPU, contiguous): the key of measurements read along a direction."""
+    import torch
+
+    return hashlib.sha256(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()).hexdigest()
+
+
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:

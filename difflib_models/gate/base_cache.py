@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 from difflib_models._version import __version__
-from difflib_models.io import atomic_write, atomic_write_json, sha256_file
+from difflib_models.io import atomic_write, atomic_write_json, sha256_file, sha256_tensor
 from difflib_models.paths import cache_dir
 
 log = logging.getLogger(__name__)
@@ -240,7 +240,7 @@ def store_probe(key: str, probe: Any) -> None:
 
 def vector_digest(vector: torch.Tensor) -> str:
     """sha256 of a direction's float32 bytes (a key setting of measurements read along it)."""
-    return hashlib.sha256(vector.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()).hexdigest()
+    return sha256_tensor(vector)
 
 
 def load_scale(key: str, *, trait: str, layer: int) -> Any:

@@ -24,7 +24,6 @@ head are skipped), so it is cheaper than a bare full forward. ``exact`` adds a g
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -41,7 +40,7 @@ from torch import nn
 from difflib_models.errors import ConfigError, bad_value
 from difflib_models.files import load_jsonl
 from difflib_models.hooks import BlockReader, EarlyStop, probe_mode, projection, run_forward
-from difflib_models.io import atomic_write_json, atomic_write_text
+from difflib_models.io import atomic_write_json, atomic_write_text, sha256_tensor
 from difflib_models.models.hookpoints import LAYER_CONVENTION, unwrap_model
 from difflib_models.persona.filtering.journal import ScoreJournal
 from difflib_models.persona.filtering.records import SUMMARY_KEYS, FilterRow, FilterSummary
@@ -414,7 +413,7 @@ def filter_samples(
     def run(items: Sequence[ChatSample], side: str) -> Scores:
         book = None if journal is None else ScoreJournal(journal, {
             "model": loaded.identity.weight_hash, "adapter": getattr(loaded.identity, "adapter_hash", None),
-            "unit": hashlib.sha256(unit.detach().cpu().float().numpy().tobytes()).hexdigest(), "layer": layer,
+            "unit": sha256_tensor(unit), "layer": layer,
             "method": config.method, "max_new_tokens": config.max_new_tokens, "side": side})
         if loaded.is_peft:
             with loaded.base_view() as base:
