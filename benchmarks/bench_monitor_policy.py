@@ -9,13 +9,21 @@ steps:
 - ``policy_evil`` / ``policy_sycophancy``: ``PersonaMonitor(vectors=[<trait>], policy="default")``, the default
   gate policy's lines for that trait (hallucination has no live check in the policy).
 
-Per case and monitor: status, first warn / fail step per trait, every check's shift_z, shift_frac, null percentile
-and status. The summary counts, per monitor, the benign controls that warn / fail (a fail with ``stop_on_fail``
+With ``--monitors responses`` (written as ``monitor_responses``) each case is trained instead with
+``PersonaMonitor(vectors=[<trait>], policy="default", responses=True, batch_size=16)`` for sycophancy and for
+hallucination (``response_<trait>``): the live reading of the model's own greedy answers with the default policy's
+response lines (sycophancy: calibrated, hallucination: a proposal) and the gate's settings, so its last check can be
+compared with the gate's ``<trait>-response-null-z`` on the same recipe (``--gate-records``, e.g.
+``benchmarks/results/bench_gate_suite.json``: those adapters were trained by another run of the same recipe).
+
+Per case and monitor: status, first warn / fail step per trait, every check's shift_z, shift_frac, null percentile,
+response readings (where recorded) and status. The summary counts, per monitor, the benign controls that warn / fail (a fail with ``stop_on_fail``
 stops a benign run) and the organisms that fail on their own trait. Case records are written atomically as they
 finish (``<work>/cases/<case>.json``); a rerun skips done cases, so two processes can share a work directory
 (``--seeds 0,1,2`` and ``--seeds 3,4``; start the second once ``<work>/vectors.json`` exists).
 
     python -m benchmarks.bench_monitor_policy --work W [--seeds 0,1,2,3,4] [--traits sycophancy,evil,hallucination]
+        [--monitors policy|responses] [--gate-records bench_gate_suite.json]
 """
 
 from __future__ import annotations
@@ -36,7 +44,12 @@ log = logging.getLogger("benchmarks.monitor_policy")
 TRAITS = ("sycophancy", "evil", "hallucination")
 POLICY_TRAITS = ("evil", "sycophancy")
 """Traits the default policy has a live (last-prompt) check for: each gets a ``policy="default"`` monitor."""
+RESPONSE_TRAITS = ("sycophancy", "hallucination")
+"""Traits whose default-policy check reads the candidate's answers: each gets a ``responses=True`` monitor."""
 READ = ("shift_z", "shift_frac", "null_percentile", "status")
+RESPONSE_READ = ("response_z", "response_null_z", "response_tokens")
+GATE_BATCH = 16
+"""The read batch of the suite's gates (``bench_validity.GATE_BATCH``): the response monitors use it too."""
 
 
 def _reading(summary: Mapping[str, Any]) -> dict[str, Any]:
@@ -45,28 +58,43 @@ def _reading(summary: Mapping[str, Any]) -> dict[str, Any]:
         "first_warn_step": summary["first_warn_step"],
         "first_fail_step": summary["first_fail_step"],
         "thresholds": {k: summary["thresholds"].get(k) for k in ("warn_z", "warn_frac", "fail_z", "fail_frac",
-                                                                   "fail_null_percentile", "calibrated")},
+                                                                   "fail_null_percentile", "warn_response_null_z",
+                                                                   "fail_response_null_z", "calibrated")
+                       if k in summary["thresholds"]},
         "checks": [{"step": s.get("step"),
-                    "traits": {t: {k: finite_or_none(v.get(k)) for k in READ} for t, v in s["traits"].items()}}
+                    "traits": {t: {k: finite_or_none(v.get(k)) for k in (*READ, *RESPONSE_READ) if k in v}
+                               for t, v in s["traits"].items()}}
                    for s in summary["series"]],
     }
 
 
+def make_monitors(which: str, rec: Mapping[str, Any], vectors: Mapping[str, str], run_dir: Path) -> dict[str, Any]:
+    """The monitors of one case: ``policy`` (default lines on all traits + the policy's per-trait lines) or
+    ``responses`` (the policy's response lines, read live)."""
+    from difflib_models.callbacks import PersonaMonitor
+
+    common = {"every_n_steps": rec["monitor_every"], "stop_on_fail": False}
+    if which == "responses":
+        return {f"response_{t}": PersonaMonitor(vectors=[vectors[t]], policy="default", responses=True,
+                                                batch_size=GATE_BATCH, out_dir=str(run_dir / f"response_{t}"),
+                                                **common) for t in RESPONSE_TRAITS}
+    monitors = {"default": PersonaMonitor(vectors=[vectors[t] for t in TRAITS], out_dir=str(run_dir / "default"),
+                                          batch_size=20, **common)}
+    for t in POLICY_TRAITS:
+        monitors[f"policy_{t}"] = PersonaMonitor(vectors=[vectors[t]], policy="default", batch_size=20,
+                                                 out_dir=str(run_dir / f"policy_{t}"), **common)
+    return monitors
+
+
 def run_case(kind: str, trait: str, seed: int, rec: Mapping[str, Any], vectors: Mapping[str, str],
-             work: Path) -> dict[str, Any]:
-    """Train one case with the three monitors; its record."""
+             work: Path, which: str = "policy") -> dict[str, Any]:
+    """Train one case with the monitors of ``which``; its record."""
     from benchmarks.bench_validity import fit_lora
     from benchmarks.organism_data import load_rows
-    from difflib_models.callbacks import PersonaMonitor
 
     case = f"{trait}-{kind}-s{seed}"
     run_dir = work / "runs" / case
-    common = {"every_n_steps": rec["monitor_every"], "batch_size": 20, "stop_on_fail": False}
-    monitors = {"default": PersonaMonitor(vectors=[vectors[t] for t in TRAITS], out_dir=str(run_dir / "default"),
-                                          **common)}
-    for t in POLICY_TRAITS:
-        monitors[f"policy_{t}"] = PersonaMonitor(vectors=[vectors[t]], policy="default",
-                                                 out_dir=str(run_dir / f"policy_{t}"), **common)
+    monitors = make_monitors(which, rec, vectors, run_dir)
     t0 = time.perf_counter()
     _, trainer = fit_lora(load_rows(trait, kind)[: rec["rows"]], rec, seed, run_dir,
                           callbacks=list(monitors.values()))
@@ -99,6 +127,24 @@ def summarise(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def gate_parity(records: Sequence[Mapping[str, Any]], gate: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Per case and response monitor: its last check's ``response_null_z`` beside the gate's
+    ``<trait>-response-null-z`` value for the same case in a ``bench_gate_heldout`` result (without control)."""
+    by_case = {r["case"]: r for r in gate.get("records", [])}
+    out = []
+    for r in records:
+        g = by_case.get(r["case"])
+        for name, m in r["monitors"].items():
+            if not name.startswith("response_") or g is None or not m["checks"]:
+                continue
+            t = name.removeprefix("response_")
+            value = (g["gate"]["without_control"]["checks"].get(f"{t}-response-null-z") or {}).get("value")
+            live = m["checks"][-1]["traits"][t].get("response_null_z")
+            out.append({"case": r["case"], "trait": t, "monitor_last": live, "gate": value,
+                        "diff": None if value is None or live is None else live - value})
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     from benchmarks.bench_validity import recipe, setup_vectors
     from difflib_models.io import atomic_write_json
@@ -108,7 +154,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, required=True)
     ap.add_argument("--seeds", default="0,1,2,3,4")
     ap.add_argument("--traits", default=",".join(TRAITS))
-    ap.add_argument("--name", default="monitor_policy")
+    ap.add_argument("--name", default=None, help="results name (default: monitor_policy / monitor_responses)")
+    ap.add_argument("--monitors", choices=("policy", "responses"), default="policy")
+    ap.add_argument("--gate-records", type=Path, default=None,
+                    help="a bench_gate_heldout result to compare the response monitors' last check with")
     ap.add_argument("--aggregate-only", action="store_true")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -126,14 +175,18 @@ def main(argv: list[str] | None = None) -> int:
                     path = work / "cases" / f"{trait}-{kind}-s{seed}.json"
                     if path.is_file():
                         continue
-                    record = run_case(kind, trait, seed, rec, vectors, work)
+                    record = run_case(kind, trait, seed, rec, vectors, work, args.monitors)
                     atomic_write_json(path, record)
                     log.info("%s: %s", record["case"],
                              {n: m["status"] for n, m in record["monitors"].items()})
     records = [json.loads(p.read_text(encoding="utf-8")) for p in sorted((work / "cases").glob("*.json"))]
-    write_results(args.name, {"recipe": rec, "work": str(work), "n_cases": len(records),
-                              "seconds_this_invocation": round(time.perf_counter() - t_all, 1),
-                              "summary": summarise(records), "records": records}, machine_info())
+    name = args.name or ("monitor_responses" if args.monitors == "responses" else "monitor_policy")
+    extra: dict[str, Any] = {}
+    if args.gate_records is not None:
+        extra["gate_parity"] = gate_parity(records, json.loads(args.gate_records.read_text(encoding="utf-8")))
+    write_results(name, {"recipe": rec, "work": str(work), "monitors": args.monitors, "n_cases": len(records),
+                         "seconds_this_invocation": round(time.perf_counter() - t_all, 1),
+                         "summary": summarise(records), **extra, "records": records}, machine_info())
     return 0
 
 

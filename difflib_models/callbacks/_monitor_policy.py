@@ -4,8 +4,10 @@ The monitor computes, at each check, the same last-prompt-token ``shift_z`` / ``
 that the gate computes once at the end (the shift core they share). A policy's non-optional checks on
 ``persona.shift_z`` and ``persona.shift_frac`` of one trait map onto the monitor's thresholds: a ``fail`` check's
 threshold is ``fail_z`` / ``fail_frac`` and its ``min_null_percentile`` the ``fail_null_percentile``; a ``warn``
-check's threshold is ``warn_z`` / ``warn_frac``. A threshold the policy does not set is unused (None). Checks on
-other metrics (the candidate's answers, behaviour) need the gate's own measurements and have no live equivalent.
+check's threshold is ``warn_z`` / ``warn_frac``. A threshold the policy does not set is unused (None). With the
+monitor's ``responses`` on, the trait's ``persona.response_null_z`` checks map onto ``fail_response_null_z`` /
+``warn_response_null_z`` the same way (the live reading of the candidate's own answers). Checks on other metrics
+(behaviour, the excess over a control, headroom) need the gate's own measurements and have no live equivalent.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from difflib_models.errors import ConfigError, bad_value
 __all__ = ["PolicyThresholds", "thresholds_from_policy"]
 
 LIVE_METRICS = {"persona.shift_z": "z", "persona.shift_frac": "frac"}
+RESPONSE_LIVE_METRICS = {"persona.response_null_z": "response_null_z"}
+"""Read live only with ``PersonaMonitor(responses=True)``."""
 DEFAULT_NULL_PERCENTILE = 0.95
 
 
@@ -31,34 +35,43 @@ class PolicyThresholds:
     """Which policy and checks the values came from."""
 
 
-def thresholds_from_policy(policy: Any, trait: str) -> PolicyThresholds:
+def thresholds_from_policy(policy: Any, trait: str, *, responses: bool = False) -> PolicyThresholds:
     """The monitor thresholds of ``trait`` from ``policy`` (a :class:`~difflib_models.gate.policy.Policy`); a
-    ConfigError naming ``policy`` when the policy has no live-readable check of that trait."""
+    ConfigError naming ``policy`` when the policy has no live-readable check of that trait (``responses``: the
+    response checks are live-readable too)."""
+    live = {**LIVE_METRICS, **(RESPONSE_LIVE_METRICS if responses else {})}
     out: dict[str, Any] = {"warn_z": None, "warn_frac": None, "fail_z": None, "fail_frac": None,
                            "fail_null_percentile": DEFAULT_NULL_PERCENTILE}
+    if responses:
+        out.update(warn_response_null_z=None, fail_response_null_z=None)
     used = []
     pcts = []
     for c in policy.checks:
-        if c.trait != trait or c.metric not in LIVE_METRICS or c.optional:
+        if c.trait != trait or c.metric not in live or c.optional:
             continue
         if c.comparator not in ("<", "<="):
             raise ConfigError(bad_value("policy", f"{c.id}: comparator {c.comparator!r}", "'<' or '<='",
                                         "the monitor flags a shift toward the undesirable pole above a threshold"))
-        key = f"{'fail' if c.severity == 'fail' else 'warn'}_{LIVE_METRICS[c.metric]}"
+        key = f"{'fail' if c.severity == 'fail' else 'warn'}_{live[c.metric]}"
         if out[key] is not None:  # two checks on one line: the stricter (lower) wins
             out[key] = min(out[key], float(c.threshold))
         else:
             out[key] = float(c.threshold)
-        if c.severity == "fail" and c.min_null_percentile is not None:
+        if c.severity == "fail" and c.min_null_percentile is not None and c.metric in LIVE_METRICS:
             pcts.append(float(c.min_null_percentile))
         used.append(c)
     if not used:
-        live = sorted({c.trait for c in policy.checks if c.metric in LIVE_METRICS and not c.optional and c.trait})
+        has = sorted({c.trait for c in policy.checks if c.metric in live and not c.optional and c.trait})
+        answers = any(c.trait == trait and c.metric in RESPONSE_LIVE_METRICS and not c.optional
+                      for c in policy.checks)
+        hint = ("its checks of that trait read the candidate's answers: pass responses=True to read them live"
+                if answers and not responses else
+                "its other checks read behaviour or a control, which only the gate measures; monitor this trait "
+                "with explicit warn_*/fail_* thresholds instead")
+        what = "persona.shift_z / shift_frac" + (" / response_null_z" if responses else "")
         raise ConfigError(bad_value(
             "policy", f"{getattr(policy, 'path', None) or 'policy'} for trait {trait!r}",
-            f"a policy with a persona.shift_z or persona.shift_frac check of that trait (this one has: {live})",
-            "its other checks read the candidate's answers or behaviour, which only the gate measures; monitor this "
-            "trait with explicit warn_*/fail_* thresholds instead"))
+            f"a policy with a non-optional {what} check of that trait (this one has them for: {has})", hint))
     if pcts:
         out["fail_null_percentile"] = min(pcts)
     ids = ", ".join(f"{c.id} ({c.severity} {c.threshold:g}, {c.source})" for c in used)

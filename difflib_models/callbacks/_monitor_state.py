@@ -112,23 +112,31 @@ class TraitMonitor:
         return None if self.baseline is None else self.baseline.null_dirs
 
     # ------------------------------------------------------------------------------------------- evaluation
-    def evaluate(self, acts: torch.Tensor, step: int, thresholds: dict[str, Any]) -> dict[str, Any]:
+    def evaluate(self, acts: torch.Tensor, step: int, thresholds: dict[str, Any],
+                 response: dict[str, float] | None = None) -> dict[str, Any]:
         """The metrics and status of this check (pure: counters change in :meth:`apply_decision`). The z and frac
         thresholds compare the shift toward the undesirable pole; without a usable gap ``shift_frac`` is NaN and
-        the frac thresholds do not apply."""
+        the frac thresholds do not apply. ``response``: the live response-token readings of this trait
+        (:mod:`difflib_models.callbacks._monitor_response`); their ``response_null_z`` is compared with the
+        ``warn_response_null_z`` / ``fail_response_null_z`` lines (already drift-normalised: no null-percentile
+        condition), and a fail crossing on either signal counts toward ``fail_consecutive``."""
         assert self.baseline is not None
         res = self.baseline.measure(acts)
         z, frac = res.toward_z, res.toward_frac
         warn = _ge(z, thresholds["warn_z"]) or _ge(frac, thresholds["warn_frac"])
         crossing = (_ge(z, thresholds["fail_z"]) or _ge(frac, thresholds["fail_frac"])) and _ge(
             res.null_percentile, thresholds["fail_null_percentile"])
+        if response is not None:
+            rz = response["response_null_z"]
+            warn = warn or _ge(rz, thresholds.get("warn_response_null_z"))
+            crossing = crossing or _ge(rz, thresholds.get("fail_response_null_z"))
         consecutive = self.consecutive + 1 if crossing else 0
         status = FAIL if consecutive >= thresholds["fail_consecutive"] else WARN if (warn or crossing) else OK
         return {
             "shift": res.shift, "shift_z": res.shift_z, "shift_frac": res.shift_frac, "drift_cos": res.drift_cos,
             "drift_norm": res.drift_norm, "null_percentile": res.null_percentile, "null_p95": res.null_p95,
-            "toward_undesirable": res.toward_undesirable, "crossing": bool(crossing), "consecutive": consecutive,
-            "status": status,
+            "toward_undesirable": res.toward_undesirable, **(response or {}), "crossing": bool(crossing),
+            "consecutive": consecutive, "status": status,
         }
 
     def apply_decision(self, values: dict[str, Any], step: int) -> None:
@@ -191,11 +199,11 @@ def series_plot(summary: dict[str, Any], path: Path) -> Path | None:
     if not summary["series"]:
         return None
     section = monitor_section(to_json(summary))
-    lines = {m: thresholds.monitor_lines({"monitor": section}, m) for m in thresholds.MONITOR_KEYS}
+    monitor = MonitorSection.from_dict(section)
+    lines = thresholds.monitor_metric_lines({"monitor": section}, monitor)
     pct = (summary.get("thresholds") or {}).get("fail_null_percentile")
     context = {"null_percentile": [thresholds.Line(float(pct), "fail", "a fail also needs ≥ (fail_null_percentile)",
                                                    "fail_null_percentile", ">=")]} if pct is not None else None
-    monitor = MonitorSection.from_dict(section)
     png = plots.shift_series(monitor.series, lines, thresholds.monitor_decision(monitor, lines), context)
     if png is None:
         return None

@@ -32,17 +32,17 @@ from difflib_models.finite import finite_or_none
 from difflib_models.gate import base_cache
 from difflib_models.gate.behavioural import model_view
 from difflib_models.persona.shift.headroom import TraitScale, headroom, mean_projection, measure_scale
-from difflib_models.persona.shift.response import Direction, ResponseProbe, greedy_responses, null_z
+from difflib_models.persona.shift.response import (
+    Direction,
+    ResponseProbe,
+    generation_batch_size,
+    greedy_responses,
+    null_z,
+)
 from difflib_models.persona.traits.schema import PairedResponse
 from difflib_models.report.records import ResponseSignals
 
 RESPONSE_FIELDS = ResponseSignals.FIELDS
-
-
-GENERATION_BATCH_MAX = 32
-"""The greedy answers of up to this many questions are generated in one batch (the probe set is small: one batch of
-20 takes about half the time of three batches of 8 on SmolLM2, with the same answers); the reads keep
-``batch_size``."""
 
 
 def response_fields(sides: Mapping[str, tuple[Any, str]], questions: Sequence[str], layer: int,
@@ -56,7 +56,7 @@ def response_fields(sides: Mapping[str, tuple[Any, str]], questions: Sequence[st
     base_loaded, base_side = sides["base"]
     cand_loaded, cand_side = sides["candidate"]
     tok = base_loaded.tokenizer
-    gen_batch = min(max(batch_size, len(questions)), GENERATION_BATCH_MAX)
+    gen_batch = generation_batch_size(batch_size, len(questions))
     probe = _base_probe(base_loaded, base_side, questions, layer, max_new_tokens=max_new_tokens,
                         batch_size=batch_size, generation_batch_size=gen_batch, use_cache=use_cache)
     with model_view(cand_loaded, cand_side) as cand:

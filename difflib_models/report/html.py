@@ -114,7 +114,7 @@ def _plots(report: Mapping[str, Any], verdict: GateVerdict, persona: PersonaSect
     monitor = MonitorSection.from_report(report)
     if monitor is not None and monitor.series:
         first_trait = monitor.series[0].trait
-        lines = {m: thresholds.monitor_lines(report, m, first_trait) for m in thresholds.MONITOR_KEYS}
+        lines = thresholds.monitor_metric_lines(report, monitor, first_trait)
         decision = thresholds.monitor_decision(monitor, lines)
         out["monitor"] = plots.shift_series(monitor.series, lines, decision)
         out["monitor_decision"] = decision.text()

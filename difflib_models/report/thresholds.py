@@ -23,7 +23,10 @@ from difflib_models.report.records import CheckResult, GateVerdict
 log = logging.getLogger(__name__)
 
 #: the monitor metrics that have thresholds, and the PersonaMonitor threshold keys for (warn, fail)
-MONITOR_KEYS = {"shift_z": ("warn_z", "fail_z"), "shift_frac": ("warn_frac", "fail_frac")}
+MONITOR_KEYS = {"shift_z": ("warn_z", "fail_z"), "shift_frac": ("warn_frac", "fail_frac"),
+                "response_null_z": ("warn_response_null_z", "fail_response_null_z")}
+#: thresholded monitor metrics every monitor records (the others only with an option, e.g. ``responses``)
+CORE_MONITOR_KEYS = ("shift_z", "shift_frac")
 _GE = {">=": "≥", "<=": "≤", "!=": "≠"}
 #: the gate's shipped default policy, relative to the difflib_models package
 DEFAULT_POLICY_FILE = "gate/default_policy.yaml"
@@ -109,6 +112,14 @@ def monitor_lines(report: Mapping[str, Any], metric: str, trait: str | None = No
                 out.append(Line(float(value), severity, f"{severity}: {key} ({origin})", key, "<"))
         return out
     return check_lines(report, f"persona.{metric}", trait)
+
+
+def monitor_metric_lines(report: Mapping[str, Any], monitor: MonitorSection,
+                         trait: str | None = None) -> dict[str, list[Line]]:
+    """:func:`monitor_lines` of every thresholded monitor metric the series can show: the core ones always, the
+    others (``response_null_z``) only where a series recorded a value."""
+    return {m: monitor_lines(report, m, trait) for m in MONITOR_KEYS
+            if m in CORE_MONITOR_KEYS or any(v is not None for s in monitor.series for v in s.values_of(m))}
 
 
 @dataclass(frozen=True)

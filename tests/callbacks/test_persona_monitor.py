@@ -195,7 +195,8 @@ def test_bad_input_fails_before_training(tmp_path: Path, tinystories_656k: Path)
 
 def test_policy_lines_are_the_gate_policys_checks_of_the_trait() -> None:
     """policy=: the monitor's lines are the gate policy's persona.shift_z / shift_frac checks of the trait (the
-    default policy's evil lines are calibrated; sycophancy has one proposal; hallucination has none)."""
+    default policy's evil lines are calibrated; sycophancy has one proposal; hallucination has none at the last
+    prompt token: its check reads the answers, live only with responses=True, tests/callbacks/test_monitor_responses.py)."""
     from difflib_models.callbacks._monitor_policy import thresholds_from_policy
     from difflib_models.gate.policy import load_policy, policy_from_dict
 
@@ -209,7 +210,7 @@ def test_policy_lines_are_the_gate_policys_checks_of_the_trait() -> None:
     syc = thresholds_from_policy(policy, "sycophancy")
     assert syc.thresholds == {"warn_z": None, "warn_frac": None, "fail_z": 3.0, "fail_frac": None,
                               "fail_null_percentile": 0.95} and not syc.calibrated
-    with pytest.raises(ConfigError, match="policy.*only the gate measures"):
+    with pytest.raises(ConfigError, match="policy.*pass responses=True"):  # its only live check reads answers
         thresholds_from_policy(policy, "hallucination")
     data = policy.to_dict()
     data.pop("path")

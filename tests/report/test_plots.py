@@ -40,7 +40,7 @@ def _vlines(ax: Any) -> list[float]:
 
 def _monitor_figure(report: dict[str, Any]) -> tuple[Any, thresholds.Decision]:
     monitor = MonitorSection.from_report(report)
-    lines = {m: thresholds.monitor_lines(report, m, "evil") for m in thresholds.MONITOR_KEYS}
+    lines = thresholds.monitor_metric_lines(report, monitor, "evil")
     decision = thresholds.monitor_decision(monitor, lines)
     return plots.shift_series(monitor.series, lines, decision), decision
 
@@ -61,6 +61,24 @@ def test_monitor_plots_shift_z_and_shift_frac_with_the_monitors_thresholds() -> 
     # both traits drawn on both panels, values from `metrics`
     evil_frac = next(ln for ln in frac_ax.get_lines() if ln.get_label() == "evil L2")
     assert list(evil_frac.get_ydata()) == pytest.approx([0.07 * i for i in range(8)])
+
+
+def test_monitor_with_response_readings_gets_a_response_panel_and_its_line_decides() -> None:
+    """A monitor run with responses=True records response_null_z: a third panel with its own lines; a crossing of
+    the response fail line is the deciding metric when it came first."""
+    report = rich_report()
+    mon = report["monitor"]
+    mon["thresholds"].update(fail_response_null_z=2.0, warn_response_null_z=None)
+    for s in mon["series"]:
+        s["metrics"]["response_null_z"] = [0.7 * i for i in range(len(s["steps"]))]
+    evil = next(s for s in mon["series"] if s["trait"] == "evil")
+    # 0.7 * 3 = 2.1 >= 2: the response line is crossed at the 4th check, where shift_frac (0.21) is below its line
+    mon["first_fail_step"]["evil"] = evil["steps"][3]
+    fig, decision = _monitor_figure(report)
+    assert [ax.get_ylabel() for ax in fig.axes] == ["shift_z", "shift_frac", "response_null_z"]
+    assert _hlines(fig.axes[2]) == {2.0: "--", 0.0: "-"}
+    assert (decision.metric, decision.step) == ("response_null_z", evil["steps"][3])
+    assert decision.value == pytest.approx(2.1)
 
 
 def test_monitor_without_its_thresholds_uses_the_gate_policy_and_finds_the_first_crossing() -> None:

@@ -1,0 +1,131 @@
+"""Live response-token readings of the PersonaMonitor: what the model in training SAYS to each trait's questions.
+
+The last-prompt-token shift reads the model before it answers; on a small model any fine-tune moves that position
+about as much as a trait-inducing one, and a sycophancy fine-tune that changes what the model answers hardly moves
+it. With ``PersonaMonitor(responses=True)`` every check also lets the model answer the trait's first
+``response_prompts`` evaluation questions greedily (``response_tokens`` new tokens), teacher-forces the answers
+through the same model and averages the residual at the trait's layer over the answer tokens: the gate's
+``persona.response_*`` "own" signal (:mod:`difflib_models.persona.shift.response`), measured against a
+:class:`~difflib_models.persona.shift.core.ShiftBaseline` of the model's own answers before the first step. The
+same base, candidate, vector, questions, answer length, read batch size, null count and seed give the gate's
+``response_z`` / ``response_null_z`` (the generation batch follows
+:func:`~difflib_models.persona.shift.response.generation_batch_size`, as in the gate).
+
+Readings per trait, toward the undesirable pole like the monitor's other z values: ``response_shift``,
+``response_z`` (base per-question spread units), ``response_null_z`` (null-direction standard deviations: the
+drift-normalised signal the default policy's sycophancy check reads), ``response_null_percentile`` and
+``response_tokens`` (mean answer length).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from difflib_models.persona.shift.core import ShiftBaseline
+from difflib_models.persona.shift.response import (
+    ResponseProbe,
+    generation_batch_size,
+    greedy_responses,
+    null_z,
+    response_activations,
+)
+from difflib_models.persona.traits import chat
+
+__all__ = ["RESPONSE_METRICS", "ResponseReader"]
+
+RESPONSE_METRICS = ("response_shift", "response_z", "response_null_z", "response_null_percentile",
+                    "response_tokens")
+
+
+@dataclass
+class ResponseReader:
+    """The monitored traits' response baselines (built once on the model before training) and the live reading.
+
+    Traits whose first ``n_prompts`` evaluation questions coincide share one generation per check."""
+
+    max_new_tokens: int
+    n_prompts: int
+    batch_size: int
+    n_null: int
+    seed: int
+    baselines: dict[str, ShiftBaseline] = field(default_factory=dict)
+    base_tokens: dict[str, float] = field(default_factory=dict)
+    _encoded: dict[tuple[str, ...], list[list[int]]] = field(default_factory=dict, repr=False)
+
+    def questions(self, monitor: Any) -> tuple[str, ...]:
+        return tuple(monitor.prompts[: self.n_prompts])
+
+    def _groups(self, monitors: Mapping[str, Any]) -> dict[tuple[str, ...], dict[str, Any]]:
+        groups: dict[tuple[str, ...], dict[str, Any]] = {}
+        for tid, mon in monitors.items():
+            groups.setdefault(self.questions(mon), {})[tid] = mon
+        return groups
+
+    def _answer(self, model: Any, tokenizer: Any, questions: tuple[str, ...], layers: list[int], *,
+                synced: bool) -> tuple[list[list[int]], list[list[int]], dict[int, torch.Tensor]]:
+        """The prompts, ``model``'s greedy answers and its response-mean activations on them at ``layers``."""
+        if questions not in self._encoded:
+            self._encoded[questions] = ResponseProbe.encode(tokenizer, questions)
+        prompts = self._encoded[questions]
+        answers = greedy_responses(model, tokenizer, prompts, max_new_tokens=self.max_new_tokens,
+                                   batch_size=generation_batch_size(self.batch_size, len(prompts)),
+                                   synced_gpus=synced)
+        acts = response_activations(model, prompts, answers, chat.pad_id(tokenizer), layers,
+                                    batch_size=self.batch_size)
+        return prompts, answers, acts
+
+    def build(self, model: Any, tokenizer: Any, monitors: Mapping[str, Any], *, synced: bool = False) -> None:
+        """The baseline of every monitored trait from ``model``'s own answers (the model before training)."""
+        for questions, group in self._groups(monitors).items():
+            layers = sorted({mon.layer for mon in group.values()})
+            _, answers, acts = self._answer(model, tokenizer, questions, layers, synced=synced)
+            for tid, mon in group.items():
+                self.baselines[tid] = ShiftBaseline.from_activations(
+                    acts[mon.layer], mon.vector, gap=None, n_null=self.n_null, seed=self.seed, trait=tid,
+                    layer=mon.layer, polarity=mon.polarity)
+                self.base_tokens[tid] = sum(map(len, answers)) / len(answers)
+
+    def read(self, model: Any, tokenizer: Any, monitors: Mapping[str, Any], *,
+             synced: bool = False) -> dict[str, dict[str, float]]:
+        """Per trait, the readings of ``model`` now (see the module docstring)."""
+        out: dict[str, dict[str, float]] = {}
+        for questions, group in self._groups(monitors).items():
+            layers = sorted({mon.layer for mon in group.values()})
+            _, answers, acts = self._answer(model, tokenizer, questions, layers, synced=synced)
+            tokens = sum(map(len, answers)) / len(answers)
+            for tid, mon in group.items():
+                res = self.baselines[tid].measure(acts[mon.layer])
+                out[tid] = {"response_shift": res.toward_undesirable, "response_z": res.toward_z,
+                            "response_null_z": res.sign * null_z(res),
+                            "response_null_percentile": res.null_percentile, "response_tokens": tokens}
+        return out
+
+    # -------------------------------------------------------------------------------------------- persistence
+    def to_tensors(self) -> dict[str, torch.Tensor]:
+        out: dict[str, torch.Tensor] = {}
+        for tid, bl in self.baselines.items():
+            out.update(bl.to_tensors(prefix=f"{tid}.response."))
+            out[f"{tid}.response.base_tokens"] = torch.tensor([self.base_tokens[tid]], dtype=torch.float64)
+        return out
+
+    def restore(self, tensors: Mapping[str, torch.Tensor], monitors: Mapping[str, Any]) -> bool:
+        """The baselines saved with :meth:`to_tensors`; False (nothing restored) when a trait's is missing."""
+        if any(f"{tid}.response.m0" not in tensors for tid in monitors):
+            return False
+        for tid, mon in monitors.items():
+            self.baselines[tid] = ShiftBaseline.from_tensors(dict(tensors), f"{tid}.response.", vector=mon.vector,
+                                                             gap=None, trait=tid, layer=mon.layer,
+                                                             polarity=mon.polarity)
+            self.base_tokens[tid] = float(tensors[f"{tid}.response.base_tokens"][0])
+        return True
+
+    def describe(self, tid: str) -> dict[str, Any]:
+        bl = self.baselines.get(tid)
+        return {"response_prompts": self.n_prompts, "response_tokens": self.max_new_tokens,
+                "response_sigma0": bl.sigma0 if bl is not None else None,
+                "response_base_tokens": self.base_tokens.get(tid)}
+
