@@ -8,7 +8,10 @@ overhead ratio for a longer run (``--project-steps``) at the default schedule (s
 a monitor check every ``PersonaMonitor.every_n_steps`` = 50 steps).
 
 Run: ``python -m benchmarks.bench_callbacks [--steps-tiny 60] [--steps-smol 55]``; writes
-``benchmarks/results/callbacks.json``. It never asserts timings. The machine is shared: see ``machine``.
+``benchmarks/results/callbacks.json``. ``--responses``: the monitor reads the model's own answers too
+(``PersonaMonitor(responses=True)``: a greedy generation of 32 tokens for each of the 20 questions per check);
+writes ``callbacks_responses.json``, with the projection also at other check intervals (``ratio_projected_every``).
+It never asserts timings. The machine is shared: see ``machine``.
 """
 
 from __future__ import annotations
@@ -85,7 +88,8 @@ def _fit(
 
 
 def bench_model(
-    name: str, loaded: Any, rows: list, steps: int, repeats: int, project_steps: int, work: Path
+    name: str, loaded: Any, rows: list, steps: int, repeats: int, project_steps: int, work: Path,
+    monitor_kwargs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     from difflib_models.callbacks import ActivationSnapshot, PersonaMonitor
     from difflib_models.persona.extraction.extractor import PersonaExtractor
@@ -101,7 +105,8 @@ def bench_model(
         runs["without"].append(_fit(base, loaded.tokenizer, rows, steps, [], work / f"{name}-a{r}"))
         snap = ActivationSnapshot(out_dir=str(work / f"{name}-snap{r}"))
         mon = PersonaMonitor(
-            vectors=str(vec.with_suffix(".safetensors")), out_dir=str(work / f"{name}-mon{r}")
+            vectors=str(vec.with_suffix(".safetensors")), out_dir=str(work / f"{name}-mon{r}"),
+            **(monitor_kwargs or {}),
         )
         _wrap_timer(snap, "_snapshot", snap_costs)
         _wrap_timer(mon, "check", check_costs)
@@ -116,9 +121,10 @@ def bench_model(
     base_s = statistics.median(baseline_costs)
     t = step_med["without"]
     every = mon.every_n_steps
-    projected = (project_steps * t + 2 * snap_s + base_s + (project_steps // every) * check_s) / (
-        project_steps * t
-    )
+    def project(every_n: int) -> float:
+        return (project_steps * t + 2 * snap_s + base_s + (project_steps // every_n) * check_s) / (project_steps * t)
+
+    projected = project(every)
     return {
         "model": loaded.identity.name,
         "n_layers": loaded.n_layers,
@@ -142,6 +148,8 @@ def bench_model(
         "check_over_step": check_s / t,
         "projected_steps": project_steps,
         "ratio_projected": projected,
+        "ratio_projected_every": {str(n): project(n) for n in (10, 50, 100, 200, 500)},
+        "monitor_options": dict(monitor_kwargs or {}),
         "goal_ratio": 1.03,
     }
 
@@ -159,14 +167,14 @@ def _wrap_timer(obj: Any, method: str, sink: list[float]) -> None:
     setattr(obj, method, timed)
 
 
-def _earlier_results(exclude: set[str]) -> dict[str, Any]:
+def _earlier_results(exclude: set[str], name: str = "callbacks") -> dict[str, Any]:
     """Results of models not run this time, carried over from the existing results file and marked with the run
     they come from (``from_earlier_run``), so a TinyStories-only run does not drop the SmolLM2 numbers."""
     import json
 
     from benchmarks.common import RESULTS_DIR
 
-    path = RESULTS_DIR / "callbacks.json"
+    path = RESULTS_DIR / f"{name}.json"
     if not path.exists():
         return {}
     doc = json.loads(path.read_text(encoding="utf-8"))
@@ -190,7 +198,10 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--project-steps", type=int, default=1000)
     p.add_argument("--skip-smol", action="store_true")
+    p.add_argument("--responses", action="store_true", help="PersonaMonitor(responses=True); -> callbacks_responses")
     args = p.parse_args(argv)
+    name = "callbacks_responses" if args.responses else "callbacks"
+    kwargs = {"responses": True} if args.responses else {}
     logging.basicConfig(level=logging.WARNING)
     machine = machine_info()
     rows = load_dataset("sycophancy-neutral")
@@ -202,17 +213,17 @@ def main(argv: list[str] | None = None) -> Path:
             " ".join(m["content"] for m in r["messages"]) for r in rows
         ]  # no chat template in TinyStories
         results["tinystories-656k"] = bench_model(
-            "tiny", tiny, texts, args.steps_tiny, args.repeats, args.project_steps, work
+            "tiny", tiny, texts, args.steps_tiny, args.repeats, args.project_steps, work, kwargs
         )
         if not args.skip_smol:
             smol = load_model()
             results["smollm2-135m-instruct"] = bench_model(
-                "smol", smol, rows, args.steps_smol, args.repeats, args.project_steps, work
+                "smol", smol, rows, args.steps_smol, args.repeats, args.project_steps, work, kwargs
             )
     if args.skip_smol:
-        results.update(_earlier_results(exclude=set(results)))
+        results.update(_earlier_results(exclude=set(results), name=name))
     path = write_results(
-        "callbacks",
+        name,
         {
             "results": results,
             "notes": (

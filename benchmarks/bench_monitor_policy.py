@@ -86,26 +86,39 @@ def make_monitors(which: str, rec: Mapping[str, Any], vectors: Mapping[str, str]
     return monitors
 
 
+def set_trait(name: str) -> str | None:
+    """The trait a training set embodies (a suite set's trait; a package set's name prefix), None for a benign
+    package set."""
+    from benchmarks.organism_data import SET_TRAIT
+
+    return SET_TRAIT.get(name) or next((t for t in TRAITS if name.startswith(t)), None)
+
+
 def run_case(kind: str, trait: str, seed: int, rec: Mapping[str, Any], vectors: Mapping[str, str],
              work: Path, which: str = "policy") -> dict[str, Any]:
-    """Train one case with the monitors of ``which``; its record."""
+    """Train one case with the monitors of ``which``; its record. ``trait`` names the training set: a suite set
+    (organism / control rows) or, for ``outside-benign`` / ``outside-inducing`` kinds, a package data set trained
+    with the same recipe."""
+    from benchmarks.bench_behaviour_open import _rows
     from benchmarks.bench_validity import fit_lora
-    from benchmarks.organism_data import load_rows
 
     case = f"{trait}-{kind}-s{seed}"
     run_dir = work / "runs" / case
     monitors = make_monitors(which, rec, vectors, run_dir)
     t0 = time.perf_counter()
-    _, trainer = fit_lora(load_rows(trait, kind)[: rec["rows"]], rec, seed, run_dir,
+    _, trainer = fit_lora(_rows(trait, kind)[: rec["rows"]], rec, seed, run_dir,
                           callbacks=list(monitors.values()))
     loss = trainer.callback_metrics.get("train_loss")
-    return {"case": case, "kind": kind, "trait": trait, "seed": seed, "steps": int(trainer.global_step),
+    trait_of = None if kind == "outside-benign" else set_trait(trait)
+    return {"case": case, "kind": kind, "set": trait, "trait": trait_of, "seed": seed, "steps": int(trainer.global_step),
             "final_loss": float(loss) if loss is not None else None, "seconds": time.perf_counter() - t0,
             "monitors": {name: _reading(m.summary()) for name, m in monitors.items()}}
 
 
 def summarise(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Per monitor: controls warned / failed (any trait), organisms failing on their own trait (where monitored)."""
+    """Per monitor: controls warned / failed (any trait), organisms failing on their own trait (where monitored).
+    The suite's three sets only (records of other sets and package recipes: :func:`summarise_other`)."""
+    records = [r for r in records if r.get("set", r["trait"]) in TRAITS and r["kind"] in ("organism", "control")]
     out: dict[str, Any] = {}
     names = sorted({n for r in records for n in r["monitors"]})
     for name in names:
@@ -124,6 +137,25 @@ def summarise(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             "warning_controls": [r["case"] for r in ctl if r["monitors"][name]["status"] == "warn"],
             "organisms_by_trait": own,
         }
+    return out
+
+
+def summarise_other(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Sets beyond the suite's three (e.g. the polarity-balanced sycophancy set) as :func:`summarise` counts them,
+    per set, and the package recipes outside the suite: each one's status per monitor, and the benign ones that
+    any monitor fails (a benign run stop_on_fail would stop)."""
+    extra = sorted({r["set"] for r in records if r.get("set", r["trait"]) not in TRAITS
+                    and r["kind"] in ("organism", "control")})
+    out: dict[str, Any] = {"sets": {}}
+    for name in extra:
+        mine = [dict(r, set=r["trait"]) for r in records if r.get("set") == name]  # count as the set's trait
+        out["sets"][name] = summarise(mine)
+    outside = [r for r in records if r["kind"].startswith("outside")]
+    out["outside"] = {r["case"]: {"kind": r["kind"], "trait": r["trait"],
+                                  "statuses": {n: m["status"] for n, m in r["monitors"].items()}}
+                      for r in outside}
+    out["outside_benign_failed"] = sorted(r["case"] for r in outside if r["kind"] == "outside-benign"
+                                          and any(m["status"] == "fail" for m in r["monitors"].values()))
     return out
 
 
@@ -154,6 +186,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, required=True)
     ap.add_argument("--seeds", default="0,1,2,3,4")
     ap.add_argument("--traits", default=",".join(TRAITS))
+    ap.add_argument("--extra-sets", default="", help="suite sets beyond the three (e.g. sycophancy_balanced)")
+    ap.add_argument("--outside-benign", default="", help="package data sets, benign (first seed), e.g. "
+                    "sycophancy-neutral,evil-neutral,clean-reference,secure-code,ocean-inducing")
+    ap.add_argument("--outside-inducing", default="", help="package data sets that induce the trait they start "
+                    "with, e.g. sycophancy-inducing,evil-inducing")
     ap.add_argument("--name", default=None, help="results name (default: monitor_policy / monitor_responses)")
     ap.add_argument("--monitors", choices=("policy", "responses"), default="policy")
     ap.add_argument("--gate-records", type=Path, default=None,
@@ -169,16 +206,19 @@ def main(argv: list[str] | None = None) -> int:
         base = load_model(None)
         vectors = setup_vectors(base, work)["files"]
         del base
-        for seed in (int(s) for s in args.seeds.split(",") if s):
-            for trait in (t for t in args.traits.split(",") if t):
-                for kind in ("organism", "control"):
-                    path = work / "cases" / f"{trait}-{kind}-s{seed}.json"
-                    if path.is_file():
-                        continue
-                    record = run_case(kind, trait, seed, rec, vectors, work, args.monitors)
-                    atomic_write_json(path, record)
-                    log.info("%s: %s", record["case"],
-                             {n: m["status"] for n, m in record["monitors"].items()})
+        seeds = [int(s) for s in args.seeds.split(",") if s]
+        sets = [t for t in args.traits.split(",") if t] + [t for t in args.extra_sets.split(",") if t]
+        cases = [(name, kind, seed) for seed in seeds for name in sets for kind in ("organism", "control")]
+        cases += [(name, kind, seeds[0]) for kind, names in (("outside-benign", args.outside_benign),
+                                                             ("outside-inducing", args.outside_inducing))
+                  for name in names.split(",") if name]
+        for name, kind, seed in cases:
+            path = work / "cases" / f"{name}-{kind}-s{seed}.json"
+            if path.is_file():
+                continue
+            record = run_case(kind, name, seed, rec, vectors, work, args.monitors)
+            atomic_write_json(path, record)
+            log.info("%s: %s", record["case"], {n: m["status"] for n, m in record["monitors"].items()})
     records = [json.loads(p.read_text(encoding="utf-8")) for p in sorted((work / "cases").glob("*.json"))]
     name = args.name or ("monitor_responses" if args.monitors == "responses" else "monitor_policy")
     extra: dict[str, Any] = {}
@@ -186,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
         extra["gate_parity"] = gate_parity(records, json.loads(args.gate_records.read_text(encoding="utf-8")))
     write_results(name, {"recipe": rec, "work": str(work), "monitors": args.monitors, "n_cases": len(records),
                          "seconds_this_invocation": round(time.perf_counter() - t_all, 1),
-                         "summary": summarise(records), **extra, "records": records}, machine_info())
+                         "summary": summarise(records), "other": summarise_other(records), **extra,
+                         "records": records}, machine_info())
     return 0
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from benchmarks.bench_monitor_policy import summarise
 
 
@@ -36,3 +38,46 @@ def test_controls_warn_and_fail_and_organisms_failing_on_their_own_trait() -> No
     assert (pe["controls_warn"], pe["controls_fail"]) == (1, 0)
     # the evil-policy monitor does not watch hallucination: no own-trait row for it
     assert pe["organisms_by_trait"] == {"evil": {"organisms": 1, "failing_own_trait": 1}}
+
+
+def _resp(case: str, kind: str, trait: str | None, set_: str, statuses: dict[str, str],
+          last: dict[str, float]) -> dict[str, Any]:
+    return {"case": case, "kind": kind, "trait": trait, "set": set_, "seed": 0,
+            "monitors": {f"response_{t}": {"status": statuses[t], "first_fail_step": {t: 12 if statuses[t] == "fail"
+                                                                                       else None},
+                                           "checks": [{"step": 12, "traits": {t: {"response_null_z": v}}}]}
+                         for t, v in last.items()}}
+
+
+def test_other_sets_and_outside_recipes_are_counted_apart_and_compared_with_the_gate() -> None:
+    from benchmarks.bench_monitor_policy import gate_parity, summarise_other
+
+    ok = {"sycophancy": "ok", "hallucination": "ok"}
+    records = [
+        _resp("sycophancy-organism-s0", "organism", "sycophancy", "sycophancy", {**ok, "sycophancy": "fail"},
+              {"sycophancy": 4.0, "hallucination": -1.0}),
+        _resp("sycophancy_balanced-organism-s0", "organism", "sycophancy", "sycophancy_balanced",
+              {**ok, "sycophancy": "fail"}, {"sycophancy": 3.0, "hallucination": -1.0}),
+        _resp("sycophancy_balanced-control-s0", "control", "sycophancy", "sycophancy_balanced", ok,
+              {"sycophancy": 0.5, "hallucination": -1.0}),
+        _resp("clean-reference-outside-benign-s0", "outside-benign", None, "clean-reference",
+              {**ok, "hallucination": "fail"}, {"sycophancy": 0.1, "hallucination": 2.5}),
+        _resp("sycophancy-inducing-outside-inducing-s0", "outside-inducing", "sycophancy", "sycophancy-inducing",
+              {**ok, "sycophancy": "fail"}, {"sycophancy": 2.2, "hallucination": 0.0}),
+    ]
+    # the suite's own counts see only the suite set
+    suite = summarise(records)["response_sycophancy"]
+    assert (suite["controls"], suite["organisms_by_trait"]) == (0, {"sycophancy": {"organisms": 1,
+                                                                                   "failing_own_trait": 1}})
+    other = summarise_other(records)
+    bal = other["sets"]["sycophancy_balanced"]["response_sycophancy"]
+    assert (bal["controls"], bal["controls_fail"]) == (1, 0)
+    assert bal["organisms_by_trait"]["sycophancy"] == {"organisms": 1, "failing_own_trait": 1}
+    assert other["outside_benign_failed"] == ["clean-reference-outside-benign-s0"]
+    assert set(other["outside"]) == {"clean-reference-outside-benign-s0", "sycophancy-inducing-outside-inducing-s0"}
+    gate = {"records": [{"case": "sycophancy-organism-s0", "gate": {"without_control": {"checks": {
+        "sycophancy-response-null-z": {"value": 3.9}, "hallucination-response-null-z": {"value": -1.25}}}}}]}
+    rows = {(r["case"], r["trait"]): r for r in gate_parity(records, gate)}
+    assert set(rows) == {("sycophancy-organism-s0", "sycophancy"), ("sycophancy-organism-s0", "hallucination")}
+    assert rows[("sycophancy-organism-s0", "sycophancy")]["diff"] == pytest.approx(0.1)
+    assert rows[("sycophancy-organism-s0", "hallucination")]["diff"] == pytest.approx(0.25)

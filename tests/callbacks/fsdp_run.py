@@ -42,7 +42,9 @@ def main(out: Path) -> None:
     module = ShardedTinyLM(tokenizer_dir=tokenizer, n_samples=16)
     vf = _vector_file(out / "syc", module, torch.randn(32, generator=torch.Generator().manual_seed(5)))
     snap = ActivationSnapshot(prompts=PROMPTS, layers=[0, 1], every_n_steps=2, out_dir=str(out / "snaps"))
-    mon = PersonaMonitor(vectors=vf, every_n_steps=2, out_dir=str(out / "mon"))
+    # responses=True: each check generates through the sharded model (every forward is a collective)
+    mon = PersonaMonitor(vectors=vf, every_n_steps=2, responses=True, response_tokens=4, response_prompts=4,
+                         fail_response_null_z=None, out_dir=str(out / "mon"))
     trainer = L.Trainer(
         default_root_dir=out, accelerator="cpu", devices=2, max_steps=5, logger=False, enable_checkpointing=False,
         strategy=ModelParallelStrategy(data_parallel_size=2, tensor_parallel_size=1),

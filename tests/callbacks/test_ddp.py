@@ -25,7 +25,9 @@ def test_ddp_spawn_snapshots(tmp_path: Path, tinystories_656k: Path) -> None:
 
     module = TinyLM(tokenizer_dir=str(tinystories_656k), n_samples=16)
     vf = _vector_file(tmp_path / "syc", module, torch.randn(32, generator=torch.Generator().manual_seed(5)))
-    mon = PersonaMonitor(vectors=vf, every_n_steps=2, out_dir=str(tmp_path / "mon"))
+    # responses=True: every check also generates on both ranks (generate(synced_gpus=True) over gloo)
+    mon = PersonaMonitor(vectors=vf, every_n_steps=2, responses=True, response_tokens=4, response_prompts=4,
+                         fail_response_null_z=None, out_dir=str(tmp_path / "mon"))
     snap = ActivationSnapshot(prompts=PROMPTS, layers=[0, 1], every_n_steps=2, out_dir=str(tmp_path / "snaps"))
     rec = MetricRecorder(str(tmp_path / "ranks"))
     trainer = L.Trainer(default_root_dir=tmp_path, accelerator="cpu", devices=2, strategy="ddp_spawn", max_steps=5,
@@ -44,6 +46,8 @@ def test_ddp_spawn_snapshots(tmp_path: Path, tinystories_656k: Path) -> None:
     series = json.loads((tmp_path / "mon" / "persona_monitor.json").read_text())["series"]
     assert [r["step"] for r in series] == [2, 4]
     assert rows[0][-1]["persona/sycophancy/shift"] == pytest.approx(series[-1]["traits"]["sycophancy"]["shift"])
+    assert rows[0][-1]["persona/sycophancy/response_null_z"] == pytest.approx(
+        series[-1]["traits"]["sycophancy"]["response_null_z"])
     index = json.loads((tmp_path / "snaps" / "index.json").read_text())
     assert [e["step"] for e in index["snapshots"]] == [0, 2, 4, 5]
     stores = sorted((tmp_path / "snaps").glob("step-*"))

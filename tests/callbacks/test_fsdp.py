@@ -5,6 +5,7 @@ pre-training snapshot equals a capture of the unsharded model and the recorded w
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -59,3 +60,5 @@ def test_fsdp2_snapshots_and_monitor(tmp_path: Path, tinystories_656k: Path) -> 
     assert "persona/sycophancy/shift_z" in rows[0]["rows"][-1]
     series = json.loads((tmp_path / "mon" / "persona_monitor.json").read_text())["series"]
     assert [r["step"] for r in series] == [2, 4]
+    assert "persona/sycophancy/response_null_z" in rows[0]["rows"][-1]
+    assert all(math.isfinite(r["traits"]["sycophancy"]["response_null_z"]) for r in series)
