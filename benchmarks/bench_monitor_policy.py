@@ -193,8 +193,8 @@ def main(argv: list[str] | None = None) -> int:
                     "with, e.g. sycophancy-inducing,evil-inducing")
     ap.add_argument("--name", default=None, help="results name (default: monitor_policy / monitor_responses)")
     ap.add_argument("--monitors", choices=("policy", "responses"), default="policy")
-    ap.add_argument("--gate-records", type=Path, default=None,
-                    help="a bench_gate_heldout result to compare the response monitors' last check with")
+    ap.add_argument("--gate-records", type=Path, nargs="+", default=None,
+                    help="bench_gate_heldout results to compare the response monitors' last check with")
     ap.add_argument("--aggregate-only", action="store_true")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -223,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     name = args.name or ("monitor_responses" if args.monitors == "responses" else "monitor_policy")
     extra: dict[str, Any] = {}
     if args.gate_records is not None:
-        extra["gate_parity"] = gate_parity(records, json.loads(args.gate_records.read_text(encoding="utf-8")))
+        gates = [json.loads(p.read_text(encoding="utf-8")) for p in args.gate_records]
+        extra["gate_parity"] = gate_parity(records, {"records": [r for g in gates for r in g.get("records", [])]})
     write_results(name, {"recipe": rec, "work": str(work), "monitors": args.monitors, "n_cases": len(records),
                          "seconds_this_invocation": round(time.perf_counter() - t_all, 1),
                          "summary": summarise(records), "other": summarise_other(records), **extra,

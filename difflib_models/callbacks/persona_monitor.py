@@ -165,6 +165,11 @@ class PersonaMonitorCore:
         if self.thresholds["fail_null_percentile"] > 1.0:
             raise ConfigError(bad_value("fail_null_percentile", fail_null_percentile, "a fraction in [0, 1]",
                                         "0.95 means 'beats 95% of the random directions'."))
+        if policy is not None and responses and (response_tokens, response_prompts) != (32, 20):
+            raise ConfigError(bad_value("response_tokens", (response_tokens, response_prompts),
+                                        "the defaults (32, 20) beside policy=",
+                                        "with policy= the answer length and question count are the policy's "
+                                        "persona.response_tokens / persona.max_probe_prompts (the gate's)"))
         self.policy = policy
         self._policy = self._load_policy(policy, warn_z=warn_z, warn_frac=warn_frac, fail_z=fail_z,
                                          fail_frac=fail_frac, fail_null_percentile=fail_null_percentile,

@@ -1,5 +1,6 @@
 """Monitor vs gate on the real SmolLM2-135M-Instruct: the same base, the same candidate and the same vector file
-give IDENTICAL shift, shift_z, shift_frac and null percentile through the PersonaMonitor and through the gate.
+give IDENTICAL shift, shift_z, shift_frac and null percentile through the PersonaMonitor and through the gate, and
+identical response-token readings (the model's own greedy answers, ``responses=True`` vs ``persona.response_*``).
 
 The candidate is a 2-step LoRA fine-tune on the sycophancy-inducing chat set with the monitor attached (it checks
 at step 2, the end of training); the gate then measures that same trained model against a separately loaded
@@ -25,6 +26,7 @@ STEPS = 2
 BATCH = 10
 N_NULL = 16
 SEED = 3
+RESPONSE_TOKENS = 8
 
 
 def test_monitor_and_gate_give_identical_numbers_on_smollm2(smollm2: Any, smollm2_dir: Path, tmp_path: Path) -> None:
@@ -57,7 +59,9 @@ def test_monitor_and_gate_give_identical_numbers_on_smollm2(smollm2: Any, smollm
                           max_length=64, seed=0)
     module = LoRAFineTune(model, loaded.tokenizer, lr=3e-3, max_steps=STEPS, warmup_steps=1)
     monitor = PersonaMonitor(vectors=vf, every_n_steps=STEPS, n_null=N_NULL, null_seed=SEED, batch_size=BATCH,
-                             stop_on_fail=False, out_dir=str(tmp_path / "monitor"))
+                             stop_on_fail=False, out_dir=str(tmp_path / "monitor"), responses=True,
+                             response_tokens=RESPONSE_TOKENS, response_prompts=len(trait.questions["evaluation"]),
+                             fail_response_null_z=None)
     L.Trainer(max_steps=STEPS, accelerator="cpu", devices=1, logger=False, callbacks=[monitor],
               enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
               default_root_dir=str(tmp_path)).fit(module, datamodule=data)
@@ -67,9 +71,12 @@ def test_monitor_and_gate_give_identical_numbers_on_smollm2(smollm2: Any, smollm
     # the gate: a separately loaded base, the same trained candidate, the same vector file and probe settings
     policy = policy_from_dict({
         "name": "parity", "persona": {"layer": layer, "null_directions": N_NULL, "seed": SEED,
-                                      "max_probe_prompts": len(trait.questions["evaluation"])},
+                                      "max_probe_prompts": len(trait.questions["evaluation"]),
+                                      "response_tokens": RESPONSE_TOKENS},
         "checks": [{"id": "syc-z", "metric": "persona.shift_z", "trait": TRAIT, "comparator": "<",
-                    "threshold": 3.0}],
+                    "threshold": 3.0},
+                   {"id": "syc-response", "metric": "persona.response_null_z", "trait": TRAIT, "comparator": "<",
+                    "threshold": 2.0}],
     })
     cand = from_pretrained_objects(model, loaded.tokenizer, name="lora candidate")
     result = run_gate(GateConfig(candidate=cand, base=smollm2, out=tmp_path / "gate", vectors=[vf], policy=policy,
@@ -81,6 +88,10 @@ def test_monitor_and_gate_give_identical_numbers_on_smollm2(smollm2: Any, smollm
     assert gate["base_projections"] == monitor.monitors[TRAIT].baseline.projections.tolist()  # same base activations
     for key in ("shift", "shift_z", "shift_frac", "null_percentile", "drift_cos", "drift_norm"):
         assert gate[key] == mon[key], (key, gate[key], mon[key])  # exact, not approx
+    # the response-token reading too: the monitor's model answered and read its answers as the gate's candidate did
+    for key in ("response_z", "response_null_z"):
+        assert gate[key] == mon[key], (key, gate[key], mon[key])
+    assert gate["response_shift"] == mon["response_shift"] and abs(mon["response_shift"]) > 1e-4
     # not a vacuous equality: the fine-tune moved the probes and every number is a real one
     assert abs(mon["shift"]) > 1e-3 and mon["drift_norm"] > 1e-3
     assert all(math.isfinite(mon[k]) for k in ("shift_z", "shift_frac", "null_percentile"))
