@@ -65,13 +65,13 @@ class DemoProfile:
 PROFILES: dict[str, DemoProfile] = {
     "quick": DemoProfile(
         name="quick", train_rows=48, steps=12, batch_size=4, lr=3e-3, lora_r=8, lora_alpha=16.0, max_length=96,
-        monitor_every=4, snapshot_every=6, snapshot_prompts=8, diff_texts=16, diff_max_length=64,
+        monitor_every=6, snapshot_every=6, snapshot_prompts=8, diff_texts=16, diff_max_length=64,
         crosscoder_dict_size=256, crosscoder_k=8, crosscoder_steps=60, crosscoder_batch=256,
         vector_instructions=2, vector_questions=6, vector_eval_questions=10, gate_behaviour_items=12,
     ),
     "full": DemoProfile(
         name="full", train_rows=124, steps=60, batch_size=8, lr=2e-3, lora_r=16, lora_alpha=32.0, max_length=128,
-        monitor_every=5, snapshot_every=20, snapshot_prompts=32, diff_texts=124, diff_max_length=128,
+        monitor_every=10, snapshot_every=20, snapshot_prompts=32, diff_texts=124, diff_max_length=128,
         crosscoder_dict_size=2048, crosscoder_k=32, crosscoder_steps=1000, crosscoder_batch=1024,
         vector_instructions=3, vector_questions=10, vector_eval_questions=20, gate_behaviour_items=24,
     ),

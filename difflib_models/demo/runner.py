@@ -180,7 +180,8 @@ def format_summary(result: DemoResult) -> list[str]:
                      + (f"  excess_z over control {_num(syc.get('excess_z'))}" if syc.get("excess_z") is not None
                         else ""))
         tr = run["train"]
-        lines.append(f"    monitor: {tr['monitor_status']} (first fail step {tr['monitor_first_fail_step']}), "
+        lines.append(f"    monitor: {tr['monitor_status']} (first fail step {tr['monitor_first_fail_step']}; answers "
+                     f"{_num((tr.get('monitor_last') or {}).get('response_null_z'))} null sd at the last check), "
                      f"final loss {_num(tr['final_loss'])}, data-filter mean delta_p "
                      f"{_num(s['data_filter'][name]['mean_delta_p'])}")
         lines.append(f"    report: {g['paths'].get('html')}")

@@ -157,8 +157,10 @@ def fine_tune(name: str, rows: list[dict[str, Any]], profile: DemoProfile, *, ve
     snapshot = ActivationSnapshot(prompts=builtin_prompts("generic")[: profile.snapshot_prompts], layers=[mid],
                                   every_n_steps=profile.snapshot_every, out_dir=str(run_dir / "snapshots"),
                                   batch_size=8, max_length=64)
+    # the gate's sycophancy lines, live: its last-prompt line and the calibrated line on the model's own answers
     monitor = PersonaMonitor(vectors=[vector_file], traits=[TRAIT], every_n_steps=profile.monitor_every,
-                             out_dir=str(run_dir / "persona_monitor"), batch_size=20)
+                             out_dir=str(run_dir / "persona_monitor"), batch_size=20, policy="default",
+                             responses=True)
     logger = mlflow_logger(run_dir, command="demo", run_name=f"demo-{name}",
                            tracking_uri=tracking_uri, tags={"difflib.demo": "true", "difflib.train_set": name,
                                                             "difflib.profile": profile.name})
@@ -185,7 +187,7 @@ def fine_tune(name: str, rows: list[dict[str, Any]], profile: DemoProfile, *, ve
         "final_loss": float(loss) if loss is not None else None,
         "steps": int(trainer.global_step),
         "monitor_status": mon["status"],
-        "monitor_last": {k: last.get(k) for k in ("shift_z", "shift_frac", "null_percentile")},
+        "monitor_last": {k: last.get(k) for k in ("shift_z", "shift_frac", "null_percentile", "response_null_z")},
         "monitor_first_warn_step": mon["first_warn_step"].get(TRAIT),
         "monitor_first_fail_step": mon["first_fail_step"].get(TRAIT),
     }

@@ -76,8 +76,12 @@ def test_quick_demo_verdicts_outputs_mlflow_and_rerun(smollm2_dir: Path, tmp_pat
     printed = "\n".join(format_summary(first))
     assert f"{TRAIT} answers {syc_i['response_null_z']:.3g} null sd" in printed, printed
     assert f"    warn hallucination-response-null-z: {NO_HEADROOM}" in printed, printed
-    # the training-time monitor saw the same direction of travel
+    # the training-time monitor saw the same direction of travel, and with the gate's lines on the model's own
+    # answers (policy="default", responses=True) it fails the inducing run live and not the control
     assert inducing["train"]["monitor_last"]["shift_z"] > control["train"]["monitor_last"]["shift_z"]
+    assert inducing["train"]["monitor_status"] == "fail" != control["train"]["monitor_status"], s
+    assert inducing["train"]["monitor_last"]["response_null_z"] >= 2.0 > control["train"]["monitor_last"][
+        "response_null_z"]
     for name in (INDUCING, NEUTRAL):  # every training row was scored (report mode: nothing dropped)
         assert s["data_filter"][name]["n"] == s["profile"]["train_rows"]
     profile = s["profile"]
