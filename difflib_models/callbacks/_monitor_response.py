@@ -27,6 +27,7 @@ import torch
 
 from difflib_models.persona.shift.core import ShiftBaseline
 from difflib_models.persona.shift.response import (
+    Direction,
     ResponseProbe,
     generation_batch_size,
     greedy_responses,
@@ -65,38 +66,41 @@ class ResponseReader:
             groups.setdefault(self.questions(mon), {})[tid] = mon
         return groups
 
-    def _answer(self, model: Any, tokenizer: Any, questions: tuple[str, ...], layers: list[int], *,
-                synced: bool) -> tuple[list[list[int]], list[list[int]], dict[int, torch.Tensor]]:
-        """The prompts, ``model``'s greedy answers and its response-mean activations on them at ``layers``."""
+    def _probe(self, model: Any, tokenizer: Any, questions: tuple[str, ...], layers: list[int], *,
+               synced: bool) -> ResponseProbe:
+        """``model``'s :class:`ResponseProbe` on ``questions``: its greedy answers (batched as the gate batches
+        them) and its response-mean activations on them at ``layers``. The prompts are tokenised once per run."""
         if questions not in self._encoded:
             self._encoded[questions] = ResponseProbe.encode(tokenizer, questions)
         prompts = self._encoded[questions]
         answers = greedy_responses(model, tokenizer, prompts, max_new_tokens=self.max_new_tokens,
                                    batch_size=generation_batch_size(self.batch_size, len(prompts)),
                                    synced_gpus=synced)
-        acts = response_activations(model, prompts, answers, chat.pad_id(tokenizer), layers,
-                                    batch_size=self.batch_size)
-        return prompts, answers, acts
+        pad = chat.pad_id(tokenizer)
+        acts = response_activations(model, prompts, answers, pad, layers, batch_size=self.batch_size)
+        return ResponseProbe(prompts=tuple(tuple(p) for p in prompts), answers=tuple(tuple(a) for a in answers),
+                             acts=acts, pad_token_id=pad, max_new_tokens=self.max_new_tokens,
+                             batch_size=self.batch_size)
 
     def build(self, model: Any, tokenizer: Any, monitors: Mapping[str, Any], *, synced: bool = False) -> None:
-        """The baseline of every monitored trait from ``model``'s own answers (the model before training)."""
+        """The baseline of every monitored trait from ``model``'s own answers (the model before training): the
+        probe's :meth:`~ResponseProbe.baseline`, as the gate builds it."""
         for questions, group in self._groups(monitors).items():
-            layers = sorted({mon.layer for mon in group.values()})
-            _, answers, acts = self._answer(model, tokenizer, questions, layers, synced=synced)
+            probe = self._probe(model, tokenizer, questions, sorted({mon.layer for mon in group.values()}),
+                                synced=synced)
             for tid, mon in group.items():
-                self.baselines[tid] = ShiftBaseline.from_activations(
-                    acts[mon.layer], mon.vector, gap=None, n_null=self.n_null, seed=self.seed, trait=tid,
-                    layer=mon.layer, polarity=mon.polarity)
-                self.base_tokens[tid] = sum(map(len, answers)) / len(answers)
+                self.baselines[tid] = probe.baseline(Direction(tid, mon.layer, mon.vector, mon.polarity),
+                                                     n_null=self.n_null, seed=self.seed)
+                self.base_tokens[tid] = sum(map(len, probe.answers)) / len(probe.answers)
 
     def read(self, model: Any, tokenizer: Any, monitors: Mapping[str, Any], *,
              synced: bool = False) -> dict[str, dict[str, float]]:
         """Per trait, the readings of ``model`` now (see the module docstring)."""
         out: dict[str, dict[str, float]] = {}
         for questions, group in self._groups(monitors).items():
-            layers = sorted({mon.layer for mon in group.values()})
-            _, answers, acts = self._answer(model, tokenizer, questions, layers, synced=synced)
-            tokens = sum(map(len, answers)) / len(answers)
+            probe = self._probe(model, tokenizer, questions, sorted({mon.layer for mon in group.values()}),
+                                synced=synced)
+            acts, tokens = probe.acts, sum(map(len, probe.answers)) / len(probe.answers)
             for tid, mon in group.items():
                 res = self.baselines[tid].measure(acts[mon.layer])
                 out[tid] = {"response_shift": res.toward_undesirable, "response_z": res.toward_z,
@@ -112,16 +116,18 @@ class ResponseReader:
             out[f"{tid}.response.base_tokens"] = torch.tensor([self.base_tokens[tid]], dtype=torch.float64)
         return out
 
-    def restore(self, tensors: Mapping[str, torch.Tensor], monitors: Mapping[str, Any]) -> bool:
-        """The baselines saved with :meth:`to_tensors`; False (nothing restored) when a trait's is missing."""
-        if any(f"{tid}.response.m0" not in tensors for tid in monitors):
-            return False
+    @staticmethod
+    def saved_in(tensors: Mapping[str, torch.Tensor], monitors: Mapping[str, Any]) -> bool:
+        """Whether ``tensors`` (a baseline file) hold the response baseline of every monitored trait."""
+        return all(f"{tid}.response.m0" in tensors for tid in monitors)
+
+    def restore(self, tensors: Mapping[str, torch.Tensor], monitors: Mapping[str, Any]) -> None:
+        """The baselines saved with :meth:`to_tensors` (check :meth:`saved_in` first)."""
         for tid, mon in monitors.items():
             self.baselines[tid] = ShiftBaseline.from_tensors(dict(tensors), f"{tid}.response.", vector=mon.vector,
                                                              gap=None, trait=tid, layer=mon.layer,
                                                              polarity=mon.polarity)
             self.base_tokens[tid] = float(tensors[f"{tid}.response.base_tokens"][0])
-        return True
 
     def describe(self, tid: str) -> dict[str, Any]:
         bl = self.baselines.get(tid)

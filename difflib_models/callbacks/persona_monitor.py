@@ -499,7 +499,7 @@ class PersonaMonitorCore:
             if mon.vector is not None and not torch.equal(tensors[f"{tid}.vector"], mon.vector):
                 log.warning("PersonaMonitor: %s vector changed since the baseline; re-measuring", tid)
                 return False
-        if self._response is not None and any(f"{tid}.response.m0" not in tensors for tid in self.monitors):
+        if self._response is not None and not self._response.saved_in(tensors, self.monitors):
             log.warning("PersonaMonitor: %s has no response baseline; re-measuring", path)
             return False
         for tid, mon in self.monitors.items():
