@@ -200,11 +200,12 @@ def series_plot(summary: dict[str, Any], path: Path) -> Path | None:
         return None
     section = monitor_section(to_json(summary))
     monitor = MonitorSection.from_dict(section)
-    lines = thresholds.monitor_metric_lines({"monitor": section}, monitor)
+    lines, by_trait = thresholds.monitor_lines_by_trait({"monitor": section}, monitor)
     pct = (summary.get("thresholds") or {}).get("fail_null_percentile")
     context = {"null_percentile": [thresholds.Line(float(pct), "fail", "a fail also needs ≥ (fail_null_percentile)",
                                                    "fail_null_percentile", ">=")]} if pct is not None else None
-    png = plots.shift_series(monitor.series, lines, thresholds.monitor_decision(monitor, lines), context)
+    png = plots.shift_series(monitor.series, lines, thresholds.monitor_decision(monitor, lines, by_trait), context,
+                             by_trait=by_trait)
     if png is None:
         return None
     return atomic_write_bytes(path, base64.b64decode(png))

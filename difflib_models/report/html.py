@@ -113,10 +113,9 @@ def _plots(report: Mapping[str, Any], verdict: GateVerdict, persona: PersonaSect
         out["persona_checks"] = plots.persona_checks(traits, lines, decided, metrics, persona_checks)
     monitor = MonitorSection.from_report(report)
     if monitor is not None and monitor.series:
-        first_trait = monitor.series[0].trait
-        lines = thresholds.monitor_metric_lines(report, monitor, first_trait)
-        decision = thresholds.monitor_decision(monitor, lines)
-        out["monitor"] = plots.shift_series(monitor.series, lines, decision)
+        lines, by_trait = thresholds.monitor_lines_by_trait(report, monitor)
+        decision = thresholds.monitor_decision(monitor, lines, by_trait)
+        out["monitor"] = plots.shift_series(monitor.series, lines, decision, by_trait=by_trait)
         out["monitor_decision"] = decision.text()
     drift = report.get("drift") or {}
     out["drift"] = plots.drift_by_layer(DriftRow.rows(drift.get("layers", [])), _drift_thresholds(report))

@@ -52,6 +52,11 @@ def _step_map(data: Any) -> types.MappingProxyType[str, int | None] | None:
                                    if v is None or (isinstance(v, int | float) and not isinstance(v, bool))})
 
 
+def _scalars(data: Mapping[str, Any]) -> types.MappingProxyType[str, Threshold]:
+    return types.MappingProxyType({str(k): v for k, v in data.items()
+                                   if v is None or isinstance(v, int | float | bool)})
+
+
 @dataclass(frozen=True)
 class MonitorSeries:
     """One trait's monitor series: ``values`` of the main ``metric`` and ``metrics`` (every recorded metric by
@@ -95,7 +100,8 @@ class MonitorSeries:
 class MonitorSection:
     """A report's monitor section: the series, the monitor's worst ``status`` (ok, warn, fail; None when not
     recorded), the first warn / fail step per trait, the step ``stop_on_fail`` ended training at, and the
-    monitor's ``thresholds``."""
+    monitor's ``thresholds`` (``trait_thresholds``: a trait's own lines where they differ per trait, e.g. one
+    monitor of several traits with a gate policy's lines; :meth:`thresholds_of`)."""
 
     series: tuple[MonitorSeries, ...]
     status: str | None = None
@@ -103,6 +109,7 @@ class MonitorSection:
     first_fail_step: Mapping[str, int | None] | None = None
     stopped_at_step: int | None = None
     thresholds: Mapping[str, Threshold] | None = None
+    trait_thresholds: Mapping[str, Mapping[str, Threshold]] | None = None
 
     def __post_init__(self) -> None:
         if not all(isinstance(s, MonitorSeries) for s in self.series):
@@ -115,6 +122,14 @@ class MonitorSection:
 
     def threshold(self, key: str) -> Threshold:
         return None if self.thresholds is None else self.thresholds.get(key)
+
+    def thresholds_of(self, trait: str | None) -> Mapping[str, Threshold] | None:
+        """The thresholds that decided ``trait``'s status: its own entry of ``trait_thresholds`` over the shared
+        ``thresholds`` (the shared ones when the trait has none or ``trait`` is None)."""
+        own = (self.trait_thresholds or {}).get(trait) if trait is not None else None
+        if own is None:
+            return self.thresholds
+        return types.MappingProxyType({**(self.thresholds or {}), **own})
 
     @classmethod
     def from_dict(cls, data: Any) -> MonitorSection:
@@ -130,9 +145,10 @@ class MonitorSection:
                    first_fail_step=_step_map(data.get("first_fail_step")),
                    stopped_at_step=int(stopped) if isinstance(stopped, int) and not isinstance(stopped, bool)
                    else None,
-                   thresholds=types.MappingProxyType({str(k): v for k, v in th.items()
-                                                      if v is None or isinstance(v, int | float | bool)})
-                   if isinstance(th, Mapping) else None)
+                   thresholds=_scalars(th) if isinstance(th, Mapping) else None,
+                   trait_thresholds=types.MappingProxyType({str(t): _scalars(v) for t, v in th["traits"].items()
+                                                            if isinstance(v, Mapping)})
+                   if isinstance(th, Mapping) and isinstance(th.get("traits"), Mapping) else None)
 
     @classmethod
     def from_report(cls, report: Mapping[str, Any]) -> MonitorSection | None:

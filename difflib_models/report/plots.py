@@ -120,11 +120,12 @@ def drift_metric_keys(rows: Sequence[DriftRow]) -> list[str]:
     return keys
 
 
-def _threshold_line(ax: Any, line: Any, *, vertical: bool = False) -> None:
-    colour = _WARN if line.severity == "warn" else _FAIL
+def _threshold_line(ax: Any, line: Any, *, vertical: bool = False, colour: str | None = None,
+                    prefix: str = "") -> None:
+    colour = colour or (_WARN if line.severity == "warn" else _FAIL)
     style = ":" if line.severity == "warn" else "--"
     draw = ax.axvline if vertical else ax.axhline
-    draw(line.value, color=colour, linestyle=style, linewidth=1.3, label=f"{line.label} = {line.value:g}")
+    draw(line.value, color=colour, linestyle=style, linewidth=1.3, label=f"{prefix}{line.label} = {line.value:g}")
 
 
 #: drift metrics that are similarities in [0, 1] (1 = no drift): their bars get the full [0, 1] axis
@@ -222,18 +223,23 @@ def shift_series(
     lines: Mapping[str, Sequence[Any]] | None = None,
     decision: Any = None,
     context: Mapping[str, Sequence[Any]] | None = None,
+    by_trait: Mapping[str, Mapping[str, Sequence[Any]]] | None = None,
 ) -> str | None:
     """Persona shift over training steps: one panel per thresholded metric (shift_z, shift_frac), one line per
     trait, the warn/fail threshold lines, the deciding step marked, and the decision in the title.
 
     ``lines`` maps a metric to its :class:`~difflib_models.report.thresholds.Line` objects; ``decision`` is a
     :class:`~difflib_models.report.thresholds.Decision`; ``context`` adds panels for metrics that condition a
-    decision without deciding it (the null percentile a fail must also reach), with their lines.
+    decision without deciding it (the null percentile a fail must also reach), with their lines. ``by_trait``: each
+    trait's own lines (a monitor with per-trait lines), drawn in the colour of the trait's series and named after
+    it (:func:`~difflib_models.report.thresholds.monitor_lines_by_trait`).
     """
     drawn = [s for s in series if s.steps]
     if not drawn:
         return None
     lines = {**(lines or {}), **(context or {})}
+    for own in (by_trait or {}).values():
+        lines.update({m: lines.get(m, []) for m in own})
     metrics = list(lines) or [drawn[0].metric]
     from matplotlib.figure import Figure
 
@@ -241,12 +247,14 @@ def shift_series(
     axes = fig.subplots(len(metrics), 1, squeeze=False, sharex=True)[:, 0]
     for ax, metric in zip(axes, metrics, strict=True):
         any_data = False
-        for s in drawn:
+        for i, s in enumerate(drawn):
+            colour = f"C{i % 10}"
             pts = [(st, v) for st, v in zip(s.steps, s.values_of(metric), strict=False) if v is not None]
-            if not pts:
-                continue
-            any_data = True
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".", label=s.label)
+            if pts:
+                any_data = True
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".", label=s.label, color=colour)
+            for line in ((by_trait or {}).get(s.trait) or {}).get(metric, ()):
+                _threshold_line(ax, line, colour=colour, prefix=f"{s.trait} ")
         if not any_data:
             ax.text(0.5, 0.5, f"no {metric} values recorded", transform=ax.transAxes, ha="center", va="center",
                     color="#666")

@@ -100,10 +100,14 @@ def check_lines(report: Mapping[str, Any], metric: str, trait: str | None = None
 
 
 def monitor_lines(report: Mapping[str, Any], metric: str, trait: str | None = None) -> list[Line]:
-    """Threshold lines for a monitor metric: the monitor's own thresholds (they decided its status), else the
-    policy checks on ``persona.<metric>``."""
+    """Threshold lines for a monitor metric: the monitor's own thresholds (they decided its status; ``trait``'s own
+    entry in ``thresholds.traits`` where the monitor drew lines per trait), else the policy checks on
+    ``persona.<metric>``."""
     th = (report.get("monitor") or {}).get("thresholds")
     if isinstance(th, Mapping) and metric in MONITOR_KEYS:
+        own = th.get("traits") if trait is not None else None
+        if isinstance(own, Mapping) and isinstance(own.get(trait), Mapping):  # this trait's own lines
+            th = {**th, **own[trait]}
         origin = "monitor, uncalibrated" if th.get("calibrated") is False else "monitor"
         out = []
         for severity, key in zip(("warn", "fail"), MONITOR_KEYS[metric], strict=True):
@@ -120,6 +124,23 @@ def monitor_metric_lines(report: Mapping[str, Any], monitor: MonitorSection,
     others (``response_null_z``) only where a series recorded a value."""
     return {m: monitor_lines(report, m, trait) for m in MONITOR_KEYS
             if m in CORE_MONITOR_KEYS or any(v is not None for s in monitor.series for v in s.values_of(m))}
+
+
+def monitor_lines_by_trait(report: Mapping[str, Any], monitor: MonitorSection
+                           ) -> tuple[dict[str, list[Line]], dict[str, dict[str, list[Line]]] | None]:
+    """The monitor's lines for its plot and decision: ``(shared, by_trait)``. When every trait has the same lines
+    (one trait, or one set of thresholds for all) ``shared`` holds them and ``by_trait`` is None; when the lines
+    differ per trait (one monitor of several traits with a gate policy's lines) ``by_trait`` maps each trait to
+    its own and ``shared`` keeps the metrics with no lines (the plot's panels)."""
+    traits = list(dict.fromkeys(s.trait for s in monitor.series))
+    per = {t: monitor_metric_lines(report, monitor, t) for t in traits}
+    first = next(iter(per.values()), None)
+    if first is None:
+        return monitor_metric_lines(report, monitor), None
+    if all(v == first for v in per.values()):
+        return first, None
+    metrics = list(dict.fromkeys(m for v in per.values() for m in v))
+    return {m: [] for m in metrics}, per
 
 
 @dataclass(frozen=True)
@@ -152,8 +173,10 @@ def _crosses(value: float | None, line: Line) -> bool:
     return not ops.get(line.comparator, True)
 
 
-def monitor_decision(monitor: MonitorSection, lines: Mapping[str, Sequence[Line]]) -> Decision:
-    """The monitor outcome and the metric that decided it.
+def monitor_decision(monitor: MonitorSection, lines: Mapping[str, Sequence[Line]],
+                     by_trait: Mapping[str, Mapping[str, Sequence[Line]]] | None = None) -> Decision:
+    """The monitor outcome and the metric that decided it (``by_trait``: a trait's own lines, used instead of
+    ``lines`` for that trait's series; :func:`monitor_lines_by_trait`).
 
     With the PersonaMonitor's ``first_fail_step``/``first_warn_step`` (per trait), the step is the monitor's own and
     the metric is the one over its threshold at that step; without them, the first step where any series crosses
@@ -165,7 +188,7 @@ def monitor_decision(monitor: MonitorSection, lines: Mapping[str, Sequence[Line]
         for s in monitor.series:
             trait = s.trait
             want = steps.get(trait) if steps is not None else None
-            for metric, metric_lines in lines.items():
+            for metric, metric_lines in (by_trait or {}).get(trait, lines).items():
                 values = s.values_of(metric)
                 for line in metric_lines:
                     if line.severity != severity:

@@ -249,9 +249,65 @@ def test_monitor_policy_refuses_what_it_cannot_apply(tmp_path: Path, tinystories
         PersonaMonitor(vectors=evil, policy="default", fail_z=2.0)
     with pytest.raises(ConfigError, match="--policy"):
         PersonaMonitor(vectors=evil, policy=str(tmp_path / "missing.yaml"))
-    mon = PersonaMonitor(vectors=[evil, syc], policy="default", out_dir=str(tmp_path / "two"))
-    with pytest.raises(ConfigError, match="one PersonaMonitor per trait"):
+    # a trait the policy has no live-readable check of is refused by name, with the way to read it
+    halluc = _vector_file(tmp_path / "halluc", module, vector, trait="hallucination")
+    mon = PersonaMonitor(vectors=[evil, syc, halluc], policy="default", out_dir=str(tmp_path / "three"))
+    with pytest.raises(ConfigError, match="(?s)'hallucination'.*responses=True"):
         _trainer(tmp_path, [mon], max_steps=2).fit(module)
+
+
+def test_one_monitor_of_several_traits_keeps_each_traits_policy_lines(tmp_path: Path,
+                                                                      tinystories_656k: Path) -> None:
+    """One ``policy=`` monitor of two traits: each trait is decided by its own lines (a policy whose evil lines
+    every reading crosses and whose sycophancy line none does), the series file records them per trait, and the
+    report's decision and plot read them back per trait. With one set of lines for both traits, the two statuses
+    would be equal at every check."""
+    from difflib_models.callbacks import PersonaMonitor
+    from difflib_models.callbacks._monitor_policy import thresholds_from_policy
+    from difflib_models.gate.policy import load_policy
+    from difflib_models.report import thresholds
+    from difflib_models.report.builder import monitor_section
+    from difflib_models.report.monitor_records import MonitorSection
+
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "checks:\n"
+        "  - {id: evil-any, metric: persona.shift_z, trait: evil, comparator: '<', threshold: -1000, severity: warn}\n"
+        "  - {id: evil-all, metric: persona.shift_z, trait: evil, comparator: '<', threshold: -1000, severity: fail,"
+        " min_null_percentile: 0.0}\n"
+        "  - {id: syc-none, metric: persona.shift_z, trait: sycophancy, comparator: '<', threshold: 1000,"
+        " severity: fail}\n", encoding="utf-8")
+    module = TinyLM(tokenizer_dir=str(tinystories_656k))
+    vector = torch.randn(32, generator=torch.Generator().manual_seed(5))
+    evil = _vector_file(tmp_path / "evil", module, vector, trait="evil")
+    syc = _vector_file(tmp_path / "syc", module, vector)
+    mon = PersonaMonitor(vectors=[evil, syc], policy=str(policy), every_n_steps=3, out_dir=str(tmp_path / "mon"))
+    _trainer(tmp_path, [mon], max_steps=6).fit(module)
+    data = json.loads((tmp_path / "mon" / "persona_monitor.json").read_text())
+    loaded = load_policy(str(policy))
+    for tid in ("evil", "sycophancy"):  # each trait's lines are the ones a single-trait monitor would take
+        expected = thresholds_from_policy(loaded, tid).thresholds
+        assert {k: mon.thresholds_of(tid)[k] for k in expected} == expected
+    th = data["thresholds"]
+    assert th["traits"]["evil"]["fail_z"] == -1000 and th["traits"]["sycophancy"]["fail_z"] == 1000
+    assert th["fail_z"] is None and th["fail_consecutive"] == 2  # only what every trait shares is top level
+    assert "evil: gate policy" in th["source"] and "sycophancy: gate policy" in th["source"]
+    steps = [row["step"] for row in data["series"]]
+    assert steps == [3, 6]
+    assert [row["traits"]["evil"]["status"] for row in data["series"]] == [1, 2]  # warn, then fail (2 in a row)
+    assert [row["traits"]["sycophancy"]["status"] for row in data["series"]] == [0, 0]
+    assert data["first_fail_step"] == {"evil": 6, "sycophancy": None} and data["status"] == "fail"
+
+    section = monitor_section(data)
+    monitor = MonitorSection.from_dict(section)
+    assert monitor.thresholds_of("sycophancy")["fail_z"] == 1000 and monitor.thresholds_of("evil")["fail_z"] == -1000
+    lines, by_trait = thresholds.monitor_lines_by_trait({"monitor": section}, monitor)
+    assert by_trait is not None and all(v == [] for v in lines.values())
+    assert [ln.value for ln in by_trait["sycophancy"]["shift_z"]] == [1000.0]
+    assert sorted(ln.value for ln in by_trait["evil"]["shift_z"]) == [-1000.0, -1000.0]
+    decision = thresholds.monitor_decision(monitor, lines, by_trait)
+    assert (decision.status, decision.trait, decision.step, decision.line.value) == ("fail", "evil", 6, -1000.0)
+    assert (tmp_path / "mon" / "persona_monitor.png").stat().st_size > 0
 
 
 def test_measured_suite_monitor_default_lines_vs_the_policys() -> None:
