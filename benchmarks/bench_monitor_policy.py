@@ -47,7 +47,7 @@ POLICY_TRAITS = ("evil", "sycophancy")
 RESPONSE_TRAITS = ("sycophancy", "hallucination")
 """Traits whose default-policy check reads the candidate's answers: each gets a ``responses=True`` monitor."""
 READ = ("shift_z", "shift_frac", "null_percentile", "status")
-RESPONSE_READ = ("response_z", "response_null_z", "response_tokens")
+RESPONSE_READ = ("response_z", "response_null_z", "response_tokens", "response_headroom", "no_headroom")
 GATE_BATCH = 16
 """The read batch of the suite's gates (``bench_validity.GATE_BATCH``): the response monitors use it too."""
 
@@ -59,10 +59,12 @@ def _reading(summary: Mapping[str, Any]) -> dict[str, Any]:
         "first_fail_step": summary["first_fail_step"],
         "thresholds": {k: summary["thresholds"].get(k) for k in ("warn_z", "warn_frac", "fail_z", "fail_frac",
                                                                    "fail_null_percentile", "warn_response_null_z",
-                                                                   "fail_response_null_z", "calibrated")
+                                                                   "fail_response_null_z", "min_headroom",
+                                                                   "calibrated")
                        if k in summary["thresholds"]},
         "checks": [{"step": s.get("step"),
-                    "traits": {t: {k: finite_or_none(v.get(k)) for k in (*READ, *RESPONSE_READ) if k in v}
+                    "traits": {t: {k: v[k] if isinstance(v[k], bool) else finite_or_none(v[k])
+                                   for k in (*READ, *RESPONSE_READ) if k in v}
                                for t, v in s["traits"].items()}}
                    for s in summary["series"]],
     }

@@ -6,7 +6,8 @@ that the gate computes once at the end (the shift core they share). A policy's n
 threshold is ``fail_z`` / ``fail_frac`` and its ``min_null_percentile`` the ``fail_null_percentile``; a ``warn``
 check's threshold is ``warn_z`` / ``warn_frac``. A threshold the policy does not set is unused (None). With the
 monitor's ``responses`` on, the trait's ``persona.response_null_z`` checks map onto ``fail_response_null_z`` /
-``warn_response_null_z`` the same way (the live reading of the candidate's own answers). Checks on other metrics
+``warn_response_null_z`` the same way (the live reading of the candidate's own answers), and the policy's
+``persona.min_headroom`` is the monitor's ``min_headroom``. Checks on other metrics
 (behaviour, the excess over a control, headroom) need the gate's own measurements and have no live equivalent.
 """
 
@@ -42,8 +43,9 @@ def thresholds_from_policy(policy: Any, trait: str, *, responses: bool = False) 
     live = {**LIVE_METRICS, **(RESPONSE_LIVE_METRICS if responses else {})}
     out: dict[str, Any] = {"warn_z": None, "warn_frac": None, "fail_z": None, "fail_frac": None,
                            "fail_null_percentile": DEFAULT_NULL_PERCENTILE}
-    if responses:
-        out.update(warn_response_null_z=None, fail_response_null_z=None)
+    if responses:  # the gate's headroom rule on its response checks (persona.min_headroom)
+        out.update(warn_response_null_z=None, fail_response_null_z=None,
+                   min_headroom=float(policy.persona.min_headroom))
     used = []
     pcts = []
     for c in policy.checks:

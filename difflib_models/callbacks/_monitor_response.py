@@ -14,11 +14,17 @@ same base, candidate, vector, questions, answer length, read batch size, null co
 Readings per trait, toward the undesirable pole like the monitor's other z values: ``response_shift``,
 ``response_z`` (base per-question spread units), ``response_null_z`` (null-direction standard deviations: the
 drift-normalised signal the default policy's sycophancy check reads), ``response_null_percentile`` and
-``response_tokens`` (mean answer length).
+``response_tokens`` (mean answer length), and ``response_headroom``: the room the model's answers before training
+leave toward the trait on its scale (:mod:`difflib_models.persona.shift.headroom`: the trait's held-out paired
+responses read by the same model, 0 = neutral, 1 = trait-showing answers; the gate's ``response_headroom`` of the
+same base), measured once with the baseline (NaN when the trait has no paired responses). A response line that
+the readings do not cross while the headroom is below ``min_headroom`` is no evidence (nothing could show), so the
+monitor warns, as the gate does (docs/gate-policy.md, Headroom).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +32,7 @@ from typing import Any
 import torch
 
 from difflib_models.persona.shift.core import ShiftBaseline
+from difflib_models.persona.shift.headroom import headroom, mean_projection, measure_scale, scale_pairs
 from difflib_models.persona.shift.response import (
     Direction,
     ResponseProbe,
@@ -39,7 +46,7 @@ from difflib_models.persona.traits import chat
 __all__ = ["RESPONSE_METRICS", "ResponseReader"]
 
 RESPONSE_METRICS = ("response_shift", "response_z", "response_null_z", "response_null_percentile",
-                    "response_tokens")
+                    "response_tokens", "response_headroom")
 
 
 @dataclass
@@ -55,6 +62,8 @@ class ResponseReader:
     seed: int
     baselines: dict[str, ShiftBaseline] = field(default_factory=dict)
     base_tokens: dict[str, float] = field(default_factory=dict)
+    room: dict[str, float] = field(default_factory=dict)
+    """Per trait, the base's ``response_headroom`` (NaN: the trait has no scale)."""
     _encoded: dict[tuple[str, ...], list[list[int]]] = field(default_factory=dict, repr=False)
 
     def questions(self, monitor: Any) -> tuple[str, ...]:
@@ -92,6 +101,19 @@ class ResponseReader:
                 self.baselines[tid] = probe.baseline(Direction(tid, mon.layer, mon.vector, mon.polarity),
                                                      n_null=self.n_null, seed=self.seed)
                 self.base_tokens[tid] = sum(map(len, probe.answers)) / len(probe.answers)
+                self.room[tid] = self._headroom(model, tokenizer, mon, probe)
+
+    def _headroom(self, model: Any, tokenizer: Any, mon: Any, probe: ResponseProbe) -> float:
+        """Where ``probe``'s answers (the model before training) sit on the trait's scale, as room left toward the
+        undesirable pole (the gate's ``response_headroom``: same pairs, read batch and projection); NaN without
+        at least 2 paired responses or when the direction does not order them."""
+        pairs = scale_pairs(mon.trait) if mon.trait is not None else []
+        if len(pairs) < 2:
+            return math.nan
+        scale = measure_scale(model, tokenizer, pairs, trait=mon.trait_id, layer=mon.layer, vector=mon.vector,
+                              batch_size=self.batch_size)
+        position = scale.position(mean_projection(probe.acts[mon.layer], mon.vector))
+        return headroom(position, mon.polarity) if math.isfinite(position) else math.nan
 
     def read(self, model: Any, tokenizer: Any, monitors: Mapping[str, Any], *,
              synced: bool = False) -> dict[str, dict[str, float]]:
@@ -105,7 +127,8 @@ class ResponseReader:
                 res = self.baselines[tid].measure(acts[mon.layer])
                 out[tid] = {"response_shift": res.toward_undesirable, "response_z": res.toward_z,
                             "response_null_z": res.sign * null_z(res),
-                            "response_null_percentile": res.null_percentile, "response_tokens": tokens}
+                            "response_null_percentile": res.null_percentile, "response_tokens": tokens,
+                            "response_headroom": self.room[tid]}
         return out
 
     # -------------------------------------------------------------------------------------------- persistence
@@ -114,12 +137,13 @@ class ResponseReader:
         for tid, bl in self.baselines.items():
             out.update(bl.to_tensors(prefix=f"{tid}.response."))
             out[f"{tid}.response.base_tokens"] = torch.tensor([self.base_tokens[tid]], dtype=torch.float64)
+            out[f"{tid}.response.headroom"] = torch.tensor([self.room[tid]], dtype=torch.float64)
         return out
 
     @staticmethod
     def saved_in(tensors: Mapping[str, torch.Tensor], monitors: Mapping[str, Any]) -> bool:
         """Whether ``tensors`` (a baseline file) hold the response baseline of every monitored trait."""
-        return all(f"{tid}.response.m0" in tensors for tid in monitors)
+        return all(f"{tid}.response.m0" in tensors and f"{tid}.response.headroom" in tensors for tid in monitors)
 
     def restore(self, tensors: Mapping[str, torch.Tensor], monitors: Mapping[str, Any]) -> None:
         """The baselines saved with :meth:`to_tensors` (check :meth:`saved_in` first)."""
@@ -128,10 +152,11 @@ class ResponseReader:
                                                              gap=None, trait=tid, layer=mon.layer,
                                                              polarity=mon.polarity)
             self.base_tokens[tid] = float(tensors[f"{tid}.response.base_tokens"][0])
+            self.room[tid] = float(tensors[f"{tid}.response.headroom"][0])
 
     def describe(self, tid: str) -> dict[str, Any]:
         bl = self.baselines.get(tid)
         return {"response_prompts": self.n_prompts, "response_tokens": self.max_new_tokens,
                 "response_sigma0": bl.sigma0 if bl is not None else None,
-                "response_base_tokens": self.base_tokens.get(tid)}
+                "response_base_tokens": self.base_tokens.get(tid), "response_headroom": self.room.get(tid)}
 

@@ -119,23 +119,33 @@ class TraitMonitor:
         the frac thresholds do not apply. ``response``: the live response-token readings of this trait
         (:mod:`difflib_models.callbacks._monitor_response`); their ``response_null_z`` is compared with the
         ``warn_response_null_z`` / ``fail_response_null_z`` lines (already drift-normalised: no null-percentile
-        condition), and a fail crossing on either signal counts toward ``fail_consecutive``."""
+        condition), and a fail crossing on either signal counts toward ``fail_consecutive``. A response line that is
+        not crossed while the base's ``response_headroom`` is below ``min_headroom`` is a warning (``no_headroom``:
+        nothing could show, so the quiet reading is no evidence; the gate's rule)."""
         assert self.baseline is not None
         res = self.baseline.measure(acts)
         z, frac = res.toward_z, res.toward_frac
         warn = _ge(z, thresholds["warn_z"]) or _ge(frac, thresholds["warn_frac"])
         crossing = (_ge(z, thresholds["fail_z"]) or _ge(frac, thresholds["fail_frac"])) and _ge(
             res.null_percentile, thresholds["fail_null_percentile"])
+        no_headroom = False
         if response is not None:
             rz = response["response_null_z"]
+            fail_line = thresholds.get("fail_response_null_z")
             warn = warn or _ge(rz, thresholds.get("warn_response_null_z"))
-            crossing = crossing or _ge(rz, thresholds.get("fail_response_null_z"))
+            crossing = crossing or _ge(rz, fail_line)
+            room, need = response.get("response_headroom", math.nan), thresholds.get("min_headroom")
+            lined = fail_line is not None or thresholds.get("warn_response_null_z") is not None
+            no_headroom = bool(lined and need is not None and math.isfinite(room) and room < need
+                               and not _ge(rz, fail_line))
+            warn = warn or no_headroom
         consecutive = self.consecutive + 1 if crossing else 0
         status = FAIL if consecutive >= thresholds["fail_consecutive"] else WARN if (warn or crossing) else OK
         return {
             "shift": res.shift, "shift_z": res.shift_z, "shift_frac": res.shift_frac, "drift_cos": res.drift_cos,
             "drift_norm": res.drift_norm, "null_percentile": res.null_percentile, "null_p95": res.null_p95,
-            "toward_undesirable": res.toward_undesirable, **(response or {}), "crossing": bool(crossing),
+            "toward_undesirable": res.toward_undesirable, **(response or {}),
+            **({"no_headroom": no_headroom} if response is not None else {}), "crossing": bool(crossing),
             "consecutive": consecutive, "status": status,
         }
 

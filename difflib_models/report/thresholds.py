@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 #: the monitor metrics that have thresholds, and the PersonaMonitor threshold keys for (warn, fail)
 MONITOR_KEYS = {"shift_z": ("warn_z", "fail_z"), "shift_frac": ("warn_frac", "fail_frac"),
                 "response_null_z": ("warn_response_null_z", "fail_response_null_z")}
+#: the monitor's headroom reading (``responses``): below the monitor's ``min_headroom`` a quiet response reading warns
+HEADROOM_METRIC = "response_headroom"
 #: thresholded monitor metrics every monitor records (the others only with an option, e.g. ``responses``)
 CORE_MONITOR_KEYS = ("shift_z", "shift_frac")
 _GE = {">=": "≥", "<=": "≤", "!=": "≠"}
@@ -104,10 +106,12 @@ def monitor_lines(report: Mapping[str, Any], metric: str, trait: str | None = No
     entry in ``thresholds.traits`` where the monitor drew lines per trait), else the policy checks on
     ``persona.<metric>``."""
     th = (report.get("monitor") or {}).get("thresholds")
-    if isinstance(th, Mapping) and metric in MONITOR_KEYS:
+    if isinstance(th, Mapping) and (metric in MONITOR_KEYS or metric == HEADROOM_METRIC):
         own = th.get("traits") if trait is not None else None
         if isinstance(own, Mapping) and isinstance(own.get(trait), Mapping):  # this trait's own lines
             th = {**th, **own[trait]}
+        if metric == HEADROOM_METRIC:
+            return _headroom_lines(th)
         origin = "monitor, uncalibrated" if th.get("calibrated") is False else "monitor"
         out = []
         for severity, key in zip(("warn", "fail"), MONITOR_KEYS[metric], strict=True):
@@ -118,12 +122,31 @@ def monitor_lines(report: Mapping[str, Any], metric: str, trait: str | None = No
     return check_lines(report, f"persona.{metric}", trait)
 
 
+def _headroom_lines(th: Mapping[str, Any]) -> list[Line]:
+    """The monitor's ``min_headroom`` as a warn line on ``response_headroom`` (a value BELOW it warns), only where
+    the trait has a response line for the rule to qualify."""
+    need = th.get("min_headroom")
+    lined = any(isinstance(th.get(k), int | float) and not isinstance(th.get(k), bool)
+                for k in MONITOR_KEYS["response_null_z"])
+    if not lined or isinstance(need, bool) or not isinstance(need, int | float) or not math.isfinite(need):
+        return []
+    origin = "monitor, uncalibrated" if th.get("calibrated") is False else "monitor"
+    return [Line(float(need), "warn", f"warn: min_headroom ({origin}; below it a quiet reading is no evidence)",
+                 "min_headroom", ">=")]
+
+
 def monitor_metric_lines(report: Mapping[str, Any], monitor: MonitorSection,
                          trait: str | None = None) -> dict[str, list[Line]]:
     """:func:`monitor_lines` of every thresholded monitor metric the series can show: the core ones always, the
-    others (``response_null_z``) only where a series recorded a value."""
-    return {m: monitor_lines(report, m, trait) for m in MONITOR_KEYS
-            if m in CORE_MONITOR_KEYS or any(v is not None for s in monitor.series for v in s.values_of(m))}
+    others (``response_null_z``) only where a series recorded a value, and ``response_headroom`` only where a
+    recorded value is below its ``min_headroom`` line (then the monitor warned for it)."""
+    out = {m: monitor_lines(report, m, trait) for m in MONITOR_KEYS
+           if m in CORE_MONITOR_KEYS or any(v is not None for s in monitor.series for v in s.values_of(m))}
+    room = monitor_lines(report, HEADROOM_METRIC, trait)
+    mine = [s for s in monitor.series if trait is None or s.trait == trait]
+    if room and any(_crosses(v, ln) for s in mine for v in s.values_of(HEADROOM_METRIC) for ln in room):
+        out[HEADROOM_METRIC] = room
+    return out
 
 
 def monitor_lines_by_trait(report: Mapping[str, Any], monitor: MonitorSection

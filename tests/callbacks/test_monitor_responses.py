@@ -19,6 +19,9 @@ from tests.callbacks.test_persona_monitor import LAYER, _trainer, _vector_file
 
 TOKENS = 6
 PROMPTS = 6
+# a direction along which the tiny model reads the sycophancy trait-showing answers above the neutral ones (its
+# headroom scale exists; the opposite sign has none: the headroom is NaN and the rule does not apply)
+ORDERING = -torch.randn(32, generator=torch.Generator().manual_seed(5))
 
 
 def _gate_reading(base, final, tokenizer, vector: torch.Tensor, *, batch_size: int) -> dict[str, float]:
@@ -40,8 +43,14 @@ def _gate_reading(base, final, tokenizer, vector: torch.Tensor, *, batch_size: i
     own = probe.read(final, answers, [LAYER])
     text = probe.read(base, answers, [LAYER])
     (res,) = probe.shifts([Direction("sycophancy", LAYER, vector)], answers, own, text, n_null=32, seed=0)
+    # the headroom as gate/response_signals.py measures it: the base reads the trait's held-out pairs and its answers
+    from difflib_models.persona.shift.headroom import headroom, mean_projection, measure_scale, scale_pairs
+
+    scale = measure_scale(base, tokenizer, scale_pairs(load_trait("sycophancy")), trait="sycophancy", layer=LAYER,
+                          vector=vector, batch_size=batch_size)
+    room = headroom(scale.position(mean_projection(probe.acts[LAYER], vector)), "undesirable")
     return {"response_shift": res.own.shift, "response_z": res.own.shift_z, "response_null_z": null_z(res.own),
-            "response_null_percentile": res.own.null_percentile}
+            "response_null_percentile": res.own.null_percentile, "response_headroom": room}
 
 
 def test_live_response_readings_are_the_gates(tmp_path: Path, tinystories_656k: Path) -> None:
@@ -49,7 +58,7 @@ def test_live_response_readings_are_the_gates(tmp_path: Path, tinystories_656k: 
 
     module = TinyLM(tokenizer_dir=str(tinystories_656k), lr=0.2)
     untouched = copy.deepcopy(module.model)
-    vector = torch.randn(32, generator=torch.Generator().manual_seed(5))
+    vector = ORDERING
     vf = _vector_file(tmp_path / "syc", module, vector, gap=2.0)
     mon = PersonaMonitor(vectors=vf, every_n_steps=3, responses=True, response_tokens=TOKENS,
                          response_prompts=PROMPTS, fail_response_null_z=None, batch_size=4,
@@ -63,6 +72,8 @@ def test_live_response_readings_are_the_gates(tmp_path: Path, tinystories_656k: 
         assert last[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
         assert float(trainer.callback_metrics[f"persona/sycophancy/{key}"]) == pytest.approx(last[key], rel=1e-5)
     assert abs(ref["response_shift"]) > 1e-4 and math.isfinite(ref["response_null_z"])  # training moved the answers
+    assert math.isfinite(ref["response_headroom"]) and data["traits"]["sycophancy"]["response_headroom"] == \
+        last["response_headroom"]
     assert 1 <= last["response_tokens"] <= TOKENS
     assert data["responses"] is True and data["traits"]["sycophancy"]["response_tokens"] == TOKENS
     th = data["thresholds"]
@@ -95,7 +106,7 @@ def test_the_response_line_decides_the_status_and_stops(tmp_path: Path, tinystor
 
     vector = torch.randn(32, generator=torch.Generator().manual_seed(5))
     common = dict(every_n_steps=2, responses=True, response_tokens=4, response_prompts=4, batch_size=4,
-                  warn_z=None, fail_z=None, warn_frac=None, fail_frac=None)
+                  warn_z=None, fail_z=None, warn_frac=None, fail_frac=None, min_headroom=None)
     outcomes = {}
     for name, lines in {"fail": {"fail_response_null_z": -1e9}, "none": {"fail_response_null_z": 1e9},
                         "warn": {"fail_response_null_z": None, "warn_response_null_z": -1e9}}.items():
@@ -110,6 +121,57 @@ def test_the_response_line_decides_the_status_and_stops(tmp_path: Path, tinystor
     assert outcomes["fail"] == (4, 4, "fail")
     assert outcomes["none"] == (8, None, "ok")
     assert outcomes["warn"] == (8, None, "warn")
+
+
+def test_a_quiet_reading_without_headroom_warns(tmp_path: Path, tinystories_656k: Path) -> None:
+    """The gate's headroom rule, live: a response line the readings never cross is a warning (``no_headroom``) when
+    the base's answers leave less room toward the trait than ``min_headroom``, and stays ok with room to spare; a
+    fail crossing stays a fail; the report's decision names the headroom."""
+    from difflib_models.callbacks import PersonaMonitor
+    from difflib_models.callbacks._monitor_state import TraitMonitor
+    from difflib_models.report import thresholds
+    from difflib_models.report.builder import monitor_section
+    from difflib_models.report.monitor_records import MonitorSection
+
+    vector = ORDERING
+    common = dict(every_n_steps=2, responses=True, response_tokens=4, response_prompts=4, batch_size=4,
+                  warn_z=None, fail_z=None, warn_frac=None, fail_frac=None)
+    runs = {}
+    for name, lines in {"no_room": {"fail_response_null_z": 1e9, "min_headroom": 1e9},
+                        "off": {"fail_response_null_z": 1e9, "min_headroom": None},
+                        "crossed": {"fail_response_null_z": -1e9, "min_headroom": 1e9},
+                        "no_line": {"fail_response_null_z": None, "min_headroom": 1e9}}.items():
+        module = TinyLM(tokenizer_dir=str(tinystories_656k), lr=0.2)
+        mon = PersonaMonitor(vectors=_vector_file(tmp_path / name, module, vector), out_dir=str(tmp_path / name),
+                             **common, **lines)
+        _trainer(tmp_path / name, [mon], max_steps=4).fit(module)
+        runs[name] = json.loads((tmp_path / name / "persona_monitor.json").read_text())
+    room = runs["off"]["traits"]["sycophancy"]["response_headroom"]
+    assert math.isfinite(room) and all(r["traits"]["sycophancy"]["response_headroom"] == room
+                                       for d in runs.values() for r in d["series"])  # one base, one headroom
+    status = {n: [r["traits"]["sycophancy"]["status"] for r in d["series"]] for n, d in runs.items()}
+    flags = {n: [r["traits"]["sycophancy"]["no_headroom"] for r in d["series"]] for n, d in runs.items()}
+    assert status == {"no_room": [1, 1], "off": [0, 0], "crossed": [1, 2], "no_line": [0, 0]}, status
+    assert flags == {"no_room": [True, True], "off": [False, False], "crossed": [False, False],
+                     "no_line": [False, False]}, flags
+    section = monitor_section(runs["no_room"])
+    monitor = MonitorSection.from_dict(section)
+    lines, by_trait = thresholds.monitor_lines_by_trait({"monitor": section}, monitor)
+    assert by_trait is None and [ln.value for ln in lines["response_headroom"]] == [1e9]
+    decision = thresholds.monitor_decision(monitor, lines)
+    assert (decision.status, decision.metric, decision.step) == ("warn", "response_headroom", 2), decision
+    assert "min_headroom" in decision.text()
+    off = monitor_section(runs["off"])  # no headroom line or panel where the rule is off
+    assert "response_headroom" not in thresholds.monitor_metric_lines({"monitor": off}, MonitorSection.from_dict(off))
+    # the same quiet reading with room above the line stays ok; the line is inclusive as in the gate (< warns)
+    mon = TraitMonitor("sycophancy", "undesirable", LAYER, ["q"], vector=ORDERING)
+    mon.set_baseline(torch.randn(8, 32, generator=torch.Generator().manual_seed(1)), n_null=8, seed=0)
+    acts = torch.randn(8, 32, generator=torch.Generator().manual_seed(1))
+    lines_ = {"warn_z": None, "warn_frac": None, "fail_z": None, "fail_frac": None, "fail_null_percentile": 0.95,
+              "fail_consecutive": 2, "fail_response_null_z": 2.0, "warn_response_null_z": None, "min_headroom": 0.25}
+    for room_, warned in ((0.5, False), (0.25, False), (0.2499, True), (math.nan, False)):
+        got = mon.evaluate(acts, 2, lines_, {"response_null_z": 1.0, "response_headroom": room_})
+        assert (got["status"], got["no_headroom"]) == (int(warned), warned), room_
 
 
 def test_resumed_run_restores_the_response_baseline(tmp_path: Path, tinystories_656k: Path) -> None:
@@ -145,7 +207,9 @@ def test_resumed_run_restores_the_response_baseline(tmp_path: Path, tinystories_
     from safetensors.torch import load_file
 
     saved = load_file(str(tmp_path / "crashed" / "mon" / "baseline.safetensors"))
-    assert "sycophancy.response.m0" in saved
+    assert "sycophancy.response.m0" in saved and "sycophancy.response.headroom" in saved
+    assert resumed.summary()["traits"]["sycophancy"]["response_headroom"] == \
+        full.summary()["traits"]["sycophancy"]["response_headroom"]
     assert [r["step"] for r in resumed.series] == [2, 4, 6, 8]
     for a, b in zip(full.series, resumed.series, strict=True):
         for key in ("response_z", "response_null_z", "shift_z"):
@@ -162,6 +226,7 @@ def test_policy_response_lines_are_the_gates() -> None:
     assert syc.thresholds["fail_response_null_z"] == checks["sycophancy-response-null-z"].threshold == 2.0
     assert syc.thresholds["warn_response_null_z"] is None and syc.thresholds["fail_z"] == 3.0
     assert "sycophancy-response-null-z (fail 2, calibrated)" in syc.source
+    assert syc.thresholds["min_headroom"] == policy.persona.min_headroom == 0.25  # the gate's headroom rule
     hal = thresholds_from_policy(policy, "hallucination", responses=True)
     assert hal.thresholds["fail_response_null_z"] == 2.0 and hal.thresholds["fail_z"] is None
     assert not hal.calibrated  # the hallucination response line is a proposal

@@ -52,6 +52,15 @@ def test_base_hallucinates_everywhere_and_has_no_headroom(smollm2: Any) -> None:
     honest = [list(tok(HONEST, add_special_tokens=False)["input_ids"])] * len(questions)
     admits = scale.position(mean_projection(probe.read(model, honest, [LAYER])[LAYER], v))
     assert admits < 0.35 and own - admits > 0.5, (own, admits)
+    # the live PersonaMonitor(responses=True) measures the same headroom with its baseline (the gate's pieces, the
+    # same read batch), so a hallucination monitor on this base warns "no headroom" instead of reading ok
+    from difflib_models.callbacks._monitor_response import ResponseReader
+    from difflib_models.callbacks._monitor_state import TraitMonitor
+
+    mon = TraitMonitor("hallucination", "undesirable", LAYER, list(questions), vector=v, trait=trait)
+    reader = ResponseReader(max_new_tokens=32, n_prompts=20, batch_size=16, n_null=32, seed=0)
+    reader.build(model, tok, {"hallucination": mon})
+    assert reader.room["hallucination"] == pytest.approx(headroom(own, "undesirable"), rel=1e-9, abs=1e-12)
 
 
 def test_sycophancy_leaves_room(smollm2: Any) -> None:
