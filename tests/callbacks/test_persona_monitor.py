@@ -281,7 +281,7 @@ def test_one_monitor_of_several_traits_keeps_each_traits_policy_lines(tmp_path: 
     vector = torch.randn(32, generator=torch.Generator().manual_seed(5))
     evil = _vector_file(tmp_path / "evil", module, vector, trait="evil")
     syc = _vector_file(tmp_path / "syc", module, vector)
-    mon = PersonaMonitor(vectors=[evil, syc], policy=str(policy), every_n_steps=3, out_dir=str(tmp_path / "mon"))
+    mon = PersonaMonitor(vectors=[syc, evil], policy=str(policy), every_n_steps=3, out_dir=str(tmp_path / "mon"))
     _trainer(tmp_path, [mon], max_steps=6).fit(module)
     data = json.loads((tmp_path / "mon" / "persona_monitor.json").read_text())
     loaded = load_policy(str(policy))
@@ -308,6 +308,12 @@ def test_one_monitor_of_several_traits_keeps_each_traits_policy_lines(tmp_path: 
     decision = thresholds.monitor_decision(monitor, lines, by_trait)
     assert (decision.status, decision.trait, decision.step, decision.line.value) == ("fail", "evil", 6, -1000.0)
     assert (tmp_path / "mon" / "persona_monitor.png").stat().st_size > 0
+    # the report page decides the same way from the section (its own lines per trait, not the first trait's)
+    from difflib_models.report.html import render_html
+    from tests.report.synthetic import synthetic_report
+
+    page = render_html({**synthetic_report(), "monitor": section})
+    assert "FAIL at step 6: decided by evil shift_z" in page and "(fail_z)" in page
 
 
 def test_measured_suite_monitor_default_lines_vs_the_policys() -> None:
