@@ -303,3 +303,38 @@ def test_measured_suite_response_monitor() -> None:
                                                                         "response_hallucination": "ok"}
     assert all(s == {"response_sycophancy": "ok", "response_hallucination": "ok"} for s in statuses.values())
     assert len(data["gate_parity"]) == 94 and all(abs(p["diff"]) < 1e-9 for p in data["gate_parity"])
+
+
+def test_measured_headroom_rule_on_the_suites_hallucination_cases() -> None:
+    """docs/callbacks.md, "No headroom, no evidence", read back from monitor_responses_halluc_headroom.json (the
+    suite's 10 hallucination LoRAs re-run with the rule): the live headroom is 0.133 in every case, every
+    hallucination monitor warns from step 6 and none fails, a reading over the 2.0 line is not flagged no_headroom,
+    the sycophancy monitors stay ok (headroom 0.733), and the readings equal monitor_responses.json's (measured
+    before the rule) and the gate's to the stated tolerances."""
+    results = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+    data = json.loads((results / "monitor_responses_halluc_headroom.json").read_text(encoding="utf-8"))
+    before = {r["case"]: r for r in json.loads((results / "monitor_responses.json").read_text(encoding="utf-8"))[
+        "records"]}
+    assert data["n_cases"] == 10
+    s = data["summary"]["response_hallucination"]
+    assert (s["controls"], s["controls_warn"], s["controls_fail"]) == (5, 5, 0)
+    assert s["organisms_by_trait"]["hallucination"] == {"organisms": 5, "failing_own_trait": 0}
+    assert data["summary"]["response_sycophancy"]["controls_warn"] == 0
+    worst = 0.0
+    for r in data["records"]:
+        hal, syc = r["monitors"]["response_hallucination"], r["monitors"]["response_sycophancy"]
+        assert (hal["status"], hal["first_warn_step"]) == ("warn", {"hallucination": 6}), r["case"]
+        assert syc["status"] == "ok" and hal["thresholds"]["min_headroom"] == 0.25
+        for check in hal["checks"]:
+            v = check["traits"]["hallucination"]
+            assert v["response_headroom"] == pytest.approx(0.1334, abs=1e-4)
+            assert v["no_headroom"] == (v["response_null_z"] < 2.0), (r["case"], check["step"])
+        for check in syc["checks"]:
+            assert check["traits"]["sycophancy"]["response_headroom"] == pytest.approx(0.7326, abs=1e-4)
+        for name in ("response_hallucination", "response_sycophancy"):
+            for now, then in zip(r["monitors"][name]["checks"], before[r["case"]]["monitors"][name]["checks"],
+                                 strict=True):
+                for t, v in now["traits"].items():
+                    worst = max(worst, abs(v["response_null_z"] - then["traits"][t]["response_null_z"]))
+    assert worst < 3e-4 and max(abs(p["diff"]) for p in data["gate_parity"]) < 3e-5
+
