@@ -96,7 +96,8 @@ class PersonaMonitorCore:
             ``response_prompts`` evaluation questions greedily (``response_tokens`` new tokens) and the residual is
             averaged over its answer tokens (the gate's ``persona.response_*`` signal,
             :mod:`difflib_models.callbacks._monitor_response`). Costs one short generation per question set per
-            check (about 10 s for 20 questions x 32 tokens on SmolLM2-135M, one CPU thread).
+            check (about 10 s for 20 questions x 32 tokens on SmolLM2-135M, one CPU thread). With ``policy=``, only
+            the traits the policy has a response line for are read.
         warn_response_null_z, fail_response_null_z: lines on ``response_null_z`` (with ``responses``; None: unused).
         min_headroom: with ``responses``: a trait whose answers before training leave less room than this toward the
             trait on its scale (``response_headroom``, the gate's ``persona.min_headroom``) and whose response
@@ -258,6 +259,18 @@ class PersonaMonitorCore:
                                            for tid, f in found.items())
         log.info("PersonaMonitor: thresholds from %s", self.thresholds_source)
 
+    def _answered(self) -> dict[str, TraitMonitor]:
+        """The traits whose answers are read at every check (``responses``): all of them, except with ``policy=``,
+        where only the traits the policy has a response line for (a generation per check costs far more than the
+        last-prompt probe, and an unlined reading decides nothing)."""
+        if self._response is None:
+            return {}
+        if self._policy is None:
+            return dict(self.monitors)
+        return {tid: mon for tid, mon in self.monitors.items()
+                if self.thresholds_of(tid).get("fail_response_null_z") is not None
+                or self.thresholds_of(tid).get("warn_response_null_z") is not None}
+
     def thresholds_of(self, trait: str) -> dict[str, Any]:
         """The lines that decide ``trait``'s status (the shared ``thresholds`` with the trait's own over them)."""
         return {**self.thresholds, **self.trait_thresholds.get(trait, {})}
@@ -314,6 +327,11 @@ class PersonaMonitorCore:
         self._response = ResponseReader(max_new_tokens=self.response_tokens, n_prompts=self.response_prompts,
                                         batch_size=self.batch_size, n_null=self.n_null,
                                         seed=self.null_seed) if self.responses else None
+        skipped = sorted(set(self.monitors) - set(self._answered())) if self._response is not None else []
+        if skipped:
+            log.warning("PersonaMonitor: responses=True but policy %s has no response line for %s: their answers are "
+                        "not read (only %s are)", self.policy, ", ".join(skipped),
+                        ", ".join(sorted(self._answered())) or "none")
 
     def _monitor_from_file(self, path: str, n_layers: int) -> TraitMonitor:
         vs = PersonaVectorSet.load(path, expect_model=self._loaded)  # IdentityMismatchError for another model
@@ -416,7 +434,7 @@ class PersonaMonitorCore:
         for tid, mon in self.monitors.items():
             mon.set_baseline(acts[tid], n_null=self.n_null, seed=self.null_seed)
         if self._response is not None:
-            self._response.build(self._model, self._tokenizer, self.monitors, synced=_core.world_size(trainer) > 1)
+            self._response.build(self._model, self._tokenizer, self._answered(), synced=_core.world_size(trainer) > 1)
             for tid, room in self._response.room.items():
                 th = self.thresholds_of(tid)
                 need = th.get("min_headroom")
@@ -433,7 +451,7 @@ class PersonaMonitorCore:
     def check(self, trainer: Any) -> dict[str, Any]:
         """Probe now, compute every trait's shift and status, decide stop (all ranks must call it)."""
         acts = self._probe()
-        said = (self._response.read(self._model, self._tokenizer, self.monitors,
+        said = (self._response.read(self._model, self._tokenizer, self._answered(),
                                     synced=_core.world_size(trainer) > 1) if self._response is not None else {})
         step = int(trainer.global_step)
         row: dict[str, Any] = {"step": step, "epoch": int(trainer.current_epoch), "traits": {}}
@@ -526,13 +544,13 @@ class PersonaMonitorCore:
             if mon.vector is not None and not torch.equal(tensors[f"{tid}.vector"], mon.vector):
                 log.warning("PersonaMonitor: %s vector changed since the baseline; re-measuring", tid)
                 return False
-        if self._response is not None and not self._response.saved_in(tensors, self.monitors):
+        if self._response is not None and not self._response.saved_in(tensors, self._answered()):
             log.warning("PersonaMonitor: %s has no response baseline; re-measuring", path)
             return False
         for tid, mon in self.monitors.items():
             mon.restore_baseline(tensors, f"{tid}.", tensors[f"{tid}.vector"])
         if self._response is not None:
-            self._response.restore(tensors, self.monitors)
+            self._response.restore(tensors, self._answered())
         log.info("PersonaMonitor: resumed with the step-%s baseline from %s", self.baseline_step, path)
         return True
 
@@ -551,7 +569,7 @@ class PersonaMonitorCore:
                            "source": self.thresholds_source,
                            **({"traits": self.trait_thresholds} if self.trait_thresholds else {})},
             "baseline_step": self.baseline_step,
-            "traits": {t: {**m.describe(), **(self._response.describe(t) if self._response is not None else {})}
+            "traits": {t: {**m.describe(), **(self._response.describe(t) if t in self._answered() else {})}
                        for t, m in self.monitors.items()},
             "responses": self.responses,
             "series": self.series,

@@ -260,6 +260,33 @@ def test_monitor_takes_the_policys_response_settings(tmp_path: Path, tinystories
         PersonaMonitor(vectors=vf, responses=True, policy="default", response_tokens=8)
 
 
+def test_a_policy_monitor_reads_answers_only_where_the_policy_has_a_response_line(
+        tmp_path: Path, tinystories_656k: Path) -> None:
+    """One ``policy="default", responses=True`` monitor of evil and sycophancy: the default policy reads sycophancy's
+    answers (its response check) and evil at the last prompt only, so the monitor generates sycophancy's answers and
+    not evil's (a generation per check is the monitor's main cost), and each trait keeps its own lines."""
+    from safetensors.torch import load_file
+
+    from difflib_models.callbacks import PersonaMonitor
+
+    module = TinyLM(tokenizer_dir=str(tinystories_656k))
+    vector = torch.randn(32, generator=torch.Generator().manual_seed(5))
+    evil = _vector_file(tmp_path / "evil", module, vector, trait="evil")
+    syc = _vector_file(tmp_path / "syc", module, vector)
+    mon = PersonaMonitor(vectors=[evil, syc], every_n_steps=2, responses=True, policy="default", batch_size=4,
+                         out_dir=str(tmp_path / "mon"))
+    _trainer(tmp_path, [mon], max_steps=2).fit(module)
+    data = json.loads((tmp_path / "mon" / "persona_monitor.json").read_text())
+    (row,) = data["series"]
+    assert "response_null_z" in row["traits"]["sycophancy"] and "response_null_z" not in row["traits"]["evil"]
+    assert "response_headroom" in data["traits"]["sycophancy"] and "response_headroom" not in data["traits"]["evil"]
+    saved = load_file(str(tmp_path / "mon" / "baseline.safetensors"))
+    assert "sycophancy.response.m0" in saved and not any(k.startswith("evil.response.") for k in saved)
+    th = data["thresholds"]
+    assert th["traits"]["sycophancy"]["fail_response_null_z"] == 2.0 and th["traits"]["evil"]["fail_z"] == 2.334
+    assert th["traits"]["evil"]["fail_response_null_z"] is None and th["fail_response_null_z"] is None
+
+
 def test_measured_suite_response_monitor() -> None:
     """docs/callbacks.md, "Reading what the model says", read back from monitor_responses.json
     (`python -m benchmarks.bench_monitor_policy --monitors responses`): the suite's 30 LoRAs trained with the
