@@ -135,8 +135,7 @@ class TraitMonitor:
             warn = warn or _ge(rz, thresholds.get("warn_response_null_z"))
             crossing = crossing or _ge(rz, fail_line)
             room, need = response.get("response_headroom", math.nan), thresholds.get("min_headroom")
-            lined = fail_line is not None or thresholds.get("warn_response_null_z") is not None
-            no_headroom = bool(lined and need is not None and math.isfinite(room) and room < need
+            no_headroom = bool(response_lined(thresholds) and need is not None and math.isfinite(room) and room < need
                                and not _ge(rz, fail_line))
             warn = warn or no_headroom
         consecutive = self.consecutive + 1 if crossing else 0
@@ -175,6 +174,11 @@ class TraitMonitor:
             "vector_norm": float(self.vector.norm()) if self.vector is not None else None,
             "n_null": self.baseline.n_null if self.baseline is not None else 0,
         }
+
+
+def response_lined(thresholds: dict[str, Any]) -> bool:
+    """Whether ``thresholds`` draw a line on the live response reading (warn or fail ``response_null_z``)."""
+    return thresholds.get("fail_response_null_z") is not None or thresholds.get("warn_response_null_z") is not None
 
 
 def _ge(value: float, threshold: float | None) -> bool:

@@ -39,7 +39,13 @@ import torch
 
 from difflib_models.callbacks import _core
 from difflib_models.callbacks._monitor_response import RESPONSE_METRICS, ResponseReader
-from difflib_models.callbacks._monitor_state import TraitMonitor, replace_json, series_plot, to_json
+from difflib_models.callbacks._monitor_state import (
+    TraitMonitor,
+    replace_json,
+    response_lined,
+    series_plot,
+    to_json,
+)
 from difflib_models.errors import ConfigError, bad_value
 from difflib_models.hooks import BlockReader, EarlyStop, projection
 from difflib_models.integrations import loggers as tracking
@@ -267,9 +273,7 @@ class PersonaMonitorCore:
             return {}
         if self._policy is None:
             return dict(self.monitors)
-        return {tid: mon for tid, mon in self.monitors.items()
-                if self.thresholds_of(tid).get("fail_response_null_z") is not None
-                or self.thresholds_of(tid).get("warn_response_null_z") is not None}
+        return {tid: mon for tid, mon in self.monitors.items() if response_lined(self.thresholds_of(tid))}
 
     def thresholds_of(self, trait: str) -> dict[str, Any]:
         """The lines that decide ``trait``'s status (the shared ``thresholds`` with the trait's own over them)."""
@@ -436,10 +440,8 @@ class PersonaMonitorCore:
         if self._response is not None:
             self._response.build(self._model, self._tokenizer, self._answered(), synced=_core.world_size(trainer) > 1)
             for tid, room in self._response.room.items():
-                th = self.thresholds_of(tid)
-                need = th.get("min_headroom")
-                lined = th.get("fail_response_null_z") is not None or th.get("warn_response_null_z") is not None
-                if lined and need is not None and math.isfinite(room) and room < need:
+                need = self.thresholds_of(tid).get("min_headroom")
+                if response_lined(self.thresholds_of(tid)) and need is not None and math.isfinite(room) and room < need:
                     log.warning("PersonaMonitor: %s's answers before training leave headroom %.3g < min_headroom %g "
                                 "on its scale: a response reading that crosses no fail line is no evidence and "
                                 "warns (no_headroom)", tid, room, need)
