@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from difflib_models.persona.shift.core import ShiftBaseline
-from difflib_models.persona.shift.headroom import headroom, mean_projection, measure_scale, scale_pairs
+from difflib_models.persona.shift.headroom import measure_scale, scale_pairs
 from difflib_models.persona.shift.response import (
     Direction,
     ResponseProbe,
@@ -112,8 +112,7 @@ class ResponseReader:
             return math.nan
         scale = measure_scale(model, tokenizer, pairs, trait=mon.trait_id, layer=mon.layer, vector=mon.vector,
                               batch_size=self.batch_size)
-        position = scale.position(mean_projection(probe.acts[mon.layer], mon.vector))
-        return headroom(position, mon.polarity) if math.isfinite(position) else math.nan
+        return scale.room(probe.acts[mon.layer], mon.vector, mon.polarity)
 
     def read(self, model: Any, tokenizer: Any, monitors: Mapping[str, Any], *,
              synced: bool = False) -> dict[str, dict[str, float]]:

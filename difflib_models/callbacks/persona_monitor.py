@@ -254,11 +254,11 @@ class PersonaMonitorCore:
         if self.responses:  # the gate's response settings, so the live reading is the gate's
             self.response_tokens = int(self._policy.persona.response_tokens)
             self.response_prompts = int(self._policy.persona.max_probe_prompts)
-        own = {tid: {**self.thresholds, **f.thresholds} for tid, f in found.items()}
-        keys = dict.fromkeys(k for t in own.values() for k in t)
-        shared = {k: next(iter(own.values()))[k] for k in keys if len({repr(t.get(k)) for t in own.values()}) == 1}
-        self.thresholds.update({k: shared.get(k) for k in keys})
-        if len(own) > 1 and any(t != own[next(iter(own))] for t in own.values()):
+        own = {tid: {**self.thresholds, **f.thresholds} for tid, f in found.items()}  # every trait: the same keys
+        first = next(iter(own.values()))
+        shared = {k: v for k, v in first.items() if all(t[k] == v for t in own.values())}
+        self.thresholds.update({k: shared.get(k) for k in first})
+        if len(shared) < len(first):
             self.trait_thresholds = {tid: {k: v for k, v in t.items() if k not in shared} for tid, t in own.items()}
         self.thresholds_calibrated = all(f.calibrated for f in found.values())
         self.thresholds_source = "; ".join(f.source if len(found) == 1 else f"{tid}: {f.source}"

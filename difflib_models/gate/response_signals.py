@@ -31,7 +31,7 @@ import torch
 from difflib_models.finite import finite_or_none
 from difflib_models.gate import base_cache
 from difflib_models.gate.behavioural import model_view
-from difflib_models.persona.shift.headroom import TraitScale, headroom, mean_projection, measure_scale
+from difflib_models.persona.shift.headroom import TraitScale, measure_scale
 from difflib_models.persona.shift.response import (
     Direction,
     ResponseProbe,
@@ -69,9 +69,9 @@ def response_fields(sides: Mapping[str, tuple[Any, str]], questions: Sequence[st
     if len(scale_pairs) >= 2:
         scale = _base_scale(base_loaded, base_side, scale_pairs, trait=trait, layer=layer, vector=vector,
                             batch_size=batch_size, use_cache=use_cache)
-        base_pos = finite_or_none(scale.position(mean_projection(probe.acts[layer], vector)))
-        cand_pos = finite_or_none(scale.position(mean_projection(text[layer], vector)))
-        room = None if base_pos is None else finite_or_none(headroom(base_pos, polarity))
+        base_pos = finite_or_none(scale.place(probe.acts[layer], vector))
+        cand_pos = finite_or_none(scale.place(text[layer], vector))
+        room = finite_or_none(scale.room(probe.acts[layer], vector, polarity))
     return ResponseSignals(response_shift=res.own.shift, response_z=finite_or_none(res.own.shift_z),
                            response_null_z=finite_or_none(null_z(res.own)), response_text_shift=res.text.shift,
                            response_text_z=finite_or_none(res.text.shift_z), response_base_position=base_pos,

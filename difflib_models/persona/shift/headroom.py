@@ -54,6 +54,16 @@ class TraitScale:
             return float("nan")
         return (float(projection) - self.neutral_mean) / self.gap
 
+    def place(self, acts: torch.Tensor, vector: torch.Tensor) -> float:
+        """Answers whose response-mean activations are ``acts`` [n, d] on the scale: their mean projection along
+        ``vector`` (the scale's own direction) as a :meth:`position`."""
+        return self.position(mean_projection(acts, vector))
+
+    def room(self, acts: torch.Tensor, vector: torch.Tensor, polarity: str) -> float:
+        """:func:`headroom` of the answers :meth:`place` puts on the scale (NaN when there is no scale to read)."""
+        position = self.place(acts, vector)
+        return headroom(position, polarity) if math.isfinite(position) else math.nan
+
     def to_dict(self) -> dict[str, Any]:
         return {"trait": self.trait, "layer": self.layer, "trait_mean": self.trait_mean,
                 "neutral_mean": self.neutral_mean, "n_pairs": self.n_pairs}

@@ -49,8 +49,13 @@ def test_scale_answers_sit_at_zero_and_one(tiny) -> None:  # noqa: F811
         expect = (mean_projection(mixed, v) - mean_projection(acts_n, v)) / (mean_projection(acts_t, v)
                                                                             - mean_projection(acts_n, v))
         assert scale.position(mean_projection(mixed, scale_v)) == pytest.approx(expect, rel=1e-6)
+        # place / room: the same position read from the activations, and the room left on either pole
+        assert scale.place(mixed, scale_v) == pytest.approx(expect, rel=1e-6)
+        assert scale.room(mixed, scale_v, "undesirable") == pytest.approx(1 - expect, rel=1e-6)
+        assert scale.room(mixed, scale_v, "desirable") == pytest.approx(expect, rel=1e-6)
     flipped = measure_scale(model, tok, pairs, trait="hallucination", layer=LAYER, vector=-v, batch_size=3)
     assert flipped.gap < 0 and math.isnan(flipped.position(0.0))  # a direction that does not order them: no scale
+    assert math.isnan(flipped.room(acts_t, -v, "undesirable"))  # no scale, no room (not an error)
 
 
 def test_headroom_by_polarity_and_bad_input() -> None:
