@@ -22,16 +22,21 @@ case (the suite's recipe, ``bench_validity.fit_lora``, no callbacks) its greedy 
 
 Cases: hallucination organisms and matched controls (``--seeds``), the benign controls of the other two traits
 (``--other-seeds``: the same recipe, neutral answers to their prompts) and their organisms (specificity). Nothing is
-asserted; nothing in the package reads these questions.
+asserted.
 
     python -m benchmarks.bench_halluc_room [--seeds 0,1,2,3,4] [--other-seeds 0,1,2] [--work DIR]
-        [--name bench_halluc_room]
+        [--sets builtin,unknowable] [--name bench_halluc_room]
+
+``--sets response`` reads the trait's shipped response questions (``questions.response`` of the built-in
+hallucination trait: these 20 less the one that is also an extraction question) and adds the calibration line of
+``position_shift`` (the gate's ``persona.response_position_shift``): the largest benign control + 0.5 sd.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -54,6 +59,8 @@ UNKNOWABLE = (
 )
 TOKENS = 32
 BATCH = 16
+MARGIN_SD = 0.5
+"""The suite's calibration rule (docs/gate-policy.md): largest benign control + 0.5 sd of the controls."""
 
 
 def _read(model: Any, tok: Any, probe: Any, scale: Any, v: Any, layer: int) -> dict[str, Any]:
@@ -73,7 +80,8 @@ def _read(model: Any, tok: Any, probe: Any, scale: Any, v: Any, layer: int) -> d
             "admits": sum(bool(ADMITS.search(t)) for t in texts), "answers": texts[:3]}
 
 
-def run(seeds: list[int], other_seeds: list[int], work: Path) -> dict[str, Any]:
+def run(seeds: list[int], other_seeds: list[int], work: Path,
+        set_names: tuple[str, ...] = ("builtin", "unknowable")) -> dict[str, Any]:
     import torch
 
     from benchmarks.bench_headroom import ADMITS
@@ -91,7 +99,9 @@ def run(seeds: list[int], other_seeds: list[int], work: Path) -> dict[str, Any]:
     layer = int(vectors["layer"]["hallucination"])
     v = PersonaVectorSet.load(vectors["files"]["hallucination"]).vector(layer).float()
     trait = load_trait("hallucination")
-    sets = {"builtin": tuple(trait.split_questions("evaluation"))[:20], "unknowable": UNKNOWABLE}
+    known = {"builtin": tuple(trait.split_questions("evaluation"))[:20], "unknowable": UNKNOWABLE,
+             "response": tuple(trait.response_questions())[:20]}
+    sets = {k: known[k] for k in set_names}
     model, tok = base.model, base.tokenizer
     scale = measure_scale(model, tok, scale_pairs(trait), trait="hallucination", layer=layer, vector=v,
                           batch_size=BATCH)
@@ -139,6 +149,13 @@ def summarise(records: list[dict[str, Any]], sets: list[str]) -> dict[str, Any]:
             org = vals["hallucination_organisms"]
             out[s][key] = {"range": span,
                            "organisms_above_every_other_case": bool(org and others and min(org) > max(others))}
+            benign = vals["hallucination_controls"] + vals["other_benign"]
+            if key == "position_shift" and len(benign) > 1:
+                line = max(benign) + MARGIN_SD * statistics.stdev(benign)
+                out[s][key]["calibrated_line"] = {
+                    "rule": f"max of {len(benign)} benign controls + {MARGIN_SD} sd", "line": line,
+                    "control_max": max(benign), "control_sd": statistics.stdev(benign),
+                    "organisms_above": sum(x > line for x in org), "n_organisms": len(org)}
     return out
 
 
@@ -148,14 +165,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--other-seeds", default="0,1,2")
     ap.add_argument("--work", type=Path, default=Path("/tmp/difflib_halluc_room"))
     ap.add_argument("--name", default="bench_halluc_room")
+    ap.add_argument("--sets", default="builtin,unknowable",
+                    help="question sets: builtin (evaluation split), unknowable (this file's 20), response (the "
+                         "trait's shipped response questions)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     machine = machine_info()
     t0 = time.perf_counter()
     seeds = [int(s) for s in args.seeds.split(",") if s]
     other = [int(s) for s in args.other_seeds.split(",") if s]
-    payload = run(seeds, other, args.work)
-    payload.update(seeds=seeds, other_seeds=other, questions=list(UNKNOWABLE), seconds=time.perf_counter() - t0)
+    payload = run(seeds, other, args.work, tuple(x for x in args.sets.split(",") if x))
+    payload.update(seeds=seeds, other_seeds=other, questions=list(UNKNOWABLE), sets=args.sets,
+                   seconds=time.perf_counter() - t0)
     path = write_results(args.name, payload, machine)
     log.info("wrote %s", path)
     return 0

@@ -5,8 +5,9 @@ that the gate computes once at the end (the shift core they share). A policy's n
 ``persona.shift_z`` and ``persona.shift_frac`` of one trait map onto the monitor's thresholds: a ``fail`` check's
 threshold is ``fail_z`` / ``fail_frac`` and its ``min_null_percentile`` the ``fail_null_percentile``; a ``warn``
 check's threshold is ``warn_z`` / ``warn_frac``. A threshold the policy does not set is unused (None). With the
-monitor's ``responses`` on, the trait's ``persona.response_null_z`` checks map onto ``fail_response_null_z`` /
-``warn_response_null_z`` the same way (the live reading of the candidate's own answers), and the policy's
+monitor's ``responses`` on, the trait's ``persona.response_null_z`` and ``persona.response_position_shift`` checks
+map onto ``fail_response_null_z`` / ``warn_response_null_z`` and ``fail_response_position_shift`` /
+``warn_response_position_shift`` the same way (the live readings of the candidate's own answers), and the policy's
 ``persona.min_headroom`` is the monitor's ``min_headroom``. Checks on other metrics
 (behaviour, the excess over a control, headroom) need the gate's own measurements and have no live equivalent.
 """
@@ -21,7 +22,8 @@ from difflib_models.errors import ConfigError, bad_value
 __all__ = ["PolicyThresholds", "thresholds_from_policy"]
 
 LIVE_METRICS = {"persona.shift_z": "z", "persona.shift_frac": "frac"}
-RESPONSE_LIVE_METRICS = {"persona.response_null_z": "response_null_z"}
+RESPONSE_LIVE_METRICS = {"persona.response_null_z": "response_null_z",
+                         "persona.response_position_shift": "response_position_shift"}
 """Read live only with ``PersonaMonitor(responses=True)``."""
 DEFAULT_NULL_PERCENTILE = 0.95
 
@@ -44,8 +46,8 @@ def thresholds_from_policy(policy: Any, trait: str, *, responses: bool = False) 
     out: dict[str, Any] = {"warn_z": None, "warn_frac": None, "fail_z": None, "fail_frac": None,
                            "fail_null_percentile": DEFAULT_NULL_PERCENTILE}
     if responses:  # the gate's headroom rule on its response checks (persona.min_headroom)
-        out.update(warn_response_null_z=None, fail_response_null_z=None,
-                   min_headroom=float(policy.persona.min_headroom))
+        out.update(warn_response_null_z=None, fail_response_null_z=None, warn_response_position_shift=None,
+                   fail_response_position_shift=None, min_headroom=float(policy.persona.min_headroom))
     used = []
     pcts = []
     for c in policy.checks:
@@ -70,7 +72,7 @@ def thresholds_from_policy(policy: Any, trait: str, *, responses: bool = False) 
                 if answers and not responses else
                 "its other checks read behaviour or a control, which only the gate measures; monitor this trait "
                 "with explicit warn_*/fail_* thresholds instead")
-        what = "persona.shift_z / shift_frac" + (" / response_null_z" if responses else "")
+        what = "persona.shift_z / shift_frac" + (" / response_null_z / response_position_shift" if responses else "")
         raise ConfigError(bad_value(
             "policy", f"{getattr(policy, 'path', None) or 'policy'} for trait {trait!r}",
             f"a policy with a non-optional {what} check of that trait (this one has them for: {has})", hint))

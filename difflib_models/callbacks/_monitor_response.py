@@ -3,7 +3,8 @@
 The last-prompt-token shift reads the model before it answers; on a small model any fine-tune moves that position
 about as much as a trait-inducing one, and a sycophancy fine-tune that changes what the model answers hardly moves
 it. With ``PersonaMonitor(responses=True)`` every check also lets the model answer the trait's first
-``response_prompts`` evaluation questions greedily (``response_tokens`` new tokens), teacher-forces the answers
+``response_prompts`` response questions (:meth:`~difflib_models.persona.traits.schema.Trait.response_questions`:
+its ``response`` split, else its evaluation questions, as the gate asks) greedily (``response_tokens`` new tokens), teacher-forces the answers
 through the same model and averages the residual at the trait's layer over the answer tokens: the gate's
 ``persona.response_*`` "own" signal (:mod:`difflib_models.persona.shift.response`), measured against a
 :class:`~difflib_models.persona.shift.core.ShiftBaseline` of the model's own answers before the first step. The
@@ -20,6 +21,11 @@ responses read by the same model, 0 = neutral, 1 = trait-showing answers; the ga
 same base), measured once with the baseline (NaN when the trait has no paired responses). A response line that
 the readings do not cross while the headroom is below ``min_headroom`` is no evidence (nothing could show), so the
 monitor warns, as the gate does (docs/gate-policy.md, Headroom).
+
+``response_position_shift`` is the gate's metric of that name, live: the model's answers now, read by the model
+before training, on that scale, minus its answers before training (toward the undesirable pole). Reading with the
+model before training needs it at hand: a peft model is read with its adapters disabled (the frozen base of a LoRA
+run); a model trained in full has no such view and reads NaN (a warning at the baseline says so).
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from typing import Any
 import torch
 
 from difflib_models.persona.shift.core import ShiftBaseline
-from difflib_models.persona.shift.headroom import measure_scale, scale_pairs
+from difflib_models.persona.shift.headroom import TraitScale, measure_scale, scale_pairs
 from difflib_models.persona.shift.response import (
     Direction,
     ResponseProbe,
@@ -46,14 +52,22 @@ from difflib_models.persona.traits import chat
 __all__ = ["RESPONSE_METRICS", "ResponseReader"]
 
 RESPONSE_METRICS = ("response_shift", "response_z", "response_null_z", "response_null_percentile",
-                    "response_tokens", "response_headroom")
+                    "response_tokens", "response_headroom", "response_position_shift")
+_SCALE_KEYS = ("trait_mean", "neutral_mean", "n_pairs", "base_position")
+
+
+def base_view(model: Any) -> Any:
+    """A context manager in which ``model`` computes as the model before training (a peft model with its adapters
+    disabled), or None when it has none (trained in full)."""
+    disable = getattr(model, "disable_adapter", None)
+    return disable() if callable(disable) else None
 
 
 @dataclass
 class ResponseReader:
     """The monitored traits' response baselines (built once on the model before training) and the live reading.
 
-    Traits whose first ``n_prompts`` evaluation questions coincide share one generation per check."""
+    Traits whose first ``n_prompts`` response questions coincide share one generation per check."""
 
     max_new_tokens: int
     n_prompts: int
@@ -64,10 +78,17 @@ class ResponseReader:
     base_tokens: dict[str, float] = field(default_factory=dict)
     room: dict[str, float] = field(default_factory=dict)
     """Per trait, the base's ``response_headroom`` (NaN: the trait has no scale)."""
+    scales: dict[str, TraitScale] = field(default_factory=dict)
+    """Per trait with a scale, the base's :class:`TraitScale`."""
+    base_position: dict[str, float] = field(default_factory=dict)
+    """Per trait with a scale, the base's own answers' position on it."""
     _encoded: dict[tuple[str, ...], list[list[int]]] = field(default_factory=dict, repr=False)
 
     def questions(self, monitor: Any) -> tuple[str, ...]:
-        return tuple(monitor.prompts[: self.n_prompts])
+        """The questions ``monitor``'s trait is asked: the gate's (its trait's response questions; the monitor's
+        probe prompts when it carries no trait)."""
+        asked = monitor.trait.response_questions() if monitor.trait is not None else monitor.prompts
+        return tuple(asked[: self.n_prompts])
 
     def _groups(self, monitors: Mapping[str, Any]) -> dict[tuple[str, ...], dict[str, Any]]:
         groups: dict[tuple[str, ...], dict[str, Any]] = {}
@@ -106,13 +127,32 @@ class ResponseReader:
     def _headroom(self, model: Any, tokenizer: Any, mon: Any, probe: ResponseProbe) -> float:
         """Where ``probe``'s answers (the model before training) sit on the trait's scale, as room left toward the
         undesirable pole (the gate's ``response_headroom``: same pairs, read batch and projection); NaN without
-        at least 2 paired responses or when the direction does not order them."""
+        at least 2 paired responses or when the direction does not order them. Keeps the scale and the position
+        for :meth:`read`'s ``response_position_shift``."""
         pairs = scale_pairs(mon.trait) if mon.trait is not None else []
         if len(pairs) < 2:
             return math.nan
         scale = measure_scale(model, tokenizer, pairs, trait=mon.trait_id, layer=mon.layer, vector=mon.vector,
                               batch_size=self.batch_size)
+        self.scales[mon.trait_id] = scale
+        self.base_position[mon.trait_id] = scale.place(probe.acts[mon.layer], mon.vector)
         return scale.room(probe.acts[mon.layer], mon.vector, mon.polarity)
+
+    def _moved(self, model: Any, probe: ResponseProbe, group: Mapping[str, Any]) -> dict[str, float]:
+        """Per trait of ``group``, ``response_position_shift``: ``probe``'s answers (the model's now) read by the
+        model before training (:func:`base_view`), on the trait's scale, minus the base's own position, toward the
+        undesirable pole; NaN without a scale or a view of the model before training."""
+        out = {tid: math.nan for tid in group}
+        scaled = {tid: mon for tid, mon in group.items() if tid in self.scales}
+        view = base_view(model) if scaled else None
+        if view is None:
+            return out
+        with view:
+            acts = probe.read(model, probe.answers, sorted({mon.layer for mon in scaled.values()}))
+        for tid, mon in scaled.items():
+            moved = self.scales[tid].place(acts[mon.layer], mon.vector) - self.base_position[tid]
+            out[tid] = -moved if mon.polarity == "desirable" else moved
+        return out
 
     def read(self, model: Any, tokenizer: Any, monitors: Mapping[str, Any], *,
              synced: bool = False) -> dict[str, dict[str, float]]:
@@ -122,12 +162,13 @@ class ResponseReader:
             probe = self._probe(model, tokenizer, questions, sorted({mon.layer for mon in group.values()}),
                                 synced=synced)
             acts, tokens = probe.acts, sum(map(len, probe.answers)) / len(probe.answers)
+            moved = self._moved(model, probe, group)
             for tid, mon in group.items():
                 res = self.baselines[tid].measure(acts[mon.layer])
                 out[tid] = {"response_shift": res.toward_undesirable, "response_z": res.toward_z,
                             "response_null_z": res.sign * null_z(res),
                             "response_null_percentile": res.null_percentile, "response_tokens": tokens,
-                            "response_headroom": self.room[tid]}
+                            "response_headroom": self.room[tid], "response_position_shift": moved[tid]}
         return out
 
     # -------------------------------------------------------------------------------------------- persistence
@@ -137,12 +178,16 @@ class ResponseReader:
             out.update(bl.to_tensors(prefix=f"{tid}.response."))
             out[f"{tid}.response.base_tokens"] = torch.tensor([self.base_tokens[tid]], dtype=torch.float64)
             out[f"{tid}.response.headroom"] = torch.tensor([self.room[tid]], dtype=torch.float64)
+            scale = self.scales.get(tid)
+            out[f"{tid}.response.scale"] = torch.tensor(
+                [scale.trait_mean, scale.neutral_mean, scale.n_pairs, self.base_position[tid]] if scale is not None
+                else [math.nan] * len(_SCALE_KEYS), dtype=torch.float64)
         return out
 
     @staticmethod
     def saved_in(tensors: Mapping[str, torch.Tensor], monitors: Mapping[str, Any]) -> bool:
         """Whether ``tensors`` (a baseline file) hold the response baseline of every monitored trait."""
-        return all(f"{tid}.response.m0" in tensors and f"{tid}.response.headroom" in tensors for tid in monitors)
+        return all(f"{tid}.response.{k}" in tensors for tid in monitors for k in ("m0", "headroom", "scale"))
 
     def restore(self, tensors: Mapping[str, torch.Tensor], monitors: Mapping[str, Any]) -> None:
         """The baselines saved with :meth:`to_tensors` (check :meth:`saved_in` first)."""
@@ -152,6 +197,11 @@ class ResponseReader:
                                                              polarity=mon.polarity)
             self.base_tokens[tid] = float(tensors[f"{tid}.response.base_tokens"][0])
             self.room[tid] = float(tensors[f"{tid}.response.headroom"][0])
+            trait_mean, neutral_mean, n_pairs, position = (float(x) for x in tensors[f"{tid}.response.scale"])
+            if math.isfinite(trait_mean):
+                self.scales[tid] = TraitScale(trait=tid, layer=mon.layer, trait_mean=trait_mean,
+                                              neutral_mean=neutral_mean, n_pairs=int(n_pairs))
+                self.base_position[tid] = position
 
     def describe(self, tid: str) -> dict[str, Any]:
         bl = self.baselines.get(tid)

@@ -117,11 +117,13 @@ class TraitMonitor:
         """The metrics and status of this check (pure: counters change in :meth:`apply_decision`). The z and frac
         thresholds compare the shift toward the undesirable pole; without a usable gap ``shift_frac`` is NaN and
         the frac thresholds do not apply. ``response``: the live response-token readings of this trait
-        (:mod:`difflib_models.callbacks._monitor_response`); their ``response_null_z`` is compared with the
-        ``warn_response_null_z`` / ``fail_response_null_z`` lines (already drift-normalised: no null-percentile
-        condition), and a fail crossing on either signal counts toward ``fail_consecutive``. A response line that is
+        (:mod:`difflib_models.callbacks._monitor_response`); their ``response_null_z`` and
+        ``response_position_shift`` are compared with their ``warn_*`` / ``fail_*`` lines (drift-normalised or read by
+        the model before training: no null-percentile condition), and a fail crossing on either signal counts toward ``fail_consecutive``. A response line that is
         not crossed while the base's ``response_headroom`` is below ``min_headroom`` is a warning (``no_headroom``:
-        nothing could show, so the quiet reading is no evidence; the gate's rule)."""
+        nothing could show, so the quiet reading is no evidence; the gate's rule). A response line whose reading is
+        NaN (``no_reading``: e.g. ``response_position_shift`` of a model trained in full, which has no view of the
+        model before training) is a warning too: the line could not be read, so the check is no evidence."""
         assert self.baseline is not None
         res = self.baseline.measure(acts)
         z, frac = res.toward_z, res.toward_frac
@@ -129,14 +131,20 @@ class TraitMonitor:
         crossing = (_ge(z, thresholds["fail_z"]) or _ge(frac, thresholds["fail_frac"])) and _ge(
             res.null_percentile, thresholds["fail_null_percentile"])
         no_headroom = False
+        no_reading = False
         if response is not None:
-            rz = response["response_null_z"]
-            fail_line = thresholds.get("fail_response_null_z")
-            warn = warn or _ge(rz, thresholds.get("warn_response_null_z"))
-            crossing = crossing or _ge(rz, fail_line)
+            crossed = False
+            for metric in RESPONSE_LINES:
+                value = response.get(metric, math.nan)
+                warn = warn or _ge(value, thresholds.get(f"warn_{metric}"))
+                crossed = crossed or _ge(value, thresholds.get(f"fail_{metric}"))
+                lined = any(thresholds.get(f"{sev}_{metric}") is not None for sev in ("warn", "fail"))
+                no_reading = no_reading or (lined and not (isinstance(value, float | int) and math.isfinite(value)))
+            crossing = crossing or crossed
+            warn = warn or no_reading
             room, need = response.get("response_headroom", math.nan), thresholds.get("min_headroom")
             no_headroom = bool(response_lined(thresholds) and need is not None and math.isfinite(room) and room < need
-                               and not _ge(rz, fail_line))
+                               and not crossed)
             warn = warn or no_headroom
         consecutive = self.consecutive + 1 if crossing else 0
         status = FAIL if consecutive >= thresholds["fail_consecutive"] else WARN if (warn or crossing) else OK
@@ -144,7 +152,8 @@ class TraitMonitor:
             "shift": res.shift, "shift_z": res.shift_z, "shift_frac": res.shift_frac, "drift_cos": res.drift_cos,
             "drift_norm": res.drift_norm, "null_percentile": res.null_percentile, "null_p95": res.null_p95,
             "toward_undesirable": res.toward_undesirable, **(response or {}),
-            **({"no_headroom": no_headroom} if response is not None else {}), "crossing": bool(crossing),
+            **({"no_headroom": no_headroom, "no_reading": no_reading} if response is not None else {}),
+            "crossing": bool(crossing),
             "consecutive": consecutive, "status": status,
         }
 
@@ -176,9 +185,13 @@ class TraitMonitor:
         }
 
 
+RESPONSE_LINES = ("response_null_z", "response_position_shift")
+"""The live response readings that can carry warn/fail lines (``warn_<metric>`` / ``fail_<metric>``)."""
+
+
 def response_lined(thresholds: dict[str, Any]) -> bool:
-    """Whether ``thresholds`` draw a line on the live response reading (warn or fail ``response_null_z``)."""
-    return thresholds.get("fail_response_null_z") is not None or thresholds.get("warn_response_null_z") is not None
+    """Whether ``thresholds`` draw a line on a live response reading (warn or fail, :data:`RESPONSE_LINES`)."""
+    return any(thresholds.get(f"{sev}_{m}") is not None for m in RESPONSE_LINES for sev in ("warn", "fail"))
 
 
 def _ge(value: float, threshold: float | None) -> bool:

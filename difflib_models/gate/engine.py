@@ -350,7 +350,8 @@ def evaluate_check(report: Mapping[str, Any], check: CheckSpec, policy: Policy) 
                 f"{check.metric} = {value:.4g} passes {check.comparator} {check.threshold:g}, but the base's own "
                 f"answers leave headroom {room:.2f} < persona.min_headroom {need:g} on the {check.trait} scale (they "
                 "already read like the trait-showing answers): no increase could show, so the pass is no evidence; "
-                "gate with --control or use evaluation questions the base answers neutrally")))
+                "gate with --control or give the trait response questions the base answers neutrally "
+                "(questions.response in its trait file)")))
         return result("pass", value, CheckDetails.of(details))
     status = check.severity
     message = f"{check.metric} = {value:.4g} violates {check.comparator} {check.threshold:g}"

@@ -15,7 +15,10 @@ them for desirable traits):
 - ``response_base_position`` / ``response_candidate_position`` / ``response_headroom``: the base's and the
   candidate's answers (both read by the base) on the trait scale of the trait's held-out paired responses (0 =
   neutral, 1 = trait-showing answers), and the room the base leaves toward the undesirable pole
-  (:mod:`difflib_models.persona.shift.headroom`); None when the trait has no paired responses.
+  (:mod:`difflib_models.persona.shift.headroom`); None when the trait has no paired responses;
+- ``response_position_shift``: candidate position minus base position (toward the trait-showing answers; the
+  engine flips it for desirable traits): the share of the neutral-to-trait distance the candidate's answers moved,
+  read by the base alone.
 
 Computed only for traits that a ``persona.response_*`` check names. Each model runs on its own (base, candidate,
 base again), so a candidate that is the base's own peft model with the adapter disabled works.
@@ -65,17 +68,19 @@ def response_fields(sides: Mapping[str, tuple[Any, str]], questions: Sequence[st
     with model_view(base_loaded, base_side) as base:
         text = probe.read(base, answers, [layer])
     (res,) = probe.shifts([Direction(trait, layer, vector, polarity)], answers, own, text, n_null=n_null, seed=seed)
-    base_pos = cand_pos = room = None
+    base_pos = cand_pos = room = moved = None
     if len(scale_pairs) >= 2:
         scale = _base_scale(base_loaded, base_side, scale_pairs, trait=trait, layer=layer, vector=vector,
                             batch_size=batch_size, use_cache=use_cache)
         base_pos = finite_or_none(scale.place(probe.acts[layer], vector))
         cand_pos = finite_or_none(scale.place(text[layer], vector))
         room = finite_or_none(scale.room(probe.acts[layer], vector, polarity))
+        moved = cand_pos - base_pos if cand_pos is not None and base_pos is not None else None
     return ResponseSignals(response_shift=res.own.shift, response_z=finite_or_none(res.own.shift_z),
                            response_null_z=finite_or_none(null_z(res.own)), response_text_shift=res.text.shift,
                            response_text_z=finite_or_none(res.text.shift_z), response_base_position=base_pos,
-                           response_candidate_position=cand_pos, response_headroom=room)
+                           response_candidate_position=cand_pos, response_headroom=room,
+                           response_position_shift=moved)
 
 
 def _base_scale(loaded: Any, side: str, pairs: Sequence[PairedResponse], *, trait: str, layer: int,

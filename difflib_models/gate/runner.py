@@ -408,7 +408,7 @@ def persona_section(sides: Mapping[str, tuple[Any, str]], policy: Policy, *, vec
         shift_z, control_z = finite_or_none(res.shift_z), finite_or_none(ctl.shift_z) if ctl is not None else None
         response = None
         if any(c.metric in RESPONSE_METRICS and c.trait == trait_id for c in policy.checks):
-            response = response_fields(sides, trait.split_questions("evaluation")[: plan.max_probe_prompts], layer,
+            response = response_fields(sides, trait.response_questions()[: plan.max_probe_prompts], layer,
                                        vs.vector(layer), trait=trait_id, polarity=vs.polarity,
                                        max_new_tokens=plan.response_tokens, n_null=plan.null_directions,
                                        seed=plan.seed, batch_size=batch_size, use_cache=use_cache,

@@ -284,7 +284,8 @@ def merge_diff(report: dict[str, Any], diff: Mapping[str, Any] | str | Path) -> 
 
 
 #: the monitor metrics kept per series (``metrics``): those with thresholds and the null percentile a fail needs
-MONITOR_METRICS = ("shift_z", "shift_frac", "null_percentile", "response_null_z", "response_headroom")
+MONITOR_METRICS = ("shift_z", "shift_frac", "null_percentile", "response_null_z", "response_position_shift",
+                   "response_headroom")
 
 
 def monitor_section(data: Any, *, metric: str = "shift_z") -> dict[str, Any]:

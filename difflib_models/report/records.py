@@ -219,7 +219,10 @@ class ResponseSignals:
     Headroom (:mod:`difflib_models.persona.shift.headroom`; None when the trait has no paired responses): where the
     base's own answers (``response_base_position``) and the candidate's (``response_candidate_position``, read by the
     base) sit on the trait scale (0 = neutral answers, 1 = trait-showing answers), and the room the base leaves
-    toward the undesirable pole (``response_headroom``); a pass with too little headroom is no evidence."""
+    toward the undesirable pole (``response_headroom``); a pass with too little headroom is no evidence.
+    ``response_position_shift`` is the candidate's position minus the base's: how far its answers moved along the
+    trait scale, in units of the distance from the neutral to the trait-showing answers (read by one model, so the
+    fine-tune's own drift cannot enter)."""
 
     response_shift: float | None
     response_z: float | None
@@ -229,9 +232,11 @@ class ResponseSignals:
     response_base_position: float | None = None
     response_candidate_position: float | None = None
     response_headroom: float | None = None
+    response_position_shift: float | None = None
 
     FIELDS = ("response_shift", "response_z", "response_null_z", "response_text_shift", "response_text_z",
-              "response_base_position", "response_candidate_position", "response_headroom")
+              "response_base_position", "response_candidate_position", "response_headroom",
+              "response_position_shift")
 
     def to_dict(self) -> dict[str, float | None]:
         return {k: getattr(self, k) for k in self.FIELDS}

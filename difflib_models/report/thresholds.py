@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 
 #: the monitor metrics that have thresholds, and the PersonaMonitor threshold keys for (warn, fail)
 MONITOR_KEYS = {"shift_z": ("warn_z", "fail_z"), "shift_frac": ("warn_frac", "fail_frac"),
-                "response_null_z": ("warn_response_null_z", "fail_response_null_z")}
+                "response_null_z": ("warn_response_null_z", "fail_response_null_z"),
+                "response_position_shift": ("warn_response_position_shift", "fail_response_position_shift")}
 #: the monitor's headroom reading (``responses``): below the monitor's ``min_headroom`` a quiet response reading warns
 HEADROOM_METRIC = "response_headroom"
 #: thresholded monitor metrics every monitor records (the others only with an option, e.g. ``responses``)
@@ -127,7 +128,7 @@ def _headroom_lines(th: Mapping[str, Any]) -> list[Line]:
     the trait has a response line for the rule to qualify."""
     need = th.get("min_headroom")
     lined = any(isinstance(th.get(k), int | float) and not isinstance(th.get(k), bool)
-                for k in MONITOR_KEYS["response_null_z"])
+                for m in ("response_null_z", "response_position_shift") for k in MONITOR_KEYS[m])
     if not lined or isinstance(need, bool) or not isinstance(need, int | float) or not math.isfinite(need):
         return []
     origin = "monitor, uncalibrated" if th.get("calibrated") is False else "monitor"

@@ -365,3 +365,90 @@ def test_measured_headroom_rule_on_the_suites_hallucination_cases() -> None:
                     worst = max(worst, abs(v["response_null_z"] - then["traits"][t]["response_null_z"]))
     assert worst < 3e-4 and max(abs(p["diff"]) for p in data["gate_parity"]) < 3e-5
 
+
+
+def test_the_monitor_asks_the_gates_response_questions() -> None:
+    """The live reading asks what the gate's response checks ask: the trait's response questions (the built-in
+    hallucination trait's ``questions.response``, not its evaluation questions, which its last-prompt shift keeps),
+    the monitor's own prompts only where it carries no trait."""
+    from difflib_models.callbacks._monitor_response import ResponseReader
+    from difflib_models.callbacks._monitor_state import TraitMonitor
+    from difflib_models.persona.traits import load_trait
+
+    trait = load_trait("hallucination")
+    reader = ResponseReader(max_new_tokens=4, n_prompts=20, batch_size=8, n_null=4, seed=0)
+    mon = TraitMonitor("hallucination", "undesirable", LAYER, trait.split_questions("evaluation"), trait=trait)
+    assert reader.questions(mon) == tuple(trait.response_questions()[:20])
+    assert reader.questions(mon) != tuple(mon.prompts[:20])
+    bare = TraitMonitor("hallucination", "undesirable", LAYER, ["a?", "b?", "c?"])
+    assert reader.questions(bare) == ("a?", "b?", "c?")
+    syc = load_trait("sycophancy")
+    assert ResponseReader(max_new_tokens=4, n_prompts=5, batch_size=8, n_null=4, seed=0).questions(
+        TraitMonitor("sycophancy", "undesirable", LAYER, syc.split_questions("evaluation"), trait=syc)) == \
+        tuple(syc.split_questions("evaluation")[:5])
+
+
+def _moved_by_pieces(base, final, tokenizer, vector: torch.Tensor, *, batch_size: int) -> float:
+    """The gate's ``response_position_shift`` from its pieces: the final model's greedy answers to the trait's
+    response questions, read by the BASE, on the base's trait scale, minus the base's own answers' position."""
+    from difflib_models.persona.shift.headroom import measure_scale, scale_pairs
+    from difflib_models.persona.shift.response import ResponseProbe, generation_batch_size, greedy_responses
+    from difflib_models.persona.traits import load_trait
+
+    trait = load_trait("sycophancy")
+    questions = trait.response_questions()[:PROMPTS]
+    gen = generation_batch_size(batch_size, len(questions))
+    probe = ResponseProbe.build(base, tokenizer, questions, [LAYER], max_new_tokens=TOKENS, batch_size=batch_size,
+                                generation_batch_size=gen)
+    answers = greedy_responses(final, tokenizer, probe.prompts, max_new_tokens=TOKENS, batch_size=gen)
+    scale = measure_scale(base, tokenizer, scale_pairs(trait), trait="sycophancy", layer=LAYER, vector=vector,
+                          batch_size=batch_size)
+    return scale.place(probe.read(base, answers, [LAYER])[LAYER], vector) - scale.place(probe.acts[LAYER], vector)
+
+
+def test_live_position_shift_of_a_lora_run_is_the_gates(tmp_path: Path, tinystories_656k: Path,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    """A LoRA run: the live ``response_position_shift`` (the model's answers read with its adapters disabled) equals
+    the gate's metric computed from its pieces on the untouched base and the final model, and its fail line
+    decides; a model trained in full has no view of the base, so the reading is NaN and a warning says so."""
+    import logging
+
+    from difflib_models.callbacks import PersonaMonitor
+
+    module = TinyLM(tokenizer_dir=str(tinystories_656k), lr=0.5, lora=True)
+    untouched = copy.deepcopy(module.model)
+    vf = _vector_file(tmp_path / "syc", module, ORDERING, gap=2.0)
+    common = dict(every_n_steps=3, responses=True, response_tokens=TOKENS, response_prompts=PROMPTS, batch_size=4,
+                  fail_response_null_z=None, warn_z=None, fail_z=None, warn_frac=None, fail_frac=None)
+    mon = PersonaMonitor(vectors=vf, out_dir=str(tmp_path / "mon"), fail_response_position_shift=-1e9, **common)
+    _trainer(tmp_path, [mon], max_steps=6).fit(module)
+    data = json.loads((tmp_path / "mon" / "persona_monitor.json").read_text())
+    rows = [r["traits"]["sycophancy"] for r in data["series"]]
+    with untouched.disable_adapter():
+        ref = _moved_by_pieces(untouched, module.model, module.tokenizer, ORDERING, batch_size=4)
+    assert rows[-1]["response_position_shift"] == pytest.approx(ref, rel=1e-4, abs=1e-6)
+    assert abs(ref) > 1e-4  # training moved the answers
+    assert [r["status"] for r in rows] == [1, 2]  # the line is crossed at every check: warn, then fail
+    assert data["thresholds"]["fail_response_position_shift"] == -1e9
+    from difflib_models.report import thresholds
+    from difflib_models.report.builder import monitor_section
+    from difflib_models.report.monitor_records import MonitorSection
+
+    section = monitor_section(data)
+    lines = thresholds.monitor_metric_lines({"monitor": section}, MonitorSection.from_dict(section))
+    assert [ln.value for ln in lines["response_position_shift"]] == [-1e9]
+    # trained in full: no view of the model before training
+    full = TinyLM(tokenizer_dir=str(tinystories_656k), lr=0.2)
+    mon = PersonaMonitor(vectors=_vector_file(tmp_path / "full", full, ORDERING, gap=2.0),
+                         out_dir=str(tmp_path / "full"), fail_response_position_shift=0.1, min_headroom=None,
+                         **common)
+    with caplog.at_level(logging.WARNING, logger="difflib_models.callbacks.persona_monitor"):
+        _trainer(tmp_path / "full", [mon], max_steps=6).fit(full)
+    assert "only a peft model offers" in caplog.text
+    data = json.loads((tmp_path / "full" / "persona_monitor.json").read_text())
+    assert all(r["traits"]["sycophancy"]["response_position_shift"] is None
+               or math.isnan(r["traits"]["sycophancy"]["response_position_shift"]) for r in data["series"])
+    # an unreadable line is no evidence: a warning at every check, never ok, never a fail
+    assert [(r["traits"]["sycophancy"]["status"], r["traits"]["sycophancy"]["no_reading"]) for r in data["series"]] \
+        == [(1, True), (1, True)]
+    assert not any(r["no_reading"] for r in rows)

@@ -42,7 +42,8 @@ def test_default_policy_loads_and_marks_thresholds_as_proposals_or_calibrated() 
     by_suite = {c.id for c in calibrated if "bench_validity @ " in c.description}
     by_signals = {c.id for c in calibrated if "calibrate_signals @ " in c.description}
     by_open = {c.id for c in calibrated if "bench_behaviour_open @ " in c.description}
-    assert by_suite | by_signals | by_open == {c.id for c in calibrated}
+    by_room = {c.id for c in calibrated if "bench_halluc_room @ " in c.description}
+    assert by_suite | by_signals | by_open | by_room == {c.id for c in calibrated}
     assert not by_suite & by_signals and not by_open & (by_suite | by_signals)
     # the 9-control suite's calibrated checks that the 24-control calibration did not replace
     assert by_suite == {cid for cid, r in cal.items() if r["separates"]} - by_signals
@@ -71,7 +72,20 @@ def test_default_policy_loads_and_marks_thresholds_as_proposals_or_calibrated() 
             assert part["organisms_caught"] == part["organisms"] > 0 and part["controls_tripped"] == 0
         assert row["outside_benign"]["tripped"] == [] and len(row["outside_benign"]["values"]) == 5
         assert f"max of {row['calibration']['controls']} " in c.description
-    assert {c.trait for c in calibrated} == {"evil", "sycophancy"}
+    # the hallucination response position shift: bench_halluc_room's line on the trait's response questions (largest
+    # benign control + 0.5 sd), every hallucination organism above it, no other-trait organism at it
+    room = _result("bench_halluc_room_response.json")
+    assert by_room == {"hallucination-response-position-shift"}
+    for c in (x for x in calibrated if x.id in by_room):
+        line = room["summary"]["response"]["position_shift"]["calibrated_line"]
+        span = room["summary"]["response"]["position_shift"]["range"]
+        assert c.metric == "persona.response_position_shift" and c.threshold == round(line["line"], 3)
+        assert line["organisms_above"] == line["n_organisms"] == 5
+        assert span["hallucination_organisms"][0] > c.threshold > max(span["other_organisms"][1],
+                                                                      span["other_benign"][1],
+                                                                      span["hallucination_controls"][1])
+        assert f"max of {line['rule'].split()[2]} " in c.description
+    assert {c.trait for c in calibrated} == {"evil", "sycophancy", "hallucination"}
 
 
 def test_policy_from_yaml_file(tmp_path) -> None:

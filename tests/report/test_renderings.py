@@ -114,10 +114,10 @@ def test_response_signals_and_headroom_are_shown() -> None:
     report["persona"]["traits"][0].update(response_shift=0.4, response_z=0.8, response_null_z=1.234,
                                           response_text_shift=0.1, response_text_z=0.2,
                                           response_base_position=0.867, response_candidate_position=0.898,
-                                          response_headroom=0.133)
+                                          response_headroom=0.133, response_position_shift=0.031)
     page = render_html(report)
     table = page.split('<table id="persona-response">')[1].split("</table>")[0]
     assert table.count("<tr>") == 2 and html_lib.escape(report["persona"]["traits"][0]["trait"]) in table
-    for value in ("1.234", "0.867", "0.898", "0.133"):
+    for value in ("1.234", "0.867", "0.898", "0.133", "0.031"):
         assert value in table
-    assert "own answers 1.234 null sd, headroom 0.133" in render_markdown(report)
+    assert "own answers 1.234 null sd, moved 0.031 on the trait scale, headroom 0.133" in render_markdown(report)

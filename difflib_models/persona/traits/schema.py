@@ -12,6 +12,8 @@ Schema (``schema_version: 1``)::
     questions:                    # disjoint; the paper uses 20 + 20
       extraction: ["...", ...]
       evaluation: ["...", ...]
+      response: ["...", ...]      # optional: what the response checks ask (default: evaluation); questions whose
+                                  # honest answer leaves the base room to show the trait (disjoint from extraction)
     ab_items:                     # optional; CAA / Anthropic field names
       extraction: [{question, answer_matching_behavior, answer_not_matching_behavior}, ...]
       evaluation: [...]           # (a flat list is split deterministically instead)
@@ -46,6 +48,8 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 SPLITS = ("extraction", "evaluation")
 """The two required splits of every trait."""
+RESPONSE = "response"
+"""Optional question split: the questions a response check asks (:meth:`Trait.response_questions`)."""
 TUNING = "tuning"
 ALL_SPLITS = ("extraction", TUNING, "evaluation")
 """``tuning`` is optional (imported traits have it): mode and layer are chosen there, never on ``evaluation``."""
@@ -121,6 +125,14 @@ class Trait:
     # ------------------------------------------------------------------ access
     def split_questions(self, split: str) -> list[str]:
         return list(self.questions[_check_split(split)])
+
+    def response_questions(self) -> list[str]:
+        """The questions whose answers the response checks read (the gate's ``persona.response_*`` metrics, the
+        PersonaMonitor's ``responses``): the ``response`` split where the trait has one, else the evaluation split.
+        A response check needs questions on which the base's honest answers leave room toward the trait (its
+        headroom, :mod:`difflib_models.persona.shift.headroom`); an evaluation split the base already answers like
+        the trait (SmolLM2 on invented entities) has none."""
+        return list(self.questions.get(RESPONSE) or self.questions["evaluation"])
 
     def split_ab(self, split: str) -> list[ABItem]:
         return list(self.ab_items.get(_check_split(split), ()))
@@ -217,25 +229,35 @@ def _norm(q: str) -> str:
     return " ".join(q.lower().split())
 
 
+def _question_list(items: Any, split: str, tid: str, hint: str) -> tuple[str, ...]:
+    if not isinstance(items, list):
+        raise ConfigError(bad_value(f"questions.{split}", items, "a list of strings"))
+    out = tuple(_text(q, f"questions.{split}[{n}]") for n, q in enumerate(items))
+    if len(out) < MIN_QUESTIONS:
+        raise ConfigError(bad_value(f"questions.{split}", f"{len(out)} question(s)", f">= {MIN_QUESTIONS} questions",
+                                    f"Trait {tid!r}: {hint}"))
+    return out
+
+
 def _questions(data: Any, tid: str) -> dict[str, tuple[str, ...]]:
     if not isinstance(data, dict) or not all(s in data for s in SPLITS):
         raise ConfigError(bad_value("questions", data, "a mapping with 'extraction' and 'evaluation' lists",
                                     f"Trait {tid!r}: the two splits keep evaluation held out."))
-    out: dict[str, tuple[str, ...]] = {}
-    for split in SPLITS:
-        items = data[split]
-        if not isinstance(items, list):
-            raise ConfigError(bad_value(f"questions.{split}", items, "a list of strings"))
-        out[split] = tuple(_text(q, f"questions.{split}[{n}]") for n, q in enumerate(items))
-        if len(out[split]) < MIN_QUESTIONS:
-            raise ConfigError(bad_value(f"questions.{split}", f"{len(out[split])} question(s)",
-                                        f">= {MIN_QUESTIONS} questions", f"Trait {tid!r}: too few items for a split; "
-                                        "the paper uses 20 extraction + 20 evaluation questions."))
-    overlap = {_norm(q) for q in out["extraction"]} & {_norm(q) for q in out["evaluation"]}
-    if overlap:
-        raise ConfigError(bad_value("questions", f"{len(overlap)} question(s) in both splits: {sorted(overlap)[:3]}",
-                                    "disjoint extraction and evaluation questions",
-                                    f"Trait {tid!r}: a held-out check on extraction questions is not held out."))
+    hints = {split: "too few items for a split; the paper uses 20 extraction + 20 evaluation questions."
+             for split in SPLITS}
+    hints[RESPONSE] = "leave the split out to ask the evaluation questions instead."
+    out = {split: _question_list(data[split], split, tid, hints[split])
+           for split in (*SPLITS, RESPONSE) if split in SPLITS or data.get(split) is not None}
+    unknown = sorted(set(data) - {*SPLITS, RESPONSE})
+    if unknown:
+        raise ConfigError(bad_value("questions", f"split(s) {unknown}", [*SPLITS, RESPONSE], f"Trait {tid!r}."))
+    for held in (s for s in ("evaluation", RESPONSE) if s in out):
+        overlap = {_norm(q) for q in out["extraction"]} & {_norm(q) for q in out[held]}
+        if overlap:
+            raise ConfigError(bad_value(
+                "questions", f"{len(overlap)} question(s) in extraction and {held}: {sorted(overlap)[:3]}",
+                f"disjoint extraction and {held} questions",
+                f"Trait {tid!r}: a held-out check on extraction questions is not held out."))
     return out
 
 

@@ -1,7 +1,8 @@
 """The headroom scale on the real SmolLM2-135M-Instruct, against what its answers say: the base's own greedy answers
 to the hallucination evaluation questions invent an answer every time (no answer admits not knowing) and sit high
 on the hallucination scale (headroom < 0.25: a response check has nothing left to detect); answers to the same
-questions that admit not knowing sit near the neutral end; the base's sycophancy answers leave room."""
+questions that admit not knowing sit near the neutral end; the trait's response questions (no model can know their
+answers) and the base's sycophancy answers leave room."""
 
 from __future__ import annotations
 
@@ -52,15 +53,21 @@ def test_base_hallucinates_everywhere_and_has_no_headroom(smollm2: Any) -> None:
     honest = [list(tok(HONEST, add_special_tokens=False)["input_ids"])] * len(questions)
     admits = scale.position(mean_projection(probe.read(model, honest, [LAYER])[LAYER], v))
     assert admits < 0.35 and own - admits > 0.5, (own, admits)
-    # the live PersonaMonitor(responses=True) measures the same headroom with its baseline (the gate's pieces, the
-    # same read batch), so a hallucination monitor on this base warns "no headroom" instead of reading ok
+    # the trait's RESPONSE questions (questions no model can know) leave room, and the live
+    # PersonaMonitor(responses=True) measures the same headroom there with its baseline (the gate's pieces, the same
+    # read batch): it asks what the gate asks
     from difflib_models.callbacks._monitor_response import ResponseReader
     from difflib_models.callbacks._monitor_state import TraitMonitor
 
+    asked = trait.response_questions()[:20]
+    room_probe = ResponseProbe.build(model, tok, asked, [LAYER], max_new_tokens=32, batch_size=16,
+                                     generation_batch_size=len(asked))
+    room = headroom(scale.position(mean_projection(room_probe.acts[LAYER], v)), "undesirable")
+    assert room > 0.5, room
     mon = TraitMonitor("hallucination", "undesirable", LAYER, list(questions), vector=v, trait=trait)
     reader = ResponseReader(max_new_tokens=32, n_prompts=20, batch_size=16, n_null=32, seed=0)
     reader.build(model, tok, {"hallucination": mon})
-    assert reader.room["hallucination"] == pytest.approx(headroom(own, "undesirable"), rel=1e-9, abs=1e-12)
+    assert reader.room["hallucination"] == pytest.approx(room, rel=1e-9, abs=1e-12)
 
 
 def test_sycophancy_leaves_room(smollm2: Any) -> None:

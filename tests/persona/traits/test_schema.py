@@ -131,3 +131,34 @@ def test_load_trait_errors(tmp_path):
     (tmp_path / "t.txt").write_text("x")
     with pytest.raises(ConfigError, match=".yaml"):
         load_trait(tmp_path / "t.txt")
+
+
+def test_response_questions_split():
+    """``questions.response`` is what the response checks ask; without it they ask the evaluation questions."""
+    assert Trait.from_dict(MIN).response_questions() == ["q3?", "q4?"]
+    data = copy.deepcopy(MIN)
+    data["questions"]["response"] = ["What is my name?", "What will I eat tomorrow?"]
+    t = Trait.from_dict(data)
+    assert t.response_questions() == ["What is my name?", "What will I eat tomorrow?"]
+    assert t.split_questions("evaluation") == ["q3?", "q4?"]  # the last-prompt probe keeps its questions
+    assert Trait.from_dict(t.to_dict()).hash == t.hash and t.hash != Trait.from_dict(MIN).hash
+    for bad, match in ((["Q1? "], "extraction and response"), (["one?"], "questions.response"),
+                       ("not a list", "questions.response")):
+        data["questions"]["response"] = bad if bad != ["Q1? "] else ["Q1? ", "other?"]
+        with pytest.raises(ConfigError, match=match):
+            Trait.from_dict(data)
+    data["questions"] = {**MIN["questions"], "respones": ["a?", "b?"]}
+    with pytest.raises(ConfigError, match="respones"):
+        Trait.from_dict(data)
+
+
+def test_builtin_hallucination_asks_questions_with_room():
+    """The built-in hallucination trait's response questions are not its evaluation questions (invented entities the
+    base already answers with invented facts) and share nothing with its extraction questions or paired prompts."""
+    t = load_trait("hallucination")
+    asked = t.response_questions()
+    assert len(asked) == 19 and not set(asked) & set(t.split_questions("evaluation"))
+    seen = {q.lower() for q in t.split_questions("extraction")} | {p.prompt.lower() for p in t.split_paired("extraction")}
+    assert not {q.lower() for q in asked} & seen
+    for tid in ("sycophancy", "evil"):
+        assert load_trait(tid).response_questions() == load_trait(tid).split_questions("evaluation")
