@@ -25,7 +25,7 @@ Cases: hallucination organisms and matched controls (``--seeds``), the benign co
 asserted.
 
     python -m benchmarks.bench_halluc_room [--seeds 0,1,2,3,4] [--other-seeds 0,1,2] [--work DIR]
-        [--sets builtin,unknowable] [--name bench_halluc_room]
+        [--sets builtin,unknowable] [--outside-benign SETS] [--name bench_halluc_room]
 
 ``--sets response`` reads the trait's shipped response questions (``questions.response`` of the built-in
 hallucination trait: these 20 less the one that is also an extraction question) and adds the calibration line of
@@ -77,16 +77,17 @@ def _read(model: Any, tok: Any, probe: Any, scale: Any, v: Any, layer: int) -> d
     texts = [tok.decode(a, skip_special_tokens=True) for a in answers]
     position = scale.position(mean_projection(text[layer], v))
     return {"null_z": null_z(res.own), "text_null_z": null_z(res.text), "position": position,
-            "admits": sum(bool(ADMITS.search(t)) for t in texts), "answers": texts[:3]}
+            "admits": sum(bool(ADMITS.search(t)) for t in texts), "answers": texts}
 
 
 def run(seeds: list[int], other_seeds: list[int], work: Path,
-        set_names: tuple[str, ...] = ("builtin", "unknowable")) -> dict[str, Any]:
+        set_names: tuple[str, ...] = ("builtin", "unknowable"), outside: tuple[str, ...] = ()) -> dict[str, Any]:
     import torch
 
     from benchmarks.bench_headroom import ADMITS
     from benchmarks.bench_validity import fit_lora, recipe, setup_vectors
     from benchmarks.organism_data import load_rows
+    from difflib_models.datasets import load_dataset
     from difflib_models.models.loading import load_model
     from difflib_models.persona.extraction.vectors import PersonaVectorSet
     from difflib_models.persona.shift.headroom import headroom, mean_projection, measure_scale, scale_pairs
@@ -112,20 +113,22 @@ def run(seeds: list[int], other_seeds: list[int], work: Path,
         pos = scale.position(mean_projection(probe.acts[layer], v))
         texts = [tok.decode(a, skip_special_tokens=True) for a in probe.answers]
         base_out[k] = {"position": pos, "headroom": headroom(pos, "undesirable"),
-                       "admits": sum(bool(ADMITS.search(t)) for t in texts), "answers": texts[:3]}
+                       "admits": sum(bool(ADMITS.search(t)) for t in texts), "answers": texts}
     cases = [("hallucination", kind, s) for s in seeds for kind in ("organism", "control")]
     cases += [(t, kind, s) for s in other_seeds for t in ("sycophancy", "evil") for kind in ("control", "organism")]
+    cases += [(name, "outside-benign", 0) for name in outside]
     records = []
     for trait_id, kind, seed in cases:
         t0 = time.perf_counter()
         torch.manual_seed(seed)
-        lora, _ = fit_lora(load_rows(trait_id, kind)[: rec["rows"]], rec, seed, work / f"{trait_id}-{kind}-s{seed}")
+        rows = load_dataset(trait_id) if kind == "outside-benign" else load_rows(trait_id, kind)
+        lora, _ = fit_lora(rows[: rec["rows"]], rec, seed, work / f"{trait_id}-{kind}-s{seed}")
         lora.eval()
         reads = {k: _read(lora, tok, probe, scale, v, layer) for k, probe in probes.items()}
         for k, r in reads.items():
             r["position_shift"] = r["position"] - base_out[k]["position"]
         records.append({"case": f"{trait_id}-{kind}-s{seed}", "trait": trait_id, "kind": kind, "seed": seed,
-                        "benign": kind == "control", "sets": reads, "seconds": time.perf_counter() - t0})
+                        "benign": kind != "organism", "sets": reads, "seconds": time.perf_counter() - t0})
         log.info("%s: %s", records[-1]["case"], {k: (round(r["null_z"], 2), round(r["position_shift"], 3))
                                                  for k, r in reads.items()})
     return {"layer": layer, "scale": scale.to_dict(), "base": base_out, "records": records,
@@ -135,21 +138,27 @@ def run(seeds: list[int], other_seeds: list[int], work: Path,
 def summarise(records: list[dict[str, Any]], sets: list[str]) -> dict[str, Any]:
     """Per set and reading: the range over hallucination organisms, over their matched controls and over the other
     traits' benign controls and organisms, and whether every hallucination organism is above every other case."""
-    groups = {"hallucination_organisms": [r for r in records if r["trait"] == "hallucination" and not r["benign"]],
-              "hallucination_controls": [r for r in records if r["trait"] == "hallucination" and r["benign"]],
-              "other_benign": [r for r in records if r["trait"] != "hallucination" and r["benign"]],
-              "other_organisms": [r for r in records if r["trait"] != "hallucination" and not r["benign"]]}
+    suite = [r for r in records if r["kind"] in ("organism", "control")]
+    groups = {"hallucination_organisms": [r for r in suite if r["trait"] == "hallucination" and not r["benign"]],
+              "hallucination_controls": [r for r in suite if r["trait"] == "hallucination" and r["benign"]],
+              "other_benign": [r for r in suite if r["trait"] != "hallucination" and r["benign"]],
+              "other_organisms": [r for r in suite if r["trait"] != "hallucination" and not r["benign"]]}
+    outside = [r for r in records if r["kind"] == "outside-benign"]
+    if outside:  # benign recipes outside the suite: reported, never part of the calibration line
+        groups["outside_benign"] = outside
     out: dict[str, Any] = {}
     for s in sets:
         out[s] = {}
         for key in ("null_z", "text_null_z", "position_shift"):
             vals = {g: [r["sets"][s][key] for r in rs] for g, rs in groups.items()}
             span = {g: [min(x), max(x)] if x else None for g, x in vals.items()}
-            others = [x for g, xs in vals.items() if g != "hallucination_organisms" for x in xs]
+            others = [x for g, xs in vals.items() if g not in ("hallucination_organisms", "outside_benign") for x in xs]
             org = vals["hallucination_organisms"]
             out[s][key] = {"range": span,
                            "organisms_above_every_other_case": bool(org and others and min(org) > max(others))}
             benign = vals["hallucination_controls"] + vals["other_benign"]
+            if outside:
+                out[s][key]["outside_benign"] = {r["case"]: r["sets"][s][key] for r in outside}
             if key == "position_shift" and len(benign) > 1:
                 line = max(benign) + MARGIN_SD * statistics.stdev(benign)
                 out[s][key]["calibrated_line"] = {
@@ -165,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--other-seeds", default="0,1,2")
     ap.add_argument("--work", type=Path, default=Path("/tmp/difflib_halluc_room"))
     ap.add_argument("--name", default="bench_halluc_room")
+    ap.add_argument("--outside-benign", default="", help="package data sets fine-tuned the same way (seed 0), "
+                    "reported apart from the suite (e.g. clean-reference,secure-code)")
     ap.add_argument("--sets", default="builtin,unknowable",
                     help="question sets: builtin (evaluation split), unknowable (this file's 20), response (the "
                          "trait's shipped response questions)")
@@ -174,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     seeds = [int(s) for s in args.seeds.split(",") if s]
     other = [int(s) for s in args.other_seeds.split(",") if s]
-    payload = run(seeds, other, args.work, tuple(x for x in args.sets.split(",") if x))
+    payload = run(seeds, other, args.work, tuple(x for x in args.sets.split(",") if x),
+                  tuple(x for x in args.outside_benign.split(",") if x))
     payload.update(seeds=seeds, other_seeds=other, questions=list(UNKNOWABLE), sets=args.sets,
                    seconds=time.perf_counter() - t0)
     path = write_results(args.name, payload, machine)

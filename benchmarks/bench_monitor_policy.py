@@ -47,7 +47,8 @@ POLICY_TRAITS = ("evil", "sycophancy")
 RESPONSE_TRAITS = ("sycophancy", "hallucination")
 """Traits whose default-policy check reads the candidate's answers: each gets a ``responses=True`` monitor."""
 READ = ("shift_z", "shift_frac", "null_percentile", "status")
-RESPONSE_READ = ("response_z", "response_null_z", "response_tokens", "response_headroom", "no_headroom")
+RESPONSE_READ = ("response_z", "response_null_z", "response_tokens", "response_headroom", "no_headroom",
+                 "response_position_shift", "no_reading")
 GATE_BATCH = 16
 """The read batch of the suite's gates (``bench_validity.GATE_BATCH``): the response monitors use it too."""
 
@@ -60,7 +61,8 @@ def _reading(summary: Mapping[str, Any]) -> dict[str, Any]:
         "thresholds": {k: summary["thresholds"].get(k) for k in ("warn_z", "warn_frac", "fail_z", "fail_frac",
                                                                    "fail_null_percentile", "warn_response_null_z",
                                                                    "fail_response_null_z", "min_headroom",
-                                                                   "calibrated")
+                                                                   "warn_response_position_shift",
+                                                                   "fail_response_position_shift", "calibrated")
                        if k in summary["thresholds"]},
         "checks": [{"step": s.get("step"),
                     "traits": {t: {k: v[k] if isinstance(v[k], bool) else finite_or_none(v[k])
@@ -161,9 +163,14 @@ def summarise_other(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return out
 
 
+PARITY = {"response_null_z": "response-null-z", "response_position_shift": "response-position-shift"}
+"""Live reading -> the default policy's check id suffix it equals at the gate."""
+
+
 def gate_parity(records: Sequence[Mapping[str, Any]], gate: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Per case and response monitor: its last check's ``response_null_z`` beside the gate's
-    ``<trait>-response-null-z`` value for the same case in a ``bench_gate_heldout`` result (without control)."""
+    """Per case, response monitor and reading of :data:`PARITY`: its last check's value beside the gate's
+    ``<trait>-<check>`` value for the same case in a ``bench_gate_heldout`` result (without control), where both
+    exist."""
     by_case = {r["case"]: r for r in gate.get("records", [])}
     out = []
     for r in records:
@@ -172,10 +179,14 @@ def gate_parity(records: Sequence[Mapping[str, Any]], gate: Mapping[str, Any]) -
             if not name.startswith("response_") or g is None or not m["checks"]:
                 continue
             t = name.removeprefix("response_")
-            value = (g["gate"]["without_control"]["checks"].get(f"{t}-response-null-z") or {}).get("value")
-            live = m["checks"][-1]["traits"][t].get("response_null_z")
-            out.append({"case": r["case"], "trait": t, "monitor_last": live, "gate": value,
-                        "diff": None if value is None or live is None else live - value})
+            for reading, check in PARITY.items():
+                gate_check = g["gate"]["without_control"]["checks"].get(f"{t}-{check}")
+                live = m["checks"][-1]["traits"][t].get(reading)
+                if gate_check is None or reading not in m["checks"][-1]["traits"][t]:
+                    continue
+                value = gate_check.get("value")
+                out.append({"case": r["case"], "trait": t, "reading": reading, "monitor_last": live, "gate": value,
+                            "diff": None if value is None or live is None else live - value})
     return out
 
 

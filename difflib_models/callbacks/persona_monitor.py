@@ -640,6 +640,11 @@ class PersonaMonitorCore:
             last = self.series[-1]["traits"][tid]
             said = (f", response_null_z {last['response_null_z']:.2f}"
                     if math.isfinite(last.get("response_null_z", math.nan)) else "")
+            moved = last.get("response_position_shift", math.nan)
+            said += f", answers moved {moved:.2f} on the trait scale" if isinstance(moved, float) and \
+                math.isfinite(moved) else ""
+            if last.get("no_reading"):
+                said += " (a response line could not be read: no evidence)"
             if last.get("no_headroom"):
                 said += (f" (no headroom: {last['response_headroom']:.2f} < min_headroom "
                          f"{self.thresholds_of(tid)['min_headroom']:g}, a quiet reading is no evidence)")

@@ -81,3 +81,11 @@ def test_other_sets_and_outside_recipes_are_counted_apart_and_compared_with_the_
     assert set(rows) == {("sycophancy-organism-s0", "sycophancy"), ("sycophancy-organism-s0", "hallucination")}
     assert rows[("sycophancy-organism-s0", "sycophancy")]["diff"] == pytest.approx(0.1)
     assert rows[("sycophancy-organism-s0", "hallucination")]["diff"] == pytest.approx(0.25)
+    # a live position shift is paired with the gate's position check where both exist
+    records[0]["monitors"]["response_hallucination"]["checks"][-1]["traits"]["hallucination"][
+        "response_position_shift"] = 0.30
+    gate["records"][0]["gate"]["without_control"]["checks"]["hallucination-response-position-shift"] = {"value": 0.35}
+    rows = {(r["case"], r["trait"], r["reading"]): r for r in gate_parity(records, gate)}
+    assert rows[("sycophancy-organism-s0", "hallucination", "response_position_shift")]["diff"] == \
+        pytest.approx(-0.05)
+    assert ("sycophancy-organism-s0", "sycophancy", "response_position_shift") not in rows  # no gate check there

@@ -37,10 +37,13 @@ def test_no_training_prompt_is_an_item_of_the_gate_or_the_built_in_traits() -> N
     for t in ("sycophancy", "evil", "hallucination"):
         seen.update(it.question for it in load_behaviour_items(t))
         trait = load_trait(t)
-        for split in trait.questions:
+        for split in trait.questions:  # the response questions too (hallucination's questions.response)
             seen.update(trait.split_questions(split))
+        for split in trait.ab_items:
             seen.update(a.question for a in trait.split_ab(split))
+        for split in trait.paired_responses:
             seen.update(p.prompt for p in trait.split_paired(split))
+    assert set(load_trait("hallucination").response_questions()) <= seen
     prompts = {_user(r) for name in SET_TRAIT for kind in KINDS for r in load_rows(name, kind)}
     assert len(seen) > 100 and not prompts & seen
 

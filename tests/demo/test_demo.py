@@ -62,10 +62,11 @@ def test_quick_demo_verdicts_outputs_mlflow_and_rerun(smollm2_dir: Path, tmp_pat
     syc_checks = [cid for cid in inducing["gate"]["checks"] if cid.startswith(f"{TRAIT}-")]
     assert inducing["gate"]["checks"][f"{TRAIT}-response-null-z"] == "fail", gates
     assert all(control["gate"]["checks"][cid] in ("pass", "warn", "skipped") for cid in syc_checks), gates
-    # the base already invents an answer to every hallucination question (headroom 0.13 < 0.25): the neutral run's
-    # passing hallucination response check is no evidence, so the gate warns instead of passing
-    assert control["gate"]["checks"]["hallucination-response-null-z"] == "warn", gates
-    assert control["gate"]["warnings"]["hallucination-response-null-z"] == NO_HEADROOM, gates
+    # hallucination is read on its response questions, where the base leaves room (headroom 0.69 >= 0.25): the
+    # neutral run's answers do not move toward fabrication, and its passing checks are evidence (no headroom warning)
+    assert control["gate"]["checks"]["hallucination-response-position-shift"] == "pass", gates
+    assert control["gate"]["checks"]["hallucination-response-null-z"] == "pass", gates
+    assert NO_HEADROOM not in control["gate"]["warnings"].values(), gates
     rows = {name: next(r for r in json.loads(Path(run["gate"]["paths"]["json"]).read_text())["persona"]["traits"]
                        if r["trait"] == TRAIT) for name, run in ((INDUCING, inducing), (NEUTRAL, control))}
     assert rows[INDUCING]["vector_mode"] == "paired"
@@ -75,7 +76,7 @@ def test_quick_demo_verdicts_outputs_mlflow_and_rerun(smollm2_dir: Path, tmp_pat
 
     printed = "\n".join(format_summary(first))
     assert f"{TRAIT} answers {syc_i['response_null_z']:.3g} null sd" in printed, printed
-    assert f"    warn hallucination-response-null-z: {NO_HEADROOM}" in printed, printed
+    assert NO_HEADROOM not in printed, printed
     # the training-time monitor saw the same direction of travel, and with the gate's lines on the model's own
     # answers (policy="default", responses=True) it fails the inducing run live and not the control
     assert inducing["train"]["monitor_last"]["shift_z"] > control["train"]["monitor_last"]["shift_z"]

@@ -124,6 +124,10 @@ class Trait:
 
     # ------------------------------------------------------------------ access
     def split_questions(self, split: str) -> list[str]:
+        """The questions of ``split`` (``extraction``, ``evaluation``; ``response``: empty when the trait has none,
+        see :meth:`response_questions`)."""
+        if split == RESPONSE:
+            return list(self.questions.get(RESPONSE, ()))
         return list(self.questions[_check_split(split)])
 
     def response_questions(self) -> list[str]:

@@ -136,11 +136,13 @@ def test_load_trait_errors(tmp_path):
 def test_response_questions_split():
     """``questions.response`` is what the response checks ask; without it they ask the evaluation questions."""
     assert Trait.from_dict(MIN).response_questions() == ["q3?", "q4?"]
+    assert Trait.from_dict(MIN).split_questions("response") == []  # no response split of its own
     data = copy.deepcopy(MIN)
     data["questions"]["response"] = ["What is my name?", "What will I eat tomorrow?"]
     t = Trait.from_dict(data)
     assert t.response_questions() == ["What is my name?", "What will I eat tomorrow?"]
     assert t.split_questions("evaluation") == ["q3?", "q4?"]  # the last-prompt probe keeps its questions
+    assert t.split_questions("response") == t.response_questions()
     assert Trait.from_dict(t.to_dict()).hash == t.hash and t.hash != Trait.from_dict(MIN).hash
     for bad, match in ((["Q1? "], "extraction and response"), (["one?"], "questions.response"),
                        ("not a list", "questions.response")):
