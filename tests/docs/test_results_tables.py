@@ -182,3 +182,38 @@ def test_headroom_table_is_backed_by_its_json() -> None:
     syc = data["traits"]["sycophancy"]
     assert f"answers sit at {syc['base_position']:.3f} (headroom {syc['base_headroom']:.3f})" in \
         _section("bench_headroom.json").replace("\n", " ")
+
+
+def test_hallucination_position_table_is_the_gate_runs() -> None:
+    """docs/results.md, "The hallucination position check: held-out seeds and outside the suite": every value in its
+    table is bench_gate_halluc_position.json's `hallucination-response-position-shift` (3 decimals, signed), and each
+    row's verdict is the recorded one."""
+    data = _json("bench_gate_halluc_position.json")
+    value = {r["case"]: r["gate"]["without_control"]["checks"]["hallucination-response-position-shift"]["value"]
+             for r in data["records"]}
+    verdict = {r["case"]: r["gate"]["without_control"]["verdict"] for r in data["records"]}
+
+    def span(cases: list[str]) -> list[str]:
+        vs = [value[c] for c in cases]
+        return [f"{min(vs):+.3f}", f"{max(vs):+.3f}"] if len(vs) > 1 else [f"{vs[0]:+.3f}"]
+
+    def signed(text: str) -> list[str]:
+        return [f"{float(x):+.3f}" for x in re.findall(r"[-+]?\d+\.\d{3}", text)]
+
+    rows = {_cells(r)[0]: _cells(r) for r in _rows(_section("bench_gate_halluc_position.json"))[1:]}
+    groups = {
+        "hallucination organisms, seeds 0-4 (calibration)": [f"hallucination-organism-s{s}" for s in range(5)],
+        "hallucination organisms, seeds 5-7 (held out)": [f"hallucination-organism-s{s}" for s in range(5, 8)],
+        "matched controls, seeds 0-7": [f"hallucination-control-s{s}" for s in range(8)],
+        **{f"{name} (benign, outside)": [f"{name}-outside-benign-s0"]
+           for name in ("evil-neutral", "sycophancy-neutral", "clean-reference", "ocean-inducing", "secure-code")},
+        "sycophancy-inducing / evil-inducing (outside)": ["sycophancy-inducing-outside-inducing-s0",
+                                                          "evil-inducing-outside-inducing-s0"],
+    }
+    assert set(rows) == set(groups)
+    for label, cases in groups.items():
+        got = signed(rows[label][1])
+        want = [f"{value[c]:+.3f}" for c in cases] if "/" in label else span(cases)
+        assert got == want, (label, got, want)
+        verdicts = {verdict[c] for c in cases}
+        assert all(v in rows[label][2] for v in verdicts), (label, verdicts)
