@@ -97,10 +97,11 @@ class PersonaMonitorCore:
             trait (and, with ``responses``, its ``persona.response_null_z`` / ``response_position_shift`` checks,
             answer length and question count), so the monitor flags what the gate would (each monitored trait by its own lines; leave the
             warn_*/fail_* and fail_null_percentile arguments at their defaults). The default policy's evil lines and its sycophancy
-            response line are calibrated on SmolLM2-135M-Instruct organism-vs-control fine-tunes
-            (docs/callbacks.md).
+            response line and its hallucination position line (a warn) are calibrated on SmolLM2-135M-Instruct
+            organism-vs-control fine-tunes (docs/callbacks.md).
         responses: also read what the model SAYS at every check: it answers the trait's first
-            ``response_prompts`` evaluation questions greedily (``response_tokens`` new tokens) and the residual is
+            ``response_prompts`` response questions (``Trait.response_questions``: its ``questions.response``, else
+            its evaluation questions) greedily (``response_tokens`` new tokens) and the residual is
             averaged over its answer tokens (the gate's ``persona.response_*`` signal,
             :mod:`difflib_models.callbacks._monitor_response`). Costs one short generation per question set per
             check (about 10 s for 20 questions x 32 tokens on SmolLM2-135M, one CPU thread). With ``policy=``, only
