@@ -56,11 +56,15 @@ RESPONSE_METRICS = ("response_shift", "response_z", "response_null_z", "response
 _SCALE_KEYS = ("trait_mean", "neutral_mean", "n_pairs", "base_position")
 
 
+def has_base_view(model: Any) -> bool:
+    """Whether ``model`` can compute as the model before training (a peft model: its adapters can be disabled)."""
+    return callable(getattr(model, "disable_adapter", None))
+
+
 def base_view(model: Any) -> Any:
-    """A context manager in which ``model`` computes as the model before training (a peft model with its adapters
-    disabled), or None when it has none (trained in full)."""
-    disable = getattr(model, "disable_adapter", None)
-    return disable() if callable(disable) else None
+    """A context manager in which ``model`` computes as the model before training (:func:`has_base_view`), or None
+    when it has none (trained in full)."""
+    return model.disable_adapter() if has_base_view(model) else None
 
 
 @dataclass

@@ -138,8 +138,7 @@ class TraitMonitor:
                 value = response.get(metric, math.nan)
                 warn = warn or _ge(value, thresholds.get(f"warn_{metric}"))
                 crossed = crossed or _ge(value, thresholds.get(f"fail_{metric}"))
-                lined = any(thresholds.get(f"{sev}_{metric}") is not None for sev in ("warn", "fail"))
-                no_reading = no_reading or (lined and not (isinstance(value, float | int) and math.isfinite(value)))
+                no_reading = no_reading or (lines_on(thresholds, metric) and not math.isfinite(value))
             crossing = crossing or crossed
             warn = warn or no_reading
             room, need = response.get("response_headroom", math.nan), thresholds.get("min_headroom")
@@ -189,9 +188,14 @@ RESPONSE_LINES = ("response_null_z", "response_position_shift")
 """The live response readings that can carry warn/fail lines (``warn_<metric>`` / ``fail_<metric>``)."""
 
 
+def lines_on(thresholds: dict[str, Any], metric: str) -> bool:
+    """Whether ``thresholds`` draw a warn or fail line (``warn_<metric>`` / ``fail_<metric>``) on ``metric``."""
+    return any(thresholds.get(f"{sev}_{metric}") is not None for sev in ("warn", "fail"))
+
+
 def response_lined(thresholds: dict[str, Any]) -> bool:
     """Whether ``thresholds`` draw a line on a live response reading (warn or fail, :data:`RESPONSE_LINES`)."""
-    return any(thresholds.get(f"{sev}_{m}") is not None for m in RESPONSE_LINES for sev in ("warn", "fail"))
+    return any(lines_on(thresholds, m) for m in RESPONSE_LINES)
 
 
 def _ge(value: float, threshold: float | None) -> bool:

@@ -38,9 +38,10 @@ from typing import Any
 import torch
 
 from difflib_models.callbacks import _core
-from difflib_models.callbacks._monitor_response import RESPONSE_METRICS, ResponseReader
+from difflib_models.callbacks._monitor_response import RESPONSE_METRICS, ResponseReader, has_base_view
 from difflib_models.callbacks._monitor_state import (
     TraitMonitor,
+    lines_on,
     replace_json,
     response_lined,
     series_plot,
@@ -458,9 +459,8 @@ class PersonaMonitorCore:
                     log.warning("PersonaMonitor: %s's answers before training leave headroom %.3g < min_headroom %g "
                                 "on its scale: a response reading that crosses no fail line is no evidence and "
                                 "warns (no_headroom)", tid, room, need)
-            lined = [t for t in self._answered() if self.thresholds_of(t).get("fail_response_position_shift")
-                     is not None or self.thresholds_of(t).get("warn_response_position_shift") is not None]
-            if lined and not callable(getattr(self._model, "disable_adapter", None)):
+            lined = [t for t in self._answered() if lines_on(self.thresholds_of(t), "response_position_shift")]
+            if lined and not has_base_view(self._model):
                 log.warning("PersonaMonitor: %s: response_position_shift is read by the model before training, which "
                             "only a peft model offers (adapters disabled); this model is trained in full, so it reads "
                             "NaN and its line decides nothing (the gate reads it against the base)", ", ".join(lined))

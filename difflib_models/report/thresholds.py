@@ -128,7 +128,7 @@ def _headroom_lines(th: Mapping[str, Any]) -> list[Line]:
     the trait has a response line for the rule to qualify."""
     need = th.get("min_headroom")
     lined = any(isinstance(th.get(k), int | float) and not isinstance(th.get(k), bool)
-                for m in ("response_null_z", "response_position_shift") for k in MONITOR_KEYS[m])
+                for m in MONITOR_KEYS if m not in CORE_MONITOR_KEYS for k in MONITOR_KEYS[m])
     if not lined or isinstance(need, bool) or not isinstance(need, int | float) or not math.isfinite(need):
         return []
     origin = "monitor, uncalibrated" if th.get("calibrated") is False else "monitor"
