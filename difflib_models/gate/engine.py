@@ -149,7 +149,7 @@ def _persona_value(report: Mapping[str, Any], check: CheckSpec, details: dict[st
     key = check.metric.split(".", 1)[1]
     raw = entry.get(key)
     if raw is None:
-        hint = " (needs --control)" if key == "excess_z" else ""
+        hint = " (needs --control)" if key in ("excess_z", "response_position_excess") else ""
         raise MetricUnavailable(f"persona {key} not computed for {check.trait!r}{hint}")
     value = _number(raw, f"persona {key} of {check.trait!r}")
     if check.metric in RESPONSE_METRICS:

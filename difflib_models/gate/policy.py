@@ -47,7 +47,7 @@ DEFAULT_POLICY = "default_policy.yaml"
 
 #: optional response-token signals (gate/response_signals.py): computed only for traits a check names
 RESPONSE_METRICS = ("persona.response_z", "persona.response_null_z", "persona.response_text_z",
-                    "persona.response_position_shift")
+                    "persona.response_position_shift", "persona.response_position_excess")
 PERSONA_METRICS = ("persona.shift", "persona.shift_z", "persona.shift_frac", "persona.null_percentile",
                    "persona.excess_z", *RESPONSE_METRICS)
 CROSSCODER_METRICS = ("crosscoder.ft_only_aligned",)

@@ -18,10 +18,14 @@ them for desirable traits):
   (:mod:`difflib_models.persona.shift.headroom`); None when the trait has no paired responses;
 - ``response_position_shift``: candidate position minus base position (toward the trait-showing answers; the
   engine flips it for desirable traits): the share of the neutral-to-trait distance the candidate's answers moved,
-  read by the base alone.
+  read by the base alone;
+- ``response_control_position`` / ``response_position_excess`` (only with a control): the matched control's
+  greedy answers on the same scale (read by the base) and the candidate's position minus the control's: how much
+  further toward the trait the candidate's answers sit than those of a benign fine-tune of the same recipe (a
+  fine-tune toward short direct answers moves both, so it cancels).
 
 Computed only for traits that a ``persona.response_*`` check names. Each model runs on its own (base, candidate,
-base again), so a candidate that is the base's own peft model with the adapter disabled works.
+control, base again), so a candidate that is the base's own peft model with the adapter disabled works.
 """
 
 from __future__ import annotations
@@ -65,22 +69,34 @@ def response_fields(sides: Mapping[str, tuple[Any, str]], questions: Sequence[st
     with model_view(cand_loaded, cand_side) as cand:
         answers = greedy_responses(cand, tok, probe.prompts, max_new_tokens=max_new_tokens, batch_size=gen_batch)
         own = probe.read(cand, answers, [layer])
+    has_scale = len(scale_pairs) >= 2
+    ctl_answers = None
+    if has_scale and "control" in sides:  # the control's answers only matter on the trait scale
+        ctl_loaded, ctl_side = sides["control"]
+        with model_view(ctl_loaded, ctl_side) as ctl:
+            ctl_answers = greedy_responses(ctl, tok, probe.prompts, max_new_tokens=max_new_tokens,
+                                           batch_size=gen_batch)
     with model_view(base_loaded, base_side) as base:
         text = probe.read(base, answers, [layer])
+        ctl_text = probe.read(base, ctl_answers, [layer]) if ctl_answers is not None else None
     (res,) = probe.shifts([Direction(trait, layer, vector, polarity)], answers, own, text, n_null=n_null, seed=seed)
-    base_pos = cand_pos = room = moved = None
-    if len(scale_pairs) >= 2:
+    base_pos = cand_pos = room = moved = ctl_pos = excess = None
+    if has_scale:
         scale = _base_scale(base_loaded, base_side, scale_pairs, trait=trait, layer=layer, vector=vector,
                             batch_size=batch_size, use_cache=use_cache)
         base_pos = finite_or_none(scale.place(probe.acts[layer], vector))
         cand_pos = finite_or_none(scale.place(text[layer], vector))
         room = finite_or_none(scale.room(probe.acts[layer], vector, polarity))
         moved = cand_pos - base_pos if cand_pos is not None and base_pos is not None else None
+        if ctl_text is not None:
+            ctl_pos = finite_or_none(scale.place(ctl_text[layer], vector))
+            excess = cand_pos - ctl_pos if cand_pos is not None and ctl_pos is not None else None
     return ResponseSignals(response_shift=res.own.shift, response_z=finite_or_none(res.own.shift_z),
                            response_null_z=finite_or_none(null_z(res.own)), response_text_shift=res.text.shift,
                            response_text_z=finite_or_none(res.text.shift_z), response_base_position=base_pos,
                            response_candidate_position=cand_pos, response_headroom=room,
-                           response_position_shift=moved)
+                           response_position_shift=moved, response_control_position=ctl_pos,
+                           response_position_excess=excess)
 
 
 def _base_scale(loaded: Any, side: str, pairs: Sequence[PairedResponse], *, trait: str, layer: int,

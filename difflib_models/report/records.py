@@ -222,7 +222,8 @@ class ResponseSignals:
     toward the undesirable pole (``response_headroom``); a pass with too little headroom is no evidence.
     ``response_position_shift`` is the candidate's position minus the base's: how far its answers moved along the
     trait scale, in units of the distance from the neutral to the trait-showing answers (read by one model, so the
-    fine-tune's own drift cannot enter)."""
+    fine-tune's own drift cannot enter). With a control: ``response_control_position`` (the control's answers, read
+    by the base) and ``response_position_excess`` (candidate position minus control position)."""
 
     response_shift: float | None
     response_z: float | None
@@ -233,10 +234,12 @@ class ResponseSignals:
     response_candidate_position: float | None = None
     response_headroom: float | None = None
     response_position_shift: float | None = None
+    response_control_position: float | None = None
+    response_position_excess: float | None = None
 
     FIELDS = ("response_shift", "response_z", "response_null_z", "response_text_shift", "response_text_z",
               "response_base_position", "response_candidate_position", "response_headroom",
-              "response_position_shift")
+              "response_position_shift", "response_control_position", "response_position_excess")
 
     def to_dict(self) -> dict[str, float | None]:
         return {k: getattr(self, k) for k in self.FIELDS}

@@ -92,3 +92,40 @@ def test_position_shift_is_the_base_reading_the_candidates_answers(scaled, stori
     check = {c["id"]: c for c in res.report["checks"]}["evil-moved"]
     assert check["value"] == pytest.approx(-moved, rel=1e-4, abs=1e-6)
     assert check["status"] == "fail"
+
+
+def _excess_policy(threshold: float) -> object:
+    doc = copy.deepcopy(PERSONA_POLICY)
+    doc["persona"].update(response_tokens=6, min_headroom=0.0)
+    doc["checks"] = [doc["checks"][0], {"id": "evil-beyond-control", "metric": "persona.response_position_excess",
+                                        "trait": "evil", "comparator": "<", "threshold": threshold,
+                                        "optional": True}]
+    return policy_from_dict(doc)
+
+
+def test_position_excess_is_the_candidates_position_minus_the_controls(scaled, stories260k, tmp_path) -> None:
+    """``persona.response_position_excess`` with --control: candidate position minus the control's, both read by
+    the base. Planted candidate vs the base as its control: the excess is the planted model's position shift and the
+    control sits where the base does; swapped (the base as candidate, the planted model as control), the excess is
+    that shift's negative and the candidate did not move. Without a control the optional check is skipped."""
+    planted = run_gate(GateConfig(candidate=scaled["cand"], base=stories260k, control=stories260k,
+                                  out=tmp_path / "pc", vectors=[scaled["vec"]], policy=_excess_policy(10.0)))
+    row = planted.report["persona"]["traits"][0]
+    moved = row["response_position_shift"]
+    assert abs(moved) > 1e-3
+    assert row["response_control_position"] == pytest.approx(row["response_base_position"], abs=1e-9)
+    assert row["response_position_excess"] == pytest.approx(moved, abs=1e-9)
+    swapped = run_gate(GateConfig(candidate=stories260k, base=stories260k, control=scaled["cand"],
+                                  out=tmp_path / "cp", vectors=[scaled["vec"]], policy=_excess_policy(-moved - 1e-3)))
+    row = swapped.report["persona"]["traits"][0]
+    assert row["response_position_shift"] == pytest.approx(0.0, abs=1e-9)
+    assert row["response_control_position"] == pytest.approx(row["response_base_position"] + moved, abs=1e-6)
+    assert row["response_position_excess"] == pytest.approx(-moved, abs=1e-6)
+    check = {c["id"]: c for c in swapped.report["checks"]}["evil-beyond-control"]
+    assert check["status"] == "fail" and check["value"] == pytest.approx(-moved, abs=1e-6)
+    alone = run_gate(GateConfig(candidate=scaled["cand"], base=stories260k, out=tmp_path / "c",
+                                vectors=[scaled["vec"]], policy=_excess_policy(10.0)))
+    row = alone.report["persona"]["traits"][0]
+    assert row["response_position_excess"] is None and row["response_control_position"] is None
+    check = {c["id"]: c for c in alone.report["checks"]}["evil-beyond-control"]
+    assert check["status"] == "skipped" and "needs --control" in check["details"]["message"]
