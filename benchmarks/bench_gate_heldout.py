@@ -52,10 +52,11 @@ def _fails_own_trait(gate: Mapping[str, Any], trait: str) -> bool:
     return any(gate["checks"][c].get("trait") == trait for c in fail_trips(gate))
 
 
-def _values(recs: Sequence[Mapping[str, Any]], kind: str, check: str) -> list[float]:
-    """The values of ``check`` (gate without control) over the cases of ``kind``."""
-    return [v for r in recs if r["kind"] == kind
-            for v in [r["gate"]["without_control"]["checks"].get(check, {}).get("value")]
+def _values(recs: Sequence[Mapping[str, Any]], kind: str, check: str,
+            mode: str = "without_control") -> list[float]:
+    """The values of ``check`` (gate without / with control) over the cases of ``kind``."""
+    return [v for r in recs if r["kind"] == kind and mode in r["gate"]
+            for v in [r["gate"][mode]["checks"].get(check, {}).get("value")]
             if isinstance(v, (int, float))]
 
 
@@ -83,6 +84,14 @@ def summarise(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             o, c = _values(recs, "organism", cid), _values(recs, "control", cid)
             checks[cid] = {"organisms": o, "controls": c, "auroc": auroc(o, c) if o and c else None}
         per["check_values_without_control"] = checks
+        # the checks only a control makes measurable (optional, skipped without one): organism vs matched control,
+        # control vs the next seed's control
+        only = sorted({c for r in recs if "with_control" in r["gate"] for c, row in r["gate"]["with_control"]["checks"].items()
+                       if c not in checks or not (checks[c]["organisms"] or checks[c]["controls"])})
+        per["check_values_with_control"] = {
+            cid: {"organisms": (o := _values(recs, "organism", cid, "with_control")),
+                  "controls": (c := _values(recs, "control", cid, "with_control")),
+                  "auroc": auroc(o, c) if o and c else None} for cid in only}
         out[st] = per
     return out
 

@@ -609,6 +609,9 @@ def strip_control(report: Mapping[str, Any]) -> dict[str, Any]:
     for row in (rep.get("persona") or {}).get("traits", []):
         for k in ("control_shift", "control_shift_z", "excess_z"):
             row.pop(k, None)
+        for k in ("response_control_position", "response_position_excess"):  # ResponseSignals keeps the keys
+            if k in row:
+                row[k] = None
     beh = rep.get("behavioural") or {}
     for block in [beh, *(beh.get("traits") or {}).values()]:
         bal = block.get("balanced") if isinstance(block, dict) else None

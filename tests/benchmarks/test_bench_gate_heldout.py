@@ -68,3 +68,20 @@ def test_outside_recipes_count_benign_false_alarms_and_inducing_own_trait_failur
     assert out["inducing"]["evil-inducing-outside-inducing-s0"]["fails_own_trait"] is True
     assert out["inducing"]["sycophancy-inducing-outside-inducing-s0"]["fails_own_trait"] is False
     assert summarise(recs) == {}  # outside recipes are no suite set
+
+
+def test_checks_only_a_control_measures_are_summarised_from_the_gates_with_control() -> None:
+    """An optional excess check is skipped (value None) without a control: its values come from the gates with
+    one (organism vs matched control, control vs the next seed's control), with their AUROC; checks measured
+    without a control stay out of that table."""
+    recs = [_rec("organism", 0, 3.0), _rec("organism", 1, 2.0), _rec("control", 0, 0.5), _rec("control", 1, 0.1)]
+    for r, excess in zip(recs, (1.1, 0.9, 0.2, -0.1), strict=True):
+        r["gate"]["without_control"]["checks"]["excess-check"] = {"status": "skipped", "value": None,
+                                                                  "severity": "fail", "trait": "sycophancy"}
+        r["gate"]["with_control"]["checks"]["excess-check"] = {"status": "pass", "value": excess,
+                                                               "severity": "fail", "trait": "sycophancy"}
+    s = summarise(recs)["sycophancy_balanced"]
+    assert s["check_values_without_control"]["excess-check"] == {"organisms": [], "controls": [], "auroc": None}
+    assert set(s["check_values_with_control"]) == {"excess-check"}
+    row = s["check_values_with_control"]["excess-check"]
+    assert row == {"organisms": [1.1, 0.9], "controls": [0.2, -0.1], "auroc": 1.0}

@@ -119,14 +119,17 @@ def test_plan_and_reference_controls() -> None:
 
 def test_strip_control_removes_only_control_measurements() -> None:
     report = {"models": {"control": {"name": "c"}}, "verdict": "pass", "checks": [],
-              "persona": {"traits": [{"trait": "evil", "shift_z": 1.0, "control_shift_z": 0.5, "excess_z": 0.5}]},
+              "persona": {"traits": [{"trait": "evil", "shift_z": 1.0, "control_shift_z": 0.5, "excess_z": 0.5,
+                                      "response_position_shift": 0.3, "response_control_position": 0.1,
+                                      "response_position_excess": 0.4}]},
               "behavioural": {"balanced": {"models": {"base": {}, "control": {}}, "shift": {"mean": 1.0},
                                            "excess_over_control": {"mean": 0.2}},
                               "traits": {"evil": {"models": {"control": {}, "candidate": {}},
                                                   "balanced": {"models": {"control": {}}, "shift": {"mean": 1.0},
                                                                "excess_over_control": {"mean": 0.2}}}}}}
     out = strip_control(report)
-    assert out["persona"]["traits"][0] == {"trait": "evil", "shift_z": 1.0}
+    assert out["persona"]["traits"][0] == {"trait": "evil", "shift_z": 1.0, "response_position_shift": 0.3,
+                                           "response_control_position": None, "response_position_excess": None}
     assert out["behavioural"]["traits"]["evil"]["balanced"]["excess_over_control"] is None
     assert out["behavioural"]["traits"]["evil"]["balanced"]["shift"] == {"mean": 1.0}
     assert "control" not in out["behavioural"]["traits"]["evil"]["models"]

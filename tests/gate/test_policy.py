@@ -42,8 +42,9 @@ def test_default_policy_loads_and_marks_thresholds_as_proposals_or_calibrated() 
     by_suite = {c.id for c in calibrated if "bench_validity @ " in c.description}
     by_signals = {c.id for c in calibrated if "calibrate_signals @ " in c.description}
     by_open = {c.id for c in calibrated if "bench_behaviour_open @ " in c.description}
-    by_room = {c.id for c in calibrated if "bench_halluc_room @ " in c.description}
-    assert by_suite | by_signals | by_open | by_room == {c.id for c in calibrated}
+    by_excess = {c.id for c in calibrated if "calibrate_position_excess " in c.description}
+    by_room = {c.id for c in calibrated if "bench_halluc_room @ " in c.description} - by_excess
+    assert by_suite | by_signals | by_open | by_room | by_excess == {c.id for c in calibrated}
     assert not by_suite & by_signals and not by_open & (by_suite | by_signals)
     # the 9-control suite's calibrated checks that the 24-control calibration did not replace
     assert by_suite == {cid for cid, r in cal.items() if r["separates"]} - by_signals
@@ -85,6 +86,18 @@ def test_default_policy_loads_and_marks_thresholds_as_proposals_or_calibrated() 
                                                                       span["other_benign"][1],
                                                                       span["hallucination_controls"][1])
         assert f"max of {line['rule'].split()[2]} " in c.description
+    # the hallucination position excess over a matched control (--control only): the line of the recorded
+    # control-vs-control pairs (benchmarks/calibrate_position_excess.py), every hallucination organism above it, the
+    # held-out seeds too, no held-out control pair at it
+    excess = _result("position_excess_calibration.json")["calibration"]
+    assert by_excess == {"hallucination-response-position-excess-over-control"}
+    for c in (x for x in calibrated if x.id in by_excess):
+        assert c.metric == "persona.response_position_excess" and c.optional and c.severity == "fail"
+        assert c.threshold == round(excess["line"], 3) and excess["adopted"]
+        assert min(excess["hallucination_organisms"].values()) > c.threshold > excess["control_max"]
+        held = excess["held_out"]
+        assert held["organisms_above"] == held["n_organisms"] == 3 and held["controls_above"] == 0
+        assert f"max of {excess['n_control_pairs']} " in c.description
     assert {c.trait for c in calibrated} == {"evil", "sycophancy", "hallucination"}
 
 
@@ -304,7 +317,10 @@ def test_sycophancy_listed_excess_is_a_warning_and_the_recorded_false_alarm_is_g
     policy = load_policy()
     severity = {c.id: c.severity for c in policy.checks}
     assert severity["sycophancy-behaviour-excess-over-control"] == "warn"
-    assert severity["hallucination-behaviour-excess-over-control"] == "fail"  # the with-control hallucination evidence
+    # hallucination's listed excess is a warning too since the response position excess carries the with-control
+    # hallucination evidence (test_hallucination_position_excess_on_the_whole_suite)
+    assert severity["hallucination-behaviour-excess-over-control"] == "warn"
+    assert severity["hallucination-response-position-excess-over-control"] == "fail"
 
     def fails_now(checks: dict[str, Any]) -> list[str]:
         return [cid for cid, c in checks.items() if c["status"] == "fail" and severity.get(cid, c["severity"]) == "fail"]
@@ -317,6 +333,8 @@ def test_sycophancy_listed_excess_is_a_warning_and_the_recorded_false_alarm_is_g
     organisms = [r for records in recorded.values() for r in records if r["kind"] == "organism"]
     assert len(organisms) == 20  # 15 of the suite, 5 of the balanced family
     for r in organisms:
+        if r["trait"] == "hallucination":  # these records predate the position excess: re-gated in bench_gate_suite_v2
+            continue
         assert any(cid.startswith(f"{r['trait']}-") for cid in fails_now(r["gate"]["with_control"]["checks"])), r["case"]
 
 
