@@ -721,7 +721,8 @@ def gate_case(cand_adapter: str, control_adapter: str | None, vectors: Mapping[s
                                                           "control_shift_z", "excess_z", "response_shift",
                                                           "response_z", "response_null_z", "response_text_z",
                                                           "response_base_position", "response_candidate_position",
-                                                          "response_headroom")
+                                                          "response_headroom", "response_position_shift",
+                                                          "response_control_position", "response_position_excess")
                                   if k in row or not k.startswith("response_")}
         persona[row["trait"]]["null_z"] = null_z
     record["persona"] = persona

@@ -15,8 +15,9 @@ the next seed's control of its trait (the last against the first).
 Line: the largest control-vs-control excess over the calibration seeds of all three traits + 0.5 sample sd (the
 policy's rule). Reported: the organisms of the calibration seeds against their controls (adopted only if every
 hallucination organism lies above), the held-out hallucination seeds (5-7: their organisms, and the control pairs
-among seeds 0-7 that involve them), and the other traits' organisms against their controls (specificity). Nothing
-is asserted. Results: ``benchmarks/results/<name>.json``.
+among seeds 0-7 that involve them), the other traits' organisms against their controls (specificity), and, as a
+stress case outside the rule, the benign package recipes against each other as unmatched controls. Nothing is
+asserted. Results: ``benchmarks/results/<name>.json``.
 """
 
 from __future__ import annotations
@@ -107,7 +108,18 @@ def calibrate(positions: Mapping[str, float], calibration_seeds: Sequence[int],
                      "controls_above": sum(v > line for v in held_ctl), "n_control_pairs": len(held_ctl)},
         "other_trait_organisms": {"pairs": other, "above": sorted(k for k, v in other.items() if v > line)},
         "pairs": {k: p["excess"] for k, p in cal.items()},
+        "unmatched_benign": unmatched_benign(positions, line),
     }
+
+
+def unmatched_benign(positions: Mapping[str, float], line: float) -> dict[str, Any]:
+    """A stress case, not part of the calibration: every ordered pair of the benign package recipes outside the
+    suite (``*-outside-benign-s0``), one as the candidate and another as its control. They are NOT matched (other
+    data, other answer styles), so an excess here says how much a control that does not match the candidate's
+    recipe can leave over."""
+    benign = sorted(c for c in positions if c.endswith("-outside-benign-s0"))
+    got = {f"{a} vs {b}": positions[a] - positions[b] for a in benign for b in benign if a != b}
+    return {"pairs": got, "above": sorted(k for k, v in got.items() if v > line), "n_pairs": len(got)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
