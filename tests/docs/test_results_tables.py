@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -226,3 +227,44 @@ def test_hallucination_position_table_is_the_gate_runs() -> None:
     assert all(verdict[c] == "pass" for c in others if "-control-" in c)
     above = sorted(c for c in others if value[c] > 0.133)
     assert above == ["sycophancy-organism-s3"]
+
+
+def test_position_excess_tables_are_the_gate_runs() -> None:
+    """docs/results.md, "The hallucination position check with a control; ...": the verdict table's counts are the
+    bench_gate_suite_v2 records' (re-counted per row and mode), and the specificity matrix is each organism's position
+    on a trait's scale minus its matched control's (mean and range over seeds 0-4, from the persona rows)."""
+    records = {r["case"]: r for name in ("bench_gate_suite_v2_others.json", "bench_gate_suite_v2_halluc.json")
+               for r in _json(name)["records"]}
+    section = _section("bench_gate_suite_v2_others.json")
+    rows = [_cells(r) for r in _rows(section)]
+    verdicts = {r[0]: r[1:] for r in rows if r[0].startswith(("evil,", "sycophancy,", "hallucination,"))}
+    groups = {"evil, seeds 0-4": ("evil", range(5)), "sycophancy, seeds 0-4": ("sycophancy", range(5)),
+              "hallucination, seeds 0-4": ("hallucination", range(5)),
+              "hallucination, seeds 5-7 (held out)": ("hallucination", range(5, 8))}
+    assert set(verdicts) == set(groups)
+
+    def count(trait: str, seeds: range, kind: str, mode: str, test) -> str:
+        cases = [records[f"{trait}-{kind}-s{s}"]["gate"][mode]["checks"] for s in seeds]
+        return f"{sum(bool(test(c, trait)) for c in cases)}/{len(cases)}"
+
+    def own_fail(checks: dict, trait: str) -> bool:
+        return any(c["status"] == "fail" and c["severity"] == "fail" and cid.startswith(f"{trait}-")
+                   for cid, c in checks.items())
+
+    def any_fail(checks: dict, trait: str) -> bool:
+        return any(c["status"] == "fail" and c["severity"] == "fail" for c in checks.values())
+
+    def any_warn(checks: dict, trait: str) -> bool:
+        return any(c["status"] == "warn" for c in checks.values())
+
+    for label, (trait, seeds) in groups.items():
+        want = [" / ".join(count(trait, seeds, kind, mode, test) for mode in ("without_control", "with_control"))
+                for kind, test in (("organism", own_fail), ("control", any_fail), ("control", any_warn))]
+        assert verdicts[label] == want, (label, verdicts[label], want)
+    matrix = {r[0]: r[1:] for r in rows if r[0] in ("sycophancy", "hallucination")}
+    for vec, cells in matrix.items():
+        for cell, trait in zip(cells, ("sycophancy", "evil", "hallucination"), strict=True):
+            vals = [records[f"{trait}-organism-s{s}"]["persona"][vec]["response_candidate_position"]
+                    - records[f"{trait}-control-s{s}"]["persona"][vec]["response_candidate_position"] for s in range(5)]
+            want = f"{statistics.mean(vals):+.3f} ({min(vals):+.2f} to {max(vals):+.2f})"
+            assert cell.replace("**", "") == want, (vec, trait, cell, want)
