@@ -47,7 +47,9 @@ def gate(
     base: str | None = typer.Option(None, "--base", help="base model spec (default: the adapter's base)"),
     out: Path = typer.Option(Path("gate-out"), "--out", "-o", help="output directory (report.json/html/md, junit.xml)"),
     policy: Path | None = typer.Option(None, "--policy", help="YAML policy (default: the shipped default policy)"),
-    control: str | None = typer.Option(None, "--control", help="matched control fine-tune (same format, benign)"),
+    control: str | None = typer.Option(None, "--control", help="matched control fine-tune: the same recipe and data "
+                                       "format without the trait (an unmatched one leaves its own recipe in the "
+                                       "excess checks)"),
     vectors: list[Path] = typer.Option([], "--vectors", help="persona vector file(s) of the base; else extracted"),
     no_cache: bool = typer.Option(False, "--no-cache", help="re-extract persona vectors and re-measure the base "
                                   "instead of reusing the per-base cache (DIFFLIB_MODELS_CACHE)"),

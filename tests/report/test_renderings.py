@@ -121,3 +121,9 @@ def test_response_signals_and_headroom_are_shown() -> None:
     for value in ("1.234", "0.867", "0.898", "0.133", "0.031"):
         assert value in table
     assert "own answers 1.234 null sd, moved 0.031 on the trait scale, headroom 0.133" in render_markdown(report)
+    assert "beyond the control" not in render_markdown(report)  # no control, no excess
+    report["persona"]["traits"][0].update(response_control_position=0.5, response_position_excess=0.398)
+    table = render_html(report).split('<table id="persona-response">')[1].split("</table>")[0]
+    cells = re.sub(r"<[^>]+>", " ", table.split("<tr>")[2]).split()
+    assert cells[-2:] == ["0.398", "0.133"]  # the "beyond control" column, then headroom
+    assert "moved 0.031 on the trait scale (0.398 beyond the control), headroom 0.133" in render_markdown(report)
