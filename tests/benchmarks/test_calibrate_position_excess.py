@@ -69,3 +69,5 @@ def test_recorded_calibration_is_recomputed_from_the_recorded_positions() -> Non
     assert cal["held_out"]["organisms_above"] == 3 and cal["held_out"]["controls_above"] == 0
     assert cal["other_trait_organisms"]["above"] == ["sycophancy-organism-s3 vs sycophancy-control-s3"]
     assert len(cal["unmatched_benign"]["above"]) == 2 and cal["unmatched_benign"]["n_pairs"] == 20
+    # the package's inducing recipes against their matched neutral sets: no hallucination excess
+    assert len(cal["outside_matched"]) == 2 and max(cal["outside_matched"].values()) < 0.0
