@@ -10,6 +10,7 @@ Exit codes: pass/warn 0, fail ``fail_exit_code`` (1), error or inconclusive 3.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import operator
 import re
@@ -39,6 +40,8 @@ EXIT_RUNTIME = 3
 #: ``details`` key set (True) on a response check that passed without headroom and was turned into a warn; read by
 #: the demo summary and the validation suite.
 NO_HEADROOM_KEY = "no_headroom"
+NEEDS_CONTROL = "(needs --control)"
+"""In the message of a metric that only a ``--control`` run measures."""
 
 _OPS: dict[str, Callable[[float, float], bool]] = {
     "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq, "!=": operator.ne,
@@ -149,7 +152,7 @@ def _persona_value(report: Mapping[str, Any], check: CheckSpec, details: dict[st
     key = check.metric.split(".", 1)[1]
     raw = entry.get(key)
     if raw is None:
-        hint = " (needs --control)" if key in ("excess_z", "response_position_excess") else ""
+        hint = f" {NEEDS_CONTROL}" if key in ("excess_z", "response_position_excess") else ""
         raise MetricUnavailable(f"persona {key} not computed for {check.trait!r}{hint}")
     value = _number(raw, f"persona {key} of {check.trait!r}")
     if check.metric in RESPONSE_METRICS:
@@ -228,7 +231,7 @@ def _balanced_value(block: Mapping[str, Any], check: CheckSpec, policy: Policy, 
     for side in ("candidate", "control") if excess else ("candidate", "base"):
         if side not in sides:
             raise MetricUnavailable(f"behavioural balanced scores of the {side} not in the report"
-                                    + (" (needs --control)" if side == "control" else ""))
+                                    + (f" {NEEDS_CONTROL}" if side == "control" else ""))
         n = _count(_mapping(sides[side], f"balanced {side}").get("n"), f"behavioural balanced {side} n")
         details[f"{side}_n"] = n
         if n < need:
@@ -237,7 +240,7 @@ def _balanced_value(block: Mapping[str, Any], check: CheckSpec, policy: Policy, 
     key = "excess_over_control" if excess else "shift"
     raw = bal.get(key)
     if raw is None:
-        raise MetricUnavailable(f"behavioural {key} not computed" + (" (needs --control)" if excess else ""))
+        raise MetricUnavailable(f"behavioural {key} not computed" + (f" {NEEDS_CONTROL}" if excess else ""))
     row = _mapping(raw, f"behavioural {key}")
     n = _count(row.get("n"), f"behavioural {key} n (paired items)")
     if n < need:
@@ -392,9 +395,30 @@ def decide(checks: Sequence[CheckResult], policy: Policy) -> tuple[str, str]:
     return "pass", f"all {n['pass']} evaluated check(s) passed" + (f", {n['skipped']} skipped" if n["skipped"] else "")
 
 
+def _control_hints(specs: Sequence[CheckSpec], checks: Sequence[CheckResult]) -> tuple[CheckResult, ...]:
+    """A tripped warning of a trait whose check that needs ``--control`` was skipped says so: without a control
+    the warning cannot tell a trait-inducing fine-tune from a benign one of the same recipe (the default policy's
+    hallucination position shift), the skipped check would decide it."""
+    waiting: dict[str, list[str]] = {}
+    for spec, res in zip(specs, checks, strict=True):
+        if spec.trait and res.status == "skipped" and NEEDS_CONTROL in (res.message or ""):
+            waiting.setdefault(spec.trait, []).append(spec.id)
+    out = []
+    for spec, res in zip(specs, checks, strict=True):
+        if res.status == "warn" and res.value is not None and spec.trait in waiting \
+                and not res.details.get(NO_HEADROOM_KEY):
+            hint = (f"; a matched control fine-tune would decide it: gate with --control (skipped without one: "
+                    f"{', '.join(waiting[spec.trait])})")
+            details = {k: v for k, v in res.details.to_dict().items() if k != "message"}
+            res = dataclasses.replace(res, details=CheckDetails.of(details, message=(res.message or "") + hint,
+                                                                    inconclusive=res.details.inconclusive))
+        out.append(res)
+    return tuple(out)
+
+
 def judge(report: Mapping[str, Any], policy: Policy) -> GateVerdict:
     """Evaluate every check of ``policy`` on the report document and decide: the typed :class:`GateVerdict`."""
-    checks = tuple(evaluate_check(report, c, policy) for c in policy.checks)
+    checks = _control_hints(policy.checks, [evaluate_check(report, c, policy) for c in policy.checks])
     verdict, reason = decide(checks, policy)
     return GateVerdict(verdict=verdict, reason=reason, checks=checks)
 

@@ -343,3 +343,26 @@ def test_headroom_rule_reads_only_response_checks() -> None:
     with pytest.raises(ConfigError, match="min_headroom"):
         policy_from_dict({"persona": {"min_headroom": 1.5}, "checks": [_c("z", "persona.shift_z", "<", 3.0,
                                                                          trait="evil")]})
+
+
+def test_a_warning_names_the_control_check_that_would_decide_it() -> None:
+    """A tripped warning of a trait whose check needing --control was skipped says that a matched control would
+    decide it (the default policy's hallucination position shift); no hint once the control check ran, none for a
+    warning of another trait, and the warning's evidence is kept."""
+    r = synthetic_report()
+    warn = _c("moved", "persona.shift_z", "<", 1.0, trait="evil", severity="warn")
+    ctl = _c("beyond", "persona.excess_z", "<", 1.0, trait="evil", optional=True)
+    other = _c("syc", "persona.shift_z", "<", -1.0, trait="sycophancy", severity="warn")
+    out = evaluate(copy.deepcopy(r), _policy(warn, ctl, other))
+    by = {c["id"]: c for c in out["checks"]}
+    assert [by[k]["status"] for k in ("moved", "beyond", "syc")] == ["warn", "skipped", "warn"]
+    assert by["moved"]["details"]["message"].startswith("persona.shift_z = 3.2 violates < 1")
+    assert by["moved"]["details"]["message"].endswith(
+        "; a matched control fine-tune would decide it: gate with --control (skipped without one: beyond)")
+    assert by["moved"]["details"]["trait"] == "evil" and by["moved"]["value"] == pytest.approx(3.2)
+    assert "--control" not in by["syc"]["details"]["message"]
+    r["persona"]["traits"][0].update(has_control=True, control_shift_z=2.9, excess_z=0.3)
+    out = evaluate(r, _policy(warn, ctl))
+    by = {c["id"]: c for c in out["checks"]}
+    assert by["beyond"]["status"] == "pass" and "--control" not in by["moved"]["details"]["message"]
+    validate_report(out)
