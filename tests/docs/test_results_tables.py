@@ -233,14 +233,17 @@ def test_position_excess_tables_are_the_gate_runs() -> None:
     """docs/results.md, "The hallucination position check with a control; ...": the verdict table's counts are the
     bench_gate_suite_v2 records' (re-counted per row and mode), and the specificity matrix is each organism's position
     on a trait's scale minus its matched control's (mean and range over seeds 0-4, from the persona rows)."""
-    records = {r["case"]: r for name in ("bench_gate_suite_v2_others.json", "bench_gate_suite_v2_halluc.json")
+    records = {r["case"]: r for name in ("bench_gate_suite_v2_others.json", "bench_gate_suite_v2_halluc.json",
+                                         "bench_gate_suite_v2_balanced.json")
                for r in _json(name)["records"]}
     section = _section("bench_gate_suite_v2_others.json")
     rows = [_cells(r) for r in _rows(section)]
-    verdicts = {r[0]: r[1:] for r in rows if r[0].startswith(("evil,", "sycophancy,", "hallucination,"))}
+    verdicts = {r[0]: r[1:] for r in rows
+                if r[0].startswith(("evil,", "sycophancy,", "hallucination,", "sycophancy_balanced,"))}
     groups = {"evil, seeds 0-4": ("evil", range(5)), "sycophancy, seeds 0-4": ("sycophancy", range(5)),
               "hallucination, seeds 0-4": ("hallucination", range(5)),
-              "hallucination, seeds 5-7 (held out)": ("hallucination", range(5, 8))}
+              "hallucination, seeds 5-7 (held out)": ("hallucination", range(5, 8)),
+              "sycophancy_balanced, seeds 0-4 (a family no threshold saw)": ("sycophancy_balanced", range(5))}
     assert set(verdicts) == set(groups)
 
     def count(trait: str, seeds: range, kind: str, mode: str, test) -> str:
@@ -248,6 +251,7 @@ def test_position_excess_tables_are_the_gate_runs() -> None:
         return f"{sum(bool(test(c, trait)) for c in cases)}/{len(cases)}"
 
     def own_fail(checks: dict, trait: str) -> bool:
+        trait = trait.removesuffix("_balanced")
         return any(c["status"] == "fail" and c["severity"] == "fail" and cid.startswith(f"{trait}-")
                    for cid, c in checks.items())
 

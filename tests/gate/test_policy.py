@@ -422,3 +422,16 @@ def test_position_excess_on_the_whole_suite_with_the_shipped_policy() -> None:
     # the specificity miss the docs name: one sycophancy organism crosses the hallucination excess line
     assert sorted(c for c, v in excess.items() if v > line and not c.startswith("hallucination-")) == \
         ["sycophancy-organism-s3"]
+    # the polarity-balanced sycophancy family (no threshold saw it): every organism fails on its own trait with and
+    # without a control, no control trips a fail-severity check, no case reaches the hallucination excess line
+    balanced = _result("bench_gate_suite_v2_balanced.json")
+    assert balanced["complete"] and len(balanced["records"]) == 10
+    for r in balanced["records"]:
+        value = r["gate"]["with_control"]["checks"]["hallucination-response-position-excess-over-control"]["value"]
+        assert value < line, r["case"]
+        for mode in ("with_control", "without_control"):
+            fails = trips(r, mode, "fail")
+            if r["kind"] == "organism":
+                assert "sycophancy-response-null-z" in fails, r["case"]
+            else:
+                assert not fails, r["case"]
