@@ -409,9 +409,7 @@ def _control_hints(specs: Sequence[CheckSpec], checks: Sequence[CheckResult]) ->
                 and not res.details.get(NO_HEADROOM_KEY):
             hint = (f"; a matched control fine-tune would decide it: gate with --control (skipped without one: "
                     f"{', '.join(waiting[spec.trait])})")
-            details = {k: v for k, v in res.details.to_dict().items() if k != "message"}
-            res = dataclasses.replace(res, details=CheckDetails.of(details, message=(res.message or "") + hint,
-                                                                    inconclusive=res.details.inconclusive))
+            res = dataclasses.replace(res, details=dataclasses.replace(res.details, message=(res.message or "") + hint))
         out.append(res)
     return tuple(out)
 
