@@ -272,3 +272,7 @@ def test_position_excess_tables_are_the_gate_runs() -> None:
                     - records[f"{trait}-control-s{s}"]["persona"][vec]["response_candidate_position"] for s in range(5)]
             want = f"{statistics.mean(vals):+.3f} ({min(vals):+.2f} to {max(vals):+.2f})"
             assert cell.replace("**", "") == want, (vec, trait, cell, want)
+    pairs = [records[f"sycophancy-control-s{s}"]["persona"]["sycophancy"]["response_candidate_position"]
+             - records[f"sycophancy-control-s{(s + 1) % 5}"]["persona"]["sycophancy"]["response_candidate_position"]
+             for s in range(5)]
+    assert f"the controls' pairs read\n  {min(pairs):+.3f} to {max(pairs):+.3f}" in section
