@@ -69,12 +69,15 @@ def recorded_positions(results: Path = RESULTS) -> dict[str, float]:
 def pairs(positions: Mapping[str, float], trait: str, seeds: Sequence[int]) -> dict[str, dict[str, Any]]:
     """``<case> vs <reference>`` -> excess, for the organisms and controls of ``trait`` at ``seeds`` whose pair
     is recorded (an organism: its matched control; a control: the next seed's control, wrapping)."""
+    from benchmarks.bench_validity import reference_control
+
     out: dict[str, dict[str, Any]] = {}
-    for i, seed in enumerate(seeds):
+    for seed in seeds:
         for kind in ("organism", "control"):
             case = f"{trait}-{kind}-s{seed}"
-            ref = f"{trait}-control-s{seed if kind == 'organism' else seeds[(i + 1) % len(seeds)]}"
-            if case in positions and ref in positions and case != ref:
+            found = reference_control(kind, trait, seed, seeds)
+            ref = f"{trait}-control-s{found[2]}" if found else None
+            if ref is not None and case in positions and ref in positions:
                 out[f"{case} vs {ref}"] = {"case": case, "reference": ref, "kind": kind, "trait": trait,
                                            "seed": seed, "excess": positions[case] - positions[ref]}
     return out
@@ -135,6 +138,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cal_seeds = [int(s) for s in args.calibration_seeds.split(",") if s]
     held_seeds = [int(s) for s in args.held_out_seeds.split(",") if s]
+    if overlap := sorted(set(cal_seeds) & set(held_seeds)):
+        ap.error(f"--calibration-seeds and --held-out-seeds overlap: {overlap}")
     positions = recorded_positions()
     result = calibrate(positions, cal_seeds, held_seeds)
     log.info("line %.3f (%s); organisms above %d/%d; held out %d/%d organisms, %d/%d control pairs above",
