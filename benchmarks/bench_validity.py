@@ -48,6 +48,7 @@ from typing import Any
 from benchmarks.common import load_average, machine_info, write_results
 from difflib_models.finite import finite_or_none
 from difflib_models.gate.engine import NO_HEADROOM_KEY
+from difflib_models.report.records import ResponseSignals
 
 log = logging.getLogger("benchmarks.validity")
 
@@ -609,7 +610,7 @@ def strip_control(report: Mapping[str, Any]) -> dict[str, Any]:
     for row in (rep.get("persona") or {}).get("traits", []):
         for k in ("control_shift", "control_shift_z", "excess_z"):
             row.pop(k, None)
-        for k in ("response_control_position", "response_position_excess"):  # ResponseSignals keeps the keys
+        for k in ResponseSignals.CONTROL_FIELDS:  # a run without a control keeps the keys, as None
             if k in row:
                 row[k] = None
     beh = rep.get("behavioural") or {}

@@ -240,6 +240,8 @@ class ResponseSignals:
     FIELDS = ("response_shift", "response_z", "response_null_z", "response_text_shift", "response_text_z",
               "response_base_position", "response_candidate_position", "response_headroom",
               "response_position_shift", "response_control_position", "response_position_excess")
+    CONTROL_FIELDS = ("response_control_position", "response_position_excess")
+    """The fields a ``--control`` run adds (None without a control)."""
 
     def to_dict(self) -> dict[str, float | None]:
         return {k: getattr(self, k) for k in self.FIELDS}
