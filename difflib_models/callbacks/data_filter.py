@@ -17,6 +17,7 @@ Nothing is dropped silently: each round writes ``scores.jsonl``, ``summary.json`
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -30,9 +31,10 @@ from difflib_models.files import load_jsonl
 from difflib_models.models.hookpoints import check_layers
 from difflib_models.persona.extraction.vectors import PersonaVectorSet, vector_paths
 from difflib_models.persona.filtering.journal import ScoreJournal
+from difflib_models.persona.filtering.readout import readout_of
 from difflib_models.persona.filtering.scoring import (
     FilterConfig,
-    default_layer,
+    default_method,
     filter_samples,
     read_chat_jsonl,
     samples_from_rows,
@@ -85,8 +87,10 @@ class DataFilterCore:
 
     Args:
         vectors: persona vector file of THIS model.
-        layer: block (default: the file's filter-validated layer, else its selected layer).
-        method: ``proxy`` (no generation) or ``exact``.
+        layer: block (default: the file's filter-validated readout, one block or a stacked span of blocks, else
+            its selected layer).
+        method: ``proxy`` (no generation), ``exact`` or ``raw`` (default: the file's filter-validated method,
+            else ``proxy``).
         mode: ``report`` (default: flag nothing, write the scores; like ``persona filter`` without a selection
             option), ``threshold`` (drop rows above the percentile of ``reference``, or of the data itself without
             one), ``top_k`` or ``top_frac``. Rows are dropped only when a dropping mode is asked for.
@@ -102,7 +106,7 @@ class DataFilterCore:
         self,
         vectors: str,
         layer: int | None = None,
-        method: str = "proxy",
+        method: str | None = None,
         mode: str = "report",
         percentile: float = 95.0,
         top_k: int | None = None,
@@ -120,7 +124,8 @@ class DataFilterCore:
             raise ConfigError(bad_value("vectors", vectors, "an existing persona vector file"))
         self.vectors = vectors
         self.layer = layer
-        self.config = FilterConfig(method=method, mode=mode, percentile=percentile, top_k=top_k, top_frac=top_frac,
+        self.method = method
+        self.config = FilterConfig(method=method or "proxy", mode=mode, percentile=percentile, top_k=top_k, top_frac=top_frac,
                                    batch_size=batch_size, max_length=max_length)
         self.reference = reference
         self._reference = read_chat_jsonl(reference) if reference else None
@@ -154,8 +159,12 @@ class DataFilterCore:
         tokenizer = _core.find_tokenizer(pl_module, self.tokenizer_spec)
         self._loaded = _core.loaded_view(self._model, tokenizer)
         self._vs = PersonaVectorSet.load(self.vectors, expect_model=self._loaded)
-        layer = self.layer if self.layer is not None else default_layer(self._vs)
-        self.layer = check_layers([layer], self._loaded.n_layers, argument="layer")[0] if layer is not None else None
+        if self.method is None:
+            self.config = dataclasses.replace(self.config, method=default_method(self._vs))
+        if self.layer is not None:
+            self.layer = check_layers([self.layer], self._loaded.n_layers, argument="layer")[0]
+        else:  # the file's readout (filter_samples resolves it); its blocks must exist in this model
+            check_layers(readout_of(self._vs).layers, self._loaded.n_layers, argument="layer")
         self.dataset = self._find_dataset(trainer, pl_module)
         reload_n = int(getattr(trainer, "reload_dataloaders_every_n_epochs", 0) or 0)
         if self.rescore_every_n_epochs and (reload_n < 1 or self.rescore_every_n_epochs % reload_n):

@@ -7,6 +7,7 @@ DifflibErrors to exit 3.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -137,10 +138,9 @@ def extract_command(
     if report is not None:
         vs = vs.with_validation(report.summary)
     if validate and tr.has_paired:
-        from difflib_models.persona.filtering.validation import validate_on_trait, with_filter_validation
+        from difflib_models.persona.filtering.validation import filter_validate_trait
 
-        record = validate_on_trait(loaded, vs, tr, batch_size=batch_size)
-        vs = with_filter_validation(vs, record) if record is not None else vs
+        vs = filter_validate_trait(loaded, vs, tr, batch_size=batch_size)
     tensor_path = vs.save(base)
     result: dict[str, Any] = {
         "trait": tr.id, "mode": mode, "aggregator": aggregator, "model": loaded.identity.name,
@@ -276,9 +276,12 @@ def filter_command(
                              "Scores are saved in chunks under OUT/.partial while scoring: re-running the same "
                              "command after a crash scores only the rows not yet saved."),
     model: str | None = typer.Option(None, "--model", "-m", help="Base model. " + _MODEL_HELP),
-    method: FilterMethod = typer.Option(FilterMethod.proxy, "--method",
-                                        help="proxy (last prompt token) | exact (own greedy answer) | raw (no baseline)."),
-    layer: int | None = typer.Option(None, "--layer", help="Block to read (default: the file's selected layer)."),
+    method: FilterMethod | None = typer.Option(None, "--method",
+                                               help="proxy (last prompt token) | exact (own greedy answer) | raw (no "
+                                                    "baseline). Default: the file's filter-validated method, else "
+                                                    "proxy."),
+    layer: int | None = typer.Option(None, "--layer", help="Block to read (default: the file's filter-validated "
+                                     "readout, one block or a stacked span of blocks; else its selected layer)."),
     top_k: int | None = typer.Option(None, "--top-k", min=1, help="Flag the k highest-scoring samples."),
     top_frac: float | None = typer.Option(None, "--top-frac", help="Flag this fraction of samples (0-1]."),
     percentile: float | None = typer.Option(
@@ -303,6 +306,7 @@ def filter_command(
     from difflib_models.persona.filtering.journal import ScoreJournal
     from difflib_models.persona.filtering.scoring import (
         FilterConfig,
+        default_method,
         filter_samples,
         read_chat_jsonl,
         write_outputs,
@@ -314,8 +318,8 @@ def filter_command(
         raise ConfigError(bad_value("selection", chosen, "at most one of --top-k, --top-frac, --percentile"))
     mode = {"--top-k": "top_k", "--top-frac": "top_frac", "--percentile": "threshold"}.get(
         chosen[0] if chosen else "", "report")
-    config = FilterConfig(method=enum_value(method), mode=mode, percentile=percentile if percentile is not None else 95.0,
-                          top_k=top_k, top_frac=top_frac, batch_size=batch_size, max_length=max_length,
+    config = FilterConfig(method=enum_value(method) if method is not None else "proxy", mode=mode,
+                          percentile=percentile if percentile is not None else 95.0, top_k=top_k, top_frac=top_frac, batch_size=batch_size, max_length=max_length,
                           max_new_tokens=max_new_tokens)
     samples = read_chat_jsonl(data)  # a bad file fails before the model loads
     ref_samples = _reference(reference) if mode == "threshold" else None
@@ -325,6 +329,8 @@ def filter_command(
                                    "--reference": reference})
     loaded = _load(model, device)
     vs = PersonaVectorSet.load(vectors, expect_model=loaded)
+    if method is None:
+        config = dataclasses.replace(config, method=default_method(vs))
     _check_filter_validation(vs, layer, strict)
     # finished chunks of scores are kept in OUT/.partial: a re-run after a crash scores only the rest
     journal = out / PARTIAL_DIR
@@ -347,8 +353,10 @@ def _check_filter_validation(vs: Any, layer: int | None, strict: bool) -> None:
     record = vs.filter_validation
     typer.echo(describe(record), err=True)
     low = record is None or not record.eval_auroc >= LOW_AUROC
-    if record is not None and layer is not None and layer != record.filter_layer:
-        typer.echo(f"warning: --layer {layer} is not the filter-validated layer {record.filter_layer}; its tuning "
+    if record is not None and layer is not None and (record.readout_layers or layer != record.filter_layer):
+        validated = (f"stacked readout over blocks.{record.readout_layers[0]}-{record.readout_layers[-1]}"
+                     if record.readout_layers else f"layer {record.filter_layer}")
+        typer.echo(f"warning: --layer {layer} is not the filter-validated {validated}; its tuning "
                    f"AUROC is {record.filter_auroc.get(layer, float('nan')):.3f}", err=True)
     if low and strict:
         raise ConfigError(bad_value("--vectors", vs.trait_id, f"a vector file with filter-validation AUROC >= "

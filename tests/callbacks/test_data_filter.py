@@ -74,6 +74,36 @@ def test_default_reports_only(tmp_path: Path, tinystories_656k: Path) -> None:
     assert len({round(s["delta_p"], 6) for s in scores}) > 1  # real scores, just not acted on
 
 
+def test_a_stacked_readout_and_its_validated_method_are_the_callbacks_defaults(tmp_path: Path,
+                                                                            tinystories_656k: Path) -> None:
+    """A vector file whose filter validation chose a stacked readout (blocks 0-2) with method ``raw``: the callback,
+    given neither ``layer`` nor ``method``, scores every row on that readout with that method."""
+    import torch
+
+    from difflib_models.callbacks import DataFilterCallback
+    from difflib_models.persona.extraction.vectors import FilterValidation, PersonaVectorSet
+    from difflib_models.persona.filtering.readout import Readout
+    from difflib_models.persona.filtering.validation import with_filter_validation
+
+    module = ChatLM(_rows(), tokenizer_dir=str(tinystories_656k))
+    vf = _vector_file(tmp_path / "syc", module, torch.randn(32, generator=torch.Generator().manual_seed(2)))
+    gen = torch.Generator().manual_seed(5)
+    readout = Readout({k: torch.randn(32, generator=gen) for k in (0, 1, 2)})
+    record = FilterValidation(filter_layer=2, method="raw", filter_auroc={0: 0.5}, eval_auroc=0.95,
+                              eval_precision_at_k=0.9, eval_pair_win_rate=0.9, n_tune=4, n_eval=4, seed=0,
+                              source="test", readout_layers=(0, 1, 2), readout_auroc={"0-2": 0.97})
+    vs = with_filter_validation(PersonaVectorSet.load(vf), record, readout)
+    vs.save(tmp_path / "syc")
+    cb = DataFilterCallback(vectors=vf, out_dir=str(tmp_path / "filter"))
+    _trainer(tmp_path, [cb], max_epochs=1).fit(module)
+    out = tmp_path / "filter" / "round-0-epoch-0"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["method"] == "raw" and summary["readout"]["layers"] == [0, 1, 2] and summary["layer"] == 2
+    assert summary["filter_validation"]["validated_layer"] and summary["filter_validation"]["validated_method"]
+    scores = [json.loads(x) for x in (out / "scores.jsonl").read_text().splitlines()]
+    assert len(scores) == 20 and all(s["proj_base"] == 0.0 for s in scores)  # raw: no baseline
+
+
 def test_rescore_every_epoch_changes_next_epoch_subset(tmp_path: Path, tinystories_656k: Path) -> None:
     import torch
 

@@ -3,7 +3,8 @@
 A vector file is model-specific (a trait file is not). ``PersonaVectorSet.save("evil.safetensors")`` writes
 
 - ``evil.safetensors``: one float32 tensor per layer, named ``layer.{i}`` (the raw, un-normalised direction:
-  mean(pos) - mean(neg) for the default aggregator), and
+  mean(pos) - mean(neg) for the default aggregator), plus ``readout.{i}`` slices when the filter validation chose a
+  stacked readout over several blocks (:mod:`~difflib_models.persona.filtering.readout`), and
 - ``evil.json``: format version, trait id + hash + polarity, model identity (with its weight hash), extraction
   mode and aggregator, ``layer_convention``, per-layer norms / gap / base_std, n_pos / n_neg, the selected layer
   and why it was chosen, the typed validation summary (:class:`~difflib_models.persona.contracts.ValidationSummary`,
@@ -39,8 +40,9 @@ log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 2
 """2: ``validation`` is a :class:`ValidationSummary` record with a ``schema_version`` (1: an untyped dict)."""
-FILTER_VALIDATION_VERSION = 1
-"""Version of the ``filter_validation`` record (an optional sidecar key: files without it stay readable)."""
+FILTER_VALIDATION_VERSION = 2
+"""Version of the ``filter_validation`` record (an optional sidecar key: files without it stay readable). 2: a
+stacked readout may be chosen (``readout_layers``, ``readout_auroc``); a version-1 record reads as before."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,9 @@ class FilterValidation:
     Pairs of trait-matching vs non-matching responses to the SAME prompt, split (seeded) into a tuning and an
     evaluation part; ``filter_layer`` and ``method`` were chosen on the tuning part (``filter_auroc`` per layer),
     ``eval_auroc`` / ``eval_precision_at_k`` / ``eval_pair_win_rate`` are measured on the evaluation part only.
+    When a STACKED readout won the tuning part (:mod:`~difflib_models.persona.filtering.readout`),
+    ``readout_layers`` lists its blocks (their slices are the file's ``readout`` tensors) and ``filter_layer`` is
+    the deepest of them; empty: the filter reads ``filter_layer`` alone.
     """
 
     filter_layer: int
@@ -65,6 +70,10 @@ class FilterValidation:
     source: str
     method_auroc: dict[str, float] = field(default_factory=dict)
     """Best tuning AUROC of every method tried (the method with the highest one was kept)."""
+    readout_layers: tuple[int, ...] = ()
+    """Blocks of the chosen stacked readout (empty: a single block, ``filter_layer``)."""
+    readout_auroc: dict[str, float] = field(default_factory=dict)
+    """Tuning AUROC (method ``method``) of every stacked readout tried, keyed ``"lo-hi"`` by its span."""
     version: int = FILTER_VALIDATION_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -75,6 +84,8 @@ class FilterValidation:
             "eval_pair_win_rate": finite_or_none(self.eval_pair_win_rate), "n_tune": int(self.n_tune),
             "n_eval": int(self.n_eval), "seed": int(self.seed), "source": self.source,
             "method_auroc": {k: finite_or_none(v) for k, v in self.method_auroc.items()},
+            "readout_layers": [int(k) for k in self.readout_layers],
+            "readout_auroc": {k: finite_or_none(v) for k, v in self.readout_auroc.items()},
         }
 
     @classmethod
@@ -98,6 +109,9 @@ class FilterValidation:
                 seed=int(data.get("seed", 0)), source=str(data.get("source", "")),
                 method_auroc={str(k): float(v) for k, v in (data.get("method_auroc") or {}).items()
                               if v is not None},
+                readout_layers=tuple(sorted(int(k) for k in (data.get("readout_layers") or ()))),
+                readout_auroc={str(k): float(v) for k, v in (data.get("readout_auroc") or {}).items()
+                               if v is not None},
                 version=version,
             )
         except (AttributeError, KeyError, TypeError, ValueError) as exc:
@@ -138,6 +152,9 @@ class PersonaVectorSet:
     filter_validation: FilterValidation | None = None
     """Filter validation (response pairs, tuning/evaluation split); None when the file was never validated for
     filtering."""
+    readout: dict[int, torch.Tensor] | None = None
+    """Slices of the stacked filter readout per block (``readout.{layer}`` tensors; None: none was fitted), used
+    by the data filter when ``filter_validation.readout_layers`` names them."""
 
     def __post_init__(self) -> None:
         if isinstance(self.model, Mapping):
@@ -156,6 +173,15 @@ class PersonaVectorSet:
         if self.filter_validation is not None and self.filter_validation.filter_layer not in self.vectors:
             raise ConfigError(bad_value("filter_validation.filter_layer", self.filter_validation.filter_layer,
                                         sorted(self.vectors)))
+        if self.readout is not None:
+            self.readout = {int(k): v.detach().to(torch.float32).cpu().contiguous() for k, v in self.readout.items()}
+            if not self.readout or any(v.shape != (self.d_model,) for v in self.readout.values()):
+                raise ConfigError(bad_value("readout", {k: tuple(v.shape) for k, v in self.readout.items()},
+                                            f"1-D slices of size d_model {self.d_model}, or None"))
+        wanted = self.filter_validation.readout_layers if self.filter_validation is not None else ()
+        if wanted and not set(wanted) <= set(self.readout or {}):
+            raise ConfigError(bad_value("filter_validation.readout_layers", list(wanted),
+                                        f"blocks of the file's readout {sorted(self.readout or {})}"))
         if self.polarity not in ("undesirable", "desirable"):
             raise ConfigError(bad_value("polarity", self.polarity, ["undesirable", "desirable"]))
         if self.validation is not None and not isinstance(self.validation, ValidationSummary):
@@ -257,6 +283,7 @@ class PersonaVectorSet:
         tensor_path, sidecar = _paths(path)
         _refuse_foreign(tensor_path, sidecar)
         tensors = {f"layer.{k}": v for k, v in sorted(self.vectors.items())}
+        tensors.update({f"readout.{k}": v for k, v in sorted((self.readout or {}).items())})
         atomic_write(tensor_path, lambda p: save_file(tensors, str(p), metadata={"trait": self.trait_id}))
         meta = self.metadata()
         meta["sha256"] = sha256_file(tensor_path)
@@ -301,6 +328,7 @@ class PersonaVectorSet:
     @classmethod
     def _from_meta(cls, meta: dict[str, Any], raw: dict[str, torch.Tensor], *, source: str) -> PersonaVectorSet:
         vectors = {int(k.split(".", 1)[1]): v for k, v in raw.items() if k.startswith("layer.")}
+        readout = {int(k.split(".", 1)[1]): v for k, v in raw.items() if k.startswith("readout.")} or None
         trait = meta.get("trait", {})
         extra = meta.get("extra") or {}
         if not isinstance(extra, dict):
@@ -325,7 +353,8 @@ class PersonaVectorSet:
             cache_key=_opt_str(extra.get("gate_cache_key")),
             extra={k: v for k, v in extra.items() if k not in _TYPED_EXTRA},
             layer_convention=meta.get("layer_convention", LAYER_CONVENTION),
-            filter_validation=_read_filter_validation(meta.get("filter_validation"), vectors),
+            filter_validation=_read_filter_validation(meta.get("filter_validation"), vectors, readout),
+            readout=readout,
         )
 
 
@@ -347,12 +376,17 @@ def _as_identity(d: Mapping[str, Any]) -> ModelIdentity:
                          revision=d.get("revision"), extra=dict(d.get("extra") or {}))
 
 
-def _read_filter_validation(data: Any, vectors: dict[int, torch.Tensor]) -> FilterValidation | None:
+def _read_filter_validation(data: Any, vectors: dict[int, torch.Tensor],
+                            readout: dict[int, torch.Tensor] | None = None) -> FilterValidation | None:
     record = FilterValidation.from_dict(data) if isinstance(data, dict) or data is None else None
     if data is not None and not isinstance(data, dict):
         log.warning("filter_validation in a persona vector sidecar is not an object: ignored")
     if record is not None and record.filter_layer not in vectors:
         log.warning("filter_validation selects layer %s, which the file does not hold: ignored", record.filter_layer)
+        return None
+    if record is not None and not set(record.readout_layers) <= set(readout or {}):
+        log.warning("filter_validation selects a stacked readout over blocks %s, which the file does not hold: "
+                    "ignored", list(record.readout_layers))
         return None
     return record
 

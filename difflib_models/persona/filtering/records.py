@@ -27,7 +27,7 @@ __all__ = ["FilterRow", "FilterSummary", "SUMMARY_KEYS"]
 SUMMARY_KEYS: tuple[str, ...] = (
     "trait", "layer", "layer_convention", "method", "mode", "n", "n_flagged", "n_kept", "mean_delta_p", "ci95",
     "std_delta_p", "mean_proj_train", "mean_proj_base", "threshold", "threshold_source", "percentile", "reference",
-    "model", "vector_model_weight_hash", "seconds", "filter_validation", "config",
+    "model", "vector_model_weight_hash", "seconds", "filter_validation", "readout", "config",
 )
 
 
@@ -98,7 +98,8 @@ class FilterSummary:
     the summary does not carry it (a hand-written one often holds only ``n`` and ``n_flagged``).
 
     ``extra`` holds what the record does not type, verbatim: the run's provenance (``model`` identity,
-    ``filter_validation`` record, ``config``) and unknown or mistyped keys. ``keys`` is the written key order."""
+    ``filter_validation`` record, the ``readout`` read: its blocks and label, ``config``) and unknown or mistyped
+    keys. ``keys`` is the written key order."""
 
     trait: str | None = None
     layer: int | None = None

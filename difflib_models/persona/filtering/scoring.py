@@ -18,6 +18,10 @@ percentile of a clean reference set scored the same way; the paper's recipe is t
 delta_p, percentile, flagged, method), ``summary.json``, ``kept.jsonl`` (the original lines of the samples not
 flagged, byte for byte) and ``flagged.jsonl``. The input file is never modified.
 
+With a STACKED readout (:mod:`~difflib_models.persona.filtering.readout`, chosen by the vector file's filter
+validation), ``v_hat`` is a unit vector over a span of blocks and every projection is the sum of the per-block
+projections; ``layer`` in the outputs is then the deepest block of the span and the summary lists the span.
+
 Cost: the proxy is one forward per sample that stops right after ``blocks.{layer}`` (later blocks and the LM
 head are skipped), so it is cheaper than a bare full forward. ``exact`` adds a greedy generation per sample.
 """
@@ -40,9 +44,10 @@ from torch import nn
 from difflib_models.errors import ConfigError, bad_value
 from difflib_models.files import load_jsonl
 from difflib_models.hooks import BlockReader, EarlyStop, probe_mode, projection, run_forward
-from difflib_models.io import atomic_write_json, atomic_write_text, sha256_tensor
+from difflib_models.io import atomic_write_json, atomic_write_text
 from difflib_models.models.hookpoints import LAYER_CONVENTION, unwrap_model
 from difflib_models.persona.filtering.journal import ScoreJournal
+from difflib_models.persona.filtering.readout import Readout, readout_of
 from difflib_models.persona.filtering.records import SUMMARY_KEYS, FilterRow, FilterSummary
 from difflib_models.persona.traits.chat import (
     EncodedPair,
@@ -61,7 +66,7 @@ MODES: tuple[str, ...] = ("report", "threshold", "top_k", "top_frac")
 
 __all__ = [
     "ChatSample", "FilterConfig", "FilterResult", "FilteredDataset", "METHODS", "MODES", "filter_samples",
-    "read_chat_jsonl", "score_samples", "select", "write_outputs",
+    "default_method", "project_readout", "read_chat_jsonl", "score_samples", "select", "write_outputs",
 ]
 
 
@@ -217,24 +222,43 @@ def project_pairs(
     batch_size: int = 8,
     desc: str = "projecting",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """For each pair: (mean response-token projection, last-prompt-token projection) on ``unit`` at
-    ``blocks.{layer}``. One forward per batch (right padding, batches grouped by length), ended after the block
+    """For each pair: (mean response-token projection, last-prompt-token projection) on ``unit`` (normalised) at
+    ``blocks.{layer}`` (:func:`project_readout` with one block)."""
+    return project_readout(model, pairs, Readout.single(layer, unit), pad_token_id=pad_token_id,
+                           batch_size=batch_size, desc=desc)
+
+
+@torch.no_grad()
+def project_readout(
+    model: nn.Module,
+    pairs: Sequence[EncodedPair],
+    readout: Readout,
+    *,
+    pad_token_id: int,
+    batch_size: int = 8,
+    desc: str = "projecting",
+) -> tuple[np.ndarray, np.ndarray]:
+    """For each pair: (mean response-token projection, last-prompt-token projection) on ``readout`` (summed over
+    its blocks). One forward per batch (right padding, batches grouped by length), ended after the deepest block
     where ``hooks.can_stop_early`` allows (not under FSDP). Eval mode and no grad (``hooks.probe_mode``)."""
     device = next(model.parameters()).device
-    u = unit.to(device=device, dtype=torch.float32)
+    layers = readout.layers
+    matrix = readout.matrix().to(device=device, dtype=torch.float32)  # [k, d]
     resp = np.zeros(len(pairs))
     last = np.zeros(len(pairs))
     order = sorted(range(len(pairs)), key=lambda i: len(pairs[i].ids))
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     root = unwrap_model(model)
     stop = EarlyStop.decide(model)
-    with probe_mode(model), BlockReader(model, [layer], projection(u), early_stop=stop) as reader:
+    # every block projects on every slice ([B, T, k]); block j keeps its own column j
+    with probe_mode(model), BlockReader(model, layers, projection(matrix.T), early_stop=stop) as reader:
         for idx in progress(batches, desc=desc, total=len(batches), unit="batch"):
             ids, mask = pad_batch([pairs[i].ids for i in idx], pad_token_id=pad_token_id, padding_side="right")
             run_forward(root, input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
-            proj = reader.take()[layer]  # [B, T]
+            taken = reader.take()
+            proj = sum(taken[layer][..., j] for j, layer in enumerate(layers))  # [B, T]
             if not bool(torch.isfinite(proj).all()):
-                raise ConfigError(f"non-finite activations at blocks.{layer} for samples {idx}")
+                raise ConfigError(f"non-finite activations at {readout.label} for samples {idx}")
             for row, i in enumerate(idx):
                 p, n = pairs[i].prompt_len, len(pairs[i].ids)
                 resp[i] = float(proj[row, p:n].mean())
@@ -278,28 +302,29 @@ class Scores:
 
 
 def score_samples(
-    model: nn.Module, tokenizer: Any, samples: Sequence[ChatSample], layer: int, unit: torch.Tensor,
-    config: FilterConfig, *, journal: ScoreJournal | None = None,
+    model: nn.Module, tokenizer: Any, samples: Sequence[ChatSample], readout: Readout, config: FilterConfig, *,
+    journal: ScoreJournal | None = None,
 ) -> Scores:
-    """``proj_train`` and ``proj_base`` per sample (``model`` must be the base model). With a ``journal``, rows it
-    holds are read back and the rest are scored ``config.checkpoint_rows`` at a time, each chunk saved."""
+    """``proj_train`` and ``proj_base`` per sample on ``readout`` (``Readout.single(layer, unit)`` for one block;
+    ``model`` must be the base model). With a ``journal``, rows it holds are read back and the rest are scored
+    ``config.checkpoint_rows`` at a time, each chunk saved."""
     t0 = time.perf_counter()
     pairs = [encode_sample(tokenizer, s, config.max_length) for s in samples]
 
     def run(chunk: list[EncodedPair], label: str = "") -> tuple[np.ndarray, np.ndarray]:
-        return _score_pairs(model, tokenizer, chunk, layer, unit, config, label)
+        return _score_pairs(model, tokenizer, chunk, readout, config, label)
 
     proj_train, proj_base = run(pairs) if journal is None else journal.score(pairs, run, config.checkpoint_rows)
     return Scores(proj_train=proj_train, proj_base=proj_base, seconds=time.perf_counter() - t0)
 
 
-def _score_pairs(model: nn.Module, tokenizer: Any, pairs: Sequence[EncodedPair], layer: int, unit: torch.Tensor,
+def _score_pairs(model: nn.Module, tokenizer: Any, pairs: Sequence[EncodedPair], readout: Readout,
                  config: FilterConfig, label: str = "") -> tuple[np.ndarray, np.ndarray]:
     """(proj_train, proj_base) of encoded rows, by ``config.method``."""
     pad = pad_id(tokenizer)
     suffix = f" ({label})" if label else ""
-    proj_train, proj_last = project_pairs(model, pairs, layer, unit, pad_token_id=pad,
-                                          batch_size=config.batch_size, desc=f"{config.method} filter{suffix}")
+    proj_train, proj_last = project_readout(model, pairs, readout, pad_token_id=pad,
+                                            batch_size=config.batch_size, desc=f"{config.method} filter{suffix}")
     if config.method == "proxy":
         proj_base = proj_last
     elif config.method == "raw":
@@ -310,8 +335,8 @@ def _score_pairs(model: nn.Module, tokenizer: Any, pairs: Sequence[EncodedPair],
                                  batch_size=config.batch_size)
         own = [EncodedPair(ids=pr + (ans or [pad]), prompt_len=len(pr)) for pr, ans in zip(prompts, answers,
                                                                                           strict=True)]
-        proj_base, _ = project_pairs(model, own, layer, unit, pad_token_id=pad, batch_size=config.batch_size,
-                                     desc=f"base answers{suffix}")
+        proj_base, _ = project_readout(model, own, readout, pad_token_id=pad, batch_size=config.batch_size,
+                                       desc=f"base answers{suffix}")
     return proj_train, proj_base
 
 
@@ -377,11 +402,18 @@ def default_layer(vectors: Any) -> int | None:
     return vectors.selected_layer
 
 
-def _validation_summary(vectors: Any, layer: int, method: str) -> dict[str, Any] | None:
+def default_method(vectors: Any) -> str:
+    """The scoring method the filter uses by default: the file's filter-validated method, else ``proxy``."""
+    record = getattr(vectors, "filter_validation", None)
+    return str(record.method) if record is not None and record.method in METHODS else "proxy"
+
+
+def _validation_summary(vectors: Any, readout: Readout, method: str) -> dict[str, Any] | None:
     record = getattr(vectors, "filter_validation", None)
     if record is None:
         return None
-    return dict(record.to_dict(), validated_layer=layer == record.filter_layer, validated_method=method == record.method)
+    validated = list(record.readout_layers) or [record.filter_layer]
+    return dict(record.to_dict(), validated_layer=readout.layers == validated, validated_method=method == record.method)
 
 
 def filter_samples(
@@ -401,24 +433,22 @@ def filter_samples(
     config = config or FilterConfig()
     if not samples:
         raise ConfigError(bad_value("samples", [], "at least one chat sample"))
-    layer = default_layer(vectors) if layer is None else layer
-    if layer is None:
-        raise ConfigError(bad_value("layer", None, vectors.layers, "The vector file selects no layer; pass one."))
-    unit = vectors.unit(layer)
+    readout = readout_of(vectors, layer)
+    layer = readout.deepest
     d_model = int(loaded.d_model)
-    if unit.numel() != d_model:
-        raise ConfigError(bad_value("vectors", f"d_model {unit.numel()}", f"d_model {d_model} of the model",
+    if readout.d_model != d_model:
+        raise ConfigError(bad_value("vectors", f"d_model {readout.d_model}", f"d_model {d_model} of the model",
                                     "The vector file belongs to another model."))
 
     def run(items: Sequence[ChatSample], side: str) -> Scores:
         book = None if journal is None else ScoreJournal(journal, {
             "model": loaded.identity.weight_hash, "adapter": getattr(loaded.identity, "adapter_hash", None),
-            "unit": sha256_tensor(unit), "layer": layer,
+            "unit": readout.fingerprint(), "layer": layer if not readout.stacked else readout.layers,
             "method": config.method, "max_new_tokens": config.max_new_tokens, "side": side})
         if loaded.is_peft:
             with loaded.base_view() as base:
-                return score_samples(base, loaded.tokenizer, items, layer, unit, config, journal=book)
-        return score_samples(loaded.model, loaded.tokenizer, items, layer, unit, config, journal=book)
+                return score_samples(base, loaded.tokenizer, items, readout, config, journal=book)
+        return score_samples(loaded.model, loaded.tokenizer, items, readout, config, journal=book)
 
     scores = run(samples, "samples")
     delta = scores.delta_p
@@ -445,7 +475,8 @@ def filter_samples(
             f"p{config.percentile:g}": float(np.percentile(ref_delta, config.percentile))},
         vector_model_weight_hash=vectors.weight_hash, seconds=scores.seconds,
         extra={"model": loaded.identity.to_dict() if hasattr(loaded.identity, "to_dict") else None,
-               "filter_validation": _validation_summary(vectors, layer, config.method),
+               "filter_validation": _validation_summary(vectors, readout, config.method),
+               "readout": {"layers": readout.layers, "label": readout.label},
                "config": asdict(config)},
         keys=SUMMARY_KEYS,
     )

@@ -17,6 +17,15 @@ This module measures the filter's own job, on pairs ``(prompt, matching response
 
 Pairs come from a trait's ``paired_responses`` (:func:`pairs_from_trait`) or from A/B items, answered with the text
 of each option (:func:`pairs_from_ab`). :data:`LOW_AUROC` is the level below which ``persona filter`` warns.
+
+Stacked readouts (:mod:`~difflib_models.persona.filtering.readout`): with enough paired responses outside the
+evaluation split (:data:`~difflib_models.persona.filtering.readout.MIN_STACKED_PAIRS`, extraction + tuning),
+:func:`validate_with_readouts` also fits one logistic readout per block on those pairs, takes the block whose
+readout ranks the tuning part best as a centre, fits readouts over spans of blocks around it
+(:func:`~difflib_models.persona.filtering.readout.spans_around`), and lets every candidate (the file's per-block
+directions, the fitted readouts) compete on the SAME tuning part; the evaluation part is measured once, for the
+winner. :func:`filter_validate_trait` runs it on a trait and returns the vector file with the record (and the
+winning readout's slices).
 """
 
 from __future__ import annotations
@@ -32,8 +41,9 @@ import torch
 
 from difflib_models.errors import ConfigError, bad_value
 from difflib_models.persona.extraction.vectors import FilterValidation, PersonaVectorSet
+from difflib_models.persona.filtering.readout import MIN_STACKED_PAIRS, Readout, fit_stacked, spans_around
 from difflib_models.persona.filtering.scoring import ChatSample, encode_sample, greedy_answers
-from difflib_models.persona.shift.core import covariance_null_directions, probe_mode, read_residuals
+from difflib_models.persona.shift.core import covariance_null_directions, probe_mode, read_response_and_prompt
 from difflib_models.persona.traits import chat
 from difflib_models.persona.traits.chat import EncodedPair, pad_id
 from difflib_models.persona.traits.schema import option_text
@@ -45,9 +55,10 @@ SCORE_METHODS: tuple[str, ...] = ("raw", "proxy", "exact")
 LOW_AUROC = 0.8
 """Evaluation AUROC below which a vector is reported as unfit for filtering (``persona filter`` warns)."""
 
-__all__ = ["LOW_AUROC", "PairFeatures", "ResponsePair", "SCORE_METHODS", "collect_features", "describe", "pair_scores",
-           "pairs_from_ab", "pairs_from_trait", "random_direction_baseline", "rank_metrics", "split_pairs", "validate_for_filtering", "validate_on_trait",
-           "with_filter_validation"]
+__all__ = ["LOW_AUROC", "PairFeatures", "ResponsePair", "SCORE_METHODS", "collect_features", "describe",
+           "filter_validate_trait", "fit_readouts", "pair_scores", "pairs_from_ab", "pairs_from_trait",
+           "random_direction_baseline", "rank_metrics", "readout_scores", "split_pairs", "validate_for_filtering",
+           "validate_on_trait", "validate_with_readouts", "with_filter_validation"]
 
 
 @dataclass(frozen=True)
@@ -133,8 +144,7 @@ def _read(model: torch.nn.Module, encoded: Sequence[Any], layers: list[int], pad
         for row, e in enumerate(chunk):
             token_mask[row, e.prompt_len : len(e.ids)] = True
         index = torch.tensor([e.prompt_len - 1 for e in chunk])
-        r = read_residuals(model, ids, mask, layers, token_mask=token_mask)
-        lp = read_residuals(model, ids, mask, layers, index=index)
+        r, lp = read_response_and_prompt(model, ids, mask, layers, token_mask=token_mask, index=index)
         for layer in layers:
             resp[layer].append(r[layer])
             last[layer].append(lp[layer])
@@ -184,19 +194,24 @@ def _collect(model: torch.nn.Module, tokenizer: Any, pairs: Sequence[ResponsePai
 def pair_scores(features: PairFeatures, layer: int, unit: torch.Tensor, method: str) -> tuple[np.ndarray,
                                                                                              np.ndarray]:
     """Filter scores of the matching and the other response of every pair at ``layer`` (method as the filter's)."""
+    return readout_scores(features, Readout.single(layer, unit), method)
+
+
+def readout_scores(features: PairFeatures, readout: Readout, method: str) -> tuple[np.ndarray, np.ndarray]:
+    """Filter scores of the matching and the other response of every pair on ``readout`` (method as the
+    filter's; a stacked readout sums its blocks' projections, as the filter does)."""
     if method not in SCORE_METHODS:
         raise ConfigError(bad_value("method", method, SCORE_METHODS))
-    u = unit.to(torch.float32).cpu()
-    m = (features.matching[layer] @ u).double().numpy()
-    o = (features.other[layer] @ u).double().numpy()
+    m = readout.project(features.matching).numpy()
+    o = readout.project(features.other).numpy()
     if method == "raw":
         return m, o
     if method == "proxy":
-        base = (features.last_prompt[layer] @ u).double().numpy()
+        base = readout.project(features.last_prompt).numpy()
     else:
         if features.own is None:
             raise ConfigError(bad_value("method", "exact", "features collected with exact=True"))
-        base = (features.own[layer] @ u).double().numpy()
+        base = readout.project(features.own).numpy()
     return m - base, o - base
 
 
@@ -279,6 +294,83 @@ def validate_for_filtering(
     return record
 
 
+def fit_readouts(fit: PairFeatures, tuning: PairFeatures, layers: Sequence[int], methods: Sequence[str]
+                 ) -> list[Readout]:
+    """The stacked candidates of :func:`validate_with_readouts`: one logistic readout per block of ``layers``
+    fitted on ``fit`` (pairs outside the evaluation split), the block whose readout ranks ``tuning`` best (AUROC,
+    then Cohen's d, over ``methods``) as the centre, and readouts over the spans around it."""
+    singles: dict[int, Readout] = {}
+    for layer in layers:
+        try:
+            singles[layer] = fit_stacked(fit.matching, fit.other, [layer])
+        except ConfigError:  # a block where the two answers do not differ at all fits a zero vector
+            log.info("no readout at blocks.%d: the fit gives a zero direction", layer)
+    if not singles:
+        return []
+    best: tuple[float, float, int] | None = None
+    for layer, r in singles.items():
+        for method in methods:
+            m = rank_metrics(*readout_scores(tuning, r, method))
+            if best is None or (m["auroc"], m["cohens_d"]) > best[:2]:
+                best = (m["auroc"], m["cohens_d"], layer)
+    assert best is not None
+    center = best[2]
+    spans = spans_around(center, sorted(singles))
+    log.info("stacked filter readouts: centre blocks.%d, spans %s", center, [f"{s[0]}-{s[-1]}" for s in spans])
+    out = [singles[center]]
+    for span in spans:
+        try:
+            out.append(fit_stacked(fit.matching, fit.other, span))
+        except ConfigError:
+            log.info("no readout over blocks.%d-%d: the fit gives a zero direction", span[0], span[-1])
+    return out
+
+
+def validate_with_readouts(
+    vectors: PersonaVectorSet, features: PairFeatures, fit: PairFeatures | None, *,
+    methods: Sequence[str] = ("proxy",), tune_fraction: float = 0.5, seed: int = 0, source: str = "",
+    min_pairs: int = MIN_STACKED_PAIRS,
+) -> tuple[FilterValidation, Readout | None]:
+    """:func:`validate_for_filtering` with stacked candidates: readouts fitted on ``fit`` (:func:`fit_readouts`;
+    None or fewer than ``min_pairs`` pairs: the file's per-block directions only) compete with the file's
+    directions on the same tuning split of ``features``. Returns the record and the winning fitted readout (None
+    when a per-block direction of the file won: a stacked readout must rank the tuning part strictly better, in
+    AUROC, than the file's chosen block)."""
+    single = validate_for_filtering(vectors, features, methods=methods, tune_fraction=tune_fraction, seed=seed,
+                                    source=source)
+    if fit is None or len(fit) < min_pairs:
+        if fit is not None:
+            log.info("no stacked filter readout: %d fitting pairs (< %d)", len(fit), min_pairs)
+        return single, None
+    layers = sorted(set(vectors.layers) & set(features.layers) & set(fit.layers))
+    tune, ev = split_pairs(len(features), tune_fraction, seed)
+    tuning = _subset(features, tune)
+    ref = rank_metrics(*pair_scores(tuning, single.filter_layer, vectors.unit(single.filter_layer), single.method))
+    best: tuple[float, float, str, Readout] | None = None
+    table: dict[str, dict[str, float]] = {m: {} for m in methods}
+    for r in fit_readouts(fit, tuning, layers, methods):
+        key = f"{r.layers[0]}-{r.layers[-1]}"
+        for method in methods:
+            m = rank_metrics(*readout_scores(tuning, r, method))
+            table[method][key] = m["auroc"]
+            if best is None or (m["auroc"], m["cohens_d"]) > best[:2]:
+                best = (m["auroc"], m["cohens_d"], method, r)
+    if best is None or best[0] <= ref["auroc"]:  # ties in AUROC (small tuning sets saturate) go to the file's direction
+        log.info("the file's blocks.%d (%s) ranks the tuning pairs at least as well as every stacked readout",
+                 single.filter_layer, single.method)
+        return dataclasses.replace(single, readout_auroc=table[single.method]), None
+    method, readout = best[2], best[3]
+    metrics = rank_metrics(*readout_scores(_subset(features, ev), readout, method))
+    record = dataclasses.replace(
+        single, filter_layer=readout.deepest, method=method, eval_auroc=metrics["auroc"],
+        eval_precision_at_k=metrics["precision_at_k"], eval_pair_win_rate=metrics["pair_win_rate"],
+        readout_layers=tuple(readout.layers), readout_auroc=table[method],
+        method_auroc={m: max([single.method_auroc.get(m, float("-inf")), *table[m].values()]) for m in methods})
+    log.info("filter validation of %s: %s, method %s, evaluation AUROC %.3f (%d pairs)", vectors.trait_id,
+             readout.label, method, record.eval_auroc, record.n_eval)
+    return record, readout
+
+
 def random_direction_baseline(
     vectors: PersonaVectorSet, features: PairFeatures, covariance_acts: dict[int, torch.Tensor], *,
     orient: dict[int, torch.Tensor] | None = None, n_draws: int = 8, methods: Sequence[str] = ("proxy",),
@@ -308,21 +400,53 @@ def random_direction_baseline(
     return out
 
 
+def _evaluation_features(loaded: Any, vectors: PersonaVectorSet, trait: Any, methods: Sequence[str],
+                         batch_size: int) -> PairFeatures | None:
+    """Features of the trait's evaluation paired responses; None (logged) when it has fewer than 4."""
+    items = trait.split_paired("evaluation")
+    if len(items) < 4:
+        log.warning("trait %s has %d evaluation paired responses (< 4): no filter validation recorded", trait.id,
+                    len(items))
+        return None
+    return collect_features(loaded, pairs_from_trait(trait, "evaluation"), vectors.layers,
+                            exact="exact" in methods, batch_size=batch_size)
+
+
 def validate_on_trait(
     loaded: Any, vectors: PersonaVectorSet, trait: Any, *, methods: Sequence[str] = ("proxy",),
     tune_fraction: float = 0.5, seed: int = 0, batch_size: int = 8,
 ) -> FilterValidation | None:
     """Filter validation on the trait's ``paired_responses`` EVALUATION split (pairs no extraction saw); None
     (logged) when the trait has fewer than 4 such pairs."""
-    items = trait.split_paired("evaluation")
-    if len(items) < 4:
-        log.warning("trait %s has %d evaluation paired responses (< 4): no filter validation recorded", trait.id,
-                    len(items))
+    feats = _evaluation_features(loaded, vectors, trait, methods, batch_size)
+    if feats is None:
         return None
-    feats = collect_features(loaded, pairs_from_trait(trait, "evaluation"), vectors.layers,
-                             exact="exact" in methods, batch_size=batch_size)
     return validate_for_filtering(vectors, feats, methods=methods, tune_fraction=tune_fraction, seed=seed,
                                   source=f"trait {trait.id} paired_responses/evaluation")
+
+
+def filter_validate_trait(
+    loaded: Any, vectors: PersonaVectorSet, trait: Any, *, methods: Sequence[str] = ("proxy", "raw"),
+    stacked: bool | None = None, tune_fraction: float = 0.5, seed: int = 0, batch_size: int = 8,
+) -> PersonaVectorSet:
+    """``vectors`` with its filter validation on the trait's ``paired_responses`` EVALUATION split, as
+    ``persona extract`` records it: the file's per-block directions and, when the trait has at least
+    :data:`~difflib_models.persona.filtering.readout.MIN_STACKED_PAIRS` paired responses in its extraction and
+    tuning splits (``stacked=None``; True/False forces or forbids), stacked readouts fitted on those
+    (:func:`validate_with_readouts`). Unchanged (logged) when the evaluation split has fewer than 4 pairs."""
+    feats = _evaluation_features(loaded, vectors, trait, methods, batch_size)
+    if feats is None:
+        return vectors
+    fit_pairs = [p for split in ("extraction", "tuning") if trait.split_paired(split)
+                 for p in pairs_from_trait(trait, split)]
+    want = len(fit_pairs) >= MIN_STACKED_PAIRS if stacked is None else stacked
+    if want and len(fit_pairs) < 2:
+        raise ConfigError(bad_value("stacked", stacked, "False for a trait without paired responses to fit on"))
+    fit = collect_features(loaded, fit_pairs, vectors.layers, batch_size=batch_size) if want else None
+    record, readout = validate_with_readouts(vectors, feats, fit, methods=methods, tune_fraction=tune_fraction,
+                                             seed=seed, source=f"trait {trait.id} paired_responses/evaluation",
+                                             min_pairs=2 if stacked else MIN_STACKED_PAIRS)
+    return with_filter_validation(vectors, record, readout)
 
 
 def describe(record: FilterValidation | None) -> str:
@@ -331,11 +455,19 @@ def describe(record: FilterValidation | None) -> str:
         return ("not validated for filtering: this vector file has no filter_validation record, so nobody "
                 "measured whether it ranks trait-matching above non-matching answers to the same prompt")
     level = "LOW" if not record.eval_auroc >= LOW_AUROC else "ok"
+    where = (f"on a stacked readout over blocks.{record.readout_layers[0]}-{record.readout_layers[-1]}"
+             if record.readout_layers else f"at blocks.{record.filter_layer}")
     return (f"filter validation {level}: AUROC {record.eval_auroc:.3f} (precision@k {record.eval_precision_at_k:.2f}, "
-            f"{record.n_eval} held-out pairs, {record.source}) at blocks.{record.filter_layer}, method "
+            f"{record.n_eval} held-out pairs, {record.source}) {where}, method "
             f"{record.method}; warn below {LOW_AUROC}")
 
 
-def with_filter_validation(vectors: PersonaVectorSet, record: FilterValidation) -> PersonaVectorSet:
-    """A copy of ``vectors`` carrying ``record`` (save it to write the record into the sidecar)."""
-    return dataclasses.replace(vectors, filter_validation=record)
+def with_filter_validation(vectors: PersonaVectorSet, record: FilterValidation, readout: Readout | None = None
+                           ) -> PersonaVectorSet:
+    """A copy of ``vectors`` carrying ``record`` and, when the record chose a stacked readout, its slices (save
+    it to write both into the file)."""
+    if record.readout_layers and (readout is None or readout.layers != list(record.readout_layers)):
+        raise ConfigError(bad_value("readout", None if readout is None else readout.layers,
+                                    f"the readout over blocks {list(record.readout_layers)} the record chose"))
+    return dataclasses.replace(vectors, filter_validation=record,
+                               readout=dict(readout.weights) if readout is not None else None)

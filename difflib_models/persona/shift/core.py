@@ -66,8 +66,35 @@ def read_residuals(
     if (index is None) == (token_mask is None):
         raise ConfigError(bad_value("index/token_mask", "both or neither", "exactly one of them"))
     device = next(model.parameters()).device
-    ids, mask = input_ids.to(device), attention_mask.to(device)
     select = token_index(index.to(device)) if index is not None else token_mean(token_mask.to(device))
+    return _read_selected(model, input_ids, attention_mask, layers, select, stop_early)
+
+
+def read_response_and_prompt(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    layers: Sequence[int],
+    *,
+    token_mask: torch.Tensor,
+    index: torch.Tensor,
+    stop_early: bool | EarlyStop | None = None,
+) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
+    """:func:`read_residuals` with ``token_mask`` and with ``index`` from the SAME forward: ``({layer: mean over
+    the masked tokens [B, d]}, {layer: column index[b] [B, d]})`` (e.g. response-token means and the last prompt
+    token), half the forwards of two calls."""
+    device = next(model.parameters()).device
+    mean, at = token_mean(token_mask.to(device)), token_index(index.to(device))
+    both = _read_selected(model, input_ids, attention_mask, layers, lambda h: torch.cat([mean(h), at(h)], dim=-1),
+                          stop_early)
+    d = next(iter(both.values())).shape[-1] // 2
+    return {k: v[:, :d].contiguous() for k, v in both.items()}, {k: v[:, d:].contiguous() for k, v in both.items()}
+
+
+def _read_selected(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                   layers: Sequence[int], select: Any, stop_early: bool | EarlyStop | None) -> dict[int, torch.Tensor]:
+    device = next(model.parameters()).device
+    ids, mask = input_ids.to(device), attention_mask.to(device)
     with torch.no_grad():
         captured = read_blocks(model, layers, select, early_stop=EarlyStop.decide(model, stop_early),
                                input_ids=ids, attention_mask=mask, position_ids=chat.position_ids(mask),
