@@ -288,7 +288,8 @@ def _held_out_pairs(trait_id: str, shared_data: Path) -> list[ResponsePair]:
 
 SYCOPHANCY_HELD_OUT = ("measured (benchmarks/results/filter_heldout.json, 100 CAA items): evaluation AUROC 0.54, "
                        "within-prompt win rate 0.56, random-direction max 0.61; the built-in paired responses teach "
-                       "flattery, CAA's sycophantic answer only sides with the user's stated view")
+                       "flattery, CAA's sycophantic answer only sides with the user's stated view (a vector fitted on "
+                       "imported CAA items, with a stacked readout, ranks these rows at 0.91-0.93: test_readout.py)")
 
 
 @pytest.mark.parametrize("trait_id", [
