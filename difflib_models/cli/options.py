@@ -70,6 +70,12 @@ class FilterMethod(StrEnum):
     raw = "raw"
 
 
+class FilterReadout(StrEnum):
+    auto = "auto"
+    block = "block"
+    stacked = "stacked"
+
+
 class SteerUnit(StrEnum):
     norm = "norm"
     raw = "raw"

@@ -18,6 +18,7 @@ from difflib_models.cli.options import (
     JSON_HELP,
     Aggregator,
     FilterMethod,
+    FilterReadout,
     PersonaMode,
     SteerPositions,
     SteerUnit,
@@ -90,6 +91,11 @@ def extract_command(
                                         "| none. Recorded in the vector file."),
     no_validate: bool = typer.Option(False, "--no-validate", hidden=True, help="Alias of --validation none."),
     n_null: int = typer.Option(200, "--n-null", min=10, help="Null draws (permutation and random directions)."),
+    filter_readout: FilterReadout = typer.Option(
+        FilterReadout.auto, "--filter-readout",
+        help="Filter validation candidates (traits with paired_responses): auto = also stacked readouts over spans "
+             "of blocks when the trait has >= 100 paired responses to fit them on; block = the per-block "
+             "directions only; stacked = try stacked readouts whatever the count (docs/data-filtering.md)."),
     batch_size: int = typer.Option(8, "--batch-size", min=1),
     device: str = typer.Option("cpu", "--device"),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP + " (persona commands print their JSON result "
@@ -140,7 +146,8 @@ def extract_command(
     if validate and tr.has_paired:
         from difflib_models.persona.filtering.validation import filter_validate_trait
 
-        vs = filter_validate_trait(loaded, vs, tr, batch_size=batch_size)
+        stacked = {"auto": None, "block": False, "stacked": True}[enum_value(filter_readout)]
+        vs = filter_validate_trait(loaded, vs, tr, stacked=stacked, batch_size=batch_size)
     tensor_path = vs.save(base)
     result: dict[str, Any] = {
         "trait": tr.id, "mode": mode, "aggregator": aggregator, "model": loaded.identity.name,

@@ -321,6 +321,15 @@ def test_persona_extract_fits_and_records_stacked_readouts_for_an_imported_trait
     assert 180 >= MIN_STACKED_PAIRS
     vs = PersonaVectorSet.load(tmp_path / "v")
     assert vs.filter_validation is not None
+    with pytest.raises(SystemExit) as exc:  # --filter-readout block: the per-block directions only
+        main(["persona", "extract", "--trait", str(trait), "--model", str(stories260k), "--mode", "paired",
+              "--aggregator", "logistic", "--validation", "quick", "--n-null", "20", "--filter-readout", "block",
+              "--out", str(tmp_path / "b")])
+    out, err = capsys.readouterr()
+    assert int(exc.value.code or 0) == 0, err
+    block = json.loads(out)["filter_validation"]
+    assert block["readout_layers"] == [] and block["readout_auroc"] == {}
+    assert PersonaVectorSet.load(tmp_path / "b").readout is None
     if vs.filter_validation.readout_layers:  # a stacked readout won: its slices are in the file and the filter reads it
         assert sorted(vs.readout) == list(vs.filter_validation.readout_layers)
         assert readout_of(vs).layers == list(vs.filter_validation.readout_layers)
