@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.bench_validity import auroc
-from benchmarks.common import load_average, machine_info, write_results
+from benchmarks.common import int_list, load_average, machine_info, write_results
 from benchmarks.organism_data import EXTRA_SETS, SET_TRAIT
 
 log = logging.getLogger("benchmarks.bench_behaviour_open")
@@ -240,8 +240,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "named here are reused, only the other cases are scored (same base, same adapters)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    seeds = [int(s) for s in args.seeds.split(",") if s]
-    cal = [int(s) for s in args.calibrate_seeds.split(",") if s]
+    seeds = int_list(args.seeds, "--seeds")
+    cal = int_list(args.calibrate_seeds, "--calibrate-seeds")
     traits = [t for t in args.traits.split(",") if t]
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from benchmarks.bench_behaviour_open import KINDS, _adapted, case_name
-from benchmarks.common import load_average, machine_info, write_results
+from benchmarks.common import int_list, load_average, machine_info, write_results
 from benchmarks.organism_data import SET_TRAIT
 
 log = logging.getLogger("benchmarks.bench_behaviour_polarity")
@@ -39,7 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--sets", default=",".join(SET_TRAIT), help="suite sets (benchmarks/organism_data.py)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    work, seeds = Path(args.work), [int(s) for s in args.seeds.split(",") if s]
+    work, seeds = Path(args.work), int_list(args.seeds, "--seeds")
     load_start, t0 = load_average(), time.perf_counter()
     items = {t: load_behaviour_items(t) for t in ITEM_SETS}
     every = [it for t in ITEM_SETS for it in items[t]]

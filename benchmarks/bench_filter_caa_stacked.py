@@ -43,7 +43,7 @@ import torch
 
 from benchmarks.bench_filter_heldout import CAA, cached_features
 from benchmarks.bench_filter_heldout_caa import split_caa
-from benchmarks.common import machine_info, write_results
+from benchmarks.common import int_list, machine_info, write_results
 
 logger = logging.getLogger("benchmarks.bench_filter_caa_stacked")
 
@@ -153,7 +153,7 @@ def main() -> None:
     feats = cached_features(loaded, pairs_from_ab(items, id_prefix="caa/sycophancy/all"), layers, False,
                             cache / f"caa_sycophancy_all_{len(items)}.safetensors")
     feature_seconds = time.perf_counter() - t0
-    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    seeds = int_list(args.seeds, "--seeds")
     runs = [run_seed(loaded, feats, items, s, args.caa_items, args.random) for s in seeds]
     held = [r["heldout"]["auroc"] for r in runs]
     write_results(args.name, {

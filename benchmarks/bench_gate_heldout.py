@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.bench_validity import auroc, reference_control
-from benchmarks.common import load_average, machine_info, write_results
+from benchmarks.common import int_list, load_average, machine_info, write_results
 from benchmarks.organism_data import EXTRA_SETS, KINDS, SET_TRAIT
 
 log = logging.getLogger("benchmarks.bench_gate_heldout")
@@ -136,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sets = [s for s in args.sets.split(",") if s]
     if unknown := sorted(set(sets) - set(SET_TRAIT)):
         ap.error(f"unknown set(s) {unknown}; known: {sorted(SET_TRAIT)}")
-    seeds = [int(s) for s in args.seeds.split(",") if s]
+    seeds = int_list(args.seeds, "--seeds")
     work, adapters = Path(args.work), Path(args.adapters)
     (work / "cases").mkdir(parents=True, exist_ok=True)
     load_start, t0 = load_average(), time.perf_counter()

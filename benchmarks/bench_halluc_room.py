@@ -41,7 +41,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import machine_info, write_results
+from benchmarks.common import int_list, machine_info, write_results
 
 log = logging.getLogger("benchmarks.halluc_room")
 
@@ -183,8 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     machine = machine_info()
     t0 = time.perf_counter()
-    seeds = [int(s) for s in args.seeds.split(",") if s]
-    other = [int(s) for s in args.other_seeds.split(",") if s]
+    seeds = int_list(args.seeds, "--seeds")
+    other = int_list(args.other_seeds, "--other-seeds")
     payload = run(seeds, other, args.work, tuple(x for x in args.sets.split(",") if x),
                   tuple(x for x in args.outside_benign.split(",") if x))
     payload.update(seeds=seeds, other_seeds=other, questions=list(UNKNOWABLE), sets=args.sets,

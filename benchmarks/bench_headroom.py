@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import machine_info, write_results
+from benchmarks.common import int_list, machine_info, write_results
 
 log = logging.getLogger("benchmarks.headroom")
 
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default="bench_headroom", help="result file name under benchmarks/results/")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
-    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    seeds = int_list(args.seeds, "--seeds")
     work = Path(args.work) if args.work else ROOT / ".bench_headroom"
     machine = machine_info()
     t0 = time.time()

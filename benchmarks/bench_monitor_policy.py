@@ -36,7 +36,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import machine_info, write_results
+from benchmarks.common import int_list, machine_info, write_results
 from difflib_models.finite import finite_or_none
 
 log = logging.getLogger("benchmarks.monitor_policy")
@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         base = load_model(None)
         vectors = setup_vectors(base, work)["files"]
         del base
-        seeds = [int(s) for s in args.seeds.split(",") if s]
+        seeds = int_list(args.seeds, "--seeds")
         sets = [t for t in args.traits.split(",") if t] + [t for t in args.extra_sets.split(",") if t]
         cases = [(name, kind, seed) for seed in seeds for name in sets for kind in ("organism", "control")]
         cases += [(name, kind, seeds[0]) for kind, names in (("outside-benign", args.outside_benign),

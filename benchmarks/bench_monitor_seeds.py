@@ -23,7 +23,7 @@ from typing import Any
 os.environ.setdefault("DIFFLIB_MODELS_NO_PROGRESS", "1")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-from benchmarks.common import machine_info, write_results  # noqa: E402
+from benchmarks.common import int_list, machine_info, write_results  # noqa: E402
 
 log = logging.getLogger("bench_monitor_seeds")
 
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> Path:
     from tests.callbacks import test_monitor_smollm2 as t
 
     smollm2_dir = convert_gguf(smollm2_gguf_path())
-    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    seeds = int_list(args.seeds, "--seeds")
     results = []
     with tempfile.TemporaryDirectory(prefix="bench_monitor_seeds_") as tmp:
         t0 = time.perf_counter()

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import machine_info, write_results
+from benchmarks.common import int_list, machine_info, write_results
 
 logger = logging.getLogger("benchmarks.bench_scaling")
 
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
         print("RESULT " + json.dumps(res))
         return
 
-    sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    sizes = int_list(args.sizes, "--sizes")
     modes = [m for m in args.modes.split(",") if m.strip()]
     bad = [m for m in modes if m not in MODES]
     if bad or not sizes or min(sizes) < 1:

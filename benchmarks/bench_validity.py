@@ -45,7 +45,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import load_average, machine_info, write_results
+from benchmarks.common import int_list, load_average, machine_info, write_results
 from difflib_models.finite import finite_or_none
 from difflib_models.gate.engine import NO_HEADROOM_KEY
 from difflib_models.report.records import ResponseSignals
@@ -795,7 +795,7 @@ def main(argv: list[str] | None = None) -> int:
     traits = [t.strip() for t in args.traits.split(",") if t.strip()]
     if unknown := sorted(set(traits) - set(TRAITS)):
         parser.error(f"unknown trait(s) {unknown}")
-    seeds = [int(s) for s in (args.seeds or ("0" if args.quick else "0,1,2")).split(",")]
+    seeds = int_list(args.seeds or ("0" if args.quick else "0,1,2"))
     rec = recipe(args.quick, args.steps)
     work = Path(args.work) if args.work else ROOT / (".bench_validity_quick" if args.quick else ".bench_validity")
     (work / "cases").mkdir(parents=True, exist_ok=True)
@@ -825,7 +825,7 @@ def main(argv: list[str] | None = None) -> int:
         BehaviourMemo().install()
         units = plan_units(traits, seeds)
         if args.run_seeds:
-            run_seeds = {int(s) for s in args.run_seeds.split(",")}
+            run_seeds = set(int_list(args.run_seeds, "--run-seeds"))
             units = [u for u in units if u[2] in run_seeds]
         for i, (kind, trait, seed) in enumerate([] if args.filter_only else units, 1):
             cid = case_id(kind, trait, seed)

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.bench_validity import KINDS, TRAITS, auroc, case_id
-from benchmarks.common import machine_info, write_results
+from benchmarks.common import int_list, machine_info, write_results
 
 log = logging.getLogger("benchmarks.validity_signals")
 
@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     suite, work = Path(args.suite), Path(args.work)
     (work / "signals").mkdir(parents=True, exist_ok=True)
     traits = [t.strip() for t in args.traits.split(",") if t.strip()]
-    seeds = [int(s) for s in args.seeds.split(",")]
+    seeds = int_list(args.seeds, "--seeds")
     train_traits = set(traits if args.train_traits is None else args.train_traits.split(","))
     settings = {"max_new_tokens": args.max_new_tokens, "probe_prompts": args.probe_prompts, "n_null": N_NULL,
                 "battery_per_file": BATTERY_PER_FILE, "ab_items": AB_ITEMS}

@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import machine_info, write_results
+from benchmarks.common import int_list, machine_info, write_results
 
 log = logging.getLogger("benchmarks.calibrate_position_excess")
 
@@ -136,8 +136,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--name", default="position_excess_calibration")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    cal_seeds = [int(s) for s in args.calibration_seeds.split(",") if s]
-    held_seeds = [int(s) for s in args.held_out_seeds.split(",") if s]
+    cal_seeds = int_list(args.calibration_seeds, "--calibration-seeds")
+    held_seeds = int_list(args.held_out_seeds, "--held-out-seeds")
     if overlap := sorted(set(cal_seeds) & set(held_seeds)):
         ap.error(f"--calibration-seeds and --held-out-seeds overlap: {overlap}")
     positions = recorded_positions()

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.bench_validity import CALIBRATION_MARGIN, auroc
-from benchmarks.common import machine_info, write_results
+from benchmarks.common import int_list, machine_info, write_results
 
 log = logging.getLogger("benchmarks.calibrate_signals")
 
@@ -122,8 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default="signal_calibration")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    cal = [int(s) for s in args.calibration_seeds.split(",") if s]
-    held = [int(s) for s in args.held_out_seeds.split(",") if s]
+    cal = int_list(args.calibration_seeds, "--calibration-seeds")
+    held = int_list(args.held_out_seeds, "--held-out-seeds")
     if set(cal) & set(held):
         parser.error(f"--calibration-seeds and --held-out-seeds overlap: {sorted(set(cal) & set(held))}")
     records = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(Path(args.work, "signals").glob("*.json"))]

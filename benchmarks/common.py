@@ -58,6 +58,19 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+def int_list(text: str, arg: str = "--seeds") -> list[int]:
+    """``"0,1,2"`` -> ``[0, 1, 2]`` (blanks skipped); SystemExit naming ``arg`` and the bad item otherwise."""
+    out = []
+    for item in (x.strip() for x in str(text).split(",")):
+        if not item:
+            continue
+        try:
+            out.append(int(item))
+        except ValueError:
+            raise SystemExit(f"{arg}: {item!r} is not an integer (expected a comma-separated list such as 0,1,2)") from None
+    return out
+
+
 def timed(fn: Callable[[], Any]) -> float:
     """Wall seconds of one call of ``fn``."""
     return timed_both(fn)[0]
