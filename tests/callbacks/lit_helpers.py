@@ -170,3 +170,28 @@ def _chat_module_class() -> type:
 
 
 ChatLM = _chat_module_class()
+
+
+def _kept_recorder_class() -> type:
+    import lightning.pytorch as L
+
+    class KeptRecorder(L.Callback):
+        """Writes, per rank, the rows the module's FilterableDataset keeps when training starts (ddp tests)."""
+
+        def __init__(self, out_dir: str) -> None:
+            self.out_dir = out_dir
+
+        def on_train_start(self, trainer, pl_module) -> None:
+            import json
+
+            Path(self.out_dir).mkdir(parents=True, exist_ok=True)
+            path = Path(self.out_dir) / f"rank{trainer.global_rank}.json"
+            path.write_text(json.dumps({"world_size": trainer.world_size,
+                                        "kept": list(pl_module.train_dataset.kept_indices)}))
+
+    KeptRecorder.__module__ = __name__
+    KeptRecorder.__qualname__ = "KeptRecorder"
+    return KeptRecorder
+
+
+KeptRecorder = _kept_recorder_class()

@@ -21,6 +21,24 @@ def _rows() -> list[dict]:
     return load_dataset("sycophancy-inducing")[:10] + load_dataset("sycophancy-neutral")[10:20]
 
 
+def _stacked_vector_file(tmp_path: Path, module) -> str:
+    """A vector file whose filter validation chose a stacked readout over blocks 0-2, method ``raw``."""
+    import torch
+
+    from difflib_models.persona.extraction.vectors import FilterValidation, PersonaVectorSet
+    from difflib_models.persona.filtering.readout import Readout
+    from difflib_models.persona.filtering.validation import with_filter_validation
+
+    vf = _vector_file(tmp_path / "syc", module, torch.randn(32, generator=torch.Generator().manual_seed(2)))
+    gen = torch.Generator().manual_seed(5)
+    readout = Readout({k: torch.randn(32, generator=gen) for k in (0, 1, 2)})
+    record = FilterValidation(filter_layer=2, method="raw", filter_auroc={0: 0.5}, eval_auroc=0.95,
+                              eval_precision_at_k=0.9, eval_pair_win_rate=0.9, n_tune=4, n_eval=4, seed=0,
+                              source="test", readout_layers=(0, 1, 2), readout_auroc={"0-2": 0.97})
+    with_filter_validation(PersonaVectorSet.load(vf), record, readout).save(tmp_path / "syc")
+    return vf
+
+
 def _trainer(tmp_path: Path, callbacks: list, **kw):
     import lightning.pytorch as L
 
@@ -78,22 +96,10 @@ def test_a_stacked_readout_and_its_validated_method_are_the_callbacks_defaults(t
                                                                             tinystories_656k: Path) -> None:
     """A vector file whose filter validation chose a stacked readout (blocks 0-2) with method ``raw``: the callback,
     given neither ``layer`` nor ``method``, scores every row on that readout with that method."""
-    import torch
-
     from difflib_models.callbacks import DataFilterCallback
-    from difflib_models.persona.extraction.vectors import FilterValidation, PersonaVectorSet
-    from difflib_models.persona.filtering.readout import Readout
-    from difflib_models.persona.filtering.validation import with_filter_validation
 
     module = ChatLM(_rows(), tokenizer_dir=str(tinystories_656k))
-    vf = _vector_file(tmp_path / "syc", module, torch.randn(32, generator=torch.Generator().manual_seed(2)))
-    gen = torch.Generator().manual_seed(5)
-    readout = Readout({k: torch.randn(32, generator=gen) for k in (0, 1, 2)})
-    record = FilterValidation(filter_layer=2, method="raw", filter_auroc={0: 0.5}, eval_auroc=0.95,
-                              eval_precision_at_k=0.9, eval_pair_win_rate=0.9, n_tune=4, n_eval=4, seed=0,
-                              source="test", readout_layers=(0, 1, 2), readout_auroc={"0-2": 0.97})
-    vs = with_filter_validation(PersonaVectorSet.load(vf), record, readout)
-    vs.save(tmp_path / "syc")
+    vf = _stacked_vector_file(tmp_path, module)
     cb = DataFilterCallback(vectors=vf, out_dir=str(tmp_path / "filter"))
     _trainer(tmp_path, [cb], max_epochs=1).fit(module)
     out = tmp_path / "filter" / "round-0-epoch-0"
@@ -102,6 +108,36 @@ def test_a_stacked_readout_and_its_validated_method_are_the_callbacks_defaults(t
     assert summary["filter_validation"]["validated_layer"] and summary["filter_validation"]["validated_method"]
     scores = [json.loads(x) for x in (out / "scores.jsonl").read_text().splitlines()]
     assert len(scores) == 20 and all(s["proj_base"] == 0.0 for s in scores)  # raw: no baseline
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_ddp_spawn_every_rank_keeps_the_same_rows_and_rank_0_writes(tmp_path: Path, tinystories_656k: Path) -> None:
+    """Under DDP (ddp_spawn, 2 CPU processes) both ranks score the rows on the file's stacked readout, drop the same
+    top 5 (rank 0's selection broadcast) and rank 0 alone writes the outputs."""
+    import lightning.pytorch as L
+
+    from difflib_models.callbacks import DataFilterCallback
+    from tests.callbacks.lit_helpers import KeptRecorder
+
+    module = ChatLM(_rows(), tokenizer_dir=str(tinystories_656k))
+    vf = _stacked_vector_file(tmp_path, module)
+    cb = DataFilterCallback(vectors=vf, mode="top_k", top_k=5, out_dir=str(tmp_path / "filter"))
+    trainer = L.Trainer(default_root_dir=tmp_path, accelerator="cpu", devices=2, strategy="ddp_spawn", max_epochs=1,
+                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, callbacks=[cb, KeptRecorder(str(tmp_path / "ranks"))])
+    trainer.fit(module)
+    kept = [json.loads((tmp_path / "ranks" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert kept[0]["world_size"] == 2 and kept[0]["kept"] == kept[1]["kept"] and len(kept[0]["kept"]) == 15
+    out = tmp_path / "filter" / "round-0-epoch-0"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_flagged"] == 5 and summary["method"] == "raw" and summary["readout"]["layers"] == [0, 1, 2]
+    scores = [json.loads(x) for x in (out / "scores.jsonl").read_text().splitlines()]
+    assert len(scores) == 20  # written once
+    flagged = sorted(i for i, s in enumerate(scores) if s["flagged"])
+    assert sorted(set(range(20)) - set(kept[0]["kept"])) == flagged
+    top5 = sorted(range(20), key=lambda i: -scores[i]["delta_p"])[:5]
+    assert sorted(top5) == flagged
 
 
 def test_rescore_every_epoch_changes_next_epoch_subset(tmp_path: Path, tinystories_656k: Path) -> None:
