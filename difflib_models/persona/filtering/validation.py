@@ -361,8 +361,11 @@ def validate_with_readouts(
         return dataclasses.replace(single, readout_auroc=table[single.method]), None
     method, readout = best[2], best[3]
     metrics = rank_metrics(*readout_scores(_subset(features, ev), readout, method))
+    per_block = single.filter_auroc if method == single.method else {  # the file's blocks, under the kept method
+        layer: rank_metrics(*pair_scores(tuning, layer, vectors.unit(layer), method))["auroc"]
+        for layer in single.filter_auroc}
     record = dataclasses.replace(
-        single, filter_layer=readout.deepest, method=method, eval_auroc=metrics["auroc"],
+        single, filter_layer=readout.deepest, method=method, filter_auroc=per_block, eval_auroc=metrics["auroc"],
         eval_precision_at_k=metrics["precision_at_k"], eval_pair_win_rate=metrics["pair_win_rate"],
         readout_layers=tuple(readout.layers), readout_auroc=table[method],
         method_auroc={m: max([single.method_auroc.get(m, float("-inf")), *table[m].values()]) for m in methods})

@@ -121,6 +121,12 @@ def test_validation_keeps_a_stacked_readout_only_when_it_ranks_the_tuning_pairs_
     assert record.eval_auroc > 0.95 and max(record.filter_auroc.values()) < 0.8  # the file's single blocks fail
     assert record.readout_auroc and max(record.readout_auroc.values()) > 0.95
     assert "stacked readout over blocks." in describe(record)
+    # filter_auroc lists the file's blocks under the method the record keeps
+    from difflib_models.persona.filtering.validation import _subset, pair_scores, split_pairs
+
+    tuning = _subset(feats, split_pairs(len(feats), 0.5, 0)[0])
+    for layer, auc in record.filter_auroc.items():
+        assert auc == pytest.approx(rank_metrics(*pair_scores(tuning, layer, _vs().unit(layer), record.method))["auroc"])
     # too few fitting pairs: the file's blocks only
     few, _ = _difference_planted(20, seed=3)
     record_few, none = validate_with_readouts(_vs(), feats, few, methods=("raw",))
@@ -335,3 +341,23 @@ def test_persona_extract_fits_and_records_stacked_readouts_for_an_imported_trait
         assert readout_of(vs).layers == list(vs.filter_validation.readout_layers)
     else:
         assert vs.readout is None and readout_of(vs).layers == [vs.filter_validation.filter_layer]
+
+
+def test_recorded_user_path_of_the_stacked_caa_filter() -> None:
+    """benchmarks/results/filter_caa_cli.json (python -m benchmarks.bench_filter_caa_cli): `persona extract` on the
+    900 imported CAA items, then `persona filter` on the 100 held-out items' two answers; the AUROC is recomputed
+    by the benchmark from scores.jsonl."""
+    doc = json.loads((RESULTS / "filter_caa_cli.json").read_text(encoding="utf-8"))
+    assert doc["n_import_items"] == 900 and doc["n_held_out"] == 100 and doc["config"]["seed"] == 0
+    rec = FilterValidation.from_dict(doc["filter_validation"])
+    assert rec is not None and len(rec.readout_layers) > 1 and rec.method == "raw"
+    used = doc["filter_summary"]
+    # the filter read the validated readout and method without being told
+    assert used["readout"]["layers"] == list(rec.readout_layers) and used["method"] == rec.method
+    assert used["filter_validation"]["validated_layer"] and used["filter_validation"]["validated_method"]
+    assert "--method" not in doc["commands"]["filter"] and "--layer" not in doc["commands"]["filter"]
+    assert used["n"] == 200 and doc["heldout"]["auroc"] >= 0.9
+    # the same split seed as the benchmark of the recipe: the CLI reproduces its held-out figure
+    stacked = json.loads((RESULTS / "filter_caa_stacked.json").read_text(encoding="utf-8"))["runs"][0]
+    assert stacked["seed"] == 0 and rec.readout_layers == tuple(stacked["readout_layers"])
+    assert doc["heldout"]["auroc"] == pytest.approx(stacked["heldout"]["auroc"], abs=0.01)
