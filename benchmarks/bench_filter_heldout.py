@@ -37,9 +37,11 @@ import numpy as np
 import torch
 
 from benchmarks.common import machine_info, write_results
+from difflib_models.paths import shared_dir
 
 logger = logging.getLogger("benchmarks.bench_filter_heldout")
-CAA = Path(__file__).resolve().parents[2] / "shared" / "data" / "caa" / "generate"
+CAA = shared_dir() / "data" / "caa" / "generate"
+"""CAA generate splits in the shared folder (``$DIFFLIB_MODELS_SHARED``, default ``../shared``)."""
 
 
 def caa_items(name: str, n: int, seed: int) -> list[Any]:

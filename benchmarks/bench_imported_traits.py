@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import machine_info, write_results
+from difflib_models.paths import shared_dir
 
 log = logging.getLogger("benchmarks.imported_traits")
 
@@ -50,8 +51,7 @@ def _row(mode: str, res: Any, sel: Any, seconds: float) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--files", default=",".join(DEFAULT_FILES), help="persona file stems")
-    ap.add_argument("--data", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "data"
-                                          / "anthropic-evals" / "persona"))
+    ap.add_argument("--data", default=str(shared_dir() / "data" / "anthropic-evals" / "persona"))
     ap.add_argument("--limit", type=int, default=0, help="statements per file (0: the importer's default)")
     ap.add_argument("--modes", default="paired,ab,prompt_contrast")
     ap.add_argument("--aggregators", default="mean_diff,pair_logistic,logistic",

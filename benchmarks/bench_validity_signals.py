@@ -134,12 +134,11 @@ class BaseSide:
 
     def _battery_items(self) -> dict[str, Any]:
         from difflib_models.gate.behavioural import items_from_ab
+        from difflib_models.paths import shared_dir
         from difflib_models.persona.shift.battery import DEFAULT_FILES, load_statements
         from difflib_models.persona.traits.schema import ABItem
 
-        data = ROOT.parent / "shared" / "data"
-        if not data.is_dir():
-            data = Path("/work/shared/data")
+        data = shared_dir() / "data"
         out: dict[str, Any] = {}
         if "evil" in self.directions:
             files = [data / "anthropic-evals" / "persona" / f"{n}.jsonl" for n in DEFAULT_FILES["evil"]]
