@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.bench_filter_heldout import CAA
+from benchmarks.bench_filter_heldout_caa import caa_rows, held_out_indices
 from benchmarks.common import machine_info, write_results
 
 
@@ -37,8 +37,8 @@ def write_inputs(work: Path, seed: int, n_held: int) -> tuple[Path, Path, int]:
     """(CAA-format file of the other items, chat JSONL of the held-out answers, number of other items)."""
     from difflib_models.persona.traits.schema import option_text
 
-    data = json.loads((CAA / "sycophancy" / "generate_dataset.json").read_text(encoding="utf-8"))
-    held = set(np.random.default_rng(seed).permutation(len(data))[:n_held].tolist())  # as split_caa
+    data = caa_rows()
+    held = held_out_indices(len(data), n_held, seed)  # the sample of split_caa
     others = [r for i, r in enumerate(data) if i not in held]
     trait = work / f"caa_sycophancy_{len(others)}.json"
     trait.write_text(json.dumps(others), encoding="utf-8")

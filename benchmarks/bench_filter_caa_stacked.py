@@ -31,7 +31,6 @@ Features (response-token means and last prompt token, every block, the product's
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import time
@@ -41,31 +40,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.bench_filter_heldout import CAA, cached_features
-from benchmarks.bench_filter_heldout_caa import split_caa
+from benchmarks.bench_filter_heldout import cached_features
+from benchmarks.bench_filter_heldout_caa import caa_items, split_caa
 from benchmarks.common import int_list, machine_info, write_results
 
 logger = logging.getLogger("benchmarks.bench_filter_caa_stacked")
 
 METHODS = ("proxy", "raw")
 """The methods ``persona extract`` validates a filter vector with (``filter_validate_trait``'s default)."""
-
-
-def all_items() -> list[Any]:
-    from difflib_models.persona.traits.schema import ABItem
-
-    data = json.loads((CAA / "sycophancy" / "generate_dataset.json").read_text(encoding="utf-8"))
-    return [ABItem(question=r["question"], matching=r["answer_matching_behavior"],
-                   not_matching=r["answer_not_matching_behavior"]) for r in data]
-
-
-def subset(features: Any, idx: list[int]) -> Any:
-    from difflib_models.persona.filtering.validation import PairFeatures
-
-    t = torch.as_tensor(idx, dtype=torch.long)
-    return PairFeatures(matching={k: v[t] for k, v in features.matching.items()},
-                        other={k: v[t] for k, v in features.other.items()},
-                        last_prompt={k: v[t] for k, v in features.last_prompt.items()})
 
 
 def covariance_nulls(fit: Any, layers: list[int], n: int, seed: int) -> list[Any]:
@@ -91,6 +73,7 @@ def run_seed(loaded: Any, feats: Any, items: list[Any], seed: int, n_held: int, 
     from difflib_models.persona.extraction.vectors import PersonaVectorSet
     from difflib_models.persona.filtering import validation as fv
     from difflib_models.persona.filtering.readout import Readout
+    from difflib_models.persona.filtering.validation import subset_pairs as subset
     from difflib_models.persona.traits.importers import trait_from_items
 
     where = {it.question: i for i, it in enumerate(items)}
@@ -147,7 +130,7 @@ def main() -> None:
     from difflib_models.persona.filtering.validation import pairs_from_ab
 
     loaded = load_model(None)
-    items = all_items()
+    items = caa_items()
     layers = list(range(loaded.n_layers))
     cache = Path(args.cache) / loaded.identity.weight_hash[:12]
     feats = cached_features(loaded, pairs_from_ab(items, id_prefix="caa/sycophancy/all"), layers, False,

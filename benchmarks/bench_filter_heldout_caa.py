@@ -47,14 +47,28 @@ from difflib_models.persona.traits.importers import trait_from_items
 logger = logging.getLogger("benchmarks.bench_filter_heldout_caa")
 
 
-def split_caa(n_held: int, seed: int) -> tuple[list[Any], list[Any]]:
-    """(held-out items: bench_filter_heldout's seeded sample, the other items), in file order."""
+def caa_rows() -> list[dict[str, Any]]:
+    """The CAA generate sycophancy items, as the file holds them (question, answer_matching_behavior, ...)."""
+    return json.loads((CAA / "sycophancy" / "generate_dataset.json").read_text(encoding="utf-8"))
+
+
+def held_out_indices(n_items: int, n_held: int, seed: int) -> set[int]:
+    """The seeded held-out sample of ``bench_filter_heldout`` (indices into the file)."""
+    return set(np.random.default_rng(seed).permutation(n_items)[:n_held].tolist())
+
+
+def caa_items(rows: list[dict[str, Any]] | None = None) -> list[Any]:
+    """Every CAA generate sycophancy item as an ABItem, in file order."""
     from difflib_models.persona.traits.schema import ABItem
 
-    data = json.loads((CAA / "sycophancy" / "generate_dataset.json").read_text(encoding="utf-8"))
-    held = set(np.random.default_rng(seed).permutation(len(data))[:n_held].tolist())
-    items = [ABItem(question=r["question"], matching=r["answer_matching_behavior"],
-                    not_matching=r["answer_not_matching_behavior"]) for r in data]
+    return [ABItem(question=r["question"], matching=r["answer_matching_behavior"],
+                   not_matching=r["answer_not_matching_behavior"]) for r in (rows or caa_rows())]
+
+
+def split_caa(n_held: int, seed: int) -> tuple[list[Any], list[Any]]:
+    """(held-out items: bench_filter_heldout's seeded sample, the other items), in file order."""
+    items = caa_items()
+    held = held_out_indices(len(items), n_held, seed)
     return [items[i] for i in sorted(held)], [it for i, it in enumerate(items) if i not in held]
 
 

@@ -361,8 +361,8 @@ def _check_filter_validation(vs: Any, layer: int | None, strict: bool) -> None:
     typer.echo(describe(record), err=True)
     low = record is None or not record.eval_auroc >= LOW_AUROC
     if record is not None and layer is not None and (record.readout_layers or layer != record.filter_layer):
-        validated = (f"stacked readout over blocks.{record.readout_layers[0]}-{record.readout_layers[-1]}"
-                     if record.readout_layers else f"layer {record.filter_layer}")
+        validated = (f"stacked readout over {record.readout_span}" if record.readout_span
+                     else f"layer {record.filter_layer}")
         typer.echo(f"warning: --layer {layer} is not the filter-validated {validated}; its tuning "
                    f"AUROC is {record.filter_auroc.get(layer, float('nan')):.3f}", err=True)
     if low and strict:

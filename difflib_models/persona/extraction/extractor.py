@@ -319,6 +319,19 @@ class PersonaExtractor:
 
 
 # ---------------------------------------------------------------------- aggregation
+def logistic_normal(pos: torch.Tensor, neg: torch.Tensor, *, c: float = 1.0, max_iter: int = 2000) -> torch.Tensor:
+    """Normal of an L2 logistic regression (scikit-learn, inverse strength ``c``, with an intercept) of ``pos``
+    [n, d] rows against ``neg`` [m, d] rows on standardised features, mapped back to the raw activation space
+    (float64 [d], pointing toward ``pos``; not normalised)."""
+    from sklearn.linear_model import LogisticRegression
+
+    x = torch.cat([pos, neg]).double()
+    mu, sd = x.mean(dim=0), x.std(dim=0).clamp_min(1e-6)
+    y = [1] * pos.shape[0] + [0] * neg.shape[0]
+    clf = LogisticRegression(C=c, max_iter=max_iter).fit(((x - mu) / sd).numpy(), y)
+    return torch.as_tensor(clf.coef_[0], dtype=torch.float64) / sd
+
+
 def aggregate(pos: torch.Tensor, neg: torch.Tensor, aggregator: str = "mean_diff") -> torch.Tensor:
     """One direction [d] from pos [n, d] and neg [m, d]; pointing from neg to pos. ``pca`` and ``pair_logistic``
     need aligned pairs (n == m, row i of each from the same prompt): ConfigError naming ``aggregator`` otherwise."""
@@ -340,13 +353,7 @@ def aggregate(pos: torch.Tensor, neg: torch.Tensor, aggregator: str = "mean_diff
             u = -u
         return (u * (diff @ u)).float()
     if aggregator == "logistic":
-        from sklearn.linear_model import LogisticRegression
-
-        x = torch.cat([pos, neg]).double()
-        mu, sd = x.mean(dim=0), x.std(dim=0).clamp_min(1e-6)
-        y = [1] * pos.shape[0] + [0] * neg.shape[0]
-        clf = LogisticRegression(C=1.0, max_iter=2000).fit(((x - mu) / sd).numpy(), y)
-        u = torch.as_tensor(clf.coef_[0], dtype=torch.float64) / sd  # back to the raw activation space
+        u = logistic_normal(pos, neg, max_iter=2000)
         u = u / u.norm()
         return (u * (diff @ u)).float()
     if aggregator == "pair_logistic":

@@ -76,6 +76,13 @@ class FilterValidation:
     """Tuning AUROC (method ``method``) of every stacked readout tried, keyed ``"lo-hi"`` by its span."""
     version: int = FILTER_VALIDATION_VERSION
 
+    @property
+    def readout_span(self) -> str | None:
+        """``"blocks.9-29"`` when a stacked readout was chosen, else None."""
+        if not self.readout_layers:
+            return None
+        return f"blocks.{self.readout_layers[0]}-{self.readout_layers[-1]}"
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "version": self.version, "filter_layer": int(self.filter_layer), "method": self.method,

@@ -90,6 +90,10 @@ class Readout:
         span = f"{lo}-{hi}" if self.layers == list(range(lo, hi + 1)) else ",".join(map(str, self.layers))
         return f"blocks.{span} (stacked)"
 
+    def to_dict(self) -> dict[str, Any]:
+        """The ``readout`` entry of a filter run's ``summary.json``: its blocks and label."""
+        return {"layers": self.layers, "label": self.label}
+
     def matrix(self) -> torch.Tensor:
         """The slices as a ``[len(layers), d]`` float32 matrix, rows in ``layers`` order."""
         return torch.stack([self.weights[k] for k in self.layers])
@@ -130,7 +134,7 @@ def fit_stacked(matching: Mapping[int, torch.Tensor], other: Mapping[int, torch.
     """One L2 logistic regression (scikit-learn, inverse strength ``c``) on the standardised concatenated features
     of ``layers``: ``matching[layer]`` rows (trait answers) against ``other[layer]`` rows; the normal, mapped back
     to the raw residual space, as a :class:`Readout` pointing toward the trait."""
-    from sklearn.linear_model import LogisticRegression
+    from difflib_models.persona.extraction.extractor import logistic_normal
 
     layers = sorted(int(k) for k in layers)
     if not layers:
@@ -141,11 +145,7 @@ def fit_stacked(matching: Mapping[int, torch.Tensor], other: Mapping[int, torch.
     x_neg = torch.cat([other[k].double() for k in layers], dim=-1)
     if len(x_pos) < 2 or len(x_neg) < 2:
         raise ConfigError(bad_value("matching/other", (len(x_pos), len(x_neg)), "at least 2 rows of each"))
-    x = torch.cat([x_pos, x_neg])
-    mu, sd = x.mean(dim=0), x.std(dim=0).clamp_min(1e-6)
-    y = [1] * len(x_pos) + [0] * len(x_neg)
-    clf = LogisticRegression(C=c, max_iter=3000).fit(((x - mu) / sd).numpy(), y)
-    u = torch.as_tensor(clf.coef_[0], dtype=torch.float64) / sd
+    u = logistic_normal(x_pos, x_neg, c=c, max_iter=3000)
     d = int(matching[layers[0]].shape[-1])
     return Readout({k: u[i * d:(i + 1) * d] for i, k in enumerate(layers)})
 

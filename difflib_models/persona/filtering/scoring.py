@@ -476,7 +476,7 @@ def filter_samples(
         vector_model_weight_hash=vectors.weight_hash, seconds=scores.seconds,
         extra={"model": loaded.identity.to_dict() if hasattr(loaded.identity, "to_dict") else None,
                "filter_validation": _validation_summary(vectors, readout, config.method),
-               "readout": {"layers": readout.layers, "label": readout.label},
+               "readout": readout.to_dict(),
                "config": asdict(config)},
         keys=SUMMARY_KEYS,
     )

@@ -57,7 +57,7 @@ LOW_AUROC = 0.8
 
 __all__ = ["LOW_AUROC", "PairFeatures", "ResponsePair", "SCORE_METHODS", "collect_features", "describe",
            "filter_validate_trait", "fit_readouts", "pair_scores", "pairs_from_ab", "pairs_from_trait",
-           "random_direction_baseline", "rank_metrics", "readout_scores", "split_pairs", "validate_for_filtering",
+           "random_direction_baseline", "rank_metrics", "readout_scores", "split_pairs", "subset_pairs", "validate_for_filtering",
            "validate_on_trait", "validate_with_readouts", "with_filter_validation"]
 
 
@@ -240,7 +240,8 @@ def split_pairs(n: int, tune_fraction: float, seed: int) -> tuple[np.ndarray, np
     return np.sort(order[:n_tune]), np.sort(order[n_tune:])
 
 
-def _subset(features: PairFeatures, idx: np.ndarray) -> PairFeatures:
+def subset_pairs(features: PairFeatures, idx: Any) -> PairFeatures:
+    """The pairs ``idx`` (indices) of ``features``."""
     t = torch.as_tensor(idx, dtype=torch.long)
     pick = lambda d: {k: v[t] for k, v in d.items()} if d is not None else None  # noqa: E731
     return PairFeatures(matching=pick(features.matching), other=pick(features.other),
@@ -282,8 +283,8 @@ def validate_for_filtering(
                                     "features"))
     units = {layer: vectors.unit(layer) for layer in candidates}
     tune, ev = split_pairs(len(features), tune_fraction, seed)
-    method, layer, table = select_on_tuning(_subset(features, tune), units, methods)
-    metrics = rank_metrics(*pair_scores(_subset(features, ev), layer, units[layer], method))
+    method, layer, table = select_on_tuning(subset_pairs(features, tune), units, methods)
+    metrics = rank_metrics(*pair_scores(subset_pairs(features, ev), layer, units[layer], method))
     record = FilterValidation(
         filter_layer=layer, method=method, filter_auroc=table[method], eval_auroc=metrics["auroc"],
         eval_precision_at_k=metrics["precision_at_k"], eval_pair_win_rate=metrics["pair_win_rate"],
@@ -344,7 +345,7 @@ def validate_with_readouts(
         return single, None
     layers = sorted(set(vectors.layers) & set(features.layers) & set(fit.layers))
     tune, ev = split_pairs(len(features), tune_fraction, seed)
-    tuning = _subset(features, tune)
+    tuning = subset_pairs(features, tune)
     ref = rank_metrics(*pair_scores(tuning, single.filter_layer, vectors.unit(single.filter_layer), single.method))
     best: tuple[float, float, str, Readout] | None = None
     table: dict[str, dict[str, float]] = {m: {} for m in methods}
@@ -360,7 +361,7 @@ def validate_with_readouts(
                  single.filter_layer, single.method)
         return dataclasses.replace(single, readout_auroc=table[single.method]), None
     method, readout = best[2], best[3]
-    metrics = rank_metrics(*readout_scores(_subset(features, ev), readout, method))
+    metrics = rank_metrics(*readout_scores(subset_pairs(features, ev), readout, method))
     per_block = single.filter_auroc if method == single.method else {  # the file's blocks, under the kept method
         layer: rank_metrics(*pair_scores(tuning, layer, vectors.unit(layer), method))["auroc"]
         for layer in single.filter_auroc}
@@ -458,8 +459,8 @@ def describe(record: FilterValidation | None) -> str:
         return ("not validated for filtering: this vector file has no filter_validation record, so nobody "
                 "measured whether it ranks trait-matching above non-matching answers to the same prompt")
     level = "LOW" if not record.eval_auroc >= LOW_AUROC else "ok"
-    where = (f"on a stacked readout over blocks.{record.readout_layers[0]}-{record.readout_layers[-1]}"
-             if record.readout_layers else f"at blocks.{record.filter_layer}")
+    where = (f"on a stacked readout over {record.readout_span}" if record.readout_span
+             else f"at blocks.{record.filter_layer}")
     return (f"filter validation {level}: AUROC {record.eval_auroc:.3f} (precision@k {record.eval_precision_at_k:.2f}, "
             f"{record.n_eval} held-out pairs, {record.source}) {where}, method "
             f"{record.method}; warn below {LOW_AUROC}")

@@ -122,9 +122,9 @@ def test_validation_keeps_a_stacked_readout_only_when_it_ranks_the_tuning_pairs_
     assert record.readout_auroc and max(record.readout_auroc.values()) > 0.95
     assert "stacked readout over blocks." in describe(record)
     # filter_auroc lists the file's blocks under the method the record keeps
-    from difflib_models.persona.filtering.validation import _subset, pair_scores, split_pairs
+    from difflib_models.persona.filtering.validation import pair_scores, split_pairs, subset_pairs
 
-    tuning = _subset(feats, split_pairs(len(feats), 0.5, 0)[0])
+    tuning = subset_pairs(feats, split_pairs(len(feats), 0.5, 0)[0])
     for layer, auc in record.filter_auroc.items():
         assert auc == pytest.approx(rank_metrics(*pair_scores(tuning, layer, _vs().unit(layer), record.method))["auroc"])
     # too few fitting pairs: the file's blocks only
