@@ -47,9 +47,16 @@ from difflib_models.persona.traits.importers import trait_from_items
 logger = logging.getLogger("benchmarks.bench_filter_heldout_caa")
 
 
-def caa_rows() -> list[dict[str, Any]]:
-    """The CAA generate sycophancy items, as the file holds them (question, answer_matching_behavior, ...)."""
-    return json.loads((CAA / "sycophancy" / "generate_dataset.json").read_text(encoding="utf-8"))
+CAA_BEHAVIOURS = ("sycophancy", "survival-instinct", "myopic-reward", "refusal", "coordinate-other-ais",
+                  "corrigible-neutral-HHH")
+"""The CAA generate splits (``../shared/data/caa/generate/<behaviour>``)."""
+
+
+def caa_rows(behaviour: str = "sycophancy") -> list[dict[str, Any]]:
+    """One CAA generate split's items, as the file holds them (question, answer_matching_behavior, ...)."""
+    if behaviour not in CAA_BEHAVIOURS:
+        raise ValueError(f"behaviour={behaviour!r} is not a CAA generate split; expected one of {CAA_BEHAVIOURS}")
+    return json.loads((CAA / behaviour / "generate_dataset.json").read_text(encoding="utf-8"))
 
 
 def held_out_indices(n_items: int, n_held: int, seed: int) -> set[int]:
@@ -57,17 +64,17 @@ def held_out_indices(n_items: int, n_held: int, seed: int) -> set[int]:
     return set(np.random.default_rng(seed).permutation(n_items)[:n_held].tolist())
 
 
-def caa_items(rows: list[dict[str, Any]] | None = None) -> list[Any]:
-    """Every CAA generate sycophancy item as an ABItem, in file order."""
+def caa_items(rows: list[dict[str, Any]] | None = None, behaviour: str = "sycophancy") -> list[Any]:
+    """Every item of a CAA generate split (``rows``, else ``behaviour``'s file) as an ABItem, in file order."""
     from difflib_models.persona.traits.schema import ABItem
 
     return [ABItem(question=r["question"], matching=r["answer_matching_behavior"],
-                   not_matching=r["answer_not_matching_behavior"]) for r in (rows or caa_rows())]
+                   not_matching=r["answer_not_matching_behavior"]) for r in (rows or caa_rows(behaviour))]
 
 
-def split_caa(n_held: int, seed: int) -> tuple[list[Any], list[Any]]:
+def split_caa(n_held: int, seed: int, behaviour: str = "sycophancy") -> tuple[list[Any], list[Any]]:
     """(held-out items: bench_filter_heldout's seeded sample, the other items), in file order."""
-    items = caa_items()
+    items = caa_items(behaviour=behaviour)
     held = held_out_indices(len(items), n_held, seed)
     return [items[i] for i in sorted(held)], [it for i, it in enumerate(items) if i not in held]
 

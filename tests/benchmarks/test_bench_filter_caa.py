@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from benchmarks.bench_filter_caa_stacked import covariance_nulls
@@ -37,3 +38,22 @@ def test_user_path_inputs_hold_the_other_items_and_both_answers_of_the_held_out_
     asked = {ln["messages"][0]["content"] for ln in lines}
     assert asked == {it.question for it in held} and not asked & {r["question"] for r in others}
     assert sum(ln["id"].endswith("-matching") for ln in lines) == 100
+
+
+def test_split_caa_of_another_behaviour_holds_out_a_disjoint_seeded_sample() -> None:
+    from benchmarks.bench_filter_heldout_caa import caa_items, split_caa
+
+    items = caa_items(behaviour="survival-instinct")
+    held, rest = split_caa(100, 1, "survival-instinct")
+    assert len(items) == 903 and len(held) == 100 and len(rest) == 803
+    assert not {it.question for it in held} & {it.question for it in rest}
+    assert {it.question for it in held} | {it.question for it in rest} == {it.question for it in items}
+    assert [it.question for it in split_caa(100, 1, "survival-instinct")[0]] == [it.question for it in held]
+    assert {it.question for it in split_caa(100, 2, "survival-instinct")[0]} != {it.question for it in held}
+
+
+def test_caa_rows_names_the_splits_it_knows() -> None:
+    from benchmarks.bench_filter_heldout_caa import caa_rows
+
+    with pytest.raises(ValueError, match=r"behaviour='evil'.*survival-instinct"):
+        caa_rows("evil")

@@ -45,3 +45,19 @@ def test_response_monitor_cost_in_the_docs_is_callbacks_responses_json() -> None
             f"{tiny['ratio_projected_every']['200']:.3f}x at 200") in doc
     plain = json.loads((RESULTS / "callbacks.json").read_text(encoding="utf-8"))["results"]["smollm2-135m-instruct"]
     assert f"The last-prompt check alone costs {plain['one_monitor_check_s']:.2f} s" in doc
+
+
+def test_stacked_filter_tables_on_other_behaviours_are_their_jsons() -> None:
+    """docs/data-filtering.md, "Behaviours the recipe was not developed on": each row is its benchmark JSON."""
+    doc = _doc("data-filtering.md")
+    for behaviour in ("survival-instinct", "myopic-reward"):
+        d = json.loads((RESULTS / f"filter_caa_stacked_{behaviour}.json").read_text(encoding="utf-8"))
+        for r in d["runs"]:
+            span = r["readout"].replace(" (stacked)", "")
+            held, strat = r["heldout"], r["word_stratified_auroc"]
+            row = (f"| {behaviour}, {r['seed']} | {r['method']}, {span} | **{held['auroc']:.3f}** / "
+                   f"{held['precision_at_k']:.2f} / {held['pair_win_rate']:.2f} | {strat['readout']:.3f} | "
+                   f"{r['single_block_heldout']['auroc']:.3f} | {r['surface_heldout']['auroc']:.3f} / "
+                   f"{strat['surface']:.3f} | {r['random_null_heldout_auroc']['max']:.3f} / "
+                   f"{r['random_null_word_stratified_max']:.3f} |")
+            assert row in doc, row

@@ -42,7 +42,17 @@ FORMAT_VERSION = 2
 """2: ``validation`` is a :class:`ValidationSummary` record with a ``schema_version`` (1: an untyped dict)."""
 FILTER_VALIDATION_VERSION = 2
 """Version of the ``filter_validation`` record (an optional sidecar key: files without it stay readable). 2: a
-stacked readout may be chosen (``readout_layers``, ``readout_auroc``); a version-1 record reads as before."""
+stacked readout may be chosen (``readout_layers``, ``readout_auroc``); a version-1 record reads as before. Optional
+keys within version 2 (absent in older records; an older reader ignores them): ``surface_auroc``,
+``eval_word_stratified_auroc``."""
+
+WORDING_MARGIN = 0.05
+"""A filter vector whose evaluation AUROC is not at least this much above what the answers' first word and length
+alone reach (``surface_auroc``) is flagged: the evaluation pairs cannot show that it reads more than the wording."""
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 @dataclass(frozen=True)
@@ -74,7 +84,18 @@ class FilterValidation:
     """Blocks of the chosen stacked readout (empty: a single block, ``filter_layer``)."""
     readout_auroc: dict[str, float] = field(default_factory=dict)
     """Tuning AUROC (method ``method``) of every stacked readout tried, keyed ``"lo-hi"`` by its span."""
+    surface_auroc: float | None = None
+    """Evaluation AUROC of a classifier that sees only each answer's first word and length, fitted on the same
+    pairs as the readouts (:mod:`~difflib_models.persona.filtering.surface`); None: not measured."""
+    eval_word_stratified_auroc: float | None = None
+    """The chosen readout's evaluation AUROC counted only between answers that start with the same word (None: not
+    measured, or no word starts >= 5 answers of each kind)."""
     version: int = FILTER_VALIDATION_VERSION
+
+    @property
+    def reads_wording(self) -> bool:
+        """True when the wording alone ranks the evaluation pairs within :data:`WORDING_MARGIN` of the vector."""
+        return self.surface_auroc is not None and not self.eval_auroc >= self.surface_auroc + WORDING_MARGIN
 
     @property
     def readout_span(self) -> str | None:
@@ -93,6 +114,8 @@ class FilterValidation:
             "method_auroc": {k: finite_or_none(v) for k, v in self.method_auroc.items()},
             "readout_layers": [int(k) for k in self.readout_layers],
             "readout_auroc": {k: finite_or_none(v) for k, v in self.readout_auroc.items()},
+            "surface_auroc": finite_or_none(self.surface_auroc),
+            "eval_word_stratified_auroc": finite_or_none(self.eval_word_stratified_auroc),
         }
 
     @classmethod
@@ -119,6 +142,8 @@ class FilterValidation:
                 readout_layers=tuple(sorted(int(k) for k in (data.get("readout_layers") or ()))),
                 readout_auroc={str(k): float(v) for k, v in (data.get("readout_auroc") or {}).items()
                                if v is not None},
+                surface_auroc=_optional_float(data.get("surface_auroc")),
+                eval_word_stratified_auroc=_optional_float(data.get("eval_word_stratified_auroc")),
                 version=version,
             )
         except (AttributeError, KeyError, TypeError, ValueError) as exc:

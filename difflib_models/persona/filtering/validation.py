@@ -26,6 +26,13 @@ readout ranks the tuning part best as a centre, fits readouts over spans of bloc
 directions, the fitted readouts) compete on the SAME tuning part; the evaluation part is measured once, for the
 winner. :func:`filter_validate_trait` runs it on a trait and returns the vector file with the record (and the
 winning readout's slices).
+
+The wording check (:func:`wording_check`, run by :func:`filter_validate_trait`): A/B data are often lopsided in
+their wording (the trait-matching answer starts with "Yes" more often, or is the shorter option), and a direction
+that reads the wording ranks such pairs well without reading the trait. The record keeps the evaluation AUROC of a
+first-word + length classifier fitted on the same pairs (``surface_auroc``) and the chosen readout's AUROC among
+answers that start with the same word (``eval_word_stratified_auroc``); :func:`describe` flags a vector that does
+not beat the wording by :data:`~difflib_models.persona.extraction.vectors.WORDING_MARGIN`.
 """
 
 from __future__ import annotations
@@ -40,7 +47,7 @@ import numpy as np
 import torch
 
 from difflib_models.errors import ConfigError, bad_value
-from difflib_models.persona.extraction.vectors import FilterValidation, PersonaVectorSet
+from difflib_models.persona.extraction.vectors import WORDING_MARGIN, FilterValidation, PersonaVectorSet
 from difflib_models.persona.filtering.readout import MIN_STACKED_PAIRS, Readout, fit_stacked, spans_around
 from difflib_models.persona.filtering.scoring import ChatSample, encode_sample, greedy_answers
 from difflib_models.persona.shift.core import covariance_null_directions, probe_mode, read_response_and_prompt
@@ -57,8 +64,9 @@ LOW_AUROC = 0.8
 
 __all__ = ["LOW_AUROC", "PairFeatures", "ResponsePair", "SCORE_METHODS", "collect_features", "describe",
            "filter_validate_trait", "fit_readouts", "pair_scores", "pairs_from_ab", "pairs_from_trait",
-           "random_direction_baseline", "rank_metrics", "readout_scores", "split_pairs", "subset_pairs", "validate_for_filtering",
-           "validate_on_trait", "validate_with_readouts", "with_filter_validation"]
+           "random_direction_baseline", "rank_metrics", "readout_scores", "split_pairs", "subset_pairs",
+           "validate_for_filtering", "validate_on_trait", "validate_with_readouts", "with_filter_validation",
+           "wording_check"]
 
 
 @dataclass(frozen=True)
@@ -450,7 +458,35 @@ def filter_validate_trait(
     record, readout = validate_with_readouts(vectors, feats, fit, methods=methods, tune_fraction=tune_fraction,
                                              seed=seed, source=f"trait {trait.id} paired_responses/evaluation",
                                              min_pairs=2 if stacked else MIN_STACKED_PAIRS)
+    chosen = readout or Readout.single(record.filter_layer, vectors.unit(record.filter_layer))
+    record = wording_check(record, chosen, feats, pairs_from_trait(trait, "evaluation"), fit_pairs,
+                           tune_fraction=tune_fraction, seed=seed)
     return with_filter_validation(vectors, record, readout)
+
+
+def wording_check(record: FilterValidation, readout: Readout, features: PairFeatures,
+                  pairs: Sequence[ResponsePair], fit_pairs: Sequence[ResponsePair], *, tune_fraction: float = 0.5,
+                  seed: int = 0) -> FilterValidation:
+    """``record`` with ``surface_auroc`` and ``eval_word_stratified_auroc`` measured on the same evaluation part
+    (``pairs``: the texts of ``features``' rows, in order). The first-word + length classifier is fitted on
+    ``fit_pairs`` (the readouts' fitting pairs), or on the tuning part when fewer than 2 are given."""
+    from difflib_models.persona.filtering.surface import fit_surface, stratified_auroc
+
+    if len(pairs) != len(features):
+        raise ConfigError(bad_value("pairs", len(pairs), f"one text pair per feature row ({len(features)})"))
+    tune, ev = split_pairs(len(features), tune_fraction, seed)
+    train = list(fit_pairs) if len(fit_pairs) >= 2 else [pairs[i] for i in tune]
+    surface = fit_surface([p.matching for p in train], [p.other for p in train])
+    m_txt, o_txt = [pairs[i].matching for i in ev], [pairs[i].other for i in ev]
+    surface_auroc = float(auroc(surface.score(m_txt), surface.score(o_txt)))
+    m, o = readout_scores(subset_pairs(features, ev), readout, record.method)
+    stratified, _ = stratified_auroc(m, o, m_txt, o_txt)
+    out = dataclasses.replace(record, surface_auroc=surface_auroc, eval_word_stratified_auroc=stratified)
+    if out.reads_wording:
+        log.warning("filter validation of %s: the answers' first word and length alone rank the evaluation pairs at "
+                    "AUROC %.3f (the vector: %.3f); the pairs cannot show that it reads more than the wording",
+                    record.source, surface_auroc, record.eval_auroc)
+    return out
 
 
 def describe(record: FilterValidation | None) -> str:
@@ -461,9 +497,19 @@ def describe(record: FilterValidation | None) -> str:
     level = "LOW" if not record.eval_auroc >= LOW_AUROC else "ok"
     where = (f"on a stacked readout over {record.readout_span}" if record.readout_span
              else f"at blocks.{record.filter_layer}")
-    return (f"filter validation {level}: AUROC {record.eval_auroc:.3f} (precision@k {record.eval_precision_at_k:.2f}, "
+    line = (f"filter validation {level}: AUROC {record.eval_auroc:.3f} (precision@k {record.eval_precision_at_k:.2f}, "
             f"{record.n_eval} held-out pairs, {record.source}) {where}, method "
             f"{record.method}; warn below {LOW_AUROC}")
+    if record.surface_auroc is None:
+        return line
+    same = ("n/a" if record.eval_word_stratified_auroc is None
+            else f"{record.eval_word_stratified_auroc:.3f}")
+    line += (f"; wording alone (first word + length) {record.surface_auroc:.3f}, among answers with the same first "
+             f"word {same}")
+    if record.reads_wording:
+        line += (f"; WORDING: not {WORDING_MARGIN} above what the wording alone reaches, so these pairs cannot show "
+                 "that the vector reads the trait rather than the wording")
+    return line
 
 
 def with_filter_validation(vectors: PersonaVectorSet, record: FilterValidation, readout: Readout | None = None

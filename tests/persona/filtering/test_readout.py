@@ -289,8 +289,34 @@ def test_recorded_caa_figures_of_the_stacked_recipe() -> None:
         assert r["heldout"]["auroc"] >= 0.9 and r["heldout"]["auroc"] > r["random_null_heldout_auroc"]["max"]
         assert r["heldout"]["auroc"] > r["single_block_heldout"]["auroc"]  # the single-block recipe stays below
         assert r["single_block_heldout"]["auroc"] < 0.9
+        # the wording alone (first word + length) is far below: CAA sycophancy's answers are balanced
+        assert r["surface_heldout"]["auroc"] < 0.7 and r["word_stratified_auroc"]["readout"] > 0.85
+        assert FilterValidation.from_dict(r["record"]).surface_auroc is not None
     assert doc["summary"]["min_heldout_auroc"] == min(r["heldout"]["auroc"] for r in runs)
     assert doc["summary"]["goal_met_every_seed"] is True
+
+
+def test_recorded_stacked_recipe_on_behaviours_it_was_not_developed_on() -> None:
+    """benchmarks/results/filter_caa_stacked_{survival-instinct,myopic-reward}.json (python -m
+    benchmarks.bench_filter_caa_stacked --behaviour B): the same recipe, unchanged, on two other CAA behaviours.
+    What the docs publish: survival-instinct stays below 0.9 (but reads the trait beyond the answer's first word);
+    myopic-reward is ranked almost perfectly, also among answers that start with the same word."""
+    for behaviour in ("survival-instinct", "myopic-reward"):
+        doc = json.loads((RESULTS / f"filter_caa_stacked_{behaviour}.json").read_text(encoding="utf-8"))
+        assert doc["behaviour"] == behaviour and [r["seed"] for r in doc["runs"]] == [0, 1, 2]
+        for r in doc["runs"]:
+            rec = FilterValidation.from_dict(r["record"])
+            assert rec is not None and rec.surface_auroc is not None and not rec.reads_wording
+            held, strat = r["heldout"]["auroc"], r["word_stratified_auroc"]
+            # above the wording alone, above every random readout, and among same-first-word answers too
+            assert held > r["surface_heldout"]["auroc"] + 0.05 and held > r["random_null_heldout_auroc"]["max"]
+            assert strat["readout"] > strat["surface"] and strat["readout"] > r["random_null_word_stratified_max"]
+            if behaviour == "survival-instinct":
+                assert 0.75 < held < 0.9 and strat["readout"] > 0.75
+                assert r["surface_heldout"]["auroc"] > 0.65  # the lopsided "Yes" alone ranks these rows
+            else:
+                assert held > 0.99 and strat["readout"] > 0.99
+        assert doc["summary"]["goal_met_every_seed"] is (behaviour == "myopic-reward")
 
 
 def test_persona_extract_fits_and_records_stacked_readouts_for_an_imported_trait(
@@ -324,6 +350,10 @@ def test_persona_extract_fits_and_records_stacked_readouts_for_an_imported_trait
     record = json.loads(out)["filter_validation"]
     assert record["version"] == 2 and record["n_tune"] + record["n_eval"] == 60
     assert record["readout_auroc"], "stacked readouts were not tried"  # 180 fitting pairs >= MIN_STACKED_PAIRS
+    # the wording check ran: "Yes" is the matching answer exactly when the friend likes the thing, half the items,
+    # so the first word alone ranks the pairs near chance, and both answer words have enough rows to stratify
+    assert record["surface_auroc"] is not None and abs(record["surface_auroc"] - 0.5) < 0.2
+    assert record["eval_word_stratified_auroc"] is not None
     assert 180 >= MIN_STACKED_PAIRS
     vs = PersonaVectorSet.load(tmp_path / "v")
     assert vs.filter_validation is not None
