@@ -428,13 +428,22 @@ def validate_on_trait(
     loaded: Any, vectors: PersonaVectorSet, trait: Any, *, methods: Sequence[str] = ("proxy",),
     tune_fraction: float = 0.5, seed: int = 0, batch_size: int = 8,
 ) -> FilterValidation | None:
-    """Filter validation on the trait's ``paired_responses`` EVALUATION split (pairs no extraction saw); None
-    (logged) when the trait has fewer than 4 such pairs."""
+    """Filter validation on the trait's ``paired_responses`` EVALUATION split (pairs no extraction saw), with the
+    wording check (:func:`wording_check`); None (logged) when the trait has fewer than 4 such pairs."""
     feats = _evaluation_features(loaded, vectors, trait, methods, batch_size)
     if feats is None:
         return None
-    return validate_for_filtering(vectors, feats, methods=methods, tune_fraction=tune_fraction, seed=seed,
-                                  source=f"trait {trait.id} paired_responses/evaluation")
+    record = validate_for_filtering(vectors, feats, methods=methods, tune_fraction=tune_fraction, seed=seed,
+                                    source=f"trait {trait.id} paired_responses/evaluation")
+    chosen = Readout.single(record.filter_layer, vectors.unit(record.filter_layer))
+    return wording_check(record, chosen, feats, pairs_from_trait(trait, "evaluation"), _fitting_pairs(trait),
+                         tune_fraction=tune_fraction, seed=seed)
+
+
+def _fitting_pairs(trait: Any) -> list[ResponsePair]:
+    """The trait's paired responses outside the evaluation split (extraction, then tuning when it has one)."""
+    return [p for split in ("extraction", "tuning") if trait.split_paired(split)
+            for p in pairs_from_trait(trait, split)]
 
 
 def filter_validate_trait(
@@ -449,8 +458,7 @@ def filter_validate_trait(
     feats = _evaluation_features(loaded, vectors, trait, methods, batch_size)
     if feats is None:
         return vectors
-    fit_pairs = [p for split in ("extraction", "tuning") if trait.split_paired(split)
-                 for p in pairs_from_trait(trait, split)]
+    fit_pairs = _fitting_pairs(trait)
     want = len(fit_pairs) >= MIN_STACKED_PAIRS if stacked is None else stacked
     if want and len(fit_pairs) < 2:
         raise ConfigError(bad_value("stacked", stacked, "False for a trait without paired responses to fit on"))

@@ -15,19 +15,24 @@ import torch
 
 from difflib_models.errors import ConfigError
 from difflib_models.persona.extraction.vectors import FilterValidation, PersonaVectorSet
+from difflib_models.persona.filtering.readout import Readout
 from difflib_models.persona.filtering.validation import (
     PairFeatures,
     ResponsePair,
     collect_features,
     describe,
+    filter_validate_trait,
     pair_scores,
     pairs_from_ab,
+    pairs_from_trait,
     random_direction_baseline,
     rank_metrics,
     split_pairs,
     validate_for_filtering,
     with_filter_validation,
+    wording_check,
 )
+from difflib_models.persona.traits import load_trait
 from difflib_models.persona.traits.schema import ABItem
 
 D, LAYERS, N = 16, (0, 1, 2), 40
@@ -300,13 +305,35 @@ def test_smollm2_filter_ranks_held_out_ab_answers(smollm2, shared_data: Path, tr
     """Layer and method chosen on a tuning half of held-out A/B pairs, AUROC on the other half: >= 0.9 and above
     every one of 8 norm-matched covariance-realistic random directions put through the same choice."""
     vs, cov, orient = _paired_vector(smollm2, trait_id)
-    feats = collect_features(smollm2, _held_out_pairs(trait_id, shared_data), vs.layers, batch_size=8,
-                             max_length=384)
+    pairs = _held_out_pairs(trait_id, shared_data)
+    feats = collect_features(smollm2, pairs, vs.layers, batch_size=8, max_length=384)
     rec = validate_for_filtering(vs, feats, methods=("raw", "proxy"), seed=0, source="held-out A/B")
     rand = random_direction_baseline(vs, feats, cov, orient=orient, n_draws=8, methods=("raw", "proxy"), seed=0)
-    print(trait_id, rec.method, rec.filter_layer, round(rec.eval_auroc, 3), "random", [round(r, 3) for r in rand])
+    # the wording check: a first-word + length classifier fitted on the trait's own paired responses
+    trait = load_trait(trait_id)
+    fit = [p for split in ("extraction", "tuning") if trait.split_paired(split) for p in pairs_from_trait(trait, split)]
+    worded = wording_check(rec, Readout.single(rec.filter_layer, vs.unit(rec.filter_layer)), feats, pairs, fit)
+    print(trait_id, rec.method, rec.filter_layer, round(rec.eval_auroc, 3), "random", [round(r, 3) for r in rand],
+          "wording", worded.surface_auroc, worded.eval_word_stratified_auroc)
     assert rec.eval_auroc > max(rand), (rec.eval_auroc, rand)
     assert rec.eval_auroc >= 0.9, rec.to_dict()
+    assert not worded.reads_wording  # measured: wording alone 0.69 (hallucination), 0.57 (evil)
+
+
+@pytest.mark.parametrize(("trait_id", "flagged"), [("hallucination", True), ("sycophancy", False)])
+def test_smollm2_wording_check_on_a_built_in_traits_own_pairs(smollm2, trait_id: str, flagged: bool) -> None:
+    """What `persona extract` records for a built-in trait (filter_validate_trait): the hallucination trait's
+    evaluation pairs are told apart by their wording alone (the neutral answer opens with "I don't ..." / "I'm not
+    ..."), so its perfect filter AUROC is flagged; the sycophancy trait's (the demo's filter trait) is not."""
+    vs, _, _ = _paired_vector(smollm2, trait_id)
+    rec = filter_validate_trait(smollm2, vs, load_trait(trait_id)).filter_validation
+    print(trait_id, rec.eval_auroc, rec.surface_auroc, rec.eval_word_stratified_auroc)
+    assert rec is not None and rec.surface_auroc is not None
+    assert rec.reads_wording is flagged and ("WORDING" in describe(rec)) is flagged
+    if flagged:
+        assert rec.surface_auroc > 0.9
+    else:
+        assert rec.eval_auroc >= 0.9 and rec.surface_auroc < 0.8
 
 
 def test_recorded_held_out_filter_figures_across_split_seeds() -> None:
