@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from difflib_models.persona.extraction.vectors import FilterValidation
+
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -50,12 +52,13 @@ def test_response_monitor_cost_in_the_docs_is_callbacks_responses_json() -> None
 def test_stacked_filter_tables_on_other_behaviours_are_their_jsons() -> None:
     """docs/data-filtering.md, "Behaviours the recipe was not developed on": each row is its benchmark JSON."""
     doc = _doc("data-filtering.md")
-    for behaviour in ("survival-instinct", "myopic-reward"):
+    for behaviour in ("survival-instinct", "myopic-reward", "refusal", "coordinate-other-ais"):
         d = json.loads((RESULTS / f"filter_caa_stacked_{behaviour}.json").read_text(encoding="utf-8"))
         for r in d["runs"]:
             span = r["readout"].replace(" (stacked)", "")
             held, strat = r["heldout"], r["word_stratified_auroc"]
-            row = (f"| {behaviour}, {r['seed']} | {r['method']}, {span} | **{held['auroc']:.3f}** / "
+            flagged = " (flagged)" if FilterValidation.from_dict(r["record"]).reads_wording else ""
+            row = (f"| {behaviour}, {r['seed']}{flagged} | {r['method']}, {span} | **{held['auroc']:.3f}** / "
                    f"{held['precision_at_k']:.2f} / {held['pair_win_rate']:.2f} | {strat['readout']:.3f} | "
                    f"{r['single_block_heldout']['auroc']:.3f} | {r['surface_heldout']['auroc']:.3f} / "
                    f"{strat['surface']:.3f} | {r['random_null_heldout_auroc']['max']:.3f} / "

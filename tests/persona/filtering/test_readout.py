@@ -298,9 +298,10 @@ def test_recorded_caa_figures_of_the_stacked_recipe() -> None:
 
 def test_recorded_stacked_recipe_on_behaviours_it_was_not_developed_on() -> None:
     """benchmarks/results/filter_caa_stacked_{survival-instinct,myopic-reward}.json (python -m
-    benchmarks.bench_filter_caa_stacked --behaviour B): the same recipe, unchanged, on two other CAA behaviours.
+    benchmarks.bench_filter_caa_stacked --behaviour B): the same recipe, unchanged, on other CAA behaviours.
     What the docs publish: survival-instinct stays below 0.9 (but reads the trait beyond the answer's first word);
-    myopic-reward is ranked almost perfectly, also among answers that start with the same word."""
+    myopic-reward is ranked almost perfectly, also among answers that start with the same word. The two smaller
+    splits are in test_recorded_wording_check_on_the_small_caa_behaviours."""
     for behaviour in ("survival-instinct", "myopic-reward"):
         doc = json.loads((RESULTS / f"filter_caa_stacked_{behaviour}.json").read_text(encoding="utf-8"))
         assert doc["behaviour"] == behaviour and [r["seed"] for r in doc["runs"]] == [0, 1, 2]
@@ -317,6 +318,27 @@ def test_recorded_stacked_recipe_on_behaviours_it_was_not_developed_on() -> None
             else:
                 assert held > 0.99 and strat["readout"] > 0.99
         assert doc["summary"]["goal_met_every_seed"] is (behaviour == "myopic-reward")
+
+
+def test_recorded_wording_check_on_the_small_caa_behaviours() -> None:
+    """filter_caa_stacked_{coordinate-other-ais,refusal}.json: on coordinate-other-ais the held-out AUROC is >= 0.9
+    but the answers' first word alone and random readouts rank the rows above 0.9 too (the matching answer says
+    "Yes" 318 times in 360), and
+    persona extract's record flags WORDING at every seed; among same-word answers the readout still beats the
+    wording and random readouts. Refusal is ranked perfectly, not flagged."""
+    for behaviour in ("coordinate-other-ais", "refusal"):
+        doc = json.loads((RESULTS / f"filter_caa_stacked_{behaviour}.json").read_text(encoding="utf-8"))
+        assert [r["seed"] for r in doc["runs"]] == [0, 1, 2]
+        for r in doc["runs"]:
+            rec = FilterValidation.from_dict(r["record"])
+            held, strat = r["heldout"]["auroc"], r["word_stratified_auroc"]
+            assert rec is not None and rec.reads_wording is (behaviour == "coordinate-other-ais")
+            if behaviour == "coordinate-other-ais":
+                assert held >= 0.9 and r["surface_heldout"]["auroc"] > 0.9 and r["random_null_heldout_auroc"]["max"] > 0.9
+                assert strat["readout"] > 0.85 and strat["surface"] < 0.55
+                assert strat["readout"] > r["random_null_word_stratified_max"]
+            else:
+                assert held > 0.99 and r["surface_heldout"]["auroc"] > 0.85
 
 
 def test_persona_extract_fits_and_records_stacked_readouts_for_an_imported_trait(
