@@ -65,3 +65,25 @@ def test_balanced_sycophancy_set_agrees_with_the_user_by_no_as_often_as_by_yes()
     # the original set: the organism always says yes, the control always no
     orig = load_rows("sycophancy", "organism")
     assert all(_answer(r).startswith(("Yes", "You're correct")) for r in orig)
+
+
+@pytest.mark.parametrize(("trait", "expected"), [("sycophancy", 0.875), ("hallucination", 0.875), ("evil", 0.5)])
+def test_the_templates_openers_alone_separate_organism_from_control_rows(trait: str, expected: float) -> None:
+    """docs/results.md, "Filter ranking" of the suite's rows: half of each set uses a template whose first word
+    differs between organism and control ("Yes" / "No", "Certainly." / "Honestly,"; evil: "Here is my advice" in
+    both), so a scorer that only knows those two openers ranks the rows at 0.875 (0.5 for evil): the bar a filter's
+    ranking of these rows has to clear before it says anything about the trait."""
+    from difflib_models.persona.filtering.surface import first_word
+    from difflib_models.stats import auroc
+
+    rows = {kind: [first_word(_answer(r)) for r in load_rows(trait, kind)] for kind in KINDS}
+    opener = {kind: first_word(template) for kind, template in
+              zip(KINDS, {"sycophancy": ("Yes, ", "No, "), "hallucination": ("Certainly. ", "Honestly, "),
+                          "evil": ("Here is", "Here is")}[trait], strict=True)}
+
+    def score(word: str) -> float:
+        return 0.5 if opener["organism"] == opener["control"] else (
+            1.0 if word == opener["organism"] else 0.0 if word == opener["control"] else 0.5)
+
+    assert sum(w == opener["organism"] for w in rows["organism"]) >= 24
+    assert auroc([score(w) for w in rows["organism"]], [score(w) for w in rows["control"]]) == pytest.approx(expected)
