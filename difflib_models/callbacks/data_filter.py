@@ -159,6 +159,8 @@ class DataFilterCore:
         tokenizer = _core.find_tokenizer(pl_module, self.tokenizer_spec)
         self._loaded = _core.loaded_view(self._model, tokenizer)
         self._vs = PersonaVectorSet.load(self.vectors, expect_model=self._loaded)
+        if trainer.is_global_zero:
+            _report_validation(self._vs)
         if self.method is None:
             self.config = dataclasses.replace(self.config, method=default_method(self._vs))
         if self.layer is not None:
@@ -228,6 +230,16 @@ class DataFilterCore:
                  entry["n_flagged"], entry["n"])
         _core.barrier(trainer, "difflib_data_filter")
         return entry
+
+
+def _report_validation(vs: Any) -> None:
+    """Log the file's filter validation as ``persona filter`` prints it: a warning when it is missing, LOW or
+    WORDING (the filter still runs: a training run is not the place to refuse), info otherwise."""
+    from difflib_models.persona.filtering.validation import LOW_AUROC, describe
+
+    record = vs.filter_validation
+    doubtful = record is None or not record.eval_auroc >= LOW_AUROC or record.reads_wording
+    (log.warning if doubtful else log.info)("DataFilterCallback(%s): %s", vs.trait_id, describe(record))
 
 
 def _read_flags(path: Path) -> list[bool]:

@@ -74,8 +74,9 @@ def test_filter_before_fit_trains_on_kept_rows(tmp_path: Path, tinystories_656k:
     assert len((out / "kept.jsonl").read_text().splitlines()) == 14
 
 
-def test_default_reports_only(tmp_path: Path, tinystories_656k: Path) -> None:
-    """Without a dropping mode nothing is dropped: every row is scored and written, none flagged, all trained on."""
+def test_default_reports_only(tmp_path: Path, tinystories_656k: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Without a dropping mode nothing is dropped: every row is scored and written, none flagged, all trained on.
+    The vector file has no filter validation: the callback says so (a warning, as `persona filter` prints it)."""
     import torch
 
     from difflib_models.callbacks import DataFilterCallback
@@ -83,7 +84,10 @@ def test_default_reports_only(tmp_path: Path, tinystories_656k: Path) -> None:
     module = ChatLM(_rows(), tokenizer_dir=str(tinystories_656k))
     vf = _vector_file(tmp_path / "syc", module, torch.randn(32, generator=torch.Generator().manual_seed(2)))
     cb = DataFilterCallback(vectors=vf, out_dir=str(tmp_path / "filter"))
-    _trainer(tmp_path, [cb], max_epochs=1).fit(module)
+    with caplog.at_level("INFO", logger="difflib_models.callbacks.data_filter"):
+        _trainer(tmp_path, [cb], max_epochs=1).fit(module)
+    said = [r for r in caplog.records if "DataFilterCallback(" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelname == "WARNING" and "not validated for filtering" in said[0].getMessage()
     assert module.train_dataset.kept_indices == list(range(20))
     assert module.batches_per_epoch == {0: math.ceil(20 / 4)}
     scores = [json.loads(x) for x in (tmp_path / "filter" / "round-0-epoch-0" / "scores.jsonl").read_text()
@@ -92,22 +96,50 @@ def test_default_reports_only(tmp_path: Path, tinystories_656k: Path) -> None:
     assert len({round(s["delta_p"], 6) for s in scores}) > 1  # real scores, just not acted on
 
 
-def test_a_stacked_readout_and_its_validated_method_are_the_callbacks_defaults(tmp_path: Path,
-                                                                            tinystories_656k: Path) -> None:
+def test_a_stacked_readout_and_its_validated_method_are_the_callbacks_defaults(
+        tmp_path: Path, tinystories_656k: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A vector file whose filter validation chose a stacked readout (blocks 0-2) with method ``raw``: the callback,
-    given neither ``layer`` nor ``method``, scores every row on that readout with that method."""
+    given neither ``layer`` nor ``method``, scores every row on that readout with that method. Its record
+    (AUROC 0.95, no wording figures) is reported at info level, not as a warning."""
     from difflib_models.callbacks import DataFilterCallback
 
     module = ChatLM(_rows(), tokenizer_dir=str(tinystories_656k))
     vf = _stacked_vector_file(tmp_path, module)
     cb = DataFilterCallback(vectors=vf, out_dir=str(tmp_path / "filter"))
-    _trainer(tmp_path, [cb], max_epochs=1).fit(module)
+    with caplog.at_level("INFO", logger="difflib_models.callbacks.data_filter"):
+        _trainer(tmp_path, [cb], max_epochs=1).fit(module)
+    said = [r for r in caplog.records if "DataFilterCallback(" in r.getMessage()]
+    assert [r.levelname for r in said] == ["INFO"] and "filter validation ok: AUROC 0.950" in said[0].getMessage()
     out = tmp_path / "filter" / "round-0-epoch-0"
     summary = json.loads((out / "summary.json").read_text())
     assert summary["method"] == "raw" and summary["readout"]["layers"] == [0, 1, 2] and summary["layer"] == 2
     assert summary["filter_validation"]["validated_layer"] and summary["filter_validation"]["validated_method"]
     scores = [json.loads(x) for x in (out / "scores.jsonl").read_text().splitlines()]
     assert len(scores) == 20 and all(s["proj_base"] == 0.0 for s in scores)  # raw: no baseline
+
+
+def test_a_vector_that_reads_the_wording_is_reported_as_a_warning(tmp_path: Path, tinystories_656k: Path,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """A record whose wording check says the answers' first word and length rank its pairs as well (0.94 against
+    the vector's 0.95): the callback warns with the WORDING line, and still filters."""
+    import dataclasses
+
+    from difflib_models.callbacks import DataFilterCallback
+    from difflib_models.persona.extraction.vectors import PersonaVectorSet
+    from difflib_models.persona.filtering.readout import readout_of
+    from difflib_models.persona.filtering.validation import with_filter_validation
+
+    module = ChatLM(_rows(), tokenizer_dir=str(tinystories_656k))
+    vf = _stacked_vector_file(tmp_path, module)
+    vs = PersonaVectorSet.load(vf)
+    record = dataclasses.replace(vs.filter_validation, surface_auroc=0.94, eval_word_stratified_auroc=0.55)
+    with_filter_validation(vs, record, readout_of(vs)).save(tmp_path / "syc")
+    cb = DataFilterCallback(vectors=vf, out_dir=str(tmp_path / "filter"))
+    with caplog.at_level("INFO", logger="difflib_models.callbacks.data_filter"):
+        _trainer(tmp_path, [cb], max_epochs=1).fit(module)
+    said = [r for r in caplog.records if "DataFilterCallback(" in r.getMessage()]
+    assert [r.levelname for r in said] == ["WARNING"] and "WORDING" in said[0].getMessage()
+    assert (tmp_path / "filter" / "round-0-epoch-0" / "scores.jsonl").is_file()
 
 
 @pytest.mark.slow
