@@ -100,8 +100,10 @@ def surface_figures(pairs: list[Any], fit_idx: list[int], held_idx: list[int], s
     }
 
 
-def run_seed(loaded: Any, feats: Any, items: list[Any], seed: int, n_held: int, n_random: int,
-             behaviour: str = "sycophancy", pairs: list[Any] | None = None) -> dict[str, Any]:
+def run_seed(loaded: Any, feats: Any, items: list[Any], pairs: list[Any], seed: int, n_held: int, n_random: int,
+             behaviour: str = "sycophancy") -> dict[str, Any]:
+    """One split seed (``items`` and ``pairs``: the split's A/B items and their answer pairs, in file order, the
+    rows of ``feats``)."""
     from difflib_models.persona.extraction.extractor import aggregate
     from difflib_models.persona.extraction.vectors import PersonaVectorSet
     from difflib_models.persona.filtering import validation as fv
@@ -127,9 +129,9 @@ def run_seed(loaded: Any, feats: Any, items: list[Any], seed: int, n_held: int, 
     record, readout = fv.validate_with_readouts(vs, ev, fit, methods=METHODS, source=f"import seed {seed}")
     seconds = time.perf_counter() - t0
     chosen = readout or Readout.single(record.filter_layer, vs.unit(record.filter_layer))
-    if pairs is not None:  # the wording check persona extract adds to the record (filter_validate_trait)
-        record = fv.wording_check(record, chosen, ev, [pairs[i] for i in split["evaluation"]],
-                                  [pairs[i] for i in split["extraction"] + split["tuning"]])
+    # the wording check persona extract adds to the record (filter_validate_trait)
+    record = fv.wording_check(record, chosen, ev, [pairs[i] for i in split["evaluation"]],
+                              [pairs[i] for i in split["extraction"] + split["tuning"]])
     held_scores = fv.readout_scores(held_f, chosen, record.method)
     on_held = fv.rank_metrics(*held_scores)
     single = fv.validate_for_filtering(vs, ev, methods=METHODS, source=f"import seed {seed}")
@@ -138,9 +140,8 @@ def run_seed(loaded: Any, feats: Any, items: list[Any], seed: int, n_held: int, 
     null_scores = [fv.readout_scores(held_f, r, record.method)
                    for r in covariance_nulls(fit, chosen.layers, n_random, seed)]
     nulls = [fv.rank_metrics(*s)["auroc"] for s in null_scores]
-    wording = {} if pairs is None else surface_figures(
-        pairs, split["extraction"] + split["tuning"], held_idx,
-        {"readout": held_scores, "single_block": single_scores}, null_scores)
+    wording = surface_figures(pairs, split["extraction"] + split["tuning"], held_idx,
+                              {"readout": held_scores, "single_block": single_scores}, null_scores)
     logger.info("seed %d: %s (%s) held-out AUROC %.3f; single block %d (%s) %.3f; null max %.3f", seed,
                 chosen.label, record.method, on_held["auroc"], single.filter_layer, single.method,
                 single_held["auroc"], max(nulls) if nulls else float("nan"))
@@ -183,7 +184,7 @@ def main() -> None:
     feats = cached_features(loaded, pairs, layers, False, cache / f"caa_{args.behaviour}_all_{len(items)}.safetensors")
     feature_seconds = time.perf_counter() - t0
     seeds = int_list(args.seeds, "--seeds")
-    runs = [run_seed(loaded, feats, items, s, args.caa_items, args.random, args.behaviour, pairs) for s in seeds]
+    runs = [run_seed(loaded, feats, items, pairs, s, args.caa_items, args.random, args.behaviour) for s in seeds]
     held = [r["heldout"]["auroc"] for r in runs]
     write_results(args.name, {
         "config": vars(args), "behaviour": args.behaviour, "n_items": len(items), "model": loaded.identity.name,

@@ -4,8 +4,8 @@ A/B data sets are often lopsided in their wording: in CAA's survival-instinct it
 with "Yes" 410 times and with "No" 161 times, in myopic-reward it is the shorter option 86% of the time. A direction
 that reads "Yes" or "short answer" then ranks the rows well without reading the trait. Two checks make that visible:
 
-- :func:`fit_surface` / :func:`surface_scores`: a logistic regression on the answer's first word (one-hot over the
-  words seen at least ``min_count`` times) and its log length, fitted on the same pairs as the vector; its AUROC on
+- :func:`fit_surface` / :meth:`SurfaceBaseline.score`: a logistic regression on the answer's first word (one-hot
+  over the words seen at least ``min_count`` times) and its log length, fitted on the same pairs as the vector; its AUROC on
   the evaluation rows is the bar a filter vector has to clear to be reading more than the wording;
 - :func:`stratified_auroc`: the AUROC counted only between rows whose answers start with the same word, so a "Yes"
   detector scores 0.5 there.
