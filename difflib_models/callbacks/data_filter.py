@@ -235,10 +235,10 @@ class DataFilterCore:
 def _report_validation(vs: Any) -> None:
     """Log the file's filter validation as ``persona filter`` prints it: a warning when it is missing, LOW or
     WORDING (the filter still runs: a training run is not the place to refuse), info otherwise."""
-    from difflib_models.persona.filtering.validation import LOW_AUROC, describe
+    from difflib_models.persona.filtering.validation import describe, is_low
 
     record = vs.filter_validation
-    doubtful = record is None or not record.eval_auroc >= LOW_AUROC or record.reads_wording
+    doubtful = is_low(record) or record.reads_wording
     (log.warning if doubtful else log.info)("DataFilterCallback(%s): %s", vs.trait_id, describe(record))
 
 

@@ -355,11 +355,11 @@ FILTER_RECIPE = "persona extract --mode paired --aggregator logistic"
 
 def _check_filter_validation(vs: Any, layer: int | None, strict: bool) -> None:
     """Print the file's filter validation on stderr; warn when missing or low, refuse (ConfigError) with --strict."""
-    from difflib_models.persona.filtering.validation import LOW_AUROC, describe
+    from difflib_models.persona.filtering.validation import LOW_AUROC, describe, is_low
 
     record = vs.filter_validation
     typer.echo(describe(record), err=True)
-    low = record is None or not record.eval_auroc >= LOW_AUROC
+    low = is_low(record)
     if record is not None and layer is not None and (record.readout_layers or layer != record.filter_layer):
         validated = (f"stacked readout over {record.readout_span}" if record.readout_span
                      else f"layer {record.filter_layer}")

@@ -51,10 +51,6 @@ WORDING_MARGIN = 0.05
 alone reach (``surface_auroc``) is flagged: the evaluation pairs cannot show that it reads more than the wording."""
 
 
-def _optional_float(value: Any) -> float | None:
-    return None if value is None else float(value)
-
-
 @dataclass(frozen=True)
 class FilterValidation:
     """How well this file's directions rank training rows (:mod:`~difflib_models.persona.filtering.validation`).
@@ -142,8 +138,8 @@ class FilterValidation:
                 readout_layers=tuple(sorted(int(k) for k in (data.get("readout_layers") or ()))),
                 readout_auroc={str(k): float(v) for k, v in (data.get("readout_auroc") or {}).items()
                                if v is not None},
-                surface_auroc=_optional_float(data.get("surface_auroc")),
-                eval_word_stratified_auroc=_optional_float(data.get("eval_word_stratified_auroc")),
+                surface_auroc=finite_or_none(data.get("surface_auroc")),
+                eval_word_stratified_auroc=finite_or_none(data.get("eval_word_stratified_auroc")),
                 version=version,
             )
         except (AttributeError, KeyError, TypeError, ValueError) as exc:

@@ -63,7 +63,7 @@ LOW_AUROC = 0.8
 """Evaluation AUROC below which a vector is reported as unfit for filtering (``persona filter`` warns)."""
 
 __all__ = ["LOW_AUROC", "PairFeatures", "ResponsePair", "SCORE_METHODS", "collect_features", "describe",
-           "filter_validate_trait", "fit_readouts", "pair_scores", "pairs_from_ab", "pairs_from_trait",
+           "filter_validate_trait", "fit_readouts", "is_low", "pair_scores", "pairs_from_ab", "pairs_from_trait",
            "random_direction_baseline", "rank_metrics", "readout_scores", "split_pairs", "subset_pairs",
            "validate_for_filtering", "validate_on_trait", "validate_with_readouts", "with_filter_validation",
            "wording_check"]
@@ -497,12 +497,17 @@ def wording_check(record: FilterValidation, readout: Readout, features: PairFeat
     return out
 
 
+def is_low(record: FilterValidation | None) -> bool:
+    """True when there is no record or its evaluation AUROC is below :data:`LOW_AUROC` (NaN included)."""
+    return record is None or not record.eval_auroc >= LOW_AUROC
+
+
 def describe(record: FilterValidation | None) -> str:
     """One line for users: the evaluation AUROC, where it was measured, and whether it is low."""
     if record is None:
         return ("not validated for filtering: this vector file has no filter_validation record, so nobody "
                 "measured whether it ranks trait-matching above non-matching answers to the same prompt")
-    level = "LOW" if not record.eval_auroc >= LOW_AUROC else "ok"
+    level = "LOW" if is_low(record) else "ok"
     where = (f"on a stacked readout over {record.readout_span}" if record.readout_span
              else f"at blocks.{record.filter_layer}")
     line = (f"filter validation {level}: AUROC {record.eval_auroc:.3f} (precision@k {record.eval_precision_at_k:.2f}, "
